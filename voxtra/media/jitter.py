@@ -1,0 +1,161 @@
+"""Inbound RTP reordering, sans-IO.
+
+Asterisk on the same host rarely reorders, but across a network it happens, and a
+speech recogniser fed swapped frames hears garbage. Packets are keyed on their 16-bit
+sequence number (with wraparound); in-order packets go straight through (no added
+delay), and a gap is waited for until ``depth`` later packets have arrived, then
+declared lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass
+
+from voxtra.media.rtp import RtpPacket, seq_diff
+
+__all__ = ["JitterBuffer", "JitterStats"]
+
+logger = logging.getLogger(__name__)
+
+_RESYNC_GAP = 250
+"""A jump of more than this many packets (5 s of 20 ms frames) is a new stream, not loss."""
+
+
+@dataclass(slots=True)
+class JitterStats:
+    received: int = 0
+    """Packets pushed (all of them, including duplicates and late ones)."""
+    delivered: int = 0
+    lost: int = 0
+    """Sequence numbers skipped because they had not arrived in time."""
+    duplicates: int = 0
+    late: int = 0
+    """Packets that arrived after their slot was delivered or given up (dropped)."""
+    reordered: int = 0
+    """Packets that arrived after a higher sequence number but still in time."""
+    resyncs: int = 0
+
+
+class JitterBuffer:
+    """Reorder buffer: ``push`` packets as they arrive, ``pop_ready`` the in-order ones.
+
+    ``pop_ready`` returns ``None`` in the place of each packet declared lost, so a
+    consumer can keep 20 ms timing (e.g. insert silence). A new SSRC or a jump of more
+    than 250 packets restarts the sequence without reporting loss.
+    """
+
+    def __init__(self, depth: int = 3) -> None:
+        if depth < 0:
+            raise ValueError("depth cannot be negative")
+        self.depth = depth
+        self.stats = JitterStats()
+        self._buf: dict[int, RtpPacket] = {}
+        self._expected: int | None = None
+        self._highest: int | None = None
+        self._ssrc: int | None = None
+        self._recent: deque[int] = deque(maxlen=64)
+        self._recent_set: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    @property
+    def expected(self) -> int | None:
+        """The next sequence number to deliver."""
+        return self._expected
+
+    def push(self, packet: RtpPacket) -> None:
+        st = self.stats
+        st.received += 1
+        seq = packet.sequence
+        if self._ssrc is not None and packet.ssrc != self._ssrc:
+            self._resync(packet)
+        if self._expected is None:
+            self._ssrc = packet.ssrc
+            self._expected = self._highest = seq
+        d = seq_diff(seq, self._expected)
+        if d < 0:
+            if seq in self._recent_set:
+                st.duplicates += 1
+            elif d < -_RESYNC_GAP:
+                self._resync(packet)
+                self._buf[seq] = packet
+            else:
+                st.late += 1
+            return
+        if d > _RESYNC_GAP:
+            self._resync(packet)
+            self._buf[seq] = packet
+            return
+        if seq in self._buf:
+            st.duplicates += 1
+            return
+        assert self._highest is not None
+        if seq_diff(seq, self._highest) < 0:
+            st.reordered += 1
+        else:
+            self._highest = seq
+        self._buf[seq] = packet
+
+    def pop_ready(self) -> list[RtpPacket | None]:
+        """Packets now deliverable in order; ``None`` marks each lost one."""
+        out: list[RtpPacket | None] = []
+        if self._expected is None:
+            return out
+        while self._buf:
+            pkt = self._buf.pop(self._expected, None)
+            if pkt is not None:
+                self._deliver(pkt, out)
+                continue
+            assert self._highest is not None
+            if (
+                seq_diff(self._highest, self._expected) < self.depth
+                and len(self._buf) <= self.depth
+            ):
+                break
+            self._skip_to_oldest(out)
+        return out
+
+    def drain(self) -> list[RtpPacket | None]:
+        """Everything buffered, in order, gaps reported as ``None`` (end of stream)."""
+        out: list[RtpPacket | None] = []
+        while self._buf:
+            pkt = self._buf.pop(self._expected, None) if self._expected is not None else None
+            if pkt is not None:
+                self._deliver(pkt, out)
+            else:
+                self._skip_to_oldest(out)
+        return out
+
+    def _deliver(self, pkt: RtpPacket, out: list[RtpPacket | None]) -> None:
+        out.append(pkt)
+        self.stats.delivered += 1
+        self._remember(pkt.sequence)
+        self._expected = (pkt.sequence + 1) & 0xFFFF
+
+    def _skip_to_oldest(self, out: list[RtpPacket | None]) -> None:
+        assert self._expected is not None
+        expected = self._expected
+        oldest = min(self._buf, key=lambda s: seq_diff(s, expected))
+        missing = seq_diff(oldest, expected)
+        self.stats.lost += missing
+        out.extend([None] * missing)
+        self._expected = oldest
+
+    def _remember(self, seq: int) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            self._recent_set.discard(self._recent[0])
+        self._recent.append(seq)
+        self._recent_set.add(seq)
+
+    def _resync(self, packet: RtpPacket) -> None:
+        """A new stream: forget the old numbering (buffered packets of it are dropped)."""
+        logger.debug("jitter buffer resync at seq %d ssrc %#x", packet.sequence, packet.ssrc)
+        self.stats.resyncs += 1
+        self._buf.clear()
+        self._recent.clear()
+        self._recent_set.clear()
+        self._ssrc = packet.ssrc
+        self._expected = self._highest = packet.sequence
