@@ -1,0 +1,110 @@
+"""Pacer deadline arithmetic with an injected clock (no wall-clock timing asserts)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from voxtra.media.pacer import Pacer, Ticker
+
+
+class FakeClock:
+    def __init__(self, t: float = 100.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_deadlines_are_start_plus_n_periods() -> None:
+    clk = FakeClock()
+    p = Pacer(20, clock=clk)
+    deadlines = []
+    for _ in range(1000):
+        deadlines.append(p.next_deadline)
+        clk.t = p.next_deadline + 0.0013  # always wake 1.3 ms late
+        assert p.advance() == 0
+    assert deadlines[0] == pytest.approx(100.0)
+    assert deadlines[999] == pytest.approx(100.0 + 999 * 0.020)  # lateness never accumulates
+
+
+def test_delay_counts_down_to_deadline() -> None:
+    clk = FakeClock()
+    p = Pacer(20, clock=clk)
+    p.advance()
+    assert p.delay() == pytest.approx(0.020)
+    clk.t += 0.015
+    assert p.delay() == pytest.approx(0.005)
+    clk.t += 0.010
+    assert p.delay() == 0.0
+
+
+def test_small_lag_catches_up_without_skipping() -> None:
+    clk = FakeClock()
+    p = Pacer(20, clock=clk, max_behind_frames=4)
+    clk.t += 0.070  # 3.5 frames behind: send the backlog back-to-back
+    assert [p.advance() for _ in range(4)] == [0, 0, 0, 0]
+    assert p.delay() == pytest.approx(0.010)
+    assert p.resyncs == 0
+
+
+def test_large_lag_resyncs_instead_of_bursting() -> None:
+    clk = FakeClock()
+    p = Pacer(20, clock=clk, max_behind_frames=4)
+    p.advance()
+    clk.t += 0.5  # blocked for half a second
+    skipped = p.advance()
+    assert skipped == 24  # slots 1..24 dropped; slot 25 (t=+0.5 s) is sent now
+    assert p.frame_index == 26
+    assert p.next_deadline == pytest.approx(100.52)
+    assert p.delay() == pytest.approx(0.020)
+    assert p.resyncs == 1 and p.frames_skipped == 24
+
+
+def test_reset_starts_new_timeline() -> None:
+    clk = FakeClock()
+    p = Pacer(20, clock=clk)
+    p.advance()
+    clk.t = 250.0
+    p.reset()
+    assert p.next_deadline == 250.0 and p.frame_index == 0
+
+
+async def test_wait_does_not_sleep_when_due_and_records_lateness() -> None:
+    clk = FakeClock()
+    p = Pacer(20, clock=clk)
+    clk.t = 100.0035
+    assert await p.wait() == 0
+    assert p.last_lateness == pytest.approx(0.0035)
+    clk.t = 101.0
+    assert await p.wait() > 0  # resynced
+    assert 0 <= p.last_lateness < 0.020
+
+
+async def test_ticker_drives_all_callbacks_and_isolates_failures() -> None:
+    ticker = Ticker(1)  # 1 ms ticks keep the test short; counts only, no timing asserts
+    calls: dict[str, int] = {"a": 0, "b": 0, "bad": 0}
+
+    def cb(name: str):  # type: ignore[no-untyped-def]
+        def f(_skipped: int) -> None:
+            calls[name] += 1
+            if name == "bad":
+                raise RuntimeError("boom")
+
+        return f
+
+    ha = ticker.add(cb("a"))
+    ticker.add(cb("b"))
+    ticker.add(cb("bad"))
+    while calls["a"] < 5:
+        await asyncio.sleep(0.002)
+    assert calls["bad"] == 1  # removed after failing
+    ticker.remove(ha)
+    a_then = calls["a"]
+    b_then = calls["b"]
+    while calls["b"] < b_then + 3:
+        await asyncio.sleep(0.002)
+    assert calls["a"] == a_then
+    assert len(ticker) == 1 and len(ticker.lateness) >= 5
+    await ticker.aclose()

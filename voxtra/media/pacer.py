@@ -1,0 +1,158 @@
+"""A drift-free 20 ms clock for outbound audio, and a shared ticker for many streams.
+
+Deadlines are ``start + n * period``, never "now + period": sleep overshoot then does
+not accumulate, so 50 frames are sent per second over a long call. If the process
+falls far behind (a GC pause, a blocked loop) the pacer jumps forward instead of
+bursting the backlog out, which would only overflow the far end's jitter buffer.
+
+``Ticker`` runs one pacer task for any number of streams: with hundreds of calls, one
+timer wake-up per 20 ms instead of one per call is what keeps CPU and jitter down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from voxtra.media.frames import FRAME_MS
+
+__all__ = ["Pacer", "Ticker"]
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+class Pacer:
+    """Frame deadlines on a monotonic clock.
+
+    ``wait()`` sleeps until the current frame's deadline and returns how many frames
+    were skipped by a resync (0 normally). ``clock`` and ``sleep`` are injectable so
+    tests check the arithmetic without wall-clock timing.
+    """
+
+    def __init__(
+        self,
+        frame_ms: int = FRAME_MS,
+        *,
+        clock: Clock = time.monotonic,
+        max_behind_frames: int = 4,
+        start: float | None = None,
+    ) -> None:
+        self.period = frame_ms / 1000.0
+        self.clock = clock
+        self.max_behind = max_behind_frames
+        self.start = clock() if start is None else start
+        self.frame_index = 0
+        self.resyncs = 0
+        self.frames_skipped = 0
+        self.last_lateness = 0.0
+        """Seconds between the last deadline and when ``wait`` actually returned."""
+
+    @property
+    def next_deadline(self) -> float:
+        return self.start + self.frame_index * self.period
+
+    def reset(self, start: float | None = None) -> None:
+        """Start a new timeline (e.g. when sending resumes after a pause)."""
+        self.start = self.clock() if start is None else start
+        self.frame_index = 0
+
+    def advance(self, now: float | None = None) -> int:
+        """Consume one frame slot; resync first if ``now`` is too far past it.
+
+        Returns the number of slots skipped by a resync.
+        """
+        now = self.clock() if now is None else now
+        skipped = 0
+        behind = now - self.next_deadline
+        if behind > self.max_behind * self.period:
+            target = int((now - self.start) / self.period)
+            skipped = target - self.frame_index
+            self.frame_index = target
+            self.resyncs += 1
+            self.frames_skipped += skipped
+            logger.debug("pacer %.1f ms behind: skipped %d frames", behind * 1000, skipped)
+        self.frame_index += 1
+        return skipped
+
+    def delay(self, now: float | None = None) -> float:
+        """Seconds to sleep until the current frame's deadline (0 if already due)."""
+        now = self.clock() if now is None else now
+        return max(0.0, self.next_deadline - now)
+
+    async def wait(self) -> int:
+        """Sleep until the current frame is due, then advance; returns frames skipped."""
+        d = self.delay()
+        if d > 0:
+            await asyncio.sleep(d)
+        now = self.clock()
+        skipped = self.advance(now)
+        self.last_lateness = now - (self.start + (self.frame_index - 1) * self.period)
+        return skipped
+
+
+TickCallback = Callable[[int], None]
+"""Called once per tick with the number of frames skipped by a resync (usually 0)."""
+
+
+class Ticker:
+    """One pacing task driving many streams; each callback runs once per 20 ms tick.
+
+    Callbacks must be quick and non-blocking (pop a frame, ``sendto``). A callback that
+    raises is logged and removed so one broken stream cannot stop the others.
+    """
+
+    def __init__(self, frame_ms: int = FRAME_MS, *, clock: Clock = time.monotonic) -> None:
+        self.frame_ms = frame_ms
+        self._clock = clock
+        self._callbacks: dict[int, TickCallback] = {}
+        self._next_id = 0
+        self._task: asyncio.Task[None] | None = None
+        self.pacer: Pacer | None = None
+        self.lateness: list[float] = []
+        """Recent per-tick lateness in seconds (bounded), for jitter statistics."""
+        self._lateness_cap = 3000
+
+    def add(self, callback: TickCallback) -> int:
+        """Register ``callback``; starts the task on first use. Returns a handle."""
+        handle = self._next_id
+        self._next_id += 1
+        self._callbacks[handle] = callback
+        if self._task is None or self._task.done():
+            self.pacer = Pacer(self.frame_ms, clock=self._clock)
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="voxtra-ticker")
+        return handle
+
+    def remove(self, handle: int) -> None:
+        self._callbacks.pop(handle, None)
+
+    def __len__(self) -> int:
+        return len(self._callbacks)
+
+    async def _run(self) -> None:
+        assert self.pacer is not None
+        pacer = self.pacer
+        while self._callbacks:
+            skipped = await pacer.wait()
+            if len(self.lateness) >= self._lateness_cap:
+                del self.lateness[: self._lateness_cap // 2]
+            self.lateness.append(pacer.last_lateness)
+            for handle, cb in list(self._callbacks.items()):
+                try:
+                    cb(skipped)
+                except Exception:
+                    logger.exception("tick callback failed; removing it")
+                    self._callbacks.pop(handle, None)
+        self._task = None
+
+    async def aclose(self) -> None:
+        self._callbacks.clear()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
