@@ -1,0 +1,158 @@
+"""Turn taking from per-frame VAD decisions: when the caller starts and stops talking.
+
+Pure logic, no I/O, no clock: feed it one frame at a time and it answers with at most
+one event. Two guards against false barge-in: speech must last ``min_speech_ms`` before
+it counts as an onset (a click or a cough is shorter), and while the agent is speaking
+a frame must also be louder than the agent's own echo on the caller's line by
+``echo_margin_db`` (the echo level is learnt from the frames heard while the agent
+talks). A single non-speech frame inside an onset is tolerated, as VADs flicker.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxtra.media.frames import AudioChunk, Codec
+
+__all__ = ["SpeechEnded", "SpeechStarted", "TurnDetector", "TurnEvent", "frame_energy_db"]
+
+_SILENCE_DB = -100.0
+
+
+def _pcm16(chunk: AudioChunk) -> bytes:
+    """PCM16 bytes of a frame. The one place the pipeline decodes G.711."""
+    if chunk.codec is Codec.PCM16:
+        return chunk.data
+    from voxtra.media import g711
+
+    return g711.decode(chunk.data, chunk.codec)
+
+
+def frame_energy_db(chunk: AudioChunk) -> float:
+    """RMS level of a frame in dBFS (full-scale sine ~ -3 dB, digital silence -100)."""
+    pcm = _pcm16(chunk)
+    if not pcm:
+        return _SILENCE_DB
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    rms = math.sqrt(float(np.mean(x * x)))
+    if rms < 1.0:
+        return _SILENCE_DB
+    return 20.0 * math.log10(rms / 32768.0)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    """Onset confirmed; ``speech_ms`` of speech were seen to confirm it."""
+
+    speech_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEnded:
+    """End of turn: ``speech_ms`` of speech, then ``end_silence_ms`` of silence."""
+
+    speech_ms: float
+
+
+TurnEvent = SpeechStarted | SpeechEnded
+
+
+class TurnDetector:
+    """Endpointing state machine: idle -> (onset guard) -> speaking -> (silence) -> idle."""
+
+    def __init__(
+        self,
+        *,
+        min_speech_ms: float = 100.0,
+        end_silence_ms: float = 600.0,
+        min_energy_db: float = -55.0,
+        echo_margin_db: float = 10.0,
+        echo_decay: float = 0.05,
+    ) -> None:
+        if min_speech_ms < 0 or end_silence_ms <= 0:
+            raise ValueError("min_speech_ms must be >= 0 and end_silence_ms > 0")
+        self.min_speech_ms = min_speech_ms
+        self.end_silence_ms = end_silence_ms
+        self.min_energy_db = min_energy_db
+        self.echo_margin_db = echo_margin_db
+        self.echo_decay = echo_decay
+        self.in_speech = False
+        self.echo_db = _SILENCE_DB
+        """Running estimate of the agent's echo level on the inbound line."""
+        self._onset_ms = 0.0
+        self._gap_frames = 0
+        self._speech_ms = 0.0
+        self._silence_ms = 0.0
+
+    def threshold_db(self, agent_speaking: bool) -> float:
+        """The level a frame must reach to count as caller speech right now."""
+        if agent_speaking:
+            return max(self.min_energy_db, self.echo_db + self.echo_margin_db)
+        return self.min_energy_db
+
+    def feed(
+        self,
+        is_speech: bool,
+        energy_db: float,
+        *,
+        frame_ms: float = 20.0,
+        agent_speaking: bool = False,
+    ) -> TurnEvent | None:
+        """Account for one frame; return the event it completes, if any."""
+        gate = self.threshold_db(agent_speaking)
+        if agent_speaking and not self.in_speech and self._onset_ms == 0.0:
+            # Learn the echo only from frames that are not (yet) a caller onset.
+            self._learn_echo(energy_db)
+        elif not agent_speaking:
+            self.echo_db = max(_SILENCE_DB, self.echo_db - 1.0)  # forget it slowly
+        speech = is_speech and energy_db >= gate
+
+        if not self.in_speech:
+            if speech:
+                self._onset_ms += frame_ms
+                self._gap_frames = 0
+                if self._onset_ms >= self.min_speech_ms:
+                    self.in_speech = True
+                    self._speech_ms = self._onset_ms
+                    self._silence_ms = 0.0
+                    self._onset_ms = 0.0
+                    return SpeechStarted(self._speech_ms)
+            elif self._onset_ms:
+                self._gap_frames += 1
+                if self._gap_frames > 1:
+                    self._onset_ms = 0.0
+                    self._gap_frames = 0
+            return None
+
+        if speech:
+            self._speech_ms += frame_ms + self._silence_ms
+            self._silence_ms = 0.0
+            return None
+        self._silence_ms += frame_ms
+        if self._silence_ms >= self.end_silence_ms:
+            self.in_speech = False
+            self._silence_ms = 0.0
+            return SpeechEnded(self._speech_ms)
+        return None
+
+    def _learn_echo(self, energy_db: float) -> None:
+        if energy_db > self.echo_db:
+            # Rise fast enough to follow the agent's voice, but not in one frame,
+            # so a caller's sudden onset is not swallowed as "echo".
+            self.echo_db += (
+                (energy_db - self.echo_db) * 0.3
+                if self.echo_db > -90
+                else (energy_db - self.echo_db)
+            )
+        else:
+            self.echo_db += (energy_db - self.echo_db) * self.echo_decay
+
+    def reset(self) -> None:
+        self.in_speech = False
+        self._onset_ms = 0.0
+        self._gap_frames = 0
+        self._speech_ms = 0.0
+        self._silence_ms = 0.0
