@@ -1,0 +1,584 @@
+"""Voxtra's settings: from keyword arguments, the environment and a YAML file, validated.
+
+Precedence, highest first: explicit keyword overrides > environment (``VOXTRA_*``) >
+YAML file > built-in defaults. Each source is validated on its own first, so an error
+names the source it came from, then the sources are merged key by key (a YAML
+``media.codec`` survives an environment ``VOXTRA_MEDIA__TRANSPORT``).
+
+Every problem surfaces as :class:`SettingsError` (a :class:`~voxtra.errors.ConfigError`)
+whose message names the dotted setting and what was wrong, e.g.
+``config error in voxtra.yaml: media.transprt: unknown setting (did you mean
+'transport'?)``. Pydantic's ``ValidationError`` never reaches the user.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import logging
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from voxtra.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "MediaSettings",
+    "SettingsError",
+    "VoxtraSettings",
+    "expand_placeholders",
+    "load_settings",
+]
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "VOXTRA_"
+#: ``VOXTRA_CONFIG`` names the YAML file for :func:`load_settings`; it is not a setting.
+CONFIG_FILE_VAR = "CONFIG"
+#: Alternative environment names, e.g. to share variables with other ARI tools.
+_ENV_ALIASES = {"ari_username": "username", "ari_password": "password"}
+#: Settings whose value is never echoed in an error message.
+_SECRET_FIELDS = frozenset({"password"})
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+
+
+class SettingsError(ConfigError):
+    """Settings were rejected; ``problems`` lists ``(dotted_path, message)`` pairs."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]) -> None:
+        self.source = source
+        self.problems = problems
+        detail = "; ".join(f"{path}: {msg}" if path else msg for path, msg in problems)
+        super().__init__(f"config error in {source}: {detail}")
+
+
+# ------------------------------------------------------------------------------ models
+
+
+class _SettingsModel(BaseModel):
+    """Shared model behaviour: strict keys, validated assignment, readable errors."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        # YAML reads `password: 1234` as an int; a numeric password is still a password.
+        coerce_numbers_to_str=True,
+    )
+
+    if not TYPE_CHECKING:
+        # Hidden from type checkers so the pydantic plugin keeps typed constructors.
+
+        def __init__(self, **data: Any) -> None:
+            try:
+                super().__init__(**data)
+            except ValidationError as exc:
+                raise _settings_error("arguments", exc) from exc
+
+        # Tell pydantic this wrapper is not a custom __init__ to run *during*
+        # validation (nested models would otherwise report errors twice, wrapped).
+        __init__.__pydantic_base_init__ = True
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            try:
+                super().__setattr__(name, value)
+            except ValidationError as exc:
+                raise _settings_error("assignment", exc) from exc
+
+
+def _none_if_blank(value: Any) -> Any:
+    """An empty environment variable or ``${X:-}`` means "not set" for optional values."""
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+        return None
+    return value
+
+
+def _check_host(value: str) -> str:
+    host = value.strip()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.fullmatch(host):
+            raise ValueError(f"expected an IP address or host name, got {value!r}") from None
+    return host
+
+
+class MediaSettings(_SettingsModel):
+    """How call audio reaches the application."""
+
+    transport: Literal["rtp", "websocket", "audiosocket"] = "rtp"
+    codec: Literal["ulaw", "alaw", "slin", "slin16"] = "ulaw"
+    #: Local address the RTP/AudioSocket listeners bind to.
+    bind_host: str = "127.0.0.1"
+    #: Address Asterisk should send media to, when it differs from ``bind_host`` (NAT,
+    #: containers, ``0.0.0.0``).
+    advertise_host: str | None = None
+    port_range: tuple[int, int] = (30000, 30999)
+    #: Start media as soon as the call is answered instead of on first use.
+    attach_on_answer: bool = False
+
+    @field_validator("bind_host")
+    @classmethod
+    def _bind_host(cls, value: str) -> str:
+        return _check_host(value)
+
+    @field_validator("advertise_host", mode="before")
+    @classmethod
+    def _advertise_blank(cls, value: Any) -> Any:
+        return _none_if_blank(value)
+
+    @field_validator("advertise_host")
+    @classmethod
+    def _advertise_host(cls, value: str | None) -> str | None:
+        return None if value is None else _check_host(value)
+
+    @field_validator("port_range", mode="before")
+    @classmethod
+    def _port_range_text(cls, value: Any) -> Any:
+        """Accept ``30000-30999``, ``30000,30999`` and ``[30000, 30999]`` from text."""
+        if isinstance(value, str):
+            parts = [p for p in re.split(r"[\s,:-]+", value.strip().strip("[]()")) if p]
+            if len(parts) != 2:
+                raise ValueError(f"expected two port numbers like 30000-30999, got {value!r}")
+            return tuple(parts)
+        return value
+
+    @field_validator("port_range")
+    @classmethod
+    def _port_range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"expected 1 <= low <= high <= 65535, got {low}-{high}")
+        return value
+
+
+class VoxtraSettings(_SettingsModel):
+    """Everything a Voxtra application needs to connect to Asterisk and run calls."""
+
+    #: Base URL of Asterisk's HTTP server (the ARI client adds ``/ari``).
+    ari_url: str = "http://127.0.0.1:8088"
+    username: str = "voxtra"
+    password: str = Field(default="voxtra", repr=False)
+    #: The Stasis application name the dialplan hands calls to.
+    app_name: str = "voxtra"
+    media: MediaSettings = Field(default_factory=MediaSettings)
+    #: Seconds running handlers get at ``stop()`` before they are cancelled.
+    handler_deadline: float = Field(default=10.0, ge=0)
+    #: What to do with a call no route, dispatcher or default accepts.
+    unrouted: Literal["hangup", "answer_and_hangup"] = "answer_and_hangup"
+    #: What to do, after a restart or reconnect, with calls already in the Stasis app.
+    reconcile_policy: Literal["adopt", "hangup"] = "hangup"
+    recordings_dir: str = "recordings"
+    spool_dir: str = ".voxtra-spool"
+    #: Level for Voxtra's own loggers; None leaves logging configuration to the app.
+    log_level: str | None = None
+    max_call_duration: float | None = Field(default=None, gt=0)
+    silence_timeout: float | None = Field(default=None, gt=0)
+    ari_reconnect_max_backoff: float = Field(default=30.0, gt=0)
+    ari_heartbeat: float = Field(default=10.0, gt=0)
+
+    @field_validator("ari_url")
+    @classmethod
+    def _ari_url(cls, value: str) -> str:
+        url = value.strip()
+        problem = "expected a URL like http://127.0.0.1:8088"
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            raise ValueError(f"{problem}, got {value!r}") from None
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.username is not None
+            or parts.query
+            or parts.fragment
+            or any(c.isspace() or ord(c) < 32 for c in url)
+        ):
+            raise ValueError(f"{problem}, got {value!r}")
+        base = url.rstrip("/")
+        # Accept the common ".../ari" spelling: the ARI client adds it itself.
+        return base[: -len("/ari")] if base.endswith("/ari") else base
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str) -> str:
+        if not value or any(c == ":" or c.isspace() or ord(c) < 32 for c in value):
+            raise ValueError("expected a non-empty name without spaces or ':'")
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _password(cls, value: str) -> str:
+        # Never echo the value: this message may end up in logs.
+        if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("expected a non-empty password without control characters")
+        return value
+
+    @field_validator("app_name")
+    @classmethod
+    def _app_name(cls, value: str) -> str:
+        # It lands in URLs and the dialplan (Stasis(app,...)): keep it to safe characters.
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+            raise ValueError(f"expected letters, digits, '_', '.' or '-' only, got {value!r}")
+        return value
+
+    @field_validator("recordings_dir", "spool_dir")
+    @classmethod
+    def _directory(cls, value: str) -> str:
+        if not value.strip() or "\x00" in value:
+            raise ValueError(f"expected a directory path, got {value!r}")
+        return value
+
+    @field_validator("log_level", "max_call_duration", "silence_timeout", mode="before")
+    @classmethod
+    def _optional_blank(cls, value: Any) -> Any:
+        return _none_if_blank(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        level = value.strip().upper()
+        level = "WARNING" if level == "WARN" else level
+        if level not in _LOG_LEVELS:
+            raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")
+        return level
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict with the password masked, for logs and ``doctor``."""
+        data = self.model_dump()
+        data["password"] = "***"
+        return data
+
+    # -------------------------------------------------------------- constructors
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, prefix: str = ENV_PREFIX
+    ) -> VoxtraSettings:
+        """Settings from ``VOXTRA_*`` variables; nested ones use ``__``.
+
+        ``VOXTRA_ARI_URL``, ``VOXTRA_USERNAME`` (or ``VOXTRA_ARI_USERNAME``),
+        ``VOXTRA_MEDIA__TRANSPORT`` ... Unknown top-level names are ignored, because
+        other components share the prefix; an unknown key inside a section
+        (``VOXTRA_MEDIA__TRANSPRT``) is an error.
+        """
+        values, names = _env_values(os.environ if environ is None else environ, prefix)
+        return _validate(values, "environment", names)
+
+    @classmethod
+    def from_yaml(
+        cls, path_or_text: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+    ) -> VoxtraSettings:
+        """Settings from a YAML file (a path) or YAML text, ``${VAR}`` expanded.
+
+        A ``str`` is read as a path when it is one line naming an existing file or
+        ending in ``.yaml``/``.yml``; otherwise it is the YAML itself.
+        """
+        values, source = _yaml_values(path_or_text, os.environ if environ is None else environ)
+        return _validate(values, source)
+
+
+# ----------------------------------------------------------------- error conversion
+
+
+def _settings_error(
+    source: str, exc: ValidationError, env_names: Mapping[str, str] | None = None
+) -> SettingsError:
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = error.get("loc", ())
+        if error["type"] == "missing" and loc and isinstance(loc[-1], int):
+            # A short tuple: report the whole value, not "[1]: field required".
+            loc = loc[:-1]
+            error = {**error, "type": "too_short"}
+        path = _dotted(loc)
+        message = _describe(error, loc)
+        if env_names and path in env_names:
+            path = f"{path} ({env_names[path]})"
+        problems.append((path, message))
+    return SettingsError(source, problems)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    model: type[BaseModel] = VoxtraSettings
+    for part in loc[:-1]:
+        if part == "media":
+            model = MediaSettings
+    return list(model.model_fields)
+
+
+def _describe(error: Any, loc: tuple[int | str, ...]) -> str:
+    """One pydantic error as a short, plain sentence."""
+    kind: str = error["type"]
+    ctx: dict[str, Any] = error.get("ctx") or {}
+    value = error.get("input")
+    if kind == "extra_forbidden":
+        name = str(loc[-1]) if loc else ""
+        close = difflib.get_close_matches(name, _known_keys(loc), n=1)
+        return "unknown setting" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if kind == "value_error":
+        return str(ctx.get("error", error["msg"]))
+    if kind == "literal_error":
+        message = f"expected one of {ctx.get('expected', '')}"
+    elif kind in ("float_parsing", "float_type", "finite_number"):
+        message = "expected a number"
+    elif kind in ("int_parsing", "int_type", "int_from_float"):
+        message = "expected a whole number"
+    elif kind in ("bool_parsing", "bool_type"):
+        message = "expected true or false"
+    elif kind == "string_type":
+        message = "expected text"
+    elif kind in ("tuple_type", "too_short", "too_long"):
+        message = "expected two values, like [30000, 30999]"
+    elif kind in ("model_type", "model_attributes_type", "dict_type"):
+        message = "expected a mapping of settings"
+    elif kind == "greater_than":
+        message = f"must be greater than {ctx.get('gt')}"
+    elif kind == "greater_than_equal":
+        message = f"must be at least {ctx.get('ge')}"
+    else:
+        message = str(error["msg"])
+    secret = any(part in _SECRET_FIELDS for part in loc)
+    if not secret and not isinstance(value, Mapping):
+        message += f", got {value!r}"
+    return message
+
+
+def _validate(
+    values: Mapping[str, Any], source: str, env_names: Mapping[str, str] | None = None
+) -> VoxtraSettings:
+    try:
+        return VoxtraSettings.model_validate(values)
+    except ValidationError as exc:
+        raise _settings_error(source, exc, env_names) from exc
+
+
+# ---------------------------------------------------------------------- environment
+
+
+def _env_values(environ: Mapping[str, str], prefix: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Raw values from the environment, plus dotted path -> variable name for errors."""
+    values: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    sections = {
+        name
+        for name, info in VoxtraSettings.model_fields.items()
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)
+    }
+    upper_prefix = prefix.upper()
+    # Canonical names are applied after aliases, so they win when both are set.
+    keys = sorted(
+        (k for k in environ if k.upper().startswith(upper_prefix)),
+        key=lambda k: k[len(prefix) :].lower() in _ENV_ALIASES,
+        reverse=True,
+    )
+    for key in keys:
+        rest = key[len(prefix) :].lower()
+        if rest == CONFIG_FILE_VAR.lower():
+            continue
+        parts = rest.split("__")
+        top = _ENV_ALIASES.get(parts[0], parts[0])
+        if len(parts) == 1:
+            if top not in VoxtraSettings.model_fields:
+                logger.debug("ignoring %s: not a Voxtra setting", key)
+                continue
+            values[top] = environ[key]
+            names[top] = key
+            continue
+        if top not in sections or not all(parts[1:]):
+            logger.debug("ignoring %s: not a Voxtra setting", key)
+            continue
+        node = values.setdefault(top, {})
+        if not isinstance(node, dict):
+            raise SettingsError("environment", [(top, f"{names[top]} and {key} both set")])
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = environ[key]
+        names[".".join([top, *parts[1:]])] = key
+    return values, names
+
+
+# --------------------------------------------------------------------- YAML and ${ENV}
+
+_PLACEHOLDER = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def expand_placeholders(text: str, environ: Mapping[str, str]) -> str:
+    """Expand ``${VAR}`` and ``${VAR:-default}``; ``$${`` stands for a literal ``${``.
+
+    As in the shell, the default applies when the variable is unset or empty. Raises
+    :class:`ConfigError` naming a variable that is unset and has no default.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "$${":
+            return "${"
+        body = match.group(1)
+        if body is None:
+            raise ConfigError("unclosed '${' placeholder (write $${ for a literal '${')")
+        name, sep, default = body.partition(":-")
+        if not _VAR_NAME.fullmatch(name):
+            raise ConfigError(
+                f"bad placeholder '${{{body}}}': expected ${{NAME}} or ${{NAME:-default}}"
+            )
+        value = environ.get(name)
+        if sep:
+            return value if value else default
+        if value is None:
+            raise ConfigError(
+                f"environment variable {name} is not set (give a default: ${{{name}:-value}})"
+            )
+        return value
+
+    return _PLACEHOLDER.sub(replace, text)
+
+
+def _expand_tree(node: Any, environ: Mapping[str, str], source: str, path: str) -> Any:
+    """Expand placeholders in string values only, after YAML parsing.
+
+    Expanding after parsing means a variable's content is always a value: a password
+    containing ``: `` or ``#`` cannot change the document's structure.
+    """
+    if isinstance(node, str):
+        try:
+            return expand_placeholders(node, environ)
+        except ConfigError as exc:
+            raise SettingsError(source, [(path, str(exc))]) from None
+    if isinstance(node, dict):
+        return {
+            k: _expand_tree(v, environ, source, f"{path}.{k}" if path else str(k))
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_expand_tree(v, environ, source, f"{path}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+def _read_yaml_source(path_or_text: str | os.PathLike[str]) -> tuple[str, str]:
+    """Return (text, source name) for a path or for literal YAML text."""
+    is_path = isinstance(path_or_text, os.PathLike) or (
+        "\n" not in path_or_text
+        and (path_or_text.endswith((".yaml", ".yml")) or Path(path_or_text).is_file())
+    )
+    if not is_path:
+        return str(path_or_text), "YAML text"
+    path = Path(path_or_text)
+    try:
+        return path.read_text(encoding="utf-8"), str(path)
+    except FileNotFoundError:
+        raise SettingsError(str(path), [("", "file not found")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(str(path), [("", f"cannot read: {exc}")]) from None
+
+
+def _yaml_values(
+    path_or_text: str | os.PathLike[str], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], str]:
+    """Raw, expanded values from YAML. A top-level ``voxtra:`` key holds them if present."""
+    text, source = _read_yaml_source(path_or_text)
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SettingsError(source, [("", f"invalid YAML{where}: {problem}")]) from None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise SettingsError(source, [("", "expected a mapping of settings at the top level")])
+    if "voxtra" in document:
+        # Namespaced file: other top-level keys belong to the application and are ignored.
+        section = document["voxtra"]
+        if section is None:
+            section = {}
+        if not isinstance(section, dict):
+            raise SettingsError(source, [("voxtra", "expected a mapping of settings")])
+        document = section
+    bad_keys = [k for k in document if not isinstance(k, str)]
+    if bad_keys:
+        raise SettingsError(source, [(str(bad_keys[0]), "setting names must be text")])
+    expanded: dict[str, Any] = _expand_tree(document, environ, source, "")
+    return expanded, source
+
+
+# ------------------------------------------------------------------------ load_settings
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _override_values(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword overrides as raw values; None means "not given" and is dropped."""
+    values: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, BaseModel):
+            value = value.model_dump()
+        if isinstance(value, Mapping):
+            value = {k: v for k, v in value.items() if v is not None}
+        values[key] = value
+    return values
+
+
+def load_settings(
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    env_prefix: str = ENV_PREFIX,
+    **overrides: Any,
+) -> VoxtraSettings:
+    """Settings from every source: overrides > environment > YAML file > defaults.
+
+    ``config_file`` defaults to ``$VOXTRA_CONFIG`` when set. Keyword overrides use the
+    setting names (``media`` may be a dict of media settings or a ``MediaSettings``);
+    an override of ``None`` counts as not given, so CLI options can be passed through.
+    """
+    env = os.environ if environ is None else environ
+    if config_file is None:
+        config_file = env.get(env_prefix + CONFIG_FILE_VAR) or None
+    layers: list[tuple[dict[str, Any], str, dict[str, str] | None]] = []
+    if config_file is not None:
+        yaml_values, source = _yaml_values(config_file, env)
+        layers.append((yaml_values, source, None))
+    env_values, env_names = _env_values(env, env_prefix)
+    layers.append((env_values, "environment", env_names))
+    layers.append((_override_values(overrides), "arguments", None))
+    merged: dict[str, Any] = {}
+    for values, source, names in layers:
+        _validate(values, source, names)  # blame the right source for its own mistakes
+        merged = _merge(merged, values)
+    return _validate(merged, "merged settings")
