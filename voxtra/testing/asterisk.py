@@ -320,6 +320,9 @@ class AsteriskSandbox:
         target = self.root / "etc/asterisk"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(self.conf_dir, target)
+        # The Debian package does not create the recordings directory; ARI's record
+        # fails with "No such file or directory" without it.
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
 
     # -- helpers -----------------------------------------------------------------
 
