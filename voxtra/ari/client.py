@@ -1,0 +1,680 @@
+"""The ARI REST client: typed methods over one aiohttp session.
+
+Grouped as Asterisk's own API is (``ari.channels.answer(id)``, ``ari.bridges.create()``,
+...). Every method returns a pydantic model (or None for 204 answers) and raises an
+:class:`~voxtra.ari.errors.AriError` subclass on failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import quote
+
+import aiohttp
+from pydantic import BaseModel, TypeAdapter
+
+from voxtra.ari.errors import AriConnectionError, error_for_status
+from voxtra.ari.models import (
+    Application,
+    AsteriskInfo,
+    AsteriskPing,
+    Bridge,
+    Channel,
+    Endpoint,
+    LiveRecording,
+    Playback,
+    StoredRecording,
+    Variable,
+)
+
+__all__ = ["AriClient"]
+
+logger = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+Direction = Literal["both", "in", "out"]
+Params = Mapping[str, str | int | float | bool | Sequence[str] | None]
+
+
+def basic_auth_header(username: str, password: str) -> str:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def _encode_params(params: Params | None) -> dict[str, str]:
+    """ARI query strings: booleans as true/false, lists comma-joined, None left out."""
+    out: dict[str, str] = {}
+    for key, value in (params or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, int | float):
+            out[key] = str(value)
+        else:
+            out[key] = ",".join(value)
+    return out
+
+
+def _seg(value: str) -> str:
+    """One URL path segment (ids may hold characters such as ``;`` or ``/``)."""
+    return quote(value, safe="")
+
+
+class AriClient:
+    """Asterisk REST Interface client. Use as ``async with AriClient(...) as ari:``.
+
+    ``base_url`` is Asterisk's HTTP server (``http://host:8088``); ``/ari`` is added.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 10.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        if self.base_url.endswith("/ari"):
+            self.base_url = self.base_url[: -len("/ari")]
+        self.username = username
+        self.password = password
+        self.timeout = timeout
+        self._session = session
+        self._own_session = session is None
+        self._auth = basic_auth_header(username, password)
+        self.asterisk = AsteriskApi(self)
+        self.applications = ApplicationsApi(self)
+        self.channels = ChannelsApi(self)
+        self.bridges = BridgesApi(self)
+        self.playbacks = PlaybacksApi(self)
+        self.recordings = RecordingsApi(self)
+        self.endpoints = EndpointsApi(self)
+
+    async def __aenter__(self) -> AriClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # The Authorization header is set per request: aiohttp's BasicAuth is
+            # deprecated in 3.14 and the same header also serves the events WebSocket.
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
+            )
+            self._own_session = True
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and self._own_session and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    @property
+    def auth_header(self) -> str:
+        return self._auth
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/ari{path}"
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Params | None = None,
+        json: Any = None,
+        raw: bool = False,
+    ) -> Any:
+        """Send one request; returns decoded JSON (or bytes when ``raw``), None on 204."""
+        try:
+            async with self.session.request(
+                method,
+                self.url(path),
+                params=_encode_params(params),
+                json=json,
+                headers={"Authorization": self._auth},
+            ) as response:
+                body = await response.read()
+                if response.status >= 400:
+                    raise error_for_status(
+                        response.status, method, path, _error_message(body, response.reason)
+                    )
+                if response.status == 204 or not body:
+                    return None
+                if raw:
+                    return body
+                try:
+                    return await response.json(content_type=None)
+                except ValueError:
+                    return body.decode(errors="replace")
+        except aiohttp.ClientError as exc:
+            raise AriConnectionError(0, method, path, f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            raise AriConnectionError(0, method, path, f"no answer in {self.timeout} s") from exc
+
+    async def get_model(self, model: type[M], path: str, params: Params | None = None) -> M:
+        return model.model_validate(await self.request("GET", path, params=params))
+
+    async def get_list(self, model: type[M], path: str, params: Params | None = None) -> list[M]:
+        data = await self.request("GET", path, params=params)
+        return TypeAdapter(list[model]).validate_python(data or [])  # type: ignore[valid-type]
+
+    async def post_model(
+        self, model: type[M], path: str, params: Params | None = None, json: Any = None
+    ) -> M:
+        return model.model_validate(await self.request("POST", path, params=params, json=json))
+
+
+def _error_message(body: bytes, reason: str | None) -> str:
+    import json
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        text = body.decode(errors="replace").strip()
+        return text or (reason or "")
+    if isinstance(data, dict) and "message" in data:
+        return str(data["message"])
+    return str(data)
+
+
+def _variables_body(variables: Mapping[str, str] | None) -> dict[str, Any] | None:
+    # ARI takes channel variables in the JSON body; in the query string they would
+    # need ARI's own bracketed syntax and are easily mangled.
+    return {"variables": dict(variables)} if variables else None
+
+
+class _Api:
+    def __init__(self, client: AriClient) -> None:
+        self._c = client
+
+
+class AsteriskApi(_Api):
+    async def info(self, only: Iterable[str] | None = None) -> AsteriskInfo:
+        params = {"only": ",".join(only)} if only else None
+        return await self._c.get_model(AsteriskInfo, "/asterisk/info", params)
+
+    async def ping(self) -> AsteriskPing:
+        return await self._c.get_model(AsteriskPing, "/asterisk/ping")
+
+    async def get_variable(self, variable: str) -> str:
+        data = await self._c.request("GET", "/asterisk/variable", params={"variable": variable})
+        return Variable.model_validate(data).value
+
+    async def set_variable(self, variable: str, value: str) -> None:
+        params = {"variable": variable, "value": value}
+        await self._c.request("POST", "/asterisk/variable", params=params)
+
+
+class ApplicationsApi(_Api):
+    async def list(self) -> list[Application]:
+        return await self._c.get_list(Application, "/applications")
+
+    async def get(self, app: str) -> Application:
+        return await self._c.get_model(Application, f"/applications/{_seg(app)}")
+
+    async def subscribe(self, app: str, event_source: str | Sequence[str]) -> Application:
+        params = {"eventSource": event_source}
+        return await self._c.post_model(
+            Application, f"/applications/{_seg(app)}/subscription", params
+        )
+
+    async def unsubscribe(self, app: str, event_source: str | Sequence[str]) -> Application:
+        path = f"/applications/{_seg(app)}/subscription"
+        data = await self._c.request("DELETE", path, params={"eventSource": event_source})
+        return Application.model_validate(data)
+
+
+class ChannelsApi(_Api):
+    async def list(self) -> list[Channel]:
+        return await self._c.get_list(Channel, "/channels")
+
+    async def get(self, channel_id: str) -> Channel:
+        return await self._c.get_model(Channel, f"/channels/{_seg(channel_id)}")
+
+    async def originate(
+        self,
+        endpoint: str,
+        *,
+        app: str | None = None,
+        app_args: str | Sequence[str] | None = None,
+        extension: str | None = None,
+        context: str | None = None,
+        priority: int | None = None,
+        label: str | None = None,
+        caller_id: str | None = None,
+        timeout: int | None = None,
+        channel_id: str | None = None,
+        other_channel_id: str | None = None,
+        originator: str | None = None,
+        formats: str | Sequence[str] | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> Channel:
+        """Dial ``endpoint``; the answered channel enters ``app`` (or the dialplan)."""
+        params: dict[str, Any] = {
+            "endpoint": endpoint,
+            "app": app,
+            "appArgs": app_args,
+            "extension": extension,
+            "context": context,
+            "priority": priority,
+            "label": label,
+            "callerId": caller_id,
+            "timeout": timeout,
+            "channelId": channel_id,
+            "otherChannelId": other_channel_id,
+            "originator": originator,
+            "formats": formats,
+        }
+        return await self._c.post_model(Channel, "/channels", params, _variables_body(variables))
+
+    async def create(
+        self,
+        endpoint: str,
+        app: str,
+        *,
+        app_args: str | Sequence[str] | None = None,
+        channel_id: str | None = None,
+        other_channel_id: str | None = None,
+        originator: str | None = None,
+        formats: str | Sequence[str] | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> Channel:
+        """Create a channel without dialing it (``dial()`` it later)."""
+        params: dict[str, Any] = {
+            "endpoint": endpoint,
+            "app": app,
+            "appArgs": app_args,
+            "channelId": channel_id,
+            "otherChannelId": other_channel_id,
+            "originator": originator,
+            "formats": formats,
+        }
+        return await self._c.post_model(
+            Channel, "/channels/create", params, _variables_body(variables)
+        )
+
+    async def dial(self, channel_id: str, *, caller: str | None = None,
+                   timeout: int | None = None) -> None:
+        params = {"caller": caller, "timeout": timeout}
+        await self._c.request("POST", f"/channels/{_seg(channel_id)}/dial", params=params)
+
+    async def hangup(self, channel_id: str, *, reason: str | None = None,
+                     reason_code: int | None = None) -> None:
+        """Hang up. ``reason`` is ARI's name (normal, busy, congestion, no_answer, ...)."""
+        params = {"reason": reason, "reason_code": reason_code}
+        await self._c.request("DELETE", f"/channels/{_seg(channel_id)}", params=params)
+
+    async def answer(self, channel_id: str) -> None:
+        await self._c.request("POST", f"/channels/{_seg(channel_id)}/answer")
+
+    async def ring(self, channel_id: str) -> None:
+        await self._c.request("POST", f"/channels/{_seg(channel_id)}/ring")
+
+    async def ring_stop(self, channel_id: str) -> None:
+        await self._c.request("DELETE", f"/channels/{_seg(channel_id)}/ring")
+
+    async def hold(self, channel_id: str) -> None:
+        await self._c.request("POST", f"/channels/{_seg(channel_id)}/hold")
+
+    async def unhold(self, channel_id: str) -> None:
+        await self._c.request("DELETE", f"/channels/{_seg(channel_id)}/hold")
+
+    async def start_moh(self, channel_id: str, moh_class: str | None = None) -> None:
+        params = {"mohClass": moh_class}
+        await self._c.request("POST", f"/channels/{_seg(channel_id)}/moh", params=params)
+
+    async def stop_moh(self, channel_id: str) -> None:
+        await self._c.request("DELETE", f"/channels/{_seg(channel_id)}/moh")
+
+    async def start_silence(self, channel_id: str) -> None:
+        await self._c.request("POST", f"/channels/{_seg(channel_id)}/silence")
+
+    async def stop_silence(self, channel_id: str) -> None:
+        await self._c.request("DELETE", f"/channels/{_seg(channel_id)}/silence")
+
+    async def mute(self, channel_id: str, direction: Direction = "both") -> None:
+        params = {"direction": direction}
+        await self._c.request("POST", f"/channels/{_seg(channel_id)}/mute", params=params)
+
+    async def unmute(self, channel_id: str, direction: Direction = "both") -> None:
+        params = {"direction": direction}
+        await self._c.request("DELETE", f"/channels/{_seg(channel_id)}/mute", params=params)
+
+    async def play(
+        self,
+        channel_id: str,
+        media: str | Sequence[str],
+        *,
+        playback_id: str | None = None,
+        lang: str | None = None,
+        offsetms: int | None = None,
+        skipms: int | None = None,
+    ) -> Playback:
+        params = {"media": media, "lang": lang, "offsetms": offsetms, "skipms": skipms}
+        path = f"/channels/{_seg(channel_id)}/play"
+        if playback_id:
+            path += f"/{_seg(playback_id)}"
+        return await self._c.post_model(Playback, path, params)
+
+    async def record(
+        self,
+        channel_id: str,
+        name: str,
+        fmt: str = "wav",
+        *,
+        max_duration: int | None = None,
+        max_silence: int | None = None,
+        if_exists: Literal["fail", "overwrite", "append"] = "fail",
+        beep: bool = False,
+        terminate_on: str | None = None,
+    ) -> LiveRecording:
+        params = {
+            "name": name,
+            "format": fmt,
+            "maxDurationSeconds": max_duration,
+            "maxSilenceSeconds": max_silence,
+            "ifExists": if_exists,
+            "beep": beep,
+            "terminateOn": terminate_on,
+        }
+        return await self._c.post_model(
+            LiveRecording, f"/channels/{_seg(channel_id)}/record", params
+        )
+
+    async def snoop(
+        self,
+        channel_id: str,
+        app: str,
+        *,
+        spy: Literal["none", "both", "out", "in"] = "both",
+        whisper: Literal["none", "both", "out", "in"] = "none",
+        app_args: str | Sequence[str] | None = None,
+        snoop_id: str | None = None,
+    ) -> Channel:
+        params = {"spy": spy, "whisper": whisper, "app": app, "appArgs": app_args}
+        path = f"/channels/{_seg(channel_id)}/snoop"
+        if snoop_id:
+            path += f"/{_seg(snoop_id)}"
+        return await self._c.post_model(Channel, path, params)
+
+    async def external_media(
+        self,
+        app: str,
+        *,
+        external_host: str = "",
+        format: str = "ulaw",
+        encapsulation: Literal["rtp", "audiosocket", "none"] = "rtp",
+        transport: Literal["udp", "tcp", "websocket"] = "udp",
+        connection_type: Literal["client", "server"] | None = None,
+        direction: Literal["both"] = "both",
+        channel_id: str | None = None,
+        data: str | None = None,
+        transport_data: str | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> Channel:
+        """Create an ExternalMedia channel (RTP, AudioSocket or chan_websocket)."""
+        params = {
+            "app": app,
+            "external_host": external_host,
+            "format": format,
+            "encapsulation": encapsulation,
+            "transport": transport,
+            "connection_type": connection_type,
+            "direction": direction,
+            "channelId": channel_id,
+            "data": data,
+            "transport_data": transport_data,
+        }
+        return await self._c.post_model(
+            Channel, "/channels/externalMedia", params, _variables_body(variables)
+        )
+
+    async def continue_in_dialplan(
+        self,
+        channel_id: str,
+        *,
+        context: str | None = None,
+        extension: str | None = None,
+        priority: int | None = None,
+        label: str | None = None,
+    ) -> None:
+        """Leave Stasis and go on in the dialplan (ARI ``continue``)."""
+        params = {"context": context, "extension": extension, "priority": priority,
+                  "label": label}
+        await self._c.request("POST", f"/channels/{_seg(channel_id)}/continue", params=params)
+
+    async def redirect(self, channel_id: str, endpoint: str) -> None:
+        """Ask the channel's technology to redirect the call (a SIP 302 for PJSIP)."""
+        params = {"endpoint": endpoint}
+        await self._c.request("POST", f"/channels/{_seg(channel_id)}/redirect", params=params)
+
+    async def send_dtmf(
+        self,
+        channel_id: str,
+        dtmf: str,
+        *,
+        before: int | None = None,
+        between: int | None = None,
+        duration: int | None = None,
+        after: int | None = None,
+    ) -> None:
+        params = {"dtmf": dtmf, "before": before, "between": between,
+                  "duration": duration, "after": after}
+        await self._c.request("POST", f"/channels/{_seg(channel_id)}/dtmf", params=params)
+
+    async def get_variable(self, channel_id: str, variable: str) -> str:
+        data = await self._c.request(
+            "GET", f"/channels/{_seg(channel_id)}/variable", params={"variable": variable}
+        )
+        return Variable.model_validate(data).value
+
+    async def set_variable(self, channel_id: str, variable: str, value: str) -> None:
+        params = {"variable": variable, "value": value}
+        await self._c.request("POST", f"/channels/{_seg(channel_id)}/variable", params=params)
+
+    async def rtp_statistics(self, channel_id: str) -> dict[str, Any]:
+        data = await self._c.request("GET", f"/channels/{_seg(channel_id)}/rtp_statistics")
+        return dict(data or {})
+
+
+class BridgesApi(_Api):
+    async def list(self) -> list[Bridge]:
+        return await self._c.get_list(Bridge, "/bridges")
+
+    async def get(self, bridge_id: str) -> Bridge:
+        return await self._c.get_model(Bridge, f"/bridges/{_seg(bridge_id)}")
+
+    async def create(
+        self,
+        bridge_type: str | Sequence[str] = "mixing",
+        *,
+        bridge_id: str | None = None,
+        name: str | None = None,
+    ) -> Bridge:
+        params = {"type": bridge_type, "bridgeId": bridge_id, "name": name}
+        return await self._c.post_model(Bridge, "/bridges", params)
+
+    async def destroy(self, bridge_id: str) -> None:
+        await self._c.request("DELETE", f"/bridges/{_seg(bridge_id)}")
+
+    async def add_channel(
+        self,
+        bridge_id: str,
+        channel: str | Sequence[str],
+        *,
+        role: str | None = None,
+        absorb_dtmf: bool | None = None,
+        mute: bool | None = None,
+        inhibit_connected_line_updates: bool | None = None,
+    ) -> None:
+        params = {
+            "channel": channel,
+            "role": role,
+            "absorbDTMF": absorb_dtmf,
+            "mute": mute,
+            "inhibitConnectedLineUpdates": inhibit_connected_line_updates,
+        }
+        await self._c.request("POST", f"/bridges/{_seg(bridge_id)}/addChannel", params=params)
+
+    async def remove_channel(self, bridge_id: str, channel: str | Sequence[str]) -> None:
+        params = {"channel": channel}
+        await self._c.request(
+            "POST", f"/bridges/{_seg(bridge_id)}/removeChannel", params=params
+        )
+
+    async def start_moh(self, bridge_id: str, moh_class: str | None = None) -> None:
+        params = {"mohClass": moh_class}
+        await self._c.request("POST", f"/bridges/{_seg(bridge_id)}/moh", params=params)
+
+    async def stop_moh(self, bridge_id: str) -> None:
+        await self._c.request("DELETE", f"/bridges/{_seg(bridge_id)}/moh")
+
+    async def play(
+        self,
+        bridge_id: str,
+        media: str | Sequence[str],
+        *,
+        playback_id: str | None = None,
+        lang: str | None = None,
+    ) -> Playback:
+        path = f"/bridges/{_seg(bridge_id)}/play"
+        if playback_id:
+            path += f"/{_seg(playback_id)}"
+        return await self._c.post_model(Playback, path, {"media": media, "lang": lang})
+
+    async def record(
+        self,
+        bridge_id: str,
+        name: str,
+        fmt: str = "wav",
+        *,
+        max_duration: int | None = None,
+        max_silence: int | None = None,
+        if_exists: Literal["fail", "overwrite", "append"] = "fail",
+        beep: bool = False,
+        terminate_on: str | None = None,
+    ) -> LiveRecording:
+        params = {
+            "name": name,
+            "format": fmt,
+            "maxDurationSeconds": max_duration,
+            "maxSilenceSeconds": max_silence,
+            "ifExists": if_exists,
+            "beep": beep,
+            "terminateOn": terminate_on,
+        }
+        return await self._c.post_model(
+            LiveRecording, f"/bridges/{_seg(bridge_id)}/record", params
+        )
+
+
+class PlaybacksApi(_Api):
+    async def get(self, playback_id: str) -> Playback:
+        return await self._c.get_model(Playback, f"/playbacks/{_seg(playback_id)}")
+
+    async def stop(self, playback_id: str) -> None:
+        await self._c.request("DELETE", f"/playbacks/{_seg(playback_id)}")
+
+    async def control(
+        self,
+        playback_id: str,
+        operation: Literal["restart", "pause", "unpause", "reverse", "forward"],
+    ) -> None:
+        params = {"operation": operation}
+        await self._c.request("POST", f"/playbacks/{_seg(playback_id)}/control", params=params)
+
+
+class RecordingsApi(_Api):
+    async def list_stored(self) -> list[StoredRecording]:
+        return await self._c.get_list(StoredRecording, "/recordings/stored")
+
+    async def get_stored(self, name: str) -> StoredRecording:
+        return await self._c.get_model(StoredRecording, f"/recordings/stored/{_seg(name)}")
+
+    async def delete_stored(self, name: str) -> None:
+        await self._c.request("DELETE", f"/recordings/stored/{_seg(name)}")
+
+    async def get_file(self, name: str) -> bytes:
+        """The stored recording's bytes, over ARI (works when Asterisk is remote)."""
+        data = await self._c.request("GET", f"/recordings/stored/{_seg(name)}/file", raw=True)
+        return bytes(data or b"")
+
+    async def download(self, name: str, path: Path, chunk_size: int = 1 << 16) -> int:
+        """Stream the stored recording to ``path`` (written atomically); returns bytes."""
+        api_path = f"/recordings/stored/{_seg(name)}/file"
+        tmp = path.with_name(path.name + ".part")
+        size = 0
+        try:
+            async with self._c.session.get(
+                self._c.url(api_path), headers={"Authorization": self._c.auth_header}
+            ) as response:
+                if response.status >= 400:
+                    body = await response.read()
+                    raise error_for_status(
+                        response.status, "GET", api_path, _error_message(body, response.reason)
+                    )
+                with tmp.open("wb") as out:
+                    async for chunk in response.content.iter_chunked(chunk_size):
+                        out.write(chunk)
+                        size += len(chunk)
+        except aiohttp.ClientError as exc:
+            tmp.unlink(missing_ok=True)
+            raise AriConnectionError(0, "GET", api_path, str(exc)) from exc
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        await asyncio.to_thread(tmp.replace, path)
+        return size
+
+    async def copy_stored(self, name: str, destination: str) -> StoredRecording:
+        params = {"destinationRecordingName": destination}
+        return await self._c.post_model(
+            StoredRecording, f"/recordings/stored/{_seg(name)}/copy", params
+        )
+
+    async def get_live(self, name: str) -> LiveRecording:
+        return await self._c.get_model(LiveRecording, f"/recordings/live/{_seg(name)}")
+
+    async def stop(self, name: str) -> None:
+        """Stop and store a live recording."""
+        await self._c.request("POST", f"/recordings/live/{_seg(name)}/stop")
+
+    async def cancel(self, name: str) -> None:
+        """Stop a live recording and discard it."""
+        await self._c.request("DELETE", f"/recordings/live/{_seg(name)}")
+
+    async def pause(self, name: str) -> None:
+        await self._c.request("POST", f"/recordings/live/{_seg(name)}/pause")
+
+    async def unpause(self, name: str) -> None:
+        await self._c.request("DELETE", f"/recordings/live/{_seg(name)}/pause")
+
+    async def mute(self, name: str) -> None:
+        await self._c.request("POST", f"/recordings/live/{_seg(name)}/mute")
+
+    async def unmute(self, name: str) -> None:
+        await self._c.request("DELETE", f"/recordings/live/{_seg(name)}/mute")
+
+
+class EndpointsApi(_Api):
+    async def list(self, technology: str | None = None) -> list[Endpoint]:
+        path = f"/endpoints/{_seg(technology)}" if technology else "/endpoints"
+        return await self._c.get_list(Endpoint, path)
+
+    async def get(self, technology: str, resource: str) -> Endpoint:
+        return await self._c.get_model(Endpoint, f"/endpoints/{_seg(technology)}/{_seg(resource)}")

@@ -1,0 +1,207 @@
+"""The ARI events WebSocket, kept alive.
+
+Reconnects with capped exponential backoff and jitter (never a tight loop, even when the
+server closes cleanly), pings so a dead peer is noticed within ``heartbeat * 1.5``
+seconds, and counts connections in ``generation``. Asterisk does not replay events
+missed while disconnected, so ``on_connect`` runs after every (re)connection: that is
+where the app reconciles its state with ``GET /channels`` and ``GET /bridges``.
+
+Events are handed to ``on_event``, a plain (non-async) callable: dispatch must never
+wait on user code, so the receiver only routes events into per-call queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import aiohttp
+
+from voxtra.ari.client import AriClient
+from voxtra.ari.errors import AriUnauthorized
+from voxtra.ari.events import AriEvent, EventParseError, parse_event
+
+__all__ = ["AriEventStream", "Connection"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Connection:
+    """One established events connection. ``generation`` starts at 1."""
+
+    generation: int
+    connected_at: float
+
+    @property
+    def is_reconnect(self) -> bool:
+        return self.generation > 1
+
+
+class AriEventStream:
+    """Receives ARI events for one or more Stasis applications until ``stop()``."""
+
+    def __init__(
+        self,
+        client: AriClient,
+        apps: str | Sequence[str],
+        *,
+        on_event: Callable[[AriEvent], None],
+        on_connect: Callable[[Connection], Awaitable[None]] | None = None,
+        on_disconnect: Callable[[Connection], None] | None = None,
+        heartbeat: float = 5.0,
+        initial_backoff: float = 0.25,
+        max_backoff: float = 30.0,
+        stable_after: float = 5.0,
+        subscribe_all: bool = False,
+    ) -> None:
+        self.client = client
+        self.apps = [apps] if isinstance(apps, str) else list(apps)
+        self.on_event = on_event
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.heartbeat = heartbeat
+        self.initial_backoff = initial_backoff
+        self.max_backoff = max_backoff
+        self.stable_after = stable_after
+        self.subscribe_all = subscribe_all
+        self.generation = 0
+        self.events_received = 0
+        self.events_dropped = 0
+        self.connected = asyncio.Event()
+        self.connection: Connection | None = None
+        self._stopping = False
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reconcile_tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        base = self.client.base_url.replace("http://", "ws://").replace("https://", "wss://")
+        sub = "&subscribeAll=true" if self.subscribe_all else ""
+        return f"{base}/ari/events?app={','.join(self.apps)}{sub}"
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before reconnect ``attempt`` (0-based): capped, with full jitter above half."""
+        ceiling = min(self.max_backoff, self.initial_backoff * (2**attempt))
+        return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter only
+
+    async def wait_connected(self, timeout: float | None = None) -> Connection:
+        await asyncio.wait_for(self.connected.wait(), timeout)
+        assert self.connection is not None
+        return self.connection
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def run(self) -> None:
+        """Connect, receive, reconnect; returns after ``stop()``. Cancellable."""
+        attempt = 0
+        try:
+            while not self._stopping:
+                try:
+                    ws = await self.client.session.ws_connect(
+                        self.url,
+                        headers={"Authorization": self.client.auth_header},
+                        heartbeat=self.heartbeat,
+                        autoping=True,
+                        timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                    )
+                except aiohttp.WSServerHandshakeError as exc:
+                    if exc.status in (401, 403):
+                        raise AriUnauthorized(
+                            exc.status, "GET", "/ari/events", "ARI user or password refused"
+                        ) from exc
+                    logger.warning("ARI events handshake failed (%s); retrying", exc.status)
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    if attempt == 0 or self.generation == 0:
+                        logger.warning("cannot reach ARI events at %s: %s", self.url, exc)
+                    else:
+                        logger.debug("ARI still unreachable: %s", exc)
+                else:
+                    started = time.monotonic()
+                    await self._session(ws)
+                    if time.monotonic() - started >= self.stable_after:
+                        attempt = 0
+                if self._stopping:
+                    break
+                delay = self.backoff(attempt)
+                attempt += 1
+                logger.debug("reconnecting to ARI events in %.2f s", delay)
+                await asyncio.sleep(delay)
+        finally:
+            self.connected.clear()
+            for task in self._reconcile_tasks:
+                task.cancel()
+            if self._reconcile_tasks:
+                await asyncio.gather(*self._reconcile_tasks, return_exceptions=True)
+
+    async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self.generation += 1
+        connection = Connection(self.generation, time.monotonic())
+        self.connection = connection
+        self.connected.set()
+        if connection.is_reconnect:
+            logger.info("ARI events reconnected (generation %d)", connection.generation)
+        else:
+            logger.info("ARI events connected to %s", self.client.base_url)
+        if self.on_connect is not None:
+            # Reconciling lists channels over REST while events keep flowing in.
+            task = asyncio.create_task(self._run_on_connect(connection))
+            self._reconcile_tasks.add(task)
+            task.add_done_callback(self._reconcile_tasks.discard)
+        try:
+            async for message in ws:
+                if message.type is aiohttp.WSMsgType.TEXT:
+                    self._deliver(message.data)
+                elif message.type is aiohttp.WSMsgType.BINARY:
+                    self._deliver(message.data)
+                elif message.type is aiohttp.WSMsgType.ERROR:
+                    logger.warning("ARI events connection error: %s", ws.exception())
+                    break
+        except (aiohttp.ClientError, OSError) as exc:
+            logger.warning("ARI events connection lost: %s", exc)
+        finally:
+            self._ws = None
+            self.connected.clear()
+            with contextlib.suppress(Exception):
+                await ws.close()
+            if not self._stopping:
+                logger.warning(
+                    "ARI events connection closed (generation %d); reconnecting",
+                    connection.generation,
+                )
+            if self.on_disconnect is not None:
+                try:
+                    self.on_disconnect(connection)
+                except Exception:
+                    logger.exception("on_disconnect hook failed")
+
+    async def _run_on_connect(self, connection: Connection) -> None:
+        assert self.on_connect is not None
+        try:
+            await self.on_connect(connection)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("reconcile after ARI connect failed")
+
+    def _deliver(self, data: str | bytes) -> None:
+        try:
+            event = parse_event(data)
+        except EventParseError as exc:
+            self.events_dropped += 1
+            logger.warning("skipping a malformed ARI event: %s", exc)
+            return
+        self.events_received += 1
+        try:
+            self.on_event(event)
+        except Exception:
+            logger.exception("ARI event handler failed on %s", event.type)
