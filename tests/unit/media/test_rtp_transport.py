@@ -1,0 +1,192 @@
+"""RtpTransport against a plain UDP peer on 127.0.0.1 (real sockets, real pacing)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator
+
+import numpy as np
+import pytest
+
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.media.rtp import RtpPacket
+from voxtra.media.rtp_transport import RtpTransport
+
+
+class Peer(asyncio.DatagramProtocol):
+    """Stands in for Asterisk: a UDP socket that records what it gets."""
+
+    def __init__(self) -> None:
+        self.packets: asyncio.Queue[RtpPacket] = asyncio.Queue()
+        self.sock: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.sock = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.packets.put_nowait(RtpPacket.parse(data))
+
+    @property
+    def port(self) -> int:
+        assert self.sock is not None
+        return int(self.sock.get_extra_info("sockname")[1])
+
+    def send_to(self, pkt: RtpPacket, port: int) -> None:
+        assert self.sock is not None
+        self.sock.sendto(pkt.build(), ("127.0.0.1", port))
+
+    async def collect(self, quiet: float = 0.15) -> list[RtpPacket]:
+        got = []
+        while True:
+            try:
+                got.append(await asyncio.wait_for(self.packets.get(), quiet))
+            except TimeoutError:
+                return got
+
+
+@pytest.fixture
+async def peer() -> AsyncIterator[Peer]:
+    loop = asyncio.get_running_loop()
+    sock, proto = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    yield proto
+    sock.close()
+
+
+def pcm(samples: int, rate: int = 8000, value: int | None = None) -> AudioChunk:
+    if value is None:
+        t = np.arange(samples)
+        data = (8000 * np.sin(2 * np.pi * 440 * t / rate)).astype("<i2").tobytes()
+    else:
+        data = np.full(samples, value, "<i2").tobytes()
+    return AudioChunk(data, rate, Codec.PCM16)
+
+
+async def test_one_second_of_mixed_lengths_is_50_paced_packets(peer: Peer) -> None:
+    tr = await RtpTransport.open(
+        "ulaw", bind_host="127.0.0.1", remote=("127.0.0.1", peer.port), name="t1"
+    )
+    try:
+        sizes = [37, 160, 1, 500, 999, 263, 1200, 2000, 2840]  # 8000 samples in all
+        assert sum(sizes) == 8000
+        for n in sizes:
+            await tr.send(pcm(n))
+        assert tr.queued_ms == pytest.approx(1000.0)
+        got = await peer.collect()
+    finally:
+        await tr.close()
+    assert len(got) == 50
+    assert all(len(p.payload) == 160 and p.payload_type == 0 for p in got)
+    seqs = [p.sequence for p in got]
+    assert all((b - a) & 0xFFFF == 1 for a, b in itertools.pairwise(seqs))
+    ts = [p.timestamp for p in got]
+    assert all((b - a) & 0xFFFFFFFF == 160 for a, b in itertools.pairwise(ts))
+    assert got[0].marker and not any(p.marker for p in got[1:])
+    assert len({p.ssrc for p in got}) == 1
+    assert tr.stats.frames_out == 50 and tr.played_ms == 1000.0
+    # The whole second went out at the 20 ms pace, so p99 lateness is well under a frame.
+    assert tr.stats.pacing_jitter_ms(50) < 20.0
+
+
+async def test_16k_input_is_resampled_to_8k_ulaw(peer: Peer) -> None:
+    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1", remote=("127.0.0.1", peer.port))
+    try:
+        await tr.send(pcm(8000, 16000))  # half a second at 16 kHz
+        got = await peer.collect()
+    finally:
+        await tr.close()
+    assert len(got) in (25, 26)  # the padded tail may add one frame
+    assert all(len(p.payload) == 160 for p in got)
+
+
+async def test_slin16_is_big_endian_with_configurable_pt(peer: Peer) -> None:
+    tr = await RtpTransport.open(
+        "slin16", bind_host="127.0.0.1", remote=("127.0.0.1", peer.port), payload_type=96
+    )
+    try:
+        assert (tr.wire_codec, tr.wire_rate) == (Codec.PCM16, 16000)
+        await tr.send(pcm(320, 16000, value=0x0102))
+        (pkt,) = await peer.collect()
+    finally:
+        await tr.close()
+    assert pkt.payload_type == 96 and len(pkt.payload) == 640
+    assert pkt.payload[:4] == b"\x01\x02\x01\x02"  # big-endian on the wire
+
+
+async def test_inbound_reordered_packets_come_out_in_order(peer: Peer) -> None:
+    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1")
+    port = tr.local_address[1]
+    order = [0, 2, 1, 3, 5, 4, 6, 7, 8]
+    try:
+        for s in order:
+            peer.send_to(RtpPacket(0, 1000 + s, 160 * s, 7, bytes([s]) * 160), port)
+        frames = []
+        async for f in tr:
+            frames.append(f)
+            if len(frames) == len(order):
+                break
+        # Symmetric RTP: the remote was learned from the first packet.
+        assert tr.remote == ("127.0.0.1", peer.port)
+        assert tr.advertised_address == f"127.0.0.1:{port}"
+    finally:
+        await tr.close()
+    assert [f.data[0] for f in frames] == sorted(order)
+    assert all(f.codec is Codec.ULAW and f.samples == 160 for f in frames)
+    assert tr.stats.reordered == 2 and tr.stats.frames_in == 9
+
+
+async def test_inbound_loss_becomes_silence_and_is_counted(peer: Peer) -> None:
+    tr = await RtpTransport.open("slin", bind_host="127.0.0.1", jitter_depth=2)
+    port = tr.local_address[1]
+    try:
+        for s in [0, 1, 3, 4, 5]:
+            payload = np.full(160, s + 1, ">i2").tobytes()  # big-endian slin from Asterisk
+            peer.send_to(RtpPacket(10, s, 160 * s, 7, payload), port)
+        peer.sock.sendto(b"\x00garbage", ("127.0.0.1", port))  # type: ignore[union-attr]
+        it = tr.frames()
+        frames = [await asyncio.wait_for(anext(it), 1) for _ in range(6)]
+        await asyncio.sleep(0.05)
+    finally:
+        await tr.close()
+    values = [int(np.frombuffer(f.data, "<i2")[0]) for f in frames]
+    assert values == [1, 2, 0, 4, 5, 6]
+    assert tr.stats.lost == 1 and tr.stats.malformed == 1
+
+
+async def test_flush_drops_the_queue(peer: Peer) -> None:
+    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1", remote=("127.0.0.1", peer.port))
+    try:
+        await tr.send(pcm(8000))
+        await asyncio.sleep(0.1)
+        await tr.flush()
+        assert tr.queued_ms == 0
+        got = await peer.collect()
+        played = tr.played_ms
+    finally:
+        await tr.close()
+    assert 2 <= len(got) <= 10  # only what went out before the flush (+1 in flight)
+    assert played == len(got) * 20
+
+
+async def test_bounded_queue_makes_send_wait(peer: Peer) -> None:
+    tr = await RtpTransport.open(
+        "ulaw", bind_host="127.0.0.1", remote=("127.0.0.1", peer.port), max_queue_ms=100
+    )
+    try:
+        await tr.send(pcm(1600))  # 10 frames: over the 5-frame bound
+        blocked = asyncio.ensure_future(tr.send(pcm(160)))
+        await asyncio.sleep(0)
+        assert not blocked.done()
+        await asyncio.wait_for(blocked, 1)  # pacing frees space within a frame or two
+    finally:
+        await tr.close()
+
+
+async def test_closed_transport_ends_frames_and_rejects_send() -> None:
+    from voxtra.errors import CallEnded
+
+    tr = await RtpTransport.open("alaw", bind_host="127.0.0.1")
+    await tr.close()
+    assert [f async for f in tr] == []
+    with pytest.raises(CallEnded):
+        await tr.send(pcm(160))

@@ -1,0 +1,243 @@
+"""RTP over UDP for Asterisk ExternalMedia (``transport=udp``, ``encapsulation=rtp``).
+
+Bind address and advertised address are separate because in containers/NAT the
+address Asterisk must send to is not the one we bind. The remote (where our RTP goes)
+is Asterisk's ``UNICASTRTP_LOCAL_ADDRESS``/``PORT`` channel variables, set with
+``set_remote`` once the channel exists, or learned from the first inbound packet
+(symmetric RTP).
+
+Wire formats: ``ulaw`` (PT 0), ``alaw`` (PT 8), ``slin`` (8 kHz, PT 10) and ``slin16``
+(16 kHz, PT 118 as Asterisk sends it); ``slin``/``slin16`` are BIG-endian on the wire
+and converted to Voxtra's little-endian PCM here. The outbound payload type is a
+setting because what Asterisk expects back for slin16 is still being investigated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxtra.errors import ConfigError, MediaError
+from voxtra.media.frames import FRAME_MS, AudioChunk, Codec
+from voxtra.media.jitter import JitterBuffer
+from voxtra.media.pacer import Ticker
+from voxtra.media.resample import Quality
+from voxtra.media.rtp import (
+    PT_L16_8K,
+    PT_PCMA,
+    PT_PCMU,
+    PT_SLIN16_ASTERISK,
+    RtpPacket,
+    RtpParseError,
+    RtpSender,
+)
+from voxtra.media.transport import MediaTransport
+
+__all__ = ["WIRE_FORMATS", "RtpTransport", "WireFormat"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WireFormat:
+    name: str
+    codec: Codec
+    rate: int
+    payload_type: int
+    big_endian: bool = False
+
+
+WIRE_FORMATS: dict[str, WireFormat] = {
+    "ulaw": WireFormat("ulaw", Codec.ULAW, 8000, PT_PCMU),
+    "alaw": WireFormat("alaw", Codec.ALAW, 8000, PT_PCMA),
+    "slin": WireFormat("slin", Codec.PCM16, 8000, PT_L16_8K, True),
+    "slin16": WireFormat("slin16", Codec.PCM16, 16000, PT_SLIN16_ASTERISK, True),
+}
+
+
+def _swap16(data: bytes) -> bytes:
+    out: bytes = np.frombuffer(data, dtype=np.uint16).byteswap().tobytes()
+    return out
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, owner: RtpTransport) -> None:
+        self.owner = owner
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, ...]) -> None:
+        self.owner._datagram(data, (str(addr[0]), int(str(addr[1]))))
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("RTP socket error: %s", exc)
+
+
+class RtpTransport(MediaTransport):
+    """One call's RTP stream. Create with ``await RtpTransport.open(...)``."""
+
+    def __init__(
+        self,
+        wire_format: str = "ulaw",
+        *,
+        bind_host: str = "0.0.0.0",
+        bind_port: int = 0,
+        advertised_host: str | None = None,
+        remote: tuple[str, int] | None = None,
+        payload_type: int | None = None,
+        jitter_depth: int = 3,
+        ticker: Ticker | None = None,
+        max_queue_ms: int = 60_000,
+        resample_quality: Quality = "HQ",
+        name: str = "rtp",
+    ) -> None:
+        fmt = WIRE_FORMATS.get(wire_format)
+        if fmt is None:
+            raise ConfigError(f"unknown RTP wire format {wire_format!r}; use {list(WIRE_FORMATS)}")
+        super().__init__(
+            fmt.codec, fmt.rate, max_queue_ms=max_queue_ms, resample_quality=resample_quality
+        )
+        self.wire_format = fmt
+        self.name = name
+        self.bind_host = bind_host
+        self.bind_port = bind_port
+        self.advertised_host = advertised_host
+        self.remote = remote
+        self.jitter = JitterBuffer(jitter_depth)
+        self.sender = RtpSender(
+            fmt.payload_type if payload_type is None else payload_type,
+            fmt.rate * FRAME_MS // 1000,
+        )
+        self._ticker = ticker or Ticker()
+        self._own_ticker = ticker is None
+        self._tick_handle: int | None = None
+        self._sock: asyncio.DatagramTransport | None = None
+        self._idle_ticks = 0
+        self._was_sending = False
+        self._silence = AudioChunk.silence(fmt.codec, fmt.rate)
+        self.inbound_payload_types: set[int] = set()
+
+    @classmethod
+    async def open(cls, wire_format: str = "ulaw", **kwargs: object) -> RtpTransport:
+        """Create, bind and start pacing."""
+        self = cls(wire_format, **kwargs)  # type: ignore[arg-type]
+        await self.start()
+        return self
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            sock, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self), local_addr=(self.bind_host, self.bind_port)
+            )
+        except OSError as exc:
+            raise MediaError(
+                f"cannot bind RTP on {self.bind_host}:{self.bind_port}: {exc}"
+            ) from exc
+        self._sock = sock
+        self._tick_handle = self._ticker.add(self._tick)
+
+    @property
+    def call_id(self) -> str:
+        return self.name
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The address actually bound."""
+        if self._sock is None:
+            raise MediaError("RTP transport not started")
+        host, port = self._sock.get_extra_info("sockname")[:2]
+        return str(host), int(port)
+
+    @property
+    def advertised_address(self) -> str:
+        """``host:port`` to give Asterisk as ``external_host``."""
+        host, port = self.local_address
+        if self.advertised_host:
+            host = self.advertised_host
+        elif host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
+        return f"{host}:{port}"
+
+    def set_remote(self, host: str, port: int) -> None:
+        """Where to send (Asterisk's UNICASTRTP_LOCAL_ADDRESS / _PORT)."""
+        self.remote = (host, int(port))
+
+    # --- inbound --------------------------------------------------------------------
+
+    def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._closed:
+            return
+        try:
+            pkt = RtpPacket.parse(data)
+        except RtpParseError:
+            self.stats.malformed += 1
+            return
+        if self.remote is None:
+            self.remote = addr
+            logger.debug("%s: learned remote %s:%d", self.name, *addr)
+        self.inbound_payload_types.add(pkt.payload_type)
+        self.jitter.push(pkt)
+        for item in self.jitter.pop_ready():
+            if item is None:
+                self._deliver(self._silence)
+                continue
+            payload = item.payload
+            if self.wire_format.big_endian:
+                if len(payload) % 2:
+                    self.stats.malformed += 1
+                    continue
+                payload = _swap16(payload)
+            try:
+                chunk = AudioChunk(payload, self.wire_rate, self.wire_codec)
+            except ValueError:
+                self.stats.malformed += 1
+                continue
+            self._deliver(chunk)
+        js = self.jitter.stats
+        st = self.stats
+        st.lost, st.late, st.duplicates, st.reordered = (
+            js.lost,
+            js.late,
+            js.duplicates,
+            js.reordered,
+        )
+
+    # --- outbound -------------------------------------------------------------------
+
+    def _tick(self, skipped: int) -> None:
+        """One 20 ms slot (called by the ticker): send at most one frame."""
+        self._idle_ticks += skipped
+        if self._sock is None or self.remote is None:
+            self._idle_ticks += 1
+            return
+        frame = self._pop_frame()
+        if frame is None:
+            if self._was_sending:
+                self.stats.underruns += 1
+                self._was_sending = False
+            self._idle_ticks += 1
+            return
+        if self.wire_format.big_endian:
+            frame = _swap16(frame)
+        self._sock.sendto(self.sender.build(frame, skipped_frames=self._idle_ticks), self.remote)
+        self._idle_ticks = 0
+        self._was_sending = True
+        self._frame_sent()
+        pacer = self._ticker.pacer
+        if pacer is not None:
+            self.stats.pacing_lateness_s.append(pacer.last_lateness)
+
+    async def _on_flush(self) -> None:
+        self._was_sending = False
+
+    async def _shutdown(self) -> None:
+        if self._tick_handle is not None:
+            self._ticker.remove(self._tick_handle)
+            self._tick_handle = None
+        if self._own_ticker:
+            await self._ticker.aclose()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None

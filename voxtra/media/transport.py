@@ -1,0 +1,324 @@
+"""The one media transport contract, and the framing/queueing every transport shares.
+
+Inbound: ``frames()`` (also ``async for chunk in transport``) yields 20 ms
+``AudioChunk`` frames in the transport's wire format (``wire_codec`` at ``wire_rate``:
+ulaw/alaw at 8 kHz or PCM16 at 8/16 kHz), silence included, until the call ends.
+
+Outbound: ``send(chunk)`` takes audio of any length, codec and supported rate,
+converts it to the wire format (G.711 tables, soxr), cuts it into 20 ms frames and
+queues it; the transport paces it out. The queue is bounded: ``send`` waits when it
+is full. ``flush()`` drops everything queued (barge-in). When nothing is queued an RTP
+transport sends nothing: Asterisk fills the gap (and ``transmit_silence`` covers
+channels that need continuous audio); the RTP timestamp still advances, and the next
+packet carries the marker bit. ``queued_ms`` / ``played_ms`` follow the pipeline's
+``MediaIO`` contract.
+
+Control: ``events()`` yields ``DtmfEvent``, ``HangupEvent``, ``FlowEvent`` (XOFF/XON)
+and ``ControlMessageEvent`` (any other chan_websocket event), and ``on_event`` may be
+set to a callback that sees each one as it happens.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from voxtra.errors import CallEnded, MediaError
+from voxtra.media import g711
+from voxtra.media.frames import FRAME_MS, AudioChunk, Codec
+from voxtra.media.resample import Quality, StreamResampler
+
+__all__ = [
+    "ControlMessageEvent",
+    "DtmfEvent",
+    "FlowEvent",
+    "HangupEvent",
+    "MediaTransport",
+    "OutboundFramer",
+    "TransportEvent",
+    "TransportStats",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TransportEvent:
+    """Base of control events surfaced by a transport."""
+
+
+@dataclass(frozen=True, slots=True)
+class DtmfEvent(TransportEvent):
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class HangupEvent(TransportEvent):
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FlowEvent(TransportEvent):
+    """The far end asked us to pause (``paused=True``, XOFF) or resume (XON)."""
+
+    paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ControlMessageEvent(TransportEvent):
+    """Any other protocol event, e.g. a chan_websocket ``MediaMarkProcessed``."""
+
+    message: object
+
+
+@dataclass(slots=True)
+class TransportStats:
+    frames_in: int = 0
+    frames_out: int = 0
+    lost: int = 0
+    late: int = 0
+    duplicates: int = 0
+    reordered: int = 0
+    underruns: int = 0
+    """Times the outbound queue ran dry right after audio had been playing."""
+    inbound_dropped: int = 0
+    """Inbound frames dropped because nobody consumed ``frames()`` fast enough."""
+    malformed: int = 0
+    pacing_lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=3000))
+    """Recent per-frame send lateness vs. the ideal 20 ms deadline, seconds."""
+
+    def pacing_jitter_ms(self, percentile: float = 99.0) -> float:
+        if not self.pacing_lateness_s:
+            return 0.0
+        return float(np.percentile(np.fromiter(self.pacing_lateness_s, float), percentile) * 1000)
+
+
+class OutboundFramer:
+    """Converts any audio to one wire format and cuts it into whole 20 ms frames."""
+
+    def __init__(self, codec: Codec, rate: int, quality: Quality = "HQ") -> None:
+        if codec is not Codec.PCM16 and rate != 8000:
+            raise MediaError(f"{codec} is 8 kHz only")
+        self.codec = codec
+        self.rate = rate
+        self.quality: Quality = quality
+        self.frame_bytes = AudioChunk.frame_bytes(codec, rate)
+        self._pcm_frame = rate * FRAME_MS // 1000 * 2
+        self._resampler: StreamResampler | None = None
+        self._pcm_tail = b""  # wire-rate PCM16 not yet a whole frame
+        self._dirty = False  # the resampler holds input not yet flushed out
+
+    @property
+    def pending_ms(self) -> float:
+        return len(self._pcm_tail) / 2 * 1000 / self.rate
+
+    def push(self, chunk: AudioChunk) -> list[bytes]:
+        """Whole wire frames now available from ``chunk`` (the remainder is kept)."""
+        pcm = g711.to_pcm16(chunk)
+        if pcm.sample_rate != self.rate:
+            if self._resampler is None or self._resampler.in_rate != pcm.sample_rate:
+                self._resampler = StreamResampler(pcm.sample_rate, self.rate, self.quality)
+            data = self._resampler.process(pcm.data)
+            self._dirty = True
+        else:
+            data = pcm.data
+        return self._cut(self._pcm_tail + data)
+
+    def finish(self) -> list[bytes]:
+        """Drain the resampler and pad the last partial frame with silence."""
+        data = self._pcm_tail
+        if self._dirty and self._resampler is not None:
+            data += self._resampler.flush()
+            self._dirty = False
+        self._pcm_tail = b""
+        if not data:
+            return []
+        data += bytes(-len(data) % self._pcm_frame)
+        return self._cut(data)
+
+    def reset(self) -> None:
+        self._pcm_tail = b""
+        self._dirty = False
+        if self._resampler is not None:
+            self._resampler.reset()
+
+    def _cut(self, data: bytes) -> list[bytes]:
+        n = len(data) // self._pcm_frame * self._pcm_frame
+        self._pcm_tail = data[n:]
+        if not n:
+            return []
+        body = data[:n]
+        if self.codec is Codec.ULAW:
+            body = g711.pcm16_to_ulaw(body)
+        elif self.codec is Codec.ALAW:
+            body = g711.pcm16_to_alaw(body)
+        fb = self.frame_bytes
+        return [body[i : i + fb] for i in range(0, len(body), fb)]
+
+
+EventCallback = Callable[[TransportEvent], None]
+
+
+class MediaTransport(abc.ABC):
+    """Base class and contract of every media transport (RTP, WebSocket, AudioSocket)."""
+
+    def __init__(
+        self,
+        wire_codec: Codec,
+        wire_rate: int,
+        *,
+        max_queue_ms: int = 60_000,
+        inbound_queue_frames: int = 500,
+        resample_quality: Quality = "HQ",
+    ) -> None:
+        self.wire_codec = wire_codec
+        self.wire_rate = wire_rate
+        self.stats = TransportStats()
+        self.on_event: EventCallback | None = None
+        self._framer = OutboundFramer(wire_codec, wire_rate, resample_quality)
+        self._out: deque[bytes] = deque()
+        self._max_out = max(1, max_queue_ms // FRAME_MS)
+        self._space = asyncio.Event()
+        self._space.set()
+        self._send_lock = asyncio.Lock()
+        self._in: asyncio.Queue[AudioChunk | None] = asyncio.Queue(inbound_queue_frames + 1)
+        self._in_limit = inbound_queue_frames
+        self._events: asyncio.Queue[TransportEvent | None] = asyncio.Queue()
+        self._closed = False
+        self._played_frames = 0
+        self.close_reason = ""
+
+    # --- the contract ---------------------------------------------------------------
+
+    async def frames(self) -> AsyncIterator[AudioChunk]:
+        """Inbound 20 ms frames in the wire format, until the call ends."""
+        while True:
+            item = await self._in.get()
+            if item is None:
+                self._in.put_nowait(None)  # let another reader see the end too
+                return
+            yield item
+
+    def __aiter__(self) -> AsyncIterator[AudioChunk]:
+        return self.frames()
+
+    async def events(self) -> AsyncIterator[TransportEvent]:
+        """Control events (DTMF, hangup, flow control, protocol messages) until closed."""
+        while True:
+            ev = await self._events.get()
+            if ev is None:
+                self._events.put_nowait(None)
+                return
+            yield ev
+
+    async def send(self, chunk: AudioChunk) -> None:
+        """Queue audio of any length/codec/rate; waits while the outbound queue is full."""
+        if self._closed:
+            raise CallEnded(self.call_id, f"media transport closed: {self.close_reason}")
+        async with self._send_lock:
+            while len(self._out) >= self._max_out:
+                self._space.clear()
+                await self._space.wait()
+                if self._closed:
+                    raise CallEnded(self.call_id, "media transport closed")
+            frames = self._framer.push(chunk)
+            if frames:
+                self._out.extend(frames)
+                self._on_queued()
+
+    async def flush(self) -> None:
+        """Drop every queued frame (and the partial one); playback stops within a frame."""
+        self._out.clear()
+        self._framer.reset()
+        self._space.set()
+        await self._on_flush()
+
+    @property
+    def queued_ms(self) -> float:
+        return len(self._out) * FRAME_MS + self._framer.pending_ms
+
+    @property
+    def played_ms(self) -> float:
+        return float(self._played_frames * FRAME_MS)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def call_id(self) -> str:
+        """An identifier for errors and logs (subclasses return something better)."""
+        return type(self).__name__
+
+    async def close(self) -> None:
+        """Stop the transport; ``frames()`` and ``events()`` end."""
+        if self._closed:
+            return
+        self._mark_closed("closed locally")
+        await self._shutdown()
+
+    # --- for subclasses -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _shutdown(self) -> None:
+        """Release sockets/tasks."""
+
+    async def _on_flush(self) -> None:
+        """Tell the far end to drop its queue too (WebSocket)."""
+        return None
+
+    def _on_queued(self) -> None:
+        """New frames are queued (a push-driven transport wakes its sender)."""
+        return None
+
+    def _pop_frame(self) -> bytes | None:
+        """The next wire frame to send, or None when idle (the tail is padded out)."""
+        if not self._out:
+            tail = self._framer.finish()
+            if not tail:
+                return None
+            self._out.extend(tail)
+        frame = self._out.popleft()
+        if len(self._out) < self._max_out:
+            self._space.set()
+        return frame
+
+    def _frame_sent(self) -> None:
+        self._played_frames += 1
+        self.stats.frames_out += 1
+
+    def _deliver(self, frame: AudioChunk) -> None:
+        """Hand one inbound frame to ``frames()`` (dropping the oldest if nobody reads)."""
+        if self._closed:
+            return
+        if self._in.qsize() >= self._in_limit:
+            self._in.get_nowait()
+            self.stats.inbound_dropped += 1
+        self._in.put_nowait(frame)
+        self.stats.frames_in += 1
+
+    def _emit(self, event: TransportEvent) -> None:
+        self._events.put_nowait(event)
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                logger.exception("on_event callback failed")
+
+    def _mark_closed(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.close_reason = reason
+        self._out.clear()
+        self._space.set()
+        if self._in.full():
+            self._in.get_nowait()
+        self._in.put_nowait(None)
+        self._events.put_nowait(None)
