@@ -1,0 +1,247 @@
+"""Deepgram live STT through the official ``deepgram-sdk`` 7.x (``voxtra[deepgram]``).
+
+Telephone u-law at 8 kHz goes to Deepgram untouched (``encoding="mulaw"``), so there is no
+conversion cost on the hot path. Deepgram's ``is_final`` marks a *segment* as settled,
+while ``speech_final`` (or ``UtteranceEnd``, or the reply to our ``Finalize``) ends the
+caller's utterance; Voxtra's ``Transcript.is_final`` means the latter, so settled segments
+are joined until the utterance ends. Interim transcripts carry the joined text so far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from voxtra.errors import ConfigError, ProviderError
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.providers._audio import Converter
+from voxtra.providers.base import Transcript
+
+__all__ = ["DeepgramSTT", "DeepgramStream"]
+
+logger = logging.getLogger(__name__)
+
+_ENCODINGS = {"mulaw": Codec.ULAW, "alaw": Codec.ALAW, "linear16": Codec.PCM16}
+
+
+def _ws_url(base_url: str) -> str:
+    if base_url.startswith("https://"):
+        return "wss://" + base_url[len("https://") :]
+    if base_url.startswith("http://"):
+        return "ws://" + base_url[len("http://") :]
+    return base_url
+
+
+class DeepgramSTT:
+    """Streaming STT on Deepgram. ``base_url`` (``https://...`` or ``wss://...``) points
+    the SDK elsewhere: a proxy, a self-hosted Deepgram, or ``FakeDeepgram`` in tests."""
+
+    name = "deepgram"
+
+    def __init__(
+        self,
+        api_key: str,
+        model: str = "nova-3",
+        *,
+        encoding: str = "mulaw",
+        sample_rate: int = 8000,
+        language: str | None = "en-US",
+        endpointing: int | None = 300,
+        utterance_end_ms: int | None = 1000,
+        interim_results: bool = True,
+        vad_events: bool = True,
+        smart_format: bool | None = None,
+        keyterms: list[str] | None = None,
+        base_url: str | None = None,
+        keepalive_s: float = 5.0,
+        close_timeout_s: float = 3.0,
+    ) -> None:
+        if not api_key:
+            raise ConfigError("DeepgramSTT needs an api_key")
+        if encoding not in _ENCODINGS:
+            raise ConfigError(f"DeepgramSTT encoding must be one of {sorted(_ENCODINGS)}")
+        self.api_key = api_key
+        self.model = model
+        self.codec = _ENCODINGS[encoding]
+        self.encoding = encoding
+        self.sample_rate = sample_rate
+        self.base_url = base_url
+        self.keepalive_s = keepalive_s
+        self.close_timeout_s = close_timeout_s
+        options: dict[str, Any] = {
+            "model": model,
+            "encoding": encoding,
+            "sample_rate": sample_rate,
+            "channels": 1,
+            "language": language,
+            "endpointing": endpointing,
+            "utterance_end_ms": utterance_end_ms,
+            "interim_results": interim_results,
+            "vad_events": vad_events,
+            "smart_format": smart_format,
+            "keyterm": keyterms,
+        }
+        self._options = {k: v for k, v in options.items() if v is not None}
+        try:
+            from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
+        except ImportError as exc:
+            raise ConfigError("DeepgramSTT needs: pip install 'voxtra[deepgram]'") from exc
+        kwargs: dict[str, Any] = {"api_key": api_key}
+        if base_url is not None:
+            http = base_url.replace("ws://", "http://").replace("wss://", "https://")
+            kwargs["environment"] = DeepgramClientEnvironment(
+                base=http,
+                production=_ws_url(base_url),
+                agent=_ws_url(base_url),
+                agent_rest=http,
+            )
+        self._client = AsyncDeepgramClient(**kwargs)
+
+    async def stream(self) -> DeepgramStream:
+        """Connect one live transcription socket for one call."""
+        stack = contextlib.AsyncExitStack()
+        try:
+            socket = await stack.enter_async_context(
+                self._client.listen.v1.connect(**self._options)
+            )
+        except Exception as exc:
+            await stack.aclose()
+            raise ProviderError(self.name, f"cannot connect: {_describe(exc)}") from exc
+        return DeepgramStream(self, stack, socket)
+
+
+def _describe(exc: BaseException) -> str:
+    status = getattr(exc, "status_code", None)
+    if status is not None:
+        return f"HTTP {status}: {getattr(exc, 'body', '')}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+class DeepgramStream:
+    """One call's Deepgram socket: audio out, transcripts in."""
+
+    def __init__(self, provider: DeepgramSTT, stack: contextlib.AsyncExitStack, socket: Any):
+        self._provider = provider
+        self._stack = stack
+        self._socket = socket
+        self._converter = Converter(provider.codec, provider.sample_rate)
+        self._out: asyncio.Queue[Transcript | ProviderError | None] = asyncio.Queue()
+        self._segments: list[Any] = []  # settled (is_final) results of this utterance
+        self._closed = False
+        self._failed: ProviderError | None = None
+        self._last_send = asyncio.get_running_loop().time()
+        self._reader = asyncio.create_task(self._read())
+        self._keepalive = asyncio.create_task(self._keep_alive())
+
+    async def send(self, chunk: AudioChunk) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self._closed:
+            raise ProviderError(self._provider.name, "stream is closed")
+        data = self._converter.convert(chunk)
+        if data:
+            await self._guard(self._socket.send_media(data))
+            self._last_send = asyncio.get_running_loop().time()
+
+    async def end_of_speech(self) -> None:
+        """Ask Deepgram to finalise now rather than wait for its own endpointing."""
+        if not self._closed and self._failed is None:
+            await self._guard(self._socket.send_finalize())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._keepalive.cancel()
+        if self._failed is None and not self._reader.done():
+            with contextlib.suppress(ProviderError):
+                await self._guard(self._socket.send_close_stream())
+            try:
+                await asyncio.wait_for(asyncio.shield(self._reader), self._provider.close_timeout_s)
+            except TimeoutError:
+                logger.warning("deepgram did not close the stream in time; dropping it")
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
+        with contextlib.suppress(Exception):
+            await self._stack.aclose()
+
+    async def transcripts(self) -> AsyncIterator[Transcript]:
+        while (item := await self._out.get()) is not None:
+            if isinstance(item, ProviderError):
+                raise item
+            yield item
+
+    async def _guard(self, op: Any) -> None:
+        try:
+            await op
+        except Exception as exc:
+            self._failed = ProviderError(self._provider.name, f"send failed: {_describe(exc)}")
+            raise self._failed from exc
+
+    async def _keep_alive(self) -> None:
+        """Deepgram drops a socket after ~10 s without data; a paused call must not."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._provider.keepalive_s / 2)
+            if loop.time() - self._last_send >= self._provider.keepalive_s:
+                try:
+                    await self._socket.send_keep_alive()
+                except Exception:
+                    return  # the reader reports the broken socket
+                self._last_send = loop.time()
+
+    async def _read(self) -> None:
+        try:
+            async for msg in self._socket:
+                kind = getattr(msg, "type", None)
+                if kind == "Results":
+                    self._on_results(msg)
+                elif kind == "UtteranceEnd":
+                    self._end_utterance()
+                elif kind == "Error":
+                    desc = getattr(msg, "description", "") or getattr(msg, "message", "")
+                    raise ProviderError(self._provider.name, f"server error: {desc}")
+            self._end_utterance()
+        except asyncio.CancelledError:
+            raise
+        except ProviderError as exc:
+            self._fail(exc)
+        except Exception as exc:
+            if not self._closed:
+                self._fail(ProviderError(self._provider.name, f"connection lost: {_describe(exc)}"))
+        finally:
+            self._out.put_nowait(None)
+
+    def _fail(self, exc: ProviderError) -> None:
+        self._failed = exc
+        self._out.put_nowait(exc)
+
+    def _on_results(self, msg: Any) -> None:
+        alts = msg.channel.alternatives
+        text = alts[0].transcript.strip() if alts else ""
+        if msg.is_final:
+            if text:
+                self._segments.append(msg)
+            if msg.speech_final or getattr(msg, "from_finalize", False):
+                self._end_utterance()
+        elif text:
+            so_far = " ".join([*self._texts(), text])
+            start = self._segments[0].start if self._segments else msg.start
+            conf = alts[0].confidence
+            self._out.put_nowait(Transcript(so_far, False, conf, start, msg.start + msg.duration))
+
+    def _texts(self) -> list[str]:
+        return [s.channel.alternatives[0].transcript.strip() for s in self._segments]
+
+    def _end_utterance(self) -> None:
+        if not self._segments:
+            return
+        segs, self._segments = self._segments, []
+        confs = [s.channel.alternatives[0].confidence for s in segs]
+        text = " ".join(s.channel.alternatives[0].transcript.strip() for s in segs)
+        end = segs[-1].start + segs[-1].duration
+        self._out.put_nowait(Transcript(text, True, min(confs), segs[0].start, end))
