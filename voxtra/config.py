@@ -337,7 +337,7 @@ def _describe(error: Any, loc: tuple[int | str, ...]) -> str:
     value = error.get("input")
     if kind == "extra_forbidden":
         name = str(loc[-1]) if loc else ""
-        close = difflib.get_close_matches(name, _known_keys(loc), n=1)
+        close = difflib.get_close_matches(name, _known_keys(loc), n=1, cutoff=0.5)
         return "unknown setting" + (f" (did you mean {close[0]!r}?)" if close else "")
     if kind == "value_error":
         return str(ctx.get("error", error["msg"]))
@@ -356,15 +356,20 @@ def _describe(error: Any, loc: tuple[int | str, ...]) -> str:
     elif kind in ("model_type", "model_attributes_type", "dict_type"):
         message = "expected a mapping of settings"
     elif kind == "greater_than":
-        message = f"must be greater than {ctx.get('gt')}"
+        message = f"must be greater than {_number(ctx.get('gt'))}"
     elif kind == "greater_than_equal":
-        message = f"must be at least {ctx.get('ge')}"
+        message = f"must be at least {_number(ctx.get('ge'))}"
     else:
         message = str(error["msg"])
     secret = any(part in _SECRET_FIELDS for part in loc)
     if not secret and not isinstance(value, Mapping):
         message += f", got {value!r}"
     return message
+
+
+def _number(value: object) -> str:
+    """Bounds print as people write them: ``0``, not ``0.0``."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _validate(
@@ -423,22 +428,25 @@ def _env_values(environ: Mapping[str, str], prefix: str) -> tuple[dict[str, Any]
 
 # --------------------------------------------------------------------- YAML and ${ENV}
 
-_PLACEHOLDER = re.compile(r"\$\$\{|\$\{([^}]*)\}|\$\{")
+# A run of '$' before '{', then an optional "NAME...}" body.
+_PLACEHOLDER = re.compile(r"(\$+)\{(?:([^}]*)\})?")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def expand_placeholders(text: str, environ: Mapping[str, str]) -> str:
     """Expand ``${VAR}`` and ``${VAR:-default}``; ``$${`` stands for a literal ``${``.
 
-    As in the shell, the default applies when the variable is unset or empty. Raises
-    :class:`ConfigError` naming a variable that is unset and has no default.
+    Before a ``{``, ``$$`` is one literal ``$`` (so ``$$${A}`` is ``$`` then A's value);
+    a ``$`` anywhere else is left alone. As in the shell, the default applies when the
+    variable is unset or empty. Raises :class:`ConfigError` naming a variable that is
+    unset and has no default.
     """
 
     def replace(match: re.Match[str]) -> str:
-        token = match.group(0)
-        if token == "$${":
-            return "${"
-        body = match.group(1)
+        dollars, body = match.group(1), match.group(2)
+        literal = "$" * (len(dollars) // 2)
+        if len(dollars) % 2 == 0:
+            return literal + match.group(0)[len(dollars) :]
         if body is None:
             raise ConfigError("unclosed '${' placeholder (write $${ for a literal '${')")
         name, sep, default = body.partition(":-")
@@ -448,12 +456,12 @@ def expand_placeholders(text: str, environ: Mapping[str, str]) -> str:
             )
         value = environ.get(name)
         if sep:
-            return value if value else default
+            return literal + (value if value else default)
         if value is None:
             raise ConfigError(
                 f"environment variable {name} is not set (give a default: ${{{name}:-value}})"
             )
-        return value
+        return literal + value
 
     return _PLACEHOLDER.sub(replace, text)
 
