@@ -334,7 +334,7 @@ class Route:
         number: str | ExtensionPattern | None = None,
         caller: str | ExtensionPattern | None = None,
         context: str | None = None,
-        args: Sequence[str] | ArgsPredicate | None = None,
+        args: Iterable[str] | ArgsPredicate | None = None,
         variables: Mapping[str, str | ExtensionPattern] | None = None,
         metadata: Mapping[str, Any] | None = None,
         name: str | None = None,
@@ -480,7 +480,7 @@ class Router:
         number: str | ExtensionPattern | None = None,
         caller: str | ExtensionPattern | None = None,
         context: str | None = None,
-        args: Sequence[str] | ArgsPredicate | None = None,
+        args: Iterable[str] | ArgsPredicate | None = None,
         variables: Mapping[str, str | ExtensionPattern] | None = None,
         metadata: Mapping[str, Any] | None = None,
         name: str | None = None,
@@ -490,6 +490,8 @@ class Router:
         The pattern is compiled when the decorator is created, so a bad pattern fails
         at import time rather than on the first call.
         """
+        if args is not None and not callable(args) and not isinstance(args, str):
+            args = tuple(args)  # an iterator must survive being read twice below
         # Validate criteria now with a placeholder handler; the real one comes later.
         Route(
             _placeholder,

@@ -362,6 +362,14 @@ async def test_decorator_registers_and_returns_handler() -> None:
     assert match is not None and match.handler is other
 
 
+async def test_decorator_accepts_args_from_an_iterator() -> None:
+    router = Router()
+    router.route(args=(a for a in ["ivr", "en"]))(sales)
+    assert router.routes[0].args == ("ivr", "en")
+    match = await router.resolve(_info(args=("ivr", "en", "x")))
+    assert match is not None and match.handler is sales
+
+
 def test_decorator_validates_pattern_when_declared() -> None:
     router = Router()
     with pytest.raises(ConfigError, match="unclosed"):
