@@ -8,23 +8,30 @@ vocabulary recognition is poor (27-91% WER), while a JSGF grammar or keyword lis
 - upsamples everything to the model's 16 kHz (one soxr stream per call);
 - buffers each utterance and decodes it whole (``full_utt=True``) when the pipeline's VAD
   calls ``end_of_speech()`` (or the stream closes): finals only, no partials;
-- decodes in a worker thread, so the event loop never blocks;
+- decodes in worker *processes*: pocketsphinx holds the GIL while it searches (measured:
+  a 5 s open-vocabulary utterance froze the event loop for 1 s when decoded in a thread;
+  grammar mode for 15-80 ms), so a thread would stall every call's media;
 - recognises against ``grammar`` (whole phrases), ``keywords`` (any sequence of the
   given words/phrases) or a raw ``jsgf`` grammar, or open vocabulary when none is given.
 
-A decoder costs ~96 MB with the language model (~30 MB grammar-only) and 0.1-0.25 s to
-build, so the provider keeps a small pool of idle decoders: each stream borrows one for
-its lifetime (a decoder holds per-utterance state, so two calls never share one) and
-returns it on close.
+Utterances are decoded independently (per-utterance normalisation), so decoders hold no
+per-call state and any worker can serve any call: the provider runs ``workers`` processes
+(default 1), each building its decoder once on first use (~96 MB and 0.25 s with the
+language model, ~30 MB and 0.1 s grammar-only). Streams only hold their audio buffer.
+``executor="thread"`` keeps decoding in-process (cheaper for a single call or in tests,
+at the cost of the event-loop stalls above).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import re
 import threading
 from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from voxtra.errors import ConfigError, ProviderError
@@ -55,11 +62,54 @@ def _keywords_jsgf(items: Sequence[str], *, loop: bool) -> str:
     return f"#JSGF V1.0;\ngrammar voxtra;\npublic <utterance> = {rule} ;\n"
 
 
+_local = threading.local()
+
+
+def _build_decoder(jsgf: str | None, options: dict[str, Any], vocabulary: list[str]) -> Any:
+    from pocketsphinx import Decoder
+
+    if jsgf is None:
+        return Decoder(**options)
+    decoder = Decoder(lm=None, **options)
+    unknown = sorted({w for w in vocabulary if decoder.lookup_word(w) is None})
+    if unknown:
+        raise LookupError(f"words not in the pocketsphinx dictionary: {unknown}")
+    decoder.add_jsgf_string(_SEARCH, jsgf)
+    decoder.activate_search(_SEARCH)
+    return decoder
+
+
+def _worker_decode(
+    jsgf: str | None, options: dict[str, Any], vocabulary: list[str], pcm16k: bytes
+) -> tuple[str, float | None]:
+    """Decode one utterance in a worker (process or thread), building its decoder once.
+
+    Runs in another process: it raises only plain, picklable exceptions."""
+    key = (jsgf, tuple(sorted(options.items())))
+    cache: dict[Any, Any] = _local.__dict__.setdefault("decoders", {})
+    decoder = cache.get(key)
+    if decoder is None:
+        decoder = cache[key] = _build_decoder(jsgf, options, vocabulary)
+    if not pcm16k:
+        return "", None
+    decoder.start_utt()
+    decoder.process_raw(_PAD + pcm16k + _PAD, full_utt=True)
+    decoder.end_utt()
+    hyp = decoder.hyp()
+    if hyp is None:
+        return "", None
+    prob = float(hyp.prob)
+    return hyp.hypstr.strip(), prob if 0.0 <= prob <= 1.0 else None
+
+
 class PocketSphinxSTT:
     """Offline STT. Pass at most one of ``grammar`` (the caller says one of these phrases),
     ``keywords`` (any sequence of these words or phrases: best for intent agents) or
     ``jsgf`` (a full JSGF grammar text); none of them means open vocabulary.
-    ``max_utterance_s`` bounds the buffer if the VAD never calls ``end_of_speech``."""
+
+    ``workers`` decoder processes serve all calls (``executor="thread"`` for in-process
+    threads). ``max_utterance_s`` bounds the buffer if the VAD never calls
+    ``end_of_speech``. Call ``aclose()`` to stop the workers (they also stop at exit)."""
 
     name = "pocketsphinx"
 
@@ -69,7 +119,8 @@ class PocketSphinxSTT:
         keywords: Sequence[str] | None = None,
         jsgf: str | None = None,
         *,
-        pool_size: int = 2,
+        workers: int = 1,
+        executor: str = "process",
         max_utterance_s: float = 30.0,
         decoder_options: dict[str, Any] | None = None,
     ) -> None:
@@ -78,6 +129,10 @@ class PocketSphinxSTT:
             raise ConfigError("PocketSphinxSTT takes only one of grammar, keywords, jsgf")
         if isinstance(grammar, str) or isinstance(keywords, str):
             raise ConfigError("PocketSphinxSTT grammar/keywords are lists of phrases, not str")
+        if executor not in ("process", "thread"):
+            raise ConfigError("PocketSphinxSTT executor must be 'process' or 'thread'")
+        if workers < 1:
+            raise ConfigError("PocketSphinxSTT needs at least one worker")
         self._jsgf: str | None
         if grammar is not None:
             self._jsgf = _keywords_jsgf(grammar, loop=False)
@@ -86,82 +141,73 @@ class PocketSphinxSTT:
         else:
             self._jsgf = jsgf
         self._vocabulary = [w for p in (grammar or keywords or ()) for w in _words(p)]
-        self.pool_size = pool_size
+        self.workers = workers
+        self.executor = executor
         self.max_utterance_s = max_utterance_s
-        self._options = {"loglevel": "FATAL", **(decoder_options or {})}
-        self._pool: list[Any] = []
-        self._pool_lock = threading.Lock()
-        self._checked = False
+        self._options: dict[str, Any] = {"loglevel": "FATAL", **(decoder_options or {})}
+        self._pool: Executor | None = None
+        self._ready = False
 
     @property
     def mode(self) -> str:
         return "grammar" if self._jsgf is not None else "open-vocabulary"
 
-    def _new_decoder(self) -> Any:
-        """Build a decoder (worker thread). Grammar mode skips the 60 MB language model."""
-        from pocketsphinx import Decoder
+    def _executor(self) -> Executor:
+        if self._pool is None:
+            if self.executor == "thread":
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="pocketsphinx")
+            else:
+                # spawn, not fork: forking a process that runs an event loop and threads
+                # copies locks in unknown states.
+                ctx = multiprocessing.get_context("spawn")
+                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
+        return self._pool
 
+    async def decode(self, pcm16k: bytes) -> tuple[str, float | None]:
+        """Decode one whole utterance of 16 kHz PCM16 in a worker."""
+        loop = asyncio.get_running_loop()
         try:
-            if self._jsgf is None:
-                return Decoder(**self._options)
-            decoder = Decoder(lm=None, **self._options)
-            if not self._checked:
-                unknown = [w for w in self._vocabulary if decoder.lookup_word(w) is None]
-                if unknown:
-                    raise ConfigError(
-                        f"PocketSphinxSTT: words not in the dictionary: {sorted(set(unknown))}"
-                    )
-                self._checked = True
-            decoder.add_jsgf_string(_SEARCH, self._jsgf)
-            decoder.activate_search(_SEARCH)
-            return decoder
+            return await loop.run_in_executor(
+                self._executor(),
+                _worker_decode,
+                self._jsgf,
+                self._options,
+                self._vocabulary,
+                pcm16k,
+            )
+        except LookupError as exc:
+            raise ConfigError(f"PocketSphinxSTT: {exc}") from exc
+        except BrokenProcessPool as exc:
+            self._pool = None  # the next utterance starts fresh workers
+            raise ProviderError(self.name, "decoder process died") from exc
         except (RuntimeError, ValueError) as exc:
-            if isinstance(exc, ConfigError):
-                raise
-            raise ProviderError(self.name, f"cannot create decoder: {exc}") from exc
-
-    def _acquire(self) -> Any:
-        with self._pool_lock:
-            if self._pool:
-                return self._pool.pop()
-        return self._new_decoder()
-
-    def _release(self, decoder: Any) -> None:
-        with self._pool_lock:
-            if len(self._pool) < self.pool_size:
-                self._pool.append(decoder)
+            raise ProviderError(self.name, f"decoding failed: {exc}") from exc
 
     async def warm_up(self) -> None:
-        """Build the pool's decoders ahead of the first call (optional)."""
-        decoders = [await asyncio.to_thread(self._acquire) for _ in range(self.pool_size)]
-        for d in decoders:
-            self._release(d)
+        """Start the workers and build their decoders now, so the first call is not slow
+        and a bad grammar fails here (``ConfigError``) rather than mid-call."""
+        await asyncio.gather(*(self.decode(b"") for _ in range(self.workers)))
+        self._ready = True
 
     async def stream(self) -> PocketSphinxStream:
-        decoder = await asyncio.to_thread(self._acquire)
-        return PocketSphinxStream(self, decoder)
+        if not self._ready:
+            await self.decode(b"")  # validates the grammar before the call relies on it
+            self._ready = True
+        return PocketSphinxStream(self)
 
-    def decode(self, decoder: Any, pcm16k: bytes) -> tuple[str, float | None]:
-        """Decode one whole utterance of 16 kHz PCM16 (blocking)."""
-        try:
-            decoder.start_utt()
-            decoder.process_raw(_PAD + pcm16k + _PAD, full_utt=True)
-            decoder.end_utt()
-        except RuntimeError as exc:
-            raise ProviderError(self.name, f"decoding failed: {exc}") from exc
-        hyp = decoder.hyp()
-        if hyp is None:
-            return "", None
-        prob = float(hyp.prob)
-        return hyp.hypstr.strip(), prob if 0.0 <= prob <= 1.0 else None
+    async def aclose(self) -> None:
+        """Stop the decoder workers."""
+        pool, self._pool = self._pool, None
+        self._ready = False
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
 
 
 class PocketSphinxStream:
     """One call's recognition stream: buffers an utterance, decodes it on end of speech."""
 
-    def __init__(self, provider: PocketSphinxSTT, decoder: Any) -> None:
+    def __init__(self, provider: PocketSphinxSTT) -> None:
         self._provider = provider
-        self._decoder: Any = decoder
         self._converter = Converter(Codec.PCM16, _RATE)
         self._buffer = bytearray()
         self._buffer_start = 0  # samples (16 kHz) from stream start
@@ -202,18 +248,16 @@ class PocketSphinxStream:
         try:
             while (item := await self._work.get()) is not None:
                 pcm, start = item
-                text, conf = await asyncio.to_thread(self._provider.decode, self._decoder, pcm)
+                text, conf = await self._provider.decode(pcm)
                 if text:
                     t0 = start / _RATE
                     end = t0 + len(pcm) / 2 / _RATE
                     self._out.put_nowait(Transcript(text, True, conf, t0, end))
         except Exception as exc:  # reported to the reader, never lost in a task
-            self._out.put_nowait(
-                exc if isinstance(exc, ProviderError) else ProviderError("pocketsphinx", str(exc))
-            )
+            if not isinstance(exc, ProviderError | ConfigError):
+                exc = ProviderError(self._provider.name, f"{type(exc).__name__}: {exc}")
+            self._out.put_nowait(exc)
         finally:
-            self._provider._release(self._decoder)
-            self._decoder = None
             self._out.put_nowait(None)
 
     async def transcripts(self) -> AsyncIterator[Transcript]:
