@@ -1,0 +1,132 @@
+"""Google Cloud Storage recording sink on gcloud-aio-storage.
+
+Why gcloud-aio-storage rather than google-cloud-storage: Google's official client
+is synchronous (requests), so every upload would need a worker thread next to the
+event loop that carries live call audio; gcloud-aio-storage speaks the same GCS
+JSON API natively on aiohttp, which Voxtra already uses for ARI. It switches to
+resumable uploads for large files by itself, and talks to an emulator such as
+fake-gcs-server when given its URL (or ``STORAGE_EMULATOR_HOST``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from voxtra.errors import ConfigError
+from voxtra.recording.metadata import RecordingMetadata
+from voxtra.recording.naming import validate_format
+from voxtra.recording.sinks import (
+    DEFAULT_KEY_TEMPLATE,
+    DeliveryError,
+    ensure_measured,
+    render_key,
+    validate_key_template,
+)
+
+__all__ = ["GCSSink"]
+
+logger = logging.getLogger(__name__)
+
+
+class GCSSink:
+    """Uploads recordings to a GCS bucket; ``deliver`` returns ``gs://bucket/key``.
+
+    Credentials: ``service_file`` (a service-account JSON path), else the
+    application-default chain of gcloud-aio-auth. With an emulator no credentials
+    are sent. Every upload is verified by reading back the object's size and the
+    SHA-256 stored in its metadata. Call :meth:`aclose` to release the HTTP session.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        emulator_host: str | None = None,
+        service_file: str | None = None,
+        key_template: str = DEFAULT_KEY_TEMPLATE,
+        timeout: int = 120,
+        name: str = "gcs",
+    ) -> None:
+        if not bucket:
+            raise ConfigError("GCSSink needs a bucket name")
+        self.bucket = bucket
+        self.prefix = prefix
+        host = emulator_host or os.environ.get("STORAGE_EMULATOR_HOST") or None
+        if host and not host.startswith(("http://", "https://")):
+            host = f"http://{host}"
+        self.emulator_host = host
+        self.key_template = validate_key_template(key_template)
+        render_key(self.key_template, RecordingMetadata(name="probe", call_id="probe"), prefix)
+        self.timeout = timeout
+        self._service_file = service_file
+        self._name = name
+        self._storage: Any = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def key_for(self, meta: RecordingMetadata) -> str:
+        return render_key(self.key_template, meta, self.prefix)
+
+    async def _get_storage(self) -> Any:
+        async with self._lock:
+            if self._storage is None:
+                from gcloud.aio.storage import Storage
+
+                self._storage = Storage(
+                    api_root=self.emulator_host, service_file=self._service_file
+                )
+            return self._storage
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if self._storage is not None:
+                await self._storage.close()
+            self._storage = None
+
+    async def __aenter__(self) -> GCSSink:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def deliver(self, path: Path, meta: RecordingMetadata) -> str:
+        import aiohttp
+
+        meta = await ensure_measured(path, meta)
+        key = self.key_for(meta)
+        where = f"gs://{self.bucket}/{key}"
+        try:
+            storage = await self._get_storage()
+            handle = await asyncio.to_thread(Path(path).open, "rb")
+            try:
+                await storage.upload(
+                    self.bucket,
+                    key,
+                    handle,
+                    content_type=validate_format(meta.format).content_type,
+                    metadata={"metadata": meta.object_metadata()},
+                    timeout=self.timeout,
+                )
+            finally:
+                handle.close()
+            stored = await storage.download_metadata(self.bucket, key, timeout=self.timeout)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise DeliveryError(self.name, f"upload of {where} failed: {exc}") from exc
+        stored_size = int(stored.get("size", -1))
+        stored_sha = (stored.get("metadata") or {}).get("sha256")
+        if stored_size != meta.size_bytes or stored_sha != meta.sha256:
+            raise DeliveryError(
+                self.name,
+                f"{where} failed verification: stored {stored_size} bytes sha256={stored_sha}, "
+                f"expected {meta.size_bytes} bytes sha256={meta.sha256}",
+            )
+        logger.debug("stored %s (%d bytes)", where, stored_size)
+        return where

@@ -1,0 +1,206 @@
+"""S3 (and S3-compatible: MinIO, SeaweedFS, R2 ...) recording sink on aiobotocore.
+
+aiobotocore is botocore on aiohttp, so uploads share the event loop with calls in
+progress instead of blocking a thread. Large recordings go up as multipart uploads
+(aborted on failure so no orphaned parts accrue charges), and every upload is
+checked afterwards with a HEAD: the stored size and the SHA-256 kept in the
+object's metadata must match before the recording counts as delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import IO, Any
+
+from voxtra.errors import ConfigError
+from voxtra.recording.metadata import RecordingMetadata
+from voxtra.recording.naming import validate_format
+from voxtra.recording.sinks import (
+    DEFAULT_KEY_TEMPLATE,
+    DeliveryError,
+    ensure_measured,
+    render_key,
+    validate_key_template,
+)
+
+__all__ = ["MIN_PART_SIZE", "S3Sink"]
+
+logger = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+#: S3 rejects multipart parts smaller than this (except the last one).
+MIN_PART_SIZE = 5 * MiB
+
+
+class S3Sink:
+    """Uploads recordings to an S3 bucket; ``deliver`` returns ``s3://bucket/key``.
+
+    Credentials default to botocore's usual chain (environment, config files,
+    instance roles) when ``access_key``/``secret_key`` are not given. The bucket
+    must exist. Call :meth:`aclose` (or use ``async with``) to release the client.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key: str | None = None,
+        secret_key: str | None = None,
+        key_template: str = DEFAULT_KEY_TEMPLATE,
+        multipart_threshold: int = 8 * MiB,
+        part_size: int = 8 * MiB,
+        name: str = "s3",
+        client_config: Any = None,
+    ) -> None:
+        if not bucket:
+            raise ConfigError("S3Sink needs a bucket name")
+        if part_size < MIN_PART_SIZE:
+            raise ConfigError(f"S3 part_size must be at least {MIN_PART_SIZE} bytes (5 MiB)")
+        if multipart_threshold < 1:
+            raise ConfigError("S3 multipart_threshold must be positive")
+        if (access_key is None) != (secret_key is None):
+            raise ConfigError("S3Sink needs both access_key and secret_key, or neither")
+        self.bucket = bucket
+        self.prefix = prefix
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.key_template = validate_key_template(key_template)
+        render_key(self.key_template, _PROBE_META, prefix)  # rejects a bad prefix now
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self._name = name
+        self._access_key = access_key
+        self._secret_key = secret_key
+        self._client_config = client_config
+        self._client: Any = None
+        self._exit_stack: contextlib.AsyncExitStack | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def key_for(self, meta: RecordingMetadata) -> str:
+        return render_key(self.key_template, meta, self.prefix)
+
+    async def _get_client(self) -> Any:
+        async with self._lock:
+            if self._client is None:
+                from aiobotocore.config import AioConfig
+                from aiobotocore.session import get_session
+
+                # Few, quick client-side retries: RecordingDelivery owns the real
+                # retry policy, and the spool makes giving up here safe.
+                config = self._client_config or AioConfig(
+                    retries={"max_attempts": 2, "mode": "standard"},
+                    connect_timeout=5,
+                    read_timeout=60,
+                )
+                stack = contextlib.AsyncExitStack()
+                self._client = await stack.enter_async_context(
+                    get_session().create_client(
+                        "s3",
+                        endpoint_url=self.endpoint_url,
+                        region_name=self.region,
+                        aws_access_key_id=self._access_key,
+                        aws_secret_access_key=self._secret_key,
+                        config=config,
+                    )
+                )
+                self._exit_stack = stack
+            return self._client
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if self._exit_stack is not None:
+                await self._exit_stack.aclose()
+            self._exit_stack = None
+            self._client = None
+
+    async def __aenter__(self) -> S3Sink:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def deliver(self, path: Path, meta: RecordingMetadata) -> str:
+        from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
+            BotoCoreError,
+            ClientError,
+        )
+
+        meta = await ensure_measured(path, meta)
+        assert meta.size_bytes is not None and meta.sha256 is not None
+        key = self.key_for(meta)
+        extra = {
+            "ContentType": validate_format(meta.format).content_type,
+            "Metadata": meta.object_metadata(),
+        }
+        try:
+            client = await self._get_client()
+            if meta.size_bytes > self.multipart_threshold:
+                await self._multipart(client, Path(path), key, extra)
+            else:
+                body = await asyncio.to_thread(Path(path).read_bytes)
+                await client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+            head = await client.head_object(Bucket=self.bucket, Key=key)
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise DeliveryError(
+                self.name, f"upload of s3://{self.bucket}/{key} failed: {exc}"
+            ) from exc
+        stored_size = head.get("ContentLength")
+        stored_sha = head.get("Metadata", {}).get("sha256")
+        if stored_size != meta.size_bytes or stored_sha != meta.sha256:
+            raise DeliveryError(
+                self.name,
+                f"s3://{self.bucket}/{key} failed verification: stored {stored_size} bytes "
+                f"sha256={stored_sha}, expected {meta.size_bytes} bytes sha256={meta.sha256}",
+            )
+        logger.debug("stored s3://%s/%s (%d bytes)", self.bucket, key, meta.size_bytes)
+        return f"s3://{self.bucket}/{key}"
+
+    async def _multipart(self, client: Any, path: Path, key: str, extra: dict[str, Any]) -> None:
+        created = await client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)
+        upload_id = created["UploadId"]
+        parts: list[dict[str, Any]] = []
+        try:
+            with path.open("rb") as handle:
+                number = 1
+                while chunk := await asyncio.to_thread(_read, handle, self.part_size):
+                    part = await client.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                    )
+                    parts.append({"ETag": part["ETag"], "PartNumber": number})
+                    number += 1
+            await client.complete_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+            )
+        except BaseException:
+            # Also on cancellation: orphaned parts cost money and never expire by default.
+            try:
+                await asyncio.shield(
+                    client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                )
+            except Exception as exc:  # the original error matters more
+                logger.warning("aborting multipart upload %s of %s failed: %s", upload_id, key, exc)
+            raise
+
+
+def _read(handle: IO[bytes], size: int) -> bytes:
+    return handle.read(size)
+
+
+_PROBE_META = RecordingMetadata(name="probe", call_id="probe")
