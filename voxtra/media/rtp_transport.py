@@ -109,7 +109,7 @@ class RtpTransport(MediaTransport):
             fmt.payload_type if payload_type is None else payload_type,
             fmt.rate * FRAME_MS // 1000,
         )
-        self._ticker = ticker or Ticker()
+        self._ticker = ticker if ticker is not None else Ticker()
         self._own_ticker = ticker is None
         self._tick_handle: int | None = None
         self._sock: asyncio.DatagramTransport | None = None

@@ -190,3 +190,18 @@ async def test_closed_transport_ends_frames_and_rejects_send() -> None:
     assert [f async for f in tr] == []
     with pytest.raises(CallEnded):
         await tr.send(pcm(160))
+
+
+async def test_transports_share_one_ticker() -> None:
+    from voxtra.media.pacer import Ticker
+
+    ticker = Ticker()
+    a = await RtpTransport.open("ulaw", bind_host="127.0.0.1", ticker=ticker)
+    b = await RtpTransport.open("ulaw", bind_host="127.0.0.1", ticker=ticker)
+    try:
+        assert len(ticker) == 2  # an empty Ticker is falsy; it must still be used
+    finally:
+        await a.close()
+        await b.close()
+    assert len(ticker) == 0
+    await ticker.aclose()

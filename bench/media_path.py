@@ -1,0 +1,173 @@
+"""Benchmark: N concurrent calls through the whole per-frame media path in one process.
+
+Per call and per 20 ms frame: RTP parse -> jitter buffer -> G.711 decode -> resample
+8 -> 16 kHz -> app (identity) -> resample 16 -> 8 kHz -> G.711 encode -> framing ->
+RTP build -> paced UDP send on loopback, with one shared 20 ms ticker for all calls.
+
+A separate process plays Asterisk: it sends every call's inbound RTP at the 20 ms pace
+and swallows what comes back, so its CPU is not counted. The same path is then run
+with the pure-Python per-sample G.711 codec, for the ratio.
+
+    .venv/bin/python bench/media_path.py [--counts 1,100,500] [--seconds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import statistics
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from voxtra.media import g711
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.media.pacer import Pacer, Ticker
+from voxtra.media.resample import StreamResampler
+from voxtra.media.rtp import RtpSender
+from voxtra.media.rtp_transport import RtpTransport
+
+
+class _Sink(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.count += 1
+
+
+def _asterisk(ports: list[int], seconds: float, ready: mp.synchronize.Event, out: mp.Queue) -> None:  # type: ignore[type-arg]
+    """Child process: one socket sends one RTP stream to each port every 20 ms."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock, sink = await loop.create_datagram_endpoint(_Sink, local_addr=("127.0.0.1", 0))
+        t = np.arange(160)
+        tone = (6000 * np.sin(2 * np.pi * 440 * t / 8000)).astype("<i2").tobytes()
+        payload = g711.pcm16_to_ulaw(tone)
+        senders = [RtpSender(0) for _ in ports]
+        ready.set()
+        pacer = Pacer()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            await pacer.wait()
+            for port, s in zip(ports, senders, strict=True):
+                sock.sendto(s.build(payload), ("127.0.0.1", port))
+        await asyncio.sleep(0.2)
+        out.put(sink.count)
+        sock.close()
+
+    asyncio.run(main())
+
+
+@dataclass
+class Result:
+    n: int
+    codec: str
+    cpu_us_per_call_s: float
+    p50_ms: float
+    p99_ms: float
+    frames_in: int
+    frames_out: int
+    underruns: int
+
+
+async def _call(tr: RtpTransport, pure: bool) -> None:
+    up = StreamResampler(8000, 16000)
+    down = StreamResampler(16000, 8000)
+    dec = g711.ulaw_to_pcm16_pure if pure else g711.ulaw_to_pcm16
+    enc = g711.pcm16_to_ulaw_pure if pure else g711.pcm16_to_ulaw
+    async for frame in tr:
+        pcm16k = up.process(dec(frame.data))
+        app_out = pcm16k  # the app: identity
+        pcm8k = down.process(app_out)
+        if pcm8k:
+            await tr.send(AudioChunk(enc(pcm8k), 8000, Codec.ULAW))
+
+
+async def run(n: int, seconds: float, pure: bool) -> Result:
+    ticker = Ticker()
+    transports = [
+        await RtpTransport.open("ulaw", bind_host="127.0.0.1", ticker=ticker, name=f"c{i}")
+        for i in range(n)
+    ]
+    ports = [tr.local_address[1] for tr in transports]
+    warm = 1.0
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    out: mp.Queue[int] = ctx.Queue()
+    child = ctx.Process(target=_asterisk, args=(ports, warm + seconds + 0.5, ready, out))
+    child.start()
+    while not ready.is_set():
+        await asyncio.sleep(0.01)
+    tasks = [asyncio.create_task(_call(tr, pure)) for tr in transports]
+    await asyncio.sleep(warm)
+    for tr in transports:
+        tr.stats.pacing_lateness_s.clear()
+    ticker.lateness.clear()
+    f_in0 = sum(tr.stats.frames_in for tr in transports)
+    f_out0 = sum(tr.stats.frames_out for tr in transports)
+    u0 = sum(tr.stats.underruns for tr in transports)
+    c0, w0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(seconds)
+    cpu, wall = time.process_time() - c0, time.monotonic() - w0
+    late = sorted(ticker.lateness)
+    res = Result(
+        n,
+        "pure-python" if pure else "numpy",
+        cpu * 1e6 / (n * wall),
+        statistics.quantiles(late, n=100)[49] * 1000 if len(late) > 2 else 0.0,
+        statistics.quantiles(late, n=100)[98] * 1000 if len(late) > 2 else 0.0,
+        sum(tr.stats.frames_in for tr in transports) - f_in0,
+        sum(tr.stats.frames_out for tr in transports) - f_out0,
+        sum(tr.stats.underruns for tr in transports) - u0,
+    )
+    child.join()
+    for tr in transports:
+        await tr.close()
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await ticker.aclose()
+    return res
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--counts", default="1,100,500")
+    ap.add_argument("--pure-counts", default="1,100")
+    ap.add_argument("--seconds", type=float, default=4.0)
+    args = ap.parse_args()
+    results: list[Result] = []
+    for pure, counts in ((False, args.counts), (True, args.pure_counts)):
+        for n in (int(c) for c in counts.split(",") if c):
+            r = asyncio.run(run(n, args.seconds, pure))
+            results.append(r)
+            expected = n * 50 * args.seconds
+            print(
+                f"{r.codec:11s} N={r.n:4d}  CPU {r.cpu_us_per_call_s:8.1f} us/call-s  "
+                f"streams/core {1e6 / r.cpu_us_per_call_s:8.0f}  "
+                f"pacing p50 {r.p50_ms:5.2f} ms p99 {r.p99_ms:5.2f} ms  "
+                f"frames in {r.frames_in}/{expected:.0f} out {r.frames_out}  "
+                f"underruns {r.underruns}",
+                flush=True,
+            )
+    fast = {r.n: r for r in results if r.codec == "numpy"}
+    for r in results:
+        if r.codec == "pure-python" and r.n in fast:
+            ratio = r.cpu_us_per_call_s / fast[r.n].cpu_us_per_call_s
+            print(f"pure-python / numpy CPU at N={r.n}: {ratio:.1f}x")
+    big = fast.get(max(fast)) if fast else None
+    if big is not None:
+        ok_cpu = big.cpu_us_per_call_s <= 300
+        ok_jit = big.p99_ms <= 2.0
+        print(
+            f"targets at N={big.n}: CPU <= 300 us/call-s {'MET' if ok_cpu else 'NOT MET'}, "
+            f"p99 pacing jitter <= 2 ms {'MET' if ok_jit else 'NOT MET'}"
+        )
+
+
+if __name__ == "__main__":
+    main()
