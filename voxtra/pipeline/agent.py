@@ -197,10 +197,10 @@ class AgentStream:
         self.tool_calls: tuple[ToolCall, ...] = ()
         self.done = False
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> AsyncGenerator[str, None]:
         return self._run()
 
-    async def _run(self) -> AsyncIterator[str]:
+    async def _run(self) -> AsyncGenerator[str, None]:
         agent = self._agent
         llm = agent.llm
         if llm is None:

@@ -5,7 +5,10 @@ one event. Two guards against false barge-in: speech must last ``min_speech_ms``
 it counts as an onset (a click or a cough is shorter), and while the agent is speaking
 a frame must also be louder than the agent's own echo on the caller's line by
 ``echo_margin_db`` (the echo level is learnt from the frames heard while the agent
-talks). A single non-speech frame inside an onset is tolerated, as VADs flicker.
+talks: during the first ``echo_training_ms`` of each agent utterance the line is
+assumed to carry only echo, so barge-in is deaf for that long; afterwards the estimate
+follows the quieter frames slowly). A single non-speech frame inside an onset is
+tolerated, as VADs flicker.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class TurnDetector:
         min_energy_db: float = -55.0,
         echo_margin_db: float = 10.0,
         echo_decay: float = 0.05,
+        echo_training_ms: float = 200.0,
     ) -> None:
         if min_speech_ms < 0 or end_silence_ms <= 0:
             raise ValueError("min_speech_ms must be >= 0 and end_silence_ms > 0")
@@ -79,6 +83,8 @@ class TurnDetector:
         self.min_energy_db = min_energy_db
         self.echo_margin_db = echo_margin_db
         self.echo_decay = echo_decay
+        self.echo_training_ms = echo_training_ms
+        self._agent_ms = 0.0
         self.in_speech = False
         self.echo_db = _SILENCE_DB
         """Running estimate of the agent's echo level on the inbound line."""
@@ -102,13 +108,18 @@ class TurnDetector:
         agent_speaking: bool = False,
     ) -> TurnEvent | None:
         """Account for one frame; return the event it completes, if any."""
+        if agent_speaking:
+            self._agent_ms += frame_ms
+            if self._agent_ms <= self.echo_training_ms:
+                # The agent just started: whatever the line carries now is our echo.
+                self.echo_db = max(self.echo_db, energy_db)
+        else:
+            self._agent_ms = 0.0
         gate = self.threshold_db(agent_speaking)
-        if agent_speaking and not self.in_speech and self._onset_ms == 0.0:
-            # Learn the echo only from frames that are not (yet) a caller onset.
-            self._learn_echo(energy_db)
-        elif not agent_speaking:
-            self.echo_db = max(_SILENCE_DB, self.echo_db - 1.0)  # forget it slowly
         speech = is_speech and energy_db >= gate
+        if agent_speaking and energy_db < gate and not self._onset_ms:
+            # Track the echo from frames that are no candidate caller onset.
+            self.echo_db += (energy_db - self.echo_db) * self.echo_decay
 
         if not self.in_speech:
             if speech:
@@ -138,20 +149,9 @@ class TurnDetector:
             return SpeechEnded(self._speech_ms)
         return None
 
-    def _learn_echo(self, energy_db: float) -> None:
-        if energy_db > self.echo_db:
-            # Rise fast enough to follow the agent's voice, but not in one frame,
-            # so a caller's sudden onset is not swallowed as "echo".
-            self.echo_db += (
-                (energy_db - self.echo_db) * 0.3
-                if self.echo_db > -90
-                else (energy_db - self.echo_db)
-            )
-        else:
-            self.echo_db += (energy_db - self.echo_db) * self.echo_decay
-
     def reset(self) -> None:
         self.in_speech = False
+        self._agent_ms = 0.0
         self._onset_ms = 0.0
         self._gap_frames = 0
         self._speech_ms = 0.0

@@ -1,0 +1,831 @@
+"""The voice pipeline: VAD -> STT -> LLM -> TTS for one call, with real barge-in.
+
+Per call, everything runs in one task group (structured concurrency): the input loop
+(frames -> VAD -> turn detector, frames -> STT sender), the STT reader, and, in
+autonomous mode, the conversation loop. Cancelling the group ends the call's work as
+a unit; nothing outlives it.
+
+An answer streams through two stages joined by a bounded queue: LLM deltas are cut
+into sentences by :class:`SentenceChunker` and queued; a TTS stage synthesises each
+sentence as soon as it is queued and hands the audio to the transport. When the caller
+starts speaking over the agent, the input loop cancels both stages and flushes the
+transport at once, then the part of the answer that was actually played (from the
+transport's ``played_ms`` and each sentence's position on the playout timeline) is
+what stays in the history.
+
+``say`` and ``listen`` work without the autonomous loop: ``attach(media)`` runs only
+the input side, which the session API needs to hear the caller and detect barge-in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import aclosing, asynccontextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
+
+from voxtra.errors import CallEnded, ProviderError
+from voxtra.media.frames import AudioChunk
+from voxtra.pipeline.agent import Agent, AgentStream, Tool, ToolFunc
+from voxtra.pipeline.chunker import SentenceChunker
+from voxtra.pipeline.events import (
+    AgentResponseEvent,
+    BargeInEvent,
+    PipelineEvent,
+    ProviderErrorEvent,
+    SayResult,
+    SilenceTimeoutEvent,
+    SpeechEndedEvent,
+    SpeechStartedEvent,
+    TurnMetrics,
+    UserTranscriptEvent,
+)
+from voxtra.pipeline.io import Clock, MediaIO, MonotonicClock
+from voxtra.pipeline.turn import SpeechEnded, SpeechStarted, TurnDetector, frame_energy_db
+from voxtra.providers.base import LLM, STT, TTS, VAD, ChatMessage, STTStream, VADSession
+
+__all__ = ["DEFAULT_FALLBACK", "EndReason", "EventCallback", "VoicePipeline"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FALLBACK = "Sorry, I had a problem. Could you say that again?"
+MS_PER_CHAR = 65.0
+"""Speech rate used to guess a sentence's length while its audio is still arriving."""
+_NO_VAD_SPEECH_DB = -40.0
+_STT_REOPEN_S = 0.5
+
+T = TypeVar("T")
+EventCallback = Callable[[PipelineEvent], None]
+
+
+class EndReason(StrEnum):
+    """Why ``run()`` returned."""
+
+    HANGUP = "hangup"
+    SILENCE_TIMEOUT = "silence_timeout"
+    MAX_DURATION = "max_duration"
+
+
+class _StageError(Exception):
+    """A provider failed inside a stage; carries the provider's name."""
+
+    def __init__(self, provider: str, exc: BaseException) -> None:
+        super().__init__(f"{provider}: {type(exc).__name__}: {exc}")
+        self.provider = provider
+        self.message = f"{type(exc).__name__}: {exc}"
+
+
+class _Queue(Generic[T]):
+    """Bounded FIFO that drops the oldest item when full (and counts the drops)."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.items: deque[T] = deque()
+        self.maxlen = maxlen
+        self.dropped = 0
+        self.closed = False
+        self._event = anyio.Event()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _wake(self) -> None:
+        event, self._event = self._event, anyio.Event()
+        event.set()
+
+    def put(self, item: T) -> None:
+        if len(self.items) >= self.maxlen:
+            self.items.popleft()
+            self.dropped += 1
+        self.items.append(item)
+        self._wake()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake()
+
+    async def get(self) -> T | None:
+        """Next item, or None once closed and empty."""
+        while not self.items:
+            if self.closed:
+                return None
+            await self._event.wait()
+        return self.items.popleft()
+
+
+@dataclass(eq=False)
+class _Segment:
+    """One sentence of agent speech and where its audio sits on the playout timeline."""
+
+    text: str
+    message: ChatMessage | None
+    start_pos: float | None = None
+    end_pos: float = 0.0
+    audio_ms: float = 0.0
+    complete: bool = False
+
+    def heard(self, played: float) -> str:
+        if self.start_pos is None or played <= self.start_pos:
+            return ""
+        if self.complete and played >= self.end_pos - 1e-6:
+            return self.text
+        total = self.audio_ms if self.complete else max(self.audio_ms, len(self.text) * MS_PER_CHAR)
+        return _prefix_words(self.text, (min(played, self.end_pos) - self.start_pos) / total)
+
+
+def _prefix_words(text: str, fraction: float) -> str:
+    """The words of ``text`` that fit entirely in its first ``fraction`` (by characters)."""
+    limit = fraction * len(text)
+    words: list[str] = []
+    pos = 0
+    for word in text.split():
+        pos = text.index(word, pos) + len(word)
+        if pos > limit:
+            break
+        words.append(word)
+    return " ".join(words)
+
+
+@dataclass(eq=False)
+class _Output:
+    """One stretch of agent speech: a ``say`` or one turn's answer."""
+
+    interruptible: bool
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    segments: list[_Segment] = field(default_factory=list)
+    messages: list[ChatMessage] = field(default_factory=list)
+    interrupted: bool = False
+    call_ended: bool = False
+    played_at_stop: float | None = None
+    stopped_at: float = 0.0
+
+    @property
+    def audio_started(self) -> bool:
+        return any(s.start_pos is not None for s in self.segments)
+
+    @property
+    def start_pos(self) -> float:
+        return min((s.start_pos for s in self.segments if s.start_pos is not None), default=0.0)
+
+    @property
+    def end_pos(self) -> float:
+        return max((s.end_pos for s in self.segments), default=0.0)
+
+    def heard_text(self, played: float) -> str:
+        return " ".join(t for t in (s.heard(played) for s in self.segments) if t)
+
+    def played_ms(self, played: float) -> float:
+        if not self.audio_started:
+            return 0.0
+        return max(0.0, min(played, self.end_pos) - self.start_pos)
+
+
+def _first_stage_error(group: BaseExceptionGroup[Any]) -> _StageError:
+    """The first provider failure in a task group's exceptions; re-raise anything else."""
+    matched, rest = group.split(_StageError)
+    if rest is not None:
+        raise rest
+    assert matched is not None
+    leaf: BaseException = matched
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    assert isinstance(leaf, _StageError)
+    return leaf
+
+
+async def _closing(source: AsyncIterator[T]) -> AsyncGenerator[T, None]:
+    """Iterate a provider's stream and always close it, so cancelling stops the provider."""
+    try:
+        async for item in source:
+            yield item
+    finally:
+        close = getattr(source, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class VoicePipeline:
+    """One call's voice conversation: VAD, endpointing, STT, the agent, TTS, barge-in.
+
+    Create one per call (the :class:`Agent` and its history belong to it); the provider
+    objects may be shared, since each call opens its own STT stream and VAD session.
+
+    ``run(media)`` converses autonomously until the caller hangs up, stays silent past
+    ``silence_timeout`` (after ``max_silence_prompts`` re-prompts with
+    ``silence_prompt``) or ``max_duration`` passes. ``attach(media)`` instead runs only
+    the listening side so an application can drive the call with ``say``/``listen``.
+    All durations are seconds except ``min_speech_ms`` / ``end_silence_ms``.
+    """
+
+    def __init__(
+        self,
+        stt: STT | None = None,
+        llm: LLM | None = None,
+        tts: TTS | None = None,
+        vad: VAD | None = None,
+        *,
+        system_prompt: str | None = None,
+        tools: Iterable[ToolFunc | Tool] = (),
+        agent: Agent | None = None,
+        silence_timeout: float | None = None,
+        silence_prompt: str | None = None,
+        max_silence_prompts: int = 1,
+        max_duration: float | None = None,
+        min_speech_ms: float = 100.0,
+        end_silence_ms: float = 600.0,
+        greeting: str | None = None,
+        fallback_text: str | None = DEFAULT_FALLBACK,
+        max_tool_steps: int = 5,
+        min_comma_chars: int = 40,
+        sentence_queue: int = 8,
+        final_grace: float = 2.0,
+    ) -> None:
+        self.stt = stt
+        self.llm = llm
+        self.tts = tts
+        self.vad = vad
+        self.agent = agent or Agent(
+            llm, system_prompt=system_prompt, tools=tools, max_tool_steps=max_tool_steps
+        )
+        self.silence_timeout = silence_timeout
+        self.silence_prompt = silence_prompt
+        self.max_silence_prompts = max_silence_prompts
+        self.max_duration = max_duration
+        self.greeting = greeting
+        self.fallback_text = fallback_text
+        self.min_comma_chars = min_comma_chars
+        self.sentence_queue = sentence_queue
+        self.final_grace = final_grace
+        self.turn = TurnDetector(min_speech_ms=min_speech_ms, end_silence_ms=end_silence_ms)
+        self.metrics: list[TurnMetrics] = []
+        """Per-turn metrics of the autonomous loop, oldest first."""
+        self.call_id = ""
+        self._callbacks: list[EventCallback] = []
+        self._subscribers: list[_Queue[PipelineEvent]] = []
+        self._media: MediaIO | None = None
+        self._clock: Clock = MonotonicClock()
+        self._tg: TaskGroup | None = None
+        self._ended: anyio.Event | None = None
+        self._finals: _Queue[UserTranscriptEvent] | None = None
+        self._stt_audio: _Queue[AudioChunk | None] | None = None
+        self._stt_stream: STTStream | None = None
+        self._vad_session: VADSession | None = None
+        self._output: _Output | None = None
+        self._speak_lock: anyio.Lock | None = None
+        self._sentences: MemoryObjectSendStream[_Segment] | None = None
+        self._last_activity = 0.0
+        self._last_speech_end: float | None = None
+        self._awaiting_final = False
+        self._vad_failed = False
+
+    # -- events
+
+    def on_event(self, callback: EventCallback) -> EventCallback:
+        """Call ``callback(event)`` for every event (inline: keep it quick, don't block)."""
+        self._callbacks.append(callback)
+        return callback
+
+    async def events(self, maxlen: int = 256) -> AsyncIterator[PipelineEvent]:
+        """Iterate events until the pipeline detaches; a slow reader loses the oldest."""
+        queue: _Queue[PipelineEvent] = _Queue(maxlen)
+        self._subscribers.append(queue)
+        try:
+            while (event := await queue.get()) is not None:
+                yield event
+        finally:
+            self._subscribers.remove(queue)
+
+    def _emit(self, event: PipelineEvent) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("pipeline event callback failed")
+        for queue in self._subscribers:
+            queue.put(event)
+
+    @property
+    def queue_depths(self) -> dict[str, int]:
+        """Items waiting in each internal queue (for monitoring backpressure)."""
+        sentences = self._sentences.statistics().current_buffer_used if self._sentences else 0
+        return {
+            "finals": len(self._finals) if self._finals else 0,
+            "stt_audio": len(self._stt_audio) if self._stt_audio else 0,
+            "sentences": sentences,
+            "events": max((len(q) for q in self._subscribers), default=0),
+        }
+
+    @property
+    def speaking(self) -> bool:
+        """Whether agent speech is in progress (being generated or played)."""
+        return self._output is not None
+
+    @property
+    def last_metrics(self) -> TurnMetrics | None:
+        return self.metrics[-1] if self.metrics else None
+
+    # -- lifecycle
+
+    @asynccontextmanager
+    async def attach(
+        self, media: MediaIO, *, clock: Clock | None = None, call_id: str = ""
+    ) -> AsyncIterator[VoicePipeline]:
+        """Listen to ``media`` (VAD, endpointing, STT, barge-in) for the block's duration."""
+        if self._media is not None:
+            raise RuntimeError("this VoicePipeline is already attached to a call")
+        self._media = media
+        self._clock = clock or MonotonicClock()
+        self.call_id = call_id
+        self._ended = anyio.Event()
+        self._finals = _Queue(16)
+        self._stt_audio = _Queue(250)  # 5 s of frames: a stalled STT loses the oldest
+        self._speak_lock = anyio.Lock()
+        self._vad_session = self.vad.session() if self.vad is not None else None
+        self._last_activity = self._clock.now()
+        self.turn.reset()
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._input_loop, media)
+                if self.stt is not None:
+                    tg.start_soon(self._stt_reader, self.stt)
+                    tg.start_soon(self._stt_sender)
+                try:
+                    yield self
+                finally:
+                    tg.cancel_scope.cancel()
+        finally:
+            self._media = None
+            self._tg = None
+            self._output = None
+            for queue in self._subscribers:
+                queue.close()
+
+    async def run(
+        self, media: MediaIO, *, clock: Clock | None = None, call_id: str = ""
+    ) -> EndReason:
+        """Hold the whole conversation on ``media``; return why it ended."""
+        missing = [n for n in ("stt", "llm", "tts") if getattr(self, n) is None]
+        if missing:
+            raise RuntimeError(f"AI pipeline not configured: no {', '.join(missing)}")
+        async with self.attach(media, clock=clock, call_id=call_id):
+            return await self._converse()
+
+    async def _converse(self) -> EndReason:
+        assert self._ended is not None
+        ended = self._ended
+        reason = EndReason.HANGUP
+        async with anyio.create_task_group() as tg:
+
+            async def conversation() -> None:
+                nonlocal reason
+                try:
+                    reason = await self._conversation_loop()
+                except CallEnded:
+                    reason = EndReason.HANGUP
+                tg.cancel_scope.cancel()
+
+            async def watch_hangup() -> None:
+                nonlocal reason
+                await ended.wait()
+                reason = EndReason.HANGUP
+                tg.cancel_scope.cancel()
+
+            async def deadline(seconds: float) -> None:
+                nonlocal reason
+                await self._clock.sleep(seconds)
+                reason = EndReason.MAX_DURATION
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(conversation)
+            tg.start_soon(watch_hangup)
+            if self.max_duration is not None:
+                tg.start_soon(deadline, self.max_duration)
+        return reason
+
+    async def _conversation_loop(self) -> EndReason:
+        if self.greeting:
+            await self.say(self.greeting)
+        prompts = 0
+        while True:
+            user = await self._wait_final(self.silence_timeout)
+            if user is None:
+                assert self.silence_timeout is not None
+                self._emit(SilenceTimeoutEvent(self.silence_timeout, self._clock.now()))
+                if self.silence_prompt and prompts < self.max_silence_prompts:
+                    prompts += 1
+                    await self.say(self.silence_prompt)
+                    continue
+                return EndReason.SILENCE_TIMEOUT
+            prompts = 0
+            await self.answer(user)
+
+    # -- input side
+
+    async def _input_loop(self, media: MediaIO) -> None:
+        assert self._ended is not None and self._stt_audio is not None
+        clock = self._clock
+        try:
+            async for frame in media.frames():
+                now = clock.now()
+                energy = frame_energy_db(frame)
+                speech = self._is_speech(frame, energy)
+                out = self._output
+                agent_speaking = out is not None and out.audio_started
+                event = self.turn.feed(
+                    speech, energy, frame_ms=frame.duration_ms, agent_speaking=agent_speaking
+                )
+                if self.stt is not None:
+                    self._stt_audio.put(frame)
+                if self.turn.in_speech:
+                    self._last_activity = now
+                if isinstance(event, SpeechStarted):
+                    self._emit(SpeechStartedEvent(now))
+                    await self._barge_in(now)
+                elif isinstance(event, SpeechEnded):
+                    self._last_activity = now
+                    self._last_speech_end = now
+                    self._awaiting_final = True
+                    self._emit(SpeechEndedEvent(now))
+                    if self.stt is not None:
+                        self._stt_audio.put(None)  # marker: end of speech
+        finally:
+            self._ended.set()
+            if self._finals is not None:
+                self._finals.close()
+            self._stt_audio.close()
+
+    def _is_speech(self, frame: AudioChunk, energy: float) -> bool:
+        if self._vad_session is None or self._vad_failed:
+            return energy >= _NO_VAD_SPEECH_DB
+        try:
+            return bool(self._vad_session.is_speech(frame))
+        except Exception as exc:
+            # Fall back to the energy gate for the rest of the call, and say so once.
+            self._vad_failed = True
+            name = self.vad.name if self.vad is not None else "vad"
+            logger.warning("VAD %s failed, using an energy gate: %r", name, exc)
+            self._emit(ProviderErrorEvent(name, f"{type(exc).__name__}: {exc}", self._clock.now()))
+            return energy >= _NO_VAD_SPEECH_DB
+
+    async def _barge_in(self, now: float) -> None:
+        """Caller speech onset: cut the agent off if it is talking."""
+        out = self._output
+        media = self._media
+        if out is None or media is None or not out.interruptible or out.interrupted:
+            return
+        if not out.audio_started:
+            return  # still thinking: let the answer come (a cough must not eat it)
+        out.interrupted = True
+        out.played_at_stop = media.played_ms
+        out.stopped_at = now
+        out.scope.cancel()
+        await media.flush()
+
+    async def interrupt(self) -> None:
+        """Stop the agent's current speech now, as a barge-in would (e.g. on DTMF)."""
+        await self._barge_in(self._clock.now())
+
+    async def _stt_sender(self) -> None:
+        """Feed frames to the current STT stream without ever blocking the input loop."""
+        assert self._stt_audio is not None
+        queue = self._stt_audio
+        while True:
+            item = await queue.get()
+            if item is None and queue.closed and not queue.items:
+                return
+            stream = self._stt_stream
+            if stream is None:
+                continue
+            try:
+                if item is None:
+                    await stream.end_of_speech()
+                else:
+                    await stream.send(item)
+            except Exception as exc:
+                self._stt_failed(stream, exc)
+
+    def _stt_failed(self, stream: STTStream, exc: BaseException) -> None:
+        name = self.stt.name if self.stt is not None else "stt"
+        logger.warning("STT %s failed: %r", name, exc)
+        self._emit(ProviderErrorEvent(name, f"{type(exc).__name__}: {exc}", self._clock.now()))
+        if self._stt_stream is stream:
+            self._stt_stream = None
+            if self._tg is not None:
+                self._tg.start_soon(self._close_stt, stream)
+
+    @staticmethod
+    async def _close_stt(stream: STTStream) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(2.0):
+            try:
+                await stream.close()
+            except Exception as exc:
+                logger.debug("closing STT stream failed: %r", exc)
+
+    async def _stt_reader(self, stt: STT) -> None:
+        """Open the call's STT stream, read transcripts; reopen it after a failure."""
+        assert self._ended is not None and self._finals is not None
+        while not self._ended.is_set():
+            try:
+                stream = await stt.stream()
+            except Exception as exc:
+                self._emit(
+                    ProviderErrorEvent(stt.name, f"{type(exc).__name__}: {exc}", self._clock.now())
+                )
+                await self._clock.sleep(_STT_REOPEN_S)
+                continue
+            self._stt_stream = stream
+            try:
+                async with aclosing(_closing(stream.transcripts())) as transcripts:
+                    async for t in transcripts:
+                        self._on_transcript(t.text, t.confidence, t.start, t.end, t.is_final)
+            except Exception as exc:
+                self._stt_failed(stream, exc)
+            finally:
+                if self._stt_stream is stream:
+                    self._stt_stream = None
+                    await self._close_stt(stream)
+            await self._clock.sleep(_STT_REOPEN_S)
+
+    def _on_transcript(
+        self,
+        text: str,
+        confidence: float | None,
+        start: float | None,
+        end: float | None,
+        is_final: bool,
+    ) -> None:
+        assert self._finals is not None
+        text = text.strip()
+        if not text:
+            if is_final:
+                self._awaiting_final = False
+            return
+        event = UserTranscriptEvent(text, confidence, start, end, is_final, self._clock.now())
+        self._emit(event)
+        if is_final:
+            self._awaiting_final = False
+            self._finals.put(event)
+
+    async def _wait_final(self, timeout: float | None) -> UserTranscriptEvent | None:
+        """Next final transcript; None after ``timeout`` s of caller silence.
+
+        The timeout counts silence: it does not expire while the caller is speaking, or
+        while a final transcript is still expected for speech that just ended.
+        """
+        if self._finals is None or self._ended is None:
+            raise RuntimeError("the pipeline is not attached to a call")
+        finals = self._finals
+        got: list[UserTranscriptEvent] = []
+        start = self._clock.now()
+        async with anyio.create_task_group() as tg:
+
+            async def take() -> None:
+                event = await finals.get()
+                if event is not None:
+                    got.append(event)
+                tg.cancel_scope.cancel()
+
+            async def timer(seconds: float) -> None:
+                while True:
+                    now = self._clock.now()
+                    deadline = max(start, self._last_activity) + seconds
+                    pending = (
+                        self._awaiting_final
+                        and self._last_speech_end is not None
+                        and now - self._last_speech_end < self.final_grace
+                    )
+                    if now >= deadline and not self.turn.in_speech and not pending:
+                        tg.cancel_scope.cancel()
+                        return
+                    await self._clock.sleep(max(0.02, min(deadline - now, 0.1)))
+
+            tg.start_soon(take)
+            if timeout is not None:
+                tg.start_soon(timer, timeout)
+        if got:
+            return got[0]
+        if self._ended.is_set():
+            raise CallEnded(self.call_id)
+        return None
+
+    async def listen(self, timeout: float | None = None) -> UserTranscriptEvent | None:
+        """The caller's next final transcript; None after ``timeout`` s of silence.
+
+        Finals heard while nobody listens are kept (the last 16), so an answer given
+        during a ``say`` is not lost. Raises CallEnded if the call hangs up.
+        """
+        if self.stt is None:
+            raise RuntimeError("AI pipeline not configured: no STT")
+        return await self._wait_final(timeout)
+
+    # -- output side
+
+    async def say(
+        self, text: str, *, interruptible: bool = True, add_to_history: bool = True
+    ) -> SayResult:
+        """Speak ``text``; return when it has played or the caller interrupted it.
+
+        What the caller heard is added to the agent's history as an assistant message
+        (``add_to_history``), so a later LLM answer knows what was said.
+        """
+        if self.tts is None:
+            raise RuntimeError("AI pipeline not configured: no TTS")
+        out = _Output(interruptible=interruptible)
+        error: _StageError | None = None
+
+        async def body(out: _Output) -> None:
+            nonlocal error
+            segment = _Segment(text, None)
+            try:
+                await self._synthesize(out, segment, None)
+            except _StageError as exc:
+                error = exc
+
+        result = await self._speak(out, body)
+        if error is not None:
+            self._emit(ProviderErrorEvent(error.provider, error.message, self._clock.now()))
+            raise ProviderError(error.provider, error.message) from error
+        if add_to_history and result.heard_text:
+            self.agent.history.append(ChatMessage(role="assistant", content=result.heard_text))
+        return result
+
+    async def answer(self, user: UserTranscriptEvent | str) -> TurnMetrics:
+        """One turn: stream the agent's answer to ``user`` into speech, running tools.
+
+        A provider failure ends the turn with a ProviderErrorEvent and the fallback
+        text; a barge-in ends it with a BargeInEvent and the history trimmed.
+        """
+        if self.tts is None or self.agent.llm is None:
+            raise RuntimeError("AI pipeline not configured: no LLM or TTS")
+        if isinstance(user, str):
+            user = UserTranscriptEvent(user, at=self._clock.now())
+        metrics = TurnMetrics(speech_end=self._last_speech_end, stt_final=user.at)
+        out = _Output(interruptible=True)
+        error: _StageError | None = None
+        agent = self.agent
+
+        async def body(out: _Output) -> None:
+            nonlocal error
+            text = user.text
+            for step in range(agent.max_tool_steps + 1):
+                stream = agent.stream(text)
+                out.messages.append(stream.message)
+                try:
+                    await self._stream_answer(out, stream, metrics)
+                except BaseExceptionGroup as group:
+                    error = _first_stage_error(group)
+                    return
+                now = self._clock.now()
+                self._emit(AgentResponseEvent(stream.message.content, stream.tool_calls, now))
+                if not stream.tool_calls:
+                    return
+                if step == agent.max_tool_steps:
+                    logger.warning("agent stopped after %d tool steps", step)
+                    return
+                await agent.run_tools(stream.tool_calls)
+                text = ""
+
+        try:
+            try:
+                await self._speak(out, body)
+            finally:
+                agent.cancel_pending_tool_calls("interrupted" if out.interrupted else "not run")
+                if out.interrupted or error is not None or out.call_ended:
+                    self._trim_to_heard(out, out.played_at_stop if out.interrupted else None)
+            if error is not None:
+                self._emit(ProviderErrorEvent(error.provider, error.message, self._clock.now()))
+                await self._say_fallback()
+        finally:
+            metrics.interrupted = out.interrupted
+            metrics.at = self._clock.now()
+            self.metrics.append(metrics)
+            self._emit(metrics)
+        return metrics
+
+    def _trim_to_heard(self, out: _Output, played: float | None) -> None:
+        """Keep in each answer message only the sentences heard (or sent, if not cut off)."""
+        for message in out.messages:
+            segs = [s for s in out.segments if s.message is message]
+            if played is None:
+                parts = [s.text for s in segs if s.start_pos is not None]
+            else:
+                parts = [t for t in (s.heard(played) for s in segs) if t]
+            self.agent.trim_message(message, " ".join(parts))
+
+    async def _say_fallback(self) -> None:
+        if not self.fallback_text:
+            return
+        try:
+            await self.say(self.fallback_text)
+        except ProviderError as exc:
+            logger.warning("could not speak the fallback text: %s", exc)
+
+    async def _speak(self, out: _Output, body: Callable[[_Output], Awaitable[None]]) -> SayResult:
+        """Run ``body`` as the current output, wait for playout; report what was heard."""
+        media, ended, lock = self._media, self._ended, self._speak_lock
+        if media is None or ended is None or lock is None:
+            raise RuntimeError("the pipeline is not attached to a call")
+        if ended.is_set():
+            raise CallEnded(self.call_id)
+        async with lock:
+            self._output = out
+            try:
+                with out.scope:
+                    async with anyio.create_task_group() as tg:
+
+                        async def watch_hangup() -> None:
+                            await ended.wait()
+                            out.call_ended = True
+                            out.scope.cancel()
+
+                        tg.start_soon(watch_hangup)
+                        await body(out)
+                        await self._wait_playout(out, media)
+                        tg.cancel_scope.cancel()
+            finally:
+                self._output = None
+        if out.call_ended and not out.interrupted:
+            raise CallEnded(self.call_id)
+        if out.interrupted:
+            played = out.played_at_stop if out.played_at_stop is not None else media.played_ms
+            heard = out.heard_text(played)
+            played_ms = out.played_ms(played)
+            self._emit(BargeInEvent(heard, played_ms, out.stopped_at))
+            return SayResult(True, heard, played_ms)
+        played_ms = out.end_pos - out.start_pos if out.audio_started else 0.0
+        return SayResult(False, out.heard_text(out.end_pos), played_ms)
+
+    async def _wait_playout(self, out: _Output, media: MediaIO) -> None:
+        while out.audio_started and media.queued_ms > 0 and media.played_ms < out.end_pos - 1e-6:
+            await self._clock.sleep(0.02)
+
+    async def _stream_answer(self, out: _Output, stream: AgentStream, metrics: TurnMetrics) -> None:
+        """LLM -> chunker -> (bounded queue) -> TTS -> media, both stages concurrently."""
+        send, receive = anyio.create_memory_object_stream[_Segment](self.sentence_queue)
+        self._sentences = send
+        llm_name = self.agent.llm.name if self.agent.llm is not None else "llm"
+
+        async def produce() -> None:
+            chunker = SentenceChunker(min_comma_chars=self.min_comma_chars)
+            async with send, aclosing(stream.__aiter__()) as deltas:
+                while True:
+                    try:
+                        delta = await deltas.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    except Exception as exc:
+                        raise _StageError(llm_name, exc) from exc
+                    if metrics.llm_first_token is None:
+                        metrics.llm_first_token = self._clock.now()
+                    for piece in chunker.push(delta):
+                        await send.send(_Segment(piece, stream.message))
+                for piece in chunker.flush():
+                    await send.send(_Segment(piece, stream.message))
+
+        async def consume() -> None:
+            async with receive:
+                async for segment in receive:
+                    await self._synthesize(out, segment, metrics)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(produce)
+                tg.start_soon(consume)
+        finally:
+            self._sentences = None
+
+    async def _synthesize(
+        self, out: _Output, segment: _Segment, metrics: TurnMetrics | None
+    ) -> None:
+        """TTS one sentence straight into the transport, tracking its playout position."""
+        tts, media = self.tts, self._media
+        assert tts is not None and media is not None
+        out.segments.append(segment)
+        async with aclosing(_closing(tts.synthesize(segment.text))) as audio:
+            while True:
+                try:
+                    chunk = await audio.__anext__()
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    raise _StageError(tts.name, exc) from exc
+                if not chunk.data:
+                    continue
+                if metrics is not None and metrics.tts_first_byte is None:
+                    metrics.tts_first_byte = self._clock.now()
+                await media.send(chunk)
+                end = media.played_ms + media.queued_ms
+                if segment.start_pos is None:
+                    segment.start_pos = end - chunk.duration_ms
+                    if metrics is not None and metrics.first_frame_out is None:
+                        metrics.first_frame_out = self._clock.now()
+                segment.end_pos = end
+                segment.audio_ms += chunk.duration_ms
+        segment.complete = True
