@@ -9,7 +9,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from voxtra.recording.delivery import Backoff, DeliveredHook, FailedHook, RecordingDelivery
-from voxtra.recording.metadata import FileFacts, RecordingMetadata, measure_file, parse_wav_header
+from voxtra.recording.metadata import (
+    FileFacts,
+    InvalidRecordingMetadata,
+    RecordingMetadata,
+    measure_file,
+    parse_wav_header,
+)
 from voxtra.recording.naming import (
     SUPPORTED_FORMATS,
     AudioFormat,
@@ -45,6 +51,7 @@ __all__ = [
     "FailedHook",
     "FileFacts",
     "GCSSink",
+    "InvalidRecordingMetadata",
     "InvalidRecordingName",
     "LocalFileSink",
     "RecordingDelivery",

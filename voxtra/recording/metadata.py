@@ -15,13 +15,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, field_validator
+from pydantic import BaseModel, ValidationError, field_validator
 
 from voxtra.errors import RecordingError
 from voxtra.recording.naming import validate_format, validate_recording_name
 
 __all__ = [
     "FileFacts",
+    "InvalidRecordingMetadata",
     "RecordingMetadata",
     "WavInfo",
     "measure_file",
@@ -31,6 +32,10 @@ __all__ = [
 _HASH_BLOCK = 1 << 20
 # Enough for a RIFF header with a few small chunks (LIST, fact) before "data".
 _WAV_HEADER_PROBE = 64 * 1024
+
+
+class InvalidRecordingMetadata(RecordingError, ValueError):
+    """RecordingMetadata was built from bad values; the message lists each problem."""
 
 
 class RecordingMetadata(BaseModel):
@@ -54,6 +59,13 @@ class RecordingMetadata(BaseModel):
     ended_at: datetime | None = None
     local_path: Path | None = None
     location: str | list[str] | None = None
+
+    def __init__(self, **data: Any) -> None:
+        # Callers catch Voxtra's errors, not pydantic's: re-raise as a RecordingError.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise InvalidRecordingMetadata(f"invalid recording metadata: {exc}") from exc
 
     @field_validator("name")
     @classmethod
