@@ -411,7 +411,7 @@ class VoicePipeline:
 
     async def _conversation_loop(self) -> EndReason:
         if self.greeting:
-            await self.say(self.greeting)
+            await self._say_quietly(self.greeting)
         prompts = 0
         while True:
             user = await self._wait_final(self.silence_timeout)
@@ -420,7 +420,7 @@ class VoicePipeline:
                 self._emit(SilenceTimeoutEvent(self.silence_timeout, self._clock.now()))
                 if self.silence_prompt and prompts < self.max_silence_prompts:
                     prompts += 1
-                    await self.say(self.silence_prompt)
+                    await self._say_quietly(self.silence_prompt)
                     continue
                 return EndReason.SILENCE_TIMEOUT
             prompts = 0
@@ -720,12 +720,15 @@ class VoicePipeline:
             self.agent.trim_message(message, " ".join(parts))
 
     async def _say_fallback(self) -> None:
-        if not self.fallback_text:
-            return
+        if self.fallback_text:
+            await self._say_quietly(self.fallback_text)
+
+    async def _say_quietly(self, text: str) -> None:
+        """Say something the pipeline itself chose; a TTS failure is reported, not raised."""
         try:
-            await self.say(self.fallback_text)
+            await self.say(text)
         except ProviderError as exc:
-            logger.warning("could not speak the fallback text: %s", exc)
+            logger.warning("could not speak %r: %s", text, exc)
 
     async def _speak(self, out: _Output, body: Callable[[_Output], Awaitable[None]]) -> SayResult:
         """Run ``body`` as the current output, wait for playout; report what was heard."""

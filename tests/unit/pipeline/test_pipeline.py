@@ -460,3 +460,46 @@ def test_voice_pipeline_is_a_conversation_engine() -> None:
     from voxtra.pipeline import ConversationEngine
 
     assert isinstance(VoicePipeline(), ConversationEngine)
+
+
+async def test_greeting_tts_failure_does_not_end_the_call() -> None:
+    media = MemoryMediaIO()
+    p, _stt, _llm, tts, events = build(
+        media,
+        ["hello"],
+        [Reply(["Hi there."])],
+        greeting="Welcome BOOM",
+        tts_kw={"fail_on": "BOOM"},
+    )
+
+    async def caller() -> None:
+        speak(media)
+        await media.wait_until(lambda: len(p.metrics) == 1 and media.queued_ms == 0, 20)
+        media.hangup()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller)
+        assert await p.run(media, clock=media.clock) is EndReason.HANGUP
+    assert [e.provider for e in of(events, ProviderErrorEvent)] == ["scripted-tts"]
+    assert [t for _, t in tts.requests] == ["Welcome BOOM", "Hi there."]
+
+
+async def test_barge_in_on_the_real_clock() -> None:
+    media = MemoryMediaIO(virtual=False)
+    p, *_, events = build(media, [], [], tts_kw={"first_byte": 0.0})
+
+    async def interrupt() -> None:
+        await anyio.sleep(0.3)
+        speak(media, 300)
+
+    async with p.attach(media, clock=media.clock):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(interrupt)
+            result = await p.say(LONG)
+    assert result.interrupted
+    onset = of(events, SpeechStartedEvent)[0].at
+    # Flushed in the same frame the onset was confirmed; nothing played after the flush.
+    assert 0 <= media.flushes[0] - onset < 0.02
+    assert max(f.at for f in media.played) <= media.flushes[0]
+    # Onset guard (100 ms) after the caller's first frame at ~0.3 s.
+    assert 350 <= result.played_ms <= 520
