@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from voxtra.ari.client import AriClient
-from voxtra.testing.pytest_plugin import AsteriskTarget
+
+if TYPE_CHECKING:
+    from voxtra.testing.pytest_plugin import AsteriskTarget
 
 pytest_plugins = ["voxtra.testing.pytest_plugin"]
 
@@ -27,11 +29,18 @@ async def make_app(asterisk: AsteriskTarget) -> AsyncIterator[Callable[..., Awai
 
     apps: list[VoxtraApp] = []
 
-    async def factory(configure: Callable[[VoxtraApp], None] | None = None,
-                      **options: Any) -> VoxtraApp:
+    async def factory(
+        configure: Callable[[VoxtraApp], None] | None = None, **options: Any
+    ) -> VoxtraApp:
         options.setdefault("handler_deadline", 2.0)
-        app = VoxtraApp(asterisk.ari_url, asterisk.username, asterisk.password,
-                        options.pop("app_name", "voxtra"), environ={}, **options)
+        app = VoxtraApp(
+            asterisk.ari_url,
+            asterisk.username,
+            asterisk.password,
+            options.pop("app_name", "voxtra"),
+            environ={},
+            **options,
+        )
         if configure is not None:
             configure(app)
         await app.start()

@@ -18,6 +18,7 @@ from voxtra.ari.errors import (
 )
 from voxtra.ari.events import (
     AriEvent,
+    ChannelEnteredBridge,
     ChannelVarset,
     PlaybackFinished,
     RecordingFinished,
@@ -52,8 +53,9 @@ class Collector:
         self.connections.append(connection)
         await self._notify()
 
-    async def wait_for(self, predicate: Callable[[AriEvent], bool],
-                       timeout: float = 10.0) -> AriEvent:
+    async def wait_for(
+        self, predicate: Callable[[AriEvent], bool], timeout: float = 10.0
+    ) -> AriEvent:
         async def scan() -> AriEvent:
             async with self._changed:
                 while True:
@@ -76,8 +78,15 @@ class Collector:
 @pytest.fixture
 async def stream(ari: AriClient) -> AsyncIterator[tuple[AriEventStream, Collector]]:
     collector = Collector()
-    events = AriEventStream(ari, APP, on_event=collector, on_connect=collector.on_connect,
-                            heartbeat=2.0, initial_backoff=0.2, max_backoff=1.0)
+    events = AriEventStream(
+        ari,
+        APP,
+        on_event=collector,
+        on_connect=collector.on_connect,
+        heartbeat=2.0,
+        initial_backoff=0.2,
+        max_backoff=1.0,
+    )
     task = asyncio.create_task(events.run())
     await events.wait_connected(10)
     yield events, collector
@@ -86,15 +95,20 @@ async def stream(ari: AriClient) -> AsyncIterator[tuple[AriEventStream, Collecto
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def _originate_local(ari: AriClient, collector: Collector, exten: str = "answer",
-                           args: str = "a,b") -> tuple[str, str]:
+async def _originate_local(
+    ari: AriClient, collector: Collector, exten: str = "answer", args: str = "a,b"
+) -> tuple[str, str]:
     """A Local channel whose ;1 half enters our app; returns (channel id, other half id)."""
     channel_id = f"t-{uuid.uuid4().hex[:10]}"
     other_id = channel_id + "-2"
-    await ari.channels.originate(f"Local/{exten}@voxtra-test", app=APP, app_args=args,
-                                 channel_id=channel_id, other_channel_id=other_id)
-    await collector.wait_for(lambda e: isinstance(e, StasisStart)
-                             and e.channel.id == channel_id)
+    await ari.channels.originate(
+        f"Local/{exten}@voxtra-test",
+        app=APP,
+        app_args=args,
+        channel_id=channel_id,
+        other_channel_id=other_id,
+    )
+    await collector.wait_for(lambda e: isinstance(e, StasisStart) and e.channel.id == channel_id)
     return channel_id, other_id
 
 
@@ -138,8 +152,9 @@ async def test_originate_local_channel_sees_stasis_start_with_args(
 ) -> None:
     _, collector = stream
     channel_id, _ = await _originate_local(ari, collector, args="1000,hello")
-    start = next(e for e in collector.events
-                 if isinstance(e, StasisStart) and e.channel.id == channel_id)
+    start = next(
+        e for e in collector.events if isinstance(e, StasisStart) and e.channel.id == channel_id
+    )
     assert isinstance(start, StasisStart)
     assert start.args == ["1000", "hello"]
     assert start.application == APP
@@ -155,11 +170,15 @@ async def test_variables_travel_in_the_body(
     _, collector = stream
     channel_id = f"t-{uuid.uuid4().hex[:10]}"
     await ari.channels.originate(
-        "Local/answer@voxtra-test", app=APP, channel_id=channel_id,
-        variables={"VOXTRA_TAG": "a value, with = and spaces"})
+        "Local/answer@voxtra-test",
+        app=APP,
+        channel_id=channel_id,
+        variables={"VOXTRA_TAG": "a value, with = and spaces"},
+    )
     await collector.wait_for(lambda e: isinstance(e, StasisStart) and e.channel.id == channel_id)
     assert await ari.channels.get_variable(channel_id, "VOXTRA_TAG") == (
-        "a value, with = and spaces")
+        "a value, with = and spaces"
+    )
     await ari.channels.set_variable(channel_id, "OTHER", "x")
     await collector.wait_for(lambda e: isinstance(e, ChannelVarset) and e.variable == "OTHER")
     await ari.channels.hangup(channel_id)
@@ -174,7 +193,8 @@ async def test_play_sound_until_playback_finished(
     playback = await ari.channels.play(channel_id, "sound:beep", playback_id="pb-" + channel_id)
     assert playback.id == "pb-" + channel_id
     finished = await collector.wait_for(
-        lambda e: isinstance(e, PlaybackFinished) and e.playback.id == playback.id)
+        lambda e: isinstance(e, PlaybackFinished) and e.playback.id == playback.id
+    )
     assert isinstance(finished, PlaybackFinished)
     assert finished.playback.target_uri == f"channel:{channel_id}"
     await ari.channels.hangup(channel_id)
@@ -191,7 +211,8 @@ async def test_record_and_fetch_the_stored_file(
     await asyncio.sleep(1.0)
     await ari.recordings.stop(name)
     await collector.wait_for(
-        lambda e: isinstance(e, RecordingFinished) and e.recording.name == name)
+        lambda e: isinstance(e, RecordingFinished) and e.recording.name == name
+    )
     stored = await ari.recordings.get_stored(name)
     assert stored.format == "wav"
     data = await ari.recordings.get_file(name)
@@ -216,11 +237,21 @@ async def test_conflict_and_unprocessable_are_typed(
         with pytest.raises(AriUnprocessable) as unprocessable:
             await ari.bridges.add_channel(bridge.id, other_id)
         assert unprocessable.value.status == 422
-        await ari.bridges.add_channel(bridge.id, channel_id)
-        # a channel in a bridge cannot be recorded on its own (record the bridge)
+        name = f"c-{uuid.uuid4().hex[:6]}"
+        await ari.channels.record(channel_id, name)
+        # a name that is still recording cannot be reused ...
         with pytest.raises(AriConflict) as conflict:
-            await ari.channels.record(channel_id, f"c-{uuid.uuid4().hex[:6]}")
+            await ari.channels.record(channel_id, name, if_exists="overwrite")
         assert conflict.value.status == 409
+        # ... and a channel that is recording cannot join a bridge
+        with pytest.raises(AriConflict) as busy:
+            await ari.bridges.add_channel(bridge.id, channel_id)
+        assert "recording" in busy.value.message
+        await ari.recordings.cancel(name)
+        await ari.bridges.add_channel(bridge.id, channel_id)
+        await collector.wait_for(
+            lambda e: isinstance(e, ChannelEnteredBridge) and e.channel.id == channel_id
+        )
         fetched = await ari.bridges.get(bridge.id)
         assert channel_id in fetched.channels
         assert bridge.id in {b.id for b in await ari.bridges.list()}
@@ -247,8 +278,7 @@ async def test_malformed_event_is_skipped_not_fatal(ari: AriClient) -> None:
 
 
 async def test_backoff_grows_caps_and_jitters(ari: AriClient) -> None:
-    events = AriEventStream(ari, APP, on_event=lambda e: None,
-                            initial_backoff=0.5, max_backoff=8.0)
+    events = AriEventStream(ari, APP, on_event=lambda e: None, initial_backoff=0.5, max_backoff=8.0)
     delays = [events.backoff(n) for n in range(12)]
     assert all(0.25 <= d <= 0.5 for d in delays[:1])
     assert all(4.0 <= d <= 8.0 for d in delays[5:])

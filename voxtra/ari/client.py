@@ -187,8 +187,11 @@ def _error_message(body: bytes, reason: str | None) -> str:
     except ValueError:
         text = body.decode(errors="replace").strip()
         return text or (reason or "")
-    if isinstance(data, dict) and "message" in data:
-        return str(data["message"])
+    if isinstance(data, dict):
+        # ARI says "message" on most errors, "error" on some (e.g. "Allocation failed").
+        for key in ("message", "error"):
+            if key in data:
+                return str(data[key])
     return str(data)
 
 
@@ -308,13 +311,15 @@ class ChannelsApi(_Api):
             Channel, "/channels/create", params, _variables_body(variables)
         )
 
-    async def dial(self, channel_id: str, *, caller: str | None = None,
-                   timeout: int | None = None) -> None:
+    async def dial(
+        self, channel_id: str, *, caller: str | None = None, timeout: int | None = None
+    ) -> None:
         params = {"caller": caller, "timeout": timeout}
         await self._c.request("POST", f"/channels/{_seg(channel_id)}/dial", params=params)
 
-    async def hangup(self, channel_id: str, *, reason: str | None = None,
-                     reason_code: int | None = None) -> None:
+    async def hangup(
+        self, channel_id: str, *, reason: str | None = None, reason_code: int | None = None
+    ) -> None:
         """Hang up. ``reason`` is ARI's name (normal, busy, congestion, no_answer, ...)."""
         params = {"reason": reason, "reason_code": reason_code}
         await self._c.request("DELETE", f"/channels/{_seg(channel_id)}", params=params)
@@ -454,8 +459,7 @@ class ChannelsApi(_Api):
         label: str | None = None,
     ) -> None:
         """Leave Stasis and go on in the dialplan (ARI ``continue``)."""
-        params = {"context": context, "extension": extension, "priority": priority,
-                  "label": label}
+        params = {"context": context, "extension": extension, "priority": priority, "label": label}
         await self._c.request("POST", f"/channels/{_seg(channel_id)}/continue", params=params)
 
     async def redirect(self, channel_id: str, endpoint: str) -> None:
@@ -473,8 +477,13 @@ class ChannelsApi(_Api):
         duration: int | None = None,
         after: int | None = None,
     ) -> None:
-        params = {"dtmf": dtmf, "before": before, "between": between,
-                  "duration": duration, "after": after}
+        params = {
+            "dtmf": dtmf,
+            "before": before,
+            "between": between,
+            "duration": duration,
+            "after": after,
+        }
         await self._c.request("POST", f"/channels/{_seg(channel_id)}/dtmf", params=params)
 
     async def get_variable(self, channel_id: str, variable: str) -> str:
@@ -533,9 +542,7 @@ class BridgesApi(_Api):
 
     async def remove_channel(self, bridge_id: str, channel: str | Sequence[str]) -> None:
         params = {"channel": channel}
-        await self._c.request(
-            "POST", f"/bridges/{_seg(bridge_id)}/removeChannel", params=params
-        )
+        await self._c.request("POST", f"/bridges/{_seg(bridge_id)}/removeChannel", params=params)
 
     async def start_moh(self, bridge_id: str, moh_class: str | None = None) -> None:
         params = {"mohClass": moh_class}
@@ -578,9 +585,7 @@ class BridgesApi(_Api):
             "beep": beep,
             "terminateOn": terminate_on,
         }
-        return await self._c.post_model(
-            LiveRecording, f"/bridges/{_seg(bridge_id)}/record", params
-        )
+        return await self._c.post_model(LiveRecording, f"/bridges/{_seg(bridge_id)}/record", params)
 
 
 class PlaybacksApi(_Api):

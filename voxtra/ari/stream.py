@@ -87,8 +87,8 @@ class AriEventStream:
 
     def backoff(self, attempt: int) -> float:
         """Delay before reconnect ``attempt`` (0-based): capped, with full jitter above half."""
-        ceiling = min(self.max_backoff, self.initial_backoff * (2**attempt))
-        return ceiling / 2 + random.random() * ceiling / 2  # noqa: S311 - jitter only
+        ceiling = min(self.max_backoff, self.initial_backoff * (2.0 ** min(attempt, 60)))
+        return float(ceiling / 2 + random.random() * ceiling / 2)
 
     async def wait_connected(self, timeout: float | None = None) -> Connection:
         await asyncio.wait_for(self.connected.wait(), timeout)
@@ -159,9 +159,7 @@ class AriEventStream:
             task.add_done_callback(self._reconcile_tasks.discard)
         try:
             async for message in ws:
-                if message.type is aiohttp.WSMsgType.TEXT:
-                    self._deliver(message.data)
-                elif message.type is aiohttp.WSMsgType.BINARY:
+                if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     self._deliver(message.data)
                 elif message.type is aiohttp.WSMsgType.ERROR:
                     logger.warning("ARI events connection error: %s", ws.exception())

@@ -64,8 +64,9 @@ class AudioChunk:
         return sample_rate * ms // 1000 * codec.bytes_per_sample
 
     @classmethod
-    def silence(cls, codec: Codec = Codec.ULAW, sample_rate: int = 8000,
-                ms: int = FRAME_MS) -> AudioChunk:
+    def silence(
+        cls, codec: Codec = Codec.ULAW, sample_rate: int = 8000, ms: int = FRAME_MS
+    ) -> AudioChunk:
         """A frame of digital silence in ``codec``."""
         n = sample_rate * ms // 1000
         fill = {Codec.PCM16: b"\x00\x00", Codec.ULAW: b"\xff", Codec.ALAW: b"\xd5"}[codec]

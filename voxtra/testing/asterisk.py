@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -49,7 +50,7 @@ APT_CONF = 'Acquire::Check-Valid-Until "false";\nAPT::Install-Recommends "false"
 RECIPE_VERSION = "1"
 
 ARI_USER = "voxtra"
-ARI_PASSWORD = "voxtra"  # noqa: S105 - the sandbox's own, documented credentials
+ARI_PASSWORD = "voxtra"
 ARI_URL = "http://127.0.0.1:8088"
 
 
@@ -185,8 +186,19 @@ class AsteriskSandbox:
         if shutil.which("zstd"):
             _log("caching the chroot as " + self.tarball.name)
             part = self.tarball.with_suffix(".part")
-            _run(["tar", "-I", "zstd -T0 -3", "--one-file-system", "-cpf", str(part),
-                  "-C", str(tmp), "."])
+            _run(
+                [
+                    "tar",
+                    "-I",
+                    "zstd -T0 -3",
+                    "--one-file-system",
+                    "-cpf",
+                    str(part),
+                    "-C",
+                    str(tmp),
+                    ".",
+                ]
+            )
             part.rename(self.tarball)
         shutil.rmtree(self.root, ignore_errors=True)
         tmp.rename(self.root)
@@ -211,7 +223,7 @@ class AsteriskSandbox:
             f"{self.ari_url}/ari/asterisk/info", headers={"Authorization": f"Basic {token}"}
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return bool(response.status == 200)
         except (urllib.error.URLError, OSError):
             return False
@@ -232,9 +244,17 @@ class AsteriskSandbox:
         # process group, so `down` can end them all and a test runner's signals
         # do not reach them by accident.
         process = subprocess.Popen(
-            ["chroot", str(self.root), "/usr/sbin/asterisk", "-f", "-C",
-             "/etc/asterisk/asterisk.conf"],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [
+                "chroot",
+                str(self.root),
+                "/usr/sbin/asterisk",
+                "-f",
+                "-C",
+                "/etc/asterisk/asterisk.conf",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         log.close()
@@ -263,18 +283,14 @@ class AsteriskSandbox:
         """Stop Asterisk and release the mounts. Safe to call when nothing runs."""
         pid = self.pid()
         if pid is not None:
-            try:
+            with contextlib.suppress(SandboxUnavailable):
                 self.cli("core stop now", timeout=5)
-            except SandboxUnavailable:
-                pass
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self._alive(pid):
                 time.sleep(0.05)
             if self._alive(pid):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 while self._alive(pid):
                     time.sleep(0.05)
         self._kill_strays()
@@ -299,9 +315,19 @@ class AsteriskSandbox:
         """Run an Asterisk CLI command against the running sandbox."""
         try:
             result = subprocess.run(
-                ["chroot", str(self.root), "/usr/sbin/asterisk", "-C",
-                 "/etc/asterisk/asterisk.conf", "-rx", command],
-                capture_output=True, text=True, timeout=timeout, check=False,
+                [
+                    "chroot",
+                    str(self.root),
+                    "/usr/sbin/asterisk",
+                    "-C",
+                    "/etc/asterisk/asterisk.conf",
+                    "-rx",
+                    command,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise SandboxUnavailable(f"asterisk -rx {command!r} timed out") from exc
@@ -375,8 +401,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "up":
             started = time.monotonic()
             sandbox.up()
-            print(f"Asterisk is up: ARI {sandbox.ari_url} (user {sandbox.username}, "
-                  f"password {sandbox.password}) in {time.monotonic() - started:.1f} s")
+            print(
+                f"Asterisk is up: ARI {sandbox.ari_url} (user {sandbox.username}, "
+                f"password {sandbox.password}) in {time.monotonic() - started:.1f} s"
+            )
         elif args.action == "down":
             sandbox.down()
             print("Asterisk is down")

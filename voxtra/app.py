@@ -1,0 +1,711 @@
+"""VoxtraApp: connects to Asterisk, turns each new Stasis channel into a CallSession.
+
+Structure: one long-lived task owns a task group holding the ARI event stream and one
+task per call. The stream hands every event to :meth:`VoxtraApp._on_event`, which only
+updates state and routes the event to the call it concerns (synchronously, no user code
+inline), so a slow or stuck handler never delays another call's events.
+
+Channels the app creates for itself (media, snoop, transfer legs) get ids starting with
+``voxtra-internal-`` and are never routed as calls.
+
+Reconnect policy: after every ARI reconnect the app lists channels. Sessions whose
+channel is gone end (their hangup callbacks fire once). Channels in the app that no
+session owns are handled by ``reconcile_policy``: ``hangup`` (default) hangs them up,
+``adopt`` routes them as new calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from voxtra.ari.client import AriClient
+from voxtra.ari.errors import AriError, AriNotFound
+from voxtra.ari.events import (
+    ApplicationReplaced,
+    AriEvent,
+    ChannelDestroyed,
+    ChannelHangupRequest,
+    ChannelStateChange,
+    Dial,
+    StasisEnd,
+    StasisStart,
+)
+from voxtra.ari.models import Channel
+from voxtra.ari.stream import AriEventStream, Connection
+from voxtra.call import (
+    INTERNAL_PREFIX,
+    CallBusy,
+    CallDirection,
+    CallFailed,
+    CallNoAnswer,
+    CallSession,
+    CallState,
+    OriginateError,
+    internal_id,
+)
+from voxtra.config import VoxtraSettings, load_settings
+from voxtra.errors import CallEnded, VoxtraError
+from voxtra.routing import CallHandler, CallInfo, Route, Router, RoutingError
+
+__all__ = ["VoxtraApp"]
+
+logger = logging.getLogger(__name__)
+
+H = TypeVar("H", bound=CallHandler)
+Hook = Callable[[], Awaitable[None]]
+
+# Asterisk hangup causes (Q.850) that originate() reports as a specific outcome.
+BUSY_CAUSES = {17}
+NO_ANSWER_CAUSES = {18, 19}
+DIALSTATUS_CAUSES = {
+    "BUSY": (17, "User busy"),
+    "NOANSWER": (19, "No user responding"),
+    "CONGESTION": (34, "Circuit/channel congestion"),
+    "CHANUNAVAIL": (20, "Subscriber absent"),
+}
+
+
+class _PendingOriginate:
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.future: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
+        self.dialstatus: str | None = None
+
+
+class VoxtraApp:
+    """A Voxtra application: routes calls in one Stasis app to your handlers.
+
+    Settings come from arguments, else ``VOXTRA_*`` environment variables, else a YAML
+    ``config_file``, else defaults (see :mod:`voxtra.config`).
+    """
+
+    def __init__(
+        self,
+        ari_url: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        app_name: str | None = None,
+        *,
+        config_file: str | Path | None = None,
+        settings: VoxtraSettings | None = None,
+        environ: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> None:
+        overrides = {
+            k: v
+            for k, v in {
+                "ari_url": ari_url,
+                "username": username,
+                "password": password,
+                "app_name": app_name,
+                **options,
+            }.items()
+            if v is not None
+        }
+        if settings is None:
+            settings = load_settings(config_file=config_file, environ=environ, **overrides)
+        elif overrides:
+            settings = settings.model_copy(update=overrides)
+        self.settings = settings
+        self.app_name = settings.app_name
+        self.ari = AriClient(settings.ari_url, settings.username, settings.password)
+        self.router = Router()
+        self.active_sessions: dict[str, CallSession] = {}
+        self.calls_handled = 0
+        self.hangup_grace = 2.0
+        """Seconds a handler may keep running after its call ended, then it is cancelled."""
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self._index: dict[str, CallSession] = {}
+        self._bridge_index: dict[str, set[CallSession]] = {}
+        self._internal: dict[str, CallSession | None] = {}
+        self._internal_waiters: dict[str, asyncio.Future[Channel]] = {}
+        self._originates: dict[str, _PendingOriginate] = {}
+        self._accepting = False
+        self._stream: AriEventStream | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._call_tasks: set[asyncio.Task[None]] = set()
+        self._fatal: BaseException | None = None
+
+    # -- registration ---------------------------------------------------------------
+
+    def route(self, extension: str | None = None, **criteria: Any) -> Callable[[H], H]:
+        """Register the decorated handler for calls matching all given criteria."""
+        return self.router.route(extension, **criteria)
+
+    def add_route(self, route: Route) -> Route:
+        return self.router.add(route)
+
+    def default(self, handler: H) -> H:
+        """The handler for calls no route matches."""
+        return self.router.set_default(handler)
+
+    def dispatcher(self, fn: Any) -> Any:
+        """An async function ``(CallInfo) -> handler | Route | None`` tried before routes."""
+        return self.router.set_dispatcher(fn)
+
+    def on_startup(self, hook: Hook) -> Hook:
+        self._startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: Hook) -> Hook:
+        self._shutdown.append(hook)
+        return hook
+
+    def get_session(self, call_id: str) -> CallSession | None:
+        return self.active_sessions.get(call_id)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> VoxtraApp:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self, timeout: float = 10.0) -> None:
+        """Connect to ARI and start accepting calls. Raises if ARI is unreachable."""
+        if self._runner is not None:
+            return
+        try:
+            await self.ari.asterisk.info()
+        except AriError:
+            await self.ari.close()
+            raise
+        for hook in self._startup:
+            await hook()
+        self._stream = AriEventStream(
+            self.ari,
+            self.app_name,
+            on_event=self._on_event,
+            on_connect=self._reconcile,
+            heartbeat=self.settings.ari_heartbeat,
+            max_backoff=self.settings.ari_reconnect_max_backoff,
+        )
+        self._accepting = True
+        self._runner = asyncio.create_task(self._run_stream(), name="voxtra-ari-events")
+        try:
+            await self._stream.wait_connected(timeout)
+        except TimeoutError:
+            await self.stop()
+            raise VoxtraError(f"ARI events did not connect within {timeout} s") from None
+
+    async def _run_stream(self) -> None:
+        assert self._stream is not None
+        try:
+            await self._stream.run()
+        except AriError as exc:
+            self._fatal = exc
+            logger.error("ARI event stream stopped: %s", exc)
+
+    async def stop(self, deadline: float | None = None) -> None:
+        """Drain and disconnect.
+
+        No new calls are accepted; running handlers get ``deadline`` seconds (default
+        ``settings.handler_deadline``) to finish; then remaining calls are hung up and
+        every bridge and channel the app created is destroyed.
+        """
+        if self._runner is None:
+            await self.ari.close()
+            return
+        self._accepting = False
+        deadline = self.settings.handler_deadline if deadline is None else deadline
+        if self._call_tasks:
+            _, pending = await asyncio.wait(set(self._call_tasks), timeout=deadline)
+            if pending:
+                logger.info("hanging up %d call(s) still running at shutdown", len(pending))
+        for session in list(self.active_sessions.values()):
+            with contextlib.suppress(VoxtraError):
+                await session.hangup()
+        if self._call_tasks:
+            _, pending = await asyncio.wait(set(self._call_tasks), timeout=5.0)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*self._call_tasks, return_exceptions=True)
+        await self._destroy_leftovers()
+        for hook in self._shutdown:
+            try:
+                await hook()
+            except Exception:
+                logger.exception("on_shutdown hook failed")
+        assert self._stream is not None
+        await self._stream.stop()
+        self._runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._runner
+        self._runner = None
+        await self.ari.close()
+
+    async def _destroy_leftovers(self) -> None:
+        for channel_id in list(self._internal):
+            with contextlib.suppress(AriError):
+                await self.ari.channels.hangup(channel_id)
+        self._internal.clear()
+        for bridge_id in list(self._bridge_index):
+            with contextlib.suppress(AriError):
+                await self.ari.bridges.destroy(bridge_id)
+        self._bridge_index.clear()
+
+    def run(self) -> None:
+        """Run until SIGINT/SIGTERM, then drain and stop (blocking)."""
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):
+                    loop.add_signal_handler(sig, stop.set)
+            await self.start()
+            logger.info("Voxtra app %r is running on %s", self.app_name, self.settings.ari_url)
+            try:
+                await stop.wait()
+            finally:
+                await self.stop()
+
+        asyncio.run(main())
+
+    # -- event dispatch (synchronous: never awaits user code) ---------------------------
+
+    def _on_event(self, event: AriEvent) -> None:
+        if isinstance(event, StasisStart):
+            self._on_stasis_start(event)
+            return
+        if isinstance(event, ApplicationReplaced):
+            logger.error("another ARI client took over the app %r", self.app_name)
+            return
+        channel_id = event.channel_id
+        if channel_id is not None:
+            pending = self._originates.get(channel_id)
+            if pending is not None:
+                self._on_originate_event(pending, channel_id, event)
+            waiter = self._internal_waiters.get(channel_id)
+            ended = isinstance(event, ChannelDestroyed | StasisEnd)
+            if waiter is not None and ended and not waiter.done():
+                waiter.set_exception(CallEnded(channel_id, f"{channel_id} ended"))
+                waiter.exception()
+        delivered: set[int] = set()
+        for session in self._sessions_for(event):
+            if id(session) not in delivered:
+                delivered.add(id(session))
+                session.handle_event(event)
+        if isinstance(event, StasisEnd | ChannelDestroyed) and channel_id is not None:
+            owner = self._internal.pop(channel_id, None)
+            if owner is not None:
+                owner._channels.discard(channel_id)
+                owner.handle_event(event)
+
+    def _sessions_for(self, event: AriEvent) -> list[CallSession]:
+        found: list[CallSession] = []
+        channel_id = event.channel_id
+        if channel_id is not None:
+            session = self.active_sessions.get(channel_id)
+            if session is not None:
+                found.append(session)
+            owner = self._internal.get(channel_id)
+            if owner is not None:
+                found.append(owner)
+        bridge_id = event.bridge_id
+        if bridge_id is not None:
+            found.extend(self._bridge_index.get(bridge_id, ()))
+        for target in _targets(event):
+            kind, _, ident = target.partition(":")
+            if kind == "channel":
+                session = self.active_sessions.get(ident) or self._internal.get(ident)
+                if session is not None:
+                    found.append(session)
+            elif kind == "bridge":
+                found.extend(self._bridge_index.get(ident, ()))
+        return found
+
+    def _on_stasis_start(self, event: StasisStart) -> None:
+        channel = event.channel
+        if channel.id in self._internal or channel.id.startswith(INTERNAL_PREFIX):
+            waiter = self._internal_waiters.pop(channel.id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(channel)
+            return
+        pending = self._originates.get(channel.id)
+        if pending is not None:
+            if not pending.future.done():
+                pending.future.set_result(channel)
+            return
+        existing = self.active_sessions.get(channel.id)
+        if existing is not None and not existing._ended.is_set():
+            return
+        # (an ended session with this id: the channel left the app, e.g. by a dialplan
+        # transfer, and came back: that is a new call)
+        if not self._accepting:
+            logger.info("not accepting calls (stopping): hanging up %s", channel.id)
+            self._spawn_detached(self._hangup_quietly(channel.id))
+            return
+        session = CallSession(self, channel, args=tuple(event.args))
+        self._register(session)
+        self._start_call(session, CallInfo.from_ari(_raw_channel(event), event.args))
+
+    def _register(self, session: CallSession) -> None:
+        self.active_sessions[session.id] = session
+
+    def _start_call(
+        self, session: CallSession, info: CallInfo | None, handler: CallHandler | None = None
+    ) -> None:
+        task = asyncio.create_task(
+            self._run_call(session, info, handler), name=f"voxtra-call-{session.id}"
+        )
+        self._call_tasks.add(task)
+        task.add_done_callback(self._call_tasks.discard)
+
+    def _spawn_detached(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._call_tasks.add(task)
+        task.add_done_callback(self._call_tasks.discard)
+
+    async def _hangup_quietly(self, channel_id: str) -> None:
+        with contextlib.suppress(AriError):
+            await self.ari.channels.hangup(channel_id)
+
+    # -- one call ---------------------------------------------------------------------
+
+    async def _run_call(
+        self, session: CallSession, info: CallInfo | None, handler: CallHandler | None
+    ) -> None:
+        """A call's whole life: route, run the handler, hang up, tear down.
+
+        If the call ends while the handler still runs, every wait in the handler raises
+        CallEnded at once; a handler busy with something else gets ``hangup_grace``
+        seconds before it is cancelled.
+        """
+        self.calls_handled += 1
+        handler_task: asyncio.Task[None] | None = None
+        try:
+            if handler is None and info is not None:
+                handler = await self._resolve(session, info)
+            if handler is None:
+                await self._unrouted(session)
+                await session.wait_ended(timeout=10.0)
+                return
+            handler_task = asyncio.create_task(
+                self._run_handler(session, handler), name=f"voxtra-handler-{session.id}"
+            )
+            ended = asyncio.ensure_future(session._ended.wait())
+            try:
+                await asyncio.wait({handler_task, ended}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+            if handler_task.done():
+                if not (session.transferred or session.handed_off):
+                    await session.hangup()
+                await session.wait_ended(timeout=None if session.handed_off else 10.0)
+            else:
+                _, pending = await asyncio.wait({handler_task}, timeout=self.hangup_grace)
+                if pending:
+                    handler_task.cancel()
+                    await asyncio.gather(handler_task, return_exceptions=True)
+        except TimeoutError:
+            logger.warning("call %s did not end after hangup; giving up on it", session.id)
+        except asyncio.CancelledError:
+            if handler_task is not None:
+                handler_task.cancel()
+            with contextlib.suppress(Exception):
+                await asyncio.shield(session.hangup())
+            raise
+        except Exception:
+            logger.exception("call %s: internal error", session.id)
+        finally:
+            session._handler_done.set()
+            try:
+                await asyncio.shield(session._teardown())
+            except Exception:
+                logger.exception("call %s: teardown failed", session.id)
+            self._unregister(session)
+
+    async def _resolve(self, session: CallSession, info: CallInfo) -> CallHandler | None:
+        try:
+            match = await self.router.resolve(info)
+        except RoutingError:
+            logger.exception("call %s: routing failed", session.id)
+            return None
+        if match is None:
+            return None
+        session.metadata = {**match.metadata, **session.metadata}
+        return match.handler
+
+    async def _run_handler(self, session: CallSession, handler: CallHandler) -> None:
+        session._handler_done.clear()
+        try:
+            await handler(session)
+        except CallEnded:
+            logger.debug("call %s: caller hung up during the handler", session.id)
+        except Exception:
+            session.state = CallState.FAILED
+            logger.exception(
+                "call %s: handler %s raised", session.id, getattr(handler, "__qualname__", handler)
+            )
+        finally:
+            session._handler_done.set()
+
+    async def _unrouted(self, session: CallSession) -> None:
+        logger.warning(
+            "call %s (extension %r, caller %r): no route matched and no default handler; %s",
+            session.id,
+            session.called_number,
+            session.caller_id,
+            "answering and hanging up"
+            if self.settings.unrouted == "answer_and_hangup"
+            else "hanging up",
+        )
+        if self.settings.unrouted == "answer_and_hangup":
+            with contextlib.suppress(VoxtraError):
+                await session.answer()
+        await session.hangup()
+
+    def _unregister(self, session: CallSession) -> None:
+        if self.active_sessions.get(session.id) is session:
+            del self.active_sessions[session.id]
+        for bridge_id in list(session._bridges):
+            self._unindex_bridge(bridge_id, session)
+
+    # -- bridges and internal channels (used by CallSession) -----------------------------
+
+    def _index_bridge(self, bridge_id: str, session: CallSession) -> None:
+        self._bridge_index.setdefault(bridge_id, set()).add(session)
+
+    def _unindex_bridge(self, bridge_id: str, session: CallSession | None = None) -> None:
+        sessions = self._bridge_index.get(bridge_id)
+        if sessions is None:
+            return
+        if session is None:
+            del self._bridge_index[bridge_id]
+            return
+        sessions.discard(session)
+        if not sessions:
+            del self._bridge_index[bridge_id]
+
+    def _forget_internal(self, channel_id: str) -> None:
+        self._internal.pop(channel_id, None)
+        self._internal_waiters.pop(channel_id, None)
+
+    def expect_internal(
+        self, channel_id: str, owner: CallSession | None
+    ) -> asyncio.Future[Channel]:
+        """Tag ``channel_id`` as ours and get a future for its StasisStart."""
+        self._internal[channel_id] = owner
+        if owner is not None:
+            owner._channels.add(channel_id)
+        future: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
+        self._internal_waiters[channel_id] = future
+        return future
+
+    async def wait_internal(
+        self, channel_id: str, future: asyncio.Future[Channel], timeout: float = 10.0
+    ) -> Channel:
+        try:
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._internal_waiters.pop(channel_id, None)
+
+    async def _dial_internal_leg(
+        self, endpoint: str, *, timeout: int, caller_id: str | None, owner: CallSession
+    ) -> str:
+        """Dial ``endpoint`` into the app as an internal leg; returns its channel id."""
+        leg_id = internal_id("leg")
+        future = self.expect_internal(leg_id, owner)
+        try:
+            await self.ari.channels.originate(
+                endpoint,
+                app=self.app_name,
+                app_args="voxtra-internal",
+                channel_id=leg_id,
+                caller_id=caller_id,
+                timeout=timeout,
+                originator=owner.id,
+            )
+            await self.wait_internal(leg_id, future, timeout=timeout + 5)
+        except BaseException:
+            self._forget_internal(leg_id)
+            owner._channels.discard(leg_id)
+            with contextlib.suppress(AriError):
+                await self.ari.channels.hangup(leg_id)
+            raise
+        return leg_id
+
+    # -- outbound -------------------------------------------------------------------------
+
+    async def originate(
+        self,
+        endpoint: str,
+        *,
+        caller_id: str | None = None,
+        timeout: int = 30,
+        variables: Mapping[str, str] | None = None,
+        handler: CallHandler | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        app_args: Sequence[str] = (),
+    ) -> CallSession:
+        """Call ``endpoint`` and wait until it answers.
+
+        Returns the answered CallSession (running ``handler`` on it, if given, as its
+        route handler). Raises :class:`CallBusy`, :class:`CallNoAnswer` or
+        :class:`CallFailed` with Asterisk's hangup cause otherwise.
+        """
+        if not self._accepting:
+            raise VoxtraError("the app is not running (call start() first)")
+        channel_id = f"voxtra-out-{uuid.uuid4().hex[:16]}"
+        pending = _PendingOriginate(endpoint)
+        self._originates[channel_id] = pending
+        try:
+            await self.ari.channels.originate(
+                endpoint,
+                app=self.app_name,
+                app_args=list(app_args) or None,
+                channel_id=channel_id,
+                caller_id=caller_id,
+                timeout=timeout,
+                variables=variables,
+            )
+            try:
+                channel = await asyncio.wait_for(asyncio.shield(pending.future), timeout + 5)
+            except TimeoutError:
+                await self._hangup_quietly(channel_id)
+                raise CallNoAnswer(endpoint, None, "", f"not answered within {timeout} s") from None
+        except AriError as exc:
+            raise CallFailed(endpoint, None, exc.message, f"originate refused: {exc}") from exc
+        finally:
+            self._originates.pop(channel_id, None)
+        session = CallSession(
+            self,
+            channel,
+            direction=CallDirection.OUTBOUND,
+            args=tuple(app_args),
+            metadata=dict(metadata or {}),
+        )
+        session.called_number = _endpoint_number(endpoint)
+        self._register(session)
+        if handler is not None:
+            self._start_call(session, None, handler)
+        else:
+            self._start_call(session, None, _wait_until_ended)
+        return session
+
+    def _on_originate_event(
+        self, pending: _PendingOriginate, channel_id: str, event: AriEvent
+    ) -> None:
+        if isinstance(event, Dial) and event.dialstatus:
+            pending.dialstatus = event.dialstatus
+        if pending.future.done():
+            return
+        if isinstance(event, ChannelDestroyed):
+            pending.future.set_exception(
+                _originate_error(pending.endpoint, event.cause, event.cause_txt, pending.dialstatus)
+            )
+            pending.future.exception()
+        elif isinstance(event, ChannelHangupRequest) and event.cause is not None:
+            pending.future.set_exception(
+                _originate_error(pending.endpoint, event.cause, "", pending.dialstatus)
+            )
+            pending.future.exception()
+        elif isinstance(event, ChannelStateChange):
+            pass
+
+    # -- reconcile after (re)connect ---------------------------------------------------------
+
+    async def _reconcile(self, connection: Connection) -> None:
+        """Match our sessions with what Asterisk has after a (re)connect."""
+        try:
+            channels = await self.ari.channels.list()
+        except AriError as exc:
+            logger.warning("reconcile: cannot list channels: %s", exc)
+            return
+        live = {c.id: c for c in channels}
+        for session in list(self.active_sessions.values()):
+            if session.id not in live:
+                logger.info("reconcile: call %s is gone; ending its session", session.id)
+                session._mark_ended()
+        for channel_id, owner in list(self._internal.items()):
+            if channel_id not in live:
+                self._internal.pop(channel_id, None)
+                if owner is not None:
+                    owner._channels.discard(channel_id)
+        for channel in channels:
+            if channel.id in self.active_sessions or channel.id in self._internal:
+                continue
+            if not _in_app(channel, self.app_name):
+                continue
+            if channel.id.startswith(INTERNAL_PREFIX):
+                await self._hangup_quietly(channel.id)
+            elif self.settings.reconcile_policy == "adopt" and self._accepting:
+                logger.info("reconcile: adopting call %s", channel.id)
+                session = CallSession(self, channel)
+                self._register(session)
+                self._start_call(session, CallInfo.from_ari(channel.model_dump(by_alias=True)))
+            else:
+                logger.info("reconcile: hanging up unowned call %s", channel.id)
+                await self._hangup_quietly(channel.id)
+        try:
+            bridges = await self.ari.bridges.list()
+        except AriError:
+            return
+        live_bridges = {b.id for b in bridges}
+        for bridge_id in list(self._bridge_index):
+            if bridge_id not in live_bridges:
+                self._bridge_index.pop(bridge_id, None)
+        for bridge in bridges:
+            if bridge.id.startswith(INTERNAL_PREFIX) and bridge.id not in self._bridge_index:
+                with contextlib.suppress(AriNotFound):
+                    await self.ari.bridges.destroy(bridge.id)
+
+
+async def _wait_until_ended(call: CallSession) -> None:
+    """Handler for outbound calls placed without one: the caller drives the session."""
+    call.handed_off = True
+
+
+def _originate_error(
+    endpoint: str, cause: int | None, cause_txt: str, dialstatus: str | None
+) -> OriginateError:
+    status = (dialstatus or "").upper()
+    if not cause and status in DIALSTATUS_CAUSES:
+        # A Local channel's own hangup cause is often 0; Dial's status still says why.
+        cause, cause_txt = DIALSTATUS_CAUSES[status]
+    if cause in BUSY_CAUSES or status == "BUSY":
+        return CallBusy(endpoint, cause, cause_txt, "busy")
+    if cause in NO_ANSWER_CAUSES or status in ("NOANSWER", "CANCEL"):
+        return CallNoAnswer(endpoint, cause, cause_txt, "no answer")
+    what = "congestion" if status == "CONGESTION" or cause == 34 else "call failed"
+    return CallFailed(endpoint, cause, cause_txt, what)
+
+
+def _endpoint_number(endpoint: str) -> str:
+    resource = endpoint.split("/", 1)[-1]
+    return resource.split("@", 1)[0].removeprefix("sip:")
+
+
+def _in_app(channel: Channel, app_name: str) -> bool:
+    dialplan = channel.dialplan
+    if dialplan is None:
+        return False
+    return (dialplan.app_name or "").lower() == "stasis" and (
+        (dialplan.app_data or "").split(",", 1)[0] == app_name
+    )
+
+
+def _raw_channel(event: StasisStart) -> dict[str, Any]:
+    return event.channel.model_dump(by_alias=True)
+
+
+def _targets(event: AriEvent) -> list[str]:
+    """``channel:ID`` / ``bridge:ID`` targets named by playback and recording events."""
+    out: list[str] = []
+    for attr in ("playback", "recording"):
+        obj = getattr(event, attr, None)
+        target = getattr(obj, "target_uri", None)
+        if isinstance(target, str):
+            out.append(target)
+    return out

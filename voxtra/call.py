@@ -1,0 +1,564 @@
+"""CallSession: the user's handle on one call.
+
+A session is fed ARI events by the app (synchronously, without ever running user code
+inline) and exposes the call as async methods. Every wait a session performs (answer,
+playback, DTMF, recording) ends promptly with :class:`~voxtra.errors.CallEnded` when the
+caller hangs up, instead of running into its timeout.
+
+Lifecycle rule: when the route handler returns, the call is hung up, unless it was
+transferred (``transfer_to``, ``transfer_to_queue``) or handed to a bridge
+(``bridge_with``), in which case it lives on until a party hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from voxtra.ari.errors import AriError, AriNotFound, AriUnprocessable
+from voxtra.ari.events import (
+    AriEvent,
+    ChannelDestroyed,
+    ChannelDtmfReceived,
+    ChannelHangupRequest,
+    ChannelStateChange,
+    PlaybackFinished,
+    StasisEnd,
+)
+from voxtra.ari.models import Channel
+from voxtra.errors import CallEnded, VoxtraError
+
+if TYPE_CHECKING:
+    from voxtra.app import VoxtraApp
+
+__all__ = ["CallDirection", "CallSession", "CallState", "Playback"]
+
+logger = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=AriEvent)
+HangupCallback = Callable[["CallSession"], Awaitable[None]]
+
+INTERNAL_PREFIX = "voxtra-internal-"
+"""Channel ids the app creates for itself (media, snoop, transfer legs): never routed."""
+
+
+class CallDirection(StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class CallState(StrEnum):
+    RINGING = "ringing"
+    IN_PROGRESS = "in_progress"
+    ON_HOLD = "on_hold"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+def internal_id(kind: str) -> str:
+    return f"{INTERNAL_PREFIX}{kind}-{uuid.uuid4().hex[:12]}"
+
+
+class _Waiter:
+    __slots__ = ("future", "predicate")
+
+    def __init__(self, predicate: Callable[[AriEvent], bool]) -> None:
+        self.predicate = predicate
+        self.future: asyncio.Future[AriEvent] = asyncio.get_running_loop().create_future()
+
+
+class Playback:
+    """A sound playing to the call: ``await`` it (finished), ``stop()`` it, or ignore it."""
+
+    def __init__(self, session: CallSession, playback_id: str, media: str) -> None:
+        self.session = session
+        self.id = playback_id
+        self.media = media
+        self._finished: asyncio.Future[AriEvent] = session._expect(
+            PlaybackFinished, lambda e: e.playback.id == playback_id
+        )
+
+    @property
+    def done(self) -> bool:
+        return self._finished.done()
+
+    async def wait(self, timeout: float | None = None) -> None:
+        """Until the playback finished (or was stopped). CallEnded if the call ends first."""
+        await self.session._await_event(self._finished, timeout)
+
+    def __await__(self) -> Any:
+        return self.wait().__await__()
+
+    async def stop(self) -> None:
+        """Stop playing; a playback already finished is not an error."""
+        with contextlib.suppress(AriNotFound):
+            await self.session.app.ari.playbacks.stop(self.id)
+
+
+class CallSession:
+    """One call in the Stasis application."""
+
+    def __init__(
+        self,
+        app: VoxtraApp,
+        channel: Channel,
+        *,
+        direction: CallDirection = CallDirection.INBOUND,
+        args: tuple[str, ...] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.channel = channel
+        self.id: str = channel.id
+        self.direction = direction
+        self.args = args
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.app_name: str = app.app_name
+        self.caller_id: str = channel.caller.number if channel.caller else ""
+        self.caller_name: str = channel.caller.name if channel.caller else ""
+        dialed = args[0] if args else (channel.dialplan.exten if channel.dialplan else "")
+        self.called_number: str = dialed or ""
+        self.state = CallState.IN_PROGRESS if channel.state == "Up" else CallState.RINGING
+        self.agent: Any = None
+        """The LLM agent handle (set when a voice pipeline is configured)."""
+        self.transferred = False
+        self.handed_off = False
+        self.hangup_cause: int | None = None
+        self.created_at = time.time()
+        self._answered_at: float | None = (
+            time.monotonic() if self.state is CallState.IN_PROGRESS else None
+        )
+        self._ended = asyncio.Event()
+        self._gone: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Done as soon as the call is hanging up or gone: wakes every wait at once."""
+        self._hanging_up = False
+        self._waiters: list[_Waiter] = []
+        self._dtmf: asyncio.Queue[str] = asyncio.Queue(maxsize=64)
+        self._hangup_callbacks: list[HangupCallback] = []
+        self._callbacks_fired = False
+        self._bridges: set[str] = set()
+        self._channels: set[str] = set()
+        self._peers: set[CallSession] = set()
+        self._handler_done = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.dtmf_dropped = 0
+        self._media: Any = None
+        self._recorder: Any = None
+
+    def __repr__(self) -> str:
+        return f"<CallSession {self.id} {self.direction} {self.state} caller={self.caller_id!r}>"
+
+    # -- facts ---------------------------------------------------------------------
+
+    @property
+    def duration(self) -> float:
+        """Seconds since the call was answered; 0 before."""
+        if self._answered_at is None:
+            return 0.0
+        end = self._ended_at if self._ended.is_set() else time.monotonic()
+        return max(0.0, end - self._answered_at)
+
+    _ended_at: float = 0.0
+
+    @property
+    def ended(self) -> bool:
+        return self._ended.is_set() or self._hanging_up
+
+    async def wait_ended(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._ended.wait(), timeout)
+
+    def _check_alive(self) -> None:
+        if self.ended:
+            raise CallEnded(self.id)
+
+    # -- events (called by the app, synchronously) ----------------------------------
+
+    def handle_event(self, event: AriEvent) -> None:
+        """Update state and wake waiters. Never runs user code, never blocks."""
+        if isinstance(event, ChannelStateChange) and event.channel.id == self.id:
+            self.channel = event.channel
+            if event.channel.state == "Up" and self.state is CallState.RINGING:
+                self._mark_answered()
+        elif isinstance(event, ChannelDtmfReceived) and event.channel.id == self.id:
+            try:
+                self._dtmf.put_nowait(event.digit)
+            except asyncio.QueueFull:
+                self.dtmf_dropped += 1
+        elif isinstance(event, ChannelHangupRequest) and event.channel.id == self.id:
+            self._hanging_up = True
+            self._fail_waiters()
+        elif isinstance(event, (StasisEnd, ChannelDestroyed)) and event.channel.id == self.id:
+            if isinstance(event, ChannelDestroyed):
+                self.hangup_cause = event.cause
+            self._mark_ended()
+            return
+        for waiter in list(self._waiters):
+            if not waiter.future.done() and waiter.predicate(event):
+                waiter.future.set_result(event)
+                self._waiters.remove(waiter)
+
+    def _mark_answered(self) -> None:
+        self.state = CallState.IN_PROGRESS
+        if self._answered_at is None:
+            self._answered_at = time.monotonic()
+
+    def _mark_ended(self) -> None:
+        if self._ended.is_set():
+            return
+        self._ended_at = time.monotonic()
+        self._hanging_up = True
+        if self.state is not CallState.FAILED:
+            self.state = CallState.COMPLETED
+        self._ended.set()
+        self._fail_waiters()
+
+    def _fail_waiters(self) -> None:
+        if not self._gone.done():
+            self._gone.set_result(None)
+        for waiter in self._waiters:
+            if not waiter.future.done():
+                waiter.future.set_exception(CallEnded(self.id))
+                # Retrieve nothing here: the awaiting side sees the exception; if nobody
+                # awaits (an ignored Playback), mark it retrieved to avoid log noise.
+                waiter.future.exception()
+        self._waiters.clear()
+
+    def _expect(self, kind: type[E], predicate: Callable[[E], bool]) -> asyncio.Future[AriEvent]:
+        """Register interest in an event *before* the request that causes it."""
+        waiter = _Waiter(lambda e: isinstance(e, kind) and predicate(e))
+        if self.ended:
+            waiter.future.set_exception(CallEnded(self.id))
+            waiter.future.exception()
+        else:
+            self._waiters.append(waiter)
+        return waiter.future
+
+    async def _await_event(
+        self, future: asyncio.Future[AriEvent], timeout: float | None
+    ) -> AriEvent:
+        # shield: a timeout or cancellation of this wait must not cancel the shared
+        # future (a Playback may be awaited again later).
+        return await asyncio.wait_for(asyncio.shield(future), timeout)
+
+    def _cancel_waiter(self, future: asyncio.Future[AriEvent]) -> None:
+        self._waiters = [w for w in self._waiters if w.future is not future]
+        if not future.done():
+            future.cancel()
+
+    # -- call control ----------------------------------------------------------------
+
+    async def _ari(self, coro: Awaitable[Any]) -> Any:
+        """Run an ARI request for this call; a vanished channel becomes CallEnded."""
+        try:
+            return await coro
+        except (AriNotFound, AriUnprocessable) as exc:
+            if self.ended or isinstance(exc, AriNotFound):
+                raise CallEnded(self.id, f"call {self.id} has ended ({exc.message})") from exc
+            raise
+
+    async def answer(self) -> None:
+        """Answer the call (no-op when already answered)."""
+        self._check_alive()
+        if self.state is CallState.RINGING or self._answered_at is None:
+            await self._ari(self.app.ari.channels.answer(self.id))
+            self._mark_answered()
+
+    async def hangup(self, reason: str = "normal") -> None:
+        """Hang up. Idempotent: hanging up an ended call does nothing."""
+        if self._ended.is_set():
+            return
+        self._hanging_up = True
+        self._fail_waiters()
+        with contextlib.suppress(AriNotFound, AriUnprocessable):
+            await self.app.ari.channels.hangup(self.id, reason=reason)
+
+    async def ring(self) -> None:
+        self._check_alive()
+        await self._ari(self.app.ari.channels.ring(self.id))
+
+    async def hold(self, moh_class: str | None = None) -> None:
+        """Put the caller on hold with music on hold."""
+        self._check_alive()
+        await self._ari(self.app.ari.channels.start_moh(self.id, moh_class))
+        self.state = CallState.ON_HOLD
+
+    async def unhold(self) -> None:
+        self._check_alive()
+        await self._ari(self.app.ari.channels.stop_moh(self.id))
+        self.state = CallState.IN_PROGRESS
+
+    async def mute(self, direction: str = "in") -> None:
+        """Mute what the caller says (``in``), hears (``out``), or both."""
+        self._check_alive()
+        await self._ari(self.app.ari.channels.mute(self.id, direction))  # type: ignore[arg-type]
+
+    async def unmute(self, direction: str = "in") -> None:
+        self._check_alive()
+        await self._ari(self.app.ari.channels.unmute(self.id, direction))  # type: ignore[arg-type]
+
+    async def get_variable(self, name: str) -> str:
+        self._check_alive()
+        return str(await self._ari(self.app.ari.channels.get_variable(self.id, name)))
+
+    async def set_variable(self, name: str, value: str) -> None:
+        self._check_alive()
+        await self._ari(self.app.ari.channels.set_variable(self.id, name, value))
+
+    # -- playback --------------------------------------------------------------------
+
+    async def play_file(self, name: str, *, lang: str | None = None) -> Playback:
+        """Start playing a sound (``sound:`` prefix optional) and return its handle."""
+        self._check_alive()
+        media = name if ":" in name else f"sound:{name}"
+        playback_id = internal_id("playback")
+        playback = Playback(self, playback_id, media)
+        try:
+            await self._ari(
+                self.app.ari.channels.play(self.id, media, playback_id=playback_id, lang=lang)
+            )
+        except BaseException:
+            self._cancel_waiter(playback._finished)
+            raise
+        return playback
+
+    async def play_and_wait(self, name: str, timeout: float | None = None) -> None:
+        playback = await self.play_file(name)
+        await playback.wait(timeout)
+
+    # -- DTMF ------------------------------------------------------------------------
+
+    async def listen_dtmf(self, timeout: float | None = None) -> str | None:
+        """The next DTMF digit the caller presses, or None after ``timeout`` seconds."""
+        self._check_alive()
+        if not self._dtmf.empty():
+            return self._dtmf.get_nowait()
+        getter: asyncio.Future[str] = asyncio.ensure_future(self._dtmf.get())
+        ended: asyncio.Future[None] = asyncio.ensure_future(asyncio.shield(self._gone))
+        waits: set[asyncio.Future[Any]] = {getter, ended}
+        try:
+            done, _ = await asyncio.wait(
+                waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for fut in (getter, ended):
+                if not fut.done():
+                    fut.cancel()
+        if getter in done and not getter.cancelled():
+            return getter.result()
+        if ended in done:
+            raise CallEnded(self.id)
+        return None
+
+    def clear_dtmf(self) -> None:
+        """Forget digits pressed before now (e.g. before a new menu prompt)."""
+        while not self._dtmf.empty():
+            self._dtmf.get_nowait()
+
+    async def gather(
+        self,
+        max_digits: int = 1,
+        *,
+        terminator: str | None = "#",
+        first_digit_timeout: float = 5.0,
+        inter_digit_timeout: float = 3.0,
+    ) -> str:
+        """Collect up to ``max_digits`` digits (a menu choice, a PIN).
+
+        Stops at ``terminator`` (not included), at ``max_digits``, or when a timeout
+        passes; returns what was collected so far (possibly "").
+        """
+        digits = ""
+        timeout = first_digit_timeout
+        while len(digits) < max_digits:
+            digit = await self.listen_dtmf(timeout=timeout)
+            if digit is None or (terminator and digit == terminator):
+                break
+            digits += digit
+            timeout = inter_digit_timeout
+        return digits
+
+    async def send_dtmf(
+        self, digits: str, *, duration_ms: int = 100, between_ms: int = 100
+    ) -> None:
+        """Send DTMF to the caller (RFC 4733 on SIP)."""
+        self._check_alive()
+        await self._ari(
+            self.app.ari.channels.send_dtmf(
+                self.id, digits, duration=duration_ms, between=between_ms
+            )
+        )
+
+    # -- transfer and bridging ---------------------------------------------------------
+
+    async def transfer_to(
+        self, target: str, *, timeout: int = 30, caller_id: str | None = None
+    ) -> None:
+        """Blind transfer.
+
+        ``exten@context`` (or ``exten@context:priority``) continues the call in the
+        dialplan: ARI ``continue``. A channel endpoint (``PJSIP/100``,
+        ``PJSIP/trunk/sip:+1555...``, ``Local/x@ctx``) is dialed from the app and, once
+        answered, bridged with the caller; the app keeps both legs until one hangs up.
+        ARI ``redirect`` is not used: for PJSIP it sends a 302 back to the caller's
+        carrier, which most trunks refuse.
+        """
+        self._check_alive()
+        if "/" not in target:
+            exten, _, rest = target.partition("@")
+            context, _, priority = rest.partition(":")
+            await self._ari(
+                self.app.ari.channels.continue_in_dialplan(
+                    self.id,
+                    context=context or None,
+                    extension=exten or None,
+                    priority=int(priority) if priority else 1,
+                )
+            )
+            self.transferred = True
+            return
+        leg = await self.app._dial_internal_leg(
+            target, timeout=timeout, caller_id=caller_id or self.caller_id or None, owner=self
+        )
+        bridge_id = await self._create_bridge("transfer")
+        await self._ari(self.app.ari.bridges.add_channel(bridge_id, [self.id, leg]))
+        self.transferred = True
+
+    async def transfer_to_queue(self, queue: str, *, context: str = "voxtra-queues") -> None:
+        """Send the caller into an Asterisk queue (the shipped dialplan's ``voxtra-queues``)."""
+        self._check_alive()
+        await self.transfer_to(f"{queue}@{context}")
+
+    async def bridge_with(self, other: CallSession) -> str:
+        """Connect this call and ``other`` in a mixing bridge; returns the bridge id.
+
+        Both calls are handed to the bridge: their handlers may return without hanging
+        up. When one party leaves, the bridge is destroyed and the other is hung up once
+        its handler has returned.
+        """
+        self._check_alive()
+        other._check_alive()
+        bridge_id = await self._create_bridge("call")
+        other._bridges.add(bridge_id)
+        self.app._index_bridge(bridge_id, other)
+        await self._ari(self.app.ari.bridges.add_channel(bridge_id, [self.id, other.id]))
+        self.handed_off = other.handed_off = True
+        self._peers.add(other)
+        other._peers.add(self)
+        return bridge_id
+
+    async def _create_bridge(self, kind: str) -> str:
+        bridge = await self.app.ari.bridges.create("mixing", bridge_id=internal_id(kind))
+        self._bridges.add(bridge.id)
+        self.app._index_bridge(bridge.id, self)
+        return bridge.id
+
+    # -- callbacks and helpers --------------------------------------------------------
+
+    def on_hangup(self, callback: HangupCallback) -> HangupCallback:
+        """Register an async callback run once when the call ends (decorator-friendly)."""
+        self._hangup_callbacks.append(callback)
+        return callback
+
+    def spawn(self, coro: Awaitable[Any], *, name: str | None = None) -> asyncio.Task[Any]:
+        """Run a helper task owned by this call: cancelled when the call ends."""
+        task = asyncio.ensure_future(coro)
+        if name:
+            task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def wait_for_event(
+        self,
+        kind: type[E],
+        predicate: Callable[[E], bool] | None = None,
+        timeout: float | None = None,
+    ) -> E:
+        """Wait for the next ARI event of ``kind`` about this call."""
+        self._check_alive()
+        future = self._expect(kind, predicate or (lambda e: True))
+        try:
+            event = await self._await_event(future, timeout)
+        finally:
+            self._cancel_waiter(future)
+        assert isinstance(event, kind)
+        return event
+
+    # -- teardown (run by the app) -----------------------------------------------------
+
+    async def _teardown(self) -> None:
+        """Release everything the call owns; fire hangup callbacks once, in order."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._media is not None:
+            with contextlib.suppress(Exception):
+                await self._media.close()
+            self._media = None
+        if self._recorder is not None:
+            with contextlib.suppress(Exception):
+                await self._recorder.finalize()
+        for channel_id in list(self._channels):
+            with contextlib.suppress(AriError):
+                await self.app.ari.channels.hangup(channel_id)
+            self.app._forget_internal(channel_id)
+        self._channels.clear()
+        for bridge_id in list(self._bridges):
+            with contextlib.suppress(AriError):
+                await self.app.ari.bridges.destroy(bridge_id)
+            self.app._unindex_bridge(bridge_id)
+        self._bridges.clear()
+        for peer in list(self._peers):
+            peer._peers.discard(self)
+            if peer._handler_done.is_set() and not peer.ended:
+                await peer.hangup()
+        await self._fire_hangup_callbacks()
+
+    async def _fire_hangup_callbacks(self) -> None:
+        if self._callbacks_fired:
+            return
+        self._callbacks_fired = True
+        for callback in self._hangup_callbacks:
+            try:
+                await callback(self)
+            except Exception:
+                logger.exception("on_hangup callback %r failed for call %s", callback, self.id)
+
+    async def dtmf_digits(self) -> AsyncIterator[str]:
+        """Every digit the caller presses, until the call ends."""
+        while True:
+            try:
+                digit = await self.listen_dtmf()
+            except CallEnded:
+                return
+            if digit is not None:
+                yield digit
+
+
+class OriginateError(VoxtraError):
+    """An outbound call was not answered. ``cause`` is Asterisk's hangup cause code."""
+
+    def __init__(self, endpoint: str, cause: int | None, cause_txt: str, message: str) -> None:
+        super().__init__(f"{endpoint}: {message} (cause {cause}: {cause_txt})")
+        self.endpoint = endpoint
+        self.cause = cause
+        self.cause_txt = cause_txt
+
+
+class CallBusy(OriginateError):
+    """The far end was busy (cause 17)."""
+
+
+class CallNoAnswer(OriginateError):
+    """Nobody answered before the timeout (cause 18/19, or our own timeout)."""
+
+
+class CallFailed(OriginateError):
+    """Congestion, rejected, unreachable, or any other failure."""
