@@ -6,6 +6,9 @@ pipeline caller audio that the test injects (silence when there is none). With
 ``virtual=True`` (the default) it runs on a :class:`VirtualClock` that advances 20 ms
 each time the pipeline takes an inbound frame, after letting every other task run, so
 a ten-second conversation takes milliseconds and plays out the same way every time.
+Virtual time only suits providers that wait on the same clock (test doubles): with
+engines that compute in threads or talk to a server, ticks race ahead of them, so use
+``virtual=False`` to measure anything about those.
 """
 
 from __future__ import annotations
@@ -88,7 +91,8 @@ class MemoryMediaIO:
     """A call's media in memory: inject caller audio, inspect what was played.
 
     ``codec`` / ``sample_rate``: format of the inbound frames (and of the silence sent
-    when nothing is injected). Outbound chunks are kept as sent, cut into 20 ms frames.
+    when nothing is injected). Outbound audio keeps its format and is re-framed into
+    20 ms frames across ``send`` calls, as a transport does.
     ``settle_steps``: event-loop turns given to other tasks per virtual frame.
     """
 
@@ -112,6 +116,7 @@ class MemoryMediaIO:
         """Every chunk passed to ``send``, unsplit."""
         self._inbound: deque[AudioChunk] = deque()
         self._outbound: deque[AudioChunk] = deque()
+        self._tail: AudioChunk | None = None
         self._queued_ms = 0.0
         self._played_ms = 0.0
         self._hung_up = False
@@ -149,13 +154,23 @@ class MemoryMediaIO:
 
     async def send(self, chunk: AudioChunk) -> None:
         self.received.append(chunk)
-        for frame in _frames_of(chunk):
-            self._outbound.append(frame)
-            self._queued_ms += frame.duration_ms
+        self._queued_ms += chunk.duration_ms
+        tail = self._tail
+        if tail is not None and (tail.codec, tail.sample_rate) != (chunk.codec, chunk.sample_rate):
+            self._outbound.append(tail)  # format change: the short tail plays on its own
+            tail = None
+        data = (tail.data if tail is not None else b"") + chunk.data
+        step = AudioChunk.frame_bytes(chunk.codec, chunk.sample_rate)
+        whole = len(data) - len(data) % step if step else len(data)
+        for i in range(0, whole, step or 1):
+            self._outbound.append(AudioChunk(data[i : i + step], chunk.sample_rate, chunk.codec))
+        rest = data[whole:]
+        self._tail = AudioChunk(rest, chunk.sample_rate, chunk.codec) if rest else None
         await anyio.lowlevel.checkpoint()
 
     async def flush(self) -> None:
         self._outbound.clear()
+        self._tail = None
         self._queued_ms = 0.0
         self.flushes.append(self.clock.now())
         await anyio.lowlevel.checkpoint()
@@ -205,6 +220,10 @@ class MemoryMediaIO:
         return sum(p.chunk.duration_ms for p in self.played if p.at >= since)
 
     def _play_one(self) -> None:
+        if not self._outbound and self._tail is not None:
+            # Nothing more came: the partial last frame plays (as if padded).
+            self._outbound.append(self._tail)
+            self._tail = None
         if self._outbound:
             frame = self._outbound.popleft()
             self._queued_ms = max(0.0, self._queued_ms - frame.duration_ms)

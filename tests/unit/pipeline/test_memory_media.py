@@ -89,3 +89,15 @@ def test_helpers() -> None:
     assert len(silence_frames(100)) == 5
     frames = tone_frames(50, codec=Codec.PCM16, sample_rate=16000)
     assert [f.duration_ms for f in frames] == [20, 20, 10]
+
+
+async def test_small_chunks_are_reframed_into_20ms_frames() -> None:
+    media = MemoryMediaIO()
+    for _ in range(5):
+        await media.send(pcm(9))  # 45 ms in 9 ms pieces
+    assert media.queued_ms == pytest.approx(45)
+    async for _ in media.frames():
+        if media.queued_ms == 0:
+            media.hangup()
+    assert [p.chunk.duration_ms for p in media.played] == pytest.approx([20, 20, 5])
+    assert media.played_ms == pytest.approx(45)

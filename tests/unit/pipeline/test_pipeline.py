@@ -492,10 +492,9 @@ async def test_barge_in_on_the_real_clock() -> None:
         await anyio.sleep(0.3)
         speak(media, 300)
 
-    async with p.attach(media, clock=media.clock):
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(interrupt)
-            result = await p.say(LONG)
+    async with p.attach(media, clock=media.clock), anyio.create_task_group() as tg:
+        tg.start_soon(interrupt)
+        result = await p.say(LONG)
     assert result.interrupted
     onset = of(events, SpeechStartedEvent)[0].at
     # Flushed in the same frame the onset was confirmed; nothing played after the flush.
