@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import signal
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -254,7 +255,9 @@ async def test_bad_play_file_is_rejected_before_dialing(caller: SipCaller, tmp_p
 
 
 async def test_worker_death_ends_calls_and_fails_commands(tmp_path: Path) -> None:
-    caller = SipCaller(workdir=tmp_path)
+    # A unique From user finds the Asterisk leg the killed phone never hung up.
+    user = f"dead{os.getpid()}x{id(tmp_path) % 10000}"
+    caller = SipCaller(workdir=tmp_path, user=user)
     await caller.start()
     try:
         call = await caller.dial("600")
@@ -263,11 +266,22 @@ async def test_worker_death_ends_calls_and_fails_commands(tmp_path: Path) -> Non
         os.kill(caller._proc.pid, signal.SIGKILL)
         await call.wait_ended(5)
         assert "exited" in (call.end_reason or "")
-        with pytest.raises(SipCallerError):
+        with pytest.raises(SipCallerError, match="not running"):
             await call.send_dtmf("1")
     finally:
         await caller.close()
-    assert caller._proc.returncode is not None
+        await _hang_up_channels_of(user)
+    assert caller._proc.returncode == -signal.SIGKILL
+
+
+async def _hang_up_channels_of(user: str) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{ARI}/channels", headers=AUTH) as resp:
+            channels = await resp.json()
+        for ch in channels:
+            if ch["caller"]["number"] == user:
+                async with session.delete(f"{ARI}/channels/{ch['id']}", headers=AUTH):
+                    pass
 
 
 async def test_close_hangs_up_and_finishes_the_recording(tmp_path: Path) -> None:
@@ -287,3 +301,40 @@ async def test_close_hangs_up_and_finishes_the_recording(tmp_path: Path) -> None
 
 def _tone_file(tmp_path: Path) -> Path:
     return audio.write_wav(tmp_path / "t.wav", audio.tone(440, 0.5), 8000)
+
+
+async def test_command_line_dial_plays_records_and_reports(tmp_path: Path) -> None:
+    sent = audio.write_wav(tmp_path / "t.wav", audio.tone(660, 0.6), 8000)
+    out = tmp_path / "out.wav"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voxtra.testing.sipcaller",
+        "dial",
+        "600",
+        "--play",
+        str(sent),
+        "--record",
+        str(out),
+        "--seconds",
+        "1.2",
+        "--codec",
+        "PCMA",
+        "--workdir",
+        str(tmp_path / "cli"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, stderr.decode()
+    report = json.loads(stdout.decode().strip().splitlines()[-1])
+    assert report["codec"] == "PCMA/8000"
+    assert report["recording"] == str(out)
+    heard, rate = audio.read_wav(out)
+    segments = audio.active_segments(heard, rate)
+    assert len(segments) == 1
+    start, end = segments[0]
+    assert end - start == pytest.approx(0.6, abs=0.04)
+    assert audio.dominant_frequency(heard[round(start * rate) : round(end * rate)], rate) == (
+        pytest.approx(660, rel=0.01)
+    )
