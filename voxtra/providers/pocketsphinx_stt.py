@@ -25,13 +25,14 @@ at the cost of the event-loop stalls above).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import multiprocessing
 import re
+import sys
 import threading
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 from voxtra.errors import ConfigError, ProviderError
@@ -65,41 +66,111 @@ def _keywords_jsgf(items: Sequence[str], *, loop: bool) -> str:
 _local = threading.local()
 
 
-def _build_decoder(jsgf: str | None, options: dict[str, Any], vocabulary: list[str]) -> Any:
-    from pocketsphinx import Decoder
+class _Recognizer:
+    """A decoder plus its initial cepstral mean, restored before every utterance so a
+    result never depends on which call's audio the decoder heard before."""
 
-    if jsgf is None:
-        return Decoder(**options)
-    decoder = Decoder(lm=None, **options)
-    unknown = sorted({w for w in vocabulary if decoder.lookup_word(w) is None})
-    if unknown:
-        raise LookupError(f"words not in the pocketsphinx dictionary: {unknown}")
-    decoder.add_jsgf_string(_SEARCH, jsgf)
-    decoder.activate_search(_SEARCH)
-    return decoder
+    def __init__(self, jsgf: str | None, options: dict[str, Any], vocabulary: list[str]):
+        from pocketsphinx import Decoder
+
+        if jsgf is None:
+            self.decoder = Decoder(**options)
+        else:
+            self.decoder = Decoder(lm=None, **options)
+            unknown = sorted({w for w in vocabulary if self.decoder.lookup_word(w) is None})
+            if unknown:
+                raise LookupError(f"words not in the pocketsphinx dictionary: {unknown}")
+            self.decoder.add_jsgf_string(_SEARCH, jsgf)
+            self.decoder.activate_search(_SEARCH)
+        self._cmn = self.decoder.get_cmn()
+
+    def decode(self, pcm16k: bytes) -> tuple[str, float | None]:
+        """Decode one whole utterance (blocking, holds the GIL throughout)."""
+        if not pcm16k:
+            return "", None
+        d = self.decoder
+        d.set_cmn(self._cmn)
+        d.start_utt()
+        d.process_raw(_PAD + pcm16k + _PAD, full_utt=True)
+        d.end_utt()
+        hyp = d.hyp()
+        if hyp is None:
+            return "", None
+        prob = float(hyp.prob)
+        return hyp.hypstr.strip(), prob if 0.0 <= prob <= 1.0 else None
 
 
-def _worker_decode(
+def _thread_decode(
     jsgf: str | None, options: dict[str, Any], vocabulary: list[str], pcm16k: bytes
 ) -> tuple[str, float | None]:
-    """Decode one utterance in a worker (process or thread), building its decoder once.
-
-    Runs in another process: it raises only plain, picklable exceptions."""
+    """Decode in a worker thread with that thread's own decoder (built on first use)."""
     key = (jsgf, tuple(sorted(options.items())))
-    cache: dict[Any, Any] = _local.__dict__.setdefault("decoders", {})
-    decoder = cache.get(key)
-    if decoder is None:
-        decoder = cache[key] = _build_decoder(jsgf, options, vocabulary)
-    if not pcm16k:
-        return "", None
-    decoder.start_utt()
-    decoder.process_raw(_PAD + pcm16k + _PAD, full_utt=True)
-    decoder.end_utt()
-    hyp = decoder.hyp()
-    if hyp is None:
-        return "", None
-    prob = float(hyp.prob)
-    return hyp.hypstr.strip(), prob if 0.0 <= prob <= 1.0 else None
+    cache: dict[Any, _Recognizer] = _local.__dict__.setdefault("recognizers", {})
+    recognizer = cache.get(key)
+    if recognizer is None:
+        recognizer = cache[key] = _Recognizer(jsgf, options, vocabulary)
+    return recognizer.decode(pcm16k)
+
+
+class _Worker:
+    """One decoder subprocess (see ``_sphinx_worker``); serves one utterance at a time."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, config: dict[str, Any]) -> _Worker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voxtra.providers._sphinx_worker",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        worker = cls(proc)
+        try:
+            worker._write(json.dumps(config).encode() + b"\n")
+            await worker._answer()
+        except BaseException:
+            await worker.stop()
+            raise
+        return worker
+
+    def _write(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+
+    async def _answer(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise ProviderError("pocketsphinx", "decoder process died")
+        answer: dict[str, Any] = json.loads(line)
+        if "error" in answer:
+            if answer.get("kind") == "config":
+                raise ConfigError(f"PocketSphinxSTT: {answer['error']}")
+            raise ProviderError("pocketsphinx", f"decoding failed: {answer['error']}")
+        return answer
+
+    async def decode(self, pcm16k: bytes) -> tuple[str, float | None]:
+        assert self.proc.stdin is not None
+        self._write(len(pcm16k).to_bytes(4, "big") + pcm16k)
+        try:
+            await self.proc.stdin.drain()
+        except (ConnectionError, BrokenPipeError) as exc:
+            raise ProviderError("pocketsphinx", "decoder process died") from exc
+        answer = await self._answer()
+        return str(answer["text"]), answer["prob"]
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.returncode is None
+
+    async def stop(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.is_closing():
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 2.0)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
 
 
 class PocketSphinxSTT:
@@ -107,9 +178,10 @@ class PocketSphinxSTT:
     ``keywords`` (any sequence of these words or phrases: best for intent agents) or
     ``jsgf`` (a full JSGF grammar text); none of them means open vocabulary.
 
-    ``workers`` decoder processes serve all calls (``executor="thread"`` for in-process
-    threads). ``max_utterance_s`` bounds the buffer if the VAD never calls
-    ``end_of_speech``. Call ``aclose()`` to stop the workers (they also stop at exit)."""
+    ``workers`` decoder subprocesses serve all calls, started on first use or by
+    ``warm_up()`` (``executor="thread"`` decodes in in-process threads instead).
+    ``max_utterance_s`` bounds the buffer if the VAD never calls ``end_of_speech``.
+    Call ``aclose()`` to stop the workers (they also end when this process does)."""
 
     name = "pocketsphinx"
 
@@ -145,48 +217,56 @@ class PocketSphinxSTT:
         self.executor = executor
         self.max_utterance_s = max_utterance_s
         self._options: dict[str, Any] = {"loglevel": "FATAL", **(decoder_options or {})}
-        self._pool: Executor | None = None
+        self._threads: ThreadPoolExecutor | None = None
+        self._idle: list[_Worker] = []
+        self._started = 0
+        self._slots: asyncio.Semaphore | None = None
         self._ready = False
 
     @property
     def mode(self) -> str:
         return "grammar" if self._jsgf is not None else "open-vocabulary"
 
-    def _executor(self) -> Executor:
-        if self._pool is None:
-            if self.executor == "thread":
-                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="pocketsphinx")
-            else:
-                # spawn, not fork: forking a process that runs an event loop and threads
-                # copies locks in unknown states.
-                ctx = multiprocessing.get_context("spawn")
-                self._pool = ProcessPoolExecutor(self.workers, mp_context=ctx)
-        return self._pool
+    def _config(self) -> dict[str, Any]:
+        return {"jsgf": self._jsgf, "options": self._options, "vocabulary": self._vocabulary}
 
     async def decode(self, pcm16k: bytes) -> tuple[str, float | None]:
-        """Decode one whole utterance of 16 kHz PCM16 in a worker."""
+        """Decode one whole utterance of 16 kHz PCM16 in a worker; an empty buffer only
+        makes sure a worker (and its decoder) is up."""
+        if self.executor == "thread":
+            return await self._decode_in_thread(pcm16k)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.workers)
+        async with self._slots:
+            worker = self._idle.pop() if self._idle else await _Worker.start(self._config())
+            try:
+                result = await worker.decode(pcm16k) if pcm16k else ("", None)
+            except BaseException:
+                await worker.stop()  # a worker in an unknown state is not reused
+                raise
+            self._idle.append(worker)
+            return result
+
+    async def _decode_in_thread(self, pcm16k: bytes) -> tuple[str, float | None]:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="pocketsphinx")
         loop = asyncio.get_running_loop()
+        call = partial(_thread_decode, self._jsgf, self._options, self._vocabulary, pcm16k)
         try:
-            return await loop.run_in_executor(
-                self._executor(),
-                _worker_decode,
-                self._jsgf,
-                self._options,
-                self._vocabulary,
-                pcm16k,
-            )
+            return await loop.run_in_executor(self._threads, call)
         except LookupError as exc:
             raise ConfigError(f"PocketSphinxSTT: {exc}") from exc
-        except BrokenProcessPool as exc:
-            self._pool = None  # the next utterance starts fresh workers
-            raise ProviderError(self.name, "decoder process died") from exc
         except (RuntimeError, ValueError) as exc:
             raise ProviderError(self.name, f"decoding failed: {exc}") from exc
 
     async def warm_up(self) -> None:
-        """Start the workers and build their decoders now, so the first call is not slow
+        """Start every worker and build its decoder now, so the first call is not slow
         and a bad grammar fails here (``ConfigError``) rather than mid-call."""
-        await asyncio.gather(*(self.decode(b"") for _ in range(self.workers)))
+        if self.executor == "thread":
+            await self._decode_in_thread(b"")
+        else:
+            while len(self._idle) < self.workers:
+                self._idle.append(await _Worker.start(self._config()))
         self._ready = True
 
     async def stream(self) -> PocketSphinxStream:
@@ -196,11 +276,13 @@ class PocketSphinxSTT:
         return PocketSphinxStream(self)
 
     async def aclose(self) -> None:
-        """Stop the decoder workers."""
-        pool, self._pool = self._pool, None
+        """Stop the decoder workers (idempotent; the provider restarts them if used again)."""
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(w.stop() for w in idle))
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
         self._ready = False
-        if pool is not None:
-            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
 
 
 class PocketSphinxStream:
@@ -211,7 +293,6 @@ class PocketSphinxStream:
         self._converter = Converter(Codec.PCM16, _RATE)
         self._buffer = bytearray()
         self._buffer_start = 0  # samples (16 kHz) from stream start
-        self._position = 0
         self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
         self._work: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()
         self._worker = asyncio.create_task(self._run())
@@ -222,18 +303,20 @@ class PocketSphinxStream:
             raise ProviderError(self._provider.name, "stream is closed")
         pcm = self._converter.convert(chunk)
         self._buffer += pcm
-        self._position += len(pcm) // 2
         if len(self._buffer) >= self._provider.max_utterance_s * _RATE * 2:
             self._cut()
 
     async def end_of_speech(self) -> None:
+        """Decode what was heard since the last cut (in the background; results follow
+        in ``transcripts()`` in order)."""
+        self._buffer += self._converter.flush()  # the resampler's tail belongs here
         self._cut()
 
     def _cut(self) -> None:
         if len(self._buffer) >= _MIN_UTTERANCE_S * _RATE * 2:
             self._work.put_nowait((bytes(self._buffer), self._buffer_start))
+        self._buffer_start += len(self._buffer) // 2
         self._buffer.clear()
-        self._buffer_start = self._position
 
     async def close(self) -> None:
         if self._closed:

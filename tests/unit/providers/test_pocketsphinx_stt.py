@@ -1,0 +1,143 @@
+"""PocketSphinxSTT on espeak speech through a phone line (8 kHz mu-law) and back."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from voxtra.errors import ConfigError, ProviderError
+from voxtra.media.frames import AudioChunk
+from voxtra.providers.base import STT, STTStream, Transcript
+from voxtra.providers.pocketsphinx_stt import PocketSphinxSTT
+from voxtra.providers.rules import RulesAgent
+
+
+@pytest.fixture(scope="module")
+async def keyword_stt() -> AsyncIterator[PocketSphinxSTT]:
+    """Grammar mode with the demo agent's vocabulary, in worker processes (the default)."""
+    stt = PocketSphinxSTT(keywords=RulesAgent().vocabulary(), workers=2)
+    await stt.warm_up()
+    yield stt
+    await stt.aclose()
+
+
+async def send_all(stream: STTStream, chunks: list[AudioChunk]) -> None:
+    for chunk in chunks:
+        await stream.send(chunk)
+
+
+async def finals(stream: STTStream) -> list[Transcript]:
+    return [t async for t in stream.transcripts()]
+
+
+async def test_round_trip_recognises_keywords(keyword_stt, say_ulaw, to_frames) -> None:
+    assert isinstance(keyword_stt, STT)
+    stream = await keyword_stt.stream()
+    phrases = ["what are your opening hours", "tell me a long story", "thank you goodbye"]
+    for phrase in phrases:
+        await send_all(stream, to_frames(await say_ulaw(phrase)))
+        await stream.end_of_speech()
+    await stream.close()
+    got = await finals(stream)
+    # grammar mode is accurate, not perfect (0-15% WER): each utterance yields one final
+    # transcript that holds its phrase, maybe with an extra word from the keyword list
+    assert len(got) == len(phrases)
+    for transcript, phrase in zip(got, phrases, strict=True):
+        assert phrase in transcript.text and transcript.is_final
+    # timings follow the audio: consecutive, increasing
+    assert got[0].start == 0.0 and got[0].end == got[1].start and got[1].end < got[2].end
+
+
+async def test_close_flushes_the_last_utterance(keyword_stt, say_ulaw, to_frames) -> None:
+    stream = await keyword_stt.stream()
+    await send_all(stream, to_frames(await say_ulaw("what is the weather in london")))
+    await stream.close()
+    assert [t.text for t in await finals(stream)] == ["what is the weather in london"]
+
+
+async def test_silence_gives_no_transcript(keyword_stt) -> None:
+    stream = await keyword_stt.stream()
+    for _ in range(50):
+        await stream.send(AudioChunk.silence())
+    await stream.end_of_speech()
+    await stream.close()
+    assert await finals(stream) == []
+    with pytest.raises(ProviderError, match="closed"):
+        await stream.send(AudioChunk.silence())
+
+
+async def test_two_streams_are_independent(keyword_stt, say_ulaw, to_frames) -> None:
+    """Frames of two calls interleaved: each call hears only its own caller, exactly as
+    it would alone (decoders restore their state per utterance, so no call leaks)."""
+    a_frames = to_frames(await say_ulaw("good morning what can you do"))
+    b_frames = to_frames(await say_ulaw("tell me a long story"))
+    alone = []
+    for chunks in (a_frames, b_frames):
+        stream = await keyword_stt.stream()
+        await send_all(stream, chunks)
+        await stream.close()
+        alone.append([t.text for t in await finals(stream)])
+    assert "good morning" in alone[0][0] and alone[1] == ["tell me a long story"]
+    a, b = await keyword_stt.stream(), await keyword_stt.stream()
+    for i in range(max(len(a_frames), len(b_frames))):
+        if i < len(a_frames):
+            await a.send(a_frames[i])
+        if i < len(b_frames):
+            await b.send(b_frames[i])
+    await asyncio.gather(a.end_of_speech(), b.end_of_speech())
+    await asyncio.gather(a.close(), b.close())
+    assert [t.text for t in await finals(a)] == alone[0]
+    assert [t.text for t in await finals(b)] == alone[1]
+
+
+async def test_whole_phrase_grammar(say_ulaw, to_frames) -> None:
+    stt = PocketSphinxSTT(grammar=["yes", "no", "speak to an agent"], executor="thread")
+    stream = await stt.stream()
+    await send_all(stream, to_frames(await say_ulaw("speak to an agent")))
+    await stream.close()
+    assert [t.text for t in await finals(stream)] == ["speak to an agent"]
+    await stt.aclose()
+
+
+async def test_decoding_does_not_block_the_event_loop(keyword_stt, say_ulaw, to_frames) -> None:
+    chunks = to_frames(
+        await say_ulaw("Once upon a time a small robot lived in a telephone exchange")
+    )
+    stream = await keyword_stt.stream()
+    await send_all(stream, chunks)
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def heartbeat() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    beat = asyncio.create_task(heartbeat())
+    await stream.close()
+    await finals(stream)
+    done.set()
+    await beat
+    assert max(gaps) < 0.05
+
+
+async def test_unknown_word_is_a_config_error_when_the_stream_opens() -> None:
+    stt = PocketSphinxSTT(keywords=["hello", "qzxvoxtra"], executor="thread")
+    with pytest.raises(ConfigError, match="qzxvoxtra"):
+        await stt.stream()
+    await stt.aclose()
+
+
+def test_bad_configuration() -> None:
+    with pytest.raises(ConfigError):
+        PocketSphinxSTT(grammar=["a"], keywords=["b"])
+    with pytest.raises(ConfigError):
+        PocketSphinxSTT(keywords="hello world")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        PocketSphinxSTT(keywords=["!!!"])
