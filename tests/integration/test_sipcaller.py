@@ -108,18 +108,22 @@ async def _echo_call(caller: SipCaller, play: Path, record: Path) -> SipCall:
     return call
 
 
-@pytest.mark.parametrize("codec", ["PCMU", "PCMA"])
-async def test_echo_returns_the_tone_intact(tmp_path: Path, codec: str) -> None:
+@pytest.mark.parametrize(("codec", "clock_rate"), [("PCMU", 8000), ("PCMA", 8000), ("PCMU", 16000)])
+async def test_echo_returns_the_tone_intact(tmp_path: Path, codec: str, clock_rate: int) -> None:
+    # The file is at 8 kHz; with a 16 kHz mixer pjsua resamples both ways.
     sent = tmp_path / "tone.wav"
     audio.write_wav(sent, audio.tone(440, 2.0, 8000, TONE_AMPLITUDE), 8000)
-    async with SipCaller(codecs=(codec,), workdir=tmp_path / "phone") as caller:
+    async with SipCaller(
+        codecs=(codec,), clock_rate=clock_rate, workdir=tmp_path / "phone"
+    ) as caller:
         call = await _echo_call(caller, sent, tmp_path / "heard.wav")
 
     assert call.codec == f"{codec}/8000"
     assert call.end_code == 200
     assert call.recording_path == tmp_path / "heard.wav"
+    assert call.recording_rate == clock_rate
     heard, rate = audio.read_wav(tmp_path / "heard.wav")
-    assert rate == 8000
+    assert rate == clock_rate
     segments = audio.active_segments(heard, rate)
     assert len(segments) == 1, segments
     start, end = segments[0]
