@@ -308,6 +308,9 @@ class SeaweedS3Server(_ServerProcess):
             "-ip.bind=127.0.0.1",
             # small volumes: the default 30 GB limit is pointless for tests
             "-master.volumeSizeLimitMB=64",
+            # every bucket is a collection with its own volumes; the default cap of 8
+            # volumes runs out after two or three buckets (InternalError on upload)
+            "-volume.max=0",
         ]
 
     def _is_ready(self) -> bool:
