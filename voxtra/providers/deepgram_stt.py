@@ -158,6 +158,9 @@ class DeepgramStream:
         self._keepalive.cancel()
         if self._failed is None and not self._reader.done():
             with contextlib.suppress(ProviderError):
+                tail = self._converter.flush()  # what the resampler still holds
+                if tail:
+                    await self._guard(self._socket.send_media(tail))
                 await self._guard(self._socket.send_close_stream())
             try:
                 await asyncio.wait_for(asyncio.shield(self._reader), self._provider.close_timeout_s)

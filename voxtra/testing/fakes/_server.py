@@ -35,9 +35,11 @@ class FakeServer:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> Self:
-        self._runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=0.5
+        )
         await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self._port, shutdown_timeout=0.5)
+        self._site = web.TCPSite(self._runner, self.host, self._port)
         await self._site.start()
         logger.debug("%s listening on %s", type(self).__name__, self.url)
         return self

@@ -35,7 +35,8 @@ class OpenAIReply:
     ``drop_after`` (chunks sent before the connection is cut)."""
 
     text: str = ""
-    tool_calls: Sequence[tuple[str, Mapping[str, Any]]] = ()
+    tool_calls: Sequence[tuple[str, Mapping[str, Any] | str]] = ()
+    """``(name, arguments)``; a ``str`` is sent as the raw arguments text (even broken)."""
     status: int | None = None
     drop_after: int | None = None
     delay: float = 0.0
@@ -104,6 +105,10 @@ class FakeOpenAI(FakeServer):
         return resp
 
 
+def _arguments(args: Mapping[str, Any] | str) -> str:
+    return args if isinstance(args, str) else json.dumps(dict(args))
+
+
 def _error(status: int, message: str | None = None) -> web.Response:
     kind, code, default = _ERRORS.get(status, ("invalid_request_error", None, "Bad request."))
     payload = {"error": {"message": message or default, "type": kind, "param": None, "code": code}}
@@ -144,7 +149,7 @@ def _chunks(reply: OpenAIReply, model: str) -> list[dict[str, Any]]:
                 }
             )
         )
-        text = json.dumps(dict(args))
+        text = _arguments(args)
         for j in range(0, len(text), 7):  # arguments arrive in fragments
             out.append(
                 chunk(
@@ -167,7 +172,7 @@ def _completion(reply: OpenAIReply, model: str) -> dict[str, Any]:
         {
             "id": f"call_{uuid.uuid4().hex[:24]}",
             "type": "function",
-            "function": {"name": name, "arguments": json.dumps(dict(args))},
+            "function": {"name": name, "arguments": _arguments(args)},
         }
         for name, args in reply.tool_calls
     ]

@@ -1,0 +1,115 @@
+"""DeepgramSTT through the real deepgram-sdk against FakeDeepgram's /v1/listen WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from voxtra.errors import ProviderError
+from voxtra.media.frames import AudioChunk
+from voxtra.providers.base import STT, Transcript
+from voxtra.providers.deepgram_stt import DeepgramSTT
+from voxtra.testing.fakes import DeepgramTurn, FakeDeepgram
+
+FRAME = AudioChunk.silence()  # 160 bytes of u-law
+
+
+async def read_all(stream) -> list[Transcript]:
+    return [t async for t in stream.transcripts()]
+
+
+async def test_transcripts_interim_and_final_with_mulaw_passthrough() -> None:
+    turns = [
+        DeepgramTurn(1600, "Hello world.", interims=["hel", "hello"]),
+        DeepgramTurn(4800, "What are your opening hours?", confidence=0.91),
+    ]
+    async with FakeDeepgram("key", turns) as fake:
+        stt = DeepgramSTT("key", base_url=fake.url)
+        assert isinstance(stt, STT)
+        stream = await stt.stream()
+        reader = asyncio.create_task(read_all(stream))
+        for _ in range(30):  # 0.6 s of audio
+            await stream.send(FRAME)
+        await stream.close()
+        got = await reader
+    finals = [t for t in got if t.is_final]
+    assert [t.text for t in finals] == ["Hello world.", "What are your opening hours?"]
+    assert [t.text for t in got if not t.is_final] == ["hel", "hello"]
+    assert finals[0].start == 0.0 and finals[0].end == pytest.approx(0.2)
+    assert finals[1].start == pytest.approx(0.2) and finals[1].end == pytest.approx(0.6)
+    assert finals[1].confidence == pytest.approx(0.91)
+    (session,) = fake.sessions
+    assert session.audio_bytes == 30 * 160  # the u-law went through untouched
+    assert session.query["encoding"] == "mulaw" and session.query["sample_rate"] == "8000"
+    assert session.query["model"] == "nova-3" and session.query["endpointing"] == "300"
+    assert session.query["utterance_end_ms"] == "1000"
+    assert session.headers["Authorization"] == "Token key"
+    assert session.controls == [{"type": "CloseStream"}] and session.closed_by_client
+
+
+async def test_end_of_speech_sends_finalize_and_gets_the_pending_turn() -> None:
+    async with FakeDeepgram("key", [DeepgramTurn(10_000, "finalised early")]) as fake:
+        stream = await DeepgramSTT("key", base_url=fake.url).stream()
+        for _ in range(5):
+            await stream.send(FRAME)
+        await stream.end_of_speech()
+        first = await asyncio.wait_for(anext(stream.transcripts()), 5)
+        assert first == Transcript("finalised early", True, 0.98, 0.0, pytest.approx(0.1))
+        await stream.close()
+        assert fake.sessions[0].controls[0] == {"type": "Finalize"}
+
+
+async def test_pcm16_input_is_converted_to_the_configured_encoding() -> None:
+    async with FakeDeepgram("key", [DeepgramTurn(640 * 10, "wideband")]) as fake:
+        stt = DeepgramSTT("key", encoding="linear16", sample_rate=16000, base_url=fake.url)
+        stream = await stt.stream()
+        for _ in range(25):  # u-law 8 kHz frames in, PCM16 16 kHz out (640 bytes each)
+            await stream.send(FRAME)
+        await stream.close()
+        got = await read_all(stream)
+    assert [t.text for t in got] == ["wideband"]
+    assert fake.sessions[0].query["encoding"] == "linear16"
+    assert abs(fake.sessions[0].audio_bytes - 25 * 640) <= 64  # resampler latency only
+
+
+async def test_wrong_key_is_a_provider_error() -> None:
+    async with FakeDeepgram("right") as fake:
+        with pytest.raises(ProviderError, match="deepgram: cannot connect: HTTP 401"):
+            await DeepgramSTT("wrong", base_url=fake.url).stream()
+
+
+async def test_no_server_is_a_provider_error() -> None:
+    async with FakeDeepgram("key") as fake:
+        url = fake.url
+    with pytest.raises(ProviderError, match="cannot connect"):
+        await DeepgramSTT("key", base_url=url).stream()
+
+
+async def test_connection_dropped_mid_stream() -> None:
+    turns = [DeepgramTurn(800, "before the drop")]
+    async with FakeDeepgram("key", turns, drop_after_bytes=1600) as fake:
+        stream = await DeepgramSTT("key", base_url=fake.url).stream()
+        reader = asyncio.create_task(read_all(stream))
+        with pytest.raises(ProviderError, match="deepgram"):
+            for _ in range(100):
+                await stream.send(FRAME)
+                await asyncio.sleep(0.005)
+        with pytest.raises(ProviderError, match="connection lost"):
+            await reader
+        await stream.close()  # closing a dead stream is quiet
+
+
+async def test_two_streams_are_independent() -> None:
+    async with FakeDeepgram("key", [DeepgramTurn(800, "same script")]) as fake:
+        stt = DeepgramSTT("key", base_url=fake.url)
+        a, b = await stt.stream(), await stt.stream()
+        for _ in range(10):
+            await a.send(FRAME)
+        for _ in range(3):
+            await b.send(FRAME)
+        await asyncio.gather(a.close(), b.close())
+        got_a, got_b = await read_all(a), await read_all(b)
+    assert [t.text for t in got_a] == ["same script"]
+    assert got_b == []  # b never sent the 800 bytes its turn needs
+    assert sorted(s.audio_bytes for s in fake.sessions) == [480, 1600]
