@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -131,6 +132,13 @@ def _http_status(url: str, timeout: float = 1.0) -> int | None:
         return None
 
 
+def _kill_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        process.wait()
+
+
 class _ServerProcess:
     """One server subprocess, owned by PID, logging to a file (a pipe could fill and block)."""
 
@@ -149,6 +157,7 @@ class _ServerProcess:
         self.log_path = self.data_dir / f"{self._kind()}.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+        self._finalizer: weakref.finalize[[subprocess.Popen[bytes]], _ServerProcess] | None = None
 
     # -- to be provided by subclasses -------------------------------------------------
     def _kind(self) -> str:
@@ -185,6 +194,8 @@ class _ServerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the terminal must not reach it first
         )
+        # Never leave a server behind, even if nobody calls stop() (runs at exit too).
+        self._finalizer = weakref.finalize(self, _kill_process, self._process)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -238,6 +249,9 @@ class _ServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def _cleanup_process(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
         self._process = None
         if self._log_file is not None:
             self._log_file.close()

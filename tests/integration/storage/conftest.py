@@ -15,8 +15,6 @@ import pytest
 
 from voxtra.testing.storage import FakeGcsServer, SeaweedS3Server, StorageServerUnavailable
 
-pytestmark = pytest.mark.storage
-
 
 @pytest.fixture(scope="session")
 def seaweed() -> Iterator[SeaweedS3Server]:
