@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import sys
 import threading
@@ -120,10 +121,16 @@ class _Worker:
 
     @classmethod
     async def start(cls, config: dict[str, Any]) -> _Worker:
+        # The child must import the same voxtra as this process, installed or not.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "voxtra.providers._sphinx_worker",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+            sys.executable,
+            "-m",
+            "voxtra.providers._sphinx_worker",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            env=env,
+        )
         worker = cls(proc)
         try:
             worker._write(json.dumps(config).encode() + b"\n")

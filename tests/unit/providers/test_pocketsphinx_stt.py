@@ -141,3 +141,21 @@ def test_bad_configuration() -> None:
         PocketSphinxSTT(keywords="hello world")  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         PocketSphinxSTT(keywords=["!!!"])
+
+
+async def test_a_dead_worker_fails_one_utterance_then_is_replaced(say_ulaw, to_frames) -> None:
+    stt = PocketSphinxSTT(keywords=["tell me a long story"])
+    await stt.warm_up()
+    (worker,) = stt._idle
+    worker.proc.kill()  # a decoder process we started crashes
+    await worker.proc.wait()
+    stream = await stt.stream()
+    await send_all(stream, to_frames(await say_ulaw("tell me a long story")))
+    await stream.close()
+    with pytest.raises(ProviderError, match="decoder process died"):
+        await finals(stream)
+    stream = await stt.stream()
+    await send_all(stream, to_frames(await say_ulaw("tell me a long story")))
+    await stream.close()
+    assert [t.text for t in await finals(stream)] == ["tell me a long story"]
+    await stt.aclose()
