@@ -52,6 +52,7 @@ from voxtra.call import (
 )
 from voxtra.config import VoxtraSettings, load_settings
 from voxtra.errors import CallEnded, VoxtraError
+from voxtra.media.pacer import Ticker
 from voxtra.routing import CallHandler, CallInfo, Route, Router, RoutingError
 
 __all__ = ["VoxtraApp"]
@@ -133,6 +134,9 @@ class VoxtraApp:
         self._runner: asyncio.Task[None] | None = None
         self._call_tasks: set[asyncio.Task[None]] = set()
         self._fatal: BaseException | None = None
+        self.ticker = Ticker()
+        """One 20 ms pacing clock shared by every call's outbound RTP."""
+        self._audiosocket: Any = None
 
     # -- registration ---------------------------------------------------------------
 
@@ -236,6 +240,10 @@ class VoxtraApp:
                 await hook()
             except Exception:
                 logger.exception("on_shutdown hook failed")
+        await self.ticker.aclose()
+        if self._audiosocket is not None:
+            await self._audiosocket.close()
+            self._audiosocket = None
         assert self._stream is not None
         await self._stream.stop()
         self._runner.cancel()
@@ -535,6 +543,17 @@ class VoxtraApp:
                 await self.ari.channels.hangup(leg_id)
             raise
         return leg_id
+
+    async def _audiosocket_server(self) -> Any:
+        """The app's AudioSocket listener (started on first use)."""
+        if self._audiosocket is None:
+            from voxtra.media.audiosocket_transport import AudioSocketServer
+
+            media = self.settings.media
+            self._audiosocket = await AudioSocketServer.start(
+                bind_host=media.bind_host, advertised_host=media.advertise_host
+            )
+        return self._audiosocket
 
     # -- outbound -------------------------------------------------------------------------
 

@@ -33,9 +33,12 @@ from voxtra.ari.events import (
 )
 from voxtra.ari.models import Channel
 from voxtra.errors import CallEnded, VoxtraError
+from voxtra.media.frames import AudioChunk, Codec
 
 if TYPE_CHECKING:
     from voxtra.app import VoxtraApp
+    from voxtra.call_media import CallMedia
+    from voxtra.media.transport import MediaTransport
 
 __all__ = ["CallDirection", "CallSession", "CallState", "Playback"]
 
@@ -148,7 +151,8 @@ class CallSession:
         self._handler_done = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.dtmf_dropped = 0
-        self._media: Any = None
+        self._media: CallMedia | None = None
+        self._media_lock = asyncio.Lock()
         self._recorder: Any = None
 
     def __repr__(self) -> str:
@@ -268,6 +272,8 @@ class CallSession:
         if self.state is CallState.RINGING or self._answered_at is None:
             await self._ari(self.app.ari.channels.answer(self.id))
             self._mark_answered()
+        if self.app.settings.media.attach_on_answer:
+            await self.media()
 
     async def hangup(self, reason: str = "normal") -> None:
         """Hang up. Idempotent: hanging up an ended call does nothing."""
@@ -393,6 +399,49 @@ class CallSession:
                 self.id, digits, duration=duration_ms, between=between_ms
             )
         )
+
+    # -- audio -------------------------------------------------------------------------
+
+    async def media(self) -> MediaTransport:
+        """The call's media transport (ExternalMedia), attached on first use."""
+        self._check_alive()
+        async with self._media_lock:
+            if self._media is None:
+                from voxtra.call_media import CallMedia
+
+                media = CallMedia(self, self.app.settings.media)
+                self._media = media
+                await media.attach()
+            if self._media.transport is None:
+                raise CallEnded(self.id, "media is not attached")
+            return self._media.transport
+
+    async def audio_stream(
+        self, *, codec: Codec | str = Codec.ULAW, sample_rate: int = 8000
+    ) -> AsyncIterator[AudioChunk]:
+        """The caller's audio as 20 ms chunks, until the call ends.
+
+        mu-law 8 kHz by default; ``codec="pcm16"`` with a ``sample_rate`` gives PCM at
+        that rate. One consumer at a time: frames are not duplicated between readers.
+        """
+        from voxtra.call_media import FrameConverter
+
+        transport = await self.media()
+        converter = FrameConverter(Codec(codec), sample_rate)
+        async for frame in transport.frames():
+            chunk = converter.convert(frame)
+            if chunk.data:
+                yield chunk
+
+    async def send_audio(self, chunk: AudioChunk) -> None:
+        """Play audio to the caller: any length, codec and rate; paced in 20 ms frames."""
+        transport = await self.media()
+        await transport.send(chunk)
+
+    async def flush_audio(self) -> None:
+        """Drop audio queued for the caller (barge-in): playback stops within a frame."""
+        if self._media is not None and self._media.transport is not None:
+            await self._media.transport.flush()
 
     # -- transfer and bridging ---------------------------------------------------------
 

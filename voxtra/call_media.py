@@ -1,0 +1,172 @@
+"""A call's audio path: the caller and an ExternalMedia channel in one mixing bridge.
+
+Created on first use of audio (or at answer when ``media.attach_on_answer`` is set):
+
+1. a mixing bridge is created and the caller added;
+2. the transport is opened (RTP socket, chan_websocket connection, AudioSocket);
+3. the ExternalMedia channel is created, and added to the bridge only after its own
+   StasisStart (adding it before gives 422 "not in Stasis" about one run in two).
+
+Everything is released with the call: media channel hung up, bridge destroyed,
+transport closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import uuid
+from typing import TYPE_CHECKING
+
+from voxtra.ari.errors import AriError
+from voxtra.call import internal_id
+from voxtra.config import MediaSettings
+from voxtra.errors import MediaError
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.media.g711 import decode, encode
+from voxtra.media.resample import StreamResampler
+from voxtra.media.rtp_transport import RtpTransport
+from voxtra.media.transport import MediaTransport
+
+if TYPE_CHECKING:
+    from voxtra.call import CallSession
+
+__all__ = ["CallMedia", "FrameConverter"]
+
+logger = logging.getLogger(__name__)
+
+
+class FrameConverter:
+    """Wire frames -> the codec and rate a reader asked for (resampler state kept)."""
+
+    def __init__(self, codec: Codec, rate: int) -> None:
+        if codec is not Codec.PCM16 and rate != 8000:
+            raise MediaError(f"{codec} audio is 8 kHz; ask for pcm16 at {rate} Hz instead")
+        self.codec = codec
+        self.rate = rate
+        self._resampler: StreamResampler | None = None
+
+    def convert(self, chunk: AudioChunk) -> AudioChunk:
+        if chunk.codec is self.codec and chunk.sample_rate == self.rate:
+            return chunk
+        pcm = chunk.data if chunk.codec is Codec.PCM16 else decode(chunk.data, chunk.codec)
+        if chunk.sample_rate != self.rate:
+            if self._resampler is None:
+                self._resampler = StreamResampler(chunk.sample_rate, self.rate)
+            pcm = self._resampler.process(pcm)
+        out = AudioChunk(pcm, self.rate, Codec.PCM16)
+        return out if self.codec is Codec.PCM16 else encode(out, self.codec)
+
+
+class CallMedia:
+    """Owns the bridge, the ExternalMedia channel and the transport of one call."""
+
+    def __init__(self, session: CallSession, settings: MediaSettings) -> None:
+        self.session = session
+        self.settings = settings
+        self.transport: MediaTransport | None = None
+        self.bridge_id: str | None = None
+        self.channel_id: str | None = None
+
+    async def attach(self) -> MediaTransport:
+        session, app = self.session, self.session.app
+        settings = self.settings
+        if settings.transport == "rtp" and settings.codec == "slin16":
+            raise MediaError(
+                "slin16 over RTP is not offered: Asterisk 22 plays what it receives as "
+                "silence. Use media.transport='websocket' for 16 kHz audio."
+            )
+        self.bridge_id = await session._create_bridge("media")
+        await session._ari(app.ari.bridges.add_channel(self.bridge_id, session.id))
+        channel_id = internal_id("media")
+        started = app.expect_internal(channel_id, session)
+        self.channel_id = channel_id
+        if settings.transport == "rtp":
+            transport = await self._open_rtp()
+            try:
+                channel = await app.ari.channels.external_media(
+                    app.app_name,
+                    external_host=transport.advertised_address,
+                    format=settings.codec,
+                    channel_id=channel_id,
+                )
+            except BaseException:
+                await transport.close()
+                raise
+            self.transport = transport
+            variables = channel.channelvars or {}
+            host = variables.get("UNICASTRTP_LOCAL_ADDRESS")
+            port = variables.get("UNICASTRTP_LOCAL_PORT")
+            if host and port:
+                transport.set_remote(host, int(port))
+        elif settings.transport == "websocket":
+            from voxtra.media.ws_transport import WebSocketMediaTransport
+
+            channel = await app.ari.channels.external_media(
+                app.app_name,
+                external_host="",
+                format=settings.codec,
+                encapsulation="none",
+                transport="websocket",
+                connection_type="server",
+                channel_id=channel_id,
+            )
+            connection = (channel.channelvars or {}).get("MEDIA_WEBSOCKET_CONNECTION_ID")
+            if not connection:
+                raise MediaError("Asterisk gave no MEDIA_WEBSOCKET_CONNECTION_ID")
+            self.transport = await WebSocketMediaTransport.connect(
+                app.ari.base_url,
+                connection,
+                username=app.ari.username,
+                password=app.ari.password,
+                wire_format=settings.codec,
+            )
+        else:
+            server = await app._audiosocket_server()
+            call_uuid = str(uuid.uuid4())
+            accept = server.accept(call_uuid, timeout=10.0)
+            await app.ari.channels.external_media(
+                app.app_name,
+                external_host=server.advertised_address,
+                format="slin",
+                encapsulation="audiosocket",
+                transport="tcp",
+                channel_id=channel_id,
+                data=call_uuid,
+            )
+            self.transport = await accept
+        await app.wait_internal(channel_id, started)
+        await session._ari(app.ari.bridges.add_channel(self.bridge_id, channel_id))
+        logger.debug("call %s: %s media attached", session.id, settings.transport)
+        return self.transport
+
+    async def _open_rtp(self) -> RtpTransport:
+        low, high = self.settings.port_range
+        ports = list(range(low, high + 1))
+        start = random.randrange(len(ports))  # noqa: S311 - spreading, not security
+        last: Exception | None = None
+        for port in ports[start:] + ports[:start]:
+            try:
+                return await RtpTransport.open(
+                    self.settings.codec,
+                    bind_host=self.settings.bind_host,
+                    bind_port=port,
+                    advertised_host=self.settings.advertise_host,
+                    ticker=self.session.app.ticker,
+                    name=f"rtp:{self.session.id}",
+                )
+            except MediaError as exc:
+                last = exc
+        raise MediaError(f"no free RTP port in {low}-{high}: {last}")
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                await self.transport.close()
+        app = self.session.app
+        if self.channel_id is not None:
+            with contextlib.suppress(AriError):
+                await app.ari.channels.hangup(self.channel_id)
+            app._forget_internal(self.channel_id)
+            self.session._channels.discard(self.channel_id)
