@@ -22,6 +22,7 @@ import logging
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -53,7 +54,10 @@ from voxtra.call import (
 from voxtra.config import VoxtraSettings, load_settings
 from voxtra.errors import CallEnded, VoxtraError
 from voxtra.media.pacer import Ticker
+from voxtra.providers.base import LLM, STT, TTS, VAD
+from voxtra.recording.sinks import RecordingSink
 from voxtra.routing import CallHandler, CallInfo, Route, Router, RoutingError
+from voxtra.voice import VoiceConfig
 
 __all__ = ["VoxtraApp"]
 
@@ -97,6 +101,12 @@ class VoxtraApp:
         config_file: str | Path | None = None,
         settings: VoxtraSettings | None = None,
         environ: Mapping[str, str] | None = None,
+        stt: STT | None = None,
+        llm: LLM | None = None,
+        tts: TTS | None = None,
+        vad: VAD | None = None,
+        voice: VoiceConfig | None = None,
+        recording_sink: RecordingSink | None = None,
         **options: Any,
     ) -> None:
         overrides = {
@@ -116,6 +126,16 @@ class VoxtraApp:
             settings = settings.model_copy(update=overrides)
         self.settings = settings
         self.app_name = settings.app_name
+        voice = voice or VoiceConfig()
+        self.voice: VoiceConfig = replace(
+            voice,
+            stt=stt or voice.stt,
+            llm=llm or voice.llm,
+            tts=tts or voice.tts,
+            vad=vad or voice.vad,
+        )
+        """Default speech providers and options for every call (see :mod:`voxtra.voice`)."""
+        self.recording_sink = recording_sink
         self.ari = AriClient(settings.ari_url, settings.username, settings.password)
         self.router = Router()
         self.active_sessions: dict[str, CallSession] = {}
@@ -550,9 +570,11 @@ class VoxtraApp:
             from voxtra.media.audiosocket_transport import AudioSocketServer
 
             media = self.settings.media
-            self._audiosocket = await AudioSocketServer.start(
-                bind_host=media.bind_host, advertised_host=media.advertise_host
+            server = AudioSocketServer(
+                media.bind_host, advertised_host=media.advertise_host, ticker=self.ticker
             )
+            await server.start()
+            self._audiosocket = server
         return self._audiosocket
 
     # -- outbound -------------------------------------------------------------------------

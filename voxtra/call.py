@@ -39,6 +39,12 @@ if TYPE_CHECKING:
     from voxtra.app import VoxtraApp
     from voxtra.call_media import CallMedia
     from voxtra.media.transport import MediaTransport
+    from voxtra.pipeline.agent import Agent
+    from voxtra.recording.call_recorder import CallRecorder
+    from voxtra.recording.sinks import RecordingSink
+    from voxtra.pipeline.events import SayResult, UserTranscriptEvent
+    from voxtra.pipeline.pipeline import EndReason
+    from voxtra.voice import CallVoice, VoiceConfig
 
 __all__ = ["CallDirection", "CallSession", "CallState", "Playback"]
 
@@ -128,8 +134,9 @@ class CallSession:
         dialed = args[0] if args else (channel.dialplan.exten if channel.dialplan else "")
         self.called_number: str = dialed or ""
         self.state = CallState.IN_PROGRESS if channel.state == "Up" else CallState.RINGING
-        self.agent: Any = None
-        """The LLM agent handle (set when a voice pipeline is configured)."""
+        self.voice_config: VoiceConfig = app.voice
+        """Providers and options for say/listen/agent; change before first use."""
+        self._voice: CallVoice | None = None
         self.transferred = False
         self.handed_off = False
         self.hangup_cause: int | None = None
@@ -153,7 +160,7 @@ class CallSession:
         self.dtmf_dropped = 0
         self._media: CallMedia | None = None
         self._media_lock = asyncio.Lock()
-        self._recorder: Any = None
+        self._recorder: CallRecorder | None = None
 
     def __repr__(self) -> str:
         return f"<CallSession {self.id} {self.direction} {self.state} caller={self.caller_id!r}>"
@@ -443,6 +450,88 @@ class CallSession:
         if self._media is not None and self._media.transport is not None:
             await self._media.transport.flush()
 
+    # -- recording -------------------------------------------------------------------
+
+    def _recorder_for_call(self) -> CallRecorder:
+        if self._recorder is None:
+            from voxtra.recording.call_recorder import CallRecorder
+
+            self._recorder = CallRecorder(self)
+        return self._recorder
+
+    async def record_start(
+        self,
+        name: str = "",
+        fmt: str = "wav",
+        *,
+        sink: RecordingSink | None = None,
+        beep: bool = False,
+        max_duration: int | None = None,
+        max_silence: int | None = None,
+    ) -> str:
+        """Start recording the call (the bridge when it is in one); returns the name.
+
+        Without ``name`` a unique, safe one is generated. The finished file is fetched
+        over ARI and delivered to ``sink`` (else the app's ``recording_sink``, else a
+        LocalFileSink in ``settings.recordings_dir``).
+        """
+        self._check_alive()
+        return await self._recorder_for_call().start(
+            name, fmt, sink=sink, beep=beep, max_duration=max_duration, max_silence=max_silence
+        )
+
+    async def record_stop(self) -> str | None:
+        """Stop recording and hand the file to its sink; the name, or None if idle."""
+        if self._recorder is None:
+            return None
+        return await self._recorder.stop()
+
+    # -- speech (the voice pipeline) -----------------------------------------------------
+
+    def _voice_for_call(self) -> CallVoice:
+        if self._voice is None:
+            from voxtra.voice import NOT_CONFIGURED, CallVoice
+
+            if not self.voice_config.configured:
+                raise RuntimeError(NOT_CONFIGURED)
+            self._voice = CallVoice(self, self.voice_config)
+        return self._voice
+
+    @property
+    def agent(self) -> Agent | None:
+        """This call's LLM agent (history, tools); None without an AI pipeline."""
+        if not self.voice_config.configured:
+            return None
+        return self._voice_for_call().pipeline.agent
+
+    async def say(self, text: str, *, interruptible: bool = True) -> SayResult:
+        """Speak ``text``; returns when it was played, or early if the caller barged in.
+
+        Raises ``RuntimeError("AI pipeline not configured")`` without TTS.
+        """
+        self._check_alive()
+        voice = self._voice_for_call()
+        if voice.config.tts is None:
+            from voxtra.voice import NOT_CONFIGURED
+
+            raise RuntimeError(f"{NOT_CONFIGURED}: no TTS")
+        pipeline = await voice.attach()
+        return await pipeline.say(text, interruptible=interruptible)
+
+    async def listen(self, timeout: float | None = None) -> UserTranscriptEvent | None:
+        """The caller's next final transcript; None after ``timeout``; CallEnded on hangup."""
+        self._check_alive()
+        pipeline = await self._voice_for_call().attach()
+        try:
+            return await pipeline.listen(timeout)
+        except CallEnded:
+            raise CallEnded(self.id) from None
+
+    async def converse(self) -> EndReason:
+        """Hand the call to the autonomous STT -> LLM -> TTS conversation until it ends."""
+        self._check_alive()
+        return await self._voice_for_call().converse()
+
     # -- transfer and bridging ---------------------------------------------------------
 
     async def transfer_to(
@@ -543,6 +632,8 @@ class CallSession:
 
     async def _teardown(self) -> None:
         """Release everything the call owns; fire hangup callbacks once, in order."""
+        if self._voice is not None:
+            await self._voice.close()
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:

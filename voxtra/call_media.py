@@ -13,6 +13,7 @@ transport closed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
@@ -125,16 +126,20 @@ class CallMedia:
         else:
             server = await app._audiosocket_server()
             call_uuid = str(uuid.uuid4())
-            accept = server.accept(call_uuid, timeout=10.0)
-            await app.ari.channels.external_media(
-                app.app_name,
-                external_host=server.advertised_address,
-                format="slin",
-                encapsulation="audiosocket",
-                transport="tcp",
-                channel_id=channel_id,
-                data=call_uuid,
-            )
+            accept = asyncio.ensure_future(server.accept(call_uuid, timeout=10.0))
+            try:
+                await app.ari.channels.external_media(
+                    app.app_name,
+                    external_host=server.advertised_address,
+                    format="slin",
+                    encapsulation="audiosocket",
+                    transport="tcp",
+                    channel_id=channel_id,
+                    data=call_uuid,
+                )
+            except BaseException:
+                accept.cancel()
+                raise
             self.transport = await accept
         await app.wait_internal(channel_id, started)
         await session._ari(app.ari.bridges.add_channel(self.bridge_id, channel_id))
@@ -144,7 +149,7 @@ class CallMedia:
     async def _open_rtp(self) -> RtpTransport:
         low, high = self.settings.port_range
         ports = list(range(low, high + 1))
-        start = random.randrange(len(ports))  # noqa: S311 - spreading, not security
+        start = random.randrange(len(ports))
         last: Exception | None = None
         for port in ports[start:] + ports[:start]:
             try:

@@ -35,7 +35,9 @@ KAISER_BETA = 8.6  # about 80 dB of stop-band attenuation
 
 
 @lru_cache(maxsize=64)
-def _phase_table(in_rate: int, out_rate: int, taps: int) -> tuple[npt.NDArray[np.float32], int, int]:
+def _phase_table(
+    in_rate: int, out_rate: int, taps: int
+) -> tuple[npt.NDArray[np.float32], int, int]:
     """Polyphase filter bank (L phases x ``taps``), and the ratio L/M."""
     g = gcd(in_rate, out_rate)
     up, down = out_rate // g, in_rate // g
@@ -120,7 +122,7 @@ class StreamResampler:
             windows = np.lib.stride_tricks.sliding_window_view(buf, taps)
             y = np.einsum("ij,ij->i", windows[idx], self._bank[phase])
             self._next += down * count
-            out = np.clip(np.rint(y), -32768, 32767).astype("<i2").tobytes()
+            out = bytes(np.clip(np.rint(y), -32768, 32767).astype("<i2").tobytes())
         else:
             out = b""
         self._history = buf[len(buf) - (taps - 1) :].copy()

@@ -1,0 +1,130 @@
+"""Speech for a call: the app's providers, one VoicePipeline per call.
+
+``VoiceConfig`` holds the (shareable) provider objects and conversation options; each
+call gets its own :class:`~voxtra.pipeline.VoicePipeline` (its own agent history, VAD
+session and STT stream), attached to the call's media for the call's lifetime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from voxtra.errors import CallEnded
+from voxtra.pipeline import VoicePipeline
+from voxtra.pipeline.pipeline import EndReason
+from voxtra.providers.base import LLM, STT, TTS, VAD
+
+if TYPE_CHECKING:
+    from voxtra.call import CallSession
+
+__all__ = ["CallVoice", "VoiceConfig"]
+
+logger = logging.getLogger(__name__)
+
+NOT_CONFIGURED = "AI pipeline not configured"
+
+
+@dataclass(frozen=True)
+class VoiceConfig:
+    """Providers and conversation options; ``replace()`` it per route or call."""
+
+    stt: STT | None = None
+    llm: LLM | None = None
+    tts: TTS | None = None
+    vad: VAD | None = None
+    system_prompt: str | None = None
+    tools: tuple[Callable[..., Any], ...] = ()
+    greeting: str | None = None
+    silence_timeout: float | None = None
+    silence_prompt: str | None = None
+    max_duration: float | None = None
+    min_speech_ms: float = 120.0
+    end_silence_ms: float = 600.0
+    options: dict[str, Any] = field(default_factory=dict)
+    """Further keyword arguments for :class:`VoicePipeline`."""
+
+    @property
+    def configured(self) -> bool:
+        return any(p is not None for p in (self.stt, self.llm, self.tts))
+
+    def with_tools(self, tools: Iterable[Callable[..., Any]]) -> VoiceConfig:
+        return replace(self, tools=(*self.tools, *tools))
+
+    def build(self) -> VoicePipeline:
+        """A fresh pipeline for one call (no state shared with other calls)."""
+        return VoicePipeline(
+            self.stt,
+            self.llm,
+            self.tts,
+            self.vad,
+            system_prompt=self.system_prompt,
+            tools=self.tools,
+            greeting=self.greeting,
+            silence_timeout=self.silence_timeout,
+            silence_prompt=self.silence_prompt,
+            max_duration=self.max_duration,
+            min_speech_ms=self.min_speech_ms,
+            end_silence_ms=self.end_silence_ms,
+            **self.options,
+        )
+
+
+class CallVoice:
+    """A call's pipeline, attached to its media by a task the call owns."""
+
+    def __init__(self, session: CallSession, config: VoiceConfig) -> None:
+        self.session = session
+        self.config = config
+        self.pipeline = config.build()
+        self._ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._failed: BaseException | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    async def attach(self) -> VoicePipeline:
+        """Attach the listening side (VAD, STT, barge-in) to the call's media."""
+        if self._task is None:
+            media = await self.session.media()
+            self._task = self.session.spawn(self._hold(media), name=f"voice-{self.session.id}")
+        ready = asyncio.ensure_future(self._ready.wait())
+        try:
+            await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if self._failed is not None:
+            raise self._failed
+        if not self._ready.is_set():
+            raise CallEnded(self.session.id)
+        return self.pipeline
+
+    async def _hold(self, media: Any) -> None:
+        try:
+            async with self.pipeline.attach(media, call_id=self.session.id):
+                self._ready.set()
+                await self._stop.wait()
+        except Exception as exc:
+            self._failed = exc
+            logger.exception("call %s: voice pipeline failed", self.session.id)
+
+    async def converse(self) -> EndReason:
+        """Run the autonomous conversation until the call or the pipeline ends it."""
+        media = await self.session.media()
+        await self.detach()  # run() attaches by itself; the agent's history is kept
+        return await self.pipeline.run(media, call_id=self.session.id)
+
+    async def detach(self) -> None:
+        if self._task is not None:
+            self._stop.set()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(self._task, 2.0)
+            self._task = None
+            self._ready.clear()
+            self._stop.clear()
+
+    async def close(self) -> None:
+        await self.detach()
