@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,10 +40,10 @@ if TYPE_CHECKING:
     from voxtra.call_media import CallMedia
     from voxtra.media.transport import MediaTransport
     from voxtra.pipeline.agent import Agent
-    from voxtra.recording.call_recorder import CallRecorder
-    from voxtra.recording.sinks import RecordingSink
     from voxtra.pipeline.events import SayResult, UserTranscriptEvent
     from voxtra.pipeline.pipeline import EndReason
+    from voxtra.recording.call_recorder import CallRecorder
+    from voxtra.recording.sinks import RecordingSink
     from voxtra.voice import CallVoice, VoiceConfig
 
 __all__ = ["CallDirection", "CallSession", "CallState", "Playback"]
@@ -325,12 +325,18 @@ class CallSession:
 
     # -- playback --------------------------------------------------------------------
 
-    async def play_file(self, name: str, *, lang: str | None = None) -> Playback:
-        """Start playing a sound (``sound:`` prefix optional) and return its handle."""
+    async def play_file(self, name: str | Sequence[str], *, lang: str | None = None) -> Playback:
+        """Start playing a sound (``sound:`` prefix optional) and return its handle.
+
+        A list plays its sounds back to back as one playback (finished after the last).
+        """
         self._check_alive()
-        media = name if ":" in name else f"sound:{name}"
+        names = [name] if isinstance(name, str) else list(name)
+        if not names:
+            raise ValueError("play_file needs at least one sound")
+        media = [n if ":" in n else f"sound:{n}" for n in names]
         playback_id = internal_id("playback")
-        playback = Playback(self, playback_id, media)
+        playback = Playback(self, playback_id, ",".join(media))
         try:
             await self._ari(
                 self.app.ari.channels.play(self.id, media, playback_id=playback_id, lang=lang)

@@ -12,8 +12,6 @@ import json
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,20 +28,7 @@ AUTH = {"Authorization": "Basic " + base64.b64encode(b"voxtra:voxtra").decode()}
 APP = "sipcaller-test"
 
 
-def _ari_up() -> bool:
-    req = urllib.request.Request(f"{ARI}/asterisk/info", headers=AUTH)
-    try:
-        with urllib.request.urlopen(req, timeout=2) as resp:
-            return bool(resp.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-pytestmark = [
-    pytest.mark.sip,
-    pytest.mark.asterisk,
-    pytest.mark.skipif(not _ari_up(), reason="Asterisk ARI not reachable at 127.0.0.1:8088"),
-]
+pytestmark = [pytest.mark.sip, pytest.mark.asterisk]
 
 TONE_AMPLITUDE = 0.5
 TONE_DBFS = audio.rms_dbfs(audio.tone(440, 1.0, amplitude=TONE_AMPLITUDE))
