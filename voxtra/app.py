@@ -55,7 +55,8 @@ from voxtra.config import VoxtraSettings, load_settings
 from voxtra.errors import CallEnded, VoxtraError
 from voxtra.media.pacer import Ticker
 from voxtra.providers.base import LLM, STT, TTS, VAD
-from voxtra.recording.sinks import RecordingSink
+from voxtra.recording.call_recorder import AppRecordings
+from voxtra.recording.sinks import LocalFileSink, RecordingSink
 from voxtra.routing import CallHandler, CallInfo, Route, Router, RoutingError
 from voxtra.voice import VoiceConfig
 
@@ -136,6 +137,8 @@ class VoxtraApp:
         )
         """Default speech providers and options for every call (see :mod:`voxtra.voice`)."""
         self.recording_sink = recording_sink
+        self.recordings: AppRecordings | None = None
+        """Recording delivery (spool + sinks), created by :meth:`start`."""
         self.ari = AriClient(settings.ari_url, settings.username, settings.password)
         self.router = Router()
         self.active_sessions: dict[str, CallSession] = {}
@@ -206,6 +209,12 @@ class VoxtraApp:
             raise
         for hook in self._startup:
             await hook()
+        self.recordings = AppRecordings(
+            self.ari,
+            self.recording_sink or LocalFileSink(self.settings.recordings_dir),
+            self.settings.spool_dir,
+        )
+        await self.recordings.resume()  # what an earlier run could not deliver
         self._stream = AriEventStream(
             self.ari,
             self.app_name,
@@ -260,6 +269,8 @@ class VoxtraApp:
                 await hook()
             except Exception:
                 logger.exception("on_shutdown hook failed")
+        if self.recordings is not None:
+            await self.recordings.aclose()  # unfinished uploads stay spooled
         await self.ticker.aclose()
         if self._audiosocket is not None:
             await self._audiosocket.close()
