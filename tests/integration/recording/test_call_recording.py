@@ -407,3 +407,28 @@ async def test_storage_down_stays_spooled_then_resumed_on_next_start(
         assert sha256_of(await body_stream.read()) == entry.metadata.sha256
     await assert_gone_from_asterisk(ari, name)
     assert await again.recordings.spooled() == []
+
+
+async def test_recording_that_hit_max_duration_is_delivered_by_record_stop(
+    make_app: MakeApp, ari: AriClient, dirs: tuple[Path, Path], tone_files: dict[float, str]
+) -> None:
+    results = Results()
+
+    async def body(call: CallSession) -> tuple[str, str | None, str]:
+        first = await call.record_start(max_duration=1)
+        await asyncio.sleep(1.8)  # Asterisk stops it after 1 s
+        second = await call.record_start()  # the finished one is delivered first
+        await asyncio.sleep(0.5)
+        assert await call.record_stop() == second
+        return first, await call.record_stop(), second
+
+    app = await start_app(make_app, dirs, body, results)
+    await call_app(app, tone_files[6.0])
+    first, stop_after, second = await results.get()
+    assert stop_after is None
+    assert app.recordings is not None
+    meta = await app.recordings.wait_delivered(first, timeout=10)
+    # Asterisk stopped it itself: about 1 s (1.4 s measured here), well short of 1.8 s.
+    assert_tone(path_of(meta.location), 1.2, tolerance=0.35)
+    await app.recordings.wait_delivered(second, timeout=10)
+    await assert_gone_from_asterisk(ari, first)
