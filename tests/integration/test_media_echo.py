@@ -75,10 +75,17 @@ def _check_echo(heard: Path, freq: float, seconds: float) -> None:
         ("rtp", "alaw", "PCMA", None),
         ("rtp", "slin", "PCMU", 8000),
         ("rtp", "ulaw", "PCMU", 16000),
+        ("websocket", "ulaw", "PCMU", None),
+        ("websocket", "slin16", "PCMU", 16000),
+        ("audiosocket", "slin", "PCMU", 8000),
     ],
 )
 async def test_echo_through_the_app(
-    make_app: MakeApp, tmp_path: Path, transport: str, wire: str, caller_codec: str,
+    make_app: MakeApp,
+    tmp_path: Path,
+    transport: str,
+    wire: str,
+    caller_codec: str,
     pcm_rate: int | None,
 ) -> None:
     await make_app(_echo_app(pcm_rate), media={"transport": transport, "codec": wire})
@@ -100,3 +107,91 @@ async def test_media_is_torn_down_with_the_call(make_app: MakeApp, tmp_path: Pat
     assert [b.id for b in bridges if b.id.startswith("voxtra-internal-")] == []
     assert app._internal == {}
     assert app._bridge_index == {}
+
+
+TRANSPORTS = [
+    ("rtp", "ulaw"),
+    ("rtp", "alaw"),
+    ("websocket", "ulaw"),
+    ("websocket", "slin16"),
+    ("audiosocket", "slin"),
+]
+
+
+async def _listen(tmp_path: Path, seconds: float) -> Path:
+    """A caller that dials 5100, stays silent and records what it hears."""
+    heard = tmp_path / "heard.wav"
+    async with SipCaller(workdir=tmp_path / "phone") as phone:
+        call = await phone.dial("5100", record=heard)
+        await call.wait_answered(10)
+        await call.wait_ended(seconds)
+    return heard
+
+
+@pytest.mark.parametrize(("transport", "wire"), TRANSPORTS)
+async def test_wideband_sources_play_at_the_right_pitch_and_speed(
+    make_app: MakeApp, tmp_path: Path, transport: str, wire: str
+) -> None:
+    from voxtra.media.frames import AudioChunk, Codec
+
+    def configure(app: VoxtraApp) -> None:
+        @app.route(extension="5100")
+        async def player(call: CallSession) -> None:
+            await call.answer()
+            await call.media()
+            await asyncio.sleep(0.3)
+            for freq, rate in ((1000, 16000), (1500, 24000)):
+                pcm = audio.tone(freq, 1.0, rate, AMPLITUDE).tobytes()
+                # in uneven pieces, as a TTS engine delivers them
+                for i in range(0, len(pcm), 1234):
+                    await call.send_audio(AudioChunk(pcm[i : i + 1234], rate, Codec.PCM16))
+                await call.send_audio(AudioChunk(bytes(rate // 2 * 2), rate, Codec.PCM16))
+            transport_ = await call.media()
+            while transport_.queued_ms > 0:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)
+
+    await make_app(configure, media={"transport": transport, "codec": wire})
+    heard = await _listen(tmp_path, 15)
+    samples, rate = audio.read_wav(heard)
+    segments = audio.active_segments(samples, rate, min_gap_ms=100)
+    assert len(segments) == 2, segments
+    for (start, end), freq in zip(segments, (1000, 1500), strict=True):
+        assert end - start == pytest.approx(1.0, abs=0.06)
+        body = samples[round((start + 0.05) * rate) : round((end - 0.05) * rate)]
+        assert audio.dominant_frequency(body, rate) == pytest.approx(freq, rel=0.02)
+        assert audio.longest_gap(samples, rate, within=(start, end)) <= 0.020
+
+
+@pytest.mark.parametrize(
+    ("transport", "wire"), [("rtp", "ulaw"), ("websocket", "ulaw"), ("audiosocket", "slin")]
+)
+async def test_flush_stops_queued_audio_within_a_frame_or_so(
+    make_app: MakeApp, tmp_path: Path, transport: str, wire: str
+) -> None:
+    from voxtra.media.frames import AudioChunk, Codec
+
+    flushed: list[float] = []
+
+    def configure(app: VoxtraApp) -> None:
+        @app.route(extension="5100")
+        async def talker(call: CallSession) -> None:
+            await call.answer()
+            media = await call.media()
+            await asyncio.sleep(0.3)
+            pcm = audio.tone(700, 10.0, 8000, AMPLITUDE).tobytes()
+            await call.send_audio(AudioChunk(pcm, 8000, Codec.PCM16))  # 10 s queued
+            await asyncio.sleep(1.0)
+            await call.flush_audio()
+            flushed.append(media.queued_ms)
+            await asyncio.sleep(1.5)
+
+    await make_app(configure, media={"transport": transport, "codec": wire})
+    heard = await _listen(tmp_path, 20)
+    assert flushed == [0.0]
+    samples, rate = audio.read_wav(heard)
+    segments = audio.active_segments(samples, rate, min_gap_ms=100)
+    assert len(segments) == 1, segments
+    start, end = segments[0]
+    # one second was meant to play; at most ~100 ms more may follow the flush
+    assert 0.9 <= end - start <= 1.1, (start, end)
