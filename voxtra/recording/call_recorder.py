@@ -410,6 +410,7 @@ class CallRecorder:
             "if_exists": "fail",
             "beep": beep,
         }
+        posted = False
         try:
             try:
                 if snoop_id is not None:
@@ -426,14 +427,16 @@ class CallRecorder:
                 raise CallEnded(session.id, f"call {session.id} has ended ({exc.message})") from exc
             except AriError as exc:
                 raise RecordingError(f"Asterisk refused recording {name!r}: {exc}") from exc
+            posted = True
             event = await session._await_event(started, START_TIMEOUT)
         except BaseException:
             session._cancel_waiter(started)
             session._cancel_waiter(finished)
             if snoop_id is not None:
                 await self._drop_snoop(snoop_id)
-            with contextlib.suppress(AriError):
-                await app.ari.recordings.cancel(name)
+            if posted:  # ours is running (or starting): discard it. Never touch another's.
+                with contextlib.suppress(AriError):
+                    await app.ari.recordings.cancel(name)
             raise
         if isinstance(event, RecordingFailed):
             session._cancel_waiter(finished)

@@ -273,13 +273,20 @@ async def test_stop_without_recording_bad_names_and_double_start(
     await app.recordings.wait_delivered(out["name"], timeout=10)
 
 
+@pytest.mark.parametrize("with_media", [False, True], ids=["snoop", "bridge"])
 async def test_caller_hangs_up_mid_recording_still_delivered(
-    make_app: MakeApp, ari: AriClient, dirs: tuple[Path, Path], tone_files: dict[float, str]
+    make_app: MakeApp,
+    ari: AriClient,
+    dirs: tuple[Path, Path],
+    tone_files: dict[float, str],
+    with_media: bool,
 ) -> None:
     results = Results()
     delivered: list[RecordingMetadata] = []
 
     async def body(call: CallSession) -> str:
+        if with_media:
+            await call.media()
         name = await call.record_start()
         results.queue.put_nowait(("ok", name))
         await call.wait_ended(timeout=10)  # the 2 s tone ends, the caller hangs up
