@@ -201,6 +201,33 @@ def _variables_body(variables: Mapping[str, str] | None) -> dict[str, Any] | Non
     return {"variables": dict(variables)} if variables else None
 
 
+IfExists = Literal["fail", "overwrite", "append"]
+
+
+async def _record(
+    client: AriClient,
+    path: str,
+    name: str,
+    fmt: str,
+    max_duration: int | None,
+    max_silence: int | None,
+    if_exists: IfExists,
+    beep: bool,
+    terminate_on: str | None,
+) -> LiveRecording:
+    """Start a live recording of a channel or a bridge (the same query either way)."""
+    params = {
+        "name": name,
+        "format": fmt,
+        "maxDurationSeconds": max_duration,
+        "maxSilenceSeconds": max_silence,
+        "ifExists": if_exists,
+        "beep": beep,
+        "terminateOn": terminate_on,
+    }
+    return await client.post_model(LiveRecording, path, params)
+
+
 class _Api:
     def __init__(self, client: AriClient) -> None:
         self._c = client
@@ -384,21 +411,20 @@ class ChannelsApi(_Api):
         *,
         max_duration: int | None = None,
         max_silence: int | None = None,
-        if_exists: Literal["fail", "overwrite", "append"] = "fail",
+        if_exists: IfExists = "fail",
         beep: bool = False,
         terminate_on: str | None = None,
     ) -> LiveRecording:
-        params = {
-            "name": name,
-            "format": fmt,
-            "maxDurationSeconds": max_duration,
-            "maxSilenceSeconds": max_silence,
-            "ifExists": if_exists,
-            "beep": beep,
-            "terminateOn": terminate_on,
-        }
-        return await self._c.post_model(
-            LiveRecording, f"/channels/{_seg(channel_id)}/record", params
+        return await _record(
+            self._c,
+            f"/channels/{_seg(channel_id)}/record",
+            name,
+            fmt,
+            max_duration,
+            max_silence,
+            if_exists,
+            beep,
+            terminate_on,
         )
 
     async def snoop(
@@ -572,20 +598,21 @@ class BridgesApi(_Api):
         *,
         max_duration: int | None = None,
         max_silence: int | None = None,
-        if_exists: Literal["fail", "overwrite", "append"] = "fail",
+        if_exists: IfExists = "fail",
         beep: bool = False,
         terminate_on: str | None = None,
     ) -> LiveRecording:
-        params = {
-            "name": name,
-            "format": fmt,
-            "maxDurationSeconds": max_duration,
-            "maxSilenceSeconds": max_silence,
-            "ifExists": if_exists,
-            "beep": beep,
-            "terminateOn": terminate_on,
-        }
-        return await self._c.post_model(LiveRecording, f"/bridges/{_seg(bridge_id)}/record", params)
+        return await _record(
+            self._c,
+            f"/bridges/{_seg(bridge_id)}/record",
+            name,
+            fmt,
+            max_duration,
+            max_silence,
+            if_exists,
+            beep,
+            terminate_on,
+        )
 
 
 class PlaybacksApi(_Api):
