@@ -363,6 +363,9 @@ class CallRecorder:
         recordings = self._recordings()
         recordings.check_sink(sink)
         async with self._lock:
+            if self._finishing is not None:  # a stop whose caller was cancelled
+                with contextlib.suppress(Exception):
+                    await self._finish_shielded()
             active = self._active
             if active is not None:
                 if not _ended_by_itself(active):
@@ -476,7 +479,7 @@ class CallRecorder:
         background. Raises RecordingFailedError when Asterisk reports a failure.
         """
         async with self._lock:
-            if self._active is None:
+            if self._active is None and self._finishing is None:
                 return None
             return await self._finish_shielded()
 
@@ -484,25 +487,33 @@ class CallRecorder:
         """At hangup: deliver a recording still running (or being stopped). Never raises."""
         try:
             async with self._lock:
-                if self._finishing is not None:
-                    with contextlib.suppress(Exception):
-                        await self._finishing
-                if self._active is not None:
+                if self._active is not None or self._finishing is not None:
                     await self._finish_shielded()
         except Exception:
             logger.exception("call %s: finalizing the recording failed", self.session.id)
 
     async def _finish_shielded(self) -> str:
-        """Run the finish in its own task: a cancelled caller does not lose the recording."""
-        active = self._active
-        assert active is not None
-        task = asyncio.ensure_future(self._finish(active))
-        self._finishing = task
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if task.done():
-                self._finishing = None
+        """Finish in a task of its own: a cancelled caller does not lose the recording.
+
+        A finish already under way (its caller was cancelled) is joined, not repeated.
+        """
+        task = self._finishing
+        if task is None:
+            active = self._active
+            assert active is not None
+            task = asyncio.ensure_future(self._finish(active))
+            self._finishing = task
+            task.add_done_callback(self._finish_done)
+        return await asyncio.shield(task)
+
+    def _finish_done(self, task: asyncio.Task[str]) -> None:
+        if self._finishing is task:
+            self._finishing = None
+        if not task.cancelled() and task.exception() is not None:
+            # Seen by whoever awaits it; logged here in case its caller was cancelled.
+            logger.debug(
+                "call %s: finishing a recording failed: %s", self.session.id, task.exception()
+            )
 
     async def _finish(self, active: _Recording) -> str:
         session, app = self.session, self.session.app

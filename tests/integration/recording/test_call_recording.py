@@ -152,6 +152,7 @@ async def test_record_start_stop_delivers_tone_to_local_dir(
     assert 1.8 < (meta.ended_at - meta.started_at).total_seconds() < 3.0
     assert_tone(stored, 2.0)
     await assert_gone_from_asterisk(ari, name)
+    assert await app.recordings.drain(5)  # the entry goes right after the hook ran
     assert await app.recordings.spooled() == []
     assert list((dirs[1] / ".incoming").iterdir()) == []
 
@@ -413,6 +414,7 @@ async def test_storage_down_stays_spooled_then_resumed_on_next_start(
     async with response["Body"] as body_stream:
         assert sha256_of(await body_stream.read()) == entry.metadata.sha256
     await assert_gone_from_asterisk(ari, name)
+    assert await again.recordings.drain(5)
     assert await again.recordings.spooled() == []
 
 
@@ -439,3 +441,32 @@ async def test_recording_that_hit_max_duration_is_delivered_by_record_stop(
     assert_tone(path_of(meta.location), 1.2, tolerance=0.35)
     await app.recordings.wait_delivered(second, timeout=10)
     await assert_gone_from_asterisk(ari, first)
+
+
+async def test_cancelled_record_stop_still_delivers_once(
+    make_app: MakeApp, ari: AriClient, dirs: tuple[Path, Path], tone_files: dict[float, str]
+) -> None:
+    results = Results()
+    delivered: list[str] = []
+
+    async def body(call: CallSession) -> tuple[str, bool, str | None]:
+        name = await call.record_start()
+        await asyncio.sleep(1.0)
+        cancelled = False
+        try:
+            await asyncio.wait_for(call.record_stop(), 0.005)  # gives up at once
+        except TimeoutError:
+            cancelled = True
+        return name, cancelled, await call.record_stop()  # joins the stop under way
+
+    app = await start_app(make_app, dirs, body, results)
+    assert app.recordings is not None
+    app.recordings.on_delivered = lambda meta: delivered.append(meta.name)
+    await call_app(app, tone_files[6.0])
+    name, cancelled, again = await results.get()
+    assert cancelled and again == name
+    meta = await app.recordings.wait_delivered(name, timeout=10)
+    assert_tone(path_of(meta.location), 1.0)
+    await asyncio.sleep(0.5)
+    assert delivered == [name]
+    await assert_gone_from_asterisk(ari, name)
