@@ -99,6 +99,29 @@ class JitterBuffer:
             self._highest = seq
         self._buf[seq] = packet
 
+    def push_in_order(self, sequence: int, ssrc: int) -> bool:
+        """The common case in one step: accept the packet if it is exactly the next one.
+
+        When nothing is buffered and ``sequence``/``ssrc`` are what ``pop_ready`` would
+        deliver next, the packet is counted as pushed and delivered and True is returned:
+        the caller hands its payload on directly, with no ``RtpPacket`` and no buffering.
+        Otherwise nothing changes and the caller uses ``push``/``pop_ready``. The
+        statistics come out exactly as the slow path's.
+        """
+        if self._buf or sequence != self._expected or ssrc != self._ssrc:
+            return False
+        st = self.stats
+        st.received += 1
+        assert self._highest is not None
+        if seq_diff(sequence, self._highest) < 0:
+            st.reordered += 1
+        else:
+            self._highest = sequence
+        st.delivered += 1
+        self._remember(sequence)
+        self._expected = (sequence + 1) & 0xFFFF
+        return True
+
     def pop_ready(self) -> list[RtpPacket | None]:
         """Packets now deliverable in order; ``None`` marks each lost one."""
         out: list[RtpPacket | None] = []

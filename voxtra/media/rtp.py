@@ -160,9 +160,11 @@ class RtpSender:
         sequence: int | None = None,
         timestamp: int | None = None,
     ) -> None:
+        if not 0 <= payload_type <= 127:
+            raise MediaError(f"payload type {payload_type} out of range")
         self.payload_type = payload_type
         self.samples_per_frame = samples_per_frame
-        self.ssrc = secrets.randbits(32) if ssrc is None else ssrc
+        self.ssrc = secrets.randbits(32) if ssrc is None else ssrc & 0xFFFFFFFF
         self.sequence = secrets.randbits(16) if sequence is None else sequence & 0xFFFF
         self.timestamp = secrets.randbits(32) if timestamp is None else timestamp & 0xFFFFFFFF
         self._marker_next = True
@@ -201,5 +203,23 @@ class RtpSender:
     def build(
         self, payload: bytes, *, skipped_frames: int = 0, samples: int | None = None
     ) -> bytes:
-        """``packet(...).build()``: the datagram to send."""
-        return self.packet(payload, skipped_frames=skipped_frames, samples=samples).build()
+        """``packet(...).build()``: the datagram to send.
+
+        The per-frame hot path of every outbound stream, so it packs the fixed header
+        straight from the counters (no ``RtpPacket`` object, no re-validation: the
+        payload type was range-checked once in ``__init__``).
+        """
+        if skipped_frames:
+            if skipped_frames < 0:
+                raise MediaError("skipped_frames cannot be negative")
+            self.timestamp = (self.timestamp + skipped_frames * self.samples_per_frame) & 0xFFFFFFFF
+            self._marker_next = True
+        b1 = self.payload_type | 0x80 if self._marker_next else self.payload_type
+        data = _HEADER.pack(0x80, b1, self.sequence, self.timestamp, self.ssrc) + payload
+        self._marker_next = False
+        self.sequence = (self.sequence + 1) & 0xFFFF
+        step = self.samples_per_frame if samples is None else samples
+        self.timestamp = (self.timestamp + step) & 0xFFFFFFFF
+        self.packets_sent += 1
+        self.octets_sent += len(payload)
+        return data

@@ -97,3 +97,38 @@ def test_any_arrival_order_delivers_increasing_unique(order: list[int]) -> None:
     assert st_.received == len(order)
     assert st_.delivered == len(got)
     assert st_.delivered + st_.duplicates + st_.late == st_.received
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.sampled_from([1, 1, 1, 2])), max_size=150),
+    st.integers(0, 0xFFFF),
+)
+def test_in_order_fast_path_matches_push_and_pop(order: list[tuple[int, int]], base: int) -> None:
+    """``push_in_order`` + fallback delivers the same packets with the same statistics."""
+    slow, fast = JitterBuffer(depth=3), JitterBuffer(depth=3)
+    got_slow: list[int | None] = []
+    got_fast: list[int | None] = []
+    for s, ssrc in order:
+        p = pkt(base + s, ssrc)
+        slow.push(p)
+        got_slow += seqs(slow.pop_ready())
+        if fast.push_in_order(p.sequence, p.ssrc):
+            got_fast.append(p.sequence)
+        else:
+            fast.push(p)
+            got_fast += seqs(fast.pop_ready())
+    assert got_fast == got_slow
+    assert fast.stats == slow.stats
+    assert fast.expected == slow.expected
+
+
+def test_in_order_fast_path_refuses_when_buffered_or_unknown() -> None:
+    jb = JitterBuffer(depth=3)
+    assert not jb.push_in_order(0, 1)  # nothing known yet: the slow path learns the stream
+    jb.push(pkt(0))
+    assert seqs(jb.pop_ready()) == [0]
+    assert jb.push_in_order(1, 1)
+    assert not jb.push_in_order(2, 9)  # another SSRC is a resync: slow path
+    jb.push(pkt(3))  # a gap: 3 waits for 2
+    assert not jb.push_in_order(2, 1)  # buffered packets: the slow path orders them
+    assert jb.stats.delivered == 2 and jb.stats.received == 3

@@ -156,3 +156,19 @@ def test_seq_diff_wraps() -> None:
     assert seq_diff(65535, 0) == -1
     assert seq_diff(5, 3) == 2
     assert seq_diff(100, 100) == 0
+
+
+def test_sender_build_fast_path_equals_packet_build() -> None:
+    a = RtpSender(PT_PCMU, 160, ssrc=0x1234_5678, sequence=65533, timestamp=0xFFFF_FE00)
+    b = RtpSender(PT_PCMU, 160, ssrc=0x1234_5678, sequence=65533, timestamp=0xFFFF_FE00)
+    payload = bytes(range(160))
+    for i, skipped in enumerate([0, 0, 3, 0, 0, 1, 0]):
+        fast = a.build(payload, skipped_frames=skipped)
+        slow = b.packet(payload, skipped_frames=skipped).build()
+        assert fast == slow
+        assert RtpPacket.parse(fast).marker == (i == 0 or skipped > 0)
+    assert (a.sequence, a.timestamp, a.octets_sent) == (b.sequence, b.timestamp, b.octets_sent)
+    with pytest.raises(MediaError):
+        a.build(payload, skipped_frames=-1)
+    with pytest.raises(MediaError):
+        RtpSender(128)
