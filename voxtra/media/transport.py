@@ -120,6 +120,20 @@ class OutboundFramer:
 
     def push(self, chunk: AudioChunk) -> list[bytes]:
         """Whole wire frames now available from ``chunk`` (the remainder is kept)."""
+        data = chunk.data
+        if (
+            chunk.codec is self.codec
+            and chunk.sample_rate == self.rate
+            and not self._pcm_tail
+            and len(data) % self.frame_bytes == 0
+        ):
+            # Already whole frames in the wire format (an echo, a G.711 prompt): no
+            # decode/re-encode round trip. (mu-law 0x7f stays 0x7f rather than becoming
+            # 0xff; both are zero.)
+            fb = self.frame_bytes
+            if len(data) == fb:
+                return [data]
+            return [data[i : i + fb] for i in range(0, len(data), fb)]
         pcm = g711.to_pcm16(chunk)
         if pcm.sample_rate != self.rate:
             if self._resampler is None or self._resampler.in_rate != pcm.sample_rate:
@@ -187,8 +201,12 @@ class MediaTransport(abc.ABC):
         self._space = asyncio.Event()
         self._space.set()
         self._send_lock = asyncio.Lock()
-        self._in: asyncio.Queue[AudioChunk | None] = asyncio.Queue(inbound_queue_frames + 1)
-        self._in_limit = inbound_queue_frames
+        # Inbound frames: a deque plus the futures of waiting readers, not an
+        # asyncio.Queue: with hundreds of calls each frame's hand-over is on the hot path.
+        self._in: deque[AudioChunk] = deque()
+        self._in_waiters: list[asyncio.Future[None]] = []
+        self._in_ended = False
+        self._in_limit = max(1, inbound_queue_frames)
         self._events: asyncio.Queue[TransportEvent | None] = asyncio.Queue()
         self._closed = False
         self._played_frames = 0
@@ -198,12 +216,21 @@ class MediaTransport(abc.ABC):
 
     async def frames(self) -> AsyncIterator[AudioChunk]:
         """Inbound 20 ms frames in the wire format, until the call ends."""
+        q = self._in
         while True:
-            item = await self._in.get()
-            if item is None:
-                self._in.put_nowait(None)  # let another reader see the end too
-                return
-            yield item
+            if q:
+                yield q.popleft()
+            elif self._in_ended:
+                return  # every reader sees the end
+            else:
+                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._in_waiters.append(fut)
+                try:
+                    await fut
+                finally:
+                    if not fut.done():  # cancelled while waiting
+                        fut.cancel()
+                        self._in_waiters.remove(fut)
 
     def __aiter__(self) -> AsyncIterator[AudioChunk]:
         return self.frames()
@@ -297,11 +324,20 @@ class MediaTransport(abc.ABC):
         """Hand one inbound frame to ``frames()`` (dropping the oldest if nobody reads)."""
         if self._closed:
             return
-        if self._in.qsize() >= self._in_limit:
-            self._in.get_nowait()
+        q = self._in
+        if len(q) >= self._in_limit:
+            q.popleft()
             self.stats.inbound_dropped += 1
-        self._in.put_nowait(frame)
+        q.append(frame)
         self.stats.frames_in += 1
+        if self._in_waiters:
+            self._wake_readers()
+
+    def _wake_readers(self) -> None:
+        waiters, self._in_waiters = self._in_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
 
     def _emit(self, event: TransportEvent) -> None:
         self._events.put_nowait(event)
@@ -318,7 +354,6 @@ class MediaTransport(abc.ABC):
         self.close_reason = reason
         self._out.clear()
         self._space.set()
-        if self._in.full():
-            self._in.get_nowait()
-        self._in.put_nowait(None)
+        self._in_ended = True
+        self._wake_readers()
         self._events.put_nowait(None)

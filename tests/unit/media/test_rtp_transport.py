@@ -205,3 +205,69 @@ async def test_transports_share_one_ticker() -> None:
         await b.close()
     assert len(ticker) == 0
     await ticker.aclose()
+
+
+async def test_remote_is_learned_from_valid_rtp_only(peer: Peer) -> None:
+    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1")
+    port = tr.local_address[1]
+    loop = asyncio.get_running_loop()
+    stranger, _ = await loop.create_datagram_endpoint(
+        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        stranger.sendto(b"\x00not rtp at all", ("127.0.0.1", port))
+        await asyncio.sleep(0.06)  # a few ticks: the garbage is read and counted
+        assert tr.remote is None and tr.stats.malformed == 1
+        peer.send_to(RtpPacket(0, 1, 160, 7, b"\xff" * 160), port)
+        frame = await asyncio.wait_for(anext(tr.frames()), 1)
+        assert frame.data == b"\xff" * 160
+        assert tr.remote == ("127.0.0.1", peer.port)
+    finally:
+        stranger.close()
+        await tr.close()
+
+
+async def test_echo_both_ways_keeps_order_numbering_and_stats(peer: Peer) -> None:
+    """Inbound is drained on the ticks that also send: a full echo loop over loopback."""
+    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1", jitter_depth=2)
+    port = tr.local_address[1]
+
+    async def echo() -> None:
+        async for f in tr:
+            await tr.send(f)
+
+    task = asyncio.create_task(echo())
+    try:
+        # in order, then a duplicate, a swap, and one lost packet (seq 14)
+        order = [*range(10), 9, 11, 10, 12, 13, 15, 16, 17, 18, 19]
+        for s in order:
+            peer.send_to(RtpPacket(0, 500 + s, 160 * s, 9, bytes([s]) * 160), port)
+            await asyncio.sleep(0.005)
+        got = await peer.collect(0.3)
+    finally:
+        await tr.close()
+        task.cancel()
+    assert [p.payload[0] for p in got] == [*range(14), 0xFF, *range(15, 20)]  # loss: silence
+    assert all(len(p.payload) == 160 for p in got)
+    assert all((b.sequence - a.sequence) & 0xFFFF == 1 for a, b in itertools.pairwise(got))
+    st = tr.stats
+    assert (st.duplicates, st.reordered, st.lost) == (1, 1, 1)
+    assert st.frames_in == 20 and st.frames_out == 20
+
+
+async def test_close_releases_socket_and_tick_and_wakes_every_reader() -> None:
+    from voxtra.media.pacer import Ticker
+
+    ticker = Ticker()
+    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1", ticker=ticker)
+    port = tr.local_address[1]
+    waiting = [asyncio.create_task(anext(tr.frames(), None)) for _ in range(2)]
+    cancelled = asyncio.create_task(anext(tr.frames(), None))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    await tr.close()
+    assert await asyncio.wait_for(asyncio.gather(*waiting), 1) == [None, None]
+    assert len(ticker) == 0
+    again = await RtpTransport.open("ulaw", bind_host="127.0.0.1", bind_port=port, ticker=ticker)
+    await again.close()  # the port was really released
+    await ticker.aclose()
