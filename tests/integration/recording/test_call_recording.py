@@ -285,28 +285,29 @@ async def test_caller_hangs_up_mid_recording_still_delivered(
     results = Results()
     delivered: list[RecordingMetadata] = []
 
-    async def body(call: CallSession) -> str:
+    async def body(call: CallSession) -> tuple[str, float]:
         if with_media:
             await call.media()
         name = await call.record_start()
-        results.queue.put_nowait(("ok", name))
+        began = time.monotonic()
         await call.wait_ended(timeout=10)  # the 2 s tone ends, the caller hangs up
-        return name
+        return name, time.monotonic() - began
 
     app = await start_app(make_app, dirs, body, results)
     assert app.recordings is not None
     app.recordings.on_delivered = delivered.append
     started = time.monotonic()
     await call_app(app, tone_files[2.0])
-    name = await results.get()
-    assert await results.get() == name
+    name, recorded_for = await results.get()
     meta = await app.recordings.wait_delivered(name, timeout=10)
     assert time.monotonic() - started < 8
     stored = path_of(meta.location)
     with wave.open(str(stored), "rb") as w:  # a complete WAV: header matches the data
         frames = w.getnframes()
         assert frames * 2 == stored.stat().st_size - 44
-    assert_tone(stored, 2.0, tolerance=0.6)
+    # Whatever was left of the tone when recording began, up to the hang-up.
+    assert recorded_for > 0.3
+    assert_tone(stored, recorded_for, tolerance=0.3)
     await asyncio.sleep(0.5)
     assert [m.name for m in delivered] == [name]
     await assert_gone_from_asterisk(ari, name)
@@ -464,7 +465,8 @@ async def test_cancelled_record_stop_still_delivers_once(
     app.recordings.on_delivered = lambda meta: delivered.append(meta.name)
     await call_app(app, tone_files[6.0])
     name, cancelled, again = await results.get()
-    assert cancelled and again == name
+    # The stop went on without its caller: the second one joins it, or finds it done.
+    assert cancelled and again in (name, None)
     meta = await app.recordings.wait_delivered(name, timeout=10)
     assert_tone(path_of(meta.location), 1.0)
     await asyncio.sleep(0.5)
