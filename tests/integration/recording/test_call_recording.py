@@ -426,7 +426,7 @@ async def test_recording_that_hit_max_duration_is_delivered_by_record_stop(
 
     async def body(call: CallSession) -> tuple[str, str | None, str]:
         first = await call.record_start(max_duration=1)
-        await asyncio.sleep(1.8)  # Asterisk stops it after 1 s
+        await asyncio.sleep(3.0)  # Asterisk stops it after 1 s (1.4-1.7 s measured)
         second = await call.record_start()  # the finished one is delivered first
         await asyncio.sleep(0.5)
         assert await call.record_stop() == second
@@ -438,8 +438,8 @@ async def test_recording_that_hit_max_duration_is_delivered_by_record_stop(
     assert stop_after is None
     assert app.recordings is not None
     meta = await app.recordings.wait_delivered(first, timeout=10)
-    # Asterisk stopped it itself: about 1 s (1.4 s measured here), well short of 1.8 s.
-    assert_tone(path_of(meta.location), 1.2, tolerance=0.35)
+    # Asterisk stopped it itself: about 1 s (1.4-1.7 s measured here), well short of 3 s.
+    assert_tone(path_of(meta.location), 1.5, tolerance=0.6)
     await app.recordings.wait_delivered(second, timeout=10)
     await assert_gone_from_asterisk(ari, first)
 
