@@ -157,7 +157,7 @@ async def test_record_start_stop_delivers_tone_to_local_dir(
     assert list((dirs[1] / ".incoming").iterdir()) == []
 
 
-async def test_recording_with_media_attached_records_the_bridge(
+async def test_recording_with_media_attached_records_the_conversation(
     make_app: MakeApp, ari: AriClient, dirs: tuple[Path, Path], tone_files: dict[float, str]
 ) -> None:
     results = Results()
@@ -167,7 +167,7 @@ async def test_recording_with_media_attached_records_the_bridge(
         name = await call.record_start(name="with-media-" + uuid.uuid4().hex[:6])
         assert call._recorder is not None and call._media is not None
         target = call._recorder.target
-        assert target == f"bridge:{call._media.bridge_id}"
+        assert target is not None and target.startswith("channel:voxtra-internal-snoop-")
         await asyncio.sleep(1.5)
         assert await call.record_stop() == name
         return name, target
@@ -274,7 +274,7 @@ async def test_stop_without_recording_bad_names_and_double_start(
     await app.recordings.wait_delivered(out["name"], timeout=10)
 
 
-@pytest.mark.parametrize("with_media", [False, True], ids=["snoop", "bridge"])
+@pytest.mark.parametrize("with_media", [False, True], ids=["no-media", "media"])
 async def test_caller_hangs_up_mid_recording_still_delivered(
     make_app: MakeApp,
     ari: AriClient,
