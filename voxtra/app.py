@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import signal
 import uuid
@@ -56,6 +57,8 @@ from voxtra.errors import CallEnded, VoxtraError
 from voxtra.media.pacer import Ticker
 from voxtra.providers.base import LLM, STT, TTS, VAD
 from voxtra.recording.call_recorder import AppRecordings
+from voxtra.recording.delivery import DeliveredHook
+from voxtra.recording.metadata import RecordingMetadata
 from voxtra.recording.sinks import LocalFileSink, RecordingSink
 from voxtra.routing import CallHandler, CallInfo, Route, Router, RoutingError
 from voxtra.voice import VoiceConfig
@@ -146,6 +149,7 @@ class VoxtraApp:
         self.hangup_grace = 2.0
         """Seconds a handler may keep running after its call ended, then it is cancelled."""
         self._startup: list[Hook] = []
+        self._delivered_hooks: list[DeliveredHook] = []
         self._shutdown: list[Hook] = []
         self._index: dict[str, CallSession] = {}
         self._bridge_index: dict[str, set[CallSession]] = {}
@@ -186,6 +190,23 @@ class VoxtraApp:
         self._shutdown.append(hook)
         return hook
 
+    def on_recording_delivered(self, hook: DeliveredHook) -> DeliveredHook:
+        """Run ``hook(metadata)`` once for every recording its sink confirmed stored.
+
+        Registered before ``start()``, it also sees recordings an earlier run spooled.
+        """
+        self._delivered_hooks.append(hook)
+        return hook
+
+    async def _recording_delivered(self, meta: RecordingMetadata) -> None:
+        for hook in self._delivered_hooks:
+            try:
+                result = hook(meta)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                logger.exception("on_recording_delivered hook failed for %s", meta.name)
+
     def get_session(self, call_id: str) -> CallSession | None:
         return self.active_sessions.get(call_id)
 
@@ -213,6 +234,7 @@ class VoxtraApp:
             self.ari,
             self.recording_sink or LocalFileSink(self.settings.recordings_dir),
             self.settings.spool_dir,
+            on_delivered=self._recording_delivered,
         )
         await self.recordings.resume()  # what an earlier run could not deliver
         self._stream = AriEventStream(
