@@ -14,6 +14,7 @@ soxr still serves whole-buffer conversion (:func:`resample_once`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from functools import lru_cache
 from math import gcd
 from typing import Literal
@@ -24,7 +25,7 @@ import soxr
 
 from voxtra.errors import MediaError
 
-__all__ = ["SUPPORTED_RATES", "Quality", "StreamResampler", "resample_once"]
+__all__ = ["SUPPORTED_RATES", "Quality", "StreamResampler", "resample_many", "resample_once"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,6 +193,85 @@ class StreamResampler:
         tail = self._run(np.zeros(self._taps // 2, dtype=np.float32))
         self.reset()
         return tail
+
+
+_BatchKey = tuple[int, int, int, int, int, int]
+_TOEPLITZ: dict[_BatchKey, tuple[npt.NDArray[np.float32], int]] = {}
+
+
+def _toeplitz(rs: StreamResampler, key: _BatchKey) -> tuple[npt.NDArray[np.float32], int]:
+    """The whole filter for one frame as a matrix: ``output = [history, frame] @ T``.
+
+    About 4x the multiply-adds of the polyphase loop, but one BLAS matrix product
+    over all streams' frames at once, which is what makes it cheap per stream.
+    """
+    cached = _TOEPLITZ.get(key)
+    if cached is not None:
+        return cached
+    _, _, taps, n, start, phase0 = key
+    up, down = rs._up, rs._down
+    count = (n * up - 1 - (start * up + phase0)) // down + 1
+    t = np.zeros((taps - 1 + n, count), np.float32)
+    for j in range(count):
+        pos = phase0 + j * down
+        row = start + pos // up
+        t[row : row + taps, j] = rs._bank[pos % up]
+    if len(_TOEPLITZ) < 64:
+        _TOEPLITZ[key] = (t, count)
+    return t, count
+
+
+def resample_many(resamplers: Sequence[StreamResampler], frames: Sequence[bytes]) -> list[bytes]:
+    """``[rs.process(f) for rs, f in zip(resamplers, frames)]``, many streams at once.
+
+    For a server carrying hundreds of calls: streams in the same state (same rates,
+    quality, frame length and filter phase, which live streams of whole 20 ms frames
+    are) are filtered together in one matrix product; anything else falls back to
+    ``process``. Results and the state left in each resampler are those of ``process``
+    (to float rounding: at most 1 LSB apart).
+    """
+    out = [b""] * len(frames)
+    groups: dict[_BatchKey, list[int]] = {}
+    for i, (rs, data) in enumerate(zip(resamplers, frames, strict=True)):
+        if rs.passthrough:
+            out[i] = data
+        elif rs._pending or not data or len(data) % 2:
+            out[i] = rs.process(data)
+        else:
+            up = rs._up
+            key = (
+                rs.in_rate,
+                rs.out_rate,
+                rs._taps,
+                len(data) // 2,
+                rs._next // up - rs._consumed,
+                rs._next % up,
+            )
+            groups.setdefault(key, []).append(i)
+    for key, idx in groups.items():
+        if len(idx) == 1 or (key not in _TOEPLITZ and len(_TOEPLITZ) >= 64):
+            for i in idx:  # alone, or a rate pair whose phase wanders (22.05 kHz)
+                out[i] = resamplers[i].process(frames[i])
+            continue
+        first = resamplers[idx[0]]
+        t, count = _toeplitz(first, key)
+        n, h, down = key[3], first._taps - 1, first._down
+        buf = np.empty((len(idx), h + n), np.float32)
+        buf[:, :h] = np.stack([resamplers[i]._history for i in idx])
+        buf[:, h:] = np.frombuffer(b"".join([frames[i] for i in idx]), "<i2").reshape(-1, n)
+        y = buf @ t
+        np.rint(y, out=y)
+        np.minimum(y, _I16_MAX, out=y)
+        np.maximum(y, _I16_MIN, out=y)
+        data = y.astype("<i2").tobytes()
+        size = 2 * count
+        for j, i in enumerate(idx):
+            out[i] = data[j * size : (j + 1) * size]
+            rs = resamplers[i]
+            rs._history = buf[j, n:]
+            rs._consumed += n
+            rs._next += down * count
+    return out
 
 
 def resample_once(pcm: bytes, in_rate: int, out_rate: int, quality: Quality = "HQ") -> bytes:
