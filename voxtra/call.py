@@ -597,7 +597,11 @@ class CallSession:
         return bridge_id
 
     async def _create_bridge(self, kind: str) -> str:
-        bridge = await self.app.ari.bridges.create("mixing", bridge_id=internal_id(kind))
+        # proxy_media for the media bridge: without it Asterisk switches the caller and
+        # the ExternalMedia channel to a native RTP bridge once both send, and the app's
+        # inbound audio stopped within a second (measured: say while listening).
+        bridge_type = "mixing,proxy_media" if kind == "media" else "mixing"
+        bridge = await self.app.ari.bridges.create(bridge_type, bridge_id=internal_id(kind))
         self._bridges.add(bridge.id)
         self.app._index_bridge(bridge.id, self)
         return bridge.id
