@@ -47,6 +47,10 @@ class VoiceConfig:
     end_silence_ms: float = 600.0
     options: dict[str, Any] = field(default_factory=dict)
     """Further keyword arguments for :class:`VoicePipeline`."""
+    on_pipeline: Callable[[CallSession, VoicePipeline], None] | None = None
+    """Called with each call's new pipeline, before it runs: the place to subscribe to
+    its events (``pipeline.on_event``) for logs and metrics, since the session does not
+    expose the pipeline itself."""
 
     @property
     def configured(self) -> bool:
@@ -81,6 +85,8 @@ class CallVoice:
         self.session = session
         self.config = config
         self.pipeline = config.build()
+        if config.on_pipeline is not None:
+            config.on_pipeline(session, self.pipeline)
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._failed: BaseException | None = None

@@ -245,6 +245,7 @@ class VoicePipeline:
         min_comma_chars: int = 40,
         sentence_queue: int = 8,
         final_grace: float = 2.0,
+        stt_preroll_ms: float | None = 500.0,
     ) -> None:
         self.stt = stt
         self.llm = llm
@@ -262,6 +263,11 @@ class VoicePipeline:
         self.min_comma_chars = min_comma_chars
         self.sentence_queue = sentence_queue
         self.final_grace = final_grace
+        self.stt_preroll_ms = stt_preroll_ms
+        """STT hears only the caller's turns, each with this much audio before the onset;
+        None streams every frame. An utterance-level STT (pocketsphinx) decodes all it was
+        sent since the last end of speech, and long silence before a question made it
+        return nothing; it also keeps cloud STT from billing silence."""
         self.turn = TurnDetector(min_speech_ms=min_speech_ms, end_silence_ms=end_silence_ms)
         self.metrics: list[TurnMetrics] = []
         """Per-turn metrics of the autonomous loop, oldest first."""
@@ -431,6 +437,8 @@ class VoicePipeline:
     async def _input_loop(self, media: MediaIO) -> None:
         assert self._ended is not None and self._stt_audio is not None
         clock = self._clock
+        preroll: deque[AudioChunk] = deque()
+        preroll_ms = 0.0
         try:
             async for frame in media.frames():
                 now = clock.now()
@@ -442,7 +450,18 @@ class VoicePipeline:
                     speech, energy, frame_ms=frame.duration_ms, agent_speaking=agent_speaking
                 )
                 if self.stt is not None:
-                    self._stt_audio.put(frame)
+                    if self.stt_preroll_ms is None:
+                        self._stt_audio.put(frame)
+                    elif self.turn.in_speech or isinstance(event, SpeechEnded):
+                        while preroll:
+                            self._stt_audio.put(preroll.popleft())
+                        preroll_ms = 0.0
+                        self._stt_audio.put(frame)
+                    else:
+                        preroll.append(frame)
+                        preroll_ms += frame.duration_ms
+                        while preroll_ms > self.stt_preroll_ms and preroll:
+                            preroll_ms -= preroll.popleft().duration_ms
                 if self.turn.in_speech:
                     self._last_activity = now
                 if isinstance(event, SpeechStarted):
