@@ -1,0 +1,164 @@
+"""The ``voxtra`` command: ``demo``, ``run module:app`` and ``doctor``.
+
+A command line program is an application, so unlike the library it configures logging
+(``--log-level``, default WARNING; ``run`` defaults to INFO so a running app is visible).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import importlib.metadata
+import logging
+import os
+import platform
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_app", "main"]
+
+_DEPENDENCIES = (
+    "aiohttp",
+    "pydantic",
+    "numpy",
+    "anyio",
+    "soxr",
+    "webrtcvad-wheels",
+    "pocketsphinx",
+    "espeakng-loader",
+    "pjsua2-python",
+)
+
+
+def load_app(spec: str) -> Any:
+    """The object named by ``module:attribute`` (``module`` alone means ``module:app``).
+
+    A path to a ``.py`` file works as the module. An attribute that is a callable but
+    not an app (a factory) is called without arguments.
+    """
+    from voxtra.app import VoxtraApp
+
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "app"
+    try:
+        if module_name.endswith(".py"):
+            path = Path(module_name).resolve()
+            spec_obj = importlib.util.spec_from_file_location(path.stem, path)
+            if spec_obj is None or spec_obj.loader is None:
+                raise ImportError(f"cannot load {path}")
+            module = importlib.util.module_from_spec(spec_obj)
+            sys.modules[path.stem] = module
+            spec_obj.loader.exec_module(module)
+        else:
+            sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(module_name)
+    except (ImportError, OSError) as exc:
+        raise SystemExit(f"voxtra run: cannot import {module_name!r}: {exc}") from exc
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise SystemExit(f"voxtra run: {module_name!r} has no attribute {attr!r}")
+    if not isinstance(obj, VoxtraApp) and callable(obj):
+        obj = obj()
+    if not isinstance(obj, VoxtraApp):
+        raise SystemExit(f"voxtra run: {spec} is a {type(obj).__name__}, not a VoxtraApp")
+    return obj
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from voxtra.demo import DemoError, run_demo
+
+    try:
+        asyncio.run(
+            run_demo(
+                extension=args.extension,
+                workdir=args.workdir,
+                keep_asterisk=args.keep_asterisk,
+                strict=args.strict,
+                app_name=args.app_name,
+            )
+        )
+    except DemoError as exc:
+        print(f"voxtra demo failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    print("voxtra demo: OK")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    app.run()
+    return 0
+
+
+async def _check_ari() -> tuple[bool, str]:
+    from voxtra.ari.client import AriClient
+    from voxtra.config import load_settings
+
+    settings = load_settings()
+    try:
+        async with AriClient(settings.ari_url, settings.username, settings.password) as ari:
+            info = await asyncio.wait_for(ari.asterisk.info(), 5.0)
+    except Exception as exc:  # any failure is the answer here, reported as text
+        return False, f"ARI at {settings.ari_url}: unreachable ({type(exc).__name__}: {exc})"
+    version = info.system.version if info.system is not None else "?"
+    return True, f"ARI at {settings.ari_url}: reachable, Asterisk {version}"
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    import voxtra
+
+    print(f"voxtra {voxtra.__version__}, Python {platform.python_version()} ({sys.executable})")
+    for name in _DEPENDENCIES:
+        try:
+            version = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            version = "not installed"
+        print(f"  {name:18} {version}")
+    ok, message = asyncio.run(_check_ari())
+    print(message)
+    if not ok and not os.environ.get("VOXTRA_ARI_URL"):
+        print("  (set VOXTRA_ARI_URL, or run `voxtra demo` to start the Asterisk sandbox)")
+    return 0 if ok else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voxtra", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="call the embedded demo assistant from a SIP phone")
+    demo.add_argument("--extension", default="100", help="extension to dial (default 100)")
+    demo.add_argument("--workdir", default=None, help="where WAVs and recordings go")
+    demo.add_argument(
+        "--keep-asterisk", action="store_true", help="leave a sandbox it started running"
+    )
+    demo.add_argument(
+        "--strict", action="store_true", help="fail when an answer misses its expected word"
+    )
+    demo.add_argument(
+        "--app-name",
+        default=None,
+        help="Stasis app name; other than the dialplan's 'voxtra', Asterisk calls the phone",
+    )
+    demo.set_defaults(func=_cmd_demo, default_level="WARNING")
+    run = sub.add_parser("run", help="run a VoxtraApp: voxtra run module:app")
+    run.add_argument("app", help="module:attribute, or path/to/file.py:attribute")
+    run.set_defaults(func=_cmd_run, default_level="INFO")
+    doctor = sub.add_parser("doctor", help="check ARI reachability, print versions")
+    doctor.set_defaults(func=_cmd_doctor, default_level="WARNING")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    level = (args.log_level or args.default_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
