@@ -16,10 +16,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from voxtra.media.frames import FRAME_MS
 
-__all__ = ["Pacer", "Ticker"]
+__all__ = ["Pacer", "TickHook", "Ticker"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,14 @@ TickCallback = Callable[[int], None]
 """Called once per tick with the number of frames skipped by a resync (usually 0)."""
 
 
+class TickHook(Protocol):
+    def after_tick(self) -> None:
+        """Runs once per tick, after every stream's callback."""
+
+
+HookT = TypeVar("HookT", bound=TickHook)
+
+
 class Ticker:
     """One pacing task driving many streams; each callback runs once per 20 ms tick.
 
@@ -116,6 +125,7 @@ class Ticker:
         self.lateness: list[float] = []
         """Recent per-tick lateness in seconds (bounded), for jitter statistics."""
         self._lateness_cap = 3000
+        self._hooks: dict[str, TickHook] = {}
 
     def add(self, callback: TickCallback) -> int:
         """Register ``callback``; starts the task on first use. Returns a handle."""
@@ -126,6 +136,20 @@ class Ticker:
             self.pacer = Pacer(self.frame_ms, clock=self._clock)
             self._task = asyncio.get_running_loop().create_task(self._run(), name="voxtra-ticker")
         return handle
+
+    def hook(self, key: str, factory: Callable[[], HookT]) -> HookT:
+        """The object shared under ``key`` by this ticker's streams (made on first use).
+
+        Its ``after_tick()`` runs once per tick after every stream's callback, so
+        streams can hand it work during their callbacks and have it done for all of
+        them at once (e.g. one matrix product for every call's resampling).
+        """
+        found = self._hooks.get(key)
+        if found is None:
+            made = factory()
+            self._hooks[key] = made
+            return made
+        return found  # type: ignore[return-value]
 
     def remove(self, handle: int) -> None:
         self._callbacks.pop(handle, None)
@@ -147,6 +171,11 @@ class Ticker:
                 except Exception:
                     logger.exception("tick callback failed; removing it")
                     self._callbacks.pop(handle, None)
+            for hook in list(self._hooks.values()):
+                try:
+                    hook.after_tick()
+                except Exception:
+                    logger.exception("after-tick hook failed")
         self._task = None
 
     async def aclose(self) -> None:

@@ -26,7 +26,7 @@ from voxtra.errors import ConfigError, MediaError
 from voxtra.media.frames import FRAME_MS, AudioChunk, Codec
 from voxtra.media.jitter import JitterBuffer
 from voxtra.media.pacer import Ticker
-from voxtra.media.resample import Quality
+from voxtra.media.resample import Quality, resample_many
 from voxtra.media.rtp import (
     PT_L16_8K,
     PT_PCMA,
@@ -36,7 +36,7 @@ from voxtra.media.rtp import (
     RtpParseError,
     RtpSender,
 )
-from voxtra.media.transport import MediaTransport
+from voxtra.media.transport import InboundConverter, MediaTransport
 
 __all__ = ["WIRE_FORMATS", "RtpTransport", "WireFormat"]
 
@@ -69,6 +69,35 @@ _FIXED = struct.Struct("!BBHII")
 _RECV_SIZE = 2048  # larger than any RTP packet Asterisk sends us (slin16: 652 bytes)
 _MAX_DRAIN = 64
 """At most this many datagrams per socket per tick, so a flood cannot stall the ticker."""
+
+
+class _TickBatch:
+    """Work the RTP streams of one ticker hand in during a tick, done for all at its end.
+
+    Inbound resampling (``set_inbound_format`` at another rate) is per-stream state but
+    the same arithmetic for every call: ``resample_many`` does all of it in one matrix
+    product. A stream with two frames in one tick gets them in two rounds, in order.
+    """
+
+    def __init__(self) -> None:
+        self.inbound: list[tuple[RtpTransport, InboundConverter, bytes]] = []
+
+    def after_tick(self) -> None:
+        pending, self.inbound = self.inbound, []
+        while pending:
+            now: list[tuple[RtpTransport, InboundConverter, bytes]] = []
+            later: list[tuple[RtpTransport, InboundConverter, bytes]] = []
+            seen: set[int] = set()
+            for entry in pending:
+                key = id(entry[1])
+                (later if key in seen else now).append(entry)
+                seen.add(key)
+            resamplers = [conv.resampler for _, conv, _ in now]
+            outs = resample_many(resamplers, [pcm for _, _, pcm in now])  # type: ignore[arg-type]
+            for (tr, conv, _), pcm in zip(now, outs, strict=True):
+                if pcm:
+                    tr._enqueue(conv.finish(pcm))
+            pending = later
 
 
 class RtpTransport(MediaTransport):
@@ -115,6 +144,7 @@ class RtpTransport(MediaTransport):
         )
         self._ticker = ticker if ticker is not None else Ticker()
         self._own_ticker = ticker is None
+        self._batch = self._ticker.hook("voxtra.rtp", _TickBatch)
         self._tick_handle: int | None = None
         self._sock: socket.socket | None = None
         self._local: tuple[str, int] | None = None
@@ -206,8 +236,7 @@ class RtpTransport(MediaTransport):
             _, b1, seq, _, ssrc = _FIXED.unpack_from(data)
             if self.jitter.push_in_order(seq, ssrc):
                 self.inbound_payload_types.add(b1 & 0x7F)
-                self._deliver_payload(data[12:])
-                self._sync_stats()
+                self._deliver_payload(data[12:])  # no loss/late/dup/reorder stats changed
                 return
         try:
             pkt = RtpPacket.parse(data)
@@ -220,10 +249,8 @@ class RtpTransport(MediaTransport):
         self.inbound_payload_types.add(pkt.payload_type)
         self.jitter.push(pkt)
         for item in self.jitter.pop_ready():
-            if item is None:
-                self._deliver(self._silence)
-            else:
-                self._deliver_payload(item.payload)
+            # a lost packet is a frame of silence: timing downstream stays honest
+            self._deliver_payload(self._silence.data if item is None else item.payload)
         self._sync_stats()
 
     def _deliver_payload(self, payload: bytes) -> None:
@@ -232,12 +259,13 @@ class RtpTransport(MediaTransport):
                 self.stats.malformed += 1
                 return
             payload = _swap16(payload)
-        try:
-            chunk = AudioChunk(payload, self.wire_rate, self.wire_codec)
-        except ValueError:
-            self.stats.malformed += 1
-            return
-        self._deliver(chunk)
+        conv = self._in_conv
+        if conv is None:
+            self._enqueue(AudioChunk(payload, self.wire_rate, self.wire_codec))
+        elif conv.resampler is None:
+            self._enqueue(conv.finish(conv.to_pcm(payload)))
+        else:
+            self._batch.inbound.append((self, conv, conv.to_pcm(payload)))
 
     def _sync_stats(self) -> None:
         js = self.jitter.stats

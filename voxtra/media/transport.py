@@ -39,6 +39,7 @@ __all__ = [
     "DtmfEvent",
     "FlowEvent",
     "HangupEvent",
+    "InboundConverter",
     "MediaTransport",
     "OutboundFramer",
     "TransportEvent",
@@ -176,6 +177,41 @@ class OutboundFramer:
         return [body[i : i + fb] for i in range(0, len(body), fb)]
 
 
+class InboundConverter:
+    """Wire frames -> the codec and rate the reader asked for (resampler state kept).
+
+    Split in three steps so a transport can run the middle one (resampling) for many
+    calls at once with ``resample_many``: ``to_pcm`` (decode at the wire rate),
+    ``resampler.process`` (if the rates differ), ``finish`` (encode, wrap).
+    """
+
+    def __init__(
+        self, wire_codec: Codec, wire_rate: int, codec: Codec, rate: int, quality: Quality = "HQ"
+    ) -> None:
+        if codec is not Codec.PCM16 and rate != 8000:
+            raise MediaError(f"{codec} audio is 8 kHz; ask for pcm16 at {rate} Hz instead")
+        self.wire_codec = wire_codec
+        self.codec = codec
+        self.rate = rate
+        self.resampler = StreamResampler(wire_rate, rate, quality) if rate != wire_rate else None
+
+    def to_pcm(self, wire: bytes) -> bytes:
+        return g711.decode(wire, self.wire_codec)
+
+    def finish(self, pcm: bytes) -> AudioChunk:
+        if self.codec is Codec.ULAW:
+            return AudioChunk(g711.pcm16_to_ulaw(pcm), 8000, Codec.ULAW)
+        if self.codec is Codec.ALAW:
+            return AudioChunk(g711.pcm16_to_alaw(pcm), 8000, Codec.ALAW)
+        return AudioChunk(pcm, self.rate, Codec.PCM16)
+
+    def convert(self, frame: AudioChunk) -> AudioChunk:
+        pcm = self.to_pcm(frame.data)
+        if self.resampler is not None:
+            pcm = self.resampler.process(pcm)
+        return self.finish(pcm)
+
+
 EventCallback = Callable[[TransportEvent], None]
 
 
@@ -207,6 +243,8 @@ class MediaTransport(abc.ABC):
         self._in_waiters: list[asyncio.Future[None]] = []
         self._in_ended = False
         self._in_limit = max(1, inbound_queue_frames)
+        self._in_conv: InboundConverter | None = None
+        self._resample_quality: Quality = resample_quality
         self._events: asyncio.Queue[TransportEvent | None] = asyncio.Queue()
         self._closed = False
         self._played_frames = 0
@@ -235,6 +273,26 @@ class MediaTransport(abc.ABC):
     def __aiter__(self) -> AsyncIterator[AudioChunk]:
         return self.frames()
 
+    def set_inbound_format(self, codec: Codec, rate: int) -> None:
+        """Make ``frames()`` yield ``codec`` at ``rate`` instead of the wire format.
+
+        The transport converts as frames arrive (the RTP transport does it for all
+        its ticker's calls at once), which is cheaper than each reader converting.
+        Frames already queued stay as they were. The wire format itself undoes it.
+        """
+        if codec is self.wire_codec and rate == self.wire_rate:
+            self._in_conv = None
+        else:
+            self._in_conv = InboundConverter(
+                self.wire_codec, self.wire_rate, codec, rate, self._resample_quality
+            )
+
+    @property
+    def inbound_format(self) -> tuple[Codec, int]:
+        """What ``frames()`` yields: ``(codec, sample_rate)``."""
+        conv = self._in_conv
+        return (self.wire_codec, self.wire_rate) if conv is None else (conv.codec, conv.rate)
+
     async def events(self) -> AsyncIterator[TransportEvent]:
         """Control events (DTMF, hangup, flow control, protocol messages) until closed."""
         while True:
@@ -248,6 +306,14 @@ class MediaTransport(abc.ABC):
         """Queue audio of any length/codec/rate; waits while the outbound queue is full."""
         if self._closed:
             raise CallEnded(self.call_id, f"media transport closed: {self.close_reason}")
+        if len(self._out) < self._max_out and not self._send_lock.locked():
+            # Room and nobody waiting before us: queue now. Nothing below awaits, so this
+            # is as atomic as the locked path (the per-frame hot path of an echo/agent).
+            frames = self._framer.push(chunk)
+            if frames:
+                self._out.extend(frames)
+                self._on_queued()
+            return
         async with self._send_lock:
             while len(self._out) >= self._max_out:
                 self._space.clear()
@@ -321,7 +387,15 @@ class MediaTransport(abc.ABC):
         self.stats.frames_out += 1
 
     def _deliver(self, frame: AudioChunk) -> None:
-        """Hand one inbound frame to ``frames()`` (dropping the oldest if nobody reads)."""
+        """Hand one inbound wire frame to ``frames()``, converted as the reader asked."""
+        if self._in_conv is not None:
+            frame = self._in_conv.convert(frame)
+            if not frame.data:
+                return
+        self._enqueue(frame)
+
+    def _enqueue(self, frame: AudioChunk) -> None:
+        """Queue one frame for ``frames()`` as is (dropping the oldest if nobody reads)."""
         if self._closed:
             return
         q = self._in

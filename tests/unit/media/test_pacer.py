@@ -108,3 +108,45 @@ async def test_ticker_drives_all_callbacks_and_isolates_failures() -> None:
     assert calls["a"] == a_then
     assert len(ticker) == 1 and len(ticker.lateness) >= 5
     await ticker.aclose()
+
+
+async def test_ticker_hook_is_shared_and_runs_after_every_callback() -> None:
+    ticker = Ticker(1)
+    log: list[str] = []
+
+    class Batch:
+        def __init__(self) -> None:
+            self.items: list[str] = []
+            self.fail = True
+
+        def after_tick(self) -> None:
+            log.append(f"batch{len(self.items)}")
+            self.items.clear()
+            if self.fail:
+                self.fail = False
+                raise RuntimeError("a failing hook is logged, not removed")
+
+    made: list[Batch] = []
+
+    def factory() -> Batch:
+        made.append(Batch())
+        return made[-1]
+
+    batch = ticker.hook("k", factory)
+    assert ticker.hook("k", factory) is batch and len(made) == 1
+
+    def stream(name: str):  # type: ignore[no-untyped-def]
+        def f(_skipped: int) -> None:
+            log.append(name)
+            batch.items.append(name)
+
+        return f
+
+    ticker.add(stream("a"))
+    ticker.add(stream("b"))
+    while log.count("batch2") < 3:
+        await asyncio.sleep(0.002)
+    await ticker.aclose()
+    first = log.index("batch2")
+    assert log[first - 2 : first + 1] == ["a", "b", "batch2"]  # after both callbacks
+    assert log[:3] == ["a", "b", "batch2"]  # the first tick's hook raised and still ran later

@@ -271,3 +271,78 @@ async def test_close_releases_socket_and_tick_and_wakes_every_reader() -> None:
     again = await RtpTransport.open("ulaw", bind_host="127.0.0.1", bind_port=port, ticker=ticker)
     await again.close()  # the port was really released
     await ticker.aclose()
+
+
+async def test_inbound_format_converts_many_calls_at_once_like_one_at_a_time(peer: Peer) -> None:
+    """set_inbound_format: ulaw on the wire, PCM16 at 16 kHz out, batched across calls.
+
+    Each call must get exactly what a lone per-frame converter makes of its stream,
+    lost packets included (as converted silence), and in order.
+    """
+    from voxtra.media import g711
+    from voxtra.media.pacer import Ticker
+    from voxtra.media.transport import InboundConverter
+
+    ticker = Ticker()
+    calls = [
+        await RtpTransport.open("ulaw", bind_host="127.0.0.1", ticker=ticker) for _ in range(3)
+    ]
+    for tr in calls:
+        tr.set_inbound_format(Codec.PCM16, 16000)
+        assert tr.inbound_format == (Codec.PCM16, 16000)
+    t = np.arange(160 * 12)
+    streams = []
+    for k, tr in enumerate(calls):
+        pcm = (6000 * np.sin(2 * np.pi * (300 + 200 * k) * t / 8000)).astype("<i2").tobytes()
+        wire = g711.pcm16_to_ulaw(pcm)
+        frames = [wire[i : i + 160] for i in range(0, len(wire), 160)]
+        streams.append(frames)
+        for s, f in enumerate(frames):
+            if k == 1 and s == 4:
+                continue  # lost: must come out as (converted) silence
+            peer.send_to(RtpPacket(0, 100 + s, 160 * s, 50 + k, f), tr.local_address[1])
+    try:
+        got = []
+        for tr in calls:
+            it = tr.frames()
+            got.append([await asyncio.wait_for(anext(it), 1) for _ in range(12)])
+    finally:
+        for tr in calls:
+            await tr.close()
+        await ticker.aclose()
+    for k, frames in enumerate(streams):
+        ref = InboundConverter(Codec.ULAW, 8000, Codec.PCM16, 16000)
+        silence = AudioChunk.silence(Codec.ULAW)
+        want = [
+            ref.convert(silence if (k == 1 and s == 4) else AudioChunk(f)).data
+            for s, f in enumerate(frames)
+        ]
+        assert all(c.codec is Codec.PCM16 and c.sample_rate == 16000 for c in got[k])
+        for g, w in zip(got[k], want, strict=True):
+            a = np.frombuffer(g.data, "<i2").astype(int)
+            b = np.frombuffer(w, "<i2").astype(int)
+            assert len(a) == len(b) == 320
+            assert np.max(np.abs(a - b)) <= 1
+    assert calls[1].stats.lost == 1
+
+
+async def test_inbound_format_same_rate_and_back_to_wire(peer: Peer) -> None:
+    tr = await RtpTransport.open("alaw", bind_host="127.0.0.1")
+    port = tr.local_address[1]
+    try:
+        tr.set_inbound_format(Codec.PCM16, 8000)  # decode only, no resampling
+        peer.send_to(RtpPacket(8, 1, 0, 3, b"\xd5" * 160), port)
+        first = await asyncio.wait_for(anext(tr.frames()), 1)
+        quiet = np.full(160, 8, "<i2").tobytes()  # A-law's smallest level: it has no zero
+        assert (first.codec, first.sample_rate, first.data) == (Codec.PCM16, 8000, quiet)
+        tr.set_inbound_format(Codec.ALAW, 8000)  # the wire format: as received
+        assert tr.inbound_format == (Codec.ALAW, 8000)
+        peer.send_to(RtpPacket(8, 2, 160, 3, b"\x55" * 160), port)
+        second = await asyncio.wait_for(anext(tr.frames()), 1)
+        assert (second.codec, second.data) == (Codec.ALAW, b"\x55" * 160)
+        from voxtra.errors import MediaError
+
+        with pytest.raises(MediaError):
+            tr.set_inbound_format(Codec.ULAW, 16000)
+    finally:
+        await tr.close()
