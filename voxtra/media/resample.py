@@ -94,6 +94,11 @@ class StreamResampler:
         return self.in_rate == self.out_rate
 
     @property
+    def aligned(self) -> bool:
+        """Input so far ends on an output sample: each whole frame in gives whole frames out."""
+        return not self._pending and self._next == self._consumed * self._up
+
+    @property
     def delay_samples(self) -> float:
         """Filter delay in input samples."""
         return self._taps / 2

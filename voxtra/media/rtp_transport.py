@@ -26,7 +26,7 @@ from voxtra.errors import ConfigError, MediaError
 from voxtra.media.frames import FRAME_MS, AudioChunk, Codec
 from voxtra.media.jitter import JitterBuffer
 from voxtra.media.pacer import Ticker
-from voxtra.media.resample import Quality, resample_many
+from voxtra.media.resample import Quality, StreamResampler, resample_many
 from voxtra.media.rtp import (
     PT_L16_8K,
     PT_PCMA,
@@ -81,8 +81,29 @@ class _TickBatch:
 
     def __init__(self) -> None:
         self.inbound: list[tuple[RtpTransport, InboundConverter, bytes]] = []
+        self.outbound: list[tuple[RtpTransport, StreamResampler, bytes]] = []
 
     def after_tick(self) -> None:
+        if self.outbound:
+            self._send_outbound()
+        if self.inbound:
+            self._deliver_inbound()
+
+    def _send_outbound(self) -> None:
+        """Resample every stream's deferred frame for this tick at once, then send each."""
+        due, self.outbound = self.outbound, []
+        outs = resample_many([rs for _, rs, _ in due], [pcm for _, _, pcm in due])
+        for (tr, _, _), pcm in zip(due, outs, strict=True):
+            if tr._sock is None:
+                continue
+            frames = tr._framer.take_converted(pcm)
+            if not frames:  # cannot happen for aligned whole frames; stay safe anyway
+                tr._idle_ticks += 1
+                continue
+            tr._out.extendleft(reversed(frames[1:]))
+            tr._send_frame(frames[0])
+
+    def _deliver_inbound(self) -> None:
         pending, self.inbound = self.inbound, []
         while pending:
             now: list[tuple[RtpTransport, InboundConverter, bytes]] = []
@@ -131,6 +152,7 @@ class RtpTransport(MediaTransport):
         super().__init__(
             fmt.codec, fmt.rate, max_queue_ms=max_queue_ms, resample_quality=resample_quality
         )
+        self._framer.defer = True  # resampled per tick for all calls at once (_TickBatch)
         self.wire_format = fmt
         self.name = name
         self.bind_host = bind_host
@@ -283,16 +305,27 @@ class RtpTransport(MediaTransport):
         """One 20 ms slot (called by the ticker): take in what arrived, send one frame."""
         self._drain()
         self._idle_ticks += skipped
-        sock, remote = self._sock, self.remote
-        if sock is None or remote is None:
+        if self._sock is None or self.remote is None:
             self._idle_ticks += 1
             return
+        if not self._out and self._framer.deferred_frames:
+            deferred = self._framer.pop_deferred()
+            if deferred is not None:
+                self._space.set()
+                self._batch.outbound.append((self, *deferred))
+                return  # sent by the batch at the end of this tick
         frame = self._pop_frame()
         if frame is None:
             if self._was_sending:
                 self.stats.underruns += 1
                 self._was_sending = False
             self._idle_ticks += 1
+            return
+        self._send_frame(frame)
+
+    def _send_frame(self, frame: bytes) -> None:
+        sock, remote = self._sock, self.remote
+        if sock is None or remote is None:
             return
         if self.wire_format.big_endian:
             frame = _swap16(frame)

@@ -101,23 +101,44 @@ class TransportStats:
 
 
 class OutboundFramer:
-    """Converts any audio to one wire format and cuts it into whole 20 ms frames."""
+    """Converts any audio to one wire format and cuts it into whole 20 ms frames.
 
-    def __init__(self, codec: Codec, rate: int, quality: Quality = "HQ") -> None:
+    With ``defer=True`` audio at another rate is not resampled on ``push``: it is cut
+    into 20 ms frames at its own rate and kept (``deferred_frames``), and the transport
+    takes them one per tick (``pop_deferred``), resamples them for all its calls at
+    once (``resample_many``) and hands the result back (``take_converted``). Anything
+    that would reorder audio (a chunk in another format, the end of a stream, a flush)
+    first converts what is deferred, so the output is the same either way.
+    """
+
+    def __init__(
+        self, codec: Codec, rate: int, quality: Quality = "HQ", *, defer: bool = False
+    ) -> None:
         if codec is not Codec.PCM16 and rate != 8000:
             raise MediaError(f"{codec} is 8 kHz only")
         self.codec = codec
         self.rate = rate
         self.quality: Quality = quality
+        self.defer = defer
         self.frame_bytes = AudioChunk.frame_bytes(codec, rate)
         self._pcm_frame = rate * FRAME_MS // 1000 * 2
         self._resampler: StreamResampler | None = None
         self._pcm_tail = b""  # wire-rate PCM16 not yet a whole frame
         self._dirty = False  # the resampler holds input not yet flushed out
+        self._src: deque[bytes] = deque()  # deferred: whole 20 ms frames at the source rate
+        self._src_tail = b""  # deferred: source-rate PCM16 not yet a whole frame
 
     @property
     def pending_ms(self) -> float:
-        return len(self._pcm_tail) / 2 * 1000 / self.rate
+        """Audio held here (partial frames and deferred frames), in milliseconds."""
+        ms = len(self._pcm_tail) / 2 * 1000 / self.rate + len(self._src) * FRAME_MS
+        if self._src_tail and self._resampler is not None:
+            ms += len(self._src_tail) / 2 * 1000 / self._resampler.in_rate
+        return ms
+
+    @property
+    def deferred_frames(self) -> int:
+        return len(self._src)
 
     def push(self, chunk: AudioChunk) -> list[bytes]:
         """Whole wire frames now available from ``chunk`` (the remainder is kept)."""
@@ -126,6 +147,8 @@ class OutboundFramer:
             chunk.codec is self.codec
             and chunk.sample_rate == self.rate
             and not self._pcm_tail
+            and not self._src
+            and not self._src_tail
             and len(data) % self.frame_bytes == 0
         ):
             # Already whole frames in the wire format (an echo, a G.711 prompt): no
@@ -136,18 +159,44 @@ class OutboundFramer:
                 return [data]
             return [data[i : i + fb] for i in range(0, len(data), fb)]
         pcm = g711.to_pcm16(chunk)
-        if pcm.sample_rate != self.rate:
-            if self._resampler is None or self._resampler.in_rate != pcm.sample_rate:
-                self._resampler = StreamResampler(pcm.sample_rate, self.rate, self.quality)
-            data = self._resampler.process(pcm.data)
-            self._dirty = True
+        rate = pcm.sample_rate
+        if rate == self.rate:
+            return self._cut(self._pcm_tail + self._undefer() + pcm.data)
+        if self._resampler is None or self._resampler.in_rate != rate:
+            head = self._undefer()
+            self._resampler = StreamResampler(rate, self.rate, self.quality)
         else:
-            data = pcm.data
-        return self._cut(self._pcm_tail + data)
+            head = b""
+        self._dirty = True
+        if (
+            self.defer
+            and not self._pcm_tail
+            and not head
+            and self._resampler.aligned
+            and rate * FRAME_MS % 1000 == 0
+        ):
+            fb = rate * FRAME_MS // 1000 * 2
+            buf = self._src_tail + pcm.data
+            n = len(buf) // fb * fb
+            self._src.extend([buf[i : i + fb] for i in range(0, n, fb)])
+            self._src_tail = buf[n:]
+            return []
+        data = self._resampler.process(self._undefer_input() + pcm.data)
+        return self._cut(self._pcm_tail + head + data)
+
+    def pop_deferred(self) -> tuple[StreamResampler, bytes] | None:
+        """The next deferred source frame and the resampler it must go through."""
+        if not self._src or self._resampler is None:
+            return None
+        return self._resampler, self._src.popleft()
+
+    def take_converted(self, pcm: bytes) -> list[bytes]:
+        """Wire frames from a deferred frame's resampled output (normally exactly one)."""
+        return self._cut(self._pcm_tail + pcm)
 
     def finish(self) -> list[bytes]:
         """Drain the resampler and pad the last partial frame with silence."""
-        data = self._pcm_tail
+        data = self._pcm_tail + self._undefer()
         if self._dirty and self._resampler is not None:
             data += self._resampler.flush()
             self._dirty = False
@@ -159,9 +208,27 @@ class OutboundFramer:
 
     def reset(self) -> None:
         self._pcm_tail = b""
+        self._src.clear()
+        self._src_tail = b""
         self._dirty = False
         if self._resampler is not None:
             self._resampler.reset()
+
+    def _undefer_input(self) -> bytes:
+        """Take every deferred source sample out of the deferred queue, in order."""
+        if not self._src and not self._src_tail:
+            return b""
+        data = b"".join(self._src) + self._src_tail
+        self._src.clear()
+        self._src_tail = b""
+        return data
+
+    def _undefer(self) -> bytes:
+        """Resample everything deferred now (wire-rate PCM), before audio that follows it."""
+        data = self._undefer_input()
+        if not data or self._resampler is None:
+            return b""
+        return self._resampler.process(data)
 
     def _cut(self, data: bytes) -> list[bytes]:
         n = len(data) // self._pcm_frame * self._pcm_frame
@@ -174,6 +241,8 @@ class OutboundFramer:
         elif self.codec is Codec.ALAW:
             body = g711.pcm16_to_alaw(body)
         fb = self.frame_bytes
+        if n == self._pcm_frame:
+            return [body]
         return [body[i : i + fb] for i in range(0, len(body), fb)]
 
 
@@ -306,7 +375,7 @@ class MediaTransport(abc.ABC):
         """Queue audio of any length/codec/rate; waits while the outbound queue is full."""
         if self._closed:
             raise CallEnded(self.call_id, f"media transport closed: {self.close_reason}")
-        if len(self._out) < self._max_out and not self._send_lock.locked():
+        if self._queued_frames() < self._max_out and not self._send_lock.locked():
             # Room and nobody waiting before us: queue now. Nothing below awaits, so this
             # is as atomic as the locked path (the per-frame hot path of an echo/agent).
             frames = self._framer.push(chunk)
@@ -315,7 +384,7 @@ class MediaTransport(abc.ABC):
                 self._on_queued()
             return
         async with self._send_lock:
-            while len(self._out) >= self._max_out:
+            while self._queued_frames() >= self._max_out:
                 self._space.clear()
                 await self._space.wait()
                 if self._closed:
@@ -369,6 +438,9 @@ class MediaTransport(abc.ABC):
     def _on_queued(self) -> None:
         """New frames are queued (a push-driven transport wakes its sender)."""
         return None
+
+    def _queued_frames(self) -> int:
+        return len(self._out) + self._framer.deferred_frames
 
     def _pop_frame(self) -> bytes | None:
         """The next wire frame to send, or None when idle (the tail is padded out)."""

@@ -346,3 +346,119 @@ async def test_inbound_format_same_rate_and_back_to_wire(peer: Peer) -> None:
             tr.set_inbound_format(Codec.ULAW, 16000)
     finally:
         await tr.close()
+
+
+def _simulate_ticks(
+    framer: object, pushes: list[AudioChunk], ticks_between: int
+) -> tuple[list[bytes], int]:
+    """What a transport sends: one frame per tick, deferred frames converted when due."""
+    from collections import deque
+
+    from voxtra.media.transport import OutboundFramer
+
+    assert isinstance(framer, OutboundFramer)
+    out: deque[bytes] = deque()
+    sent: list[bytes] = []
+    converted = [0]
+
+    def tick() -> None:
+        if not out and framer.deferred_frames:
+            deferred = framer.pop_deferred()
+            assert deferred is not None
+            rs, pcm = deferred
+            frames = framer.take_converted(rs.process(pcm))
+            assert len(frames) == 1  # whole frames in, exactly one frame out
+            sent.append(frames[0])
+            converted[0] += 1
+            return
+        if not out:
+            out.extend(framer.finish())
+        if out:
+            sent.append(out.popleft())
+
+    for chunk in pushes:
+        out.extend(framer.push(chunk))
+        for _ in range(ticks_between):
+            tick()
+    for _ in range(400):
+        tick()
+    return sent, converted[0]
+
+
+@pytest.mark.parametrize("ticks_between", [0, 1, 3])
+def test_deferred_framing_sends_exactly_what_immediate_framing_sends(ticks_between: int) -> None:
+    from voxtra.media.transport import OutboundFramer
+
+    t16 = pcm(16000 * 3 // 4, 16000).data
+    pushes = [AudioChunk(t16[i : i + 1234], 16000, Codec.PCM16) for i in range(0, len(t16), 1234)]
+    pushes += [pcm(800), pcm(4800, 24000), pcm(320, 16000)]  # rate changes mid-stream
+    pushes += [AudioChunk(b"\x7e" * 160), pcm(640, 16000), pcm(6400, 16000)]
+    deferred = OutboundFramer(Codec.ULAW, 8000, defer=True)
+    immediate = OutboundFramer(Codec.ULAW, 8000)
+    a, n_deferred = _simulate_ticks(deferred, pushes, ticks_between)
+    b, n_none = _simulate_ticks(immediate, pushes, ticks_between)
+    assert n_none == 0 and (n_deferred >= 20 or ticks_between == 0)  # deferral really ran
+    assert len(a) == len(b) >= 77  # about 1.5 s of audio
+    assert a == b
+
+
+async def test_wideband_sends_are_resampled_for_all_calls_at_once(peer: Peer) -> None:
+    from voxtra.media import g711
+    from voxtra.media.pacer import Ticker
+    from voxtra.media.transport import OutboundFramer
+
+    ticker = Ticker()
+    remote = ("127.0.0.1", peer.port)
+    calls = [
+        await RtpTransport.open("ulaw", bind_host="127.0.0.1", remote=remote, ticker=ticker)
+        for _ in range(3)
+    ]
+    sources = [pcm(16000, 16000, value=None).data, pcm(16000, 16000, value=900).data]
+    sources.append(pcm(16000, 16000).data[::-1])
+    try:
+        for tr, src in zip(calls, sources, strict=True):
+            for i in range(0, len(src), 1000):  # uneven pieces, as TTS delivers them
+                await tr.send(AudioChunk(src[i : i + 1000], 16000, Codec.PCM16))
+            assert tr.queued_ms == pytest.approx(1000.0)
+        got = await peer.collect(0.3)
+    finally:
+        for tr in calls:
+            await tr.close()
+        await ticker.aclose()
+    by_ssrc: dict[int, list[RtpPacket]] = {}
+    for p in got:
+        by_ssrc.setdefault(p.ssrc, []).append(p)
+    for tr, src in zip(calls, sources, strict=True):
+        pkts = by_ssrc[tr.sender.ssrc]
+        assert len(pkts) == 51  # 50 frames + the filter tail padded out
+        assert all((b.sequence - a.sequence) & 0xFFFF == 1 for a, b in itertools.pairwise(pkts))
+        assert pkts[0].marker and not any(p.marker for p in pkts[1:])
+        ref = OutboundFramer(Codec.ULAW, 8000)
+        want = ref.push(AudioChunk(src, 16000, Codec.PCM16)) + ref.finish()
+        a = np.frombuffer(g711.ulaw_to_pcm16(b"".join(p.payload for p in pkts)), "<i2")
+        b = np.frombuffer(g711.ulaw_to_pcm16(b"".join(want)), "<i2")
+        # one mu-law step at most (float summation order in the batched filter)
+        assert np.max(np.abs(a.astype(int) - b.astype(int))) <= max(8, np.max(np.abs(b)) // 16)
+        assert tr.played_ms == 51 * 20
+
+
+async def test_deferred_frames_count_for_the_bound_and_flush(peer: Peer) -> None:
+    tr = await RtpTransport.open(
+        "ulaw", bind_host="127.0.0.1", remote=("127.0.0.1", peer.port), max_queue_ms=100
+    )
+    try:
+        await tr.send(pcm(3200, 16000))  # 10 frames at 16 kHz: over the 5-frame bound
+        assert tr.queued_ms == pytest.approx(200.0)
+        blocked = asyncio.ensure_future(tr.send(pcm(320, 16000)))
+        await asyncio.sleep(0)
+        assert not blocked.done()
+        await asyncio.wait_for(blocked, 1)
+        await tr.send(pcm(16000, 16000))
+        await tr.flush()
+        assert tr.queued_ms == 0
+        await asyncio.sleep(0.1)
+        sent = tr.stats.frames_out
+        await asyncio.sleep(0.1)
+        assert tr.stats.frames_out == sent  # nothing more after the flush
+    finally:
+        await tr.close()
