@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +112,10 @@ class CallVoice:
         try:
             async with self.pipeline.attach(media, call_id=self.session.id):
                 self._ready.set()
-                await self._stop.wait()
+                # Detach on hangup too: the media transport only ends at teardown, after
+                # the handler, so a listen() would otherwise wait for the handler's
+                # cancellation instead of raising CallEnded at once.
+                await _first(self._stop.wait(), self.session.wait_ended())
         except Exception as exc:
             self._failed = exc
             logger.exception("call %s: voice pipeline failed", self.session.id)
@@ -121,7 +124,19 @@ class CallVoice:
         """Run the autonomous conversation until the call or the pipeline ends it."""
         media = await self.session.media()
         await self.detach()  # run() attaches by itself; the agent's history is kept
-        return await self.pipeline.run(media, call_id=self.session.id)
+        run = asyncio.ensure_future(self.pipeline.run(media, call_id=self.session.id))
+        ended = asyncio.ensure_future(self.session.wait_ended())
+        try:
+            await asyncio.wait({run, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            if not run.done():  # hung up: the pipeline would only notice at teardown
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+        if run.cancelled():
+            return EndReason.HANGUP
+        return run.result()
 
     async def detach(self) -> None:
         if self._task is not None:
@@ -134,3 +149,13 @@ class CallVoice:
 
     async def close(self) -> None:
         await self.detach()
+
+
+async def _first(*waits: Awaitable[Any]) -> None:
+    """Wait until one of ``waits`` is done; cancel the others (and them all if cancelled)."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
