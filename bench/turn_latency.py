@@ -184,7 +184,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
 
 
-async def build(watch: Watch) -> VoxtraApp:
+async def build(watch: Watch, min_speech_ms: float) -> VoxtraApp:
     app = build_assistant(
         on_pipeline=watch.on_pipeline,
         write=lambda line: None,
@@ -201,6 +201,7 @@ async def build(watch: Watch) -> VoxtraApp:
         llm=TimedLLM(v.llm),
         tts=TimedTTS(v.tts),
         tools=(timed_weather,),
+        min_speech_ms=min_speech_ms,
     )
     await app.start()
     return app
@@ -280,7 +281,7 @@ async def main(args: argparse.Namespace, work: Path) -> None:
     story = await synthesize_wav(STORY, work / "story.wav")
     interrupt = await synthesize_wav(INTERRUPT, work / "interrupt.wav")
     watch = Watch()
-    app = await build(watch)
+    app = await build(watch, args.min_speech_ms)
     try:
         async with SipCaller(workdir=work / "phone") as phone:
             await phone.listen(record=True)
@@ -329,5 +330,8 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=3, help="concurrent calls")
     parser.add_argument("--turns", type=int, default=6, help="question turns per call")
     parser.add_argument("--barge-ins", type=int, default=2, help="barge-ins per call")
+    parser.add_argument(
+        "--min-speech-ms", type=float, default=120.0, help="barge-in onset guard (default 120)"
+    )
     workdir = Path(tempfile.mkdtemp(prefix="voxtra-bench-")).resolve()  # the phone reports
     asyncio.run(main(parser.parse_args(), workdir))  # resolved paths
