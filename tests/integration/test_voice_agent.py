@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,7 +29,7 @@ import pytest
 
 from voxtra.app import VoxtraApp
 from voxtra.call import CallSession
-from voxtra.demo import build_assistant, synthesize_wav
+from voxtra.demo import DEMO_QUESTIONS, GREETING, build_assistant, run_demo, synthesize_wav
 from voxtra.errors import CallEnded
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline import (
@@ -356,3 +359,49 @@ async def test_concurrent_calls_keep_separate_histories(
     assert await recognise_answer(segment, rate) == _words(HOURS)
     segment, rate, _ = answer_audio(call_two, asked_two)
     assert await recognise_answer(segment, rate) == _words(WEATHER)
+
+
+async def test_demo_converses_end_to_end(
+    asterisk: AsteriskTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``voxtra demo``'s conversation (through its own app name, see the module doc)."""
+    monkeypatch.setenv("VOXTRA_ARI_URL", asterisk.ari_url)
+    monkeypatch.setenv("VOXTRA_USERNAME", asterisk.username)
+    monkeypatch.setenv("VOXTRA_PASSWORD", asterisk.password)
+    lines: list[str] = []
+    recording = await run_demo(
+        workdir=tmp_path, write=lines.append, app_name=f"voxtra-demo-{uuid.uuid4().hex[:8]}"
+    )
+    said = [line.split("] ", 1)[1] for line in lines if "] " in line]
+    assert said[1] == f"agent:  {GREETING}"
+    assert "opening hours" in next(s for s in said if s.startswith("caller: "))
+    assert sum(s.startswith("caller: ") for s in said) == len(DEMO_QUESTIONS)
+    assert sum("turn latency" in s for s in said) == len(DEMO_QUESTIONS)
+    assert f"agent:  {HOURS}" in said
+    samples, rate = audio.read_wav(recording)
+    assert len(audio.active_segments(samples, rate, min_gap_ms=800)) >= 1 + len(DEMO_QUESTIONS)
+
+
+def test_cli_doctor_and_run_spec(asterisk: AsteriskTarget) -> None:
+    env = {
+        **os.environ,
+        "VOXTRA_ARI_URL": asterisk.ari_url,
+        "VOXTRA_USERNAME": asterisk.username,
+        "VOXTRA_PASSWORD": asterisk.password,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "voxtra", "doctor"], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reachable, Asterisk 22" in done.stdout
+    bad = {**env, "VOXTRA_ARI_URL": "http://127.0.0.1:9"}
+    done = subprocess.run(
+        [sys.executable, "-m", "voxtra", "doctor"], env=bad, capture_output=True, text=True
+    )
+    assert done.returncode == 1 and "unreachable" in done.stdout
+
+    from voxtra.cli import load_app
+
+    assert isinstance(load_app("examples/assistant.py:app"), VoxtraApp)
+    with pytest.raises(SystemExit, match="has no attribute 'nope'"):
+        load_app("examples/assistant.py:nope")
