@@ -237,7 +237,6 @@ class _Watch:
     """What the demo sees of the assistant's side of its call."""
 
     pipeline: VoicePipeline | None = None
-    log: ConversationLog | None = None
     turns: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -360,8 +359,9 @@ async def run_demo(
                 await watch.until(lambda: watch.pipeline is not None, 10, "the assistant")
                 pipeline = watch.pipeline
                 assert pipeline is not None
-                await watch.until(lambda: pipeline.speaking, 10, "the greeting")
-                await watch.until(lambda: not pipeline.speaking, 20, "the greeting to end")
+                if pipeline.greeting:
+                    await watch.until(lambda: pipeline.speaking, 10, "the greeting")
+                    await watch.until(lambda: not pipeline.speaking, 20, "the greeting to end")
                 for (text, expect), wav in zip(questions, wavs, strict=True):
                     await asyncio.sleep(0.3)
                     write(f"(the caller plays: {text!r})")
