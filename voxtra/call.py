@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from voxtra.media.transport import MediaTransport
     from voxtra.pipeline.agent import Agent
     from voxtra.pipeline.events import SayResult, UserTranscriptEvent
-    from voxtra.pipeline.pipeline import EndReason
+    from voxtra.pipeline.pipeline import EndReason, VoicePipeline
     from voxtra.recording.call_recorder import CallRecorder
     from voxtra.recording.sinks import RecordingSink
     from voxtra.voice import CallVoice, VoiceConfig
@@ -502,6 +502,13 @@ class CallSession:
                 raise RuntimeError(NOT_CONFIGURED)
             self._voice = CallVoice(self, self.voice_config)
         return self._voice
+
+    @property
+    def pipeline(self) -> VoicePipeline | None:
+        """This call's voice pipeline (events, metrics); None without an AI pipeline."""
+        if not self.voice_config.configured:
+            return None
+        return self._voice_for_call().pipeline
 
     @property
     def agent(self) -> Agent | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from typing import Any, BinaryIO
 
@@ -21,6 +22,9 @@ def _reply(out: BinaryIO, message: dict[str, Any]) -> None:
 
 
 def main() -> None:
+    # Ctrl+C in the terminal reaches the whole process group: the parent decides when a
+    # worker ends (by closing its stdin), so the worker ignores SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # The protocol owns the real stdout; anything the C library prints goes to stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)

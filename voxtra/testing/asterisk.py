@@ -232,8 +232,11 @@ class AsteriskSandbox:
         """Start Asterisk (building the chroot if needed) and wait until ARI answers."""
         self.build()
         if self.pid() is not None and self.ari_ready():
-            self.install_conf()
-            self.cli("core reload")
+            # Already running: reload only if asterisk-conf/ changed (a reload tears
+            # down the media of calls in progress, e.g. another test session's).
+            if self._conf_changed():
+                self.install_conf()
+                self.cli("core reload")
             return
         self.down()
         self.install_conf()
@@ -341,11 +344,27 @@ class AsteriskSandbox:
         except OSError:
             return "(no log)"
 
+    def _conf_digest(self) -> str:
+        digest = hashlib.sha256()
+        for path in sorted(self.conf_dir.rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(self.conf_dir)).encode())
+                digest.update(path.read_bytes())
+        return digest.hexdigest()
+
+    def _conf_changed(self) -> bool:
+        stamp = self.root / "etc/asterisk/.voxtra-conf-digest"
+        try:
+            return stamp.read_text().strip() != self._conf_digest()
+        except OSError:
+            return True
+
     def install_conf(self) -> None:
         """Copy asterisk-conf/ over the chroot's /etc/asterisk (replacing it whole)."""
         target = self.root / "etc/asterisk"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(self.conf_dir, target)
+        (target / ".voxtra-conf-digest").write_text(self._conf_digest() + "\n")
         # The Debian package does not create the recordings directory; ARI's record
         # fails with "No such file or directory" without it.
         self.spool_dir.mkdir(parents=True, exist_ok=True)
