@@ -4,9 +4,14 @@ Per call and per 20 ms frame: RTP parse -> jitter buffer -> G.711 decode -> resa
 8 -> 16 kHz -> app (identity) -> resample 16 -> 8 kHz -> G.711 encode -> framing ->
 RTP build -> paced UDP send on loopback, with one shared 20 ms ticker for all calls.
 
+"numpy": the transport converts (``set_inbound_format(PCM16, 16000)``, 16 kHz PCM
+sent back), batched across calls each tick. "per-call": the app converts each frame
+with numpy G.711 and its own resamplers, as a reader without the transport's help.
+
 A separate process plays Asterisk: it sends every call's inbound RTP at the 20 ms pace
 and swallows what comes back, so its CPU is not counted. The same path is then run
-with the pure-Python per-sample G.711 codec, for the ratio.
+with the pure-Python per-sample G.711 codec, for the ratio, and as "wire-echo" with
+an app that echoes wire frames untouched: the transport's own share of the cost.
 
     .venv/bin/python bench/media_path.py [--counts 1,100,500] [--seconds 4]
 """
@@ -74,7 +79,25 @@ class Result:
     underruns: int
 
 
+async def _echo(tr: RtpTransport) -> None:
+    """The transport alone: wire frames straight back (no decode, resample, encode)."""
+    async for frame in tr:
+        await tr.send(frame)
+
+
+async def _app16k(tr: RtpTransport) -> None:
+    """The framework converts: frames arrive as 16 kHz PCM, 16 kHz PCM is sent back.
+
+    Decode + resample up (inbound) and resample down + encode (outbound) run in the
+    transport, batched across all calls once per tick.
+    """
+    tr.set_inbound_format(Codec.PCM16, 16000)
+    async for chunk in tr:
+        await tr.send(chunk)  # the app: identity
+
+
 async def _call(tr: RtpTransport, pure: bool) -> None:
+    """The app converts each frame itself (per call, no batching)."""
     up = StreamResampler(8000, 16000)
     down = StreamResampler(16000, 8000)
     dec = g711.ulaw_to_pcm16_pure if pure else g711.ulaw_to_pcm16
@@ -87,7 +110,7 @@ async def _call(tr: RtpTransport, pure: bool) -> None:
             await tr.send(AudioChunk(enc(pcm8k), 8000, Codec.ULAW))
 
 
-async def run(n: int, seconds: float, pure: bool) -> Result:
+async def run(n: int, seconds: float, mode: str) -> Result:
     ticker = Ticker()
     transports = [
         await RtpTransport.open("ulaw", bind_host="127.0.0.1", ticker=ticker, name=f"c{i}")
@@ -102,7 +125,16 @@ async def run(n: int, seconds: float, pure: bool) -> Result:
     child.start()
     while not ready.is_set():
         await asyncio.sleep(0.01)
-    tasks = [asyncio.create_task(_call(tr, pure)) for tr in transports]
+    tasks = [
+        asyncio.create_task(
+            _echo(tr)
+            if mode == "wire-echo"
+            else _app16k(tr)
+            if mode == "numpy"
+            else _call(tr, mode == "pure-python")
+        )
+        for tr in transports
+    ]
     await asyncio.sleep(warm)
     for tr in transports:
         tr.stats.pacing_lateness_s.clear()
@@ -116,7 +148,7 @@ async def run(n: int, seconds: float, pure: bool) -> Result:
     late = sorted(ticker.lateness)
     res = Result(
         n,
-        "pure-python" if pure else "numpy",
+        mode,
         cpu * 1e6 / (n * wall),
         statistics.quantiles(late, n=100)[49] * 1000 if len(late) > 2 else 0.0,
         statistics.quantiles(late, n=100)[98] * 1000 if len(late) > 2 else 0.0,
@@ -134,20 +166,52 @@ async def run(n: int, seconds: float, pure: bool) -> Result:
     return res
 
 
+async def idle_tick_cost(seconds: float) -> float:
+    """CPU microseconds per second of a Ticker with one no-op callback.
+
+    The fixed price of waking every 20 ms (on this VM ~1-3 ms CPU per second, mostly
+    the sleep/wake itself); at N=1 it dominates the per-call figure, at N=500 it is
+    spread thin.
+    """
+    ticker = Ticker()
+    ticker.add(lambda skipped: None)
+    await asyncio.sleep(0.2)
+    c0, w0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(seconds)
+    cpu, wall = time.process_time() - c0, time.monotonic() - w0
+    await ticker.aclose()
+    return cpu * 1e6 / wall
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--counts", default="1,100,500")
     ap.add_argument("--pure-counts", default="1,100")
+    ap.add_argument(
+        "--percall-counts", default="100,500", help="numpy codecs, converted per call by the app"
+    )
+    ap.add_argument(
+        "--echo-counts", default="100,500", help="transport-only runs (wire frames echoed)"
+    )
     ap.add_argument("--seconds", type=float, default=4.0)
     args = ap.parse_args()
+    idle = asyncio.run(idle_tick_cost(min(args.seconds, 2.0)))
+    print(f"idle 20 ms ticker alone: {idle:.0f} us CPU per second (fixed, not per call)")
     results: list[Result] = []
-    for pure, counts in ((False, args.counts), (True, args.pure_counts)):
+    runs = (
+        ("numpy", args.counts),
+        ("per-call", args.percall_counts),
+        ("pure-python", args.pure_counts),
+        ("wire-echo", args.echo_counts),
+    )
+    for mode, counts in runs:
         for n in (int(c) for c in counts.split(",") if c):
-            r = asyncio.run(run(n, args.seconds, pure))
+            r = asyncio.run(run(n, args.seconds, mode))
             results.append(r)
             expected = n * 50 * args.seconds
             print(
                 f"{r.codec:11s} N={r.n:4d}  CPU {r.cpu_us_per_call_s:8.1f} us/call-s  "
+                f"(core {r.cpu_us_per_call_s * r.n / 1e4:3.0f}% busy)  "
                 f"streams/core {1e6 / r.cpu_us_per_call_s:8.0f}  "
                 f"pacing p50 {r.p50_ms:5.2f} ms p99 {r.p99_ms:5.2f} ms  "
                 f"frames in {r.frames_in}/{expected:.0f} out {r.frames_out}  "
@@ -155,10 +219,14 @@ def main() -> None:
                 flush=True,
             )
     fast = {r.n: r for r in results if r.codec == "numpy"}
+    per_call = {r.n: r for r in results if r.codec == "per-call"}
     for r in results:
-        if r.codec == "pure-python" and r.n in fast:
-            ratio = r.cpu_us_per_call_s / fast[r.n].cpu_us_per_call_s
-            print(f"pure-python / numpy CPU at N={r.n}: {ratio:.1f}x")
+        if r.codec != "pure-python":
+            continue
+        for name, other in (("numpy", fast), ("per-call", per_call)):
+            if r.n in other:
+                ratio = r.cpu_us_per_call_s / other[r.n].cpu_us_per_call_s
+                print(f"pure-python / {name} CPU at N={r.n}: {ratio:.1f}x")
     big = fast.get(max(fast)) if fast else None
     if big is not None:
         ok_cpu = big.cpu_us_per_call_s <= 300

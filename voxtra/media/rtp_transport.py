@@ -18,11 +18,13 @@ import asyncio
 import logging
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from voxtra.errors import ConfigError, MediaError
+from voxtra.media import g711
 from voxtra.media.frames import FRAME_MS, AudioChunk, Codec
 from voxtra.media.jitter import JitterBuffer
 from voxtra.media.pacer import Ticker
@@ -71,17 +73,33 @@ _MAX_DRAIN = 64
 """At most this many datagrams per socket per tick, so a flood cannot stall the ticker."""
 
 
+def _codec_many(fn: Callable[[bytes], bytes], parts: list[bytes], ratio: float) -> list[bytes]:
+    """``[fn(p) for p in parts]`` as one table lookup over all of them (G.711 is per byte)."""
+    body = fn(b"".join(parts))
+    out = []
+    pos = 0
+    for part in parts:
+        n = int(len(part) * ratio)
+        out.append(body[pos : pos + n])
+        pos += n
+    return out
+
+
 class _TickBatch:
     """Work the RTP streams of one ticker hand in during a tick, done for all at its end.
 
-    Inbound resampling (``set_inbound_format`` at another rate) is per-stream state but
-    the same arithmetic for every call: ``resample_many`` does all of it in one matrix
-    product. A stream with two frames in one tick gets them in two rounds, in order.
+    Resampling is per-stream state but the same arithmetic for every call, and G.711
+    is a table lookup: one ``resample_many`` matrix product and one lookup per tick do
+    every call's conversion. Inbound frames (``set_inbound_format``) are converted and
+    delivered; each stream's deferred outbound frame is converted and sent. A stream
+    with two inbound frames in one tick gets them in two rounds, in order.
     """
 
     def __init__(self) -> None:
         self.inbound: list[tuple[RtpTransport, InboundConverter, bytes]] = []
+        """(transport, its converter, wire payload in wire byte order)"""
         self.outbound: list[tuple[RtpTransport, StreamResampler, bytes]] = []
+        """(transport, its framer's resampler, one source-rate PCM frame)"""
 
     def after_tick(self) -> None:
         if self.outbound:
@@ -93,15 +111,31 @@ class _TickBatch:
         """Resample every stream's deferred frame for this tick at once, then send each."""
         due, self.outbound = self.outbound, []
         outs = resample_many([rs for _, rs, _ in due], [pcm for _, _, pcm in due])
-        for (tr, _, _), pcm in zip(due, outs, strict=True):
+        # The usual case: the output is exactly one wire frame with nothing partial
+        # before it, so encode all of those together and skip the framer's cutting.
+        ready: dict[int, bytes] = {}
+        for codec, encode in ((Codec.ULAW, g711.pcm16_to_ulaw), (Codec.ALAW, g711.pcm16_to_alaw)):
+            idx = [
+                j
+                for j, (tr, _, _) in enumerate(due)
+                if tr.wire_codec is codec and tr._framer.takes_whole(len(outs[j]))
+            ]
+            if idx:
+                frames = _codec_many(encode, [outs[j] for j in idx], 0.5)
+                ready.update(zip(idx, frames, strict=True))
+        for j, ((tr, _, _), pcm) in enumerate(zip(due, outs, strict=True)):
             if tr._sock is None:
                 continue
-            frames = tr._framer.take_converted(pcm)
-            if not frames:  # cannot happen for aligned whole frames; stay safe anyway
+            frame = ready.get(j)
+            if frame is not None:
+                tr._send_frame(frame)
+                continue
+            cut = tr._framer.take_converted(pcm)
+            if not cut:  # cannot happen for aligned whole frames; stay safe anyway
                 tr._idle_ticks += 1
                 continue
-            tr._out.extendleft(reversed(frames[1:]))
-            tr._send_frame(frames[0])
+            tr._out.extendleft(reversed(cut[1:]))
+            tr._send_frame(cut[0])
 
     def _deliver_inbound(self) -> None:
         pending, self.inbound = self.inbound, []
@@ -113,11 +147,21 @@ class _TickBatch:
                 key = id(entry[1])
                 (later if key in seen else now).append(entry)
                 seen.add(key)
+            pcm = [payload for _, _, payload in now]
+            for codec, decode in (
+                (Codec.ULAW, g711.ulaw_to_pcm16),
+                (Codec.ALAW, g711.alaw_to_pcm16),
+            ):
+                idx = [j for j, (_, conv, _) in enumerate(now) if conv.wire_codec is codec]
+                if idx:
+                    decoded = _codec_many(decode, [pcm[j] for j in idx], 2.0)
+                    for j, d in zip(idx, decoded, strict=True):
+                        pcm[j] = d
             resamplers = [conv.resampler for _, conv, _ in now]
-            outs = resample_many(resamplers, [pcm for _, _, pcm in now])  # type: ignore[arg-type]
-            for (tr, conv, _), pcm in zip(now, outs, strict=True):
-                if pcm:
-                    tr._enqueue(conv.finish(pcm))
+            outs = resample_many(resamplers, pcm)  # type: ignore[arg-type]
+            for (tr, conv, _), out in zip(now, outs, strict=True):
+                if out:
+                    tr._enqueue(conv.finish(out))
             pending = later
 
 
@@ -287,7 +331,7 @@ class RtpTransport(MediaTransport):
         elif conv.resampler is None:
             self._enqueue(conv.finish(conv.to_pcm(payload)))
         else:
-            self._batch.inbound.append((self, conv, conv.to_pcm(payload)))
+            self._batch.inbound.append((self, conv, payload))  # decoded in the batch
 
     def _sync_stats(self) -> None:
         js = self.jitter.stats

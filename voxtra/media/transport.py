@@ -190,6 +190,10 @@ class OutboundFramer:
             return None
         return self._resampler, self._src.popleft()
 
+    def takes_whole(self, pcm_bytes: int) -> bool:
+        """Would ``take_converted`` of this many PCM bytes be exactly one frame, as is?"""
+        return pcm_bytes == self._pcm_frame and not self._pcm_tail
+
     def take_converted(self, pcm: bytes) -> list[bytes]:
         """Wire frames from a deferred frame's resampled output (normally exactly one)."""
         return self._cut(self._pcm_tail + pcm)
