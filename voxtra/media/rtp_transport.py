@@ -3,8 +3,14 @@
 Bind address and advertised address are separate because in containers/NAT the
 address Asterisk must send to is not the one we bind. The remote (where our RTP goes)
 is Asterisk's ``UNICASTRTP_LOCAL_ADDRESS``/``PORT`` channel variables, set with
-``set_remote`` once the channel exists, or learned from the first inbound packet
-(symmetric RTP).
+``set_remote`` once the channel exists, or learned from the first valid inbound
+packet (symmetric RTP).
+
+Cost per call is what limits how many calls one process carries, so the per-frame
+work is done in the shared ``Ticker``'s 20 ms tick, for all calls together: each
+call's socket is drained (no event-loop callback per packet), in-order packets skip
+the jitter buffer's reordering, and resampling and G.711 for every call run as one
+batch at the end of the tick (``_TickBatch``).
 
 Wire formats: ``ulaw`` (PT 0), ``alaw`` (PT 8), ``slin`` (8 kHz, PT 10) and ``slin16``
 (16 kHz, PT 118 as Asterisk sends it); ``slin``/``slin16`` are BIG-endian on the wire

@@ -2,16 +2,19 @@
 
 Inbound: ``frames()`` (also ``async for chunk in transport``) yields 20 ms
 ``AudioChunk`` frames in the transport's wire format (``wire_codec`` at ``wire_rate``:
-ulaw/alaw at 8 kHz or PCM16 at 8/16 kHz), silence included, until the call ends.
+ulaw/alaw at 8 kHz or PCM16 at 8/16 kHz), silence included, until the call ends;
+``set_inbound_format(codec, rate)`` makes it yield another format, converted by the
+transport (the RTP transport converts all its ticker's calls in one batch per tick).
 
 Outbound: ``send(chunk)`` takes audio of any length, codec and supported rate,
-converts it to the wire format (G.711 tables, soxr), cuts it into 20 ms frames and
-queues it; the transport paces it out. The queue is bounded: ``send`` waits when it
-is full. ``flush()`` drops everything queued (barge-in). When nothing is queued an RTP
-transport sends nothing: Asterisk fills the gap (and ``transmit_silence`` covers
-channels that need continuous audio); the RTP timestamp still advances, and the next
-packet carries the marker bit. ``queued_ms`` / ``played_ms`` follow the pipeline's
-``MediaIO`` contract.
+converts it to the wire format (G.711 tables, polyphase resampler), cuts it into 20 ms
+frames and queues it; the transport paces it out (the RTP transport resamples each
+call's frame when it is due, for all its calls at once). The queue is bounded:
+``send`` waits when it is full. ``flush()`` drops everything queued (barge-in). When
+nothing is queued an RTP transport sends nothing: Asterisk fills the gap (and
+``transmit_silence`` covers channels that need continuous audio); the RTP timestamp
+still advances, and the next packet carries the marker bit. ``queued_ms`` /
+``played_ms`` follow the pipeline's ``MediaIO`` contract.
 
 Control: ``events()`` yields ``DtmfEvent``, ``HangupEvent``, ``FlowEvent`` (XOFF/XON)
 and ``ControlMessageEvent`` (any other chan_websocket event), and ``on_event`` may be
