@@ -95,12 +95,13 @@ class TransportStats:
     """Inbound frames dropped because nobody consumed ``frames()`` fast enough."""
     malformed: int = 0
     pacing_lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=3000))
-    """Recent per-frame send lateness vs. the ideal 20 ms deadline, seconds."""
+    """Recent per-frame send time minus its ideal 20 ms deadline, seconds (< 0: early)."""
 
     def pacing_jitter_ms(self, percentile: float = 99.0) -> float:
         if not self.pacing_lateness_s:
             return 0.0
-        return float(np.percentile(np.fromiter(self.pacing_lateness_s, float), percentile) * 1000)
+        errors = np.abs(np.fromiter(self.pacing_lateness_s, float))  # early counts as well
+        return float(np.percentile(errors, percentile) * 1000)
 
 
 class OutboundFramer:

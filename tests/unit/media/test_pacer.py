@@ -150,3 +150,24 @@ async def test_ticker_hook_is_shared_and_runs_after_every_callback() -> None:
     first = log.index("batch2")
     assert log[first - 2 : first + 1] == ["a", "b", "batch2"]  # after both callbacks
     assert log[:3] == ["a", "b", "batch2"]  # the first tick's hook raised and still ran later
+
+
+async def test_wait_returns_within_the_early_margin_without_sleeping() -> None:
+    clk = FakeClock()
+    p = Pacer(20, clock=clk, early_s=0.0005)
+    p.advance()  # next deadline: 100.020
+    clk.t = 100.0197  # 0.3 ms before it: inside the margin, so no sleep at all
+    assert await p.wait() == 0
+    assert p.last_lateness == pytest.approx(-0.0003)
+    assert p.next_deadline == pytest.approx(100.040)  # the timeline is unchanged
+
+
+async def test_real_wakes_are_centred_on_the_deadlines() -> None:
+    p = Pacer(5)  # real clock and sleep; 5 ms frames keep it short
+    errors = []
+    for _ in range(40):
+        await p.wait()
+        errors.append(p.last_lateness)
+    errors.sort()
+    assert errors[0] >= -0.0005 - 1e-6  # never earlier than the margin
+    assert errors[len(errors) // 2] < 0.004  # typical wake well inside a frame
