@@ -6,10 +6,8 @@ must not disturb the storage tests' shared server.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -49,27 +47,6 @@ def seaweed() -> Iterator[SeaweedS3Server]:
         pytest.skip(str(exc))
     with server:
         yield server
-
-
-@pytest.fixture
-async def s3_client(seaweed: SeaweedS3Server) -> AsyncIterator[Any]:
-    from aiobotocore.session import get_session
-
-    async with get_session().create_client(
-        "s3",
-        endpoint_url=seaweed.endpoint_url,
-        region_name=seaweed.region,
-        aws_access_key_id=seaweed.access_key,
-        aws_secret_access_key=seaweed.secret_key,
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-async def s3_bucket(s3_client: Any) -> str:
-    name = f"calls-{uuid.uuid4().hex[:12]}"
-    await s3_client.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture

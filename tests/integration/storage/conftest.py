@@ -7,9 +7,8 @@ import os
 import struct
 import uuid
 import wave
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -34,28 +33,6 @@ def fake_gcs() -> Iterator[FakeGcsServer]:
         pytest.skip(str(exc))
     with server:
         yield server
-
-
-@pytest.fixture
-async def s3_client(seaweed: SeaweedS3Server) -> AsyncIterator[Any]:
-    """A plain aiobotocore client, to set up buckets and read back what a sink stored."""
-    from aiobotocore.session import get_session
-
-    async with get_session().create_client(
-        "s3",
-        endpoint_url=seaweed.endpoint_url,
-        region_name=seaweed.region,
-        aws_access_key_id=seaweed.access_key,
-        aws_secret_access_key=seaweed.secret_key,
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-async def s3_bucket(s3_client: Any) -> str:
-    name = f"rec-{uuid.uuid4().hex[:12]}"
-    await s3_client.create_bucket(Bucket=name)
-    return name
 
 
 @pytest.fixture
