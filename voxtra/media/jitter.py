@@ -106,17 +106,17 @@ class JitterBuffer:
         deliver next, the packet is counted as pushed and delivered and True is returned:
         the caller hands its payload on directly, with no ``RtpPacket`` and no buffering.
         Otherwise nothing changes and the caller uses ``push``/``pop_ready``. The
-        statistics come out exactly as the slow path's.
+        statistics come out exactly as the slow path's, and only ``received`` and
+        ``delivered`` can change here (never loss, late, duplicate or reorder counts).
         """
         if self._buf or sequence != self._expected or ssrc != self._ssrc:
             return False
-        st = self.stats
-        st.received += 1
         assert self._highest is not None
         if seq_diff(sequence, self._highest) < 0:
-            st.reordered += 1
-        else:
-            self._highest = sequence
+            return False  # would count as reordered: leave that to the slow path
+        self._highest = sequence
+        st = self.stats
+        st.received += 1
         st.delivered += 1
         self._remember(sequence)
         self._expected = (sequence + 1) & 0xFFFF
