@@ -440,7 +440,10 @@ class CallSession:
         from voxtra.call_media import FrameConverter
 
         transport = await self.media()
-        converter = FrameConverter(Codec(codec), sample_rate)
+        converter = FrameConverter(Codec(codec), sample_rate)  # validates the request
+        # The transport converts as frames arrive (RTP: for all calls in one batch per
+        # tick); the converter only handles frames queued before the switch.
+        transport.set_inbound_format(converter.codec, converter.rate)
         async for frame in transport.frames():
             chunk = converter.convert(frame)
             if chunk.data:
