@@ -34,6 +34,7 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "stt": {
         "pocketsphinx": ("voxtra.providers.pocketsphinx_stt:PocketSphinxSTT", "local"),
         "deepgram": ("voxtra.providers.deepgram_stt:DeepgramSTT", "deepgram"),
+        "whisper": ("voxtra.providers.whisper_stt:WhisperSTT", "whisper"),
     },
     "llm": {
         "rules": ("voxtra.providers.rules:RulesAgent", ""),
@@ -42,6 +43,7 @@ _BUILTINS: dict[str, dict[str, tuple[str, str]]] = {
     "tts": {
         "espeak": ("voxtra.providers.espeak_tts:EspeakTTS", "espeak"),
         "elevenlabs": ("voxtra.providers.elevenlabs_tts:ElevenLabsTTS", "elevenlabs"),
+        "piper": ("voxtra.providers.piper_tts:PiperTTS", "piper"),
     },
     "vad": {
         "webrtc": ("voxtra.providers.webrtc_vad:WebRtcVAD", "local"),

