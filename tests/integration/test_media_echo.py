@@ -93,6 +93,35 @@ async def test_echo_through_the_app(
     _check_echo(heard, 440, 2.0)
 
 
+@pytest.mark.parametrize("signal", ["chirp", "speech"])
+async def test_echo_keeps_chirps_and_speech_intact(
+    make_app: MakeApp, tmp_path: Path, signal: str
+) -> None:
+    import numpy as np
+
+    if signal == "chirp":
+        sent = audio.chirp(300, 3000, 2.0, 8000, AMPLITUDE)
+    else:
+        wav = audio.speech_like_wav("please tell me your opening hours", tmp_path / "s.wav")
+        sent, _ = audio.read_wav(wav)
+    await make_app(_echo_app(None))
+    heard_path = await _talk(tmp_path, sent, 8000)
+    heard, rate = audio.read_wav(heard_path)
+    # Align the echo with what was sent (cross-correlation), then compare the shapes:
+    # mu-law both ways keeps a round trip well above 0.9 correlation.
+    x = sent.astype(np.float64)
+    y = heard.astype(np.float64)
+    lag = int(np.argmax(np.correlate(y, x, mode="valid")))
+    echoed = y[lag : lag + len(x)]
+    similarity = float(np.dot(x, echoed) / (np.linalg.norm(x) * np.linalg.norm(echoed)))
+    assert similarity > 0.9, similarity
+    segments = audio.active_segments(heard, rate, min_gap_ms=300)
+    sent_segments = audio.active_segments(sent, 8000, min_gap_ms=300)
+    heard_len = segments[-1][1] - segments[0][0]
+    sent_len = sent_segments[-1][1] - sent_segments[0][0]
+    assert heard_len == pytest.approx(sent_len, abs=0.06)
+
+
 async def test_media_is_torn_down_with_the_call(make_app: MakeApp, tmp_path: Path) -> None:
     app = await make_app(_echo_app(None))
     await _talk(tmp_path, audio.tone(600, 0.5, 8000, AMPLITUDE), 8000)
