@@ -113,7 +113,7 @@ class AriClient:
             # deprecated in 3.14 and the same header also serves the events WebSocket.
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(limit=64, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=32, ttl_dns_cache=300),
             )
             self._own_session = True
         return self._session
