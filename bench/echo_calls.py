@@ -1,9 +1,10 @@
 """K concurrent real echo calls through the sandbox Asterisk.
 
 Each call is a Local channel whose far end echoes (so the call lasts as long as the
-bench needs); the app answers, attaches ExternalMedia RTP and echoes ``audio_stream()`` back with ``send_audio()``. Reports, per
-run: frames received and lost by our side (RTP sequence gaps, late packets, inbound
-drops), pacing jitter of the shared 20 ms clock, and CPU used by this process.
+bench needs); the app answers, attaches ExternalMedia RTP and echoes
+``audio_stream()`` back with ``send_audio()``. Reports, per run: frames received and
+lost by our side (RTP sequence gaps, late packets, inbound drops), pacing jitter of the
+shared 20 ms clock, and CPU used by this process.
 
     python bench/echo_calls.py --calls 100 --seconds 8
 
