@@ -35,7 +35,6 @@ from voxtra.ari.events import (
     AriEvent,
     ChannelDestroyed,
     ChannelHangupRequest,
-    ChannelStateChange,
     Dial,
     StasisEnd,
     StasisStart,
@@ -161,7 +160,6 @@ class VoxtraApp:
         self._stream: AriEventStream | None = None
         self._runner: asyncio.Task[None] | None = None
         self._call_tasks: set[asyncio.Task[None]] = set()
-        self._fatal: BaseException | None = None
         self.ticker = Ticker()
         """One 20 ms pacing clock shared by every call's outbound RTP."""
         self._audiosocket: Any = None
@@ -259,7 +257,6 @@ class VoxtraApp:
         try:
             await self._stream.run()
         except AriError as exc:
-            self._fatal = exc
             logger.error("ARI event stream stopped: %s", exc)
 
     async def stop(self, deadline: float | None = None) -> None:
@@ -689,8 +686,6 @@ class VoxtraApp:
                 _originate_error(pending.endpoint, event.cause, "", pending.dialstatus)
             )
             pending.future.exception()
-        elif isinstance(event, ChannelStateChange):
-            pass
 
     # -- reconcile after (re)connect ---------------------------------------------------------
 

@@ -437,10 +437,10 @@ class CallSession:
         mu-law 8 kHz by default; ``codec="pcm16"`` with a ``sample_rate`` gives PCM at
         that rate. One consumer at a time: frames are not duplicated between readers.
         """
-        from voxtra.call_media import FrameConverter
+        from voxtra.media.convert import ChunkConverter
 
         transport = await self.media()
-        converter = FrameConverter(Codec(codec), sample_rate)  # validates the request
+        converter = ChunkConverter(Codec(codec), sample_rate)  # validates the request
         # The transport converts as frames arrive (RTP: for all calls in one batch per
         # tick); the converter only handles frames queued before the switch.
         transport.set_inbound_format(converter.codec, converter.rate)

@@ -24,40 +24,15 @@ from voxtra.ari.errors import AriError
 from voxtra.call import internal_id
 from voxtra.config import MediaSettings
 from voxtra.errors import MediaError
-from voxtra.media.frames import AudioChunk, Codec
-from voxtra.media.g711 import decode, encode
-from voxtra.media.resample import StreamResampler
 from voxtra.media.rtp_transport import RtpTransport
 from voxtra.media.transport import MediaTransport
 
 if TYPE_CHECKING:
     from voxtra.call import CallSession
 
-__all__ = ["CallMedia", "FrameConverter"]
+__all__ = ["CallMedia"]
 
 logger = logging.getLogger(__name__)
-
-
-class FrameConverter:
-    """Wire frames -> the codec and rate a reader asked for (resampler state kept)."""
-
-    def __init__(self, codec: Codec, rate: int) -> None:
-        if codec is not Codec.PCM16 and rate != 8000:
-            raise MediaError(f"{codec} audio is 8 kHz; ask for pcm16 at {rate} Hz instead")
-        self.codec = codec
-        self.rate = rate
-        self._resampler: StreamResampler | None = None
-
-    def convert(self, chunk: AudioChunk) -> AudioChunk:
-        if chunk.codec is self.codec and chunk.sample_rate == self.rate:
-            return chunk
-        pcm = chunk.data if chunk.codec is Codec.PCM16 else decode(chunk.data, chunk.codec)
-        if chunk.sample_rate != self.rate:
-            if self._resampler is None:
-                self._resampler = StreamResampler(chunk.sample_rate, self.rate)
-            pcm = self._resampler.process(pcm)
-        out = AudioChunk(pcm, self.rate, Codec.PCM16)
-        return out if self.codec is Codec.PCM16 else encode(out, self.codec)
 
 
 class CallMedia:
