@@ -142,7 +142,9 @@ def default_intents() -> list[Intent]:
         Intent(
             "weather",
             "I cannot check the weather right now.",
-            patterns=[r"\bweather\b(?:.*?\bin (?P<city>[a-z][a-z ]*?))?\s*[?.!]*$"],
+            # one word after "in": speech recognition often tacks a short stray word
+            # onto the end ("berlin good"), which must not become part of the city
+            patterns=[r"\bweather\b(?:.*?\bin (?P<city>[a-z]+))?"],
             slots={"city": "London"},
             tool="get_weather",
             tool_answer="The weather in {city} is {result}.",
