@@ -277,6 +277,35 @@ async def test_malformed_event_is_skipped_not_fatal(ari: AriClient) -> None:
     assert [e.type for e in seen] == ["SomethingNew"]
 
 
+async def test_connected_means_asterisk_registered_the_app(ari: AriClient) -> None:
+    """A channel sent to the app right after ``wait_connected`` must reach it.
+
+    Asterisk registers the app on its own thread after the WebSocket upgrade; a CI run
+    under load saw a channel hung up in that gap ("Stasis app ... doesn't exist").
+    """
+    for _ in range(10):
+        app = f"voxtra-reg-{uuid.uuid4().hex[:8]}"
+        started = asyncio.Event()
+
+        def on_event(event: AriEvent, started: asyncio.Event = started) -> None:
+            if isinstance(event, StasisStart):
+                started.set()
+
+        events = AriEventStream(ari, app, on_event=on_event)
+        task = asyncio.create_task(events.run())
+        try:
+            await events.wait_connected(10)
+            assert (await ari.applications.get(app)).name == app
+            channel_id = f"t-{uuid.uuid4().hex[:10]}"
+            await ari.channels.originate("Local/answer@voxtra-test", app=app, channel_id=channel_id)
+            await asyncio.wait_for(started.wait(), 5)
+            await ari.channels.hangup(channel_id)
+        finally:
+            await events.stop()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 async def test_backoff_grows_caps_and_jitters(ari: AriClient) -> None:
     events = AriEventStream(ari, APP, on_event=lambda e: None, initial_backoff=0.5, max_backoff=8.0)
     delays = [events.backoff(n) for n in range(12)]

@@ -6,6 +6,11 @@ seconds, and counts connections in ``generation``. Asterisk does not replay even
 missed while disconnected, so ``on_connect`` runs after every (re)connection: that is
 where the app reconciles its state with ``GET /channels`` and ``GET /bridges``.
 
+"Connected" means Asterisk has *registered* the applications, not merely answered the
+WebSocket handshake: Asterisk registers them on its own thread after the upgrade, and
+a channel sent to the app in between is hung up ("Stasis app ... doesn't exist"). So
+``connected`` is set once ``GET /applications/{name}`` answers for every app.
+
 Events are handed to ``on_event``, a plain (non-async) callable: dispatch must never
 wait on user code, so the receiver only routes events into per-call queues.
 """
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 import aiohttp
 
 from voxtra.ari.client import AriClient
-from voxtra.ari.errors import AriUnauthorized
+from voxtra.ari.errors import AriError, AriNotFound, AriUnauthorized
 from voxtra.ari.events import AriEvent, EventParseError, parse_event
 
 __all__ = ["AriEventStream", "Connection"]
@@ -59,6 +64,7 @@ class AriEventStream:
         max_backoff: float = 30.0,
         stable_after: float = 5.0,
         subscribe_all: bool = False,
+        registration_timeout: float = 5.0,
     ) -> None:
         self.client = client
         self.apps = [apps] if isinstance(apps, str) else list(apps)
@@ -70,6 +76,7 @@ class AriEventStream:
         self.max_backoff = max_backoff
         self.stable_after = stable_after
         self.subscribe_all = subscribe_all
+        self.registration_timeout = registration_timeout
         self.generation = 0
         self.events_received = 0
         self.events_dropped = 0
@@ -147,16 +154,10 @@ class AriEventStream:
         self.generation += 1
         connection = Connection(self.generation, time.monotonic())
         self.connection = connection
-        self.connected.set()
-        if connection.is_reconnect:
-            logger.info("ARI events reconnected (generation %d)", connection.generation)
-        else:
-            logger.info("ARI events connected to %s", self.client.base_url)
-        if self.on_connect is not None:
-            # Reconciling lists channels over REST while events keep flowing in.
-            task = asyncio.create_task(self._run_on_connect(connection))
-            self._reconcile_tasks.add(task)
-            task.add_done_callback(self._reconcile_tasks.discard)
+        # Events are read from the start; "connected" waits for the registration.
+        ready = asyncio.create_task(self._announce(ws, connection))
+        self._reconcile_tasks.add(ready)
+        ready.add_done_callback(self._reconcile_tasks.discard)
         try:
             async for message in ws:
                 if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
@@ -167,6 +168,7 @@ class AriEventStream:
         except (aiohttp.ClientError, OSError) as exc:
             logger.warning("ARI events connection lost: %s", exc)
         finally:
+            ready.cancel()
             self._ws = None
             self.connected.clear()
             with contextlib.suppress(Exception):
@@ -181,6 +183,47 @@ class AriEventStream:
                     self.on_disconnect(connection)
                 except Exception:
                     logger.exception("on_disconnect hook failed")
+
+    async def _announce(self, ws: aiohttp.ClientWebSocketResponse, connection: Connection) -> None:
+        await self._await_registration(ws)
+        if ws.closed:
+            return
+        self.connected.set()
+        if connection.is_reconnect:
+            logger.info("ARI events reconnected (generation %d)", connection.generation)
+        else:
+            logger.info("ARI events connected to %s", self.client.base_url)
+        if self.on_connect is not None:
+            # Reconciling lists channels over REST while events keep flowing in.
+            await self._run_on_connect(connection)
+
+    async def _await_registration(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        """Poll until Asterisk lists every app (usually at once; milliseconds under load)."""
+        pending = list(self.apps)
+        deadline = time.monotonic() + self.registration_timeout
+        delay = 0.005
+        while pending and not ws.closed:
+            for app in list(pending):
+                try:
+                    await self.client.applications.get(app)
+                except AriNotFound:
+                    continue
+                except (AriError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                    logger.debug("checking registration of %r: %s", app, exc)
+                    continue
+                pending.remove(app)
+            if not pending:
+                return
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "Asterisk has not registered Stasis app(s) %s %.1f s after connecting;"
+                    " going on",
+                    ", ".join(pending),
+                    self.registration_timeout,
+                )
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     async def _run_on_connect(self, connection: Connection) -> None:
         assert self.on_connect is not None
