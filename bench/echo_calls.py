@@ -6,7 +6,12 @@ bench needs); the app answers, attaches ExternalMedia RTP and echoes
 lost by our side (RTP sequence gaps, late packets, inbound drops), pacing jitter of the
 shared 20 ms clock, and CPU used by this process.
 
-    python bench/echo_calls.py --calls 100 --seconds 8
+    python bench/echo_calls.py --calls 100 --seconds 8 [--arrival-rate 20]
+
+Calls are placed all at once, or ``--arrival-rate`` per second. The figures are taken
+once every call is up, while all of them run. The Local callers are 8 kHz ``slin``
+(``place_local_call``'s default): left to Asterisk they were ``slin192``, resampled on
+every frame, and the co-located Asterisk could not carry 100 calls on two cores.
 
 Needs the sandbox (``python -m voxtra.testing.asterisk up``) or ``VOXTRA_ARI_URL``.
 Prints figures; asserts nothing.
@@ -32,7 +37,17 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def run(calls: int, seconds: float, transport: str) -> dict[str, Any]:
+async def _place(app: VoxtraApp, n: int, delay: float) -> Any:
+    await asyncio.sleep(delay)
+    return await place_local_call(
+        app.ari,
+        str(6000 + n),
+        behaviour="play",
+        variables={"PLAYFILE": "&".join(["demo-congrats"] * 6)},
+    )
+
+
+async def run(calls: int, seconds: float, transport: str, arrival_rate: float) -> dict[str, Any]:
     transports: list[MediaTransport] = []
     answered = asyncio.Event()
 
@@ -62,18 +77,9 @@ async def run(calls: int, seconds: float, transport: str) -> dict[str, Any]:
 
     await app.start()
     try:
-        placed = await asyncio.gather(
-            *(
-                place_local_call(
-                    app.ari,
-                    str(6000 + n),
-                    behaviour="play",
-                    variables={"PLAYFILE": "&".join(["demo-congrats"] * 6)},
-                )
-                for n in range(calls)
-            )
-        )
         setup_started = time.monotonic()
+        spacing = 1.0 / arrival_rate if arrival_rate > 0 else 0.0
+        placed = await asyncio.gather(*(_place(app, n, n * spacing) for n in range(calls)))
         await asyncio.wait_for(answered.wait(), 300)
         setup = time.monotonic() - setup_started
         app.ticker.lateness.clear()
@@ -113,9 +119,12 @@ def main() -> None:
     parser.add_argument("--calls", type=int, nargs="*", default=[10, 100])
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--transport", default="rtp", choices=["rtp", "websocket", "audiosocket"])
+    parser.add_argument(
+        "--arrival-rate", type=float, default=0.0, help="calls placed per second (0: at once)"
+    )
     args = parser.parse_args()
     for calls in args.calls:
-        r = asyncio.run(run(calls, args.seconds, args.transport))
+        r = asyncio.run(run(calls, args.seconds, args.transport, args.arrival_rate))
         print(
             f"{args.transport:11s} calls={r['calls']:4d} (media attached {r['attached']}, "
             f"set up in {r['setup_s']:.1f} s)  frames in {r['frames_in']:7d} "

@@ -623,16 +623,25 @@ class VoxtraApp:
         handler: CallHandler | None = None,
         metadata: Mapping[str, Any] | None = None,
         app_args: Sequence[str] = (),
+        formats: str | Sequence[str] | None = None,
     ) -> CallSession:
         """Call ``endpoint`` and wait until it answers.
 
         Returns the answered CallSession (running ``handler`` on it, if given, as its
         route handler). Raises :class:`CallBusy`, :class:`CallNoAnswer` or
         :class:`CallFailed` with Asterisk's hangup cause otherwise.
+
+        ``formats`` are the codecs the new channel may use (``"ulaw"``, ``["slin",
+        "alaw"]``). A SIP endpoint negotiates its own; a ``Local/`` channel has nobody to
+        negotiate with and defaults to ``"slin"`` here: left to Asterisk it took a
+        high-rate linear format and resampled every frame (measured: 10x Asterisk's CPU
+        per call).
         """
         if not self._accepting:
             raise VoxtraError("the app is not running (call start() first)")
         channel_id = f"voxtra-out-{uuid.uuid4().hex[:16]}"
+        if formats is None and endpoint[:6].lower() == "local/":
+            formats = "slin"
         pending = _PendingOriginate(endpoint)
         self._originates[channel_id] = pending
         try:
@@ -644,6 +653,7 @@ class VoxtraApp:
                 caller_id=caller_id,
                 timeout=timeout,
                 variables=variables,
+                formats=formats,
             )
             try:
                 channel = await asyncio.wait_for(asyncio.shield(pending.future), timeout + 5)

@@ -107,6 +107,7 @@ async def _originate_local(
         app_args=args,
         channel_id=channel_id,
         other_channel_id=other_id,
+        formats="slin",
     )
     await collector.wait_for(lambda e: isinstance(e, StasisStart) and e.channel.id == channel_id)
     return channel_id, other_id

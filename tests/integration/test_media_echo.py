@@ -25,17 +25,40 @@ MakeApp = Callable[..., Awaitable[VoxtraApp]]
 AMPLITUDE = 0.4
 
 
-def _echo_app(pcm_rate: int | None) -> Callable[[VoxtraApp], None]:
+def _echo_app(pcm_rate: int | None, trail: list[str] | None = None) -> Callable[[VoxtraApp], None]:
+    """The echo handler; ``trail`` collects where it got to, for failure messages."""
+    log = trail if trail is not None else []
+
     def configure(app: VoxtraApp) -> None:
         @app.route(extension="5000")
         async def echo(call: CallSession) -> None:
+            start = asyncio.get_running_loop().time()
+
+            def note(what: str) -> None:
+                log.append(f"{asyncio.get_running_loop().time() - start:.3f}s {what}")
+
+            note("handler")
             await call.answer()
-            if pcm_rate is None:
-                stream = call.audio_stream()
-            else:
-                stream = call.audio_stream(codec="pcm16", sample_rate=pcm_rate)
-            async for chunk in stream:
-                await call.send_audio(chunk)
+            note("answered")
+            try:
+                if pcm_rate is None:
+                    stream = call.audio_stream()
+                else:
+                    stream = call.audio_stream(codec="pcm16", sample_rate=pcm_rate)
+                frames = 0
+                async for chunk in stream:
+                    if frames == 0:
+                        note("first frame in")
+                    frames += 1
+                    await call.send_audio(chunk)
+                note(f"stream ended after {frames} frames")
+            except BaseException as exc:
+                note(f"{type(exc).__name__}: {exc}")
+                raise
+            finally:
+                media = call._media.transport if call._media is not None else None
+                if media is not None:
+                    note(f"transport stats {media.stats}")
 
     return configure
 
@@ -55,10 +78,10 @@ async def _talk(tmp_path: Path, signal: Any, rate: int, codec: str = "PCMU") -> 
     return heard
 
 
-def _check_echo(heard: Path, freq: float, seconds: float) -> None:
+def _check_echo(heard: Path, freq: float, seconds: float, trail: list[str] | None = None) -> None:
     samples, rate = audio.read_wav(heard)
     segments = audio.active_segments(samples, rate)
-    assert len(segments) == 1, f"expected one stretch of echo, got {segments}"
+    assert len(segments) == 1, f"expected one stretch of echo, got {segments}; app: {trail}"
     start, end = segments[0]
     assert end - start == pytest.approx(seconds, abs=0.06)
     body = samples[round((start + 0.05) * rate) : round((end - 0.05) * rate)]
@@ -88,9 +111,10 @@ async def test_echo_through_the_app(
     caller_codec: str,
     pcm_rate: int | None,
 ) -> None:
-    await make_app(_echo_app(pcm_rate), media={"transport": transport, "codec": wire})
+    trail: list[str] = []
+    await make_app(_echo_app(pcm_rate, trail), media={"transport": transport, "codec": wire})
     heard = await _talk(tmp_path, audio.tone(440, 2.0, 8000, AMPLITUDE), 8000, caller_codec)
-    _check_echo(heard, 440, 2.0)
+    _check_echo(heard, 440, 2.0, trail)
 
 
 @pytest.mark.parametrize("signal", ["chirp", "speech"])
@@ -104,7 +128,8 @@ async def test_echo_keeps_chirps_and_speech_intact(
     else:
         wav = audio.speech_like_wav("please tell me your opening hours", tmp_path / "s.wav")
         sent, _ = audio.read_wav(wav)
-    await make_app(_echo_app(None))
+    trail: list[str] = []
+    await make_app(_echo_app(None, trail))
     heard_path = await _talk(tmp_path, sent, 8000)
     heard, rate = audio.read_wav(heard_path)
     # Align the echo with what was sent (cross-correlation), then compare the shapes in
@@ -127,7 +152,9 @@ async def test_echo_keeps_chirps_and_speech_intact(
             for k in range(0, len(region) - win + 1, 4)
         )
         scores.append(best)
-    assert scores and sum(score > 0.9 for score in scores) >= 0.9 * len(scores), scores
+    # One window may hold a slip inside it (not re-alignable); damage such as a
+    # resampler's bursts or a wrong codec spoils most windows.
+    assert scores and sum(score > 0.9 for score in scores) >= len(scores) - 1, (scores, trail)
     segments = audio.active_segments(heard, rate, min_gap_ms=300)
     sent_segments = audio.active_segments(sent, 8000, min_gap_ms=300)
     heard_len = segments[-1][1] - segments[0][0]

@@ -71,6 +71,7 @@ class Lab:
             channel_id=cid,
             variables={"PLAYFILE": "demo-congrats"},
             timeout=5,
+            formats="slin",
         )
         await self.add(bridge_id, cid)
         return cid

@@ -87,6 +87,7 @@ async def call_app(app: VoxtraApp, playfile: str) -> tuple[str, str]:
         caller_id="Tester <5551234>",
         timeout=10,
         variables={"PLAYFILE": playfile},
+        formats="slin",
     )
     return call_id, caller_leg
 
