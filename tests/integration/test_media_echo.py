@@ -112,8 +112,17 @@ async def test_echo_through_the_app(
     pcm_rate: int | None,
 ) -> None:
     trail: list[str] = []
-    await make_app(_echo_app(pcm_rate, trail), media={"transport": transport, "codec": wire})
+    app = await make_app(_echo_app(pcm_rate, trail), media={"transport": transport, "codec": wire})
     heard = await _talk(tmp_path, audio.tone(440, 2.0, 8000, AMPLITUDE), 8000, caller_codec)
+    for session in app.active_sessions.values():  # still up: say how its media stands
+        media = session._media
+        if media is not None:
+            tr = media.transport
+            trail.append(
+                f"at check: media channel {media.channel_id} bridge {media.bridge_id}"
+                f" transport {'closed: ' + tr.close_reason if tr and tr.closed else tr}"
+                f" stats {tr.stats if tr else None}"
+            )
     _check_echo(heard, 440, 2.0, trail)
 
 
