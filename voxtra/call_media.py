@@ -44,6 +44,8 @@ class CallMedia:
         self.transport: MediaTransport | None = None
         self.bridge_id: str | None = None
         self.channel_id: str | None = None
+        self.steps: list[tuple[str, float]] = []
+        """Attach steps done so far, with seconds since the start (slow attaches show where)."""
 
     async def attach(self) -> MediaTransport:
         session, app = self.session, self.session.app
@@ -53,8 +55,15 @@ class CallMedia:
                 "slin16 over RTP is not offered: Asterisk 22 plays what it receives as "
                 "silence. Use media.transport='websocket' for 16 kHz audio."
             )
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+
+        def step(name: str) -> None:
+            self.steps.append((name, round(loop.time() - begun, 3)))
+
         self.bridge_id = await session._create_bridge("media")
         await session._ari(app.ari.bridges.add_channel(self.bridge_id, session.id))
+        step("caller bridged")
         channel_id = internal_id("media")
         started = app.expect_internal(channel_id, session)
         self.channel_id = channel_id
@@ -115,10 +124,14 @@ class CallMedia:
             except BaseException:
                 accept.cancel()
                 raise
+            step("external media created")
             self.transport = await accept
+        step("transport connected")
         await app.wait_internal(channel_id, started)
+        step("media channel in Stasis")
         await session._ari(app.ari.bridges.add_channel(self.bridge_id, channel_id))
-        logger.debug("call %s: %s media attached", session.id, settings.transport)
+        step("media channel bridged")
+        logger.debug("call %s: %s media attached: %s", session.id, settings.transport, self.steps)
         return self.transport
 
     async def _open_rtp(self) -> RtpTransport:

@@ -121,7 +121,7 @@ async def test_echo_through_the_app(
             trail.append(
                 f"at check: media channel {media.channel_id} bridge {media.bridge_id}"
                 f" transport {'closed: ' + tr.close_reason if tr and tr.closed else tr}"
-                f" stats {tr.stats if tr else None}"
+                f" stats {tr.stats if tr else None} attach steps {media.steps}"
             )
     _check_echo(heard, 440, 2.0, trail)
 
