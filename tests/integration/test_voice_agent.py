@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import os
 import re
 import subprocess
@@ -183,6 +184,23 @@ async def recognise_answer(samples: np.ndarray[Any, Any], rate: int) -> str:
         await stt.aclose()
 
 
+def assert_heard(recognised: str, expected: str) -> None:
+    """The phone heard ``expected`` and no other answer.
+
+    The grammar holds every possible answer, so what pocketsphinx returns is (a part
+    of) one of them. It sometimes stops a word or two short on phone audio ("... to
+    five in the"), so most of the words are enough, as long as they match ``expected``
+    better than any other answer.
+    """
+
+    def similarity(answer: str) -> float:
+        return difflib.SequenceMatcher(None, recognised.split(), _words(answer).split()).ratio()
+
+    score = similarity(expected)
+    assert score >= 0.8, (recognised, expected)
+    assert all(similarity(other) < score for other in ANSWERS if other != expected), recognised
+
+
 def answer_audio(call: SipCall, asked_at: float) -> tuple[np.ndarray[Any, Any], int, float]:
     """The one stretch of agent speech after the question, from the phone's recording,
     and its duration in seconds."""
@@ -207,7 +225,7 @@ async def test_caller_question_is_answered_and_heard(
         await asyncio.sleep(0.5)
         asked_at = await say_and_wait(call, wavs["hours"])
         await watch.until(lambda: len(watch.of(session.id, TurnMetrics)) == 1)
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1.0)  # the phone hears the end a little after it is sent
         await call.hangup()
         await call.wait_ended(10)
 
@@ -219,7 +237,7 @@ async def test_caller_question_is_answered_and_heard(
 
     segment, rate, seconds = answer_audio(call, asked_at)
     assert 4.0 < seconds < 6.5  # espeak says HOURS in about 5 s
-    assert await recognise_answer(segment, rate) == _words(HOURS)
+    assert_heard(await recognise_answer(segment, rate), HOURS)
 
 
 async def test_barge_in_stops_agent_audio_and_trims_history(
@@ -339,6 +357,9 @@ async def test_concurrent_calls_keep_separate_histories(
             say_and_wait(call_one, wavs["hours"]), say_and_wait(call_two, wavs["weather"])
         )
         await watch.until(lambda: all(len(watch.of(c, TurnMetrics)) == 1 for c in (one.id, two.id)))
+        # The turn ends when the last frame is sent; the phone's jitter buffer and
+        # recorder are behind that (a hangup right away cut the last words off).
+        await asyncio.sleep(1.0)
         history_one = [(m.role, m.content) for m in watch.pipelines[one.id].agent.history]
         history_two = [(m.role, m.content) for m in watch.pipelines[two.id].agent.history]
         for call in (call_one, call_two):
@@ -356,9 +377,9 @@ async def test_concurrent_calls_keep_separate_histories(
     assert not any("hours" in c or "Monday" in c for _, c in history_two)
     # and each caller heard its own answer, nothing of the other call's
     segment, rate, _ = answer_audio(call_one, asked_one)
-    assert await recognise_answer(segment, rate) == _words(HOURS)
+    assert_heard(await recognise_answer(segment, rate), HOURS)
     segment, rate, _ = answer_audio(call_two, asked_two)
-    assert await recognise_answer(segment, rate) == _words(WEATHER)
+    assert_heard(await recognise_answer(segment, rate), WEATHER)
 
 
 async def test_demo_converses_end_to_end(
