@@ -21,7 +21,11 @@ from typing import Protocol, runtime_checkable
 
 from voxtra.errors import ConfigError, RecordingError
 from voxtra.recording.metadata import RecordingMetadata
-from voxtra.recording.naming import sanitize_component, validate_format
+from voxtra.recording.naming import (
+    sanitize_component,
+    validate_format,
+    validate_recording_name,
+)
 
 __all__ = [
     "DEFAULT_KEY_TEMPLATE",
@@ -127,12 +131,18 @@ def _clean_prefix(prefix: str) -> str:
 
 
 def render_key(template: str, meta: RecordingMetadata, prefix: str = "") -> str:
-    """The object key (relative path) for a recording, from a validated template."""
+    """The object key (relative path) for a recording, from a validated template.
+
+    The template and the name are checked again here, where they become a key or a
+    path: either may have been changed since it was validated (pydantic does not
+    validate attribute assignment on the metadata).
+    """
+    validate_key_template(template)
     when = meta.started_at or meta.ended_at or datetime.now(UTC)
     values = {
         "date": when.astimezone(UTC).strftime("%Y/%m/%d"),
         "call_id": sanitize_component(meta.call_id, limit=96),
-        "name": meta.name,
+        "name": validate_recording_name(meta.name),
         "fmt": validate_format(meta.format).extension,
         "caller": sanitize_component(meta.caller),
         "called_number": sanitize_component(meta.called_number),

@@ -6,6 +6,12 @@ successes). Entries are built in a hidden temporary directory and renamed into
 place, so after a crash an entry is either complete or absent; state updates are
 written to a temporary file and renamed too. An entry is removed only after the
 sink confirmed the upload. Blocking file I/O: call it from a worker thread.
+
+Nothing read back from disk is trusted as a path: an entry's ``id`` must be the name
+of its own directory and follow the rule it was created by, and its ``audio_file``
+must be the name ``add`` gives it. An entry that breaks either rule (a hand-edited or
+hostile ``entry.json`` saying ``"id": "../victim"``) is moved to ``.quarantine/`` with
+a warning, never followed: removing it once deleted a directory outside the spool.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import uuid
 from datetime import UTC, datetime
@@ -22,14 +29,48 @@ from pydantic import BaseModel, Field, ValidationError
 
 from voxtra.errors import RecordingError
 from voxtra.recording.metadata import RecordingMetadata
-from voxtra.recording.naming import validate_format
+from voxtra.recording.naming import (
+    InvalidRecordingName,
+    validate_format,
+    validate_recording_name,
+)
 
-__all__ = ["Spool", "SpoolEntry"]
+__all__ = ["InvalidSpoolEntry", "Spool", "SpoolEntry", "validate_entry_id"]
 
 logger = logging.getLogger(__name__)
 
 _ENTRY_FILE = "entry.json"
 _TMP_PREFIX = ".tmp-"
+#: Where entries that break the naming rules are moved (hidden: never listed).
+QUARANTINE_DIR = ".quarantine"
+# An entry id is "<recording name>.<8 hex digits>" (see Spool.add).
+_ENTRY_ID = re.compile(r"(?P<name>.+)\.[0-9a-f]{8}")
+
+
+class InvalidSpoolEntry(InvalidRecordingName):
+    """A spool entry's id or audio file name breaks the rules it was created by."""
+
+
+def validate_entry_id(entry_id: str) -> str:
+    """Return ``entry_id`` if it is ``<valid recording name>.<8 hex digits>``, else raise.
+
+    The same rule :meth:`Spool.add` creates ids by, so an id can never be ``..``, hold
+    a path separator, or start with a dot (the spool's own hidden directories).
+    """
+    match = _ENTRY_ID.fullmatch(entry_id) if isinstance(entry_id, str) else None
+    if match is None:
+        raise InvalidSpoolEntry(f"spool entry id {entry_id!r} is not '<name>.<8 hex digits>'")
+    try:
+        validate_recording_name(match["name"])
+    except InvalidRecordingName as exc:
+        raise InvalidSpoolEntry(f"spool entry id {entry_id!r}: {exc}") from None
+    return entry_id
+
+
+def _audio_file_for(meta: RecordingMetadata) -> str:
+    # Re-validate the name: metadata can be changed after it was validated.
+    name = validate_recording_name(meta.name)
+    return f"{name}.{validate_format(meta.format).extension}"
 
 
 def _now() -> datetime:
@@ -64,9 +105,16 @@ class Spool:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def entry_dir(self, entry_id: str) -> Path:
-        return self.directory / entry_id
+        """The entry's directory; raises :class:`InvalidSpoolEntry` for a bad id."""
+        return self.directory / validate_entry_id(entry_id)
 
     def audio_path(self, entry: SpoolEntry) -> Path:
+        """The entry's audio file; raises :class:`InvalidSpoolEntry` for bad names."""
+        if entry.audio_file != _audio_file_for(entry.metadata):
+            raise InvalidSpoolEntry(
+                f"spool entry {entry.id!r}: audio file {entry.audio_file!r} does not match "
+                f"its recording name {entry.metadata.name!r}"
+            )
         return self.entry_dir(entry.id) / entry.audio_file
 
     def add(self, source: str | Path, meta: RecordingMetadata, *, move: bool = False) -> SpoolEntry:
@@ -79,8 +127,8 @@ class Spool:
         source = Path(source)
         if not source.is_file():
             raise RecordingError(f"cannot spool {source}: not a file")
-        entry_id = f"{meta.name}.{uuid.uuid4().hex[:8]}"
-        audio_file = f"{meta.name}.{validate_format(meta.format).extension}"
+        audio_file = _audio_file_for(meta)
+        entry_id = validate_entry_id(f"{meta.name}.{uuid.uuid4().hex[:8]}")
         entry = SpoolEntry(id=entry_id, metadata=meta, audio_file=audio_file)
         staging = self.directory / f"{_TMP_PREFIX}{entry_id}"
         staging.mkdir()
@@ -118,11 +166,20 @@ class Spool:
         _write_json(self.entry_dir(entry_id) / _ENTRY_FILE, text)
 
     def load(self, entry_id: str) -> SpoolEntry:
+        """Read one entry. Raises :class:`InvalidSpoolEntry` if its id or file name
+        breaks the rules (or is not the directory it was read from), RecordingError if
+        it is unreadable."""
         path = self.entry_dir(entry_id) / _ENTRY_FILE
         try:
-            return SpoolEntry.model_validate_json(path.read_bytes())
+            entry = SpoolEntry.model_validate_json(path.read_bytes())
         except (OSError, ValidationError) as exc:
             raise RecordingError(f"spool entry {path} is unreadable: {exc}") from exc
+        if entry.id != entry_id:
+            raise InvalidSpoolEntry(
+                f"spool entry {path} names itself {entry.id!r}, not its directory {entry_id!r}"
+            )
+        self.audio_path(entry)  # validates the id and the audio file name
+        return entry
 
     def entries(self) -> list[SpoolEntry]:
         """All complete entries, oldest first. Unreadable ones are logged and skipped."""
@@ -134,13 +191,29 @@ class Spool:
                 continue
             try:
                 found.append(self.load(child.name))
+            except InvalidSpoolEntry as exc:
+                self._quarantine(child, exc)
             except RecordingError as exc:
                 logger.error("%s", exc)
         found.sort(key=lambda e: (e.created_at, e.id))
         return found
 
+    def _quarantine(self, child: Path, problem: Exception) -> None:
+        """Move a rule-breaking entry out of the way, for a person to look at."""
+        target = self.directory / QUARANTINE_DIR / f"{child.name}.{uuid.uuid4().hex[:8]}"
+        try:
+            target.parent.mkdir(exist_ok=True)
+            os.rename(child, target)
+        except OSError as exc:
+            logger.warning(
+                "skipping bad spool entry %s (%s); cannot quarantine: %s", child, problem, exc
+            )
+            return
+        logger.warning("quarantined bad spool entry %s as %s: %s", child, target, problem)
+
     def remove(self, entry: SpoolEntry) -> None:
         """Delete an entry; only after its delivery was confirmed."""
+        # entry_dir validates the id: a bad one raises instead of deleting elsewhere.
         shutil.rmtree(self.entry_dir(entry.id), ignore_errors=True)
         with contextlib.suppress(OSError):
             _fsync_dir(self.directory)
