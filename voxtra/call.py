@@ -651,35 +651,79 @@ class CallSession:
     # -- teardown (run by the app) -----------------------------------------------------
 
     async def _teardown(self) -> None:
-        """Release everything the call owns; fire hangup callbacks once, in order."""
+        """Release everything the call owns; fire hangup callbacks once, in order.
+
+        Every step runs on its own: one that raises (a peer's hangup refused by ARI, a
+        media transport failing to close) is logged and the next still runs, and the
+        hangup callbacks run in any case, exactly once.
+        """
+        try:
+            await self._release("voice", self._close_voice)
+            await self._release("helper tasks", self._cancel_tasks)
+            await self._release("media", self._close_media)
+            await self._release("recording", self._finalize_recording)
+            await self._release("internal channels", self._hangup_channels)
+            await self._release("bridges", self._destroy_bridges)
+            await self._release("peers", self._release_peers)
+        finally:
+            await self._fire_hangup_callbacks()
+
+    async def _release(self, what: str, step: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await step()
+        except Exception:
+            logger.exception("call %s: teardown step %r failed; going on", self.id, what)
+
+    async def _close_voice(self) -> None:
         if self._voice is not None:
             await self._voice.close()
+
+    async def _cancel_tasks(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._media is not None:
-            with contextlib.suppress(Exception):
-                await self._media.close()
-            self._media = None
+
+    async def _close_media(self) -> None:
+        media, self._media = self._media, None
+        if media is not None:
+            await media.close()
+
+    async def _finalize_recording(self) -> None:
         if self._recorder is not None:
-            with contextlib.suppress(Exception):
-                await self._recorder.finalize()
+            await self._recorder.finalize()
+
+    async def _hangup_channels(self) -> None:
         for channel_id in list(self._channels):
-            with contextlib.suppress(AriError):
-                await self.app.ari.channels.hangup(channel_id)
-            self.app._forget_internal(channel_id)
+            try:
+                with contextlib.suppress(AriNotFound):
+                    await self.app.ari.channels.hangup(channel_id)
+            except AriError as exc:
+                logger.warning("call %s: cannot hang up %s: %s", self.id, channel_id, exc)
+            finally:
+                self.app._forget_internal(channel_id)
         self._channels.clear()
+
+    async def _destroy_bridges(self) -> None:
         for bridge_id in list(self._bridges):
-            with contextlib.suppress(AriError):
-                await self.app.ari.bridges.destroy(bridge_id)
-            self.app._unindex_bridge(bridge_id)
+            try:
+                with contextlib.suppress(AriNotFound):
+                    await self.app.ari.bridges.destroy(bridge_id)
+            except AriError as exc:
+                logger.warning("call %s: cannot destroy bridge %s: %s", self.id, bridge_id, exc)
+            finally:
+                self.app._unindex_bridge(bridge_id)
         self._bridges.clear()
+
+    async def _release_peers(self) -> None:
         for peer in list(self._peers):
             peer._peers.discard(self)
             if peer._handler_done.is_set() and not peer.ended:
-                await peer.hangup()
-        await self._fire_hangup_callbacks()
+                try:
+                    await peer.hangup()
+                except Exception:
+                    logger.exception("call %s: hanging up peer %s failed", self.id, peer.id)
+        self._peers.clear()
 
     async def _fire_hangup_callbacks(self) -> None:
         if self._callbacks_fired:
