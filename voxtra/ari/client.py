@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -631,6 +632,16 @@ class PlaybacksApi(_Api):
         await self._c.request("POST", f"/playbacks/{_seg(playback_id)}/control", params=params)
 
 
+def _commit_file(tmp: Path, path: Path) -> None:
+    """Rename a finished, fsynced download into place and make the rename durable."""
+    tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class RecordingsApi(_Api):
     async def list_stored(self) -> list[StoredRecording]:
         return await self._c.get_list(StoredRecording, "/recordings/stored")
@@ -646,14 +657,35 @@ class RecordingsApi(_Api):
         data = await self._c.request("GET", f"/recordings/stored/{_seg(name)}/file", raw=True)
         return bytes(data or b"")
 
-    async def download(self, name: str, path: Path, chunk_size: int = 1 << 16) -> int:
-        """Stream the stored recording to ``path`` (written atomically); returns bytes."""
+    async def download(
+        self,
+        name: str,
+        path: Path,
+        chunk_size: int = 1 << 16,
+        *,
+        read_timeout: float | None = None,
+    ) -> int:
+        """Stream the stored recording to ``path`` (atomically and durably); returns bytes.
+
+        There is no limit on the whole download: an hour-long recording from a remote
+        Asterisk over a slow link takes as long as it takes (the session's 10 s *total*
+        timeout failed such downloads every time). Instead each read must bring data
+        within ``read_timeout`` s (default: the client's ``timeout``), so a stalled
+        connection is still noticed. The bytes go to ``<path>.part``, are fsynced,
+        then renamed to ``path`` and the directory fsynced: a ``path`` that exists is
+        complete. Transport failures (reset, stall) raise AriConnectionError and leave
+        no file behind; the caller decides whether to retry.
+        """
         api_path = f"/recordings/stored/{_seg(name)}/file"
         tmp = path.with_name(path.name + ".part")
+        per_read = self._c.timeout if read_timeout is None else read_timeout
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=per_read, sock_read=per_read)
         size = 0
         try:
             async with self._c.session.get(
-                self._c.url(api_path), headers={"Authorization": self._c.auth_header}
+                self._c.url(api_path),
+                headers={"Authorization": self._c.auth_header},
+                timeout=timeout,
             ) as response:
                 if response.status >= 400:
                     body = await response.read()
@@ -664,13 +696,27 @@ class RecordingsApi(_Api):
                     async for chunk in response.content.iter_chunked(chunk_size):
                         out.write(chunk)
                         size += len(chunk)
+                    if response.content_length is not None and size != response.content_length:
+                        raise AriConnectionError(
+                            0,
+                            "GET",
+                            api_path,
+                            f"got {size} of {response.content_length} bytes",
+                        )
+                    out.flush()
+                    await asyncio.to_thread(os.fsync, out.fileno())
         except aiohttp.ClientError as exc:
             tmp.unlink(missing_ok=True)
-            raise AriConnectionError(0, "GET", api_path, str(exc)) from exc
+            raise AriConnectionError(0, "GET", api_path, f"{type(exc).__name__}: {exc}") from exc
+        except TimeoutError as exc:
+            tmp.unlink(missing_ok=True)
+            raise AriConnectionError(
+                0, "GET", api_path, f"no data for {per_read} s mid-download"
+            ) from exc
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        await asyncio.to_thread(tmp.replace, path)
+        await asyncio.to_thread(_commit_file, tmp, path)
         return size
 
     async def copy_stored(self, name: str, destination: str) -> StoredRecording:

@@ -25,21 +25,32 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
+import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from voxtra.ari.errors import AriConflict, AriError, AriNotFound
+from pydantic import BaseModel
+
+from voxtra.ari.errors import (
+    AriConflict,
+    AriConnectionError,
+    AriError,
+    AriNotFound,
+    AriServerError,
+)
 from voxtra.ari.events import AriEvent, RecordingFailed, RecordingFinished, RecordingStarted
 from voxtra.call import internal_id
 from voxtra.errors import CallEnded, ConfigError, RecordingError
 from voxtra.recording.delivery import Backoff, DeliveredHook, FailedHook, RecordingDelivery
 from voxtra.recording.metadata import RecordingMetadata
 from voxtra.recording.naming import (
+    SUPPORTED_FORMATS,
     AudioFormat,
     generate_recording_name,
     sanitize_component,
@@ -63,6 +74,9 @@ INCOMING_DIR = ".incoming"
 #: Per-call sinks spool under ``<spool>/.sinks/<sink name>`` (the default sink's entries
 #: sit in the spool directory itself; hidden names are skipped by its listing).
 SINKS_DIR = ".sinks"
+#: ``<spool>/.delivered/<name>``: delivered, but Asterisk's copy could not be deleted yet.
+DELIVERED_DIR = ".delivered"
+_JOURNAL_SUFFIX = ".meta.json"
 
 START_TIMEOUT = 10.0
 """Seconds to wait for RecordingStarted (a beep plays first)."""
@@ -81,6 +95,31 @@ class RecordingFailedError(RecordingError):
 
 # -- the app's deliveries --------------------------------------------------------------
 
+#: ``<call id>-<UTC time>-<12 hex>``, as :func:`generate_recording_name` makes them.
+_GENERATED_NAME = re.compile(r"(?P<call>.+)-(?P<stamp>\d{8}T\d{6}Z)-[0-9a-f]{12}")
+
+
+class _Journal(BaseModel):
+    """``.incoming/<name>.meta.json``: a recording this spool started and has not spooled.
+
+    Written (fsynced) *before* Asterisk is asked to record, so whatever happens later
+    (crash while recording, while fetching, before spooling) the next start knows the
+    recording exists, which sink it is for, and its call's details.
+    """
+
+    metadata: RecordingMetadata
+    #: the per-call sink's name; None for the app's default sink
+    sink: str | None = None
+
+
+def metadata_from_name(name: str, fmt: str) -> RecordingMetadata:
+    """What a stored recording's name tells about it (call id and start time, if generated)."""
+    match = _GENERATED_NAME.fullmatch(name)
+    if match is None:
+        return RecordingMetadata(name=name, call_id=name, format=fmt)
+    started = datetime.strptime(match["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    return RecordingMetadata(name=name, call_id=match["call"], format=fmt, started_at=started)
+
 
 class AppRecordings:
     """The app's recording deliveries: one for the default sink, one per per-call sink.
@@ -94,6 +133,12 @@ class AppRecordings:
 
     After a sink confirmed a recording, its stored copy is deleted from Asterisk, then
     :attr:`on_delivered` runs (once per recording, with ``location`` set).
+
+    Nothing is stranded: every recording is journaled in ``<spool>/.incoming`` before
+    Asterisk starts it, and :meth:`resume` (at start) finishes whatever an earlier run
+    left there: a fetched file is spooled, a missing or partial one fetched again.
+    Stored recordings no spool here started are left alone unless
+    ``recover_unclaimed`` (another process may be delivering them).
     """
 
     def __init__(
@@ -107,6 +152,8 @@ class AppRecordings:
         on_delivered: DeliveredHook | None = None,
         on_failed: FailedHook | None = None,
         delete_from_asterisk: bool = True,
+        recover_unclaimed: bool = False,
+        read_timeout: float | None = None,
     ) -> None:
         self.ari = ari
         self.spool_dir = Path(spool_dir)
@@ -117,9 +164,19 @@ class AppRecordings:
         self.on_failed = on_failed
         """Runs when a recording's retries ran out; it stays spooled for the next resume."""
         self.delete_from_asterisk = delete_from_asterisk
+        self.recover_unclaimed = recover_unclaimed
+        """resume() also fetches stored recordings with generated names that no journal
+        here knows (e.g. spooled by a version without journals). Off by default: on an
+        Asterisk shared by several apps they may be another process's."""
+        self.read_timeout = read_timeout
+        """Seconds a recording download may go without data (default: the ARI timeout)."""
         self._deliveries: dict[str, tuple[RecordingSink, RecordingDelivery]] = {}
         self._waiters: dict[str, list[asyncio.Future[RecordingMetadata]]] = {}
         self._recent: OrderedDict[str, RecordingMetadata] = OrderedDict()
+        #: recordings this process is recording or fetching (their journals are not leftovers)
+        self._in_flight: set[str] = set()
+        #: finishing recordings and recovery fetches; drain/aclose wait for them
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._closed = False
         self.default = self._make_delivery(default_sink, self.spool_dir)
 
@@ -128,9 +185,14 @@ class AppRecordings:
         return self.spool_dir / INCOMING_DIR
 
     @property
+    def delivered_dir(self) -> Path:
+        return self.spool_dir / DELIVERED_DIR
+
+    @property
     def pending(self) -> int:
-        """Recordings being delivered or waiting for a retry in this process."""
-        return sum(delivery.pending for _, delivery in self._deliveries.values())
+        """Recordings being fetched, delivered or waiting for a retry in this process."""
+        fetching = sum(1 for task in self._tasks if not task.done())
+        return fetching + sum(delivery.pending for _, delivery in self._deliveries.values())
 
     def _make_delivery(self, sink: RecordingSink, directory: Path) -> RecordingDelivery:
         if not isinstance(sink, RecordingSink):
@@ -159,6 +221,9 @@ class AppRecordings:
             )
         return known[1]
 
+    def _sink_dir(self, sink_name: str) -> Path:
+        return self.spool_dir / SINKS_DIR / sanitize_component(sink_name, fallback="sink")
+
     def check_sink(self, sink: RecordingSink | None) -> None:
         """Raise ConfigError now if ``sink`` could not be used (bad object, name clash)."""
         if sink is not None and not isinstance(sink, RecordingSink):
@@ -166,22 +231,31 @@ class AppRecordings:
         self._lookup(sink)
 
     async def add_sink(self, sink: RecordingSink) -> RecordingDelivery:
-        """The delivery for a per-call sink, created (and its spool resumed) on first use."""
+        """The delivery for a per-call sink, created (and its leftovers resumed) on first use."""
         if self._closed:
             raise RecordingError("recording delivery is closed")
         found = self._lookup(sink)
         if found is not None:
             return found
-        directory = self.spool_dir / SINKS_DIR / sanitize_component(sink.name, fallback="sink")
-        delivery = self._make_delivery(sink, directory)
+        delivery = self._make_delivery(sink, self._sink_dir(sink.name))
+        await self._recover_incoming({sink.name})
         await delivery.resume()
         return delivery
 
     async def resume(self) -> int:
-        """Retry what earlier runs left in the spools of the known sinks; returns how many."""
-        count = 0
+        """Finish what earlier runs left (call at start); returns how many were scheduled.
+
+        Journaled recordings in ``.incoming``: a complete fetched file is spooled, a
+        partial or missing one is fetched from Asterisk again (in the background).
+        Then every spooled entry of the known sinks is scheduled for delivery. Stored
+        recordings already delivered whose deletion from Asterisk failed are deleted
+        now (never delivered again).
+        """
+        fetches = await self._recover_incoming({name for name in self._deliveries})
+        count = fetches
         for _, delivery in list(self._deliveries.values()):
             count += await delivery.resume()
+        count += await self._recover_from_asterisk()
         waiting = await asyncio.to_thread(self._unclaimed_spools)
         for name, entries in waiting.items():
             logger.warning(
@@ -193,16 +267,19 @@ class AppRecordings:
         return count
 
     def _unclaimed_spools(self) -> dict[str, int]:
-        root = self.spool_dir / SINKS_DIR
-        if not root.is_dir():
-            return {}
-        known = {sanitize_component(name, fallback="sink") for name in self._deliveries}
         found: dict[str, int] = {}
-        for child in root.iterdir():
-            if child.is_dir() and child.name not in known:
-                entries = len(Spool(child).entries())
-                if entries:
-                    found[child.name] = entries
+        root = self.spool_dir / SINKS_DIR
+        known = {sanitize_component(name, fallback="sink") for name in self._deliveries}
+        if root.is_dir():
+            for child in root.iterdir():
+                if child.is_dir() and child.name not in known:
+                    entries = len(Spool(child).entries())
+                    if entries:
+                        found[child.name] = entries
+        for _name, journal in self._read_journals():
+            if journal.sink is not None and journal.sink not in self._deliveries:
+                key = sanitize_component(journal.sink, fallback="sink")
+                found[key] = found.get(key, 0) + 1
         return found
 
     async def submit(
@@ -213,7 +290,20 @@ class AppRecordings:
         sink: RecordingSink | None = None,
         move: bool = False,
     ) -> SpoolEntry:
-        """Spool ``path`` for ``sink`` (default: the app's); returns once it is durable."""
+        """Spool ``path`` for ``sink`` (default: the app's); returns once it is durable.
+
+        After :meth:`aclose` the recording is still spooled (for the next start), never
+        refused: a recording that finished during shutdown is not lost.
+        """
+        if self._closed and self._lookup(sink) is None:
+            assert sink is not None
+            spool = Spool(self._sink_dir(sink.name))
+            entry = await asyncio.to_thread(spool.add, Path(path), meta, move=move)
+            logger.warning(
+                "recording %s arrived after shutdown began; spooled for the next start",
+                meta.name,
+            )
+            return entry
         delivery = self.default if sink is None else await self.add_sink(sink)
         return await delivery.submit(path, meta, move=move)
 
@@ -224,15 +314,305 @@ class AppRecordings:
             found.extend(await delivery.spooled())
         return found
 
+    # -- fetching from Asterisk --------------------------------------------------------
+    async def begin(self, meta: RecordingMetadata, sink: RecordingSink | None) -> None:
+        """Journal a recording about to be started in Asterisk (durable before it starts)."""
+        self._in_flight.add(meta.name)
+        try:
+            await asyncio.to_thread(
+                self._write_journal, _Journal(metadata=meta, sink=_sink_key(sink))
+            )
+        except BaseException:
+            self._in_flight.discard(meta.name)
+            raise
+
+    async def abandon(self, name: str) -> None:
+        """Forget a journaled recording Asterisk never stored (failed or cancelled)."""
+        self._in_flight.discard(name)
+        await asyncio.to_thread(self._drop_incoming, name)
+
+    def track(self, task: asyncio.Future[Any]) -> None:
+        """Have :meth:`drain` and :meth:`aclose` wait for ``task`` (a finishing recording)."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def fetch_and_submit(
+        self, meta: RecordingMetadata, sink: RecordingSink | None
+    ) -> SpoolEntry:
+        """Fetch stored recording ``meta.name`` from Asterisk and spool it for ``sink``.
+
+        Transport failures (reset, stall, Asterisk 5xx, local I/O) are retried with the
+        delivery's backoff. If it still fails, the journal stays: the next start
+        fetches it again, and Asterisk keeps its copy until a sink confirmed.
+        """
+        name = meta.name
+        self._in_flight.add(name)
+        try:
+            await asyncio.to_thread(
+                self._write_journal, _Journal(metadata=meta, sink=_sink_key(sink))
+            )
+            path = self._incoming_audio(name, meta.format)
+            try:
+                await self._download(name, path)
+            except AriError as exc:
+                raise RecordingError(
+                    f"cannot fetch recording {name!r} from Asterisk (it stays there): {exc}"
+                ) from exc
+            meta = meta.model_copy(update={"local_path": path})
+            entry = await self.submit(path, meta, sink=sink, move=True)
+            await asyncio.to_thread(self._drop_incoming, name)
+            return entry
+        finally:
+            self._in_flight.discard(name)
+
+    async def _download(self, name: str, path: Path) -> None:
+        backoff = self.backoff or Backoff()
+        failures = 0
+        while True:
+            try:
+                await self.ari.recordings.download(name, path, read_timeout=self.read_timeout)
+                return
+            except (AriConnectionError, AriServerError, OSError, TimeoutError) as exc:
+                # AriConnectionError covers aiohttp's transport errors and stalls; OSError
+                # is our own disk. Both pass; a 4xx (e.g. 404) will not, so it is not retried.
+                if failures >= self.retries:
+                    raise
+                delay = backoff.delay(failures)
+                failures += 1
+                logger.warning(
+                    "fetching recording %s from Asterisk failed (attempt %d), retrying in "
+                    "%.2f s: %s",
+                    name,
+                    failures,
+                    delay,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+
+    # -- recovery of what an earlier run left ------------------------------------------
+    async def _recover_incoming(self, sinks: set[str]) -> int:
+        """Settle journals for ``sinks`` (names; the default is always included)."""
+        scheduled = 0
+        for name, journal in await asyncio.to_thread(self._read_journals):
+            if name in self._in_flight:
+                continue
+            if journal.sink is None:
+                sink: RecordingSink | None = None
+                delivery = self.default
+            elif journal.sink in sinks and journal.sink in self._deliveries:
+                sink, delivery = self._deliveries[journal.sink]
+            else:
+                continue  # waits for its sink
+            try:
+                settled = await asyncio.to_thread(self._settle_incoming, journal, delivery)
+            except (OSError, RecordingError) as exc:
+                logger.error(
+                    "cannot recover recording %s from %s: %s", name, self.incoming_dir, exc
+                )
+                continue
+            if not settled:
+                self._spawn(self._refetch(journal.metadata, sink))
+                scheduled += 1
+        if scheduled:
+            logger.info("fetching %d recording(s) an earlier run did not fetch", scheduled)
+        return scheduled
+
+    def _settle_incoming(self, journal: _Journal, delivery: RecordingDelivery) -> bool:
+        """Spool a leftover if its file is here (True), or say it needs fetching (False)."""
+        meta = journal.metadata
+        name = meta.name
+        if any(e.metadata.name == name for e in delivery.spool.entries()) or self._is_marked(name):
+            self._drop_incoming(name)  # spooled (or delivered) before the crash
+            return True
+        audio = self._incoming_audio(name, meta.format)
+        if audio.is_file():  # downloads are renamed into place complete, so it is whole
+            meta = meta.model_copy(update={"local_path": audio})
+            entry = delivery.spool.add(audio, meta, move=True)
+            logger.info("recording %s recovered from %s as %s", name, self.incoming_dir, entry.id)
+            self._drop_incoming(name)
+            return True
+        partial = audio.with_name(audio.name + ".part")
+        partial.unlink(missing_ok=True)
+        return False
+
+    async def _refetch(self, meta: RecordingMetadata, sink: RecordingSink | None) -> None:
+        try:
+            await self.fetch_and_submit(meta, sink)
+        except RecordingError as exc:
+            if not isinstance(exc.__cause__, AriNotFound):
+                logger.error(
+                    "recovering recording %s failed; retried at next start: %s", meta.name, exc
+                )
+                return
+            try:
+                live = await self.ari.recordings.get_live(meta.name)
+            except AriNotFound:
+                logger.error(
+                    "recording %s was started but Asterisk has no file of it; giving it up",
+                    meta.name,
+                )
+                await asyncio.to_thread(self._drop_incoming, meta.name)
+                return
+            except AriError as err:
+                logger.warning("cannot ask Asterisk about recording %s: %s", meta.name, err)
+                return
+            logger.warning(
+                "recording %s is still %s in Asterisk; fetched at a later start",
+                meta.name,
+                live.state or "live",
+            )
+
+    async def _recover_from_asterisk(self) -> int:
+        """Delete delivered ones Asterisk still holds; fetch unclaimed ones if asked to."""
+        markers = await asyncio.to_thread(self._markers)
+        if not markers and not self.recover_unclaimed:
+            return 0
+        try:
+            stored = await self.ari.recordings.list_stored()
+        except AriError as exc:
+            logger.warning("cannot list Asterisk's stored recordings: %s", exc)
+            return 0
+        names = {rec.name for rec in stored}
+        for name in markers:
+            if name in names:
+                try:
+                    await self.ari.recordings.delete_stored(name)
+                except AriNotFound:
+                    pass
+                except AriError as exc:
+                    logger.warning("delivered recording %s still not deleted: %s", name, exc)
+                    continue
+            await asyncio.to_thread(self._unmark, name)
+        if not self.recover_unclaimed:
+            return 0
+        known = set(self._in_flight) | markers
+        known.update(name for name, _ in await asyncio.to_thread(self._read_journals))
+        known.update(entry.metadata.name for entry in await self.spooled())
+        if (self.spool_dir / SINKS_DIR).is_dir():  # per-call sinks not in use yet
+            for child in (self.spool_dir / SINKS_DIR).iterdir():
+                known.update(e.metadata.name for e in Spool(child).entries())
+        count = 0
+        for rec in stored:
+            if rec.name in known or _GENERATED_NAME.fullmatch(rec.name) is None:
+                continue
+            if rec.format not in SUPPORTED_FORMATS:
+                continue
+            try:
+                await self.ari.recordings.get_live(rec.name)
+                continue  # still being recorded: its call delivers it
+            except AriNotFound:
+                pass
+            except AriError:
+                continue
+            try:
+                meta = metadata_from_name(rec.name, rec.format)
+            except RecordingError:
+                continue
+            self._spawn(self._refetch(meta, None))
+            count += 1
+        if count:
+            logger.info("fetching %d stored recording(s) no spool here held", count)
+        return count
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        self.track(asyncio.create_task(coro, name="voxtra-recording-recover"))
+
+    # -- files in .incoming and .delivered (blocking: run in a worker thread) ----------
+    def _incoming_audio(self, name: str, fmt: str) -> Path:
+        return self.incoming_dir / f"{name}.{validate_format(fmt).extension}"
+
+    def _journal_path(self, name: str) -> Path:
+        return self.incoming_dir / f"{name}{_JOURNAL_SUFFIX}"
+
+    def _write_journal(self, journal: _Journal) -> None:
+        directory = self.incoming_dir
+        created = not directory.is_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        if created:
+            _fsync_dir(self.spool_dir)
+        _write_durably(self._journal_path(journal.metadata.name), journal.model_dump_json())
+
+    def _read_journals(self) -> list[tuple[str, _Journal]]:
+        """Journals in ``.incoming``, plus audio a journal-less earlier version left there."""
+        directory = self.incoming_dir
+        if not directory.is_dir():
+            return []
+        found: dict[str, _Journal] = {}
+        audio: list[Path] = []
+        for child in sorted(directory.iterdir()):
+            if child.name.endswith(_JOURNAL_SUFFIX):
+                try:
+                    journal = _Journal.model_validate_json(child.read_bytes())
+                except (OSError, ValueError, RecordingError) as exc:
+                    logger.error("unreadable recording journal %s left alone: %s", child, exc)
+                    continue
+                if child.name != f"{journal.metadata.name}{_JOURNAL_SUFFIX}":
+                    logger.error("recording journal %s names another recording; left alone", child)
+                    continue
+                found[journal.metadata.name] = journal
+            elif not child.name.startswith("."):
+                audio.append(child)
+        for path in audio:
+            stem, _, ext = path.name.removesuffix(".part").rpartition(".")
+            if stem in found or ext not in SUPPORTED_FORMATS:
+                continue
+            try:
+                found[stem] = _Journal(metadata=metadata_from_name(stem, ext))
+            except RecordingError:
+                logger.error("file %s in %s is not a recording; left alone", path, directory)
+        return list(found.items())
+
+    def _drop_incoming(self, name: str) -> None:
+        directory = self.incoming_dir
+        if not directory.is_dir():
+            return
+        for child in directory.iterdir():
+            base = child.name.removesuffix(".part")
+            if base == f"{name}{_JOURNAL_SUFFIX}" or base.rpartition(".")[0] == name:
+                child.unlink(missing_ok=True)
+        _fsync_dir(directory)
+
+    def _mark(self, name: str) -> None:
+        directory = self.delivered_dir
+        created = not directory.is_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        if created:
+            _fsync_dir(self.spool_dir)
+        _write_durably(directory / name, "")
+
+    def _unmark(self, name: str) -> None:
+        (self.delivered_dir / name).unlink(missing_ok=True)
+
+    def _is_marked(self, name: str) -> bool:
+        return (self.delivered_dir / name).is_file()
+
+    def _markers(self) -> set[str]:
+        directory = self.delivered_dir
+        if not directory.is_dir():
+            return set()
+        return {child.name for child in directory.iterdir() if not child.name.startswith(".")}
+
+    # -- shutdown ------------------------------------------------------------------------
     async def drain(self, timeout: float | None = None) -> bool:
-        """Wait until no delivery is in flight; False if ``timeout`` passed first."""
+        """Wait until nothing is fetched or delivered; False if ``timeout`` passed first."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        for _, delivery in list(self._deliveries.values()):
-            remaining = None if deadline is None else max(0.0, deadline - loop.time())
-            if not await delivery.drain(remaining):
-                return False
-        return True
+
+        def left() -> float | None:
+            return None if deadline is None else max(0.0, deadline - loop.time())
+
+        while True:
+            tasks = [task for task in self._tasks if not task.done()]
+            if tasks:
+                await asyncio.wait(tasks, timeout=left())
+                if any(not task.done() for task in tasks):
+                    return False
+            for _, delivery in list(self._deliveries.values()):
+                if not await delivery.drain(left()):
+                    return False
+            # A fetch may have finished into a delivery meanwhile: check both again.
+            if not any(not task.done() for task in self._tasks) and self.pending == 0:
+                return True
 
     async def wait_delivered(self, name: str, timeout: float | None = None) -> RecordingMetadata:
         """The metadata of recording ``name`` once delivered (recent ones are remembered)."""
@@ -250,11 +630,29 @@ class AppRecordings:
                 self._waiters.pop(name, None)
 
     async def aclose(self, grace: float = 5.0) -> None:
-        """Let uploads finish for ``grace`` s, then stop; unfinished ones stay spooled."""
+        """Let fetches and uploads finish for ``grace`` s, then stop.
+
+        Nothing is lost: a recording still being fetched when the grace ends keeps its
+        journal (fetched again at the next start); one that is spooled but not yet
+        delivered stays spooled; one that finishes after this is spooled, not refused.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        tasks = [task for task in self._tasks if not task.done()]
+        if tasks:
+            _, unfinished = await asyncio.wait(tasks, timeout=grace)
+            for task in unfinished:
+                task.cancel()
+            if unfinished:
+                await asyncio.wait(unfinished)
+                logger.info(
+                    "%d recording fetch(es) interrupted by shutdown; fetched at the next start",
+                    len(unfinished),
+                )
         self._closed = True
         for _, delivery in list(self._deliveries.values()):
             try:
-                await delivery.aclose(grace)
+                await delivery.aclose(max(0.0, deadline - loop.time()))
             except Exception:
                 logger.exception("closing the recording delivery to %s failed", delivery.sink.name)
 
@@ -266,11 +664,17 @@ class AppRecordings:
                 pass  # not an Asterisk recording, or deleted already
             except AriError as exc:
                 logger.warning(
-                    "recording %s is stored at %s but could not be deleted from Asterisk: %s",
+                    "recording %s is stored at %s but could not be deleted from Asterisk "
+                    "(retried at the next start): %s",
                     meta.name,
                     meta.location,
                     exc,
                 )
+                # Before the spool entry goes: the next start must not deliver it again.
+                try:
+                    await asyncio.to_thread(self._mark, meta.name)
+                except OSError as err:
+                    logger.error("cannot mark recording %s as delivered: %s", meta.name, err)
         self._recent[meta.name] = meta
         while len(self._recent) > 256:
             self._recent.popitem(last=False)
@@ -283,6 +687,28 @@ class AppRecordings:
         hook = self.on_failed
         if hook is not None:
             await _call(lambda m: hook(m, error), meta)
+
+
+def _sink_key(sink: RecordingSink | None) -> str | None:
+    return None if sink is None else sink.name
+
+
+def _write_durably(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 async def _call(
@@ -402,8 +828,12 @@ class CallRecorder:
                 isinstance(e, RecordingFinished | RecordingFailed) and e.recording.name == name
             ),
         )
-        posted = False
+        recordings = self._recordings()
+        posted = journaled = False
         try:
+            # Journaled before Asterisk records: a crash from here on cannot strand it.
+            await recordings.begin(self._metadata(name, audio_format, datetime.now(UTC)), sink)
+            journaled = True
             try:
                 await app.ari.channels.record(
                     snoop_id,
@@ -429,13 +859,21 @@ class CallRecorder:
             session._cancel_waiter(started)
             session._cancel_waiter(finished)
             await self._drop_snoop(snoop_id)
+            discarded = True
             if posted:  # ours is running (or starting): discard it. Never touch another's.
-                with contextlib.suppress(AriError):
+                try:
                     await app.ari.recordings.cancel(name)
+                except AriNotFound:
+                    pass
+                except AriError:
+                    discarded = False  # it may get stored: the journal lets a start fetch it
+            if journaled and discarded:
+                await recordings.abandon(name)
             raise
         if isinstance(event, RecordingFailed):
             session._cancel_waiter(finished)
             await self._drop_snoop(snoop_id)
+            await recordings.abandon(name)
             raise RecordingFailedError(name, event.recording.cause)
         self._active = _Recording(name, audio_format, target, sink, finished, snoop_id)
         logger.info("call %s: recording %s (%s) started", session.id, name, target)
@@ -495,6 +933,7 @@ class CallRecorder:
             task = asyncio.ensure_future(self._finish(active))
             self._finishing = task
             task.add_done_callback(self._finish_done)
+            self._recordings().track(task)  # app shutdown waits for it
         return await asyncio.shield(task)
 
     def _finish_done(self, task: asyncio.Task[str]) -> None:
@@ -515,6 +954,7 @@ class CallRecorder:
             await self._wait_stored(active)
         except RecordingFailedError:
             self._forget(active)  # nothing was stored: nothing to deliver
+            await self._recordings().abandon(active.name)
             raise
         finally:
             if active.snoop_id is not None:
@@ -522,20 +962,11 @@ class CallRecorder:
         session._cancel_waiter(active.finished)
         ended_at = datetime.now(UTC)
         # Stored in Asterisk now. Whatever happens next, the recording is not deleted
-        # there until a sink confirmed it; a fetch failure says so and gives up here.
+        # there until a sink confirmed it; if the fetch fails after its retries, the
+        # journal stays and the next start fetches it.
         try:
-            path = await self._fetch(active)
-            meta = RecordingMetadata(
-                name=active.name,
-                call_id=session.id,
-                format=active.fmt.name,
-                caller=session.caller_id or None,
-                called_number=session.called_number or None,
-                started_at=active.started_at,
-                ended_at=ended_at,
-                local_path=path,
-            )
-            await self._recordings().submit(path, meta, sink=active.sink, move=True)
+            meta = self._metadata(active.name, active.fmt, active.started_at, ended_at)
+            await self._recordings().fetch_and_submit(meta, active.sink)
         finally:
             self._forget(active)
         logger.info("call %s: recording %s stored by Asterisk and spooled", session.id, active.name)
@@ -584,18 +1015,23 @@ class CallRecorder:
                 )
             await asyncio.sleep(0.1)
 
-    async def _fetch(self, active: _Recording) -> Path:
-        recordings = self._recordings()
-        directory = recordings.incoming_dir
-        await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
-        path = directory / f"{active.name}.{active.fmt.extension}"
-        try:
-            await self.session.app.ari.recordings.download(active.name, path)
-        except AriError as exc:
-            raise RecordingError(
-                f"cannot fetch recording {active.name!r} from Asterisk (it stays there): {exc}"
-            ) from exc
-        return path
+    def _metadata(
+        self,
+        name: str,
+        fmt: AudioFormat,
+        started_at: datetime,
+        ended_at: datetime | None = None,
+    ) -> RecordingMetadata:
+        session = self.session
+        return RecordingMetadata(
+            name=name,
+            call_id=session.id,
+            format=fmt.name,
+            caller=session.caller_id or None,
+            called_number=session.called_number or None,
+            started_at=started_at,
+            ended_at=ended_at,
+        )
 
 
 def _ended_by_itself(active: _Recording) -> bool:

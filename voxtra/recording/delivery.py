@@ -116,10 +116,17 @@ class RecordingDelivery:
 
         The file is copied into the spool (``move=True`` also removes the original
         after the spool entry is committed). The upload happens in the background.
+        After :meth:`aclose` the recording is still spooled, and delivered by the next
+        :meth:`resume`: a recording that finishes during shutdown is never refused.
         """
-        if self._closed:
-            raise RecordingError("recording delivery is closed")
         entry = await asyncio.to_thread(self.spool.add, Path(path), meta, move=move)
+        if self._closed:
+            logger.warning(
+                "recording %s arrived after the delivery closed; spooled as %s for the next start",
+                meta.name,
+                entry.id,
+            )
+            return entry
         logger.info("recording %s spooled as %s", meta.name, entry.id)
         self._start(entry)
         return entry
