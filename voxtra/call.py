@@ -159,6 +159,7 @@ class CallSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.dtmf_dropped = 0
         self._media: CallMedia | None = None
+        self._media_closing: asyncio.Future[None] | None = None
         self._media_lock = asyncio.Lock()
         self._recorder: CallRecorder | None = None
 
@@ -228,6 +229,13 @@ class CallSession:
             self.state = CallState.COMPLETED
         self._ended.set()
         self._fail_waiters()
+        # audio_stream() waits on the transport, not on events: close it now, so the
+        # stream ends and send_audio() raises CallEnded. Left open, an echo handler sat
+        # in its loop until hangup_grace cancelled it (all 20 calls of the Asterisk-kill
+        # fault test, and any caller hangup). The teardown awaits the close.
+        media = self._media
+        if media is not None and media.transport is not None and not media.transport.closed:
+            self._media_closing = asyncio.ensure_future(media.transport.close())
 
     def _fail_waiters(self) -> None:
         if not self._gone.done():
@@ -685,6 +693,8 @@ class CallSession:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _close_media(self) -> None:
+        if self._media_closing is not None:
+            await self._media_closing
         media, self._media = self._media, None
         if media is not None:
             await media.close()

@@ -1,0 +1,48 @@
+"""Asterisk killed (SIGKILL) under 20 live calls with media and recordings, then restarted.
+
+Kills the Asterisk the ``asterisk`` fixture points at: run it against one nobody else
+uses (CI, or a sandbox of its own: ``VOXTRA_CACHE_DIR`` in a network namespace). It
+refuses to kill an Asterisk on which other Stasis apps are registered.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from voxtra.testing.faults import asterisk_kill
+from voxtra.testing.pytest_plugin import AsteriskTarget
+
+pytestmark = [pytest.mark.faults, pytest.mark.asterisk]
+
+CALLS = 20
+
+
+async def test_sigkill_under_live_calls_leaves_nothing_and_new_calls_work(
+    asterisk: AsteriskTarget, tmp_path: Path
+) -> None:
+    if asterisk.sandbox is None:
+        pytest.skip("killing Asterisk needs the sandbox, not an external PBX")
+    report = await asterisk_kill(asterisk.sandbox, calls=CALLS, workdir=str(tmp_path))
+    print(report)
+    assert report.attached == CALLS, report.notes
+    # Every call's handler learnt that its call ended, the normal way; each call's
+    # hangup callbacks ran once.
+    assert report.outcomes["CallEnded"] >= CALLS, report.outcomes
+    assert set(report.hangup_callbacks.values()) == {1}, report.hangup_callbacks
+    assert report.ended_after_back_s is not None, "old sessions never ended"
+    # A new call has audio both ways soon after Asterisk is back.
+    assert report.new_call_after_back_s is not None, report.new_call_error
+    assert report.new_call_after_back_s < 5.0
+    # Nothing left over: sessions, tasks, media sockets, channels, bridges.
+    assert report.sessions_left == 0
+    assert report.tasks_leaked == []
+    before, after = report.sockets_before, report.sockets_after
+    assert after["udp"] == before["udp"], (before, after)
+    assert after["tcp_other"] == before["tcp_other"], (before, after)
+    assert after["tcp_ari"] <= 32 + 1  # the REST keep-alive pool (limit 32) + events
+    assert report.channels_left == [] and report.bridges_left == []
+    # Recordings running at the kill: each accounted for, none delivered twice.
+    assert len(report.recordings) == CALLS
+    assert report.delivered_twice == []
