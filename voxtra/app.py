@@ -28,6 +28,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic import SecretStr
+
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriError, AriNotFound
 from voxtra.ari.events import (
@@ -99,7 +101,7 @@ class VoxtraApp:
         self,
         ari_url: str | None = None,
         username: str | None = None,
-        password: str | None = None,
+        password: str | SecretStr | None = None,
         app_name: str | None = None,
         *,
         config_file: str | Path | None = None,
@@ -127,7 +129,8 @@ class VoxtraApp:
         if settings is None:
             settings = load_settings(config_file=config_file, environ=environ, **overrides)
         elif overrides:
-            settings = settings.model_copy(update=overrides)
+            # Validated (model_copy would not: a plain password str must become SecretStr).
+            settings = VoxtraSettings(**{**dict(settings), **overrides})
         self.settings = settings
         self.app_name = settings.app_name
         voice = voice or VoiceConfig()

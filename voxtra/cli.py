@@ -91,15 +91,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     app = load_app(args.app)
-    app.run()
+    app.run(log_level=args.log_level)  # --log-level wins over settings.log_level
     return 0
 
 
 async def _check_ari() -> tuple[bool, str]:
     from voxtra.ari.client import AriClient
-    from voxtra.config import load_settings
+    from voxtra.config import SettingsError, load_settings
 
-    settings = load_settings()
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        # The message names the setting, never a secret's value (see voxtra.config).
+        return False, f"settings: {exc}"
     try:
         async with AriClient(settings.ari_url, settings.username, settings.password) as ari:
             info = await asyncio.wait_for(ari.asterisk.info(), 5.0)

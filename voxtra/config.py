@@ -9,6 +9,13 @@ Every problem surfaces as :class:`SettingsError` (a :class:`~voxtra.errors.Confi
 whose message names the dotted setting and what was wrong, e.g.
 ``config error in voxtra.yaml: media.transprt: unknown setting (did you mean
 'transport'?)``. Pydantic's ``ValidationError`` never reaches the user.
+
+Secrets (the ARI password) are held as pydantic ``SecretStr``: ``repr``, ``str``,
+``model_dump()`` and :meth:`VoxtraSettings.redacted` show ``**********``/``***``, and
+:meth:`~pydantic.SecretStr.get_secret_value` is called only where the value is sent
+(the ARI ``Authorization`` header). A ``SettingsError`` names the setting, never a
+secret's value, and carries no chained pydantic error (whose text includes
+``input_value=...``): it is raised outside the ``except`` block, ``from None``.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from voxtra.errors import ConfigError
 
@@ -82,8 +89,12 @@ class _SettingsModel(BaseModel):
         def __init__(self, **data: Any) -> None:
             try:
                 super().__init__(**data)
+                return
             except ValidationError as exc:
-                raise _settings_error("arguments", exc) from exc
+                error = _settings_error("arguments", exc)
+            # Raised here, not in the except block: no __context__ or __cause__ carries
+            # pydantic's error text, which holds the rejected value (a password).
+            raise error from None
 
         # Tell pydantic this wrapper is not a custom __init__ to run *during*
         # validation (nested models would otherwise report errors twice, wrapped).
@@ -92,8 +103,10 @@ class _SettingsModel(BaseModel):
         def __setattr__(self, name: str, value: Any) -> None:
             try:
                 super().__setattr__(name, value)
+                return
             except ValidationError as exc:
-                raise _settings_error("assignment", exc) from exc
+                error = _settings_error("assignment", exc)
+            raise error from None  # without pydantic's error: see __init__
 
 
 def _none_if_blank(value: Any) -> Any:
@@ -168,7 +181,8 @@ class VoxtraSettings(_SettingsModel):
     #: Base URL of Asterisk's HTTP server (the ARI client adds ``/ari``).
     ari_url: str = "http://127.0.0.1:8088"
     username: str = "voxtra"
-    password: str = Field(default="voxtra", repr=False)
+    #: A plain ``str`` is accepted and wrapped; read it with ``.get_secret_value()``.
+    password: SecretStr = Field(default=SecretStr("voxtra"), repr=False)
     #: The Stasis application name the dialplan hands calls to.
     app_name: str = "voxtra"
     media: MediaSettings = Field(default_factory=MediaSettings)
@@ -193,6 +207,9 @@ class VoxtraSettings(_SettingsModel):
         url = value.strip()
         problem = "expected a URL like http://127.0.0.1:8088"
         parts = urlsplit(url)
+        if "@" in parts.netloc:
+            # Not echoed: the user info may hold a password.
+            raise ValueError(f"{problem}, without user:password@ (use username/password)")
         try:
             parts.port  # noqa: B018 - raises ValueError on a bad port
         except ValueError:
@@ -200,7 +217,6 @@ class VoxtraSettings(_SettingsModel):
         if (
             parts.scheme not in ("http", "https")
             or not parts.hostname
-            or parts.username is not None
             or parts.query
             or parts.fragment
             or any(c.isspace() or ord(c) < 32 for c in url)
@@ -219,9 +235,10 @@ class VoxtraSettings(_SettingsModel):
 
     @field_validator("password")
     @classmethod
-    def _password(cls, value: str) -> str:
+    def _password(cls, value: SecretStr) -> SecretStr:
         # Never echo the value: this message may end up in logs.
-        if not value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        secret = value.get_secret_value()
+        if not secret or any(ord(c) < 32 or ord(c) == 127 for c in secret):
             raise ValueError("expected a non-empty password without control characters")
         return value
 
@@ -257,9 +274,10 @@ class VoxtraSettings(_SettingsModel):
         return level
 
     def redacted(self) -> dict[str, Any]:
-        """The settings as a dict with the password masked, for logs and ``doctor``."""
-        data = self.model_dump()
-        data["password"] = "***"
+        """The settings as plain data with every secret masked, for logs and ``doctor``."""
+        data = self.model_dump(mode="json")
+        for name in _SECRET_FIELDS:
+            data[name] = "***"
         return data
 
     # -------------------------------------------------------------- constructors
@@ -378,7 +396,8 @@ def _validate(
     try:
         return VoxtraSettings.model_validate(values)
     except ValidationError as exc:
-        raise _settings_error(source, exc, env_names) from exc
+        error = _settings_error(source, exc, env_names)
+    raise error from None  # outside the except block: no chained pydantic error text
 
 
 # ---------------------------------------------------------------------- environment
@@ -476,7 +495,10 @@ def _expand_tree(node: Any, environ: Mapping[str, str], source: str, path: str) 
         try:
             return expand_placeholders(node, environ)
         except ConfigError as exc:
-            raise SettingsError(source, [(path, str(exc))]) from None
+            # The message quotes the placeholder, i.e. part of the value: not for secrets.
+            secret = path.rpartition(".")[2] in _SECRET_FIELDS
+            message = "bad ${...} placeholder in a secret value" if secret else str(exc)
+        raise SettingsError(source, [(path, message)]) from None
     if isinstance(node, dict):
         return {
             k: _expand_tree(v, environ, source, f"{path}.{k}" if path else str(k))

@@ -28,7 +28,7 @@ def _error(exc_info: pytest.ExceptionInfo[SettingsError]) -> str:
 
 def test_defaults() -> None:
     s = VoxtraSettings()
-    assert (s.ari_url, s.username, s.password, s.app_name) == (
+    assert (s.ari_url, s.username, s.password.get_secret_value(), s.app_name) == (
         "http://127.0.0.1:8088",
         "voxtra",
         "voxtra",
@@ -98,7 +98,9 @@ def test_assignment_is_validated() -> None:
         ),
         (
             {"ari_url": "http://user:pw@host:8088"},
-            "ari_url: expected a URL like http://127.0.0.1:8088, got 'http://user:pw@host:8088'",
+            # The user info may hold a password: the value is not echoed.
+            "ari_url: expected a URL like http://127.0.0.1:8088, without user:password@ "
+            "(use username/password)",
         ),
         (
             {"ari_url": "http://host:8088/?x=1"},
@@ -189,7 +191,7 @@ def test_from_env_reads_prefixed_and_nested_values() -> None:
     }
     s = VoxtraSettings.from_env(env)
     assert s.ari_url == "http://10.0.0.5:8088"
-    assert (s.username, s.password, s.app_name) == ("bot", "s3cret", "bot-app")
+    assert (s.username, s.password.get_secret_value(), s.app_name) == ("bot", "s3cret", "bot-app")
     assert s.media.transport == "audiosocket"
     assert s.media.port_range == (31000, 31099)
     assert s.media.attach_on_answer is True
@@ -270,7 +272,7 @@ def test_flat_yaml_with_placeholders() -> None:
     env = {"ARI_USER": "bot", "ARI_SECRET": "p: #1", "DEADLINE": ""}
     s = VoxtraSettings.from_yaml(FIXTURES / "flat.yaml", environ=env)
     assert s.ari_url == "http://127.0.0.1:8088"
-    assert (s.username, s.password, s.app_name) == ("bot", "p: #1", "support-bot")
+    assert (s.username, s.password.get_secret_value(), s.app_name) == ("bot", "p: #1", "support-bot")
     assert s.media == MediaSettings(
         transport="websocket",
         codec="slin16",
@@ -313,7 +315,7 @@ def test_yaml_missing_variable_names_variable_and_setting() -> None:
 def test_namespaced_yaml_ignores_other_sections() -> None:
     s = VoxtraSettings.from_yaml(str(FIXTURES / "namespaced.yaml"), environ={})
     assert s.ari_url == "http://asterisk.internal:8088"
-    assert s.password == "1234"  # YAML read an int; passwords are text
+    assert s.password.get_secret_value() == "1234"  # YAML read an int; passwords are text
     assert s.media.codec == "alaw"
     assert s.username == "voxtra"
 
@@ -322,7 +324,7 @@ def test_yaml_escapes_and_defaults() -> None:
     s = VoxtraSettings.from_yaml(FIXTURES / "escapes.yaml", environ={"SPOOL_NAME": "bot"})
     assert s.recordings_dir == "/data/${HOME}/rec"
     assert s.spool_dir == "/tmp/bot-spool"
-    assert s.password == "p@ss: #not-a-comment ${LITERAL}"
+    assert s.password.get_secret_value() == "p@ss: #not-a-comment ${LITERAL}"
 
 
 def test_yaml_typo_message() -> None:
@@ -409,7 +411,7 @@ def test_precedence_overrides_env_yaml_defaults(tmp_path: Path) -> None:
     )
     assert s.app_name == "from-yaml"  # only YAML sets it
     assert s.username == "env-user"  # env beats YAML
-    assert s.password == "arg-pass"  # arguments beat env
+    assert s.password.get_secret_value() == "arg-pass"  # arguments beat env
     assert s.media.transport == "websocket"  # YAML, kept by the key-by-key merge
     assert s.media.codec == "slin16"  # env; the None override means "not given"
     assert s.media.bind_host == "10.0.0.3"  # arguments

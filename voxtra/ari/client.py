@@ -17,9 +17,9 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
 import aiohttp
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, SecretStr, TypeAdapter
 
-from voxtra.ari.errors import AriConnectionError, error_for_status
+from voxtra.ari.errors import AriConnectionError, AriInvalidId, error_for_status
 from voxtra.ari.models import (
     Application,
     AsteriskInfo,
@@ -42,8 +42,10 @@ Direction = Literal["both", "in", "out"]
 Params = Mapping[str, str | int | float | bool | Sequence[str] | None]
 
 
-def basic_auth_header(username: str, password: str) -> str:
-    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+def basic_auth_header(username: str, password: str | SecretStr) -> str:
+    """The ``Authorization`` header value; the only place the password is unwrapped."""
+    secret = password.get_secret_value() if isinstance(password, SecretStr) else password
+    token = base64.b64encode(f"{username}:{secret}".encode()).decode("ascii")
     return f"Basic {token}"
 
 
@@ -65,7 +67,14 @@ def _encode_params(params: Params | None) -> dict[str, str]:
 
 
 def _seg(value: str) -> str:
-    """One URL path segment (ids may hold characters such as ``;`` or ``/``)."""
+    """One URL path segment (ids may hold characters such as ``;`` or ``/``).
+
+    Raises :class:`AriInvalidId` for an empty or dot-only value: ``quote`` leaves dots
+    alone and URL resolution removes ``.``/``..`` segments, so ``hangup("..")`` sent
+    ``DELETE /ari/`` (another resource than the one named).
+    """
+    if not isinstance(value, str) or not value.strip("."):
+        raise AriInvalidId(f"{value!r} is not a valid ARI id or name (empty or only dots)")
     return quote(value, safe="")
 
 
@@ -73,13 +82,15 @@ class AriClient:
     """Asterisk REST Interface client. Use as ``async with AriClient(...) as ari:``.
 
     ``base_url`` is Asterisk's HTTP server (``http://host:8088``); ``/ari`` is added.
+    ``password`` may be a plain ``str`` or a pydantic ``SecretStr``; it is kept as a
+    ``SecretStr`` (:attr:`password`) so it never shows in a repr, log or traceback.
     """
 
     def __init__(
         self,
         base_url: str,
         username: str,
-        password: str,
+        password: str | SecretStr,
         *,
         timeout: float = 10.0,
         session: aiohttp.ClientSession | None = None,
@@ -88,11 +99,14 @@ class AriClient:
         if self.base_url.endswith("/ari"):
             self.base_url = self.base_url[: -len("/ari")]
         self.username = username
-        self.password = password
+        self.password: SecretStr = (
+            password if isinstance(password, SecretStr) else SecretStr(password)
+        )
         self.timeout = timeout
         self._session = session
         self._own_session = session is None
-        self._auth = basic_auth_header(username, password)
+        # Kept wrapped too: the header is the password in base64 (vars(), debuggers).
+        self._auth = SecretStr(basic_auth_header(username, self.password))
         self.asterisk = AsteriskApi(self)
         self.applications = ApplicationsApi(self)
         self.channels = ChannelsApi(self)
@@ -126,7 +140,8 @@ class AriClient:
 
     @property
     def auth_header(self) -> str:
-        return self._auth
+        """The ``Authorization`` header value (holds the password: never log it)."""
+        return self._auth.get_secret_value()
 
     def url(self, path: str) -> str:
         return f"{self.base_url}/ari{path}"
@@ -147,7 +162,7 @@ class AriClient:
                 self.url(path),
                 params=_encode_params(params),
                 json=json,
-                headers={"Authorization": self._auth},
+                headers={"Authorization": self.auth_header},
             ) as response:
                 body = await response.read()
                 if response.status >= 400:
@@ -162,10 +177,14 @@ class AriClient:
                     return await response.json(content_type=None)
                 except ValueError:
                     return body.decode(errors="replace")
+        except aiohttp.ClientResponseError as exc:
+            # Not chained (raised below): its request_info holds the Authorization header.
+            refused = AriConnectionError(0, method, path, f"{type(exc).__name__}: {exc}")
         except aiohttp.ClientError as exc:
             raise AriConnectionError(0, method, path, f"{type(exc).__name__}: {exc}") from exc
         except TimeoutError as exc:
             raise AriConnectionError(0, method, path, f"no answer in {self.timeout} s") from exc
+        raise refused from None
 
     async def get_model(self, model: type[M], path: str, params: Params | None = None) -> M:
         return model.model_validate(await self.request("GET", path, params=params))

@@ -13,6 +13,7 @@ __all__ = [
     "AriConflict",
     "AriConnectionError",
     "AriError",
+    "AriInvalidId",
     "AriNotFound",
     "AriServerError",
     "AriUnauthorized",
@@ -59,6 +60,14 @@ class AriServerError(AriError):
 
 class AriConnectionError(AriError):
     """Asterisk could not be reached, or the connection was lost mid-request."""
+
+
+class AriInvalidId(VoxtraError, ValueError):
+    """An id or name cannot be one segment of an ARI URL (empty, ``.`` or ``..``).
+
+    Raised before anything is sent: ``hangup("..")`` would otherwise resolve to
+    ``DELETE /ari/`` and act on a resource other than the one named.
+    """
 
 
 _BY_STATUS: dict[int, type[AriError]] = {

@@ -112,6 +112,7 @@ class AriEventStream:
         attempt = 0
         try:
             while not self._stopping:
+                refused = 0
                 try:
                     ws = await self.client.session.ws_connect(
                         self.url,
@@ -122,10 +123,9 @@ class AriEventStream:
                     )
                 except aiohttp.WSServerHandshakeError as exc:
                     if exc.status in (401, 403):
-                        raise AriUnauthorized(
-                            exc.status, "GET", "/ari/events", "ARI user or password refused"
-                        ) from exc
-                    logger.warning("ARI events handshake failed (%s); retrying", exc.status)
+                        refused = exc.status
+                    else:
+                        logger.warning("ARI events handshake failed (%s); retrying", exc.status)
                 except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     if attempt == 0 or self.generation == 0:
                         logger.warning("cannot reach ARI events at %s: %s", self.url, exc)
@@ -136,6 +136,12 @@ class AriEventStream:
                     await self._session(ws)
                     if time.monotonic() - started >= self.stable_after:
                         attempt = 0
+                if refused:
+                    # Raised outside the except block, without the aiohttp error: its
+                    # request_info holds the Authorization header (the password, base64).
+                    raise AriUnauthorized(
+                        refused, "GET", "/ari/events", "ARI user or password refused"
+                    ) from None
                 if self._stopping:
                     break
                 delay = self.backoff(attempt)

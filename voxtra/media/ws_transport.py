@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiohttp
+from pydantic import SecretStr
 
 from voxtra.errors import ConfigError, MediaError
 from voxtra.media.chanws import (
@@ -152,7 +153,7 @@ class WebSocketMediaTransport(MediaTransport):
         connection_id: str,
         *,
         username: str,
-        password: str,
+        password: str | SecretStr,
         wire_format: str = "ulaw",
         session: aiohttp.ClientSession | None = None,
         start_timeout: float = 5.0,
@@ -172,6 +173,7 @@ class WebSocketMediaTransport(MediaTransport):
         # Imported here: the ARI client is a heavier module and only the header is needed.
         from voxtra.ari.client import basic_auth_header
 
+        refused: MediaError | None = None
         try:
             self._ws = await session.ws_connect(
                 url,
@@ -182,9 +184,15 @@ class WebSocketMediaTransport(MediaTransport):
                 max_msg_size=1 << 20,
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
             )
+        except aiohttp.ClientResponseError as exc:
+            # Not chained: its request_info holds our headers, the password included.
+            refused = MediaError(f"cannot connect media WebSocket {url}: {exc}")
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             await self._close_session()
             raise MediaError(f"cannot connect media WebSocket {url}: {exc}") from exc
+        if refused is not None:
+            await self._close_session()
+            raise refused from None
         self._reader = asyncio.get_running_loop().create_task(
             self._read(), name=f"voxtra-ws-media-read-{connection_id}"
         )
