@@ -125,7 +125,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         print(f"  {name:18} {version}")
     ok, message = asyncio.run(_check_ari())
     print(message)
-    if not ok and not os.environ.get("VOXTRA_ARI_URL"):
+    if not ok and not message.startswith("settings:") and not os.environ.get("VOXTRA_ARI_URL"):
         print("  (set VOXTRA_ARI_URL, or run `voxtra demo` to start the Asterisk sandbox)")
     return 0 if ok else 1
 
