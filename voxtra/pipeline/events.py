@@ -71,11 +71,17 @@ class BargeInEvent:
 
 @dataclass(frozen=True, slots=True)
 class ProviderErrorEvent:
-    """A provider failed; the turn ended and the fallback text was spoken."""
+    """A provider failed or did not answer in time; the turn ended and the fallback
+    text was spoken (see ``VoicePipeline``'s ``fallback_text`` / ``fallback_tts``)."""
 
     provider: str
     message: str
     at: float = 0.0
+    stage: str = ""
+    """Which provider role failed: ``"stt"``, ``"llm"``, ``"tts"`` or ``"vad"``."""
+    timed_out: bool = False
+    """The provider hung: it gave no answer within the stage's deadline
+    (``stt_timeout``, ``llm_timeout``, ``tts_timeout``) rather than failing."""
 
 
 @dataclass(frozen=True, slots=True)

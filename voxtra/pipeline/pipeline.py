@@ -51,7 +51,13 @@ from voxtra.pipeline.io import Clock, MediaIO, MonotonicClock
 from voxtra.pipeline.turn import SpeechEnded, SpeechStarted, TurnDetector, frame_energy_db
 from voxtra.providers.base import LLM, STT, TTS, VAD, ChatMessage, STTStream, VADSession
 
-__all__ = ["DEFAULT_FALLBACK", "EndReason", "EventCallback", "VoicePipeline"]
+__all__ = [
+    "DEFAULT_FALLBACK",
+    "EndReason",
+    "EventCallback",
+    "ProviderTimeoutError",
+    "VoicePipeline",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +79,33 @@ class EndReason(StrEnum):
     MAX_DURATION = "max_duration"
 
 
-class _StageError(Exception):
-    """A provider failed inside a stage; carries the provider's name."""
+class ProviderTimeoutError(ProviderError, TimeoutError):
+    """A provider did not answer within its deadline (``stt_timeout`` and so on)."""
 
-    def __init__(self, provider: str, exc: BaseException) -> None:
+
+class _Expired(TimeoutError):
+    """A wait on a provider passed its deadline (raised by ``VoicePipeline._within``)."""
+
+    def __init__(self, what: str, seconds: float) -> None:
+        super().__init__(f"no {what} within {seconds:g} s")
+
+
+class _StageError(Exception):
+    """A provider failed inside a stage; carries the provider's name and stage."""
+
+    def __init__(self, provider: str, exc: BaseException, stage: str) -> None:
         super().__init__(f"{provider}: {type(exc).__name__}: {exc}")
         self.provider = provider
-        self.message = f"{type(exc).__name__}: {exc}"
+        self.stage = stage
+        self.timed_out = isinstance(exc, _Expired)
+        self.message = f"TimeoutError: {exc}" if self.timed_out else f"{type(exc).__name__}: {exc}"
+
+    def event(self, at: float) -> ProviderErrorEvent:
+        return ProviderErrorEvent(self.provider, self.message, at, self.stage, self.timed_out)
+
+    def error(self) -> ProviderError:
+        kind = ProviderTimeoutError if self.timed_out else ProviderError
+        return kind(self.provider, self.message)
 
 
 class _Queue(Generic[T]):
@@ -246,6 +272,10 @@ class VoicePipeline:
         sentence_queue: int = 8,
         final_grace: float = 2.0,
         stt_preroll_ms: float | None = 500.0,
+        stt_timeout: float | None = 5.0,
+        llm_timeout: float | None = 8.0,
+        tts_timeout: float | None = 5.0,
+        fallback_tts: TTS | None = None,
     ) -> None:
         self.stt = stt
         self.llm = llm
@@ -268,6 +298,17 @@ class VoicePipeline:
         None streams every frame. An utterance-level STT (pocketsphinx) decodes all it was
         sent since the last end of speech, and long silence before a question made it
         return nothing; it also keeps cloud STT from billing silence."""
+        self.stt_timeout = stt_timeout
+        """Deadline (s) for the final transcript after the caller stops speaking. A hung
+        STT then ends the turn: ProviderErrorEvent, fallback line, the stream reopened."""
+        self.llm_timeout = llm_timeout
+        """Deadline (s) for each LLM wait: the first token, then each next delta."""
+        self.tts_timeout = tts_timeout
+        """Deadline (s) for each TTS wait: the first audio, then each next chunk."""
+        self.fallback_tts = fallback_tts
+        """Speaks ``fallback_text`` when ``tts`` itself is what failed (the embedded
+        espeak-ng is a good choice: no network, no model). None: the caller hears
+        nothing that turn, the error is still reported."""
         self.turn = TurnDetector(min_speech_ms=min_speech_ms, end_silence_ms=end_silence_ms)
         self.metrics: list[TurnMetrics] = []
         """Per-turn metrics of the autonomous loop, oldest first."""
@@ -278,7 +319,8 @@ class VoicePipeline:
         self._clock: Clock = MonotonicClock()
         self._tg: TaskGroup | None = None
         self._ended: anyio.Event | None = None
-        self._finals: _Queue[UserTranscriptEvent] | None = None
+        self._finals: _Queue[UserTranscriptEvent | ProviderErrorEvent] | None = None
+        """Final transcripts, and an STT timeout's error (so the loop speaks the fallback)."""
         self._stt_audio: _Queue[AudioChunk | None] | None = None
         self._stt_stream: STTStream | None = None
         self._vad_session: VADSession | None = None
@@ -289,6 +331,7 @@ class VoicePipeline:
         self._last_speech_end: float | None = None
         self._awaiting_final = False
         self._vad_failed = False
+        self._stt_scope: anyio.CancelScope | None = None
 
     # -- events
 
@@ -362,6 +405,8 @@ class VoicePipeline:
                 if self.stt is not None:
                     tg.start_soon(self._stt_reader, self.stt)
                     tg.start_soon(self._stt_sender)
+                    if self.stt_timeout is not None:
+                        tg.start_soon(self._stt_watchdog, self.stt, self.stt_timeout)
                 try:
                     yield self
                 finally:
@@ -420,7 +465,10 @@ class VoicePipeline:
             await self._say_quietly(self.greeting)
         prompts = 0
         while True:
-            user = await self._wait_final(self.silence_timeout)
+            user = await self._wait_final(self.silence_timeout, errors=True)
+            if isinstance(user, ProviderErrorEvent):
+                await self._say_fallback(tts_hung=False)
+                continue
             if user is None:
                 assert self.silence_timeout is not None
                 self._emit(SilenceTimeoutEvent(self.silence_timeout, self._clock.now()))
@@ -490,7 +538,7 @@ class VoicePipeline:
             self._vad_failed = True
             name = self.vad.name if self.vad is not None else "vad"
             logger.warning("VAD %s failed, using an energy gate: %r", name, exc)
-            self._emit(ProviderErrorEvent(name, f"{type(exc).__name__}: {exc}", self._clock.now()))
+            self._emit(_StageError(name, exc, "vad").event(self._clock.now()))
             return energy >= _NO_VAD_SPEECH_DB
 
     async def _barge_in(self, now: float) -> None:
@@ -533,7 +581,7 @@ class VoicePipeline:
     def _stt_failed(self, stream: STTStream, exc: BaseException) -> None:
         name = self.stt.name if self.stt is not None else "stt"
         logger.warning("STT %s failed: %r", name, exc)
-        self._emit(ProviderErrorEvent(name, f"{type(exc).__name__}: {exc}", self._clock.now()))
+        self._emit(_StageError(name, exc, "stt").event(self._clock.now()))
         if self._stt_stream is stream:
             self._stt_stream = None
             if self._tg is not None:
@@ -554,23 +602,50 @@ class VoicePipeline:
             try:
                 stream = await stt.stream()
             except Exception as exc:
-                self._emit(
-                    ProviderErrorEvent(stt.name, f"{type(exc).__name__}: {exc}", self._clock.now())
-                )
+                self._emit(_StageError(stt.name, exc, "stt").event(self._clock.now()))
                 await self._clock.sleep(_STT_REOPEN_S)
                 continue
             self._stt_stream = stream
             try:
-                async with aclosing(_closing(stream.transcripts())) as transcripts:
-                    async for t in transcripts:
-                        self._on_transcript(t.text, t.confidence, t.start, t.end, t.is_final)
+                # The watchdog cancels this scope when the stream hangs (no final).
+                with anyio.CancelScope() as self._stt_scope:
+                    async with aclosing(_closing(stream.transcripts())) as transcripts:
+                        async for t in transcripts:
+                            self._on_transcript(t.text, t.confidence, t.start, t.end, t.is_final)
             except Exception as exc:
                 self._stt_failed(stream, exc)
             finally:
+                self._stt_scope = None
                 if self._stt_stream is stream:
                     self._stt_stream = None
                     await self._close_stt(stream)
             await self._clock.sleep(_STT_REOPEN_S)
+
+    async def _stt_watchdog(self, stt: STT, seconds: float) -> None:
+        """A final transcript must come within ``seconds`` of the end of speech.
+
+        A hung STT (connected, never answering) would otherwise leave the caller in
+        silence for good: the silence timer waits for that final (``final_grace``), then
+        counts silence as if the caller had said nothing.
+        """
+        assert self._finals is not None
+        while True:
+            end = self._last_speech_end
+            now = self._clock.now()
+            if not self._awaiting_final or end is None:
+                await self._clock.sleep(0.1)
+                continue
+            if now - end < seconds:
+                await self._clock.sleep(end + seconds - now)
+                continue
+            self._awaiting_final = False
+            error = _StageError(stt.name, _Expired("final transcript", seconds), "stt")
+            logger.warning("STT %s hung: %s", stt.name, error.message)
+            event = error.event(now)
+            self._emit(event)
+            self._finals.put(event)
+            if self._stt_scope is not None:
+                self._stt_scope.cancel()  # the reader closes the stream and opens a new one
 
     def _on_transcript(
         self,
@@ -592,23 +667,27 @@ class VoicePipeline:
             self._awaiting_final = False
             self._finals.put(event)
 
-    async def _wait_final(self, timeout: float | None) -> UserTranscriptEvent | None:
+    async def _wait_final(
+        self, timeout: float | None, *, errors: bool = False
+    ) -> UserTranscriptEvent | ProviderErrorEvent | None:
         """Next final transcript; None after ``timeout`` s of caller silence.
 
         The timeout counts silence: it does not expire while the caller is speaking, or
         while a final transcript is still expected for speech that just ended.
+        ``errors``: also return an STT timeout's error (else it is skipped).
         """
         if self._finals is None or self._ended is None:
             raise RuntimeError("the pipeline is not attached to a call")
         finals = self._finals
-        got: list[UserTranscriptEvent] = []
+        got: list[UserTranscriptEvent | ProviderErrorEvent] = []
         start = self._clock.now()
         async with anyio.create_task_group() as tg:
 
             async def take() -> None:
-                event = await finals.get()
-                if event is not None:
-                    got.append(event)
+                while (event := await finals.get()) is not None:
+                    if errors or isinstance(event, UserTranscriptEvent):
+                        got.append(event)
+                        break
                 tg.cancel_scope.cancel()
 
             async def timer(seconds: float) -> None:
@@ -642,7 +721,9 @@ class VoicePipeline:
         """
         if self.stt is None:
             raise RuntimeError("AI pipeline not configured: no STT")
-        return await self._wait_final(timeout)
+        event = await self._wait_final(timeout)
+        assert not isinstance(event, ProviderErrorEvent)
+        return event
 
     # -- output side
 
@@ -656,6 +737,11 @@ class VoicePipeline:
         """
         if self.tts is None:
             raise RuntimeError("AI pipeline not configured: no TTS")
+        return await self._say(text, self.tts, interruptible, add_to_history)
+
+    async def _say(
+        self, text: str, tts: TTS, interruptible: bool, add_to_history: bool
+    ) -> SayResult:
         out = _Output(interruptible=interruptible)
         error: _StageError | None = None
 
@@ -663,14 +749,14 @@ class VoicePipeline:
             nonlocal error
             segment = _Segment(text, None)
             try:
-                await self._synthesize(out, segment, None)
+                await self._synthesize(out, segment, None, tts)
             except _StageError as exc:
                 error = exc
 
         result = await self._speak(out, body)
         if error is not None:
-            self._emit(ProviderErrorEvent(error.provider, error.message, self._clock.now()))
-            raise ProviderError(error.provider, error.message) from error
+            self._emit(error.event(self._clock.now()))
+            raise error.error() from error
         if add_to_history and result.heard_text:
             self.agent.history.append(ChatMessage(role="assistant", content=result.heard_text))
         return result
@@ -719,8 +805,8 @@ class VoicePipeline:
                 if out.interrupted or error is not None or out.call_ended:
                     self._trim_to_heard(out, out.played_at_stop if out.interrupted else None)
             if error is not None:
-                self._emit(ProviderErrorEvent(error.provider, error.message, self._clock.now()))
-                await self._say_fallback()
+                self._emit(error.event(self._clock.now()))
+                await self._say_fallback(tts_hung=error.stage == "tts" and error.timed_out)
         finally:
             metrics.interrupted = out.interrupted
             metrics.at = self._clock.now()
@@ -738,9 +824,28 @@ class VoicePipeline:
                 parts = [t for t in (s.heard(played) for s in segs) if t]
             self.agent.trim_message(message, " ".join(parts))
 
-    async def _say_fallback(self) -> None:
-        if self.fallback_text:
-            await self._say_quietly(self.fallback_text)
+    async def _say_fallback(self, *, tts_hung: bool) -> None:
+        """Speak ``fallback_text`` after a failed turn; with ``fallback_tts`` if TTS fails.
+
+        A hung TTS is not asked again: that would keep the caller waiting another
+        ``tts_timeout`` for audio that does not come. A TTS that raised is (the error
+        may be about that one text).
+        """
+        text = self.fallback_text
+        if not text:
+            return
+        if not tts_hung:
+            assert self.tts is not None
+            try:
+                await self._say(text, self.tts, True, True)
+                return
+            except ProviderError as exc:
+                logger.warning("could not speak the fallback: %s", exc)
+        if self.fallback_tts is not None:
+            try:
+                await self._say(text, self.fallback_tts, True, True)
+            except ProviderError as exc:
+                logger.warning("the fallback TTS failed too: %s", exc)
 
     async def _say_quietly(self, text: str) -> None:
         """Say something the pipeline itself chose; a TTS failure is reported, not raised."""
@@ -788,6 +893,35 @@ class VoicePipeline:
         while out.audio_started and media.queued_ms > 0 and media.played_ms < out.end_pos - 1e-6:
             await self._clock.sleep(0.02)
 
+    async def _within(self, seconds: float | None, what: str, step: Awaitable[T]) -> T:
+        """Await one answer from a provider for at most ``seconds`` (pipeline clock).
+
+        Every wait on a provider goes through here: a provider that accepted the request
+        and then never answers raises ``_Expired`` instead of holding the turn forever.
+        The deadline runs on the pipeline's clock, so virtual-time tests see it too.
+        """
+        if seconds is None:
+            return await step
+        done: list[T] = []
+        failed: list[Exception] = []
+        async with anyio.create_task_group() as tg:
+
+            async def expire() -> None:
+                await self._clock.sleep(seconds)
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(expire)
+            try:
+                done.append(await step)
+            except Exception as exc:  # StopAsyncIteration too: a task group would wrap it
+                failed.append(exc)
+            tg.cancel_scope.cancel()
+        if failed:
+            raise failed[0]
+        if not done:
+            raise _Expired(what, seconds)
+        return done[0]
+
     async def _stream_answer(self, out: _Output, stream: AgentStream, metrics: TurnMetrics) -> None:
         """LLM -> chunker -> (bounded queue) -> TTS -> media, both stages concurrently."""
         send, receive = anyio.create_memory_object_stream[_Segment](self.sentence_queue)
@@ -799,11 +933,11 @@ class VoicePipeline:
             async with send, aclosing(stream.__aiter__()) as deltas:
                 while True:
                     try:
-                        delta = await deltas.__anext__()
+                        delta = await self._within(self.llm_timeout, "token", deltas.__anext__())
                     except StopAsyncIteration:
                         break
                     except Exception as exc:
-                        raise _StageError(llm_name, exc) from exc
+                        raise _StageError(llm_name, exc, "llm") from exc
                     if metrics.llm_first_token is None:
                         metrics.llm_first_token = self._clock.now()
                     for piece in chunker.push(delta):
@@ -824,20 +958,20 @@ class VoicePipeline:
             self._sentences = None
 
     async def _synthesize(
-        self, out: _Output, segment: _Segment, metrics: TurnMetrics | None
+        self, out: _Output, segment: _Segment, metrics: TurnMetrics | None, tts: TTS | None = None
     ) -> None:
         """TTS one sentence straight into the transport, tracking its playout position."""
-        tts, media = self.tts, self._media
+        tts, media = tts or self.tts, self._media
         assert tts is not None and media is not None
         out.segments.append(segment)
         async with aclosing(_closing(tts.synthesize(segment.text))) as audio:
             while True:
                 try:
-                    chunk = await audio.__anext__()
+                    chunk = await self._within(self.tts_timeout, "audio", audio.__anext__())
                 except StopAsyncIteration:
                     break
                 except Exception as exc:
-                    raise _StageError(tts.name, exc) from exc
+                    raise _StageError(tts.name, exc, "tts") from exc
                 if not chunk.data:
                     continue
                 if metrics is not None and metrics.tts_first_byte is None:
