@@ -42,6 +42,7 @@ __all__ = [
     "VoxtraSettings",
     "expand_placeholders",
     "load_settings",
+    "secret_value",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,12 @@ class SettingsError(ConfigError):
         self.problems = problems
         detail = "; ".join(f"{path}: {msg}" if path else msg for path, msg in problems)
         super().__init__(f"config error in {source}: {detail}")
+
+
+def secret_value(value: str | SecretStr) -> str:
+    """The plain text of a secret given as ``str`` or ``SecretStr``: call it only where
+    the secret is sent (a header, an SDK client), never to build a message."""
+    return value.get_secret_value() if isinstance(value, SecretStr) else value
 
 
 # ------------------------------------------------------------------------------ models

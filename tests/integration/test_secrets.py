@@ -264,3 +264,36 @@ async def test_app_start_with_a_wrong_password_leaks_nothing(
     evidence.logs(caplog)
     assert any("401" in text for _, text in evidence.texts)  # the run did fail as meant
     assert evidence.leaks(_forbidden(asterisk.username)) == []
+
+
+async def test_refused_provider_keys_leak_nothing(
+    evidence: Evidence, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pydantic import SecretStr
+
+    from voxtra.providers.base import ChatMessage
+    from voxtra.providers.elevenlabs_tts import ElevenLabsTTS
+    from voxtra.providers.openai_llm import OpenAILLM
+    from voxtra.testing.fakes import FakeElevenLabs, FakeOpenAI
+
+    async with FakeOpenAI("the-right-key") as fake_llm:
+        for key in (PROVIDER_KEY, SecretStr(PROVIDER_KEY)):
+            llm = OpenAILLM(key, base_url=fake_llm.base_url)
+            evidence.add("llm repr", repr(llm))
+            with pytest.raises(ProviderError) as info:
+                async for _chunk in llm.generate([ChatMessage("user", "hi")]):
+                    pass
+            evidence.error("openai 401", info.value)
+    async with FakeElevenLabs("the-right-key") as fake_tts:
+        for key in (PROVIDER_KEY, SecretStr(PROVIDER_KEY)):
+            tts = ElevenLabsTTS(key, "voice-1", base_url=fake_tts.url)
+            with pytest.raises(ProviderError) as info:
+                async for _audio in tts.synthesize("hi"):
+                    pass
+            evidence.error("elevenlabs 401", info.value)
+
+    out = capsys.readouterr()
+    evidence.add("output", out.out + out.err)
+    evidence.logs(caplog)
+    assert sum("401" in text for _, text in evidence.texts) >= 4
+    assert evidence.leaks(_forbidden("voxtra")) == []

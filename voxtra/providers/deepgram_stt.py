@@ -15,6 +15,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from pydantic import SecretStr
+
+from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.providers._audio import Converter
@@ -43,7 +46,7 @@ class DeepgramSTT:
 
     def __init__(
         self,
-        api_key: str,
+        api_key: str | SecretStr,
         model: str = "nova-3",
         *,
         encoding: str = "mulaw",
@@ -59,11 +62,11 @@ class DeepgramSTT:
         keepalive_s: float = 5.0,
         close_timeout_s: float = 3.0,
     ) -> None:
-        if not api_key:
+        if not secret_value(api_key):
             raise ConfigError("DeepgramSTT needs an api_key")
         if encoding not in _ENCODINGS:
             raise ConfigError(f"DeepgramSTT encoding must be one of {sorted(_ENCODINGS)}")
-        self.api_key = api_key
+        self.api_key = SecretStr(secret_value(api_key))
         self.model = model
         self.codec = _ENCODINGS[encoding]
         self.encoding = encoding
@@ -89,7 +92,7 @@ class DeepgramSTT:
             from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
         except ImportError as exc:
             raise ConfigError("DeepgramSTT needs: pip install 'voxtra[deepgram]'") from exc
-        kwargs: dict[str, Any] = {"api_key": api_key}
+        kwargs: dict[str, Any] = {"api_key": secret_value(api_key)}
         if base_url is not None:
             http = base_url.replace("ws://", "http://").replace("wss://", "https://")
             kwargs["environment"] = DeepgramClientEnvironment(

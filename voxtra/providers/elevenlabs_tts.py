@@ -11,6 +11,9 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from pydantic import SecretStr
+
+from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.media.frames import AudioChunk, Codec
 
@@ -34,7 +37,7 @@ class ElevenLabsTTS:
 
     def __init__(
         self,
-        api_key: str,
+        api_key: str | SecretStr,
         voice_id: str,
         model_id: str = "eleven_flash_v2_5",
         *,
@@ -53,7 +56,7 @@ class ElevenLabsTTS:
                 f"ElevenLabsTTS output_format must be one of {sorted(_FORMATS)}, "
                 f"not {output_format!r}"
             )
-        if not api_key or not voice_id:
+        if not secret_value(api_key) or not voice_id:
             raise ConfigError("ElevenLabsTTS needs an api_key and a voice_id")
         self.voice_id = voice_id
         self.model_id = model_id
@@ -65,7 +68,7 @@ class ElevenLabsTTS:
             "timeout_in_seconds": timeout,
             "chunk_size": AudioChunk.frame_bytes(self.codec, self.sample_rate),
         }
-        kwargs: dict[str, Any] = {"api_key": api_key, "timeout": timeout}
+        kwargs: dict[str, Any] = {"api_key": secret_value(api_key), "timeout": timeout}
         if base_url is not None:
             kwargs["base_url"] = base_url
         self._client = AsyncElevenLabs(**kwargs)

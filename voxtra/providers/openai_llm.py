@@ -15,6 +15,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import SecretStr
+
+from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.providers.base import ChatMessage, LLMChunk, ToolCall, ToolSpec
 
@@ -69,7 +72,7 @@ class OpenAILLM:
 
     def __init__(
         self,
-        api_key: str,
+        api_key: str | SecretStr,
         model: str = "gpt-4o-mini",
         *,
         base_url: str | None = None,
@@ -81,12 +84,15 @@ class OpenAILLM:
             from openai import AsyncOpenAI
         except ImportError as exc:
             raise ConfigError("OpenAILLM needs: pip install 'voxtra[openai]'") from exc
-        if not api_key:
+        if not secret_value(api_key):
             raise ConfigError("OpenAILLM needs an api_key (any string for local servers)")
         self.model = model
         self.options = options
         self._client = AsyncOpenAI(
-            api_key=api_key, base_url=base_url, max_retries=max_retries, timeout=timeout
+            api_key=secret_value(api_key),
+            base_url=base_url,
+            max_retries=max_retries,
+            timeout=timeout,
         )
 
     async def generate(

@@ -15,6 +15,9 @@ import logging
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import SecretStr
+
+from voxtra.config import secret_value
 from voxtra.errors import ConfigError
 from voxtra.recording.metadata import RecordingMetadata
 from voxtra.recording.naming import validate_format
@@ -51,7 +54,7 @@ class S3Sink:
         endpoint_url: str | None = None,
         region: str | None = None,
         access_key: str | None = None,
-        secret_key: str | None = None,
+        secret_key: str | SecretStr | None = None,
         key_template: str = DEFAULT_KEY_TEMPLATE,
         multipart_threshold: int = 8 * MiB,
         part_size: int = 8 * MiB,
@@ -76,7 +79,7 @@ class S3Sink:
         self.part_size = part_size
         self._name = name
         self._access_key = access_key
-        self._secret_key = secret_key
+        self._secret_key = None if secret_key is None else SecretStr(secret_value(secret_key))
         self._client_config = client_config
         self._client: Any = None
         self._exit_stack: contextlib.AsyncExitStack | None = None
@@ -109,7 +112,11 @@ class S3Sink:
                         endpoint_url=self.endpoint_url,
                         region_name=self.region,
                         aws_access_key_id=self._access_key,
-                        aws_secret_access_key=self._secret_key,
+                        aws_secret_access_key=(
+                            None
+                            if self._secret_key is None
+                            else self._secret_key.get_secret_value()
+                        ),
                         config=config,
                     )
                 )
