@@ -272,7 +272,11 @@ def test_flat_yaml_with_placeholders() -> None:
     env = {"ARI_USER": "bot", "ARI_SECRET": "p: #1", "DEADLINE": ""}
     s = VoxtraSettings.from_yaml(FIXTURES / "flat.yaml", environ=env)
     assert s.ari_url == "http://127.0.0.1:8088"
-    assert (s.username, s.password.get_secret_value(), s.app_name) == ("bot", "p: #1", "support-bot")
+    assert (s.username, s.password.get_secret_value(), s.app_name) == (
+        "bot",
+        "p: #1",
+        "support-bot",
+    )
     assert s.media == MediaSettings(
         transport="websocket",
         codec="slin16",
