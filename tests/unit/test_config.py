@@ -47,7 +47,7 @@ def test_defaults() -> None:
     assert s.reconcile_policy == "hangup"
     assert (s.recordings_dir, s.spool_dir) == ("recordings", ".voxtra-spool")
     assert s.log_level is None and s.max_call_duration is None and s.silence_timeout is None
-    assert (s.ari_reconnect_max_backoff, s.ari_heartbeat) == (30.0, 10.0)
+    assert (s.ari_reconnect_max_backoff, s.ari_heartbeat) == (3.0, 10.0)
 
 
 def test_password_is_kept_out_of_repr_and_redacted() -> None:

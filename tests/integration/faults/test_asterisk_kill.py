@@ -17,6 +17,9 @@ from voxtra.testing.pytest_plugin import AsteriskTarget
 pytestmark = [pytest.mark.faults, pytest.mark.asterisk]
 
 CALLS = 20
+#: Asterisk stays dead this long before it is started again (plus ~2 s to boot): long
+#: enough for the app's reconnect backoff to grow past the 5 s allowed once it is back.
+DOWN_FOR = 8.0
 
 
 async def test_sigkill_under_live_calls_leaves_nothing_and_new_calls_work(
@@ -24,7 +27,9 @@ async def test_sigkill_under_live_calls_leaves_nothing_and_new_calls_work(
 ) -> None:
     if asterisk.sandbox is None:
         pytest.skip("killing Asterisk needs the sandbox, not an external PBX")
-    report = await asterisk_kill(asterisk.sandbox, calls=CALLS, workdir=str(tmp_path))
+    report = await asterisk_kill(
+        asterisk.sandbox, calls=CALLS, workdir=str(tmp_path), down_for=DOWN_FOR
+    )
     print(report)
     assert report.attached == CALLS, report.notes
     # Every call's handler learnt that its call ended, the normal way; each call's
