@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from voxtra.errors import CallEnded
 from voxtra.pipeline import VoicePipeline
-from voxtra.pipeline.pipeline import EndReason
+from voxtra.pipeline.pipeline import DEFAULT_FALLBACK, EndReason
 from voxtra.providers.base import LLM, STT, TTS, VAD
 
 if TYPE_CHECKING:
@@ -47,6 +47,15 @@ class VoiceConfig:
     """Caller speech needed before it counts (and barges in). 60 ms met the 150 ms
     stop target through a real phone (p95 149 ms); raise it on noisy lines."""
     end_silence_ms: float = 600.0
+    stt_timeout: float | None = 5.0
+    llm_timeout: float | None = 8.0
+    tts_timeout: float | None = 5.0
+    """Deadlines (s) for a provider's answer: the final transcript after the caller
+    stops, each LLM token, each TTS chunk. A hung provider then ends the turn with a
+    ``ProviderErrorEvent(timed_out=True)`` and ``fallback_text``. None: no deadline."""
+    fallback_text: str | None = DEFAULT_FALLBACK
+    fallback_tts: TTS | None = None
+    """Speaks ``fallback_text`` when ``tts`` is the provider that hung or failed."""
     options: dict[str, Any] = field(default_factory=dict)
     """Further keyword arguments for :class:`VoicePipeline`."""
     on_pipeline: Callable[[CallSession, VoicePipeline], None] | None = None
@@ -76,7 +85,14 @@ class VoiceConfig:
             max_duration=self.max_duration,
             min_speech_ms=self.min_speech_ms,
             end_silence_ms=self.end_silence_ms,
-            **self.options,
+            **{
+                "stt_timeout": self.stt_timeout,
+                "llm_timeout": self.llm_timeout,
+                "tts_timeout": self.tts_timeout,
+                "fallback_text": self.fallback_text,
+                "fallback_tts": self.fallback_tts,
+                **self.options,  # (options set before these fields existed still win)
+            },
         )
 
 

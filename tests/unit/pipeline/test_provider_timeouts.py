@@ -237,3 +237,15 @@ async def test_no_deadline_when_set_to_none() -> None:
             result = await p.say("Slow but fine.")
             media.hangup()
     assert not result.interrupted and result.heard_text == "Slow but fine."
+
+
+def test_voice_config_passes_deadlines_and_fallback_to_each_call() -> None:
+    from voxtra.voice import VoiceConfig
+
+    backup = ScriptedTTS(MemoryMediaIO().clock)
+    p = VoiceConfig(
+        stt_timeout=1.0, llm_timeout=2.0, tts_timeout=None, fallback_text="Hm?", fallback_tts=backup
+    ).build()
+    assert (p.stt_timeout, p.llm_timeout, p.tts_timeout) == (1.0, 2.0, None)
+    assert (p.fallback_text, p.fallback_tts) == ("Hm?", backup)
+    assert VoiceConfig(options={"llm_timeout": 30.0}).build().llm_timeout == 30.0

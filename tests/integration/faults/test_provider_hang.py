@@ -1,0 +1,250 @@
+"""A provider that hangs, in a real call: the caller hears the fallback line.
+
+Two SIP phones (pjsua2) call into one app through the sandbox Asterisk at the same
+time and ask the same question. The app converses on embedded providers (WebRTC VAD,
+pocketsphinx, espeak-ng) with the OpenAI LLM provider: for one call it points at a
+server that accepts the connection and the request and never answers (a real network
+peer on loopback), for the other at the scripted OpenAI fake. The hung call must end
+its turn within ``llm_timeout`` with a timed-out ``ProviderErrorEvent`` and speak the
+fallback line; the phone's recording is recognised (pocketsphinx, in grammar mode over
+both possible answers) as that line. The other call is answered as usual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+
+from voxtra.app import VoxtraApp
+from voxtra.call import CallSession
+from voxtra.demo import synthesize_wav
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.pipeline import (
+    DEFAULT_FALLBACK,
+    PipelineEvent,
+    ProviderErrorEvent,
+    TurnMetrics,
+    UserTranscriptEvent,
+    VoicePipeline,
+)
+from voxtra.testing import audio
+from voxtra.testing.sipcaller import SipCall, SipCaller
+from voxtra.voice import VoiceConfig
+
+if TYPE_CHECKING:
+    from voxtra.testing.pytest_plugin import AsteriskTarget
+
+pytestmark = [pytest.mark.faults, pytest.mark.asterisk, pytest.mark.sip]
+
+QUESTION = "what are your opening hours"
+HOURS = "We are open Monday to Friday, from nine in the morning to five in the evening."
+LLM_TIMEOUT = 2.0
+
+
+class HangingServer:
+    """Accepts TCP connections, reads whatever comes, never writes a byte."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.open = 0
+        self.received = 0
+        self._server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        self._writers.append(writer)
+        try:
+            while data := await reader.read(65536):
+                self.received += len(data)
+        finally:
+            self.open -= 1
+            writer.close()
+
+    async def __aenter__(self) -> HangingServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1"
+
+
+class Watch:
+    """Each call's pipeline events, by call id."""
+
+    def __init__(self) -> None:
+        self.events: dict[str, list[PipelineEvent]] = {}
+
+    def on_pipeline(self, call: CallSession, pipeline: VoicePipeline) -> None:
+        pipeline.on_event(self.events.setdefault(call.id, []).append)
+
+    def of(self, call_id: str, kind: type[Any]) -> list[Any]:
+        return [e for e in self.events.get(call_id, []) if isinstance(e, kind)]
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"condition not met within {timeout} s: {self.events}")
+            await asyncio.sleep(0.05)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+async def recognise(samples: np.ndarray[Any, Any], rate: int) -> str:
+    """Which answer pocketsphinx hears: the grammar holds both possible ones."""
+    from voxtra.providers.pocketsphinx_stt import PocketSphinxSTT
+
+    stt = PocketSphinxSTT(grammar=[DEFAULT_FALLBACK, HOURS], executor="thread")
+    try:
+        stream = await stt.stream()
+        await stream.send(AudioChunk(samples.astype("<i2").tobytes(), rate, Codec.PCM16))
+        await stream.close()
+        return " ".join([t.text async for t in stream.transcripts()])
+    finally:
+        await stt.aclose()
+
+
+def closest(recognised: str) -> tuple[str, float]:
+    """The answer ``recognised`` matches best, and how well (0..1)."""
+    scores = {
+        answer: difflib.SequenceMatcher(None, _words(recognised), _words(answer)).ratio()
+        for answer in (DEFAULT_FALLBACK, HOURS)
+    }
+    best = max(scores, key=lambda a: scores[a])
+    return best, scores[best]
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[Any]:
+    from voxtra.testing.fakes.openai import FakeOpenAI, OpenAIReply
+
+    async with FakeOpenAI(replies=[OpenAIReply(text=HOURS)]) as fake:
+        yield fake
+
+
+async def test_hung_llm_gives_the_fallback_line_and_the_other_call_is_answered(
+    asterisk: AsteriskTarget, fake_openai: Any, tmp_path: Path
+) -> None:
+    from voxtra.providers.espeak_tts import EspeakTTS
+    from voxtra.providers.openai_llm import OpenAILLM
+    from voxtra.providers.pocketsphinx_stt import PocketSphinxSTT
+    from voxtra.providers.webrtc_vad import WebRtcVAD
+
+    question = await synthesize_wav(QUESTION, tmp_path / "question.wav")
+    watch = Watch()
+    async with HangingServer() as hanging:
+        working_llm = OpenAILLM("test-key", base_url=fake_openai.base_url)
+        hung_llm = OpenAILLM("test-key", base_url=hanging.base_url)
+        voice = VoiceConfig(
+            stt=PocketSphinxSTT(keywords=[QUESTION]),
+            llm=working_llm,
+            tts=EspeakTTS(),
+            vad=WebRtcVAD(),
+            llm_timeout=LLM_TIMEOUT,
+            on_pipeline=watch.on_pipeline,
+        )
+        app = VoxtraApp(
+            asterisk.ari_url,
+            asterisk.username,
+            asterisk.password,
+            f"voxtra-hang-{uuid.uuid4().hex[:8]}",
+            environ={},
+            handler_deadline=2.0,
+            voice=voice,
+        )
+
+        async def hung(call: CallSession) -> None:
+            call.voice_config = replace(call.voice_config, llm=hung_llm)
+            await call.converse()
+
+        async def working(call: CallSession) -> None:
+            await call.converse()
+
+        async def one_call(phone: SipCaller, handler: Any) -> tuple[str, SipCall, float]:
+            await phone.listen(record=True)
+            session = await app.originate(
+                f"PJSIP/sipcaller/sip:test@127.0.0.1:{phone.port}", handler=handler, timeout=10
+            )
+            call = await phone.next_incoming_call(10)
+            await call.wait_answered(10)
+            await call.wait_media(10)
+            await watch.until(lambda: session.id in watch.events)
+            await asyncio.sleep(0.5)
+            await call.play(question)
+            await call.wait_play_done(15)
+            asked = call.event_time("play_started", path=str(question))
+            assert asked is not None
+            await watch.until(lambda: len(watch.of(session.id, TurnMetrics)) == 1, 30)
+            await asyncio.sleep(1.0)  # the phone hears the end a little after it is sent
+            await call.hangup()
+            await call.wait_ended(10)
+            return session.id, call, asked
+
+        await app.start()
+        try:
+            async with (
+                SipCaller(workdir=tmp_path / "a") as phone_a,
+                SipCaller(workdir=tmp_path / "b") as phone_b,
+            ):
+                (hung_id, hung_call, hung_asked), (ok_id, ok_call, ok_asked) = await asyncio.gather(
+                    one_call(phone_a, hung), one_call(phone_b, working)
+                )
+        finally:
+            await app.stop()
+        assert hanging.connections >= 1 and hanging.received > 0  # the request was sent
+
+    # The hung call: one timed-out error, LLM_TIMEOUT after the transcript, then the
+    # fallback (and nothing of an answer) in the history.
+    finals = [e for e in watch.of(hung_id, UserTranscriptEvent) if e.is_final]
+    assert len(finals) == 1 and "opening hours" in finals[0].text
+    [error] = watch.of(hung_id, ProviderErrorEvent)
+    assert (error.provider, error.stage, error.timed_out) == ("openai", "llm", True)
+    waited = error.at - finals[0].at
+    print(f"\nhung LLM: turn ended {waited:.2f} s after the transcript")
+    assert LLM_TIMEOUT - 0.05 <= waited <= LLM_TIMEOUT + 1.0
+    # The working call: answered, no error.
+    assert watch.of(ok_id, ProviderErrorEvent) == []
+
+    for call, asked, expected in (
+        (hung_call, hung_asked, DEFAULT_FALLBACK),
+        (ok_call, ok_asked, HOURS),
+    ):
+        assert call.recording_path is not None
+        samples, rate = audio.read_wav(call.recording_path)
+        segments = audio.active_segments(samples, rate, min_gap_ms=800)
+        # The phone records what it hears: the first stretch after the question is the
+        # agent's reply to it.
+        after = [s for s in segments if s[0] > call.recording_offset(asked)]
+        assert after, segments
+        start, end = after[0]
+        piece = samples[int((start - 0.2) * rate) : int((end + 0.3) * rate)]
+        recognised = await recognise(piece, rate)
+        best, score = closest(recognised)
+        print(f"heard {recognised!r} at {start - call.recording_offset(asked):.2f} s")
+        assert best == expected and score >= 0.7, (recognised, expected)
