@@ -48,7 +48,7 @@ from voxtra.ari.events import AriEvent, RecordingFailed, RecordingFinished, Reco
 from voxtra.call import internal_id
 from voxtra.errors import CallEnded, ConfigError, RecordingError
 from voxtra.recording.delivery import Backoff, DeliveredHook, FailedHook, RecordingDelivery
-from voxtra.recording.metadata import RecordingMetadata
+from voxtra.recording.metadata import RecordingMetadata, finalize_wav_header
 from voxtra.recording.naming import (
     SUPPORTED_FORMATS,
     AudioFormat,
@@ -358,12 +358,31 @@ class AppRecordings:
                 raise RecordingError(
                     f"cannot fetch recording {name!r} from Asterisk (it stays there): {exc}"
                 ) from exc
+            await self._finish_header(name, meta.format, path)
             meta = meta.model_copy(update={"local_path": path})
             entry = await self.submit(path, meta, sink=sink, move=True)
             await asyncio.to_thread(self._drop_incoming, name)
             return entry
         finally:
             self._in_flight.discard(name)
+
+    @staticmethod
+    async def _finish_header(name: str, fmt: str, path: Path) -> None:
+        """Give a WAV that Asterisk was killed while writing its sizes (see
+        :func:`finalize_wav_header`), so every reader takes the audio that reached disk."""
+        if validate_format(fmt).bytes_per_second is not None:
+            return  # headerless: nothing to finish
+        try:
+            fixed = await asyncio.to_thread(finalize_wav_header, path)
+        except (OSError, RecordingError) as exc:
+            logger.warning("recording %s: cannot check its WAV header: %s", name, exc)
+            return
+        if fixed:
+            logger.warning(
+                "recording %s: Asterisk never finished its WAV header (stopped while "
+                "recording?); its sizes were written from the file",
+                name,
+            )
 
     async def _download(self, name: str, path: Path) -> None:
         backoff = self.backoff or Backoff()

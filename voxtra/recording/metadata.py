@@ -25,6 +25,7 @@ __all__ = [
     "InvalidRecordingMetadata",
     "RecordingMetadata",
     "WavInfo",
+    "finalize_wav_header",
     "measure_file",
     "parse_wav_header",
 ]
@@ -195,6 +196,33 @@ def parse_wav_header(data: bytes) -> WavInfo:
         # RIFF chunks are padded to an even size.
         offset = body + chunk_size + (chunk_size & 1)
     raise RecordingError("WAV header is truncated before its 'data' chunk")
+
+
+def finalize_wav_header(path: str | Path) -> bool:
+    """Write the RIFF and data sizes of a WAV file its writer never finished (blocking I/O).
+
+    Asterisk writes both sizes when it closes a recording. Killed mid-recording
+    (SIGKILL, a crash), it leaves zeros, with the audio that reached the disk after
+    them: measured in the Asterisk-kill fault test, 32 KB of audio (its write buffer)
+    behind a header that Python's ``wave`` and other strict readers refuse. Returns
+    True if the header was rewritten; a finished file (even one with chunks after
+    ``data``) is left alone. Raises RecordingError when the file is not a WAV.
+    """
+    with Path(path).open("r+b") as handle:
+        head = handle.read(_WAV_HEADER_PROBE)
+        info = parse_wav_header(head)
+        size = handle.seek(0, 2)
+        available = max(size - info.data_offset, 0)
+        if 0 < info.data_size <= available:
+            return False  # finished (a smaller size may have chunks after the data)
+        block = max(info.block_align, 1)
+        data_size = available - available % block  # a cut write may end mid-sample
+        handle.seek(info.data_offset - 4)
+        handle.write(struct.pack("<I", data_size))
+        handle.seek(4)
+        handle.write(struct.pack("<I", info.data_offset + data_size - 8))
+        handle.truncate(info.data_offset + data_size)
+    return True
 
 
 @dataclass(frozen=True, slots=True)

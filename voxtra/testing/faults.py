@@ -22,10 +22,12 @@ import os
 import signal
 import time
 import uuid
+import wave
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from voxtra.app import VoxtraApp
 from voxtra.ari.client import AriClient
@@ -168,6 +170,18 @@ async def _ours_in_asterisk(ari: AriClient, call_ids: set[str]) -> tuple[list[st
     return channels, bridges
 
 
+def _readable(meta: RecordingMetadata) -> str:
+    """How a user's tools see a delivered local file: ``<seconds> s`` or ``unreadable``."""
+    location = meta.location if isinstance(meta.location, str) else ""
+    if not location.startswith("file://"):
+        return f"to {location}"
+    try:
+        with wave.open(unquote(urlparse(location).path), "rb") as w:
+            return f"{w.getnframes() / w.getframerate():.1f} s"
+    except (OSError, wave.Error, EOFError) as exc:
+        return f"unreadable ({exc})"
+
+
 # -- Asterisk killed under live calls ----------------------------------------------------
 
 
@@ -202,8 +216,9 @@ class KillReport:
     channels_left: list[str] = field(default_factory=list)
     bridges_left: list[str] = field(default_factory=list)
     recordings: dict[str, str] = field(default_factory=dict)
-    """Each recording running at the kill: ``delivered <s> s``, ``spooled: <error>``,
-    ``in asterisk`` (stored there, not delivered) or ``lost``."""
+    """Each recording running at the kill: ``delivered <s> s`` (as a WAV reader sees the
+    delivered file, or ``delivered unreadable (...)``), ``spooled: <error>``, ``in
+    asterisk`` (stored there, not delivered) or ``lost``."""
     delivered_twice: list[str] = field(default_factory=list)
     stall_ms: float = 0.0
     """The event loop's longest stall from the calls' start to the end of the recovery."""
@@ -215,7 +230,7 @@ async def asterisk_kill(
     *,
     calls: int = 20,
     workdir: str,
-    settle: float = 1.0,
+    settle: float = 2.5,
     down_for: float = 0.0,
     ended_timeout: float = 20.0,
     new_call_timeout: float = 15.0,
@@ -363,8 +378,7 @@ async def asterisk_kill(
         stored = {r.name for r in await ari.recordings.list_stored()}
         for name in names:
             if name in delivered:
-                meta = delivered_meta[name]
-                report.recordings[name] = f"delivered {meta.duration or 0:.1f} s"
+                report.recordings[name] = "delivered " + _readable(delivered_meta[name])
             elif name in spooled:
                 report.recordings[name] = f"spooled: {spooled[name].last_error}"
             elif name in stored:
