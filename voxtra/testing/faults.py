@@ -435,6 +435,7 @@ async def storage_outage(
     workdir: str,
     seconds: float = 1.5,
     deliver_timeout: float = 60.0,
+    retries: int | None = None,
     check_object: Callable[[str, RecordingMetadata], Awaitable[bool]] | None = None,
     **app_options: Any,
 ) -> OutageReport:
@@ -442,7 +443,8 @@ async def storage_outage(
     ``stop()``/``start()``) is down; start it again and count the deliveries.
 
     ``sink`` is the app's recording sink (pointing at ``server``); ``check_object``,
-    if given, confirms each delivered object is really in storage.
+    if given, confirms each delivered object is really in storage. ``retries`` replaces
+    the delivery's retry budget (an outage longer than the budget, without waiting).
     """
     report = OutageReport(calls=calls)
     app_name = f"voxtra-outage-{uuid.uuid4().hex[:8]}"
@@ -490,6 +492,8 @@ async def storage_outage(
     await app.start()
     assert app.recordings is not None
     recordings = app.recordings
+    if retries is not None:
+        recordings.default.retries = retries
     original_deliver = sink.deliver
 
     async def counting_deliver(*args: Any, **kwargs: Any) -> Any:
@@ -500,6 +504,7 @@ async def storage_outage(
             raise
 
     sink.deliver = counting_deliver
+    await ari.asterisk.info()  # the harness's own first request is not the app's stall
     stall = StallMeter()
     stall.start()
     try:
