@@ -36,7 +36,7 @@ from voxtra.call import INTERNAL_PREFIX, CallSession
 from voxtra.errors import CallEnded
 from voxtra.media.transport import MediaTransport
 from voxtra.recording.metadata import RecordingMetadata
-from voxtra.testing.asterisk import AsteriskSandbox
+from voxtra.testing.asterisk import AsteriskSandbox, SandboxUnavailable
 
 __all__ = [
     "KillReport",
@@ -232,6 +232,7 @@ async def asterisk_kill(
     workdir: str,
     settle: float = 2.5,
     down_for: float = 0.0,
+    allow_shared: bool = False,
     ended_timeout: float = 20.0,
     new_call_timeout: float = 15.0,
     **app_options: Any,
@@ -240,7 +241,9 @@ async def asterisk_kill(
 
     Each handler answers, starts a recording, echoes ``audio_stream()`` back and, when
     the stream ends, plays a goodbye (which must raise CallEnded: the call is gone).
-    Asterisk is started again at once, or after ``down_for`` seconds.
+    Asterisk is started again at once, or after ``down_for`` seconds. Raises
+    SandboxUnavailable, before anything is killed, when other Stasis apps are
+    registered on that Asterisk (someone else's calls), unless ``allow_shared``.
     """
     report = KillReport(calls=calls)
     app_name = f"voxtra-kill-{uuid.uuid4().hex[:8]}"
@@ -301,8 +304,8 @@ async def asterisk_kill(
     await app.start()
     try:
         busy = await others_on(ari, app_name)
-        if busy:
-            raise RuntimeError(
+        if busy and not allow_shared:
+            raise SandboxUnavailable(
                 f"refusing to kill an Asterisk other apps use ({', '.join(busy)}): "
                 "run the fault tests against an Asterisk of their own"
             )

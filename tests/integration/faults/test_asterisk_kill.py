@@ -7,10 +7,12 @@ refuses to kill an Asterisk on which other Stasis apps are registered.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from voxtra.testing.asterisk import SandboxUnavailable
 from voxtra.testing.faults import asterisk_kill
 from voxtra.testing.pytest_plugin import AsteriskTarget
 
@@ -27,9 +29,17 @@ async def test_sigkill_under_live_calls_leaves_nothing_and_new_calls_work(
 ) -> None:
     if asterisk.sandbox is None:
         pytest.skip("killing Asterisk needs the sandbox, not an external PBX")
-    report = await asterisk_kill(
-        asterisk.sandbox, calls=CALLS, workdir=str(tmp_path), down_for=DOWN_FOR
-    )
+    try:
+        report = await asterisk_kill(
+            asterisk.sandbox,
+            calls=CALLS,
+            workdir=str(tmp_path),
+            down_for=DOWN_FOR,
+            # In CI nobody else uses the sandbox: an app registered there is a leftover.
+            allow_shared=bool(os.environ.get("CI")),
+        )
+    except SandboxUnavailable as exc:
+        pytest.skip(str(exc))
     print(report)
     assert report.attached == CALLS, report.notes
     # Every call's handler learnt that its call ended, the normal way; each call's
