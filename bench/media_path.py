@@ -127,7 +127,10 @@ async def _call(tr: RtpTransport, pure: bool) -> None:
 async def run(n: int, seconds: float, mode: str, freeze: bool = True) -> Result:
     ticker = Ticker()
     transports = [
-        await RtpTransport.open("ulaw", bind_host="127.0.0.1", ticker=ticker, name=f"c{i}")
+        # The fake Asterisk's address is not known in advance: symmetric RTP (opt-in).
+        await RtpTransport.open(
+            "ulaw", bind_host="127.0.0.1", ticker=ticker, name=f"c{i}", learn_remote=True
+        )
         for i in range(n)
     ]
     ports = [tr.local_address[1] for tr in transports]

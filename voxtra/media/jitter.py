@@ -5,6 +5,15 @@ speech recogniser fed swapped frames hears garbage. Packets are keyed on their 1
 sequence number (with wraparound); in-order packets go straight through (no added
 delay), and a gap is waited for until ``depth`` later packets have arrived, then
 declared lost.
+
+Nothing a sender does may cost unbounded work downstream: each lost packet becomes a
+frame of silence for the reader, and a sequence number 250 ahead once made this emit
+249 of them per packet (measured: 8 such packets cost a converting reader 229 ms in
+one 20 ms tick). So a gap emits at most ``MAX_CONCEAL`` frames, and a packet far
+outside the stream (another SSRC, or a jump past ``MAX_DROPOUT``/``MAX_MISORDER``) is
+only taken as the start of a new stream once the packet after it arrives too (the
+probation of RFC 3550 appendix A.1): one stray packet is dropped, and the stream it
+tried to jump away from goes on undisturbed.
 """
 
 from __future__ import annotations
@@ -19,8 +28,15 @@ __all__ = ["JitterBuffer", "JitterStats"]
 
 logger = logging.getLogger(__name__)
 
-_RESYNC_GAP = 250
-"""A jump of more than this many packets (5 s of 20 ms frames) is a new stream, not loss."""
+MAX_DROPOUT = 100
+"""A jump ahead of more than this many packets (2 s of 20 ms frames) is not loss: it
+is a new stream if the next packet confirms it, else a stray packet (dropped)."""
+MAX_MISORDER = 100
+"""A packet more than this many sequence numbers behind is not late: same as above."""
+MAX_CONCEAL = 10
+"""At most this many lost frames (200 ms) are reported for one gap. A LAN hole is a
+few packets; beyond 200 ms keeping the reader's timeline exact is worth less than
+bounded work per packet (``lost`` still counts every missing packet)."""
 
 
 @dataclass(slots=True)
@@ -36,14 +52,21 @@ class JitterStats:
     reordered: int = 0
     """Packets that arrived after a higher sequence number but still in time."""
     resyncs: int = 0
+    concealed: int = 0
+    """``None`` entries returned for lost packets (at most ``MAX_CONCEAL`` per gap)."""
+    strays: int = 0
+    """Packets far outside the stream that no next packet confirmed (dropped)."""
 
 
 class JitterBuffer:
     """Reorder buffer: ``push`` packets as they arrive, ``pop_ready`` the in-order ones.
 
-    ``pop_ready`` returns ``None`` in the place of each packet declared lost, so a
-    consumer can keep 20 ms timing (e.g. insert silence). A new SSRC or a jump of more
-    than 250 packets restarts the sequence without reporting loss.
+    ``pop_ready`` returns ``None`` in the place of each packet declared lost (at most
+    ``MAX_CONCEAL`` per gap), so a consumer can keep 20 ms timing (e.g. insert
+    silence). A new SSRC or a jump of more than ``MAX_DROPOUT`` packets ahead (or
+    ``MAX_MISORDER`` behind) restarts the sequence without reporting loss, once the
+    packet after it confirms the new stream; until then it is held, and dropped as a
+    stray if something else comes instead.
     """
 
     def __init__(self, depth: int = 3) -> None:
@@ -57,6 +80,8 @@ class JitterBuffer:
         self._ssrc: int | None = None
         self._recent: deque[int] = deque(maxlen=64)
         self._recent_set: set[int] = set()
+        self._probe: RtpPacket | None = None
+        """A packet far outside the stream, waiting for its successor to confirm it."""
 
     def __len__(self) -> int:
         return len(self._buf)
@@ -70,24 +95,23 @@ class JitterBuffer:
         st = self.stats
         st.received += 1
         seq = packet.sequence
-        if self._ssrc is not None and packet.ssrc != self._ssrc:
-            self._resync(packet)
         if self._expected is None:
             self._ssrc = packet.ssrc
             self._expected = self._highest = seq
+        elif packet.ssrc != self._ssrc:
+            self._stray(packet)
+            return
         d = seq_diff(seq, self._expected)
         if d < 0:
             if seq in self._recent_set:
                 st.duplicates += 1
-            elif d < -_RESYNC_GAP:
-                self._resync(packet)
-                self._buf[seq] = packet
+            elif d < -MAX_MISORDER:
+                self._stray(packet)
             else:
                 st.late += 1
             return
-        if d > _RESYNC_GAP:
-            self._resync(packet)
-            self._buf[seq] = packet
+        if d > MAX_DROPOUT:
+            self._stray(packet)
             return
         if seq in self._buf:
             st.duplicates += 1
@@ -163,8 +187,10 @@ class JitterBuffer:
         expected = self._expected
         oldest = min(self._buf, key=lambda s: seq_diff(s, expected))
         missing = seq_diff(oldest, expected)
+        shown = min(missing, MAX_CONCEAL)
         self.stats.lost += missing
-        out.extend([None] * missing)
+        self.stats.concealed += shown
+        out.extend([None] * shown)
         self._expected = oldest
 
     def _remember(self, seq: int) -> None:
@@ -172,6 +198,29 @@ class JitterBuffer:
             self._recent_set.discard(self._recent[0])
         self._recent.append(seq)
         self._recent_set.add(seq)
+
+    def _stray(self, packet: RtpPacket) -> None:
+        """A packet far outside the stream: hold it; its successor makes it a new stream.
+
+        Without this, one packet of another SSRC or sequence range moved the stream to
+        it, and every packet of the real stream after it was then late or another
+        resync (two interleaved senders: 40 resyncs, both delivered).
+        """
+        probe = self._probe
+        if (
+            probe is not None
+            and packet.ssrc == probe.ssrc
+            and packet.sequence == (probe.sequence + 1) & 0xFFFF
+        ):
+            self._probe = None
+            self._resync(probe)
+            self._buf[probe.sequence] = probe
+            self._buf[packet.sequence] = packet
+            self._highest = packet.sequence
+            return
+        if probe is not None:
+            self.stats.strays += 1
+        self._probe = packet
 
     def _resync(self, packet: RtpPacket) -> None:
         """A new stream: forget the old numbering (buffered packets of it are dropped)."""

@@ -14,6 +14,7 @@ soxr still serves whole-buffer conversion (:func:`resample_once`).
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
 from math import gcd
@@ -181,7 +182,7 @@ class StreamResampler:
         if plan is None:
             pos = phase0 + down * np.arange(count, dtype=np.int64)
             plan = (pos // up, np.ascontiguousarray(self._bank[pos % up]))
-            if len(self._plans) < 16:
+            if len(self._plans) < 16 and count <= _MAX_PLAN_COUNT:
                 self._plans[key] = plan
         rel, bank_rows = plan
         windows = np.ndarray(
@@ -205,7 +206,18 @@ _BLAS_ROWS_BUDGET = 400_000
 """Multiply-adds per matrix product. OpenBLAS goes multi-threaded above roughly twice
 this, and its threads then spin on other cores: measured on 2 cores, 500 streams in
 one product cost 2x the CPU of the same work in small single-threaded products."""
-_TOEPLITZ: dict[_BatchKey, tuple[npt.NDArray[np.float32], int]] = {}
+_TOEPLITZ: OrderedDict[_BatchKey, tuple[npt.NDArray[np.float32], int]] = OrderedDict()
+"""Least recently used last. Keyed by frame length, so before the bounds below frames of
+odd lengths grew it without limit in practice: 64 entries of 32 MB (2,000-byte frames)
+is 2 GB. Live streams of 20 ms frames use one entry per rate pair and direction."""
+_TOEPLITZ_ENTRIES = 8
+_TOEPLITZ_MAX_SIZE = 1_000_000
+"""Floats in one matrix (4 MB; so at most 32 MB in all). 20 ms at any supported rate
+pair and quality needs at most 938,000 (44.1 -> 48 kHz at ``VHQ``; 8 -> 16 kHz at
+``HQ``: 33,000); a longer frame is resampled per stream instead."""
+_MAX_PLAN_COUNT = 2048
+"""Outputs per frame for which ``StreamResampler`` keeps a gather plan (20 ms at 48 kHz
+is 960); a longer frame is planned afresh each time rather than cached."""
 
 
 def _toeplitz(rs: StreamResampler, key: _BatchKey) -> tuple[npt.NDArray[np.float32], int]:
@@ -216,6 +228,7 @@ def _toeplitz(rs: StreamResampler, key: _BatchKey) -> tuple[npt.NDArray[np.float
     """
     cached = _TOEPLITZ.get(key)
     if cached is not None:
+        _TOEPLITZ.move_to_end(key)
         return cached
     _, _, taps, n, start, phase0 = key
     up, down = rs._up, rs._down
@@ -225,9 +238,17 @@ def _toeplitz(rs: StreamResampler, key: _BatchKey) -> tuple[npt.NDArray[np.float
         pos = phase0 + j * down
         row = start + pos // up
         t[row : row + taps, j] = rs._bank[pos % up]
-    if len(_TOEPLITZ) < 64:
-        _TOEPLITZ[key] = (t, count)
+    _TOEPLITZ[key] = (t, count)
+    while len(_TOEPLITZ) > _TOEPLITZ_ENTRIES:
+        _TOEPLITZ.popitem(last=False)
     return t, count
+
+
+def _toeplitz_size(rs: StreamResampler, key: _BatchKey) -> int:
+    """Floats in the matrix ``_toeplitz`` would build for ``key`` (without building it)."""
+    _, _, taps, n, start, phase0 = key
+    count = (n * rs._up - 1 - (start * rs._up + phase0)) // rs._down + 1
+    return (taps - 1 + n) * count
 
 
 def resample_many(resamplers: Sequence[StreamResampler], frames: Sequence[bytes]) -> list[bytes]:
@@ -258,8 +279,10 @@ def resample_many(resamplers: Sequence[StreamResampler], frames: Sequence[bytes]
             )
             groups.setdefault(key, []).append(i)
     for key, idx in groups.items():
-        if len(idx) == 1 or (key not in _TOEPLITZ and len(_TOEPLITZ) >= 64):
-            for i in idx:  # alone, or a rate pair whose phase wanders (22.05 kHz)
+        if len(idx) == 1 or (
+            key not in _TOEPLITZ and _toeplitz_size(resamplers[idx[0]], key) > _TOEPLITZ_MAX_SIZE
+        ):
+            for i in idx:  # alone, or a frame too long to be worth a cached matrix
                 out[i] = resamplers[i].process(frames[i])
             continue
         first = resamplers[idx[0]]

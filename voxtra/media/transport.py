@@ -94,6 +94,19 @@ class TransportStats:
     inbound_dropped: int = 0
     """Inbound frames dropped because nobody consumed ``frames()`` fast enough."""
     malformed: int = 0
+    dropped_foreign_source: int = 0
+    """Datagrams from anyone but the peer (RTP: the address Asterisk gave), dropped unread."""
+    dropped_payload_type: int = 0
+    """Packets of a payload type other than the negotiated one (or a DTMF event)."""
+    dropped_size: int = 0
+    """Packets whose payload is not exactly one 20 ms frame of the wire format."""
+    dropped_stray: int = 0
+    """Packets far outside the stream (a sequence jump, another SSRC) not confirmed as a
+    new stream by the packet after them (RFC 3550 probation), dropped."""
+    resyncs: int = 0
+    """Times the inbound stream restarted (new SSRC or sequence range, confirmed)."""
+    concealed: int = 0
+    """Silence frames inserted for lost packets (at most 200 ms per gap, whatever ``lost``)."""
     pacing_lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=3000))
     """Recent per-frame send time minus its ideal 20 ms deadline, seconds (< 0: early)."""
 

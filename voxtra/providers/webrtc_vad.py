@@ -27,20 +27,37 @@ class WebRtcVADSession:
 
     def __init__(self, mode: int) -> None:
         self._vad = webrtcvad.Vad(mode)
+        self.odd_frames = 0
+        """Frames that were not whole 10 ms pieces (the tail was ignored, see is_speech)."""
 
     def is_speech(self, chunk: AudioChunk) -> bool:
         """Whether the frame holds speech. Frames of 10/20/30 ms go straight to webrtcvad;
-        longer multiples of 10 ms are judged by the majority of their 10 ms pieces."""
+        longer multiples of 10 ms are judged by the majority of their 10 ms pieces.
+
+        A frame of any other length never raises: it is judged on its whole 10 ms pieces
+        (a shorter one is not speech) and counted in ``odd_frames``. Raising made the
+        pipeline drop WebRTC VAD for an energy gate for the rest of the call, and an
+        empty or 161-byte RTP payload was enough to do that.
+        """
         rate = chunk.sample_rate
         if rate not in _RATES:
             raise MediaError(f"WebRtcVAD needs 8/16/32/48 kHz audio, got {rate} Hz")
         pcm = g711.decode(chunk.data, chunk.codec)
         samples = len(pcm) // 2
         per_10ms = rate // 100
-        if samples == 0 or samples % per_10ms:
-            raise MediaError(
-                f"WebRtcVAD needs whole 10 ms frames, got {samples} samples at {rate} Hz"
-            )
+        if samples == 0 or samples % per_10ms or len(pcm) % 2:
+            self.odd_frames += 1
+            if self.odd_frames == 1 or self.odd_frames % 1000 == 0:
+                logger.debug(
+                    "WebRtcVAD: %d frame(s) not whole 10 ms pieces (last: %d bytes at %d Hz)",
+                    self.odd_frames,
+                    len(chunk.data),
+                    rate,
+                )
+            samples -= samples % per_10ms
+            if not samples:
+                return False
+            pcm = pcm[: samples * 2]
         if samples // per_10ms * 10 in _FRAME_MS:
             return bool(self._vad.is_speech(pcm, rate))
         step = per_10ms * 2

@@ -78,14 +78,17 @@ def test_drain_releases_tail_with_gaps() -> None:
     assert len(jb) == 0
 
 
-def test_new_ssrc_or_big_jump_resyncs_without_loss() -> None:
+def test_new_ssrc_or_big_jump_resyncs_without_loss_once_confirmed() -> None:
     jb = JitterBuffer(depth=3)
     feed(jb, [100, 101])
     jb.push(pkt(5000, ssrc=1))
-    assert seqs(jb.pop_ready()) == [5000]
+    assert seqs(jb.pop_ready()) == []  # held: one packet is not yet a new stream
+    jb.push(pkt(5001, ssrc=1))
+    assert seqs(jb.pop_ready()) == [5000, 5001]
     jb.push(pkt(7, ssrc=2))
-    assert seqs(jb.pop_ready()) == [7]
-    assert jb.stats.lost == 0 and jb.stats.resyncs == 2
+    jb.push(pkt(8, ssrc=2))
+    assert seqs(jb.pop_ready()) == [7, 8]
+    assert jb.stats.lost == 0 and jb.stats.resyncs == 2 and jb.stats.strays == 0
 
 
 @given(st.lists(st.integers(0, 40), max_size=120))

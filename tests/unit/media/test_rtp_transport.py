@@ -114,7 +114,7 @@ async def test_slin16_is_big_endian_with_configurable_pt(peer: Peer) -> None:
 
 
 async def test_inbound_reordered_packets_come_out_in_order(peer: Peer) -> None:
-    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1")
+    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1", learn_remote=True)
     port = tr.local_address[1]
     order = [0, 2, 1, 3, 5, 4, 6, 7, 8]
     try:
@@ -136,7 +136,7 @@ async def test_inbound_reordered_packets_come_out_in_order(peer: Peer) -> None:
 
 
 async def test_inbound_loss_becomes_silence_and_is_counted(peer: Peer) -> None:
-    tr = await RtpTransport.open("slin", bind_host="127.0.0.1", jitter_depth=2)
+    tr = await RtpTransport.open("slin", bind_host="127.0.0.1", jitter_depth=2, learn_remote=True)
     port = tr.local_address[1]
     try:
         for s in [0, 1, 3, 4, 5]:
@@ -208,7 +208,7 @@ async def test_transports_share_one_ticker() -> None:
 
 
 async def test_remote_is_learned_from_valid_rtp_only(peer: Peer) -> None:
-    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1")
+    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1", learn_remote=True)
     port = tr.local_address[1]
     loop = asyncio.get_running_loop()
     stranger, _ = await loop.create_datagram_endpoint(
@@ -229,7 +229,7 @@ async def test_remote_is_learned_from_valid_rtp_only(peer: Peer) -> None:
 
 async def test_echo_both_ways_keeps_order_numbering_and_stats(peer: Peer) -> None:
     """Inbound is drained on the ticks that also send: a full echo loop over loopback."""
-    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1", jitter_depth=2)
+    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1", jitter_depth=2, learn_remote=True)
     port = tr.local_address[1]
 
     async def echo() -> None:
@@ -285,7 +285,8 @@ async def test_inbound_format_converts_many_calls_at_once_like_one_at_a_time(pee
 
     ticker = Ticker()
     calls = [
-        await RtpTransport.open("ulaw", bind_host="127.0.0.1", ticker=ticker) for _ in range(3)
+        await RtpTransport.open("ulaw", bind_host="127.0.0.1", ticker=ticker, learn_remote=True)
+        for _ in range(3)
     ]
     for tr in calls:
         tr.set_inbound_format(Codec.PCM16, 16000)
@@ -327,7 +328,7 @@ async def test_inbound_format_converts_many_calls_at_once_like_one_at_a_time(pee
 
 
 async def test_inbound_format_same_rate_and_back_to_wire(peer: Peer) -> None:
-    tr = await RtpTransport.open("alaw", bind_host="127.0.0.1")
+    tr = await RtpTransport.open("alaw", bind_host="127.0.0.1", learn_remote=True)
     port = tr.local_address[1]
     try:
         tr.set_inbound_format(Codec.PCM16, 8000)  # decode only, no resampling
