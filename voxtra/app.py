@@ -608,7 +608,10 @@ class VoxtraApp:
 
             media = self.settings.media
             server = AudioSocketServer(
-                media.bind_host, advertised_host=media.advertise_host, ticker=self.ticker
+                media.bind_host,
+                advertised_host=media.advertise_host,
+                ticker=self.ticker,
+                allowed_peers=media.audiosocket_peers or None,
             )
             await server.start()
             self._audiosocket = server

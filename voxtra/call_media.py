@@ -109,8 +109,9 @@ class CallMedia:
             )
         else:
             server = await app._audiosocket_server()
-            call_uuid = str(uuid.uuid4())
-            accept = asyncio.ensure_future(server.accept(call_uuid, timeout=10.0))
+            # Registered before Asterisk hears of it: the server takes only expected
+            # UUIDs, each once, and refuses every other connection.
+            call_uuid = server.expect(uuid.uuid4())
             try:
                 await app.ari.channels.external_media(
                     app.app_name,
@@ -119,13 +120,13 @@ class CallMedia:
                     encapsulation="audiosocket",
                     transport="tcp",
                     channel_id=channel_id,
-                    data=call_uuid,
+                    data=str(call_uuid),
                 )
             except BaseException:
-                accept.cancel()
+                server.forget(call_uuid)
                 raise
             step("external media created")
-            self.transport = await accept
+            self.transport = await server.accept(call_uuid, timeout=10.0)
         step("transport connected")
         await app.wait_internal(channel_id, started)
         step("media channel in Stasis")

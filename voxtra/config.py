@@ -146,6 +146,27 @@ class MediaSettings(_SettingsModel):
     port_range: tuple[int, int] = (30000, 30999)
     #: Start media as soon as the call is answered instead of on first use.
     attach_on_answer: bool = False
+    #: IP addresses AudioSocket connections are taken from (Asterisk's, as this host
+    #: sees it); empty: any. Only UUIDs the app handed Asterisk are taken either way.
+    audiosocket_peers: tuple[str, ...] = ()
+
+    @field_validator("audiosocket_peers", mode="before")
+    @classmethod
+    def _peers_text(cls, value: Any) -> Any:
+        """Accept ``10.0.0.5,10.0.0.6`` from text."""
+        if isinstance(value, str):
+            return tuple(p for p in re.split(r"[\s,]+", value.strip().strip("[]")) if p)
+        return value
+
+    @field_validator("audiosocket_peers")
+    @classmethod
+    def _peers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for peer in value:
+            try:
+                ipaddress.ip_address(peer)
+            except ValueError:
+                raise ValueError(f"expected IP addresses, got {peer!r}") from None
+        return value
 
     @field_validator("bind_host")
     @classmethod

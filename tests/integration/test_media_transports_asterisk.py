@@ -211,7 +211,7 @@ async def test_websocket_hangup_ends_frames(asterisk: AsteriskTarget, lab: Lab) 
 
 
 async def audiosocket_transport(lab: Lab, server: AudioSocketServer) -> tuple[str, MediaTransport]:
-    call = uuid.uuid4()
+    call = server.expect(uuid.uuid4())  # the server takes only UUIDs it expects
     cid, _ = await lab.external_media(
         external_host=server.advertised_address,
         format="slin",

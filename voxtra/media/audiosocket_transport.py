@@ -11,15 +11,24 @@ Audio is signed 16-bit little-endian PCM, 8 kHz for format ``slin`` (message typ
 0x10), in 20 ms (320-byte) messages. Unlike chan_websocket, chan_audiosocket queues
 what it receives straight onto the channel without timing it, so our sends are paced
 at 20 ms by the shared ``Ticker``, as the RTP transport does.
+
+Who may connect: only a UUID the app registered with ``expect`` (or is accepting)
+is taken, once; any other UUID, a second connection with a taken UUID, a peer not in
+``allowed_peers``, a connection that sends no UUID within ``uuid_timeout`` and
+connections past ``max_pending`` un-greeted ones are closed at once and counted in
+``server.stats``. Each call's event queue is bounded (oldest dropped, counted) and
+message kinds it has no use for are dropped, counted, never queued.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import uuid as uuid_mod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from voxtra.errors import ConfigError, MediaError
 from voxtra.media.audiosocket import (
@@ -35,9 +44,15 @@ from voxtra.media.audiosocket import (
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.media.pacer import Ticker
 from voxtra.media.resample import Quality
-from voxtra.media.transport import ControlMessageEvent, DtmfEvent, HangupEvent, MediaTransport
+from voxtra.media.transport import (
+    ControlMessageEvent,
+    DtmfEvent,
+    HangupEvent,
+    MediaTransport,
+    TransportEvent,
+)
 
-__all__ = ["AS_FORMATS", "AudioSocketServer", "AudioSocketTransport"]
+__all__ = ["AS_FORMATS", "AudioSocketServer", "AudioSocketStats", "AudioSocketTransport"]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +60,44 @@ AS_FORMATS: dict[str, int] = {"slin": 8000, "slin16": 16000}
 """ExternalMedia ``format`` values this transport speaks, and their sample rates."""
 
 _READ_SIZE = 8192
+
+
+@dataclass(slots=True)
+class AudioSocketStats:
+    """What an ``AudioSocketServer`` took and refused (counts since it started)."""
+
+    accepted: int = 0
+    """Connections that presented an expected UUID and became a call's transport."""
+    refused_unknown_uuid: int = 0
+    """Connections whose UUID nobody expected (closed at once)."""
+    refused_duplicate: int = 0
+    """Connections with a UUID another connection had already taken."""
+    refused_no_uuid: int = 0
+    """Connections that closed, or sent something other than a valid UUID first."""
+    refused_peer: int = 0
+    """Connections from an address not in ``allowed_peers``."""
+    refused_over_limit: int = 0
+    """Connections refused because ``max_pending`` others were still greeting."""
+    greeting_timeouts: int = 0
+    """Connections that sent no UUID within ``uuid_timeout``."""
+    expired: int = 0
+    """Expected UUIDs nobody claimed within ``claim_timeout`` (a connection is hung up)."""
+    dropped_events: int = 0
+    """Events dropped (oldest first) because a call's event queue was full."""
+    unknown_messages: int = 0
+    """Messages of kinds a call has no use for (dropped, not queued)."""
+
+    @property
+    def refused(self) -> int:
+        """Every connection closed before it became a call's transport."""
+        return (
+            self.refused_unknown_uuid
+            + self.refused_duplicate
+            + self.refused_no_uuid
+            + self.refused_peer
+            + self.refused_over_limit
+            + self.greeting_timeouts
+        )
 
 
 def _as_uuid(value: str | uuid_mod.UUID) -> uuid_mod.UUID:
@@ -70,6 +123,8 @@ class AudioSocketTransport(MediaTransport):
         ticker: Ticker | None = None,
         max_queue_ms: int = 60_000,
         resample_quality: Quality = "HQ",
+        max_events: int = 64,
+        server_stats: AudioSocketStats | None = None,
     ) -> None:
         rate = AS_FORMATS.get(wire_format)
         if rate is None:
@@ -93,6 +148,15 @@ class AudioSocketTransport(MediaTransport):
         self._was_sending = False
         self.peer_error: AudioSocketError | None = None
         self.on_closed: Callable[[AudioSocketTransport], None] | None = None
+        # The event queue is read only by whoever iterates events(); a call that never
+        # does kept every event (800 unknown 64 KB messages: +62 MB). Bounded: the
+        # oldest event goes, so the last ones (a hangup) are always there.
+        self._max_events = max(1, max_events)
+        self.dropped_events = 0
+        """Events dropped because the queue held ``max_events`` unread ones."""
+        self.unknown_messages = 0
+        """Messages of kinds this transport has no use for (dropped, not queued)."""
+        self._server_stats = server_stats
 
     def _start(self, early: list[Message]) -> None:
         """Handle messages that arrived with the UUID, then start reading and pacing."""
@@ -156,11 +220,29 @@ class AudioSocketTransport(MediaTransport):
         elif kind == Kind.HANGUP:
             self._ended("hangup")
         elif kind == Kind.ERROR:
+            first = self.peer_error is None
             self.peer_error = AudioSocketError(msg.error_code)
-            logger.warning("%s: Asterisk reported AudioSocket error %s", self.uuid, msg.error_code)
-            self._emit(ControlMessageEvent(msg))
+            (logger.warning if first else logger.debug)(
+                "%s: Asterisk reported AudioSocket error %s", self.uuid, msg.error_code
+            )
+            # The error code is the payload's first byte; the rest is not kept (the
+            # framing allows 64 KB a message).
+            self._emit(ControlMessageEvent(Message(kind, msg.payload[:1])))
         else:
-            self._emit(ControlMessageEvent(msg))
+            # A second UUID or a kind chan_audiosocket does not send: nothing to act
+            # on, and queueing it let a peer grow memory without bound.
+            self.unknown_messages += 1
+            if self._server_stats is not None:
+                self._server_stats.unknown_messages += 1
+
+    def _emit(self, event: TransportEvent) -> None:
+        events = self._events
+        if events.qsize() >= self._max_events:
+            events.get_nowait()
+            self.dropped_events += 1
+            if self._server_stats is not None:
+                self._server_stats.dropped_events += 1
+        super()._emit(event)
 
     def _mark_closed(self, reason: str) -> None:
         was_closed = self._closed
@@ -230,24 +312,66 @@ class AudioSocketTransport(MediaTransport):
             await self._writer.wait_closed()
 
 
+class _Greeting:
+    """A connection that has not sent its UUID yet."""
+
+    __slots__ = ("evicted", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.evicted = False
+
+
+class _Expected:
+    """One UUID the app is about to give Asterisk, and what became of it."""
+
+    __slots__ = ("claimed", "future", "timer", "transport", "waiting")
+
+    def __init__(self, future: asyncio.Future[AudioSocketTransport]) -> None:
+        self.future = future
+        self.transport: AudioSocketTransport | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.waiting = False  # an accept() is awaiting it (its own timeout applies)
+        self.claimed = False  # accept() returned the transport
+
+
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped  # a dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d
+    return ip
+
+
 class AudioSocketServer:
     """TCP listener that Asterisk's AudioSocket channels connect to, one per call.
 
     Use as ``async with AudioSocketServer(...) as server`` or ``await server.start()``.
-    A connection that announces a UUID nobody ``accept``\\ s within ``claim_timeout``
-    seconds is hung up, so stray channels do not pile up.
+    Register each call's UUID with ``expect`` before giving it to Asterisk, then
+    ``await accept(uuid)``; ``accept`` alone registers it too, for a caller that is
+    sure to ask before Asterisk connects. A connection is taken only for an expected
+    UUID that no other connection took; everything else is closed at once (see
+    ``stats``). An expected UUID nobody ``accept``\\ s within ``claim_timeout`` seconds
+    is forgotten, and its connection, if any, hung up.
+
+    ``bind_host`` defaults to loopback: listening on every interface is a choice the
+    caller makes (``media.bind_host``). ``allowed_peers``, when given, are the only
+    source addresses taken (Asterisk's, as this host sees it; NAT and container
+    networks change it, so there is no guess from the ARI URL).
     """
 
     def __init__(
         self,
-        bind_host: str = "0.0.0.0",
+        bind_host: str = "127.0.0.1",
         bind_port: int = 0,
         *,
         advertised_host: str | None = None,
         wire_format: str = "slin",
         ticker: Ticker | None = None,
-        uuid_timeout: float = 5.0,
-        claim_timeout: float = 30.0,
+        uuid_timeout: float = 3.0,
+        claim_timeout: float = 10.0,
+        max_pending: int = 64,
+        max_events: int = 64,
+        allowed_peers: Iterable[str] | None = None,
         max_queue_ms: int = 60_000,
         resample_quality: Quality = "HQ",
     ) -> None:
@@ -259,19 +383,45 @@ class AudioSocketServer:
         self.bind_port = bind_port
         self.advertised_host = advertised_host
         self.wire_format = wire_format
+        # chan_audiosocket sends its UUID in the same write as the connect completes
+        # (loopback: well under 1 ms), so 3 s only ever cuts off a slow or idle client.
         self.uuid_timeout = uuid_timeout
+        # Asterisk connects while ARI's externalMedia request is still being answered;
+        # 10 s is the attach's own accept timeout in CallMedia.
         self.claim_timeout = claim_timeout
+        self.max_pending = max(1, max_pending)
+        self.max_events = max_events
+        try:
+            self.allowed_peers = (
+                None if allowed_peers is None else frozenset(_ip(a) for a in allowed_peers)
+            )
+        except ValueError as exc:
+            raise ConfigError(f"AudioSocket allowed peers must be IP addresses: {exc}") from None
         self.max_queue_ms = max_queue_ms
         self.resample_quality: Quality = resample_quality
+        self.stats = AudioSocketStats()
         self._ticker = ticker if ticker is not None else Ticker()
         self._own_ticker = ticker is None
         self._server: asyncio.Server | None = None
-        self._waiting: dict[uuid_mod.UUID, asyncio.Future[AudioSocketTransport]] = {}
-        self._unclaimed: dict[uuid_mod.UUID, AudioSocketTransport] = {}
+        self._expected: dict[uuid_mod.UUID, _Expected] = {}
         self._transports: set[AudioSocketTransport] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
-        self.rejected = 0
-        """Connections closed because they sent no valid UUID, or a duplicate one."""
+        self._greeting: dict[asyncio.Task[None], _Greeting] = {}  # oldest first
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def rejected(self) -> int:
+        """Connections closed before they became a call's transport (``stats.refused``)."""
+        return self.stats.refused
+
+    @property
+    def pending(self) -> int:
+        """Connections still to send their UUID."""
+        return len(self._greeting)
+
+    @property
+    def expected(self) -> int:
+        """UUIDs registered and not yet claimed or forgotten."""
+        return sum(1 for e in self._expected.values() if not e.claimed)
 
     async def __aenter__(self) -> AudioSocketServer:
         await self.start()
@@ -305,40 +455,123 @@ class AudioSocketServer:
             host = "127.0.0.1"
         return f"{host}:{port}"
 
+    def expect(self, call_uuid: str | uuid_mod.UUID) -> uuid_mod.UUID:
+        """Register ``call_uuid`` as one Asterisk is about to present; returns it.
+
+        Call before creating the ExternalMedia channel: a connection with a UUID
+        nobody expects is refused. Forgotten after ``claim_timeout`` seconds unless
+        ``accept`` is waiting for it or has returned it.
+        """
+        key = _as_uuid(call_uuid)
+        if key in self._expected:
+            raise MediaError(f"AudioSocket call {key} is already expected")
+        entry = _Expected(asyncio.get_running_loop().create_future())
+        self._expected[key] = entry
+        self._arm(key, entry)
+        return key
+
+    def forget(self, call_uuid: str | uuid_mod.UUID) -> None:
+        """Stop expecting ``call_uuid`` (the channel was never created); idempotent.
+
+        A connection that already presented it and was not claimed is hung up.
+        """
+        key = _as_uuid(call_uuid)
+        entry = self._expected.get(key)
+        if entry is not None and not entry.claimed:
+            self._drop(key, entry)
+
     async def accept(
         self, call_uuid: str | uuid_mod.UUID, timeout: float | None = 10.0
     ) -> AudioSocketTransport:
         """The transport of the connection that announces ``call_uuid``.
 
-        Works whether Asterisk connected before or after this call. Raises
-        ``MediaError`` on timeout.
+        Works whether Asterisk connected before or after this call, as long as the
+        UUID was ``expect``\\ ed (or this call came first). Raises ``MediaError`` on
+        timeout; the UUID is then forgotten, so a late connection is refused.
         """
         key = _as_uuid(call_uuid)
-        ready = self._unclaimed.pop(key, None)
-        if ready is not None:
-            return ready
-        if key in self._waiting:
+        entry = self._expected.get(key)
+        if entry is None:
+            self.expect(key)
+            entry = self._expected[key]
+        elif entry.claimed or entry.waiting:
             raise MediaError(f"already accepting AudioSocket call {key}")
-        fut: asyncio.Future[AudioSocketTransport] = asyncio.get_running_loop().create_future()
-        self._waiting[key] = fut
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        entry.waiting = True
         try:
-            return await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            raise MediaError(f"no AudioSocket connection for {key} within {timeout} s") from None
-        finally:
-            self._waiting.pop(key, None)
+            transport = await asyncio.wait_for(asyncio.shield(entry.future), timeout)
+        except BaseException as exc:
+            # Timed out, cancelled (even just as the connection came: nobody will take
+            # it), or the server closed: a late connection with this UUID must find
+            # nobody expecting it.
+            entry.waiting = False
+            if self._expected.get(key) is entry:
+                self._drop(key, entry)
+            if isinstance(exc, TimeoutError):
+                raise MediaError(
+                    f"no AudioSocket connection for {key} within {timeout} s"
+                ) from None
+            raise
+        entry.waiting = False
+        entry.claimed = True
+        if transport.closed:
+            self._forget(transport)
+        return transport
+
+    # --- connections ---------------------------------------------------------------
+
+    def _refuse(self, writer: asyncio.StreamWriter, counter: str, what: str) -> None:
+        """Close a connection at once (RST, nothing lingers) and count why."""
+        count = getattr(self.stats, counter) + 1
+        setattr(self.stats, counter, count)
+        # A flood of refusals must not flood the log: the first, then every 100th.
+        if count == 1 or count % 100 == 0:
+            logger.warning("AudioSocket: %s (%s: %d so far)", what, counter, count)
+        else:
+            logger.debug("AudioSocket: %s", what)
+        writer.transport.abort()
+
+    def _peer_allowed(self, writer: asyncio.StreamWriter) -> bool:
+        if self.allowed_peers is None:
+            return True
+        peer = writer.get_extra_info("peername")
+        try:
+            return peer is not None and _ip(str(peer[0])) in self.allowed_peers
+        except ValueError:
+            return False
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self._peer_allowed(writer):
+            peer = writer.get_extra_info("peername")
+            self._refuse(writer, "refused_peer", f"connection from {peer} not allowed")
+            return
         task = asyncio.current_task()
-        if task is not None:
-            self._handlers.add(task)
+        if task is None:  # pragma: no cover - start_server always runs us in a task
+            writer.transport.abort()
+            return
+        if len(self._greeting) >= self.max_pending:
+            # Evict the oldest, not refuse the newest: chan_audiosocket sends its UUID
+            # at once, so a connection that has waited longest is the least likely to
+            # be Asterisk, and idle connections cannot lock Asterisk out.
+            oldest_task, oldest = next(iter(self._greeting.items()))
+            del self._greeting[oldest_task]
+            oldest.evicted = True
+            self._refuse(
+                oldest.writer,
+                "refused_over_limit",
+                f"{self.max_pending} connections greeting; closing the oldest",
+            )
+        greeting = _Greeting(writer)
+        self._greeting[task] = greeting
         try:
-            await self._greet(reader, writer)
+            await self._greet(reader, greeting)
         finally:
-            if task is not None:
-                self._handlers.discard(task)
+            self._greeting.pop(task, None)
 
-    async def _greet(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _greet(self, reader: asyncio.StreamReader, greeting: _Greeting) -> None:
+        writer = greeting.writer
         parser = AudioSocketParser()
         messages: list[Message] = []
         try:
@@ -348,18 +581,25 @@ class AudioSocketServer:
                     if not data:
                         break
                     messages = parser.feed(data)
-        except (TimeoutError, AudioSocketProtocolError, ConnectionError, OSError) as exc:
-            logger.warning("AudioSocket connection without a valid UUID: %s", exc)
-            messages = []
+        except TimeoutError:
+            self._refuse(writer, "greeting_timeouts", f"no UUID within {self.uuid_timeout} s")
+            return
+        except (AudioSocketProtocolError, ConnectionError, OSError) as exc:
+            if not greeting.evicted:
+                self._refuse(writer, "refused_no_uuid", f"connection without a valid UUID: {exc}")
+            return
+        if greeting.evicted:
+            return
         if not messages or messages[0].kind != Kind.UUID:
-            self.rejected += 1
-            writer.close()
+            self._refuse(writer, "refused_no_uuid", "connection without a valid UUID")
             return
         call_uuid = messages[0].uuid
-        if call_uuid in self._unclaimed or any(t.uuid == call_uuid for t in self._transports):
-            logger.warning("AudioSocket UUID %s connected twice; closing the second", call_uuid)
-            self.rejected += 1
-            writer.close()
+        entry = self._expected.get(call_uuid)
+        if entry is None:
+            self._refuse(writer, "refused_unknown_uuid", f"UUID {call_uuid} not expected")
+            return
+        if entry.transport is not None:
+            self._refuse(writer, "refused_duplicate", f"UUID {call_uuid} already connected")
             return
         transport = AudioSocketTransport(
             reader,
@@ -370,43 +610,80 @@ class AudioSocketServer:
             ticker=self._ticker,
             max_queue_ms=self.max_queue_ms,
             resample_quality=self.resample_quality,
+            max_events=self.max_events,
+            server_stats=self.stats,
         )
+        self.stats.accepted += 1
+        entry.transport = transport
         self._transports.add(transport)
         transport.on_closed = self._forget
         transport._start(messages[1:])
-        fut = self._waiting.get(call_uuid)
-        if fut is not None and not fut.done():
-            fut.set_result(transport)
-        else:
-            self._unclaimed[call_uuid] = transport
-            asyncio.get_running_loop().call_later(
-                self.claim_timeout, self._expire, call_uuid, transport
-            )
+        if not entry.future.done():
+            entry.future.set_result(transport)
+
+    # --- bookkeeping ---------------------------------------------------------------
+
+    def _arm(self, key: uuid_mod.UUID, entry: _Expected) -> None:
+        entry.timer = asyncio.get_running_loop().call_later(
+            self.claim_timeout, self._expire, key, entry
+        )
+
+    def _drop(self, key: uuid_mod.UUID, entry: _Expected) -> None:
+        """Stop expecting ``key``; hang up its connection if nobody claimed it."""
+        del self._expected[key]
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        if not entry.future.done():
+            entry.future.set_exception(MediaError(f"AudioSocket call {key} no longer expected"))
+            if not entry.waiting:
+                entry.future.exception()  # nobody will ask: no "never retrieved" warning
+        transport = entry.transport
+        if transport is not None and not entry.claimed and not transport.closed:
+            task = asyncio.get_running_loop().create_task(transport.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _forget(self, transport: AudioSocketTransport) -> None:
         self._transports.discard(transport)
-        if self._unclaimed.get(transport.uuid) is transport:
-            del self._unclaimed[transport.uuid]
+        entry = self._expected.get(transport.uuid)
+        # A claimed call's UUID stays taken while its connection lives (a second
+        # connection with it is a duplicate); once it ends the UUID is unknown again.
+        if entry is not None and entry.transport is transport and entry.claimed:
+            del self._expected[transport.uuid]
 
-    def _expire(self, call_uuid: uuid_mod.UUID, transport: AudioSocketTransport) -> None:
-        if self._unclaimed.get(call_uuid) is transport:
-            del self._unclaimed[call_uuid]
+    def _expire(self, call_uuid: uuid_mod.UUID, entry: _Expected) -> None:
+        entry.timer = None
+        if self._expected.get(call_uuid) is not entry or entry.claimed or entry.waiting:
+            return
+        self.stats.expired += 1
+        if entry.transport is not None:
             logger.warning("AudioSocket call %s never accepted; hanging up", call_uuid)
-            asyncio.get_running_loop().create_task(transport.close())
+        else:
+            logger.debug("AudioSocket call %s expected but never connected", call_uuid)
+        self._drop(call_uuid, entry)
 
     async def close(self) -> None:
         """Stop listening and close every call's transport."""
         if self._server is not None:
             self._server.close()
-        for fut in self._waiting.values():
-            if not fut.done():
-                fut.set_exception(MediaError("AudioSocket server closed"))
+        for key, entry in list(self._expected.items()):
+            if entry.timer is not None:
+                entry.timer.cancel()
+                entry.timer = None
+            if not entry.future.done():
+                entry.future.set_exception(MediaError("AudioSocket server closed"))
+                if not entry.waiting:
+                    entry.future.exception()  # nobody will ask: no "never retrieved"
+            del self._expected[key]
         for transport in list(self._transports):
             await transport.close()
-        self._unclaimed.clear()
-        for task in list(self._handlers):
-            task.cancel()
-        for task in list(self._handlers):
+        # Pending greetings are aborted, not cancelled: their read ends at once, and a
+        # cancelled connection task makes Python 3.11's streams log an error.
+        for greeting in self._greeting.values():
+            greeting.evicted = True
+            greeting.writer.transport.abort()
+        for task in list(self._greeting) + list(self._closing):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self._server is not None:

@@ -84,6 +84,7 @@ async def test_accept_before_and_after_the_connection(server: AudioSocketServer)
     waiting = asyncio.create_task(server.accept(a, timeout=2))
     await asyncio.sleep(0.02)
     peer_a = await FakeAsterisk.dial(server.advertised_address, a)
+    server.expect(b)  # registered before Asterisk hears of it
     peer_b = await FakeAsterisk.dial(server.advertised_address, b)
     await asyncio.sleep(0.05)  # b connects before anyone asks for it
     try:
@@ -104,7 +105,9 @@ async def test_inbound_audio_is_20ms_frames_and_dtmf_and_hangup_surface(
     call = uuid.uuid4()
     first = np.arange(160, dtype="<i2").tobytes()
     # Audio that came in the same TCP segment as the UUID is not lost.
-    peer = await FakeAsterisk.dial(server.advertised_address, call, build_audio(first))
+    peer = await FakeAsterisk.dial(
+        server.advertised_address, server.expect(call), build_audio(first)
+    )
     tr = await server.accept(call, timeout=1)
     events = []
     tr.on_event = events.append
@@ -126,7 +129,7 @@ async def test_inbound_audio_is_20ms_frames_and_dtmf_and_hangup_surface(
 
 async def test_outbound_is_paced_320_byte_frames(server: AudioSocketServer) -> None:
     call = uuid.uuid4()
-    peer = await FakeAsterisk.dial(server.advertised_address, call)
+    peer = await FakeAsterisk.dial(server.advertised_address, server.expect(call))
     tr = await server.accept(call, timeout=1)
     try:
         for n in (37, 160, 1, 500, 999, 263, 40):  # 2000 samples = 250 ms at 8 kHz
@@ -154,7 +157,7 @@ async def test_outbound_is_paced_320_byte_frames(server: AudioSocketServer) -> N
 
 async def test_flush_stops_playback_and_played_ms_counts_frames(server: AudioSocketServer) -> None:
     call = uuid.uuid4()
-    peer = await FakeAsterisk.dial(server.advertised_address, call)
+    peer = await FakeAsterisk.dial(server.advertised_address, server.expect(call))
     tr = await server.accept(call, timeout=1)
     try:
         await tr.send(pcm(8000))  # one second
@@ -174,7 +177,7 @@ async def test_flush_stops_playback_and_played_ms_counts_frames(server: AudioSoc
 
 async def test_peer_closing_the_socket_is_a_hangup(server: AudioSocketServer) -> None:
     call = uuid.uuid4()
-    peer = await FakeAsterisk.dial(server.advertised_address, call)
+    peer = await FakeAsterisk.dial(server.advertised_address, server.expect(call))
     tr = await server.accept(call, timeout=1)
     peer.close()
     events = [e async for e in tr.events()]
@@ -185,7 +188,7 @@ async def test_peer_closing_the_socket_is_a_hangup(server: AudioSocketServer) ->
 
 async def test_error_message_is_reported_not_fatal(server: AudioSocketServer) -> None:
     call = uuid.uuid4()
-    peer = await FakeAsterisk.dial(server.advertised_address, call)
+    peer = await FakeAsterisk.dial(server.advertised_address, server.expect(call))
     tr = await server.accept(call, timeout=1)
     try:
         peer.send(build_error(3))
@@ -200,7 +203,7 @@ async def test_error_message_is_reported_not_fatal(server: AudioSocketServer) ->
 
 async def test_garbage_stream_ends_the_call(server: AudioSocketServer) -> None:
     call = uuid.uuid4()
-    peer = await FakeAsterisk.dial(server.advertised_address, call)
+    peer = await FakeAsterisk.dial(server.advertised_address, server.expect(call))
     tr = await server.accept(call, timeout=1)
     peer.send(bytes([Kind.DTMF, 0, 2]) + b"12")  # DTMF payload must be one digit
     events = [e async for e in tr.events()]
@@ -224,7 +227,7 @@ async def test_connections_without_a_uuid_are_rejected(server: AudioSocketServer
 
 async def test_unclaimed_calls_are_hung_up() -> None:
     async with AudioSocketServer("127.0.0.1", 0, claim_timeout=0.2) as srv:
-        peer = await FakeAsterisk.dial(srv.advertised_address, uuid.uuid4())
+        peer = await FakeAsterisk.dial(srv.advertised_address, srv.expect(uuid.uuid4()))
         got = await peer.receive(quiet=0.6)
         assert [m.kind for _, m in got] == [Kind.HANGUP]
         peer.close()
@@ -234,7 +237,7 @@ async def test_server_close_closes_calls_and_bind_errors_are_media_errors() -> N
     srv = AudioSocketServer("127.0.0.1", 0)
     await srv.start()
     call = uuid.uuid4()
-    peer = await FakeAsterisk.dial(srv.advertised_address, call)
+    peer = await FakeAsterisk.dial(srv.advertised_address, srv.expect(call))
     tr = await srv.accept(call, timeout=1)
     port = srv.local_address[1]
     with pytest.raises(MediaError):
