@@ -156,11 +156,10 @@ class JitterBuffer:
             if pkt is not None:
                 self._deliver(pkt, out)
                 continue
-            assert self._highest is not None
-            if (
-                seq_diff(self._highest, self._expected) < self.depth
-                and len(self._buf) <= self.depth
-            ):
+            # Give a gap up once ``depth`` packets wait behind it. Not sooner because
+            # one packet is far ahead: then a single packet could make the stream skip
+            # (and drop the real packets after it as late).
+            if len(self._buf) < self.depth:
                 break
             self._skip_to_oldest(out)
         return out

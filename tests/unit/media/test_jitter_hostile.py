@@ -70,3 +70,13 @@ def test_output_is_bounded_by_what_arrived(seqs: list[int], ssrc_mix: int) -> No
     assert total <= (MAX_CONCEAL + 1) * len(seqs)
     assert jb.stats.concealed <= MAX_CONCEAL * jb.stats.delivered
     assert len(jb) == 0
+
+
+def test_one_packet_far_ahead_does_not_make_the_stream_skip() -> None:
+    """Before, one packet 15 ahead gave the gap up at once: 14 frames of silence, and
+    the real packets it jumped over were then dropped as late."""
+    jb = JitterBuffer(depth=3)
+    packets = [pkt(s) for s in range(6)] + [pkt(20)] + [pkt(s) for s in range(6, 30)]
+    got = run(jb, packets)
+    assert got == list(range(30))
+    assert jb.stats.lost == 0 and jb.stats.late == 0 and jb.stats.duplicates == 1
