@@ -166,6 +166,7 @@ class VoxtraApp:
         self.ticker = Ticker()
         """One 20 ms pacing clock shared by every call's outbound RTP."""
         self._audiosocket: Any = None
+        self._audiosocket_lock = asyncio.Lock()  # calls attaching at once share one listener
 
     # -- registration ---------------------------------------------------------------
 
@@ -603,18 +604,21 @@ class VoxtraApp:
 
     async def _audiosocket_server(self) -> Any:
         """The app's AudioSocket listener (started on first use)."""
-        if self._audiosocket is None:
-            from voxtra.media.audiosocket_transport import AudioSocketServer
+        # Locked: calls attaching while it was starting each made a listener of their
+        # own (50 calls at once: 11 on listeners that were never closed).
+        async with self._audiosocket_lock:
+            if self._audiosocket is None:
+                from voxtra.media.audiosocket_transport import AudioSocketServer
 
-            media = self.settings.media
-            server = AudioSocketServer(
-                media.bind_host,
-                advertised_host=media.advertise_host,
-                ticker=self.ticker,
-                allowed_peers=media.audiosocket_peers or None,
-            )
-            await server.start()
-            self._audiosocket = server
+                media = self.settings.media
+                server = AudioSocketServer(
+                    media.bind_host,
+                    advertised_host=media.advertise_host,
+                    ticker=self.ticker,
+                    allowed_peers=media.audiosocket_peers or None,
+                )
+                await server.start()
+                self._audiosocket = server
         return self._audiosocket
 
     # -- outbound -------------------------------------------------------------------------

@@ -286,3 +286,17 @@ async def test_expected_uuids_expire_and_a_late_connection_is_refused() -> None:
         gone = srv.expect(uuid.uuid4())
         srv.forget(gone)
         assert srv.expected == 0
+
+
+async def test_concurrent_attaches_share_one_server() -> None:
+    # Before: each call that attached while the first server was still starting made
+    # a listener of its own (50 calls at once: 11 of them on listeners never closed).
+    from voxtra.app import VoxtraApp
+
+    app = VoxtraApp(settings=VoxtraSettings(media=MediaSettings(transport="audiosocket")))
+    servers = await asyncio.gather(*(app._audiosocket_server() for _ in range(10)))
+    try:
+        assert len({id(s) for s in servers}) == 1
+    finally:
+        for server in {id(s): s for s in servers}.values():
+            await server.close()
