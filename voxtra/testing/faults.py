@@ -507,7 +507,10 @@ async def storage_outage(
             raise
 
     sink.deliver = counting_deliver
-    await ari.asterisk.info()  # the harness's own first request is not the app's stall
+    # The harness shares the loop: its first requests (and model parsing) are not the
+    # app's stall.
+    await ari.asterisk.info()
+    await ari.channels.list()
     stall = StallMeter()
     stall.start()
     try:
