@@ -21,7 +21,8 @@ reports). This script starts the sandbox Asterisk itself (``AsteriskSandbox().up
 ``VOXTRA_CACHE_DIR`` picks which one) and kills it: it refuses when other Stasis apps
 are registered on it, i.e. when somebody else is using that Asterisk.
 
-    .venv/bin/python bench/faults.py [--calls 20] [--down-for 0] [--only kill,storage,others]
+    .venv/bin/python bench/faults.py [--calls 20] [--down-for 0] [--transport rtp]
+        [--storage-retries N] [--only kill,storage,others]
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def print_kill(r: KillReport) -> bool:
     )
     recordings: dict[str, int] = {}
     for state in r.recordings.values():
-        key = state.split(":")[0].split(" ")[0]
+        key = state if state == "in asterisk" else state.split(":")[0].split(" ")[0]
         recordings[key] = recordings.get(key, 0) + 1
     new_call = r.new_call_after_back_s
     handlers_ok = r.outcomes.get("CallEnded", 0) >= r.calls and len(r.outcomes) == 1
@@ -73,7 +74,11 @@ def print_kill(r: KillReport) -> bool:
         f"  calls held {r.attached}/{r.calls}  frames in {r.frames_in_before}  "
         f"lost before kill {r.frames_lost_before}  lost on the new call {r.new_call_frames_lost}"
     )
-    print(f"  handlers ended: {dict(r.outcomes)}  {_mark(handlers_ok)} (all CallEnded)")
+    kinds: dict[str, int] = {}
+    for outcome, count in r.outcomes.items():
+        kind = outcome.split("(")[0]
+        kinds[kind] = kinds.get(kind, 0) + count
+    print(f"  handlers ended: {kinds}  {_mark(handlers_ok)} (all CallEnded)")
     ended = "never" if r.ended_after_back_s is None else f"{r.ended_after_back_s:.2f} s"
     print(f"  old sessions all ended {ended} after Asterisk was back")
     shown = "none" if new_call is None else f"{new_call:.2f} s"
@@ -131,9 +136,17 @@ def print_outage(r: OutageReport) -> bool:
     return ok
 
 
-async def run_kill(sandbox: AsteriskSandbox, calls: int, down_for: float) -> bool:
+async def run_kill(sandbox: AsteriskSandbox, calls: int, down_for: float, transport: str) -> bool:
+    codec = {"rtp": "ulaw", "websocket": "ulaw", "audiosocket": "slin"}[transport]
+    print(f"(media: {transport} {codec})")
     with tempfile.TemporaryDirectory(prefix="voxtra-faults-") as work:
-        report = await asterisk_kill(sandbox, calls=calls, workdir=work, down_for=down_for)
+        report = await asterisk_kill(
+            sandbox,
+            calls=calls,
+            workdir=work,
+            down_for=down_for,
+            media={"transport": transport, "codec": codec},
+        )
     return print_kill(report)
 
 
@@ -231,14 +244,14 @@ def run_others() -> bool:
 
 async def main_async(args: argparse.Namespace) -> int:
     only = set(args.only.split(","))
-    # Per-recording warnings (retries, a killed Asterisk's WAV header) would bury the
-    # figures; the scenarios count those events themselves.
-    logging.getLogger("voxtra").setLevel(logging.ERROR)
+    # Per-call and per-recording log lines (retries, a killed Asterisk's WAV header,
+    # failed teardowns) would bury the figures; the scenarios report those outcomes.
+    logging.getLogger("voxtra").setLevel(logging.CRITICAL)
     sandbox = AsteriskSandbox()
     await asyncio.to_thread(sandbox.up)
     results: list[bool] = []
     if "kill" in only:
-        results.append(await run_kill(sandbox, args.calls, args.down_for))
+        results.append(await run_kill(sandbox, args.calls, args.down_for, args.transport))
     if "storage" in only:
         results.append(await run_storage(sandbox, args.calls, args.storage_retries))
     if "others" in only:
@@ -259,6 +272,7 @@ def main() -> None:
         default=None,
         help="delivery retries (default: the app's); 0 plays an outage longer than them",
     )
+    parser.add_argument("--transport", default="rtp", choices=["rtp", "websocket", "audiosocket"])
     parser.add_argument("--only", default="kill,storage,others")
     raise SystemExit(asyncio.run(main_async(parser.parse_args())))
 

@@ -62,7 +62,8 @@ def socket_counts() -> dict[str, int]:
 
     ``udp`` are RTP transports; ``tcp_ari`` connections to Asterisk's HTTP port (the
     REST client's keep-alive pool and the events WebSocket); ``tcp_other`` anything
-    else over TCP (AudioSocket, storage clients); ``tcp_closing`` TCP sockets whose
+    else over TCP (AudioSocket, storage clients); ``tcp_listen`` listeners (the app's
+    AudioSocket server, open while the app runs); ``tcp_closing`` TCP sockets whose
     peer is gone (CLOSE_WAIT and the like: held by nobody who noticed); ``other`` Unix
     sockets and pairs.
     """
@@ -72,7 +73,14 @@ def socket_counts() -> dict[str, int]:
             target = os.readlink(f"/proc/self/fd/{fd}")
             if target.startswith("socket:["):
                 inodes.add(int(target[8:-1]))
-    counts = {"udp": 0, "tcp_ari": 0, "tcp_other": 0, "tcp_closing": 0, "other": 0}
+    counts = {
+        "udp": 0,
+        "tcp_ari": 0,
+        "tcp_other": 0,
+        "tcp_listen": 0,
+        "tcp_closing": 0,
+        "other": 0,
+    }
     for table in ("udp", "udp6", "tcp", "tcp6"):
         with contextlib.suppress(OSError), open(f"/proc/self/net/{table}") as lines:
             next(lines)
@@ -84,7 +92,9 @@ def socket_counts() -> dict[str, int]:
                 inodes.discard(inode)
                 if table.startswith("udp"):
                     counts["udp"] += 1
-                elif fields[3] not in ("01", "0A"):  # neither ESTABLISHED nor LISTEN
+                elif fields[3] == "0A":  # LISTEN
+                    counts["tcp_listen"] += 1
+                elif fields[3] != "01":  # not ESTABLISHED
                     counts["tcp_closing"] += 1
                 elif fields[2].endswith(":1F98"):  # remote port 8088
                     counts["tcp_ari"] += 1

@@ -24,27 +24,64 @@ CALLS = 20
 DOWN_FOR = 8.0
 
 
+TCP_TRANSPORT_BUG = (
+    "websocket/AudioSocket media sees Asterisk's death at once (connection reset): "
+    "audio_stream() ends while the session is not known ended, the handler's next call "
+    "operation raises AriConnectionError instead of CallEnded, the teardown runs while "
+    "Asterisk is down and the recording stays in Asterisk until the next app start"
+)
+
+
+@pytest.mark.parametrize(
+    ("transport", "codec", "calls", "down_for"),
+    [
+        pytest.param("rtp", "ulaw", CALLS, DOWN_FOR, id="rtp"),
+        # Fewer calls, no extra downtime: the transport's own behaviour is the point.
+        pytest.param(
+            "websocket",
+            "ulaw",
+            5,
+            0.0,
+            id="websocket",
+            marks=pytest.mark.xfail(reason=TCP_TRANSPORT_BUG, strict=True),
+        ),
+        pytest.param(
+            "audiosocket",
+            "slin",
+            5,
+            0.0,
+            id="audiosocket",
+            marks=pytest.mark.xfail(reason=TCP_TRANSPORT_BUG, strict=True),
+        ),
+    ],
+)
 async def test_sigkill_under_live_calls_leaves_nothing_and_new_calls_work(
-    asterisk: AsteriskTarget, tmp_path: Path
+    asterisk: AsteriskTarget,
+    tmp_path: Path,
+    transport: str,
+    codec: str,
+    calls: int,
+    down_for: float,
 ) -> None:
     if asterisk.sandbox is None:
         pytest.skip("killing Asterisk needs the sandbox, not an external PBX")
     try:
         report = await asterisk_kill(
             asterisk.sandbox,
-            calls=CALLS,
+            calls=calls,
             workdir=str(tmp_path),
-            down_for=DOWN_FOR,
+            down_for=down_for,
+            media={"transport": transport, "codec": codec},
             # In CI nobody else uses the sandbox: an app registered there is a leftover.
             allow_shared=bool(os.environ.get("CI")),
         )
     except SandboxUnavailable as exc:
         pytest.skip(str(exc))
     print(report)
-    assert report.attached == CALLS, report.notes
+    assert report.attached == calls, report.notes
     # Every call's handler learnt that its call ended, the normal way; each call's
     # hangup callbacks ran once.
-    assert report.outcomes["CallEnded"] >= CALLS, report.outcomes
+    assert report.outcomes["CallEnded"] >= calls, report.outcomes
     assert set(report.hangup_callbacks.values()) == {1}, report.hangup_callbacks
     assert report.ended_after_back_s is not None, "old sessions never ended"
     # A new call has audio both ways soon after Asterisk is back.
@@ -63,6 +100,6 @@ async def test_sigkill_under_live_calls_leaves_nothing_and_new_calls_work(
     # 2 s of 8 kHz audio) and sets the WAV sizes only when it closes the file: killed,
     # it left zeros there (strict readers refused the file) and lost the buffer's tail.
     states = list(report.recordings.values())
-    assert len(states) == CALLS
+    assert len(states) == calls
     assert all(s.startswith("delivered ") and s.endswith(" s") for s in states), states
     assert report.delivered_twice == []
