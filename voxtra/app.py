@@ -12,6 +12,14 @@ Reconnect policy: after every ARI reconnect the app lists channels. Sessions who
 channel is gone end (their hangup callbacks fire once). Channels in the app that no
 session owns are handled by ``reconcile_policy``: ``hangup`` (default) hangs them up,
 ``adopt`` routes them as new calls.
+
+One app name, several processes: every channel this app takes or creates carries its
+``instance_id`` (the ``VOXTRA_INSTANCE`` channel variable on calls, the id itself on
+``voxtra-internal-`` channels and bridges), and reconcile touches nothing else, so a
+second process started with the same Stasis app name leaves the first one's calls
+alone. Asterisk gives the app to the newest WebSocket; the one it was taken from gets
+``ApplicationReplaced``, logs it at ERROR level and takes the app back as soon as the
+other has left (checked every ``takeover_poll`` seconds).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import contextlib
 import gc
 import inspect
 import logging
+import re
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -47,6 +56,7 @@ from voxtra.call import (
     INTERNAL_PREFIX,
     CallBusy,
     CallDirection,
+    CallEndReason,
     CallFailed,
     CallNoAnswer,
     CallSession,
@@ -55,7 +65,7 @@ from voxtra.call import (
     internal_id,
 )
 from voxtra.config import VoxtraSettings, load_settings
-from voxtra.errors import CallEnded, VoxtraError
+from voxtra.errors import CallEnded, ConfigError, VoxtraError
 from voxtra.media.pacer import Ticker
 from voxtra.providers.base import LLM, STT, TTS, VAD
 from voxtra.recording.call_recorder import AppRecordings
@@ -81,6 +91,10 @@ DIALSTATUS_CAUSES = {
     "CONGESTION": (34, "Circuit/channel congestion"),
     "CHANUNAVAIL": (20, "Subscriber absent"),
 }
+
+INSTANCE_VARIABLE = "VOXTRA_INSTANCE"
+"""Channel variable naming the app instance that took or created a call."""
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9_.]{1,32}")
 
 
 class _PendingOriginate:
@@ -113,6 +127,7 @@ class VoxtraApp:
         vad: VAD | None = None,
         voice: VoiceConfig | None = None,
         recording_sink: RecordingSink | None = None,
+        instance_id: str | None = None,
         **options: Any,
     ) -> None:
         overrides = {
@@ -140,6 +155,10 @@ class VoxtraApp:
             llm=llm or voice.llm,
             tts=tts or voice.tts,
             vad=vad or voice.vad,
+            # the settings' default; a VoiceConfig that sets its own keeps it
+            silence_timeout=(
+                settings.silence_timeout if voice.silence_timeout is None else voice.silence_timeout
+            ),
         )
         """Default speech providers and options for every call (see :mod:`voxtra.voice`)."""
         self.recording_sink = recording_sink
@@ -151,6 +170,24 @@ class VoxtraApp:
         self.calls_handled = 0
         self.hangup_grace = 2.0
         """Seconds a handler may keep running after its call ended, then it is cancelled."""
+        if instance_id is not None and not _INSTANCE_ID.fullmatch(instance_id):
+            raise ConfigError(
+                f"instance_id: expected 1-32 letters, digits, '_' or '.', got {instance_id!r}"
+            )
+        self.instance_id: str = instance_id or uuid.uuid4().hex[:12]
+        """Marks the channels and bridges this app owns; reconcile touches no others.
+        Random by default; give a stable one (per process, never shared by two running
+        at once) to let a restarted process reclaim what its crashed predecessor left."""
+        self.teardown_timeout = 30.0
+        """At ``stop()``: seconds hung-up calls get to tear down (recordings included)."""
+        self.delivery_timeout = 30.0
+        """At ``stop()``: seconds recording uploads get; what is left stays spooled."""
+        self.takeover_poll = 2.0
+        """Seconds between checks whether another client still holds the Stasis app."""
+        self.replaced = False
+        """True while another ARI client has taken this app's Stasis registration."""
+        self._takeover: asyncio.Task[None] | None = None
+        self._teardowns: set[asyncio.Future[None]] = set()
         self._startup: list[Hook] = []
         self._delivered_hooks: list[DeliveredHook] = []
         self._shutdown: list[Hook] = []
@@ -266,27 +303,56 @@ class VoxtraApp:
     async def stop(self, deadline: float | None = None) -> None:
         """Drain and disconnect.
 
-        No new calls are accepted; running handlers get ``deadline`` seconds (default
-        ``settings.handler_deadline``) to finish; then remaining calls are hung up and
-        every bridge and channel the app created is destroyed.
+        1. No new calls: a call arriving now is hung up (logged).
+        2. Running calls get ``deadline`` seconds (default ``settings.handler_deadline``)
+           to end by themselves.
+        3. The rest are hung up and get ``teardown_timeout`` seconds to tear down (a
+           recording still running is stopped, fetched and spooled then); a call still
+           not done is cancelled, and its teardown still gets that time.
+        4. Recording uploads get ``delivery_timeout`` seconds; what is not delivered by
+           then stays spooled and is delivered by the next ``start()``.
+        Finally every bridge and channel the app created is destroyed.
         """
         if self._runner is None:
             await self.ari.close()
             return
         self._accepting = False
+        loop = asyncio.get_running_loop()
         deadline = self.settings.handler_deadline if deadline is None else deadline
         if self._call_tasks:
+            logger.info(
+                "stopping: taking no new calls; %d call(s) get %.1f s to end",
+                len(self.active_sessions),
+                deadline,
+            )
             _, pending = await asyncio.wait(set(self._call_tasks), timeout=deadline)
             if pending:
                 logger.info("hanging up %d call(s) still running at shutdown", len(pending))
         for session in list(self.active_sessions.values()):
+            session._end_because(CallEndReason.SHUTDOWN)
             with contextlib.suppress(VoxtraError):
                 await session.hangup()
+        teardown_end = loop.time() + self.teardown_timeout
         if self._call_tasks:
-            _, pending = await asyncio.wait(set(self._call_tasks), timeout=5.0)
+            _, pending = await asyncio.wait(set(self._call_tasks), timeout=self.teardown_timeout)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*self._call_tasks, return_exceptions=True)
+        if self._teardowns:
+            # A cancelled call leaves its (shielded) teardown running: wait for it, or a
+            # recording it is finalising would meet a closed delivery.
+            _, pending_teardowns = await asyncio.wait(
+                set(self._teardowns), timeout=max(0.1, teardown_end - loop.time())
+            )
+            if pending_teardowns:
+                logger.warning(
+                    "%d call teardown(s) still running after %.0f s; cancelling them",
+                    len(pending_teardowns),
+                    self.teardown_timeout,
+                )
+                for teardown in pending_teardowns:
+                    teardown.cancel()
+                await asyncio.gather(*pending_teardowns, return_exceptions=True)
         await self._destroy_leftovers()
         for hook in self._shutdown:
             try:
@@ -294,11 +360,24 @@ class VoxtraApp:
             except Exception:
                 logger.exception("on_shutdown hook failed")
         if self.recordings is not None:
+            if not await self.recordings.drain(self.delivery_timeout):
+                logger.warning(
+                    "%d recording(s) not delivered within %.0f s of shutdown; they stay "
+                    "spooled in %s for the next start",
+                    self.recordings.pending,
+                    self.delivery_timeout,
+                    self.settings.spool_dir,
+                )
             await self.recordings.aclose()  # unfinished uploads stay spooled
         await self.ticker.aclose()
         if self._audiosocket is not None:
             await self._audiosocket.close()
             self._audiosocket = None
+        if self._takeover is not None:
+            self._takeover.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._takeover
+            self._takeover = None
         assert self._stream is not None
         await self._stream.stop()
         self._runner.cancel()
@@ -317,8 +396,25 @@ class VoxtraApp:
                 await self.ari.bridges.destroy(bridge_id)
         self._bridge_index.clear()
 
-    def run(self) -> None:
-        """Run until SIGINT/SIGTERM, then drain and stop (blocking)."""
+    def configure_logging(self, level: str | None = None) -> None:
+        """Set the ``voxtra`` loggers' level: ``level``, else ``settings.log_level``.
+
+        Without either, logging is left as the application configured it. With one and
+        no handler anywhere, a stderr handler is added so the messages are seen at all.
+        """
+        level = level or self.settings.log_level
+        if level is None:
+            return
+        logging.getLogger("voxtra").setLevel(level.upper())
+        if not logging.getLogger().handlers:
+            logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def run(self, *, log_level: str | None = None) -> None:
+        """Run until SIGINT/SIGTERM, then drain and stop (blocking).
+
+        ``log_level`` (else ``settings.log_level``) sets the ``voxtra`` loggers' level.
+        """
+        self.configure_logging(log_level)
 
         async def main() -> None:
             stop = asyncio.Event()
@@ -345,7 +441,7 @@ class VoxtraApp:
             self._on_stasis_start(event)
             return
         if isinstance(event, ApplicationReplaced):
-            logger.error("another ARI client took over the app %r", self.app_name)
+            self._on_replaced(event)
             return
         channel_id = event.channel_id
         if channel_id is not None:
@@ -409,12 +505,25 @@ class VoxtraApp:
         # (an ended session with this id: the channel left the app, e.g. by a dialplan
         # transfer, and came back: that is a new call)
         if not self._accepting:
-            logger.info("not accepting calls (stopping): hanging up %s", channel.id)
+            logger.warning(
+                "app %r is stopping and takes no new calls: hanging up %s (caller %r)",
+                self.app_name,
+                channel.id,
+                channel.caller.number if channel.caller else "",
+            )
             self._spawn_detached(self._hangup_quietly(channel.id))
             return
         session = CallSession(self, channel, args=tuple(event.args))
         self._register(session)
+        self._spawn_detached(self._tag(channel.id))
         self._start_call(session, CallInfo.from_ari(_raw_channel(event), event.args))
+
+    async def _tag(self, channel_id: str) -> None:
+        """Mark a call handed to this app as ours (see the module doc: reconcile)."""
+        try:
+            await self.ari.channels.set_variable(channel_id, INSTANCE_VARIABLE, self.instance_id)
+        except AriError as exc:
+            logger.debug("call %s: cannot tag it with the instance id: %s", channel_id, exc)
 
     def _register(self, session: CallSession) -> None:
         self.active_sessions[session.id] = session
@@ -450,6 +559,14 @@ class VoxtraApp:
         """
         self.calls_handled += 1
         handler_task: asyncio.Task[None] | None = None
+        limit = self.settings.max_call_duration
+        timer = (
+            asyncio.create_task(
+                self._limit_duration(session, limit), name=f"voxtra-limit-{session.id}"
+            )
+            if limit is not None
+            else None
+        )
         try:
             if handler is None and info is not None:
                 handler = await self._resolve(session, info)
@@ -485,12 +602,32 @@ class VoxtraApp:
         except Exception:
             logger.exception("call %s: internal error", session.id)
         finally:
+            if timer is not None:
+                timer.cancel()
             session._handler_done.set()
+            # Its own task, known to stop(): cancelling this call must not orphan it
+            # (a recording it finalises would meet a closed delivery).
+            teardown = asyncio.ensure_future(session._teardown())
+            self._teardowns.add(teardown)
+            teardown.add_done_callback(self._teardowns.discard)
             try:
-                await asyncio.shield(session._teardown())
+                await asyncio.shield(teardown)
             except Exception:
                 logger.exception("call %s: teardown failed", session.id)
-            self._unregister(session)
+            finally:
+                self._unregister(session)
+
+    async def _limit_duration(self, session: CallSession, limit: float) -> None:
+        """Hang up a call still in the app ``limit`` seconds after the app took it."""
+        await asyncio.sleep(limit)
+        if session.ended:
+            return
+        logger.warning("call %s reached max_call_duration (%.1f s): hanging up", session.id, limit)
+        session._end_because(CallEndReason.MAX_DURATION)
+        try:
+            await session.hangup()
+        except VoxtraError as exc:
+            logger.warning("call %s: hanging up at max_call_duration failed: %s", session.id, exc)
 
     async def _resolve(self, session: CallSession, info: CallInfo) -> CallHandler | None:
         try:
@@ -554,6 +691,13 @@ class VoxtraApp:
         if not sessions:
             del self._bridge_index[bridge_id]
 
+    def internal_id(self, kind: str) -> str:
+        """A new id for a channel or bridge this app creates, marked with its instance."""
+        return internal_id(kind, self.instance_id)
+
+    def _owns_internal(self, ident: str) -> bool:
+        return ident.startswith(INTERNAL_PREFIX) and f"-{self.instance_id}-" in ident
+
     def _forget_internal(self, channel_id: str) -> None:
         self._internal.pop(channel_id, None)
         self._internal_waiters.pop(channel_id, None)
@@ -581,7 +725,7 @@ class VoxtraApp:
         self, endpoint: str, *, timeout: int, caller_id: str | None, owner: CallSession
     ) -> str:
         """Dial ``endpoint`` into the app as an internal leg; returns its channel id."""
-        leg_id = internal_id("leg")
+        leg_id = self.internal_id("leg")
         future = self.expect_internal(leg_id, owner)
         try:
             await self.ari.channels.originate(
@@ -662,7 +806,7 @@ class VoxtraApp:
                 channel_id=channel_id,
                 caller_id=caller_id,
                 timeout=timeout,
-                variables=variables,
+                variables={**(variables or {}), INSTANCE_VARIABLE: self.instance_id},
                 formats=formats,
             )
             try:
@@ -720,6 +864,7 @@ class VoxtraApp:
         for session in list(self.active_sessions.values()):
             if session.id not in live:
                 logger.info("reconcile: call %s is gone; ending its session", session.id)
+                session._end_because(CallEndReason.GONE)
                 session._mark_ended()
         for channel_id, owner in list(self._internal.items()):
             if channel_id not in live:
@@ -732,8 +877,20 @@ class VoxtraApp:
             if not _in_app(channel, self.app_name):
                 continue
             if channel.id.startswith(INTERNAL_PREFIX):
-                await self._hangup_quietly(channel.id)
-            elif self.settings.reconcile_policy == "adopt" and self._accepting:
+                if self._owns_internal(channel.id):
+                    await self._hangup_quietly(channel.id)
+                continue
+            tagged = await self._instance_of(channel)
+            if tagged != self.instance_id:
+                # Another process serving the same app name (or one that has not tagged
+                # its call yet): not ours to touch.
+                logger.info(
+                    "reconcile: leaving call %s alone (%s)",
+                    channel.id,
+                    f"it belongs to instance {tagged}" if tagged else "no instance claims it",
+                )
+                continue
+            if self.settings.reconcile_policy == "adopt" and self._accepting:
                 logger.info("reconcile: adopting call %s", channel.id)
                 session = CallSession(self, channel)
                 self._register(session)
@@ -750,9 +907,84 @@ class VoxtraApp:
             if bridge_id not in live_bridges:
                 self._bridge_index.pop(bridge_id, None)
         for bridge in bridges:
-            if bridge.id.startswith(INTERNAL_PREFIX) and bridge.id not in self._bridge_index:
+            if self._owns_internal(bridge.id) and bridge.id not in self._bridge_index:
                 with contextlib.suppress(AriNotFound):
                     await self.ari.bridges.destroy(bridge.id)
+
+    async def _instance_of(self, channel: Channel) -> str:
+        """The instance id a call was tagged with; "" if none."""
+        tagged = (channel.channelvars or {}).get(INSTANCE_VARIABLE)
+        if tagged is not None:
+            return tagged
+        try:
+            return await self.ari.channels.get_variable(channel.id, INSTANCE_VARIABLE)
+        except AriError:  # 404: no such variable (or the channel just left)
+            return ""
+
+    # -- the Stasis registration taken by another client ----------------------------------
+
+    def _on_replaced(self, event: ApplicationReplaced) -> None:
+        if event.application not in ("", self.app_name) or self.replaced:
+            return
+        self.replaced = True
+        logger.error(
+            "another ARI client took over the Stasis app %r: this process (instance %s) "
+            "gets no new calls and no events for its %d live call(s) until it has the app "
+            "back; checking every %.1f s whether the other has left",
+            self.app_name,
+            self.instance_id,
+            len(self.active_sessions),
+            self.takeover_poll,
+        )
+        if self._takeover is None or self._takeover.done():
+            self._takeover = asyncio.create_task(self._take_back(), name="voxtra-take-back")
+
+    async def _take_back(self) -> None:
+        """Re-register the app (reconnect the events) once nobody else serves it."""
+        while self.replaced and self._accepting:
+            await asyncio.sleep(self.takeover_poll)
+            if not self._accepting:
+                return
+            if await self._served_elsewhere():
+                continue
+            logger.warning("the other client left the Stasis app %r: taking it back", self.app_name)
+            self.replaced = False
+            if self._stream is not None:
+                await self._stream.reconnect()
+
+    async def _served_elsewhere(self) -> bool:
+        """Whether some WebSocket serves the app now: probe it with a channel.
+
+        Asterisk keeps a deserted app listed (``GET /applications/{name}`` answers 200
+        while channels are in it), so the listing cannot tell. A channel sent into a
+        served app stays in Stasis; into a deserted one, ``Stasis()`` fails and the
+        channel is gone at once (measured: gone within 200 ms; in a served app, still
+        there after 200 ms). The probe is an ExternalMedia channel aimed at the discard
+        port with an internal id: a Voxtra peer ignores it, and it lives at most 1 s.
+        """
+        probe = self.internal_id("probe")
+        try:
+            await self.ari.channels.external_media(
+                self.app_name, external_host="127.0.0.1:9", format="ulaw", channel_id=probe
+            )
+        except AriError as exc:
+            logger.debug("cannot probe the Stasis app %r: %s", self.app_name, exc)
+            return True
+        try:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 1.0
+            while loop.time() < end:
+                await asyncio.sleep(0.1)
+                try:
+                    await self.ari.channels.get(probe)
+                except AriNotFound:
+                    return False
+            return True
+        except AriError as exc:
+            logger.debug("probing the Stasis app %r: %s", self.app_name, exc)
+            return True
+        finally:
+            await self._hangup_quietly(probe)
 
 
 async def _wait_until_ended(call: CallSession) -> None:

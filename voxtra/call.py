@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from voxtra.recording.sinks import RecordingSink
     from voxtra.voice import CallVoice, VoiceConfig
 
-__all__ = ["CallDirection", "CallSession", "CallState", "Playback"]
+__all__ = ["CallDirection", "CallEndReason", "CallSession", "CallState", "Playback"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +70,30 @@ class CallState(StrEnum):
     FAILED = "failed"
 
 
-def internal_id(kind: str) -> str:
+def internal_id(kind: str, instance: str = "") -> str:
+    """A new id for a channel or bridge the app creates; ``instance`` marks whose it is.
+
+    ``voxtra-internal-<kind>-<instance>-<random>``: another process serving the same
+    Stasis app leaves ids that carry a different instance alone when it reconciles.
+    """
+    if instance:
+        return f"{INTERNAL_PREFIX}{kind}-{instance}-{uuid.uuid4().hex[:12]}"
     return f"{INTERNAL_PREFIX}{kind}-{uuid.uuid4().hex[:12]}"
+
+
+class CallEndReason(StrEnum):
+    """Why a call ended (``CallSession.end_reason``)."""
+
+    REMOTE = "remote"
+    """Hung up outside the app: the caller, the far end, or Asterisk itself."""
+    HANGUP = "hangup"
+    """The app hung up (``call.hangup()``, or the handler returned)."""
+    MAX_DURATION = "max_call_duration"
+    """The call reached ``settings.max_call_duration`` and the app hung it up."""
+    SHUTDOWN = "shutdown"
+    """The app was stopping and the call outlived the drain deadline."""
+    GONE = "gone"
+    """The channel was no longer in Asterisk when the app reconnected."""
 
 
 class _Waiter:
@@ -140,6 +162,8 @@ class CallSession:
         self.transferred = False
         self.handed_off = False
         self.hangup_cause: int | None = None
+        self.end_reason: CallEndReason | None = None
+        """Why the call ended (set by whichever cause came first); None while live."""
         self.created_at = time.time()
         self._answered_at: float | None = (
             time.monotonic() if self.state is CallState.IN_PROGRESS else None
@@ -203,11 +227,13 @@ class CallSession:
             except asyncio.QueueFull:
                 self.dtmf_dropped += 1
         elif isinstance(event, ChannelHangupRequest) and event.channel.id == self.id:
+            self._end_because(CallEndReason.REMOTE)
             self._hanging_up = True
             self._fail_waiters()
         elif isinstance(event, (StasisEnd, ChannelDestroyed)) and event.channel.id == self.id:
             if isinstance(event, ChannelDestroyed):
                 self.hangup_cause = event.cause
+            self._end_because(CallEndReason.REMOTE)
             self._mark_ended()
             return
         for waiter in list(self._waiters):
@@ -219,6 +245,11 @@ class CallSession:
         self.state = CallState.IN_PROGRESS
         if self._answered_at is None:
             self._answered_at = time.monotonic()
+
+    def _end_because(self, reason: CallEndReason) -> None:
+        """Record why the call ends; the first cause wins."""
+        if self.end_reason is None:
+            self.end_reason = reason
 
     def _mark_ended(self) -> None:
         if self._ended.is_set():
@@ -294,6 +325,7 @@ class CallSession:
         """Hang up. Idempotent: hanging up an ended call does nothing."""
         if self._ended.is_set():
             return
+        self._end_because(CallEndReason.HANGUP)
         self._hanging_up = True
         self._fail_waiters()
         with contextlib.suppress(AriNotFound, AriUnprocessable):
@@ -619,7 +651,9 @@ class CallSession:
         # the ExternalMedia channel to a native RTP bridge once both send, and the app's
         # inbound audio stopped within a second (measured: say while listening).
         bridge_type = "mixing,proxy_media" if kind == "media" else "mixing"
-        bridge = await self.app.ari.bridges.create(bridge_type, bridge_id=internal_id(kind))
+        bridge = await self.app.ari.bridges.create(
+            bridge_type, bridge_id=self.app.internal_id(kind)
+        )
         self._bridges.add(bridge.id)
         self.app._index_bridge(bridge.id, self)
         return bridge.id

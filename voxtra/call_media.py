@@ -21,7 +21,6 @@ import uuid
 from typing import TYPE_CHECKING
 
 from voxtra.ari.errors import AriError
-from voxtra.call import internal_id
 from voxtra.config import MediaSettings
 from voxtra.errors import MediaError
 from voxtra.media.rtp_transport import RtpTransport
@@ -64,7 +63,7 @@ class CallMedia:
         self.bridge_id = await session._create_bridge("media")
         await session._ari(app.ari.bridges.add_channel(self.bridge_id, session.id))
         step("caller bridged")
-        channel_id = internal_id("media")
+        channel_id = app.internal_id("media")
         started = app.expect_internal(channel_id, session)
         self.channel_id = channel_id
         if settings.transport == "rtp":
@@ -85,6 +84,16 @@ class CallMedia:
             port = variables.get("UNICASTRTP_LOCAL_PORT")
             if host and port:
                 transport.set_remote(host, int(port))
+            else:
+                # Without Asterisk's address nothing would be read (the transport does
+                # not let a stranger's packet pick the peer): fall back to the first
+                # valid sender, and say so.
+                logger.warning(
+                    "call %s: ExternalMedia gave no UNICASTRTP address; taking RTP from "
+                    "the first valid sender",
+                    session.id,
+                )
+                transport.learn_remote = True
         elif settings.transport == "websocket":
             from voxtra.media.ws_transport import WebSocketMediaTransport
 

@@ -107,6 +107,16 @@ class AriEventStream:
         if self._ws is not None:
             await self._ws.close()
 
+    async def reconnect(self) -> None:
+        """Drop the current connection; :meth:`run` connects again after its backoff.
+
+        Registers the apps anew: how a client whose app was taken over
+        (``ApplicationReplaced``) takes it back.
+        """
+        ws = self._ws
+        if ws is not None and not self._stopping:
+            await ws.close()
+
     async def run(self) -> None:
         """Connect, receive, reconnect; returns after ``stop()``. Cancellable."""
         attempt = 0
