@@ -94,16 +94,6 @@ class CallMedia:
                     session.id,
                 )
                 transport.learn_remote = True
-            else:
-                # Without Asterisk's address nothing would be read (the transport does
-                # not let a stranger's packet pick the peer): fall back to the first
-                # valid sender, and say so.
-                logger.warning(
-                    "call %s: ExternalMedia gave no UNICASTRTP address; taking RTP from "
-                    "the first valid sender",
-                    session.id,
-                )
-                transport.learn_remote = True
         elif settings.transport == "websocket":
             from voxtra.media.ws_transport import WebSocketMediaTransport
 
