@@ -941,11 +941,21 @@ class VoxtraApp:
 
     async def _take_back(self) -> None:
         """Re-register the app (reconnect the events) once nobody else serves it."""
+        checks = 0
         while self.replaced and self._accepting:
             await asyncio.sleep(self.takeover_poll)
             if not self._accepting:
                 return
             if await self._served_elsewhere():
+                checks += 1
+                if checks * self.takeover_poll >= 60.0:  # say so again, once a minute
+                    checks = 0
+                    logger.error(
+                        "the Stasis app %r is still served by another client; this "
+                        "process (instance %s) gets no calls",
+                        self.app_name,
+                        self.instance_id,
+                    )
                 continue
             logger.warning("the other client left the Stasis app %r: taking it back", self.app_name)
             self.replaced = False
