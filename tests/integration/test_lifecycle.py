@@ -26,6 +26,7 @@ from voxtra.ari.errors import AriNotFound
 from voxtra.call import CallEndReason, CallSession
 from voxtra.errors import CallEnded
 from voxtra.recording.metadata import RecordingMetadata
+from voxtra.recording.sinks import LocalFileSink
 
 pytestmark = pytest.mark.asterisk
 
@@ -124,6 +125,82 @@ async def test_stop_lets_a_recording_call_finish_and_deliver(
     await gone(ari, call_id)
     with pytest.raises(AriNotFound):  # delivered, so deleted from Asterisk
         await ari.recordings.get_stored(names[0])
+
+
+class StalledSink:
+    """A sink whose storage does not answer (until ``release`` is set)."""
+
+    name = "default"
+
+    def __init__(self, directory: Path) -> None:
+        self.inner = LocalFileSink(directory)
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def deliver(self, path: Path, meta: RecordingMetadata) -> str:
+        self.calls += 1
+        await self.release.wait()
+        return await self.inner.deliver(path, meta)
+
+
+async def test_a_recording_not_delivered_at_stop_is_delivered_by_the_next_start(
+    asterisk: Any, ari: AriClient, tmp_path: Path
+) -> None:
+    """Storage stalls during shutdown: stop() returns after ``delivery_timeout`` with the
+    recording spooled, and the next start() with the same spool delivers it once."""
+    name = app_name("drain")
+    spool, recordings = tmp_path / "spool", tmp_path / "recordings"
+    stalled = StalledSink(recordings)
+    started = asyncio.Event()
+    names: list[str] = []
+    first = VoxtraApp(
+        asterisk.ari_url,
+        asterisk.username,
+        asterisk.password,
+        name,
+        environ={},
+        handler_deadline=0.5,
+        spool_dir=str(spool),
+        recording_sink=stalled,
+    )
+    first.delivery_timeout = 1.0
+
+    @first.default
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        names.append(await call.record_start())
+        started.set()
+        await call.listen_dtmf(timeout=60)
+
+    await first.start()
+    try:
+        call_id, _ = await call_into(ari, name)
+        await asyncio.wait_for(started.wait(), 15)
+        await asyncio.sleep(1.0)
+    finally:
+        await first.stop()
+    await gone(ari, call_id)
+    assert stalled.calls >= 1 and not list(recordings.rglob("*.wav"))
+
+    delivered: list[RecordingMetadata] = []
+    second = VoxtraApp(
+        asterisk.ari_url,
+        asterisk.username,
+        asterisk.password,
+        name,
+        environ={},
+        spool_dir=str(spool),
+        recording_sink=LocalFileSink(recordings),
+    )
+    second.on_recording_delivered(delivered.append)
+    await second.start()
+    try:
+        assert second.recordings is not None
+        meta = await second.recordings.wait_delivered(names[0], timeout=20)
+    finally:
+        await second.stop()
+    assert [m.name for m in delivered] == names
+    assert meta.location is not None and len(list(recordings.rglob("*.wav"))) == 1
 
 
 async def test_a_call_arriving_during_stop_is_hung_up(
