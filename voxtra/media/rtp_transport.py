@@ -93,6 +93,10 @@ _FIXED = struct.Struct("!BBHII")
 _RECV_SIZE = 2048  # larger than any RTP packet Asterisk sends us (slin16: 652 bytes)
 _MAX_DRAIN = 64
 """At most this many datagrams per socket per tick, so a flood cannot stall the ticker."""
+_MAX_CONCEAL_PER_TICK = 20
+"""Silence frames for lost packets delivered per call per tick (400 ms). The jitter
+buffer bounds each gap (200 ms), but 64 packets in bursts of 4 after a jump each still
+made 224 frames in one tick (10 ms of conversion, per call); this bounds the tick."""
 _MAX_DISCARD = 512
 """And at most this many from foreign sources, read only to be dropped (about 1 us each):
 reading them keeps the kernel's receive buffer free for the peer's packets."""
@@ -252,6 +256,7 @@ class RtpTransport(MediaTransport):
         """``remote`` as ``recvfrom`` reports a source address, for the latch check."""
         self._peer_of: tuple[str, int] | None = None
         self._warned: set[str] = set()
+        self._tick_concealed = 0
         self.jitter = JitterBuffer(jitter_depth)
         self.sender = RtpSender(
             fmt.payload_type if payload_type is None else payload_type,
@@ -345,6 +350,7 @@ class RtpTransport(MediaTransport):
         sock = self._sock
         if sock is None:
             return
+        self._tick_concealed = 0
         remote = self.remote
         if remote is None and not self.learn_remote:
             return
@@ -453,8 +459,13 @@ class RtpTransport(MediaTransport):
         self.inbound_payload_types.add(pt)
         self.jitter.push(pkt)
         for item in self.jitter.pop_ready():
-            # a lost packet is a frame of silence: timing downstream stays honest
-            self._deliver_payload(self._silence.data if item is None else item.payload)
+            if item is not None:
+                self._deliver_payload(item.payload)
+            elif self._tick_concealed < _MAX_CONCEAL_PER_TICK:
+                # a lost packet is a frame of silence: timing downstream stays honest
+                self._tick_concealed += 1
+                self.stats.concealed += 1
+                self._deliver_payload(self._silence.data)
         self._sync_stats()
 
     def _deliver_payload(self, payload: bytes) -> None:
@@ -480,7 +491,7 @@ class RtpTransport(MediaTransport):
             js.duplicates,
             js.reordered,
         )
-        st.dropped_stray, st.resyncs, st.concealed = js.strays, js.resyncs, js.concealed
+        st.dropped_stray, st.resyncs = js.strays, js.resyncs
 
     # --- outbound -------------------------------------------------------------------
 

@@ -106,7 +106,7 @@ class TransportStats:
     resyncs: int = 0
     """Times the inbound stream restarted (new SSRC or sequence range, confirmed)."""
     concealed: int = 0
-    """Silence frames inserted for lost packets (at most 200 ms per gap, whatever ``lost``)."""
+    """Silence frames delivered for lost packets (at most 200 ms per gap, whatever ``lost``)."""
     pacing_lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=3000))
     """Recent per-frame send time minus its ideal 20 ms deadline, seconds (< 0: early)."""
 

@@ -98,22 +98,43 @@ async def test_jump_packets_through_a_converting_reader_cost_bounded_work(
     assert elapsed < 1.0  # backstop only (was 13 s); the bound is the frame count above
 
 
-async def test_gaps_within_dropout_emit_at_most_max_conceal_each(peer: Sender) -> None:
-    """Bursts of 4 packets with 60 lost between them: loss, but 200 ms shown per gap."""
-    tr = await RtpTransport.open("ulaw", bind_host="127.0.0.1", remote=peer.addr)
+def _bare(fmt: str = "ulaw") -> RtpTransport:
+    """A transport fed by hand (``_datagram``), converting to PCM16 at 16 kHz."""
+    tr = RtpTransport(fmt, remote=("127.0.0.1", 9), ticker=Ticker())
     tr.set_inbound_format(Codec.PCM16, 16000)
-    port = tr.local_address[1]
-    try:
-        for burst in range(20):
-            for k in range(4):
-                peer.send(port, burst * 64 + k)
-        await settle(tr)
-    finally:
-        await tr.close()
+    return tr
+
+
+def _packet(seq: int) -> bytes:
+    return RtpPacket(0, seq & 0xFFFF, (seq * 160) & 0xFFFFFFFF, 7, b"\x55" * 160).build()
+
+
+def test_gaps_within_dropout_emit_at_most_max_conceal_each() -> None:
+    """Bursts of 4 packets with 60 lost between them, one burst per tick: loss, but
+    200 ms of silence shown per gap (before: 60 frames each)."""
+    tr = _bare()
+    for burst in range(20):
+        tr._tick_concealed = 0  # a new tick (what _drain does)
+        for k in range(4):
+            tr._datagram(_packet(burst * 64 + k))
+        tr._batch.after_tick()
     st = tr.stats
     assert st.lost == 19 * 60  # every missing packet is counted
-    assert st.concealed == 19 * MAX_CONCEAL  # before: 60 frames of silence per gap
+    assert st.concealed == 19 * MAX_CONCEAL
     assert st.frames_in == 80 + 19 * MAX_CONCEAL
+
+
+def test_concealment_per_tick_is_capped() -> None:
+    """64 packets in one tick, bursts of 4 after gaps of 60: the most the jitter buffer
+    lets a stream emit per packet. Before the per-tick cap: 224 frames in one tick
+    (and 16 x 59 = 944 on the code before the jitter-buffer bound)."""
+    tr = _bare()
+    tr._tick_concealed = 0
+    for i in range(64):
+        tr._datagram(_packet((i // 4) * 64 + i % 4))
+    tr._batch.after_tick()
+    assert tr.stats.frames_in <= 64 + 20
+    assert tr.stats.concealed == 20
 
 
 def test_a_burst_for_one_stream_is_converted_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
