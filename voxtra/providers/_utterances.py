@@ -41,8 +41,9 @@ class UtteranceQueue(Generic[T]):
         try:
             while (item := await self._work.get()) is not None:
                 transcript = await self._decode(item)
-                if transcript is not None:
-                    self._out.put_nowait(transcript)
+                # Nothing recognised is still an answer: an empty final, so the
+                # pipeline can tell "heard nothing" from a hung STT (stt_timeout).
+                self._out.put_nowait(transcript or Transcript("", is_final=True))
         except Exception as exc:  # reported to the reader, never lost in a task
             if not isinstance(exc, ProviderError | ConfigError):
                 exc = ProviderError(self._provider, f"{type(exc).__name__}: {exc}")

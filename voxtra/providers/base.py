@@ -49,7 +49,10 @@ class STTStream(Protocol):
         """Feed audio (any rate/codec the provider accepts; it converts the rest)."""
 
     async def end_of_speech(self) -> None:
-        """The VAD saw the caller stop: finalise the utterance now if the engine can."""
+        """The VAD saw the caller stop: finalise the utterance now if the engine can.
+
+        A final transcript should follow, with empty text if nothing was recognised:
+        the pipeline takes no final within ``stt_timeout`` for a hung STT."""
 
     async def close(self) -> None:
         """Flush and release the stream; ``transcripts()`` then ends."""

@@ -233,7 +233,7 @@ class DeepgramStream:
             if text:
                 self._segments.append(msg)
             if msg.speech_final or getattr(msg, "from_finalize", False):
-                self._end_utterance()
+                self._end_utterance(getattr(msg, "from_finalize", False))
         elif text:
             so_far = " ".join([*self._texts(), text])
             start = self._segments[0].start if self._segments else msg.start
@@ -243,8 +243,10 @@ class DeepgramStream:
     def _texts(self) -> list[str]:
         return [s.channel.alternatives[0].transcript.strip() for s in self._segments]
 
-    def _end_utterance(self) -> None:
+    def _end_utterance(self, asked: bool = False) -> None:
         if not self._segments:
+            if asked:  # our Finalize found no words: say so (else: a hung STT)
+                self._out.put_nowait(Transcript("", True))
             return
         segs, self._segments = self._segments, []
         confs = [s.channel.alternatives[0].confidence for s in segs]

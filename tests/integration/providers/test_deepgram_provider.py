@@ -60,6 +60,18 @@ async def test_end_of_speech_sends_finalize_and_gets_the_pending_turn() -> None:
         assert fake.sessions[0].controls[0] == {"type": "Finalize"}
 
 
+async def test_end_of_speech_with_nothing_heard_gives_an_empty_final() -> None:
+    """No final at all would look like a hung STT to the pipeline (``stt_timeout``)."""
+    async with FakeDeepgram("key", []) as fake:
+        stream = await DeepgramSTT("key", base_url=fake.url).stream()
+        for _ in range(5):
+            await stream.send(FRAME)
+        await stream.end_of_speech()
+        first = await asyncio.wait_for(anext(stream.transcripts()), 5)
+        assert (first.text, first.is_final) == ("", True)
+        await stream.close()
+
+
 async def test_pcm16_input_is_converted_to_the_configured_encoding() -> None:
     async with FakeDeepgram("key", [DeepgramTurn(640 * 10, "wideband")]) as fake:
         stt = DeepgramSTT("key", encoding="linear16", sample_rate=16000, base_url=fake.url)

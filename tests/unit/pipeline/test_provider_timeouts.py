@@ -249,3 +249,21 @@ def test_voice_config_passes_deadlines_and_fallback_to_each_call() -> None:
     assert (p.stt_timeout, p.llm_timeout, p.tts_timeout) == (1.0, 2.0, None)
     assert (p.fallback_text, p.fallback_tts) == ("Hm?", backup)
     assert VoiceConfig(options={"llm_timeout": 30.0}).build().llm_timeout == 30.0
+
+
+async def test_speech_the_stt_hears_nothing_in_is_not_a_hang() -> None:
+    """A cough: the STT answers with an empty final. No error, no fallback line."""
+    media = MemoryMediaIO()
+    stt = ScriptedSTT([], media.clock)  # every end of speech: an empty final
+    tts = ScriptedTTS(media.clock)
+    p = VoicePipeline(stt, HangingLLM(), tts, EnergyVAD(), stt_timeout=1.0)
+    events: list[PipelineEvent] = []
+    p.on_event(events.append)
+
+    async def caller() -> None:
+        speak(media)
+        await media.wait_until(lambda: media.clock.now() > 5.0, 30)
+        media.hangup()
+
+    await converse(p, media, caller)
+    assert errors(events) == [] and tts.requests == [] and len(stt.streams) == 1
