@@ -16,7 +16,12 @@ from voxtra.pipeline.events import (
     UserTranscriptEvent,
 )
 from voxtra.pipeline.io import Clock, MediaIO, MonotonicClock
-from voxtra.pipeline.pipeline import DEFAULT_FALLBACK, EndReason, VoicePipeline
+from voxtra.pipeline.pipeline import (
+    DEFAULT_FALLBACK,
+    EndReason,
+    ProviderTimeoutError,
+    VoicePipeline,
+)
 from voxtra.pipeline.turn import SpeechEnded, SpeechStarted, TurnDetector, frame_energy_db
 
 __all__ = [
@@ -32,6 +37,7 @@ __all__ = [
     "MonotonicClock",
     "PipelineEvent",
     "ProviderErrorEvent",
+    "ProviderTimeoutError",
     "SayResult",
     "SentenceChunker",
     "SilenceTimeoutEvent",
