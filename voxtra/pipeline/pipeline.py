@@ -332,6 +332,7 @@ class VoicePipeline:
         self._awaiting_final = False
         self._vad_failed = False
         self._stt_scope: anyio.CancelScope | None = None
+        self._stt_wake: anyio.Event | None = None
 
     # -- events
 
@@ -522,6 +523,8 @@ class VoicePipeline:
                     self._emit(SpeechEndedEvent(now))
                     if self.stt is not None:
                         self._stt_audio.put(None)  # marker: end of speech
+                    if self._stt_wake is not None:
+                        self._stt_wake.set()
         finally:
             self._ended.set()
             if self._finals is not None:
@@ -633,7 +636,10 @@ class VoicePipeline:
             end = self._last_speech_end
             now = self._clock.now()
             if not self._awaiting_final or end is None:
-                await self._clock.sleep(0.1)
+                # Sleep until the next end of speech (no polling: 50 calls polling at
+                # 10 Hz would be 500 wake-ups a second for nothing).
+                self._stt_wake = anyio.Event()
+                await self._stt_wake.wait()
                 continue
             if now - end < seconds:
                 await self._clock.sleep(end + seconds - now)
