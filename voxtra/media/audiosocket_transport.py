@@ -50,6 +50,7 @@ from voxtra.media.transport import (
     HangupEvent,
     MediaTransport,
     TransportEvent,
+    silence_frame,
 )
 
 __all__ = ["AS_FORMATS", "AudioSocketServer", "AudioSocketStats", "AudioSocketTransport"]
@@ -107,6 +108,17 @@ def _as_uuid(value: str | uuid_mod.UUID) -> uuid_mod.UUID:
         return uuid_mod.UUID(value)
     except ValueError:
         raise ConfigError(f"AudioSocket call id must be a UUID, got {value!r}") from None
+
+
+_SILENCE_MESSAGES: dict[int, bytes] = {}
+
+
+def _silence_message(rate: int) -> bytes:
+    """The audio message of one 20 ms silence frame at ``rate`` (built once per rate)."""
+    msg = _SILENCE_MESSAGES.get(rate)
+    if msg is None:
+        msg = _SILENCE_MESSAGES[rate] = build_audio(silence_frame(Codec.PCM16, rate), rate)
+    return msg
 
 
 class AudioSocketTransport(MediaTransport):
@@ -261,7 +273,14 @@ class AudioSocketTransport(MediaTransport):
     # --- outbound -------------------------------------------------------------------
 
     def _tick(self, skipped: int) -> None:
-        """One 20 ms slot (called by the ticker): write at most one frame."""
+        """One 20 ms slot (called by the ticker): write one frame, silence if none queued.
+
+        Measured: chan_audiosocket passes on only what we write, so with nothing written
+        a SIP phone in the call got no RTP at all (0 packets in 5 s); with a silence
+        message per slot it gets a packet every 20 ms. Silence is skipped while the
+        socket still holds unsent data (Asterisk not reading), so it never piles up
+        ahead of real audio.
+        """
         if self._closed or self._writer.is_closing():
             return
         frame = self._pop_frame()
@@ -269,6 +288,9 @@ class AudioSocketTransport(MediaTransport):
             if self._was_sending:
                 self.stats.underruns += 1
                 self._was_sending = False
+            if not self._writer.transport.get_write_buffer_size():
+                self._writer.write(_silence_message(self.wire_rate))
+                self._silence_sent()
             return
         self._writer.write(build_audio(frame, self.wire_rate))
         self._was_sending = True

@@ -20,6 +20,10 @@ call's socket is drained (no event-loop callback per packet), in-order packets s
 the jitter buffer's reordering, and resampling and G.711 for every call run as one
 batch at the end of the tick (``_TickBatch``).
 
+Outbound, every tick sends one packet once the remote is known: the next queued frame,
+or a pre-encoded frame of silence when nothing is queued, so sequence numbers and
+timestamps run on without gaps or markers (see ``voxtra.media.transport``).
+
 Wire formats: ``ulaw`` (PT 0), ``alaw`` (PT 8), ``slin`` (8 kHz, PT 10) and ``slin16``
 (16 kHz, PT 118 as Asterisk sends it); ``slin``/``slin16`` are BIG-endian on the wire
 and converted to Voxtra's little-endian PCM here. The outbound payload type is a
@@ -53,7 +57,7 @@ from voxtra.media.rtp import (
     RtpParseError,
     RtpSender,
 )
-from voxtra.media.transport import InboundConverter, MediaTransport
+from voxtra.media.transport import InboundConverter, MediaTransport, silence_frame
 
 __all__ = ["WIRE_FORMATS", "RtpTransport", "WireFormat"]
 
@@ -161,7 +165,7 @@ class _TickBatch:
                 continue
             cut = tr._framer.take_converted(pcm)
             if not cut:  # cannot happen for aligned whole frames; stay safe anyway
-                tr._idle_ticks += 1
+                tr._send_silence()
                 continue
             tr._out.extendleft(reversed(cut[1:]))
             tr._send_frame(cut[0])
@@ -271,6 +275,8 @@ class RtpTransport(MediaTransport):
         self._idle_ticks = 0
         self._was_sending = False
         self._silence = AudioChunk.silence(fmt.codec, fmt.rate)
+        # Outbound filler, in wire byte order (PCM silence is zeros either way).
+        self._silence_wire = silence_frame(fmt.codec, fmt.rate)
         self.inbound_payload_types: set[int] = set()
         """Payload types seen on accepted inbound packets."""
         self._accept_pts = frozenset(
@@ -496,7 +502,11 @@ class RtpTransport(MediaTransport):
     # --- outbound -------------------------------------------------------------------
 
     def _tick(self, skipped: int) -> None:
-        """One 20 ms slot (called by the ticker): take in what arrived, send one frame."""
+        """One 20 ms slot (called by the ticker): take in what arrived, send one frame.
+
+        The frame is the next queued one, or silence when nothing is queued: the stream
+        to Asterisk never pauses (Asterisk passes no media to the phone otherwise).
+        """
         self._drain()
         self._idle_ticks += skipped
         if self._sock is None or self.remote is None:
@@ -513,9 +523,23 @@ class RtpTransport(MediaTransport):
             if self._was_sending:
                 self.stats.underruns += 1
                 self._was_sending = False
-            self._idle_ticks += 1
+            self._send_silence()
             return
         self._send_frame(frame)
+
+    def _send_silence(self) -> None:
+        """Send the shared silence frame in this slot; it does not count as played."""
+        sock, remote = self._sock, self.remote
+        if sock is None or remote is None:
+            self._idle_ticks += 1
+            return
+        packet = self.sender.build(self._silence_wire, skipped_frames=self._idle_ticks)
+        try:
+            sock.sendto(packet, remote)
+        except OSError as exc:
+            logger.debug("%s: RTP send failed: %s", self.name, exc)
+        self._idle_ticks = 0
+        self._silence_sent()
 
     def _send_frame(self, frame: bytes) -> None:
         sock, remote = self._sock, self.remote

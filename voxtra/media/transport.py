@@ -10,11 +10,18 @@ Outbound: ``send(chunk)`` takes audio of any length, codec and supported rate,
 converts it to the wire format (G.711 tables, polyphase resampler), cuts it into 20 ms
 frames and queues it; the transport paces it out (the RTP transport resamples each
 call's frame when it is due, for all its calls at once). The queue is bounded:
-``send`` waits when it is full. ``flush()`` drops everything queued (barge-in). When
-nothing is queued an RTP transport sends nothing: Asterisk fills the gap (and
-``transmit_silence`` covers channels that need continuous audio); the RTP timestamp
-still advances, and the next packet carries the marker bit. ``queued_ms`` /
-``played_ms`` follow the pipeline's ``MediaIO`` contract.
+``send`` waits when it is full. ``flush()`` drops everything queued (barge-in).
+
+The outbound stream never pauses: when nothing is queued every transport sends a
+20 ms frame of silence in the wire format (one pre-encoded frame per format,
+``silence_frame``), so RTP sequence numbers and timestamps run on. Measured: with
+nothing sent, Asterisk passed nothing on to a SIP phone over any of the three
+transports (0 packets in 5 s; ``transmit_silence`` does not cover a bridged channel),
+and carriers, SBCs and NAT bindings drop calls after 30-60 s without media. Silence
+is not audio the app sent: it never counts in ``played_ms``, ``queued_ms`` or
+``stats.frames_out`` (``stats.silence_out`` counts it), and queued audio goes out in
+place of the next silence frame. ``queued_ms`` / ``played_ms`` follow the pipeline's
+``MediaIO`` contract.
 
 Control: ``events()`` yields ``DtmfEvent``, ``HangupEvent``, ``FlowEvent`` (XOFF/XON)
 and ``ControlMessageEvent`` (any other chan_websocket event), and ``on_event`` may be
@@ -47,9 +54,25 @@ __all__ = [
     "OutboundFramer",
     "TransportEvent",
     "TransportStats",
+    "silence_frame",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+_SILENCE_FRAMES: dict[tuple[Codec, int], bytes] = {}
+
+
+def silence_frame(codec: Codec, rate: int) -> bytes:
+    """One 20 ms frame of digital silence in ``codec`` at ``rate`` (made once, shared).
+
+    mu-law 0xFF, A-law 0xD5, PCM zeros (the same in either byte order).
+    """
+    key = (codec, rate)
+    frame = _SILENCE_FRAMES.get(key)
+    if frame is None:
+        frame = _SILENCE_FRAMES[key] = AudioChunk.silence(codec, rate).data
+    return frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +108,8 @@ class ControlMessageEvent(TransportEvent):
 class TransportStats:
     frames_in: int = 0
     frames_out: int = 0
+    silence_out: int = 0
+    """Frames of silence sent because nothing was queued (not in ``frames_out``)."""
     lost: int = 0
     late: int = 0
     duplicates: int = 0
@@ -476,8 +501,13 @@ class MediaTransport(abc.ABC):
         return frame
 
     def _frame_sent(self) -> None:
+        """A frame of queued audio went out: it counts as played."""
         self._played_frames += 1
         self.stats.frames_out += 1
+
+    def _silence_sent(self) -> None:
+        """A frame of filler silence went out: nothing the app sent, nothing played."""
+        self.stats.silence_out += 1
 
     def _deliver(self, frame: AudioChunk) -> None:
         """Hand one inbound wire frame to ``frames()``, converted as the reader asked."""

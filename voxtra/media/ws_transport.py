@@ -19,6 +19,20 @@ catches up with what was sent (Asterisk's queue ran dry); its length is then add
 to the finished total. ``flush()`` closes the spurt at the estimate, so flushed audio
 is never counted. ``queued_ms`` is our local queue plus the estimated backlog inside
 Asterisk, so ``played_ms + queued_ms`` is everything accepted by ``send``.
+
+Idle, we keep Asterisk's queue from running dry with silence: chan_websocket plays
+only what it was sent. Measured (Asterisk 22.10, a pjsua2 phone in the call): with
+nothing sent over the WebSocket the phone got no RTP at all (0 packets in 5 s); with
+silence sent it got a packet every 20 ms. A frame of silence goes out when the
+estimated remote backlog runs out, and the next one 20 ms after it on the same
+timeline (not "now + 20 ms", which would drift by our timer's lateness every frame),
+so Asterisk holds at most about a frame of it: audio sent after idling starts at most
+that much later, and a spurt's played estimate starts where the silence ahead of it
+ends. Audio that streams in at 1x (an echo, a streaming TTS) keeps the backlog above
+zero and gets no silence between its frames: a first version that topped the backlog
+up to 20 ms put a silence frame after nearly every echoed frame (the echo test heard
+14 pieces instead of one). Silence counts in ``stats.silence_out`` only, never in
+``played_ms``/``queued_ms``.
 """
 
 from __future__ import annotations
@@ -68,6 +82,11 @@ _BATCH_FRAMES = 10
 
 _TAIL_MARGIN_MS = 10.0
 """A partial last frame is padded and sent when Asterisk has this much left to play."""
+
+_SILENCE_CONTIGUOUS_S = 0.005
+"""Idle silence continues the timeline of what was sent before it when that ran out
+at most this long ago (our timer's usual lateness); after a longer stall it restarts
+at now rather than bursting frames out to catch up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +162,8 @@ class WebSocketMediaTransport(MediaTransport):
         self._played_done_ms = 0.0
         self._spurt_start: float | None = None
         self._spurt_sent_ms = 0.0
+        self._silence_until = 0.0  # clock time the silence queued in Asterisk runs out
+        self._silence_unit = b""  # one send unit of silence, made when first needed
 
     # --- construction ---------------------------------------------------------------
 
@@ -231,7 +252,8 @@ class WebSocketMediaTransport(MediaTransport):
     def _spurt_played(self, now: float) -> float:
         if self._spurt_start is None:
             return 0.0
-        return min(self._spurt_sent_ms, (now - self._spurt_start) * 1000.0)
+        # The start is in the future while silence sent before the spurt still plays.
+        return min(self._spurt_sent_ms, max(0.0, (now - self._spurt_start) * 1000.0))
 
     def _remote_backlog_ms(self, now: float | None = None) -> float:
         now = self._clock() if now is None else now
@@ -247,8 +269,15 @@ class WebSocketMediaTransport(MediaTransport):
         if self._spurt_start is not None and self._remote_backlog_ms(now) <= 0.0:
             self._close_spurt(now)  # Asterisk's queue ran dry: a new spurt starts
         if self._spurt_start is None:
-            self._spurt_start = now
+            self._spurt_start = max(now, self._silence_until)
         self._spurt_sent_ms += ms
+
+    def _remote_end(self) -> float:
+        """Clock time everything sent (audio and silence) is estimated to have played."""
+        end = self._silence_until
+        if self._spurt_start is not None:
+            end = max(end, self._spurt_start + self._spurt_sent_ms / 1000.0)
+        return end
 
     @property
     def played_ms(self) -> float:
@@ -375,7 +404,15 @@ class WebSocketMediaTransport(MediaTransport):
                     data += self._silence_bytes(-len(data) % self._send_unit)
                     await self._send_audio(data, 1 if tail else 0)
                     continue
-                await self._wake.wait()
+                due_in = self._remote_end() - self._clock()
+                if due_in <= 0:
+                    await self._send_silence()
+                    continue
+                timer = asyncio.get_running_loop().call_later(due_in, self._wake.set)
+                try:
+                    await self._wake.wait()
+                finally:
+                    timer.cancel()
         except asyncio.CancelledError:
             raise
         except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
@@ -383,6 +420,22 @@ class WebSocketMediaTransport(MediaTransport):
             if not self._closed:
                 self._emit(HangupEvent(f"media WebSocket send failed: {exc}"))
                 self._mark_closed(f"send failed: {exc}")
+
+    async def _send_silence(self) -> None:
+        """Send one unit of silence (nothing queued); it is not played audio."""
+        unit = self._send_unit
+        if len(self._silence_unit) != unit:
+            self._silence_unit = self._silence_bytes(unit)
+        if self._ws is None or self._closed:
+            return
+        await self._ws.send_bytes(self._silence_unit)
+        ms = unit * FRAME_MS / self._frame_bytes
+        now = self._clock()
+        start = self._remote_end()
+        if start < now - _SILENCE_CONTIGUOUS_S:
+            start = now
+        self._silence_until = start + ms / 1000.0
+        self.stats.silence_out += max(1, unit // self._frame_bytes)
 
     def _silence_bytes(self, n: int) -> bytes:
         fill = AudioChunk.silence(self.wire_codec, self.wire_rate, ms=1).data[:1]
@@ -410,7 +463,9 @@ class WebSocketMediaTransport(MediaTransport):
 
     async def _on_flush(self) -> None:
         self._pending = b""
-        self._close_spurt(self._clock())
+        now = self._clock()
+        self._close_spurt(now)
+        self._silence_until = now  # FLUSH_MEDIA drops queued silence too
         self.xoff = False  # FLUSH_MEDIA empties Asterisk's queue and resets its pause
         self._wake.set()
         if self._ws is not None and not self._closed and self._started.is_set():

@@ -64,6 +64,9 @@ class Media:
     recorder: Any = None
     audio: Any = None
     codec: str | None = None
+    stream: int = 0
+    rx_samples: list[tuple[float, int]] | None = None
+    """(time, RTP packets received so far), sampled every loop while watched."""
 
 
 _STATE_NAMES = {
@@ -115,6 +118,7 @@ class Call(pj.Call):  # type: ignore[misc]
                 continue
             am = self.getAudioMedia(i)
             self.media.audio = am
+            self.media.stream = i
             codec = None
             with contextlib.suppress(pj.Error):
                 si = self.getStreamInfo(i)
@@ -359,6 +363,13 @@ class Worker:
         if name == "stop_play":
             self.stop_player(self.get_call(cmd))
             return {}
+        if name == "rx_watch":
+            self.get_call(cmd).media.rx_samples = []
+            return {}
+        if name == "rx_samples":
+            media = self.get_call(cmd).media
+            samples, media.rx_samples = media.rx_samples or [], None
+            return {"samples": samples}
         if name == "ping":
             return {"calls": sorted(self.calls)}
         if name == "quit":
@@ -396,6 +407,17 @@ class Worker:
         while self.running:
             self.ep.libHandleEvents(10)
             self.drain()
+            self.sample_rx()
+
+    def sample_rx(self) -> None:
+        """Note how many RTP packets each watched call has received by now."""
+        for call in self.calls.values():
+            samples = call.media.rx_samples
+            if samples is None or call.ended or len(samples) >= 20_000:
+                continue
+            with contextlib.suppress(pj.Error):
+                pkt = int(call.getStreamStat(call.media.stream).rtcp.rxStat.pkt)
+                samples.append((time.time(), pkt))
 
     def shutdown(self) -> None:
         """Hang up, let the BYEs go out and close every recording before exiting."""

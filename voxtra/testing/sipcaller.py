@@ -197,6 +197,19 @@ class SipCall:
     async def stop_play(self) -> None:
         await self.caller._command("stop_play", call=self.id)
 
+    async def watch_rx(self) -> None:
+        """Start sampling how many RTP packets the phone has received (every ~10 ms)."""
+        await self.caller._command("rx_watch", call=self.id)
+
+    async def rx_samples(self) -> list[tuple[float, int]]:
+        """Stop sampling; ``(wall-clock time, RTP packets received so far)`` pairs.
+
+        pjsua2 counts every packet, silence included; its recorder cannot tell silence
+        packets from no packets (the jitter buffer fills gaps), this can.
+        """
+        result = await self.caller._command("rx_samples", call=self.id)
+        return [(float(t), int(n)) for t, n in result["samples"]]
+
     async def answer(self, code: int = 200) -> None:
         """Answer an inbound call (only needed when listening with ``answer=False``)."""
         await self.caller._command("answer", call=self.id, code=code)

@@ -35,6 +35,7 @@ class FakeAsterisk:
         self.reader = reader
         self.writer = writer
         self.parser = AudioSocketParser()
+        self.silent = 0
 
     @classmethod
     async def dial(cls, address: str, call: uuid.UUID | None, extra: bytes = b"") -> FakeAsterisk:
@@ -48,17 +49,30 @@ class FakeAsterisk:
         self.writer.write(data)
 
     async def receive(self, quiet: float = 0.15) -> list[tuple[float, Message]]:
-        """Messages with arrival times until nothing comes for ``quiet`` seconds."""
+        """Messages with arrival times until nothing comes for ``quiet`` seconds.
+
+        Silence (all-zero audio, which the transport sends whenever nothing is queued)
+        is counted in ``self.silent`` and left out: it never stops.
+        """
         got: list[tuple[float, Message]] = []
+        last = time.monotonic()
         while True:
+            left = last + quiet - time.monotonic()
             try:
-                data = await asyncio.wait_for(self.reader.read(65536), quiet)
+                if left <= 0:
+                    return got
+                data = await asyncio.wait_for(self.reader.read(65536), left)
             except TimeoutError:
                 return got
             if not data:
                 return got
             now = time.monotonic()
-            got.extend((now, m) for m in self.parser.feed(data))
+            for m in self.parser.feed(data):
+                if m.kind == Kind.AUDIO and not any(m.payload):
+                    self.silent += 1
+                    continue
+                got.append((now, m))
+                last = now
 
     def close(self) -> None:
         self.writer.close()

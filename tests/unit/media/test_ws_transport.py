@@ -26,6 +26,11 @@ from voxtra.media.ws_transport import WebSocketMediaTransport, media_url
 CONN = "9b5f0c2e-1111-4222-8333-444455556666"
 
 
+def is_silence(data: bytes) -> bool:
+    """A message of filler silence: mu-law 0xFF, A-law 0xD5 or PCM zeros throughout."""
+    return bool(data) and data[0] in (0xFF, 0xD5, 0) and data.count(data[0]) == len(data)
+
+
 @dataclass
 class Session:
     """One accepted media WebSocket, as the fake Asterisk sees it."""
@@ -34,7 +39,10 @@ class Session:
     headers: dict[str, str]
     path: str
     binary: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
+    """BINARY messages, except the filler silence the transport sends while idle."""
     text: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
+    silence: list[tuple[float, int]] = field(default_factory=list)
+    """(arrival time, bytes) of each filler silence message."""
 
     async def audio_within(self, seconds: float) -> bytes:
         """Every BINARY byte that arrives within ``seconds``."""
@@ -70,7 +78,10 @@ class FakeAsterisk:
         self.sessions.put_nowait(s)
         async for msg in ws:
             if msg.type is WSMsgType.BINARY:
-                s.binary.put_nowait(msg.data)
+                if is_silence(msg.data):
+                    s.silence.append((asyncio.get_running_loop().time(), len(msg.data)))
+                else:
+                    s.binary.put_nowait(msg.data)
             elif msg.type is WSMsgType.TEXT:
                 s.text.put_nowait(msg.data)
         return ws
