@@ -337,7 +337,15 @@ class VoxtraApp:
             _, pending = await asyncio.wait(set(self._call_tasks), timeout=self.teardown_timeout)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*self._call_tasks, return_exceptions=True)
+            if pending:
+                # A call cancelled in its handler wait goes on to its teardown and waits
+                # for it: a teardown stuck (a recording fetch that never returns) kept
+                # stop() waiting for ever. A second cancel ends that wait; the teardown
+                # itself is handled below.
+                _, stuck = await asyncio.wait(pending, timeout=1.0)
+                for task in stuck:
+                    task.cancel()
+                await asyncio.gather(*pending, return_exceptions=True)
         if self._teardowns:
             # A cancelled call leaves its (shielded) teardown running: wait for it, or a
             # recording it is finalising would meet a closed delivery.
@@ -696,7 +704,11 @@ class VoxtraApp:
         return internal_id(kind, self.instance_id)
 
     def _owns_internal(self, ident: str) -> bool:
-        return ident.startswith(INTERNAL_PREFIX) and f"-{self.instance_id}-" in ident
+        """Whether ``ident`` is ``voxtra-internal-<kind>-<this instance>-<random>``."""
+        if not ident.startswith(INTERNAL_PREFIX):
+            return False
+        parts = ident[len(INTERNAL_PREFIX) :].split("-")
+        return len(parts) == 3 and parts[1] == self.instance_id
 
     def _forget_internal(self, channel_id: str) -> None:
         self._internal.pop(channel_id, None)
