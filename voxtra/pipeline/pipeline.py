@@ -66,6 +66,11 @@ MS_PER_CHAR = 65.0
 """Speech rate used to guess a sentence's length while its audio is still arriving."""
 _NO_VAD_SPEECH_DB = -40.0
 _STT_REOPEN_S = 0.5
+_STT_HOLD_MS = 5000.0
+"""Caller audio kept (on top of the pre-roll) while no STT stream is open: a cold
+pocketsphinx provider takes 470-490 ms to open its first stream here (keywords; 620-650
+ms open vocabulary: the decoder process starts), a reopen 0.5 s plus the open. The
+first question of a call is said in that time; 5 s of it costs 40 KB of u-law."""
 
 T = TypeVar("T")
 EventCallback = Callable[[PipelineEvent], None]
@@ -333,6 +338,10 @@ class VoicePipeline:
         self._vad_failed = False
         self._stt_scope: anyio.CancelScope | None = None
         self._stt_wake: anyio.Event | None = None
+        self._stt_open = anyio.Event()
+        """Set while ``_stt_stream`` is open; the sender waits on it, holding the audio."""
+        self._stt_send_scope: anyio.CancelScope | None = None
+        self._stt_dropped_warned = False
 
     # -- events
 
@@ -372,6 +381,12 @@ class VoicePipeline:
         }
 
     @property
+    def stt_frames_dropped(self) -> int:
+        """Caller frames the STT never got because the audio queue was full: a stream
+        that took more than ~5 s to open, or that takes audio slower than real time."""
+        return self._stt_audio.dropped if self._stt_audio is not None else 0
+
+    @property
     def speaking(self) -> bool:
         """Whether agent speech is in progress (being generated or played)."""
         return self._output is not None
@@ -394,7 +409,10 @@ class VoicePipeline:
         self.call_id = call_id
         self._ended = anyio.Event()
         self._finals = _Queue(16)
-        self._stt_audio = _Queue(250)  # 5 s of frames: a stalled STT loses the oldest
+        # Holds the audio while the STT stream opens or stalls (20 ms frames); then
+        # the oldest goes, counted in stt_frames_dropped.
+        self._stt_audio = _Queue(int(((self.stt_preroll_ms or 0.0) + _STT_HOLD_MS) // 20))
+        self._stt_open = anyio.Event()
         self._speak_lock = anyio.Lock()
         self._vad_session = self.vad.session() if self.vad is not None else None
         self._last_activity = self._clock.now()
@@ -563,30 +581,73 @@ class VoicePipeline:
         await self._barge_in(self._clock.now())
 
     async def _stt_sender(self) -> None:
-        """Feed frames to the current STT stream without ever blocking the input loop."""
+        """Feed the caller's audio to the STT stream without ever blocking the input loop.
+
+        While no stream is open (the first one still opening, or a new one after a
+        failure or a hang) the audio waits in the bounded ``_stt_audio`` queue and goes
+        to the stream, in order, once it is open. It used to be dropped: the first
+        question of a call, said while a cold pocketsphinx opened its stream, came out
+        as its last words only, or not at all.
+        """
         assert self._stt_audio is not None
         queue = self._stt_audio
         while True:
+            stream = self._stt_stream
+            if stream is None:
+                await self._stt_open.wait()
+                continue
             item = await queue.get()
             if item is None and queue.closed and not queue.items:
                 return
-            stream = self._stt_stream
-            if stream is None:
+            if self._stt_stream is not stream:
+                queue.items.appendleft(item)  # that stream is gone: keep it for the next
                 continue
-            try:
-                if item is None:
-                    await stream.end_of_speech()
-                else:
-                    await stream.send(item)
-            except Exception as exc:
-                self._stt_failed(stream, exc)
+            if queue.dropped and not self._stt_dropped_warned:
+                self._stt_dropped_warned = True
+                logger.warning("STT stream not taking audio: the oldest caller audio is dropped")
+            failed: Exception | None = None
+            # Cancelled when the stream is dropped: a send stuck on a hung stream must
+            # not keep the caller's audio from the next one.
+            with anyio.CancelScope() as self._stt_send_scope:
+                try:
+                    if item is None:
+                        await stream.end_of_speech()
+                    else:
+                        await stream.send(item)
+                except Exception as exc:
+                    failed = exc
+            self._stt_send_scope = None
+            if failed is not None:
+                self._stt_failed(stream, failed)
+
+    def _set_stt_stream(self, stream: STTStream | None) -> None:
+        self._stt_stream = stream
+        if stream is not None:
+            self._stt_open.set()
+            return
+        if self._stt_open.is_set():
+            self._stt_open = anyio.Event()
+        if self._stt_send_scope is not None:
+            self._stt_send_scope.cancel()
+
+    def _drop_answered_audio(self) -> None:
+        """Forget held audio of utterances that already ended: the caller was just asked
+        to say it again, so a late transcript of it would answer a question twice."""
+        queue = self._stt_audio
+        if queue is None or None not in queue.items:
+            return
+        after: list[AudioChunk] = []  # what the caller said since the last end of speech
+        while (item := queue.items.pop()) is not None:
+            after.append(item)
+        queue.items.clear()
+        queue.items.extend(reversed(after))
 
     def _stt_failed(self, stream: STTStream, exc: BaseException) -> None:
         name = self.stt.name if self.stt is not None else "stt"
         logger.warning("STT %s failed: %r", name, exc)
         self._emit(_StageError(name, exc, "stt").event(self._clock.now()))
         if self._stt_stream is stream:
-            self._stt_stream = None
+            self._set_stt_stream(None)
             if self._tg is not None:
                 self._tg.start_soon(self._close_stt, stream)
 
@@ -608,7 +669,7 @@ class VoicePipeline:
                 self._emit(_StageError(stt.name, exc, "stt").event(self._clock.now()))
                 await self._clock.sleep(_STT_REOPEN_S)
                 continue
-            self._stt_stream = stream
+            self._set_stt_stream(stream)
             try:
                 # The watchdog cancels this scope when the stream hangs (no final).
                 with anyio.CancelScope() as self._stt_scope:
@@ -620,7 +681,7 @@ class VoicePipeline:
             finally:
                 self._stt_scope = None
                 if self._stt_stream is stream:
-                    self._stt_stream = None
+                    self._set_stt_stream(None)
                     await self._close_stt(stream)
             await self._clock.sleep(_STT_REOPEN_S)
 
@@ -650,6 +711,7 @@ class VoicePipeline:
             event = error.event(now)
             self._emit(event)
             self._finals.put(event)
+            self._drop_answered_audio()
             if self._stt_scope is not None:
                 self._stt_scope.cancel()  # the reader closes the stream and opens a new one
 
