@@ -84,7 +84,7 @@ async def run(calls: int, seconds: float, transport: str, arrival_rate: float) -
         setup = time.monotonic() - setup_started
         app.ticker.lateness.clear()
         for media in transports:
-            media.stats.frames_in = 0
+            media.stats.frames_in = media.stats.frames_out = media.stats.silence_out = 0
         cpu0, wall0 = _cpu(), time.monotonic()
         await asyncio.sleep(seconds)
         cpu, wall = _cpu() - cpu0, time.monotonic() - wall0
@@ -103,6 +103,8 @@ async def run(calls: int, seconds: float, transport: str, arrival_rate: float) -
             "late": sum(s.late for s in stats),
             "inbound_dropped": sum(s.inbound_dropped for s in stats),
             "underruns": sum(s.underruns for s in stats),
+            "frames_out": sum(s.frames_out for s in stats),
+            "silence_out": sum(s.silence_out for s in stats),
             "cpu_us_per_call_s": cpu * 1e6 / (calls * wall),
             "pacing_p50_ms": statistics.median(lateness) * 1000 if lateness else 0.0,
             "pacing_p99_ms": lateness[int(len(lateness) * 0.99) - 1] * 1000 if lateness else 0.0,
@@ -130,6 +132,7 @@ def main() -> None:
             f"set up in {r['setup_s']:.1f} s)  frames in {r['frames_in']:7d} "
             f"(~{r['frames_expected']:.0f} expected)  lost {r['lost']}  late {r['late']}  "
             f"dropped {r['inbound_dropped']}  underruns {r['underruns']}  "
+            f"out {r['frames_out']} + {r['silence_out']} silence  "
             f"CPU {r['cpu_us_per_call_s']:.0f} us/call-s  "
             f"pacing p50 {r['pacing_p50_ms']:.2f} ms p99 {r['pacing_p99_ms']:.2f} ms"
         )
