@@ -20,7 +20,7 @@ import pytest
 
 from voxtra.app import VoxtraApp
 from voxtra.ari.client import AriClient
-from voxtra.ari.errors import AriNotFound
+from voxtra.ari.errors import AriConnectionError, AriNotFound
 from voxtra.call import CallSession
 from voxtra.errors import ConfigError, RecordingError
 from voxtra.recording import InvalidRecordingName, LocalFileSink, RecordingMetadata, S3Sink
@@ -473,4 +473,114 @@ async def test_cancelled_record_stop_still_delivers_once(
     assert_tone(path_of(meta.location), 1.0)
     await asyncio.sleep(0.5)
     assert delivered == [name]
+    await assert_gone_from_asterisk(ari, name)
+
+
+async def _start_recovering_app(
+    make_app: MakeApp, dirs: tuple[Path, Path], delivered: list[RecordingMetadata]
+) -> VoxtraApp:
+    """A fresh app on the same spool and sink, counting deliveries from its very start."""
+    recordings, spool = dirs
+
+    def configure(app: VoxtraApp) -> None:
+        app.on_recording_delivered(delivered.append)
+
+    return await make_app(
+        configure,
+        app_name=f"voxtra-rec-{uuid.uuid4().hex[:8]}",
+        recordings_dir=str(recordings),
+        spool_dir=str(spool),
+    )
+
+
+async def test_recording_a_crashed_app_never_fetched_is_delivered_once_at_the_next_start(
+    make_app: MakeApp, ari: AriClient, dirs: tuple[Path, Path], tone_files: dict[float, str]
+) -> None:
+    results = Results()
+
+    async def body(call: CallSession) -> tuple[str, BaseException | None]:
+        name = await call.record_start()
+        await asyncio.sleep(1.0)
+        try:
+            await call.record_stop()
+        except RecordingError as exc:
+            return name, exc
+        return name, None
+
+    app = await start_app(make_app, dirs, body, results)
+    assert app.recordings is not None
+    app.recordings.retries = 0
+
+    async def unreachable(name: str, path: Path, *args: Any, **kwargs: Any) -> int:
+        raise AriConnectionError(0, "GET", f"/recordings/stored/{name}/file", "injected")
+
+    app.ari.recordings.download = unreachable  # type: ignore[method-assign]
+    await call_app(app, tone_files[6.0])
+    name, error = await results.get()
+    assert isinstance(error, RecordingError) and "cannot fetch" in str(error)
+    # The crash: this app is neither drained nor stopped. Asterisk holds the recording,
+    # the spool its journal.
+    assert (await ari.recordings.get_stored(name)).name == name
+    assert (dirs[1] / ".incoming" / f"{name}.meta.json").is_file()
+    assert await app.recordings.spooled() == []
+
+    delivered: list[RecordingMetadata] = []
+    again = await _start_recovering_app(make_app, dirs, delivered)
+    assert again.recordings is not None
+    meta = await again.recordings.wait_delivered(name, timeout=15)
+    assert await again.recordings.drain(10)
+    assert meta.call_id == name.split("-20")[0] and meta.caller == "5551234"
+    stored = path_of(meta.location)
+    assert_tone(stored, 1.0)
+    assert [m.name for m in delivered] == [name]
+    assert [p for p in dirs[0].rglob("*") if p.is_file()] == [stored]
+    await assert_gone_from_asterisk(ari, name)
+    assert list((dirs[1] / ".incoming").iterdir()) == []
+    # A third start finds nothing left to deliver.
+    third: list[RecordingMetadata] = []
+    last = await _start_recovering_app(make_app, dirs, third)
+    assert last.recordings is not None
+    assert await last.recordings.drain(5)
+    assert third == []
+
+
+async def test_recording_still_being_fetched_at_shutdown_is_delivered_at_the_next_start(
+    make_app: MakeApp, ari: AriClient, dirs: tuple[Path, Path], tone_files: dict[float, str]
+) -> None:
+    results = Results()
+    fetching = asyncio.Event()
+
+    async def body(call: CallSession) -> str:
+        name = await call.record_start()
+        await asyncio.sleep(1.0)
+        results.queue.put_nowait(("ok", name))
+        await call.record_stop()  # hangs in the fetch below
+        return name
+
+    app = await start_app(make_app, dirs, body, results)
+    assert app.recordings is not None
+
+    async def stuck(name: str, path: Path, *args: Any, **kwargs: Any) -> int:
+        fetching.set()
+        await asyncio.Event().wait()  # a remote Asterisk that stopped answering
+        raise AssertionError("unreachable")
+
+    app.ari.recordings.download = stuck  # type: ignore[method-assign]
+    await call_app(app, tone_files[6.0])
+    name = await results.get()
+    await asyncio.wait_for(fetching.wait(), 15)
+    # Shutdown's waits for teardowns and deliveries (30 s each by default), short here.
+    app.teardown_timeout = 1.0
+    app.delivery_timeout = 1.0
+    await app.stop(deadline=0.5)  # the fetch is still running: shutdown interrupts it
+    assert (await ari.recordings.get_stored(name)).name == name
+    assert (dirs[1] / ".incoming" / f"{name}.meta.json").is_file()
+
+    delivered: list[RecordingMetadata] = []
+    again = await _start_recovering_app(make_app, dirs, delivered)
+    assert again.recordings is not None
+    meta = await again.recordings.wait_delivered(name, timeout=15)
+    assert await again.recordings.drain(10)
+    assert [m.name for m in delivered] == [name]
+    assert [p for p in dirs[0].rglob("*") if p.is_file()] == [path_of(meta.location)]
     await assert_gone_from_asterisk(ari, name)
