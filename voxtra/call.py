@@ -94,6 +94,8 @@ class CallEndReason(StrEnum):
     """The app was stopping and the call outlived the drain deadline."""
     GONE = "gone"
     """The channel was no longer in Asterisk when the app reconnected."""
+    TRANSFERRED = "transferred"
+    """The call left the app into the dialplan (``transfer_to("exten@context")``)."""
 
 
 class _Waiter:
@@ -233,7 +235,8 @@ class CallSession:
         elif isinstance(event, (StasisEnd, ChannelDestroyed)) and event.channel.id == self.id:
             if isinstance(event, ChannelDestroyed):
                 self.hangup_cause = event.cause
-            self._end_because(CallEndReason.REMOTE)
+            left = isinstance(event, StasisEnd) and self.transferred  # into the dialplan
+            self._end_because(CallEndReason.TRANSFERRED if left else CallEndReason.REMOTE)
             self._mark_ended()
             return
         for waiter in list(self._waiters):
@@ -606,15 +609,20 @@ class CallSession:
         if "/" not in target:
             exten, _, rest = target.partition("@")
             context, _, priority = rest.partition(":")
-            await self._ari(
-                self.app.ari.channels.continue_in_dialplan(
-                    self.id,
-                    context=context or None,
-                    extension=exten or None,
-                    priority=int(priority) if priority else 1,
-                )
-            )
+            # Set first: StasisEnd can arrive before the response (end_reason reads it).
             self.transferred = True
+            try:
+                await self._ari(
+                    self.app.ari.channels.continue_in_dialplan(
+                        self.id,
+                        context=context or None,
+                        extension=exten or None,
+                        priority=int(priority) if priority else 1,
+                    )
+                )
+            except BaseException:
+                self.transferred = False
+                raise
             return
         leg = await self.app._dial_internal_leg(
             target, timeout=timeout, caller_id=caller_id or self.caller_id or None, owner=self

@@ -285,6 +285,28 @@ async def test_a_call_ended_by_the_caller_says_so(make_app: MakeApp, ari: AriCli
     assert sessions[0].end_reason is CallEndReason.REMOTE
 
 
+async def test_a_call_transferred_into_the_dialplan_says_so(
+    make_app: MakeApp, ari: AriClient
+) -> None:
+    sessions: list[CallSession] = []
+
+    def configure(app: VoxtraApp) -> None:
+        @app.default
+        async def handler(call: CallSession) -> None:
+            sessions.append(call)
+            await call.answer()
+            await call.transfer_to("answer@voxtra-test")
+
+    app = await make_app(configure, app_name=app_name("limit"))
+    call_id, caller_leg = await call_into(ari, app.app_name)
+    deadline = time.monotonic() + 15
+    while not (sessions and sessions[0].ended) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert sessions[0].end_reason is CallEndReason.TRANSFERRED
+    assert await exists(ari, call_id)  # still up, in the dialplan
+    await ari.channels.hangup(caller_leg)
+
+
 # -- one app name, two processes --------------------------------------------------------
 
 
