@@ -57,7 +57,7 @@ from voxtra.recording.naming import (
     validate_format,
     validate_recording_name,
 )
-from voxtra.recording.sinks import RecordingSink
+from voxtra.recording.sinks import RecordingSink, fsync_dir, mkdir_durable
 from voxtra.recording.spool import Spool, SpoolEntry
 
 if TYPE_CHECKING:
@@ -544,11 +544,7 @@ class AppRecordings:
         return self.incoming_dir / f"{name}{_JOURNAL_SUFFIX}"
 
     def _write_journal(self, journal: _Journal) -> None:
-        directory = self.incoming_dir
-        created = not directory.is_dir()
-        directory.mkdir(parents=True, exist_ok=True)
-        if created:
-            _fsync_dir(self.spool_dir)
+        mkdir_durable(self.incoming_dir)
         _write_durably(self._journal_path(journal.metadata.name), journal.model_dump_json())
 
     def _read_journals(self) -> list[tuple[str, _Journal]]:
@@ -589,15 +585,11 @@ class AppRecordings:
             base = child.name.removesuffix(".part")
             if base == f"{name}{_JOURNAL_SUFFIX}" or base.rpartition(".")[0] == name:
                 child.unlink(missing_ok=True)
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
     def _mark(self, name: str) -> None:
-        directory = self.delivered_dir
-        created = not directory.is_dir()
-        directory.mkdir(parents=True, exist_ok=True)
-        if created:
-            _fsync_dir(self.spool_dir)
-        _write_durably(directory / name, "")
+        mkdir_durable(self.delivered_dir)
+        _write_durably(self.delivered_dir / name, "")
 
     def _unmark(self, name: str) -> None:
         (self.delivered_dir / name).unlink(missing_ok=True)
@@ -719,15 +711,7 @@ def _write_durably(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 async def _call(

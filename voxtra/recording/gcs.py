@@ -11,6 +11,8 @@ fake-gcs-server when given its URL (or ``STORAGE_EMULATOR_HOST``).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -120,13 +122,25 @@ class GCSSink:
             stored = await storage.download_metadata(self.bucket, key, timeout=self.timeout)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise DeliveryError(self.name, f"upload of {where} failed: {exc}") from exc
+        # Verify with what the *server* measured (md5Hash of the stored bytes); the
+        # sha256 in the object's metadata is only our own value echoed back.
         stored_size = int(stored.get("size", -1))
-        stored_sha = (stored.get("metadata") or {}).get("sha256")
-        if stored_size != meta.size_bytes or stored_sha != meta.sha256:
+        stored_md5 = stored.get("md5Hash")
+        sent_md5 = base64.b64encode(await asyncio.to_thread(_md5_file, Path(path))).decode()
+        # Composite objects carry no md5Hash; then only the size can be compared.
+        if stored_size != meta.size_bytes or (stored_md5 is not None and stored_md5 != sent_md5):
             raise DeliveryError(
                 self.name,
-                f"{where} failed verification: stored {stored_size} bytes sha256={stored_sha}, "
-                f"expected {meta.size_bytes} bytes sha256={meta.sha256}",
+                f"{where} failed verification: stored {stored_size} bytes md5 {stored_md5}, "
+                f"sent {meta.size_bytes} bytes md5 {sent_md5}",
             )
         logger.debug("stored %s (%d bytes)", where, stored_size)
         return where
+
+
+def _md5_file(path: Path) -> bytes:
+    digest = hashlib.md5(usedforsecurity=False)  # GCS's own integrity check, not security
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.digest()

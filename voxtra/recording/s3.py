@@ -10,7 +10,9 @@ object's metadata must match before the recording counts as delivered.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import logging
 from pathlib import Path
 from typing import IO, Any
@@ -149,43 +151,66 @@ class S3Sink:
             "ContentType": validate_format(meta.format).content_type,
             "Metadata": meta.object_metadata(),
         }
+        # The check must be on bytes the *server* measured: the sha256 in the object's
+        # metadata is only our own value echoed back. Each body goes with its
+        # Content-MD5 (the server refuses bytes that do not match it), and the ETag the
+        # server computed is compared with the MD5 of what we sent (single PUT) or of
+        # the parts (multipart, ``md5(part digests)-N``).
+        expected_etag: str | None
         try:
             client = await self._get_client()
             if meta.size_bytes > self.multipart_threshold:
-                await self._multipart(client, Path(path), key, extra)
+                expected_etag = await self._multipart(client, Path(path), key, extra)
             else:
                 body = await asyncio.to_thread(Path(path).read_bytes)
-                await client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
+                digest = _md5(body)
+                await client.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentMD5=base64.b64encode(digest).decode("ascii"),
+                    **extra,
+                )
+                expected_etag = digest.hex()
             head = await client.head_object(Bucket=self.bucket, Key=key)
         except (BotoCoreError, ClientError, OSError) as exc:
             raise DeliveryError(
                 self.name, f"upload of s3://{self.bucket}/{key} failed: {exc}"
             ) from exc
         stored_size = head.get("ContentLength")
-        stored_sha = head.get("Metadata", {}).get("sha256")
-        if stored_size != meta.size_bytes or stored_sha != meta.sha256:
+        stored_etag = str(head.get("ETag", "")).strip('"')
+        # With SSE-KMS/SSE-C the ETag is not an MD5 of the data; Content-MD5 still held.
+        etag_is_md5 = head.get("ServerSideEncryption") != "aws:kms" and not head.get(
+            "SSECustomerAlgorithm"
+        )
+        if stored_size != meta.size_bytes or (etag_is_md5 and stored_etag != expected_etag):
             raise DeliveryError(
                 self.name,
                 f"s3://{self.bucket}/{key} failed verification: stored {stored_size} bytes "
-                f"sha256={stored_sha}, expected {meta.size_bytes} bytes sha256={meta.sha256}",
+                f"ETag {stored_etag}, sent {meta.size_bytes} bytes MD5 {expected_etag}",
             )
         logger.debug("stored s3://%s/%s (%d bytes)", self.bucket, key, meta.size_bytes)
         return f"s3://{self.bucket}/{key}"
 
-    async def _multipart(self, client: Any, path: Path, key: str, extra: dict[str, Any]) -> None:
+    async def _multipart(self, client: Any, path: Path, key: str, extra: dict[str, Any]) -> str:
+        """Upload in parts; returns the ETag S3 computes for them (``md5(digests)-N``)."""
         created = await client.create_multipart_upload(Bucket=self.bucket, Key=key, **extra)
         upload_id = created["UploadId"]
         parts: list[dict[str, Any]] = []
+        digests: list[bytes] = []
         try:
             with path.open("rb") as handle:
                 number = 1
                 while chunk := await asyncio.to_thread(_read, handle, self.part_size):
+                    digest = await asyncio.to_thread(_md5, chunk)
+                    digests.append(digest)
                     part = await client.upload_part(
                         Bucket=self.bucket,
                         Key=key,
                         UploadId=upload_id,
                         PartNumber=number,
                         Body=chunk,
+                        ContentMD5=base64.b64encode(digest).decode("ascii"),
                     )
                     parts.append({"ETag": part["ETag"], "PartNumber": number})
                     number += 1
@@ -195,6 +220,7 @@ class S3Sink:
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
             )
+            return f"{_md5(b''.join(digests)).hex()}-{len(digests)}"
         except BaseException:
             # Also on cancellation: orphaned parts cost money and never expire by default.
             try:
@@ -208,6 +234,11 @@ class S3Sink:
 
 def _read(handle: IO[bytes], size: int) -> bytes:
     return handle.read(size)
+
+
+def _md5(data: bytes) -> bytes:
+    # An integrity check S3 itself performs (Content-MD5, ETag), not a security one.
+    return hashlib.md5(data, usedforsecurity=False).digest()
 
 
 _PROBE_META = RecordingMetadata(name="probe", call_id="probe")

@@ -188,7 +188,7 @@ class LocalFileSink:
         return target.resolve().as_uri()
 
     def _copy(self, source: Path, target: Path, expected_size: int | None) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        mkdir_durable(target.parent)  # the date/call directories are new most of the time
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             with source.open("rb") as src, tmp.open("wb") as dst:
@@ -206,11 +206,36 @@ class LocalFileSink:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(target.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make the entries of directory ``path`` (new files, renames) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def mkdir_durable(path: Path) -> None:
+    """``mkdir -p`` whose result survives a power cut (blocking I/O).
+
+    A new directory's own entry lives in its parent, so fsyncing the directory a file
+    was renamed into is not enough when that directory was just created: each
+    directory created here gets its parent fsynced.
+    """
+    missing: list[Path] = []
+    probe = path
+    while not probe.is_dir():
+        missing.append(probe)
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    for directory in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile: still sync its parent
+            directory.mkdir()
+        fsync_dir(directory.parent)
 
 
 SinkDone = Callable[[str, str], Awaitable[None]]

@@ -34,6 +34,7 @@ from voxtra.recording.naming import (
     validate_format,
     validate_recording_name,
 )
+from voxtra.recording.sinks import mkdir_durable
 
 __all__ = ["InvalidSpoolEntry", "Spool", "SpoolEntry", "validate_entry_id"]
 
@@ -102,7 +103,7 @@ class Spool:
         self.directory = Path(directory)
 
     def ensure(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        mkdir_durable(self.directory)  # its entry in the parent must survive a power cut
 
     def entry_dir(self, entry_id: str) -> Path:
         """The entry's directory; raises :class:`InvalidSpoolEntry` for a bad id."""

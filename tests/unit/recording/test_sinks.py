@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pytest
 
@@ -17,6 +20,7 @@ from voxtra.recording import (
     render_key,
 )
 from voxtra.recording.sinks import validate_key_template
+from voxtra.recording.spool import Spool
 
 from .conftest import MakeWav
 from .helpers import FlakySink
@@ -120,3 +124,43 @@ def test_composite_needs_unique_names(tmp_path: Path) -> None:
         CompositeSink(LocalFileSink(tmp_path), LocalFileSink(tmp_path))
     with pytest.raises(ConfigError, match="at least one"):
         CompositeSink()
+
+
+def _record_fsynced_dirs(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every directory fsynced from now on (files are left out)."""
+    synced: list[Path] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+        if path.is_dir():
+            synced.append(path)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name fds")
+def test_new_directories_are_fsynced_into_their_parents(
+    make_wav: MakeWav, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A directory created for a recording is durable only once its parent is synced."""
+    source = make_wav()
+    synced = _record_fsynced_dirs(monkeypatch)
+    sink = LocalFileSink(tmp_path / "out")
+    meta = RecordingMetadata(name="rec-1", call_id="call-1")
+    target = Path(unquote(urlparse(asyncio.run(sink.deliver(source, meta))).path))
+    # out/<yyyy>/<mm>/<dd>/call-1/rec-1.wav: every directory from out down was new,
+    # so each one's parent must have been synced, and the last one for the file.
+    created = [d for d in target.parents if d.is_relative_to(tmp_path / "out")]
+    assert len(created) == 5
+    for directory in created:
+        assert directory.parent.resolve() in synced, directory
+    assert target.parent.resolve() in synced
+
+    synced.clear()
+    spool = Spool(tmp_path / "deep" / "spool")
+    spool.add(source, meta)
+    assert (tmp_path / "deep").resolve() in synced  # for the new "spool" entry
+    assert tmp_path.resolve() in synced  # for the new "deep" entry
