@@ -430,6 +430,7 @@ class AppRecordings:
                 )
                 continue
             if not settled:
+                self._in_flight.add(name)  # a second resume() must not fetch it twice
                 self._spawn(self._refetch(journal.metadata, sink))
                 scheduled += 1
         if scheduled:
@@ -527,6 +528,7 @@ class AppRecordings:
                 meta = metadata_from_name(rec.name, rec.format)
             except RecordingError:
                 continue
+            self._in_flight.add(rec.name)
             self._spawn(self._refetch(meta, None))
             count += 1
         if count:
