@@ -295,16 +295,18 @@ class AppRecordings:
         After :meth:`aclose` the recording is still spooled (for the next start), never
         refused: a recording that finished during shutdown is not lost.
         """
-        if self._closed and self._lookup(sink) is None:
+        delivery = self._lookup(sink)
+        if delivery is None:
             assert sink is not None
-            spool = Spool(self._sink_dir(sink.name))
-            entry = await asyncio.to_thread(spool.add, Path(path), meta, move=move)
-            logger.warning(
-                "recording %s arrived after shutdown began; spooled for the next start",
-                meta.name,
-            )
-            return entry
-        delivery = self.default if sink is None else await self.add_sink(sink)
+            if self._closed:
+                spool = Spool(self._sink_dir(sink.name))
+                entry = await asyncio.to_thread(spool.add, Path(path), meta, move=move)
+                logger.warning(
+                    "recording %s arrived after shutdown began; spooled for the next start",
+                    meta.name,
+                )
+                return entry
+            delivery = await self.add_sink(sink)
         return await delivery.submit(path, meta, move=move)
 
     async def spooled(self) -> list[SpoolEntry]:

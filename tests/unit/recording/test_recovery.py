@@ -352,8 +352,14 @@ async def test_a_recording_finished_after_aclose_is_spooled_not_refused(
     asterisk.stored[NAME] = data
     async with AriClient(asterisk.url, "u", "p", timeout=5.0) as ari:
         sink = FlakySink(tmp_path / "out", name="archive")
+        known = FlakySink(tmp_path / "out", name="known")
         first, first_delivered = _recordings(ari, tmp_path)
+        await first.add_sink(known)
         await first.aclose()
+        # ... and to a per-call sink that was already in use before the close.
+        third = "call-3-20261130T050000Z-0123456789ab"
+        asterisk.stored[third] = data
+        await first.fetch_and_submit(_meta(third), known)
         # A call's teardown finishing late, to the default and to a per-call sink.
         await first.fetch_and_submit(_meta(), None)
         other = "call-2-20261130T050000Z-0123456789ab"
@@ -364,10 +370,11 @@ async def test_a_recording_finished_after_aclose_is_spooled_not_refused(
         again, delivered = _recordings(ari, tmp_path)
         await again.resume()
         await again.add_sink(sink)
+        await again.add_sink(known)
         assert await again.drain(10)
         await again.aclose()
-    assert sorted(m.name for m in delivered) == sorted([NAME, other])
-    assert sink.stored == 1
+    assert sorted(m.name for m in delivered) == sorted([NAME, other, third])
+    assert sink.stored == 1 and known.stored == 1
 
 
 async def test_a_fetched_file_without_journal_is_delivered_at_start(
