@@ -585,10 +585,13 @@ class AppRecordings:
         directory = self.incoming_dir
         if not directory.is_dir():
             return
-        for child in directory.iterdir():
-            base = child.name.removesuffix(".part")
-            if base == f"{name}{_JOURNAL_SUFFIX}" or base.rpartition(".")[0] == name:
-                child.unlink(missing_ok=True)
+        # Exact names only: "a.meta.json" is recording a's journal, not a file of "a.meta".
+        doomed = [self._journal_path(name)]
+        for fmt in SUPPORTED_FORMATS.values():
+            audio = directory / f"{name}.{fmt.extension}"
+            doomed += [audio, audio.with_name(audio.name + ".part")]
+        for path in doomed:
+            path.unlink(missing_ok=True)
         fsync_dir(directory)
 
     def _mark(self, name: str) -> None:
