@@ -16,7 +16,9 @@ and hears, mixed: the whole conversation, whether or not the call is in a bridge
 A finished recording is fetched over ARI (``GET /recordings/stored/{name}/file``, so
 Asterisk may run on another host) into a work directory inside the spool, handed to
 :class:`AppRecordings` (spooled durably, uploaded in the background), and deleted from
-Asterisk only after its sink confirmed storage.
+Asterisk only after its sink confirmed storage. Each recording is journaled in that
+work directory before Asterisk starts it, so a crash or shutdown at any step leaves
+something :meth:`AppRecordings.resume` finishes at the next start.
 """
 
 from __future__ import annotations
