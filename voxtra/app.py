@@ -523,7 +523,6 @@ class VoxtraApp:
             return
         session = CallSession(self, channel, args=tuple(event.args))
         self._register(session)
-        self._spawn_detached(self._tag(channel.id))
         self._start_call(session, CallInfo.from_ari(_raw_channel(event), event.args))
 
     async def _tag(self, channel_id: str) -> None:
@@ -576,6 +575,10 @@ class VoxtraApp:
             else None
         )
         try:
+            if session.direction is CallDirection.INBOUND:
+                # Before the handler runs: a call is never live here untagged for long
+                # (one ARI round trip), and a handler sees it tagged.
+                await self._tag(session.id)
             if handler is None and info is not None:
                 handler = await self._resolve(session, info)
             if handler is None:
