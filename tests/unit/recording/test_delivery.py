@@ -123,7 +123,8 @@ async def test_exhausted_entry_stays_with_its_error_and_resume_delivers_it(
         owns_sink=False,
     )
     await delivery.submit(src, _meta())
-    assert await delivery.drain(timeout=5)
+    # False: past its fast retries it waits for a slow one (drain does not wait for it)
+    assert not await delivery.drain(timeout=5)
     assert len(sink.calls) == 3 and delivered == []
     assert len(failed) == 1 and "injected failure #3" in str(failed[0][1])
     [entry] = await delivery.spooled()
@@ -174,7 +175,7 @@ async def test_composite_partial_failure_is_tracked_in_the_spool(
         owns_sink=False,
     )
     await delivery.submit(make_wav(), _meta())
-    assert await delivery.drain(timeout=5)
+    assert not await delivery.drain(timeout=5)  # waits for a slow retry
     [entry] = await delivery.spooled()
     assert entry.exhausted and set(entry.delivered) == {"a"}
     assert (len(good.calls), len(bad.calls)) == (1, 2)
