@@ -17,7 +17,8 @@ One app name, several processes: every channel this app takes or creates carries
 ``instance_id`` (the ``VOXTRA_INSTANCE`` channel variable on calls, the id itself on
 ``voxtra-internal-`` channels and bridges), and reconcile touches nothing else, so a
 second process started with the same Stasis app name leaves the first one's calls
-alone. Asterisk gives the app to the newest WebSocket; the one it was taken from gets
+alone. The default id is stable across restarts (:mod:`voxtra.instance`), so a process
+restarted after a crash reclaims the calls its predecessor left parked. Asterisk gives the app to the newest WebSocket; the one it was taken from gets
 ``ApplicationReplaced``, logs it at ERROR level and takes the app back as soon as the
 other has left (checked every ``takeover_poll`` seconds).
 """
@@ -66,6 +67,7 @@ from voxtra.call import (
 )
 from voxtra.config import VoxtraSettings, load_settings
 from voxtra.errors import CallEnded, ConfigError, VoxtraError
+from voxtra.instance import InstanceSlot
 from voxtra.media.pacer import Ticker
 from voxtra.providers.base import LLM, STT, TTS, VAD
 from voxtra.recording.call_recorder import AppRecordings
@@ -174,10 +176,13 @@ class VoxtraApp:
             raise ConfigError(
                 f"instance_id: expected 1-32 letters, digits, '_' or '.', got {instance_id!r}"
             )
-        self.instance_id: str = instance_id or uuid.uuid4().hex[:12]
+        self._fixed_instance = instance_id or settings.instance_id
+        self._instance_slot: InstanceSlot | None = None
+        self.instance_id: str = self._fixed_instance or self._claim_instance()
         """Marks the channels and bridges this app owns; reconcile touches no others.
-        Random by default; give a stable one (per process, never shared by two running
-        at once) to let a restarted process reclaim what its crashed predecessor left."""
+        By default stable across restarts and distinct between live processes on a host
+        (see :mod:`voxtra.instance`): a restarted process reclaims what its crashed
+        predecessor left. The slot is held until :meth:`stop`."""
         self.teardown_timeout = 30.0
         """At ``stop()``: seconds hung-up calls get to tear down (recordings included)."""
         self.delivery_timeout = 30.0
@@ -204,6 +209,21 @@ class VoxtraApp:
         """One 20 ms pacing clock shared by every call's outbound RTP."""
         self._audiosocket: Any = None
         self._audiosocket_lock = asyncio.Lock()  # calls attaching at once share one listener
+
+    def _claim_instance(self) -> str:
+        """Take this host's lowest free slot for the app name; its id (see module doc)."""
+        try:
+            self._instance_slot = InstanceSlot.acquire(self.app_name)
+        except OSError as exc:
+            fallback = uuid.uuid4().hex[:12]
+            logger.warning(
+                "no instance slot (%s): using the random instance id %s; a restart will "
+                "not reclaim this process's calls (set instance_id to make it stable)",
+                exc,
+                fallback,
+            )
+            return fallback
+        return self._instance_slot.instance_id
 
     # -- registration ---------------------------------------------------------------
 
@@ -263,6 +283,10 @@ class VoxtraApp:
         """Connect to ARI and start accepting calls. Raises if ARI is unreachable."""
         if self._runner is not None:
             return
+        if self._fixed_instance is None and (
+            self._instance_slot is None or not self._instance_slot.held
+        ):
+            self.instance_id = self._claim_instance()  # released by an earlier stop()
         try:
             await self.ari.asterisk.info()
         except AriError:
@@ -292,6 +316,11 @@ class VoxtraApp:
         except TimeoutError:
             await self.stop()
             raise VoxtraError(f"ARI events did not connect within {timeout} s") from None
+        # Long-lived server: move start-up objects (and the embedding program's heap) out
+        # of the collector's way; full collections otherwise stall the 20 ms media clock
+        # (~23 ms at 500 calls; 43 ms of a large heap made a hole in live echo audio).
+        # Here, not only in run(): apps embedded with start()/stop() need it as much.
+        gc.freeze()
 
     async def _run_stream(self) -> None:
         assert self._stream is not None
@@ -315,6 +344,8 @@ class VoxtraApp:
         """
         if self._runner is None:
             await self.ari.close()
+            if self._instance_slot is not None:
+                self._instance_slot.release()
             return
         self._accepting = False
         loop = asyncio.get_running_loop()
@@ -393,6 +424,9 @@ class VoxtraApp:
             await self._runner
         self._runner = None
         await self.ari.close()
+        if self._instance_slot is not None:
+            # Now a new process (or a restart) takes this slot and its id.
+            self._instance_slot.release()
 
     async def _destroy_leftovers(self) -> None:
         for channel_id in list(self._internal):
@@ -431,9 +465,6 @@ class VoxtraApp:
                 with contextlib.suppress(NotImplementedError):
                     loop.add_signal_handler(sig, stop.set)
             await self.start()
-            # Long-lived server: move start-up objects out of the collector's way; full
-            # collections otherwise stall the 20 ms media clock (~23 ms at 500 calls).
-            gc.freeze()
             logger.info("Voxtra app %r is running on %s", self.app_name, self.settings.ari_url)
             try:
                 await stop.wait()

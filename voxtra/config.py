@@ -225,6 +225,10 @@ class VoxtraSettings(_SettingsModel):
     #: Level for Voxtra's own loggers; None leaves logging configuration to the app.
     log_level: str | None = None
     max_call_duration: float | None = Field(default=None, gt=0)
+    #: Marks the calls this process owns (reconcile touches no others). None: stable per
+    #: host, user, app name and slot (see voxtra.instance), so a restart reclaims a dead
+    #: process's calls. Give one only if it is unique among the processes running at once.
+    instance_id: str | None = None
     silence_timeout: float | None = Field(default=None, gt=0)
     #: Longest wait between ARI reconnect attempts. At 30 s an app took 12 s to take
     #: calls again after a 12 s Asterisk outage (fault test); a refused connect every
@@ -288,7 +292,9 @@ class VoxtraSettings(_SettingsModel):
             raise ValueError(f"expected a directory path, got {value!r}")
         return value
 
-    @field_validator("log_level", "max_call_duration", "silence_timeout", mode="before")
+    @field_validator(
+        "log_level", "max_call_duration", "silence_timeout", "instance_id", mode="before"
+    )
     @classmethod
     def _optional_blank(cls, value: Any) -> Any:
         return _none_if_blank(value)
@@ -303,6 +309,14 @@ class VoxtraSettings(_SettingsModel):
         if level not in _LOG_LEVELS:
             raise ValueError(f"expected one of {', '.join(_LOG_LEVELS)}, got {value!r}")
         return level
+
+    @field_validator("instance_id")
+    @classmethod
+    def _instance_id(cls, value: str | None) -> str | None:
+        # It lands in channel ids split on '-': keep it to a safe, short alphabet.
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.]{1,32}", value):
+            raise ValueError(f"expected 1-32 letters, digits, '_' or '.', got {value!r}")
+        return value
 
     def redacted(self) -> dict[str, Any]:
         """The settings as plain data with every secret masked, for logs and ``doctor``."""
