@@ -18,7 +18,8 @@ One app name, several processes: every channel this app takes or creates carries
 ``voxtra-internal-`` channels and bridges), and reconcile touches nothing else, so a
 second process started with the same Stasis app name leaves the first one's calls
 alone. The default id is stable across restarts (:mod:`voxtra.instance`), so a process
-restarted after a crash reclaims the calls its predecessor left parked. Asterisk gives the app to the newest WebSocket; the one it was taken from gets
+restarted after a crash reclaims the calls its predecessor left parked. Asterisk
+gives the app to the newest WebSocket; the one it was taken from gets
 ``ApplicationReplaced``, logs it at ERROR level and takes the app back as soon as the
 other has left (checked every ``takeover_poll`` seconds).
 """
