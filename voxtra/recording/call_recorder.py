@@ -244,6 +244,7 @@ class AppRecordings:
         if found is not None:
             return found
         delivery = self._make_delivery(sink, self._sink_dir(sink.name))
+        await delivery.open()  # its client before its first upload (see RecordingDelivery.open)
         await self._recover_incoming({sink.name})
         await delivery.resume()
         return delivery
@@ -257,6 +258,8 @@ class AppRecordings:
         recordings already delivered whose deletion from Asterisk failed are deleted
         now (never delivered again).
         """
+        for _, delivery in list(self._deliveries.values()):
+            await delivery.open()  # clients made now, before calls: not by a first upload
         fetches = await self._recover_incoming({name for name in self._deliveries})
         count = fetches
         for _, delivery in list(self._deliveries.values()):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from voxtra.errors import ConfigError, RecordingError
 from voxtra.recording.metadata import RecordingMetadata, measure_file
-from voxtra.recording.sinks import CompositeSink, RecordingSink, close_sink
+from voxtra.recording.sinks import CompositeSink, RecordingSink, close_sink, open_sink
 from voxtra.recording.spool import Spool, SpoolEntry
 
 __all__ = ["Backoff", "DeliveredHook", "FailedHook", "RecordingDelivery"]
@@ -120,6 +120,7 @@ class RecordingDelivery:
         #: set (and replaced) when an entry is parked, so drain() looks again
         self._parked_changed = asyncio.Event()
         self._closed = False
+        self._opened = False
         self.delivered_count = 0
         self.failed_count = 0
 
@@ -155,14 +156,26 @@ class RecordingDelivery:
         self._start(entry)
         return entry
 
+    async def open(self) -> None:
+        """Have the sink make its client now (``open()``, if it has one), before calls.
+
+        :meth:`resume` calls it. S3's client stalls the event loop 109-141 ms when it
+        is made (botocore's JSON models), so it must not be made by the first upload
+        while calls are live. Safe to call more than once.
+        """
+        if not self._opened:
+            self._opened = True
+            await open_sink(self.sink)
+
     async def resume(self) -> int:
         """Schedule every spooled entry not already in flight (call at application start).
 
-        Entries whose retries ran out get a fresh set of retries. Returns how many
-        were scheduled.
+        Opens the sink first (:meth:`open`). Entries whose retries ran out get a fresh
+        set of retries. Returns how many were scheduled.
         """
         if self._closed:
             raise RecordingError("recording delivery is closed")
+        await self.open()
         removed = await asyncio.to_thread(self.spool.discard_incomplete)
         if removed:
             logger.info("discarded %d incomplete spool entries", removed)

@@ -5,6 +5,13 @@ progress instead of blocking a thread. Large recordings go up as multipart uploa
 (aborted on failure so no orphaned parts accrue charges), and every upload is
 checked afterwards with a HEAD: the stored size and the SHA-256 kept in the
 object's metadata must match before the recording counts as delivered.
+
+The client is made by :meth:`S3Sink.open`, which the delivery calls when the sink is
+added (app start, ``add_sink``), not by the first upload: making it imports botocore
+and parses its JSON service model on the event loop: the first upload stalled the loop
+109-141 ms (3 runs, :class:`voxtra.testing.faults.StallMeter`), which every live
+call's audio would feel; after ``open()`` it stalled 1-3 ms. A worker thread does not
+help: the parse holds the GIL.
 """
 
 from __future__ import annotations
@@ -124,6 +131,10 @@ class S3Sink:
                 )
                 self._exit_stack = stack
             return self._client
+
+    async def open(self) -> None:
+        """Make the client now (before calls), so the first upload does not stall the loop."""
+        await self._get_client()
 
     async def aclose(self) -> None:
         async with self._lock:

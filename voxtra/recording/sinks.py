@@ -37,6 +37,7 @@ __all__ = [
     "RecordingSink",
     "close_sink",
     "ensure_measured",
+    "open_sink",
     "render_key",
     "validate_key_template",
 ]
@@ -76,7 +77,9 @@ class RecordingSink(Protocol):
     ``deliver`` returns the stored object's location (``file://``, ``s3://``,
     ``gs://`` ...) only after the storage confirmed it, raises otherwise, and must be
     safe to call again for the same recording (a retry overwrites the same key).
-    Sinks holding connections may also offer ``async aclose()``.
+    Sinks holding connections may also offer ``async aclose()``, and ``async open()``
+    to make their client before the first upload (the delivery calls it when the sink
+    is added, before calls, so the first upload does not stall live audio).
     """
 
     @property
@@ -90,6 +93,18 @@ async def close_sink(sink: RecordingSink) -> None:
     aclose = getattr(sink, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+async def open_sink(sink: RecordingSink) -> None:
+    """Call the sink's ``open()`` if it has one. A failure is logged, not raised: the
+    first upload makes the client again (and retries) instead."""
+    opener = getattr(sink, "open", None)
+    if opener is None:
+        return
+    try:
+        await opener()
+    except Exception as exc:
+        logger.warning("recording sink %s could not make its client yet: %s", sink.name, exc)
 
 
 async def ensure_measured(path: Path, meta: RecordingMetadata) -> RecordingMetadata:
@@ -298,6 +313,10 @@ class CompositeSink:
         if failures:
             raise CompositeDeliveryError(self.name, failures, dict(done))
         return [done[s.name] for s in self.sinks]
+
+    async def open(self) -> None:
+        for sink in self.sinks:
+            await open_sink(sink)
 
     async def aclose(self) -> None:
         for sink in self.sinks:
