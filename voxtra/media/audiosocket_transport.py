@@ -49,7 +49,6 @@ from voxtra.media.transport import (
     DtmfEvent,
     HangupEvent,
     MediaTransport,
-    TransportEvent,
     silence_frame,
 )
 
@@ -144,7 +143,11 @@ class AudioSocketTransport(MediaTransport):
                 f"unknown AudioSocket wire format {wire_format!r}; use {list(AS_FORMATS)}"
             )
         super().__init__(
-            Codec.PCM16, rate, max_queue_ms=max_queue_ms, resample_quality=resample_quality
+            Codec.PCM16,
+            rate,
+            max_queue_ms=max_queue_ms,
+            resample_quality=resample_quality,
+            max_events=max_events,
         )
         self.uuid = call_uuid
         self.wire_format = wire_format
@@ -160,12 +163,6 @@ class AudioSocketTransport(MediaTransport):
         self._was_sending = False
         self.peer_error: AudioSocketError | None = None
         self.on_closed: Callable[[AudioSocketTransport], None] | None = None
-        # The event queue is read only by whoever iterates events(); a call that never
-        # does kept every event (800 unknown 64 KB messages: +62 MB). Bounded: the
-        # oldest event goes, so the last ones (a hangup) are always there.
-        self._max_events = max(1, max_events)
-        self.dropped_events = 0
-        """Events dropped because the queue held ``max_events`` unread ones."""
         self.unknown_messages = 0
         """Messages of kinds this transport has no use for (dropped, not queued)."""
         self._server_stats = server_stats
@@ -247,14 +244,14 @@ class AudioSocketTransport(MediaTransport):
             if self._server_stats is not None:
                 self._server_stats.unknown_messages += 1
 
-    def _emit(self, event: TransportEvent) -> None:
-        events = self._events
-        if events.qsize() >= self._max_events:
-            events.get_nowait()
-            self.dropped_events += 1
-            if self._server_stats is not None:
-                self._server_stats.dropped_events += 1
-        super()._emit(event)
+    def _event_dropped(self) -> None:
+        if self._server_stats is not None:
+            self._server_stats.dropped_events += 1
+
+    @property
+    def dropped_events(self) -> int:
+        """Events dropped because the queue held ``max_events`` unread ones."""
+        return self.stats.dropped_events
 
     def _mark_closed(self, reason: str) -> None:
         was_closed = self._closed

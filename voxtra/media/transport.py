@@ -132,6 +132,8 @@ class TransportStats:
     """Times the inbound stream restarted (new SSRC or sequence range, confirmed)."""
     concealed: int = 0
     """Silence frames delivered for lost packets (at most 200 ms per gap, whatever ``lost``)."""
+    dropped_events: int = 0
+    """Control events dropped because ``max_events`` unread ones were queued."""
     pacing_lateness_s: deque[float] = field(default_factory=lambda: deque(maxlen=3000))
     """Recent per-frame send time minus its ideal 20 ms deadline, seconds (< 0: early)."""
 
@@ -341,6 +343,7 @@ class MediaTransport(abc.ABC):
         max_queue_ms: int = 60_000,
         inbound_queue_frames: int = 500,
         resample_quality: Quality = "HQ",
+        max_events: int = 64,
     ) -> None:
         self.wire_codec = wire_codec
         self.wire_rate = wire_rate
@@ -360,7 +363,11 @@ class MediaTransport(abc.ABC):
         self._in_limit = max(1, inbound_queue_frames)
         self._in_conv: InboundConverter | None = None
         self._resample_quality: Quality = resample_quality
+        # Control events are read only by whoever iterates events(); a call that never
+        # does kept every one (AudioSocket: 800 unknown 64 KB messages, +62 MB). Bounded:
+        # the oldest goes, so the last ones (a hangup) are always there.
         self._events: asyncio.Queue[TransportEvent | None] = asyncio.Queue()
+        self._max_events = max(1, max_events)
         self._closed = False
         self._played_frames = 0
         self.close_reason = ""
@@ -537,12 +544,20 @@ class MediaTransport(abc.ABC):
                 fut.set_result(None)
 
     def _emit(self, event: TransportEvent) -> None:
+        if self._events.qsize() >= self._max_events:
+            self._events.get_nowait()
+            self.stats.dropped_events += 1
+            self._event_dropped()
         self._events.put_nowait(event)
         if self.on_event is not None:
             try:
                 self.on_event(event)
             except Exception:
                 logger.exception("on_event callback failed")
+
+    def _event_dropped(self) -> None:
+        """Hook: a subclass counts a dropped event where else it keeps figures."""
+        return None
 
     def _mark_closed(self, reason: str) -> None:
         if self._closed:

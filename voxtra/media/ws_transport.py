@@ -131,6 +131,7 @@ class WebSocketMediaTransport(MediaTransport):
         max_queue_ms: int = 60_000,
         resample_quality: Quality = "HQ",
         clock: Callable[[], float] = time.monotonic,
+        max_events: int = 64,
     ) -> None:
         fmt = WS_FORMATS.get(wire_format)
         if fmt is None:
@@ -138,7 +139,11 @@ class WebSocketMediaTransport(MediaTransport):
                 f"unknown WebSocket wire format {wire_format!r}; use {list(WS_FORMATS)}"
             )
         super().__init__(
-            fmt.codec, fmt.rate, max_queue_ms=max_queue_ms, resample_quality=resample_quality
+            fmt.codec,
+            fmt.rate,
+            max_queue_ms=max_queue_ms,
+            resample_quality=resample_quality,
+            max_events=max_events,
         )
         self.wire_format = fmt
         self.connection_id = connection_id

@@ -359,3 +359,25 @@ async def test_hangup_sends_the_command(asterisk: FakeAsterisk) -> None:
         assert await asyncio.wait_for(s.text.get(), 1) == "HANGUP"
     finally:
         await tr.close()
+
+
+async def test_unread_control_events_stay_bounded_and_the_last_ones_are_kept(
+    asterisk: FakeAsterisk,
+) -> None:
+    """Nobody reads events(): 300 DTMF messages keep only the newest 64 (no growth)."""
+    tr, s = await asterisk.connect(max_events=64)
+    try:
+        for i in range(300):
+            await s.ws.send_str(f"DTMF_END digit:{i % 10}")
+        await s.ws.send_str("DTMF_END digit:#")
+        for _ in range(200):
+            if tr.stats.dropped_events + 64 >= 301:
+                break
+            await asyncio.sleep(0.01)
+        assert tr.stats.dropped_events == 301 - 64
+        it = tr.events().__aiter__()
+        kept = [await asyncio.wait_for(it.__anext__(), 1) for _ in range(64)]
+        assert kept[-1] == DtmfEvent("#")
+        assert kept[0] == DtmfEvent(str((301 - 64) % 10))
+    finally:
+        await tr.close()
