@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 from pydantic import SecretStr
 
 from voxtra.ari.client import AriClient
-from voxtra.ari.errors import AriError, AriNotFound
+from voxtra.ari.errors import AriConnectionError, AriError, AriNotFound
 from voxtra.ari.events import (
     ApplicationReplaced,
     AriEvent,
@@ -83,6 +83,7 @@ __all__ = ["VoxtraApp"]
 logger = logging.getLogger(__name__)
 
 H = TypeVar("H", bound=CallHandler)
+T = TypeVar("T")
 Hook = Callable[[], Awaitable[None]]
 
 # Asterisk hangup causes (Q.850) that originate() reports as a specific outcome.
@@ -188,6 +189,11 @@ class VoxtraApp:
         """At ``stop()``: seconds hung-up calls get to tear down (recordings included)."""
         self.delivery_timeout = 30.0
         """At ``stop()``: seconds recording uploads get; what is left stays spooled."""
+        self.outage_wait = 20.0
+        """Seconds a call's ARI request that lost Asterisk waits for the events to
+        reconnect and reconcile (see :meth:`_wait_reconciled`), then gives up."""
+        self._reconciled_generation = 0
+        self._reconciled = asyncio.Event()  # replaced (and the old one set) per reconcile
         self.takeover_poll = 2.0
         """Seconds between checks whether another client still holds the Stasis app."""
         self.replaced = False
@@ -902,6 +908,72 @@ class VoxtraApp:
 
     async def _reconcile(self, connection: Connection) -> None:
         """Match our sessions with what Asterisk has after a (re)connect."""
+        try:
+            await self._reconcile_channels()
+        finally:
+            self._reconciled_generation = max(self._reconciled_generation, connection.generation)
+            done, self._reconciled = self._reconciled, asyncio.Event()
+            done.set()
+
+    def _events_generation(self) -> int:
+        """The events connection's generation now (0 before the first)."""
+        return self._stream.generation if self._stream is not None else 0
+
+    async def _wait_reconciled(self, since: int, ended: asyncio.Event | None = None) -> bool:
+        """After a request sent at events generation ``since`` failed to reach Asterisk:
+        wait until a later connection has been reconciled (or ``ended`` is set), at most
+        ``outage_wait`` seconds. True if that happened, False if not, or if ARI answers
+        at once while the events stay connected (a one-off failure, not an outage).
+
+        Why: killed, Asterisk resets websocket and AudioSocket media at once, long before
+        the events reconnect; a handler's next request then failed with
+        AriConnectionError although its call was gone, and teardown steps ran (and
+        failed) during the outage, leaving recordings in Asterisk. Once reconciled, a
+        session whose channel is gone has ended and its requests raise CallEnded.
+        Not while stopping: an outage at shutdown leaves what is in Asterisk to the next
+        start's recovery rather than holding stop() for it.
+        """
+        stream = self._stream
+        if stream is None or not self._accepting:
+            return False
+        if stream.connected.is_set() and stream.generation == since:
+            try:
+                await asyncio.wait_for(self.ari.asterisk.info(), 2.0)
+            except (AriError, TimeoutError):
+                pass  # down: an outage the events will see too
+            else:
+                return False
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.outage_wait
+        while self._reconciled_generation <= since:
+            if ended is not None and ended.is_set():
+                return True
+            remaining = end - loop.time()
+            if remaining <= 0 or not self._accepting:
+                return False
+            waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._reconciled.wait())}
+            if ended is not None:
+                waits.add(asyncio.ensure_future(ended.wait()))
+            try:
+                await asyncio.wait(waits, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+        return True
+
+    async def _retry_after_outage(self, request: Callable[[], Awaitable[T]]) -> T:
+        """An idempotent request (a hangup, a destroy, a recording stop): if it cannot
+        reach Asterisk, wait for the reconnect (:meth:`_wait_reconciled`) and send it
+        once more."""
+        since = self._events_generation()
+        try:
+            return await request()
+        except AriConnectionError:
+            if not await self._wait_reconciled(since):
+                raise
+        return await request()
+
+    async def _reconcile_channels(self) -> None:
         try:
             channels = await self.ari.channels.list()
         except AriError as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -21,7 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from voxtra.ari.errors import AriError, AriNotFound, AriUnprocessable
+from voxtra.ari.errors import AriConnectionError, AriError, AriNotFound, AriUnprocessable
 from voxtra.ari.events import (
     AriEvent,
     ChannelDestroyed,
@@ -307,12 +308,24 @@ class CallSession:
     # -- call control ----------------------------------------------------------------
 
     async def _ari(self, coro: Awaitable[Any]) -> Any:
-        """Run an ARI request for this call; a vanished channel becomes CallEnded."""
+        """Run an ARI request for this call; a vanished channel becomes CallEnded.
+
+        A request that cannot reach Asterisk waits for the events to reconnect and
+        reconcile (bounded: ``app.outage_wait``): if the call turned out gone, CallEnded;
+        otherwise the connection error. It is not sent again (it may have been done).
+        """
+        since = self.app._events_generation()
         try:
             return await coro
         except (AriNotFound, AriUnprocessable) as exc:
             if self.ended or isinstance(exc, AriNotFound):
                 raise CallEnded(self.id, f"call {self.id} has ended ({exc.message})") from exc
+            raise
+        except AriConnectionError as exc:
+            if not self.ended:
+                await self.app._wait_reconciled(since, self._ended)
+            if self.ended:
+                raise CallEnded(self.id, f"call {self.id} ended while ARI was down") from exc
             raise
 
     async def answer(self) -> None:
@@ -332,7 +345,9 @@ class CallSession:
         self._hanging_up = True
         self._fail_waiters()
         with contextlib.suppress(AriNotFound, AriUnprocessable):
-            await self.app.ari.channels.hangup(self.id, reason=reason)
+            await self.app._retry_after_outage(
+                lambda: self.app.ari.channels.hangup(self.id, reason=reason)
+            )
 
     async def ring(self) -> None:
         self._check_alive()
@@ -749,7 +764,9 @@ class CallSession:
         for channel_id in list(self._channels):
             try:
                 with contextlib.suppress(AriNotFound):
-                    await self.app.ari.channels.hangup(channel_id)
+                    await self.app._retry_after_outage(
+                        functools.partial(self.app.ari.channels.hangup, channel_id)
+                    )
             except AriError as exc:
                 logger.warning("call %s: cannot hang up %s: %s", self.id, channel_id, exc)
             finally:
@@ -760,7 +777,9 @@ class CallSession:
         for bridge_id in list(self._bridges):
             try:
                 with contextlib.suppress(AriNotFound):
-                    await self.app.ari.bridges.destroy(bridge_id)
+                    await self.app._retry_after_outage(
+                        functools.partial(self.app.ari.bridges.destroy, bridge_id)
+                    )
             except AriError as exc:
                 logger.warning("call %s: cannot destroy bridge %s: %s", self.id, bridge_id, exc)
             finally:

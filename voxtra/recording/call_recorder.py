@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -916,7 +917,7 @@ class CallRecorder:
     async def _drop_snoop(self, snoop_id: str) -> None:
         app = self.session.app
         with contextlib.suppress(AriError):
-            await app.ari.channels.hangup(snoop_id)
+            await app._retry_after_outage(functools.partial(app.ari.channels.hangup, snoop_id))
         app._forget_internal(snoop_id)
         self.session._channels.discard(snoop_id)
 
@@ -969,7 +970,11 @@ class CallRecorder:
         try:
             if not active.finished.done():
                 with contextlib.suppress(AriNotFound):
-                    await app.ari.recordings.stop(active.name)
+                    # Asterisk down (killed): wait for it to be back, then stop again
+                    # (404 then: the live recording died with it, its file is stored).
+                    await app._retry_after_outage(
+                        functools.partial(app.ari.recordings.stop, active.name)
+                    )
             await self._wait_stored(active)
         except RecordingFailedError:
             self._forget(active)  # nothing was stored: nothing to deliver
