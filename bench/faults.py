@@ -123,7 +123,8 @@ def print_outage(r: OutageReport) -> bool:
         f"target {r.calls}/{r.calls} exactly once {_mark(ok)}"
     )
     print(
-        f"  exhausted (waiting for the next start) {r.exhausted}; "
+        f"  past their fast retries while S3 was down {r.past_fast_retries} (retried on "
+        f"the slow backoff, no restart); left exhausted {r.exhausted}; "
         f"failed upload attempts during the outage {r.failed_attempts}; "
         f"storage back -> last delivered {back}"
     )
@@ -197,7 +198,8 @@ async def run_storage(sandbox: AsteriskSandbox, calls: int, retries: int | None)
                 workdir=work,
                 check_object=in_bucket,
                 retries=retries,
-                deliver_timeout=60.0 if retries is None else 15.0,
+                # Past their fast retries they wait on the slow backoff (<= 60 s apart).
+                deliver_timeout=90.0,
             )
     return print_outage(report)
 
@@ -270,7 +272,8 @@ def main() -> None:
         "--storage-retries",
         type=int,
         default=None,
-        help="delivery retries (default: the app's); 0 plays an outage longer than them",
+        help="fast delivery retries (default: the app's); 0 plays an outage longer than "
+        "them (the slow retries then deliver within 60 s of S3 being back)",
     )
     parser.add_argument("--transport", default="rtp", choices=["rtp", "websocket", "audiosocket"])
     parser.add_argument("--only", default="kill,storage,others")

@@ -50,7 +50,13 @@ from voxtra.ari.errors import (
 from voxtra.ari.events import AriEvent, RecordingFailed, RecordingFinished, RecordingStarted
 from voxtra.call import internal_id
 from voxtra.errors import CallEnded, ConfigError, RecordingError
-from voxtra.recording.delivery import Backoff, DeliveredHook, FailedHook, RecordingDelivery
+from voxtra.recording.delivery import (
+    SLOW_BACKOFF,
+    Backoff,
+    DeliveredHook,
+    FailedHook,
+    RecordingDelivery,
+)
 from voxtra.recording.metadata import RecordingMetadata, finalize_wav_header
 from voxtra.recording.naming import (
     SUPPORTED_FORMATS,
@@ -183,6 +189,9 @@ class AppRecordings:
         self._in_flight: set[str] = set()
         #: finishing recordings and recovery fetches; drain/aclose wait for them
         self._tasks: set[asyncio.Future[Any]] = set()
+        #: fetches past their fast retries (Asterisk unreachable), retried on the slow
+        #: backoff while the app runs; drain does not wait for them, aclose stops them
+        self._slow_fetches: dict[str, asyncio.Task[None]] = {}
         self._closed = False
         self.default = self._make_delivery(default_sink, self.spool_dir)
 
@@ -197,7 +206,7 @@ class AppRecordings:
     @property
     def pending(self) -> int:
         """Recordings being fetched, delivered or waiting for a retry in this process."""
-        fetching = sum(1 for task in self._tasks if not task.done())
+        fetching = sum(1 for task in self._tasks if not task.done()) + len(self._slow_fetches)
         return fetching + sum(delivery.pending for _, delivery in self._deliveries.values())
 
     def _make_delivery(self, sink: RecordingSink, directory: Path) -> RecordingDelivery:
@@ -354,9 +363,16 @@ class AppRecordings:
         """Fetch stored recording ``meta.name`` from Asterisk and spool it for ``sink``.
 
         Transport failures (reset, stall, Asterisk 5xx, local I/O) are retried with the
-        delivery's backoff. If it still fails, the journal stays: the next start
-        fetches it again, and Asterisk keeps its copy until a sink confirmed.
+        delivery's backoff. If it still fails (RecordingError), the journal stays and,
+        for an unreachable Asterisk, the fetch goes on in the background on the slow
+        backoff while the app runs (and at the next start); Asterisk keeps its copy
+        until a sink confirmed.
         """
+        return await self._fetch_and_submit(meta, sink, self.retries, later=True)
+
+    async def _fetch_and_submit(
+        self, meta: RecordingMetadata, sink: RecordingSink | None, retries: int, *, later: bool
+    ) -> SpoolEntry:
         name = meta.name
         self._in_flight.add(name)
         try:
@@ -365,8 +381,15 @@ class AppRecordings:
             )
             path = self._incoming_audio(name, meta.format)
             try:
-                await self._download(name, path)
+                await self._download(name, path, retries)
             except AriError as exc:
+                transient = isinstance(exc, AriConnectionError | AriServerError)
+                if later and transient and not self._closed:
+                    self._fetch_later(meta, sink, exc)
+                    raise RecordingError(
+                        f"cannot fetch recording {name!r} from Asterisk yet (it stays "
+                        f"there; retried in the background): {exc}"
+                    ) from exc
                 raise RecordingError(
                     f"cannot fetch recording {name!r} from Asterisk (it stays there): {exc}"
                 ) from exc
@@ -376,7 +399,67 @@ class AppRecordings:
             await asyncio.to_thread(self._drop_incoming, name)
             return entry
         finally:
-            self._in_flight.discard(name)
+            if name not in self._slow_fetches:  # it goes on in the background
+                self._in_flight.discard(name)
+
+    def _fetch_later(
+        self, meta: RecordingMetadata, sink: RecordingSink | None, error: BaseException
+    ) -> None:
+        """Keep fetching ``meta`` on the slow backoff (ERROR once now, INFO when done)."""
+        backoff = self.slow_backoff or SLOW_BACKOFF
+        logger.error(
+            "recording %s could not be fetched from Asterisk after %d attempt(s); it stays "
+            "there, journaled, and is fetched again every %.0f s at most while the app "
+            "runs: %s",
+            meta.name,
+            self.retries + 1,
+            backoff.cap,
+            error,
+        )
+        self._in_flight.add(meta.name)
+        task = asyncio.create_task(
+            self._fetch_slowly(meta, sink, backoff), name="voxtra-recording-fetch-later"
+        )
+        self._slow_fetches[meta.name] = task
+
+        def _done(finished: asyncio.Task[None]) -> None:
+            if self._slow_fetches.get(meta.name) is finished:
+                del self._slow_fetches[meta.name]
+                self._in_flight.discard(meta.name)
+
+        task.add_done_callback(_done)
+
+    async def _fetch_slowly(
+        self, meta: RecordingMetadata, sink: RecordingSink | None, backoff: Backoff
+    ) -> None:
+        failures = 0
+        while True:
+            await asyncio.sleep(backoff.delay(failures))
+            failures += 1
+            try:
+                await self._fetch_and_submit(meta, sink, 0, later=False)
+            except RecordingError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, AriConnectionError | AriServerError):
+                    logger.debug("fetching recording %s again failed: %s", meta.name, exc)
+                    continue
+                logger.error(
+                    "fetching recording %s again failed; it stays journaled for the next start: %s",
+                    meta.name,
+                    exc,
+                )
+                return
+            except Exception:
+                logger.exception(
+                    "fetching recording %s again crashed; it stays journaled", meta.name
+                )
+                return
+            logger.info(
+                "recording %s fetched from Asterisk after %d more attempt(s) and spooled",
+                meta.name,
+                failures,
+            )
+            return
 
     @staticmethod
     async def _finish_header(name: str, fmt: str, path: Path) -> None:
@@ -396,7 +479,7 @@ class AppRecordings:
                 name,
             )
 
-    async def _download(self, name: str, path: Path) -> None:
+    async def _download(self, name: str, path: Path, retries: int) -> None:
         backoff = self.backoff or Backoff()
         failures = 0
         while True:
@@ -406,7 +489,7 @@ class AppRecordings:
             except (AriConnectionError, AriServerError, OSError, TimeoutError) as exc:
                 # AriConnectionError covers aiohttp's transport errors and stalls; OSError
                 # is our own disk. Both pass; a 4xx (e.g. 404) will not, so it is not retried.
-                if failures >= self.retries:
+                if failures >= retries:
                     raise
                 delay = backoff.delay(failures)
                 failures += 1
@@ -472,9 +555,7 @@ class AppRecordings:
             await self.fetch_and_submit(meta, sink)
         except RecordingError as exc:
             if not isinstance(exc.__cause__, AriNotFound):
-                logger.error(
-                    "recovering recording %s failed; retried at next start: %s", meta.name, exc
-                )
+                logger.error("recovering recording %s failed: %s", meta.name, exc)
                 return
             try:
                 live = await self.ari.recordings.get_live(meta.name)
@@ -641,6 +722,12 @@ class AppRecordings:
             # A fetch may have finished into a delivery meanwhile: check both again.
             if not any(not task.done() for task in self._tasks) and self.pending == 0:
                 return True
+            if (
+                self._slow_fetches
+                and not any(not task.done() for task in self._tasks)
+                and all(d.pending == d.waiting for _, d in self._deliveries.values())
+            ):
+                return False  # what is left waits for Asterisk to answer again
 
     async def wait_delivered(self, name: str, timeout: float | None = None) -> RecordingMetadata:
         """The metadata of recording ``name`` once delivered (recent ones are remembered)."""
@@ -666,6 +753,11 @@ class AppRecordings:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        slow = list(self._slow_fetches.values())
+        for waiting in slow:  # waiting for Asterisk: their journals bring them back at start
+            waiting.cancel()
+        if slow:
+            await asyncio.wait(slow)
         tasks = [task for task in self._tasks if not task.done()]
         if tasks:
             _, unfinished = await asyncio.wait(tasks, timeout=grace)

@@ -35,6 +35,7 @@ from voxtra.ari.errors import AriError
 from voxtra.call import INTERNAL_PREFIX, CallSession
 from voxtra.errors import CallEnded
 from voxtra.media.transport import MediaTransport
+from voxtra.recording.delivery import Backoff
 from voxtra.recording.metadata import RecordingMetadata
 from voxtra.testing.asterisk import AsteriskSandbox, SandboxUnavailable
 
@@ -435,6 +436,9 @@ class OutageReport:
     errors: list[str] = field(default_factory=list)
     still_spooled: int = 0
     exhausted: int = 0
+    past_fast_retries: int = 0
+    """Recordings whose fast retries ran out while storage was down (``on_failed``);
+    the app kept retrying them on the slow backoff, without a restart."""
     stall_ms: float = 0.0
     """The event loop's longest stall from the calls' start to the last delivery."""
 
@@ -449,6 +453,9 @@ async def storage_outage(
     seconds: float = 1.5,
     deliver_timeout: float = 60.0,
     retries: int | None = None,
+    backoff: Backoff | None = None,
+    slow_backoff: Backoff | None = None,
+    outlast_retries: bool = False,
     check_object: Callable[[str, RecordingMetadata], Awaitable[bool]] | None = None,
     **app_options: Any,
 ) -> OutageReport:
@@ -507,6 +514,16 @@ async def storage_outage(
     recordings = app.recordings
     if retries is not None:
         recordings.default.retries = retries
+    if backoff is not None:
+        recordings.default.backoff = backoff
+    if slow_backoff is not None:
+        recordings.default.slow_backoff = slow_backoff
+    past_fast: set[str] = set()
+
+    def _past_fast_retries(meta: RecordingMetadata, _error: BaseException) -> None:
+        past_fast.add(meta.name)
+
+    recordings.on_failed = _past_fast_retries
     original_deliver = sink.deliver
 
     async def counting_deliver(*args: Any, **kwargs: Any) -> Any:
@@ -535,6 +552,8 @@ async def storage_outage(
                 with contextlib.suppress(AriError):
                     await ari.channels.hangup(leg)
             await asyncio.sleep(0.5)  # at least one attempt each has failed by now
+            if outlast_retries:
+                await _until(lambda: past_fast >= set(names), 60)
         finally:
             await asyncio.to_thread(server.start)
         back = time.monotonic()
@@ -547,6 +566,7 @@ async def storage_outage(
         report.delivered = sum(1 for n in names if n in delivered)
         report.delivered_twice = sorted(n for n, count in delivered.items() if count > 1)
         report.failed_attempts = failed[0]
+        report.past_fast_retries = len(past_fast & set(names))
         entries = await recordings.spooled()
         report.still_spooled = len(entries)
         report.exhausted = sum(1 for e in entries if e.exhausted)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from voxtra.recording import RecordingMetadata, S3Sink
+from voxtra.recording import Backoff, RecordingMetadata, S3Sink
 from voxtra.testing.faults import storage_outage
 from voxtra.testing.pytest_plugin import AsteriskTarget
 from voxtra.testing.storage import SeaweedS3Server, StorageServerUnavailable
@@ -77,3 +77,47 @@ async def test_storage_down_for_all_calls_then_back_delivers_each_exactly_once(
     assert report.still_spooled == 0
     objects = await s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="outage/")
     assert len(objects.get("Contents", [])) == CALLS  # one object each, no duplicates
+
+
+async def test_outage_longer_than_the_fast_retries_is_delivered_without_a_restart(
+    asterisk: AsteriskTarget,
+    tmp_path: Path,
+    seaweed: SeaweedS3Server,
+    s3_client: Any,
+    s3_bucket: str,
+) -> None:
+    """Every recording runs out of its fast retries while S3 is down; the same app
+    (no restart, no resume()) delivers each exactly once after S3 is back."""
+    if asterisk.sandbox is None:
+        pytest.skip("needs the Asterisk sandbox")
+    sink = S3Sink(
+        s3_bucket,
+        prefix="outage-slow",
+        endpoint_url=seaweed.endpoint_url,
+        region=seaweed.region,
+        access_key=seaweed.access_key,
+        secret_key=seaweed.secret_key,
+    )
+    report = await storage_outage(
+        asterisk.sandbox,
+        seaweed,
+        sink,
+        calls=CALLS,
+        workdir=str(tmp_path),
+        # Small so the test is short; the default slow backoff is 15-60 s apart.
+        retries=1,
+        backoff=Backoff(initial=0.05, cap=0.1),
+        slow_backoff=Backoff(initial=1.0, cap=2.0),
+        outlast_retries=True,
+    )
+    print(report)
+    assert report.errors == []
+    assert report.recorded == CALLS
+    # Before S3 came back every recording had run out of its fast retries (the old
+    # code left all of them for the next start).
+    assert report.past_fast_retries == CALLS, report
+    assert report.delivered == CALLS, report
+    assert report.delivered_twice == []
+    assert report.still_spooled == 0
+    objects = await s3_client.list_objects_v2(Bucket=s3_bucket, Prefix="outage-slow/")
+    assert len(objects.get("Contents", [])) == CALLS
