@@ -34,7 +34,7 @@ from voxtra.recording.metadata import RecordingMetadata, measure_file
 from voxtra.recording.sinks import CompositeSink, RecordingSink, close_sink, open_sink
 from voxtra.recording.spool import Spool, SpoolEntry
 
-__all__ = ["Backoff", "DeliveredHook", "FailedHook", "RecordingDelivery"]
+__all__ = ["SLOW_BACKOFF", "Backoff", "DeliveredHook", "FailedHook", "RecordingDelivery"]
 
 logger = logging.getLogger(__name__)
 
