@@ -408,8 +408,9 @@ class VoxtraApp:
         if self.recordings is not None:
             if not await self.recordings.drain(self.delivery_timeout):
                 logger.warning(
-                    "%d recording(s) not delivered within %.0f s of shutdown; they stay "
-                    "spooled in %s for the next start",
+                    "%d recording(s) not delivered at shutdown (still failing after their "
+                    "retries, or past the %.0f s drain deadline); they stay spooled in %s "
+                    "for the next start",
                     self.recordings.pending,
                     self.delivery_timeout,
                     self.settings.spool_dir,
