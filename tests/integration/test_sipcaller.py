@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -327,3 +330,78 @@ async def test_command_line_dial_plays_records_and_reports(tmp_path: Path) -> No
     assert audio.dominant_frequency(heard[round(start * rate) : round(end * rate)], rate) == (
         pytest.approx(660, rel=0.01)
     )
+
+
+def _asterisk_time(event: dict[str, Any]) -> float:
+    """An ARI event's own timestamp (Asterisk's clock), in seconds."""
+    return datetime.strptime(event["timestamp"], "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+async def test_queued_digits_all_arrive_without_a_recording(
+    caller: SipCaller, ari: AriEvents
+) -> None:
+    # Before the phone clocked unrecorded calls, Asterisk got 2 of these 4 digits.
+    await caller.listen(record=False)
+    channel = await ari.request(
+        "POST",
+        "/channels",
+        params={"endpoint": f"PJSIP/sipcaller/sip:t@127.0.0.1:{caller.port}", "app": APP},
+    )
+    call = await caller.next_incoming_call(10)
+    await call.wait_answered(10)
+    await ari.next("StasisStart")
+    # The old phone sent them all at once, lost them only some time after the answer.
+    await asyncio.sleep(0.5)
+    await call.send_dtmf("1234")
+    digits = [(await ari.next("ChannelDtmfReceived"))["digit"] for _ in range(4)]
+    assert digits == ["1", "2", "3", "4"]
+    await ari.request("DELETE", f"/channels/{channel['id']}")
+    await call.wait_ended(10)
+
+
+async def test_command_line_dtmf_script_pauses_between_digits(
+    ari: AriEvents, tmp_path: Path
+) -> None:
+    # The command-line phone listens, Asterisk calls it into a test app, and the phone
+    # keys "1W2ww3#" 0.3 s after answering: W and ww are 1 s pauses, 3# has none.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voxtra.testing.sipcaller",
+        "listen",
+        "--dtmf",
+        "1W2ww3#",
+        "--dtmf-delay",
+        "0.3",
+        "--seconds",
+        "12",
+        "--workdir",
+        str(tmp_path / "cli"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stderr is not None
+        first = (await asyncio.wait_for(proc.stderr.readline(), 15)).decode()
+        match = re.search(r"sip caller on sip:\S+:(\d+);", first)
+        assert match, first
+        channel = await ari.request(
+            "POST",
+            "/channels",
+            params={"endpoint": f"PJSIP/sipcaller/sip:t@127.0.0.1:{match[1]}", "app": APP},
+        )
+        await ari.next("StasisStart")
+        events = [await ari.next("ChannelDtmfReceived", 10) for _ in range(4)]
+        await ari.request("DELETE", f"/channels/{channel['id']}")
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+        await asyncio.wait_for(proc.wait(), 15)
+
+    assert [ev["digit"] for ev in events] == ["1", "2", "3", "#"]
+    times = [_asterisk_time(ev) for ev in events]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    # Each gap holds the pause plus one digit period (0.25 s); only lower bounds for the
+    # pauses, and the unpaused pair must come closer together than a paused one.
+    assert gaps[0] >= 1.0 and gaps[1] >= 1.0, gaps
+    assert gaps[2] < gaps[1], gaps

@@ -65,6 +65,8 @@ class Media:
     audio: Any = None
     codec: str | None = None
     stream: int = 0
+    clocked: bool = False
+    """The call's audio is transmitted to the (null) sound device."""
     rx_samples: list[tuple[float, int]] | None = None
     """(time, RTP packets received so far), sampled every loop while watched."""
 
@@ -126,6 +128,15 @@ class Call(pj.Call):  # type: ignore[misc]
             if codec != self.media.codec:
                 self.media.codec = codec
                 event("media", self.key, codec=codec)
+            if not self.media.clocked:
+                # A call port that nothing listens to is not clocked by the conference
+                # bridge, and its stream then stops sending queued DTMF: with no
+                # recording, Asterisk received 2 of "1234" (pjsua logged "dialing DTMF"
+                # for all 4, "Sending DTMF digit" for 2). The null sound device as a
+                # listener keeps the port clocked; it plays nowhere.
+                with contextlib.suppress(pj.Error):
+                    am.startTransmit(self.worker.ep.audDevManager().getPlaybackDevMedia())
+                    self.media.clocked = True
             if self.media.record and self.media.recorder is None:
                 self.worker.start_recorder(self, am)
             if self.media.play and self.media.player is None:

@@ -13,7 +13,12 @@ wall-clock time (``time.time()``) of the recording's first sample, to within one
 Command line, for developers::
 
     python -m voxtra.testing.sipcaller dial 600 --play x.wav --record out.wav --seconds 5
-    python -m voxtra.testing.sipcaller listen --port 5070 --record-dir /tmp/calls
+    python -m voxtra.testing.sipcaller dial 1000 --dtmf "1w2W#" --dtmf-delay 2
+    python -m voxtra.testing.sipcaller listen --port 5070 --record-dir /tmp/calls --dtmf 1
+
+``--dtmf`` takes a DTMF script (:func:`parse_dtmf_script`): digits ``0-9 * # A-D``,
+``w`` for a 0.5 s pause and ``W`` for a 1 s pause (Twilio's ``sendDigits`` convention).
+It starts ``--dtmf-delay`` seconds (default 0.5) after the call is answered.
 """
 
 from __future__ import annotations
@@ -39,18 +44,31 @@ from typing import Any, Literal
 from voxtra.errors import VoxtraError
 
 __all__ = [
+    "DIGIT_PERIOD",
     "CallEvent",
     "SipCall",
     "SipCaller",
     "SipCallerError",
     "SipCallerTimeout",
     "main",
+    "parse_dtmf_script",
 ]
 
 logger = logging.getLogger(__name__)
 
 StrPath = str | PathLike[str]
 _NARROWBAND = {"PCMU", "PCMA", "GSM", "iLBC", "speex/8000", "L16/8000"}
+_DTMF_DIGITS = frozenset("0123456789*#ABCDabcd")
+_DTMF_PAUSES = {"w": 0.5, "W": 1.0}
+
+DIGIT_PERIOD = 0.25
+"""Seconds from one scripted digit to the next when no pause is between them.
+
+pjsua sends each RFC 4733 digit for 200 ms and queues the next one 40 ms after it ends
+(Asterisk's ChannelDtmfReceived events of a queued "1234" were 240 ms apart, each with
+``duration_ms`` 200). A script sends digit by digit on this period, so a pause starts
+when the previous digit has ended instead of while it is still queued.
+"""
 
 
 class SipCallerError(VoxtraError):
@@ -59,6 +77,35 @@ class SipCallerError(VoxtraError):
 
 class SipCallerTimeout(SipCallerError, TimeoutError):
     """A wait on the SIP caller ran out of time."""
+
+
+def parse_dtmf_script(script: str) -> list[str | float]:
+    """Parse a DTMF script into digits (``str``) and pauses (seconds, ``float``).
+
+    ``0-9 * # A-D`` (``a-d`` too) are digits; ``w`` is a 0.5 s pause and ``W`` a 1 s
+    pause, as in Twilio's ``sendDigits``; spaces are ignored. Consecutive pauses are
+    merged: ``"1wW2"`` is ``["1", 1.5, "2"]``. Anything else raises
+    :class:`SipCallerError` naming the character and its position.
+    """
+    steps: list[str | float] = []
+    for pos, ch in enumerate(script):
+        if ch.isspace():
+            continue
+        if ch in _DTMF_DIGITS:
+            steps.append(ch.upper())
+        elif ch in _DTMF_PAUSES:
+            if steps and isinstance(steps[-1], float):
+                steps[-1] += _DTMF_PAUSES[ch]
+            else:
+                steps.append(_DTMF_PAUSES[ch])
+        else:
+            raise SipCallerError(
+                f"invalid DTMF script {script!r}: {ch!r} at position {pos} is neither a "
+                "digit (0-9 * # A-D) nor a pause (w = 0.5 s, W = 1 s)"
+            )
+    if not any(isinstance(step, str) for step in steps):
+        raise SipCallerError(f"DTMF script {script!r} has no digits")
+    return steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +236,23 @@ class SipCall:
         if not digits or any(d not in "0123456789*#ABCDabcd" for d in digits):
             raise SipCallerError(f"invalid DTMF digits {digits!r}")
         await self.caller._command("dtmf", call=self.id, digits=digits)
+
+    async def send_dtmf_script(self, script: str) -> None:
+        """Send a DTMF script (:func:`parse_dtmf_script`); return when its last digit
+        is handed to the phone (that digit then sounds for another 200 ms).
+
+        Digits go one by one, :data:`DIGIT_PERIOD` apart; a pause adds its length to
+        the wait after the digit before it, so ``"1w2"`` has 0.5 s more silence between
+        the digits than ``"12"``. The script is checked before anything is sent.
+        """
+        steps = parse_dtmf_script(script)
+        for i, step in enumerate(steps):
+            if isinstance(step, float):
+                await asyncio.sleep(step)
+                continue
+            await self.send_dtmf(step)
+            if i + 1 < len(steps):
+                await asyncio.sleep(DIGIT_PERIOD)
 
     async def play(self, path: StrPath, loop: bool = False) -> None:
         """Start playing a 16-bit PCM WAV into the call, replacing what was playing."""
@@ -540,9 +604,21 @@ class SipCaller:
 # -- command line ----------------------------------------------------------------------
 
 
+async def _send_script_after(call: SipCall, script: str, delay: float) -> None:
+    await asyncio.sleep(delay)
+    await call.send_dtmf_script(script)
+    print(f"call {call.id}: sent DTMF {script!r}", file=sys.stderr)
+
+
 async def _cli(args: argparse.Namespace) -> int:
     codecs = tuple(args.codec or ["PCMU"])
+    if args.dtmf:
+        parse_dtmf_script(args.dtmf)  # a bad script fails before anything is dialed
+    senders: list[asyncio.Task[None]] = []
     async with SipCaller(args.port, codecs, workdir=args.workdir) as caller:
+        if args.action == "listen":
+            # Announced only once listening: a call placed on this line is answered.
+            await caller.listen(play=args.play, record=args.record_dir is not None)
         print(f"sip caller on {caller.contact_uri}; log {caller.log_path}", file=sys.stderr)
         if args.action == "dial":
             call = await caller.dial(
@@ -551,14 +627,14 @@ async def _cli(args: argparse.Namespace) -> int:
             await call.wait_answered(args.answer_timeout)
             print(f"answered, codec {call.codec}", file=sys.stderr)
             if args.dtmf:
-                await asyncio.sleep(0.5)
-                await call.send_dtmf(args.dtmf)
+                senders.append(
+                    asyncio.create_task(_send_script_after(call, args.dtmf, args.dtmf_delay))
+                )
             with contextlib.suppress(SipCallerTimeout):
                 await call.wait_ended(args.seconds)
             await call.hangup()
             await call.wait_ended(5)
         else:
-            await caller.listen(play=args.play, record=args.record_dir is not None)
             deadline = time.monotonic() + args.seconds
             while (left := deadline - time.monotonic()) > 0:
                 try:
@@ -566,6 +642,13 @@ async def _cli(args: argparse.Namespace) -> int:
                 except SipCallerTimeout:
                     break
                 print(f"incoming call {call.id} from {call.remote_uri}", file=sys.stderr)
+                if args.dtmf:
+                    senders.append(asyncio.create_task(_answered_then_script(call, args)))
+        for task in senders:
+            task.cancel()
+        for task in senders:
+            with contextlib.suppress(asyncio.CancelledError, SipCallerError):
+                await task
         for c in caller.calls:
             print(
                 json.dumps(
@@ -581,6 +664,11 @@ async def _cli(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _answered_then_script(call: SipCall, args: argparse.Namespace) -> None:
+    await call.wait_answered(args.seconds)
+    await _send_script_after(call, args.dtmf, args.dtmf_delay)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m voxtra.testing.sipcaller")
     sub = parser.add_subparsers(dest="action", required=True)
@@ -588,7 +676,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     dial.add_argument("target", help="extension on 127.0.0.1:5060, or a sip: URI")
     dial.add_argument("--record", help="WAV file for what the caller hears")
     dial.add_argument("--loop", action="store_true", help="loop --play")
-    dial.add_argument("--dtmf", help="digits to send once answered")
     dial.add_argument("--answer-timeout", type=float, default=10.0)
     listen = sub.add_parser("listen", help="answer incoming calls")
     listen.add_argument("--record-dir", help="record each call here (sets --workdir)")
@@ -598,7 +685,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--codec", action="append", help="PCMU, PCMA, ... (repeatable)")
         p.add_argument("--port", type=int, default=0, help="local SIP port (0: any)")
         p.add_argument("--workdir", help="directory for the log and recordings")
+        p.add_argument(
+            "--dtmf",
+            metavar="SCRIPT",
+            help="DTMF to send once answered: digits 0-9*#A-D, w = 0.5 s pause, W = 1 s "
+            'pause (e.g. "1w2W#")',
+        )
+        p.add_argument(
+            "--dtmf-delay",
+            type=float,
+            default=0.5,
+            metavar="SECONDS",
+            help="wait this long after the answer before sending --dtmf (default 0.5)",
+        )
     args = parser.parse_args(argv)
+    if args.dtmf_delay < 0:
+        parser.error("--dtmf-delay must not be negative")
     if args.action == "listen" and args.record_dir:
         args.workdir = args.record_dir
     try:
