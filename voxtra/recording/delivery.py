@@ -28,13 +28,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlparse
+from urllib.request import url2pathname
 
 from voxtra.errors import ConfigError, RecordingError
 from voxtra.recording.metadata import RecordingMetadata, measure_file
 from voxtra.recording.sinks import CompositeSink, RecordingSink, close_sink, open_sink
 from voxtra.recording.spool import Spool, SpoolEntry
 
-__all__ = ["SLOW_BACKOFF", "Backoff", "DeliveredHook", "FailedHook", "RecordingDelivery"]
+__all__ = [
+    "SLOW_BACKOFF",
+    "Backoff",
+    "DeliveredHook",
+    "FailedHook",
+    "RecordingDelivery",
+    "local_file",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +82,17 @@ class Backoff:
 #: Retries after the fast ones ran out: 15-30 s, then 30-60 s apart, for as long as the
 #: delivery runs (an outage of minutes must not leave recordings for the next start).
 SLOW_BACKOFF = Backoff(initial=30.0, multiplier=2.0, cap=60.0, jitter=0.5)
+
+
+def local_file(location: str | list[str] | None) -> Path | None:
+    """The file a sink stored a recording as (the first ``file://`` location), or None."""
+    if location is None:
+        return None
+    for uri in [location] if isinstance(location, str) else location:
+        parsed = urlparse(uri)
+        if parsed.scheme == "file" and parsed.netloc in ("", "localhost"):
+            return Path(url2pathname(parsed.path))
+    return None
 
 
 class RecordingDelivery:
@@ -318,7 +338,11 @@ class RecordingDelivery:
                             entry.attempts,
                         )
                         return
-            entry.metadata = entry.metadata.model_copy(update={"location": location})
+            # local_path was where the file was fetched to: moved into the spool, and the
+            # spool entry goes once the hook ran. Point it at the sink's copy, if local.
+            entry.metadata = entry.metadata.model_copy(
+                update={"location": location, "local_path": local_file(location)}
+            )
             entry.confirmed = True
             entry.exhausted = False
             entry.last_error = None
