@@ -32,8 +32,8 @@ def get_weather(city: str) -> str:
 
 app = VoxtraApp(
     # Offline speech recognition is accurate on phone audio only with a small
-    # vocabulary: the agent's own example phrases.
-    stt=PocketSphinxSTT(keywords=[*agent.vocabulary(), "what is the weather in london"]),
+    # vocabulary: the agent's own example phrases ("what is the weather in london", ...).
+    stt=PocketSphinxSTT(keywords=agent.vocabulary()),
     llm=agent,
     tts=EspeakTTS(),
     vad=WebRtcVAD(),
