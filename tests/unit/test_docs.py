@@ -222,11 +222,14 @@ def test_snippet_includes_name_real_files_and_sections(page: Path) -> None:
 
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").rglob("*.py")), ids=lambda p: p.name)
-def test_examples_compile_and_import(example: Path) -> None:
+def test_examples_compile_and_import(example: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every example the docs include at least imports (they build apps at import)."""
     compile(example.read_text(), str(example), "exec")
     if example.name in {"conftest.py"} or example.name.startswith("test_"):
         return  # pytest runs these (testpaths)
+    # A fixed instance id: an app built without one holds one of this host's instance
+    # slots (a file lock) for as long as it lives, and other tests' apps want slot 0.
+    monkeypatch.setenv("VOXTRA_INSTANCE_ID", "docs_example")
     spec = importlib.util.spec_from_file_location(f"_docs_example_{example.stem}", example)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
