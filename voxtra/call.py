@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from voxtra.pipeline.agent import Agent
     from voxtra.pipeline.events import SayResult, UserTranscriptEvent
     from voxtra.pipeline.pipeline import EndReason, VoicePipeline
-    from voxtra.recording.call_recorder import CallRecorder
+    from voxtra.recording.call_recorder import CallRecorder, RecordingResult
     from voxtra.recording.sinks import RecordingSink
     from voxtra.voice import CallVoice, VoiceConfig
 
@@ -535,16 +535,51 @@ class CallSession:
         beep: bool = False,
         max_duration: int | None = None,
         max_silence: int | None = None,
+        finish_on_key: str | None = None,
     ) -> str:
         """Start recording the call (the bridge when it is in one); returns the name.
 
         Without ``name`` a unique, safe one is generated. The finished file is fetched
         over ARI and delivered to ``sink`` (else the app's ``recording_sink``, else a
-        LocalFileSink in ``settings.recordings_dir``).
+        LocalFileSink in ``settings.recordings_dir``). ``finish_on_key`` keys stop it
+        when pressed. To wait for the end and learn what ended it, use :meth:`record`.
         """
         self._check_alive()
         return await self._recorder_for_call().start(
-            name, fmt, sink=sink, beep=beep, max_duration=max_duration, max_silence=max_silence
+            name,
+            fmt,
+            sink=sink,
+            beep=beep,
+            max_duration=max_duration,
+            max_silence=max_silence,
+            finish_on_key=finish_on_key,
+        )
+
+    async def record(
+        self,
+        name: str = "",
+        fmt: str = "wav",
+        *,
+        sink: RecordingSink | None = None,
+        finish_on_key: str | None = "#",
+        max_length: int | None = 3600,
+        silence_timeout: int | None = None,
+        beep: bool = False,
+    ) -> RecordingResult:
+        """Record until a key, ``max_length`` s, ``silence_timeout`` s or the hang-up.
+
+        Returns a ``RecordingResult``: the name and ``reason`` (``finish_on_key``,
+        ``max_length``, ``silence_timeout``, ``hangup``), and the ``key`` pressed.
+        """
+        self._check_alive()
+        return await self._recorder_for_call().record(
+            name,
+            fmt,
+            sink=sink,
+            finish_on_key=finish_on_key,
+            max_length=max_length,
+            silence_timeout=silence_timeout,
+            beep=beep,
         )
 
     async def record_stop(self) -> str | None:

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -47,7 +47,13 @@ from voxtra.ari.errors import (
     AriNotFound,
     AriServerError,
 )
-from voxtra.ari.events import AriEvent, RecordingFailed, RecordingFinished, RecordingStarted
+from voxtra.ari.events import (
+    AriEvent,
+    ChannelDtmfReceived,
+    RecordingFailed,
+    RecordingFinished,
+    RecordingStarted,
+)
 from voxtra.call import internal_id
 from voxtra.errors import CallEnded, ConfigError, RecordingError
 from voxtra.recording.delivery import (
@@ -73,7 +79,13 @@ if TYPE_CHECKING:
     from voxtra.ari.client import AriClient
     from voxtra.call import CallSession
 
-__all__ = ["AppRecordings", "CallRecorder", "RecordingFailedError"]
+__all__ = [
+    "AppRecordings",
+    "CallRecorder",
+    "RecordingEndReason",
+    "RecordingFailedError",
+    "RecordingResult",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +103,21 @@ START_TIMEOUT = 10.0
 """Seconds to wait for RecordingStarted (a beep plays first)."""
 FINISH_TIMEOUT = 10.0
 """Seconds to wait for a stopped recording to be stored by Asterisk."""
+
+
+RecordingEndReason = Literal["finish_on_key", "max_length", "silence_timeout", "stopped", "hangup"]
+"""What ended a recording (``RecordingMetadata.end_reason``, ``RecordingResult.reason``)."""
+_DTMF_KEYS = frozenset("0123456789*#ABCD")
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingResult:
+    """What :meth:`CallRecorder.record` (``CallSession.record()``) returns."""
+
+    name: str
+    reason: RecordingEndReason
+    key: str | None = None
+    """The key that ended it, for ``finish_on_key``."""
 
 
 class RecordingFailedError(RecordingError):
@@ -848,6 +875,14 @@ class _Recording:
     finished: asyncio.Future[AriEvent]
     snoop_id: str | None = None
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    max_duration: int | None = None
+    max_silence: int | None = None
+    started_mono: float = field(default_factory=time.monotonic)
+    #: when Asterisk reported it finished while the call was up (limits, our key stop)
+    finished_mono: float | None = None
+    reason: RecordingEndReason | None = None
+    key: str | None = None
+    key_watch: asyncio.Task[None] | None = None
 
 
 class CallRecorder:
@@ -884,11 +919,15 @@ class CallRecorder:
         beep: bool = False,
         max_duration: int | None = None,
         max_silence: int | None = None,
+        finish_on_key: str | None = None,
     ) -> str:
         """Start recording; returns the (given or generated) name once Asterisk records.
 
-        Everything the caller can get wrong (name, format, limits, sink) is checked
-        before any request to Asterisk.
+        ``finish_on_key`` (e.g. ``"#"``, or several keys) stops the recording when the
+        caller presses one of them; like ``max_duration``/``max_silence``, the file is
+        then delivered at the next ``record_stop()``/``record_start()`` or the hang-up
+        (:meth:`record` waits for it). Everything the caller can get wrong (name,
+        format, limits, keys, sink) is checked before any request to Asterisk.
         """
         session = self.session
         audio_format = validate_format(fmt)
@@ -898,12 +937,13 @@ class CallRecorder:
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
             ):
                 raise RecordingError(f"{label} must be a whole number of seconds >= 0")
+        keys = _check_keys(finish_on_key)
         recordings = self._recordings()
         recordings.check_sink(sink)
         async with self._lock:
             if self._finishing is not None:  # a stop whose caller was cancelled
                 with contextlib.suppress(Exception):
-                    await self._finish_shielded()
+                    await self._finish_shielded("stopped")
             active = self._active
             if active is not None:
                 if not _ended_by_itself(active):
@@ -912,9 +952,49 @@ class CallRecorder:
                         "record_stop() it first"
                     )
                 # It hit max_duration/max_silence: deliver it before the next one starts.
-                await self._finish_shielded()
+                await self._finish_shielded("stopped")
             session._check_alive()
-            return await self._start(name, audio_format, sink, beep, max_duration, max_silence)
+            return await self._start(
+                name, audio_format, sink, beep, max_duration, max_silence, keys
+            )
+
+    async def record(
+        self,
+        name: str = "",
+        fmt: str = "wav",
+        *,
+        sink: RecordingSink | None = None,
+        finish_on_key: str | None = "#",
+        max_length: int | None = 3600,
+        silence_timeout: int | None = None,
+        beep: bool = False,
+    ) -> RecordingResult:
+        """Record until a key, a time limit, silence or the hang-up; say which one it was.
+
+        Twilio's ``<Record>`` options: ``finish_on_key`` (any of these keys ends it;
+        None: keys do not), ``max_length`` and ``silence_timeout`` (whole seconds;
+        None: no limit), ``beep``. Returns once the file is durable in the spool (the
+        upload runs in the background), with the reason and the key pressed.
+        """
+        name = await self.start(
+            name,
+            fmt,
+            sink=sink,
+            beep=beep,
+            max_duration=max_length,
+            max_silence=silence_timeout,
+            finish_on_key=finish_on_key,
+        )
+        active = self._active
+        assert active is not None and active.name == name
+        # RecordingFinished (a limit, or the key's stop), or CallEnded at the hang-up.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(active.finished)
+        async with self._lock:
+            if self._active is active or self._finishing is not None:
+                await self._finish_shielded("hangup" if self.session.ended else "stopped")
+        assert active.reason is not None
+        return RecordingResult(active.name, active.reason, active.key)
 
     async def _start(
         self,
@@ -924,6 +1004,7 @@ class CallRecorder:
         beep: bool,
         max_duration: int | None,
         max_silence: int | None,
+        keys: str | None = None,
     ) -> str:
         session, app = self.session, self.session.app
         snoop_id = await self._snoop()
@@ -987,9 +1068,63 @@ class CallRecorder:
             await self._drop_snoop(snoop_id)
             await recordings.abandon(name)
             raise RecordingFailedError(name, event.recording.cause)
-        self._active = _Recording(name, audio_format, target, sink, finished, snoop_id)
+        active = _Recording(
+            name,
+            audio_format,
+            target,
+            sink,
+            finished,
+            snoop_id,
+            max_duration=max_duration,
+            max_silence=max_silence,
+        )
+
+        def _finished(future: asyncio.Future[AriEvent]) -> None:
+            if not future.cancelled() and future.exception() is None and not session.ended:
+                active.finished_mono = time.monotonic()
+
+        finished.add_done_callback(_finished)
+        if keys:
+            # Not Asterisk's terminateOn: the recording is on the snoop channel, and DTMF
+            # reaches the caller's channel only (audiohooks carry no DTMF). Measured on
+            # 22.10.1: terminateOn=# on a snoop, '#' sent 1 s in, the recording ran to
+            # its 6 s maxDurationSeconds (6.34 s); on the caller's channel it ended at
+            # 1.2 s. So the caller's ChannelDtmfReceived stops it here.
+            pressed = session._expect(
+                ChannelDtmfReceived,
+                lambda e: e.channel.id == session.id and e.digit.upper() in keys,
+            )
+            active.key_watch = asyncio.ensure_future(self._watch_key(active, pressed))
+        self._active = active
         logger.info("call %s: recording %s (%s) started", session.id, name, target)
         return name
+
+    async def _watch_key(self, active: _Recording, pressed: asyncio.Future[AriEvent]) -> None:
+        """Stop ``active`` when the caller presses one of its finish keys."""
+        try:
+            event = await pressed
+        except (asyncio.CancelledError, CallEnded):
+            return
+        finally:
+            self.session._cancel_waiter(pressed)
+        if self._active is not active or active.finished.done() or active.reason is not None:
+            return
+        assert isinstance(event, ChannelDtmfReceived)
+        active.reason, active.key = "finish_on_key", event.digit
+        logger.info(
+            "call %s: recording %s ended by key %s", self.session.id, active.name, event.digit
+        )
+        try:
+            await self.session.app.ari.recordings.stop(active.name)
+        except AriNotFound:
+            pass  # it ended meanwhile (limit, hang-up)
+        except AriError as exc:
+            logger.warning(
+                "call %s: stopping recording %s on its key failed: %s",
+                self.session.id,
+                active.name,
+                exc,
+            )
 
     async def _snoop(self) -> str:
         """A snoop channel on the caller (both directions), in the app and owned by the call."""
@@ -1022,26 +1157,29 @@ class CallRecorder:
         async with self._lock:
             if self._active is None and self._finishing is None:
                 return None
-            return await self._finish_shielded()
+            return await self._finish_shielded("stopped")
 
     async def finalize(self) -> None:
         """At hangup: deliver a recording still running (or being stopped). Never raises."""
         try:
             async with self._lock:
                 if self._active is not None or self._finishing is not None:
-                    await self._finish_shielded()
+                    await self._finish_shielded("hangup")
         except Exception:
             logger.exception("call %s: finalizing the recording failed", self.session.id)
 
-    async def _finish_shielded(self) -> str:
+    async def _finish_shielded(self, reason: RecordingEndReason) -> str:
         """Finish in a task of its own: a cancelled caller does not lose the recording.
 
         A finish already under way (its caller was cancelled) is joined, not repeated.
+        ``reason`` is what ends it unless it already ended (a key, a limit).
         """
         task = self._finishing
         if task is None:
             active = self._active
             assert active is not None
+            if active.reason is None:
+                active.reason = _limit_reason(active) if _ended_by_itself(active) else reason
             task = asyncio.ensure_future(self._finish(active))
             self._finishing = task
             task.add_done_callback(self._finish_done)
@@ -1073,6 +1211,8 @@ class CallRecorder:
             await self._recordings().abandon(active.name)
             raise
         finally:
+            if active.key_watch is not None:
+                active.key_watch.cancel()
             if active.snoop_id is not None:
                 await self._drop_snoop(active.snoop_id)
         session._cancel_waiter(active.finished)
@@ -1082,6 +1222,7 @@ class CallRecorder:
         # journal stays and the next start fetches it.
         try:
             meta = self._metadata(active.name, active.fmt, active.started_at, ended_at)
+            meta = meta.model_copy(update={"end_reason": active.reason})
             await self._recordings().fetch_and_submit(meta, active.sink)
         finally:
             self._forget(active)
@@ -1154,3 +1295,24 @@ def _ended_by_itself(active: _Recording) -> bool:
     """Asterisk finished it (max duration/silence) while the call goes on."""
     future = active.finished
     return future.done() and not future.cancelled() and future.exception() is None
+
+
+def _limit_reason(active: _Recording) -> RecordingEndReason:
+    """Which limit Asterisk ended it on: RecordingFinished does not say (22.10.1 sends
+    state, duration, no cause), so tell by how long it ran."""
+    if active.finished_mono is None:
+        return "hangup"  # finished as the call went away
+    ran = active.finished_mono - active.started_mono
+    if active.max_silence and not (active.max_duration and ran >= active.max_duration - 0.5):
+        return "silence_timeout"
+    if active.max_duration:
+        return "max_length"
+    return "hangup"
+
+
+def _check_keys(keys: str | None) -> str | None:
+    if keys is None or keys == "":
+        return None
+    if not isinstance(keys, str) or any(k not in _DTMF_KEYS for k in keys.upper()):
+        raise RecordingError(f"finish_on_key must be DTMF keys (0-9 * # A-D), got {keys!r}")
+    return keys.upper()

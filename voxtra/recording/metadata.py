@@ -60,6 +60,9 @@ class RecordingMetadata(BaseModel):
     ended_at: datetime | None = None
     local_path: Path | None = None
     location: str | list[str] | None = None
+    end_reason: str | None = None
+    """Why the recording ended: ``finish_on_key``, ``max_length``, ``silence_timeout``,
+    ``stopped`` (``record_stop()``) or ``hangup``; None when not known (recovered)."""
 
     def __init__(self, **data: Any) -> None:
         # Callers catch Voxtra's errors, not pydantic's: re-raise as a RecordingError.
@@ -136,6 +139,7 @@ class RecordingMetadata(BaseModel):
             "duration": None if self.duration is None else f"{self.duration:.3f}",
             "started-at": None if self.started_at is None else self.started_at.isoformat(),
             "ended-at": None if self.ended_at is None else self.ended_at.isoformat(),
+            "end-reason": self.end_reason,
         }
         # S3 sends user metadata as HTTP headers: keep it printable ASCII.
         return {
