@@ -13,9 +13,11 @@ from voxtra.call import (
 )
 from voxtra.config import MediaSettings, VoxtraSettings
 from voxtra.errors import (
+    CallbackSignatureError,
     CallEnded,
     ConfigError,
     MediaError,
+    PipelineNotConfigured,
     ProviderError,
     RecordingError,
     VoxtraError,
@@ -36,11 +38,13 @@ __all__ = [
     "CallNoAnswer",
     "CallSession",
     "CallState",
+    "CallbackSignatureError",
     "Codec",
     "ConfigError",
     "MediaError",
     "MediaSettings",
     "OriginateError",
+    "PipelineNotConfigured",
     "Playback",
     "ProviderError",
     "RecordingError",

@@ -31,6 +31,7 @@ import contextlib
 import gc
 import inspect
 import logging
+import os
 import re
 import signal
 import uuid
@@ -41,8 +42,9 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
+from voxtra._callbacks import check_callback
 from voxtra.ari.client import AriClient
-from voxtra.ari.errors import AriConnectionError, AriError, AriNotFound
+from voxtra.ari.errors import AriConnectionError, AriError, AriNotFound, AriServerError
 from voxtra.ari.events import (
     ApplicationReplaced,
     AriEvent,
@@ -52,7 +54,7 @@ from voxtra.ari.events import (
     StasisEnd,
     StasisStart,
 )
-from voxtra.ari.models import Channel
+from voxtra.ari.models import Channel, Endpoint
 from voxtra.ari.stream import AriEventStream, Connection
 from voxtra.call import (
     INTERNAL_PREFIX,
@@ -201,6 +203,8 @@ class VoxtraApp:
         self._takeover: asyncio.Task[None] | None = None
         self._teardowns: set[asyncio.Future[None]] = set()
         self._startup: list[Hook] = []
+        self._started = asyncio.Event()
+        """Set once the startup hooks are done (or the app stops): inbound calls wait."""
         self._delivered_hooks: list[DeliveredHook] = []
         self._shutdown: list[Hook] = []
         self._index: dict[str, CallSession] = {}
@@ -232,6 +236,19 @@ class VoxtraApp:
             return fallback
         return self._instance_slot.instance_id
 
+    def _use_app_name(self, app_name: str) -> None:
+        """Serve another Stasis app name (``voxtra run --app-name``); before start()."""
+        if self._runner is not None:
+            raise VoxtraError("cannot change the app name of a running app")
+        self.settings = VoxtraSettings(**{**dict(self.settings), "app_name": app_name})
+        self.app_name = self.settings.app_name
+        if self._instance_slot is not None:
+            # Slots are per app name: start() claims one under the new name.
+            self._instance_slot.release()
+            self._instance_slot = None
+            if self._fixed_instance is None:
+                self.instance_id = self._claim_instance()
+
     # -- registration ---------------------------------------------------------------
 
     def route(self, extension: str | None = None, **criteria: Any) -> Callable[[H], H]:
@@ -242,18 +259,31 @@ class VoxtraApp:
         return self.router.add(route)
 
     def default(self, handler: H) -> H:
-        """The handler for calls no route matches."""
+        """The handler for calls no route matches (usable as ``@app.default``).
+
+        "default" is the concept's one name: it is ``Router(default=...)`` and the
+        ``router.default`` attribute; ``Router.set_default`` and ``app.set_default``
+        are the same setter under the name a Router has to use (its ``default`` is
+        the attribute)."""
         return self.router.set_default(handler)
+
+    set_default = default
+    """Alias of :meth:`default`, so code written against a Router works on the app."""
 
     def dispatcher(self, fn: Any) -> Any:
         """An async function ``(CallInfo) -> handler | Route | None`` tried before routes."""
         return self.router.set_dispatcher(fn)
 
     def on_startup(self, hook: Hook) -> Hook:
+        """Run ``async def hook()`` at :meth:`start`, once the app is connected and can
+        originate calls. A hook that raises makes ``start()`` stop the app and raise."""
+        check_callback(hook, "on_startup", ())
         self._startup.append(hook)
         return hook
 
     def on_shutdown(self, hook: Hook) -> Hook:
+        """Run ``async def hook()`` at :meth:`stop`, after the calls ended."""
+        check_callback(hook, "on_shutdown", ())
         self._shutdown.append(hook)
         return hook
 
@@ -261,7 +291,9 @@ class VoxtraApp:
         """Run ``hook(metadata)`` once for every recording its sink confirmed stored.
 
         Registered before ``start()``, it also sees recordings an earlier run spooled.
+        ``hook`` may be a plain or an async function of one argument.
         """
+        check_callback(hook, "on_recording_delivered", ("metadata",), require_async=False)
         self._delivered_hooks.append(hook)
         return hook
 
@@ -287,27 +319,39 @@ class VoxtraApp:
         await self.stop()
 
     async def start(self, timeout: float = 10.0) -> None:
-        """Connect to ARI and start accepting calls. Raises if ARI is unreachable."""
+        """Connect to ARI and start accepting calls. Raises if ARI is unreachable.
+
+        ``on_startup`` hooks run last, once calls can be taken and originated. If
+        anything fails (ARI, the events, a hook), what was opened is closed again
+        and the error is raised.
+        """
         if self._runner is not None:
             return
         if self._fixed_instance is None and (
             self._instance_slot is None or not self._instance_slot.held
         ):
             self.instance_id = self._claim_instance()  # released by an earlier stop()
+        self._started.clear()
         try:
             await self.ari.asterisk.info()
-        except AriError:
-            await self.ari.close()
+            self.recordings = AppRecordings(
+                self.ari,
+                self.recording_sink or LocalFileSink(self.settings.recordings_dir),
+                self.settings.spool_dir,
+                on_delivered=self._recording_delivered,
+            )
+            # Said once: the spool is created relative to the working directory by
+            # default, and users found it there without knowing what made it.
+            logger.info(
+                "recordings: spooled in %s until their sink has them (settings.spool_dir)",
+                _absolute(self.settings.spool_dir),
+            )
+            await self.recordings.resume()  # what an earlier run could not deliver
+        except BaseException:
+            # A failed start leaves nothing open: no aiohttp session ("Unclosed client
+            # session" at exit), no instance slot.
+            await self._close_unstarted()
             raise
-        for hook in self._startup:
-            await hook()
-        self.recordings = AppRecordings(
-            self.ari,
-            self.recording_sink or LocalFileSink(self.settings.recordings_dir),
-            self.settings.spool_dir,
-            on_delivered=self._recording_delivered,
-        )
-        await self.recordings.resume()  # what an earlier run could not deliver
         self._stream = AriEventStream(
             self.ari,
             self.app_name,
@@ -323,11 +367,32 @@ class VoxtraApp:
         except TimeoutError:
             await self.stop()
             raise VoxtraError(f"ARI events did not connect within {timeout} s") from None
+        # Startup hooks run now, not before the connection: a hook that originates a
+        # call (a reminder sent at start) needs the app running and its events flowing.
+        # Inbound calls arriving meanwhile are held (see _run_call), so handlers still
+        # never run before the hooks are done.
+        try:
+            for hook in self._startup:
+                await hook()
+        except BaseException:
+            await self.stop()
+            raise
+        self._started.set()
         # Long-lived server: move start-up objects (and the embedding program's heap) out
         # of the collector's way; full collections otherwise stall the 20 ms media clock
         # (~23 ms at 500 calls; 43 ms of a large heap made a hole in live echo audio).
         # Here, not only in run(): apps embedded with start()/stop() need it as much.
         gc.freeze()
+
+    async def _close_unstarted(self) -> None:
+        """Undo a start() that failed before the event stream ran."""
+        if self.recordings is not None:
+            with contextlib.suppress(Exception):
+                await self.recordings.aclose()
+            self.recordings = None
+        await self.ari.close()
+        if self._instance_slot is not None:
+            self._instance_slot.release()
 
     async def _run_stream(self) -> None:
         assert self._stream is not None
@@ -355,6 +420,7 @@ class VoxtraApp:
                 self._instance_slot.release()
             return
         self._accepting = False
+        self._started.set()  # calls held for the startup hooks see the app stopping
         loop = asyncio.get_running_loop()
         deadline = self.settings.handler_deadline if deadline is None else deadline
         if self._call_tasks:
@@ -618,6 +684,12 @@ class VoxtraApp:
                 # Before the handler runs: a call is never live here untagged for long
                 # (one ARI round trip), and a handler sees it tagged.
                 await self._tag(session.id)
+                if not self._started.is_set():
+                    await self._started.wait()  # the startup hooks are still running
+                    if not self._accepting:  # and the start failed
+                        with contextlib.suppress(VoxtraError):
+                            await session.hangup()
+                        return
             if handler is None and info is not None:
                 handler = await self._resolve(session, info)
             if handler is None:
@@ -869,7 +941,7 @@ class VoxtraApp:
                 await self._hangup_quietly(channel_id)
                 raise CallNoAnswer(endpoint, None, "", f"not answered within {timeout} s") from None
         except AriError as exc:
-            raise CallFailed(endpoint, None, exc.message, f"originate refused: {exc}") from exc
+            raise await self._refusal(endpoint, exc) from exc
         finally:
             self._originates.pop(channel_id, None)
         session = CallSession(
@@ -886,6 +958,36 @@ class VoxtraApp:
         else:
             self._start_call(session, None, _wait_until_ended)
         return session
+
+    async def _refusal(self, endpoint: str, exc: AriError) -> CallFailed:
+        """The error for an originate Asterisk refused, saying what to fix if it can.
+
+        Asterisk answers 500 "Allocation failed" both for an endpoint that does not
+        exist and for one with no reachable contact; the endpoint's own state (one more
+        ARI request, only on this failure path) tells them apart.
+        """
+        technology, _, rest = endpoint.partition("/")
+        resource = rest.split("/", 1)[0]
+        found: Endpoint | None = None
+        if isinstance(exc, AriServerError) and resource and technology.lower() != "local":
+            try:
+                found = await self.ari.endpoints.get(technology, resource)
+            except AriNotFound:
+                return _refusal_error(
+                    endpoint, exc, None, known_technology=await self._has_tech(technology)
+                )
+            except AriError:
+                pass
+        return _refusal_error(endpoint, exc, found)
+
+    async def _has_tech(self, technology: str) -> bool:
+        try:
+            await self.ari.endpoints.list(technology)
+        except AriNotFound:
+            return False
+        except AriError:
+            pass
+        return True
 
     def _on_originate_event(
         self, pending: _PendingOriginate, channel_id: str, event: AriEvent
@@ -1134,7 +1236,66 @@ def _originate_error(
     if cause in NO_ANSWER_CAUSES or status in ("NOANSWER", "CANCEL"):
         return CallNoAnswer(endpoint, cause, cause_txt, "no answer")
     what = "congestion" if status == "CONGESTION" or cause == 34 else "call failed"
+    technology, _, target = endpoint.partition("/")
+    if not cause and not status and technology.lower() == "local":
+        # Measured on Asterisk 22: Local/<exten>@<context> whose extension (or context)
+        # does not exist ends with cause 0 "Unknown" and no Dial (the log says "No such
+        # extension/context"); an existing one that hangs up says 16 or a Dial status.
+        exten, _, context = target.partition("@")
+        context = context.split("/", 1)[0] or "default"
+        return CallFailed(
+            endpoint,
+            cause,
+            cause_txt,
+            f"the Local channel ended before answering, without a hangup cause: most "
+            f"likely there is no extension {exten!r} in context {context!r}",
+            f"check it with `dialplan show {exten}@{context}` in the Asterisk CLI (its "
+            "log then says 'No such extension/context ... while calling Local channel')",
+        )
     return CallFailed(endpoint, cause, cause_txt, what)
+
+
+def _refusal_error(
+    endpoint: str, exc: AriError, found: Endpoint | None, *, known_technology: bool = True
+) -> CallFailed:
+    """CallFailed for a refused originate; ``found``: the endpoint as ARI knows it (None
+    if it does not exist or was not looked up)."""
+    technology, _, rest = endpoint.partition("/")
+    resource = rest.split("/", 1)[0]
+    if isinstance(exc, AriServerError) and technology.lower() != "local" and resource:
+        if found is None and not known_technology:
+            return CallFailed(
+                endpoint,
+                None,
+                exc.message,
+                f"no such channel technology {technology!r}",
+                "use one Asterisk has loaded (PJSIP, Local, ...); "
+                "check the spelling and `core show channeltypes`",
+            )
+        if found is None:
+            return CallFailed(
+                endpoint,
+                None,
+                exc.message,
+                f"no such endpoint: Asterisk has no {technology} endpoint {resource!r}",
+                f"check the name against `{technology.lower()} show endpoints` in the "
+                "Asterisk CLI and its section in the configuration (pjsip.conf)",
+            )
+        state = (found.state or "unknown").lower()
+        if state != "online":
+            return CallFailed(
+                endpoint,
+                None,
+                exc.message,
+                f"endpoint {resource!r} is {state}: not registered or not reachable",
+                f"check that the device is registered (`pjsip show aor {resource}` lists "
+                "its contacts) or give its aor a static contact",
+            )
+    return CallFailed(endpoint, None, exc.message, f"originate refused: {exc}")
+
+
+def _absolute(path: str) -> str:
+    return os.path.abspath(path)
 
 
 def _endpoint_number(endpoint: str) -> str:

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from voxtra._callbacks import check_callback
 from voxtra.ari.errors import AriConnectionError, AriError, AriNotFound, AriUnprocessable
 from voxtra.ari.events import (
     AriEvent,
@@ -33,7 +34,7 @@ from voxtra.ari.events import (
     StasisEnd,
 )
 from voxtra.ari.models import Channel
-from voxtra.errors import CallEnded, VoxtraError
+from voxtra.errors import CallEnded, PipelineNotConfigured, VoxtraError
 from voxtra.media.frames import AudioChunk, Codec
 
 if TYPE_CHECKING:
@@ -590,12 +591,16 @@ class CallSession:
 
     # -- speech (the voice pipeline) -----------------------------------------------------
 
-    def _voice_for_call(self) -> CallVoice:
+    def _voice_for_call(self, operation: str, needs: tuple[str, ...] = ()) -> CallVoice:
+        """The call's voice, after checking ``needs`` (provider fields) are configured:
+        PipelineNotConfigured names what ``operation`` lacks and where to pass it."""
+        config = self._voice.config if self._voice is not None else self.voice_config
+        missing = [n for n in needs if getattr(config, n) is None]
+        if missing or not config.configured:
+            raise PipelineNotConfigured(operation, missing or list(needs) or ["stt", "llm", "tts"])
         if self._voice is None:
-            from voxtra.voice import NOT_CONFIGURED, CallVoice
+            from voxtra.voice import CallVoice
 
-            if not self.voice_config.configured:
-                raise RuntimeError(NOT_CONFIGURED)
             self._voice = CallVoice(self, self.voice_config)
         return self._voice
 
@@ -604,33 +609,29 @@ class CallSession:
         """This call's voice pipeline (events, metrics); None without an AI pipeline."""
         if not self.voice_config.configured:
             return None
-        return self._voice_for_call().pipeline
+        return self._voice_for_call("pipeline").pipeline
 
     @property
     def agent(self) -> Agent | None:
         """This call's LLM agent (history, tools); None without an AI pipeline."""
         if not self.voice_config.configured:
             return None
-        return self._voice_for_call().pipeline.agent
+        return self._voice_for_call("agent").pipeline.agent
 
     async def say(self, text: str, *, interruptible: bool = True) -> SayResult:
         """Speak ``text``; returns when it was played, or early if the caller barged in.
 
-        Raises ``RuntimeError("AI pipeline not configured")`` without TTS.
+        Raises :class:`~voxtra.errors.PipelineNotConfigured` without a TTS.
         """
         self._check_alive()
-        voice = self._voice_for_call()
-        if voice.config.tts is None:
-            from voxtra.voice import NOT_CONFIGURED
-
-            raise RuntimeError(f"{NOT_CONFIGURED}: no TTS")
+        voice = self._voice_for_call("say()", ("tts",))
         pipeline = await voice.attach()
         return await pipeline.say(text, interruptible=interruptible)
 
     async def listen(self, timeout: float | None = None) -> UserTranscriptEvent | None:
         """The caller's next final transcript; None after ``timeout``; CallEnded on hangup."""
         self._check_alive()
-        pipeline = await self._voice_for_call().attach()
+        pipeline = await self._voice_for_call("listen()", ("stt",)).attach()
         try:
             return await pipeline.listen(timeout)
         except CallEnded:
@@ -639,7 +640,7 @@ class CallSession:
     async def converse(self) -> EndReason:
         """Hand the call to the autonomous STT -> LLM -> TTS conversation until it ends."""
         self._check_alive()
-        return await self._voice_for_call().converse()
+        return await self._voice_for_call("converse()", ("stt", "llm", "tts")).converse()
 
     # -- transfer and bridging ---------------------------------------------------------
 
@@ -719,7 +720,12 @@ class CallSession:
     # -- callbacks and helpers --------------------------------------------------------
 
     def on_hangup(self, callback: HangupCallback) -> HangupCallback:
-        """Register an async callback run once when the call ends (decorator-friendly)."""
+        """Register an async callback run once when the call ends (decorator-friendly).
+
+        ``callback(call)`` must be ``async def`` and take the call: anything else raises
+        :class:`~voxtra.errors.CallbackSignatureError` here, not at hangup.
+        """
+        check_callback(callback, "on_hangup", ("call",))
         self._hangup_callbacks.append(callback)
         return callback
 
@@ -855,11 +861,19 @@ class CallSession:
 class OriginateError(VoxtraError):
     """An outbound call was not answered. ``cause`` is Asterisk's hangup cause code."""
 
-    def __init__(self, endpoint: str, cause: int | None, cause_txt: str, message: str) -> None:
-        super().__init__(f"{endpoint}: {message} (cause {cause}: {cause_txt})")
+    def __init__(
+        self, endpoint: str, cause: int | None, cause_txt: str, message: str, hint: str = ""
+    ) -> None:
+        if cause is not None:
+            said = f" (cause {cause}: {cause_txt or 'Unknown'})"
+        else:
+            said = f" (Asterisk: {cause_txt})" if cause_txt else ""
+        super().__init__(f"{endpoint}: {message}{said}" + (f"; {hint}" if hint else ""))
         self.endpoint = endpoint
         self.cause = cause
         self.cause_txt = cause_txt
+        self.hint = hint
+        """What to check to fix it, when Voxtra can tell (else "")."""
 
 
 class CallBusy(OriginateError):

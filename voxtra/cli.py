@@ -89,8 +89,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _prepare_run(args: argparse.Namespace) -> Any:
+    """The app ``voxtra run`` would run, with ``--config`` and ``--app-name`` applied.
+
+    ``--config`` sets ``VOXTRA_CONFIG`` before the module is imported, so an app built
+    there reads that file (what its code passes explicitly still wins, as always).
+    ``--app-name`` is the command line's own choice and wins over everything.
+    """
+    if args.config is not None:
+        path = Path(args.config)
+        if not path.is_file():
+            raise SystemExit(f"voxtra run: --config {args.config}: no such file")
+        os.environ["VOXTRA_CONFIG"] = str(path.resolve())
     app = load_app(args.app)
+    if args.app_name is not None and app.app_name != args.app_name:
+        app._use_app_name(args.app_name)
+    return app
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    app = _prepare_run(args)
     app.run(log_level=args.log_level)  # --log-level wins over settings.log_level
     return 0
 
@@ -151,6 +169,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo, default_level="WARNING")
     run = sub.add_parser("run", help="run a VoxtraApp: voxtra run module:app")
     run.add_argument("app", help="module:attribute, or path/to/file.py:attribute")
+    run.add_argument(
+        "--config",
+        default=None,
+        help="YAML settings file (as VOXTRA_CONFIG; the app's explicit arguments still win)",
+    )
+    run.add_argument("--app-name", default=None, help="Stasis app name (wins over settings)")
     run.set_defaults(func=_cmd_run, default_level="INFO")
     doctor = sub.add_parser("doctor", help="check ARI reachability, print versions")
     doctor.set_defaults(func=_cmd_doctor, default_level="WARNING")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 __all__ = [
     "CallEnded",
+    "CallbackSignatureError",
     "ConfigError",
     "MediaError",
+    "PipelineNotConfigured",
     "ProviderError",
     "RecordingError",
     "VoxtraError",
@@ -22,6 +24,15 @@ class VoxtraError(Exception):
 
 class ConfigError(VoxtraError, ValueError):
     """A setting is missing, unknown or of the wrong type; the message names it."""
+
+
+class CallbackSignatureError(ConfigError, TypeError):
+    """A callback or handler given to Voxtra cannot be called the way Voxtra will call it
+    (wrong number of parameters, or a plain ``def`` where ``async def`` is needed).
+
+    Raised when it is registered, not when it would first run (a wrong ``on_hangup``
+    callback used to fail only at hangup, logged and lost).
+    """
 
 
 class CallEnded(VoxtraError):
@@ -46,3 +57,43 @@ class ProviderError(VoxtraError):
 
 class RecordingError(VoxtraError):
     """A recording failed, was rejected, or could not be fetched or delivered."""
+
+
+_PROVIDERS = {
+    "stt": "an STT (speech-to-text)",
+    "llm": "an LLM",
+    "tts": "a TTS (text-to-speech)",
+}
+
+
+class PipelineNotConfigured(VoxtraError, RuntimeError):
+    """A speech operation needs a provider that was not given.
+
+    ``operation`` is what was called (``"say()"``), ``missing`` the provider fields it
+    lacks (``("tts",)``). The message names both and where to pass them. A
+    RuntimeError too, for code written when a bare RuntimeError was raised here.
+    """
+
+    def __init__(
+        self,
+        operation: str,
+        missing: tuple[str, ...] | list[str],
+        where: str = "VoxtraApp(...) or VoiceConfig(...)",
+    ) -> None:
+        self.operation = operation
+        self.missing = tuple(missing)
+        needs = _join([_PROVIDERS.get(m, m) for m in self.missing])
+        params = ", ".join(f"{m}=" for m in self.missing)
+        if where == "VoxtraApp(...) or VoiceConfig(...)":
+            fields = ", ".join(f"{m}=..." for m in self.missing)
+            where = f"VoxtraApp(...) or VoiceConfig({fields})"
+        # "AI pipeline not configured" stays the prefix: code matched on it before.
+        super().__init__(
+            f"AI pipeline not configured: {operation} needs {needs}: pass {params} to {where}"
+        )
+
+
+def _join(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} and {items[-1]}"

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, TypeAlias, TypeVar
 
-from voxtra.errors import ConfigError, VoxtraError
+from voxtra._callbacks import check_callback
+from voxtra.errors import CallbackSignatureError, ConfigError, VoxtraError
 
 __all__ = [
     "ArgsPredicate",
@@ -409,11 +410,11 @@ class Route:
 
 
 def _check_handler(handler: object) -> None:
-    """Catch the classic mistake (a plain ``def``) at declaration, not on the first call."""
+    """Catch the classic mistakes (a plain ``def``, a handler without its ``call``
+    parameter) at declaration, not on the first call: CallbackSignatureError."""
     if not callable(handler):
-        raise ConfigError(f"route handler must be an async function, got {handler!r}")
-    if inspect.isfunction(handler) and not inspect.iscoroutinefunction(handler):
-        raise ConfigError(f"route handler {handler.__qualname__} must be 'async def'")
+        raise CallbackSignatureError(f"route handler must be an async function, got {handler!r}")
+    check_callback(handler, "route handler", ("call",))
 
 
 # ----------------------------------------------------------------------------- Router

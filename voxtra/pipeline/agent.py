@@ -25,7 +25,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
-from voxtra.errors import ConfigError, ProviderError, VoxtraError
+from voxtra.errors import ConfigError, PipelineNotConfigured, ProviderError, VoxtraError
 from voxtra.pipeline.events import AgentResponseEvent
 from voxtra.providers.base import LLM, ChatMessage, LLMChunk, ToolCall, ToolSpec
 
@@ -204,7 +204,7 @@ class AgentStream:
         agent = self._agent
         llm = agent.llm
         if llm is None:
-            raise RuntimeError("AI pipeline not configured: the agent has no LLM")
+            raise PipelineNotConfigured("Agent.stream()", ["llm"], "Agent(llm=...)")
         agent.history.append(self.message)
         try:
             source = llm.generate(self._messages, agent.tool_specs)

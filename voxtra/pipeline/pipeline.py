@@ -31,7 +31,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from voxtra.errors import CallEnded, ProviderError
+from voxtra.errors import CallEnded, PipelineNotConfigured, ProviderError
 from voxtra.media.frames import AudioChunk
 from voxtra.pipeline.agent import Agent, AgentStream, Tool, ToolFunc
 from voxtra.pipeline.chunker import SentenceChunker
@@ -82,6 +82,10 @@ class EndReason(StrEnum):
     HANGUP = "hangup"
     SILENCE_TIMEOUT = "silence_timeout"
     MAX_DURATION = "max_duration"
+
+
+def _pipeline_args(missing: list[str]) -> str:
+    return f"VoicePipeline({', '.join(f'{m}=...' for m in missing)})"
 
 
 class ProviderTimeoutError(ProviderError, TimeoutError):
@@ -443,7 +447,7 @@ class VoicePipeline:
         """Hold the whole conversation on ``media``; return why it ended."""
         missing = [n for n in ("stt", "llm", "tts") if getattr(self, n) is None]
         if missing:
-            raise RuntimeError(f"AI pipeline not configured: no {', '.join(missing)}")
+            raise PipelineNotConfigured("VoicePipeline.run()", missing, _pipeline_args(missing))
         async with self.attach(media, clock=clock, call_id=call_id):
             return await self._converse()
 
@@ -790,7 +794,7 @@ class VoicePipeline:
         during a ``say`` is not lost. Raises CallEnded if the call hangs up.
         """
         if self.stt is None:
-            raise RuntimeError("AI pipeline not configured: no STT")
+            raise PipelineNotConfigured("VoicePipeline.listen()", ["stt"], _pipeline_args(["stt"]))
         event = await self._wait_final(timeout)
         assert not isinstance(event, ProviderErrorEvent)
         return event
@@ -806,7 +810,7 @@ class VoicePipeline:
         (``add_to_history``), so a later LLM answer knows what was said.
         """
         if self.tts is None:
-            raise RuntimeError("AI pipeline not configured: no TTS")
+            raise PipelineNotConfigured("VoicePipeline.say()", ["tts"], _pipeline_args(["tts"]))
         return await self._say(text, self.tts, interruptible, add_to_history)
 
     async def _say(
@@ -838,7 +842,8 @@ class VoicePipeline:
         text; a barge-in ends it with a BargeInEvent and the history trimmed.
         """
         if self.tts is None or self.agent.llm is None:
-            raise RuntimeError("AI pipeline not configured: no LLM or TTS")
+            missing = [n for n, p in (("llm", self.agent.llm), ("tts", self.tts)) if p is None]
+            raise PipelineNotConfigured("VoicePipeline.answer()", missing, _pipeline_args(missing))
         if isinstance(user, str):
             user = UserTranscriptEvent(user, at=self._clock.now())
         metrics = TurnMetrics(speech_end=self._last_speech_end, stt_final=user.at)

@@ -419,11 +419,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "up":
             started = time.monotonic()
+            running = sandbox.pid() is not None and sandbox.ari_ready()
             sandbox.up()
-            print(
-                f"Asterisk is up: ARI {sandbox.ari_url} (user {sandbox.username}, "
-                f"password {sandbox.password}) in {time.monotonic() - started:.1f} s"
-            )
+            where = f"ARI {sandbox.ari_url} (user {sandbox.username}, password {sandbox.password})"
+            if running:
+                # Not "up in 0.0 s": nothing was started, say so.
+                print(f"Asterisk is already running: {where}")
+            else:
+                print(f"Asterisk is up: {where} in {time.monotonic() - started:.1f} s")
         elif args.action == "down":
             sandbox.down()
             print("Asterisk is down")
