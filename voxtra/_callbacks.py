@@ -13,6 +13,7 @@ returns an awaitable, a mock) is accepted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 from typing import Any
@@ -37,6 +38,11 @@ def _plainly_sync(callback: Any) -> bool:
         target = target.func
     if inspect.iscoroutinefunction(target) or asyncio.iscoroutinefunction(target):
         return False
+    # A decorator's sync wrapper (functools.wraps) around an async function returns
+    # its coroutine: awaitable, so accepted.
+    with contextlib.suppress(ValueError):
+        if inspect.iscoroutinefunction(inspect.unwrap(target)):
+            return False
     if inspect.isfunction(target) or inspect.ismethod(target):
         return True
     call = getattr(type(target), "__call__", None)  # noqa: B004 (the type's, not the object's)

@@ -124,6 +124,19 @@ async def test_on_hangup_accepts_partials_methods_and_callable_objects() -> None
     with pytest.raises(CallbackSignatureError):
         call.on_hangup(functools.partial(two, "x", call))  # type: ignore[arg-type]
 
+    def traced(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any) -> Any:
+            return fn(*args)  # the coroutine: awaitable
+
+        return wrapper
+
+    @traced
+    async def decorated(c: CallSession) -> None: ...
+
+    call.on_hangup(decorated)
+    assert len(call._hangup_callbacks) == 6
+
     class SyncHook:
         def __call__(self, c: CallSession) -> None: ...
 
