@@ -1,4 +1,4 @@
-"""Voicemail: record what the caller says until they press # or hang up; keep it on disk.
+"""Voicemail: record the caller until they press #, stop talking or hang up; keep it on disk.
 
     python examples/voicemail.py     # with the sandbox or docker-compose running
 
@@ -8,10 +8,9 @@ then call extension 2000 and speak after the beep. Each message is delivered to
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
-from voxtra import CallEnded, CallSession, VoxtraApp
+from voxtra import CallSession, VoxtraApp
 from voxtra.recording import LocalFileSink, RecordingMetadata
 
 log = logging.getLogger("voicemail")
@@ -30,14 +29,13 @@ def stored(meta: RecordingMetadata) -> None:
 async def voicemail(call: CallSession) -> None:
     await call.answer()
     await call.play_and_wait("vm-intro")
-    # The beep plays before recording starts; Asterisk also stops after 60 s, or 5 s
-    # of silence.
-    await call.record_start(beep=True, max_duration=60, max_silence=5)
-    with contextlib.suppress(CallEnded):  # a caller who hangs up is the usual end
-        await call.gather(max_digits=20, terminator="#", first_digit_timeout=60)
-        await call.record_stop()  # returns once the file is in the spool
+    # Records until the caller presses #, 60 s have passed, 5 s of silence, or the
+    # hang-up; the beep plays before recording starts.
+    result = await call.record(finish_on_key="#", max_length=60, silence_timeout=5, beep=True)
+    log.info("call %s: message %s ended by %s", call.id, result.name, result.reason)
+    if result.reason != "hangup":
         await call.play_and_wait("vm-goodbye")
-    # After a hang-up the call's teardown stops, fetches and delivers the recording.
+    # Either way the recording is fetched, spooled and delivered to the sink.
 
 
 # --8<-- [end:app]
