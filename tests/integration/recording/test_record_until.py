@@ -150,3 +150,58 @@ async def test_record_stop_reports_stopped(make_app: MakeApp, tmp_path: Path) ->
     assert app.recordings is not None
     meta = await app.recordings.wait_delivered(name, timeout=15)
     assert meta.end_reason == "stopped"
+
+
+async def test_record_ends_on_silence(make_app: MakeApp, tmp_path: Path) -> None:
+    recorded = Recorded()
+
+    def configure(app: VoxtraApp) -> None:
+        app.default(recorded.handler(silence_timeout=1, max_length=20))
+
+    app = await make_app(
+        configure,
+        app_name=f"voxtra-recuntil-{uuid.uuid4().hex[:8]}",
+        recordings_dir=str(tmp_path / "recordings"),
+        spool_dir=str(tmp_path / "spool"),
+        handler_deadline=30.0,
+    )
+    async with SipCaller(workdir=tmp_path / "phone") as phone:
+        await phone.listen(record=False)  # a phone that says nothing
+        await app.ari.channels.originate(
+            f"PJSIP/sipcaller/sip:t@127.0.0.1:{phone.port}", app=app.app_name, app_args="1000"
+        )
+        call = await phone.next_incoming_call(10)
+        await call.wait_answered(10)
+        result = await asyncio.wait_for(recorded.result, 25)
+        await call.hangup()
+    assert result.reason == "silence_timeout"
+
+
+@pytest.mark.parametrize("beep", [False, True])
+async def test_the_caller_hears_the_beep(make_app: MakeApp, tmp_path: Path, beep: bool) -> None:
+    # Asterisk's own beep=true played on the snoop channel: no one heard it.
+    recorded = Recorded()
+
+    def configure(app: VoxtraApp) -> None:
+        app.default(recorded.handler(max_length=2, beep=beep))
+
+    app = await make_app(
+        configure,
+        app_name=f"voxtra-recuntil-{uuid.uuid4().hex[:8]}",
+        recordings_dir=str(tmp_path / "recordings"),
+        spool_dir=str(tmp_path / "spool"),
+        handler_deadline=30.0,
+    )
+    async with SipCaller(workdir=tmp_path / "phone") as phone:
+        await phone.listen(record=True)  # what the phone hears
+        await app.ari.channels.originate(
+            f"PJSIP/sipcaller/sip:t@127.0.0.1:{phone.port}", app=app.app_name, app_args="1000"
+        )
+        call = await phone.next_incoming_call(10)
+        await call.wait_answered(10)
+        result = await asyncio.wait_for(recorded.result, 25)
+        await call.wait_ended(10)  # the handler returned: the app hangs up
+    assert result.reason == "max_length"
+    assert call.recording_path is not None
+    heard, rate = audio.read_wav(call.recording_path)
+    assert bool(audio.active_segments(heard, rate)) == beep
