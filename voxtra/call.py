@@ -538,7 +538,7 @@ class CallSession:
         max_silence: int | None = None,
         finish_on_key: str | None = None,
     ) -> str:
-        """Start recording the call (the bridge when it is in one); returns the name.
+        """Start recording the call (a snoop on the caller: both directions); returns the name.
 
         Without ``name`` a unique, safe one is generated. The finished file is fetched
         over ARI and delivered to ``sink`` (else the app's ``recording_sink``, else a
