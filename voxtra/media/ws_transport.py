@@ -24,7 +24,8 @@ Idle, we keep Asterisk's queue from running dry with silence: chan_websocket pla
 only what it was sent. Measured (Asterisk 22.10, a pjsua2 phone in the call): with
 nothing sent over the WebSocket the phone got no RTP at all (0 packets in 5 s); with
 silence sent it got a packet every 20 ms. A frame of silence goes out when the
-estimated remote backlog runs out, and the next one 20 ms after it on the same
+estimated remote backlog has been dry for ``_IDLE_HANGOVER_S`` after audio (at once
+when idle already), and the next one 20 ms after it on the same
 timeline (not "now + 20 ms", which would drift by our timer's lateness every frame),
 so Asterisk holds at most about a frame of it: audio sent after idling starts at most
 that much later, and a spurt's played estimate starts where the silence ahead of it
@@ -82,6 +83,15 @@ _BATCH_FRAMES = 10
 
 _TAIL_MARGIN_MS = 10.0
 """A partial last frame is padded and sent when Asterisk has this much left to play."""
+
+_IDLE_HANGOVER_S = 0.06
+"""Idle silence starts only once Asterisk's queue has been dry this long after audio.
+Audio streamed at 1x (an echo) arrives with some jitter; silence put in the moment the
+estimated backlog touched zero stayed in Asterisk's queue ahead of the late frame, a
+real 20 ms hole in the audio (a CI run's slin16 echo came back in two pieces, 10 ms
+apart). A late frame without silence only delays a packet, which the phone's jitter
+buffer absorbs; 60 ms covers that jitter and keeps the idle gap well under what NAT
+bindings and SBCs time out on."""
 
 _SILENCE_CONTIGUOUS_S = 0.005
 """Idle silence continues the timeline of what was sent before it when that ran out
@@ -168,6 +178,7 @@ class WebSocketMediaTransport(MediaTransport):
         self._spurt_start: float | None = None
         self._spurt_sent_ms = 0.0
         self._silence_until = 0.0  # clock time the silence queued in Asterisk runs out
+        self._idle = True  # the last thing sent was silence (or nothing yet)
         self._silence_unit = b""  # one send unit of silence, made when first needed
 
     # --- construction ---------------------------------------------------------------
@@ -410,6 +421,8 @@ class WebSocketMediaTransport(MediaTransport):
                     await self._send_audio(data, 1 if tail else 0)
                     continue
                 due_in = self._remote_end() - self._clock()
+                if not self._idle:
+                    due_in += _IDLE_HANGOVER_S
                 if due_in <= 0:
                     await self._send_silence()
                     continue
@@ -440,6 +453,7 @@ class WebSocketMediaTransport(MediaTransport):
         if start < now - _SILENCE_CONTIGUOUS_S:
             start = now
         self._silence_until = start + ms / 1000.0
+        self._idle = True
         self.stats.silence_out += max(1, unit // self._frame_bytes)
 
     def _silence_bytes(self, n: int) -> bytes:
@@ -454,6 +468,7 @@ class WebSocketMediaTransport(MediaTransport):
         if n and self._ws is not None and not self._closed:
             await self._ws.send_bytes(data[:n])
             self._account_sent(n * FRAME_MS / self._frame_bytes)
+            self._idle = False
         self.stats.frames_out += frames
 
     async def send_command(self, command: Command, **params: str) -> None:

@@ -314,3 +314,48 @@ async def test_websocket_audio_streamed_at_1x_gets_no_silence_between_frames() -
     assert [frames[i][0] for i in audio] == list(range(1, 41))
     between = audio[-1] - audio[0] + 1 - len(audio)
     assert between <= 5  # scheduling jitter may let it run dry now and then; not per frame
+
+
+async def test_websocket_audio_arriving_with_jitter_gets_no_silence_in_it() -> None:
+    """An echo's frames come in at 1x but not on the dot: one in four 35 ms late (then
+    on time again). Silence put in the moment Asterisk's queue looked dry would stay
+    ahead of the late frame: a real hole in the audio (a CI run's slin16 echo came back
+    in two pieces). Idle silence waits for a longer dry spell, so none goes between."""
+    received: list[bytes] = []
+
+    async def handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=("media",))
+        await ws.prepare(request)
+        await ws.send_str("MEDIA_START connection_id:c format:ulaw optimal_frame_size:160")
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                received.append(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/media/{conn}", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    tr = await WebSocketMediaTransport.connect(
+        f"http://127.0.0.1:{port}", "c", username="u", password="p"
+    )
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.sleep(0.1)
+        start = loop.time()
+        for k in range(40):
+            late = 0.035 if k % 4 == 3 else 0.0
+            await asyncio.sleep(max(0.0, start + k * 0.020 + late - loop.time()))
+            await tr.send(AudioChunk(bytes([k + 1]) * 160))
+        await asyncio.sleep(0.2)
+    finally:
+        await tr.close()
+        await runner.cleanup()
+    frames = [d[i : i + 160] for d in received for i in range(0, len(d), 160)]
+    audio = [i for i, f in enumerate(frames) if f != b"\xff" * 160]
+    assert [frames[i][0] for i in audio] == list(range(1, 41))
+    assert audio[-1] - audio[0] + 1 == len(audio)  # no silence between audio frames
+    assert frames[audio[-1] + 1 :]  # and idle silence after it
