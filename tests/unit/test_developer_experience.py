@@ -216,7 +216,11 @@ app = VoxtraApp(environ=None)
 
 def test_run_takes_config_and_app_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("VOXTRA_CONFIG", "VOXTRA_APP_NAME", "VOXTRA_ARI_URL"):
-        monkeypatch.delenv(name, raising=False)
+        # setenv first: delenv of an absent variable records nothing, so the
+        # VOXTRA_CONFIG that `run --config` sets stayed for every later test (in a CI
+        # run the examples' apps took their app name from this test's YAML).
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     config = tmp_path / "settings.yaml"
     config.write_text("ari_url: http://pbx.example:8088\napp_name: from-yaml\n")
     module = tmp_path / "dx_app_module.py"
@@ -234,7 +238,8 @@ def test_run_takes_config_and_app_name(tmp_path: Path, monkeypatch: pytest.Monke
 def test_run_app_name_wins_over_the_name_in_code(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("VOXTRA_APP_NAME", raising=False)
+    monkeypatch.setenv("VOXTRA_APP_NAME", "")
+    monkeypatch.delenv("VOXTRA_APP_NAME")
     module = tmp_path / "dx_named_module.py"
     module.write_text(
         "from voxtra.app import VoxtraApp\n"
