@@ -10,10 +10,11 @@ it), so its test counts what arrives over half a second, with wide bounds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import numpy as np
 import pytest
@@ -269,15 +270,9 @@ async def test_websocket_idle_sends_paced_silence_not_counted_as_played() -> Non
         await runner.cleanup()
 
 
-async def test_websocket_audio_streamed_at_1x_gets_no_silence_between_frames() -> None:
-    """An echo or a streaming TTS sends audio at 1x, here two frames every 40 ms:
-    Asterisk's queue hardly runs dry, so silence must not go between them.
-
-    (A first version that topped Asterisk's queue up to 20 ms did put silence between
-    echoed frames through the real Asterisk, which ``test_media_echo``'s websocket case
-    caught: 14 pieces instead of one. This loopback fake did not reproduce that; it
-    checks the property, not that history.)"""
-    received: list[bytes] = []
+@contextlib.asynccontextmanager
+async def _ws_media(received: list[bytes]) -> AsyncIterator[WebSocketMediaTransport]:
+    """A transport connected to a stand-in chan_websocket that keeps what it receives."""
 
     async def handler(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=("media",))
@@ -298,17 +293,30 @@ async def test_websocket_audio_streamed_at_1x_gets_no_silence_between_frames() -
     tr = await WebSocketMediaTransport.connect(
         f"http://127.0.0.1:{port}", "c", username="u", password="p"
     )
-    loop = asyncio.get_running_loop()
     try:
+        yield tr
+    finally:
+        await tr.close()
+        await runner.cleanup()
+
+
+async def test_websocket_audio_streamed_at_1x_gets_no_silence_between_frames() -> None:
+    """An echo or a streaming TTS sends audio at 1x, here two frames every 40 ms:
+    Asterisk's queue hardly runs dry, so silence must not go between them.
+
+    (A first version that topped Asterisk's queue up to 20 ms did put silence between
+    echoed frames through the real Asterisk, which ``test_media_echo``'s websocket case
+    caught: 14 pieces instead of one. This loopback fake did not reproduce that; it
+    checks the property, not that history.)"""
+    received: list[bytes] = []
+    loop = asyncio.get_running_loop()
+    async with _ws_media(received) as tr:
         await asyncio.sleep(0.1)
         start = loop.time()
         for k in range(0, 40, 2):  # 800 ms at exactly 1x, drift-free, in pairs
             await asyncio.sleep(max(0.0, start + k * 0.020 - loop.time()))
             await tr.send(AudioChunk(bytes([k + 1]) * 160 + bytes([k + 2]) * 160))
         await asyncio.sleep(0.1)
-    finally:
-        await tr.close()
-        await runner.cleanup()
     frames = [d[i : i + 160] for d in received for i in range(0, len(d), 160)]
     audio = [i for i, f in enumerate(frames) if f != b"\xff" * 160]
     assert [frames[i][0] for i in audio] == list(range(1, 41))
@@ -322,28 +330,8 @@ async def test_websocket_audio_arriving_with_jitter_gets_no_silence_in_it() -> N
     ahead of the late frame: a real hole in the audio (a CI run's slin16 echo came back
     in two pieces). Idle silence waits for a longer dry spell, so none goes between."""
     received: list[bytes] = []
-
-    async def handler(request: web.Request) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(protocols=("media",))
-        await ws.prepare(request)
-        await ws.send_str("MEDIA_START connection_id:c format:ulaw optimal_frame_size:160")
-        async for msg in ws:
-            if msg.type is WSMsgType.BINARY:
-                received.append(msg.data)
-        return ws
-
-    app = web.Application()
-    app.router.add_get("/media/{conn}", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    tr = await WebSocketMediaTransport.connect(
-        f"http://127.0.0.1:{port}", "c", username="u", password="p"
-    )
     loop = asyncio.get_running_loop()
-    try:
+    async with _ws_media(received) as tr:
         await asyncio.sleep(0.1)
         start = loop.time()
         for k in range(40):
@@ -351,9 +339,6 @@ async def test_websocket_audio_arriving_with_jitter_gets_no_silence_in_it() -> N
             await asyncio.sleep(max(0.0, start + k * 0.020 + late - loop.time()))
             await tr.send(AudioChunk(bytes([k + 1]) * 160))
         await asyncio.sleep(0.2)
-    finally:
-        await tr.close()
-        await runner.cleanup()
     frames = [d[i : i + 160] for d in received for i in range(0, len(d), 160)]
     audio = [i for i, f in enumerate(frames) if f != b"\xff" * 160]
     assert [frames[i][0] for i in audio] == list(range(1, 41))
