@@ -285,7 +285,7 @@ class AudioSocketTransport(MediaTransport):
             if self._was_sending:
                 self.stats.underruns += 1
                 self._was_sending = False
-            if not self._writer.transport.get_write_buffer_size():
+            if self._silence_due() and not self._writer.transport.get_write_buffer_size():
                 self._writer.write(_silence_message(self.wire_rate))
                 self._silence_sent()
             return

@@ -523,7 +523,10 @@ class RtpTransport(MediaTransport):
             if self._was_sending:
                 self.stats.underruns += 1
                 self._was_sending = False
-            self._send_silence()
+            if self._silence_due():
+                self._send_silence()
+            else:
+                self._idle_ticks += 1
             return
         self._send_frame(frame)
 

@@ -59,6 +59,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+IDLE_HANGOVER_SLOTS = 3
+"""Empty 20 ms slots after audio before filler silence starts (60 ms: an echo's
+arrival jitter; well under what carriers and NAT bindings time out on)."""
+
 
 _SILENCE_FRAMES: dict[tuple[Codec, int], bytes] = {}
 
@@ -370,6 +374,7 @@ class MediaTransport(abc.ABC):
         self._max_events = max(1, max_events)
         self._closed = False
         self._played_frames = 0
+        self._dry_slots = IDLE_HANGOVER_SLOTS  # idle from the start: silence at once
         self.close_reason = ""
 
     # --- the contract ---------------------------------------------------------------
@@ -452,6 +457,7 @@ class MediaTransport(abc.ABC):
         self._out.clear()
         self._framer.reset()
         self._space.set()
+        self._dry_slots = IDLE_HANGOVER_SLOTS  # what is dropped leaves silence at once
         await self._on_flush()
 
     @property
@@ -511,6 +517,19 @@ class MediaTransport(abc.ABC):
         """A frame of queued audio went out: it counts as played."""
         self._played_frames += 1
         self.stats.frames_out += 1
+        self._dry_slots = 0
+
+    def _silence_due(self) -> bool:
+        """Whether this empty slot gets filler silence (else it stays empty, as before).
+
+        Not the first empty slots after audio: an echo's frame that comes a little late
+        would find silence sent in its slot and go out a slot later, leaving a 20 ms hole
+        in the audio (a CI run's RTP echo came back in two pieces). An empty slot only
+        delays the next frame, which the far end's jitter buffer absorbs. Idle streams
+        and flushed ones get silence at once.
+        """
+        self._dry_slots += 1
+        return self._dry_slots > IDLE_HANGOVER_SLOTS
 
     def _silence_sent(self) -> None:
         """A frame of filler silence went out: nothing the app sent, nothing played."""

@@ -109,10 +109,14 @@ async def test_rtp_idle_ticks_send_silence_and_queued_audio_takes_the_next_tick(
         assert tr.played_ms == 0 and tr.queued_ms == 0
 
         await tr.send(tone(40))  # real audio, queued between two ticks
-        tick(tr, 3)
+        tick(tr, 6)
         burst = udp_peer.take(3)
         assert [p.payload == bytes([fill]) * size for p in burst] == [False, False, True]
-        assert consecutive(idle + burst) and not any(p.marker for p in burst)
+        assert consecutive(idle + burst[:2]) and not any(p.marker for p in burst[:2])
+        # Three empty slots after audio (an echo's late frame must not meet silence in
+        # its slot), then silence again; the timestamp runs on through them.
+        assert (burst[2].sequence - burst[1].sequence) & 0xFFFF == 1
+        assert (burst[2].timestamp - burst[1].timestamp) & 0xFFFFFFFF == 4 * 160
         assert tr.played_ms == 40 and tr.stats.frames_out == 2 and tr.stats.silence_out == 26
 
         # Barge-in: a flush stops the audio at once; the slot after it is silence.
@@ -122,7 +126,7 @@ async def test_rtp_idle_ticks_send_silence_and_queued_audio_takes_the_next_tick(
         tick(tr, 2)
         rest = udp_peer.take(4)
         assert [p.payload == bytes([fill]) * size for p in rest] == [False, False, True, True]
-        assert consecutive(idle + burst + rest)
+        assert consecutive(burst[2:] + rest)
         assert tr.played_ms == 80 and tr.queued_ms == 0
     finally:
         await tr.close()
@@ -205,10 +209,12 @@ async def test_audiosocket_idle_ticks_send_silence_messages() -> None:
             assert await take(before + 10) == [bytes(320)] * (before + 10)
             assert tr.stats.silence_out == before + 10 and tr.played_ms == 0
             await tr.send(tone(20))
-            tr._tick(0)
-            tr._tick(0)
+            silent = tr.stats.silence_out
+            for _ in range(5):  # the audio, three empty slots after it, then silence
+                tr._tick(0)
             audio, after = await take(2)
             assert any(audio) and after == bytes(320)
+            assert tr.stats.silence_out == silent + 1
             assert tr.played_ms == 20 and tr.stats.frames_out == 1
         finally:
             await tr.close()
