@@ -802,30 +802,32 @@ class CallSession:
             await self._recorder.finalize()
 
     async def _hangup_channels(self) -> None:
-        for channel_id in list(self._channels):
-            try:
-                with contextlib.suppress(AriNotFound):
-                    await self.app._retry_after_outage(
-                        functools.partial(self.app.ari.channels.hangup, channel_id)
-                    )
-            except AriError as exc:
-                logger.warning("call %s: cannot hang up %s: %s", self.id, channel_id, exc)
-            finally:
-                self.app._forget_internal(channel_id)
-        self._channels.clear()
+        await self._release_each(
+            self._channels, self.app.ari.channels.hangup, self.app._forget_internal, "hang up"
+        )
 
     async def _destroy_bridges(self) -> None:
-        for bridge_id in list(self._bridges):
+        await self._release_each(
+            self._bridges, self.app.ari.bridges.destroy, self.app._unindex_bridge, "destroy"
+        )
+
+    async def _release_each(
+        self,
+        ids: set[str],
+        release: Callable[[str], Awaitable[Any]],
+        forget: Callable[[str], None],
+        verb: str,
+    ) -> None:
+        """Release every id (one failure does not stop the rest), then forget it."""
+        for item in list(ids):
             try:
                 with contextlib.suppress(AriNotFound):
-                    await self.app._retry_after_outage(
-                        functools.partial(self.app.ari.bridges.destroy, bridge_id)
-                    )
+                    await self.app._retry_after_outage(functools.partial(release, item))
             except AriError as exc:
-                logger.warning("call %s: cannot destroy bridge %s: %s", self.id, bridge_id, exc)
+                logger.warning("call %s: cannot %s %s: %s", self.id, verb, item, exc)
             finally:
-                self.app._unindex_bridge(bridge_id)
-        self._bridges.clear()
+                forget(item)
+        ids.clear()
 
     async def _release_peers(self) -> None:
         for peer in list(self._peers):
