@@ -1,0 +1,92 @@
+"""The seam between the ARI client and the wire: request/response plus an event source.
+
+:class:`~voxtra.ari.client.AriClient` and :class:`~voxtra.ari.stream.AriEventStream`
+talk only to an :class:`AriTransport`, as httpx's client talks to its
+``AsyncBaseTransport``. :class:`~voxtra.ari.aiohttp_transport.AiohttpTransport` is the
+real one (HTTP and a WebSocket to Asterisk); :class:`voxtra.testing.FakeAsterisk` is an
+in-process one that keeps Asterisk's state itself, so an app and its handlers run in a
+unit test without Asterisk.
+
+The contract, which every transport keeps:
+
+- :meth:`AriTransport.handle_request` sends one REST request and returns the answer
+  as it came (status, body); it never raises for an HTTP status (the client maps
+  statuses to :mod:`voxtra.ari.errors`). It raises
+  :class:`~voxtra.ari.errors.AriConnectionError` when no answer came at all (refused,
+  reset, timed out).
+- :meth:`AriTransport.connect_events` opens the events WebSocket for some Stasis apps.
+  It raises :class:`~voxtra.ari.errors.AriUnauthorized` when the credentials are
+  refused (401/403), :class:`~voxtra.ari.errors.AriConnectionError` when Asterisk
+  cannot be reached or refuses the upgrade for another reason.
+- An :class:`EventConnection` yields each event's JSON text as it arrives and ends
+  when the connection closes, from either side. ``close()`` is idempotent.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["AriRequest", "AriResponse", "AriTransport", "EventConnection"]
+
+
+@dataclass(frozen=True, slots=True)
+class AriRequest:
+    """One REST request: ``path`` is below ``/ari`` (``/channels/abc/answer``)."""
+
+    method: str
+    path: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    """Query parameters, already encoded as strings (lists joined with commas)."""
+    json: Any = None
+    """The JSON body (``None``: no body)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AriResponse:
+    """What Asterisk answered: the status and the undecoded body."""
+
+    status: int
+    body: bytes = b""
+    reason: str = ""
+    """The HTTP reason phrase ("Not Found"), used when the body says nothing."""
+
+
+class EventConnection(abc.ABC):
+    """One open events connection: iterate it for each event's JSON text."""
+
+    @abc.abstractmethod
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        """Each message as it arrives; ends when the connection closes."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """True once the connection is closed, by either side."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the connection (idempotent): the iteration ends."""
+
+
+class AriTransport(abc.ABC):
+    """How the ARI client reaches Asterisk (see the module doc for the contract)."""
+
+    base_url: str = ""
+    """Asterisk's HTTP server (``http://host:8088``), for media WebSockets and logs."""
+
+    @abc.abstractmethod
+    async def handle_request(self, request: AriRequest) -> AriResponse:
+        """Send one request and return the answer, whatever its status."""
+
+    @abc.abstractmethod
+    async def connect_events(
+        self, apps: Sequence[str], *, subscribe_all: bool = False, heartbeat: float = 10.0
+    ) -> EventConnection:
+        """Open the events connection for ``apps``; ``heartbeat``: seconds between
+        pings, so a dead peer is noticed within ``1.5 * heartbeat``."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional: not every transport holds resources
+        """Release what the transport holds (sockets, sessions). Idempotent."""
