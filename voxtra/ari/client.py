@@ -28,7 +28,7 @@ from voxtra.ari.models import (
     Channel,
     Endpoint,
     LiveRecording,
-    Playback,
+    PlaybackResource,
     StoredRecording,
     Variable,
 )
@@ -416,12 +416,12 @@ class ChannelsApi(_Api):
         lang: str | None = None,
         offsetms: int | None = None,
         skipms: int | None = None,
-    ) -> Playback:
+    ) -> PlaybackResource:
         params = {"media": media, "lang": lang, "offsetms": offsetms, "skipms": skipms}
         path = f"/channels/{_seg(channel_id)}/play"
         if playback_id:
             path += f"/{_seg(playback_id)}"
-        return await self._c.post_model(Playback, path, params)
+        return await self._c.post_model(PlaybackResource, path, params)
 
     async def record(
         self,
@@ -604,11 +604,11 @@ class BridgesApi(_Api):
         *,
         playback_id: str | None = None,
         lang: str | None = None,
-    ) -> Playback:
+    ) -> PlaybackResource:
         path = f"/bridges/{_seg(bridge_id)}/play"
         if playback_id:
             path += f"/{_seg(playback_id)}"
-        return await self._c.post_model(Playback, path, {"media": media, "lang": lang})
+        return await self._c.post_model(PlaybackResource, path, {"media": media, "lang": lang})
 
     async def record(
         self,
@@ -636,8 +636,8 @@ class BridgesApi(_Api):
 
 
 class PlaybacksApi(_Api):
-    async def get(self, playback_id: str) -> Playback:
-        return await self._c.get_model(Playback, f"/playbacks/{_seg(playback_id)}")
+    async def get(self, playback_id: str) -> PlaybackResource:
+        return await self._c.get_model(PlaybackResource, f"/playbacks/{_seg(playback_id)}")
 
     async def stop(self, playback_id: str) -> None:
         await self._c.request("DELETE", f"/playbacks/{_seg(playback_id)}")

@@ -28,7 +28,7 @@ from .models import (
     Endpoint,
     LiveRecording,
     Peer,
-    Playback,
+    PlaybackResource,
     TextMessage,
 )
 
@@ -504,7 +504,7 @@ class BridgeAttendedTransfer(AriEvent):
 
 
 class _PlaybackEvent(AriEvent):
-    playback: Playback
+    playback: PlaybackResource
 
 
 class PlaybackStarted(_PlaybackEvent):

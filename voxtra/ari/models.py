@@ -6,6 +6,9 @@ a newer Asterisk adding a field must not break parsing, and the value stays reac
 through ``model_extra``. Fields ARI documents as required but that Voxtra can live
 without get defaults, so only a truly unusable object (no id, a list where an object
 belongs) is rejected.
+
+Classes carry ARI's model names, except where Voxtra's own API already uses the name for
+something else: ARI's ``Playback`` is :class:`PlaybackResource` here.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ __all__ = [
     "LiveRecording",
     "Mailbox",
     "Peer",
-    "Playback",
+    "PlaybackResource",
     "SetId",
     "Sound",
     "StatusInfo",
@@ -128,8 +131,12 @@ class Bridge(AriModel):
     bridgevars: dict[str, str] | None = None
 
 
-class Playback(AriModel):
-    """A media playback; ``state`` is queued, playing, continuing, done, failed ..."""
+class PlaybackResource(AriModel):
+    """ARI's ``Playback``: a media playback; ``state`` is queued, playing, continuing, done ...
+
+    Named apart from :class:`voxtra.Playback`, the handle ``call.play_file`` returns to
+    a handler, so one name keeps one meaning.
+    """
 
     id: str
     media_uri: str = ""

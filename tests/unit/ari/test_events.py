@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from voxtra.ari import events as ev
 from voxtra.ari.events import EVENT_TYPES, EventParseError, UnknownEvent, parse_event
-from voxtra.ari.models import Bridge, Channel, LiveRecording, Playback
+from voxtra.ari.models import Bridge, Channel, LiveRecording, PlaybackResource
 from voxtra.errors import VoxtraError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ari"
@@ -120,7 +120,7 @@ def test_bridge_events_carry_both_ids() -> None:
 def test_playback_and_recording() -> None:
     started = parse_event(load("PlaybackStarted"))
     assert isinstance(started, ev.PlaybackStarted)
-    assert isinstance(started.playback, Playback)
+    assert isinstance(started.playback, PlaybackResource)
     assert started.playback.media_uri == "sound:hello-world"
     assert started.playback.state == "playing"
     assert started.playback.target_uri.startswith("channel:")

@@ -20,7 +20,7 @@ from voxtra.ari.models import (
     DeviceState,
     Endpoint,
     LiveRecording,
-    Playback,
+    PlaybackResource,
     Sound,
     StoredRecording,
     TextMessage,
@@ -71,7 +71,7 @@ def test_bridge() -> None:
 
 
 def test_playback_and_recordings() -> None:
-    playback = Playback.model_validate(rest("playback"))
+    playback = PlaybackResource.model_validate(rest("playback"))
     assert playback.media_uri == "sound:hello-world"
     assert playback.target_uri.startswith("channel:")
     assert playback.state in {"queued", "playing"}
@@ -145,7 +145,7 @@ def test_unknown_fields_kept() -> None:
         (Channel, {}),
         (Channel, {"id": "c", "caller": "not an object"}),
         (Bridge, {"id": "b", "channels": "c1"}),
-        (Playback, {"media_uri": "sound:x"}),
+        (PlaybackResource, {"media_uri": "sound:x"}),
         (Endpoint, {"technology": "PJSIP"}),
     ],
 )
