@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from voxtra.app import VoxtraApp
+from voxtra.ari.aiohttp_transport import AiohttpTransport
 from voxtra.ari.errors import AriUnauthorized
 from voxtra.call import CallFailed, CallSession
 from voxtra.testing.pytest_plugin import AsteriskTarget
@@ -86,7 +87,7 @@ async def test_failed_start_wrong_password_leaves_no_open_session(
     )
     with pytest.raises(AriUnauthorized):
         await app.start()
-    assert app.ari._session is None
+    assert isinstance(app.ari.transport, AiohttpTransport) and app.ari.transport.closed
     del app
     assert unclosed() == []
 
@@ -114,7 +115,8 @@ async def test_failing_startup_hook_stops_the_app_and_closes_everything(
 
     with pytest.raises(Broken):
         await app.start()
-    assert app._runner is None and app.ari._session is None
+    assert app._runner is None
+    assert isinstance(app.ari.transport, AiohttpTransport) and app.ari.transport.closed
     assert not any(a.name == name for a in await ari.applications.list())
     del app
     assert unclosed() == []

@@ -14,6 +14,7 @@ import pytest
 import voxtra
 from voxtra import cli
 from voxtra.app import VoxtraApp, _refusal_error
+from voxtra.ari.aiohttp_transport import AiohttpTransport
 from voxtra.ari.errors import AriServerError
 from voxtra.ari.models import Channel, Endpoint
 from voxtra.call import CallFailed, CallSession
@@ -284,4 +285,4 @@ async def test_a_failed_start_releases_what_it_took() -> None:
     with pytest.raises(VoxtraError):
         await app.start()
     assert not app._instance_slot.held  # a retried start() claims it again
-    assert app.ari._session is None or app.ari._session.closed
+    assert isinstance(app.ari.transport, AiohttpTransport) and app.ari.transport.closed

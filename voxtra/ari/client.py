@@ -1,14 +1,17 @@
-"""The ARI REST client: typed methods over one aiohttp session.
+"""The ARI REST client: typed methods over an :class:`~voxtra.ari.transport.AriTransport`.
 
 Grouped as Asterisk's own API is (``ari.channels.answer(id)``, ``ari.bridges.create()``,
 ...). Every method returns a pydantic model (or None for 204 answers) and raises an
-:class:`~voxtra.ari.errors.AriError` subclass on failure.
+:class:`~voxtra.ari.errors.AriError` subclass on failure. The wire is the transport's
+business: :class:`~voxtra.ari.aiohttp_transport.AiohttpTransport` (HTTP to a real
+Asterisk) unless another one is given, e.g. :class:`voxtra.testing.FakeAsterisk`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json as jsonlib
 import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -16,10 +19,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
-import aiohttp
 from pydantic import BaseModel, SecretStr, TypeAdapter
 
-from voxtra.ari.errors import AriConnectionError, AriInvalidId, error_for_status
+from voxtra.ari.aiohttp_transport import AiohttpTransport
+from voxtra.ari.errors import AriInvalidId, error_for_status
 from voxtra.ari.models import (
     Application,
     AsteriskInfo,
@@ -32,6 +35,7 @@ from voxtra.ari.models import (
     StoredRecording,
     Variable,
 )
+from voxtra.ari.transport import AriRequest, AriTransport
 
 __all__ = ["AriClient"]
 
@@ -84,6 +88,9 @@ class AriClient:
     ``base_url`` is Asterisk's HTTP server (``http://host:8088``); ``/ari`` is added.
     ``password`` may be a plain ``str`` or a pydantic ``SecretStr``; it is kept as a
     ``SecretStr`` (:attr:`password`) so it never shows in a repr, log or traceback.
+    ``transport``: how requests and events reach Asterisk (default: an
+    :class:`AiohttpTransport` to ``base_url``, closed by :meth:`close`); a transport
+    passed in is left open for its owner to close.
     """
 
     def __init__(
@@ -93,7 +100,7 @@ class AriClient:
         password: str | SecretStr,
         *,
         timeout: float = 10.0,
-        session: aiohttp.ClientSession | None = None,
+        transport: AriTransport | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         if self.base_url.endswith("/ari"):
@@ -103,10 +110,14 @@ class AriClient:
             password if isinstance(password, SecretStr) else SecretStr(password)
         )
         self.timeout = timeout
-        self._session = session
-        self._own_session = session is None
         # Kept wrapped too: the header is the password in base64 (vars(), debuggers).
         self._auth = SecretStr(basic_auth_header(username, self.password))
+        self._own_transport = transport is None
+        self.transport: AriTransport = (
+            transport
+            if transport is not None
+            else AiohttpTransport(self.base_url, self._auth, timeout=timeout)
+        )
         self.asterisk = AsteriskApi(self)
         self.applications = ApplicationsApi(self)
         self.channels = ChannelsApi(self)
@@ -121,22 +132,10 @@ class AriClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            # The Authorization header is set per request: aiohttp's BasicAuth is
-            # deprecated in 3.14 and the same header also serves the events WebSocket.
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(limit=32, ttl_dns_cache=300),
-            )
-            self._own_session = True
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None and self._own_session and not self._session.closed:
-            await self._session.close()
-        self._session = None
+        """Close the transport if this client made it (it reopens on the next request)."""
+        if self._own_transport:
+            await self.transport.aclose()
 
     @property
     def auth_header(self) -> str:
@@ -155,36 +154,27 @@ class AriClient:
         json: Any = None,
         raw: bool = False,
     ) -> Any:
-        """Send one request; returns decoded JSON (or bytes when ``raw``), None on 204."""
+        """Send one request; returns decoded JSON (or bytes when ``raw``), None on 204.
+
+        Raises the :mod:`voxtra.ari.errors` class of an HTTP status of 400 or more, and
+        :class:`~voxtra.ari.errors.AriConnectionError` (from the transport) when no
+        answer came.
+        """
+        request = AriRequest(method, path, _encode_params(params), json)
+        response = await self.transport.handle_request(request)
+        body = response.body
+        if response.status >= 400:
+            raise error_for_status(
+                response.status, method, path, _error_message(body, response.reason)
+            )
+        if response.status == 204 or not body:
+            return None
+        if raw:
+            return body
         try:
-            async with self.session.request(
-                method,
-                self.url(path),
-                params=_encode_params(params),
-                json=json,
-                headers={"Authorization": self.auth_header},
-            ) as response:
-                body = await response.read()
-                if response.status >= 400:
-                    raise error_for_status(
-                        response.status, method, path, _error_message(body, response.reason)
-                    )
-                if response.status == 204 or not body:
-                    return None
-                if raw:
-                    return body
-                try:
-                    return await response.json(content_type=None)
-                except ValueError:
-                    return body.decode(errors="replace")
-        except aiohttp.ClientResponseError as exc:
-            # Not chained (raised below): its request_info holds the Authorization header.
-            refused = AriConnectionError(0, method, path, f"{type(exc).__name__}: {exc}")
-        except aiohttp.ClientError as exc:
-            raise AriConnectionError(0, method, path, f"{type(exc).__name__}: {exc}") from exc
-        except TimeoutError as exc:
-            raise AriConnectionError(0, method, path, f"no answer in {self.timeout} s") from exc
-        raise refused from None
+            return jsonlib.loads(body)
+        except ValueError:  # UnicodeDecodeError is one too
+            return body.decode(errors="replace")
 
     async def get_model(self, model: type[M], path: str, params: Params | None = None) -> M:
         return model.model_validate(await self.request("GET", path, params=params))
@@ -200,10 +190,8 @@ class AriClient:
 
 
 def _error_message(body: bytes, reason: str | None) -> str:
-    import json
-
     try:
-        data = json.loads(body)
+        data = jsonlib.loads(body)
     except ValueError:
         text = body.decode(errors="replace").strip()
         return text or (reason or "")
@@ -698,41 +686,33 @@ class RecordingsApi(_Api):
         api_path = f"/recordings/stored/{_seg(name)}/file"
         tmp = path.with_name(path.name + ".part")
         per_read = self._c.timeout if read_timeout is None else read_timeout
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=per_read, sock_read=per_read)
         size = 0
         try:
-            async with self._c.session.get(
-                self._c.url(api_path),
-                headers={"Authorization": self._c.auth_header},
-                timeout=timeout,
-            ) as response:
+            with tmp.open("wb") as out:
+
+                def write(chunk: bytes) -> None:
+                    nonlocal size
+                    out.write(chunk)
+                    size += len(chunk)
+
+                response = await self._c.transport.handle_download(
+                    AriRequest("GET", api_path),
+                    write,
+                    chunk_size=chunk_size,
+                    read_timeout=per_read,
+                )
                 if response.status >= 400:
-                    body = await response.read()
                     raise error_for_status(
-                        response.status, "GET", api_path, _error_message(body, response.reason)
+                        response.status,
+                        "GET",
+                        api_path,
+                        _error_message(response.body, response.reason),
                     )
-                with tmp.open("wb") as out:
-                    async for chunk in response.content.iter_chunked(chunk_size):
-                        out.write(chunk)
-                        size += len(chunk)
-                    if response.content_length is not None and size != response.content_length:
-                        raise AriConnectionError(
-                            0,
-                            "GET",
-                            api_path,
-                            f"got {size} of {response.content_length} bytes",
-                        )
-                    out.flush()
-                    await asyncio.to_thread(os.fsync, out.fileno())
-        except aiohttp.ClientError as exc:
-            tmp.unlink(missing_ok=True)
-            raise AriConnectionError(0, "GET", api_path, f"{type(exc).__name__}: {exc}") from exc
-        except TimeoutError as exc:
-            tmp.unlink(missing_ok=True)
-            raise AriConnectionError(
-                0, "GET", api_path, f"no data for {per_read} s mid-download"
-            ) from exc
+                out.flush()
+                await asyncio.to_thread(os.fsync, out.fileno())
         except BaseException:
+            # Stalls, resets and short bodies (AriConnectionError from the transport),
+            # error statuses, a full disk: no partial file is left behind.
             tmp.unlink(missing_ok=True)
             raise
         await asyncio.to_thread(_commit_file, tmp, path)

@@ -13,6 +13,10 @@ a channel sent to the app in between is hung up ("Stasis app ... doesn't exist")
 
 Events are handed to ``on_event``, a plain (non-async) callable: dispatch must never
 wait on user code, so the receiver only routes events into per-call queues.
+
+The connection itself comes from the client's transport
+(:meth:`~voxtra.ari.transport.AriTransport.connect_events`): a WebSocket to a real
+Asterisk, or an in-process one in tests.
 """
 
 from __future__ import annotations
@@ -25,11 +29,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
-import aiohttp
-
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriError, AriNotFound, AriUnauthorized
 from voxtra.ari.events import AriEvent, EventParseError, parse_event
+from voxtra.ari.transport import EventConnection
 
 __all__ = ["AriEventStream", "Connection"]
 
@@ -83,14 +86,8 @@ class AriEventStream:
         self.connected = asyncio.Event()
         self.connection: Connection | None = None
         self._stopping = False
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._events: EventConnection | None = None
         self._reconcile_tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def url(self) -> str:
-        base = self.client.base_url.replace("http://", "ws://").replace("https://", "wss://")
-        sub = "&subscribeAll=true" if self.subscribe_all else ""
-        return f"{base}/ari/events?app={','.join(self.apps)}{sub}"
 
     def backoff(self, attempt: int) -> float:
         """Delay before reconnect ``attempt`` (0-based): capped, with full jitter above half."""
@@ -104,8 +101,8 @@ class AriEventStream:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._ws is not None:
-            await self._ws.close()
+        if self._events is not None:
+            await self._events.close()
 
     async def reconnect(self) -> None:
         """Drop the current connection; :meth:`run` connects again after its backoff.
@@ -113,45 +110,40 @@ class AriEventStream:
         Registers the apps anew: how a client whose app was taken over
         (``ApplicationReplaced``) takes it back.
         """
-        ws = self._ws
-        if ws is not None and not self._stopping:
-            await ws.close()
+        events = self._events
+        if events is not None and not self._stopping:
+            await events.close()
 
     async def run(self) -> None:
         """Connect, receive, reconnect; returns after ``stop()``. Cancellable."""
         attempt = 0
         try:
             while not self._stopping:
-                refused = 0
                 try:
-                    ws = await self.client.session.ws_connect(
-                        self.url,
-                        headers={"Authorization": self.client.auth_header},
-                        heartbeat=self.heartbeat,
-                        autoping=True,
-                        timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                    events = await self.client.transport.connect_events(
+                        self.apps, subscribe_all=self.subscribe_all, heartbeat=self.heartbeat
                     )
-                except aiohttp.WSServerHandshakeError as exc:
-                    if exc.status in (401, 403):
-                        refused = exc.status
-                    else:
+                except AriUnauthorized:
+                    # Refused credentials do not get better by retrying. The transport
+                    # raised it without the aiohttp error (whose request_info holds the
+                    # Authorization header): re-raised as it is, nothing chained.
+                    raise
+                except AriError as exc:
+                    if exc.status:
                         logger.warning("ARI events handshake failed (%s); retrying", exc.status)
-                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                    if attempt == 0 or self.generation == 0:
-                        logger.warning("cannot reach ARI events at %s: %s", self.url, exc)
+                    elif attempt == 0 or self.generation == 0:
+                        logger.warning(
+                            "cannot reach ARI events at %s: %s", self.client.base_url, exc
+                        )
                     else:
                         logger.debug("ARI still unreachable: %s", exc)
+                except (OSError, TimeoutError) as exc:  # a transport that broke its contract
+                    logger.warning("cannot reach ARI events at %s: %s", self.client.base_url, exc)
                 else:
                     started = time.monotonic()
-                    await self._session(ws)
+                    await self._session(events)
                     if time.monotonic() - started >= self.stable_after:
                         attempt = 0
-                if refused:
-                    # Raised outside the except block, without the aiohttp error: its
-                    # request_info holds the Authorization header (the password, base64).
-                    raise AriUnauthorized(
-                        refused, "GET", "/ari/events", "ARI user or password refused"
-                    ) from None
                 if self._stopping:
                     break
                 delay = self.backoff(attempt)
@@ -165,30 +157,28 @@ class AriEventStream:
             if self._reconcile_tasks:
                 await asyncio.gather(*self._reconcile_tasks, return_exceptions=True)
 
-    async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self._ws = ws
+    async def _session(self, events: EventConnection) -> None:
+        self._events = events
         self.generation += 1
         connection = Connection(self.generation, time.monotonic())
         self.connection = connection
         # Events are read from the start; "connected" waits for the registration.
-        ready = asyncio.create_task(self._announce(ws, connection))
+        ready = asyncio.create_task(self._announce(events, connection))
         self._reconcile_tasks.add(ready)
         ready.add_done_callback(self._reconcile_tasks.discard)
         try:
-            async for message in ws:
-                if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
-                    self._deliver(message.data)
-                elif message.type is aiohttp.WSMsgType.ERROR:
-                    logger.warning("ARI events connection error: %s", ws.exception())
-                    break
-        except (aiohttp.ClientError, OSError) as exc:
+            # The transport ends the iteration when the connection closes or fails
+            # (and logs why); an error escaping a transport is a lost connection too.
+            async for data in events:
+                self._deliver(data)
+        except (AriError, OSError) as exc:
             logger.warning("ARI events connection lost: %s", exc)
         finally:
             ready.cancel()
-            self._ws = None
+            self._events = None
             self.connected.clear()
             with contextlib.suppress(Exception):
-                await ws.close()
+                await events.close()
             if not self._stopping:
                 logger.warning(
                     "ARI events connection closed (generation %d); reconnecting",
@@ -200,9 +190,9 @@ class AriEventStream:
                 except Exception:
                     logger.exception("on_disconnect hook failed")
 
-    async def _announce(self, ws: aiohttp.ClientWebSocketResponse, connection: Connection) -> None:
-        await self._await_registration(ws)
-        if ws.closed:
+    async def _announce(self, events: EventConnection, connection: Connection) -> None:
+        await self._await_registration(events)
+        if events.closed:
             return
         self.connected.set()
         if connection.is_reconnect:
@@ -213,18 +203,18 @@ class AriEventStream:
             # Reconciling lists channels over REST while events keep flowing in.
             await self._run_on_connect(connection)
 
-    async def _await_registration(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _await_registration(self, events: EventConnection) -> None:
         """Poll until Asterisk lists every app (usually at once; milliseconds under load)."""
         pending = list(self.apps)
         deadline = time.monotonic() + self.registration_timeout
         delay = 0.005
-        while pending and not ws.closed:
+        while pending and not events.closed:
             for app in list(pending):
                 try:
                     await self.client.applications.get(app)
                 except AriNotFound:
                     continue
-                except (AriError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                except (AriError, OSError, TimeoutError) as exc:
                     logger.debug("checking registration of %r: %s", app, exc)
                     continue
                 pending.remove(app)

@@ -18,6 +18,10 @@ The contract, which every transport keeps:
   It raises :class:`~voxtra.ari.errors.AriUnauthorized` when the credentials are
   refused (401/403), :class:`~voxtra.ari.errors.AriConnectionError` when Asterisk
   cannot be reached or refuses the upgrade for another reason.
+- :meth:`AriTransport.handle_download` (optional) is ``handle_request`` for a large
+  body: on a status below 400 the body goes to a ``write`` callable chunk by chunk as
+  it arrives, instead of into memory. The default reads it whole and writes it once,
+  which is right for an in-process transport.
 - An :class:`EventConnection` yields each event's JSON text as it arrives and ends
   when the connection closes, from either side. ``close()`` is idempotent.
 """
@@ -25,7 +29,7 @@ The contract, which every transport keeps:
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,6 +91,31 @@ class AriTransport(abc.ABC):
     ) -> EventConnection:
         """Open the events connection for ``apps``; ``heartbeat``: seconds between
         pings, so a dead peer is noticed within ``1.5 * heartbeat``."""
+
+    async def handle_download(
+        self,
+        request: AriRequest,
+        write: Callable[[bytes], object],
+        *,
+        chunk_size: int = 1 << 16,
+        read_timeout: float | None = None,
+    ) -> AriResponse:
+        """Send one request whose answer may be large (a recording's file).
+
+        Status below 400: the body is handed to ``write`` (in chunks of at most
+        ``chunk_size`` bytes) and the returned response's body is empty. Otherwise
+        nothing is written and the body is returned as :meth:`handle_request` does.
+        Raises :class:`~voxtra.ari.errors.AriConnectionError` when no answer came,
+        when no data came for ``read_timeout`` seconds (default: the transport's own
+        timeout) or when the body ended short of its announced length; an exception
+        raised by ``write`` propagates.
+        """
+        response = await self.handle_request(request)
+        if response.status >= 400:
+            return response
+        for start in range(0, len(response.body), chunk_size):
+            write(response.body[start : start + chunk_size])
+        return AriResponse(response.status, b"", response.reason)
 
     async def aclose(self) -> None:  # noqa: B027 - optional: not every transport holds resources
         """Release what the transport holds (sockets, sessions). Idempotent."""

@@ -1,0 +1,230 @@
+"""The real ARI transport: REST over one aiohttp session, events over its WebSocket.
+
+Implements :class:`~voxtra.ari.transport.AriTransport` (see its module doc for the
+contract). No aiohttp exception leaves this module: a request that got no answer
+raises :class:`~voxtra.ari.errors.AriConnectionError`, a refused events login
+:class:`~voxtra.ari.errors.AriUnauthorized`.
+
+aiohttp's response errors carry the request in ``request_info``, headers included, so
+the ``Authorization`` header (the password in base64) would ride along in any chained
+traceback or log. Those errors are therefore never chained (``from None``, raised
+outside the ``except`` block so not even ``__context__`` holds them).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+
+import aiohttp
+from pydantic import SecretStr
+
+from voxtra.ari.errors import AriConnectionError, AriUnauthorized
+from voxtra.ari.transport import AriRequest, AriResponse, AriTransport, EventConnection
+
+__all__ = ["AiohttpEventConnection", "AiohttpTransport"]
+
+logger = logging.getLogger(__name__)
+
+EVENTS_PATH = "/events"
+
+
+def _connection_error(exc: BaseException, method: str, path: str) -> AriConnectionError:
+    return AriConnectionError(0, method, path, f"{type(exc).__name__}: {exc}")
+
+
+class AiohttpEventConnection(EventConnection):
+    """An open events WebSocket; iterating it yields each text (or binary) message."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+
+    async def __aiter__(self) -> AsyncIterator[str | bytes]:
+        # Pings and pongs are answered by aiohttp itself (autoping, heartbeat); a
+        # CLOSE ends aiohttp's own iteration. Errors end ours: the contract is "ends
+        # when the connection closes", and the stream reconnects after that.
+        try:
+            async for message in self._ws:
+                if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
+                    yield message.data
+                elif message.type is aiohttp.WSMsgType.ERROR:
+                    logger.warning("ARI events connection error: %s", self._ws.exception())
+                    break
+        except (aiohttp.ClientError, OSError) as exc:
+            logger.warning("ARI events connection lost: %s", exc)
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    async def close(self) -> None:
+        if not self._ws.closed:
+            await self._ws.close()
+
+
+class AiohttpTransport(AriTransport):
+    """Talks to Asterisk's HTTP server at ``base_url`` (``http://host:8088``).
+
+    ``auth_header`` is the whole ``Authorization`` header value (``Basic ...``); it is
+    kept as a ``SecretStr``. ``timeout``: seconds a REST request may take in all.
+    ``session``: an aiohttp session to use (and not close); by default the transport
+    opens its own on first use, and again after :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        auth_header: SecretStr | str,
+        *,
+        timeout: float = 10.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        # Kept wrapped: the header is the password in base64 (vars(), debuggers).
+        self._auth = auth_header if isinstance(auth_header, SecretStr) else SecretStr(auth_header)
+        self._session = session
+        self._own_session = session is None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The aiohttp session (opened on first use)."""
+        if self._session is None or self._session.closed:
+            # The Authorization header is set per request: aiohttp's BasicAuth is
+            # deprecated in 3.14 and the same header also serves the events WebSocket.
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                connector=aiohttp.TCPConnector(limit=32, ttl_dns_cache=300),
+            )
+            self._own_session = True
+        return self._session
+
+    @property
+    def closed(self) -> bool:
+        """True while the transport holds no open session (before first use, after close)."""
+        return self._session is None or self._session.closed
+
+    def url(self, path: str) -> str:
+        """The URL of an ARI path (``/channels`` -> ``http://host:8088/ari/channels``)."""
+        return f"{self.base_url}/ari{path}"
+
+    def events_url(self, apps: Sequence[str], *, subscribe_all: bool = False) -> str:
+        base = self.base_url.replace("http://", "ws://").replace("https://", "wss://")
+        sub = "&subscribeAll=true" if subscribe_all else ""
+        return f"{base}/ari{EVENTS_PATH}?app={','.join(apps)}{sub}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": self._auth.get_secret_value()}
+
+    async def handle_request(self, request: AriRequest) -> AriResponse:
+        method, path = request.method, request.path
+        try:
+            async with self.session.request(
+                method,
+                self.url(path),
+                params=dict(request.params),
+                json=request.json,
+                headers=self._headers(),
+            ) as response:
+                body = await response.read()
+                return AriResponse(response.status, body, response.reason or "")
+        except aiohttp.ClientResponseError as exc:
+            # Not chained (raised below): its request_info holds the Authorization header.
+            refused = _connection_error(exc, method, path)
+        except aiohttp.ClientError as exc:
+            raise _connection_error(exc, method, path) from exc
+        except TimeoutError as exc:
+            raise AriConnectionError(0, method, path, f"no answer in {self.timeout} s") from exc
+        raise refused from None
+
+    async def handle_download(
+        self,
+        request: AriRequest,
+        write: Callable[[bytes], object],
+        *,
+        chunk_size: int = 1 << 16,
+        read_timeout: float | None = None,
+    ) -> AriResponse:
+        # There is no limit on the whole download: an hour-long recording from a remote
+        # Asterisk over a slow link takes as long as it takes (the session's 10 s *total*
+        # timeout failed such downloads every time). Each read must bring data within
+        # read_timeout instead, so a stalled connection is still noticed.
+        method, path = request.method, request.path
+        per_read = self.timeout if read_timeout is None else read_timeout
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=per_read, sock_read=per_read)
+        size = 0
+        try:
+            async with self.session.request(
+                method,
+                self.url(path),
+                params=dict(request.params),
+                json=request.json,
+                headers=self._headers(),
+                timeout=timeout,
+            ) as response:
+                if response.status >= 400:
+                    body = await response.read()
+                    return AriResponse(response.status, body, response.reason or "")
+                async for chunk in response.content.iter_chunked(chunk_size):
+                    write(chunk)
+                    size += len(chunk)
+                expected = response.content_length
+                status, reason = response.status, response.reason or ""
+        except aiohttp.ClientResponseError as exc:
+            # Not chained (raised below): its request_info holds the Authorization header.
+            refused = _connection_error(exc, method, path)
+        except aiohttp.ClientError as exc:
+            raise _connection_error(exc, method, path) from exc
+        except TimeoutError as exc:
+            raise AriConnectionError(
+                0, method, path, f"no data for {per_read} s mid-download"
+            ) from exc
+        else:
+            if expected is not None and size != expected:
+                raise AriConnectionError(0, method, path, f"got {size} of {expected} bytes")
+            return AriResponse(status, b"", reason)
+        raise refused from None
+
+    async def connect_events(
+        self, apps: Sequence[str], *, subscribe_all: bool = False, heartbeat: float = 10.0
+    ) -> EventConnection:
+        url = self.events_url(apps, subscribe_all=subscribe_all)
+        refused: AriUnauthorized | AriConnectionError | None = None
+        try:
+            ws = await self.session.ws_connect(
+                url,
+                headers=self._headers(),
+                heartbeat=heartbeat,
+                autoping=True,
+                timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+            )
+        except aiohttp.WSServerHandshakeError as exc:
+            # Kept apart from the aiohttp error (raised below, not chained): its
+            # request_info holds the Authorization header (the password, base64).
+            if exc.status in (401, 403):
+                refused = AriUnauthorized(
+                    exc.status, "GET", "/ari/events", "ARI user or password refused"
+                )
+            else:
+                refused = AriConnectionError(
+                    exc.status,
+                    "GET",
+                    "/ari/events",
+                    f"WebSocket upgrade refused ({exc.status} {exc.message})",
+                )
+        except aiohttp.ClientResponseError as exc:
+            refused = _connection_error(exc, "GET", "/ari/events")
+        except (aiohttp.ClientError, OSError) as exc:
+            raise AriConnectionError(
+                0, "GET", "/ari/events", f"cannot reach {url}: {type(exc).__name__}: {exc}"
+            ) from exc
+        except TimeoutError as exc:
+            raise AriConnectionError(0, "GET", "/ari/events", f"no answer from {url}") from exc
+        if refused is not None:
+            raise refused from None
+        return AiohttpEventConnection(ws)
+
+    async def aclose(self) -> None:
+        if self._session is not None and self._own_session and not self._session.closed:
+            await self._session.close()
+        self._session = None
