@@ -26,25 +26,44 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib.util
 import itertools
 import os
 import statistics
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from voxtra.app import VoxtraApp
 from voxtra.call import CallSession
-from voxtra.demo import build_assistant, get_weather, synthesize_wav
 from voxtra.media.frames import AudioChunk
 from voxtra.pipeline import BargeInEvent, PipelineEvent, TurnMetrics, VoicePipeline
 from voxtra.providers.base import LLM, STT, TTS, ChatMessage, LLMChunk, ToolSpec, Transcript
 from voxtra.testing import audio
+from voxtra.testing.audio import synthesize_wav
 from voxtra.testing.sipcaller import SipCall, SipCaller
+
+
+def _load_assistant() -> ModuleType:
+    """``examples/assistant.py``: the demo assistant (examples/ is scripts, not a package)."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "assistant.py"
+    spec = importlib.util.spec_from_file_location("voxtra_example_assistant", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_assistant = _load_assistant()
+build_assistant = _assistant.build_assistant
+get_weather = _assistant.get_weather
 
 QUESTIONS = (
     "what are your opening hours",

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import importlib
 import importlib.metadata
+import importlib.util
 import logging
 import os
 import platform
@@ -67,26 +68,25 @@ def load_app(spec: str) -> Any:
     return obj
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from voxtra.demo import DemoError, run_demo
+_DEMO_SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "demo.py"
+"""The demo lives with the examples, not in the package: it drives the sandbox and a SIP
+phone from :mod:`voxtra.testing`, which the runtime never imports."""
 
-    try:
-        asyncio.run(
-            run_demo(
-                extension=args.extension,
-                workdir=args.workdir,
-                keep_asterisk=args.keep_asterisk,
-                strict=args.strict,
-                app_name=args.app_name,
-            )
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Run ``examples/demo.py`` of the source checkout this package is installed from."""
+    if not _DEMO_SCRIPT.is_file():
+        raise SystemExit(
+            "voxtra demo: the demo runs from a clone of the Voxtra repository "
+            f"(./scripts/demo); {_DEMO_SCRIPT} is not there"
         )
-    except DemoError as exc:
-        print(f"voxtra demo failed: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-    print("voxtra demo: OK")
-    return 0
+    spec = importlib.util.spec_from_file_location("voxtra_example_demo", _DEMO_SCRIPT)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"voxtra demo: cannot load {_DEMO_SCRIPT}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # findable by name, as a script run directly is
+    spec.loader.exec_module(module)
+    return int(module.main(args.demo_args))
 
 
 def _prepare_run(args: argparse.Namespace) -> Any:
@@ -152,19 +152,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxtra", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default)")
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="call the embedded demo assistant from a SIP phone")
-    demo.add_argument("--extension", default="100", help="extension to dial (default 100)")
-    demo.add_argument("--workdir", default=None, help="where WAVs and recordings go")
-    demo.add_argument(
-        "--keep-asterisk", action="store_true", help="leave a sandbox it started running"
-    )
-    demo.add_argument(
-        "--strict", action="store_true", help="fail when an answer misses its expected word"
-    )
-    demo.add_argument(
-        "--app-name",
-        default=None,
-        help="Stasis app name; other than the dialplan's 'voxtra', Asterisk calls the phone",
+    demo = sub.add_parser(
+        "demo",
+        add_help=False,  # `voxtra demo --help` is the demo's own help
+        help="call the embedded demo assistant from a SIP phone (voxtra demo --help)",
     )
     demo.set_defaults(func=_cmd_demo, default_level="WARNING")
     run = sub.add_parser("run", help="run a VoxtraApp: voxtra run module:app")
@@ -182,7 +173,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    # The demo's options belong to examples/demo.py, which parses them itself.
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "demo":
+        args.demo_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = (args.log_level or args.default_level).upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.func(args))

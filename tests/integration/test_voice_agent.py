@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
+import importlib.util
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,7 +32,6 @@ import pytest
 
 from voxtra.app import VoxtraApp
 from voxtra.call import CallSession
-from voxtra.demo import DEMO_QUESTIONS, GREETING, build_assistant, run_demo, synthesize_wav
 from voxtra.errors import CallEnded
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline import (
@@ -44,12 +45,34 @@ from voxtra.pipeline import (
 from voxtra.providers.pocketsphinx_stt import PocketSphinxSTT
 from voxtra.providers.rules import DEFAULT_FALLBACK, default_intents
 from voxtra.testing import audio
+from voxtra.testing.audio import synthesize_wav
 from voxtra.testing.sipcaller import SipCall, SipCaller
 
 if TYPE_CHECKING:
     from voxtra.testing.pytest_plugin import AsteriskTarget
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.sip]
+
+
+def _load_example(name: str) -> ModuleType:
+    """``examples/<name>.py`` (a folder of scripts, not a package), under the module name
+    examples/demo.py itself loads its sibling assistant.py with."""
+    module_name = f"voxtra_example_{name}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+demo = _load_example("demo")
+build_assistant = demo.assistant.build_assistant
+DEMO_QUESTIONS: tuple[tuple[str, str], ...] = demo.DEMO_QUESTIONS
+GREETING: str = demo.GREETING
 
 Handler = Callable[[CallSession], Awaitable[None]]
 HOURS = "We are open Monday to Friday, from nine in the morning to five in the evening."
@@ -403,12 +426,12 @@ async def test_concurrent_calls_keep_separate_histories(
 async def test_demo_converses_end_to_end(
     asterisk: AsteriskTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``voxtra demo``'s conversation (through its own app name, see the module doc)."""
+    """``./scripts/demo``'s conversation (through its own app name, see the module doc)."""
     monkeypatch.setenv("VOXTRA_ARI_URL", asterisk.ari_url)
     monkeypatch.setenv("VOXTRA_USERNAME", asterisk.username)
     monkeypatch.setenv("VOXTRA_PASSWORD", asterisk.password)
     lines: list[str] = []
-    recording = await run_demo(
+    recording = await demo.run_demo(
         workdir=tmp_path, write=lines.append, app_name=f"voxtra-demo-{uuid.uuid4().hex[:8]}"
     )
     said = [line.split("] ", 1)[1] for line in lines if "] " in line]
@@ -441,6 +464,6 @@ def test_cli_doctor_and_run_spec(asterisk: AsteriskTarget) -> None:
 
     from voxtra.cli import load_app
 
-    assert isinstance(load_app("examples/assistant.py:app"), VoxtraApp)
+    assert isinstance(load_app("examples/assistant.py:build_assistant"), VoxtraApp)
     with pytest.raises(SystemExit, match="has no attribute 'nope'"):
         load_app("examples/assistant.py:nope")

@@ -35,6 +35,7 @@ __all__ = [
     "rms_dbfs",
     "silence",
     "speech_like_wav",
+    "synthesize_wav",
     "tone",
     "two_tone",
     "write_wav",
@@ -352,3 +353,26 @@ def speech_like_wav(text: str, path: StrPath, rate: int = 8000) -> Path:
         resampled = soxr.resample(samples.astype(np.float32) / _FULL_SCALE, src_rate, rate)
         samples = _to_int16(np.asarray(resampled, dtype=np.float64))
     return write_wav(out, samples, rate)
+
+
+async def synthesize_wav(text: str, path: StrPath, *, rate: int = 8000, wpm: int = 150) -> Path:
+    """Speak ``text`` with the in-process espeak-ng into a 16-bit mono WAV at ``rate`` Hz.
+
+    What a scripted caller says (the demo's questions, the voice agent tests'). Unlike
+    :func:`speech_like_wav` no ``espeak-ng`` program is needed: the pip wheel's library
+    does it (the ``espeak`` extra). 150 words per minute is what pocketsphinx hears best.
+    """
+    _check_rate(rate)
+    import soxr
+
+    from voxtra.providers.espeak_tts import EspeakTTS
+
+    pieces: list[bytes] = []
+    src_rate = EspeakTTS.sample_rate
+    async for chunk in EspeakTTS(voice="en-us", rate=wpm).synthesize(text):
+        pieces.append(chunk.data)
+        src_rate = chunk.sample_rate
+    samples = np.frombuffer(b"".join(pieces), dtype="<i2")
+    if src_rate != rate:
+        samples = soxr.resample(samples, src_rate, rate)
+    return write_wav(path, np.asarray(samples, dtype=np.int16), rate)

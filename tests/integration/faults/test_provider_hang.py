@@ -29,7 +29,6 @@ import pytest
 
 from voxtra.app import VoxtraApp
 from voxtra.call import CallSession
-from voxtra.demo import synthesize_wav
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline import (
     DEFAULT_FALLBACK,
@@ -40,6 +39,7 @@ from voxtra.pipeline import (
     VoicePipeline,
 )
 from voxtra.testing import audio
+from voxtra.testing.audio import synthesize_wav
 from voxtra.testing.sipcaller import SipCall, SipCaller
 from voxtra.voice import VoiceConfig
 
