@@ -1,0 +1,189 @@
+"""The ARI event stream over a scripted transport: no Asterisk, milliseconds per test.
+
+Delivery, malformed events, reconnect with a new generation and a fresh reconcile,
+waiting for Asterisk to register the app, refused credentials and stop().
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+from voxtra.ari.client import AriClient
+from voxtra.ari.errors import AriConnectionError, AriUnauthorized
+from voxtra.ari.events import AriEvent, StasisStart
+from voxtra.ari.stream import AriEventStream, Connection
+from voxtra.ari.transport import AriRequest, AriResponse
+
+from .scripted import NOT_FOUND, ScriptedTransport, event_text, fixture, until
+
+APP = "demo"
+REGISTRATION = ("GET", f"/applications/{APP}")
+
+
+@dataclass
+class Recorder:
+    events: list[AriEvent] = field(default_factory=list)
+    connects: list[Connection] = field(default_factory=list)
+    disconnects: list[Connection] = field(default_factory=list)
+
+    def on_event(self, event: AriEvent) -> None:
+        self.events.append(event)
+
+    async def on_connect(self, connection: Connection) -> None:
+        self.connects.append(connection)
+
+    def on_disconnect(self, connection: Connection) -> None:
+        self.disconnects.append(connection)
+
+
+@dataclass
+class Rig:
+    transport: ScriptedTransport
+    stream: AriEventStream
+    recorder: Recorder
+    task: asyncio.Task[None]
+
+
+def make_stream(transport: ScriptedTransport, recorder: Recorder) -> AriEventStream:
+    ari = AriClient("http://asterisk:8088", "u", "p", transport=transport)
+    return AriEventStream(
+        ari,
+        APP,
+        on_event=recorder.on_event,
+        on_connect=recorder.on_connect,
+        on_disconnect=recorder.on_disconnect,
+        heartbeat=3.0,
+        initial_backoff=0.001,  # milliseconds, so reconnect tests take milliseconds
+        max_backoff=0.004,
+        registration_timeout=5.0,
+    )
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    transport = ScriptedTransport({REGISTRATION: fixture("application")})
+    recorder = Recorder()
+    stream = make_stream(transport, recorder)
+    task = asyncio.create_task(stream.run())
+    yield Rig(transport, stream, recorder, task)
+    await stream.stop()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_events_are_delivered_and_malformed_ones_counted(rig: Rig) -> None:
+    connection = await rig.stream.wait_connected(5)
+    assert connection.generation == 1 and not connection.is_reconnect
+    assert rig.transport.connect_calls == [([APP], False, 3.0)]
+    events = rig.transport.connections[0]
+    events.push(event_text("StasisStart", application=APP))
+    events.push("{not json")
+    events.push(b'{"no": "type"}')
+    events.push(event_text("StasisEnd", application=APP).encode())  # binary is fine too
+    await until(lambda: rig.stream.events_received + rig.stream.events_dropped == 4)
+    assert [e.type for e in rig.recorder.events] == ["StasisStart", "StasisEnd"]
+    assert isinstance(rig.recorder.events[0], StasisStart)
+    assert (rig.stream.events_received, rig.stream.events_dropped) == (2, 2)
+
+
+async def test_a_closed_connection_reconnects_as_generation_2_and_reconciles_again(
+    rig: Rig,
+) -> None:
+    await rig.stream.wait_connected(5)
+    await until(lambda: len(rig.recorder.connects) == 1)
+    rig.transport.connections[0].hang_up()  # Asterisk went away
+    await until(lambda: len(rig.recorder.connects) == 2)
+    first, second = rig.recorder.connects
+    assert (first.generation, second.generation) == (1, 2)
+    assert second.is_reconnect and rig.stream.generation == 2
+    assert rig.recorder.disconnects == [first]
+    assert len(rig.transport.connections) == 2
+    rig.transport.connections[1].push(event_text("StasisStart", application=APP))
+    await until(lambda: len(rig.recorder.events) == 1)  # events flow on the new one
+
+
+async def test_a_failing_connection_and_an_unreachable_asterisk_are_retried(rig: Rig) -> None:
+    await rig.stream.wait_connected(5)
+    unreachable = AriConnectionError(0, "GET", "/ari/events", "ConnectionRefusedError")
+    refused_upgrade = AriConnectionError(503, "GET", "/ari/events", "upgrade refused")
+    rig.transport.connect_outcomes = [unreachable, refused_upgrade]
+    rig.transport.connections[0].fail(AriConnectionError(0, "GET", "/ari/events", "reset"))
+    await until(lambda: len(rig.recorder.connects) == 2)
+    assert len(rig.transport.connect_calls) == 4  # 1 + 2 failed + the one that worked
+    assert rig.stream.generation == 2  # failed attempts are no generation
+
+
+async def test_reconnect_drops_the_connection_and_connects_again(rig: Rig) -> None:
+    await rig.stream.wait_connected(5)
+    await rig.stream.reconnect()  # how an app taken over (ApplicationReplaced) returns
+    assert rig.transport.connections[0].closed_by_client
+    await until(lambda: rig.stream.generation == 2 and rig.stream.connected.is_set())
+
+
+async def test_connected_waits_until_asterisk_registered_the_app() -> None:
+    transport = ScriptedTransport()
+    recorder = Recorder()
+    stream = make_stream(transport, recorder)
+    seen_connected: list[bool] = []
+    answers = [NOT_FOUND, NOT_FOUND, fixture("application")]
+
+    def registration(_request: AriRequest) -> AriResponse:
+        seen_connected.append(stream.connected.is_set())
+        return answers.pop(0) if len(answers) > 1 else answers[0]
+
+    transport.answers[REGISTRATION] = registration
+    task = asyncio.create_task(stream.run())
+    try:
+        await stream.wait_connected(5)
+        assert seen_connected == [False, False, False]  # 404, 404, then 200: connected
+        await until(lambda: len(recorder.connects) == 1)  # on_connect after registration
+    finally:
+        await stream.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_refused_credentials_end_run_with_ari_unauthorized() -> None:
+    transport = ScriptedTransport()
+    transport.connect_outcomes = [
+        AriUnauthorized(401, "GET", "/ari/events", "ARI user or password refused")
+    ]
+    stream = make_stream(transport, Recorder())
+    with pytest.raises(AriUnauthorized) as caught:
+        await asyncio.wait_for(stream.run(), 5)
+    assert caught.value.status == 401
+    assert len(transport.connect_calls) == 1  # not retried
+    assert not stream.connected.is_set() and stream.generation == 0
+
+
+async def test_stop_ends_run(rig: Rig) -> None:
+    await rig.stream.wait_connected(5)
+    await rig.stream.stop()
+    await asyncio.wait_for(rig.task, 5)
+    assert rig.task.result() is None
+    assert rig.transport.connections[0].closed_by_client
+    assert not rig.stream.connected.is_set()
+    assert len(rig.transport.connect_calls) == 1  # no reconnect after stop
+
+
+async def test_a_handler_error_does_not_stop_the_stream(rig: Rig) -> None:
+    await rig.stream.wait_connected(5)
+    calls: list[str] = []
+    original: Callable[[AriEvent], None] = rig.stream.on_event
+
+    def flaky(event: AriEvent) -> None:
+        calls.append(event.type)
+        if len(calls) == 1:
+            raise RuntimeError("user code broke")
+        original(event)
+
+    rig.stream.on_event = flaky
+    events = rig.transport.connections[0]
+    events.push(event_text("StasisStart", application=APP))
+    events.push(event_text("StasisEnd", application=APP))
+    await until(lambda: len(calls) == 2)
+    assert [e.type for e in rig.recorder.events] == ["StasisEnd"]
+    assert rig.stream.generation == 1
