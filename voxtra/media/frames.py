@@ -10,7 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["FRAME_MS", "AudioChunk", "Codec"]
+from voxtra.errors import MediaError
+
+__all__ = ["FRAME_MS", "AudioChunk", "Codec", "InvalidAudioChunk"]
 
 FRAME_MS = 20
 """The frame length every transport moves: 20 ms, as telephony does."""
@@ -29,6 +31,11 @@ class Codec(StrEnum):
         return 2 if self is Codec.PCM16 else 1
 
 
+class InvalidAudioChunk(MediaError, ValueError):
+    """An ``AudioChunk`` that cannot be read as it says (a rate or length that does not
+    fit its codec). A ValueError too, which it was before it was a ``VoxtraError``."""
+
+
 @dataclass(frozen=True, slots=True)
 class AudioChunk:
     """A piece of mono audio: encoded or PCM bytes, with what it takes to read them."""
@@ -39,11 +46,11 @@ class AudioChunk:
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
-            raise ValueError(f"sample_rate must be positive, not {self.sample_rate}")
+            raise InvalidAudioChunk(f"sample_rate must be positive, not {self.sample_rate}")
         if self.codec is not Codec.PCM16 and self.sample_rate != 8000:
-            raise ValueError(f"{self.codec} audio is 8 kHz, not {self.sample_rate} Hz")
+            raise InvalidAudioChunk(f"{self.codec} audio is 8 kHz, not {self.sample_rate} Hz")
         if len(self.data) % self.codec.bytes_per_sample:
-            raise ValueError("PCM16 data must be a whole number of 2-byte samples")
+            raise InvalidAudioChunk("PCM16 data must be a whole number of 2-byte samples")
 
     @property
     def samples(self) -> int:

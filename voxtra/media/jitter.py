@@ -22,6 +22,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
+from voxtra.errors import ConfigError
 from voxtra.media.rtp import RtpPacket, seq_diff
 
 __all__ = ["JitterBuffer", "JitterStats"]
@@ -71,7 +72,7 @@ class JitterBuffer:
 
     def __init__(self, depth: int = 3) -> None:
         if depth < 0:
-            raise ValueError("depth cannot be negative")
+            raise ConfigError(f"jitter buffer depth cannot be negative, got {depth}")
         self.depth = depth
         self.stats = JitterStats()
         self._buf: dict[int, RtpPacket] = {}

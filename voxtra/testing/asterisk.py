@@ -32,6 +32,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from voxtra.errors import VoxtraError
+
 __all__ = [
     "AsteriskSandbox",
     "SandboxUnavailable",
@@ -54,8 +56,9 @@ ARI_PASSWORD = "voxtra"
 ARI_URL = "http://127.0.0.1:8088"
 
 
-class SandboxUnavailable(RuntimeError):
-    """The sandbox cannot run on this machine; the message says why."""
+class SandboxUnavailable(VoxtraError, RuntimeError):
+    """The sandbox cannot run on this machine; the message says why (a RuntimeError too,
+    as it was before every Voxtra error derived from ``VoxtraError``)."""
 
 
 def default_conf_dir() -> Path:

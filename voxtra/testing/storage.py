@@ -36,6 +36,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from voxtra.errors import VoxtraError
+
 __all__ = [
     "FakeGcsServer",
     "SeaweedS3Server",
@@ -48,8 +50,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class StorageServerUnavailable(RuntimeError):
-    """The server binary is missing or the server did not come up; the message says why."""
+class StorageServerUnavailable(VoxtraError, RuntimeError):
+    """The server binary is missing or the server did not come up; the message says why
+    (a RuntimeError too, as it was before it derived from ``VoxtraError``)."""
 
 
 def free_port() -> int:
