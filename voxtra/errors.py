@@ -1,7 +1,24 @@
 """Every error Voxtra raises derives from VoxtraError, so users can catch one base.
 
-Layer-specific errors (ARI, media, providers, recording) live next to their layer
-and derive from the classes here.
+Layer-specific errors (ARI, media, providers, recording, the test tooling) live next to
+their layer and derive from the classes here. One naming rule for all of them:
+
+- A *kind* of fault, caught to handle every case of it, is ``<Subject>Error``:
+  ``VoxtraError``, ``ConfigError``, ``MediaError``, ``ProviderError``,
+  ``RecordingError``, ``OriginateError``, ``AriError``, ``RtpParseError``.
+- One *outcome* a caller branches on is named by the outcome alone, without a suffix:
+  ``CallEnded``, ``CallBusy``, ``CallNoAnswer``, ``CallFailed``,
+  ``PipelineNotConfigured``, ``SandboxUnavailable``, ``SipCallerTimeout``; a value
+  that was rejected is ``Invalid<Thing>`` (``InvalidRecordingName``); an ARI status is
+  its HTTP reason phrase (``AriNotFound``, ``AriConflict``, ``AriServerError``).
+- Never both: no ``...FailedError``, ``...TimeoutError``, ``Invalid...Error``.
+- A layer's own errors carry its prefix (``Ari``, ``Rtp``, ``ChanWs``, ``AudioSocket``).
+- Where code would catch a built-in, the error is that built-in too (``ConfigError`` is
+  a ``ValueError``, ``PipelineNotConfigured`` a ``RuntimeError``, ``SipCallerTimeout``
+  a ``TimeoutError``), so ``except ValueError`` written earlier keeps working.
+
+``tests/unit/test_error_names.py`` checks the base of every error class and the
+"never both" part.
 """
 
 from __future__ import annotations
