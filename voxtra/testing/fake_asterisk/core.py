@@ -582,7 +582,9 @@ class FakeAsterisk(AriTransport):
     def _hangup(self, call: FakeCall, cause: int, *, soft: bool | None) -> None:
         if call.ended or call.id not in self.channels:
             return
-        fields: dict[str, Any] = {"cause": cause, "channel": call.to_json()}
+        # An ARI hangup is a soft hangup: Asterisk's event then carries the softhangup
+        # flag (AST_SOFTHANGUP_EXPLICIT, 32) as its "cause", not the hangup cause.
+        fields: dict[str, Any] = {"cause": 32 if soft else cause, "channel": call.to_json()}
         if soft is not None:
             fields["soft"] = soft
         self._emit(call.subscribed, "ChannelHangupRequest", **fields)
@@ -717,10 +719,8 @@ class FakeAsterisk(AriTransport):
         if_exists = params.get("ifExists", "fail")
         if if_exists not in ("fail", "overwrite", "append"):
             raise _Fail(400, "ifExists must be fail, overwrite or append")
-        if name in self.live_recordings:
-            raise _Fail(409, "Recording already in progress")
-        if name in self.stored_recordings and if_exists == "fail":
-            raise _Fail(422, "Recording already exists")
+        if name in self.live_recordings or (name in self.stored_recordings and if_exists == "fail"):
+            raise _Fail(409, f"Recording '{name}' already exists and can not be overwritten")
         recording = FakeRecording(name, fmt, target, terminate_on=params.get("terminateOn", ""))
         if recording.terminate_on == "none":
             recording.terminate_on = ""
@@ -957,6 +957,9 @@ class FakeAsterisk(AriTransport):
                 call.ringing = True
             else:
                 status, cause = DIAL_OUTCOMES.get(outcome, ("CHANUNAVAIL", 20))
+                if call.endpoint.startswith("Local/"):
+                    # Measured: a Local channel ends with cause 0; only Dial says why.
+                    cause = 0
                 self._dial_event(call, status)
                 self._hangup(call, cause, soft=None)
 
@@ -1039,7 +1042,7 @@ class FakeAsterisk(AriTransport):
     def _media(self, request: AriRequest) -> list[str]:
         media = [m for m in request.params.get("media", "").split(",") if m]
         if not media:
-            raise _Fail(400, "Missing parameter media")
+            raise _Fail(500, "Failed to queue media for playback")
         return media
 
     def _r_play(self, request: AriRequest, id: str, playback: str | None = None) -> AriResponse:
@@ -1052,8 +1055,6 @@ class FakeAsterisk(AriTransport):
 
     def _r_record(self, request: AriRequest, id: str) -> AriResponse:
         call = self._stasis_channel(id)
-        if call.bridge_id is not None:
-            raise _Fail(409, "Channel is currently bridged with other channels")
         recording = self._start_recording(f"channel:{call.id}", request, [call])
         return _json(recording.to_json())
 
@@ -1187,7 +1188,7 @@ class FakeAsterisk(AriTransport):
             channel_id,
             f"UnicastRTP/{host_port}-0x{sequence_number():x}",
             kind="external",
-            state="Up",
+            state="Down",
         )
         call.rtp = end
         call.variables.update(

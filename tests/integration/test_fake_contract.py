@@ -1,0 +1,464 @@
+"""FakeAsterisk and the real sandbox answer the same scenarios the same way.
+
+Each scenario drives an :class:`AriClient` and an :class:`AriEventStream` and returns
+what matters of what it saw: status codes, error classes and messages, body keys, and
+the types (and key fields) of the events about the channels it made. It runs once
+against the real Asterisk and once against :class:`FakeAsterisk`; the two records must
+be equal, so the fake cannot drift from Asterisk 22 unnoticed.
+
+Channels enter the app by originating ``Local/answer@voxtra-test`` on both sides (the
+sandbox's "answers and waits" extension; the fake's far end answers by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from voxtra.ari.client import AriClient
+from voxtra.ari.errors import AriError
+from voxtra.ari.events import AriEvent
+from voxtra.ari.stream import AriEventStream
+from voxtra.testing.fake_asterisk import FakeAsterisk
+from voxtra.testing.pytest_plugin import AsteriskTarget
+
+pytestmark = pytest.mark.asterisk
+
+APP = "voxtra-fake-contract"
+"""Distinct from every other test's app: the real run shares the sandbox."""
+
+LOCAL = "Local/answer@voxtra-test"
+
+Record = list[Any]
+
+
+@dataclass
+class Side:
+    """One Asterisk (real or fake) as a scenario sees it."""
+
+    name: str
+    ari: AriClient
+    events: list[AriEvent] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    made: list[str] = field(default_factory=list)
+    fake: FakeAsterisk | None = None
+
+    def on_event(self, event: AriEvent) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    async def wait_event(
+        self, predicate: Callable[[AriEvent], bool], timeout: float = 10.0
+    ) -> AriEvent:
+        async def scan() -> AriEvent:
+            while True:
+                for event in self.events:
+                    if predicate(event):
+                        return event
+                self.changed.clear()
+                await self.changed.wait()
+
+        return await asyncio.wait_for(scan(), timeout)
+
+    async def call(
+        self, method: str, path: str, params: dict[str, Any] | None = None, json: Any = None
+    ) -> tuple[Any, ...]:
+        """(status class, sorted body keys) or (error class, status, message)."""
+        try:
+            body = await self.ari.request(method, path, params=params, json=json)
+        except AriError as exc:
+            return (type(exc).__name__, exc.status, exc.message)
+        if isinstance(body, dict):
+            return ("ok", sorted(body))
+        if isinstance(body, list):
+            return ("ok-list",)
+        return ("ok", body is None)
+
+    async def originate(self, **params: Any) -> str:
+        """A Local channel in the app (Up); returns its id."""
+        channel_id = f"fx-{uuid.uuid4().hex[:10]}"
+        await self.ari.channels.originate(
+            LOCAL, app=APP, channel_id=channel_id, formats="slin", **params
+        )
+        self.made.append(channel_id)
+        await self.wait_event(
+            lambda e: e.type == "StasisStart" and _ids(e).get("channel") == channel_id
+        )
+        return channel_id
+
+    def sequence(self, ident: str, types: set[str] | None = None) -> list[str]:
+        """The types of the events about ``ident`` (a channel, bridge or playback)."""
+        return [
+            e.type
+            for e in self.events
+            if ident in _ids(e).values() and (types is None or e.type in types)
+        ]
+
+
+def _ids(event: AriEvent) -> dict[str, str]:
+    raw = event.raw
+    out: dict[str, str] = {}
+    for key in ("channel", "peer", "bridge", "playback", "recording"):
+        value = raw.get(key)
+        if isinstance(value, dict):
+            out[key] = str(value.get("id") or value.get("name") or "")
+            target = value.get("target_uri")
+            if isinstance(target, str):
+                out[key + "_target"] = target.partition(":")[2]
+    return out
+
+
+@pytest.fixture
+async def real(asterisk: AsteriskTarget) -> AsyncIterator[Side]:
+    async with AriClient(asterisk.ari_url, asterisk.username, asterisk.password) as ari:
+        async with _running(Side("real", ari)) as side:
+            yield side
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[Side]:
+    transport = FakeAsterisk()
+    transport.playback_duration = 0.3  # long enough to GET it while it plays
+    ari = AriClient("http://fake", "u", "p", transport=transport)
+    try:
+        async with _running(Side("fake", ari, fake=transport)) as side:
+            yield side
+    finally:
+        await ari.close()
+        await transport.aclose()
+
+
+class _running:
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.stream = AriEventStream(side.ari, APP, on_event=side.on_event, heartbeat=2.0)
+        self.task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Side:
+        self.task = asyncio.create_task(self.stream.run())
+        await self.stream.wait_connected(10)
+        return self.side
+
+    async def __aexit__(self, *exc: object) -> None:
+        for channel_id in self.side.made:
+            try:
+                await self.side.ari.channels.hangup(channel_id)
+            except AriError:
+                pass
+        await self.stream.stop()
+        assert self.task is not None
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+# -- the scenarios ---------------------------------------------------------------------
+
+
+async def originate(side: Side) -> Record:
+    channel_id = await side.originate()
+    dials = [
+        e.raw.get("dialstatus")
+        for e in side.events
+        if e.type == "Dial" and _ids(e).get("peer") == channel_id
+    ]
+    start = next(e for e in side.events if e.type == "StasisStart")
+    got = await side.ari.channels.get(channel_id)
+    return [
+        side.sequence(channel_id, {"Dial", "ChannelStateChange", "StasisStart"}),
+        dials,
+        sorted(start.raw["channel"]),
+        got.state,
+        got.dialplan.app_name,
+        await side.call(
+            "POST", "/channels", {"endpoint": LOCAL, "app": APP, "channelId": channel_id}
+        ),
+        await side.call("POST", "/channels", {"endpoint": LOCAL}),
+        await side.call("POST", "/channels", {}),
+    ]
+
+
+async def originate_busy(side: Side) -> Record:
+    endpoint = "Local/busy@voxtra-test"
+    if side.fake is not None:
+        side.fake.endpoint_outcomes[endpoint] = "busy"
+    channel_id = f"fx-{uuid.uuid4().hex[:10]}"
+    await side.ari.channels.originate(endpoint, app=APP, channel_id=channel_id, timeout=10)
+    destroyed = await side.wait_event(
+        lambda e: e.type == "ChannelDestroyed" and _ids(e).get("channel") == channel_id
+    )
+    dials = [
+        e.raw.get("dialstatus")
+        for e in side.events
+        if e.type == "Dial" and _ids(e).get("peer") == channel_id
+    ]
+    return [
+        side.sequence(channel_id, {"Dial", "StasisStart", "ChannelDestroyed"}),
+        dials,
+        destroyed.raw["cause"],
+        destroyed.raw["cause_txt"],
+    ]
+
+
+async def answer_and_hangup(side: Side) -> Record:
+    channel_id = await side.originate()
+    record: Record = [
+        await side.call("POST", f"/channels/{channel_id}/answer"),
+        await side.call("DELETE", f"/channels/{channel_id}", {"reason": "bogus"}),
+        await side.call("DELETE", f"/channels/{channel_id}", {"reason": "normal"}),
+    ]
+    await side.wait_event(
+        lambda e: e.type == "ChannelDestroyed" and _ids(e).get("channel") == channel_id
+    )
+    destroyed = next(e for e in side.events if e.type == "ChannelDestroyed")
+    request = next(e for e in side.events if e.type == "ChannelHangupRequest")
+    record += [
+        request.raw.get("cause"),
+        request.raw.get("soft"),
+        side.sequence(channel_id, {"ChannelHangupRequest", "StasisEnd", "ChannelDestroyed"}),
+        destroyed.raw["cause"],
+        destroyed.raw["cause_txt"],
+        await side.call("GET", f"/channels/{channel_id}"),
+        await side.call("DELETE", f"/channels/{channel_id}"),
+    ]
+    return record
+
+
+async def play(side: Side) -> Record:
+    channel_id = await side.originate()
+    playback_id = f"pb-{uuid.uuid4().hex[:8]}"
+    started = await side.call(
+        "POST", f"/channels/{channel_id}/play/{playback_id}", {"media": "sound:hello-world"}
+    )
+    await side.wait_event(
+        lambda e: e.type == "PlaybackStarted" and _ids(e).get("playback") == playback_id
+    )
+    while_playing = await side.call("GET", f"/playbacks/{playback_id}")
+    await side.wait_event(
+        lambda e: e.type == "PlaybackFinished" and _ids(e).get("playback") == playback_id
+    )
+    finished = next(e for e in side.events if e.type == "PlaybackFinished")
+    return [
+        started,
+        while_playing,
+        side.sequence(playback_id),
+        sorted(finished.raw["playback"]),
+        finished.raw["playback"]["state"],
+        finished.raw["playback"]["target_uri"] == f"channel:{channel_id}",
+        await side.call("GET", f"/playbacks/{playback_id}"),
+        await side.call("POST", f"/channels/{channel_id}/play", {}),
+        await side.call("POST", "/channels/nope/play", {"media": "sound:hello-world"}),
+    ]
+
+
+async def dtmf_and_variables(side: Side) -> Record:
+    channel_id = await side.originate()
+    return [
+        await side.call("POST", f"/channels/{channel_id}/dtmf", {"dtmf": "12#"}),
+        await side.call("POST", f"/channels/{channel_id}/dtmf", {}),
+        await side.call(
+            "POST", f"/channels/{channel_id}/variable", {"variable": "FX", "value": "1"}
+        ),
+        await side.call("GET", f"/channels/{channel_id}/variable", {"variable": "FX"}),
+        await side.call("GET", f"/channels/{channel_id}/variable", {"variable": "FX_UNSET"}),
+        await side.call("GET", f"/channels/{channel_id}/variable", {}),
+        await side.call("GET", "/channels/nope/variable", {"variable": "FX"}),
+        await side.call("POST", f"/channels/{channel_id}/hold"),
+        await side.call("DELETE", f"/channels/{channel_id}/hold"),
+        await side.call("POST", f"/channels/{channel_id}/moh"),
+        await side.call("DELETE", f"/channels/{channel_id}/moh"),
+        await side.call("POST", f"/channels/{channel_id}/mute", {"direction": "in"}),
+        await side.call("DELETE", f"/channels/{channel_id}/mute", {"direction": "in"}),
+    ]
+
+
+async def bridge(side: Side) -> Record:
+    channel_id = await side.originate()
+    bridge_id = f"br-{uuid.uuid4().hex[:8]}"
+    outside = f"fx-{uuid.uuid4().hex[:10]}"
+    await side.ari.channels.originate(
+        LOCAL, extension="answer", context="voxtra-test", channel_id=outside
+    )
+    side.made.append(outside)
+    record: Record = [
+        await side.call("POST", "/bridges", {"type": "mixing", "bridgeId": bridge_id}),
+        await side.call("POST", f"/bridges/{bridge_id}/addChannel", {"channel": channel_id}),
+    ]
+    await side.wait_event(
+        lambda e: e.type == "ChannelEnteredBridge" and _ids(e).get("channel") == channel_id
+    )
+    second = await side.originate()
+    record += [
+        await side.call("POST", f"/bridges/{bridge_id}/addChannel", {"channel": second}),
+        await side.call(
+            "POST", f"/channels/{channel_id}/record", {"name": second, "format": "wav"}
+        ),
+    ]
+    if record[-1][0] == "ok":
+        with contextlib.suppress(AriError):  # Asterisk 22 took it (and then dropped it)
+            await side.ari.recordings.cancel(second)
+    got = await side.ari.bridges.get(bridge_id)
+    record += [
+        got.channels == [channel_id, second],
+        got.bridge_type,
+        got.technology,
+        await side.call("POST", f"/bridges/{bridge_id}/addChannel", {"channel": "nope"}),
+        await side.call("POST", f"/bridges/{bridge_id}/addChannel", {}),
+        await side.call("POST", f"/bridges/{bridge_id}/addChannel", {"channel": outside}),
+        await side.call("POST", f"/channels/{outside}/answer"),
+        await side.call("POST", "/bridges/nope/addChannel", {"channel": channel_id}),
+        await side.call("DELETE", f"/bridges/{bridge_id}"),
+    ]
+    for member in (channel_id, second):
+        await side.wait_event(
+            lambda e, m=member: e.type == "ChannelLeftBridge" and _ids(e).get("channel") == m  # type: ignore[misc]
+        )
+    record += [
+        side.sequence(channel_id, {"ChannelEnteredBridge", "ChannelLeftBridge"}),
+        side.sequence(second, {"ChannelEnteredBridge", "ChannelLeftBridge"}),
+        await side.call("GET", f"/bridges/{bridge_id}"),
+        await side.call("DELETE", f"/bridges/{bridge_id}"),
+    ]
+    return record
+
+
+async def continue_in_dialplan(side: Side) -> Record:
+    channel_id = await side.originate()
+    record: Record = [
+        await side.call(
+            "POST",
+            f"/channels/{channel_id}/continue",
+            {"context": "voxtra-test", "extension": "answer", "priority": 1},
+        )
+    ]
+    await side.wait_event(lambda e: e.type == "StasisEnd" and _ids(e).get("channel") == channel_id)
+    record += [
+        await side.call("GET", f"/channels/{channel_id}"),
+        await side.call("POST", f"/channels/{channel_id}/answer"),
+        await side.call("POST", f"/channels/{channel_id}/continue"),
+        side.sequence(channel_id, {"StasisStart", "StasisEnd", "ChannelDestroyed"}),
+    ]
+    return record
+
+
+async def record_and_fetch(side: Side) -> Record:
+    channel_id = await side.originate()
+    name = f"fx-contract-{uuid.uuid4().hex[:8]}"
+    record: Record = [
+        await side.call("POST", f"/channels/{channel_id}/record", {"name": name, "format": "wav"}),
+        await side.call("POST", f"/channels/{channel_id}/record", {"name": name, "format": "wav"}),
+        await side.call(
+            "POST", f"/channels/{channel_id}/record", {"name": name + "x", "format": "nope"}
+        ),
+    ]
+    await side.wait_event(
+        lambda e: e.type == "RecordingStarted" and _ids(e).get("recording") == name
+    )
+    record.append(await side.call("GET", f"/recordings/live/{name}"))
+    await asyncio.sleep(0.3)
+    record.append(await side.call("POST", f"/recordings/live/{name}/stop"))
+    await side.wait_event(
+        lambda e: e.type == "RecordingFinished" and _ids(e).get("recording") == name
+    )
+    finished = next(
+        e for e in side.events if e.type == "RecordingFinished" and _ids(e).get("recording") == name
+    )
+    data = await side.ari.recordings.get_file(name)
+    record += [
+        side.sequence(name),
+        finished.raw["recording"]["state"],
+        sorted(finished.raw["recording"]),
+        await side.call("GET", f"/recordings/stored/{name}"),
+        data[:4],
+        data[8:12],
+        await side.call("POST", f"/recordings/live/{name}/stop"),
+        await side.call("DELETE", f"/recordings/stored/{name}"),
+        await side.call("GET", f"/recordings/stored/{name}"),
+    ]
+    return [
+        r if not isinstance(r, tuple) else tuple(str(x).replace(name, "NAME") for x in r)
+        for r in record
+    ]
+
+
+async def snoop_and_external_media(side: Side) -> Record:
+    channel_id = await side.originate()
+    snoop_id = f"fx-snoop-{uuid.uuid4().hex[:8]}"
+    media_id = f"fx-media-{uuid.uuid4().hex[:8]}"
+    side.made += [snoop_id, media_id]
+    snooped = await side.call(
+        "POST", f"/channels/{channel_id}/snoop/{snoop_id}", {"app": APP, "spy": "in"}
+    )
+    await side.wait_event(lambda e: e.type == "StasisStart" and _ids(e).get("channel") == snoop_id)
+    media = await side.ari.channels.external_media(
+        APP, external_host="127.0.0.1:9", format="ulaw", channel_id=media_id
+    )
+    await side.wait_event(lambda e: e.type == "StasisStart" and _ids(e).get("channel") == media_id)
+    return [
+        snooped,
+        await side.call("POST", f"/channels/{channel_id}/snoop", {"app": APP}),
+        sorted(media.channelvars or {}),
+        media.state,
+        await side.call("POST", "/channels/externalMedia", {"app": APP, "format": "ulaw"}),
+    ]
+
+
+async def errors(side: Side) -> Record:
+    return [
+        await side.call("GET", "/nosuch"),
+        await side.call("PUT", "/channels"),
+        await side.call("GET", "/channels/nope"),
+        await side.call("POST", "/channels/nope/answer"),
+        await side.call("POST", "/channels/nope/dtmf", {"dtmf": "1"}),
+        await side.call("POST", "/channels/nope/continue"),
+        await side.call("GET", "/bridges/nope"),
+        await side.call("DELETE", "/bridges/nope"),
+        await side.call("GET", "/playbacks/nope"),
+        await side.call("DELETE", "/playbacks/nope"),
+        await side.call("GET", "/recordings/live/nope"),
+        await side.call("POST", "/recordings/live/nope/stop"),
+        await side.call("GET", "/recordings/stored/nope"),
+        await side.call("GET", "/recordings/stored/nope/file"),
+        await side.call("GET", "/applications/nope"),
+        await side.call("GET", f"/applications/{APP}"),
+        await side.call("GET", "/endpoints/Foo"),
+        await side.call("GET", "/endpoints/PJSIP/nope"),
+        await side.call("GET", "/asterisk/info"),
+        await side.call("GET", "/asterisk/ping"),
+        await side.call("GET", "/asterisk/variable", {"variable": "FX_CONTRACT_UNSET"}),
+        # (after a 409 for a taken channel id, Asterisk 22 answered this with that 409
+        # again: kept away from the originate scenario)
+        await side.call("POST", "/channels", {"endpoint": "Nope/x", "app": APP}),
+    ]
+
+
+SCENARIOS: list[Callable[[Side], Awaitable[Record]]] = [
+    originate,
+    originate_busy,
+    answer_and_hangup,
+    play,
+    dtmf_and_variables,
+    bridge,
+    continue_in_dialplan,
+    record_and_fetch,
+    snoop_and_external_media,
+    errors,
+]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda s: s.__name__)
+async def test_fake_answers_as_asterisk_does(
+    scenario: Callable[[Side], Awaitable[Record]], real: Side, fake: Side
+) -> None:
+    expected = await scenario(real)
+    got = await scenario(fake)
+    print("REAL", expected)
+    print("FAKE", got)
+    assert len(got) == len(expected)
+    for index, (seen, wanted) in enumerate(zip(got, expected, strict=True)):
+        assert seen == wanted, f"{scenario.__name__} step {index}: fake {seen!r}, real {wanted!r}"
