@@ -1,5 +1,9 @@
 """The ``voxtra`` command: ``demo``, ``run module:app`` and ``doctor``.
 
+``demo`` runs ``examples/demo.py`` of the clone the package is installed from: the demo
+drives the sandbox and a SIP phone from :mod:`voxtra.testing`, test tooling the
+package itself never imports.
+
 A command line program is an application, so unlike the library it configures logging
 (``--log-level``, default WARNING; ``run`` defaults to INFO so a running app is visible).
 """
@@ -144,7 +148,11 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
     ok, message = asyncio.run(_check_ari())
     print(message)
     if not ok and not message.startswith("settings:") and not os.environ.get("VOXTRA_ARI_URL"):
-        print("  (set VOXTRA_ARI_URL, or run `voxtra demo` to start the Asterisk sandbox)")
+        # Not `voxtra demo`: it stops the sandbox it started when the call is over.
+        print(
+            "  (set VOXTRA_ARI_URL, or start the Asterisk sandbox: "
+            "python -m voxtra.testing.asterisk up)"
+        )
     return 0 if ok else 1
 
 
