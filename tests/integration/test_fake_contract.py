@@ -116,9 +116,9 @@ def _ids(event: AriEvent) -> dict[str, str]:
 
 @pytest.fixture
 async def real(asterisk: AsteriskTarget) -> AsyncIterator[Side]:
-    async with AriClient(asterisk.ari_url, asterisk.username, asterisk.password) as ari:
-        async with _running(Side("real", ari)) as side:
-            yield side
+    client = AriClient(asterisk.ari_url, asterisk.username, asterisk.password)
+    async with client as ari, _running(Side("real", ari)) as side:
+        yield side
 
 
 @pytest.fixture
@@ -147,10 +147,8 @@ class _running:
 
     async def __aexit__(self, *exc: object) -> None:
         for channel_id in self.side.made:
-            try:
+            with contextlib.suppress(AriError):
                 await self.side.ari.channels.hangup(channel_id)
-            except AriError:
-                pass
         await self.stream.stop()
         assert self.task is not None
         self.task.cancel()

@@ -1181,6 +1181,7 @@ class FakeAsterisk(AriTransport):
         if channel_id in self.channels:
             raise _Fail(409, "Channel with given unique ID already exists")
         end = FakeRtpEnd(fmt, (host, int(port)))
+        end.on_receive = self._notify
         await end.open()
         local_host, local_port = end.local
         call = FakeCall(

@@ -14,6 +14,7 @@ import contextlib
 import io
 import logging
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +94,8 @@ class FakeRtpEnd:
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
         self.local: tuple[str, int] = ("127.0.0.1", 0)
+        self.on_receive: Callable[[], None] | None = None
+        """Called after each packet from the app (the fake re-checks its waiters)."""
 
     async def open(self) -> None:
         loop = asyncio.get_running_loop()
@@ -117,6 +120,8 @@ class FakeRtpEnd:
         self.packets_received += 1
         payload = packet.payload
         self.heard.extend(_swap16(payload) if self.format.big_endian else payload)
+        if self.on_receive is not None:
+            self.on_receive()
 
     async def _send_loop(self) -> None:
         loop = asyncio.get_running_loop()
