@@ -175,7 +175,8 @@ class FakeCall:
         """``exten@context`` after ``continue``, the endpoint after ``redirect``, or the
         endpoint of the outbound leg it was bridged with."""
         self.hangup_cause: int | None = None
-        self.on_hold = False
+        self.held = False
+        """The app indicated hold to the far end (``POST /channels/{id}/hold``)."""
         self.moh: str | None = None
         """The music-on-hold class playing to the channel (None: none)."""
         self.muted: set[str] = set()
@@ -202,6 +203,11 @@ class FakeCall:
     def ended(self) -> bool:
         """True once the channel is destroyed (hung up, by either side)."""
         return self._ended.is_set()
+
+    @property
+    def on_hold(self) -> bool:
+        """Held or hearing music on hold (what ``call.hold()`` does is the latter)."""
+        return self.held or self.moh is not None
 
     @property
     def in_app(self) -> bool:

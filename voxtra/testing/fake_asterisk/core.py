@@ -441,11 +441,14 @@ class FakeAsterisk(AriTransport):
             connection.drop()
 
     async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Until ``predicate()`` holds; checked whenever the fake's state changes."""
+        """Until ``predicate()`` holds: checked whenever the fake's state changes, and
+        every 10 ms besides (a predicate may look at the app's state too)."""
 
         async def check() -> None:
             async with self._changed:
-                await self._changed.wait_for(predicate)
+                while not predicate():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._changed.wait(), 0.01)
 
         try:
             await asyncio.wait_for(check(), timeout)
@@ -1000,11 +1003,11 @@ class FakeAsterisk(AriTransport):
         return _NO_CONTENT
 
     def _r_hold(self, request: AriRequest, id: str) -> AriResponse:
-        self._stasis_channel(id).on_hold = True
+        self._stasis_channel(id).held = True
         return _NO_CONTENT
 
     def _r_unhold(self, request: AriRequest, id: str) -> AriResponse:
-        self._stasis_channel(id).on_hold = False
+        self._stasis_channel(id).held = False
         return _NO_CONTENT
 
     def _r_moh(self, request: AriRequest, id: str) -> AriResponse:
