@@ -40,8 +40,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
-from voxtra.call import CallSession
 from voxtra.media.frames import AudioChunk
 from voxtra.pipeline import BargeInEvent, PipelineEvent, TurnMetrics, VoicePipeline
 from voxtra.providers.base import LLM, STT, TTS, ChatMessage, LLMChunk, ToolSpec, Transcript

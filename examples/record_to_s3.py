@@ -21,8 +21,8 @@ import contextlib
 import logging
 import os
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
-from voxtra.call import CallSession
 from voxtra.errors import CallEnded
 from voxtra.recording import RecordingMetadata, S3Sink
 

@@ -1,22 +1,20 @@
 """Voxtra: voice applications and AI phone agents on Asterisk, through ARI."""
 
 from voxtra.app import VoxtraApp
-from voxtra.call import (
-    CallBusy,
-    CallDirection,
-    CallFailed,
-    CallNoAnswer,
-    CallSession,
-    CallState,
-    OriginateError,
-    Playback,
-)
+from voxtra.calls.playback import Playback
+from voxtra.calls.session import CallSession
+from voxtra.calls.state import CallDirection, CallEndReason, CallState
+from voxtra.calls.voice import VoiceConfig
 from voxtra.config import MediaSettings, VoxtraSettings
 from voxtra.errors import (
     CallbackSignatureError,
+    CallBusy,
     CallEnded,
+    CallFailed,
+    CallNoAnswer,
     ConfigError,
     MediaError,
+    OriginateError,
     PipelineNotConfigured,
     ProviderError,
     RecordingError,
@@ -24,7 +22,6 @@ from voxtra.errors import (
 )
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.routing import CallInfo, Route
-from voxtra.voice import VoiceConfig
 
 __version__ = "0.1.0.dev0"
 
@@ -32,6 +29,7 @@ __all__ = [
     "AudioChunk",
     "CallBusy",
     "CallDirection",
+    "CallEndReason",
     "CallEnded",
     "CallFailed",
     "CallInfo",

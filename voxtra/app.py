@@ -1,9 +1,15 @@
 """VoxtraApp: connects to Asterisk, turns each new Stasis channel into a CallSession.
 
-Structure: one long-lived task owns a task group holding the ARI event stream and one
-task per call. The stream hands every event to :meth:`VoxtraApp._on_event`, which only
-updates state and routes the event to the call it concerns (synchronously, no user code
-inline), so a slow or stuck handler never delays another call's events.
+Structure: one long-lived task runs the ARI event stream; each call runs in a task of
+its own, inside which its :class:`~voxtra.calls.context.CallContext` holds a task group
+for everything the call starts. The stream hands every event to
+:meth:`VoxtraApp._on_event`, which only updates state and routes the event through the
+:class:`~voxtra.calls.registry.CallRegistry` to the calls it concerns (synchronously, no
+user code inline), so a slow or stuck handler never delays another call's events.
+
+The app is the top of the call layers: it implements
+:class:`~voxtra.calls.host.CallHost` (what a call needs from it), and nothing below
+imports it.
 
 Channels the app creates for itself (media, snoop, transfer legs) get ids starting with
 ``voxtra-internal-`` and are never routed as calls.
@@ -51,34 +57,41 @@ from voxtra.ari.events import (
     ChannelDestroyed,
     ChannelHangupRequest,
     Dial,
-    StasisEnd,
     StasisStart,
 )
 from voxtra.ari.models import Channel, Endpoint
 from voxtra.ari.stream import AriEventStream, Connection
-from voxtra.call import (
+from voxtra.ari.transport import AriTransport
+from voxtra.calls.context import CallContext
+from voxtra.calls.registry import CallRegistry, PendingOriginate
+from voxtra.calls.session import CallSession
+from voxtra.calls.state import (
     INTERNAL_PREFIX,
-    CallBusy,
     CallDirection,
     CallEndReason,
-    CallFailed,
-    CallNoAnswer,
-    CallSession,
     CallState,
-    OriginateError,
     internal_id,
 )
+from voxtra.calls.voice import VoiceConfig
 from voxtra.config import VoxtraSettings, load_settings
-from voxtra.errors import CallEnded, ConfigError, VoxtraError
+from voxtra.errors import (
+    CallBusy,
+    CallEnded,
+    CallFailed,
+    CallNoAnswer,
+    ConfigError,
+    OriginateError,
+    VoxtraError,
+)
 from voxtra.instance import InstanceSlot
+from voxtra.media.audiosocket_transport import AudioSocketServer
 from voxtra.media.pacer import Ticker
 from voxtra.providers.base import LLM, STT, TTS, VAD
-from voxtra.recording.call_recorder import AppRecordings
+from voxtra.recording.app_recordings import AppRecordings
 from voxtra.recording.delivery import DeliveredHook
 from voxtra.recording.metadata import RecordingMetadata
 from voxtra.recording.sinks import LocalFileSink, RecordingSink
 from voxtra.routing import CallHandler, CallInfo, Route, Router, RoutingError
-from voxtra.voice import VoiceConfig
 
 __all__ = ["VoxtraApp"]
 
@@ -101,13 +114,6 @@ DIALSTATUS_CAUSES = {
 INSTANCE_VARIABLE = "VOXTRA_INSTANCE"
 """Channel variable naming the app instance that took or created a call."""
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9_.]{1,32}")
-
-
-class _PendingOriginate:
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        self.future: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
-        self.dialstatus: str | None = None
 
 
 class VoxtraApp:
@@ -134,6 +140,7 @@ class VoxtraApp:
         voice: VoiceConfig | None = None,
         recording_sink: RecordingSink | None = None,
         instance_id: str | None = None,
+        transport: AriTransport | None = None,
         **options: Any,
     ) -> None:
         overrides = {
@@ -166,12 +173,18 @@ class VoxtraApp:
                 settings.silence_timeout if voice.silence_timeout is None else voice.silence_timeout
             ),
         )
-        """Default speech providers and options for every call (see :mod:`voxtra.voice`)."""
+        """Default speech providers and options for every call (see :mod:`voxtra.calls.voice`)."""
         self.recording_sink = recording_sink
         self.recordings: AppRecordings | None = None
         """Recording delivery (spool + sinks), created by :meth:`start`."""
-        self.ari = AriClient(settings.ari_url, settings.username, settings.password)
+        self.ari = AriClient(
+            settings.ari_url, settings.username, settings.password, transport=transport
+        )
+        """The ARI client; ``transport`` (e.g. :class:`voxtra.testing.FakeAsterisk`)
+        replaces the HTTP/WebSocket connection to Asterisk (see :meth:`use_transport`)."""
         self.router = Router()
+        self.registry: CallRegistry[CallContext] = CallRegistry()
+        """Which call owns which channel, bridge and originate (event routing)."""
         self.active_sessions: dict[str, CallSession] = {}
         self.calls_handled = 0
         self.hangup_grace = 2.0
@@ -193,7 +206,7 @@ class VoxtraApp:
         """At ``stop()``: seconds recording uploads get; what is left stays spooled."""
         self.outage_wait = 20.0
         """Seconds a call's ARI request that lost Asterisk waits for the events to
-        reconnect and reconcile (see :meth:`_wait_reconciled`), then gives up."""
+        reconnect and reconcile (see :meth:`wait_reconciled`), then gives up."""
         self._reconciled_generation = 0
         self._reconciled = asyncio.Event()  # replaced (and the old one set) per reconcile
         self.takeover_poll = 2.0
@@ -207,18 +220,13 @@ class VoxtraApp:
         """Set once the startup hooks are done (or the app stops): inbound calls wait."""
         self._delivered_hooks: list[DeliveredHook] = []
         self._shutdown: list[Hook] = []
-        self._index: dict[str, CallSession] = {}
-        self._bridge_index: dict[str, set[CallSession]] = {}
-        self._internal: dict[str, CallSession | None] = {}
-        self._internal_waiters: dict[str, asyncio.Future[Channel]] = {}
-        self._originates: dict[str, _PendingOriginate] = {}
         self._accepting = False
         self._stream: AriEventStream | None = None
         self._runner: asyncio.Task[None] | None = None
         self._call_tasks: set[asyncio.Task[None]] = set()
         self.ticker = Ticker()
         """One 20 ms pacing clock shared by every call's outbound RTP."""
-        self._audiosocket: Any = None
+        self._audiosocket: AudioSocketServer | None = None
         self._audiosocket_lock = asyncio.Lock()  # calls attaching at once share one listener
 
     def _claim_instance(self) -> str:
@@ -248,6 +256,20 @@ class VoxtraApp:
             self._instance_slot = None
             if self._fixed_instance is None:
                 self.instance_id = self._claim_instance()
+
+    def use_transport(self, transport: AriTransport) -> None:
+        """Reach Asterisk through ``transport`` instead of HTTP/WebSocket; before start().
+
+        How a test runs the app against :class:`voxtra.testing.FakeAsterisk`.
+        """
+        if self._runner is not None:
+            raise VoxtraError("cannot change the ARI transport of a running app")
+        self.ari = AriClient(
+            self.settings.ari_url,
+            self.settings.username,
+            self.settings.password,
+            transport=transport,
+        )
 
     # -- registration ---------------------------------------------------------------
 
@@ -433,7 +455,7 @@ class VoxtraApp:
             if pending:
                 logger.info("hanging up %d call(s) still running at shutdown", len(pending))
         for session in list(self.active_sessions.values()):
-            session._end_because(CallEndReason.SHUTDOWN)
+            session.context.end_because(CallEndReason.SHUTDOWN)
             with contextlib.suppress(VoxtraError):
                 await session.hangup()
         teardown_end = loop.time() + self.teardown_timeout
@@ -503,14 +525,14 @@ class VoxtraApp:
             self._instance_slot.release()
 
     async def _destroy_leftovers(self) -> None:
-        for channel_id in list(self._internal):
+        for channel_id in list(self.registry.internal):
             with contextlib.suppress(AriError):
                 await self.ari.channels.hangup(channel_id)
-        self._internal.clear()
-        for bridge_id in list(self._bridge_index):
+            self.registry.forget_channel(channel_id)
+        for bridge_id in list(self.registry.bridges):
             with contextlib.suppress(AriError):
                 await self.ari.bridges.destroy(bridge_id)
-        self._bridge_index.clear()
+            self.registry.forget_bridge(bridge_id)
 
     def configure_logging(self, level: str | None = None) -> None:
         """Set the ``voxtra`` loggers' level: ``level``, else ``settings.log_level``.
@@ -558,62 +580,17 @@ class VoxtraApp:
             return
         channel_id = event.channel_id
         if channel_id is not None:
-            pending = self._originates.get(channel_id)
+            pending = self.registry.originates.get(channel_id)
             if pending is not None:
-                self._on_originate_event(pending, channel_id, event)
-            waiter = self._internal_waiters.get(channel_id)
-            ended = isinstance(event, ChannelDestroyed | StasisEnd)
-            if waiter is not None and ended and not waiter.done():
-                waiter.set_exception(CallEnded(channel_id, f"{channel_id} ended"))
-                waiter.exception()
-        delivered: set[int] = set()
-        for session in self._sessions_for(event):
-            if id(session) not in delivered:
-                delivered.add(id(session))
-                session.handle_event(event)
-        if isinstance(event, StasisEnd | ChannelDestroyed) and channel_id is not None:
-            owner = self._internal.pop(channel_id, None)
-            if owner is not None:
-                owner._channels.discard(channel_id)
-                owner.handle_event(event)
-
-    def _sessions_for(self, event: AriEvent) -> list[CallSession]:
-        found: list[CallSession] = []
-        channel_id = event.channel_id
-        if channel_id is not None:
-            session = self.active_sessions.get(channel_id)
-            if session is not None:
-                found.append(session)
-            owner = self._internal.get(channel_id)
-            if owner is not None:
-                found.append(owner)
-        bridge_id = event.bridge_id
-        if bridge_id is not None:
-            found.extend(self._bridge_index.get(bridge_id, ()))
-        for target in _targets(event):
-            kind, _, ident = target.partition(":")
-            if kind == "channel":
-                session = self.active_sessions.get(ident) or self._internal.get(ident)
-                if session is not None:
-                    found.append(session)
-            elif kind == "bridge":
-                found.extend(self._bridge_index.get(ident, ()))
-        return found
+                self._on_originate_event(pending, event)
+        self.registry.dispatch(event)
 
     def _on_stasis_start(self, event: StasisStart) -> None:
         channel = event.channel
-        if channel.id in self._internal or channel.id.startswith(INTERNAL_PREFIX):
-            waiter = self._internal_waiters.pop(channel.id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(channel)
-            return
-        pending = self._originates.get(channel.id)
-        if pending is not None:
-            if not pending.future.done():
-                pending.future.set_result(channel)
-            return
-        existing = self.active_sessions.get(channel.id)
-        if existing is not None and not existing._ended.is_set():
+        if self.registry.channel_started(channel):
+            return  # an internal channel or an originate: its waiter has it
+        existing = self.registry.call(channel.id)
+        if existing is not None and not existing.ended_event.is_set():
             return
         # (an ended session with this id: the channel left the app, e.g. by a dialplan
         # transfer, and came back: that is a new call)
@@ -626,9 +603,34 @@ class VoxtraApp:
             )
             self._spawn_detached(self._hangup_quietly(channel.id))
             return
-        session = CallSession(self, channel, args=tuple(event.args))
-        self._register(session)
-        self._start_call(session, CallInfo.from_ari(_raw_channel(event), event.args))
+        info = CallInfo.from_channel(channel, event.args)
+        self._start_call(self._new_session(channel, info=info), info)
+
+    def _new_session(
+        self,
+        channel: Channel,
+        *,
+        info: CallInfo | None = None,
+        direction: CallDirection = CallDirection.INBOUND,
+        args: tuple[str, ...] = (),
+        metadata: dict[str, Any] | None = None,
+        called_number: str | None = None,
+    ) -> CallSession:
+        """A session for ``channel``, registered (its events flow from now on)."""
+        session = CallSession(
+            self,
+            channel,
+            direction=direction,
+            args=info.args if info is not None else args,
+            metadata=metadata,
+            # The number its route matched (a dialled-number variable, else the
+            # extension): call.called_number and CallInfo.called_number are one fact.
+            called_number=info.called_number if info is not None else called_number,
+            voice=self.voice,
+        )
+        self.registry.add_call(session.context)
+        self.active_sessions[session.id] = session
+        return session
 
     async def _tag(self, channel_id: str) -> None:
         """Mark a call handed to this app as ours (see the module doc: reconcile)."""
@@ -637,17 +639,15 @@ class VoxtraApp:
         except AriError as exc:
             logger.debug("call %s: cannot tag it with the instance id: %s", channel_id, exc)
 
-    def _register(self, session: CallSession) -> None:
-        self.active_sessions[session.id] = session
-
     def _start_call(
         self, session: CallSession, info: CallInfo | None, handler: CallHandler | None = None
-    ) -> None:
+    ) -> asyncio.Task[None]:
         task = asyncio.create_task(
             self._run_call(session, info, handler), name=f"voxtra-call-{session.id}"
         )
         self._call_tasks.add(task)
         task.add_done_callback(self._call_tasks.discard)
+        return task
 
     def _spawn_detached(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -665,20 +665,45 @@ class VoxtraApp:
     ) -> None:
         """A call's whole life: route, run the handler, hang up, tear down.
 
-        If the call ends while the handler still runs, every wait in the handler raises
-        CallEnded at once; a handler busy with something else gets ``hangup_grace``
-        seconds before it is cancelled.
+        Everything the call starts runs in its context's task group, opened here; the
+        context's teardown (one code path) then releases what the call owns and runs
+        its hangup callbacks once. If the call ends while the handler still runs, every
+        wait in the handler raises CallEnded at once; a handler busy with something
+        else gets ``hangup_grace`` seconds before it is cancelled.
         """
         self.calls_handled += 1
+        context = session.context
+        try:
+            async with context.task_group() as group:
+                await self._drive_call(session, info, handler, group)
+        except Exception:
+            logger.exception("call %s: internal error", session.id)
+        finally:
+            context.handler_done.set()
+            # Its own task, known to stop(): cancelling this call must not orphan it
+            # (a recording it finalises would meet a closed delivery).
+            teardown = asyncio.ensure_future(context.teardown())
+            self._teardowns.add(teardown)
+            teardown.add_done_callback(self._teardowns.discard)
+            try:
+                await asyncio.shield(teardown)
+            except Exception:
+                logger.exception("call %s: teardown failed", session.id)
+            finally:
+                self._unregister(session)
+
+    async def _drive_call(
+        self,
+        session: CallSession,
+        info: CallInfo | None,
+        handler: CallHandler | None,
+        group: asyncio.TaskGroup,
+    ) -> None:
+        context = session.context
         handler_task: asyncio.Task[None] | None = None
         limit = self.settings.max_call_duration
-        timer = (
-            asyncio.create_task(
-                self._limit_duration(session, limit), name=f"voxtra-limit-{session.id}"
-            )
-            if limit is not None
-            else None
-        )
+        if limit is not None:
+            context.spawn(self._limit_duration(context, limit), name=f"voxtra-limit-{session.id}")
         try:
             if session.direction is CallDirection.INBOUND:
                 # Before the handler runs: a call is never live here untagged for long
@@ -696,18 +721,18 @@ class VoxtraApp:
                 await self._unrouted(session)
                 await session.wait_ended(timeout=10.0)
                 return
-            handler_task = asyncio.create_task(
+            handler_task = group.create_task(
                 self._run_handler(session, handler), name=f"voxtra-handler-{session.id}"
             )
-            ended = asyncio.ensure_future(session._ended.wait())
+            ended = asyncio.ensure_future(context.ended_event.wait())
             try:
                 await asyncio.wait({handler_task, ended}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 ended.cancel()
             if handler_task.done():
-                if not (session.transferred or session.handed_off):
+                if not (context.transferred or context.handed_off):
                     await session.hangup()
-                await session.wait_ended(timeout=None if session.handed_off else 10.0)
+                await session.wait_ended(timeout=None if context.handed_off else 10.0)
             else:
                 _, pending = await asyncio.wait({handler_task}, timeout=self.hangup_grace)
                 if pending:
@@ -721,35 +746,18 @@ class VoxtraApp:
             with contextlib.suppress(Exception):
                 await asyncio.shield(session.hangup())
             raise
-        except Exception:
-            logger.exception("call %s: internal error", session.id)
-        finally:
-            if timer is not None:
-                timer.cancel()
-            session._handler_done.set()
-            # Its own task, known to stop(): cancelling this call must not orphan it
-            # (a recording it finalises would meet a closed delivery).
-            teardown = asyncio.ensure_future(session._teardown())
-            self._teardowns.add(teardown)
-            teardown.add_done_callback(self._teardowns.discard)
-            try:
-                await asyncio.shield(teardown)
-            except Exception:
-                logger.exception("call %s: teardown failed", session.id)
-            finally:
-                self._unregister(session)
 
-    async def _limit_duration(self, session: CallSession, limit: float) -> None:
+    async def _limit_duration(self, context: CallContext, limit: float) -> None:
         """Hang up a call still in the app ``limit`` seconds after the app took it."""
         await asyncio.sleep(limit)
-        if session.ended:
+        if context.ended:
             return
-        logger.warning("call %s reached max_call_duration (%.1f s): hanging up", session.id, limit)
-        session._end_because(CallEndReason.MAX_DURATION)
+        logger.warning("call %s reached max_call_duration (%.1f s): hanging up", context.id, limit)
+        context.end_because(CallEndReason.MAX_DURATION)
         try:
-            await session.hangup()
+            await context.hangup()
         except VoxtraError as exc:
-            logger.warning("call %s: hanging up at max_call_duration failed: %s", session.id, exc)
+            logger.warning("call %s: hanging up at max_call_duration failed: %s", context.id, exc)
 
     async def _resolve(self, session: CallSession, info: CallInfo) -> CallHandler | None:
         try:
@@ -763,7 +771,7 @@ class VoxtraApp:
         return match.handler
 
     async def _run_handler(self, session: CallSession, handler: CallHandler) -> None:
-        session._handler_done.clear()
+        session.context.handler_done.clear()
         try:
             await handler(session)
         except CallEnded:
@@ -774,7 +782,7 @@ class VoxtraApp:
                 "call %s: handler %s raised", session.id, getattr(handler, "__qualname__", handler)
             )
         finally:
-            session._handler_done.set()
+            session.context.handler_done.set()
 
     async def _unrouted(self, session: CallSession) -> None:
         logger.warning(
@@ -794,24 +802,9 @@ class VoxtraApp:
     def _unregister(self, session: CallSession) -> None:
         if self.active_sessions.get(session.id) is session:
             del self.active_sessions[session.id]
-        for bridge_id in list(session._bridges):
-            self._unindex_bridge(bridge_id, session)
+        self.registry.remove_call(session.context)
 
-    # -- bridges and internal channels (used by CallSession) -----------------------------
-
-    def _index_bridge(self, bridge_id: str, session: CallSession) -> None:
-        self._bridge_index.setdefault(bridge_id, set()).add(session)
-
-    def _unindex_bridge(self, bridge_id: str, session: CallSession | None = None) -> None:
-        sessions = self._bridge_index.get(bridge_id)
-        if sessions is None:
-            return
-        if session is None:
-            del self._bridge_index[bridge_id]
-            return
-        sessions.discard(session)
-        if not sessions:
-            del self._bridge_index[bridge_id]
+    # -- what a call needs of the app (CallHost) ----------------------------------------
 
     def internal_id(self, kind: str) -> str:
         """A new id for a channel or bridge this app creates, marked with its instance."""
@@ -824,62 +817,12 @@ class VoxtraApp:
         parts = ident[len(INTERNAL_PREFIX) :].split("-")
         return len(parts) == 3 and parts[1] == self.instance_id
 
-    def _forget_internal(self, channel_id: str) -> None:
-        self._internal.pop(channel_id, None)
-        self._internal_waiters.pop(channel_id, None)
-
-    def expect_internal(
-        self, channel_id: str, owner: CallSession | None
-    ) -> asyncio.Future[Channel]:
-        """Tag ``channel_id`` as ours and get a future for its StasisStart."""
-        self._internal[channel_id] = owner
-        if owner is not None:
-            owner._channels.add(channel_id)
-        future: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
-        self._internal_waiters[channel_id] = future
-        return future
-
-    async def wait_internal(
-        self, channel_id: str, future: asyncio.Future[Channel], timeout: float = 10.0
-    ) -> Channel:
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self._internal_waiters.pop(channel_id, None)
-
-    async def _dial_internal_leg(
-        self, endpoint: str, *, timeout: int, caller_id: str | None, owner: CallSession
-    ) -> str:
-        """Dial ``endpoint`` into the app as an internal leg; returns its channel id."""
-        leg_id = self.internal_id("leg")
-        future = self.expect_internal(leg_id, owner)
-        try:
-            await self.ari.channels.originate(
-                endpoint,
-                app=self.app_name,
-                app_args="voxtra-internal",
-                channel_id=leg_id,
-                caller_id=caller_id,
-                timeout=timeout,
-                originator=owner.id,
-            )
-            await self.wait_internal(leg_id, future, timeout=timeout + 5)
-        except BaseException:
-            self._forget_internal(leg_id)
-            owner._channels.discard(leg_id)
-            with contextlib.suppress(AriError):
-                await self.ari.channels.hangup(leg_id)
-            raise
-        return leg_id
-
-    async def _audiosocket_server(self) -> Any:
+    async def audiosocket_server(self) -> AudioSocketServer:
         """The app's AudioSocket listener (started on first use)."""
         # Locked: calls attaching while it was starting each made a listener of their
         # own (50 calls at once: 11 on listeners that were never closed).
         async with self._audiosocket_lock:
             if self._audiosocket is None:
-                from voxtra.media.audiosocket_transport import AudioSocketServer
-
                 media = self.settings.media
                 server = AudioSocketServer(
                     media.bind_host,
@@ -889,7 +832,7 @@ class VoxtraApp:
                 )
                 await server.start()
                 self._audiosocket = server
-        return self._audiosocket
+            return self._audiosocket
 
     # -- outbound -------------------------------------------------------------------------
 
@@ -922,8 +865,8 @@ class VoxtraApp:
         channel_id = f"voxtra-out-{uuid.uuid4().hex[:16]}"
         if formats is None and endpoint[:6].lower() == "local/":
             formats = "slin"
-        pending = _PendingOriginate(endpoint)
-        self._originates[channel_id] = pending
+        pending = PendingOriginate(endpoint)
+        self.registry.originates[channel_id] = pending
         try:
             await self.ari.channels.originate(
                 endpoint,
@@ -943,20 +886,21 @@ class VoxtraApp:
         except AriError as exc:
             raise await self._refusal(endpoint, exc) from exc
         finally:
-            self._originates.pop(channel_id, None)
-        session = CallSession(
-            self,
+            self.registry.originates.pop(channel_id, None)
+        session = self._new_session(
             channel,
             direction=CallDirection.OUTBOUND,
             args=tuple(app_args),
             metadata=dict(metadata or {}),
+            called_number=_endpoint_number(endpoint),
         )
-        session.called_number = _endpoint_number(endpoint)
-        self._register(session)
-        if handler is not None:
-            self._start_call(session, None, handler)
-        else:
-            self._start_call(session, None, _wait_until_ended)
+        task = self._start_call(session, None, handler or _wait_until_ended)
+        # Returned once its task group is open: the caller may spawn() on it at once.
+        running = asyncio.ensure_future(session.context.running.wait())
+        try:
+            await asyncio.wait({running, task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            running.cancel()
         return session
 
     async def _refusal(self, endpoint: str, exc: AriError) -> CallFailed:
@@ -989,9 +933,7 @@ class VoxtraApp:
             pass
         return True
 
-    def _on_originate_event(
-        self, pending: _PendingOriginate, channel_id: str, event: AriEvent
-    ) -> None:
+    def _on_originate_event(self, pending: PendingOriginate, event: AriEvent) -> None:
         if isinstance(event, Dial) and event.dialstatus:
             pending.dialstatus = event.dialstatus
         if pending.future.done():
@@ -1018,11 +960,11 @@ class VoxtraApp:
             done, self._reconciled = self._reconciled, asyncio.Event()
             done.set()
 
-    def _events_generation(self) -> int:
+    def events_generation(self) -> int:
         """The events connection's generation now (0 before the first)."""
         return self._stream.generation if self._stream is not None else 0
 
-    async def _wait_reconciled(self, since: int, ended: asyncio.Event | None = None) -> bool:
+    async def wait_reconciled(self, since: int, ended: asyncio.Event | None = None) -> bool:
         """After a request sent at events generation ``since`` failed to reach Asterisk:
         wait until a later connection has been reconciled (or ``ended`` is set), at most
         ``outage_wait`` seconds. True if that happened, False if not, or if ARI answers
@@ -1064,15 +1006,15 @@ class VoxtraApp:
                     waiter.cancel()
         return True
 
-    async def _retry_after_outage(self, request: Callable[[], Awaitable[T]]) -> T:
+    async def retry_after_outage(self, request: Callable[[], Awaitable[T]]) -> T:
         """An idempotent request (a hangup, a destroy, a recording stop): if it cannot
-        reach Asterisk, wait for the reconnect (:meth:`_wait_reconciled`) and send it
+        reach Asterisk, wait for the reconnect (:meth:`wait_reconciled`) and send it
         once more."""
-        since = self._events_generation()
+        since = self.events_generation()
         try:
             return await request()
         except AriConnectionError:
-            if not await self._wait_reconciled(since):
+            if not await self.wait_reconciled(since):
                 raise
         return await request()
 
@@ -1083,18 +1025,19 @@ class VoxtraApp:
             logger.warning("reconcile: cannot list channels: %s", exc)
             return
         live = {c.id: c for c in channels}
-        for session in list(self.active_sessions.values()):
-            if session.id not in live:
-                logger.info("reconcile: call %s is gone; ending its session", session.id)
-                session._end_because(CallEndReason.GONE)
-                session._mark_ended()
-        for channel_id, owner in list(self._internal.items()):
+        registry = self.registry
+        for context in registry:
+            if context.id not in live:
+                logger.info("reconcile: call %s is gone; ending its session", context.id)
+                context.end_because(CallEndReason.GONE)
+                context.mark_ended()
+        for channel_id, owner in list(registry.internal.items()):
             if channel_id not in live:
-                self._internal.pop(channel_id, None)
+                registry.forget_channel(channel_id)
                 if owner is not None:
-                    owner._channels.discard(channel_id)
+                    owner.channel_gone(channel_id)
         for channel in channels:
-            if channel.id in self.active_sessions or channel.id in self._internal:
+            if registry.call(channel.id) is not None or channel.id in registry.internal:
                 continue
             if not _in_app(channel, self.app_name):
                 continue
@@ -1114,9 +1057,8 @@ class VoxtraApp:
                 continue
             if self.settings.reconcile_policy == "adopt" and self._accepting:
                 logger.info("reconcile: adopting call %s", channel.id)
-                session = CallSession(self, channel)
-                self._register(session)
-                self._start_call(session, CallInfo.from_ari(channel.model_dump(by_alias=True)))
+                info = CallInfo.from_channel(channel)
+                self._start_call(self._new_session(channel, info=info), info)
             else:
                 logger.info("reconcile: hanging up unowned call %s", channel.id)
                 await self._hangup_quietly(channel.id)
@@ -1125,11 +1067,11 @@ class VoxtraApp:
         except AriError:
             return
         live_bridges = {b.id for b in bridges}
-        for bridge_id in list(self._bridge_index):
+        for bridge_id in list(registry.bridges):
             if bridge_id not in live_bridges:
-                self._bridge_index.pop(bridge_id, None)
+                registry.forget_bridge(bridge_id)
         for bridge in bridges:
-            if self._owns_internal(bridge.id) and bridge.id not in self._bridge_index:
+            if self._owns_internal(bridge.id) and bridge.id not in registry.bridges:
                 with contextlib.suppress(AriNotFound):
                     await self.ari.bridges.destroy(bridge.id)
 
@@ -1310,18 +1252,3 @@ def _in_app(channel: Channel, app_name: str) -> bool:
     return (dialplan.app_name or "").lower() == "stasis" and (
         (dialplan.app_data or "").split(",", 1)[0] == app_name
     )
-
-
-def _raw_channel(event: StasisStart) -> dict[str, Any]:
-    return event.channel.model_dump(by_alias=True)
-
-
-def _targets(event: AriEvent) -> list[str]:
-    """``channel:ID`` / ``bridge:ID`` targets named by playback and recording events."""
-    out: list[str] = []
-    for attr in ("playback", "recording"):
-        obj = getattr(event, attr, None)
-        target = getattr(obj, "target_uri", None)
-        if isinstance(target, str):
-            out.append(target)
-    return out

@@ -110,6 +110,36 @@ class PipelineNotConfigured(VoxtraError, RuntimeError):
         )
 
 
+class OriginateError(VoxtraError):
+    """An outbound call was not answered. ``cause`` is Asterisk's hangup cause code."""
+
+    def __init__(
+        self, endpoint: str, cause: int | None, cause_txt: str, message: str, hint: str = ""
+    ) -> None:
+        if cause is not None:
+            said = f" (cause {cause}: {cause_txt or 'Unknown'})"
+        else:
+            said = f" (Asterisk: {cause_txt})" if cause_txt else ""
+        super().__init__(f"{endpoint}: {message}{said}" + (f"; {hint}" if hint else ""))
+        self.endpoint = endpoint
+        self.cause = cause
+        self.cause_txt = cause_txt
+        self.hint = hint
+        """What to check to fix it, when Voxtra can tell (else "")."""
+
+
+class CallBusy(OriginateError):
+    """The far end was busy (cause 17)."""
+
+
+class CallNoAnswer(OriginateError):
+    """Nobody answered before the timeout (cause 18/19, or our own timeout)."""
+
+
+class CallFailed(OriginateError):
+    """Congestion, rejected, unreachable, or any other failure."""
+
+
 def _join(items: list[str]) -> str:
     if len(items) <= 1:
         return "".join(items)

@@ -28,6 +28,7 @@ from types import MappingProxyType
 from typing import Any, TypeAlias, TypeVar
 
 from voxtra._callbacks import check_callback
+from voxtra.ari.models import Channel
 from voxtra.errors import CallbackSignatureError, ConfigError, VoxtraError
 
 __all__ = [
@@ -101,24 +102,69 @@ class CallInfo:
         """
         if not isinstance(channel, Mapping):
             raise VoxtraError(f"expected an ARI channel object, got {type(channel).__name__}")
+        dialplan = _mapping(channel.get("dialplan"))
+        caller = _mapping(channel.get("caller"))
+        return cls._build(
+            name=_text(channel.get("name")) or "",
+            exten=_text(dialplan.get("exten")),
+            context=_text(dialplan.get("context")),
+            caller=_text(caller.get("number")),
+            caller_name=_text(caller.get("name")),
+            sources=(channel.get("channelvars"), variables),
+            args=args,
+            number_variables=number_variables,
+        )
+
+    @classmethod
+    def from_channel(
+        cls,
+        channel: Channel,
+        args: Sequence[str] = (),
+        *,
+        variables: Mapping[str, str] | None = None,
+        number_variables: Sequence[str] = DEFAULT_NUMBER_VARIABLES,
+    ) -> CallInfo:
+        """Build from the typed :class:`~voxtra.ari.models.Channel` an event carries
+        (what the app routes with: the event's channel is not dumped and re-parsed).
+        The same rules as :meth:`from_ari`."""
+        return cls._build(
+            name=channel.name,
+            exten=channel.dialplan.exten or None,
+            context=channel.dialplan.context or None,
+            caller=channel.caller.number or None,
+            caller_name=channel.caller.name or None,
+            sources=(channel.channelvars, variables),
+            args=args,
+            number_variables=number_variables,
+        )
+
+    @classmethod
+    def _build(
+        cls,
+        *,
+        name: str,
+        exten: str | None,
+        context: str | None,
+        caller: str | None,
+        caller_name: str | None,
+        sources: tuple[Any, ...],
+        args: Sequence[str],
+        number_variables: Sequence[str],
+    ) -> CallInfo:
         merged: dict[str, str] = {}
-        for source in (channel.get("channelvars"), variables):
+        for source in sources:
             if isinstance(source, Mapping):
                 merged.update({str(k): "" if v is None else str(v) for k, v in source.items()})
         stasis_args = tuple(str(a) for a in args)
-        dialplan = _mapping(channel.get("dialplan"))
-        caller = _mapping(channel.get("caller"))
-        extension = stasis_args[0] if stasis_args and stasis_args[0] else None
-        if extension is None:
-            extension = _text(dialplan.get("exten"))
+        extension = stasis_args[0] if stasis_args and stasis_args[0] else exten
         called = next((merged[n] for n in number_variables if merged.get(n)), None)
         return cls(
-            channel_name=_text(channel.get("name")) or "",
+            channel_name=name,
             extension=extension,
             called_number=called if called is not None else extension,
-            caller=_text(caller.get("number")),
-            caller_name=_text(caller.get("name")),
-            context=_text(dialplan.get("context")),
+            caller=caller,
+            caller_name=caller_name,
+            context=context,
             args=stasis_args,
             variables=merged,
         )

@@ -17,8 +17,7 @@ from types import ModuleType
 
 import pytest
 
-from voxtra import CallSession, VoxtraApp
-from voxtra.call import CallEndReason
+from voxtra import CallEndReason, CallSession, VoxtraApp
 from voxtra.testing.local_caller import place_local_call
 from voxtra.testing.pytest_plugin import AsteriskTarget
 

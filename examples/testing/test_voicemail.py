@@ -12,7 +12,7 @@ import pytest
 
 from voxtra import CallSession, VoxtraApp
 from voxtra.recording import LocalFileSink
-from voxtra.recording.call_recorder import RecordingResult
+from voxtra.recording.app_recordings import RecordingResult
 from voxtra.testing.local_caller import place_local_call
 from voxtra.testing.pytest_plugin import AsteriskTarget
 

@@ -16,8 +16,8 @@ import logging
 import sys
 from typing import Any
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
-from voxtra.call import CallSession
 from voxtra.errors import CallEnded
 
 

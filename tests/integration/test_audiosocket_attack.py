@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
-from voxtra.call import CallSession
 from voxtra.testing import audio
 from voxtra.testing.faults import StallMeter
 from voxtra.testing.sipcaller import SipCaller
@@ -87,7 +87,7 @@ async def test_echo_stays_intact_while_a_stranger_attacks_the_audiosocket_port(
             call = await phone.dial("5000", record=heard)
             await call.wait_answered(10)
             await asyncio.wait_for(attached.wait(), 10)
-            server: Any = await app._audiosocket_server()
+            server: Any = await app.audiosocket_server()
             host, port = server.advertised_address.rsplit(":", 1)
             stranger = await asyncio.create_subprocess_exec(
                 sys.executable, "-c", STRANGER, host, port, "4", stdout=asyncio.subprocess.PIPE

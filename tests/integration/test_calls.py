@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from voxtra import CallBusy, CallDirection, CallFailed, CallNoAnswer, CallSession, CallState
 from voxtra.app import VoxtraApp
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriNotFound
-from voxtra.call import CallBusy, CallDirection, CallFailed, CallNoAnswer, CallSession, CallState
 from voxtra.errors import CallEnded
 from voxtra.routing import CallInfo
 from voxtra.testing.local_caller import place_local_call

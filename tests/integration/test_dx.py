@@ -18,10 +18,10 @@ from typing import Any
 
 import pytest
 
+from voxtra import CallFailed, CallSession
 from voxtra.app import VoxtraApp
 from voxtra.ari.aiohttp_transport import AiohttpTransport
 from voxtra.ari.errors import AriUnauthorized
-from voxtra.call import CallFailed, CallSession
 from voxtra.testing.pytest_plugin import AsteriskTarget
 
 pytestmark = pytest.mark.asterisk

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from voxtra import CallEndReason, CallSession
 from voxtra.app import INSTANCE_VARIABLE, VoxtraApp
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriNotFound
-from voxtra.call import CallEndReason, CallSession
 from voxtra.errors import CallEnded
 from voxtra.recording.metadata import RecordingMetadata
 from voxtra.recording.sinks import LocalFileSink

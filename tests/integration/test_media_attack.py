@@ -33,9 +33,9 @@ from typing import Any
 
 import pytest
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
 from voxtra.ari.client import AriClient
-from voxtra.call import CallSession
 from voxtra.media.rtp_transport import RtpTransport
 from voxtra.testing import audio
 from voxtra.testing.sipcaller import SipCaller
@@ -207,8 +207,7 @@ async def _wait_transport(sessions: list[CallSession], timeout: float = 10.0) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for s in sessions:
-            media = s._media
-            tr = media.transport if media is not None else None
+            tr = s.media_path.transport
             if isinstance(tr, RtpTransport) and tr.remote is not None and tr.stats.frames_in:
                 return tr
         await asyncio.sleep(0.05)
@@ -230,7 +229,7 @@ async def test_flooding_a_live_calls_rtp_and_audiosocket_ports_does_not_hurt_it(
                 await call.send_audio(chunk)
 
     app = await make_app(configure, app_name=app_name, media={"transport": "rtp", "codec": "ulaw"})
-    audiosocket = await app._audiosocket_server()  # the server a deployment would run too
+    audiosocket = await app.audiosocket_server()  # the server a deployment would run too
     tone = audio.write_wav(tmp_path / "tone.wav", audio.tone(440, 30.0, 8000, 0.4), 8000)
     async with SipCaller(workdir=tmp_path / "phone") as phone:
         await phone.listen(play=tone, loop_play=True, record=True)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import pytest
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
-from voxtra.call import CallSession
 from voxtra.testing.pytest_plugin import AsteriskTarget
 from voxtra.testing.sipcaller import SipCaller
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
-from voxtra.call import CallSession
 from voxtra.testing import audio
 from voxtra.testing.sipcaller import SipCaller
 
@@ -56,7 +56,7 @@ def _echo_app(pcm_rate: int | None, trail: list[str] | None = None) -> Callable[
                 note(f"{type(exc).__name__}: {exc}")
                 raise
             finally:
-                media = call._media.transport if call._media is not None else None
+                media = call.media_path.transport
                 if media is not None:
                     note(f"transport stats {media.stats}")
 
@@ -115,8 +115,8 @@ async def test_echo_through_the_app(
     app = await make_app(_echo_app(pcm_rate, trail), media={"transport": transport, "codec": wire})
     heard = await _talk(tmp_path, audio.tone(440, 2.0, 8000, AMPLITUDE), 8000, caller_codec)
     for session in app.active_sessions.values():  # still up: say how its media stands
-        media = session._media
-        if media is not None:
+        media = session.media_path
+        if media.transport is not None:
             tr = media.transport
             trail.append(
                 f"at check: media channel {media.channel_id} bridge {media.bridge_id}"
@@ -184,8 +184,8 @@ async def test_media_is_torn_down_with_the_call(make_app: MakeApp, tmp_path: Pat
     # this app's own (ids carry its instance): other runs may share the Asterisk
     assert [c.id for c in channels if app._owns_internal(c.id)] == []
     assert [b.id for b in bridges if app._owns_internal(b.id)] == []
-    assert app._internal == {}
-    assert app._bridge_index == {}
+    assert app.registry.internal == {}
+    assert app.registry.bridges == {}
 
 
 TRANSPORTS = [

@@ -12,8 +12,8 @@ from types import ModuleType
 
 import pytest
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
-from voxtra.call import CallSession
 from voxtra.testing import audio
 from voxtra.testing.sipcaller import SipCaller
 

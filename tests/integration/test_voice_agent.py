@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
-from voxtra.call import CallSession
 from voxtra.errors import CallEnded
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline import (

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from voxtra import VoiceConfig
 from voxtra.app import VoxtraApp
 from voxtra.errors import ConfigError
-from voxtra.voice import VoiceConfig
 
 
 def app(environ: dict[str, str], **kwargs: object) -> VoxtraApp:
@@ -40,7 +40,7 @@ def test_log_level_sets_the_voxtra_logger(voxtra_logger: logging.Logger) -> None
     voxtra_logger.setLevel(logging.NOTSET)
     app({"VOXTRA_LOG_LEVEL": "debug"}).configure_logging()
     assert voxtra_logger.level == logging.DEBUG
-    assert logging.getLogger("voxtra.call").isEnabledFor(logging.DEBUG)
+    assert logging.getLogger("voxtra.calls.context").isEnabledFor(logging.DEBUG)
     # an explicit level (the CLI's --log-level) wins over the setting
     app({"VOXTRA_LOG_LEVEL": "debug"}).configure_logging("error")
     assert voxtra_logger.level == logging.ERROR

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
 from voxtra.ari.errors import AriConnectionError
 from voxtra.ari.models import Channel
 from voxtra.ari.stream import Connection
-from voxtra.call import CallSession
 from voxtra.errors import CallEnded
 
 
@@ -82,8 +82,7 @@ def make() -> tuple[VoxtraApp, FakeAri, FakeStream, CallSession]:
     app.ari = ari  # type: ignore[assignment]
     app._stream = stream  # type: ignore[assignment]
     app._accepting = True
-    call = CallSession(app, Channel(id="call-1", state="Up"))
-    app._register(call)
+    call = app._new_session(Channel(id="call-1", state="Up"))
     return app, ari, stream, call
 
 
@@ -129,9 +128,9 @@ async def test_a_one_off_failure_while_ari_answers_is_raised_without_waiting() -
 
 async def test_a_teardown_hangup_in_an_outage_is_sent_again_after_the_reconnect() -> None:
     app, ari, stream, call = make()
-    call._channels.add("voxtra-internal-snoop-t-1")
+    call.context.channels.add("voxtra-internal-snoop-t-1")
     back = asyncio.ensure_future(reconnect(app, stream, ari, 0.2))
-    await asyncio.wait_for(call._hangup_channels(), 10)
+    await asyncio.wait_for(call.context.teardown(), 10)
     await back
     assert ari.channels.hangups == ["voxtra-internal-snoop-t-1"] * 2
 

@@ -1,19 +1,29 @@
-"""CallSession teardown without Asterisk: every step runs, hangup callbacks run once.
+"""A call's teardown without Asterisk: every step runs, in reverse order of creation,
+and the hangup callbacks run exactly once.
 
-The app is a real VoxtraApp whose ARI client is replaced by a recording fake, so the
-session's own teardown code runs unchanged.
+The call is a real CallContext built from plain data: a host with plain attributes and
+an ARI stand-in that records what it was asked (see :mod:`voxtra.calls.host`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import pytest
 
-from voxtra.app import VoxtraApp
 from voxtra.ari.errors import AriError, AriNotFound
 from voxtra.ari.models import Channel
-from voxtra.call import CallSession
+from voxtra.calls.context import CallContext
+from voxtra.calls.registry import CallRegistry
+from voxtra.calls.session import CallSession
+from voxtra.calls.state import internal_id
+from voxtra.config import VoxtraSettings
+from voxtra.errors import CallEnded, VoxtraError
+from voxtra.media.pacer import Ticker
+
+T = TypeVar("T")
 
 
 class FakeChannels:
@@ -46,15 +56,36 @@ class FakeAri:
         self.bridges = FakeBridges(set(fail))
 
 
-def make_app(fail: set[str] = frozenset()) -> VoxtraApp:  # type: ignore[assignment]
-    app = VoxtraApp("http://127.0.0.1:1", "u", "p", "unit", environ={})
-    app.ari = FakeAri(fail)  # type: ignore[assignment]
-    return app
+class Host:
+    """A CallHost of plain attributes."""
+
+    def __init__(self, fail: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+        self.app_name = "unit"
+        self.settings = VoxtraSettings()
+        self.ari: Any = FakeAri(fail)
+        self.ticker = Ticker()
+        self.registry: CallRegistry[CallContext] = CallRegistry()
+        self.recordings = None
+
+    def internal_id(self, kind: str) -> str:
+        return internal_id(kind, "unit")
+
+    def events_generation(self) -> int:
+        return 1
+
+    async def wait_reconciled(self, since: int, ended: asyncio.Event | None = None) -> bool:
+        return False
+
+    async def retry_after_outage(self, request: Callable[[], Awaitable[T]]) -> T:
+        return await request()
+
+    async def audiosocket_server(self) -> Any:
+        raise AssertionError("not used here")
 
 
-def session(app: VoxtraApp, channel_id: str) -> CallSession:
-    s = CallSession(app, Channel(id=channel_id, state="Up"))
-    app._register(s)
+def session(host: Host, channel_id: str) -> CallSession:
+    s = CallSession(host, Channel(id=channel_id, state="Up"))  # type: ignore[arg-type]
+    host.registry.add_call(s.context)
     return s
 
 
@@ -63,16 +94,16 @@ class Boom(Exception):
 
 
 async def test_hangup_callbacks_run_once_when_a_peer_hangup_raises() -> None:
-    app = make_app()
-    call, peer = session(app, "call-1"), session(app, "call-2")
-    call._peers.add(peer)
-    peer._peers.add(call)
-    peer._handler_done.set()
+    host = Host()
+    call, peer = session(host, "call-1"), session(host, "call-2")
+    call.context.peers.add(peer.context)
+    peer.context.peers.add(call.context)
+    peer.context.handler_done.set()
 
     async def broken_hangup(reason: str = "normal") -> None:
         raise Boom("ARI refused the hangup")
 
-    peer.hangup = broken_hangup  # type: ignore[method-assign]
+    peer.context.hangup = broken_hangup  # type: ignore[method-assign]
     fired: list[str] = []
 
     @call.on_hangup
@@ -83,79 +114,96 @@ async def test_hangup_callbacks_run_once_when_a_peer_hangup_raises() -> None:
     async def second(c: CallSession) -> None:
         fired.append("second")
 
-    await call._teardown()
-    await call._teardown()  # a second teardown (shutdown after a normal end) adds nothing
+    await call.context.teardown()
+    await call.context.teardown()  # a second teardown (shutdown after a normal end) adds nothing
     assert fired == ["first", "second"]
-    assert call._peers == set() and call not in peer._peers
+    assert call.context.peers == set() and call.context not in peer.context.peers
 
 
-async def test_every_step_runs_when_earlier_steps_raise() -> None:
-    app = make_app(fail={"voxtra-internal-media-x", "voxtra-internal-media-b"})
-    call = session(app, "call-3")
+async def test_every_step_runs_when_earlier_steps_raise_in_reverse_order() -> None:
+    host = Host(fail={"voxtra-internal-media-x", "voxtra-internal-media-b"})
+    call = session(host, "call-3")
+    context = call.context
     for channel_id in ("voxtra-internal-media-x", "gone-snoop", "voxtra-internal-leg-y"):
-        app.expect_internal(channel_id, call).cancel()
+        context.expect_channel(channel_id).cancel()
     for bridge_id in ("voxtra-internal-media-b", "voxtra-internal-call-c"):
-        call._bridges.add(bridge_id)
-        app._index_bridge(bridge_id, call)
+        context.bridges.add(bridge_id)
+        host.registry.own_bridge(bridge_id, context)
+    order: list[str] = []
 
-    class BrokenVoice:
-        async def close(self) -> None:
-            raise Boom("voice close")
+    def broken(what: str) -> Callable[[], Awaitable[None]]:
+        async def close() -> None:
+            order.append(what)
+            raise Boom(what)
 
-    class BrokenMedia:
-        async def close(self) -> None:
-            raise Boom("media close")
+        return close
 
-    class BrokenRecorder:
-        async def finalize(self) -> None:
-            raise Boom("finalize")
-
-    call._voice = BrokenVoice()  # type: ignore[assignment]
-    call._media = BrokenMedia()  # type: ignore[assignment]
-    call._recorder = BrokenRecorder()  # type: ignore[assignment]
+    # created in this order: recorder, media, voice (as a call that records, then talks)
+    context.add_cleanup("recording", broken("recording"))
+    context.add_cleanup("media", broken("media"))
+    context.add_cleanup("voice", broken("voice"))
     fired: list[str] = []
 
     @call.on_hangup
     async def note(c: CallSession) -> None:
         fired.append(c.id)
 
-    await call._teardown()
-    fake: Any = app.ari
+    await context.teardown()
+    assert order == ["voice", "media", "recording"]  # reverse order of creation
     # every internal channel was asked to hang up and forgotten, failures or not
-    assert sorted(fake.channels.hung_up) == [
+    assert sorted(host.ari.channels.hung_up) == [
         "gone-snoop",
         "voxtra-internal-leg-y",
         "voxtra-internal-media-x",
     ]
-    assert call._channels == set() and app._internal == {}
-    assert sorted(fake.bridges.destroyed) == ["voxtra-internal-call-c", "voxtra-internal-media-b"]
-    assert call._bridges == set() and app._bridge_index == {}
-    assert call._media is None
+    assert context.channels == set() and host.registry.internal == {}
+    assert sorted(host.ari.bridges.destroyed) == [
+        "voxtra-internal-call-c",
+        "voxtra-internal-media-b",
+    ]
+    assert context.bridges == set() and host.registry.bridges == {}
     assert fired == ["call-3"]
 
 
 async def test_callbacks_run_when_teardown_is_cancelled() -> None:
-    import asyncio
-
-    app = make_app()
-    call = session(app, "call-4")
+    host = Host()
+    call = session(host, "call-4")
     started = asyncio.Event()
 
-    class SlowMedia:
-        async def close(self) -> None:
-            started.set()
-            await asyncio.Event().wait()
+    async def slow_media_close() -> None:
+        started.set()
+        await asyncio.Event().wait()
 
-    call._media = SlowMedia()  # type: ignore[assignment]
+    call.context.add_cleanup("media", slow_media_close)
     fired: list[str] = []
 
     @call.on_hangup
     async def note(c: CallSession) -> None:
         fired.append(c.id)
 
-    task = asyncio.ensure_future(call._teardown())
+    task = asyncio.ensure_future(call.context.teardown())
     await started.wait()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     assert fired == ["call-4"]
+
+
+async def test_the_call_task_group_cancels_its_tasks_and_a_failing_one_ends_alone() -> None:
+    host = Host()
+    call = session(host, "call-5")
+    with pytest.raises(VoxtraError, match="not running yet"):
+        call.spawn(asyncio.sleep(0))
+    forever = asyncio.Event()
+    async with call.context.task_group():
+
+        async def fails() -> None:
+            raise Boom("a helper failed")
+
+        failing = call.spawn(fails())
+        waiting = call.spawn(forever.wait())
+        assert await failing is None  # logged; the group and its other tasks go on
+        assert not waiting.done()
+    assert waiting.cancelled()  # the group's end cancelled it
+    with pytest.raises(CallEnded, match="has ended"):
+        call.spawn(asyncio.sleep(0))

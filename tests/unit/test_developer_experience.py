@@ -12,16 +12,14 @@ from typing import Any
 import pytest
 
 import voxtra
-from voxtra import cli
+from voxtra import CallFailed, CallSession, VoiceConfig, cli
 from voxtra.app import VoxtraApp, _refusal_error
 from voxtra.ari.aiohttp_transport import AiohttpTransport
 from voxtra.ari.errors import AriServerError
 from voxtra.ari.models import Channel, Endpoint
-from voxtra.call import CallFailed, CallSession
 from voxtra.errors import CallbackSignatureError, ConfigError, PipelineNotConfigured, VoxtraError
 from voxtra.pipeline import VoicePipeline
 from voxtra.routing import Route, Router
-from voxtra.voice import VoiceConfig
 
 
 def make_app(**kwargs: Any) -> VoxtraApp:
@@ -29,9 +27,7 @@ def make_app(**kwargs: Any) -> VoxtraApp:
 
 
 def session(app: VoxtraApp) -> CallSession:
-    s = CallSession(app, Channel(id="call-1", state="Up"))
-    app._register(s)
-    return s
+    return CallSession(app, Channel(id="call-1", state="Up"), voice=app.voice)
 
 
 class SilentTTS:
@@ -100,7 +96,7 @@ async def test_on_hangup_rejects_wrong_arity_and_plain_def_at_registration() -> 
         call.on_hangup(no_param)  # type: ignore[arg-type]
     with pytest.raises(CallbackSignatureError, match="must be 'async def'"):
         call.on_hangup(not_async)  # type: ignore[arg-type]
-    assert call._hangup_callbacks == []
+    assert call.context.hangup_callbacks == []
     assert issubclass(CallbackSignatureError, TypeError)
     assert issubclass(CallbackSignatureError, VoxtraError)
 
@@ -121,7 +117,7 @@ async def test_on_hangup_accepts_partials_methods_and_callable_objects() -> None
 
     for good in (functools.partial(two, "x"), Hook(), Hook().method, with_default, star):
         call.on_hangup(good)  # type: ignore[arg-type]
-    assert len(call._hangup_callbacks) == 5
+    assert len(call.context.hangup_callbacks) == 5
     with pytest.raises(CallbackSignatureError):
         call.on_hangup(functools.partial(two, "x", call))  # type: ignore[arg-type]
 
@@ -136,7 +132,7 @@ async def test_on_hangup_accepts_partials_methods_and_callable_objects() -> None
     async def decorated(c: CallSession) -> None: ...
 
     call.on_hangup(decorated)
-    assert len(call._hangup_callbacks) == 6
+    assert len(call.context.hangup_callbacks) == 6
 
     class SyncHook:
         def __call__(self, c: CallSession) -> None: ...

@@ -32,7 +32,8 @@ from urllib.parse import unquote, urlparse
 from voxtra.app import VoxtraApp
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriError
-from voxtra.call import INTERNAL_PREFIX, CallSession
+from voxtra.calls.session import CallSession
+from voxtra.calls.state import INTERNAL_PREFIX
 from voxtra.errors import CallEnded
 from voxtra.media.transport import MediaTransport
 from voxtra.recording.delivery import Backoff

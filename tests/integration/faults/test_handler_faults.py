@@ -43,8 +43,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
-from voxtra.call import CallSession
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.testing import audio
 from voxtra.testing.local_caller import place_local_call

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pytest
 
+from voxtra import CallSession, VoiceConfig
 from voxtra.app import VoxtraApp
-from voxtra.call import CallSession
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline import (
     DEFAULT_FALLBACK,
@@ -41,7 +41,6 @@ from voxtra.pipeline import (
 from voxtra.testing import audio
 from voxtra.testing.audio import synthesize_wav
 from voxtra.testing.sipcaller import SipCall, SipCaller
-from voxtra.voice import VoiceConfig
 
 if TYPE_CHECKING:
     from voxtra.testing.pytest_plugin import AsteriskTarget

@@ -18,13 +18,13 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriConnectionError, AriNotFound
-from voxtra.call import CallSession
 from voxtra.errors import ConfigError, RecordingError
 from voxtra.recording import InvalidRecordingName, LocalFileSink, RecordingMetadata, S3Sink
-from voxtra.recording.call_recorder import AppRecordings
+from voxtra.recording.app_recordings import AppRecordings
 from voxtra.testing.audio import dominant_frequency, read_wav
 from voxtra.testing.storage import SeaweedS3Server
 
@@ -123,8 +123,8 @@ async def test_record_start_stop_delivers_tone_to_local_dir(
 
     async def body(call: CallSession) -> tuple[str, str | None, str | None]:
         name = await call.record_start()
-        assert call._recorder is not None
-        target = call._recorder.target
+        assert call.recorder is not None
+        target = call.recorder.target
         await asyncio.sleep(2.0)
         stopped = await call.record_stop()
         return name, stopped, target
@@ -166,8 +166,8 @@ async def test_recording_with_media_attached_records_the_conversation(
     async def body(call: CallSession) -> tuple[str, str | None]:
         await call.media()
         name = await call.record_start(name="with-media-" + uuid.uuid4().hex[:6])
-        assert call._recorder is not None and call._media is not None
-        target = call._recorder.target
+        assert call.recorder is not None and call.media_path.transport is not None
+        target = call.recorder.target
         assert target is not None and target.startswith("channel:voxtra-internal-snoop-")
         await asyncio.sleep(1.5)
         assert await call.record_stop() == name

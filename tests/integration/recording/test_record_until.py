@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from voxtra import CallSession
 from voxtra.app import VoxtraApp
-from voxtra.call import CallSession
-from voxtra.recording.call_recorder import RecordingResult
+from voxtra.recording.app_recordings import RecordingResult
 from voxtra.testing import audio
 from voxtra.testing.sipcaller import SipCall, SipCaller
 
@@ -49,7 +49,7 @@ class Recorded:
     async def wait_recording(self, timeout: float = 10.0) -> None:
         async def check() -> None:
             while True:
-                recorder = None if self.session is None else self.session._recorder
+                recorder = None if self.session is None else self.session.recorder
                 if recorder is not None and recorder.recording is not None:
                     return
                 await asyncio.sleep(0.05)

@@ -254,7 +254,7 @@ async def test_the_app_builds_its_server_from_the_media_settings() -> None:
     with pytest.raises(SettingsError):
         VoxtraSettings(media={"audiosocket_peers": "asterisk.local"})
     app = VoxtraApp(settings=settings)
-    server = await app._audiosocket_server()
+    server = await app.audiosocket_server()
     try:
         assert server.local_address[0] == "127.0.0.2"
         assert server.allowed_peers is not None
@@ -294,7 +294,7 @@ async def test_concurrent_attaches_share_one_server() -> None:
     from voxtra.app import VoxtraApp
 
     app = VoxtraApp(settings=VoxtraSettings(media=MediaSettings(transport="audiosocket")))
-    servers = await asyncio.gather(*(app._audiosocket_server() for _ in range(10)))
+    servers = await asyncio.gather(*(app.audiosocket_server() for _ in range(10)))
     try:
         assert len({id(s) for s in servers}) == 1
     finally:

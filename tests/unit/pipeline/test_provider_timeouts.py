@@ -240,7 +240,7 @@ async def test_no_deadline_when_set_to_none() -> None:
 
 
 def test_voice_config_passes_deadlines_and_fallback_to_each_call() -> None:
-    from voxtra.voice import VoiceConfig
+    from voxtra import VoiceConfig
 
     backup = ScriptedTTS(MemoryMediaIO().clock)
     p = VoiceConfig(

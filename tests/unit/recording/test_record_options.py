@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from voxtra.calls.recorder import CallRecorder, _limit_reason, _Recording
 from voxtra.errors import RecordingError
-from voxtra.recording.call_recorder import CallRecorder, _limit_reason, _Recording
 from voxtra.recording.naming import validate_format
 
 

@@ -20,7 +20,7 @@ from aiohttp import web
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriConnectionError
 from voxtra.recording import Backoff, LocalFileSink, RecordingMetadata
-from voxtra.recording.call_recorder import AppRecordings
+from voxtra.recording.app_recordings import AppRecordings
 
 from .conftest import write_wav
 from .helpers import FlakySink

@@ -17,7 +17,7 @@ from voxtra.recording import (
     RecordingMetadata,
     S3Sink,
 )
-from voxtra.recording.call_recorder import AppRecordings
+from voxtra.recording.app_recordings import AppRecordings
 
 
 class OpeningSink:

@@ -11,7 +11,7 @@ import pytest
 
 from voxtra.ari.client import AriClient
 from voxtra.recording import Backoff, LocalFileSink, RecordingMetadata
-from voxtra.recording.call_recorder import AppRecordings
+from voxtra.recording.app_recordings import AppRecordings
 
 from .test_recovery import NAME, FakeAsterisk, _meta, _recording, _stored_files
 from .test_recovery import asterisk as asterisk  # the fixture

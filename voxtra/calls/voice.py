@@ -12,21 +12,19 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from voxtra.calls.context import CallContext
+from voxtra.calls.media import CallMedia
 from voxtra.errors import CallEnded
+from voxtra.media.transport import MediaTransport
 from voxtra.pipeline import VoicePipeline
 from voxtra.pipeline.pipeline import DEFAULT_FALLBACK, EndReason
 from voxtra.providers.base import LLM, STT, TTS, VAD
 
-if TYPE_CHECKING:
-    from voxtra.call import CallSession
-
 __all__ = ["CallVoice", "VoiceConfig"]
 
 logger = logging.getLogger(__name__)
-
-NOT_CONFIGURED = "AI pipeline not configured"
 
 
 @dataclass(frozen=True)
@@ -58,10 +56,11 @@ class VoiceConfig:
     """Speaks ``fallback_text`` when ``tts`` is the provider that hung or failed."""
     options: dict[str, Any] = field(default_factory=dict)
     """Further keyword arguments for :class:`VoicePipeline`."""
-    on_pipeline: Callable[[CallSession, VoicePipeline], None] | None = None
-    """Called with each call's new pipeline, before it runs: the place to subscribe to
-    its events (``pipeline.on_event``) for logs and metrics, since the session does not
-    expose the pipeline itself."""
+    on_pipeline: Callable[[Any, VoicePipeline], None] | None = None
+    """Called with each call's session (a :class:`~voxtra.CallSession`) and its new
+    pipeline, before the pipeline runs: one place to subscribe every call's pipeline
+    events (``pipeline.on_event``) for logs and metrics. (A handler can also reach its
+    own call's pipeline as ``call.pipeline``.)"""
 
     @property
     def configured(self) -> bool:
@@ -99,22 +98,26 @@ class VoiceConfig:
 class CallVoice:
     """A call's pipeline, attached to its media by a task the call owns."""
 
-    def __init__(self, session: CallSession, config: VoiceConfig) -> None:
-        self.session = session
+    def __init__(self, context: CallContext, media: CallMedia, config: VoiceConfig) -> None:
+        self.context = context
+        self.media = media
         self.config = config
         self.pipeline = config.build()
-        if config.on_pipeline is not None:
-            config.on_pipeline(session, self.pipeline)
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._failed: BaseException | None = None
         self._task: asyncio.Task[Any] | None = None
+        self._cleanup_added = False
 
     async def attach(self) -> VoicePipeline:
         """Attach the listening side (VAD, STT, barge-in) to the call's media."""
         if self._task is None:
-            media = await self.session.media()
-            self._task = self.session.spawn(self._hold(media), name=f"voice-{self.session.id}")
+            media = await self.media.get()
+            if not self._cleanup_added:
+                # Added after the media's: torn down before it (reverse order).
+                self._cleanup_added = True
+                self.context.add_cleanup("voice", self.close)
+            self._task = self.context.spawn(self._hold(media), name=f"voice-{self.context.id}")
         ready = asyncio.ensure_future(self._ready.wait())
         try:
             await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
@@ -123,27 +126,27 @@ class CallVoice:
         if self._failed is not None:
             raise self._failed
         if not self._ready.is_set():
-            raise CallEnded(self.session.id)
+            raise CallEnded(self.context.id)
         return self.pipeline
 
-    async def _hold(self, media: Any) -> None:
+    async def _hold(self, media: MediaTransport) -> None:
         try:
-            async with self.pipeline.attach(media, call_id=self.session.id):
+            async with self.pipeline.attach(media, call_id=self.context.id):
                 self._ready.set()
                 # Detach on hangup too: the media transport only ends at teardown, after
                 # the handler, so a listen() would otherwise wait for the handler's
                 # cancellation instead of raising CallEnded at once.
-                await _first(self._stop.wait(), self.session.wait_ended())
+                await _first(self._stop.wait(), self.context.wait_ended())
         except Exception as exc:
             self._failed = exc
-            logger.exception("call %s: voice pipeline failed", self.session.id)
+            logger.exception("call %s: voice pipeline failed", self.context.id)
 
     async def converse(self) -> EndReason:
         """Run the autonomous conversation until the call or the pipeline ends it."""
-        media = await self.session.media()
+        media = await self.media.get()
         await self.detach()  # run() attaches by itself; the agent's history is kept
-        run = asyncio.ensure_future(self.pipeline.run(media, call_id=self.session.id))
-        ended = asyncio.ensure_future(self.session.wait_ended())
+        run = asyncio.ensure_future(self.pipeline.run(media, call_id=self.context.id))
+        ended = asyncio.ensure_future(self.context.wait_ended())
         try:
             await asyncio.wait({run, ended}, return_when=asyncio.FIRST_COMPLETED)
         finally:

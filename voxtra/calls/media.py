@@ -7,8 +7,9 @@ Created on first use of audio (or at answer when ``media.attach_on_answer`` is s
 3. the ExternalMedia channel is created, and added to the bridge only after its own
    StasisStart (adding it before gives 422 "not in Stasis" about one run in two).
 
-Everything is released with the call: media channel hung up, bridge destroyed,
-transport closed.
+Everything is released with the call (the context's teardown): media channel hung up,
+bridge destroyed, transport closed. The transport is closed the moment the call is gone,
+so a handler reading audio sees the stream end at once.
 """
 
 from __future__ import annotations
@@ -18,16 +19,14 @@ import contextlib
 import logging
 import random
 import uuid
-from typing import TYPE_CHECKING
 
 from voxtra.ari.errors import AriError
+from voxtra.calls.context import CallContext
 from voxtra.config import MediaSettings
-from voxtra.errors import MediaError
+from voxtra.errors import CallEnded, MediaError
 from voxtra.media.rtp_transport import RtpTransport
 from voxtra.media.transport import MediaTransport
-
-if TYPE_CHECKING:
-    from voxtra.call import CallSession
+from voxtra.media.ws_transport import WebSocketMediaTransport
 
 __all__ = ["CallMedia"]
 
@@ -37,17 +36,42 @@ logger = logging.getLogger(__name__)
 class CallMedia:
     """Owns the bridge, the ExternalMedia channel and the transport of one call."""
 
-    def __init__(self, session: CallSession, settings: MediaSettings) -> None:
-        self.session = session
+    def __init__(self, context: CallContext, settings: MediaSettings) -> None:
+        self.context = context
         self.settings = settings
         self.transport: MediaTransport | None = None
         self.bridge_id: str | None = None
         self.channel_id: str | None = None
         self.steps: list[tuple[str, float]] = []
         """Attach steps done so far, with seconds since the start (slow attaches show where)."""
+        self._lock = asyncio.Lock()
+        self._attached = False
+        self._closing: asyncio.Future[None] | None = None
+
+    async def get(self) -> MediaTransport:
+        """The call's transport, attached on first use (calls at once share one)."""
+        self.context.check_alive()
+        async with self._lock:
+            if not self._attached:
+                self._attached = True
+                self.context.add_cleanup("media", self.close)
+                self.context.on_end(self._close_now)
+                await self.attach()
+            if self.transport is None:
+                raise CallEnded(self.context.id, "media is not attached")
+            return self.transport
+
+    def _close_now(self) -> None:
+        # audio_stream() waits on the transport, not on events: close it the moment the
+        # call is gone, so the stream ends and send_audio() raises CallEnded. Left open,
+        # an echo handler sat in its loop until hangup_grace cancelled it (all 20 calls
+        # of the Asterisk-kill fault test, and any caller hangup). close() awaits this.
+        transport = self.transport
+        if transport is not None and not transport.closed and self._closing is None:
+            self._closing = asyncio.ensure_future(transport.close())
 
     async def attach(self) -> MediaTransport:
-        session, app = self.session, self.session.app
+        context, host = self.context, self.context.host
         settings = self.settings
         if settings.transport == "rtp" and settings.codec == "slin16":
             raise MediaError(
@@ -60,17 +84,17 @@ class CallMedia:
         def step(name: str) -> None:
             self.steps.append((name, round(loop.time() - begun, 3)))
 
-        self.bridge_id = await session._create_bridge("media")
-        await session._ari(app.ari.bridges.add_channel(self.bridge_id, session.id))
+        self.bridge_id = await context.create_bridge("media")
+        await context.request(context.ari.bridges.add_channel(self.bridge_id, context.id))
         step("caller bridged")
-        channel_id = app.internal_id("media")
-        started = app.expect_internal(channel_id, session)
+        channel_id = host.internal_id("media")
+        started = context.expect_channel(channel_id)
         self.channel_id = channel_id
         if settings.transport == "rtp":
             transport = await self._open_rtp()
             try:
-                channel = await app.ari.channels.external_media(
-                    app.app_name,
+                channel = await context.ari.channels.external_media(
+                    host.app_name,
                     external_host=transport.advertised_address,
                     format=settings.codec,
                     channel_id=channel_id,
@@ -80,10 +104,10 @@ class CallMedia:
                 raise
             self.transport = transport
             variables = channel.channelvars or {}
-            host = variables.get("UNICASTRTP_LOCAL_ADDRESS")
-            port = variables.get("UNICASTRTP_LOCAL_PORT")
-            if host and port:
-                transport.set_remote(host, int(port))
+            rtp_host = variables.get("UNICASTRTP_LOCAL_ADDRESS")
+            rtp_port = variables.get("UNICASTRTP_LOCAL_PORT")
+            if rtp_host and rtp_port:
+                transport.set_remote(rtp_host, int(rtp_port))
             else:
                 # Without Asterisk's address nothing would be read (the transport does
                 # not let a stranger's packet pick the peer): fall back to the first
@@ -91,14 +115,12 @@ class CallMedia:
                 logger.warning(
                     "call %s: ExternalMedia gave no UNICASTRTP address; taking RTP from "
                     "the first valid sender",
-                    session.id,
+                    context.id,
                 )
                 transport.learn_remote = True
         elif settings.transport == "websocket":
-            from voxtra.media.ws_transport import WebSocketMediaTransport
-
-            channel = await app.ari.channels.external_media(
-                app.app_name,
+            channel = await context.ari.channels.external_media(
+                host.app_name,
                 external_host="",
                 format=settings.codec,
                 encapsulation="none",
@@ -110,20 +132,20 @@ class CallMedia:
             if not connection:
                 raise MediaError("Asterisk gave no MEDIA_WEBSOCKET_CONNECTION_ID")
             self.transport = await WebSocketMediaTransport.connect(
-                app.ari.base_url,
+                context.ari.base_url,
                 connection,
-                username=app.ari.username,
-                password=app.ari.password,
+                username=context.ari.username,
+                password=context.ari.password,
                 wire_format=settings.codec,
             )
         else:
-            server = await app._audiosocket_server()
+            server = await host.audiosocket_server()
             # Registered before Asterisk hears of it: the server takes only expected
             # UUIDs, each once, and refuses every other connection.
             call_uuid = server.expect(uuid.uuid4())
             try:
-                await app.ari.channels.external_media(
-                    app.app_name,
+                await context.ari.channels.external_media(
+                    host.app_name,
                     external_host=server.advertised_address,
                     format="slin",
                     encapsulation="audiosocket",
@@ -137,11 +159,11 @@ class CallMedia:
             step("external media created")
             self.transport = await server.accept(call_uuid, timeout=10.0)
         step("transport connected")
-        await app.wait_internal(channel_id, started)
+        await context.wait_channel(channel_id, started)
         step("media channel in Stasis")
-        await session._ari(app.ari.bridges.add_channel(self.bridge_id, channel_id))
+        await context.request(context.ari.bridges.add_channel(self.bridge_id, channel_id))
         step("media channel bridged")
-        logger.debug("call %s: %s media attached: %s", session.id, settings.transport, self.steps)
+        logger.debug("call %s: %s media attached: %s", context.id, settings.transport, self.steps)
         return self.transport
 
     async def _open_rtp(self) -> RtpTransport:
@@ -156,20 +178,22 @@ class CallMedia:
                     bind_host=self.settings.bind_host,
                     bind_port=port,
                     advertised_host=self.settings.advertise_host,
-                    ticker=self.session.app.ticker,
-                    name=f"rtp:{self.session.id}",
+                    ticker=self.context.host.ticker,
+                    name=f"rtp:{self.context.id}",
                 )
             except MediaError as exc:
                 last = exc
         raise MediaError(f"no free RTP port in {low}-{high}: {last}")
 
     async def close(self) -> None:
+        """Close the transport and hang up the media channel (the bridge is the
+        context's: destroyed with the call's other bridges)."""
+        if self._closing is not None:
+            with contextlib.suppress(Exception):
+                await self._closing
         if self.transport is not None:
             with contextlib.suppress(Exception):
                 await self.transport.close()
-        app = self.session.app
         if self.channel_id is not None:
             with contextlib.suppress(AriError):
-                await app.ari.channels.hangup(self.channel_id)
-            app._forget_internal(self.channel_id)
-            self.session._channels.discard(self.channel_id)
+                await self.context.release_channel(self.channel_id)

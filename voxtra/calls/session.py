@@ -1,0 +1,561 @@
+"""CallSession: the user's handle on one call, a facade over its CallContext.
+
+The session holds no state of its own: the call's state, event waiters and everything
+it owns are in its :class:`~voxtra.calls.context.CallContext` (``call.context``); the
+audio path, recorder and voice are features that take that context. Every wait a
+session performs (answer, playback, DTMF, recording) ends promptly with
+:class:`~voxtra.errors.CallEnded` when the caller hangs up, instead of running into its
+timeout.
+
+Lifecycle rule: when the route handler returns, the call is hung up, unless it was
+transferred (``transfer_to``, ``transfer_to_queue``) or handed to a bridge
+(``bridge_with``), in which case it lives on until a party hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from typing import Any, TypeVar
+
+from voxtra._callbacks import check_callback
+from voxtra.ari.events import AriEvent
+from voxtra.ari.models import Channel
+from voxtra.calls.context import CallContext
+from voxtra.calls.host import CallHost
+from voxtra.calls.media import CallMedia
+from voxtra.calls.playback import Playback, play
+from voxtra.calls.recorder import CallRecorder
+from voxtra.calls.state import CallDirection, CallEndReason, CallState
+from voxtra.calls.voice import CallVoice, VoiceConfig
+from voxtra.errors import CallEnded, PipelineNotConfigured
+from voxtra.media.convert import ChunkConverter
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.media.transport import MediaTransport
+from voxtra.pipeline.agent import Agent
+from voxtra.pipeline.events import SayResult, UserTranscriptEvent
+from voxtra.pipeline.pipeline import EndReason, VoicePipeline
+from voxtra.recording.app_recordings import RecordingResult
+from voxtra.recording.sinks import RecordingSink
+
+__all__ = ["CallSession"]
+
+E = TypeVar("E", bound=AriEvent)
+T = TypeVar("T")
+HangupCallback = Callable[["CallSession"], Awaitable[None]]
+
+
+class CallSession:
+    """One call in the Stasis application (a facade over its :class:`CallContext`)."""
+
+    def __init__(
+        self,
+        host: CallHost,
+        channel: Channel,
+        *,
+        direction: CallDirection = CallDirection.INBOUND,
+        args: tuple[str, ...] = (),
+        metadata: dict[str, Any] | None = None,
+        called_number: str | None = None,
+        voice: VoiceConfig | None = None,
+    ) -> None:
+        self.context = CallContext(
+            host,
+            channel,
+            direction=direction,
+            args=args,
+            metadata=metadata,
+            called_number=called_number,
+        )
+        """The call's kernel: state, waiters, what it owns, its task group."""
+        self.app = host
+        """The app running the call (a :class:`~voxtra.VoxtraApp`)."""
+        self.voice_config: VoiceConfig = voice if voice is not None else VoiceConfig()
+        """Providers and options for say/listen/agent; change before first use."""
+        self.media_path = CallMedia(self.context, host.settings.media)
+        """The call's audio path (bridge, ExternalMedia channel, transport)."""
+        self.voice: CallVoice | None = None
+        """The call's voice pipeline holder, made on first use of speech."""
+        self.recorder: CallRecorder | None = None
+        """The call's recorder, made on first use of recording."""
+
+    def __repr__(self) -> str:
+        return f"<CallSession {self.id} {self.direction} {self.state} caller={self.caller_id!r}>"
+
+    # -- facts (the context's) ---------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.context.id
+
+    @property
+    def channel(self) -> Channel:
+        """The channel as Asterisk last described it."""
+        return self.context.channel
+
+    @property
+    def app_name(self) -> str:
+        return self.app.app_name
+
+    @property
+    def direction(self) -> CallDirection:
+        return self.context.direction
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The Stasis application arguments the call arrived with."""
+        return self.context.args
+
+    @property
+    def caller_id(self) -> str:
+        return self.context.caller_id
+
+    @property
+    def caller_name(self) -> str:
+        return self.context.caller_name
+
+    @property
+    def called_number(self) -> str:
+        """The number the caller dialled: the same as the ``CallInfo.called_number``
+        its route matched (an outbound call: the endpoint's number)."""
+        return self.context.called_number
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Free-form data: the matched route's metadata, then the handler's own."""
+        return self.context.metadata
+
+    @metadata.setter
+    def metadata(self, value: dict[str, Any]) -> None:
+        self.context.metadata = value
+
+    @property
+    def state(self) -> CallState:
+        return self.context.state
+
+    @state.setter
+    def state(self, value: CallState) -> None:
+        self.context.state = value
+
+    @property
+    def end_reason(self) -> CallEndReason | None:
+        """Why the call ended (set by whichever cause came first); None while live."""
+        return self.context.end_reason
+
+    @property
+    def hangup_cause(self) -> int | None:
+        """Asterisk's hangup cause (Q.850), once the channel is destroyed."""
+        return self.context.hangup_cause
+
+    @property
+    def transferred(self) -> bool:
+        return self.context.transferred
+
+    @property
+    def handed_off(self) -> bool:
+        """True once the call was handed to a bridge: its handler may return without
+        the call being hung up."""
+        return self.context.handed_off
+
+    @handed_off.setter
+    def handed_off(self, value: bool) -> None:
+        self.context.handed_off = value
+
+    @property
+    def created_at(self) -> float:
+        return self.context.created_at
+
+    @property
+    def dtmf_dropped(self) -> int:
+        """Digits dropped because 64 were already waiting unread."""
+        return self.context.dtmf_dropped
+
+    @property
+    def duration(self) -> float:
+        """Seconds since the call was answered; 0 before."""
+        return self.context.duration
+
+    @property
+    def ended(self) -> bool:
+        return self.context.ended
+
+    async def wait_ended(self, timeout: float | None = None) -> None:
+        await self.context.wait_ended(timeout)
+
+    # -- call control ----------------------------------------------------------------
+
+    async def answer(self) -> None:
+        """Answer the call (no-op when already answered)."""
+        context = self.context
+        context.check_alive()
+        if context.state is CallState.RINGING or context.answered_at is None:
+            await context.request(context.ari.channels.answer(self.id))
+            context.mark_answered()
+        if self.app.settings.media.attach_on_answer:
+            await self.media()
+
+    async def hangup(self, reason: str = "normal") -> None:
+        """Hang up. Idempotent: hanging up an ended call does nothing."""
+        await self.context.hangup(reason)
+
+    async def ring(self) -> None:
+        self.context.check_alive()
+        await self.context.request(self.context.ari.channels.ring(self.id))
+
+    async def hold(self, moh_class: str | None = None) -> None:
+        """Put the caller on hold with music on hold."""
+        self.context.check_alive()
+        await self.context.request(self.context.ari.channels.start_moh(self.id, moh_class))
+        self.context.state = CallState.ON_HOLD
+
+    async def unhold(self) -> None:
+        self.context.check_alive()
+        await self.context.request(self.context.ari.channels.stop_moh(self.id))
+        self.context.state = CallState.IN_PROGRESS
+
+    async def mute(self, direction: str = "in") -> None:
+        """Mute what the caller says (``in``), hears (``out``), or both."""
+        self.context.check_alive()
+        await self.context.request(self.context.ari.channels.mute(self.id, direction))  # type: ignore[arg-type]
+
+    async def unmute(self, direction: str = "in") -> None:
+        self.context.check_alive()
+        await self.context.request(self.context.ari.channels.unmute(self.id, direction))  # type: ignore[arg-type]
+
+    async def get_variable(self, name: str) -> str:
+        self.context.check_alive()
+        return str(
+            await self.context.request(self.context.ari.channels.get_variable(self.id, name))
+        )
+
+    async def set_variable(self, name: str, value: str) -> None:
+        self.context.check_alive()
+        await self.context.request(self.context.ari.channels.set_variable(self.id, name, value))
+
+    # -- playback --------------------------------------------------------------------
+
+    async def play_file(self, name: str | Sequence[str], *, lang: str | None = None) -> Playback:
+        """Start playing a sound (``sound:`` prefix optional) and return its handle.
+
+        A list plays its sounds back to back as one playback (finished after the last).
+        """
+        names = [name] if isinstance(name, str) else list(name)
+        return await play(self.context, names, lang=lang)
+
+    async def play_and_wait(self, name: str, timeout: float | None = None) -> None:
+        playback = await self.play_file(name)
+        await playback.wait(timeout)
+
+    # -- DTMF ------------------------------------------------------------------------
+
+    async def listen_dtmf(self, timeout: float | None = None) -> str | None:
+        """The next DTMF digit the caller presses, or None after ``timeout`` seconds."""
+        return await self.context.next_digit(timeout)
+
+    def clear_dtmf(self) -> None:
+        """Forget digits pressed before now (e.g. before a new menu prompt)."""
+        self.context.clear_digits()
+
+    async def gather(
+        self,
+        max_digits: int = 1,
+        *,
+        terminator: str | None = "#",
+        first_digit_timeout: float = 5.0,
+        inter_digit_timeout: float = 3.0,
+    ) -> str:
+        """Collect up to ``max_digits`` digits (a menu choice, a PIN).
+
+        Stops at ``terminator`` (not included), at ``max_digits``, or when a timeout
+        passes; returns what was collected so far (possibly "").
+        """
+        digits = ""
+        timeout = first_digit_timeout
+        while len(digits) < max_digits:
+            digit = await self.listen_dtmf(timeout=timeout)
+            if digit is None or (terminator and digit == terminator):
+                break
+            digits += digit
+            timeout = inter_digit_timeout
+        return digits
+
+    async def send_dtmf(
+        self, digits: str, *, duration_ms: int = 100, between_ms: int = 100
+    ) -> None:
+        """Send DTMF to the caller (RFC 4733 on SIP)."""
+        self.context.check_alive()
+        await self.context.request(
+            self.context.ari.channels.send_dtmf(
+                self.id, digits, duration=duration_ms, between=between_ms
+            )
+        )
+
+    async def dtmf_digits(self) -> AsyncIterator[str]:
+        """Every digit the caller presses, until the call ends."""
+        while True:
+            try:
+                digit = await self.listen_dtmf()
+            except CallEnded:
+                return
+            if digit is not None:
+                yield digit
+
+    # -- audio -------------------------------------------------------------------------
+
+    async def media(self) -> MediaTransport:
+        """The call's media transport (ExternalMedia), attached on first use."""
+        return await self.media_path.get()
+
+    async def audio_stream(
+        self, *, codec: Codec | str = Codec.ULAW, sample_rate: int = 8000
+    ) -> AsyncIterator[AudioChunk]:
+        """The caller's audio as 20 ms chunks, until the call ends.
+
+        mu-law 8 kHz by default; ``codec="pcm16"`` with a ``sample_rate`` gives PCM at
+        that rate. One consumer at a time: frames are not duplicated between readers.
+        """
+        transport = await self.media()
+        converter = ChunkConverter(Codec(codec), sample_rate)  # validates the request
+        # The transport converts as frames arrive (RTP: for all calls in one batch per
+        # tick); the converter only handles frames queued before the switch.
+        transport.set_inbound_format(converter.codec, converter.rate)
+        async for frame in transport.frames():
+            chunk = converter.convert(frame)
+            if chunk.data:
+                yield chunk
+
+    async def send_audio(self, chunk: AudioChunk) -> None:
+        """Play audio to the caller: any length, codec and rate; paced in 20 ms frames."""
+        transport = await self.media()
+        await transport.send(chunk)
+
+    async def flush_audio(self) -> None:
+        """Drop audio queued for the caller (barge-in): playback stops within a frame."""
+        transport = self.media_path.transport
+        if transport is not None:
+            await transport.flush()
+
+    # -- recording -------------------------------------------------------------------
+
+    def _recorder_for_call(self) -> CallRecorder:
+        if self.recorder is None:
+            self.recorder = CallRecorder(self.context)
+        return self.recorder
+
+    async def record_start(
+        self,
+        name: str = "",
+        fmt: str = "wav",
+        *,
+        sink: RecordingSink | None = None,
+        beep: bool = False,
+        max_duration: int | None = None,
+        max_silence: int | None = None,
+        finish_on_key: str | None = None,
+    ) -> str:
+        """Start recording the call (a snoop on the caller: both directions); returns the name.
+
+        Without ``name`` a unique, safe one is generated. The finished file is fetched
+        over ARI and delivered to ``sink`` (else the app's ``recording_sink``, else a
+        LocalFileSink in ``settings.recordings_dir``). ``finish_on_key`` keys stop it
+        when pressed. To wait for the end and learn what ended it, use :meth:`record`.
+        """
+        self.context.check_alive()
+        return await self._recorder_for_call().start(
+            name,
+            fmt,
+            sink=sink,
+            beep=beep,
+            max_duration=max_duration,
+            max_silence=max_silence,
+            finish_on_key=finish_on_key,
+        )
+
+    async def record(
+        self,
+        name: str = "",
+        fmt: str = "wav",
+        *,
+        sink: RecordingSink | None = None,
+        finish_on_key: str | None = "#",
+        max_length: int | None = 3600,
+        silence_timeout: int | None = None,
+        beep: bool = False,
+    ) -> RecordingResult:
+        """Record until a key, ``max_length`` s, ``silence_timeout`` s or the hang-up.
+
+        Returns a ``RecordingResult``: the name and ``reason`` (``finish_on_key``,
+        ``max_length``, ``silence_timeout``, ``hangup``), and the ``key`` pressed.
+        """
+        self.context.check_alive()
+        return await self._recorder_for_call().record(
+            name,
+            fmt,
+            sink=sink,
+            finish_on_key=finish_on_key,
+            max_length=max_length,
+            silence_timeout=silence_timeout,
+            beep=beep,
+        )
+
+    async def record_stop(self) -> str | None:
+        """Stop recording and hand the file to its sink; the name, or None if idle."""
+        if self.recorder is None:
+            return None
+        return await self.recorder.stop()
+
+    # -- speech (the voice pipeline) -----------------------------------------------------
+
+    def _voice_for_call(self, operation: str, needs: tuple[str, ...] = ()) -> CallVoice:
+        """The call's voice, after checking ``needs`` (provider fields) are configured:
+        PipelineNotConfigured names what ``operation`` lacks and where to pass it."""
+        config = self.voice.config if self.voice is not None else self.voice_config
+        missing = [n for n in needs if getattr(config, n) is None]
+        if missing or not config.configured:
+            raise PipelineNotConfigured(operation, missing or list(needs) or ["stt", "llm", "tts"])
+        if self.voice is None:
+            self.voice = CallVoice(self.context, self.media_path, self.voice_config)
+            if self.voice_config.on_pipeline is not None:
+                self.voice_config.on_pipeline(self, self.voice.pipeline)
+        return self.voice
+
+    @property
+    def pipeline(self) -> VoicePipeline | None:
+        """This call's voice pipeline (events, metrics); None without an AI pipeline."""
+        if not self.voice_config.configured:
+            return None
+        return self._voice_for_call("pipeline").pipeline
+
+    @property
+    def agent(self) -> Agent | None:
+        """This call's LLM agent (history, tools); None without an AI pipeline."""
+        if not self.voice_config.configured:
+            return None
+        return self._voice_for_call("agent").pipeline.agent
+
+    async def say(self, text: str, *, interruptible: bool = True) -> SayResult:
+        """Speak ``text``; returns when it was played, or early if the caller barged in.
+
+        Raises :class:`~voxtra.errors.PipelineNotConfigured` without a TTS.
+        """
+        self.context.check_alive()
+        voice = self._voice_for_call("say()", ("tts",))
+        pipeline = await voice.attach()
+        return await pipeline.say(text, interruptible=interruptible)
+
+    async def listen(self, timeout: float | None = None) -> UserTranscriptEvent | None:
+        """The caller's next final transcript; None after ``timeout``; CallEnded on hangup."""
+        self.context.check_alive()
+        pipeline = await self._voice_for_call("listen()", ("stt",)).attach()
+        try:
+            return await pipeline.listen(timeout)
+        except CallEnded:
+            raise CallEnded(self.id) from None
+
+    async def converse(self) -> EndReason:
+        """Hand the call to the autonomous STT -> LLM -> TTS conversation until it ends."""
+        self.context.check_alive()
+        return await self._voice_for_call("converse()", ("stt", "llm", "tts")).converse()
+
+    # -- transfer and bridging ---------------------------------------------------------
+
+    async def transfer_to(
+        self, target: str, *, timeout: int = 30, caller_id: str | None = None
+    ) -> None:
+        """Blind transfer.
+
+        ``exten@context`` (or ``exten@context:priority``) continues the call in the
+        dialplan: ARI ``continue``. A channel endpoint (``PJSIP/100``,
+        ``PJSIP/trunk/sip:+1555...``, ``Local/x@ctx``) is dialed from the app and, once
+        answered, bridged with the caller; the app keeps both legs until one hangs up.
+        ARI ``redirect`` is not used: for PJSIP it sends a 302 back to the caller's
+        carrier, which most trunks refuse.
+        """
+        context = self.context
+        context.check_alive()
+        if "/" not in target:
+            exten, _, rest = target.partition("@")
+            dialplan_context, _, priority = rest.partition(":")
+            # Set first: StasisEnd can arrive before the response (end_reason reads it).
+            context.transferred = True
+            try:
+                await context.request(
+                    context.ari.channels.continue_in_dialplan(
+                        self.id,
+                        context=dialplan_context or None,
+                        extension=exten or None,
+                        priority=int(priority) if priority else 1,
+                    )
+                )
+            except BaseException:
+                context.transferred = False
+                raise
+            return
+        leg = await context.dial_leg(
+            target, timeout=timeout, caller_id=caller_id or self.caller_id or None
+        )
+        bridge_id = await context.create_bridge("transfer")
+        await context.request(context.ari.bridges.add_channel(bridge_id, [self.id, leg]))
+        context.transferred = True
+
+    async def transfer_to_queue(self, queue: str, *, context: str = "voxtra-queues") -> None:
+        """Send the caller into an Asterisk queue (the shipped dialplan's ``voxtra-queues``)."""
+        self.context.check_alive()
+        await self.transfer_to(f"{queue}@{context}")
+
+    async def bridge_with(self, other: CallSession) -> str:
+        """Connect this call and ``other`` in a mixing bridge; returns the bridge id.
+
+        Both calls are handed to the bridge: their handlers may return without hanging
+        up. When one party leaves, the bridge is destroyed and the other is hung up once
+        its handler has returned.
+        """
+        context = self.context
+        context.check_alive()
+        other.context.check_alive()
+        bridge_id = await context.create_bridge("call")
+        context.share_bridge(bridge_id, other.context)
+        await context.request(context.ari.bridges.add_channel(bridge_id, [self.id, other.id]))
+        context.handed_off = other.context.handed_off = True
+        return bridge_id
+
+    # -- callbacks and helpers --------------------------------------------------------
+
+    def on_hangup(self, callback: HangupCallback) -> HangupCallback:
+        """Register an async callback run once when the call ends (decorator-friendly).
+
+        ``callback(call)`` must be ``async def`` and take the call: anything else raises
+        :class:`~voxtra.errors.CallbackSignatureError` here, not at hangup.
+        """
+        check_callback(callback, "on_hangup", ("call",))
+
+        async def run() -> None:
+            await callback(self)
+
+        self.context.add_hangup_callback(repr(callback), run)
+        return callback
+
+    def spawn(
+        self, coro: Coroutine[Any, Any, T], *, name: str | None = None
+    ) -> asyncio.Task[T | None]:
+        """Run a helper task in the call's task group: cancelled when the call ends.
+
+        An exception in it is logged (its result is then None); it does not end the call.
+        """
+        return self.context.spawn(coro, name=name)
+
+    async def wait_for_event(
+        self,
+        kind: type[E],
+        predicate: Callable[[E], bool] | None = None,
+        timeout: float | None = None,
+    ) -> E:
+        """Wait for the next ARI event of ``kind`` about this call."""
+        self.context.check_alive()
+        future = self.context.expect(kind, predicate or (lambda e: True))
+        try:
+            event = await self.context.wait(future, timeout)
+        finally:
+            self.context.forget(future)
+        assert isinstance(event, kind)
+        return event
