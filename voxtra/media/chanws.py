@@ -9,7 +9,7 @@ chosen on the Asterisk side (chan_websocket.conf or the ``f()`` dial option):
 * JSON (22.8+): ``{"event": "MEDIA_START", "connection_id": "abc", ...}`` for events and
   ``{"command": "MARK_MEDIA", "correlation_id": "x"}`` for commands.
 
-Every event parses to a typed class (unknown names to ``UnknownEvent``, kept), each
+Every event parses to a typed class (unknown names to ``UnknownControlEvent``, kept), each
 remembering the format it came in so replies can use the same one.
 """
 
@@ -36,7 +36,7 @@ __all__ = [
     "MediaXon",
     "QueueDrained",
     "Status",
-    "UnknownEvent",
+    "UnknownControlEvent",
     "build_command",
     "parse_control",
 ]
@@ -136,8 +136,11 @@ class Status(ControlEvent):
 
 
 @dataclass(frozen=True, slots=True)
-class UnknownEvent(ControlEvent):
-    """An event this version does not know; kept so nothing is silently lost."""
+class UnknownControlEvent(ControlEvent):
+    """An event this version does not know; kept so nothing is silently lost.
+
+    Not ``UnknownEvent``: that is :class:`voxtra.ari.events.UnknownEvent`, an ARI event.
+    """
 
 
 def _int(name: str, value: Any, *, required: bool) -> int | None:
@@ -268,7 +271,7 @@ def _typed(name: str, f: dict[str, Any], fmt: ControlFormat) -> ControlEvent:
             bulk_media=_bool("bulk_media", f.get("bulk_media")),
             media_paused=_bool("media_paused", f.get("media_paused")),
         )
-    return UnknownEvent(name, f, fmt)
+    return UnknownControlEvent(name, f, fmt)
 
 
 _DIRECTIONS = ("in", "out", "both")

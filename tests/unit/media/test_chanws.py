@@ -23,7 +23,7 @@ from voxtra.media.chanws import (
     MediaXon,
     QueueDrained,
     Status,
-    UnknownEvent,
+    UnknownControlEvent,
     build_command,
     parse_control,
 )
@@ -121,9 +121,9 @@ def test_status_both_formats() -> None:
 def test_unknown_event_is_kept() -> None:
     a = parse_control("MEDIA_SOMETHING_NEW foo:bar")
     b = parse_control('{"event":"HANGUP_REQUESTED","x":1}')
-    assert isinstance(a, UnknownEvent) and a.name == "MEDIA_SOMETHING_NEW"
+    assert isinstance(a, UnknownControlEvent) and a.name == "MEDIA_SOMETHING_NEW"
     assert a.fields == {"foo": "bar"}
-    assert isinstance(b, UnknownEvent) and b.fields == {"x": 1}
+    assert isinstance(b, UnknownControlEvent) and b.fields == {"x": 1}
 
 
 @pytest.mark.parametrize(
