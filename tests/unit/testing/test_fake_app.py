@@ -195,3 +195,46 @@ def test_the_fixture_reaches_a_users_tests_through_the_entry_point(tmp_path: Pat
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+async def test_a_voice_agent_hears_the_caller_over_the_fakes_rtp(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp], tmp_path: Path
+) -> None:
+    """The scripted providers and the fake's RTP media: a dialogue with no real audio."""
+    from voxtra.pipeline.io import MonotonicClock
+    from voxtra.testing.doubles import EnergyVAD, Reply, ScriptedLLM, ScriptedSTT, ScriptedTTS
+
+    clock = MonotonicClock()
+    tts = ScriptedTTS(clock, ms_per_char=10, first_byte=0)
+    app = VoxtraApp(
+        "http://asterisk.invalid:8088",
+        "user",
+        "secret",
+        app_name="voice-tests",
+        instance_id="unit",
+        spool_dir=str(tmp_path / "spool"),
+        stt=ScriptedSTT(["what time is it"], clock, delay=0.01),
+        llm=ScriptedLLM([Reply(["It is noon."])], clock, delay=0),
+        tts=tts,
+        vad=EnergyVAD(),
+    )
+    heard: list[str | None] = []
+
+    @app.route("6000")
+    async def agent(call):  # type: ignore[no-untyped-def]
+        await call.answer()
+        await call.say("Hello, ask me something.")
+        turn = await call.listen(timeout=10)
+        heard.append(turn.text if turn else None)
+        await call.say("It is noon.")
+        await call.hangup()
+
+    async with fake_asterisk.serve(app):
+        call = await fake_asterisk.incoming(extension="6000")
+        # the greeting arrives over RTP: the media is up
+        await call.wait_until(lambda c: any(b != 0xFF for b in c.audio_heard), timeout=10)
+        call.send_audio(b"\x80\x00" * 4000)  # 1 s of a loud tone: the caller speaks
+        await call.wait_ended(timeout=20)
+
+    assert heard == ["what time is it"]
+    assert [text for _, text in tts.requests] == ["Hello, ask me something.", "It is noon."]

@@ -521,3 +521,16 @@ async def test_incoming_needs_a_connected_app() -> None:
     with pytest.raises(FakeAsteriskError, match="registered apps are none"):
         await fake.incoming()
     await fake.aclose()
+
+
+async def test_a_deserted_app_stays_listed_while_calls_are_in_it() -> None:
+    fake = FakeAsterisk()
+    ari = AriClient("http://fake", "u", "p", transport=fake)
+    connection = await fake.connect_events([APP])
+    call = await fake.incoming()
+    await connection.close()
+    assert (await ari.applications.get(APP)).channel_ids == [call.id]
+    await call.hang_up()
+    with pytest.raises(AriNotFound, match="Application not found"):
+        await ari.applications.get(APP)
+    await fake.aclose()

@@ -856,7 +856,8 @@ class FakeAsterisk(AriTransport):
         return _json([self._application_json(a) for a in sorted(self._registered)])
 
     def _r_application(self, request: AriRequest, app: str) -> AriResponse:
-        if app not in self._registered:
+        # Asterisk keeps a deserted app listed while channels are still in it.
+        if app not in self._registered and not any(c.app == app for c in self.channels.values()):
             raise _Fail(404, "Application not found")
         return _json(self._application_json(app))
 
