@@ -244,7 +244,7 @@ class VoxtraApp:
             return fallback
         return self._instance_slot.instance_id
 
-    def _use_app_name(self, app_name: str) -> None:
+    def use_app_name(self, app_name: str) -> None:
         """Serve another Stasis app name (``voxtra run --app-name``); before start()."""
         if self._runner is not None:
             raise VoxtraError("cannot change the app name of a running app")

@@ -107,7 +107,7 @@ def _prepare_run(args: argparse.Namespace) -> Any:
         os.environ["VOXTRA_CONFIG"] = str(path.resolve())
     app = load_app(args.app)
     if args.app_name is not None and app.app_name != args.app_name:
-        app._use_app_name(args.app_name)
+        app.use_app_name(args.app_name)
     return app
 
 

@@ -33,6 +33,7 @@ from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.media.transport import MediaTransport
 from voxtra.pipeline.agent import Agent
+from voxtra.pipeline.engine import ConversationEngine
 from voxtra.pipeline.events import SayResult, UserTranscriptEvent
 from voxtra.pipeline.pipeline import EndReason, VoicePipeline
 from voxtra.recording.app_recordings import RecordingResult
@@ -415,23 +416,30 @@ class CallSession:
             raise PipelineNotConfigured(operation, missing or list(needs) or ["stt", "llm", "tts"])
         if self.voice is None:
             self.voice = CallVoice(self.context, self.media_path, self.voice_config)
-            if self.voice_config.on_pipeline is not None:
-                self.voice_config.on_pipeline(self, self.voice.pipeline)
+            engine = self.voice.engine
+            if self.voice_config.on_pipeline is not None and isinstance(engine, VoicePipeline):
+                self.voice_config.on_pipeline(self, engine)
         return self.voice
 
     @property
-    def pipeline(self) -> VoicePipeline | None:
-        """This call's voice pipeline (events, metrics); None without an AI pipeline."""
+    def engine(self) -> ConversationEngine | None:
+        """This call's conversation engine; None without an AI pipeline."""
         if not self.voice_config.configured:
             return None
-        return self._voice_for_call("pipeline").pipeline
+        return self._voice_for_call("engine").engine
+
+    @property
+    def pipeline(self) -> VoicePipeline | None:
+        """This call's STT -> LLM -> TTS pipeline (events, metrics); None without one
+        (or when the engine is another kind, e.g. a speech-to-speech model)."""
+        engine = self.engine
+        return engine if isinstance(engine, VoicePipeline) else None
 
     @property
     def agent(self) -> Agent | None:
         """This call's LLM agent (history, tools); None without an AI pipeline."""
-        if not self.voice_config.configured:
-            return None
-        return self._voice_for_call("agent").pipeline.agent
+        pipeline = self.pipeline
+        return pipeline.agent if pipeline is not None else None
 
     async def say(self, text: str, *, interruptible: bool = True) -> SayResult:
         """Speak ``text``; returns when it was played, or early if the caller barged in.

@@ -19,6 +19,7 @@ from voxtra.calls.media import CallMedia
 from voxtra.errors import CallEnded
 from voxtra.media.transport import MediaTransport
 from voxtra.pipeline import VoicePipeline
+from voxtra.pipeline.engine import ConversationEngine
 from voxtra.pipeline.pipeline import DEFAULT_FALLBACK, EndReason
 from voxtra.providers.base import LLM, STT, TTS, VAD
 
@@ -96,20 +97,25 @@ class VoiceConfig:
 
 
 class CallVoice:
-    """A call's pipeline, attached to its media by a task the call owns."""
+    """A call's conversation engine, attached to its media by a task the call owns.
+
+    Typed against :class:`~voxtra.pipeline.ConversationEngine`: the STT -> LLM -> TTS
+    :class:`~voxtra.pipeline.VoicePipeline` is one engine, a speech-to-speech model
+    wrapped in the same protocol is another, and nothing here changes between them.
+    """
 
     def __init__(self, context: CallContext, media: CallMedia, config: VoiceConfig) -> None:
         self.context = context
         self.media = media
         self.config = config
-        self.pipeline = config.build()
+        self.engine: ConversationEngine = config.build()
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._failed: BaseException | None = None
         self._task: asyncio.Task[Any] | None = None
         self._cleanup_added = False
 
-    async def attach(self) -> VoicePipeline:
+    async def attach(self) -> ConversationEngine:
         """Attach the listening side (VAD, STT, barge-in) to the call's media."""
         if self._task is None:
             media = await self.media.get()
@@ -127,11 +133,11 @@ class CallVoice:
             raise self._failed
         if not self._ready.is_set():
             raise CallEnded(self.context.id)
-        return self.pipeline
+        return self.engine
 
     async def _hold(self, media: MediaTransport) -> None:
         try:
-            async with self.pipeline.attach(media, call_id=self.context.id):
+            async with self.engine.attach(media, call_id=self.context.id):
                 self._ready.set()
                 # Detach on hangup too: the media transport only ends at teardown, after
                 # the handler, so a listen() would otherwise wait for the handler's
@@ -145,7 +151,7 @@ class CallVoice:
         """Run the autonomous conversation until the call or the pipeline ends it."""
         media = await self.media.get()
         await self.detach()  # run() attaches by itself; the agent's history is kept
-        run = asyncio.ensure_future(self.pipeline.run(media, call_id=self.context.id))
+        run = asyncio.ensure_future(self.engine.run(media, call_id=self.context.id))
         ended = asyncio.ensure_future(self.context.wait_ended())
         try:
             await asyncio.wait({run, ended}, return_when=asyncio.FIRST_COMPLETED)
@@ -157,7 +163,8 @@ class CallVoice:
                     await run
         if run.cancelled():
             return EndReason.HANGUP
-        return run.result()
+        reason = run.result()
+        return reason if isinstance(reason, EndReason) else EndReason.HANGUP
 
     async def detach(self) -> None:
         if self._task is not None:
