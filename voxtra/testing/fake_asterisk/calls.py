@@ -8,15 +8,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from voxtra.errors import VoxtraError
+from voxtra.testing.fake_asterisk.media import FakeRtpEnd
 
-if TYPE_CHECKING:
-    from voxtra.testing.fake_asterisk.core import FakeAsterisk
-    from voxtra.testing.fake_asterisk.media import FakeRtpEnd
-
-__all__ = ["FakeAsteriskError", "FakeBridge", "FakeCall", "FakePlayback", "FakeRecording"]
+__all__ = [
+    "CallDriver",
+    "FakeAsteriskError",
+    "FakeBridge",
+    "FakeCall",
+    "FakePlayback",
+    "FakeRecording",
+]
 
 
 class FakeAsteriskError(VoxtraError):
@@ -117,6 +121,20 @@ class FakeBridge:
         }
 
 
+class CallDriver(Protocol):
+    """What a :class:`FakeCall` asks of the fake it lives in (:class:`FakeAsterisk`)."""
+
+    channelvars: tuple[str, ...]
+
+    def caller_presses(self, call: FakeCall, digit: str, duration_ms: int) -> None: ...
+
+    def caller_hangs_up(self, call: FakeCall, cause: int) -> None: ...
+
+    def far_end_answers(self, call: FakeCall) -> None: ...
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = ...) -> None: ...
+
+
 class FakeCall:
     """One channel in the fake, and what a test does with it.
 
@@ -127,7 +145,7 @@ class FakeCall:
 
     def __init__(
         self,
-        fake: FakeAsterisk,
+        fake: CallDriver,
         channel_id: str,
         name: str,
         *,
@@ -218,6 +236,18 @@ class FakeCall:
         """Audio the app sent to this call over RTP (the wire codec; slin as LE PCM16)."""
         return b"".join(bytes(end.heard) for end in self.media_ends)
 
+    # -- the fake's bookkeeping (called by FakeAsterisk) -----------------------------------
+
+    def mark_answered(self) -> None:
+        self._answered.set()
+
+    def mark_left_app(self) -> None:
+        self._left_app.set()
+
+    def mark_ended(self) -> None:
+        self._ended.set()
+        self._left_app.set()
+
     def __repr__(self) -> str:
         return f"FakeCall({self.id!r}, {self.name!r}, state={self.state!r})"
 
@@ -226,17 +256,17 @@ class FakeCall:
     async def press(self, digits: str, *, duration_ms: int = 100) -> None:
         """The caller presses keys: one ``ChannelDtmfReceived`` per digit."""
         for digit in digits:
-            self._fake._dtmf_received(self, digit, duration_ms)
+            self._fake.caller_presses(self, digit, duration_ms)
             await asyncio.sleep(0)
 
     async def hang_up(self, cause: int = 16) -> None:
         """The caller hangs up (``cause`` 16: normal clearing)."""
-        self._fake._hangup(self, cause, soft=None)
+        self._fake.caller_hangs_up(self, cause)
         await asyncio.sleep(0)
 
     async def answer(self) -> None:
         """The far end of a ringing outbound call picks up."""
-        self._fake._far_end_answers(self)
+        self._fake.far_end_answers(self)
         await asyncio.sleep(0)
 
     def send_audio(self, payload: bytes) -> None:

@@ -554,7 +554,7 @@ class FakeAsterisk(AriTransport):
             return
         app, call.app = call.app, None
         self._emit(app, "StasisEnd", channel=call.to_json())
-        call._left_app.set()
+        call.mark_left_app()
 
     def _set_state(self, call: FakeCall, state: str) -> None:
         if call.state == state:
@@ -562,9 +562,10 @@ class FakeAsterisk(AriTransport):
         call.state = state
         self._emit(call.subscribed, "ChannelStateChange", channel=call.to_json())
         if state == "Up":
-            call._answered.set()
+            call.mark_answered()
 
-    def _dtmf_received(self, call: FakeCall, digit: str, duration_ms: int) -> None:
+    def caller_presses(self, call: FakeCall, digit: str, duration_ms: int = 100) -> None:
+        """The caller presses ``digit`` (what :meth:`FakeCall.press` does)."""
         if call.ended:
             raise FakeAsteriskError(f"call {call.id} has ended: nobody to press {digit!r}")
         call.digits_pressed += digit
@@ -581,6 +582,10 @@ class FakeAsterisk(AriTransport):
             ):
                 self._finish_recording(recording, "done")
         self._notify()
+
+    def caller_hangs_up(self, call: FakeCall, cause: int = 16) -> None:
+        """The caller (or far end) hangs up (what :meth:`FakeCall.hang_up` does)."""
+        self._hangup(call, cause, soft=None)
 
     def _hangup(self, call: FakeCall, cause: int, *, soft: bool | None) -> None:
         if call.ended or call.id not in self.channels:
@@ -611,8 +616,7 @@ class FakeAsterisk(AriTransport):
             cause_txt=CAUSE_TEXT.get(cause, "Unknown"),
             channel=call.to_json(),
         )
-        call._ended.set()
-        call._left_app.set()
+        call.mark_ended()
         if call.rtp is not None:
             self._spawn(call.rtp.close())
         for other in list(self.channels.values()):
@@ -620,7 +624,8 @@ class FakeAsterisk(AriTransport):
                 self._hangup(other, 16, soft=None)
         self._notify()
 
-    def _far_end_answers(self, call: FakeCall) -> None:
+    def far_end_answers(self, call: FakeCall) -> None:
+        """The far end picks up (what :meth:`FakeCall.answer` does)."""
         if call.ended:
             raise FakeAsteriskError(f"call {call.id} has ended")
         if call.state == "Up":
@@ -955,7 +960,7 @@ class FakeAsterisk(AriTransport):
                     call.pending_app = app
                 else:
                     call.dialplan_app, call.dialplan_app_data = "", ""
-                self._far_end_answers(call)
+                self.far_end_answers(call)
             elif outcome == "ring":
                 call.pending_app = app
                 call.ringing = True
