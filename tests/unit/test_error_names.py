@@ -34,7 +34,6 @@ OUTCOME_WITH_SUFFIX = re.compile(
 PENDING_RENAMES = {
     # In files other people own this session; reported to them, not renamed here.
     "ProviderTimeoutError": "voxtra/pipeline/pipeline.py: ProviderTimeout",
-    "RecordingFailedError": "voxtra/recording (the lead's): RecordingFailed",
 }
 """Known breaches of the naming rule awaiting their owner's rename (remove on rename)."""
 

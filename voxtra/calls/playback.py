@@ -10,6 +10,7 @@ from voxtra.ari.errors import AriNotFound
 from voxtra.ari.events import PlaybackFinished
 from voxtra.calls.context import CallContext
 from voxtra.calls.state import internal_id
+from voxtra.errors import ConfigError
 
 __all__ = ["Playback", "play"]
 
@@ -45,7 +46,7 @@ async def play(context: CallContext, names: Sequence[str], *, lang: str | None =
     """Start playing ``names`` (``sound:`` prefix optional) back to back as one playback."""
     context.check_alive()
     if not names:
-        raise ValueError("play_file needs at least one sound")
+        raise ConfigError("play_file needs at least one sound")
     media = [n if ":" in n else f"sound:{n}" for n in names]
     playback_id = internal_id("playback")
     playback = Playback(context, playback_id, ",".join(media))

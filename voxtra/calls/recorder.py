@@ -29,8 +29,8 @@ from voxtra.calls.playback import play
 from voxtra.errors import CallEnded, RecordingError
 from voxtra.recording.app_recordings import (
     AppRecordings,
+    AsteriskRecordingFailed,
     RecordingEndReason,
-    RecordingFailedError,
     RecordingResult,
 )
 from voxtra.recording.metadata import RecordingMetadata
@@ -264,7 +264,7 @@ class CallRecorder:
             context.forget(finished)
             await self._drop_snoop(snoop_id)
             await recordings.abandon(name)
-            raise RecordingFailedError(name, event.recording.cause)
+            raise AsteriskRecordingFailed(name, event.recording.cause)
         active = _Recording(
             name,
             audio_format,
@@ -348,7 +348,7 @@ class CallRecorder:
         """Stop, fetch and hand over to delivery; the name, or None when nothing records.
 
         Returns once the file is durable in the spool; the upload runs in the
-        background. Raises RecordingFailedError when Asterisk reports a failure.
+        background. Raises AsteriskRecordingFailed when Asterisk reports a failure.
         """
         async with self._lock:
             if self._active is None and self._finishing is None:
@@ -402,7 +402,7 @@ class CallRecorder:
                         functools.partial(context.ari.recordings.stop, active.name)
                     )
             await self._wait_stored(active)
-        except RecordingFailedError:
+        except AsteriskRecordingFailed:
             self._forget(active)  # nothing was stored: nothing to deliver
             await self._recordings().abandon(active.name)
             raise
@@ -447,7 +447,7 @@ class CallRecorder:
             if future.done() and not future.cancelled() and future.exception() is None:
                 event = future.result()
                 if isinstance(event, RecordingFailed):
-                    raise RecordingFailedError(active.name, event.recording.cause)
+                    raise AsteriskRecordingFailed(active.name, event.recording.cause)
                 return
             try:
                 live = await ari.recordings.get_live(active.name)
@@ -460,7 +460,7 @@ class CallRecorder:
                     ) from None
                 return
             if live.state == "failed":
-                raise RecordingFailedError(active.name, live.cause)
+                raise AsteriskRecordingFailed(active.name, live.cause)
             if time.monotonic() >= deadline:
                 raise RecordingError(
                     f"recording {active.name!r} was not stored within {FINISH_TIMEOUT} s "

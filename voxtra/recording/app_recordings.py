@@ -67,8 +67,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AppRecordings",
+    "AsteriskRecordingFailed",
     "RecordingEndReason",
-    "RecordingFailedError",
     "RecordingResult",
 ]
 
@@ -99,7 +99,7 @@ class RecordingResult:
     """The key that ended it, for ``finish_on_key``."""
 
 
-class RecordingFailedError(RecordingError):
+class AsteriskRecordingFailed(RecordingError):
     """Asterisk reported RecordingFailed; ``cause`` is its reason (may be empty)."""
 
     def __init__(self, name: str, cause: str | None) -> None:

@@ -343,7 +343,7 @@ async def asterisk_kill(
 
         pid = sandbox.pid()
         if pid is None:
-            raise RuntimeError("the sandbox Asterisk is not running")
+            raise SandboxUnavailable("the sandbox Asterisk is not running")
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         await asyncio.sleep(down_for)

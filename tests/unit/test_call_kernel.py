@@ -1,0 +1,219 @@
+"""The call kernel through a whole app, with no Asterisk: FakeAsterisk as the transport.
+
+What the kernel owes: events reach only the call they concern (the registry), a call's
+helpers live and die in its task group, everything a call made is released by its
+one teardown (nothing left in "Asterisk", nothing left in the registry), bridged calls
+end together, and ``call.called_number`` is the number its route matched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from voxtra import CallEndReason, CallSession, VoxtraApp
+from voxtra.routing import CallInfo
+from voxtra.testing import FakeAsterisk
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[..., VoxtraApp]:
+    def make(**options: object) -> VoxtraApp:
+        return VoxtraApp(
+            "http://asterisk.invalid:8088",
+            "user",
+            "secret",
+            app_name="kernel-tests",
+            instance_id="unit",
+            spool_dir=str(tmp_path / "spool"),
+            recordings_dir=str(tmp_path / "recordings"),
+            **options,
+        )
+
+    return make
+
+
+def _nothing_left(app: VoxtraApp, fake: FakeAsterisk) -> None:
+    assert app.active_sessions == {}
+    assert len(app.registry) == 0
+    assert app.registry.internal == {} and app.registry.bridges == {}
+    assert fake.bridges == {}
+    assert [c for c in fake.channels.values() if not c.ended] == []
+
+
+async def test_playback_events_reach_only_their_own_call(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    app = make_app()
+    finished: dict[str, list[str]] = {}
+    release = asyncio.Event()
+
+    @app.route("1000")
+    async def play(call: CallSession) -> None:
+        await call.answer()
+        playback = await call.play_file(f"sound:for-{call.caller_id}")
+        await playback.wait(timeout=5)
+        finished.setdefault(call.caller_id, []).append(playback.media)
+        await release.wait()
+
+    async with fake_asterisk.serve(app):
+        a = await fake_asterisk.incoming(extension="1000", caller="111")
+        b = await fake_asterisk.incoming(extension="1000", caller="222")
+        await fake_asterisk.wait_until(lambda: len(finished) == 2)
+        release.set()
+        await a.wait_ended()
+        await b.wait_ended()
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+        _nothing_left(app, fake_asterisk)
+    assert finished == {"111": ["sound:for-111"], "222": ["sound:for-222"]}
+
+
+async def test_a_calls_helpers_are_cancelled_with_it_and_teardown_releases_everything(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    app = make_app()
+    helper_cancelled = asyncio.Event()
+    hangup_callbacks: list[CallEndReason | None] = []
+
+    @app.route("2000")
+    async def busy(call: CallSession) -> None:
+        await call.answer()
+        await call.media()  # a bridge, an ExternalMedia channel, an RTP transport
+
+        async def helper() -> None:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                helper_cancelled.set()
+                raise
+
+        call.spawn(helper())
+
+        @call.on_hangup
+        async def done(c: CallSession) -> None:
+            hangup_callbacks.append(c.end_reason)
+
+        await call.wait_ended()
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="2000")
+        await fake_asterisk.wait_until(lambda: bool(app.registry.internal))
+        media_channel = next(iter(app.registry.internal))
+        assert media_channel.startswith("voxtra-internal-media-unit-")
+        await caller.hang_up()
+        await asyncio.wait_for(helper_cancelled.wait(), 5)
+        await fake_asterisk.wait_until(lambda: bool(hangup_callbacks))
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+        assert ("DELETE", f"/channels/{media_channel}") in fake_asterisk.requests
+        _nothing_left(app, fake_asterisk)
+    assert hangup_callbacks == [CallEndReason.REMOTE]
+
+
+async def test_bridged_calls_end_together_once_the_other_handler_returned(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    app = make_app()
+    waiting: list[CallSession] = []
+    bridged = asyncio.Event()
+
+    @app.route("3000")
+    async def first(call: CallSession) -> None:
+        await call.answer()
+        waiting.append(call)
+        await bridged.wait()  # returns once handed to the bridge: not hung up then
+
+    @app.route("3001")
+    async def second(call: CallSession) -> None:
+        await call.answer()
+        await fake_asterisk.wait_until(lambda: bool(waiting))
+        await call.bridge_with(waiting[0])
+        bridged.set()
+
+    async with fake_asterisk.serve(app):
+        a = await fake_asterisk.incoming(extension="3000", caller="a")
+        b = await fake_asterisk.incoming(extension="3001", caller="b")
+        await asyncio.wait_for(bridged.wait(), 5)
+        # both handlers returned; the bridge keeps both calls up
+        await asyncio.sleep(0.05)
+        assert not a.ended and not b.ended
+        await a.hang_up()
+        await b.wait_ended()  # the peer is hung up when the other party leaves
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+        _nothing_left(app, fake_asterisk)
+
+
+async def test_called_number_is_the_number_the_route_matched(
+    make_app: Callable[..., VoxtraApp],
+) -> None:
+    # ARI shows a channel's variables in events when ari.conf's channelvars lists them
+    fake_asterisk = FakeAsterisk(channelvars=["VOXTRA_CALLED_NUMBER", "VOXTRA_DID"])
+    app = make_app()
+    seen: list[tuple[str, str | None]] = []
+
+    @app.dispatcher
+    async def pick(info: CallInfo) -> object:
+        seen.append(("route", info.called_number))
+        return None
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        seen.append(("call", call.called_number))
+
+    async with fake_asterisk.serve(app):
+        call = await fake_asterisk.incoming(
+            extension="s", variables={"VOXTRA_CALLED_NUMBER": "+4930555"}
+        )
+        await call.wait_ended()
+    assert seen == [("route", "+4930555"), ("call", "+4930555")]
+
+
+async def test_max_call_duration_hangs_up_from_the_calls_task_group(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    app = make_app(max_call_duration=0.2)
+    reasons: list[CallEndReason | None] = []
+
+    @app.route("4000")
+    async def forever(call: CallSession) -> None:
+        await call.answer()
+        try:
+            await call.wait_ended()
+        finally:
+            reasons.append(call.end_reason)
+
+    async with fake_asterisk.serve(app):
+        call = await fake_asterisk.incoming(extension="4000")
+        await call.wait_ended()
+        await fake_asterisk.wait_until(lambda: bool(reasons))
+    assert reasons == [CallEndReason.MAX_DURATION]
+
+
+async def test_stop_hangs_up_a_running_call_and_runs_its_teardown(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    app = make_app()
+    fired: list[CallEndReason | None] = []
+
+    @app.route("5000")
+    async def forever(call: CallSession) -> None:
+        await call.answer()
+
+        @call.on_hangup
+        async def done(c: CallSession) -> None:
+            fired.append(c.end_reason)
+
+        await asyncio.Event().wait()  # ignores the hang-up: cancelled after the grace
+
+    app.hangup_grace = 0.05
+    async with fake_asterisk.serve(app):
+        call = await fake_asterisk.incoming(extension="5000")
+        await call.wait_answered()
+        await app.stop(deadline=0.05)
+        assert call.ended
+        _nothing_left(app, fake_asterisk)
+    assert fired == [CallEndReason.SHUTDOWN]
