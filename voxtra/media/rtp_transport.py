@@ -44,6 +44,7 @@ import numpy as np
 
 from voxtra.errors import ConfigError, MediaError
 from voxtra.media import g711
+from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import FRAME_MS, AudioChunk, Codec
 from voxtra.media.jitter import JitterBuffer
 from voxtra.media.pacer import Ticker
@@ -57,7 +58,7 @@ from voxtra.media.rtp import (
     RtpParseError,
     RtpSender,
 )
-from voxtra.media.transport import InboundConverter, MediaTransport, silence_frame
+from voxtra.media.transport import MediaTransport, silence_frame
 
 __all__ = ["WIRE_FORMATS", "RtpTransport", "WireFormat"]
 
@@ -129,7 +130,7 @@ class _TickBatch:
     """
 
     def __init__(self) -> None:
-        self.inbound: list[tuple[RtpTransport, InboundConverter, bytes]] = []
+        self.inbound: list[tuple[RtpTransport, ChunkConverter, bytes]] = []
         """(transport, its converter, wire payload in wire byte order)"""
         self.outbound: list[tuple[RtpTransport, StreamResampler, bytes]] = []
         """(transport, its framer's resampler, one source-rate PCM frame)"""
@@ -178,7 +179,7 @@ class _TickBatch:
         a stream of 2,000 concealment frames cost 142 ms in one tick (measured).
         """
         pending, self.inbound = self.inbound, []
-        groups: dict[int, tuple[RtpTransport, InboundConverter, list[bytes]]] = {}
+        groups: dict[int, tuple[RtpTransport, ChunkConverter, list[bytes]]] = {}
         for tr, conv, payload in pending:
             group = groups.get(id(conv))
             if group is None:
@@ -190,7 +191,7 @@ class _TickBatch:
             (Codec.ULAW, g711.ulaw_to_pcm16),
             (Codec.ALAW, g711.alaw_to_pcm16),
         ):
-            mine = [frames for _, conv, frames in streams if conv.wire_codec is codec]
+            mine = [frames for tr, _, frames in streams if tr.wire_codec is codec]
             if mine:
                 decoded = iter(_codec_many(decode, [f for fr in mine for f in fr], 2.0))
                 for frames in mine:
@@ -484,7 +485,7 @@ class RtpTransport(MediaTransport):
         if conv is None:
             self._enqueue(AudioChunk(payload, self.wire_rate, self.wire_codec))
         elif conv.resampler is None:
-            self._enqueue(conv.finish(conv.to_pcm(payload)))
+            self._enqueue(conv.finish(g711.decode(payload, self.wire_codec)))
         else:
             self._batch.inbound.append((self, conv, payload))  # decoded in the batch
 

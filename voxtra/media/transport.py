@@ -41,6 +41,7 @@ import numpy as np
 
 from voxtra.errors import CallEnded, MediaError
 from voxtra.media import g711
+from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import FRAME_MS, AudioChunk, Codec
 from voxtra.media.resample import Quality, StreamResampler
 
@@ -49,7 +50,6 @@ __all__ = [
     "DtmfEvent",
     "FlowEvent",
     "HangupEvent",
-    "InboundConverter",
     "MediaTransport",
     "OutboundFramer",
     "TransportEvent",
@@ -298,41 +298,6 @@ class OutboundFramer:
         return [body[i : i + fb] for i in range(0, len(body), fb)]
 
 
-class InboundConverter:
-    """Wire frames -> the codec and rate the reader asked for (resampler state kept).
-
-    Split in three steps so a transport can run the middle one (resampling) for many
-    calls at once with ``resample_many``: ``to_pcm`` (decode at the wire rate),
-    ``resampler.process`` (if the rates differ), ``finish`` (encode, wrap).
-    """
-
-    def __init__(
-        self, wire_codec: Codec, wire_rate: int, codec: Codec, rate: int, quality: Quality = "HQ"
-    ) -> None:
-        if codec is not Codec.PCM16 and rate != 8000:
-            raise MediaError(f"{codec} audio is 8 kHz; ask for pcm16 at {rate} Hz instead")
-        self.wire_codec = wire_codec
-        self.codec = codec
-        self.rate = rate
-        self.resampler = StreamResampler(wire_rate, rate, quality) if rate != wire_rate else None
-
-    def to_pcm(self, wire: bytes) -> bytes:
-        return g711.decode(wire, self.wire_codec)
-
-    def finish(self, pcm: bytes) -> AudioChunk:
-        if self.codec is Codec.ULAW:
-            return AudioChunk(g711.pcm16_to_ulaw(pcm), 8000, Codec.ULAW)
-        if self.codec is Codec.ALAW:
-            return AudioChunk(g711.pcm16_to_alaw(pcm), 8000, Codec.ALAW)
-        return AudioChunk(pcm, self.rate, Codec.PCM16)
-
-    def convert(self, frame: AudioChunk) -> AudioChunk:
-        pcm = self.to_pcm(frame.data)
-        if self.resampler is not None:
-            pcm = self.resampler.process(pcm)
-        return self.finish(pcm)
-
-
 EventCallback = Callable[[TransportEvent], None]
 
 
@@ -365,7 +330,7 @@ class MediaTransport(abc.ABC):
         self._in_waiters: list[asyncio.Future[None]] = []
         self._in_ended = False
         self._in_limit = max(1, inbound_queue_frames)
-        self._in_conv: InboundConverter | None = None
+        self._in_conv: ChunkConverter | None = None
         self._resample_quality: Quality = resample_quality
         # Control events are read only by whoever iterates events(); a call that never
         # does kept every one (AudioSocket: 800 unknown 64 KB messages, +62 MB). Bounded:
@@ -410,8 +375,8 @@ class MediaTransport(abc.ABC):
         if codec is self.wire_codec and rate == self.wire_rate:
             self._in_conv = None
         else:
-            self._in_conv = InboundConverter(
-                self.wire_codec, self.wire_rate, codec, rate, self._resample_quality
+            self._in_conv = ChunkConverter(
+                codec, rate, source_rate=self.wire_rate, quality=self._resample_quality
             )
 
     @property

@@ -22,7 +22,7 @@ from voxtra.pipeline.pipeline import (
     ProviderTimeoutError,
     VoicePipeline,
 )
-from voxtra.pipeline.turn import SpeechEnded, SpeechStarted, TurnDetector, frame_energy_db
+from voxtra.pipeline.turn import TurnDetector, frame_energy_db
 
 __all__ = [
     "DEFAULT_FALLBACK",
@@ -41,9 +41,7 @@ __all__ = [
     "SayResult",
     "SentenceChunker",
     "SilenceTimeoutEvent",
-    "SpeechEnded",
     "SpeechEndedEvent",
-    "SpeechStarted",
     "SpeechStartedEvent",
     "Tool",
     "ToolCallError",

@@ -51,6 +51,8 @@ class SpeechStartedEvent:
     """The caller started speaking (after the ``min_speech_ms`` onset guard)."""
 
     at: float = 0.0
+    speech_ms: float = 0.0
+    """Speech seen to confirm the onset (at least ``min_speech_ms``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ class SpeechEndedEvent:
     """The caller stopped speaking for ``end_silence_ms``: end of turn."""
 
     at: float = 0.0
+    speech_ms: float = 0.0
+    """How long the caller spoke (from the onset to the last speech frame)."""
 
 
 @dataclass(frozen=True, slots=True)

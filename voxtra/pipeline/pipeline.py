@@ -32,7 +32,8 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from voxtra.errors import CallEnded, PipelineNotConfigured, ProviderError
-from voxtra.media.frames import AudioChunk
+from voxtra.media.convert import ChunkConverter
+from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline.agent import Agent, AgentStream, Tool, ToolFunc
 from voxtra.pipeline.chunker import SentenceChunker
 from voxtra.pipeline.events import (
@@ -48,7 +49,7 @@ from voxtra.pipeline.events import (
     UserTranscriptEvent,
 )
 from voxtra.pipeline.io import Clock, MediaIO, MonotonicClock
-from voxtra.pipeline.turn import SpeechEnded, SpeechStarted, TurnDetector, frame_energy_db
+from voxtra.pipeline.turn import TurnDetector, frame_energy_db
 from voxtra.providers.base import LLM, STT, TTS, VAD, ChatMessage, STTStream, VADSession
 
 __all__ = [
@@ -272,8 +273,9 @@ class VoicePipeline:
         silence_prompt: str | None = None,
         max_silence_prompts: int = 1,
         max_duration: float | None = None,
-        min_speech_ms: float = 100.0,
+        min_speech_ms: float = 60.0,
         end_silence_ms: float = 600.0,
+        input_rate: int | None = None,
         greeting: str | None = None,
         fallback_text: str | None = DEFAULT_FALLBACK,
         max_tool_steps: int = 5,
@@ -318,6 +320,11 @@ class VoicePipeline:
         """Speaks ``fallback_text`` when ``tts`` itself is what failed (the embedded
         espeak-ng is a good choice: no network, no model). None: the caller hears
         nothing that turn, the error is still reported."""
+        self.input_rate = input_rate
+        """The rate every caller frame is converted to (PCM16), once, as it comes in: VAD,
+        turn detection and STT all take that frame. None: the STT's ``sample_rate`` when
+        it has one (pocketsphinx, Whisper: 16 kHz; Deepgram: what it was configured
+        with), else the rate of the call's own frames (only G.711 is decoded)."""
         self.turn = TurnDetector(min_speech_ms=min_speech_ms, end_silence_ms=end_silence_ms)
         self.metrics: list[TurnMetrics] = []
         """Per-turn metrics of the autonomous loop, oldest first."""
@@ -505,25 +512,45 @@ class VoicePipeline:
 
     # -- input side
 
+    def _input_rate(self) -> int | None:
+        if self.input_rate is not None:
+            return self.input_rate
+        rate = getattr(self.stt, "sample_rate", None)
+        return rate if isinstance(rate, int) and rate > 0 else None
+
     async def _input_loop(self, media: MediaIO) -> None:
         assert self._ended is not None and self._stt_audio is not None
         clock = self._clock
         preroll: deque[AudioChunk] = deque()
         preroll_ms = 0.0
+        # The one place caller audio is normalised (decoded, resampled): once per frame,
+        # to PCM16 at the STT's rate. It used to be decoded three times (the energy
+        # meter, WebRTC VAD, the STT's own converter); those now get PCM16 and pass it on.
+        rate = self._input_rate()
+        convert = ChunkConverter(Codec.PCM16, rate).convert if rate is not None else None
         try:
-            async for frame in media.frames():
+            async for wire in media.frames():
+                if convert is None:  # no rate asked for: the call's own, decoded
+                    convert = ChunkConverter(Codec.PCM16, wire.sample_rate).convert
+                frame = convert(wire)
+                if not frame.data:
+                    continue
                 now = clock.now()
                 energy = frame_energy_db(frame)
                 speech = self._is_speech(frame, energy)
                 out = self._output
                 agent_speaking = out is not None and out.audio_started
                 event = self.turn.feed(
-                    speech, energy, frame_ms=frame.duration_ms, agent_speaking=agent_speaking
+                    speech,
+                    energy,
+                    frame_ms=frame.duration_ms,
+                    agent_speaking=agent_speaking,
+                    at=now,
                 )
                 if self.stt is not None:
                     if self.stt_preroll_ms is None:
                         self._stt_audio.put(frame)
-                    elif self.turn.in_speech or isinstance(event, SpeechEnded):
+                    elif self.turn.in_speech or isinstance(event, SpeechEndedEvent):
                         while preroll:
                             self._stt_audio.put(preroll.popleft())
                         preroll_ms = 0.0
@@ -535,14 +562,14 @@ class VoicePipeline:
                             preroll_ms -= preroll.popleft().duration_ms
                 if self.turn.in_speech:
                     self._last_activity = now
-                if isinstance(event, SpeechStarted):
-                    self._emit(SpeechStartedEvent(now))
+                if isinstance(event, SpeechStartedEvent):
+                    self._emit(event)
                     await self._barge_in(now)
-                elif isinstance(event, SpeechEnded):
+                elif isinstance(event, SpeechEndedEvent):
                     self._last_activity = now
                     self._last_speech_end = now
                     self._awaiting_final = True
-                    self._emit(SpeechEndedEvent(now))
+                    self._emit(event)
                     if self.stt is not None:
                         self._stt_audio.put(None)  # marker: end of speech
                     if self._stt_wake is not None:

@@ -14,29 +14,24 @@ tolerated, as VADs flicker.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from voxtra.media.frames import AudioChunk, Codec
+from voxtra.media.frames import AudioChunk
+from voxtra.media.g711 import decode
+from voxtra.pipeline.events import SpeechEndedEvent, SpeechStartedEvent
 
-__all__ = ["SpeechEnded", "SpeechStarted", "TurnDetector", "TurnEvent", "frame_energy_db"]
+__all__ = ["TurnDetector", "frame_energy_db"]
 
 _SILENCE_DB = -100.0
 
 
-def _pcm16(chunk: AudioChunk) -> bytes:
-    """PCM16 bytes of a frame. The one place the pipeline decodes G.711."""
-    if chunk.codec is Codec.PCM16:
-        return chunk.data
-    from voxtra.media import g711
-
-    return g711.decode(chunk.data, chunk.codec)
-
-
 def frame_energy_db(chunk: AudioChunk) -> float:
-    """RMS level of a frame in dBFS (full-scale sine ~ -3 dB, digital silence -100)."""
-    pcm = _pcm16(chunk)
+    """RMS level of a frame in dBFS (full-scale sine ~ -3 dB, digital silence -100).
+
+    The pipeline hands it PCM16 (its input is converted once); G.711 is decoded here
+    for anyone else."""
+    pcm = decode(chunk.data, chunk.codec)
     if not pcm:
         return _SILENCE_DB
     x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
@@ -46,30 +41,13 @@ def frame_energy_db(chunk: AudioChunk) -> float:
     return 20.0 * math.log10(rms / 32768.0)
 
 
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
-    """Onset confirmed; ``speech_ms`` of speech were seen to confirm it."""
-
-    speech_ms: float
-
-
-@dataclass(frozen=True, slots=True)
-class SpeechEnded:
-    """End of turn: ``speech_ms`` of speech, then ``end_silence_ms`` of silence."""
-
-    speech_ms: float
-
-
-TurnEvent = SpeechStarted | SpeechEnded
-
-
 class TurnDetector:
     """Endpointing state machine: idle -> (onset guard) -> speaking -> (silence) -> idle."""
 
     def __init__(
         self,
         *,
-        min_speech_ms: float = 100.0,
+        min_speech_ms: float = 60.0,
         end_silence_ms: float = 600.0,
         min_energy_db: float = -55.0,
         echo_margin_db: float = 10.0,
@@ -106,8 +84,9 @@ class TurnDetector:
         *,
         frame_ms: float = 20.0,
         agent_speaking: bool = False,
-    ) -> TurnEvent | None:
-        """Account for one frame; return the event it completes, if any."""
+        at: float = 0.0,
+    ) -> SpeechStartedEvent | SpeechEndedEvent | None:
+        """Account for one frame; return the event it completes, if any (stamped ``at``)."""
         if agent_speaking:
             self._agent_ms += frame_ms
             if self._agent_ms <= self.echo_training_ms:
@@ -130,7 +109,7 @@ class TurnDetector:
                     self._speech_ms = self._onset_ms
                     self._silence_ms = 0.0
                     self._onset_ms = 0.0
-                    return SpeechStarted(self._speech_ms)
+                    return SpeechStartedEvent(at, self._speech_ms)
             elif self._onset_ms:
                 self._gap_frames += 1
                 if self._gap_frames > 1:
@@ -146,7 +125,7 @@ class TurnDetector:
         if self._silence_ms >= self.end_silence_ms:
             self.in_speech = False
             self._silence_ms = 0.0
-            return SpeechEnded(self._speech_ms)
+            return SpeechEndedEvent(at, self._speech_ms)
         return None
 
     def reset(self) -> None:

@@ -63,6 +63,10 @@ class STTStream(Protocol):
 
 @runtime_checkable
 class STT(Protocol):
+    """A speech recogniser. It may also declare ``sample_rate`` (int): the rate it
+    works at; the voice pipeline then converts every caller frame to PCM16 at that rate
+    once, as it comes in, and VAD, turn detection and the stream all take that frame."""
+
     name: str
 
     async def stream(self) -> STTStream:

@@ -19,8 +19,8 @@ from pydantic import SecretStr
 
 from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
+from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import AudioChunk, Codec
-from voxtra.providers._audio import Converter
 from voxtra.providers.base import Transcript
 
 __all__ = ["DeepgramSTT", "DeepgramStream"]
@@ -130,7 +130,7 @@ class DeepgramStream:
         self._provider = provider
         self._stack = stack
         self._socket = socket
-        self._converter = Converter(provider.codec, provider.sample_rate)
+        self._converter = ChunkConverter(provider.codec, provider.sample_rate)
         self._out: asyncio.Queue[Transcript | ProviderError | None] = asyncio.Queue()
         self._segments: list[Any] = []  # settled (is_final) results of this utterance
         self._closed = False
@@ -144,7 +144,7 @@ class DeepgramStream:
             raise self._failed
         if self._closed:
             raise ProviderError(self._provider.name, "stream is closed")
-        data = self._converter.convert(chunk)
+        data = self._converter.convert(chunk).data
         if data:
             await self._guard(self._socket.send_media(data))
             self._last_send = asyncio.get_running_loop().time()
@@ -161,7 +161,7 @@ class DeepgramStream:
         self._keepalive.cancel()
         if self._failed is None and not self._reader.done():
             with contextlib.suppress(ProviderError):
-                tail = self._converter.flush()  # what the resampler still holds
+                tail = self._converter.flush().data  # what the resampler still holds
                 if tail:
                     await self._guard(self._socket.send_media(tail))
                 await self._guard(self._socket.send_close_stream())

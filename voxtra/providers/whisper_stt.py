@@ -106,6 +106,9 @@ class WhisperSTT:
     """
 
     name = "whisper"
+    sample_rate = _RATE
+    """Whisper's rate: the voice pipeline hands every frame over at it (other rates are
+    resampled whole, per utterance, when decoded)."""
 
     def __init__(
         self,

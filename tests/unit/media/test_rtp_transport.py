@@ -311,8 +311,8 @@ async def test_inbound_format_converts_many_calls_at_once_like_one_at_a_time(pee
     lost packets included (as converted silence), and in order.
     """
     from voxtra.media import g711
+    from voxtra.media.convert import ChunkConverter
     from voxtra.media.pacer import Ticker
-    from voxtra.media.transport import InboundConverter
 
     ticker = Ticker()
     calls = [
@@ -343,7 +343,7 @@ async def test_inbound_format_converts_many_calls_at_once_like_one_at_a_time(pee
             await tr.close()
         await ticker.aclose()
     for k, frames in enumerate(streams):
-        ref = InboundConverter(Codec.ULAW, 8000, Codec.PCM16, 16000)
+        ref = ChunkConverter(Codec.PCM16, 16000)
         silence = AudioChunk.silence(Codec.ULAW)
         want = [
             ref.convert(silence if (k == 1 and s == 4) else AudioChunk(f)).data

@@ -99,7 +99,12 @@ class SlowOpeningSTT:
 
 
 def loud(frames: list[AudioChunk]) -> list[bytes]:
-    return [f.data for f in frames if word_of(f) is not None]
+    """The loud frames' samples (the pipeline hands the STT PCM16, decoded once)."""
+    return pcm([f for f in frames if word_of(f) is not None])
+
+
+def pcm(frames: list[AudioChunk]) -> list[bytes]:
+    return [g711.decode(f.data, f.codec) for f in frames]
 
 
 async def test_first_words_said_while_the_stream_opens_are_recognised() -> None:
@@ -114,7 +119,7 @@ async def test_first_words_said_while_the_stream_opens_are_recognised() -> None:
             media.hangup()
     assert got is not None and got.text == "what time is it"
     [stream] = stt.streams
-    assert loud(stream.frames) == [f.data for f in speech]  # every frame, in order
+    assert loud(stream.frames) == pcm(speech)  # every frame, in order
     assert p.stt_frames_dropped == 0
 
 
@@ -140,7 +145,7 @@ async def test_audio_during_a_reopen_after_a_hung_stream_reaches_the_new_stream(
     assert error.timed_out and error.stage == "stt"
     assert got is not None and got.text == "is it now"
     assert len(stt.streams) == 2 and stt.streams[0].closed
-    assert loud(stt.streams[1].frames) == [f.data for f in again]
+    assert loud(stt.streams[1].frames) == pcm(again)
 
 
 async def test_an_utterance_held_past_stt_timeout_is_not_answered_late() -> None:
@@ -161,7 +166,7 @@ async def test_an_utterance_held_past_stt_timeout_is_not_answered_late() -> None
             got = await p.listen(10)
             media.hangup()
     assert got is not None and got.text == "is it now"
-    assert loud(stt.streams[0].frames) == [f.data for f in said("is it now")]
+    assert loud(stt.streams[0].frames) == pcm(said("is it now"))
 
 
 async def test_the_buffer_while_opening_is_bounded_and_counts_what_it_drops() -> None:
@@ -178,7 +183,7 @@ async def test_the_buffer_while_opening_is_bounded_and_counts_what_it_drops() ->
     [stream] = stt.streams
     kept = loud(stream.frames)
     assert 0 < len(kept) < len(speech) and len(stream.frames) <= 5500 // 20 + 1
-    assert kept == [f.data for f in speech[-len(kept) :]]  # the newest, in order
+    assert kept == pcm(speech[-len(kept) :])  # the newest, in order
     assert p.stt_frames_dropped == len(speech) - len(kept)
 
 

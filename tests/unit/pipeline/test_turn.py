@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from voxtra.media.frames import AudioChunk, Codec
+from voxtra.pipeline.events import SpeechEndedEvent, SpeechStartedEvent
 from voxtra.pipeline.testing import tone_frames
-from voxtra.pipeline.turn import SpeechEnded, SpeechStarted, TurnDetector, frame_energy_db
+from voxtra.pipeline.turn import TurnDetector, frame_energy_db
 
 LOUD, QUIET = -15.0, -70.0
 
@@ -23,14 +24,14 @@ def test_onset_needs_min_speech() -> None:
     burst = [(True, LOUD)] * 4 + [(False, QUIET)] * 3
     assert run(det, burst * 2) == []
     assert not det.in_speech
-    assert run(det, [(True, LOUD)] * 5) == [(4, SpeechStarted(100.0))]
+    assert run(det, [(True, LOUD)] * 5) == [(4, SpeechStartedEvent(speech_ms=100.0))]
     assert det.in_speech
 
 
 def test_single_vad_dropout_inside_onset_is_tolerated() -> None:
     det = TurnDetector(min_speech_ms=100)
     frames = [(True, LOUD)] * 3 + [(False, LOUD)] + [(True, LOUD)] * 2
-    assert run(det, frames) == [(5, SpeechStarted(100.0))]
+    assert run(det, frames) == [(5, SpeechStartedEvent(speech_ms=100.0))]
 
 
 def test_end_of_turn_after_silence() -> None:
@@ -38,9 +39,9 @@ def test_end_of_turn_after_silence() -> None:
     speech = [(True, LOUD)] * 25  # 500 ms
     pause = [(False, QUIET)] * 20  # 400 ms: a pause inside the turn
     events = run(det, speech + pause + speech + [(False, QUIET)] * 30)
-    assert events[0] == (4, SpeechStarted(100.0))
+    assert events[0] == (4, SpeechStartedEvent(speech_ms=100.0))
     # 500 + 400 + 500 ms of speech, ended by the 30th silent frame (600 ms).
-    assert events[1] == (len(speech) * 2 + len(pause) + 29, SpeechEnded(1400.0))
+    assert events[1] == (len(speech) * 2 + len(pause) + 29, SpeechEndedEvent(speech_ms=1400.0))
     assert len(events) == 2 and not det.in_speech
 
 
@@ -57,12 +58,12 @@ def test_echo_of_the_agent_does_not_barge_in_but_the_caller_does() -> None:
     assert -36 <= det.echo_db <= -30
     assert det.threshold_db(agent_speaking=True) >= -26
     # The caller speaks over it, 20 dB louder: onset after the guard.
-    assert run(det, [(True, -12.0)] * 5, agent=True) == [(4, SpeechStarted(100.0))]
+    assert run(det, [(True, -12.0)] * 5, agent=True) == [(4, SpeechStartedEvent(speech_ms=100.0))]
 
 
 def test_same_level_is_speech_when_the_agent_is_silent() -> None:
     det = TurnDetector(min_speech_ms=100)
-    assert run(det, [(True, -35.0)] * 5, agent=False) == [(4, SpeechStarted(100.0))]
+    assert run(det, [(True, -35.0)] * 5, agent=False) == [(4, SpeechStartedEvent(speech_ms=100.0))]
 
 
 def test_frame_energy_db() -> None:
