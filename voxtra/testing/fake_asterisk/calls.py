@@ -175,6 +175,7 @@ class FakeCall:
         """What was dialed (originated channels), e.g. ``PJSIP/bob``."""
         self.creationtime = ari_timestamp()
         self.app: str | None = None
+        self.dialed = False
         self.pending_app: str | None = None
         """The app an originated channel enters once answered."""
         """The Stasis app the channel is in now (None: in the dialplan)."""

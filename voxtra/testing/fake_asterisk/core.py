@@ -942,13 +942,16 @@ class FakeAsterisk(AriTransport):
         body = call.to_json()
         if dial:
             self._later(0, lambda: self._dial(call, app or None))
-        elif app:
-            call.pending_app = app
+        else:
+            # Measured: a created channel is in the app at once (StasisStart, Down);
+            # dialing it later brings no second StasisStart.
+            self._enter_app(call, app, call.args)
         return _json(body)
 
     def _dial(self, call: FakeCall, app: str | None) -> None:
         if call.ended:
             return
+        call.dialed = True
         self._dial_event(call, "")
         outcome = self.endpoint_outcomes.get(call.endpoint, self.dial_outcome)
 
@@ -958,7 +961,7 @@ class FakeAsterisk(AriTransport):
             if outcome == "answer":
                 if app is not None:
                     call.pending_app = app
-                else:
+                elif call.app is None:
                     call.dialplan_app, call.dialplan_app_data = "", ""
                 self.far_end_answers(call)
             elif outcome == "ring":
@@ -978,11 +981,11 @@ class FakeAsterisk(AriTransport):
             settle()
 
     def _r_dial(self, request: AriRequest, id: str) -> AriResponse:
-        call = self._channel(id)
-        if call.state == "Up" or call.pending_app is None:
-            raise _Fail(409, "Channel is not in the Down state")
-        app = call.pending_app
-        self._later(0, lambda: self._dial(call, app))
+        call = self._stasis_channel(id)
+        if call.state == "Up" or call.dialed:
+            raise _Fail(409, "Channel is not in the 'Down' state")
+        call.dialed = True
+        self._later(0, lambda: self._dial(call, None))
         return _NO_CONTENT
 
     def _r_hangup(self, request: AriRequest, id: str) -> AriResponse:
