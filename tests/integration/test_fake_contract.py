@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriError
 from voxtra.ari.events import AriEvent
 from voxtra.ari.stream import AriEventStream
+from voxtra.media.rtp import RtpPacket
 from voxtra.testing.fake_asterisk import FakeAsterisk
 from voxtra.testing.pytest_plugin import AsteriskTarget
 
@@ -463,6 +466,46 @@ async def snoop_and_external_media(side: Side) -> Record:
     ]
 
 
+async def external_media_rtp(side: Side) -> Record:
+    """Asterisk's RTP end: where it sends from, what it sends (payload type, 20 ms)."""
+    channel_id = await side.originate()
+    media_id = f"fx-media-{uuid.uuid4().hex[:8]}"
+    side.made.append(media_id)
+    app_side = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    app_side.bind(("127.0.0.1", 0))
+    app_side.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        port = app_side.getsockname()[1]
+        media = await side.ari.channels.external_media(
+            side.app, external_host=f"127.0.0.1:{port}", format="ulaw", channel_id=media_id
+        )
+        variables = media.channelvars or {}
+        await side.wait_event(
+            lambda e: e.type == "StasisStart" and _ids(e).get("channel") == media_id
+        )
+        bridge = await side.ari.bridges.create()
+        await side.ari.bridges.add_channel(bridge.id, [channel_id, media_id])
+        # the caller's side plays something, so the real Asterisk has audio to send
+        await side.ari.channels.play(channel_id, "sound:hello-world")
+        packets = []
+        for _ in range(5):
+            data, sender = await asyncio.wait_for(loop.sock_recvfrom(app_side, 2048), 5.0)
+            packets.append((RtpPacket.parse(data), sender))
+        await side.ari.bridges.destroy(bridge.id)
+    finally:
+        app_side.close()
+    return [
+        variables.get("UNICASTRTP_LOCAL_ADDRESS"),
+        {sender for _, sender in packets}
+        == {("127.0.0.1", int(variables["UNICASTRTP_LOCAL_PORT"]))},
+        {p.payload_type for p, _ in packets},
+        {len(p.payload) for p, _ in packets},
+        len({p.ssrc for p, _ in packets}),
+        [(b.sequence - a.sequence) % 65536 for (a, _), (b, _) in itertools.pairwise(packets)],
+    ]
+
+
 async def errors(side: Side) -> Record:
     return [
         await side.call("GET", "/nosuch"),
@@ -503,6 +546,7 @@ SCENARIOS: list[Callable[[Side], Awaitable[Record]]] = [
     continue_in_dialplan,
     record_and_fetch,
     snoop_and_external_media,
+    external_media_rtp,
     errors,
 ]
 

@@ -1215,7 +1215,10 @@ class FakeAsterisk(AriTransport):
             "UNICASTRTP_LOCAL_PORT": str(local_port),
         }
         raw_args = params.get("data", "")
-        self._enter_app(call, app, [raw_args] if raw_args else [])
+        args = [raw_args] if raw_args else []
+        # In Stasis only after the answer, as in Asterisk: bridging it before its
+        # StasisStart is a 422 there too (seen in the contract test).
+        self._later(0, lambda: None if call.ended else self._enter_app(call, app, args))
         return _json(body)
 
     # == REST handlers: bridges =========================================================
