@@ -238,3 +238,14 @@ async def test_a_voice_agent_hears_the_caller_over_the_fakes_rtp(
 
     assert heard == ["what time is it"]
     assert [text for _, text in tts.requests] == ["Hello, ask me something.", "It is noon."]
+
+
+async def test_serve_stops_the_app_when_the_test_body_fails(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    app = make_app()
+    with pytest.raises(ZeroDivisionError):
+        async with fake_asterisk.serve(app):
+            assert fake_asterisk.apps == {"handler-tests"}
+            _ = 1 / 0
+    assert fake_asterisk.apps == set()

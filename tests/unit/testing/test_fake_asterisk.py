@@ -542,3 +542,20 @@ async def test_a_deserted_app_stays_listed_while_calls_are_in_it() -> None:
     with pytest.raises(AriNotFound, match="Application not found"):
         await ari.applications.get(APP)
     await fake.aclose()
+
+
+async def test_redirect_records_the_target_and_ends_the_call(env: Env) -> None:
+    _fake, ari, _events = env
+    call = await _answered_call(env)
+    await ari.channels.redirect(call.id, "PJSIP/desk")
+    await call.wait_ended()
+    assert call.transferred_to == "PJSIP/desk"
+
+
+async def test_dial_delay_keeps_the_far_end_ringing_a_while(env: Env) -> None:
+    fake, ari, events = env
+    fake.dial_delay = 0.05
+    await ari.channels.originate("PJSIP/bob", app=APP, channel_id="slow")
+    await events.wait(lambda e: e.type == "Dial")
+    assert not fake.call("slow").answered
+    await fake.call("slow").wait_answered()
