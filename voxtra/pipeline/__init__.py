@@ -15,7 +15,7 @@ from voxtra.pipeline.events import (
     TurnMetrics,
     UserTranscriptEvent,
 )
-from voxtra.pipeline.io import Clock, MediaIO, MonotonicClock
+from voxtra.pipeline.io import Clock, ConvertingMediaIO, MediaIO, MonotonicClock
 from voxtra.pipeline.pipeline import (
     DEFAULT_FALLBACK,
     EndReason,
@@ -32,6 +32,7 @@ __all__ = [
     "BargeInEvent",
     "Clock",
     "ConversationEngine",
+    "ConvertingMediaIO",
     "EndReason",
     "MediaIO",
     "MonotonicClock",

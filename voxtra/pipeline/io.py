@@ -19,9 +19,9 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
-from voxtra.media.frames import AudioChunk
+from voxtra.media.frames import AudioChunk, Codec
 
-__all__ = ["Clock", "MediaIO", "MonotonicClock"]
+__all__ = ["Clock", "ConvertingMediaIO", "MediaIO", "MonotonicClock"]
 
 
 @runtime_checkable
@@ -51,6 +51,23 @@ class MediaIO(Protocol):
     @property
     def played_ms(self) -> float:
         """Milliseconds of audio played out since start (never counts flushed audio)."""
+
+
+@runtime_checkable
+class ConvertingMediaIO(MediaIO, Protocol):
+    """Media that can deliver its inbound frames in another format (the transports).
+
+    The pipeline asks it for PCM16 at the pipeline's input rate, so the conversion
+    happens as frames arrive (the RTP transport resamples all its calls' frames in one
+    matrix product per tick) and the pipeline's own converter passes them through.
+    """
+
+    def set_inbound_format(self, codec: Codec, rate: int) -> None:
+        """Make ``frames()`` yield ``codec`` at ``rate`` from now on."""
+
+    @property
+    def inbound_format(self) -> tuple[Codec, int]:
+        """What ``frames()`` yields now: ``(codec, sample_rate)``."""
 
 
 class Clock(Protocol):

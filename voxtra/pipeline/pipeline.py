@@ -48,7 +48,7 @@ from voxtra.pipeline.events import (
     TurnMetrics,
     UserTranscriptEvent,
 )
-from voxtra.pipeline.io import Clock, MediaIO, MonotonicClock
+from voxtra.pipeline.io import Clock, ConvertingMediaIO, MediaIO, MonotonicClock
 from voxtra.pipeline.turn import TurnDetector, frame_energy_db
 from voxtra.providers.base import LLM, STT, TTS, VAD, ChatMessage, STTStream, VADSession
 
@@ -528,6 +528,12 @@ class VoicePipeline:
         # meter, WebRTC VAD, the STT's own converter); those now get PCM16 and pass it on.
         rate = self._input_rate()
         convert = ChunkConverter(Codec.PCM16, rate).convert if rate is not None else None
+        converting = media if isinstance(media, ConvertingMediaIO) else None
+        restore = converting.inbound_format if converting is not None else None
+        if converting is not None and rate is not None:
+            # A transport converts as frames arrive (RTP: every call's frames in one
+            # batch per tick); ``convert`` then only meets frames queued before this.
+            converting.set_inbound_format(Codec.PCM16, rate)
         try:
             async for wire in media.frames():
                 if convert is None:  # no rate asked for: the call's own, decoded
@@ -575,6 +581,8 @@ class VoicePipeline:
                     if self._stt_wake is not None:
                         self._stt_wake.set()
         finally:
+            if converting is not None and restore is not None and rate is not None:
+                converting.set_inbound_format(*restore)  # the next reader gets what it had
             self._ended.set()
             if self._finals is not None:
                 self._finals.close()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
+from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline.pipeline import VoicePipeline
 from voxtra.pipeline.testing import MemoryMediaIO, silence_frames, tone_frames
@@ -118,3 +119,41 @@ async def test_input_rate_overrides_the_stt_rate() -> None:
             await media.wait_until(lambda: len(vad.seen) >= 10, timeout=5)
             media.hangup()
     assert {(c.codec, c.sample_rate, len(c.data)) for c in vad.seen} == {(Codec.PCM16, 8000, 320)}
+
+
+class ConvertingMedia(MemoryMediaIO):
+    """Media that converts its inbound frames itself when asked, as a transport does."""
+
+    def __init__(self) -> None:
+        super().__init__(codec=Codec.ULAW, sample_rate=8000)
+        self.formats: list[tuple[Codec, int]] = []
+        self.delivered: list[AudioChunk] = []
+        self._conv: ChunkConverter | None = None
+
+    def set_inbound_format(self, codec: Codec, rate: int) -> None:
+        self.formats.append((codec, rate))
+        wire = (codec, rate) == (Codec.ULAW, 8000)
+        self._conv = None if wire else ChunkConverter(codec, rate, source_rate=8000)
+
+    @property
+    def inbound_format(self) -> tuple[Codec, int]:
+        return self.formats[-1] if self.formats else (Codec.ULAW, 8000)
+
+    async def frames(self) -> AsyncIterator[AudioChunk]:
+        async for frame in super().frames():
+            if self._conv is not None:
+                frame = self._conv.convert(frame)
+            self.delivered.append(frame)
+            yield frame
+
+
+async def test_a_converting_transport_is_asked_for_the_format_and_restored() -> None:
+    media = ConvertingMedia()
+    stt, vad = RecordingSTT(16000), RecordingVAD()
+    await converse(stt, vad, media)
+    # asked once for PCM16 at the STT's rate, and given its own format back at the end
+    assert media.formats == [(Codec.PCM16, 16000), (Codec.ULAW, 8000)]
+    # the transport's frames went through untouched: nothing converted twice
+    converted = [f for f in media.delivered if f.codec is Codec.PCM16]
+    assert len(converted) >= 40
+    assert [id(f) for f in vad.seen] == [id(f) for f in converted][: len(vad.seen)]
