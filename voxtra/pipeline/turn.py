@@ -35,10 +35,12 @@ def frame_energy_db(chunk: AudioChunk) -> float:
     if not pcm:
         return _SILENCE_DB
     x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    rms = math.sqrt(float(np.mean(x * x)))
-    if rms < 1.0:
+    # np.dot, not np.mean(x * x): the same figure in 1.3 us instead of 3.5 (20 ms at
+    # 16 kHz), and it runs on every caller frame
+    mean_square = float(np.dot(x, x)) / len(x)
+    if mean_square < 1.0:
         return _SILENCE_DB
-    return 20.0 * math.log10(rms / 32768.0)
+    return 10.0 * math.log10(mean_square / 32768.0**2)
 
 
 class TurnDetector:
