@@ -21,6 +21,7 @@ from voxtra.media.transport import MediaTransport
 from voxtra.pipeline import VoicePipeline
 from voxtra.pipeline.engine import ConversationEngine
 from voxtra.pipeline.pipeline import DEFAULT_FALLBACK, EndReason
+from voxtra.pipeline.turn import END_SILENCE_MS, MIN_SPEECH_MS
 from voxtra.providers.base import LLM, STT, TTS, VAD
 
 __all__ = ["CallVoice", "VoiceConfig"]
@@ -42,10 +43,10 @@ class VoiceConfig:
     silence_timeout: float | None = None
     silence_prompt: str | None = None
     max_duration: float | None = None
-    min_speech_ms: float = 60.0
-    """Caller speech needed before it counts (and barges in). 60 ms met the 150 ms
-    stop target through a real phone (p95 149 ms); raise it on noisy lines."""
-    end_silence_ms: float = 600.0
+    min_speech_ms: float = MIN_SPEECH_MS
+    """Caller speech needed before it counts (and barges in); see
+    :data:`voxtra.pipeline.turn.MIN_SPEECH_MS`."""
+    end_silence_ms: float = END_SILENCE_MS
     stt_timeout: float | None = 5.0
     llm_timeout: float | None = 8.0
     tts_timeout: float | None = 5.0

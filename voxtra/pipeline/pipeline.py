@@ -49,7 +49,7 @@ from voxtra.pipeline.events import (
     UserTranscriptEvent,
 )
 from voxtra.pipeline.io import Clock, ConvertingMediaIO, MediaIO, MonotonicClock
-from voxtra.pipeline.turn import TurnDetector, frame_energy_db
+from voxtra.pipeline.turn import END_SILENCE_MS, MIN_SPEECH_MS, TurnDetector, frame_energy_db
 from voxtra.providers.base import LLM, STT, TTS, VAD, ChatMessage, STTStream, VADSession
 
 __all__ = [
@@ -273,8 +273,8 @@ class VoicePipeline:
         silence_prompt: str | None = None,
         max_silence_prompts: int = 1,
         max_duration: float | None = None,
-        min_speech_ms: float = 60.0,
-        end_silence_ms: float = 600.0,
+        min_speech_ms: float = MIN_SPEECH_MS,
+        end_silence_ms: float = END_SILENCE_MS,
         input_rate: int | None = None,
         greeting: str | None = None,
         fallback_text: str | None = DEFAULT_FALLBACK,
