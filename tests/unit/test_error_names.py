@@ -31,9 +31,8 @@ OUTCOME_WITH_SUFFIX = re.compile(
 )
 """Names that say the outcome and then add ``Error`` (``RecordingFailedError``)."""
 
-PENDING_RENAMES = {
-    # In files other people own this session; reported to them, not renamed here.
-    "ProviderTimeoutError": "voxtra/pipeline/pipeline.py: ProviderTimeout",
+PENDING_RENAMES: dict[str, str] = {
+    # class name -> where it is and the name it should take (none left)
 }
 """Known breaches of the naming rule awaiting their owner's rename (remove on rename)."""
 

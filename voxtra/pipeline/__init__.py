@@ -19,7 +19,7 @@ from voxtra.pipeline.io import Clock, ConvertingMediaIO, MediaIO, MonotonicClock
 from voxtra.pipeline.pipeline import (
     DEFAULT_FALLBACK,
     EndReason,
-    ProviderTimeoutError,
+    ProviderTimeout,
     VoicePipeline,
 )
 from voxtra.pipeline.turn import TurnDetector, frame_energy_db
@@ -38,7 +38,7 @@ __all__ = [
     "MonotonicClock",
     "PipelineEvent",
     "ProviderErrorEvent",
-    "ProviderTimeoutError",
+    "ProviderTimeout",
     "SayResult",
     "SentenceChunker",
     "SilenceTimeoutEvent",

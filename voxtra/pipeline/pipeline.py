@@ -31,7 +31,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
-from voxtra.errors import CallEnded, PipelineNotConfigured, ProviderError
+from voxtra.errors import CallEnded, PipelineNotConfigured, ProviderError, VoxtraError
 from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline.agent import Agent, AgentStream, Tool, ToolFunc
@@ -56,7 +56,9 @@ __all__ = [
     "DEFAULT_FALLBACK",
     "EndReason",
     "EventCallback",
-    "ProviderTimeoutError",
+    "PipelineInUse",
+    "PipelineNotAttached",
+    "ProviderTimeout",
     "VoicePipeline",
 ]
 
@@ -89,7 +91,15 @@ def _pipeline_args(missing: list[str]) -> str:
     return f"VoicePipeline({', '.join(f'{m}=...' for m in missing)})"
 
 
-class ProviderTimeoutError(ProviderError, TimeoutError):
+class PipelineNotAttached(VoxtraError, RuntimeError):
+    """``say``/``listen`` on a pipeline that is not attached to a call's media."""
+
+
+class PipelineInUse(VoxtraError, RuntimeError):
+    """``attach`` on a pipeline already attached to a call (one pipeline per call)."""
+
+
+class ProviderTimeout(ProviderError, TimeoutError):
     """A provider did not answer within its deadline (``stt_timeout`` and so on)."""
 
 
@@ -114,7 +124,7 @@ class _StageError(Exception):
         return ProviderErrorEvent(self.provider, self.message, at, self.stage, self.timed_out)
 
     def error(self) -> ProviderError:
-        kind = ProviderTimeoutError if self.timed_out else ProviderError
+        kind = ProviderTimeout if self.timed_out else ProviderError
         return kind(self.provider, self.message)
 
 
@@ -414,7 +424,7 @@ class VoicePipeline:
     ) -> AsyncIterator[VoicePipeline]:
         """Listen to ``media`` (VAD, endpointing, STT, barge-in) for the block's duration."""
         if self._media is not None:
-            raise RuntimeError("this VoicePipeline is already attached to a call")
+            raise PipelineInUse("this VoicePipeline is already attached to a call")
         self._media = media
         self._clock = clock or MonotonicClock()
         self.call_id = call_id
@@ -786,7 +796,7 @@ class VoicePipeline:
         ``errors``: also return an STT timeout's error (else it is skipped).
         """
         if self._finals is None or self._ended is None:
-            raise RuntimeError("the pipeline is not attached to a call")
+            raise PipelineNotAttached("the pipeline is not attached to a call")
         finals = self._finals
         got: list[UserTranscriptEvent | ProviderErrorEvent] = []
         start = self._clock.now()
@@ -968,7 +978,7 @@ class VoicePipeline:
         """Run ``body`` as the current output, wait for playout; report what was heard."""
         media, ended, lock = self._media, self._ended, self._speak_lock
         if media is None or ended is None or lock is None:
-            raise RuntimeError("the pipeline is not attached to a call")
+            raise PipelineNotAttached("the pipeline is not attached to a call")
         if ended.is_set():
             raise CallEnded(self.call_id)
         async with lock:

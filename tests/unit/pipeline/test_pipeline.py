@@ -502,3 +502,19 @@ async def test_barge_in_on_the_real_clock() -> None:
     assert max(f.at for f in media.played) <= media.flushes[0]
     # Onset guard (100 ms) after the caller's first frame at ~0.3 s.
     assert 350 <= result.played_ms <= 520
+
+
+async def test_misuse_of_a_pipeline_raises_typed_errors() -> None:
+    from voxtra.errors import VoxtraError
+    from voxtra.pipeline.pipeline import PipelineInUse, PipelineNotAttached
+
+    pipeline = VoicePipeline(tts=ScriptedTTS(MemoryMediaIO().clock))
+    with pytest.raises(PipelineNotAttached) as caught:
+        await pipeline.say("hello")
+    assert isinstance(caught.value, VoxtraError) and isinstance(caught.value, RuntimeError)
+    media = MemoryMediaIO()
+    async with pipeline.attach(media, clock=media.clock):
+        with pytest.raises(PipelineInUse):
+            async with pipeline.attach(media, clock=media.clock):
+                pass
+        media.hangup()

@@ -18,7 +18,7 @@ from voxtra.errors import ProviderError
 from voxtra.media.frames import AudioChunk
 from voxtra.pipeline.events import PipelineEvent, ProviderErrorEvent
 from voxtra.pipeline.io import Clock
-from voxtra.pipeline.pipeline import ProviderTimeoutError, VoicePipeline
+from voxtra.pipeline.pipeline import ProviderTimeout, VoicePipeline
 from voxtra.pipeline.testing import MemoryMediaIO, tone_frames
 from voxtra.providers.base import ChatMessage, LLMChunk, ToolSpec
 
@@ -218,7 +218,7 @@ async def test_say_raises_provider_timeout_when_tts_hangs() -> None:
     with anyio.fail_after(20):
         async with p.attach(media, clock=media.clock):
             start = media.clock.now()
-            with pytest.raises(ProviderTimeoutError) as raised:
+            with pytest.raises(ProviderTimeout) as raised:
                 await p.say("Hello")
             media.hangup()
     assert isinstance(raised.value, ProviderError) and isinstance(raised.value, TimeoutError)
