@@ -100,6 +100,7 @@ logger = logging.getLogger(__name__)
 H = TypeVar("H", bound=CallHandler)
 T = TypeVar("T")
 Hook = Callable[[], Awaitable[None]]
+CallHook = Callable[[CallSession], Awaitable[None]]
 
 # Asterisk hangup causes (Q.850) that originate() reports as a specific outcome.
 BUSY_CAUSES = {17}
@@ -219,6 +220,8 @@ class VoxtraApp:
         self._started = asyncio.Event()
         """Set once the startup hooks are done (or the app stops): inbound calls wait."""
         self._delivered_hooks: list[DeliveredHook] = []
+        self._call_start_hooks: list[CallHook] = []
+        self._call_end_hooks: list[CallHook] = []
         self._shutdown: list[Hook] = []
         self._accepting = False
         self._stream: AriEventStream | None = None
@@ -327,6 +330,30 @@ class VoxtraApp:
                     await result
             except Exception:
                 logger.exception("on_recording_delivered hook failed for %s", meta.name)
+
+    def on_call_start(self, hook: CallHook) -> CallHook:
+        """Run ``await hook(call)`` as each call starts in the app (inbound: before it
+        is routed; outbound: once answered), before its handler. For observers (a call
+        store, metrics): a hook that raises is logged and the call goes on; the
+        handler waits for it, so keep it short."""
+        check_callback(hook, "on_call_start", ("call",))
+        self._call_start_hooks.append(hook)
+        return hook
+
+    def on_call_end(self, hook: CallHook) -> CallHook:
+        """Run ``await hook(call)`` once per call after its teardown: its
+        ``end_reason``, ``hangup_cause`` and ``duration`` are final then. A hook that
+        raises is logged."""
+        check_callback(hook, "on_call_end", ("call",))
+        self._call_end_hooks.append(hook)
+        return hook
+
+    async def _run_call_hooks(self, hooks: list[CallHook], session: CallSession) -> None:
+        for hook in hooks:
+            try:
+                await hook(session)
+            except Exception:
+                logger.exception("call %s: call hook %r failed", session.id, hook)
 
     def get_session(self, call_id: str) -> CallSession | None:
         return self.active_sessions.get(call_id)
@@ -691,6 +718,8 @@ class VoxtraApp:
                 logger.exception("call %s: teardown failed", session.id)
             finally:
                 self._unregister(session)
+            if self._call_end_hooks:
+                await asyncio.shield(self._run_call_hooks(self._call_end_hooks, session))
 
     async def _drive_call(
         self,
@@ -705,6 +734,8 @@ class VoxtraApp:
         if limit is not None:
             context.spawn(self._limit_duration(context, limit), name=f"voxtra-limit-{session.id}")
         try:
+            if self._call_start_hooks:
+                await self._run_call_hooks(self._call_start_hooks, session)
             if session.direction is CallDirection.INBOUND:
                 # Before the handler runs: a call is never live here untagged for long
                 # (one ARI round trip), and a handler sees it tagged.

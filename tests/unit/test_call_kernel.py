@@ -217,3 +217,39 @@ async def test_stop_hangs_up_a_running_call_and_runs_its_teardown(
         assert call.ended
         _nothing_left(app, fake_asterisk)
     assert fired == [CallEndReason.SHUTDOWN]
+
+
+async def test_call_start_and_end_hooks_see_each_call_once(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    app = make_app()
+    seen: list[tuple[str, str, CallEndReason | None]] = []
+
+    @app.on_call_start
+    async def started(call: CallSession) -> None:
+        seen.append(("start", call.called_number, call.end_reason))
+
+    @app.on_call_end
+    async def ended(call: CallSession) -> None:
+        seen.append(("end", call.called_number, call.end_reason))
+        raise RuntimeError("an observer's bug ends nothing")
+
+    @app.route("6000")
+    async def answer(call: CallSession) -> None:
+        seen.append(("handler", call.called_number, None))
+        await call.answer()
+
+    async with fake_asterisk.serve(app):
+        call = await fake_asterisk.incoming(extension="6000")
+        await call.wait_ended()
+        await fake_asterisk.wait_until(lambda: len(seen) == 3)
+        outbound = await app.originate("PJSIP/bob", timeout=5)
+        await outbound.hangup()
+        await fake_asterisk.wait_until(lambda: len(seen) == 5)
+    assert seen == [
+        ("start", "6000", None),
+        ("handler", "6000", None),
+        ("end", "6000", CallEndReason.HANGUP),
+        ("start", "bob", None),
+        ("end", "bob", CallEndReason.HANGUP),
+    ]
