@@ -253,3 +253,42 @@ async def test_call_start_and_end_hooks_see_each_call_once(
         ("start", "bob", None),
         ("end", "bob", CallEndReason.HANGUP),
     ]
+
+
+async def test_a_conversation_engine_replaces_the_pipeline(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    """VoiceConfig(engine=...): say() reaches the engine; no STT/LLM/TTS needed."""
+    from contextlib import asynccontextmanager
+    from typing import Any
+
+    from voxtra import VoiceConfig
+    from voxtra.pipeline.events import SayResult
+
+    spoken: list[str] = []
+    built: list[str | None] = []
+
+    class EchoEngine:
+        def __init__(self, config: VoiceConfig) -> None:
+            built.append(config.system_prompt)
+
+        @asynccontextmanager
+        async def attach(self, media: Any, *, clock: Any = None, call_id: str = "") -> Any:
+            yield self
+
+        async def say(self, text: str, *, interruptible: bool = True) -> SayResult:
+            spoken.append(text)
+            return SayResult(interrupted=False, heard_text=text, played_ms=0.0)
+
+    app = make_app(voice=VoiceConfig(engine=EchoEngine, system_prompt="be brief"))  # type: ignore[arg-type]
+
+    @app.route("7000")
+    async def talk(call: CallSession) -> None:
+        await call.answer()
+        assert call.pipeline is None  # not the STT -> LLM -> TTS kind
+        await call.say("hello from the engine")
+
+    async with fake_asterisk.serve(app):
+        call = await fake_asterisk.incoming(extension="7000")
+        await call.wait_ended(timeout=10)
+    assert built == ["be brief"] and spoken == ["hello from the engine"]

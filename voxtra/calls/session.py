@@ -411,7 +411,8 @@ class CallSession:
         """The call's voice, after checking ``needs`` (provider fields) are configured:
         PipelineNotConfigured names what ``operation`` lacks and where to pass it."""
         config = self.voice.config if self.voice is not None else self.voice_config
-        missing = [n for n in needs if getattr(config, n) is None]
+        # An engine (a speech-to-speech model) needs none of the separate providers.
+        missing = [] if config.engine else [n for n in needs if getattr(config, n) is None]
         if missing or not config.configured:
             raise PipelineNotConfigured(operation, missing or list(needs) or ["stt", "llm", "tts"])
         if self.voice is None:

@@ -63,16 +63,23 @@ class VoiceConfig:
     pipeline, before the pipeline runs: one place to subscribe every call's pipeline
     events (``pipeline.on_event``) for logs and metrics. (A handler can also reach its
     own call's pipeline as ``call.pipeline``.)"""
+    engine: Callable[[VoiceConfig], ConversationEngine] | None = None
+    """Builds each call's conversation engine from this config (its system prompt,
+    tools, greeting...) instead of the STT -> LLM -> TTS pipeline: how a
+    speech-to-speech model is plugged in. The providers above are then not needed."""
 
     @property
     def configured(self) -> bool:
-        return any(p is not None for p in (self.stt, self.llm, self.tts))
+        return self.engine is not None or any(p is not None for p in (self.stt, self.llm, self.tts))
 
     def with_tools(self, tools: Iterable[Callable[..., Any]]) -> VoiceConfig:
         return replace(self, tools=(*self.tools, *tools))
 
-    def build(self) -> VoicePipeline:
-        """A fresh pipeline for one call (no state shared with other calls)."""
+    def build(self) -> ConversationEngine:
+        """A fresh engine for one call (no state shared with other calls): ``engine``'s,
+        else the STT -> LLM -> TTS pipeline."""
+        if self.engine is not None:
+            return self.engine(self)
         return VoicePipeline(
             self.stt,
             self.llm,
