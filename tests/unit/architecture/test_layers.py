@@ -33,7 +33,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("voxtra.calls.recorder", "voxtra.calls.voice"),
     ("voxtra.calls.session", "voxtra.calls"),
     ("voxtra.app",),
-    ("voxtra", "voxtra.cli", "voxtra.testing"),
+    # voxtra.platform: the call platform (issue 10), over the app; only the cli imports it
+    ("voxtra", "voxtra.cli", "voxtra.testing", "voxtra.platform"),
 ]
 
 # Underscore names of other modules' objects that are used on purpose.
@@ -159,8 +160,17 @@ def test_every_import_points_down_the_layers() -> None:
 def test_nothing_below_the_app_imports_it() -> None:
     importers = {s for s, targets in _graph().items() if "voxtra.app" in targets}
     assert importers <= {"voxtra", "voxtra.cli"} | {
-        s for s in importers if s.startswith("voxtra.testing")
+        s for s in importers if s.startswith(("voxtra.testing", "voxtra.platform"))
     }
+
+
+def test_only_the_cli_imports_the_platform() -> None:
+    importers = {
+        s
+        for s, targets in _graph().items()
+        if any(t == "voxtra.platform" or t.startswith("voxtra.platform.") for t in targets)
+    }
+    assert {s for s in importers if not s.startswith("voxtra.platform")} <= {"voxtra.cli"}
 
 
 def test_the_layer_check_sees_function_level_and_type_checking_imports(tmp_path: Path) -> None:

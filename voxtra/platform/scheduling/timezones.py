@@ -1,0 +1,54 @@
+"""Time zone names to ``ZoneInfo``, and wall-clock times to instants across DST."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from voxtra.platform.scheduling.errors import InvalidTimeZone
+
+__all__ = ["local_to_utc", "utc", "zone"]
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA zone ``name``; :class:`InvalidTimeZone` if unknown.
+
+    ``ZoneInfo`` also takes file paths; a name is checked for shape first so nothing an
+    API client sends reaches the file system as a path.
+    """
+    if not name or name.startswith(("/", ".")) or ".." in name or "\\" in name or len(name) > 64:
+        raise InvalidTimeZone(f"unknown time zone {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise InvalidTimeZone(f"unknown time zone {name!r}") from exc
+
+
+def utc(at: datetime) -> datetime:
+    """``at`` as an aware UTC datetime (a naive one is taken as UTC already)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def _exists(wall: datetime, tz: ZoneInfo) -> bool:
+    instant = wall.replace(tzinfo=tz).astimezone(UTC)
+    return instant.astimezone(tz).replace(tzinfo=None) == wall
+
+
+def local_to_utc(wall: datetime, tz: ZoneInfo) -> datetime:
+    """The instant the wall-clock time ``wall`` (naive) is reached in ``tz``.
+
+    In the autumn overlap the first of the two instants; in the spring gap (02:30 that
+    never happens in Berlin on the last Sunday of March) the moment the clock jumps,
+    which is the first instant whose wall time is at or after ``wall``, as cron does.
+    """
+    wall = wall.replace(tzinfo=None)
+    if _exists(wall, tz):
+        return wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+    # In a gap: fold=1 maps with the offset after the jump, landing before the jump;
+    # walk forward to the jump itself (gaps are at most a few hours).
+    instant = wall.replace(tzinfo=tz, fold=1).astimezone(UTC).replace(second=0, microsecond=0)
+    for _ in range(24 * 60):
+        if instant.astimezone(tz).replace(tzinfo=None) >= wall:
+            return instant
+        instant += timedelta(minutes=1)
+    return wall.replace(tzinfo=tz).astimezone(UTC)  # pragma: no cover - no such zone
