@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -38,6 +39,8 @@ from voxtra.errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "MediaSettings",
+    "PlatformSettings",
+    "PlatformToken",
     "SettingsError",
     "VoxtraSettings",
     "expand_placeholders",
@@ -53,7 +56,7 @@ CONFIG_FILE_VAR = "CONFIG"
 #: Alternative environment names, e.g. to share variables with other ARI tools.
 _ENV_ALIASES = {"ari_username": "username", "ari_password": "password"}
 #: Settings whose value is never echoed in an error message.
-_SECRET_FIELDS = frozenset({"password"})
+_SECRET_FIELDS = frozenset({"password", "token"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -203,6 +206,118 @@ class MediaSettings(_SettingsModel):
         return value
 
 
+_SCOPES = ("calls:read", "calls:write", "admin")
+
+
+class PlatformToken(_SettingsModel):
+    """A bearer token of the platform's API (``voxtra serve``): give ``token`` (a secret,
+    hashed at start and never logged) or its ``sha256`` (hex) only."""
+
+    name: str
+    token: SecretStr | None = Field(default=None, repr=False)
+    sha256: str | None = None
+    scopes: tuple[str, ...] = ("calls:read",)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.@-]{1,100}", value):
+            raise ValueError(f"expected 1-100 letters, digits, '_', '.', '@' or '-', got {value!r}")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Never echo the value: this message may end up in logs.
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("expected a token of at least 16 characters")
+        return value
+
+    @field_validator("sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value.lower()):
+            raise ValueError("expected 64 hex digits (sha256 of the token)")
+        return None if value is None else value.lower()
+
+    @field_validator("scopes", mode="before")
+    @classmethod
+    def _scopes_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(p for p in re.split(r"[\s,]+", value.strip()) if p)
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _scopes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for scope in value:
+            if scope not in _SCOPES:
+                raise ValueError(f"expected scopes among {', '.join(_SCOPES)}, got {scope!r}")
+        return value
+
+    def model_post_init(self, context: Any, /) -> None:
+        if (self.token is None) == (self.sha256 is None):
+            raise ValueError("give exactly one of token and sha256")
+
+
+class PlatformSettings(_SettingsModel):
+    """The call platform (``voxtra serve``, the ``platform`` extra): store and API."""
+
+    #: SQLAlchemy URL of the store: ``sqlite:///path.db`` or ``postgresql://user@host/db``.
+    #: None: the SQLite file ``platform.db`` in the working directory.
+    database_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    tokens: tuple[PlatformToken, ...] = ()
+    #: Requests a second each token may make on average, and the burst it may spend.
+    rate_limit: float = Field(default=20.0, gt=0)
+    rate_burst: int = Field(default=40, ge=1)
+    #: How a number (E.164, ``+4930123``) is dialled: an endpoint template with
+    #: ``{number}``, e.g. ``PJSIP/{number}@my-trunk``. None: numbers are refused.
+    number_template: str | None = None
+    #: The PJSIP endpoint that sends ``sip:`` URIs out. None: SIP URIs are refused.
+    sip_uri_endpoint: str | None = None
+    #: Channel technologies an endpoint ``to`` may name (``PJSIP/alice``).
+    endpoint_technologies: tuple[str, ...] = ("PJSIP",)
+    #: Dialplan contexts a ``Local/exten@context`` ``to`` may enter; empty: none.
+    local_contexts: tuple[str, ...] = ()
+
+    @field_validator("database_url", "number_template", "sip_uri_endpoint", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return _none_if_blank(value)
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return _check_host(value)
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _tokens_json(cls, value: Any) -> Any:
+        """Accept a JSON list from the environment (``VOXTRA_PLATFORM__TOKENS``)."""
+        if isinstance(value, str):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("expected a JSON list of tokens") from None
+        return value
+
+    @field_validator("endpoint_technologies", "local_contexts", mode="before")
+    @classmethod
+    def _names_text(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(p for p in re.split(r"[\s,]+", value.strip()) if p)
+        return value
+
+    @field_validator("number_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None and "{number}" not in value:
+            raise ValueError(f"expected a template with {{number}}, got {value!r}")
+        return value
+
+
 class VoxtraSettings(_SettingsModel):
     """Everything a Voxtra application needs to connect to Asterisk and run calls."""
 
@@ -214,6 +329,7 @@ class VoxtraSettings(_SettingsModel):
     #: The Stasis application name the dialplan hands calls to.
     app_name: str = "voxtra"
     media: MediaSettings = Field(default_factory=MediaSettings)
+    platform: PlatformSettings = Field(default_factory=PlatformSettings)
     #: Seconds running handlers get at ``stop()`` before they are cancelled.
     handler_deadline: float = Field(default=10.0, ge=0)
     #: What to do with a call no route, dispatcher or default accepts.
@@ -322,7 +438,8 @@ class VoxtraSettings(_SettingsModel):
         """The settings as plain data with every secret masked, for logs and ``doctor``."""
         data = self.model_dump(mode="json")
         for name in _SECRET_FIELDS:
-            data[name] = "***"
+            if name in data:
+                data[name] = "***"
         return data
 
     # -------------------------------------------------------------- constructors
@@ -390,6 +507,8 @@ def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
     for part in loc[:-1]:
         if part == "media":
             model = MediaSettings
+        elif part == "platform":
+            model = PlatformSettings
     return list(model.model_fields)
 
 
