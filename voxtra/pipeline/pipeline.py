@@ -65,6 +65,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_FALLBACK = "Sorry, I had a problem. Could you say that again?"
+NOT_UNDERSTOOD = "Sorry, I did not catch that. Could you say it again?"
+"""Said when the caller spoke but the STT recognised nothing (``not_understood_text``)."""
+UNHEARD_MIN_SPEECH_MS = 300.0
+"""Speech that long with an empty transcript is a caller not understood, not a cough or
+a click (those stay unanswered, as before: answering every noise is worse)."""
 MS_PER_CHAR = 65.0
 """Speech rate used to guess a sentence's length while its audio is still arriving."""
 _NO_VAD_SPEECH_DB = -40.0
@@ -297,6 +302,7 @@ class VoicePipeline:
         llm_timeout: float | None = 8.0,
         tts_timeout: float | None = 5.0,
         fallback_tts: TTS | None = None,
+        not_understood_text: str | None = NOT_UNDERSTOOD,
     ) -> None:
         self.stt = stt
         self.llm = llm
@@ -330,6 +336,11 @@ class VoicePipeline:
         """Speaks ``fallback_text`` when ``tts`` itself is what failed (the embedded
         espeak-ng is a good choice: no network, no model). None: the caller hears
         nothing that turn, the error is still reported."""
+        self.not_understood_text = not_understood_text
+        """Spoken by the autonomous loop when the caller spoke (``UNHEARD_MIN_SPEECH_MS``
+        or more) and the final transcript was empty: never silence after a question.
+        None keeps quiet (``listen()`` never returns empty transcripts either way)."""
+        self._utterance_ms = 0.0
         self.input_rate = input_rate
         """The rate every caller frame is converted to (PCM16), once, as it comes in: VAD,
         turn detection and STT all take that frame. None: the STT's ``sample_rate`` when
@@ -505,7 +516,7 @@ class VoicePipeline:
             await self._say_quietly(self.greeting)
         prompts = 0
         while True:
-            user = await self._wait_final(self.silence_timeout, errors=True)
+            user = await self._wait_final(self.silence_timeout, errors=True, unheard=True)
             if isinstance(user, ProviderErrorEvent):
                 await self._say_fallback(tts_hung=False)
                 continue
@@ -518,6 +529,10 @@ class VoicePipeline:
                     continue
                 return EndReason.SILENCE_TIMEOUT
             prompts = 0
+            if not user.text:
+                if self.not_understood_text:
+                    await self._say_quietly(self.not_understood_text)
+                continue
             await self.answer(user)
 
     # -- input side
@@ -582,6 +597,7 @@ class VoicePipeline:
                     self._emit(event)
                     await self._barge_in(now)
                 elif isinstance(event, SpeechEndedEvent):
+                    self._utterance_ms = event.speech_ms
                     self._last_activity = now
                     self._last_speech_end = now
                     self._awaiting_final = True
@@ -779,6 +795,12 @@ class VoicePipeline:
         if not text:
             if is_final:
                 self._awaiting_final = False
+                if self._utterance_ms >= UNHEARD_MIN_SPEECH_MS:
+                    # Queued, not emitted: only the conversation loop takes it (to say
+                    # it did not understand); listen() and event readers never see it.
+                    self._finals.put(
+                        UserTranscriptEvent("", None, start, end, True, self._clock.now())
+                    )
             return
         event = UserTranscriptEvent(text, confidence, start, end, is_final, self._clock.now())
         self._emit(event)
@@ -787,13 +809,14 @@ class VoicePipeline:
             self._finals.put(event)
 
     async def _wait_final(
-        self, timeout: float | None, *, errors: bool = False
+        self, timeout: float | None, *, errors: bool = False, unheard: bool = False
     ) -> UserTranscriptEvent | ProviderErrorEvent | None:
         """Next final transcript; None after ``timeout`` s of caller silence.
 
         The timeout counts silence: it does not expire while the caller is speaking, or
         while a final transcript is still expected for speech that just ended.
-        ``errors``: also return an STT timeout's error (else it is skipped).
+        ``errors``: also return an STT timeout's error (else it is skipped); ``unheard``:
+        also the empty final of speech nothing was recognised in.
         """
         if self._finals is None or self._ended is None:
             raise PipelineNotAttached("the pipeline is not attached to a call")
@@ -804,6 +827,8 @@ class VoicePipeline:
 
             async def take() -> None:
                 while (event := await finals.get()) is not None:
+                    if isinstance(event, UserTranscriptEvent) and not event.text and not unheard:
+                        continue
                     if errors or isinstance(event, UserTranscriptEvent):
                         got.append(event)
                         break

@@ -28,8 +28,15 @@ from voxtra.providers.base import ChatMessage, LLMChunk, ToolCall, ToolSpec
 __all__ = ["DEFAULT_FALLBACK", "Intent", "RulesAgent", "default_intents"]
 
 DEFAULT_FALLBACK = (
-    "Sorry, I did not understand that. You can ask for our opening hours, "
-    "the weather in a city, or a story."
+    "Sorry, I did not understand that. Could you say it again? You can ask for our "
+    "opening hours, the weather in a city, or a story."
+)
+"""What the agent says when nothing matches: it says so and asks again (never silence:
+a caller who hears nothing after a question assumes the line is dead)."""
+
+_WEATHER_WORDS = (
+    r"weather|forecast|temperature|degrees|rain\w*|sunny|sunshine|snow\w*|windy|"
+    r"storm\w*|cloudy|umbrella|cold|warm|hot"
 )
 
 _ids = itertools.count(1)
@@ -113,7 +120,8 @@ def default_intents() -> list[Intent]:
         Intent(
             "opening_hours",
             "We are open Monday to Friday, from nine in the morning to five in the evening.",
-            patterns=[r"\b(opening|open|hours|close|closing)\b"],
+            # "When are you open?", "What time do you close?", "Are you open on Monday?"
+            patterns=[r"\b(opening|open|opens|hours|close|closes|closing)\b"],
             examples=["what are your opening hours", "when are you open"],
         ),
         Intent(
@@ -142,9 +150,14 @@ def default_intents() -> list[Intent]:
         Intent(
             "weather",
             "I cannot check the weather right now.",
-            # one word after "in": speech recognition often tacks a short stray word
-            # onto the end ("berlin good"), which must not become part of the city
-            patterns=[r"\bweather\b(?:.*?\bin (?P<city>[a-z]+))?"],
+            # Any weather word anywhere ("Is it raining in Berlin today?", "do I need
+            # an umbrella in Paris"), the city after "in", before or after that word.
+            # One word after "in": speech recognition often tacks a short stray word
+            # onto the end ("berlin good"), which must not become part of the city.
+            patterns=[
+                rf"(?=.*\b(?:{_WEATHER_WORDS})\b)"
+                r"(?:.*?\bin (?!the\b|a\b|an\b|here\b|there\b)(?P<city>[a-z]+))?"
+            ],
             slots={"city": "London"},
             tool="get_weather",
             tool_answer="The weather in {city} is {result}.",

@@ -252,7 +252,8 @@ def test_voice_config_passes_deadlines_and_fallback_to_each_call() -> None:
 
 
 async def test_speech_the_stt_hears_nothing_in_is_not_a_hang() -> None:
-    """A cough: the STT answers with an empty final. No error, no fallback line."""
+    """A cough: the STT answers with an empty final. No error, no fallback line.
+    (Longer speech with an empty final is answered: tests/unit/pipeline/test_turn_taking.)"""
     media = MemoryMediaIO()
     stt = ScriptedSTT([], media.clock)  # every end of speech: an empty final
     tts = ScriptedTTS(media.clock)
@@ -261,7 +262,7 @@ async def test_speech_the_stt_hears_nothing_in_is_not_a_hang() -> None:
     p.on_event(events.append)
 
     async def caller() -> None:
-        speak(media)
+        media.inject(tone_frames(200, level_db=-15))
         await media.wait_until(lambda: media.clock.now() > 5.0, 30)
         media.hangup()
 

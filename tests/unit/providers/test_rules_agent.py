@@ -160,3 +160,46 @@ async def test_tool_call_ids_are_unique() -> None:
     a = agent.reply(user("weather"), [WEATHER])
     b = agent.reply(user("weather"), [WEATHER])
     assert isinstance(a, ToolCall) and isinstance(b, ToolCall) and a.id != b.id
+
+
+async def test_not_understood_says_so_and_asks_again() -> None:
+    """Never silence: text the agent knows nothing of, or an empty transcript, gets an
+    answer that says it was not understood and asks the caller to say it again."""
+    for text in ("purple monkey dishwasher", "", "   "):
+        answer = "".join(c.text for c in await collect(RulesAgent(), user(text)))
+        assert answer == DEFAULT_FALLBACK
+    assert "did not understand" in DEFAULT_FALLBACK.lower()
+    assert "again?" in DEFAULT_FALLBACK
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "When are you open?",
+        "Where are you open?",  # what Whisper tiny.en made of espeak's "When are you open?"
+        "What time do you close today?",
+        "Are you open on Saturday?",
+    ],
+)
+async def test_opening_hours_paraphrases(text: str) -> None:
+    answer = "".join(c.text for c in await collect(RulesAgent(), user(text)))
+    assert answer.startswith("We are open Monday to Friday")
+
+
+@pytest.mark.parametrize(
+    ("text", "city"),
+    [
+        ("Is it raining in Berlin today?", "Berlin"),
+        ("It's raining in Berlin today.", "Berlin"),  # Whisper's version of the question
+        ("Do I need an umbrella in Paris?", "Paris"),
+        ("how cold is it in Oslo", "Oslo"),
+        ("in London, is it sunny?", "London"),
+        ("what is the weather in berlin good", "berlin"),
+        ("is it going to snow", "London"),  # no city: the default slot
+        ("what's the weather like in the city", "London"),  # "the" is no city
+    ],
+)
+async def test_weather_paraphrases_call_the_tool_with_the_city(text: str, city: str) -> None:
+    chunks = await collect(RulesAgent(), user(text), [WEATHER])
+    calls = [call for c in chunks for call in c.tool_calls]
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": city})]
