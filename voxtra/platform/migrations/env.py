@@ -13,7 +13,8 @@ from alembic import context
 from sqlalchemy import Connection, create_engine
 
 # Every table module, so autogenerate sees the whole schema.
-import voxtra.platform.store.calls  # noqa: F401
+import voxtra.platform.store.calls
+import voxtra.platform.store.campaigns  # noqa: F401
 from voxtra.platform.store.base import Base
 from voxtra.platform.store.db import VERSION_TABLE
 
