@@ -63,6 +63,7 @@ from voxtra.ari.models import Channel, Endpoint
 from voxtra.ari.stream import AriEventStream, Connection
 from voxtra.ari.transport import AriTransport
 from voxtra.calls.context import CallContext
+from voxtra.calls.outcomes import originate_error
 from voxtra.calls.registry import CallRegistry, PendingOriginate
 from voxtra.calls.session import CallSession
 from voxtra.calls.state import (
@@ -75,12 +76,10 @@ from voxtra.calls.state import (
 from voxtra.calls.voice import VoiceConfig
 from voxtra.config import VoxtraSettings, load_settings
 from voxtra.errors import (
-    CallBusy,
     CallEnded,
     CallFailed,
     CallNoAnswer,
     ConfigError,
-    OriginateError,
     VoxtraError,
 )
 from voxtra.instance import InstanceSlot
@@ -101,16 +100,6 @@ H = TypeVar("H", bound=CallHandler)
 T = TypeVar("T")
 Hook = Callable[[], Awaitable[None]]
 CallHook = Callable[[CallSession], Awaitable[None]]
-
-# Asterisk hangup causes (Q.850) that originate() reports as a specific outcome.
-BUSY_CAUSES = {17}
-NO_ANSWER_CAUSES = {18, 19}
-DIALSTATUS_CAUSES = {
-    "BUSY": (17, "User busy"),
-    "NOANSWER": (19, "No user responding"),
-    "CONGESTION": (34, "Circuit/channel congestion"),
-    "CHANUNAVAIL": (20, "Subscriber absent"),
-}
 
 INSTANCE_VARIABLE = "VOXTRA_INSTANCE"
 """Channel variable naming the app instance that took or created a call."""
@@ -971,12 +960,12 @@ class VoxtraApp:
             return
         if isinstance(event, ChannelDestroyed):
             pending.future.set_exception(
-                _originate_error(pending.endpoint, event.cause, event.cause_txt, pending.dialstatus)
+                originate_error(pending.endpoint, event.cause, event.cause_txt, pending.dialstatus)
             )
             pending.future.exception()
         elif isinstance(event, ChannelHangupRequest) and event.cause is not None:
             pending.future.set_exception(
-                _originate_error(pending.endpoint, event.cause, "", pending.dialstatus)
+                originate_error(pending.endpoint, event.cause, "", pending.dialstatus)
             )
             pending.future.exception()
 
@@ -1195,37 +1184,6 @@ class VoxtraApp:
 async def _wait_until_ended(call: CallSession) -> None:
     """Handler for outbound calls placed without one: the caller drives the session."""
     call.handed_off = True
-
-
-def _originate_error(
-    endpoint: str, cause: int | None, cause_txt: str, dialstatus: str | None
-) -> OriginateError:
-    status = (dialstatus or "").upper()
-    if not cause and status in DIALSTATUS_CAUSES:
-        # A Local channel's own hangup cause is often 0; Dial's status still says why.
-        cause, cause_txt = DIALSTATUS_CAUSES[status]
-    if cause in BUSY_CAUSES or status == "BUSY":
-        return CallBusy(endpoint, cause, cause_txt, "busy")
-    if cause in NO_ANSWER_CAUSES or status in ("NOANSWER", "CANCEL"):
-        return CallNoAnswer(endpoint, cause, cause_txt, "no answer")
-    what = "congestion" if status == "CONGESTION" or cause == 34 else "call failed"
-    technology, _, target = endpoint.partition("/")
-    if not cause and not status and technology.lower() == "local":
-        # Measured on Asterisk 22: Local/<exten>@<context> whose extension (or context)
-        # does not exist ends with cause 0 "Unknown" and no Dial (the log says "No such
-        # extension/context"); an existing one that hangs up says 16 or a Dial status.
-        exten, _, context = target.partition("@")
-        context = context.split("/", 1)[0] or "default"
-        return CallFailed(
-            endpoint,
-            cause,
-            cause_txt,
-            f"the Local channel ended before answering, without a hangup cause: most "
-            f"likely there is no extension {exten!r} in context {context!r}",
-            f"check it with `dialplan show {exten}@{context}` in the Asterisk CLI (its "
-            "log then says 'No such extension/context ... while calling Local channel')",
-        )
-    return CallFailed(endpoint, cause, cause_txt, what)
 
 
 def _refusal_error(

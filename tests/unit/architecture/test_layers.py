@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("voxtra.media", "voxtra.ari", "voxtra.providers", "voxtra.pipeline", "voxtra.recording"),
     ("voxtra.routing",),
     # the call kernel, layer by layer (see voxtra/calls/__init__.py)
-    ("voxtra.calls.state",),
+    ("voxtra.calls.state", "voxtra.calls.outcomes"),
     ("voxtra.calls.registry",),
     ("voxtra.calls.host",),
     ("voxtra.calls.context",),
