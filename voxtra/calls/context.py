@@ -36,8 +36,9 @@ from voxtra.ari.events import (
 )
 from voxtra.ari.models import Channel
 from voxtra.calls.host import CallHost
+from voxtra.calls.registry import PendingOriginate
 from voxtra.calls.state import CallDirection, CallEndReason, CallState
-from voxtra.errors import CallEnded, VoxtraError
+from voxtra.errors import CallEnded, CallNoAnswer, VoxtraError
 
 __all__ = ["CallContext"]
 
@@ -360,9 +361,14 @@ class CallContext:
 
     async def dial_leg(self, endpoint: str, *, timeout: int, caller_id: str | None) -> str:
         """Dial ``endpoint`` into the app as an internal leg this call owns; its id once
-        answered. Nothing is left behind if it is not."""
+        answered. Nothing is left behind if it is not: :class:`~voxtra.errors.CallBusy`,
+        :class:`~voxtra.errors.CallNoAnswer` or :class:`~voxtra.errors.CallFailed` say why."""
         leg_id = self.host.internal_id("leg")
         started = self.expect_channel(leg_id)
+        # Watched as an originate too: the app tells busy, no answer and failed apart by
+        # the leg's Dial status and hangup cause, as for its own originate().
+        outcome = PendingOriginate(endpoint)
+        self.host.registry.originates[leg_id] = outcome
         try:
             await self.ari.channels.originate(
                 endpoint,
@@ -374,10 +380,16 @@ class CallContext:
                 originator=self.id,
             )
             await self.wait_channel(leg_id, started, timeout=timeout + 5)
-        except BaseException:
+        except BaseException as exc:
             with contextlib.suppress(AriError):
                 await self.release_channel(leg_id)
+            if isinstance(exc, CallEnded) and outcome.future.done():
+                raise outcome.future.exception() or exc from None
+            if isinstance(exc, TimeoutError):
+                raise CallNoAnswer(endpoint, None, "", f"not answered within {timeout} s") from None
             raise
+        finally:
+            self.host.registry.originates.pop(leg_id, None)
         return leg_id
 
     def add_cleanup(self, what: str, cleanup: Cleanup) -> None:

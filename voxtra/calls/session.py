@@ -24,6 +24,7 @@ from voxtra.ari.models import Channel
 from voxtra.calls.context import CallContext
 from voxtra.calls.host import CallHost
 from voxtra.calls.media import CallMedia
+from voxtra.calls.parties import AgentMode, CallParties, PartyError, PartyState
 from voxtra.calls.playback import Playback, play
 from voxtra.calls.recorder import CallRecorder
 from voxtra.calls.state import CallDirection, CallEndReason, CallState
@@ -79,6 +80,8 @@ class CallSession:
         """The call's voice pipeline holder, made on first use of speech."""
         self.recorder: CallRecorder | None = None
         """The call's recorder, made on first use of recording."""
+        self.parties = CallParties(self.context, self.media_path)
+        """The three-party state (callee, agent mode): see :meth:`connect`."""
 
     def __repr__(self) -> str:
         return f"<CallSession {self.id} {self.direction} {self.state} caller={self.caller_id!r}>"
@@ -448,6 +451,8 @@ class CallSession:
         Raises :class:`~voxtra.errors.PipelineNotConfigured` without a TTS.
         """
         self.context.check_alive()
+        if not self.parties.mode.heard and self.parties.state is PartyState.CONNECTED:
+            raise PartyError("say() while spying: nobody would hear it (barge() or whisper())")
         voice = self._voice_for_call("say()", ("tts",))
         pipeline = await voice.attach()
         return await pipeline.say(text, interruptible=interruptible)
@@ -527,6 +532,47 @@ class CallSession:
         await context.request(context.ari.bridges.add_channel(bridge_id, [self.id, other.id]))
         context.handed_off = other.context.handed_off = True
         return bridge_id
+
+    # -- three-party calls (voxtra.calls.parties) ---------------------------------------
+
+    async def connect(
+        self, ring_time: int = 60, to: str | None = None, *, caller_id: str | None = None
+    ) -> None:
+        """Dial the original callee (``to`` overrides: a number or an endpoint) and make
+        a three-party call: caller, callee and the agent, in ``barge`` mode.
+
+        A number becomes an endpoint through the route's ``metadata["connect_endpoint"]``
+        template (default ``PJSIP/{number}``). Raises ``CallBusy``, ``CallNoAnswer`` or
+        ``CallFailed``, leaving the caller with the agent.
+        """
+        await self.parties.connect(
+            ring_time=ring_time, to=to, mode=self.parties.mode, caller_id=caller_id
+        )
+
+    @property
+    def agent_mode(self) -> str:
+        """The agent's mode: ``barge``, ``whisper(to='callee')``, ``spy``."""
+        return str(self.parties.mode)
+
+    async def barge(self) -> None:
+        """Both parties hear the agent (the default after :meth:`connect`)."""
+        await self.parties.set_mode(AgentMode("barge"))
+
+    async def whisper(self, to: str = "callee") -> None:
+        """Only ``to`` (``"callee"`` or ``"caller"``) hears the agent."""
+        await self.parties.set_mode(AgentMode("whisper", to))  # type: ignore[arg-type]
+
+    async def spy(self) -> None:
+        """Nobody hears the agent; it still hears both parties (``say()`` then raises)."""
+        await self.parties.set_mode(AgentMode("spy"))
+
+    async def close(self) -> None:
+        """The agent leaves; caller and callee stay connected. Idempotent."""
+        await self.parties.close(self.voice)
+
+    async def disconnect(self) -> None:
+        """End the call for everyone (caller and callee hung up). Idempotent."""
+        await self.parties.disconnect()
 
     # -- callbacks and helpers --------------------------------------------------------
 

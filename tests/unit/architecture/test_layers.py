@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("voxtra.calls.context",),
     ("voxtra.calls.playback", "voxtra.calls.media"),
     ("voxtra.calls.recorder", "voxtra.calls.voice"),
+    ("voxtra.calls.parties",),  # three-party calls (issue 11): over media and voice
     ("voxtra.calls.session", "voxtra.calls"),
     ("voxtra.app",),
     # voxtra.platform: the call platform (issue 10), over the app; only the cli imports it

@@ -1,0 +1,288 @@
+"""Three-party calls with three real SIP parties: who hears the agent, measured.
+
+Asterisk calls two pjsua2 phones: the caller (playing 440 Hz) is the app's call, and
+the handler's ``connect()`` dials the callee (playing 880 Hz). The agent sends 1,300 Hz
+through ``call.send_audio`` the whole time, and its ``audio_stream()`` is kept with the
+time each chunk came. Each phone records what it heard; each mode runs for a window of
+about 1.5 s, and the level of each tone in each window says who heard whom. Levels
+measured on Asterisk 22.10.1 (see voxtra/calls/parties.py): a tone heard is at about
+-21 dBFS, one not heard below -65; the bounds here (-35 / -50) are wide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from voxtra import CallSession
+from voxtra.app import VoxtraApp
+from voxtra.ari.errors import AriNotFound
+from voxtra.calls.parties import PartyState
+from voxtra.errors import CallBusy
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.testing import audio
+from voxtra.testing.pytest_plugin import AsteriskTarget
+from voxtra.testing.sipcaller import SipCall, SipCaller
+
+pytestmark = [pytest.mark.asterisk, pytest.mark.sip]
+
+CALLER_HZ, CALLEE_HZ, AGENT_HZ = 440, 880, 1300
+WINDOW = 1.5
+HEARD, NOT_HEARD = -35.0, -50.0
+
+
+def level(samples: Any, rate: int, freq: float) -> float:
+    """The level (dBFS) of the tone at ``freq`` in ``samples``: the spectrum's energy
+    within 25 Hz of it (a Hann window; the other tones are hundreds of Hz away)."""
+    x = np.asarray(samples, dtype=np.float64)
+    if x.size < rate // 10:
+        return -200.0
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size))) / x.size
+    freqs = np.fft.rfftfreq(x.size, 1 / rate)
+    band = (freqs > freq - 25) & (freqs < freq + 25)
+    energy = float(np.sqrt(np.sum(spectrum[band] ** 2)))
+    return 20 * float(np.log10(max(energy, 1e-12) / 32768))
+
+
+async def gone(get: Callable[[str], Awaitable[Any]], ident: str, within: float = 5.0) -> bool:
+    """True once Asterisk answers 404 for ``ident`` (a hangup is done a moment after
+    its request is answered)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            await get(ident)
+        except AriNotFound:
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+@dataclass
+class Party:
+    """Three parties on one call, and what each heard when."""
+
+    app: VoxtraApp
+    caller_phone: SipCaller
+    callee_phone: SipCaller
+    windows: dict[str, tuple[float, float]] = field(default_factory=dict)
+    agent: list[tuple[float, bytes]] = field(default_factory=list)
+    """(arrival time, 20 ms of PCM16 at 8 kHz) of the agent's audio_stream()."""
+
+    @property
+    def callee_endpoint(self) -> str:
+        return f"PJSIP/sipcaller/sip:callee@127.0.0.1:{self.callee_phone.port}"
+
+    async def window(self, name: str) -> None:
+        start = time.time()
+        await asyncio.sleep(WINDOW)
+        self.windows[name] = (start, time.time())
+
+    def heard(self, phone: SipCall, name: str) -> dict[int, float]:
+        """Each tone's level in what ``phone`` heard during window ``name``."""
+        assert phone.recording_path is not None
+        samples, rate = audio.read_wav(phone.recording_path)
+        start, end = self.windows[name]
+        # 0.3 s after the switch (a request and the jitter buffer), 0.1 s before the end
+        a = round((phone.recording_offset(start) + 0.3) * rate)
+        b = round((phone.recording_offset(end) - 0.1) * rate)
+        return {f: level(samples[a:b], rate, f) for f in (CALLER_HZ, CALLEE_HZ, AGENT_HZ)}
+
+    def agent_heard(self, name: str) -> dict[int, float]:
+        start, end = self.windows[name]
+        pcm = b"".join(data for t, data in self.agent if start + 0.3 <= t <= end - 0.1)
+        samples = np.frombuffer(pcm, dtype="<i2")
+        return {f: level(samples, 8000, f) for f in (CALLER_HZ, CALLEE_HZ, AGENT_HZ)}
+
+
+@pytest.fixture
+async def parties(asterisk: AsteriskTarget, tmp_path: Path) -> AsyncIterator[Party]:
+    app = VoxtraApp(
+        asterisk.ari_url,
+        asterisk.username,
+        asterisk.password,
+        f"voxtra-3p-{uuid.uuid4().hex[:8]}",
+        environ={},
+        handler_deadline=2.0,
+    )
+    await app.start()
+    caller_tone = audio.write_wav(
+        tmp_path / "caller.wav", audio.tone(CALLER_HZ, 20, amplitude=0.3), 8000
+    )
+    callee_tone = audio.write_wav(
+        tmp_path / "callee.wav", audio.tone(CALLEE_HZ, 20, amplitude=0.3), 8000
+    )
+    try:
+        async with (
+            SipCaller(workdir=tmp_path / "caller") as caller_phone,
+            SipCaller(workdir=tmp_path / "callee") as callee_phone,
+        ):
+            await caller_phone.listen(play=caller_tone, record=True)
+            await callee_phone.listen(play=callee_tone, record=True)
+            yield Party(app, caller_phone, callee_phone)
+    finally:
+        await app.stop()
+
+
+async def run_call(
+    party: Party, handler: Callable[[CallSession], Awaitable[None]]
+) -> tuple[CallSession, SipCall]:
+    """Asterisk calls the caller's phone; ``handler`` runs as its call's handler, with the
+    agent already sending 1,300 Hz and its stream being kept."""
+
+    async def agent(call: CallSession) -> None:
+        tone = audio.tone(AGENT_HZ, 0.2, amplitude=0.3).astype("<i2").tobytes()
+
+        async def send() -> None:
+            while True:
+                await call.send_audio(AudioChunk(tone, 8000, Codec.PCM16))
+
+        async def keep() -> None:
+            async for chunk in call.audio_stream(codec="pcm16", sample_rate=8000):
+                party.agent.append((time.time(), chunk.data))
+
+        await call.media()
+        call.spawn(send())
+        call.spawn(keep())
+        await handler(call)
+
+    session = await party.app.originate(
+        f"PJSIP/sipcaller/sip:caller@127.0.0.1:{party.caller_phone.port}",
+        handler=agent,
+        timeout=10,
+    )
+    phone = await party.caller_phone.next_incoming_call(10)
+    await phone.wait_answered(10)
+    return session, phone
+
+
+async def test_barge_whisper_and_spy_decide_who_hears_the_agent(parties: Party) -> None:
+    modes_done = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        await call.connect(ring_time=10, to=parties.callee_endpoint)
+        await parties.window("barge")
+        await call.whisper(to="callee")
+        await parties.window("whisper-callee")
+        await call.whisper(to="caller")
+        await parties.window("whisper-caller")
+        await call.spy()
+        await parties.window("spy")
+        modes_done.set()
+        await call.disconnect()
+
+    session, caller = await run_call(parties, handler)
+    callee = await parties.callee_phone.next_incoming_call(10)
+    await asyncio.wait_for(modes_done.wait(), 30)
+    await caller.wait_ended(10)
+    await callee.wait_ended(10)
+    await session.wait_ended(10)
+
+    for name, caller_hears, callee_hears in (
+        ("barge", True, True),
+        ("whisper-callee", False, True),
+        ("whisper-caller", True, False),
+        ("spy", False, False),
+    ):
+        at_caller, at_callee = parties.heard(caller, name), parties.heard(callee, name)
+        detail = f"{name}: caller heard {at_caller}, callee heard {at_callee}"
+        # the parties hear each other in every mode
+        assert at_caller[CALLEE_HZ] > HEARD and at_callee[CALLER_HZ] > HEARD, detail
+        assert (at_caller[AGENT_HZ] > HEARD) is caller_hears, detail
+        assert (at_caller[AGENT_HZ] < NOT_HEARD) is not caller_hears, detail
+        assert (at_callee[AGENT_HZ] > HEARD) is callee_hears, detail
+        assert (at_callee[AGENT_HZ] < NOT_HEARD) is not callee_hears, detail
+        # and the agent hears both of them in every mode
+        agent = parties.agent_heard(name)
+        assert agent[CALLER_HZ] > HEARD and agent[CALLEE_HZ] > HEARD, f"{name}: agent {agent}"
+
+
+async def test_close_leaves_caller_and_callee_talking_without_the_agent(
+    parties: Party,
+) -> None:
+    closed = asyncio.Event()
+    agent_channels: list[str] = []
+    bridges: list[str] = []
+
+    async def handler(call: CallSession) -> None:
+        await call.connect(ring_time=10, to=parties.callee_endpoint)
+        await parties.window("barge")
+        assert call.parties.snoop_id and call.media_path.channel_id
+        agent_channels.extend([call.parties.snoop_id, call.media_path.channel_id])
+        bridges.append(str(call.media_path.bridge_id))
+        await call.close()
+        await call.close()  # idempotent
+        closed.set()
+        await parties.window("closed")
+        # the handler returns: the call is the parties' now
+
+    session, caller = await run_call(parties, handler)
+    callee = await parties.callee_phone.next_incoming_call(10)
+    await asyncio.wait_for(closed.wait(), 20)
+    ari = parties.app.ari
+    for channel_id in agent_channels:
+        assert await gone(ari.channels.get, channel_id), channel_id
+    assert await gone(ari.bridges.get, bridges[0]), bridges[0]
+    await asyncio.sleep(WINDOW + 0.5)  # the "closed" window, with the handler returned
+    assert not session.ended and session.parties.state is PartyState.CLOSED
+    await callee.hangup()  # one party hangs up: the other is hung up too
+    await caller.wait_ended(10)
+    await session.wait_ended(10)
+
+    at_caller, at_callee = parties.heard(caller, "closed"), parties.heard(callee, "closed")
+    detail = f"caller heard {at_caller}, callee heard {at_callee}"
+    assert at_caller[CALLEE_HZ] > HEARD and at_callee[CALLER_HZ] > HEARD, detail
+    assert at_caller[AGENT_HZ] < NOT_HEARD and at_callee[AGENT_HZ] < NOT_HEARD, detail
+    # nothing of the call is left in Asterisk
+    names = {c.id for c in await ari.channels.list()}
+    assert not names & {session.id, *agent_channels}
+
+
+async def test_disconnect_hangs_up_every_party(parties: Party) -> None:
+    async def handler(call: CallSession) -> None:
+        await call.connect(ring_time=10, to=parties.callee_endpoint)
+        await asyncio.sleep(0.5)
+        await call.disconnect()
+        await call.disconnect()  # idempotent
+
+    session, caller = await run_call(parties, handler)
+    callee = await parties.callee_phone.next_incoming_call(10)
+    await caller.wait_ended(10)
+    await callee.wait_ended(10)
+    await session.wait_ended(10)
+    assert session.parties.state is PartyState.DISCONNECTED
+    await asyncio.sleep(0.5)
+    mine = [c.id for c in await parties.app.ari.channels.list() if c.id.startswith("voxtra-")]
+    assert not [c for c in mine if c in session.context.channels or c == session.id]
+
+
+async def test_connect_to_a_busy_callee_raises_and_keeps_the_caller_with_the_agent(
+    parties: Party,
+) -> None:
+    outcome: list[BaseException] = []
+    after = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        try:
+            await call.connect(ring_time=5, to="Local/busy@voxtra-test")
+        except CallBusy as exc:
+            outcome.append(exc)
+        await parties.window("after")
+        after.set()
+        await call.hangup()
+
+    session, caller = await run_call(parties, handler)
+    await asyncio.wait_for(after.wait(), 20)
+    await caller.wait_ended(10)
+    assert outcome and isinstance(outcome[0], CallBusy), outcome
+    assert session.parties.state is PartyState.ALONE
+    at_caller = parties.heard(caller, "after")
+    assert at_caller[AGENT_HZ] > HEARD, f"the caller is still with the agent: {at_caller}"
+    assert parties.agent_heard("after")[CALLER_HZ] > HEARD

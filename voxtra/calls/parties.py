@@ -1,0 +1,394 @@
+"""Three-party calls: the caller, a callee the agent dials, and the agent listening in.
+
+``CallSession.connect()`` dials the callee and connects it with the caller; the agent
+(the app: its ExternalMedia channel, so ``audio_stream()``, ``send_audio()``, ``say``,
+``listen`` and the voice pipeline) stays on the call in one of three modes, switchable
+at any time: ``barge`` (both parties hear the agent), ``whisper`` (only one of them
+does), ``spy`` (nobody does). ``close()`` takes the agent off the call and leaves the
+two parties talking; ``disconnect()`` ends it for everyone.
+
+Who is where (Asterisk's own parts; no audio is mixed in Python)::
+
+    parties bridge (mixing):  caller, callee
+    media bridge (mixing):    the agent's ExternalMedia channel, one snoop channel
+
+The snoop channel is the agent's seat. Its ``spy=both`` side gives the agent what the
+snooped party says *and* what it hears (the other party), so the agent's stream holds
+both parties in every mode; its ``whisper`` direction says who hears the agent:
+
+    barge              snoop on the callee, whisper=both
+    whisper(callee)    snoop on the callee, whisper=out
+    whisper(caller)    snoop on the caller, whisper=out
+    spy                snoop on the callee, whisper=none
+
+``whisper=out`` adds the agent to what that party hears; ``in`` adds it to what the
+party says, which the bridge carries to the other party: ``both`` reaches both. A mode
+switch puts a new snoop in the media bridge, then hangs up the old one (so the agent's
+listening never stops; the two overlap for one request).
+
+Measured on Asterisk 22.10.1 (three pjsua2 phones, the caller playing 440 Hz, the
+callee 880 Hz, the agent sending 1,300 Hz; level of each tone in each party's
+recording, 1.5 s windows, dBFS; the tones are sent at -20.7):
+
+==========================  ============  ============  ==================
+mode                        caller: 1300  callee: 1300  agent: 440 / 880
+==========================  ============  ============  ==================
+no snoop                    -85.8         -83.9         -20.7 / -82.2
+whisper=out on the callee   -85.8         -20.8         -20.7 / -20.7
+whisper=both on the callee  -20.8         -20.8         -20.7 / -20.7
+whisper=none on the callee  -85.8         -83.9         -20.7 / -20.7
+whisper=out on the caller   -20.8         -83.9         -20.7 / -20.7
+==========================  ============  ============  ==================
+
+The agent does not hear itself back through the snoop (1,300 Hz at -68 dBFS in its own
+stream in barge, -77 in spy): Asterisk hands a frame to the spies before it mixes the
+whisper in. The other design measured, the ExternalMedia channel in the parties'
+bridge (barge) and muted inbound (spy), works for those two modes but cannot whisper
+to one party, since a mixing bridge sends every member the mix of all the others; one
+topology for all modes keeps a switch to one step. Adding a channel to a bridge while
+it is in another moves it (no ``removeChannel`` first; measured): that is how the
+caller goes from the media bridge to the parties' bridge and back.
+
+Which endpoint is "the original callee": ``to`` when it names a channel endpoint
+(``PJSIP/200``, ``PJSIP/trunk/sip:+15551234@carrier``, ``Local/x@ctx``); otherwise the
+number (``to``, else ``call.called_number``) put into the endpoint template, the call's
+``metadata["connect_endpoint"]`` (set per route: ``@app.route(...,
+metadata={"connect_endpoint": "PJSIP/{number}@trunk"})``), else
+:data:`DEFAULT_ENDPOINT`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from voxtra.ari.errors import AriError, AriNotFound
+from voxtra.ari.events import AriEvent, ChannelDestroyed, StasisEnd
+from voxtra.calls.context import CallContext
+from voxtra.calls.media import CallMedia
+from voxtra.calls.voice import CallVoice
+from voxtra.errors import CallEnded, CallFailed, ConfigError, VoxtraError
+
+__all__ = [
+    "DEFAULT_ENDPOINT",
+    "AgentMode",
+    "CallParties",
+    "PartyError",
+    "PartyState",
+    "callee_endpoint",
+]
+
+logger = logging.getLogger(__name__)
+
+Party = Literal["caller", "callee"]
+Direction = Literal["none", "both", "out", "in"]
+
+DEFAULT_ENDPOINT = "PJSIP/{number}"
+"""The endpoint template for a number when the route sets no ``connect_endpoint``."""
+ENDPOINT_KEY = "connect_endpoint"
+"""The call metadata key holding the endpoint template (``{number}`` is replaced)."""
+
+
+class PartyError(VoxtraError, RuntimeError):
+    """A three-party command that does not fit the call's state (``whisper()`` before
+    ``connect()``, ``connect()`` twice, ``say()`` while spying)."""
+
+
+class PartyState(StrEnum):
+    ALONE = "alone"
+    """The caller with the agent only (before ``connect()``, or after the callee left)."""
+    CONNECTING = "connecting"
+    """The callee is being dialled; the caller is still with the agent."""
+    CONNECTED = "connected"
+    """Caller and callee connected, the agent on the call in its mode."""
+    CLOSED = "closed"
+    """The agent left; caller and callee talk until one hangs up."""
+    DISCONNECTED = "disconnected"
+    """Everyone was hung up."""
+
+
+@dataclass(frozen=True)
+class AgentMode:
+    """Who hears the agent: ``barge`` (both parties), ``whisper`` (``to`` only),
+    ``spy`` (nobody)."""
+
+    name: Literal["barge", "whisper", "spy"]
+    to: Party | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in ("barge", "whisper", "spy"):
+            raise ConfigError(f"mode must be barge, whisper or spy, not {self.name!r}")
+        if self.name == "whisper" and self.to not in ("caller", "callee"):
+            raise ConfigError(f"whisper(to=...) takes 'caller' or 'callee', not {self.to!r}")
+        if self.name != "whisper" and self.to is not None:
+            raise ConfigError(f"{self.name} takes no 'to'")
+
+    def __str__(self) -> str:
+        return f"whisper(to={self.to!r})" if self.name == "whisper" else self.name
+
+    @property
+    def heard(self) -> bool:
+        """True if a party hears the agent (the pipeline may speak)."""
+        return self.name != "spy"
+
+    @property
+    def seat(self) -> tuple[Party, Direction]:
+        """The party the agent's snoop is on and its whisper direction (see the table
+        in the module doc); the snoop always spies both directions."""
+        if self.name == "barge":
+            return "callee", "both"
+        if self.name == "spy":
+            return "callee", "none"
+        return self.to or "callee", "out"
+
+
+BARGE = AgentMode("barge")
+
+
+def callee_endpoint(to: str | None, called_number: str, template: str | None = None) -> str:
+    """The endpoint ``connect()`` dials (see the module doc)."""
+    if to is not None and "/" in to:
+        return to
+    number = to if to is not None else called_number
+    if not number:
+        raise ConfigError(
+            "connect() has no number to dial: the call has no called_number; pass to="
+        )
+    if any(c in number for c in "/&,@ \r\n"):
+        raise ConfigError(f"not a number connect() can dial: {number!r}")
+    template = template or DEFAULT_ENDPOINT
+    if "{number}" not in template:
+        raise ConfigError(f"the endpoint template {template!r} has no {{number}}")
+    return template.replace("{number}", number)
+
+
+class CallParties:
+    """The three-party state of one call: the callee's leg, the parties' bridge, the
+    agent's snoop and its mode. Everything made here is owned by the call's context,
+    so the call's one teardown releases it whatever happened."""
+
+    def __init__(self, context: CallContext, media: CallMedia) -> None:
+        self.context = context
+        self.media = media
+        self.state = PartyState.ALONE
+        self.mode: AgentMode = BARGE
+        """The agent's mode (kept while alone: the next connect() starts in it)."""
+        self.endpoint: str | None = None
+        """The callee's endpoint as dialled."""
+        self.callee_id: str | None = None
+        """The callee's channel (an internal leg of this call) while it is connected."""
+        self.bridge_id: str | None = None
+        """The parties' bridge (caller and callee)."""
+        self.snoop_id: str | None = None
+        """The agent's seat: a snoop channel in the media bridge."""
+        self._lock = asyncio.Lock()
+
+    # -- commands ----------------------------------------------------------------------
+
+    async def connect(
+        self,
+        *,
+        ring_time: int = 60,
+        to: str | None = None,
+        mode: AgentMode = BARGE,
+        caller_id: str | None = None,
+    ) -> str:
+        """Dial the callee; once answered, connect it with the caller and seat the agent
+        in ``mode``. Returns the callee's channel id.
+
+        Raises the dial's outcome (:class:`~voxtra.errors.CallBusy`,
+        :class:`~voxtra.errors.CallNoAnswer`, :class:`~voxtra.errors.CallFailed`); the
+        caller then stays with the agent as before.
+        """
+        context = self.context
+        context.check_alive()
+        endpoint = callee_endpoint(to, context.called_number, context.metadata.get(ENDPOINT_KEY))
+        if not isinstance(ring_time, int) or isinstance(ring_time, bool) or ring_time <= 0:
+            raise ConfigError(f"ring_time must be a whole number of seconds > 0, not {ring_time!r}")
+        async with self._lock:
+            if self.state is not PartyState.ALONE:
+                raise PartyError(f"connect(): the call is {self.state}, not alone with the agent")
+            # The agent's bridge with the caller first: where the caller stays if the
+            # callee cannot be reached, and where the agent's seat goes.
+            await self.media.get()
+            self.state = PartyState.CONNECTING
+            self.endpoint = endpoint
+            try:
+                leg = await self._dial(endpoint, ring_time, caller_id or context.caller_id or None)
+            except BaseException:
+                self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
+                raise
+            # Registered before any other await: the callee may hang up at once.
+            left = context.expect(AriEvent, lambda e: _leaves(e, leg))
+            try:
+                if self.bridge_id is None:
+                    self.bridge_id = await context.create_bridge("parties")
+                # Moves the caller out of the media bridge (measured: no remove needed).
+                await context.request(
+                    context.ari.bridges.add_channel(self.bridge_id, [context.id, leg])
+                )
+                self.callee_id = leg
+                await self._seat(mode)
+            except BaseException:
+                context.forget(left)
+                self.callee_id = None
+                with contextlib.suppress(AriError, CallEnded):
+                    await context.release_channel(leg)
+                    await self._back_to_agent()
+                self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
+                raise
+            self.state = PartyState.CONNECTED
+            context.spawn(self._watch(leg, left), name=f"voxtra-callee-{context.id}")
+            logger.info("call %s: %s connected (%s)", context.id, endpoint, mode)
+            return leg
+
+    async def set_mode(self, mode: AgentMode) -> None:
+        """Switch the agent to ``mode`` (barge, whisper, spy)."""
+        self.context.check_alive()
+        async with self._lock:
+            if self.state is not PartyState.CONNECTED:
+                raise PartyError(f"{mode}: needs a connected callee (the call is {self.state})")
+            if mode != self.mode:
+                await self._seat(mode)
+
+    async def close(self, voice: CallVoice | None) -> None:
+        """The agent leaves: its pipeline, snoop, media channel and bridge go; caller and
+        callee stay connected until one hangs up (then the other is hung up).
+        Idempotent."""
+        async with self._lock:
+            if self.state in (PartyState.CLOSED, PartyState.DISCONNECTED):
+                return
+            if self.state is not PartyState.CONNECTED:
+                raise PartyError(f"close(): no callee to leave the caller with ({self.state})")
+            self.context.check_alive()
+            self.state = PartyState.CLOSED
+            # The handler may now return: the call lives on until a party hangs up.
+            self.context.handed_off = True
+            if voice is not None:
+                await voice.close()
+            await self._unseat()
+            await self.media.close()
+            bridge = self.media.bridge_id
+            if bridge is not None:
+                await self._destroy_bridge(bridge)
+            logger.info("call %s: the agent left; caller and callee stay", self.context.id)
+
+    async def disconnect(self) -> None:
+        """Hang up the callee and the caller (the agent's channels go at the teardown).
+        Idempotent."""
+        async with self._lock:
+            if self.state is PartyState.DISCONNECTED:
+                return
+            self.state = PartyState.DISCONNECTED
+            leg, self.callee_id = self.callee_id, None
+            if leg is not None:
+                with contextlib.suppress(AriError):
+                    await self.context.release_channel(leg)
+        await self.context.hangup()
+
+    # -- Asterisk steps ----------------------------------------------------------------
+
+    async def _dial(self, endpoint: str, ring_time: int, caller_id: str | None) -> str:
+        """The callee's leg once answered; CallEnded if the caller hangs up meanwhile."""
+        context = self.context
+        dial = asyncio.ensure_future(
+            context.dial_leg(endpoint, timeout=ring_time, caller_id=caller_id)
+        )
+        gone: asyncio.Future[None] = asyncio.ensure_future(asyncio.shield(context.gone))
+        waits: set[asyncio.Future[Any]] = {dial, gone}
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not dial.done():
+                dial.cancel()  # dial_leg hangs its leg up on the way out
+                with contextlib.suppress(BaseException):
+                    await dial
+        if dial.cancelled():
+            raise CallEnded(context.id, f"call {context.id} ended while {endpoint} rang")
+        try:
+            return dial.result()
+        except AriError as exc:
+            raise CallFailed(endpoint, None, exc.message, "Asterisk refused to dial it") from exc
+
+    async def _seat(self, mode: AgentMode) -> None:
+        """Put a snoop for ``mode`` in the media bridge, then drop the previous one."""
+        context = self.context
+        party, whisper = mode.seat
+        target = context.id if party == "caller" else self.callee_id
+        bridge = self.media.bridge_id
+        if target is None or bridge is None:
+            raise PartyError(f"{mode}: the call has no callee or no agent bridge")
+        snoop_id = context.host.internal_id("snoop")
+        started = context.expect_channel(snoop_id)
+        try:
+            await context.ari.channels.snoop(
+                target, context.host.app_name, spy="both", whisper=whisper, snoop_id=snoop_id
+            )
+            # In the bridge only once in Stasis: before, 422 (as for ExternalMedia).
+            await context.wait_channel(snoop_id, started, timeout=5.0)
+            await context.ari.bridges.add_channel(bridge, snoop_id)
+        except BaseException:
+            with contextlib.suppress(AriError):
+                await context.release_channel(snoop_id)
+            raise
+        old, self.snoop_id, self.mode = self.snoop_id, snoop_id, mode
+        if old is not None:
+            with contextlib.suppress(AriError):
+                await context.release_channel(old)
+
+    async def _unseat(self) -> None:
+        snoop, self.snoop_id = self.snoop_id, None
+        if snoop is not None:
+            with contextlib.suppress(AriError):
+                await self.context.release_channel(snoop)
+
+    async def _back_to_agent(self) -> None:
+        """The caller back in the media bridge with the agent; the parties' bridge gone."""
+        await self._unseat()
+        bridge = self.media.bridge_id
+        if bridge is not None and not self.context.ended:
+            await self.context.request(
+                self.context.ari.bridges.add_channel(bridge, self.context.id)
+            )
+        if self.bridge_id is not None:
+            await self._destroy_bridge(self.bridge_id)
+            self.bridge_id = None
+
+    async def _destroy_bridge(self, bridge_id: str) -> None:
+        context = self.context
+        with contextlib.suppress(AriNotFound):
+            await context.ari.bridges.destroy(bridge_id)
+        context.host.registry.forget_bridge(bridge_id)
+        context.bridges.discard(bridge_id)
+
+    async def _watch(self, leg: str, left: asyncio.Future[AriEvent]) -> None:
+        """The callee hung up: the caller goes back to the agent, or (the agent gone)
+        the call ends."""
+        try:
+            await left
+        except CallEnded:
+            return
+        async with self._lock:
+            if self.callee_id != leg:
+                return  # released by disconnect() or replaced
+            self.callee_id = None
+            if self.state is PartyState.CLOSED:
+                logger.info("call %s: the callee hung up; ending the call", self.context.id)
+                await self.context.hangup()
+                return
+            if self.state is PartyState.CONNECTED:
+                logger.info(
+                    "call %s: the callee hung up; caller back with the agent", self.context.id
+                )
+                self.state = PartyState.ALONE
+                with contextlib.suppress(CallEnded):
+                    await self._back_to_agent()
+
+
+def _leaves(event: AriEvent, channel_id: str) -> bool:
+    return isinstance(event, StasisEnd | ChannelDestroyed) and event.channel_id == channel_id
