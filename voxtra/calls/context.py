@@ -342,6 +342,18 @@ class CallContext:
             self.host.registry.forget_channel(channel_id)
             self.channels.discard(channel_id)
 
+    async def release_bridge(self, bridge_id: str) -> None:
+        """Destroy a bridge of this call (sent again after an outage) and forget it;
+        one already gone is not an error."""
+        try:
+            with contextlib.suppress(AriNotFound):
+                await self.host.retry_after_outage(
+                    functools.partial(self.ari.bridges.destroy, bridge_id)
+                )
+        finally:
+            self.host.registry.forget_bridge(bridge_id)
+            self.bridges.discard(bridge_id)
+
     async def create_bridge(self, kind: str) -> str:
         """A mixing bridge this call owns (destroyed at teardown)."""
         # proxy_media for the media bridge: without it Asterisk switches the caller and
@@ -475,17 +487,7 @@ class CallContext:
         return functools.partial(self.release_channel, channel_id)
 
     def _destroyer(self, bridge_id: str) -> Cleanup:
-        async def destroy() -> None:
-            try:
-                with contextlib.suppress(AriNotFound):
-                    await self.host.retry_after_outage(
-                        functools.partial(self.ari.bridges.destroy, bridge_id)
-                    )
-            finally:
-                self.host.registry.forget_bridge(bridge_id)
-                self.bridges.discard(bridge_id)
-
-        return destroy
+        return functools.partial(self.release_bridge, bridge_id)
 
     async def _step(self, what: str, step: Cleanup) -> None:
         try:
