@@ -228,3 +228,71 @@ async def test_a_corrupt_model_fails_with_config_error_on_warm_up(tmp_path) -> N
 def test_registry_builds_it() -> None:
     stt = get_provider("stt", "whisper", beam_size=2)
     assert isinstance(stt, WhisperSTT) and stt.beam_size == 2
+
+
+class CountingWhisper(WhisperSTT):
+    """Counts decodes and how much audio (s) each was given."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.decoded: list[float] = []
+
+    async def decode(self, parts: list[tuple[int, bytes]]) -> tuple[str, float | None]:
+        if parts:
+            self.decoded.append(sum(len(d) / 2 / rate for rate, d in parts))
+        return await super().decode(parts)
+
+
+async def test_a_pause_is_decoded_early_and_that_decode_is_the_final(piper: PiperTTS) -> None:
+    """After early_decode_ms of pause the stream decodes what it has; at end of speech
+    with nothing said since, that decode is the final (no second decode), so the
+    transcript does not wait for a decode started at the end of the turn."""
+    stt = CountingWhisper(early_decode_ms=200)
+    question = frames(await say_ulaw(piper, "when are you open"))
+    pause = [AudioChunk.silence()] * 30  # 600 ms, the pipeline's end-of-turn silence
+    stream = await stt.stream()
+    await send_all(stream, question + pause[:15])
+    for _ in range(200):  # the early decode runs while the rest of the pause arrives
+        if stt.decoded:
+            break
+        await asyncio.sleep(0.01)
+    assert len(stt.decoded) == 1  # started before end of speech
+    await send_all(stream, pause[15:])
+    await stream.end_of_speech()
+    await stream.close()
+    (got,) = await finals(stream)
+    assert word_errors(got.text, "when are you open") <= 1, got.text
+    assert len(stt.decoded) == 1  # that decode was the final
+    await stt.aclose()
+
+
+async def test_speech_after_a_pause_drops_the_early_decode(piper: PiperTTS) -> None:
+    """A caller who speaks on after a pause ("my number is ... four five") gets one
+    final with all their words: the decode of the words before the pause is dropped."""
+    stt = CountingWhisper(early_decode_ms=200)
+    first = frames(await say_ulaw(piper, "what is the weather"))
+    second = frames(await say_ulaw(piper, "in london"))
+    pause = [AudioChunk.silence()] * 20
+    stream = await stt.stream()
+    await send_all(stream, first + pause)
+    await asyncio.sleep(0.05)
+    await send_all(stream, second + pause)
+    await stream.end_of_speech()
+    await stream.close()
+    (got,) = await finals(stream)
+    assert word_errors(got.text, "what is the weather in london") <= 1, got.text
+    assert len(stt.decoded) == 2  # early (dropped), early again, which is the final
+    assert stt.decoded[-1] > stt.decoded[0] + 0.5
+    await stt.aclose()
+
+
+async def test_early_decoding_can_be_turned_off(piper: PiperTTS) -> None:
+    stt = CountingWhisper(early_decode_ms=None)
+    stream = await stt.stream()
+    await send_all(stream, frames(await say_ulaw(piper, "goodbye")) + [AudioChunk.silence()] * 30)
+    await asyncio.sleep(0.3)
+    assert stt.decoded == []
+    await stream.end_of_speech()
+    await stream.close()
+    assert len(await finals(stream)) == 1 and len(stt.decoded) == 1
+    await stt.aclose()
