@@ -466,6 +466,47 @@ async def snoop_and_external_media(side: Side) -> Record:
     ]
 
 
+async def move_between_bridges_and_whisper(side: Side) -> Record:
+    """What three-party calls (voxtra.calls.parties) rely on: addChannel moves a channel
+    out of the bridge it is in, and a snoop takes spy and whisper directions."""
+    first, second = await side.originate(), await side.originate()
+    media, parties = f"br-{uuid.uuid4().hex[:8]}", f"br-{uuid.uuid4().hex[:8]}"
+    snoop_id = f"fx-snoop-{uuid.uuid4().hex[:8]}"
+    side.made.append(snoop_id)
+    await side.ari.bridges.create("mixing", bridge_id=media)
+    await side.ari.bridges.create("mixing", bridge_id=parties)
+    await side.ari.bridges.add_channel(media, first)
+    record: Record = [
+        await side.call("POST", f"/bridges/{parties}/addChannel", {"channel": [first, second]}),
+    ]
+    await side.wait_event(
+        lambda e: (
+            e.type == "ChannelEnteredBridge"
+            and _ids(e).get("channel") == first
+            and _ids(e).get("bridge") == parties
+        )
+    )
+    record += [
+        (await side.ari.bridges.get(media)).channels,
+        sorted((await side.ari.bridges.get(parties)).channels) == sorted([first, second]),
+        await side.call(
+            "POST",
+            f"/channels/{second}/snoop/{snoop_id}",
+            {"app": side.app, "spy": "both", "whisper": "out"},
+        ),
+    ]
+    await side.wait_event(lambda e: e.type == "StasisStart" and _ids(e).get("channel") == snoop_id)
+    record += [
+        await side.call("POST", f"/bridges/{media}/addChannel", {"channel": snoop_id}),
+        await side.call(
+            "POST", f"/channels/{second}/snoop", {"app": side.app, "spy": "none", "whisper": "none"}
+        ),
+    ]
+    for bridge_id in (media, parties):
+        await side.ari.bridges.destroy(bridge_id)
+    return record
+
+
 async def external_media_rtp(side: Side) -> Record:
     """Asterisk's RTP end: where it sends from, what it sends (payload type, 20 ms)."""
     channel_id = await side.originate()
@@ -546,6 +587,7 @@ SCENARIOS: list[Callable[[Side], Awaitable[Record]]] = [
     continue_in_dialplan,
     record_and_fetch,
     snoop_and_external_media,
+    move_between_bridges_and_whisper,
     external_media_rtp,
     errors,
 ]

@@ -204,6 +204,9 @@ class FakeCall:
         self.bridge_id: str | None = None
         self.spied: FakeCall | None = None
         """For a snoop channel: the channel it listens to."""
+        self.spy = "none"
+        self.whisper = "none"
+        """For a snoop channel: its ``spy`` and ``whisper`` directions (none/in/out/both)."""
         self.rtp: FakeRtpEnd | None = None
         self.media_ends: list[FakeRtpEnd] = []
         self._answered = asyncio.Event()

@@ -1092,6 +1092,7 @@ class FakeAsterisk(AriTransport):
             extension="s",
         )
         channel.spied = spied
+        channel.spy, channel.whisper = spy, whisper
         self.channels[channel.id] = channel
         body = channel.to_json()
         raw_args = request.params.get("appArgs", "")

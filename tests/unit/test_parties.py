@@ -1,0 +1,253 @@
+"""Three-party calls against FakeAsterisk: which channel is in which bridge, which snoop
+whispers where, in each mode and after each command (the who-hears-what of each
+topology is measured with real phones in tests/integration/test_three_party.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from voxtra import CallSession, VoxtraApp
+from voxtra.calls.parties import AgentMode, PartyError, PartyState, callee_endpoint
+from voxtra.errors import CallBusy, CallFailed, CallNoAnswer, ConfigError
+from voxtra.testing import FakeAsterisk
+from voxtra.testing.fake_asterisk.calls import FakeCall
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+Handler = Callable[[CallSession], Awaitable[None]]
+
+
+def make_app(tmp_path: Path, handler: Handler, **metadata: Any) -> VoxtraApp:
+    app = VoxtraApp(
+        "http://asterisk.invalid:8088",
+        "user",
+        "secret",
+        app_name="parties-tests",
+        instance_id="unit",
+        spool_dir=str(tmp_path / "spool"),
+        recordings_dir=str(tmp_path / "recordings"),
+        handler_deadline=1.0,
+    )
+    app.route("_X.", metadata=metadata or None)(handler)
+    return app
+
+
+def bridge_of(fake: FakeAsterisk, channel_id: str | None) -> set[str]:
+    """The ids in the bridge ``channel_id`` is in (empty: in none)."""
+    for bridge in fake.bridges.values():
+        if channel_id in bridge.channels:
+            return set(bridge.channels)
+    return set()
+
+
+def snoops(fake: FakeAsterisk) -> list[FakeCall]:
+    return [c for c in fake.channels.values() if c.kind == "snoop" and not c.ended]
+
+
+def seat(fake: FakeAsterisk) -> tuple[str, str, str]:
+    """The one live snoop: (spied channel id, spy, whisper)."""
+    (snoop,) = snoops(fake)
+    assert snoop.spied is not None
+    return snoop.spied.id, snoop.spy, snoop.whisper
+
+
+async def test_connect_dials_the_called_number_and_each_mode_seats_the_agent(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    step = asyncio.Queue[str]()
+    go = asyncio.Queue[None]()
+    session: list[CallSession] = []
+
+    async def handler(call: CallSession) -> None:
+        session.append(call)
+        await call.answer()
+        await call.connect(ring_time=5)
+        for command in (call.whisper, lambda: call.whisper(to="caller"), call.spy, call.barge):
+            step.put_nowait(call.agent_mode)
+            await go.get()
+            await command()
+        step.put_nowait(call.agent_mode)
+        await go.get()
+        await call.disconnect()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        seen = []
+        for _ in range(5):
+            seen.append(await asyncio.wait_for(step.get(), 5))
+            (callee,) = fake_asterisk.originated
+            media = session[0].media_path
+            # caller and callee in one bridge; the agent's channel and seat in another
+            assert bridge_of(fake_asterisk, caller.id) == {caller.id, callee.id}
+            (snoop,) = snoops(fake_asterisk)
+            assert bridge_of(fake_asterisk, media.channel_id) == {media.channel_id, snoop.id}
+            spied, spy, whisper = seat(fake_asterisk)
+            assert spy == "both"  # the agent hears both parties in every mode
+            who = "caller" if spied == caller.id else "callee"
+            seen[-1] = (seen[-1], who, whisper)
+            go.put_nowait(None)
+        await caller.wait_ended()
+        await callee.wait_ended()
+
+    assert callee.endpoint == "PJSIP/200"  # the called number, through the default template
+    assert seen == [
+        ("barge", "callee", "both"),
+        ("whisper(to='callee')", "callee", "out"),
+        ("whisper(to='caller')", "caller", "out"),
+        ("spy", "callee", "none"),
+        ("barge", "callee", "both"),
+    ]
+    assert not fake_asterisk.bridges and not snoops(fake_asterisk)
+    assert not [c for c in fake_asterisk.channels.values() if not c.ended]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error"),
+    [("busy", CallBusy), ("noanswer", CallNoAnswer), ("congestion", CallFailed)],
+)
+async def test_an_unreachable_callee_raises_its_outcome_and_the_caller_stays_with_the_agent(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, outcome: str, error: type[Exception]
+) -> None:
+    raised: list[BaseException] = []
+    after: list[Any] = []
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.media()
+        try:
+            await call.connect(ring_time=5, to="PJSIP/bob")
+        except Exception as exc:
+            raised.append(exc)
+        media = call.media_path
+        after.append((call.parties.state, bridge_of(fake_asterisk, call.id), media.channel_id))
+        await call.hangup()
+
+    fake_asterisk.endpoint_outcomes["PJSIP/bob"] = outcome
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await caller.wait_ended()
+
+    assert len(raised) == 1 and isinstance(raised[0], error), raised
+    state, bridge, media_channel = after[0]
+    assert state is PartyState.ALONE
+    assert bridge == {caller.id, media_channel}  # still with the agent
+    assert all(leg.ended for leg in fake_asterisk.originated)
+
+
+async def test_close_leaves_the_parties_bridged_until_one_hangs_up(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    closed = asyncio.Event()
+    agent: list[str | None] = []
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.connect(ring_time=5, to="300")
+        agent.extend([call.parties.snoop_id, call.media_path.channel_id])
+        await call.close()
+        await call.close()  # idempotent
+        closed.set()  # and the handler returns: the call stays up
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await asyncio.wait_for(closed.wait(), 5)
+        (callee,) = fake_asterisk.originated
+        await asyncio.sleep(0.2)
+        assert not caller.ended and not callee.ended
+        assert bridge_of(fake_asterisk, caller.id) == {caller.id, callee.id}
+        assert len(fake_asterisk.bridges) == 1  # the agent's bridge is gone
+        for channel_id in agent:
+            assert (
+                channel_id not in fake_asterisk.channels or fake_asterisk.channels[channel_id].ended
+            )
+        await callee.hang_up()
+        await caller.wait_ended()
+
+    assert callee.endpoint == "PJSIP/300"
+    assert not fake_asterisk.bridges
+
+
+async def test_the_callee_hanging_up_brings_the_caller_back_to_the_agent(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    connected = asyncio.Event()
+    back = asyncio.Event()
+    states: list[Any] = []
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.connect(ring_time=5)
+        connected.set()
+        await back.wait()
+        states.append((call.parties.state, bridge_of(fake_asterisk, call.id)))
+        states.append(call.media_path.channel_id)
+        await call.connect(ring_time=5)  # and it can connect again
+        states.append(call.parties.state)
+        await call.disconnect()
+
+    app = make_app(tmp_path, handler, connect_endpoint="PJSIP/{number}@trunk")
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="250")
+        await asyncio.wait_for(connected.wait(), 5)
+        first = fake_asterisk.originated[0]
+        await first.hang_up()
+        await fake_asterisk.wait_until(lambda: not snoops(fake_asterisk))
+        await fake_asterisk.wait_until(lambda: len(bridge_of(fake_asterisk, caller.id)) == 2)
+        back.set()
+        await caller.wait_ended()
+
+    state, bridge = states[0]
+    assert state is PartyState.ALONE
+    assert bridge == {caller.id, states[1]}
+    assert states[2] is PartyState.CONNECTED
+    assert [leg.endpoint for leg in fake_asterisk.originated] == ["PJSIP/250@trunk"] * 2
+    assert not fake_asterisk.bridges
+
+
+async def test_misuse_is_a_party_error(fake_asterisk: FakeAsterisk, tmp_path: Path) -> None:
+    errors: list[str] = []
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        for command in (call.barge, call.spy, call.whisper, call.close):
+            with pytest.raises(PartyError):
+                await command()
+        await call.connect(ring_time=5)
+        with pytest.raises(PartyError):
+            await call.connect(ring_time=5)
+        await call.spy()
+        with pytest.raises(PartyError) as info:
+            await call.say("hello")
+        errors.append(str(info.value))
+        with pytest.raises(ConfigError):
+            await call.whisper(to="agent")
+        await call.disconnect()
+        await call.disconnect()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await caller.wait_ended()
+    assert errors and "spying" in errors[0]
+
+
+def test_a_number_maps_to_an_endpoint() -> None:
+    assert callee_endpoint(None, "200") == "PJSIP/200"
+    assert callee_endpoint("+15551234", "200", "PJSIP/trunk/sip:{number}@carrier") == (
+        "PJSIP/trunk/sip:+15551234@carrier"
+    )
+    assert callee_endpoint("Local/x@ctx", "200", "PJSIP/{number}") == "Local/x@ctx"
+    for bad in ("", "1&PJSIP/evil", "200,30"):
+        with pytest.raises(ConfigError):
+            callee_endpoint(None, bad)
+    with pytest.raises(ConfigError):
+        callee_endpoint(None, "200", "PJSIP/trunk")
+    assert AgentMode("whisper", "caller").seat == ("caller", "out")
