@@ -1,0 +1,345 @@
+"""OpenAIRealtimeEngine through the real openai SDK against FakeOpenAIRealtime.
+
+The fake speaks the Realtime WebSocket protocol on loopback; the media is a
+MemoryMediaIO on the real clock (a server is involved: virtual time would race ahead of
+it). Each test's audio is a second or two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+
+from voxtra.errors import CallEnded, ProviderError
+from voxtra.media.frames import Codec
+from voxtra.pipeline import ConversationEngine
+from voxtra.pipeline.events import (
+    AgentResponseEvent,
+    BargeInEvent,
+    PipelineEvent,
+    ProviderErrorEvent,
+    SpeechEndedEvent,
+    SpeechStartedEvent,
+    TurnMetrics,
+    UserTranscriptEvent,
+)
+from voxtra.pipeline.pipeline import EndReason
+from voxtra.pipeline.testing import MemoryMediaIO, silence_frames, tone_frames
+from voxtra.providers.openai_realtime import OpenAIRealtimeEngine
+from voxtra.testing.fakes.openai_realtime import FakeOpenAIRealtime, RealtimeReply
+
+KEY = "sk-test"
+
+
+def engine_for(fake: FakeOpenAIRealtime, **options: Any) -> OpenAIRealtimeEngine:
+    return OpenAIRealtimeEngine(KEY, "gpt-realtime", base_url=fake.base_url, **options)
+
+
+@asynccontextmanager
+async def attached(
+    engine: OpenAIRealtimeEngine, media: MemoryMediaIO
+) -> AsyncIterator[list[PipelineEvent]]:
+    events: list[PipelineEvent] = []
+    engine.on_event(events.append)
+    async with engine.attach(media, clock=media.clock, call_id="c1"):
+        yield events
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def speak(media: MemoryMediaIO, ms: int = 400, then_silence: int = 700) -> None:
+    """The caller says something: a tone the fake's VAD hears, then silence."""
+    media.inject(tone_frames(ms, level_db=-20))
+    media.inject(silence_frames(then_silence))
+
+
+async def test_say_plays_the_models_ulaw_untouched() -> None:
+    async with FakeOpenAIRealtime(KEY) as fake:
+        engine = engine_for(fake, voice="cedar", system_prompt="Be brief.")
+        assert isinstance(engine, ConversationEngine)
+        media = MemoryMediaIO(virtual=False)
+        async with attached(engine, media):
+            result = await engine.say("Hello there, caller.")
+        (conn,) = fake.connections
+    assert not result.interrupted
+    assert result.heard_text == "Hello there, caller."
+    assert result.played_ms == pytest.approx(900)  # 3 words, 300 ms each
+    # u-law 8 kHz in and out: the service's audio goes to the transport as it came
+    assert conn.query["model"] == "gpt-realtime"
+    assert conn.headers["Authorization"] == f"Bearer {KEY}"
+    assert conn.input_format == conn.output_format == "audio/pcmu"
+    assert {(c.codec, c.sample_rate) for c in media.received} == {(Codec.ULAW, 8000)}
+    assert sum(c.duration_ms for c in media.received) == pytest.approx(900)
+    assert media.played_audio_ms() == pytest.approx(900)
+    session = conn.of("session.update")[0]["session"]
+    assert session["instructions"] == "Be brief."
+    assert session["audio"]["output"]["voice"] == "cedar"
+    detection = session["audio"]["input"]["turn_detection"]
+    # attached for say/listen: the model does not answer on its own, and the engine
+    # (not the service) decides what a barge-in cancels
+    assert detection["create_response"] is False and detection["interrupt_response"] is False
+    (create,) = conn.of("response.create")
+    assert create["response"]["instructions"].endswith("\nHello there, caller.")
+    # the caller's audio went up as u-law too
+    assert conn.audio_bytes > 0 and conn.audio_bytes % 160 == 0
+    assert [m.content for m in engine.history if m.role == "assistant"] == ["Hello there, caller."]
+
+
+async def test_listen_returns_the_input_transcription_and_the_model_stays_quiet() -> None:
+    async with FakeOpenAIRealtime(KEY, transcripts=["what are your opening hours"]) as fake:
+        engine = engine_for(fake)
+        media = MemoryMediaIO(virtual=False)
+        async with attached(engine, media) as events:
+            speak(media)
+            turn = await engine.listen(timeout=5)
+            nothing = await engine.listen(timeout=0.3)
+        (conn,) = fake.connections
+    assert turn is not None and turn.text == "what are your opening hours" and turn.is_final
+    assert nothing is None
+    assert conn.of("response.create") == []  # listen() does not make the model answer
+    kinds = [type(e) for e in events]
+    assert kinds.index(SpeechStartedEvent) < kinds.index(SpeechEndedEvent)
+    partials = [e for e in events if isinstance(e, UserTranscriptEvent) and not e.is_final]
+    assert [p.text for p in partials] == ["what are your opening hours"]
+    assert [(m.role, m.content) for m in engine.history] == [
+        ("user", "what are your opening hours")
+    ]
+
+
+async def test_barge_in_flushes_cancels_and_truncates_at_what_was_heard() -> None:
+    words = " ".join(f"word{i}" for i in range(20))  # 6 s of answer
+    # one 100 ms chunk per 100 ms: the response is still in progress when cut
+    async with FakeOpenAIRealtime(KEY, chunk_delay=0.1) as fake:
+        engine = engine_for(fake)
+        media = MemoryMediaIO(virtual=False)
+        async with attached(engine, media) as events:
+            say = asyncio.create_task(engine.say(words))
+            await until(lambda: media.played_ms >= 700)
+            speak(media, 300, 200)
+            result = await asyncio.wait_for(say, 5)
+            await until(lambda: bool(fake.connections[0].truncations))
+            flushed_at = media.flushes[0]
+            await asyncio.sleep(0.3)
+        (conn,) = fake.connections
+    assert result.interrupted
+    (barge,) = [e for e in events if isinstance(e, BargeInEvent)]
+    (truncation,) = conn.truncations
+    # what the caller heard: the transport's played audio of this answer at the flush
+    assert truncation["audio_end_ms"] == int(result.played_ms)
+    assert 700 <= result.played_ms < 3000
+    assert barge.played_ms == result.played_ms and barge.heard_text == result.heard_text
+    assert conn.cancels == 1  # the answer was still being generated
+    # nothing of the answer played after the flush
+    assert media.played_audio_ms(since=flushed_at + 0.001) == 0
+    heard_words = result.heard_text.split()
+    assert heard_words == words.split()[: len(heard_words)]
+    assert len(heard_words) <= int(result.played_ms // 300) + 1
+    # the engine's history and the service's agree on what was said
+    assistant = [m.content for m in engine.history if m.role == "assistant"]
+    assert assistant == [result.heard_text]
+    assert conn.history()[0] == (
+        "assistant",
+        " ".join(words.split()[: int(truncation["audio_end_ms"] // 300)]),
+    )
+
+
+async def test_a_say_that_is_not_interruptible_plays_through() -> None:
+    async with FakeOpenAIRealtime(KEY) as fake:
+        engine = engine_for(fake)
+        media = MemoryMediaIO(virtual=False)
+        async with attached(engine, media):
+            say = asyncio.create_task(engine.say("one two three four", interruptible=False))
+            await until(lambda: media.played_ms >= 300)
+            speak(media, 300, 100)
+            result = await asyncio.wait_for(say, 5)
+        (conn,) = fake.connections
+    assert not result.interrupted and result.played_ms == pytest.approx(1200)
+    assert conn.truncations == [] and conn.cancels == 0 and media.flushes == []
+
+
+async def test_converse_answers_each_turn_and_measures_it() -> None:
+    fake = FakeOpenAIRealtime(
+        KEY,
+        transcripts=["hello"],
+        replies=[RealtimeReply(text="Hi, how can I help?")],
+    )
+    async with fake:
+        engine = engine_for(fake, greeting="Welcome.")
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        run = asyncio.create_task(engine.run(media, clock=media.clock, call_id="c1"))
+        await until(lambda: media.played_ms >= 300)  # "Welcome." played
+        speak(media)
+        await until(lambda: any(isinstance(e, TurnMetrics) for e in events))
+        await until(lambda: media.queued_ms == 0 and media.played_ms >= 1700)
+        media.hangup()
+        reason = await asyncio.wait_for(run, 5)
+        (conn,) = fake.connections
+    assert reason is EndReason.HANGUP
+    detection = conn.of("session.update")[0]["session"]["audio"]["input"]["turn_detection"]
+    assert detection["create_response"] is True
+    (metrics,) = [e for e in events if isinstance(e, TurnMetrics)]
+    assert metrics.speech_end is not None and metrics.first_frame_out is not None
+    assert metrics.total_ms is not None and 0 < metrics.total_ms < 3000
+    answers = [e.text for e in events if isinstance(e, AgentResponseEvent)]
+    assert answers == ["Welcome.", "Hi, how can I help?"]
+    assert [(m.role, m.content) for m in engine.history] == [
+        ("assistant", "Welcome."),
+        ("user", "hello"),
+        ("assistant", "Hi, how can I help?"),
+    ]
+
+
+async def test_a_tool_call_round_trip_does_not_hold_the_audio() -> None:
+    calls: list[str] = []
+
+    async def get_weather(city: str) -> dict[str, str]:
+        """The weather in a city.
+
+        Args:
+            city: the city's name
+        """
+        calls.append(city)
+        await asyncio.sleep(0.5)  # a slow tool
+        return {"city": city, "sky": "sunny"}
+
+    fake = FakeOpenAIRealtime(
+        KEY,
+        transcripts=["weather in paris"],
+        replies=[
+            RealtimeReply(tool_calls=[("get_weather", {"city": "Paris"})]),
+            RealtimeReply(text="It is sunny in Paris."),
+        ],
+    )
+    async with fake:
+        engine = engine_for(fake, tools=[get_weather])
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        run = asyncio.create_task(engine.run(media, clock=media.clock))
+        await fake.wait_connections(1)
+        speak(media)
+        await until(lambda: bool(calls))
+        audio_at_call = fake.connections[0].audio_bytes
+        await until(lambda: len([e for e in events if isinstance(e, AgentResponseEvent)]) == 2)
+        audio_after = fake.connections[0].audio_bytes
+        await until(lambda: media.queued_ms == 0)
+        media.hangup()
+        await asyncio.wait_for(run, 5)
+        (conn,) = fake.connections
+    assert calls == ["Paris"]
+    # the caller's audio kept going up while the tool ran (0.5 s = 4000 bytes of u-law)
+    assert audio_after - audio_at_call >= 3000
+    tools = conn.of("session.update")[0]["session"]["tools"]
+    assert tools == [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "The weather in a city.",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string", "description": "the city's name"}},
+                "required": ["city"],
+            },
+        }
+    ]
+    (output,) = [e["item"] for e in conn.of("conversation.item.create")]
+    assert output["type"] == "function_call_output"
+    assert json.loads(output["output"]) == {"city": "Paris", "sky": "sunny"}
+    assert len(conn.of("response.create")) == 1  # the one after the tool's result
+    kinds = [k for k, _ in conn.history()]
+    assert kinds == ["user", "function_call", "function_call_output", "assistant"]
+    first, second = [e for e in events if isinstance(e, AgentResponseEvent)]
+    assert first.tool_calls[0].name == "get_weather" and first.tool_calls[0].arguments == {
+        "city": "Paris"
+    }
+    assert second.text == "It is sunny in Paris."
+    assert media.played_audio_ms() == pytest.approx(1500)
+
+
+async def test_a_dropped_socket_is_reconnected_with_the_conversation() -> None:
+    async with FakeOpenAIRealtime(KEY, transcripts=["my name is ann"]) as fake:
+        engine = engine_for(fake, system_prompt="You are a bakery.", reconnect_delay=0.05)
+        media = MemoryMediaIO(virtual=False)
+        async with attached(engine, media) as events:
+            await engine.say("Hello.")
+            speak(media)
+            assert (await engine.listen(timeout=5)) is not None
+            fake.drop()
+            await fake.wait_connections(2)
+            await until(lambda: len(fake.connections[1].of("conversation.item.create")) == 2)
+            again = await engine.say("Still here.")
+        _, second = fake.connections
+    assert not again.interrupted and again.heard_text == "Still here."
+    errors = [e for e in events if isinstance(e, ProviderErrorEvent)]
+    assert len(errors) == 1 and "connection lost" in errors[0].message
+    restored = second.of("session.update")[0]["session"]
+    assert restored["instructions"] == "You are a bakery."
+    items = [e["item"] for e in second.of("conversation.item.create")]
+    assert [(i["role"], i["content"]) for i in items] == [
+        ("assistant", [{"type": "output_text", "text": "Hello."}]),
+        ("user", [{"type": "input_text", "text": "my name is ann"}]),
+    ]
+    assert second.history()[:2] == [("assistant", "Hello."), ("user", "my name is ann")]
+
+
+async def test_a_failed_reconnect_fails_say_and_listen_with_a_provider_error() -> None:
+    fake = FakeOpenAIRealtime(KEY)
+    async with fake:
+        engine = engine_for(fake, reconnect_attempts=2, reconnect_delay=0.01)
+        media = MemoryMediaIO(virtual=False)
+        async with attached(engine, media) as events:
+            fake.reject = 5
+            fake.drop()
+            with pytest.raises(ProviderError, match="reconnect failed"):
+                await asyncio.wait_for(engine.listen(), 5)
+            with pytest.raises(ProviderError, match="reconnect failed"):
+                await engine.say("anyone?")
+    assert [e.stage for e in events if isinstance(e, ProviderErrorEvent)] == ["realtime"] * 2
+
+
+async def test_a_bad_key_is_a_provider_error_at_attach() -> None:
+    async with FakeOpenAIRealtime("right-key") as fake:
+        engine = OpenAIRealtimeEngine("wrong-key", base_url=fake.base_url)
+        with pytest.raises(ProviderError, match=r"cannot connect.*401"):
+            async with engine.attach(MemoryMediaIO(virtual=False)):
+                pass
+
+
+async def test_service_errors_are_events_and_a_failed_say_raises() -> None:
+    async with FakeOpenAIRealtime(KEY, replies=[]) as fake:
+        engine = engine_for(fake)
+        media = MemoryMediaIO(virtual=False)
+        async with attached(engine, media) as events:
+            await fake.send_error("The server had an error.")
+            await until(lambda: any(isinstance(e, ProviderErrorEvent) for e in events))
+            fake.fail_next = "model overloaded"
+            with pytest.raises(ProviderError, match="response failed: model overloaded"):
+                await engine.say("first")
+            after = await engine.say("second")  # the session goes on
+    first, second = [e for e in events if isinstance(e, ProviderErrorEvent)]
+    assert "The server had an error." in first.message and first.stage == "realtime"
+    assert "model overloaded" in second.message
+    assert after.heard_text == "second"
+
+
+async def test_hangup_ends_listen_with_call_ended() -> None:
+    async with FakeOpenAIRealtime(KEY) as fake:
+        engine = engine_for(fake)
+        media = MemoryMediaIO(virtual=False)
+        async with attached(engine, media):
+            listen = asyncio.create_task(engine.listen())
+            await asyncio.sleep(0.1)
+            media.hangup()
+            with pytest.raises(CallEnded):
+                await asyncio.wait_for(listen, 5)
