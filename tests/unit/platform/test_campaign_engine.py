@@ -1,0 +1,288 @@
+"""The campaign and schedule engine through a whole app on FakeAsterisk and a SQLite
+store, with an accelerated clock: limits measured from the store's timestamps, retries
+as configured, exactly one final outcome per contact, windows, pause/resume/cancel,
+schedules once and by cron."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter, defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from voxtra import CallSession, VoxtraApp
+from voxtra.platform.engine import ScaledClock, Worker
+from voxtra.platform.engine.admin import (
+    CampaignConflict,
+    ContactSpec,
+    campaign_progress,
+    cancel_schedule,
+    create_campaign,
+    create_schedule,
+    steer_campaign,
+)
+from voxtra.platform.scheduling import Backoff, CallingWindow, RetryPolicy
+from voxtra.platform.store.campaigns import (
+    Campaign,
+    CampaignAttempt,
+    CampaignContact,
+    Schedule,
+    ScheduleRun,
+)
+from voxtra.platform.store.db import Database
+from voxtra.testing import FakeAsterisk
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+async def agent(call: CallSession) -> None:
+    await asyncio.sleep(0.02)
+    await call.hangup()
+
+
+@dataclass
+class Rig:
+    app: VoxtraApp
+    fake: FakeAsterisk
+    db: Database
+    clock: ScaledClock
+    events: list[tuple[str, dict[str, Any], list[str]]] = field(default_factory=list)
+
+    def worker(self, **options: Any) -> Worker:
+        options.setdefault("poll_interval", 5.0)
+        options.setdefault("lease", 600.0)
+        return Worker(
+            self.app,
+            self.db,
+            routes=lambda name: agent if name == "agent" else None,
+            clock=self.clock,
+            notify=lambda event, data, urls: self.events.append((event, data, urls)),
+            **options,
+        )
+
+    async def wait_finished(self, campaign_id: str, timeout: float = 20.0) -> Campaign:
+        async with asyncio.timeout(timeout):
+            while True:
+                async with self.db.session() as session:
+                    campaign = await session.get(Campaign, campaign_id)
+                    assert campaign is not None
+                    if campaign.status == "finished":
+                        return campaign
+                await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path, fake_asterisk: FakeAsterisk) -> AsyncIterator[Rig]:
+    app = VoxtraApp(
+        "http://asterisk.invalid:8088",
+        "user",
+        "secret",
+        app_name="campaign-tests",
+        instance_id="unit",
+        spool_dir=str(tmp_path / "spool"),
+        recordings_dir=str(tmp_path / "recordings"),
+    )
+    db = Database(f"sqlite:///{tmp_path}/platform.db")
+    await db.migrate()
+    # 120x: a minute of the campaign's time passes in half a second
+    clock = ScaledClock(120, start=datetime(2026, 11, 30, 9, 0, tzinfo=UTC))
+    try:
+        async with fake_asterisk.serve(app):
+            yield Rig(app, fake_asterisk, db, clock)
+    finally:
+        await db.close()
+
+
+def contacts(fake: FakeAsterisk, n: int) -> list[ContactSpec]:
+    """n contacts cycling answer / busy / no answer (the fake's endpoints say so)."""
+    out = []
+    for i in range(n):
+        kind = ("answer", "busy", "noanswer")[i % 3]
+        endpoint = f"PJSIP/{kind}-{i:03d}"
+        fake.endpoint_outcomes[endpoint] = kind
+        out.append(ContactSpec(endpoint, variables={"name": f"c{i}"}))
+    return out
+
+
+def max_overlap(attempts: list[CampaignAttempt]) -> int:
+    worst = 0
+    for a in attempts:
+        live = sum(
+            1
+            for b in attempts
+            if b.started_at <= a.started_at and (b.ended_at is None or a.started_at < b.ended_at)
+        )
+        worst = max(worst, live)
+    return worst
+
+
+def max_per_minute(attempts: list[CampaignAttempt]) -> int:
+    starts = sorted(a.started_at for a in attempts)
+    return max(sum(1 for t in starts if s - timedelta(seconds=60) < t <= s) for s in starts)
+
+
+async def test_a_campaign_keeps_its_limits_retries_and_ends_each_contact_once(rig: Rig) -> None:
+    policy = RetryPolicy(
+        max_attempts=3, busy=Backoff(delay=20, factor=1), no_answer=Backoff(delay=40), failed=None
+    )
+    async with rig.db.session() as session:
+        campaign = await create_campaign(
+            session,
+            contacts=contacts(rig.fake, 45),
+            now=rig.clock.now(),
+            route="agent",
+            max_concurrent=5,
+            calls_per_minute=30,
+            retry=policy,
+            webhook_url="http://hooks.invalid/c",
+        )
+    worker = rig.worker()
+    await worker.start()
+    try:
+        await rig.wait_finished(campaign.id)
+    finally:
+        await worker.stop()
+
+    async with rig.db.session() as session:
+        people = (await session.scalars(select(CampaignContact))).all()
+        attempts = (await session.scalars(select(CampaignAttempt))).all()
+        progress = await campaign_progress(session, campaign.id)
+    by_contact: dict[int, list[CampaignAttempt]] = defaultdict(list)
+    for a in attempts:
+        by_contact[a.contact_id].append(a)
+    expected = {"answer": ("completed", 1), "busy": ("busy", 3), "noanswer": ("no_answer", 3)}
+    for person in people:
+        state, tries = expected[person.to.split("/")[1].split("-")[0]]
+        mine = sorted(by_contact[person.id], key=lambda a: a.attempt)
+        assert (person.state, person.attempts, len(mine)) == (state, tries, tries), person.to
+        assert [a.attempt for a in mine] == list(range(1, tries + 1))
+        assert all(a.ended_at is not None for a in mine)
+        # the backoff: 20 s after a busy (factor 1), 40 s then 80 s after no answer
+        for earlier, later in itertools.pairwise(mine):
+            assert earlier.ended_at is not None
+            wait = later.started_at - earlier.ended_at
+            floor = 20 if state == "busy" else 40 * 2 ** (earlier.attempt - 1)
+            assert wait >= timedelta(seconds=floor)
+    assert progress["contacts"] == {"completed": 15, "busy": 15, "no_answer": 15}
+    assert progress["attempts"] == {"completed": 15, "busy": 45, "no_answer": 45}
+    # each attempt dialed once: the fake saw exactly as many originates as attempts
+    assert len(rig.fake.originated) == len(attempts) == 105
+    assert max_overlap(list(attempts)) <= 5
+    assert max_per_minute(list(attempts)) <= 30
+    finished = [e for e in rig.events if e[0] == "campaign.finished"]
+    assert len(finished) == 1 and finished[0][2] == ["http://hooks.invalid/c"]
+    assert finished[0][1]["counts"] == {"completed": 15, "busy": 15, "no_answer": 15}
+
+
+async def test_contacts_are_called_inside_their_own_windows(rig: Rig) -> None:
+    # 09:00 UTC on Monday 2026-11-30: 10:00 in Berlin (open), 18:00 in Tokyo (closed:
+    # next 09:00 Tokyo is 00:00 UTC), 04:00 in New York (closed until 14:00 UTC).
+    rig.fake.dial_outcome = "answer"
+    async with rig.db.session() as session:
+        campaign = await create_campaign(
+            session,
+            contacts=[
+                ContactSpec("PJSIP/berlin", "Europe/Berlin"),
+                ContactSpec("PJSIP/tokyo", "Asia/Tokyo"),
+                ContactSpec("PJSIP/newyork", "America/New_York"),
+            ],
+            now=rig.clock.now(),
+            route="agent",
+            windows=[CallingWindow("09:00", "17:00", ("mon", "tue", "wed", "thu", "fri"))],
+        )
+    worker = rig.worker()
+    await worker.run_once()
+    await asyncio.sleep(0.2)
+    async with rig.db.session() as session:
+        people = {
+            c.to: c
+            for c in (await session.scalars(select(CampaignContact))).all()
+            if c.campaign_id == campaign.id
+        }
+    assert [c.endpoint for c in rig.fake.originated] == ["PJSIP/berlin"]
+    assert people["PJSIP/tokyo"].due_at == datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
+    assert people["PJSIP/newyork"].due_at == datetime(2026, 11, 30, 14, 0, tzinfo=UTC)
+    assert people["PJSIP/tokyo"].state == people["PJSIP/newyork"].state == "pending"
+    await worker.stop()
+
+
+async def test_pause_resume_and_cancel(rig: Rig) -> None:
+    rig.fake.dial_outcome = "answer"
+    async with rig.db.session() as session:
+        campaign = await create_campaign(
+            session,
+            contacts=[ContactSpec(f"PJSIP/p{i}") for i in range(10)],
+            now=rig.clock.now(),
+            route="agent",
+            max_concurrent=1,
+            calls_per_minute=6,  # one call per 10 s of campaign time: 1/12 s real
+        )
+        await steer_campaign(session, campaign.id, "pause")
+    worker = rig.worker()
+    await worker.run_once()
+    assert rig.fake.originated == []  # paused: nothing claimed
+    async with rig.db.session() as session:
+        await steer_campaign(session, campaign.id, "resume")
+    await worker.start()
+    await rig.fake.wait_until(lambda: len(rig.fake.originated) >= 2, timeout=10)
+    async with rig.db.session() as session:
+        await steer_campaign(session, campaign.id, "cancel")
+        with pytest.raises(CampaignConflict):
+            await steer_campaign(session, campaign.id, "resume")
+    await asyncio.sleep(0.3)
+    await worker.stop()
+    async with rig.db.session() as session:
+        progress = await campaign_progress(session, campaign.id)
+        status = (await session.get(Campaign, campaign.id)).status  # type: ignore[union-attr]
+    assert status == "canceled"
+    states = Counter(progress["contacts"])
+    assert states["completed"] >= 2 and states["completed"] + states["canceled"] == 10
+    assert len(rig.fake.originated) == states["completed"]
+
+
+async def test_schedules_once_and_by_cron_each_run_once(rig: Rig) -> None:
+    rig.fake.dial_outcome = "answer"
+    now = rig.clock.now()
+    async with rig.db.session() as session:
+        once = await create_schedule(
+            session,
+            to="PJSIP/once",
+            now=now,
+            at=datetime(2026, 11, 30, 10, 0, 30),  # wall time in Berlin: 09:00:30 UTC
+            tz="Europe/Berlin",
+            route="agent",
+        )
+        every = await create_schedule(
+            session, to="PJSIP/cron", now=now, cron="* * * * *", tz="Europe/Berlin", route="agent"
+        )
+    assert once.next_run_at == datetime(2026, 11, 30, 9, 0, 30, tzinfo=UTC)
+    assert every.next_run_at == datetime(2026, 11, 30, 9, 1, tzinfo=UTC)
+    worker = rig.worker()
+    await worker.start()
+    # 3 minutes of schedule time
+    await rig.fake.wait_until(
+        lambda: sum(c.endpoint == "PJSIP/cron" for c in rig.fake.originated) >= 3, timeout=10
+    )
+    async with rig.db.session() as session:
+        await cancel_schedule(session, every.id)
+    await asyncio.sleep(0.3)
+    await worker.stop()
+    async with rig.db.session() as session:
+        runs = (await session.scalars(select(ScheduleRun).order_by(ScheduleRun.id))).all()
+        gone = await session.get(Schedule, every.id)
+        done = await session.get(Schedule, once.id)
+    assert gone is not None and gone.status == "canceled" and gone.next_run_at is None
+    assert done is not None and done.status == "done" and done.runs == 1
+    cron_runs = [r.due_at for r in runs if r.schedule_id == every.id]
+    assert cron_runs[:3] == [datetime(2026, 11, 30, 9, m, tzinfo=UTC) for m in (1, 2, 3)]
+    assert len(set(cron_runs)) == len(cron_runs)
+    assert sum(c.endpoint == "PJSIP/once" for c in rig.fake.originated) == 1
+    assert sum(c.endpoint == "PJSIP/cron" for c in rig.fake.originated) == len(cron_runs)
+    assert all(r.outcome == "completed" for r in runs)

@@ -1,0 +1,324 @@
+"""The scheduling worker: one per process, next to the app it places calls with.
+
+Each round it renews its lease, records ``lost`` for the work of workers whose lease
+expired, claims the due schedule runs and what each running campaign's limits and
+calling windows allow (see :mod:`voxtra.platform.engine.claims`), and dials each claim
+with ``app.originate(...)`` running the named route's handler. The outcome comes from
+the originate (answered, or ``CallBusy`` / ``CallNoAnswer`` / ``CallFailed``) and, for an
+answered call, its end; it is written back in its own transaction, and the worker wakes
+at once to fill the freed place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from voxtra.errors import CallBusy, CallFailed, CallNoAnswer, VoxtraError
+from voxtra.platform.engine import claims
+from voxtra.platform.engine.claims import ClaimedAttempt, ClaimedRun, FinishedCampaign
+from voxtra.platform.engine.clock import Clock, SystemClock
+from voxtra.platform.scheduling import AttemptOutcome
+from voxtra.platform.store.db import Database
+from voxtra.routing import CallHandler
+
+__all__ = ["Dialer", "Notify", "Worker"]
+
+logger = logging.getLogger(__name__)
+
+Notify = Callable[[str, dict[str, Any], list[str]], None]
+"""``notify(event, data, urls)``: hand an event to the webhooks (must not block)."""
+
+
+class Dialer(Protocol):
+    """What the worker needs of the app (:class:`voxtra.VoxtraApp` is one)."""
+
+    async def originate(
+        self,
+        endpoint: str,
+        *,
+        caller_id: str | None = None,
+        timeout: int = 30,
+        variables: Mapping[str, str] | None = None,
+        handler: CallHandler | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Any: ...
+
+
+def _outcome(exc: BaseException) -> AttemptOutcome:
+    if isinstance(exc, CallBusy):
+        return AttemptOutcome.BUSY
+    if isinstance(exc, CallNoAnswer):
+        return AttemptOutcome.NO_ANSWER
+    return AttemptOutcome.FAILED
+
+
+class Worker:
+    """Claims and dials scheduled and campaign calls for one app.
+
+    ``routes(name)`` gives the handler of a named route (``None``: the app's own routing
+    is not used for outbound calls, so an unknown name fails the attempt). ``dial(to)``
+    turns a stored ``to`` into an endpoint (the API checked it on the way in).
+    ``clock``: every timestamp and wait (a test injects a fast one). ``lease``: seconds
+    after its last renewal that a silent worker counts as dead and its calls as lost.
+    """
+
+    def __init__(
+        self,
+        app: Dialer,
+        db: Database,
+        *,
+        routes: Callable[[str | None], CallHandler | None],
+        dial: Callable[[str], str] = lambda to: to,
+        clock: Clock | None = None,
+        worker_id: str | None = None,
+        poll_interval: float = 1.0,
+        lease: float = 30.0,
+        notify: Notify | None = None,
+        app_webhooks: tuple[str, ...] = (),
+    ) -> None:
+        self.app = app
+        self.db = db
+        self.routes = routes
+        self.dial = dial
+        self.clock: Clock = clock or SystemClock()
+        self.worker_id = worker_id or f"w-{socket.gethostname()[:32]}-{uuid.uuid4().hex[:8]}"
+        self.poll_interval = poll_interval
+        self.lease = lease
+        self.notify = notify
+        self.app_webhooks = app_webhooks
+        self.placed = 0
+        """Calls this worker has dialed (attempts and runs)."""
+        self._wake = asyncio.Event()
+        self._calls: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.Task[None] | None = None
+        self._last_beat: float | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._beat(force=True)
+        self._loop = asyncio.create_task(self._run(), name=f"voxtra-worker-{self.worker_id}")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Stop claiming, let the calls in flight finish up to ``timeout``, give up the
+        lease (what is still open is then recorded lost by the next worker's round)."""
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
+        if self._calls:
+            _, pending = await asyncio.wait(set(self._calls), timeout=timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        async with self.db.session() as session:
+            await claims.release(session, self.worker_id)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._calls)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A database hiccup must not end the worker: log and try next round.
+                logger.exception("worker %s: a round failed", self.worker_id)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._wake.wait(), self.clock.real_seconds(self.poll_interval)
+                )
+
+    async def _beat(self, *, force: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.clock.real_seconds(self.lease / 3)
+        if not force and self._last_beat is not None and loop.time() - self._last_beat < interval:
+            return
+        async with self.db.session() as session:
+            await claims.heartbeat(
+                session,
+                self.worker_id,
+                self.clock.now(),
+                self.lease,
+                host=socket.gethostname()[:200],
+                pid=os.getpid(),
+            )
+        self._last_beat = loop.time()
+
+    # -- one round --------------------------------------------------------------------
+
+    async def run_once(self) -> int:
+        """One round (heartbeat, reap, claim, dial); returns the calls it started."""
+        await self._beat()
+        async with self.db.session() as session:
+            await claims.reap_lost(session, self.clock.now())
+        started = 0
+        async with self.db.session() as session:
+            runs = await claims.claim_schedules(session, self.worker_id, self.clock.now())
+        for run in runs:
+            self._spawn(self._place_run(run))
+            started += 1
+        async with self.db.session() as session:
+            campaign_ids = await claims.running_campaigns(session, self.clock.now())
+        for campaign_id in campaign_ids:
+            async with self.db.session() as session:
+                attempts, finished = await claims.claim_campaign(
+                    session, campaign_id, self.worker_id, self.clock.now
+                )
+            for attempt in attempts:
+                self._spawn(self._place_attempt(attempt))
+                started += 1
+            if finished is not None:
+                self._campaign_finished(finished)
+        return started
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            finally:
+                self._wake.set()
+
+        task = asyncio.ensure_future(run())
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+        self.placed += 1
+
+    # -- placing calls ----------------------------------------------------------------
+
+    async def _dial(
+        self,
+        to: str,
+        route: str | None,
+        caller_id: str | None,
+        ring_timeout: int,
+        variables: dict[str, Any],
+        metadata: dict[str, Any],
+        on_answer: Callable[[str], Awaitable[None]],
+    ) -> tuple[AttemptOutcome, int | None, str | None]:
+        """Dial and wait for the outcome: (outcome, hangup cause, error)."""
+        try:
+            handler = self.routes(route)
+            if handler is None and route is not None:
+                raise VoxtraError(f"no route named {route!r}")
+            call = await self.app.originate(
+                self.dial(to),
+                caller_id=caller_id,
+                timeout=ring_timeout,
+                variables={k: str(v) for k, v in variables.items()},
+                handler=handler,
+                metadata=metadata,
+            )
+        except (CallBusy, CallNoAnswer, CallFailed) as exc:
+            return _outcome(exc), exc.cause, str(exc)
+        except VoxtraError as exc:
+            return AttemptOutcome.FAILED, None, str(exc)
+        with contextlib.suppress(Exception):
+            await on_answer(call.id)
+        self._event("call.answered", {"channel_id": call.id, **metadata}, metadata)
+        await call.wait_ended()
+        return AttemptOutcome.COMPLETED, call.hangup_cause, None
+
+    async def _place_attempt(self, claim: ClaimedAttempt) -> None:
+        metadata = {
+            "campaign_id": claim.campaign_id,
+            "contact_id": claim.contact_id,
+            "attempt": claim.attempt,
+        }
+
+        async def answered(channel_id: str) -> None:
+            async with self.db.session() as session:
+                await claims.mark_answered(session, claim.attempt_id, self.clock.now(), channel_id)
+
+        urls = [claim.webhook_url] if claim.webhook_url else []
+        self._event("call.started", {"to": claim.to, **metadata}, metadata, urls)
+        outcome, cause, error = await self._dial(
+            claim.to,
+            claim.route,
+            claim.caller_id,
+            claim.ring_timeout,
+            claim.variables,
+            metadata,
+            answered,
+        )
+        async with self.db.session() as session:
+            state = await claims.finish_attempt(
+                session,
+                claim.attempt_id,
+                outcome,
+                self.clock.now(),
+                hangup_cause=cause,
+                error=error,
+            )
+        self._event(
+            "call.ended",
+            {"to": claim.to, "outcome": outcome.value, "contact_state": state, **metadata},
+            metadata,
+            urls,
+        )
+
+    async def _place_run(self, run: ClaimedRun) -> None:
+        metadata = {**run.metadata, "schedule_id": run.schedule_id}
+        answered_at: list[Any] = []
+        channel: list[str] = []
+
+        async def answered(channel_id: str) -> None:
+            answered_at.append(self.clock.now())
+            channel.append(channel_id)
+
+        urls = [run.webhook_url] if run.webhook_url else []
+        self._event("call.started", {"to": run.to, **metadata}, metadata, urls)
+        outcome, _, error = await self._dial(
+            run.to, run.route, run.caller_id, run.ring_timeout, run.variables, metadata, answered
+        )
+        async with self.db.session() as session:
+            await claims.finish_run(
+                session,
+                run.run_id,
+                outcome,
+                self.clock.now(),
+                answered_at=answered_at[0] if answered_at else None,
+                channel_id=channel[0] if channel else None,
+                error=error,
+            )
+        self._event(
+            "call.ended", {"to": run.to, "outcome": outcome.value, **metadata}, metadata, urls
+        )
+
+    # -- events -----------------------------------------------------------------------
+
+    def _event(
+        self,
+        event: str,
+        data: dict[str, Any],
+        metadata: dict[str, Any],
+        urls: list[str] | None = None,
+    ) -> None:
+        del metadata
+        if self.notify is None:
+            return
+        targets = [*self.app_webhooks, *(urls or [])]
+        if targets:
+            self.notify(event, data, targets)
+
+    def _campaign_finished(self, finished: FinishedCampaign) -> None:
+        logger.info("campaign %s finished: %s", finished.campaign_id, finished.counts)
+        urls = [finished.webhook_url] if finished.webhook_url else []
+        self._event(
+            "campaign.finished",
+            {"campaign_id": finished.campaign_id, "counts": finished.counts},
+            {},
+            urls,
+        )
