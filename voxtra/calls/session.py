@@ -22,6 +22,7 @@ from voxtra._callbacks import check_callback
 from voxtra.ari.events import AriEvent
 from voxtra.ari.models import Channel
 from voxtra.calls.context import CallContext
+from voxtra.calls.dial import DialResult, dial
 from voxtra.calls.host import CallHost
 from voxtra.calls.media import CallMedia
 from voxtra.calls.parties import AgentMode, CallParties, PartyError, PartyState
@@ -511,6 +512,30 @@ class CallSession:
         bridge_id = await context.create_bridge("transfer")
         await context.request(context.ari.bridges.add_channel(bridge_id, [self.id, leg]))
         context.transferred = True
+
+    async def dial(
+        self,
+        targets: str | Sequence[str],
+        *,
+        timeout: float = 30.0,
+        caller_id: str | None = None,
+        ringback: bool = True,
+        sequential: bool = False,
+    ) -> DialResult:
+        """Connect the caller to ``targets`` (Twilio's ``<Dial>``): ring them all at once
+        (or one after the other with ``sequential``), ringback to the caller meanwhile,
+        bridge the first to answer and hang up the others. Returns when that
+        conversation ends (or nobody answered) with the outcome: ``answered``, ``busy``,
+        ``no_answer``, ``failed`` or ``canceled``. Every leg belongs to the call: it is
+        hung up with the call, whatever happens (see :mod:`voxtra.calls.dial`)."""
+        return await dial(
+            self.context,
+            targets,
+            timeout=timeout,
+            caller_id=caller_id,
+            ringback=ringback,
+            sequential=sequential,
+        )
 
     async def transfer_to_queue(self, queue: str, *, context: str = "voxtra-queues") -> None:
         """Send the caller into an Asterisk queue (the shipped dialplan's ``voxtra-queues``)."""

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("voxtra.calls.host",),
     ("voxtra.calls.context",),
     ("voxtra.calls.playback", "voxtra.calls.media"),
-    ("voxtra.calls.recorder", "voxtra.calls.voice"),
+    ("voxtra.calls.recorder", "voxtra.calls.voice", "voxtra.calls.dial"),
     ("voxtra.calls.parties",),  # three-party calls (issue 11): over media and voice
     ("voxtra.calls.session", "voxtra.calls"),
     ("voxtra.app",),

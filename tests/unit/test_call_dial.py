@@ -1,0 +1,184 @@
+"""``call.dial`` on FakeAsterisk: outcomes, the first answer wins, and no leg outlives
+its call (issue 14: "the second leg has no owner")."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from voxtra import CallSession, VoxtraApp
+from voxtra.calls.dial import DialResult
+from voxtra.errors import ConfigError
+from voxtra.testing import FakeAsterisk
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[[], VoxtraApp]:
+    def make() -> VoxtraApp:
+        return VoxtraApp(
+            "http://asterisk.invalid:8088",
+            "user",
+            "secret",
+            app_name="dial-tests",
+            instance_id="unit",
+            spool_dir=str(tmp_path / "spool"),
+        )
+
+    return make
+
+
+def _legs_left(fake: FakeAsterisk) -> list[str]:
+    return [c.id for c in fake.originated if not c.ended]
+
+
+async def test_the_first_to_answer_is_bridged_and_the_others_hung_up(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    app = make_app()
+    results: list[DialResult] = []
+    fake_asterisk.endpoint_outcomes["PJSIP/slow"] = "ring"  # rings until hung up
+
+    @app.route("1000")
+    async def forward(call: CallSession) -> None:
+        await call.answer()
+        results.append(await call.dial(["PJSIP/slow", "PJSIP/fast"], timeout=5))
+        await call.play_and_wait("sound:goodbye")
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="1000")
+        await fake_asterisk.wait_until(lambda: len(fake_asterisk.originated) == 2)
+        slow, fast = fake_asterisk.originated
+        await slow.wait_ended()  # the loser is hung up once the other answered
+        await fake_asterisk.wait_until(lambda: fast.bridge_id is not None)
+        assert caller.played[0] == "tone:ring"  # ringback while they rang
+        await fast.hang_up()  # the target leaves: the caller is back with the handler
+        await caller.wait_ended()
+        assert _legs_left(fake_asterisk) == []
+    [result] = results
+    assert result.outcome == "answered" and result.target == "PJSIP/fast"
+    assert result.ended_by == "target"
+    assert caller.played[-1] == "sound:goodbye"
+
+
+@pytest.mark.parametrize(
+    ("outcomes", "expected"),
+    [
+        ({"PJSIP/a": "busy", "PJSIP/b": "noanswer"}, "busy"),
+        ({"PJSIP/a": "noanswer", "PJSIP/b": "congestion"}, "no_answer"),
+        ({"PJSIP/a": "congestion", "PJSIP/b": "congestion"}, "failed"),
+    ],
+)
+async def test_nobody_answering_gives_the_outcome(
+    fake_asterisk: FakeAsterisk,
+    make_app: Callable[[], VoxtraApp],
+    outcomes: dict[str, str],
+    expected: str,
+) -> None:
+    app = make_app()
+    results: list[DialResult] = []
+    fake_asterisk.endpoint_outcomes.update(outcomes)
+
+    @app.route("2000")
+    async def forward(call: CallSession) -> None:
+        await call.answer()
+        results.append(await call.dial(["PJSIP/a", "PJSIP/b"], timeout=5, ringback=False))
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="2000")
+        await caller.wait_ended()
+        assert _legs_left(fake_asterisk) == []
+    assert [r.outcome for r in results] == [expected]
+    assert results[0].reason
+
+
+async def test_sequential_dial_tries_the_next_after_a_busy_one(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    app = make_app()
+    results: list[DialResult] = []
+    fake_asterisk.endpoint_outcomes["PJSIP/first"] = "busy"
+
+    @app.route("3000")
+    async def forward(call: CallSession) -> None:
+        await call.answer()
+        results.append(await call.dial(["PJSIP/first", "PJSIP/second"], sequential=True))
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="3000")
+        await fake_asterisk.wait_until(lambda: len(fake_asterisk.originated) == 2)
+        second = fake_asterisk.originated[1]
+        await fake_asterisk.wait_until(lambda: second.bridge_id is not None)
+        await caller.hang_up()  # the caller leaves: the call ends, its leg with it
+        await second.wait_ended()
+    assert [(r.outcome, r.target, r.ended_by) for r in results] == [
+        ("answered", "PJSIP/second", "caller")
+    ]
+
+
+async def test_a_leg_ringing_when_the_caller_hangs_up_is_hung_up(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    app = make_app()
+    results: list[DialResult] = []
+    fake_asterisk.dial_outcome = "ring"
+
+    @app.route("4000")
+    async def forward(call: CallSession) -> None:
+        await call.answer()
+        results.append(await call.dial("PJSIP/nobody-home", timeout=30))
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="4000")
+        await fake_asterisk.wait_until(lambda: len(fake_asterisk.originated) == 1)
+        await caller.hang_up()
+        await fake_asterisk.originated[0].wait_ended(timeout=2)  # not after 30 s
+    assert [r.outcome for r in results] == ["canceled"]
+
+
+async def test_a_handler_that_raises_while_connected_leaves_no_leg(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    app = make_app()
+
+    @app.route("5000")
+    async def forward(call: CallSession) -> None:
+        await call.answer()
+
+        async def dial_then_fail() -> None:
+            await call.dial("PJSIP/agent")
+
+        task = asyncio.ensure_future(dial_then_fail())
+        await fake_asterisk.wait_until(lambda: any(c.bridge_id for c in fake_asterisk.originated))
+        task.cancel()  # the handler's own code gives up on the dial
+        raise RuntimeError("a bug in the handler")
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="5000")
+        await caller.wait_ended()
+        await fake_asterisk.originated[0].wait_ended()
+        assert _legs_left(fake_asterisk) == [] and fake_asterisk.bridges == {}
+
+
+async def test_bad_targets_are_refused_before_any_request(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    app = make_app()
+    errors: list[Exception] = []
+
+    @app.route("6000")
+    async def forward(call: CallSession) -> None:
+        for bad in ([], "100", ["PJSIP/ok", 5]):
+            try:
+                await call.dial(bad)  # type: ignore[arg-type]
+            except ConfigError as exc:
+                errors.append(exc)
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="6000")
+        await caller.wait_ended()
+    assert len(errors) == 3 and fake_asterisk.originated == []
