@@ -867,6 +867,7 @@ class VoxtraApp:
         metadata: Mapping[str, Any] | None = None,
         app_args: Sequence[str] = (),
         formats: str | Sequence[str] | None = None,
+        channel_id: str | None = None,
     ) -> CallSession:
         """Call ``endpoint`` and wait until it answers.
 
@@ -879,10 +880,13 @@ class VoxtraApp:
         negotiate with and defaults to ``"slin"`` here: left to Asterisk it took a
         high-rate linear format and resampled every frame (measured: 10x Asterisk's CPU
         per call).
+
+        ``channel_id`` (default: a new ``voxtra-out-...`` id) lets the caller know the
+        channel before the answer, e.g. to hang up a call it gives up on while ringing.
         """
         if not self._accepting:
             raise VoxtraError("the app is not running (call start() first)")
-        channel_id = f"voxtra-out-{uuid.uuid4().hex[:16]}"
+        channel_id = channel_id or f"voxtra-out-{uuid.uuid4().hex[:16]}"
         if formats is None and endpoint[:6].lower() == "local/":
             formats = "slin"
         pending = PendingOriginate(endpoint)
@@ -979,6 +983,11 @@ class VoxtraApp:
             self._reconciled_generation = max(self._reconciled_generation, connection.generation)
             done, self._reconciled = self._reconciled, asyncio.Event()
             done.set()
+
+    @property
+    def ari_connected(self) -> bool:
+        """Whether the ARI events connection is up now (readiness checks)."""
+        return self._stream is not None and self._stream.connected.is_set()
 
     def events_generation(self) -> int:
         """The events connection's generation now (0 before the first)."""

@@ -1,4 +1,4 @@
-"""The ``voxtra`` command: ``demo``, ``run module:app`` and ``doctor``.
+"""The ``voxtra`` command: ``demo``, ``run``, ``serve``, ``init`` and ``doctor``.
 
 ``demo`` runs ``examples/demo.py`` of the clone the package is installed from: the demo
 drives the sandbox and a SIP phone from :mod:`voxtra.testing`, test tooling the
@@ -117,6 +117,33 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    # Imported here: the platform needs the `platform` extra (FastAPI, SQLAlchemy...),
+    # which `voxtra run` and `doctor` do not.
+    try:
+        from voxtra.platform.serve import serve
+    except ImportError as exc:
+        raise SystemExit(
+            f"voxtra serve: the platform is not installed ({exc}); pip install 'voxtra[platform]'"
+        ) from None
+    app = _prepare_run(args)
+    overrides = {
+        k: v
+        for k, v in (
+            ("host", args.host),
+            ("port", args.port),
+            ("database_url", args.database_url),
+        )
+        if v is not None
+    }
+    if overrides:
+        app.settings.platform = type(app.settings.platform)(
+            **{**app.settings.platform.model_dump(), **overrides}
+        )
+    serve(app, log_level=args.log_level)
+    return 0
+
+
 async def _check_ari() -> tuple[bool, str]:
     from voxtra.ari.client import AriClient
     from voxtra.config import SettingsError, load_settings
@@ -133,6 +160,21 @@ async def _check_ari() -> tuple[bool, str]:
         return False, f"ARI at {settings.ari_url}: unreachable ({type(exc).__name__}: {exc})"
     version = info.system.version if info.system is not None else "?"
     return True, f"ARI at {settings.ari_url}: reachable, Asterisk {version}"
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from voxtra.errors import ConfigError
+    from voxtra.scaffold import create_project
+
+    try:
+        written = create_project(args.directory, args.name)
+    except ConfigError as exc:
+        print(f"voxtra init: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"  created {path}")
+    print(f"next: cd {args.directory} && pip install -e . && pytest")
+    return 0
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
@@ -175,6 +217,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--app-name", default=None, help="Stasis app name (wins over settings)")
     run.set_defaults(func=_cmd_run, default_level="INFO")
+    serve = sub.add_parser(
+        "serve", help="run a VoxtraApp with the call platform's HTTP API: voxtra serve module:app"
+    )
+    serve.add_argument("app", help="module:attribute, or path/to/file.py:attribute")
+    serve.add_argument("--config", default=None, help="YAML settings file (as VOXTRA_CONFIG)")
+    serve.add_argument("--app-name", default=None, help="Stasis app name (wins over settings)")
+    serve.add_argument("--host", default=None, help="API address (settings: platform.host)")
+    serve.add_argument("--port", type=int, default=None, help="API port (platform.port)")
+    serve.add_argument("--database-url", default=None, help="store URL (platform.database_url)")
+    serve.set_defaults(func=_cmd_serve, default_level="INFO")
+    init = sub.add_parser("init", help="a new project: an app, its tests, a README")
+    init.add_argument("directory", help="where to create it (new or empty)")
+    init.add_argument("--name", default=None, help="project and Stasis app name")
+    init.set_defaults(func=_cmd_init, default_level="WARNING")
     doctor = sub.add_parser("doctor", help="check ARI reachability, print versions")
     doctor.set_defaults(func=_cmd_doctor, default_level="WARNING")
     return parser

@@ -1,0 +1,312 @@
+"""The calls API over HTTP (httpx's ASGI transport) on an app run by FakeAsterisk."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from platform_helpers import ADMIN, READ, WRITE, auth
+
+
+async def test_a_call_is_placed_answered_and_recorded_in_the_store(
+    running: Callable[..., Any],
+) -> None:
+    r = await running()
+    response = await r.client.post(
+        "/v1/calls",
+        json={
+            "to": "PJSIP/alice",
+            "from": "+4930123",
+            "route": "hello",
+            "variables": {"name": "Ada"},
+            "metadata": {"crm": 7},
+        },
+        headers=auth(WRITE),
+    )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["status"] == "queued" and body["call_id"].startswith("call_")
+    call_id = body["call_id"]
+    await r.wait_status(call_id, "in_progress")
+    assert len(r.handled) == 1
+    session = r.handled[0]
+    assert session.metadata["customer_data"] == {"name": "Ada"}
+    assert r.fake.originated[0].caller == "+4930123"
+    await r.fake.call(session.id).hang_up()
+    call = await r.wait_status(call_id, "completed")
+    detail = (await r.client.get(f"/v1/calls/{call_id}", headers=auth(READ))).json()
+    assert detail["status"] == "completed"
+    assert detail["direction"] == "outbound"
+    assert detail["to"] == "PJSIP/alice" and detail["from"] == "+4930123"
+    assert detail["endpoint"] == "PJSIP/alice"
+    assert detail["metadata"] == {"crm": 7} and detail["variables"] == {"name": "Ada"}
+    assert detail["channel_id"] == session.id
+    assert detail["answered_at"] is not None and detail["ended_at"] is not None
+    assert detail["hangup_cause"] == 16 and detail["end_reason"] == "remote"
+    assert detail["metrics"]["turns"] == 0
+    assert call.duration is not None and call.duration >= 0
+    events = [(e.kind, e.data.get("status")) for e in await r.platform.store.events_after(call_id)]
+    assert events == [
+        ("status", "queued"),
+        ("status", "dialing"),
+        ("status", "in_progress"),
+        ("status", "completed"),
+    ]
+
+
+async def test_the_same_idempotency_key_gives_the_same_call_and_dials_once(
+    running: Callable[..., Any],
+) -> None:
+    r = await running()
+    body = {"to": "PJSIP/alice", "route": "hello"}
+    headers = {**auth(WRITE), "Idempotency-Key": "order-42"}
+    first, second = await asyncio.gather(
+        r.client.post("/v1/calls", json=body, headers=headers),
+        r.client.post("/v1/calls", json=body, headers=headers),
+    )
+    third = await r.client.post("/v1/calls", json=body, headers=headers)
+    assert {first.status_code, second.status_code, third.status_code} == {201}
+    ids = {first.json()["call_id"], second.json()["call_id"], third.json()["call_id"]}
+    assert len(ids) == 1
+    await r.wait_status(ids.pop(), "in_progress")
+    await asyncio.sleep(0.1)
+    assert len(r.fake.originated) == 1
+    reused = await r.client.post("/v1/calls", json={**body, "to": "PJSIP/bob"}, headers=headers)
+    assert reused.status_code == 422
+    assert reused.json()["errors"] == [
+        {"field": "Idempotency-Key", "message": "used with a different body"}
+    ]
+    other = await r.client.post(
+        "/v1/calls", json=body, headers={**auth(ADMIN), "Idempotency-Key": "order-42"}
+    )
+    assert other.status_code == 201 and other.json()["call_id"] not in ids
+
+
+async def test_busy_and_unanswered_calls_end_with_their_status_and_cause(
+    running: Callable[..., Any],
+) -> None:
+    r = await running()
+    r.fake.endpoint_outcomes = {"PJSIP/busy": "busy", "PJSIP/away": "noanswer"}
+    busy = (
+        await r.client.post(
+            "/v1/calls", json={"to": "PJSIP/busy", "route": "hello"}, headers=auth(WRITE)
+        )
+    ).json()["call_id"]
+    away = (
+        await r.client.post(
+            "/v1/calls", json={"to": "PJSIP/away", "route": "hello"}, headers=auth(WRITE)
+        )
+    ).json()["call_id"]
+    busy_call = await r.wait_status(busy, "busy")
+    away_call = await r.wait_status(away, "no_answer")
+    assert busy_call.hangup_cause == 17
+    assert away_call.hangup_cause in (18, 19)
+    assert r.handled == []
+
+
+async def test_errors_are_problem_documents_with_the_right_codes(
+    running: Callable[..., Any],
+) -> None:
+    r = await running()
+    client = r.client
+    missing = await client.get("/v1/calls")
+    assert missing.status_code == 401
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.headers["www-authenticate"].startswith("Bearer")
+    problem = missing.json()
+    assert problem["status"] == 401 and problem["title"] == "Unauthorized" and problem["type"]
+    assert (await client.get("/v1/calls", headers=auth("not-a-token"))).status_code == 401
+    forbidden = await client.post("/v1/calls", json={"to": "PJSIP/a"}, headers=auth(READ))
+    assert forbidden.status_code == 403 and "calls:write" in forbidden.json()["detail"]
+    unknown = await client.get("/v1/calls/call_nope", headers=auth(READ))
+    assert unknown.status_code == 404 and unknown.json()["type"].endswith("/not-found")
+
+    async def invalid(body: dict[str, Any]) -> list[str]:
+        response = await client.post("/v1/calls", json=body, headers=auth(WRITE))
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == "application/problem+json"
+        return [e["field"] for e in response.json()["errors"]]
+
+    assert await invalid({"route": "hello"}) == ["to"]
+    assert await invalid({"to": "PJSIP/a", "route": "hello", "ring_timeout": 0}) == ["ring_timeout"]
+    assert await invalid({"to": "PJSIP/a", "route": "nope"}) == ["route"]
+    assert await invalid({"to": "PJSIP/a", "route": "hello", "from": "1; drop"}) == ["from"]
+    assert await invalid({"to": "PJSIP/a", "route": "hello", "colour": "red"}) == ["colour"]
+    # `to`: nothing reaches the dialplan unchecked
+    for to in (
+        "PJSIP/alice,t",  # Dial options
+        "Local/100@default",  # a context not allowed
+        "IAX2/peer",  # a technology not allowed
+        "PJSIP/../../etc",
+        "sip:bob@example.com",  # no sip_uri_endpoint set
+        "0049301234",  # not E.164
+        "PJSIP/a&PJSIP/b",
+    ):
+        assert await invalid({"to": to, "route": "hello"}) == ["to"], to
+    assert r.fake.originated == []
+    r.fake.endpoint_outcomes = {"PJSIP/busy": "busy"}
+    ended = (
+        await client.post(
+            "/v1/calls", json={"to": "PJSIP/busy", "route": "hello"}, headers=auth(WRITE)
+        )
+    ).json()["call_id"]
+    await r.wait_status(ended, "busy")
+    conflict = await client.post(f"/v1/calls/{ended}/hangup", headers=auth(WRITE))
+    assert conflict.status_code == 409 and conflict.json()["type"].endswith("/call-ended")
+    transfer = await client.post(
+        f"/v1/calls/{ended}/transfer", json={"target": "PJSIP/bob"}, headers=auth(WRITE)
+    )
+    assert transfer.status_code == 409
+
+
+async def test_to_kinds_are_mapped_to_their_endpoint(running: Callable[..., Any]) -> None:
+    r = await running(platform={"sip_uri_endpoint": "trunk"})
+    expected = {
+        "PJSIP/alice": "PJSIP/alice",
+        "pjsip/bob": "PJSIP/bob",
+        "Local/100@sandbox": "Local/100@sandbox",
+        "+4930123456": "PJSIP/+4930123456@trunk",
+        "sip:carol@example.com": "PJSIP/trunk/sip:carol@example.com",
+    }
+    for to, endpoint in expected.items():
+        response = await r.client.post(
+            "/v1/calls", json={"to": to, "route": "hello"}, headers=auth(WRITE)
+        )
+        assert response.status_code == 201, response.text
+        detail = (
+            await r.client.get(f"/v1/calls/{response.json()['call_id']}", headers=auth(READ))
+        ).json()
+        assert detail["endpoint"] == endpoint
+
+
+async def test_hangup_ends_a_live_call_and_cancels_one_still_ringing(
+    running: Callable[..., Any],
+) -> None:
+    r = await running()
+    live = (
+        await r.client.post(
+            "/v1/calls", json={"to": "PJSIP/alice", "route": "hello"}, headers=auth(WRITE)
+        )
+    ).json()["call_id"]
+    await r.wait_status(live, "in_progress")
+    response = await r.client.post(f"/v1/calls/{live}/hangup", headers=auth(WRITE))
+    assert response.status_code == 200
+    call = await r.wait_status(live, "completed")
+    assert call.end_reason == "hangup"
+
+    r.fake.dial_outcome = "ring"
+    ringing = (
+        await r.client.post(
+            "/v1/calls", json={"to": "PJSIP/slow", "route": "hello"}, headers=auth(WRITE)
+        )
+    ).json()["call_id"]
+    await r.wait_status(ringing, "dialing")
+    await r.fake.wait_until(lambda: len(r.fake.originated) == 2)
+    response = await r.client.post(f"/v1/calls/{ringing}/hangup", headers=auth(WRITE))
+    assert response.status_code == 200
+    assert response.json()["status"] == "canceled"
+    await r.fake.wait_until(lambda: r.fake.originated[1].ended)
+
+
+async def test_transfer_validates_the_target_and_moves_a_live_call(
+    running: Callable[..., Any],
+) -> None:
+    r = await running()
+    call_id = (
+        await r.client.post(
+            "/v1/calls", json={"to": "PJSIP/alice", "route": "hello"}, headers=auth(WRITE)
+        )
+    ).json()["call_id"]
+    await r.wait_status(call_id, "in_progress")
+    bad = await r.client.post(
+        f"/v1/calls/{call_id}/transfer", json={"target": "100@secret"}, headers=auth(WRITE)
+    )
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "target"
+    good = await r.client.post(
+        f"/v1/calls/{call_id}/transfer", json={"target": "200@sandbox"}, headers=auth(WRITE)
+    )
+    assert good.status_code == 200, good.text
+    call = await r.wait_status(call_id, "completed")
+    assert call.end_reason == "transferred"
+    kinds = [e.kind for e in await r.platform.store.events_after(call_id)]
+    assert "transfer" in kinds
+
+
+async def test_inbound_calls_are_listed_and_pages_follow_the_cursor(
+    running: Callable[..., Any],
+) -> None:
+    r = await running()
+    for n in range(5):
+        call = await r.fake.incoming(extension="1000", caller=f"+49301{n}")
+        await call.wait_answered()
+        await call.hang_up()
+        await call.wait_ended()
+    await r.settle()
+    await asyncio.sleep(0.05)
+    await r.settle()
+    seen: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        params: dict[str, Any] = {"limit": 2, "direction": "inbound"}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await r.client.get("/v1/calls", params=params, headers=auth(READ))).json()
+        pages += 1
+        seen += [c["from"] for c in page["calls"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == [f"+49301{n}" for n in reversed(range(5))]
+    listed = (
+        await r.client.get("/v1/calls", params={"status": "completed"}, headers=auth(READ))
+    ).json()["calls"]
+    assert len(listed) == 5 and {c["direction"] for c in listed} == {"inbound"}
+    assert {c["to"] for c in listed} == {"1000"}
+    none = await r.client.get("/v1/calls", params={"status": "busy"}, headers=auth(READ))
+    assert none.json() == {"calls": [], "next_cursor": None}
+    bad = await r.client.get("/v1/calls", params={"cursor": "garbage"}, headers=auth(READ))
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "cursor"
+    bad = await r.client.get("/v1/calls", params={"status": "lost"}, headers=auth(READ))
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "status"
+
+
+async def test_a_token_over_its_rate_gets_429(running: Callable[..., Any]) -> None:
+    r = await running(platform={"rate_limit": 1.0, "rate_burst": 3})
+    codes = [(await r.client.get("/v1/calls", headers=auth(READ))).status_code for _ in range(4)]
+    assert codes == [200, 200, 200, 429]
+    limited = await r.client.get("/v1/calls", headers=auth(READ))
+    assert int(limited.headers["retry-after"]) >= 1
+    # another token has its own bucket
+    assert (await r.client.get("/v1/calls", headers=auth(WRITE))).status_code == 200
+
+
+async def test_health_readiness_metrics_and_openapi(running: Callable[..., Any]) -> None:
+    r = await running()
+    assert (await r.client.get("/healthz")).json() == {"status": "ok"}
+    ready = await r.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ari"] and ready.json()["database"]
+    call_id = (
+        await r.client.post(
+            "/v1/calls", json={"to": "PJSIP/alice", "route": "hello"}, headers=auth(WRITE)
+        )
+    ).json()["call_id"]
+    await r.wait_status(call_id, "in_progress")
+    text = (await r.client.get("/metrics")).text
+    assert "voxtra_active_calls 1.0" in text
+    await r.fake.call(r.handled[0].id).hang_up()
+    await r.wait_status(call_id, "completed")
+    text = (await r.client.get("/metrics")).text
+    assert 'voxtra_calls_total{direction="outbound",status="completed"} 1.0' in text
+    assert "voxtra_active_calls 0.0" in text
+    assert "voxtra_turn_latency_seconds" in text
+    schema = (await r.client.get("/openapi.json")).json()
+    assert "/v1/calls" in schema["paths"] and "/v1/calls/{call_id}/events" in schema["paths"]
+    assert "CallRequest" in schema["components"]["schemas"]
+    assert (await r.client.get("/docs")).status_code == 200
+    r.fake.reachable = False
+    r.fake.disconnect_events()
+    await asyncio.sleep(0.05)
+    assert (await r.client.get("/readyz")).status_code == 503

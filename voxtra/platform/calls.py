@@ -1,0 +1,267 @@
+"""``CallService``: places the API's calls through the app, and acts on live ones.
+
+:meth:`CallService.place` stores the call as ``queued`` and returns at once; a task
+dials it (``app.originate`` with the route's handler) and writes ``dialing``, then the
+outcome: answered calls are marked ``in_progress`` by the recorder's ``on_call_start``
+hook and finished by its ``on_call_end``; refused ones end here as ``busy``,
+``no_answer`` or ``failed`` with Asterisk's hangup cause. Part 2 (schedules, campaigns)
+places its calls through the same method.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from voxtra.app import VoxtraApp
+from voxtra.ari.errors import AriError
+from voxtra.calls.session import CallSession
+from voxtra.config import PlatformSettings
+from voxtra.errors import CallBusy, CallNoAnswer, OriginateError, VoxtraError
+from voxtra.platform.metrics import PlatformMetrics
+from voxtra.platform.recorder import PLATFORM_CALL_ID
+from voxtra.platform.schemas import CallRequest
+from voxtra.platform.store.base import new_id, utcnow
+from voxtra.platform.store.calls import FINAL_STATUSES, CallRecord, CallStatus
+from voxtra.platform.store.repository import CallStore
+from voxtra.platform.targets import InvalidTarget, dial_target, transfer_target
+
+__all__ = ["CallEndedError", "CallService", "UnknownRoute"]
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[CallSession], Awaitable[None]]
+_FINAL = [s.value for s in FINAL_STATUSES]
+
+
+class UnknownRoute(InvalidTarget):
+    """``route`` names no registered route (and the app has no default handler)."""
+
+
+class CallEndedError(VoxtraError):
+    """The call has ended: it cannot be hung up or transferred (the API's 409)."""
+
+
+class CallService:
+    """Places and controls calls for the API (and part 2's schedules and campaigns)."""
+
+    def __init__(
+        self,
+        app: VoxtraApp,
+        store: CallStore,
+        settings: PlatformSettings,
+        metrics: PlatformMetrics,
+    ) -> None:
+        self.app = app
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.dialing: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        """Calls being dialled: platform id -> (channel id, dialling task)."""
+
+    def handler_for(self, route: str | None) -> Handler:
+        """The handler of the route named ``route`` (None: the app's default handler)."""
+        if route is None:
+            if self.app.router.default is None:
+                raise UnknownRoute("route", "required: the app has no default handler")
+            return self.app.router.default
+        for candidate in self.app.router.routes:
+            if candidate.name == route:
+                return candidate.handler
+        names = ", ".join(sorted({r.name for r in self.app.router.routes})) or "none"
+        raise UnknownRoute("route", f"no route named {route!r} (registered: {names})")
+
+    def check(self, request: CallRequest) -> tuple[str, Handler]:
+        """The endpoint to dial and the handler; :class:`InvalidTarget` naming the field."""
+        return dial_target(request.to, self.settings), self.handler_for(request.route)
+
+    async def place(
+        self,
+        request: CallRequest,
+        *,
+        idempotency: tuple[str, str] | None = None,
+        campaign_id: str | None = None,
+        schedule_id: str | None = None,
+        attempt: int = 1,
+        call_id: str | None = None,
+    ) -> tuple[CallRecord, bool]:
+        """Store the call (``queued``) and start dialling it; ``(record, created)``.
+
+        ``idempotency``: ``(token name, key)``; a key already used returns the call it
+        made, with ``created`` False, and nothing is dialled again. Raises
+        :class:`InvalidTarget` (``to``, ``route``) before anything is stored.
+        """
+        endpoint, handler = self.check(request)
+        record = CallRecord(
+            id=call_id or new_id("call"),
+            direction="outbound",
+            status=CallStatus.QUEUED.value,
+            route=request.route,
+            to=request.to,
+            from_=request.from_,
+            endpoint=endpoint,
+            variables=request.data(),
+            meta=request.metadata,
+            record=request.record,
+            transcribe=request.transcribe,
+            ring_timeout=request.ring_timeout,
+            max_duration=request.max_duration,
+            campaign_id=campaign_id,
+            schedule_id=schedule_id,
+            attempt=attempt,
+            created_at=utcnow(),
+        )
+        if idempotency is not None:
+            token_name, key = idempotency
+            body = request.model_dump(mode="json", by_alias=True)
+            record, created = await self.store.create_idempotent(
+                record, token_name=token_name, key=key, request=body
+            )
+            if not created:
+                return record, False
+        else:
+            await self.store.create(record)
+        channel_id = f"voxtra-out-{secrets.token_hex(8)}"
+        task = asyncio.create_task(
+            self._dial(record, request, endpoint, handler, channel_id),
+            name=f"voxtra-platform-dial-{record.id}",
+        )
+        self.dialing[record.id] = (channel_id, task)
+        task.add_done_callback(lambda _: self.dialing.pop(record.id, None))
+        return record, True
+
+    async def _dial(
+        self,
+        record: CallRecord,
+        request: CallRequest,
+        endpoint: str,
+        handler: Handler,
+        channel_id: str,
+    ) -> None:
+        await self.store.update(
+            record.id,
+            status=CallStatus.DIALING.value,
+            started_at=utcnow(),
+            channel_id=channel_id,
+            instance_id=self.app.instance_id,
+            event=("status", {"status": CallStatus.DIALING.value}),
+            only_if_not=_FINAL,
+        )
+        metadata: dict[str, Any] = {
+            **request.metadata,
+            "customer_data": request.data(),
+            PLATFORM_CALL_ID: record.id,
+            "platform_transcribe": request.transcribe,
+        }
+        try:
+            await self.app.originate(
+                endpoint,
+                caller_id=request.from_,
+                timeout=request.ring_timeout,
+                handler=self._wrap(handler, request),
+                metadata=metadata,
+                channel_id=channel_id,
+            )
+        except asyncio.CancelledError:
+            with contextlib.suppress(AriError):
+                await self.app.ari.channels.hangup(channel_id)
+            await self._end(record.id, CallStatus.CANCELED, None, "canceled while dialling")
+            raise
+        except OriginateError as exc:
+            status = (
+                CallStatus.BUSY
+                if isinstance(exc, CallBusy)
+                else CallStatus.NO_ANSWER
+                if isinstance(exc, CallNoAnswer)
+                else CallStatus.FAILED
+            )
+            await self._end(record.id, status, exc.cause, str(exc), exc.cause_txt or None)
+        except VoxtraError as exc:
+            await self._end(record.id, CallStatus.FAILED, None, str(exc))
+
+    async def _end(
+        self,
+        call_id: str,
+        status: CallStatus,
+        cause: int | None,
+        error: str,
+        cause_text: str | None = None,
+    ) -> None:
+        self.metrics.calls.labels(status.value, "outbound").inc()
+        await self.store.update(
+            call_id,
+            status=status.value,
+            ended_at=utcnow(),
+            duration=0.0,
+            hangup_cause=cause,
+            hangup_cause_text=cause_text,
+            error=error,
+            event=("status", {"status": status.value, "hangup_cause": cause}),
+            only_if_not=_FINAL,
+        )
+
+    def _wrap(self, handler: Handler, request: CallRequest) -> Handler:
+        """The route's handler, with what the request asked for around it."""
+        if not request.record and request.max_duration is None:
+            return handler
+
+        async def run(call: CallSession) -> None:
+            if request.max_duration is not None:
+                call.spawn(_hang_up_after(call, request.max_duration), name=f"limit-{call.id}")
+            if request.record:
+                try:
+                    await call.record_start()
+                except VoxtraError as exc:
+                    logger.warning("call %s: cannot start the recording: %s", call.id, exc)
+            await handler(call)
+
+        return run
+
+    # -- live calls ---------------------------------------------------------------------
+
+    async def hangup(self, record: CallRecord) -> None:
+        """Hang up a live call, or cancel one still queued or dialling."""
+        if record.status in _FINAL:
+            raise CallEndedError(f"call {record.id} has ended ({record.status})")
+        dialing = self.dialing.get(record.id)
+        session = self.app.get_session(record.channel_id) if record.channel_id else None
+        if session is not None and not session.ended:
+            await session.hangup()
+            return
+        if dialing is not None:
+            dialing[1].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dialing[1]
+            return
+        raise CallEndedError(f"call {record.id} is not live in this process")
+
+    async def transfer(self, record: CallRecord, target: str) -> str:
+        """Blind-transfer a live call to ``target`` (validated); the target dialled."""
+        checked = transfer_target(target, self.settings)
+        if record.status in _FINAL:
+            raise CallEndedError(f"call {record.id} has ended ({record.status})")
+        session = self.app.get_session(record.channel_id) if record.channel_id else None
+        if session is None or session.ended:
+            raise CallEndedError(f"call {record.id} is not answered and live in this process")
+        await session.transfer_to(checked)
+        await self.store.add_event(record.id, "transfer", {"target": checked})
+        return checked
+
+    async def stop(self) -> None:
+        """Cancel the dialling still going on (their calls end ``canceled``)."""
+        tasks = [task for _, task in self.dialing.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _hang_up_after(call: CallSession, seconds: float) -> None:
+    await asyncio.sleep(seconds)
+    if not call.ended:
+        logger.info("call %s reached its max_duration (%.0f s): hanging up", call.id, seconds)
+        with contextlib.suppress(VoxtraError):
+            await call.hangup()

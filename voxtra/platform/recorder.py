@@ -1,0 +1,421 @@
+"""Fills the store from a running app through its public hooks; handlers stay unchanged.
+
+* ``app.on_call_start``: an outbound call placed by the API is marked answered; any
+  other call (inbound, or placed from code) gets a record of its own.
+* the pipeline's events (``VoiceConfig.on_pipeline``, chained to the app's own): caller
+  turns (final transcripts), agent turns (answers) with their latency split (STT, LLM,
+  TTS) from :class:`~voxtra.pipeline.events.TurnMetrics`, barge-ins, provider errors.
+* DTMF: a helper task in the call's task group waits for each digit event.
+* ``app.on_call_end``: final status, hangup cause, duration and the call's figures.
+* ``app.on_recording_delivered``: the recording's link.
+
+Pipeline callbacks are synchronous and run inline in the pipeline: they only put a write
+on a bounded queue that one writer task drains in order, so a slow database never
+delays a call's audio (a full queue drops the write, counted in
+``voxtra_store_writes_dropped``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from voxtra.app import VoxtraApp
+from voxtra.ari.events import ChannelDtmfReceived
+from voxtra.calls.session import CallSession
+from voxtra.calls.state import CallDirection, CallState
+from voxtra.errors import CallEnded
+from voxtra.pipeline import VoicePipeline
+from voxtra.pipeline.events import (
+    AgentResponseEvent,
+    BargeInEvent,
+    PipelineEvent,
+    ProviderErrorEvent,
+    SpeechEndedEvent,
+    SpeechStartedEvent,
+    TurnMetrics,
+    UserTranscriptEvent,
+)
+from voxtra.platform.metrics import PlatformMetrics
+from voxtra.platform.store.base import new_id, utcnow
+from voxtra.platform.store.calls import CallRecord, CallStatus, TranscriptTurn
+from voxtra.platform.store.repository import CallStore
+from voxtra.recording.metadata import RecordingMetadata
+
+__all__ = ["PLATFORM_CALL_ID", "PlatformRecorder"]
+
+logger = logging.getLogger(__name__)
+
+PLATFORM_CALL_ID = "platform_call_id"
+"""The ``call.metadata`` key holding the store's id of a call the API placed."""
+
+_QUEUE = 10_000
+Write = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class _Track:
+    """What the recorder keeps in memory about one live call."""
+
+    call_id: str
+    call: CallSession
+    transcribe: bool = True
+    speech_start: float | None = None
+    speech_end: float | None = None
+    pending_answer: str | None = None
+    barge_ins: int = 0
+    caller_talk_ms: float = 0.0
+    agent_talk_ms: float = 0.0
+    turns: int = 0
+    dtmf: int = 0
+    latencies: dict[str, list[float]] = field(
+        default_factory=lambda: {"total_ms": [], "stt_ms": [], "llm_ms": [], "tts_ms": []}
+    )
+
+    def offset(self, at: float | None) -> float | None:
+        """Seconds from the answer to ``at`` (the pipeline's clock, ``time.monotonic``
+        by default, like the call's own timestamps)."""
+        answered = self.call.context.answered_at
+        if at is None or answered is None:
+            return None
+        return round(max(0.0, at - answered), 3)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The nearest-rank ``q`` percentile (0-100) of ``values``; None if empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
+    return round(ordered[rank - 1], 1)
+
+
+class PlatformRecorder:
+    """Records every call of ``app`` in ``store`` (see the module doc)."""
+
+    def __init__(self, app: VoxtraApp, store: CallStore, metrics: PlatformMetrics) -> None:
+        self.app = app
+        self.store = store
+        self.metrics = metrics
+        self.tracks: dict[str, _Track] = {}
+        """Live calls by channel id."""
+        self._queue: asyncio.Queue[Write | None] = asyncio.Queue(maxsize=_QUEUE)
+        self._writer: asyncio.Task[None] | None = None
+        app.on_call_start(self._call_started)
+        app.on_call_end(self._call_ended)
+        app.on_recording_delivered(self._recording_delivered)
+        chained = app.voice.on_pipeline
+
+        def on_pipeline(call: Any, pipeline: VoicePipeline) -> None:
+            if chained is not None:
+                chained(call, pipeline)
+            self.watch_pipeline(call, pipeline)
+
+        app.voice = replace(app.voice, on_pipeline=on_pipeline)
+
+    # -- the writer ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name="voxtra-platform-writer")
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Write what is queued (at most ``timeout`` seconds), then stop the writer."""
+        if self._writer is None:
+            return
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._writer), timeout)
+        except TimeoutError:
+            logger.warning("platform: %d store write(s) not done at stop", self._queue.qsize())
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        self._writer = None
+
+    async def flush(self) -> None:
+        """Wait until every write queued so far is done (tests, the API's reads)."""
+        done = asyncio.get_running_loop().create_future()
+
+        async def mark() -> None:
+            done.set_result(None)
+
+        self._put(mark)
+        await done
+
+    def _put(self, write: Write) -> None:
+        try:
+            self._queue.put_nowait(write)
+        except asyncio.QueueFull:
+            self.metrics.store_writes_dropped.inc()
+            logger.warning("platform: the store's write queue is full; a write is dropped")
+
+    async def _write_loop(self) -> None:
+        while (write := await self._queue.get()) is not None:
+            try:
+                await write()
+            except Exception:
+                logger.exception("platform: a store write failed")
+
+    # -- call start and end -------------------------------------------------------------
+
+    async def _call_started(self, call: CallSession) -> None:
+        answered = call.context.answered_at
+        platform_id = call.metadata.get(PLATFORM_CALL_ID)
+        track = _Track(
+            call_id=platform_id if isinstance(platform_id, str) else new_id("call"),
+            call=call,
+            transcribe=bool(call.metadata.get("platform_transcribe", True)),
+        )
+        self.tracks[call.id] = track
+        self.metrics.active_calls.inc()
+        now = utcnow()
+        if isinstance(platform_id, str):
+
+            async def answered_write() -> None:
+                await self.store.update(
+                    track.call_id,
+                    status=CallStatus.IN_PROGRESS.value,
+                    channel_id=call.id,
+                    answered_at=now,
+                    instance_id=self.app.instance_id,
+                    event=("status", {"status": CallStatus.IN_PROGRESS.value}),
+                    only_if_not=[s.value for s in _FINAL],
+                )
+
+            self._put(answered_write)
+        else:
+            inbound = call.direction is CallDirection.INBOUND
+            status = (
+                CallStatus.IN_PROGRESS
+                if call.state is CallState.IN_PROGRESS
+                else CallStatus.RINGING
+            )
+            record = CallRecord(
+                id=track.call_id,
+                channel_id=call.id,
+                direction=call.direction.value,
+                status=status.value,
+                to=call.called_number or None,
+                from_=(call.caller_id or None) if inbound else None,
+                meta=_plain(call.metadata),
+                created_at=now,
+                started_at=now,
+                answered_at=now if answered is not None else None,
+                instance_id=self.app.instance_id,
+            )
+
+            async def create() -> None:
+                await self.store.create(record, event={"status": status.value})
+
+            self._put(create)
+        call.spawn(self._watch_dtmf(call, track), name=f"voxtra-platform-dtmf-{call.id}")
+
+    async def _watch_dtmf(self, call: CallSession, track: _Track) -> None:
+        with contextlib.suppress(CallEnded):
+            while True:
+                event = await call.wait_for_event(ChannelDtmfReceived)
+                track.dtmf += 1
+                self._put(
+                    functools.partial(
+                        self.store.add_event, track.call_id, "dtmf", {"digit": event.digit}
+                    )
+                )
+
+    async def _call_ended(self, call: CallSession) -> None:
+        track = self.tracks.pop(call.id, None)
+        if track is None:
+            return
+        self.metrics.active_calls.dec()
+        if track.pending_answer is not None:
+            self._agent_turn(track, track.pending_answer, None)
+        failed = call.state is CallState.FAILED
+        status = CallStatus.FAILED if failed else CallStatus.COMPLETED
+        if call.context.answered_at is None and call.direction is CallDirection.INBOUND:
+            status = CallStatus.CANCELED if not failed else status  # caller gave up ringing
+        figures = self._figures(track)
+        self.metrics.calls.labels(status.value, call.direction.value).inc()
+        if call.dtmf_dropped:
+            self.metrics.dtmf_dropped.inc(call.dtmf_dropped)
+        ended_at = utcnow()
+        fields: dict[str, Any] = {
+            "status": status.value,
+            "ended_at": ended_at,
+            "duration": round(call.duration, 3),
+            "hangup_cause": call.hangup_cause,
+            "end_reason": call.end_reason.value if call.end_reason is not None else None,
+            "metrics": figures,
+        }
+        if call.context.answered_at is not None:
+            fields["answered_at"] = ended_at - timedelta(seconds=call.duration)
+
+        async def final() -> None:
+            await self.store.update(
+                track.call_id,
+                event=("status", {"status": status.value, "end_reason": fields["end_reason"]}),
+                only_if_not=[s.value for s in _FINAL],
+                **fields,
+            )
+
+        self._put(final)
+
+    def _figures(self, track: _Track) -> dict[str, Any]:
+        latency = {
+            stage: {"p50": percentile(values, 50), "p95": percentile(values, 95)}
+            for stage, values in track.latencies.items()
+        }
+        return {
+            "turns": track.turns,
+            "latency_ms": latency,
+            "barge_ins": track.barge_ins,
+            "talk_time": {
+                "caller": round(track.caller_talk_ms / 1000.0, 2),
+                "agent": round(track.agent_talk_ms / 1000.0, 2),
+            },
+            "dtmf": track.dtmf,
+        }
+
+    async def _recording_delivered(self, meta: RecordingMetadata) -> None:
+        track = self.tracks.get(meta.call_id)
+        recording = {
+            "name": meta.name,
+            "format": meta.format,
+            "duration": meta.duration,
+            "size_bytes": meta.size_bytes,
+            "location": meta.location,
+        }
+
+        async def write() -> None:
+            call_id = track.call_id if track is not None else None
+            if call_id is None:
+                record = await self.store.by_channel(meta.call_id)
+                if record is None:
+                    logger.debug("platform: recording %s of no stored call", meta.name)
+                    return
+                call_id = record.id
+            await self.store.update(call_id, recording=recording, event=("recording", recording))
+
+        self._put(write)
+
+    # -- the pipeline's events ----------------------------------------------------------
+
+    def watch_pipeline(self, call: Any, pipeline: VoicePipeline) -> None:
+        """Subscribe to ``pipeline``'s events for ``call`` (a CallSession)."""
+        track = self.tracks.get(call.id)
+        if track is None:
+            return
+        pipeline.on_event(lambda event: self._on_pipeline_event(track, event))
+
+    def _on_pipeline_event(self, track: _Track, event: PipelineEvent) -> None:
+        if isinstance(event, SpeechStartedEvent):
+            track.speech_start = event.at
+        elif isinstance(event, SpeechEndedEvent):
+            track.speech_end = event.at
+            track.caller_talk_ms += event.speech_ms
+        elif isinstance(event, UserTranscriptEvent):
+            if event.is_final and event.text.strip() and track.transcribe:
+                turn = TranscriptTurn(
+                    call_id=track.call_id,
+                    seq=0,
+                    speaker="caller",
+                    text=event.text,
+                    start=track.offset(track.speech_start),
+                    end=track.offset(track.speech_end or event.at),
+                    confidence=event.confidence,
+                )
+                self._add_turn(track, turn)
+        elif isinstance(event, AgentResponseEvent):
+            if event.text.strip():
+                if track.pending_answer is not None:  # a tool step's text, then the answer
+                    self._agent_turn(track, track.pending_answer, None)
+                track.pending_answer = event.text
+        elif isinstance(event, TurnMetrics):
+            self._turn_metrics(track, event)
+        elif isinstance(event, BargeInEvent):
+            track.barge_ins += 1
+            self.metrics.barge_ins.inc()
+            data = {"heard_text": event.heard_text, "played_ms": round(event.played_ms, 1)}
+            self._put(lambda: self.store.add_event(track.call_id, "barge_in", data))
+        elif isinstance(event, ProviderErrorEvent):
+            self.metrics.provider_errors.labels(event.stage or "?", str(event.timed_out)).inc()
+            data = {"stage": event.stage, "provider": event.provider, "timed_out": event.timed_out}
+            self._put(lambda: self.store.add_event(track.call_id, "provider_error", data))
+
+    def _turn_metrics(self, track: _Track, metrics: TurnMetrics) -> None:
+        figures = {
+            k: (round(v, 1) if v is not None else None) for k, v in metrics.as_dict().items()
+        }
+        for stage in ("total_ms", "stt_ms", "llm_ms", "tts_ms"):
+            value = figures.get(stage)
+            if value is not None:
+                track.latencies[stage].append(value)
+                self.metrics.turn_latency.labels(stage.removesuffix("_ms")).observe(value / 1000)
+        if metrics.first_frame_out is not None:
+            track.agent_talk_ms += max(0.0, (metrics.at - metrics.first_frame_out) * 1000.0)
+        if track.pending_answer is not None:
+            text, track.pending_answer = track.pending_answer, None
+            self._agent_turn(
+                track, text, figures, metrics.first_frame_out, metrics.at, metrics.interrupted
+            )
+
+    def _agent_turn(
+        self,
+        track: _Track,
+        text: str,
+        latency: dict[str, float | None] | None,
+        start: float | None = None,
+        end: float | None = None,
+        interrupted: bool = False,
+    ) -> None:
+        if not track.transcribe:
+            return
+        turn = TranscriptTurn(
+            call_id=track.call_id,
+            seq=0,
+            speaker="agent",
+            text=text,
+            start=track.offset(start),
+            end=track.offset(end),
+            interrupted=interrupted,
+            latency=dict(latency) if latency is not None else None,
+        )
+        self._add_turn(track, turn)
+
+    def _add_turn(self, track: _Track, turn: TranscriptTurn) -> None:
+        track.turns += 1
+        data = {
+            "speaker": turn.speaker,
+            "text": turn.text,
+            "start": turn.start,
+            "end": turn.end,
+            "interrupted": turn.interrupted,
+        }
+        self._put(lambda: self.store.add_turn(turn, event_data=data))
+
+
+_FINAL = (
+    CallStatus.COMPLETED,
+    CallStatus.BUSY,
+    CallStatus.NO_ANSWER,
+    CallStatus.FAILED,
+    CallStatus.CANCELED,
+)
+
+
+def _plain(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with only JSON values (handlers may put any object in call.metadata)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, str | int | float | bool | type(None) | list | dict):
+            out[str(key)] = value
+        else:
+            out[str(key)] = repr(value)
+    return out

@@ -1,0 +1,144 @@
+"""``voxtra serve module:app``: the user's app and the API in one process and event loop.
+
+Order at start: the store is migrated and the recorder started, then the app connects
+to Asterisk, then the HTTP server listens (``/readyz`` says when all three are up). At
+SIGINT/SIGTERM: the server stops taking requests, the app drains its calls (their end
+is still recorded), then the recorder writes what is left and the database closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterator
+
+import uvicorn
+
+from voxtra.app import VoxtraApp
+from voxtra.platform.api import create_api
+from voxtra.platform.platform import Platform, default_database_url
+from voxtra.platform.store.db import Database
+
+__all__ = ["PlatformServer", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, but the signals are the embedding program's (:func:`serve`):
+    uvicorn's own handling re-raises the signal after serving, which would kill the
+    process before the app drained its calls."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def request_exit(self) -> None:
+        if self.should_exit:
+            self.force_exit = True  # a second signal: do not wait for open connections
+        self.should_exit = True
+
+
+class PlatformServer:
+    """The app, its platform and the HTTP server, started and stopped together."""
+
+    def __init__(
+        self,
+        app: VoxtraApp,
+        *,
+        database_url: str | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        log_level: str = "info",
+    ) -> None:
+        settings = app.settings.platform
+        self.app = app
+        self.db = Database(database_url or default_database_url(settings))
+        self.api = create_api(app, self.db, app.settings)
+        self.platform: Platform = self.api.state.platform
+        config = uvicorn.Config(
+            self.api,
+            host=host or settings.host,
+            port=settings.port if port is None else port,
+            log_level=log_level.lower(),
+            lifespan="off",
+            # Request lines only: a header (the bearer token) is never in them.
+            access_log=True,
+        )
+        self.server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the real one when 0 was asked for)."""
+        for server in self.server.servers:
+            for sock in server.sockets:
+                return int(sock.getsockname()[1])
+        return int(self.server.config.port)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.server.config.host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.platform.start()
+        try:
+            await self.app.start()
+        except BaseException:
+            await self.platform.stop()
+            await self.db.close()
+            raise
+        self._task = asyncio.create_task(self.server.serve(), name="voxtra-platform-http")
+        while not self.server.started:
+            if self._task.done():
+                await self.stop()
+                raise OSError(f"the API server did not start on {self.server.config.host}")
+            await asyncio.sleep(0.02)
+        logger.info(
+            "Voxtra platform: API on %s (docs at %s/docs), store %s",
+            self.url,
+            self.url,
+            self.db.safe_url,
+        )
+
+    def request_exit(self) -> None:
+        """Stop serving (a signal handler's call): :meth:`wait` returns."""
+        self.server.request_exit()
+
+    async def wait(self) -> None:
+        """Until the server stops (a signal, or :meth:`stop`)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self.server.should_exit = True
+            with contextlib.suppress(Exception):
+                await self._task
+            self._task = None
+        try:
+            await self.app.stop()
+        finally:
+            await self.platform.stop()
+            await self.db.close()
+
+
+def serve(app: VoxtraApp, *, log_level: str | None = None) -> None:
+    """Run ``app`` and its API until SIGINT/SIGTERM (blocking): ``voxtra serve``."""
+    app.configure_logging(log_level)
+
+    async def main() -> None:
+        server = PlatformServer(app, log_level=log_level or "info")
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, server.request_exit)
+        await server.start()
+        try:
+            await server.wait()
+        finally:
+            await server.stop()
+
+    asyncio.run(main())

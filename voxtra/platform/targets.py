@@ -1,0 +1,91 @@
+"""What a ``to`` (or a transfer target) may be, checked before anything reaches Asterisk.
+
+Three kinds, each matched in full against a strict pattern; anything else is refused:
+
+* an endpoint: ``PJSIP/alice`` (technology in ``platform.endpoint_technologies``), or
+  ``Local/100@context`` with the context in ``platform.local_contexts``;
+* a number in E.164 form (``+4930123456``), dialled through ``platform.number_template``
+  (``PJSIP/{number}@trunk``);
+* a SIP URI (``sip:bob@example.com``), sent out through ``platform.sip_uri_endpoint``.
+
+The template and the endpoint come from the settings (the operator's); only the
+validated parts come from the request. No request text is ever a dialplan application,
+a channel variable name or a file path.
+"""
+
+from __future__ import annotations
+
+import re
+
+from voxtra.config import PlatformSettings
+from voxtra.errors import VoxtraError
+
+__all__ = ["InvalidTarget", "dial_target", "transfer_target"]
+
+_NUMBER = re.compile(r"\+[1-9][0-9]{6,14}")
+_SIP_URI = re.compile(
+    r"sips?:[A-Za-z0-9_.+!~*'-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*(?::[0-9]{1,5})?"
+)
+_ENDPOINT = re.compile(r"([A-Za-z0-9]{1,16})/([A-Za-z0-9_.+-]{1,80})")
+_LOCAL = re.compile(r"Local/([A-Za-z0-9_+*#-]{1,80})@([A-Za-z0-9_-]{1,80})", re.IGNORECASE)
+_EXTEN_AT_CONTEXT = re.compile(r"([A-Za-z0-9_+*#-]{1,80})@([A-Za-z0-9_-]{1,80})")
+
+
+class InvalidTarget(VoxtraError):
+    """A ``to`` or transfer target that is none of the accepted kinds; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.detail = message
+
+
+def dial_target(to: str, settings: PlatformSettings, field: str = "to") -> str:
+    """The Asterisk endpoint for ``to``; :class:`InvalidTarget` if it is not allowed."""
+    if _NUMBER.fullmatch(to):
+        if settings.number_template is None:
+            raise InvalidTarget(
+                field, "numbers are not dialled here (no platform.number_template is set)"
+            )
+        return settings.number_template.replace("{number}", to)
+    if to[:4].lower() in ("sip:", "sips"):
+        if not _SIP_URI.fullmatch(to):
+            raise InvalidTarget(field, "expected a SIP URI like sip:user@host")
+        if settings.sip_uri_endpoint is None:
+            raise InvalidTarget(
+                field, "SIP URIs are not dialled here (no platform.sip_uri_endpoint is set)"
+            )
+        return f"PJSIP/{settings.sip_uri_endpoint}/{to}"
+    local = _LOCAL.fullmatch(to)
+    if local is not None:
+        exten, context = local.groups()
+        if context not in settings.local_contexts:
+            raise InvalidTarget(field, f"Local channels may not enter context {context!r}")
+        return f"Local/{exten}@{context}"
+    endpoint = _ENDPOINT.fullmatch(to)
+    if endpoint is not None:
+        technology, resource = endpoint.groups()
+        allowed = {t.lower(): t for t in settings.endpoint_technologies}
+        if technology.lower() not in allowed or technology.lower() == "local":
+            raise InvalidTarget(
+                field,
+                f"channel technology {technology!r} is not allowed "
+                f"(allowed: {', '.join(settings.endpoint_technologies) or 'none'})",
+            )
+        return f"{allowed[technology.lower()]}/{resource}"
+    raise InvalidTarget(
+        field,
+        "expected an endpoint (PJSIP/name), an E.164 number (+4930123456) or a SIP URI "
+        "(sip:user@host)",
+    )
+
+
+def transfer_target(target: str, settings: PlatformSettings) -> str:
+    """A transfer target: ``exten@context`` (context in ``platform.local_contexts``) or
+    anything :func:`dial_target` accepts."""
+    match = _EXTEN_AT_CONTEXT.fullmatch(target)
+    if match is not None:
+        if match.group(2) not in settings.local_contexts:
+            raise InvalidTarget("target", f"transfers may not enter context {match.group(2)!r}")
+        return target
+    return dial_target(target, settings, "target")
