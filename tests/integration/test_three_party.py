@@ -12,6 +12,7 @@ measured on Asterisk 22.10.1 (see voxtra/calls/parties.py): a tone heard is at a
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -35,6 +36,7 @@ from voxtra.testing.sipcaller import SipCall, SipCaller
 pytestmark = [pytest.mark.asterisk, pytest.mark.sip]
 
 CALLER_HZ, CALLEE_HZ, AGENT_HZ = 440, 880, 1300
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 WINDOW = 1.5
 HEARD, NOT_HEARD = -35.0, -50.0
 
@@ -286,3 +288,39 @@ async def test_connect_to_a_busy_callee_raises_and_keeps_the_caller_with_the_age
     at_caller = parties.heard(caller, "after")
     assert at_caller[AGENT_HZ] > HEARD, f"the caller is still with the agent: {at_caller}"
     assert parties.agent_heard("after")[CALLER_HZ] > HEARD
+
+
+async def test_front_desk_example_connects_the_caller_and_leaves(parties: Party) -> None:
+    """examples/front_desk.py on a real call: the caller presses 1, the agent dials
+    the number they called (the route's endpoint template), whispers, closes."""
+    spec = importlib.util.spec_from_file_location("front_desk", EXAMPLES / "front_desk.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    async def desk(call: CallSession) -> None:
+        call.context.called_number = "201"  # as if the caller had dialled 201
+        await example.front_desk(call)
+
+    template = f"PJSIP/sipcaller/sip:{{number}}@127.0.0.1:{parties.callee_phone.port}"
+    session = await parties.app.originate(
+        f"PJSIP/sipcaller/sip:caller@127.0.0.1:{parties.caller_phone.port}",
+        handler=desk,
+        timeout=10,
+        metadata={"connect_endpoint": template},
+    )
+    caller = await parties.caller_phone.next_incoming_call(10)
+    await caller.wait_answered(10)
+    await asyncio.sleep(1.0)  # into the "press 1" prompt
+    await caller.send_dtmf("1")
+    callee = await parties.callee_phone.next_incoming_call(15)
+    deadline = time.monotonic() + 15
+    while session.parties.state is not PartyState.CLOSED and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert session.parties.state is PartyState.CLOSED
+    assert session.parties.endpoint == template.replace("{number}", "201")
+    await parties.window("closed")
+    await callee.hangup()
+    await caller.wait_ended(10)
+    at_caller, at_callee = parties.heard(caller, "closed"), parties.heard(callee, "closed")
+    assert at_caller[CALLEE_HZ] > HEARD and at_callee[CALLER_HZ] > HEARD, (at_caller, at_callee)

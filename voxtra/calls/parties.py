@@ -262,6 +262,11 @@ class CallParties:
         async with self._lock:
             if self.state in (PartyState.CLOSED, PartyState.DISCONNECTED):
                 return
+            if self.state is PartyState.ALONE and self.endpoint is not None:
+                # The callee hung up just before: nobody to leave the caller with, and
+                # no reason to fail a handler for a race it cannot avoid.
+                logger.info("call %s: close(): the callee has already left", self.context.id)
+                return
             if self.state is not PartyState.CONNECTED:
                 raise PartyError(f"close(): no callee to leave the caller with ({self.state})")
             self.context.check_alive()
