@@ -35,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("voxtra.calls.session", "voxtra.calls"),
     ("voxtra.app",),
     # voxtra.platform: the call platform (issue 10), over the app; only the cli imports it
-    ("voxtra", "voxtra.cli", "voxtra.testing", "voxtra.platform"),
+    ("voxtra", "voxtra.cli", "voxtra.scaffold", "voxtra.testing", "voxtra.platform"),
 ]
 
 # Underscore names of other modules' objects that are used on purpose.
