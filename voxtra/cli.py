@@ -177,21 +177,6 @@ def _cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_init(args: argparse.Namespace) -> int:
-    from voxtra.errors import ConfigError
-    from voxtra.scaffold import create_project
-
-    try:
-        written = create_project(args.directory, args.name)
-    except ConfigError as exc:
-        print(f"voxtra init: {exc}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(f"  created {path}")
-    print(f"next: cd {args.directory} && pip install -e . && pytest")
-    return 0
-
-
 def _cmd_doctor(args: argparse.Namespace) -> int:
     import voxtra
 
@@ -242,10 +227,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="API port (platform.port)")
     serve.add_argument("--database-url", default=None, help="store URL (platform.database_url)")
     serve.set_defaults(func=_cmd_serve, default_level="INFO")
-    init = sub.add_parser("init", help="a new project: an app, its tests, a README")
-    init.add_argument("directory", help="where to create it (new or empty)")
-    init.add_argument("--name", default=None, help="project and Stasis app name")
-    init.set_defaults(func=_cmd_init, default_level="WARNING")
     init = sub.add_parser("init", help="a new project: an app, its tests, a README")
     init.add_argument("directory", help="where to create it (new or empty)")
     init.add_argument("--name", default=None, help="project and Stasis app name")
