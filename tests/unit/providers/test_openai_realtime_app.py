@@ -20,6 +20,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 TONE = b"\x80\x00" * 4000  # 1 s of a loud u-law tone: the caller speaks
 
 
+def heard_ms(ulaw: bytes) -> float:
+    """Milliseconds of sound (not u-law silence, 0xFF) in what the phone heard."""
+    return (len(ulaw) - ulaw.count(0xFF)) / 8
+
+
 def make_app(tmp_path: Path, voice: VoiceConfig) -> VoxtraApp:
     return VoxtraApp(
         "http://asterisk.invalid:8088",
@@ -48,20 +53,32 @@ async def test_say_and_listen_run_on_the_engine(
             await call.answer()
             seen["engine"] = call.engine
             seen["pipeline"] = call.pipeline
+            seen["agent"] = call.agent
             await call.say("Hello, ask me something.")
             turn = await call.listen(timeout=10)
             seen["heard"] = turn.text if turn else None
             await call.say("It is noon.")
+            assert call.agent is not None
+            seen["history"] = [(m.role, m.content) for m in call.agent.history]
             await call.hangup()
 
         async with fake_asterisk.serve(app):
             call = await fake_asterisk.incoming(extension="6000")
-            await call.wait_until(lambda c: any(b != 0xFF for b in c.audio_heard), timeout=10)
+            # the caller answers once the greeting (4 words, 1.2 s of u-law) has played
+            await call.wait_until(lambda c: heard_ms(c.audio_heard) >= 1150, timeout=10)
             call.send_audio(TONE)
             await call.wait_ended(timeout=20)
         (conn,) = service.connections
 
     assert isinstance(seen["engine"], OpenAIRealtimeEngine) and seen["pipeline"] is None
+    # call.agent: the engine's history (as heard) and tools, as with the pipeline
+    assert seen["agent"] is seen["engine"].agent
+    assert seen["history"] == [
+        ("system", "You are a clock."),
+        ("assistant", "Hello, ask me something."),
+        ("user", "what time is it"),
+        ("assistant", "It is noon."),
+    ]
     assert seen["heard"] == "what time is it"
     session = conn.of("session.update")[0]["session"]
     assert session["instructions"] == "You are a clock."
