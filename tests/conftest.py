@@ -13,7 +13,7 @@ from voxtra.ari.client import AriClient
 if TYPE_CHECKING:
     from voxtra.testing.pytest_plugin import AsteriskTarget
 
-pytest_plugins = ["voxtra.testing.pytest_plugin"]
+pytest_plugins = ["voxtra.testing.pytest_plugin", "voxtra.testing.postgres"]
 
 
 @pytest.fixture

@@ -217,7 +217,7 @@ class CallStore:
             result = await session.execute(
                 select(CallRecord.status, func.count()).group_by(CallRecord.status)
             )
-            return {status: count for status, count in result.tuples()}
+            return {str(row[0]): int(row[1]) for row in result}
 
     # -- transcript and events ----------------------------------------------------------
 
