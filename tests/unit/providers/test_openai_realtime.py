@@ -343,3 +343,59 @@ async def test_hangup_ends_listen_with_call_ended() -> None:
             media.hangup()
             with pytest.raises(CallEnded):
                 await asyncio.wait_for(listen, 5)
+
+
+async def test_barge_in_after_the_answer_was_generated_truncates_without_cancel() -> None:
+    """The service sends audio faster than real time: most cuts land after
+    ``response.done``, while the transport still plays the queued answer."""
+    async with FakeOpenAIRealtime(KEY, chunk_delay=0) as fake:
+        engine = engine_for(fake)
+        media = MemoryMediaIO(virtual=False)
+        async with attached(engine, media):
+            say = asyncio.create_task(engine.say(" ".join(["word"] * 10)))
+            await until(lambda: media.played_ms >= 500)
+            speak(media, 300, 200)
+            result = await asyncio.wait_for(say, 5)
+            await until(lambda: bool(fake.connections[0].truncations))
+        (conn,) = fake.connections
+    assert result.interrupted and 500 <= result.played_ms < 3000
+    assert conn.cancels == 0  # nothing left to cancel: only the truncation
+    assert conn.truncations[0]["audio_end_ms"] == int(result.played_ms)
+
+
+async def test_pcm_format_converts_once_each_way() -> None:
+    async with FakeOpenAIRealtime(KEY) as fake:
+        engine = engine_for(fake, audio_format="pcm")
+        media = MemoryMediaIO(virtual=False)  # u-law 8 kHz frames, as a phone's
+        async with attached(engine, media):
+            result = await engine.say("one two")
+        (conn,) = fake.connections
+    assert conn.input_format == "audio/pcm" and conn.output_format == "audio/pcm"
+    assert result.played_ms == pytest.approx(600)
+    assert {(c.codec, c.sample_rate) for c in media.received} == {(Codec.PCM16, 24000)}
+    # 20 ms of u-law (160 bytes) went up as 20 ms of 24 kHz PCM16 (960 bytes)
+    assert conn.audio_bytes > 0 and conn.audio_bytes % 960 == 0
+
+
+async def test_converse_after_say_restores_the_history_on_its_own_session() -> None:
+    async with FakeOpenAIRealtime(KEY) as fake:
+        engine = engine_for(fake, max_duration=0.5)
+        media = MemoryMediaIO(virtual=False)
+        async with engine.attach(media, clock=media.clock):
+            await engine.say("Hello there.")
+        media = MemoryMediaIO(virtual=False)  # (a MemoryMediaIO's frames() runs once)
+        reason = await engine.run(media, clock=media.clock)
+        first, second = fake.connections
+    assert reason is EndReason.MAX_DURATION
+    assert first.closed
+    items = [e["item"] for e in second.of("conversation.item.create")]
+    assert items == [
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": "Hello there."}],
+            "id": items[0]["id"],
+        }
+    ]
+    detection = second.of("session.update")[0]["session"]["audio"]["input"]["turn_detection"]
+    assert detection["create_response"] is True
