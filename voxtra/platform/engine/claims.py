@@ -150,14 +150,18 @@ def _alive(now: datetime) -> Any:
     return select(WorkerLease.worker_id).where(WorkerLease.expires_at > now)
 
 
-async def reap_lost(session: AsyncSession, now: datetime, limit: int = 100) -> int:
+async def reap_lost(session: AsyncSession, now: datetime, worker_id: str, limit: int = 100) -> int:
     """Record ``lost`` for the attempts and runs of workers whose lease has expired; the
-    contacts follow their retry policy. Returns how many were reaped."""
+    contacts follow their retry policy. Returns how many were reaped.
+
+    ``worker_id``'s own are never reaped: it is running them, whatever its lease says.
+    """
     attempts = (
         await session.scalars(
             select(CampaignAttempt)
             .where(CampaignAttempt.ended_at.is_(None))
             .where(CampaignAttempt.worker_id.not_in(_alive(now)))
+            .where(CampaignAttempt.worker_id != worker_id)
             .order_by(CampaignAttempt.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -170,6 +174,7 @@ async def reap_lost(session: AsyncSession, now: datetime, limit: int = 100) -> i
             select(ScheduleRun)
             .where(ScheduleRun.ended_at.is_(None))
             .where(ScheduleRun.worker_id.not_in(_alive(now)))
+            .where(ScheduleRun.worker_id != worker_id)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )

@@ -122,6 +122,10 @@ class Worker:
         async with self.db.session() as session:
             await claims.release(session, self.worker_id)
 
+    def wake(self) -> None:
+        """Run a round now (new work was stored in this process)."""
+        self._wake.set()
+
     @property
     def in_flight(self) -> int:
         return len(self._calls)
@@ -163,7 +167,7 @@ class Worker:
         """One round (heartbeat, reap, claim, dial); returns the calls it started."""
         await self._beat()
         async with self.db.session() as session:
-            await claims.reap_lost(session, self.clock.now())
+            await claims.reap_lost(session, self.clock.now(), self.worker_id)
         started = 0
         async with self.db.session() as session:
             runs = await claims.claim_schedules(session, self.worker_id, self.clock.now())
@@ -213,13 +217,15 @@ class Worker:
             handler = self.routes(route)
             if handler is None and route is not None:
                 raise VoxtraError(f"no route named {route!r}")
+            # The contact's variables reach the handler as call.metadata["customer_data"]
+            # (as for API calls), never the channel: nothing a client sends is set in
+            # the dialplan's variables.
             call = await self.app.originate(
                 self.dial(to),
                 caller_id=caller_id,
                 timeout=ring_timeout,
-                variables={k: str(v) for k, v in variables.items()},
                 handler=handler,
-                metadata=metadata,
+                metadata={**metadata, "customer_data": dict(variables)},
             )
         except (CallBusy, CallNoAnswer, CallFailed) as exc:
             return _outcome(exc), exc.cause, str(exc)

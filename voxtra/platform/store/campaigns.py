@@ -162,9 +162,7 @@ class CampaignAttempt(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     campaign_id: Mapped[str] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
-    contact_id: Mapped[int] = mapped_column(
-        ForeignKey("campaign_contacts.id", ondelete="CASCADE")
-    )
+    contact_id: Mapped[int] = mapped_column(ForeignKey("campaign_contacts.id", ondelete="CASCADE"))
     attempt: Mapped[int]
     worker_id: Mapped[str] = mapped_column(String(64), index=True)
     started_at: Mapped[datetime]

@@ -1,0 +1,330 @@
+"""``/v1/campaigns``: call a list of contacts under limits, calling windows and a retry
+policy; read the progress; pause, resume or cancel.
+
+The contacts come as a JSON list in the body, or as an uploaded CSV file
+(``multipart/form-data``: a ``contacts`` file whose header row names ``to``, optionally
+``tz``, and any other column as a per-contact variable; the campaign's settings as JSON
+in a ``campaign`` field).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from sqlalchemy import select
+from starlette.datastructures import UploadFile
+
+from voxtra.errors import ConfigError
+from voxtra.platform.api import routers
+from voxtra.platform.api.auth import Caller, platform_of, require
+from voxtra.platform.api.problems import Problem
+from voxtra.platform.api.schedules import check_call, check_to
+from voxtra.platform.engine import admin, service
+from voxtra.platform.platform import Platform
+from voxtra.platform.scheduling import Backoff, CallingWindow, RetryPolicy
+from voxtra.platform.store.campaigns import Campaign
+
+__all__ = ["CampaignIn", "CampaignOut", "router"]
+
+router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"])
+
+PlatformDep = Annotated[Platform, Depends(platform_of)]
+Reader = Annotated[Caller, Depends(require("calls:read"))]
+Writer = Annotated[Caller, Depends(require("calls:write"))]
+
+MAX_CONTACTS = 100_000
+MAX_CSV_BYTES = 20 * 1024 * 1024
+
+
+class ContactIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: str = Field(max_length=200)
+    tz: str | None = Field(default=None, max_length=64, description="the contact's zone")
+    variables: dict[str, Any] = Field(default_factory=dict, description="customer data")
+
+
+class WindowIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    days: list[str] = Field(
+        default_factory=lambda: ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+    )
+    start: str = Field(default="00:00", description="HH:MM, the contact's wall clock")
+    end: str = Field(default="24:00", description="HH:MM (exclusive; 24:00 allowed)")
+
+
+class BackoffIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    delay: float = Field(default=60.0, ge=0, description="seconds before the next attempt")
+    factor: float = Field(default=2.0, ge=1, description="the delay's growth per attempt")
+    max_delay: float = Field(default=3600.0, ge=0)
+    max_attempts: int | None = Field(default=None, ge=1)
+
+
+class RetryIn(BaseModel):
+    """Per outcome a backoff, or null: that outcome is final at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=20)
+    busy: BackoffIn | None = BackoffIn(delay=300)
+    no_answer: BackoffIn | None = BackoffIn(delay=600)
+    failed: BackoffIn | None = None
+
+    def policy(self) -> RetryPolicy:
+        def rule(b: BackoffIn | None) -> Backoff | None:
+            return None if b is None else Backoff(**b.model_dump())
+
+        return RetryPolicy(
+            max_attempts=self.max_attempts,
+            busy=rule(self.busy),
+            no_answer=rule(self.no_answer),
+            failed=rule(self.failed),
+        )
+
+
+class CampaignSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str | None = Field(default=None, max_length=200)
+    route: str | None = Field(default=None, description="the registered route to run")
+    from_: str | None = Field(default=None, alias="from", description="caller id")
+    tz: str = Field(default="UTC", max_length=64, description="contacts' zone by default")
+    max_concurrent: int | None = Field(default=10, ge=1, le=10_000)
+    calls_per_minute: int | None = Field(default=None, ge=1, le=100_000)
+    windows: list[WindowIn] = Field(default_factory=list, description="none: any time")
+    retry: RetryIn = Field(default_factory=RetryIn)
+    ring_timeout: int = Field(default=30, ge=1, le=300)
+    webhook_url: HttpUrl | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    start_at: datetime | None = Field(default=None, description="not before (default: now)")
+
+
+class CampaignIn(CampaignSettings):
+    """``POST /v1/campaigns`` as JSON."""
+
+    contacts: list[ContactIn] = Field(min_length=1, max_length=MAX_CONTACTS)
+
+
+class CampaignOut(BaseModel):
+    campaign_id: str
+    name: str | None
+    status: Literal["running", "paused", "canceled", "finished"]
+    route: str | None
+    max_concurrent: int | None
+    calls_per_minute: int | None
+    created_at: datetime
+    finished_at: datetime | None
+    total: int
+    contacts: dict[str, int] = Field(description="contacts per state (final or not)")
+    attempts: dict[str, int] = Field(description="attempts per outcome")
+
+
+def _problem(field: str, message: str) -> Problem:
+    return Problem(422, message, errors=[{"field": field, "message": message}])
+
+
+def _contacts_from_csv(data: bytes) -> list[ContactIn]:
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise _problem("contacts", "the CSV file is not UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if reader.fieldnames is None or "to" not in reader.fieldnames:
+        raise _problem("contacts", "the CSV file needs a header row with a 'to' column")
+    out: list[ContactIn] = []
+    for line, row in enumerate(reader, start=2):
+        if len(out) >= MAX_CONTACTS:
+            raise _problem("contacts", f"more than {MAX_CONTACTS} contacts")
+        if None in row:
+            raise _problem(f"contacts.line{line}", "more fields than the header names")
+        to = (row.pop("to") or "").strip()
+        tz = (row.pop("tz", None) or "").strip() or None
+        try:
+            out.append(ContactIn(to=to, tz=tz, variables={k: v for k, v in row.items() if k}))
+        except ValidationError as exc:
+            raise _problem(f"contacts.line{line}", exc.errors()[0]["msg"]) from None
+    if not out:
+        raise _problem("contacts", "the CSV file has no contacts")
+    return out
+
+
+async def _read_body(request: Request) -> CampaignIn:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=5) as form:
+            upload = form.get("contacts")
+            raw = form.get("campaign") or "{}"
+            if not isinstance(upload, UploadFile):
+                raise _problem("contacts", "upload the contacts as a CSV file field 'contacts'")
+            data = await upload.read(MAX_CSV_BYTES + 1)
+            if len(data) > MAX_CSV_BYTES:
+                raise _problem("contacts", f"the CSV file exceeds {MAX_CSV_BYTES} bytes")
+            contacts = _contacts_from_csv(data)
+            try:
+                settings = json.loads(raw if isinstance(raw, str) else await raw.read())
+            except ValueError:
+                raise _problem("campaign", "the 'campaign' field is not JSON") from None
+            if not isinstance(settings, dict):
+                raise _problem("campaign", "the 'campaign' field is not a JSON object")
+            payload = {**settings, "contacts": [c.model_dump() for c in contacts]}
+    else:
+        try:
+            payload = await request.json()
+        except ValueError:
+            raise _problem("body", "expected a JSON body or a multipart CSV upload") from None
+    try:
+        return CampaignIn.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "body"
+        raise Problem(
+            422,
+            f"{field}: {first['msg']}",
+            errors=[
+                {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
+                for e in exc.errors()[:20]
+            ],
+        ) from None
+
+
+async def _out(platform: Platform, campaign: Campaign) -> CampaignOut:
+    async with platform.db.session() as session:
+        progress = await admin.campaign_progress(session, campaign.id)
+    return CampaignOut(
+        campaign_id=campaign.id,
+        name=campaign.name,
+        status=campaign.status,
+        route=campaign.route,
+        max_concurrent=campaign.max_concurrent,
+        calls_per_minute=campaign.calls_per_minute,
+        created_at=campaign.created_at,
+        finished_at=campaign.finished_at,
+        total=progress["total"],
+        contacts=progress["contacts"],
+        attempts=progress["attempts"],
+    )
+
+
+_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/CampaignIn"}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["contacts"],
+                    "properties": {
+                        "contacts": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "CSV: header 'to', optional 'tz', others variables",
+                        },
+                        "campaign": {
+                            "type": "string",
+                            "description": "the settings of CampaignIn, as JSON, less contacts",
+                        },
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Start a campaign (contacts as JSON or an uploaded CSV)",
+    openapi_extra=_BODY_DOC,
+)
+async def create_campaign(request: Request, platform: PlatformDep, _caller: Writer) -> CampaignOut:
+    body = await _read_body(request)
+    for i, contact in enumerate(body.contacts):
+        check_to(platform, contact.to, f"contacts.{i}.to")
+    check_call(platform, body.contacts[0].to, body.from_, body.route)
+    try:
+        windows = [CallingWindow(w.start, w.end, tuple(w.days)) for w in body.windows]
+        policy = body.retry.policy()
+        worker = service.worker_of(platform)
+        async with platform.db.session() as session:
+            campaign = await admin.create_campaign(
+                session,
+                contacts=[admin.ContactSpec(c.to, c.tz, c.variables) for c in body.contacts],
+                now=worker.clock.now(),
+                name=body.name,
+                route=body.route,
+                caller_id=body.from_,
+                tz=body.tz,
+                max_concurrent=body.max_concurrent,
+                calls_per_minute=body.calls_per_minute,
+                windows=windows,
+                retry=policy,
+                ring_timeout=body.ring_timeout,
+                webhook_url=str(body.webhook_url) if body.webhook_url else None,
+                metadata=body.metadata,
+                start_at=body.start_at,
+            )
+    except ConfigError as exc:
+        name = type(exc).__name__
+        field = {"InvalidCallingWindow": "windows", "InvalidRetryPolicy": "retry"}.get(name, "tz")
+        raise _problem(field, str(exc)) from None
+    worker.wake()
+    return await _out(platform, campaign)
+
+
+@router.get("/{campaign_id}", summary="A campaign's progress: contacts per state")
+async def get_campaign(campaign_id: str, platform: PlatformDep, _caller: Reader) -> CampaignOut:
+    async with platform.db.session() as session:
+        campaign = await session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise Problem(404, f"no campaign {campaign_id!r}")
+    return await _out(platform, campaign)
+
+
+@router.get("", summary="List campaigns")
+async def list_campaigns(platform: PlatformDep, _caller: Reader) -> list[CampaignOut]:
+    async with platform.db.session() as session:
+        found = (
+            await session.scalars(select(Campaign).order_by(Campaign.created_at.desc()).limit(100))
+        ).all()
+    return [await _out(platform, c) for c in found]
+
+
+async def _steer(platform: Platform, campaign_id: str, action: str) -> CampaignOut:
+    try:
+        async with platform.db.session() as session:
+            campaign = await admin.steer_campaign(session, campaign_id, action)
+    except admin.CampaignConflict as exc:
+        raise Problem(409, str(exc)) from None
+    if campaign is None:
+        raise Problem(404, f"no campaign {campaign_id!r}")
+    service.worker_of(platform).wake()
+    return await _out(platform, campaign)
+
+
+@router.post("/{campaign_id}/pause", summary="Stop starting calls (calls up go on)")
+async def pause(campaign_id: str, platform: PlatformDep, _caller: Writer) -> CampaignOut:
+    return await _steer(platform, campaign_id, "pause")
+
+
+@router.post("/{campaign_id}/resume", summary="Start calls again")
+async def resume(campaign_id: str, platform: PlatformDep, _caller: Writer) -> CampaignOut:
+    return await _steer(platform, campaign_id, "resume")
+
+
+@router.post("/{campaign_id}/cancel", summary="End every contact not being dialed")
+async def cancel(campaign_id: str, platform: PlatformDep, _caller: Writer) -> CampaignOut:
+    return await _steer(platform, campaign_id, "cancel")
+
+
+routers.register(router, service.install)

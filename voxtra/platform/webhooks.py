@@ -1,0 +1,271 @@
+"""Webhooks: events POSTed to the app's URL and to a campaign's or schedule's own, signed,
+retried with backoff in the background.
+
+Events: ``call.started``, ``call.answered``, ``call.ended``, ``transcript.ready``,
+``recording.ready``, ``campaign.finished``. The body is JSON::
+
+    {"id": "evt_...", "type": "call.ended", "created_at": "2026-11-30T09:00:00+00:00",
+     "data": {...}}
+
+and carries three headers: ``Voxtra-Event`` (the type), ``Voxtra-Timestamp`` (Unix
+seconds when it was signed) and ``Voxtra-Signature: v1=<hex>``, the HMAC-SHA256 under the
+shared secret of ``"<timestamp>." + body`` (the raw bytes). A receiver recomputes it
+(:func:`verify` does), compares in constant time and refuses a timestamp more than five
+minutes off, so a captured request cannot be replayed later. Each retry is signed anew.
+
+Delivery never blocks a call: :meth:`WebhookDispatcher.notify` only puts the event on a
+bounded queue (the oldest is dropped, and counted, if a dead receiver lets it fill);
+senders in the background POST with a timeout and retry a failure or a non-2xx answer
+after 1, 2, 4, ... seconds up to ``attempts`` tries. The secret is never logged, nor a
+URL's query string (where receivers often put a token of their own).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+__all__ = [
+    "EVENTS",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "Delivery",
+    "WebhookDispatcher",
+    "sign",
+    "verify",
+]
+
+logger = logging.getLogger(__name__)
+
+EVENTS = (
+    "call.started",
+    "call.answered",
+    "call.ended",
+    "transcript.ready",
+    "recording.ready",
+    "campaign.finished",
+)
+EVENT_HEADER = "Voxtra-Event"
+TIMESTAMP_HEADER = "Voxtra-Timestamp"
+SIGNATURE_HEADER = "Voxtra-Signature"
+TOLERANCE = 300
+"""Seconds a receiver accepts between the timestamp and its own clock."""
+
+
+def sign(secret: str | bytes, timestamp: int, body: bytes) -> str:
+    """The ``Voxtra-Signature`` value for ``body`` signed at ``timestamp``."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    digest = hmac.new(key, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"v1={digest}"
+
+
+def verify(
+    secret: str | bytes,
+    body: bytes,
+    timestamp: str | None,
+    signature: str | None,
+    *,
+    now: float | None = None,
+    tolerance: float = TOLERANCE,
+) -> bool:
+    """Whether a received webhook is genuine and fresh (for receivers written in Python;
+    ``docs/platform.md`` shows the same check in a few lines of any language)."""
+    if not timestamp or not signature or not timestamp.isdigit():
+        return False
+    sent = int(timestamp)
+    if abs((time.time() if now is None else now) - sent) > tolerance:
+        return False
+    expected = sign(secret, sent, body)
+    # A header may list several signatures (a secret being rotated): any one may match.
+    return any(hmac.compare_digest(expected, part.strip()) for part in signature.split(","))
+
+
+def _safe(url: str) -> str:
+    """The URL without its query, fragment or credentials: what logs may show."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+@dataclass
+class Delivery:
+    url: str
+    event: str
+    body: bytes
+    tries: int = 0
+    last_error: str | None = None
+    id: str = field(default_factory=lambda: f"evt_{secrets.token_hex(10)}")
+
+
+Sender = Callable[[str, bytes, dict[str, str], float], Awaitable[int]]
+"""``send(url, body, headers, timeout) -> HTTP status`` (a test injects one)."""
+
+
+class WebhookDispatcher:
+    """Signs and delivers events in the background; :meth:`notify` never waits."""
+
+    def __init__(
+        self,
+        secret: str | None,
+        *,
+        attempts: int = 6,
+        first_delay: float = 1.0,
+        max_delay: float = 300.0,
+        timeout: float = 5.0,
+        max_queue: int = 10_000,
+        senders: int = 4,
+        send: Sender | None = None,
+    ) -> None:
+        self._secret = secret
+        self.attempts = attempts
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.timeout = timeout
+        self.senders = senders
+        self._queue: asyncio.Queue[Delivery] = asyncio.Queue(max_queue)
+        self._send = send
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.delivered = 0
+        self.failed = 0
+        """Deliveries given up after every try."""
+        self.dropped = 0
+        """Deliveries dropped because the queue was full."""
+
+    def __repr__(self) -> str:  # never the secret
+        return f"<WebhookDispatcher queued={self._queue.qsize()} failed={self.failed}>"
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._send is None and self._session is None:
+            self._session = aiohttp.ClientSession()
+        for i in range(self.senders):
+            self._spawn(self._sender(), f"voxtra-webhooks-{i}")
+
+    async def stop(self, timeout: float = 2.0) -> None:
+        """Deliver what is queued for up to ``timeout`` seconds, then stop."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queue.join(), timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _spawn(self, work: Awaitable[None], name: str) -> None:
+        task = asyncio.ensure_future(work)
+        task.set_name(name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- events ------------------------------------------------------------------------
+
+    def notify(self, event: str, data: dict[str, Any], urls: Sequence[str]) -> None:
+        """Queue ``event`` for each of ``urls`` (duplicates once); returns at once."""
+        if not urls:
+            return
+        body = json.dumps(
+            {
+                "id": f"evt_{secrets.token_hex(10)}",
+                "type": event,
+                "created_at": datetime.now(UTC).isoformat(),
+                "data": data,
+            },
+            default=str,
+            separators=(",", ":"),
+        ).encode()
+        for url in dict.fromkeys(urls):
+            self._put(Delivery(url, event, body))
+
+    def _put(self, delivery: Delivery) -> None:
+        while True:
+            try:
+                self._queue.put_nowait(delivery)
+                return
+            except asyncio.QueueFull:
+                old = self._queue.get_nowait()
+                self._queue.task_done()
+                self.dropped += 1
+                logger.warning(
+                    "webhooks: queue full, dropped a %s for %s", old.event, _safe(old.url)
+                )
+
+    def headers(self, delivery: Delivery, timestamp: int) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_HEADER: delivery.event,
+            TIMESTAMP_HEADER: str(timestamp),
+            "User-Agent": "voxtra-webhooks/1",
+        }
+        if self._secret:
+            headers[SIGNATURE_HEADER] = sign(self._secret, timestamp, delivery.body)
+        return headers
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        if self._send is not None:
+            return await self._send(url, body, headers, self.timeout)
+        assert self._session is not None
+        async with self._session.post(
+            url,
+            data=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+            allow_redirects=False,
+        ) as response:
+            return response.status
+
+    async def _sender(self) -> None:
+        while True:
+            delivery = await self._queue.get()
+            try:
+                await self._deliver(delivery)
+            finally:
+                self._queue.task_done()
+
+    async def _deliver(self, delivery: Delivery) -> None:
+        delivery.tries += 1
+        try:
+            status = await self._post(
+                delivery.url, delivery.body, self.headers(delivery, int(time.time()))
+            )
+            ok = 200 <= status < 300
+            delivery.last_error = None if ok else f"HTTP {status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            ok, delivery.last_error = False, type(exc).__name__
+        if ok:
+            self.delivered += 1
+            return
+        if delivery.tries >= self.attempts:
+            self.failed += 1
+            logger.warning(
+                "webhooks: gave up on a %s for %s after %d tries (%s)",
+                delivery.event,
+                _safe(delivery.url),
+                delivery.tries,
+                delivery.last_error,
+            )
+            return
+        delay = min(self.first_delay * 2 ** (delivery.tries - 1), self.max_delay)
+
+        async def later() -> None:
+            # Waits apart from the senders: a dead receiver's backoff holds up no other.
+            await asyncio.sleep(delay)
+            self._put(delivery)
+
+        self._spawn(later(), "voxtra-webhooks-retry")
