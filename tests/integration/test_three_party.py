@@ -27,6 +27,7 @@ from voxtra import CallSession
 from voxtra.app import VoxtraApp
 from voxtra.ari.errors import AriNotFound
 from voxtra.calls.parties import PartyState
+from voxtra.calls.voice import VoiceConfig
 from voxtra.errors import CallBusy
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.testing import audio
@@ -324,3 +325,67 @@ async def test_front_desk_example_connects_the_caller_and_leaves(parties: Party)
     await caller.wait_ended(10)
     at_caller, at_callee = parties.heard(caller, "closed"), parties.heard(callee, "closed")
     assert at_caller[CALLEE_HZ] > HEARD and at_callee[CALLER_HZ] > HEARD, (at_caller, at_callee)
+
+
+class ToneTTS:
+    """A TTS that "speaks" any text as 1.2 s of the agent's 1,300 Hz tone."""
+
+    name = "tone-tts"
+    sample_rate = 8000
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
+        tone = audio.tone(AGENT_HZ, 1.2, amplitude=0.3).astype("<i2").tobytes()
+        for i in range(0, len(tone), 1600):
+            yield AudioChunk(tone[i : i + 1600], 8000, Codec.PCM16)
+
+
+async def test_warm_transfer_holds_the_caller_briefs_the_target_and_connects_them(
+    parties: Party,
+) -> None:
+    parties.app.voice = VoiceConfig(tts=ToneTTS())
+    done = asyncio.Event()
+    agent_channels: list[str] = []
+
+    async def handler(call: CallSession) -> None:
+        await call.media()
+        await asyncio.sleep(0.5)
+
+        async def briefing(c: CallSession) -> bool:
+            start = time.time()
+            await c.say("A caller about an invoice.", interruptible=False)
+            parties.windows["briefing"] = (start, time.time())
+            agent_channels.append(str(c.media_path.channel_id))
+            return True
+
+        await call.transfer_to(parties.callee_endpoint, warm=True, briefing=briefing)
+        done.set()
+        await parties.window("after")
+
+    session = await parties.app.originate(
+        f"PJSIP/sipcaller/sip:caller@127.0.0.1:{parties.caller_phone.port}",
+        handler=handler,
+        timeout=10,
+    )
+    caller = await parties.caller_phone.next_incoming_call(10)
+    target = await parties.callee_phone.next_incoming_call(10)
+    await asyncio.wait_for(done.wait(), 20)
+    assert await gone(parties.app.ari.channels.get, agent_channels[0])
+    await asyncio.sleep(WINDOW + 0.3)
+    assert not session.ended
+    await caller.hangup()
+    await target.wait_ended(10)
+
+    at_caller, at_target = parties.heard(caller, "briefing"), parties.heard(target, "briefing")
+    assert at_target[AGENT_HZ] > HEARD and at_target[CALLER_HZ] < NOT_HEARD, at_target
+    assert at_caller[CALLEE_HZ] < NOT_HEARD, at_caller
+    assert at_caller[AGENT_HZ] < at_target[AGENT_HZ] - 20, (at_caller, at_target)
+    samples, rate = audio.read_wav(caller.recording_path)  # type: ignore[arg-type]
+    start, end = parties.windows["briefing"]
+    a, b = caller.recording_offset(start), caller.recording_offset(end)
+    held = samples[round(a * rate) : round(b * rate)]
+    # Not silence (about -110 dBFS in these recordings): the sandbox's music on hold,
+    # whose files fade in (measured: -76 to -44 dBFS over its first second).
+    assert audio.rms_dbfs(held) > -70, "the caller heard music on hold"
+    at_caller, at_target = parties.heard(caller, "after"), parties.heard(target, "after")
+    assert at_caller[CALLEE_HZ] > HEARD and at_target[CALLER_HZ] > HEARD, (at_caller, at_target)
+    assert at_caller[AGENT_HZ] < NOT_HEARD and at_target[AGENT_HZ] < NOT_HEARD

@@ -12,8 +12,20 @@ from typing import Any
 import pytest
 
 from voxtra import CallSession, VoxtraApp
-from voxtra.calls.parties import AgentMode, PartyError, PartyState, callee_endpoint
-from voxtra.errors import CallBusy, CallFailed, CallNoAnswer, ConfigError
+from voxtra.calls.parties import (
+    AgentMode,
+    PartyError,
+    PartyState,
+    TransferDeclined,
+    callee_endpoint,
+)
+from voxtra.errors import (
+    CallBusy,
+    CallFailed,
+    CallNoAnswer,
+    ConfigError,
+    PipelineNotConfigured,
+)
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.fake_asterisk.calls import FakeCall
 
@@ -252,3 +264,104 @@ def test_a_number_maps_to_an_endpoint() -> None:
     with pytest.raises(ConfigError):
         callee_endpoint(None, "200", "PJSIP/trunk")
     assert AgentMode("whisper", "caller").seat == ("caller", "out")
+
+
+async def test_a_warm_transfer_holds_the_caller_briefs_the_target_then_leaves(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    during: list[Any] = []
+    done = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.media()
+
+        async def briefing(c: CallSession) -> bool:
+            (target,) = fake_asterisk.originated
+            parties_bridge = fake_asterisk.bridges[str(c.parties.bridge_id)]
+            during.append(
+                (
+                    bridge_of(fake_asterisk, c.id),
+                    parties_bridge.moh,
+                    bridge_of(fake_asterisk, target.id),
+                    c.media_path.channel_id,
+                )
+            )
+            return True
+
+        await call.transfer_to("PJSIP/sales", warm=True, briefing=briefing)
+        during.append((call.parties.state, call.handed_off))
+        done.set()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await asyncio.wait_for(done.wait(), 5)
+        (target,) = fake_asterisk.originated
+        await asyncio.sleep(0.1)
+        assert not caller.ended
+        assert bridge_of(fake_asterisk, caller.id) == {caller.id, target.id}
+        assert fake_asterisk.bridges[next(iter(fake_asterisk.bridges))].moh is None
+        assert len(fake_asterisk.bridges) == 1 and not snoops(fake_asterisk)
+        await target.hang_up()
+        await caller.wait_ended()
+
+    caller_bridge, moh, target_bridge, media_channel = during[0]
+    assert caller_bridge == {caller.id} and moh == "default"  # alone, on hold
+    assert target_bridge == {target.id, media_channel}  # with the agent
+    assert during[1] == (PartyState.CLOSED, True)
+    assert target.endpoint == "PJSIP/sales"
+
+
+@pytest.mark.parametrize("how", ["busy", "declined"])
+async def test_a_failed_warm_transfer_brings_the_caller_back_with_the_outcome(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, how: str
+) -> None:
+    after: list[Any] = []
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+
+        async def no(c: CallSession) -> bool:
+            return False
+
+        try:
+            await call.transfer_to("PJSIP/sales", warm=True, briefing=no)
+        except Exception as exc:
+            after.append(exc)
+        after.append((call.parties.state, bridge_of(fake_asterisk, call.id)))
+        after.append(call.media_path.channel_id)
+        after.append([b.moh for b in fake_asterisk.bridges.values()])
+        await call.hangup()
+
+    if how == "busy":
+        fake_asterisk.endpoint_outcomes["PJSIP/sales"] = "busy"
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await caller.wait_ended()
+
+    error, (state, bridge), media_channel, mohs = after
+    assert isinstance(error, CallBusy if how == "busy" else TransferDeclined), error
+    assert state is PartyState.ALONE
+    assert bridge == {caller.id, media_channel}
+    assert mohs == [None]  # the parties' bridge is gone, the agent's plays no music
+    assert all(leg.ended for leg in fake_asterisk.originated)
+
+
+async def test_a_warm_transfer_needs_something_to_say(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        with pytest.raises(ConfigError):
+            await call.transfer_to("PJSIP/sales", warm=True)
+        with pytest.raises(PipelineNotConfigured):
+            await call.transfer_to("PJSIP/sales", warm=True, summary="A caller")
+        await call.hangup()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await caller.wait_ended()
+    assert not fake_asterisk.originated

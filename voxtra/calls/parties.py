@@ -62,6 +62,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -71,7 +72,7 @@ from voxtra.ari.events import AriEvent, ChannelDestroyed, StasisEnd
 from voxtra.calls.context import CallContext
 from voxtra.calls.media import CallMedia
 from voxtra.calls.voice import CallVoice
-from voxtra.errors import CallEnded, CallFailed, ConfigError, VoxtraError
+from voxtra.errors import CallEnded, CallFailed, ConfigError, OriginateError, VoxtraError
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -79,6 +80,7 @@ __all__ = [
     "CallParties",
     "PartyError",
     "PartyState",
+    "TransferDeclined",
     "callee_endpoint",
 ]
 
@@ -96,6 +98,10 @@ ENDPOINT_KEY = "connect_endpoint"
 class PartyError(VoxtraError, RuntimeError):
     """A three-party command that does not fit the call's state (``whisper()`` before
     ``connect()``, ``connect()`` twice, ``say()`` while spying)."""
+
+
+class TransferDeclined(OriginateError):
+    """A warm transfer's target answered and declined it (its briefing said no)."""
 
 
 class PartyState(StrEnum):
@@ -244,6 +250,73 @@ class CallParties:
             self.state = PartyState.CONNECTED
             context.spawn(self._watch(leg, left), name=f"voxtra-callee-{context.id}")
             logger.info("call %s: %s connected (%s)", context.id, endpoint, mode)
+            return leg
+
+    async def warm_transfer(
+        self,
+        target: str,
+        brief: Callable[[], Awaitable[bool | None]],
+        *,
+        ring_time: int = 30,
+        caller_id: str | None = None,
+    ) -> str:
+        """Warm transfer: the caller waits with music on hold, the agent dials
+        ``target`` and briefs it (``await brief()``: the agent's say/listen reach the
+        target only), then caller and target are connected; the agent, seated
+        nowhere, is to :meth:`close` next (the session does).
+
+        If the target does not answer, is busy, hangs up during the briefing, or
+        ``brief()`` returns False (declined: :class:`TransferDeclined`), the caller is
+        back with the agent and the outcome is raised. Returns the target's channel.
+        """
+        context = self.context
+        context.check_alive()
+        endpoint = callee_endpoint(
+            target, context.called_number, context.metadata.get(ENDPOINT_KEY)
+        )
+        async with self._lock:
+            if self.state is not PartyState.ALONE:
+                raise PartyError(f"transfer_to(warm=True): the call is {self.state}, not alone")
+            await self.media.get()
+            agent_bridge = self.media.bridge_id
+            assert agent_bridge is not None
+            self.state = PartyState.CONNECTING
+            self.endpoint = endpoint
+            leg: str | None = None
+            left: asyncio.Future[AriEvent] | None = None
+            try:
+                if self.bridge_id is None:
+                    self.bridge_id = await context.create_bridge("parties")
+                # The caller waits alone in the parties' bridge, hearing music on hold;
+                # the agent's bridge is the target's until the briefing is over.
+                await context.request(context.ari.bridges.add_channel(self.bridge_id, context.id))
+                await context.ari.bridges.start_moh(self.bridge_id)
+                leg = await self._dial(endpoint, ring_time, caller_id or context.caller_id or None)
+                left = context.expect(AriEvent, lambda e: _leaves(e, leg or ""))
+                await context.ari.bridges.add_channel(agent_bridge, leg)
+                accepted = await brief()
+                if left.done():
+                    raise CallFailed(endpoint, None, "", "the target hung up during the briefing")
+                if accepted is False:
+                    raise TransferDeclined(endpoint, None, "", "the target declined the transfer")
+                await context.ari.bridges.stop_moh(self.bridge_id)
+                # Moves the target out of the agent's bridge, to the caller.
+                await context.ari.bridges.add_channel(self.bridge_id, leg)
+            except BaseException:
+                if left is not None:
+                    context.forget(left)
+                with contextlib.suppress(AriError, CallEnded):
+                    if leg is not None:
+                        await context.release_channel(leg)
+                    if self.bridge_id is not None:
+                        await context.ari.bridges.stop_moh(self.bridge_id)
+                    await self._back_to_agent()
+                self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
+                raise
+            self.callee_id = leg
+            self.state = PartyState.CONNECTED
+            context.spawn(self._watch(leg, left), name=f"voxtra-callee-{context.id}")
+            logger.info("call %s: warm transfer to %s: connected", context.id, endpoint)
             return leg
 
     async def set_mode(self, mode: AgentMode) -> None:

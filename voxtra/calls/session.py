@@ -30,7 +30,7 @@ from voxtra.calls.playback import Playback, play
 from voxtra.calls.recorder import CallRecorder
 from voxtra.calls.state import CallDirection, CallEndReason, CallState
 from voxtra.calls.voice import CallVoice, VoiceConfig
-from voxtra.errors import CallEnded, PipelineNotConfigured
+from voxtra.errors import CallEnded, ConfigError, PipelineNotConfigured
 from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.media.transport import MediaTransport
@@ -46,6 +46,7 @@ __all__ = ["CallSession"]
 E = TypeVar("E", bound=AriEvent)
 T = TypeVar("T")
 HangupCallback = Callable[["CallSession"], Awaitable[None]]
+Briefing = Callable[["CallSession"], Awaitable[bool | None]]
 
 
 class CallSession:
@@ -476,9 +477,27 @@ class CallSession:
     # -- transfer and bridging ---------------------------------------------------------
 
     async def transfer_to(
-        self, target: str, *, timeout: int = 30, caller_id: str | None = None
+        self,
+        target: str,
+        *,
+        timeout: int = 30,
+        caller_id: str | None = None,
+        warm: bool = False,
+        summary: str | None = None,
+        briefing: Briefing | None = None,
     ) -> None:
-        """Blind transfer.
+        """Blind transfer; with ``warm=True`` a warm one.
+
+        Warm: the caller hears music on hold while ``target`` (an endpoint, or a number
+        as for :meth:`connect`) is dialled; once it answers, the agent speaks
+        ``summary`` to it (TTS) and/or runs ``await briefing(call)`` (its say/listen
+        reach the target only; returning False declines), then caller and target are
+        connected and the agent leaves (:meth:`close`). If the target does not answer,
+        is busy, hangs up or declines, the caller is back with the agent and the
+        outcome is raised (``CallNoAnswer``, ``CallBusy``, ``CallFailed``,
+        ``TransferDeclined``).
+
+        Blind:
 
         ``exten@context`` (or ``exten@context:priority``) continues the call in the
         dialplan: ARI ``continue``. A channel endpoint (``PJSIP/100``,
@@ -489,6 +508,9 @@ class CallSession:
         """
         context = self.context
         context.check_alive()
+        if warm:
+            await self._warm_transfer(target, timeout, caller_id, summary, briefing)
+            return
         if "/" not in target:
             exten, _, rest = target.partition("@")
             dialplan_context, _, priority = rest.partition(":")
@@ -537,6 +559,29 @@ class CallSession:
             ringback=ringback,
             sequential=sequential,
         )
+
+    async def _warm_transfer(
+        self,
+        target: str,
+        timeout: int,
+        caller_id: str | None,
+        summary: str | None,
+        briefing: Briefing | None,
+    ) -> None:
+        if summary is None and briefing is None:
+            raise ConfigError("transfer_to(warm=True) needs summary= or briefing=")
+        if summary is not None:  # no TTS: say so before anyone is dialled
+            self._voice_for_call("transfer_to(summary=...)", ("tts",))
+        if briefing is not None:
+            check_callback(briefing, "briefing", ("call",))
+
+        async def brief() -> bool | None:
+            if summary is not None:
+                await self.say(summary, interruptible=False)
+            return await briefing(self) if briefing is not None else None
+
+        await self.parties.warm_transfer(target, brief, ring_time=timeout, caller_id=caller_id)
+        await self.close()
 
     async def transfer_to_queue(self, queue: str, *, context: str = "voxtra-queues") -> None:
         """Send the caller into an Asterisk queue (the shipped dialplan's ``voxtra-queues``)."""
