@@ -35,7 +35,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("voxtra.calls.session", "voxtra.calls"),
     ("voxtra.app",),
     # voxtra.platform: the call platform (issue 10), over the app; only the cli imports it
-    ("voxtra", "voxtra.cli", "voxtra.scaffold", "voxtra.testing", "voxtra.platform"),
+    (
+        "voxtra",
+        "voxtra.cli",
+        "voxtra.scaffold",
+        "voxtra.tracing",
+        "voxtra.testing",
+        "voxtra.platform",
+    ),
 ]
 
 # Underscore names of other modules' objects that are used on purpose.
@@ -160,7 +167,7 @@ def test_every_import_points_down_the_layers() -> None:
 
 def test_nothing_below_the_app_imports_it() -> None:
     importers = {s for s, targets in _graph().items() if "voxtra.app" in targets}
-    assert importers <= {"voxtra", "voxtra.cli"} | {
+    assert importers <= {"voxtra", "voxtra.cli", "voxtra.tracing"} | {
         s for s in importers if s.startswith(("voxtra.testing", "voxtra.platform"))
     }
 
