@@ -121,7 +121,7 @@ def default_intents() -> list[Intent]:
             "opening_hours",
             "We are open Monday to Friday, from nine in the morning to five in the evening.",
             # "When are you open?", "What time do you close?", "Are you open on Monday?"
-            patterns=[r"\b(opening|open|opens|hours|close|closes|closing)\b"],
+            patterns=[r"\b(opening|open|opens|hours|close|closes|closing|what time)\b"],
             examples=["what are your opening hours", "when are you open"],
         ),
         Intent(
