@@ -389,3 +389,35 @@ async def test_warm_transfer_holds_the_caller_briefs_the_target_and_connects_the
     at_caller, at_target = parties.heard(caller, "after"), parties.heard(target, "after")
     assert at_caller[CALLEE_HZ] > HEARD and at_target[CALLER_HZ] > HEARD, (at_caller, at_target)
     assert at_caller[AGENT_HZ] < NOT_HEARD and at_target[AGENT_HZ] < NOT_HEARD
+
+
+async def test_party_audio_gives_each_party_alone_labelled(parties: Party) -> None:
+    labelled: dict[str, list[tuple[float, bytes]]] = {"caller": [], "callee": []}
+    done = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        await call.connect(ring_time=10, to=parties.callee_endpoint)
+
+        async def keep() -> None:
+            async for party, chunk in call.party_audio(codec="pcm16", sample_rate=8000):
+                labelled[party].append((time.time(), chunk.data))
+
+        call.spawn(keep())
+        await asyncio.sleep(0.5)
+        await parties.window("barge")
+        done.set()
+        await call.disconnect()
+
+    await run_call(parties, handler)
+    await asyncio.wait_for(done.wait(), 20)
+    start, end = parties.windows["barge"]
+    levels = {}
+    for party, chunks in labelled.items():
+        pcm = b"".join(data for t, data in chunks if start <= t <= end)
+        samples = np.frombuffer(pcm, dtype="<i2")
+        levels[party] = {f: level(samples, 8000, f) for f in (CALLER_HZ, CALLEE_HZ, AGENT_HZ)}
+    caller, callee = levels["caller"], levels["callee"]
+    assert caller[CALLER_HZ] > HEARD and callee[CALLEE_HZ] > HEARD, levels
+    # each stream is that party alone: not the other, not the agent barging in
+    assert caller[CALLEE_HZ] < NOT_HEARD and caller[AGENT_HZ] < NOT_HEARD, levels
+    assert callee[CALLER_HZ] < NOT_HEARD and callee[AGENT_HZ] < NOT_HEARD, levels

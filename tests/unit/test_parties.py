@@ -365,3 +365,46 @@ async def test_a_warm_transfer_needs_something_to_say(
         caller = await fake_asterisk.incoming(extension="200")
         await caller.wait_ended()
     assert not fake_asterisk.originated
+
+
+async def test_party_audio_listens_to_each_party_through_a_snoop_of_its_own(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    connected = asyncio.Event()
+    ended = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.connect(ring_time=5)
+        connected.set()
+        async for _party, _chunk in call.party_audio():
+            pass  # ends when the callee leaves
+        ended.set()
+        await call.hangup()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await asyncio.wait_for(connected.wait(), 5)
+        (callee,) = fake_asterisk.originated
+        await fake_asterisk.wait_until(
+            lambda: len([s for s in snoops(fake_asterisk) if s.spy == "in"]) == 2
+        )
+        await fake_asterisk.wait_until(
+            lambda: all(
+                len(bridge_of(fake_asterisk, s.id)) == 2
+                for s in snoops(fake_asterisk)
+                if s.spy == "in"
+            )
+        )
+        listeners = [s for s in snoops(fake_asterisk) if s.spy == "in"]
+        assert {s.spied.id for s in listeners if s.spied} == {caller.id, callee.id}
+        for snoop in listeners:
+            (other,) = bridge_of(fake_asterisk, snoop.id) - {snoop.id}
+            assert fake_asterisk.channels[other].kind == "external"
+            assert snoop.whisper == "none"
+        await callee.hang_up()
+        await asyncio.wait_for(ended.wait(), 5)
+        await caller.wait_ended()
+    assert all(s.ended for s in listeners)
+    assert not fake_asterisk.bridges

@@ -36,9 +36,14 @@ logger = logging.getLogger(__name__)
 class CallMedia:
     """Owns the bridge, the ExternalMedia channel and the transport of one call."""
 
-    def __init__(self, context: CallContext, settings: MediaSettings) -> None:
+    def __init__(
+        self, context: CallContext, settings: MediaSettings, *, source: str | None = None
+    ) -> None:
         self.context = context
         self.settings = settings
+        self.source = source or context.id
+        """The channel bridged with the ExternalMedia channel: the caller, or a snoop
+        (one party of a three-party call, :mod:`voxtra.calls.parties`)."""
         self.transport: MediaTransport | None = None
         self.bridge_id: str | None = None
         self.channel_id: str | None = None
@@ -85,7 +90,7 @@ class CallMedia:
             self.steps.append((name, round(loop.time() - begun, 3)))
 
         self.bridge_id = await context.create_bridge("media")
-        await context.request(context.ari.bridges.add_channel(self.bridge_id, context.id))
+        await context.request(context.ari.bridges.add_channel(self.bridge_id, self.source))
         step("caller bridged")
         channel_id = host.internal_id("media")
         started = context.expect_channel(channel_id)

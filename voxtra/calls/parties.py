@@ -62,7 +62,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
@@ -73,6 +73,9 @@ from voxtra.calls.context import CallContext
 from voxtra.calls.media import CallMedia
 from voxtra.calls.voice import CallVoice
 from voxtra.errors import CallEnded, CallFailed, ConfigError, OriginateError, VoxtraError
+from voxtra.media.convert import ChunkConverter
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.media.transport import MediaTransport
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -191,6 +194,8 @@ class CallParties:
         """The parties' bridge (caller and callee)."""
         self.snoop_id: str | None = None
         """The agent's seat: a snoop channel in the media bridge."""
+        self._listeners: dict[Party, tuple[str, CallMedia]] = {}
+        """Per-party audio (:meth:`party_audio`): each party's snoop and media path."""
         self._lock = asyncio.Lock()
 
     # -- commands ----------------------------------------------------------------------
@@ -348,6 +353,7 @@ class CallParties:
             self.context.handed_off = True
             if voice is not None:
                 await voice.close()
+            await self._stop_listening()
             await self._unseat()
             await self.media.close()
             bridge = self.media.bridge_id
@@ -367,6 +373,76 @@ class CallParties:
                 with contextlib.suppress(AriError):
                     await self.context.release_channel(leg)
         await self.context.hangup()
+
+    async def party_audio(
+        self, codec: Codec, sample_rate: int
+    ) -> AsyncIterator[tuple[Party, AudioChunk]]:
+        """Each party's own voice, labelled ``caller`` / ``callee``, as 20 ms chunks
+        (interleaved as they come) until the callee leaves, the agent closes, or the
+        call ends.
+
+        Each party is heard through a snoop of its own (``spy=in``: what it says; the
+        agent's whisper is not in it) bridged with an ExternalMedia channel of its own,
+        made on first use and kept while the parties are connected.
+        """
+        ChunkConverter(codec, sample_rate)  # validates the request before any channel
+        transports = await self._listen_to_parties()
+        queue: asyncio.Queue[tuple[Party, AudioChunk] | None] = asyncio.Queue(maxsize=500)
+
+        async def pump(party: Party, transport: MediaTransport) -> None:
+            converter = ChunkConverter(codec, sample_rate)
+            transport.set_inbound_format(converter.codec, converter.rate)
+            try:
+                async for frame in transport.frames():
+                    chunk = converter.convert(frame)
+                    if chunk.data:
+                        await queue.put((party, chunk))
+            finally:
+                await queue.put(None)
+
+        pumps = [asyncio.ensure_future(pump(p, t)) for p, t in transports.items()]
+        try:
+            running = len(pumps)
+            while running:
+                item = await queue.get()
+                if item is None:
+                    running -= 1
+                else:
+                    yield item
+        finally:
+            for task in pumps:
+                task.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _listen_to_parties(self) -> dict[Party, MediaTransport]:
+        context = self.context
+        context.check_alive()
+        async with self._lock:
+            if self.state is not PartyState.CONNECTED or self.callee_id is None:
+                raise PartyError(f"party_audio(): needs a connected callee ({self.state})")
+            transports: dict[Party, MediaTransport] = {}
+            seats: tuple[tuple[Party, str], ...] = (
+                ("caller", context.id),
+                ("callee", self.callee_id),
+            )
+            for party, target in seats:
+                if party not in self._listeners:
+                    snoop_id = await self._snoop(target, "in", "none")
+                    media = CallMedia(context, self.media.settings, source=snoop_id)
+                    self._listeners[party] = (snoop_id, media)
+                transports[party] = await self._listeners[party][1].get()
+            return transports
+
+    async def _stop_listening(self) -> None:
+        """Drop the per-party listeners (their snoops, media channels, bridges)."""
+        listeners, self._listeners = self._listeners, {}
+        for snoop_id, media in listeners.values():
+            await media.close()
+            with contextlib.suppress(AriError):
+                await self.context.release_channel(snoop_id)
+            if media.bridge_id is not None:
+                with contextlib.suppress(AriError):
+                    await self._destroy_bridge(media.bridge_id)
 
     # -- Asterisk steps ----------------------------------------------------------------
 
@@ -401,14 +477,8 @@ class CallParties:
         bridge = self.media.bridge_id
         if target is None or bridge is None:
             raise PartyError(f"{mode}: the call has no callee or no agent bridge")
-        snoop_id = context.host.internal_id("snoop")
-        started = context.expect_channel(snoop_id)
+        snoop_id = await self._snoop(target, "both", whisper)
         try:
-            await context.ari.channels.snoop(
-                target, context.host.app_name, spy="both", whisper=whisper, snoop_id=snoop_id
-            )
-            # In the bridge only once in Stasis: before, 422 (as for ExternalMedia).
-            await context.wait_channel(snoop_id, started, timeout=5.0)
             await context.ari.bridges.add_channel(bridge, snoop_id)
         except BaseException:
             with contextlib.suppress(AriError):
@@ -419,6 +489,23 @@ class CallParties:
             with contextlib.suppress(AriError):
                 await context.release_channel(old)
 
+    async def _snoop(self, target: str, spy: Direction, whisper: Direction) -> str:
+        """A snoop channel on ``target``, owned by the call, once it is in Stasis (a
+        bridge takes it only then: before, 422, as for ExternalMedia)."""
+        context = self.context
+        snoop_id = context.host.internal_id("snoop")
+        started = context.expect_channel(snoop_id)
+        try:
+            await context.ari.channels.snoop(
+                target, context.host.app_name, spy=spy, whisper=whisper, snoop_id=snoop_id
+            )
+            await context.wait_channel(snoop_id, started, timeout=5.0)
+        except BaseException:
+            with contextlib.suppress(AriError):
+                await context.release_channel(snoop_id)
+            raise
+        return snoop_id
+
     async def _unseat(self) -> None:
         snoop, self.snoop_id = self.snoop_id, None
         if snoop is not None:
@@ -427,6 +514,7 @@ class CallParties:
 
     async def _back_to_agent(self) -> None:
         """The caller back in the media bridge with the agent; the parties' bridge gone."""
+        await self._stop_listening()
         await self._unseat()
         bridge = self.media.bridge_id
         if bridge is not None and not self.context.ended:

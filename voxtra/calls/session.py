@@ -330,6 +330,15 @@ class CallSession:
             if chunk.data:
                 yield chunk
 
+    async def party_audio(
+        self, *, codec: Codec | str = Codec.ULAW, sample_rate: int = 8000
+    ) -> AsyncIterator[tuple[str, AudioChunk]]:
+        """After :meth:`connect`: each party's own voice, labelled ``"caller"`` or
+        ``"callee"``, as ``(label, chunk)`` pairs, until the callee leaves, the agent
+        closes, or the call ends (:meth:`audio_stream` gives both mixed)."""
+        async for item in self.parties.party_audio(Codec(codec), sample_rate):
+            yield item
+
     async def send_audio(self, chunk: AudioChunk) -> None:
         """Play audio to the caller: any length, codec and rate; paced in 20 ms frames."""
         transport = await self.media()
