@@ -242,6 +242,7 @@ class Worker:
             "campaign_id": claim.campaign_id,
             "contact_id": claim.contact_id,
             "attempt": claim.attempt,
+            "attempt_id": claim.attempt_id,
         }
 
         async def answered(channel_id: str) -> None:
