@@ -26,7 +26,7 @@ import pytest
 from voxtra import CallSession
 from voxtra.app import VoxtraApp
 from voxtra.ari.errors import AriNotFound
-from voxtra.calls.parties import PartyState
+from voxtra.calls.parties import PartyState, SupervisorMode
 from voxtra.calls.voice import VoiceConfig
 from voxtra.errors import CallBusy
 from voxtra.media.frames import AudioChunk, Codec
@@ -421,3 +421,51 @@ async def test_party_audio_gives_each_party_alone_labelled(parties: Party) -> No
     # each stream is that party alone: not the other, not the agent barging in
     assert caller[CALLEE_HZ] < NOT_HEARD and caller[AGENT_HZ] < NOT_HEARD, levels
     assert callee[CALLER_HZ] < NOT_HEARD and callee[AGENT_HZ] < NOT_HEARD, levels
+
+
+async def test_a_supervisor_spies_whispers_and_barges_on_an_agent_call(parties: Party) -> None:
+    """The callee's phone (880 Hz) is the supervisor here, on a call between the caller
+    (440 Hz) and the AI agent (1,300 Hz): who hears the supervisor, mode by mode."""
+    started = asyncio.Event()
+    done = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        started.set()
+        await done.wait()
+        await call.hangup()
+
+    session, caller = await run_call(parties, handler)
+    await asyncio.wait_for(started.wait(), 10)
+    supervision = await parties.app.supervise(
+        session.id, parties.callee_endpoint, "spy", ring_time=10
+    )
+    boss = await parties.callee_phone.next_incoming_call(10)
+    await boss.wait_answered(10)
+    await parties.window("spy")
+    for name, mode in (
+        ("whisper-agent", SupervisorMode("whisper", "agent")),
+        ("whisper-caller", SupervisorMode("whisper", "caller")),
+        ("barge", SupervisorMode("barge")),
+    ):
+        await supervision.set_mode(mode)
+        await parties.window(name)
+    await supervision.end()
+    await boss.wait_ended(10)
+    done.set()
+    await caller.wait_ended(10)
+
+    for name, caller_hears, agent_hears in (
+        ("spy", False, False),
+        ("whisper-agent", False, True),
+        ("whisper-caller", True, False),
+        ("barge", True, True),
+    ):
+        at_caller, at_boss = parties.heard(caller, name), parties.heard(boss, name)
+        agent = parties.agent_heard(name)
+        detail = f"{name}: caller {at_caller}, agent {agent}, supervisor {at_boss}"
+        # the supervisor hears both sides in every mode
+        assert at_boss[CALLER_HZ] > HEARD and at_boss[AGENT_HZ] > HEARD, detail
+        assert (at_caller[CALLEE_HZ] > HEARD) is caller_hears, detail
+        assert (at_caller[CALLEE_HZ] < NOT_HEARD) is not caller_hears, detail
+        assert (agent[CALLEE_HZ] > HEARD) is agent_hears, detail
+        assert (agent[CALLEE_HZ] < NOT_HEARD) is not agent_hears, detail

@@ -408,3 +408,59 @@ async def test_party_audio_listens_to_each_party_through_a_snoop_of_its_own(
         await caller.wait_ended()
     assert all(s.ended for s in listeners)
     assert not fake_asterisk.bridges
+
+
+async def test_a_supervisor_joins_switches_mode_and_leaves(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    from voxtra.calls.parties import SupervisorMode
+
+    ready = asyncio.Event()
+    session: list[CallSession] = []
+
+    async def handler(call: CallSession) -> None:
+        session.append(call)
+        await call.answer()
+        await call.media()  # an AI agent on the call
+        ready.set()
+        await call.wait_ended()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await asyncio.wait_for(ready.wait(), 5)
+        call = session[0]
+        supervision = await app.supervise(call.id, "PJSIP/boss", "spy")
+        (boss,) = fake_asterisk.originated
+        seen = []
+        for mode in (
+            None,
+            SupervisorMode("whisper", "agent"),
+            SupervisorMode("whisper", "caller"),
+            SupervisorMode("barge"),
+        ):
+            if mode is not None:
+                await supervision.set_mode(mode)
+            (snoop,) = [s for s in snoops(fake_asterisk) if s.id == supervision.snoop_id]
+            assert len(snoops(fake_asterisk)) == 1
+            assert bridge_of(fake_asterisk, boss.id) == {boss.id, snoop.id}
+            assert snoop.spied is not None and snoop.spy == "both"
+            who = "caller" if snoop.spied.id == caller.id else snoop.spied.kind
+            seen.append((str(supervision.mode), who, snoop.whisper))
+        await boss.hang_up()
+        await fake_asterisk.wait_until(lambda: not snoops(fake_asterisk))
+        assert not caller.ended
+        assert len(fake_asterisk.bridges) == 1  # the agent's media bridge only
+        with pytest.raises(PartyError):
+            await supervision.set_mode(SupervisorMode("spy"))
+        with pytest.raises(ConfigError):
+            await app.supervise(call.id, "PJSIP/boss", "whisper", to="callee")
+        await caller.hang_up()
+
+    assert seen == [
+        ("spy", "caller", "none"),
+        ("whisper(to='agent')", "external", "out"),  # the AI agent's media channel
+        ("whisper(to='caller')", "caller", "out"),
+        ("barge", "caller", "both"),
+    ]
+    assert not fake_asterisk.bridges

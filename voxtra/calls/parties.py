@@ -83,6 +83,8 @@ __all__ = [
     "CallParties",
     "PartyError",
     "PartyState",
+    "Supervision",
+    "SupervisorMode",
     "TransferDeclined",
     "callee_endpoint",
 ]
@@ -158,6 +160,38 @@ class AgentMode:
 BARGE = AgentMode("barge")
 
 
+@dataclass(frozen=True)
+class SupervisorMode:
+    """What a supervisor's phone does on a call: ``spy`` (hears the caller and the
+    agent, nobody hears it), ``whisper`` to ``agent`` or ``caller`` (only that one
+    hears it), ``barge`` (both hear it)."""
+
+    name: Literal["spy", "whisper", "barge"]
+    to: Literal["agent", "caller"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in ("spy", "whisper", "barge"):
+            raise ConfigError(f"mode must be spy, whisper or barge, not {self.name!r}")
+        if self.name == "whisper" and self.to not in ("agent", "caller"):
+            raise ConfigError(f"whisper takes to='agent' or to='caller', not {self.to!r}")
+        if self.name != "whisper" and self.to is not None:
+            raise ConfigError(f"{self.name} takes no 'to'")
+
+    def __str__(self) -> str:
+        return f"whisper(to={self.to!r})" if self.name == "whisper" else self.name
+
+    @property
+    def seat(self) -> tuple[Literal["agent", "caller"], Direction]:
+        """The channel the supervisor's snoop is on, and its whisper direction. The
+        snoop spies both directions of it: the caller's (what it says and hears) or
+        the agent's, so the supervisor hears both sides either way."""
+        if self.name == "whisper" and self.to == "agent":
+            return "agent", "out"
+        if self.name == "barge":
+            return "caller", "both"
+        return "caller", "out" if self.name == "whisper" else "none"
+
+
 def callee_endpoint(to: str | None, called_number: str, template: str | None = None) -> str:
     """The endpoint ``connect()`` dials (see the module doc)."""
     if to is not None and "/" in to:
@@ -229,7 +263,7 @@ class CallParties:
             self.state = PartyState.CONNECTING
             self.endpoint = endpoint
             try:
-                leg = await self._dial(endpoint, ring_time, caller_id or context.caller_id or None)
+                leg = await self.dial(endpoint, ring_time, caller_id or context.caller_id or None)
             except BaseException:
                 self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
                 raise
@@ -296,7 +330,7 @@ class CallParties:
                 # the agent's bridge is the target's until the briefing is over.
                 await context.request(context.ari.bridges.add_channel(self.bridge_id, context.id))
                 await context.ari.bridges.start_moh(self.bridge_id)
-                leg = await self._dial(endpoint, ring_time, caller_id or context.caller_id or None)
+                leg = await self.dial(endpoint, ring_time, caller_id or context.caller_id or None)
                 left = context.expect(AriEvent, lambda e: _leaves(e, leg or ""))
                 await context.ari.bridges.add_channel(agent_bridge, leg)
                 accepted = await brief()
@@ -358,7 +392,7 @@ class CallParties:
             await self.media.close()
             bridge = self.media.bridge_id
             if bridge is not None:
-                await self._destroy_bridge(bridge)
+                await self.destroy_bridge(bridge)
             logger.info("call %s: the agent left; caller and callee stay", self.context.id)
 
     async def disconnect(self) -> None:
@@ -427,7 +461,7 @@ class CallParties:
             )
             for party, target in seats:
                 if party not in self._listeners:
-                    snoop_id = await self._snoop(target, "in", "none")
+                    snoop_id = await self.snoop(target, "in", "none")
                     media = CallMedia(context, self.media.settings, source=snoop_id)
                     self._listeners[party] = (snoop_id, media)
                 transports[party] = await self._listeners[party][1].get()
@@ -442,11 +476,32 @@ class CallParties:
                 await self.context.release_channel(snoop_id)
             if media.bridge_id is not None:
                 with contextlib.suppress(AriError):
-                    await self._destroy_bridge(media.bridge_id)
+                    await self.destroy_bridge(media.bridge_id)
+
+    async def supervise(
+        self, endpoint: str, mode: SupervisorMode, *, ring_time: int = 30
+    ) -> Supervision:
+        """Dial a supervisor's phone into the call in ``mode`` (see :class:`Supervision`).
+        Raises the dial's outcome if it does not answer."""
+        self.context.check_alive()
+        await self.media.get()  # the agent's side must exist to be listened to
+        supervision = Supervision(self, endpoint)
+        await supervision.start(mode, ring_time)
+        return supervision
+
+    def agent_channel(self) -> str:
+        """Who "the agent" is to a supervisor: the connected callee (a person the agent
+        put through), else the app's own media channel (the AI agent)."""
+        if self.state is PartyState.CONNECTED and self.callee_id is not None:
+            return self.callee_id
+        channel = self.media.channel_id
+        if channel is None:
+            raise PartyError("the call has no agent to supervise (no media attached)")
+        return channel
 
     # -- Asterisk steps ----------------------------------------------------------------
 
-    async def _dial(self, endpoint: str, ring_time: int, caller_id: str | None) -> str:
+    async def dial(self, endpoint: str, ring_time: int, caller_id: str | None) -> str:
         """The callee's leg once answered; CallEnded if the caller hangs up meanwhile."""
         context = self.context
         dial = asyncio.ensure_future(
@@ -477,7 +532,7 @@ class CallParties:
         bridge = self.media.bridge_id
         if target is None or bridge is None:
             raise PartyError(f"{mode}: the call has no callee or no agent bridge")
-        snoop_id = await self._snoop(target, "both", whisper)
+        snoop_id = await self.snoop(target, "both", whisper)
         try:
             await context.ari.bridges.add_channel(bridge, snoop_id)
         except BaseException:
@@ -489,7 +544,7 @@ class CallParties:
             with contextlib.suppress(AriError):
                 await context.release_channel(old)
 
-    async def _snoop(self, target: str, spy: Direction, whisper: Direction) -> str:
+    async def snoop(self, target: str, spy: Direction, whisper: Direction) -> str:
         """A snoop channel on ``target``, owned by the call, once it is in Stasis (a
         bridge takes it only then: before, 422, as for ExternalMedia)."""
         context = self.context
@@ -522,10 +577,10 @@ class CallParties:
                 self.context.ari.bridges.add_channel(bridge, self.context.id)
             )
         if self.bridge_id is not None:
-            await self._destroy_bridge(self.bridge_id)
+            await self.destroy_bridge(self.bridge_id)
             self.bridge_id = None
 
-    async def _destroy_bridge(self, bridge_id: str) -> None:
+    async def destroy_bridge(self, bridge_id: str) -> None:
         context = self.context
         with contextlib.suppress(AriNotFound):
             await context.ari.bridges.destroy(bridge_id)
@@ -558,3 +613,82 @@ class CallParties:
 
 def _leaves(event: AriEvent, channel_id: str) -> bool:
     return isinstance(event, StasisEnd | ChannelDestroyed) and event.channel_id == channel_id
+
+
+class Supervision:
+    """A supervisor's phone on a live call (``app.supervise()``): its own leg in a
+    bridge with one snoop, on the caller or on the agent, whose whisper direction is the
+    mode (as the agent's seat in :class:`CallParties`). Everything belongs to the call:
+    released when the supervisor hangs up, at :meth:`end`, or with the call."""
+
+    def __init__(self, parties: CallParties, endpoint: str) -> None:
+        self.parties = parties
+        self.context = parties.context
+        self.endpoint = endpoint
+        self.leg_id: str | None = None
+        """The supervisor's channel."""
+        self.bridge_id: str | None = None
+        self.snoop_id: str | None = None
+        self.mode: SupervisorMode | None = None
+        self.ended = False
+        self._lock = asyncio.Lock()
+
+    async def start(self, mode: SupervisorMode, ring_time: int) -> None:
+        context = self.context
+        leg = await self.parties.dial(self.endpoint, ring_time, None)
+        left = context.expect(AriEvent, lambda e: _leaves(e, leg))
+        self.leg_id = leg
+        try:
+            self.bridge_id = await context.create_bridge("supervisor")
+            await context.ari.bridges.add_channel(self.bridge_id, leg)
+            await self.set_mode(mode)
+        except BaseException:
+            context.forget(left)
+            await self.end()
+            raise
+        context.spawn(self._watch(left), name=f"voxtra-supervisor-{context.id}")
+        logger.info("call %s: supervisor %s joined (%s)", context.id, self.endpoint, mode)
+
+    async def set_mode(self, mode: SupervisorMode) -> None:
+        """Switch to ``mode``: a new snoop joins the supervisor, then the old one goes."""
+        context = self.context
+        async with self._lock:
+            if self.ended or self.bridge_id is None:
+                raise PartyError("the supervisor has left the call")
+            context.check_alive()
+            party, whisper = mode.seat
+            target = context.id if party == "caller" else self.parties.agent_channel()
+            snoop_id = await self.parties.snoop(target, "both", whisper)
+            try:
+                await context.ari.bridges.add_channel(self.bridge_id, snoop_id)
+            except BaseException:
+                with contextlib.suppress(AriError):
+                    await context.release_channel(snoop_id)
+                raise
+            old, self.snoop_id, self.mode = self.snoop_id, snoop_id, mode
+            if old is not None:
+                with contextlib.suppress(AriError):
+                    await context.release_channel(old)
+
+    async def end(self) -> None:
+        """Hang up the supervisor's phone and release its snoop and bridge. Idempotent."""
+        async with self._lock:
+            if self.ended:
+                return
+            self.ended = True
+            context = self.context
+            for channel in (self.snoop_id, self.leg_id):
+                if channel is not None:
+                    with contextlib.suppress(AriError):
+                        await context.release_channel(channel)
+            if self.bridge_id is not None:
+                with contextlib.suppress(AriError):
+                    await self.parties.destroy_bridge(self.bridge_id)
+
+    async def _watch(self, left: asyncio.Future[AriEvent]) -> None:
+        try:
+            await left
+        except CallEnded:
+            return
+        logger.info("call %s: the supervisor hung up", self.context.id)
+        await self.end()
