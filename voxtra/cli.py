@@ -1,4 +1,4 @@
-"""The ``voxtra`` command: ``demo``, ``run``, ``serve``, ``init`` and ``doctor``.
+"""The ``voxtra`` command: ``demo``, ``run``, ``serve``, ``console``, ``init``, ``doctor``.
 
 ``demo`` runs ``examples/demo.py`` of the clone the package is installed from: the demo
 drives the sandbox and a SIP phone from :mod:`voxtra.testing`, test tooling the
@@ -162,6 +162,15 @@ async def _check_ari() -> tuple[bool, str]:
     return True, f"ARI at {settings.ari_url}: reachable, Asterisk {version}"
 
 
+def _cmd_console(args: argparse.Namespace) -> int:
+    # A developer command: the console runs the app on the in-process FakeAsterisk,
+    # loaded here only (importing voxtra.cli loads no test tooling).
+    from voxtra.testing.console import run_console
+
+    app = load_app(args.app)
+    return asyncio.run(run_console(app, extension=args.extension, caller=args.caller))
+
+
 def _cmd_init(args: argparse.Namespace) -> int:
     from voxtra.errors import ConfigError
     from voxtra.scaffold import create_project
@@ -227,6 +236,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None, help="API port (platform.port)")
     serve.add_argument("--database-url", default=None, help="store URL (platform.database_url)")
     serve.set_defaults(func=_cmd_serve, default_level="INFO")
+    console = sub.add_parser(
+        "console", help="talk to an app's handler from the terminal, no PBX: voxtra console app.py"
+    )
+    console.add_argument("app", help="module:attribute, or path/to/file.py:attribute")
+    console.add_argument("--extension", default="1000", help="the extension called (1000)")
+    console.add_argument("--caller", default="console", help="the caller's number")
+    console.set_defaults(func=_cmd_console, default_level="WARNING")
     init = sub.add_parser("init", help="a new project: an app, its tests, a README")
     init.add_argument("directory", help="where to create it (new or empty)")
     init.add_argument("--name", default=None, help="project and Stasis app name")
