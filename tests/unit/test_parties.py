@@ -464,3 +464,37 @@ async def test_a_supervisor_joins_switches_mode_and_leaves(
         ("barge", "caller", "both"),
     ]
     assert not fake_asterisk.bridges
+
+
+async def test_the_supervisor_example_spies_coaches_and_barges(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    from voxtra.calls.parties import SupervisorMode
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "supervisor.py"
+    spec = importlib.util.spec_from_file_location("supervisor_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    monkeypatch.setattr(
+        example,
+        "COACHING",
+        [(0.05, SupervisorMode("whisper", "agent")), (0.05, SupervisorMode("barge"))],
+    )
+    fake_asterisk.playback_duration = 5.0
+    app = example.app
+    app.use_app_name("supervisor-example")
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="300")
+        await fake_asterisk.wait_until(
+            lambda: any(s.whisper == "both" for s in snoops(fake_asterisk))
+        )
+        (boss,) = fake_asterisk.originated
+        assert boss.endpoint == "PJSIP/supervisor"
+        (snoop,) = snoops(fake_asterisk)
+        assert snoop.spied is caller and bridge_of(fake_asterisk, boss.id) == {boss.id, snoop.id}
+        await caller.hang_up()
+        await boss.wait_ended()
+    assert not fake_asterisk.bridges
