@@ -182,7 +182,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         return 2
     for path in written:
         print(f"  created {path}")
-    print(f"next: cd {args.directory} && pip install -e . && pytest")
+    print(f"next: cd {args.directory} && pip install -e '.[dev]' && pytest")
     return 0
 
 

@@ -127,7 +127,7 @@ A [Voxtra](https://pypi.org/project/voxtra/) voice app: an IVR menu on extension
 and a voice agent on 2000 (`app.py`).
 
 ```bash
-pip install -e . && pytest          # the handlers, against FakeAsterisk: no PBX needed
+pip install -e '.[dev]' && pytest   # the handlers, against FakeAsterisk: no PBX needed
 VOXTRA_ARI_URL=http://127.0.0.1:8088 VOXTRA_USERNAME=voxtra VOXTRA_PASSWORD=voxtra \\
     voxtra run app.py:build         # serve calls from your Asterisk (ARI)
 ```
