@@ -84,6 +84,7 @@ from voxtra.errors import (
     VoxtraError,
 )
 from voxtra.instance import InstanceSlot
+from voxtra.logs import CALL_ID, use_json_logs
 from voxtra.media.audiosocket_transport import AudioSocketServer
 from voxtra.media.pacer import Ticker
 from voxtra.providers.base import LLM, STT, TTS, VAD
@@ -572,13 +573,17 @@ class VoxtraApp:
                 await self.ari.bridges.destroy(bridge_id)
             self.registry.forget_bridge(bridge_id)
 
-    def configure_logging(self, level: str | None = None) -> None:
+    def configure_logging(self, level: str | None = None, *, json: bool = False) -> None:
         """Set the ``voxtra`` loggers' level: ``level``, else ``settings.log_level``.
 
         Without either, logging is left as the application configured it. With one and
         no handler anywhere, a stderr handler is added so the messages are seen at all.
+        ``json``: records go to stderr as JSON lines with the call id
+        (:mod:`voxtra.logs`).
         """
         level = level or self.settings.log_level
+        if json:
+            use_json_logs(level or "INFO")
         if level is None:
             return
         logging.getLogger("voxtra").setLevel(level.upper())
@@ -711,6 +716,8 @@ class VoxtraApp:
         """
         self.calls_handled += 1
         context = session.context
+        # Copied into every task the call starts: its log records carry the call id.
+        CALL_ID.set(session.id)
         try:
             async with context.task_group() as group:
                 await self._drive_call(session, info, handler, group)
