@@ -56,7 +56,7 @@ CONFIG_FILE_VAR = "CONFIG"
 #: Alternative environment names, e.g. to share variables with other ARI tools.
 _ENV_ALIASES = {"ari_username": "username", "ari_password": "password"}
 #: Settings whose value is never echoed in an error message.
-_SECRET_FIELDS = frozenset({"password", "token"})
+_SECRET_FIELDS = frozenset({"password", "token", "webhook_secret"})
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -281,6 +281,10 @@ class PlatformSettings(_SettingsModel):
     endpoint_technologies: tuple[str, ...] = ("PJSIP",)
     #: Dialplan contexts a ``Local/exten@context`` ``to`` may enter; empty: none.
     local_contexts: tuple[str, ...] = ()
+    #: The app's webhook receiver: every call's and campaign's events are POSTed there.
+    webhook_url: str | None = None
+    #: The HMAC-SHA256 key that signs every webhook (never logged). None: unsigned.
+    webhook_secret: SecretStr | None = Field(default=None, repr=False)
 
     @field_validator("database_url", "number_template", "sip_uri_endpoint", mode="before")
     @classmethod

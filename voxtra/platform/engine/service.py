@@ -1,27 +1,45 @@
-"""The engine inside ``voxtra serve``: one :class:`Worker` per platform, started and
-stopped with it (registered by the campaign and schedule routers' modules)."""
+"""The engine inside ``voxtra serve``: one :class:`Worker` and one webhook dispatcher per
+platform, started and stopped with it (registered by the campaign and schedule routers'
+modules).
+
+Webhooks go to the app's URL (``platform.webhook_url``) for every call, inbound or
+outbound, through the app's public hooks; the worker sends its calls' events (busy and
+unanswered ones included, which never reach those hooks) to the app's URL and to the
+campaign's or schedule's own.
+"""
 
 from __future__ import annotations
 
+import logging
 import uuid
 import weakref
+from typing import Any
 
+from voxtra.calls.session import CallSession
 from voxtra.platform.engine.clock import Clock
 from voxtra.platform.engine.worker import Worker
 from voxtra.platform.platform import Platform
 from voxtra.platform.targets import dial_target
+from voxtra.platform.webhooks import WebhookDispatcher
+from voxtra.recording.metadata import RecordingMetadata
 
-__all__ = ["install", "setup", "worker_of"]
+__all__ = ["dispatcher_of", "install", "setup", "worker_of"]
+
+logger = logging.getLogger(__name__)
 
 _WORKERS: weakref.WeakKeyDictionary[Platform, Worker] = weakref.WeakKeyDictionary()
+_DISPATCHERS: weakref.WeakKeyDictionary[Platform, WebhookDispatcher] = weakref.WeakKeyDictionary()
 
 
 def setup(platform: Platform, clock: Clock | None = None) -> Worker:
-    """Give ``platform`` its worker (once), started after the store is migrated."""
+    """Give ``platform`` its worker and webhooks (once), started after the store."""
     found = _WORKERS.get(platform)
     if found is not None:
         return found
     settings = platform.settings
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+    webhooks = WebhookDispatcher(secret)
+    app_urls = (settings.webhook_url,) if settings.webhook_url else ()
     worker = Worker(
         platform.app,
         platform.db,
@@ -29,18 +47,102 @@ def setup(platform: Platform, clock: Clock | None = None) -> Worker:
         dial=lambda to: dial_target(to, settings),
         clock=clock,
         worker_id=f"{platform.app.instance_id[:40]}-{uuid.uuid4().hex[:12]}",
+        notify=webhooks.notify,
+        app_webhooks=app_urls,
     )
     _WORKERS[platform] = worker
+    _DISPATCHERS[platform] = webhooks
+    if app_urls:
+        _call_webhooks(platform, webhooks, list(app_urls))
 
     async def start() -> None:
+        if secret is None:
+            logger.warning("platform: webhook_secret is not set: webhooks go out unsigned")
+        await webhooks.start()
         await worker.start()
 
     async def stop() -> None:
         await worker.stop()
+        await webhooks.stop()
 
     platform.on_start(start)
     platform.on_stop(stop)
     return worker
+
+
+def _call_webhooks(platform: Platform, webhooks: WebhookDispatcher, urls: list[str]) -> None:
+    """call.started / call.ended / transcript.ready / recording.ready for the app's calls.
+
+    A call the engine placed (its metadata names a campaign or schedule) is left to the
+    engine, which reports it from the dial on, busy and unanswered ones too.
+    """
+    app = platform.app
+    ids: dict[str, str] = {}
+
+    def engine_call(call: CallSession) -> bool:
+        return "campaign_id" in call.metadata or "schedule_id" in call.metadata
+
+    def data(call: CallSession) -> dict[str, Any]:
+        return {
+            "call_id": ids.get(call.id, call.id),
+            "channel_id": call.id,
+            "direction": call.direction.value,
+            "caller": call.caller_id or None,
+            "called_number": call.called_number or None,
+        }
+
+    @app.on_call_start
+    async def started(call: CallSession) -> None:
+        track = platform.recorder.tracks.get(call.id)
+        if track is not None:
+            ids[call.id] = track.call_id
+        if not engine_call(call):
+            webhooks.notify("call.started", data(call), urls)
+            if call.context.answered_at is not None:
+                webhooks.notify("call.answered", data(call), urls)
+
+    @app.on_call_end
+    async def ended(call: CallSession) -> None:
+        body = data(call)
+        ids.pop(call.id, None)
+        if engine_call(call):
+            return
+        webhooks.notify(
+            "call.ended",
+            {
+                **body,
+                "duration": round(call.duration, 3),
+                "hangup_cause": call.hangup_cause,
+                "end_reason": call.end_reason.value if call.end_reason else None,
+            },
+            urls,
+        )
+        if call.pipeline is not None or call.engine is not None:
+            webhooks.notify(
+                "transcript.ready",
+                {**body, "transcript": f"/v1/calls/{body['call_id']}/transcript"},
+                urls,
+            )
+
+    @app.on_recording_delivered
+    async def recorded(meta: RecordingMetadata) -> None:
+        webhooks.notify(
+            "recording.ready",
+            {
+                "channel_id": meta.call_id,
+                "name": meta.name,
+                "format": meta.format,
+                "duration": meta.duration,
+                "size_bytes": meta.size_bytes,
+                "location": meta.location,
+            },
+            urls,
+        )
+
+
+def install(platform: Platform) -> None:
+    """The set-up function the routers register (:func:`setup` with the system clock)."""
+    setup(platform)
 
 
 def worker_of(platform: Platform) -> Worker:
@@ -48,6 +150,7 @@ def worker_of(platform: Platform) -> Worker:
     return setup(platform)
 
 
-def install(platform: Platform) -> None:
-    """The set-up function the routers register (:func:`setup` with the system clock)."""
+def dispatcher_of(platform: Platform) -> WebhookDispatcher:
+    """The platform's webhook dispatcher."""
     setup(platform)
+    return _DISPATCHERS[platform]
