@@ -27,9 +27,11 @@ logger = logging.getLogger(__name__)
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, but the signals are the embedding program's (:func:`serve`):
-    uvicorn's own handling re-raises the signal after serving, which would kill the
-    process before the app drained its calls."""
+    """uvicorn's server, but the signals are the embedding program's (:func:`serve`
+    installs them for the whole run: the app's start and drain too). uvicorn's own
+    handling covers only its serving, then re-raises the signal: in a program that set
+    no handler of its own, a SIGTERM then killed the process before the app drained
+    its calls."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
