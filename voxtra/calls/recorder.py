@@ -15,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from voxtra.ari.errors import AriConflict, AriError, AriNotFound
 from voxtra.ari.events import (
@@ -27,11 +28,13 @@ from voxtra.ari.events import (
 from voxtra.calls.context import CallContext
 from voxtra.calls.playback import play
 from voxtra.errors import CallEnded, RecordingError
+from voxtra.providers.base import STT
 from voxtra.recording.app_recordings import (
     AppRecordings,
     AsteriskRecordingFailed,
     RecordingEndReason,
     RecordingResult,
+    Transcriber,
 )
 from voxtra.recording.metadata import RecordingMetadata
 from voxtra.recording.naming import (
@@ -41,6 +44,7 @@ from voxtra.recording.naming import (
     validate_recording_name,
 )
 from voxtra.recording.sinks import RecordingSink
+from voxtra.recording.transcribe import transcribe_file
 
 __all__ = ["CallRecorder"]
 
@@ -70,6 +74,8 @@ class _Recording:
     reason: RecordingEndReason | None = None
     key: str | None = None
     key_watch: asyncio.Task[None] | None = None
+    transcribe: STT | None = None
+    transcript: str | None = None
 
 
 class CallRecorder:
@@ -156,13 +162,15 @@ class CallRecorder:
         max_length: int | None = 3600,
         silence_timeout: int | None = None,
         beep: bool = False,
+        transcribe: STT | None = None,
     ) -> RecordingResult:
         """Record until a key, a time limit, silence or the hang-up; say which one it was.
 
         Twilio's ``<Record>`` options: ``finish_on_key`` (any of these keys ends it;
         None: keys do not), ``max_length`` and ``silence_timeout`` (whole seconds;
         None: no limit), ``beep``. Returns once the file is durable in the spool (the
-        upload runs in the background), with the reason and the key pressed.
+        upload runs in the background), with the reason and the key pressed; with
+        ``transcribe`` (an STT), also its text, recognised from the fetched file.
         """
         name = await self.start(
             name,
@@ -175,6 +183,7 @@ class CallRecorder:
         )
         active = self._active
         assert active is not None and active.name == name
+        active.transcribe = transcribe
         # RecordingFinished (a limit, or the key's stop), or CallEnded at the hang-up.
         with contextlib.suppress(Exception):
             await asyncio.shield(active.finished)
@@ -182,7 +191,7 @@ class CallRecorder:
             if self._active is active or self._finishing is not None:
                 await self._finish_shielded("hangup" if self.context.ended else "stopped")
         assert active.reason is not None
-        return RecordingResult(active.name, active.reason, active.key)
+        return RecordingResult(active.name, active.reason, active.key, active.transcript)
 
     async def _start(
         self,
@@ -419,7 +428,9 @@ class CallRecorder:
         try:
             meta = self._metadata(active.name, active.fmt, active.started_at, ended_at)
             meta = meta.model_copy(update={"end_reason": active.reason})
-            await self._recordings().fetch_and_submit(meta, active.sink)
+            await self._recordings().fetch_and_submit(
+                meta, active.sink, transcribe=_transcriber(active)
+            )
         finally:
             self._forget(active)
         logger.info("call %s: recording %s stored by Asterisk and spooled", context.id, active.name)
@@ -485,6 +496,19 @@ class CallRecorder:
             started_at=started_at,
             ended_at=ended_at,
         )
+
+
+def _transcriber(active: _Recording) -> Transcriber | None:
+    """What transcribes ``active``'s file (and keeps the text on it), if it was asked."""
+    stt = active.transcribe
+    if stt is None:
+        return None
+
+    async def transcribe(path: Path) -> str:
+        active.transcript = await transcribe_file(path, stt)
+        return active.transcript
+
+    return transcribe
 
 
 def _ended_by_itself(active: _Recording) -> bool:

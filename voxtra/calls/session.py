@@ -396,13 +396,19 @@ class CallSession:
         max_length: int | None = 3600,
         silence_timeout: int | None = None,
         beep: bool = False,
+        transcribe: bool = False,
     ) -> RecordingResult:
         """Record until a key, ``max_length`` s, ``silence_timeout`` s or the hang-up.
 
         Returns a ``RecordingResult``: the name and ``reason`` (``finish_on_key``,
-        ``max_length``, ``silence_timeout``, ``hangup``), and the ``key`` pressed.
+        ``max_length``, ``silence_timeout``, ``hangup``), and the ``key`` pressed. With
+        ``transcribe``, also its ``transcript``, recognised from the file by the call's
+        STT (``voice_config.stt``), and kept in the recording's metadata.
         """
         self.context.check_alive()
+        stt = self.voice_config.stt
+        if transcribe and stt is None:
+            raise PipelineNotConfigured("record(transcribe=True)", ["stt"])
         return await self._recorder_for_call().record(
             name,
             fmt,
@@ -411,6 +417,7 @@ class CallSession:
             max_length=max_length,
             silence_timeout=silence_timeout,
             beep=beep,
+            transcribe=stt if transcribe else None,
         )
 
     async def record_stop(self) -> str | None:

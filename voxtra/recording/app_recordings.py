@@ -74,6 +74,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+Transcriber = Callable[[Path], Awaitable[str]]
+"""``await transcribe(path)``: the text of a fetched recording."""
+
 #: Where recordings fetched from Asterisk wait to be spooled (inside the spool, so the
 #: spool takes them over with a hard link instead of a copy).
 INCOMING_DIR = ".incoming"
@@ -97,6 +100,9 @@ class RecordingResult:
     reason: RecordingEndReason
     key: str | None = None
     """The key that ended it, for ``finish_on_key``."""
+    transcript: str | None = None
+    """Its text with ``transcribe=True`` ("" when nothing was recognised; None when not
+    asked for, or when the transcription failed: the recording is delivered anyway)."""
 
 
 class AsteriskRecordingFailed(RecordingError):
@@ -364,7 +370,11 @@ class AppRecordings:
         task.add_done_callback(self._tasks.discard)
 
     async def fetch_and_submit(
-        self, meta: RecordingMetadata, sink: RecordingSink | None
+        self,
+        meta: RecordingMetadata,
+        sink: RecordingSink | None,
+        *,
+        transcribe: Transcriber | None = None,
     ) -> SpoolEntry:
         """Fetch stored recording ``meta.name`` from Asterisk and spool it for ``sink``.
 
@@ -373,11 +383,23 @@ class AppRecordings:
         for an unreachable Asterisk, the fetch goes on in the background on the slow
         backoff while the app runs (and at the next start); Asterisk keeps its copy
         until a sink confirmed.
+
+        ``transcribe(path)``: the file's text, put in the metadata before it is spooled
+        (so sinks and ``on_recording_delivered`` see it); a transcription that fails is
+        logged and the recording delivered without it.
         """
-        return await self._fetch_and_submit(meta, sink, self.retries, later=True)
+        return await self._fetch_and_submit(
+            meta, sink, self.retries, later=True, transcribe=transcribe
+        )
 
     async def _fetch_and_submit(
-        self, meta: RecordingMetadata, sink: RecordingSink | None, retries: int, *, later: bool
+        self,
+        meta: RecordingMetadata,
+        sink: RecordingSink | None,
+        retries: int,
+        *,
+        later: bool,
+        transcribe: Transcriber | None = None,
     ) -> SpoolEntry:
         name = meta.name
         self._in_flight.add(name)
@@ -401,6 +423,11 @@ class AppRecordings:
                 ) from exc
             await self._finish_header(name, meta.format, path)
             meta = meta.model_copy(update={"local_path": path})
+            if transcribe is not None:
+                try:
+                    meta = meta.model_copy(update={"transcript": await transcribe(path)})
+                except Exception:
+                    logger.exception("recording %s: transcription failed; delivered without", name)
             entry = await self.submit(path, meta, sink=sink, move=True)
             await asyncio.to_thread(self._drop_incoming, name)
             return entry

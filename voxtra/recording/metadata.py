@@ -63,6 +63,8 @@ class RecordingMetadata(BaseModel):
     end_reason: str | None = None
     """Why the recording ended: ``finish_on_key``, ``max_length``, ``silence_timeout``,
     ``stopped`` (``record_stop()``) or ``hangup``; None when not known (recovered)."""
+    transcript: str | None = None
+    """The recording's text, when it was recorded with ``transcribe=True``."""
 
     def __init__(self, **data: Any) -> None:
         # Callers catch Voxtra's errors, not pydantic's: re-raise as a RecordingError.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,44 @@ async def test_the_caller_hears_the_beep(make_app: MakeApp, tmp_path: Path, beep
     assert call.recording_path is not None
     heard, rate = audio.read_wav(call.recording_path)
     assert bool(audio.active_segments(heard, rate)) == beep
+
+
+async def test_record_transcribes_what_the_phone_said(make_app: MakeApp, tmp_path: Path) -> None:
+    """``transcribe=True``: the fetched file goes through the app's STT (Whisper here)
+    before it is spooled; the text comes back in the result and the metadata."""
+    pytest.importorskip("faster_whisper", reason="the whisper extra is not installed")
+    from voxtra.providers.whisper_stt import WhisperSTT
+
+    stt = WhisperSTT()
+    recorded = Recorded()
+    speech = await audio.synthesize_wav(
+        "Please call me back tomorrow morning.", tmp_path / "speech.wav"
+    )
+
+    def configure(app: VoxtraApp) -> None:
+        app.voice = replace(app.voice, stt=stt)
+        app.default(recorded.handler(max_length=4, transcribe=True))
+
+    app = await make_app(
+        configure,
+        app_name=f"voxtra-rectext-{uuid.uuid4().hex[:8]}",
+        recordings_dir=str(tmp_path / "recordings"),
+        spool_dir=str(tmp_path / "spool"),
+        handler_deadline=30.0,
+    )
+    async with SipCaller(workdir=tmp_path / "phone") as phone:
+        await phone.listen(play=speech, loop_play=False, record=False)
+        await app.ari.channels.originate(
+            f"PJSIP/sipcaller/sip:t@127.0.0.1:{phone.port}", app=app.app_name, app_args="1"
+        )
+        call = await phone.next_incoming_call(10)
+        await call.wait_answered(10)
+        result = await asyncio.wait_for(recorded.result, 40)
+        await call.hangup()
+    assert result.reason == "max_length"
+    assert result.transcript is not None
+    words = result.transcript.lower()
+    assert "call" in words and "tomorrow" in words, result.transcript
+    assert app.recordings is not None
+    meta = await app.recordings.wait_delivered(result.name, timeout=15)
+    assert meta.transcript == result.transcript
