@@ -73,6 +73,9 @@ a click (those stay unanswered, as before: answering every noise is worse)."""
 MS_PER_CHAR = 65.0
 """Speech rate used to guess a sentence's length while its audio is still arriving."""
 _NO_VAD_SPEECH_DB = -40.0
+_ECHO_TAIL_MS = 200.0
+"""How long the agent's audio is taken to come back as echo after it played (the
+phone's echo path plus the network and jitter buffers both ways)."""
 _STT_REOPEN_S = 0.5
 _STT_HOLD_MS = 5000.0
 """Caller audio kept (on top of the pre-roll) while no STT stream is open: a cold
@@ -341,6 +344,9 @@ class VoicePipeline:
         or more) and the final transcript was empty: never silence after a question.
         None keeps quiet (``listen()`` never returns empty transcripts either way)."""
         self._utterance_ms = 0.0
+        self._out_levels: deque[tuple[float, float, float]] = deque()
+        """(start, end, level dBFS) of each agent chunk on the playout timeline: the
+        reference the echo gate judges the caller's line against."""
         self.input_rate = input_rate
         """The rate every caller frame is converted to (PCM16), once, as it comes in: VAD,
         turn detection and STT all take that frame. None: the STT's ``sample_rate`` when
@@ -577,6 +583,7 @@ class VoicePipeline:
                     frame_ms=frame.duration_ms,
                     agent_speaking=agent_speaking,
                     at=now,
+                    agent_level_db=self._agent_level_db(media.played_ms),
                 )
                 if self.stt is not None:
                     if self.stt_preroll_ms is None:
@@ -614,6 +621,34 @@ class VoicePipeline:
                 self._finals.close()
             self._stt_audio.close()
 
+    def _note_levels(self, chunk: AudioChunk, end: float) -> None:
+        """Each 20 ms of ``chunk`` (ending at ``end`` on the playout timeline) and its
+        level: the echo gate's reference. Per 20 ms, not per chunk: a 100-200 ms TTS
+        chunk's mean level sat 8 dB under its loudest frames' echo (measured with
+        bench/turn_quality.py), which the gate then took for the caller."""
+        step = AudioChunk.frame_bytes(chunk.codec, chunk.sample_rate)
+        data = chunk.data
+        if step <= 0 or len(data) <= step:
+            self._out_levels.append((end - chunk.duration_ms, end, frame_energy_db(chunk)))
+            return
+        start = end - chunk.duration_ms
+        for i in range(0, len(data), step):
+            piece = AudioChunk(data[i : i + step], chunk.sample_rate, chunk.codec)
+            self._out_levels.append((start, start + piece.duration_ms, frame_energy_db(piece)))
+            start += piece.duration_ms
+
+    def _agent_level_db(self, played: float) -> float | None:
+        """The loudest agent audio that played in the last ``_ECHO_TAIL_MS``, or None."""
+        levels = self._out_levels
+        while levels and levels[0][1] < played - _ECHO_TAIL_MS:
+            levels.popleft()
+        loudest: float | None = None
+        for start, _end, level in levels:
+            if start > played:
+                break
+            loudest = level if loudest is None else max(loudest, level)
+        return loudest
+
     def _is_speech(self, frame: AudioChunk, energy: float) -> bool:
         if self._vad_session is None or self._vad_failed:
             return energy >= _NO_VAD_SPEECH_DB
@@ -640,6 +675,9 @@ class VoicePipeline:
         out.stopped_at = now
         out.scope.cancel()
         await media.flush()
+        played = media.played_ms
+        while self._out_levels and self._out_levels[-1][0] >= played:
+            self._out_levels.pop()  # flushed: it never plays, so it never echoes
 
     async def interrupt(self) -> None:
         """Stop the agent's current speech now, as a barge-in would (e.g. on DTMF)."""
@@ -1123,6 +1161,7 @@ class VoicePipeline:
                     metrics.tts_first_byte = self._clock.now()
                 await media.send(chunk)
                 end = media.played_ms + media.queued_ms
+                self._note_levels(chunk, end)
                 if segment.start_pos is None:
                     segment.start_pos = end - chunk.duration_ms
                     if metrics is not None and metrics.first_frame_out is None:

@@ -9,6 +9,16 @@ talks: during the first ``echo_training_ms`` of each agent utterance the line is
 assumed to carry only echo, so barge-in is deaf for that long; afterwards the estimate
 follows the quieter frames slowly). A single non-speech frame inside an onset is
 tolerated, as VADs flicker.
+
+When the pipeline also says how loud its own audio was on the way out
+(``agent_level_db``: the loudest of what played in the last few hundred ms), the echo
+is judged against that instead: the line's *echo return* (line level minus the
+agent's level, ``erl_db``) is learnt in the same first 200 ms and kept for the call,
+and a frame must be ``echo_margin_db`` louder than the agent's level plus that return.
+The gate then follows the agent's own loudness (a fixed echo level let the louder
+parts of an answer through: bench/turn_quality.py, echo 20 dB down cut the agent off
+in 6 of 6 cases), and it holds for the echo's tail after the agent stopped, which
+otherwise started a caller turn that answered the agent's own words.
 """
 
 from __future__ import annotations
@@ -24,6 +34,9 @@ from voxtra.pipeline.events import SpeechEndedEvent, SpeechStartedEvent
 __all__ = ["TurnDetector", "frame_energy_db"]
 
 _SILENCE_DB = -100.0
+_MAX_ERL_DB = 0.0
+"""The echo is never taken to be louder than the agent's own audio: caller speech in
+the training window must not make barge-in deaf for the rest of the call."""
 
 
 def frame_energy_db(chunk: AudioChunk) -> float:
@@ -76,13 +89,18 @@ class TurnDetector:
         self.in_speech = False
         self.echo_db = _SILENCE_DB
         """Running estimate of the agent's echo level on the inbound line."""
+        self.erl_db = _SILENCE_DB
+        """Echo return: line level minus the agent's own level (dB), learnt per call."""
         self._onset_ms = 0.0
         self._gap_frames = 0
         self._speech_ms = 0.0
         self._silence_ms = 0.0
 
-    def threshold_db(self, agent_speaking: bool) -> float:
+    def threshold_db(self, agent_speaking: bool, agent_level_db: float | None = None) -> float:
         """The level a frame must reach to count as caller speech right now."""
+        if agent_level_db is not None:
+            echo = agent_level_db + self.erl_db + self.echo_margin_db
+            return max(self.min_energy_db, echo)
         if agent_speaking:
             return max(self.min_energy_db, self.echo_db + self.echo_margin_db)
         return self.min_energy_db
@@ -95,20 +113,35 @@ class TurnDetector:
         frame_ms: float = 20.0,
         agent_speaking: bool = False,
         at: float = 0.0,
+        agent_level_db: float | None = None,
     ) -> SpeechStartedEvent | SpeechEndedEvent | None:
-        """Account for one frame; return the event it completes, if any (stamped ``at``)."""
+        """Account for one frame; return the event it completes, if any (stamped ``at``).
+
+        ``agent_level_db``: the loudest level of the agent's own audio played in the
+        last few hundred ms (None: none), for the echo gate."""
         if agent_speaking:
             self._agent_ms += frame_ms
             if self._agent_ms <= self.echo_training_ms:
                 # The agent just started: whatever the line carries now is our echo.
                 self.echo_db = max(self.echo_db, energy_db)
+                if agent_level_db is not None:
+                    echo_return = min(_MAX_ERL_DB, energy_db - agent_level_db)
+                    self.erl_db = max(self.erl_db, echo_return)
         else:
             self._agent_ms = 0.0
-        gate = self.threshold_db(agent_speaking)
+        gate = self.threshold_db(agent_speaking, agent_level_db)
         speech = is_speech and energy_db >= gate
         if agent_speaking and energy_db < gate and not self._onset_ms:
             # Track the echo from frames that are no candidate caller onset.
             self.echo_db += (energy_db - self.echo_db) * self.echo_decay
+            if agent_level_db is not None and energy_db >= self.min_energy_db:
+                # Only down, and slowly: the return is learnt while the agent starts
+                # (the training window); later frames under the gate may be the
+                # caller's quiet onset, and taking them up made barge-in deaf
+                # (bench/turn_quality.py: 11 of 18 interruptions missed).
+                echo_return = energy_db - agent_level_db
+                if echo_return < self.erl_db:
+                    self.erl_db += (echo_return - self.erl_db) * self.echo_decay / 25
 
         if not self.in_speech:
             if speech:
@@ -140,6 +173,7 @@ class TurnDetector:
 
     def reset(self) -> None:
         self.in_speech = False
+        self.erl_db = _SILENCE_DB
         self._agent_ms = 0.0
         self._onset_ms = 0.0
         self._gap_frames = 0
