@@ -24,7 +24,7 @@ def feed(
     det: TurnDetector, frames: Sequence[tuple[float, float | None]], *, agent: bool
 ) -> list[object]:
     """(line level, agent level) per 20 ms frame, all VAD speech; the events."""
-    events = []
+    events: list[object] = []
     for energy, agent_level in frames:
         ev = det.feed(True, energy, agent_speaking=agent, agent_level_db=agent_level)
         if ev is not None:
