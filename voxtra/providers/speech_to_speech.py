@@ -1,0 +1,957 @@
+"""SpeechToSpeechEngine: what every speech-to-speech engine does, whatever the service.
+
+A speech-to-speech model hears the caller and answers in speech over one socket. The
+service-specific engines (:class:`~voxtra.providers.openai_realtime.OpenAIRealtimeEngine`,
+:class:`~voxtra.providers.gemini_live.GeminiLiveEngine`) speak their wire protocol; this
+base holds the rest, the same for all of them, as a
+:class:`~voxtra.pipeline.ConversationEngine`:
+
+- the call's audio: caller frames up (converted once to the service's input format;
+  passed through when the transport can deliver that format itself), the model's
+  audio down to the transport, each answer's place on the playout timeline;
+- barge-in: the transport flushed first, then the service told (``_cancel``) what the
+  caller heard of each cut answer (milliseconds and the words that fit in them);
+- ``say`` (a spoken text, through the model), ``listen`` (the service's transcription
+  of the caller), ``run`` (autonomous conversation with greeting, silence and
+  duration limits);
+- tools (the pipeline's functions, :class:`~voxtra.pipeline.Agent`'s schema and call
+  rules), each run in its own task so audio keeps flowing;
+- the history as heard (``agent.history``), events of the pipeline's types, per-turn
+  metrics, and reconnection within the call with the history restored.
+
+A subclass implements the protocol hooks (``_open``, ``_close``, ``_next_event``,
+``_handle``, ``_send_audio``, ``_request_speech``, ``_cancel``, ``_send_tool_result``)
+and calls the ``_on_*`` methods as its service's events arrive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self, TypeVar
+
+from voxtra.errors import CallEnded, ConfigError, ProviderError
+from voxtra.media.convert import ChunkConverter
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.pipeline.agent import Agent, Tool, ToolFunc
+from voxtra.pipeline.events import (
+    AgentResponseEvent,
+    BargeInEvent,
+    PipelineEvent,
+    ProviderErrorEvent,
+    SayResult,
+    SpeechEndedEvent,
+    SpeechStartedEvent,
+    TurnMetrics,
+    UserTranscriptEvent,
+)
+from voxtra.pipeline.io import Clock, ConvertingMediaIO, MediaIO, MonotonicClock
+from voxtra.pipeline.pipeline import EndReason, PipelineInUse, PipelineNotAttached
+from voxtra.providers.base import ChatMessage, ToolCall
+
+__all__ = ["EngineOptions", "SpeechOutput", "SpeechResponse", "SpeechToSpeechEngine"]
+
+logger = logging.getLogger(__name__)
+
+SAY_INSTRUCTIONS = (
+    "Say the following text to the caller exactly as written, word for word, "
+    "adding nothing before or after it:\n{text}"
+)
+MS_PER_CHAR = 65.0
+"""Speech rate used to guess how much of an answer's text a cut covers while its audio
+is still arriving (the pipeline's figure)."""
+
+
+E = TypeVar("E", bound="SpeechToSpeechEngine")
+
+
+class EngineOptions(Protocol):
+    """What an engine's ``factory`` reads of a call's ``VoiceConfig``."""
+
+    system_prompt: str | None
+    tools: tuple[Callable[..., Any], ...]
+    greeting: str | None
+    silence_timeout: float | None
+    silence_prompt: str | None
+    max_duration: float | None
+
+
+def _prefix_words(text: str, fraction: float) -> str:
+    """The words of ``text`` that fit entirely in its first ``fraction`` (by characters)."""
+    limit = fraction * len(text)
+    words: list[str] = []
+    pos = 0
+    for word in text.split():
+        pos = text.index(word, pos) + len(word)
+        if pos > limit:
+            break
+        words.append(word)
+    return " ".join(words)
+
+
+@dataclass(eq=False)
+class SpeechOutput:
+    """One spoken item of an answer and where its audio sits on the playout timeline."""
+
+    item_id: str
+    message: ChatMessage | None = None
+    start_pos: float | None = None
+    end_pos: float = 0.0
+    audio_ms: float = 0.0
+    transcript: str = ""
+    done: bool = False
+
+    def heard_ms(self, played: float) -> float:
+        if self.start_pos is None:
+            return 0.0
+        return max(0.0, min(played, self.end_pos) - self.start_pos)
+
+    def heard_text(self, played: float) -> str:
+        heard = self.heard_ms(played)
+        if heard <= 0:
+            return ""
+        if self.done and heard >= self.audio_ms - 1e-6:
+            return self.transcript
+        total = (
+            self.audio_ms if self.done else max(self.audio_ms, len(self.transcript) * MS_PER_CHAR)
+        )
+        return _prefix_words(self.transcript, heard / total if total else 0.0)
+
+
+@dataclass(eq=False)
+class SpeechResponse:
+    """One answer of the model, from its start to the end of its playout."""
+
+    id: str
+    say_id: str | None
+    interruptible: bool = True
+    outputs: list[SpeechOutput] = field(default_factory=list)
+    calls: list[ToolCall] = field(default_factory=list)
+    tool_tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    metrics: TurnMetrics | None = None
+    done: bool = False
+    interrupted: bool = False
+    lost: bool = False
+    error: str | None = None
+    heard: tuple[str, float] = ("", 0.0)
+    """After a barge-in: what the caller heard of it (text, milliseconds)."""
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def end_pos(self) -> float:
+        return max((o.end_pos for o in self.outputs), default=0.0)
+
+    @property
+    def has_audio(self) -> bool:
+        return any(o.start_pos is not None for o in self.outputs)
+
+    @property
+    def text(self) -> str:
+        return " ".join(o.transcript for o in self.outputs if o.transcript)
+
+    def heard_text(self, played: float) -> str:
+        return " ".join(t for t in (o.heard_text(played) for o in self.outputs) if t)
+
+    def played_ms(self, played: float) -> float:
+        return sum(o.heard_ms(played) for o in self.outputs)
+
+
+class _Waiter:
+    """A ``say`` waiting for its answer to start."""
+
+    def __init__(self, interruptible: bool) -> None:
+        self.interruptible = interruptible
+        self.response: asyncio.Future[SpeechResponse] = asyncio.get_running_loop().create_future()
+
+
+class _Subscriber:
+    """Bounded event queue for one ``events()`` reader; drops the oldest when full."""
+
+    def __init__(self, maxlen: int) -> None:
+        self.items: deque[PipelineEvent] = deque(maxlen=maxlen)
+        self.closed = False
+        self.changed = asyncio.Event()
+
+    def put(self, event: PipelineEvent) -> None:
+        self.items.append(event)
+        self.changed.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.changed.set()
+
+    async def get(self) -> PipelineEvent | None:
+        while not self.items:
+            if self.closed:
+                return None
+            self.changed.clear()
+            await self.changed.wait()
+        return self.items.popleft()
+
+
+class SpeechToSpeechEngine:
+    """The service-independent part of a speech-to-speech engine (see the module doc).
+
+    ``in_format`` is what the service takes from the caller (u-law 8 kHz passes the
+    phone's audio straight through), ``out_format`` what its answers come in.
+    """
+
+    name = "speech-to-speech"
+    in_format: tuple[Codec, int] = (Codec.ULAW, 8000)
+    out_format: tuple[Codec, int] = (Codec.ULAW, 8000)
+    transcribes = True
+    """Whether the service reports what the caller said (``listen`` needs it)."""
+
+    def __init__(
+        self,
+        *,
+        system_prompt: str | None = None,
+        tools: Iterable[ToolFunc | Tool] = (),
+        greeting: str | None = None,
+        silence_timeout: float | None = None,
+        silence_prompt: str | None = None,
+        max_duration: float | None = None,
+        connect_timeout: float = 10.0,
+        reconnect_attempts: int = 3,
+        reconnect_delay: float = 0.25,
+        restore_items: int = 100,
+    ) -> None:
+        self.system_prompt = system_prompt
+        self.greeting = greeting
+        self.silence_timeout = silence_timeout
+        self.silence_prompt = silence_prompt
+        self.max_duration = max_duration
+        self.connect_timeout = connect_timeout
+        self.reconnect_attempts = reconnect_attempts
+        self.reconnect_delay = reconnect_delay
+        self.restore_items = restore_items
+        self.agent = Agent(None, system_prompt=system_prompt, tools=tools)
+        """The call's history as heard (user transcripts, answers cut at the barge-in,
+        tool calls and results) and its tools; restored into a new session after a
+        reconnect. ``call.agent`` is this."""
+        self.metrics: list[TurnMetrics] = []
+        self.call_id = ""
+        self.dropped_ms = 0.0
+        """Caller audio not sent because the socket was down (reconnecting)."""
+        self._callbacks: list[Callable[[PipelineEvent], None]] = []
+        self._subscribers: list[_Subscriber] = []
+        self._media: MediaIO | None = None
+        self._clock: Clock = MonotonicClock()
+        self._autonomous = False
+        self._attached = False
+        self._ended = asyncio.Event()
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._failed: ProviderError | None = None
+        self._failed_event = asyncio.Event()
+        self._finals: deque[UserTranscriptEvent] = deque(maxlen=16)
+        self._finals_changed = asyncio.Event()
+        self._speak_lock = asyncio.Lock()
+        self._waiters: dict[str, _Waiter] = {}
+        self._responses: dict[str, SpeechResponse] = {}
+        self._active: SpeechResponse | None = None
+        self._playing: SpeechResponse | None = None
+        self._outputs: dict[str, SpeechOutput] = {}
+        self._messages: dict[str, ChatMessage] = {}
+        self._partials: dict[str, str] = {}
+        self._in_speech = False
+        self._awaiting_final = False
+        self._last_activity = 0.0
+        self._speech_start: float | None = None
+        self._speech_end: float | None = None
+        self._turn: TurnMetrics | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    def factory(cls: type[E], *args: Any, **options: Any) -> Callable[[EngineOptions], E]:
+        """For ``VoiceConfig(engine=...)``: a fresh engine per call, built with
+        ``args``/``options`` and the call's system prompt, tools, greeting and time
+        limits from its ``VoiceConfig``."""
+
+        def build(config: EngineOptions) -> E:
+            return cls(
+                *args,
+                system_prompt=config.system_prompt,
+                tools=config.tools,
+                greeting=config.greeting,
+                silence_timeout=config.silence_timeout,
+                silence_prompt=config.silence_prompt,
+                max_duration=config.max_duration,
+                **options,
+            )
+
+        return build
+
+    @property
+    def history(self) -> list[ChatMessage]:
+        return self.agent.history
+
+    # -- the protocol hooks a service implements
+
+    async def _open(self) -> None:
+        """Connect, configure the session (``self._autonomous``: answer by itself) and
+        restore ``self._restorable()``; raise ProviderError on failure."""
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        """Close the connection (quietly)."""
+        raise NotImplementedError
+
+    async def _next_event(self) -> Any:
+        """The service's next message; raises when the connection is lost."""
+        raise NotImplementedError
+
+    async def _handle(self, event: Any) -> None:
+        """Act on one message (calling the ``_on_*`` methods)."""
+        raise NotImplementedError
+
+    async def _send_audio(self, chunk: AudioChunk) -> None:
+        """Send 20 ms of caller audio (in ``in_format``)."""
+        raise NotImplementedError
+
+    async def _request_speech(self, text: str, say_id: str) -> None:
+        """Ask the model to say ``text``; its answer must start as ``say_id``'s
+        (``_on_response_started(..., say_id=say_id)``)."""
+        raise NotImplementedError
+
+    async def _cancel(
+        self, response: SpeechResponse, cuts: list[tuple[SpeechOutput, float]]
+    ) -> None:
+        """After a barge-in (the transport already flushed): stop ``response`` at the
+        service and tell it, for each output cut short, how much was heard (ms)."""
+        raise NotImplementedError
+
+    async def _send_tool_result(self, call: ToolCall, output: str) -> None:
+        """Hand a tool's result to the service."""
+        raise NotImplementedError
+
+    async def _continue_after_tools(self, response: SpeechResponse) -> None:
+        """Once every tool of ``response`` answered: ask for the next answer if the
+        service needs asking (some continue by themselves)."""
+
+    # -- events
+
+    def on_event(
+        self, callback: Callable[[PipelineEvent], None]
+    ) -> Callable[[PipelineEvent], None]:
+        """Call ``callback(event)`` for every event (inline: keep it quick)."""
+        self._callbacks.append(callback)
+        return callback
+
+    async def events(self, maxlen: int = 256) -> AsyncIterator[PipelineEvent]:
+        """Events until the engine detaches; a slow reader loses the oldest."""
+        sub = _Subscriber(maxlen)
+        self._subscribers.append(sub)
+        try:
+            while (event := await sub.get()) is not None:
+                yield event
+        finally:
+            self._subscribers.remove(sub)
+
+    def _emit(self, event: PipelineEvent) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(event)
+            except Exception:
+                logger.exception("event callback failed")
+        for sub in self._subscribers:
+            sub.put(event)
+
+    def _now(self) -> float:
+        return self._clock.now()
+
+    def _report(self, message: str, *, stage: str = "realtime") -> None:
+        logger.warning("call %s: %s: %s", self.call_id, self.name, message)
+        self._emit(ProviderErrorEvent(self.name, message, self._now(), stage))
+
+    # -- attach / run
+
+    def attach(
+        self, media: MediaIO, *, clock: Clock | None = None, call_id: str = ""
+    ) -> contextlib.AbstractAsyncContextManager[Self]:
+        """Connect and stream the call's audio both ways for the block's duration; the
+        model answers only when asked (``say``), ``listen`` hears the caller."""
+        return self._attach(media, clock, call_id, autonomous=False)
+
+    async def run(
+        self, media: MediaIO, *, clock: Clock | None = None, call_id: str = ""
+    ) -> EndReason:
+        """Converse autonomously (the model answers each turn) until the call ends,
+        ``max_duration`` passes or the caller is silent past ``silence_timeout``."""
+        async with self._attach(media, clock, call_id, autonomous=True):
+            if self.greeting:
+                with contextlib.suppress(CallEnded):
+                    await self.say(self.greeting)
+            return await self._converse()
+
+    async def _converse(self) -> EndReason:
+        start = self._now()
+        prompts = 0
+        self._last_activity = self._now()
+        while True:
+            if self._ended.is_set():
+                return EndReason.HANGUP
+            if self._failed is not None:
+                raise self._failed
+            now = self._now()
+            if self.max_duration is not None and now - start >= self.max_duration:
+                return EndReason.MAX_DURATION
+            busy = self._in_speech or self._active is not None or self._still_playing()
+            if busy:
+                self._last_activity = now
+            elif (
+                self.silence_timeout is not None
+                and now - self._last_activity >= self.silence_timeout
+            ):
+                if self.silence_prompt and prompts < 1:
+                    prompts += 1
+                    with contextlib.suppress(CallEnded):
+                        await self.say(self.silence_prompt)
+                    self._last_activity = self._now()
+                else:
+                    return EndReason.SILENCE_TIMEOUT
+            await self._clock.sleep(0.05)
+
+    @asynccontextmanager
+    async def _attach(
+        self, media: MediaIO, clock: Clock | None, call_id: str, *, autonomous: bool
+    ) -> AsyncIterator[Self]:
+        if self._attached:
+            raise PipelineInUse("the engine is already attached to a call")
+        self._attached = True
+        self._media = media
+        self._clock = clock or MonotonicClock()
+        self.call_id = call_id
+        self._autonomous = autonomous
+        self._ended = asyncio.Event()
+        self._closing = False
+        self._failed = None
+        self._failed_event = asyncio.Event()
+        self._last_activity = self._now()
+        previous: tuple[Codec, int] | None = None
+        if isinstance(media, ConvertingMediaIO):
+            # Ask the transport for the service's own format: for u-law at 8 kHz no
+            # frame is decoded or resampled on the way up; otherwise the transport's
+            # converter does it once (the RTP transport batches it for all its calls).
+            previous = media.inbound_format
+            media.set_inbound_format(*self.in_format)
+        try:
+            await self._connect()
+            reader = self._spawn(self._read(), "s2s-reader")
+            sender = self._spawn(self._pump(media), "s2s-sender")
+            try:
+                yield self
+            finally:
+                self._closing = True
+                for task in (sender, reader, *self._tasks):
+                    task.cancel()
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+                self._tasks.clear()
+        finally:
+            self._closing = True
+            self._ended.set()
+            self._wake_all()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._close(), 2.0)
+            self._ready.clear()
+            if previous is not None and isinstance(media, ConvertingMediaIO):
+                media.set_inbound_format(*previous)
+            self._media = None
+            self._attached = False
+            for sub in self._subscribers:
+                sub.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=f"{name}-{self.call_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _connect(self) -> None:
+        self._ready.clear()
+        try:
+            await asyncio.wait_for(self._open(), self.connect_timeout)
+        except ProviderError:
+            with contextlib.suppress(Exception):
+                await self._close()
+            raise
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await self._close()
+            raise ProviderError(self.name, f"cannot connect: {describe(exc)}") from exc
+        self._ready.set()
+
+    def _restorable(self) -> list[ChatMessage]:
+        """The history to restore into a new session: the last ``restore_items``
+        messages with content, never starting with a tool result whose call was cut."""
+        messages = [
+            m
+            for m in self.agent.history
+            if m.role != "system" and (m.content or m.tool_calls or m.role == "tool")
+        ]
+        messages = messages[-self.restore_items :] if self.restore_items else []
+        while messages and messages[0].role == "tool":
+            messages.pop(0)
+        return messages
+
+    async def _reconnect(self, exc: BaseException) -> None:
+        message = f"connection lost: {describe(exc)}"
+        self._report(message)
+        self._ready.clear()
+        with contextlib.suppress(Exception):
+            await self._close()
+        self._end_responses()
+        self._in_speech = False
+        last: BaseException = exc
+        for attempt in range(self.reconnect_attempts):
+            if self._closing:
+                return
+            await asyncio.sleep(self.reconnect_delay * (2**attempt))
+            try:
+                await self._connect()
+                logger.info("call %s: %s reconnected", self.call_id, self.name)
+                return
+            except ProviderError as err:
+                last = err
+        self._failed = ProviderError(self.name, f"reconnect failed: {describe(last)}")
+        self._report(str(self._failed))
+        self._wake_all()
+
+    # -- the loops
+
+    async def _pump(self, media: MediaIO) -> None:
+        """Caller audio up, converted once (or passed through) to ``in_format``."""
+        converter = ChunkConverter(*self.in_format)
+        try:
+            async for frame in media.frames():
+                chunk = converter.convert(frame)  # the same object when already right
+                if not chunk.data:
+                    continue
+                if not self._ready.is_set():
+                    self.dropped_ms += chunk.duration_ms
+                    continue
+                try:
+                    await self._send_audio(chunk)
+                except Exception:
+                    self.dropped_ms += chunk.duration_ms  # the reader sees the socket go
+        finally:
+            self._ended.set()
+            self._wake_all()
+
+    async def _read(self) -> None:
+        while not self._closing:
+            if not self._ready.is_set():
+                if self._failed is not None:
+                    return
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                event = await self._next_event()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._closing:
+                    return
+                await self._reconnect(exc)
+                if self._failed is not None:
+                    return
+                continue
+            try:
+                await self._handle(event)
+            except Exception:
+                logger.exception("call %s: %s: an event failed", self.call_id, self.name)
+
+    # -- answers and their audio (called by the subclass)
+
+    def _on_response_started(self, response_id: str, say_id: str | None) -> SpeechResponse:
+        waiter = self._waiters.pop(say_id, None) if say_id else None
+        response = SpeechResponse(
+            response_id,
+            say_id=say_id if waiter is not None else None,
+            interruptible=waiter.interruptible if waiter is not None else True,
+        )
+        if waiter is None and self._speech_end is not None:
+            # An answer to the caller's turn: its metrics run from the end of speech.
+            response.metrics = TurnMetrics(speech_end=self._speech_end)
+            if self._turn is not None:
+                response.metrics.stt_final = self._turn.stt_final
+            self._speech_end = None
+        self._turn = None
+        self._responses[response.id] = response
+        self._active = response
+        if waiter is not None and not waiter.response.done():
+            waiter.response.set_result(response)
+        return response
+
+    def _output(self, response: SpeechResponse, item_id: str) -> SpeechOutput:
+        out = self._outputs.get(item_id)
+        if out is None:
+            out = SpeechOutput(item_id, self._messages.get(item_id))
+            self._outputs[item_id] = out
+            response.outputs.append(out)
+        return out
+
+    async def _on_audio(self, response: SpeechResponse, item_id: str, data: bytes) -> None:
+        media = self._media
+        if media is None or not data or response.interrupted:
+            return  # (an interrupted answer's late audio was never to be played)
+        out = self._output(response, item_id)
+        chunk = AudioChunk(data, self.out_format[1], self.out_format[0])
+        received = self._now()
+        await media.send(chunk)
+        end = media.played_ms + media.queued_ms
+        if out.start_pos is None:
+            out.start_pos = end - chunk.duration_ms
+        out.end_pos = end
+        out.audio_ms += chunk.duration_ms
+        self._playing = response
+        metrics = response.metrics
+        if metrics is not None and metrics.first_frame_out is None:
+            metrics.tts_first_byte = received
+            metrics.first_frame_out = self._now()
+
+    def _on_transcript_delta(self, response: SpeechResponse, item_id: str, delta: str) -> None:
+        if response.interrupted:
+            return
+        out = self._output(response, item_id)
+        out.transcript += delta
+        metrics = response.metrics
+        if metrics is not None and metrics.llm_first_token is None:
+            metrics.llm_first_token = self._now()
+
+    def _on_transcript_done(self, response: SpeechResponse, item_id: str, text: str) -> None:
+        if response.interrupted:
+            return
+        out = self._output(response, item_id)
+        out.transcript = text or out.transcript
+        if out.message is None and self._messages.get(item_id) is None:
+            out.message = self._add_message(item_id, "assistant")
+        if out.message is not None:
+            out.message.content = out.transcript
+
+    def _on_audio_done(self, item_id: str) -> None:
+        out = self._outputs.get(item_id)
+        if out is not None:
+            out.done = True
+
+    async def _on_response_done(self, response: SpeechResponse, error: str | None = None) -> None:
+        if response.done:
+            return
+        response.done = True
+        if self._active is response:
+            self._active = None
+        if error is not None:
+            response.error = error
+            self._report(f"response failed: {error}")
+        if not response.interrupted:
+            self._emit(AgentResponseEvent(response.text, tuple(response.calls), self._now()))
+        if response.metrics is not None:
+            metrics = response.metrics
+            metrics.interrupted = response.interrupted
+            metrics.at = self._now()
+            self.metrics.append(metrics)
+            self._emit(metrics)
+        if response.calls and not response.interrupted:
+            self._spawn(self._after_tools(response), "s2s-tools")
+        response.finished.set()
+        if not response.has_audio:
+            self._responses.pop(response.id, None)
+
+    def _still_playing(self) -> bool:
+        response, media = self._playing, self._media
+        if response is None or media is None:
+            return False
+        return media.queued_ms > 0 and media.played_ms < response.end_pos - 1e-6
+
+    def _end_responses(self) -> None:
+        """The socket went: no more events for the answers in flight."""
+        for response in list(self._responses.values()):
+            if not response.done:
+                response.done = True
+                response.lost = True
+                response.finished.set()
+        self._active = None
+        for waiter in self._waiters.values():
+            if not waiter.response.done():
+                waiter.response.set_exception(
+                    ProviderError(self.name, "connection lost before the answer started")
+                )
+        self._waiters.clear()
+
+    def _fail_say(self, key: str, message: str) -> bool:
+        """The service refused the request ``key`` was sent with: its ``say`` raises."""
+        waiter = self._waiters.pop(key, None)
+        if waiter is None:
+            return False
+        if not waiter.response.done():
+            waiter.response.set_exception(ProviderError(self.name, message))
+        return True
+
+    # -- the caller's side (called by the subclass)
+
+    async def _on_speech_started(self) -> None:
+        now = self._now()
+        self._in_speech = True
+        self._awaiting_final = False
+        self._last_activity = now
+        self._speech_start = now
+        target = self._active
+        if target is None and self._still_playing():
+            target = self._playing
+        if target is not None and target.interruptible and not target.interrupted:
+            await self._barge_in(target, now)
+        self._emit(SpeechStartedEvent(now))
+
+    async def _barge_in(self, response: SpeechResponse, now: float) -> None:
+        media = self._media
+        assert media is not None
+        # Flush first: the caller must stop hearing the agent before anything else.
+        played = media.played_ms
+        await media.flush()
+        response.interrupted = True
+        heard_text = response.heard_text(played)
+        played_ms = response.played_ms(played)
+        cuts: list[tuple[SpeechOutput, float]] = []
+        for out in response.outputs:
+            if out.start_pos is None:
+                continue
+            heard_ms, text = out.heard_ms(played), out.heard_text(played)
+            if heard_ms < out.audio_ms - 1e-6:
+                cuts.append((out, heard_ms))  # (one heard to its end was not cut)
+            out.transcript, out.audio_ms, out.done = text, heard_ms, True
+            if out.message is not None:
+                out.message.content = text
+                if not text and not out.message.tool_calls:
+                    self._drop_message(out.message)
+        response.heard = (heard_text, played_ms)
+        with contextlib.suppress(Exception):
+            await self._cancel(response, cuts)
+        self._emit(BargeInEvent(heard_text, played_ms, now))
+        response.finished.set()
+
+    def _on_speech_stopped(self) -> None:
+        now = self._now()
+        self._in_speech = False
+        self._awaiting_final = self.transcribes
+        self._last_activity = now
+        self._speech_end = now
+        self._turn = TurnMetrics(speech_end=now)
+        started = self._speech_start
+        self._emit(SpeechEndedEvent(now, (now - started) * 1000.0 if started is not None else 0.0))
+
+    def _add_message(self, item_id: str, role: str) -> ChatMessage | None:
+        """A history entry for the service's conversation item ``item_id``."""
+        if item_id in self._messages or role not in ("user", "assistant"):
+            return self._messages.get(item_id)
+        message = ChatMessage(role="user" if role == "user" else "assistant")
+        self._messages[item_id] = message
+        self.agent.history.append(message)
+        out = self._outputs.get(item_id)
+        if out is not None:
+            out.message = message
+        return message
+
+    def _on_input_delta(self, item_id: str, delta: str) -> None:
+        text = self._partials.get(item_id, "") + delta
+        self._partials[item_id] = text
+        if text.strip():
+            self._emit(UserTranscriptEvent(text.strip(), is_final=False, at=self._now()))
+
+    def _on_input_done(self, item_id: str, transcript: str) -> None:
+        self._partials.pop(item_id, None)
+        self._awaiting_final = False
+        text = transcript.strip()
+        message = self._messages.get(item_id)
+        if message is None and text:
+            message = self._add_message(item_id, "user")
+        if message is not None:
+            if text:
+                message.content = text
+            else:
+                self._drop_message(message)
+        if not text:
+            return
+        now = self._now()
+        if self._turn is not None:
+            self._turn.stt_final = now
+        active = self._active
+        if active is not None and active.metrics is not None and active.metrics.stt_final is None:
+            active.metrics.stt_final = now
+        final = UserTranscriptEvent(text, is_final=True, at=now)
+        self._emit(final)
+        self._finals.append(final)
+        self._finals_changed.set()
+
+    def _drop_message(self, message: ChatMessage) -> None:
+        history = self.agent.history
+        for i, m in enumerate(history):
+            if m is message:
+                del history[i]
+                return
+
+    # -- tools
+
+    def _on_function_call(
+        self, response: SpeechResponse | None, call_id: str, name: str, arguments: Any
+    ) -> None:
+        """The model asked for a tool: ``arguments`` as JSON text or an object."""
+        if isinstance(arguments, str):
+            try:
+                args = json.loads(arguments or "{}")
+            except ValueError:
+                args = None
+        else:
+            args = arguments
+        call = ToolCall(call_id, name, args if isinstance(args, dict) else {})
+        self.agent.history.append(ChatMessage(role="assistant", tool_calls=[call]))
+        task = self._spawn(self._run_tool(call, bad_args=not isinstance(args, dict)), "tool")
+        if response is not None:
+            response.calls.append(call)
+            response.tool_tasks.append(task)
+
+    async def _run_tool(self, call: ToolCall, *, bad_args: bool) -> None:
+        """Run one tool (its own task: audio and events keep flowing); send its result."""
+        if bad_args:
+            result: Any = "error: the arguments are not a JSON object"
+        else:
+            result = await self.agent.call_tool(call)
+        output = result if isinstance(result, str) else json.dumps(result, default=str)
+        self.agent.history.append(ChatMessage(role="tool", content=output, tool_call_id=call.id))
+        await self._ready.wait()
+        try:
+            await self._send_tool_result(call, output)
+        except Exception as exc:
+            logger.warning("call %s: tool result not sent: %s", self.call_id, exc)
+
+    async def _after_tools(self, response: SpeechResponse) -> None:
+        await asyncio.gather(*response.tool_tasks, return_exceptions=True)
+        if self._in_speech or self._active is not None or self._closing:
+            return  # the caller took the turn: their answer comes instead
+        try:
+            await self._continue_after_tools(response)
+        except Exception as exc:
+            logger.warning("call %s: could not continue after tools: %s", self.call_id, exc)
+
+    # -- the session API
+
+    def _check(self) -> None:
+        if not self._attached or self._media is None:
+            raise PipelineNotAttached("the engine is not attached to a call")
+        if self._failed is not None:
+            raise self._failed
+        if self._ended.is_set():
+            raise CallEnded(self.call_id)
+
+    async def say(self, text: str, *, interruptible: bool = True) -> SayResult:
+        """Have the model say ``text``; return once played or cut by the caller."""
+        self._check()
+        async with self._speak_lock:
+            while self._active is not None:  # one answer at a time
+                await self._until(self._active.finished.wait())
+            say_id = uuid.uuid4().hex[:16]
+            waiter = _Waiter(interruptible)
+            self._waiters[say_id] = waiter
+            try:
+                await self._request_speech(text, say_id)
+                response: SpeechResponse = await self._until(waiter.response)
+            finally:
+                self._waiters.pop(say_id, None)
+            await self._until(response.finished.wait())
+            if response.error is not None and not response.has_audio:
+                raise ProviderError(self.name, f"response failed: {response.error}")
+            media = self._media
+            assert media is not None
+            while (
+                not response.interrupted
+                and response.has_audio
+                and media.queued_ms > 0
+                and media.played_ms < response.end_pos - 1e-6
+                and not self._ended.is_set()
+            ):
+                await self._clock.sleep(0.02)
+            if response.interrupted:
+                return SayResult(True, *response.heard)
+            if self._ended.is_set() and media.queued_ms > 0:
+                raise CallEnded(self.call_id)
+            return SayResult(False, response.text, sum(o.audio_ms for o in response.outputs))
+
+    async def _until(self, aw: Any) -> Any:
+        """Await ``aw``; CallEnded if the call ends first, the failure if the engine fails."""
+        task = asyncio.ensure_future(aw)
+        ended = asyncio.ensure_future(self._ended.wait())
+        failed = asyncio.ensure_future(self._failed_event.wait())
+        try:
+            await asyncio.wait({task, ended, failed}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            failed.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if task.done() and not task.cancelled():
+            return task.result()
+        if self._failed is not None:
+            raise self._failed
+        raise CallEnded(self.call_id)
+
+    def _wake_all(self) -> None:
+        self._finals_changed.set()
+        if self._failed is not None:
+            self._failed_event.set()
+
+    async def listen(self, timeout: float | None = None) -> UserTranscriptEvent | None:
+        """The caller's next final transcript; None after ``timeout`` s of silence.
+
+        Finals heard while nobody listens are kept (the last 16). The timeout counts
+        silence: it does not run out while the caller speaks or a transcript is due."""
+        self._check()
+        if not self.transcribes:
+            raise ConfigError(f"{type(self).__name__}.listen() needs the input transcription")
+        start = self._now()
+        while True:
+            if self._finals:
+                return self._finals.popleft()
+            if self._failed is not None:
+                raise self._failed
+            if self._ended.is_set():
+                raise CallEnded(self.call_id)
+            now = self._now()
+            if (
+                timeout is not None
+                and not self._in_speech
+                and not self._awaiting_final
+                and now >= max(start, self._last_activity) + timeout
+            ):
+                return None
+            self._finals_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._finals_changed.wait(), 0.05)
+
+    async def interrupt(self) -> None:
+        """Stop the agent's current speech now (as a barge-in would)."""
+        target = self._active
+        if target is None and self._still_playing():
+            target = self._playing
+        if target is not None and not target.interrupted and self._media is not None:
+            await self._barge_in(target, self._now())
+
+
+def describe(exc: BaseException) -> str:
+    """A short text for a provider's exception (HTTP status first when it has one)."""
+    if isinstance(exc, ProviderError):
+        return str(exc).removeprefix(f"{exc.provider}: ")
+    status = getattr(exc, "status_code", None)
+    if status is None and not type(exc).__module__.startswith("websockets"):
+        status = getattr(exc, "code", None)  # google-genai's APIError (websockets': deprecated)
+    message = str(exc) or type(exc).__name__
+    if isinstance(status, int):
+        return f"HTTP {status}: {message}" if status < 1000 else f"{status}: {message}"
+    return f"{type(exc).__name__}: {message}"
