@@ -1,7 +1,7 @@
 """One campaign worker process for the two-worker test (run as a script, not collected).
 
 It runs a VoxtraApp on an in-process FakeAsterisk whose endpoints answer, are busy or do
-not answer by their name (``PJSIP/answer-007``), and a scheduling Worker against the
+not answer by their name (``PJSIP/answer-007``), and a scheduling SchedulingWorker against the
 Postgres URL given, on a clock shared with the test (same origin and factor). Before each
 originate it prints ``dial <attempt id>`` (flushed), so the test can count, even for a
 process it killed, how often each attempt was dialed.
@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from voxtra import CallSession, VoxtraApp
-from voxtra.platform.engine import ScaledClock, Worker
+from voxtra.platform.engine import ScaledClock, SchedulingWorker
 from voxtra.platform.store.db import Database
 from voxtra.routing import CallHandler
 from voxtra.testing import FakeAsterisk
@@ -84,7 +84,7 @@ async def main(url: str, worker_id: str, origin: float, factor: float, start: st
     )
     db = Database(url)
     clock = ScaledClock(factor, origin=origin, start=datetime.fromisoformat(start))
-    worker = Worker(
+    worker = SchedulingWorker(
         Tracing(app),
         db,
         routes=lambda name: agent,

@@ -23,7 +23,7 @@ import pytest
 from sqlalchemy import func, select
 
 from voxtra.platform.engine.admin import ContactSpec, create_campaign
-from voxtra.platform.scheduling import FINAL_STATES, Backoff, RetryPolicy
+from voxtra.platform.scheduling import FINAL_STATES, RetryBackoff, RetryPolicy
 from voxtra.platform.store.campaigns import Campaign, CampaignAttempt, CampaignContact
 from voxtra.platform.store.db import Database
 
@@ -99,9 +99,9 @@ async def test_two_workers_one_killed_every_contact_ends_once(
                 calls_per_minute=300,
                 retry=RetryPolicy(
                     max_attempts=2,
-                    busy=Backoff(delay=10, factor=1),
-                    no_answer=Backoff(delay=10, factor=1),
-                    failed=Backoff(delay=5, factor=1),  # a lost attempt is tried again
+                    busy=RetryBackoff(delay=10, factor=1),
+                    no_answer=RetryBackoff(delay=10, factor=1),
+                    failed=RetryBackoff(delay=5, factor=1),  # a lost attempt is tried again
                 ),
             )
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy import select
 
 from voxtra import CallSession, VoxtraApp
-from voxtra.platform.engine import ScaledClock, Worker
+from voxtra.platform.engine import ScaledClock, SchedulingWorker
 from voxtra.platform.engine.admin import (
     CampaignConflict,
     ContactSpec,
@@ -28,7 +28,7 @@ from voxtra.platform.engine.admin import (
     create_schedule,
     steer_campaign,
 )
-from voxtra.platform.scheduling import Backoff, CallingWindow, RetryPolicy
+from voxtra.platform.scheduling import CallingWindow, RetryBackoff, RetryPolicy
 from voxtra.platform.store.campaigns import (
     Campaign,
     CampaignAttempt,
@@ -55,10 +55,10 @@ class Rig:
     clock: ScaledClock
     events: list[tuple[str, dict[str, Any], list[str]]] = field(default_factory=list)
 
-    def worker(self, **options: Any) -> Worker:
+    def worker(self, **options: Any) -> SchedulingWorker:
         options.setdefault("poll_interval", 5.0)
         options.setdefault("lease", 600.0)
-        return Worker(
+        return SchedulingWorker(
             self.app,
             self.db,
             routes=lambda name: agent if name == "agent" else None,
@@ -130,7 +130,10 @@ def max_per_minute(attempts: list[CampaignAttempt]) -> int:
 
 async def test_a_campaign_keeps_its_limits_retries_and_ends_each_contact_once(rig: Rig) -> None:
     policy = RetryPolicy(
-        max_attempts=3, busy=Backoff(delay=20, factor=1), no_answer=Backoff(delay=40), failed=None
+        max_attempts=3,
+        busy=RetryBackoff(delay=20, factor=1),
+        no_answer=RetryBackoff(delay=40),
+        failed=None,
     )
     async with rig.db.session() as session:
         campaign = await create_campaign(

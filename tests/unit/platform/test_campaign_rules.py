@@ -11,11 +11,11 @@ import pytest
 from voxtra.platform.scheduling import (
     RATE_SPAN,
     AttemptOutcome,
-    Backoff,
     ContactState,
     ContactStatus,
     InvalidRetryPolicy,
     InvalidTransition,
+    RetryBackoff,
     RetryPolicy,
     allowance,
 )
@@ -26,8 +26,8 @@ T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 def test_retry_policy_per_outcome_with_backoff_and_caps() -> None:
     policy = RetryPolicy(
         max_attempts=4,
-        busy=Backoff(delay=60, factor=2),
-        no_answer=Backoff(delay=300, factor=1, max_attempts=2),
+        busy=RetryBackoff(delay=60, factor=2),
+        no_answer=RetryBackoff(delay=300, factor=1, max_attempts=2),
         failed=None,
     )
     assert policy.next_attempt_at("busy", 1, T0) == T0 + timedelta(seconds=60)
@@ -39,20 +39,20 @@ def test_retry_policy_per_outcome_with_backoff_and_caps() -> None:
     assert policy.next_attempt_at("failed", 1, T0) is None
     assert policy.next_attempt_at("completed", 1, T0) is None
     # a lost attempt (its worker died) is retried as failed would be
-    assert RetryPolicy(failed=Backoff(delay=5)).next_attempt_at("lost", 1, T0) == T0 + timedelta(
-        seconds=5
-    )
+    assert RetryPolicy(failed=RetryBackoff(delay=5)).next_attempt_at(
+        "lost", 1, T0
+    ) == T0 + timedelta(seconds=5)
     # the backoff's ceiling
-    assert Backoff(delay=100, factor=10, max_delay=500).wait(3) == timedelta(seconds=500)
+    assert RetryBackoff(delay=100, factor=10, max_delay=500).wait(3) == timedelta(seconds=500)
 
 
 def test_retry_policy_figures_are_checked() -> None:
     with pytest.raises(InvalidRetryPolicy):
         RetryPolicy(max_attempts=0)
     with pytest.raises(InvalidRetryPolicy):
-        Backoff(delay=-1)
+        RetryBackoff(delay=-1)
     with pytest.raises(InvalidRetryPolicy):
-        Backoff(factor=0.5)
+        RetryBackoff(factor=0.5)
 
 
 def test_allowance_takes_the_tighter_of_concurrency_and_rate() -> None:
@@ -115,7 +115,9 @@ def test_the_sliding_rate_holds_in_every_span_of_a_simulated_day() -> None:
 
 
 def test_a_contact_gets_exactly_one_final_outcome() -> None:
-    policy = RetryPolicy(max_attempts=3, busy=Backoff(delay=60), no_answer=Backoff(delay=60))
+    policy = RetryPolicy(
+        max_attempts=3, busy=RetryBackoff(delay=60), no_answer=RetryBackoff(delay=60)
+    )
     contact = ContactStatus()
     contact = contact.claim()
     assert (contact.state, contact.attempts) == (ContactState.DIALING, 1)

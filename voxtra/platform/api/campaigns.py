@@ -27,7 +27,7 @@ from voxtra.platform.api.problems import Problem
 from voxtra.platform.api.schedules import check_call, check_to
 from voxtra.platform.engine import admin, service
 from voxtra.platform.platform import Platform
-from voxtra.platform.scheduling import Backoff, CallingWindow, RetryPolicy
+from voxtra.platform.scheduling import CallingWindow, RetryBackoff, RetryPolicy
 from voxtra.platform.store.campaigns import Campaign
 
 __all__ = ["CampaignIn", "CampaignOut", "router"]
@@ -80,8 +80,8 @@ class RetryIn(BaseModel):
     failed: BackoffIn | None = None
 
     def policy(self) -> RetryPolicy:
-        def rule(b: BackoffIn | None) -> Backoff | None:
-            return None if b is None else Backoff(**b.model_dump())
+        def rule(b: BackoffIn | None) -> RetryBackoff | None:
+            return None if b is None else RetryBackoff(**b.model_dump())
 
         return RetryPolicy(
             max_attempts=self.max_attempts,

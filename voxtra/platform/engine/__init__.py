@@ -3,7 +3,7 @@ contacts from the store (leases, ``FOR UPDATE SKIP LOCKED`` on Postgres) and pla
 them with the app's ``originate``. The rules it applies are sans-IO, in
 :mod:`voxtra.platform.scheduling`."""
 
-from voxtra.platform.engine.clock import Clock, ScaledClock, SystemClock
-from voxtra.platform.engine.worker import Dialer, Notify, Worker
+from voxtra.platform.engine.clock import EngineClock, ScaledClock, SystemClock
+from voxtra.platform.engine.worker import Dialer, Notify, SchedulingWorker
 
-__all__ = ["Clock", "Dialer", "Notify", "ScaledClock", "SystemClock", "Worker"]
+__all__ = ["Dialer", "EngineClock", "Notify", "ScaledClock", "SchedulingWorker", "SystemClock"]

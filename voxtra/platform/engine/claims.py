@@ -25,12 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from voxtra.platform.scheduling import (
     AttemptOutcome,
-    Backoff,
     CallingWindow,
     ContactState,
     ContactStatus,
     CronSchedule,
     InvalidCron,
+    RetryBackoff,
     RetryPolicy,
     allowance,
     is_open,
@@ -108,11 +108,11 @@ class FinishedCampaign:
 
 def retry_policy(data: dict[str, Any]) -> RetryPolicy:
     """The policy stored as JSON (``{"max_attempts": 3, "busy": {"delay": 60}, ...}``)."""
-    rules: dict[str, Backoff | None] = {}
+    rules: dict[str, RetryBackoff | None] = {}
     for outcome in ("busy", "no_answer", "failed"):
         if outcome in data:
             rule = data[outcome]
-            rules[outcome] = None if rule is None else Backoff(**rule)
+            rules[outcome] = None if rule is None else RetryBackoff(**rule)
     return RetryPolicy(max_attempts=int(data.get("max_attempts", 3)), **rules)
 
 

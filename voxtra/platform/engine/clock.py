@@ -8,10 +8,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-__all__ = ["Clock", "ScaledClock", "SystemClock"]
+__all__ = ["EngineClock", "ScaledClock", "SystemClock"]
 
 
-class Clock(Protocol):
+class EngineClock(Protocol):
     def now(self) -> datetime:
         """Now, aware UTC."""
         ...

@@ -1,4 +1,4 @@
-"""The engine inside ``voxtra serve``: one :class:`Worker` and one webhook dispatcher per
+"""The engine inside ``voxtra serve``: one :class:`SchedulingWorker` and one webhook dispatcher per
 platform, started and stopped with it (registered by the campaign and schedule routers'
 modules).
 
@@ -16,8 +16,8 @@ import weakref
 from typing import Any
 
 from voxtra.calls.session import CallSession
-from voxtra.platform.engine.clock import Clock
-from voxtra.platform.engine.worker import Worker
+from voxtra.platform.engine.clock import EngineClock
+from voxtra.platform.engine.worker import SchedulingWorker
 from voxtra.platform.platform import Platform
 from voxtra.platform.targets import dial_target
 from voxtra.platform.webhooks import WebhookDispatcher
@@ -27,11 +27,11 @@ __all__ = ["dispatcher_of", "install", "setup", "worker_of"]
 
 logger = logging.getLogger(__name__)
 
-_WORKERS: weakref.WeakKeyDictionary[Platform, Worker] = weakref.WeakKeyDictionary()
+_WORKERS: weakref.WeakKeyDictionary[Platform, SchedulingWorker] = weakref.WeakKeyDictionary()
 _DISPATCHERS: weakref.WeakKeyDictionary[Platform, WebhookDispatcher] = weakref.WeakKeyDictionary()
 
 
-def setup(platform: Platform, clock: Clock | None = None) -> Worker:
+def setup(platform: Platform, clock: EngineClock | None = None) -> SchedulingWorker:
     """Give ``platform`` its worker and webhooks (once), started after the store."""
     found = _WORKERS.get(platform)
     if found is not None:
@@ -40,7 +40,7 @@ def setup(platform: Platform, clock: Clock | None = None) -> Worker:
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
     webhooks = WebhookDispatcher(secret)
     app_urls = (settings.webhook_url,) if settings.webhook_url else ()
-    worker = Worker(
+    worker = SchedulingWorker(
         platform.app,
         platform.db,
         routes=platform.calls.handler_for,
@@ -56,7 +56,7 @@ def setup(platform: Platform, clock: Clock | None = None) -> Worker:
         _call_webhooks(platform, webhooks, list(app_urls))
 
     async def start() -> None:
-        if secret is None:
+        if secret is None and app_urls:
             logger.warning("platform: webhook_secret is not set: webhooks go out unsigned")
         await webhooks.start()
         await worker.start()
@@ -145,7 +145,7 @@ def install(platform: Platform) -> None:
     setup(platform)
 
 
-def worker_of(platform: Platform) -> Worker:
+def worker_of(platform: Platform) -> SchedulingWorker:
     """The platform's worker (made on first use)."""
     return setup(platform)
 

@@ -23,12 +23,12 @@ from typing import Any, Protocol
 from voxtra.errors import CallBusy, CallFailed, CallNoAnswer, VoxtraError
 from voxtra.platform.engine import claims
 from voxtra.platform.engine.claims import ClaimedAttempt, ClaimedRun, FinishedCampaign
-from voxtra.platform.engine.clock import Clock, SystemClock
+from voxtra.platform.engine.clock import EngineClock, SystemClock
 from voxtra.platform.scheduling import AttemptOutcome
 from voxtra.platform.store.db import Database
 from voxtra.routing import CallHandler
 
-__all__ = ["Dialer", "Notify", "Worker"]
+__all__ = ["Dialer", "Notify", "SchedulingWorker"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ def _outcome(exc: BaseException) -> AttemptOutcome:
     return AttemptOutcome.FAILED
 
 
-class Worker:
+class SchedulingWorker:
     """Claims and dials scheduled and campaign calls for one app.
 
     ``routes(name)`` gives the handler of a named route (``None``: the app's own routing
@@ -76,7 +76,7 @@ class Worker:
         *,
         routes: Callable[[str | None], CallHandler | None],
         dial: Callable[[str], str] = lambda to: to,
-        clock: Clock | None = None,
+        clock: EngineClock | None = None,
         worker_id: str | None = None,
         poll_interval: float = 1.0,
         lease: float = 30.0,
@@ -87,7 +87,7 @@ class Worker:
         self.db = db
         self.routes = routes
         self.dial = dial
-        self.clock: Clock = clock or SystemClock()
+        self.clock: EngineClock = clock or SystemClock()
         self.worker_id = worker_id or f"w-{socket.gethostname()[:32]}-{uuid.uuid4().hex[:8]}"
         self.poll_interval = poll_interval
         self.lease = lease

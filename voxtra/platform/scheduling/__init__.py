@@ -17,7 +17,7 @@ from voxtra.platform.scheduling.errors import (
     InvalidTransition,
 )
 from voxtra.platform.scheduling.limits import RATE_SPAN, Allowance, allowance
-from voxtra.platform.scheduling.retry import Backoff, RetryPolicy
+from voxtra.platform.scheduling.retry import RetryBackoff, RetryPolicy
 from voxtra.platform.scheduling.timezones import local_to_utc, utc, zone
 from voxtra.platform.scheduling.windows import DAYS, CallingWindow, is_open, next_open
 
@@ -27,7 +27,6 @@ __all__ = [
     "RATE_SPAN",
     "Allowance",
     "AttemptOutcome",
-    "Backoff",
     "CallingWindow",
     "ContactState",
     "ContactStatus",
@@ -37,6 +36,7 @@ __all__ = [
     "InvalidRetryPolicy",
     "InvalidTimeZone",
     "InvalidTransition",
+    "RetryBackoff",
     "RetryPolicy",
     "allowance",
     "is_open",

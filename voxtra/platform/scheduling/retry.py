@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 from voxtra.platform.scheduling.errors import InvalidRetryPolicy
 
-__all__ = ["Backoff", "RetryPolicy"]
+__all__ = ["RetryBackoff", "RetryPolicy"]
 
 RETRYABLE = ("busy", "no_answer", "failed")
 """Attempt outcomes a policy may retry (``lost``, a worker that died mid-attempt, counts
@@ -15,7 +15,7 @@ as ``failed``)."""
 
 
 @dataclass(frozen=True)
-class Backoff:
+class RetryBackoff:
     """Retry an outcome after ``delay`` seconds, times ``factor`` per earlier attempt,
     at most ``max_delay``; ``max_attempts`` (if set) caps this outcome's attempts below
     the policy's own cap."""
@@ -43,20 +43,20 @@ class RetryPolicy:
     backoff (``None``) is final at once."""
 
     max_attempts: int = 3
-    busy: Backoff | None = Backoff(delay=300)
-    no_answer: Backoff | None = Backoff(delay=600)
-    failed: Backoff | None = None
+    busy: RetryBackoff | None = RetryBackoff(delay=300)
+    no_answer: RetryBackoff | None = RetryBackoff(delay=600)
+    failed: RetryBackoff | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise InvalidRetryPolicy("max_attempts must be at least 1")
 
-    def backoff(self, outcome: str) -> Backoff | None:
+    def backoff(self, outcome: str) -> RetryBackoff | None:
         if outcome == "lost":
             outcome = "failed"
         if outcome not in RETRYABLE:
             return None
-        rule: Backoff | None = getattr(self, outcome)
+        rule: RetryBackoff | None = getattr(self, outcome)
         return rule
 
     def next_attempt_at(self, outcome: str, attempt: int, now: datetime) -> datetime | None:
