@@ -212,3 +212,31 @@ async def test_schedules_once_and_by_cron_through_the_api(running: Callable[...,
         headers=auth(WRITE),
     )
     assert both.status_code == 422
+
+
+async def test_a_campaign_is_checked_without_starting_and_documented(
+    running: Callable[..., Any],
+) -> None:
+    rig = await start(running)
+    body = {"route": "agent", "contacts": [{"to": "PJSIP/x"}, {"to": "PJSIP/y", "tz": "UTC"}]}
+    ok = await rig.client.post("/v1/campaigns/check", json=body, headers=auth(WRITE))
+    assert ok.status_code == 200 and ok.json() == {"valid": True, "contacts": 2}
+    bad = {"route": "agent", "contacts": [{"to": "PJSIP/x", "tz": "Nowhere/Town"}]}
+    got = await rig.client.post("/v1/campaigns/check", json=bad, headers=auth(WRITE))
+    assert got.status_code == 422 and got.json()["errors"][0]["field"] == "contacts.0.tz"
+    listed = await rig.client.get("/v1/campaigns", headers=auth(READ))
+    assert listed.json() == []  # nothing was started
+    no_header = await rig.client.post(
+        "/v1/campaigns",
+        files={"contacts": ("c.csv", b"number\nPJSIP/x\n", "text/csv")},
+        data={"campaign": '{"route": "agent"}'},
+        headers=auth(WRITE),
+    )
+    assert no_header.status_code == 422
+    assert no_header.json()["errors"][0]["field"] == "contacts"
+    # every schema the campaign and schedule paths name is in the document
+    doc = (await rig.client.get("/openapi.json")).json()
+    text = str({p: v for p, v in doc["paths"].items() if "campaign" in p or "schedule" in p})
+    refs = {part.split("'")[0] for part in text.split("#/components/schemas/")[1:]}
+    assert refs and refs <= set(doc["components"]["schemas"])
+    assert "multipart/form-data" in doc["paths"]["/v1/campaigns"]["post"]["requestBody"]["content"]

@@ -27,7 +27,7 @@ from voxtra.platform.api.problems import Problem
 from voxtra.platform.api.schedules import check_call, check_to
 from voxtra.platform.engine import admin, service
 from voxtra.platform.platform import Platform
-from voxtra.platform.scheduling import CallingWindow, RetryBackoff, RetryPolicy
+from voxtra.platform.scheduling import CallingWindow, RetryBackoff, RetryPolicy, zone
 from voxtra.platform.store.campaigns import Campaign
 
 __all__ = ["CampaignIn", "CampaignOut", "router"]
@@ -241,6 +241,32 @@ _BODY_DOC: dict[str, Any] = {
 }
 
 
+class CheckOut(BaseModel):
+    valid: bool
+    contacts: int
+
+
+def _rules(platform: Platform, body: CampaignIn) -> tuple[list[CallingWindow], RetryPolicy]:
+    """Everything a campaign is checked for before it is stored (422 naming the field)."""
+    for i, contact in enumerate(body.contacts):
+        check_to(platform, contact.to, f"contacts.{i}.to")
+    check_call(platform, body.contacts[0].to, body.from_, body.route)
+    try:
+        zone(body.tz)
+        for i, contact in enumerate(body.contacts):
+            if contact.tz is not None:
+                try:
+                    zone(contact.tz)
+                except ConfigError as exc:
+                    raise _problem(f"contacts.{i}.tz", str(exc)) from None
+        windows = [CallingWindow(w.start, w.end, tuple(w.days)) for w in body.windows]
+        return windows, body.retry.policy()
+    except ConfigError as exc:
+        name = type(exc).__name__
+        field = {"InvalidCallingWindow": "windows", "InvalidRetryPolicy": "retry"}.get(name, "tz")
+        raise _problem(field, str(exc)) from None
+
+
 @router.post(
     "",
     status_code=201,
@@ -249,37 +275,34 @@ _BODY_DOC: dict[str, Any] = {
 )
 async def create_campaign(request: Request, platform: PlatformDep, _caller: Writer) -> CampaignOut:
     body = await _read_body(request)
-    for i, contact in enumerate(body.contacts):
-        check_to(platform, contact.to, f"contacts.{i}.to")
-    check_call(platform, body.contacts[0].to, body.from_, body.route)
-    try:
-        windows = [CallingWindow(w.start, w.end, tuple(w.days)) for w in body.windows]
-        policy = body.retry.policy()
-        worker = service.worker_of(platform)
-        async with platform.db.session() as session:
-            campaign = await admin.create_campaign(
-                session,
-                contacts=[admin.ContactSpec(c.to, c.tz, c.variables) for c in body.contacts],
-                now=worker.clock.now(),
-                name=body.name,
-                route=body.route,
-                caller_id=body.from_,
-                tz=body.tz,
-                max_concurrent=body.max_concurrent,
-                calls_per_minute=body.calls_per_minute,
-                windows=windows,
-                retry=policy,
-                ring_timeout=body.ring_timeout,
-                webhook_url=str(body.webhook_url) if body.webhook_url else None,
-                metadata=body.metadata,
-                start_at=body.start_at,
-            )
-    except ConfigError as exc:
-        name = type(exc).__name__
-        field = {"InvalidCallingWindow": "windows", "InvalidRetryPolicy": "retry"}.get(name, "tz")
-        raise _problem(field, str(exc)) from None
+    windows, policy = _rules(platform, body)
+    worker = service.worker_of(platform)
+    async with platform.db.session() as session:
+        campaign = await admin.create_campaign(
+            session,
+            contacts=[admin.ContactSpec(c.to, c.tz, c.variables) for c in body.contacts],
+            now=worker.clock.now(),
+            name=body.name,
+            route=body.route,
+            caller_id=body.from_,
+            tz=body.tz,
+            max_concurrent=body.max_concurrent,
+            calls_per_minute=body.calls_per_minute,
+            windows=windows,
+            retry=policy,
+            ring_timeout=body.ring_timeout,
+            webhook_url=str(body.webhook_url) if body.webhook_url else None,
+            metadata=body.metadata,
+            start_at=body.start_at,
+        )
     worker.wake()
     return await _out(platform, campaign)
+
+
+@router.post("/check", summary="Check a campaign (JSON) without starting it")
+async def check_campaign(body: CampaignIn, platform: PlatformDep, _caller: Writer) -> CheckOut:
+    _rules(platform, body)
+    return CheckOut(valid=True, contacts=len(body.contacts))
 
 
 @router.get("/{campaign_id}", summary="A campaign's progress: contacts per state")
