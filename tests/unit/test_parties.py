@@ -21,6 +21,7 @@ from voxtra.calls.parties import (
 )
 from voxtra.errors import (
     CallBusy,
+    CallEnded,
     CallFailed,
     CallNoAnswer,
     ConfigError,
@@ -497,4 +498,39 @@ async def test_the_supervisor_example_spies_coaches_and_barges(
         assert snoop.spied is caller and bridge_of(fake_asterisk, boss.id) == {boss.id, snoop.id}
         await caller.hang_up()
         await boss.wait_ended()
+    assert not fake_asterisk.bridges
+
+
+@pytest.mark.parametrize("who", ["caller hangs up", "disconnect"])
+async def test_the_call_ending_while_the_callee_rings_stops_the_dial(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, who: str
+) -> None:
+    raised: list[BaseException] = []
+    ringing = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        if who == "disconnect":
+            call.spawn(disconnect_soon(call))
+        try:
+            await call.connect(ring_time=30, to="PJSIP/slow")
+        except BaseException as exc:
+            raised.append(exc)
+            raise
+
+    async def disconnect_soon(call: CallSession) -> None:
+        await ringing.wait()
+        await call.disconnect()
+
+    fake_asterisk.endpoint_outcomes["PJSIP/slow"] = "ring"
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await fake_asterisk.wait_until(lambda: len(fake_asterisk.originated) == 1)
+        ringing.set()
+        if who == "caller hangs up":
+            await caller.hang_up()
+        await caller.wait_ended()
+        await fake_asterisk.originated[0].wait_ended()
+    assert len(raised) == 1 and isinstance(raised[0], CallEnded), raised
     assert not fake_asterisk.bridges

@@ -398,14 +398,16 @@ class CallParties:
     async def disconnect(self) -> None:
         """Hang up the callee and the caller (the agent's channels go at the teardown).
         Idempotent."""
-        async with self._lock:
-            if self.state is PartyState.DISCONNECTED:
-                return
-            self.state = PartyState.DISCONNECTED
-            leg, self.callee_id = self.callee_id, None
-            if leg is not None:
-                with contextlib.suppress(AriError):
-                    await self.context.release_channel(leg)
+        # Not under the lock: a connect() waiting for the callee to answer holds it,
+        # and hanging up the caller is what makes that connect() give up (and hang up
+        # its ringing leg).
+        if self.state is PartyState.DISCONNECTED:
+            return
+        self.state = PartyState.DISCONNECTED
+        leg, self.callee_id = self.callee_id, None
+        if leg is not None:
+            with contextlib.suppress(AriError):
+                await self.context.release_channel(leg)
         await self.context.hangup()
 
     async def party_audio(
