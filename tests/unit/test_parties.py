@@ -5,6 +5,7 @@ topology is measured with real phones in tests/integration/test_three_party.py).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from voxtra.calls.parties import (
     AgentMode,
     PartyError,
     PartyState,
+    SupervisorMode,
     TransferDeclined,
     callee_endpoint,
 )
@@ -33,6 +35,7 @@ from voxtra.testing.fake_asterisk.calls import FakeCall
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 Handler = Callable[[CallSession], Awaitable[None]]
+SUPERVISOR_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "supervisor.py"
 
 
 def make_app(tmp_path: Path, handler: Handler, **metadata: Any) -> VoxtraApp:
@@ -414,8 +417,6 @@ async def test_party_audio_listens_to_each_party_through_a_snoop_of_its_own(
 async def test_a_supervisor_joins_switches_mode_and_leaves(
     fake_asterisk: FakeAsterisk, tmp_path: Path
 ) -> None:
-    from voxtra.calls.parties import SupervisorMode
-
     ready = asyncio.Event()
     session: list[CallSession] = []
 
@@ -470,12 +471,7 @@ async def test_a_supervisor_joins_switches_mode_and_leaves(
 async def test_the_supervisor_example_spies_coaches_and_barges(
     fake_asterisk: FakeAsterisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import importlib.util
-
-    from voxtra.calls.parties import SupervisorMode
-
-    path = Path(__file__).resolve().parents[2] / "examples" / "supervisor.py"
-    spec = importlib.util.spec_from_file_location("supervisor_example", path)
+    spec = importlib.util.spec_from_file_location("supervisor_example", SUPERVISOR_EXAMPLE)
     assert spec is not None and spec.loader is not None
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
