@@ -52,9 +52,16 @@ import statistics
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Sequence,
+)
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from voxtra import CallSession, VoxtraApp
 from voxtra.ari.aiohttp_transport import AiohttpTransport
@@ -146,7 +153,7 @@ class ProbedAiohttp(AiohttpTransport):
         return _ProbedEvents(inner, self.probe)
 
 
-class _Stepped:
+class _Stepped(Generic[T]):
     """Awaits a coroutine and adds the CPU time of each of its steps to ``account``.
 
     Timed step by step (not across its suspensions, when other code runs), so what is
@@ -157,7 +164,7 @@ class _Stepped:
         self._coro = coro
         self._account = account
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, Any, T]:
         coro, account, clock = self._coro, self._account, time.thread_time
         value: Any = None
         error: BaseException | None = None
@@ -167,7 +174,8 @@ class _Stepped:
                 step = coro.throw(error) if error is not None else coro.send(value)
             except StopIteration as stop:
                 account[0] += clock() - t0
-                return stop.value
+                result: T = stop.value
+                return result
             finally:
                 error = None
             account[0] += clock() - t0
@@ -412,7 +420,7 @@ async def run(
 
     # What is not Voxtra's: the fake's steps (all user time), the callers' originates.
     others = (fake_cpu or 0.0) + caller_cpu[0]
-    user, system = user1 - user0 - others, sys1 - sys0
+    cpu_user, cpu_sys = user1 - user0 - others, sys1 - sys0
     arrivals = probe.arrival_times()
     lat = sorted(
         (started[cid] - arrivals[cid]) * 1000
@@ -432,9 +440,9 @@ async def run(
         ended=done,
         wall_s=wall,
         setups_per_s=done / wall,
-        cpu_ms_per_call=(user + system) * 1000 / calls,
-        cpu_user_ms_per_call=user * 1000 / calls,
-        cpu_sys_ms_per_call=system * 1000 / calls,
+        cpu_ms_per_call=(cpu_user + cpu_sys) * 1000 / calls,
+        cpu_user_ms_per_call=cpu_user * 1000 / calls,
+        cpu_sys_ms_per_call=cpu_sys * 1000 / calls,
         fake_cpu_ms_per_call=fake_cpu * 1000 / calls if fake_cpu is not None else None,
         caller_cpu_ms_per_call=(
             caller_cpu[0] * 1000 / calls if target == "sandbox" and direction == "inbound" else None
