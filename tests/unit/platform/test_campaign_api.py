@@ -72,6 +72,21 @@ async def test_a_json_campaign_runs_to_its_end(running: Callable[..., Any]) -> N
     assert ann.metadata["campaign_id"] == made.json()["campaign_id"]
     listed = await rig.client.get("/v1/campaigns", headers=auth(READ))
     assert [c["campaign_id"] for c in listed.json()] == [made.json()["campaign_id"]]
+    # every attempt is a call of the store, busy and unanswered ones too
+    await rig.settle()
+    calls = await rig.client.get(
+        "/v1/calls", params={"campaign_id": made.json()["campaign_id"]}, headers=auth(READ)
+    )
+    assert calls.status_code == 200, calls.text
+    items = calls.json()["calls"]
+    assert sorted(c["status"] for c in items) == [
+        "busy",
+        "busy",
+        "completed",
+        "completed",
+        "no_answer",
+    ]
+    assert [c["to"] for c in items if c["status"] == "busy"] == ["PJSIP/b1", "PJSIP/b1"]
 
 
 async def test_a_csv_campaign_with_per_contact_variables_and_zones(

@@ -19,6 +19,10 @@ from voxtra.calls.session import CallSession
 from voxtra.platform.engine.clock import EngineClock
 from voxtra.platform.engine.worker import SchedulingWorker
 from voxtra.platform.platform import Platform
+from voxtra.platform.recorder import PLATFORM_CALL_ID
+from voxtra.platform.scheduling import AttemptOutcome
+from voxtra.platform.store.base import new_id, utcnow
+from voxtra.platform.store.calls import FINAL_STATUSES, CallRecord, CallStatus
 from voxtra.platform.targets import dial_target
 from voxtra.platform.webhooks import WebhookDispatcher
 from voxtra.recording.metadata import RecordingMetadata
@@ -49,6 +53,7 @@ def setup(platform: Platform, clock: EngineClock | None = None) -> SchedulingWor
         worker_id=f"{platform.app.instance_id[:40]}-{uuid.uuid4().hex[:12]}",
         notify=webhooks.notify,
         app_webhooks=app_urls,
+        calls=StoreCallLog(platform),
     )
     _WORKERS[platform] = worker
     _DISPATCHERS[platform] = webhooks
@@ -68,6 +73,58 @@ def setup(platform: Platform, clock: EngineClock | None = None) -> SchedulingWor
     platform.on_start(start)
     platform.on_stop(stop)
     return worker
+
+
+class StoreCallLog:
+    """The worker's calls in the platform's call store: a ``dialing`` record made before
+    the dial (with the campaign, schedule and attempt), its id given to the call so the
+    platform's recorder follows an answered one; busy, unanswered and failed ones are
+    ended here, since they never reach the app's hooks."""
+
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+
+    async def dialing(
+        self, to: str, route: str | None, caller_id: str | None, metadata: dict[str, Any]
+    ) -> dict[str, Any]:
+        now = utcnow()
+        record = CallRecord(
+            id=new_id("call"),
+            direction="outbound",
+            status=CallStatus.DIALING.value,
+            route=route,
+            to=to,
+            from_=caller_id,
+            endpoint=dial_target(to, self.platform.settings),
+            meta={k: v for k, v in metadata.items() if isinstance(v, str | int | float)},
+            campaign_id=metadata.get("campaign_id"),
+            schedule_id=metadata.get("schedule_id"),
+            attempt=int(metadata.get("attempt", 1)),
+            created_at=now,
+            started_at=now,
+            instance_id=self.platform.app.instance_id,
+        )
+        await self.platform.store.create(record)
+        return {PLATFORM_CALL_ID: record.id}
+
+    async def refused(
+        self, extra: dict[str, Any], outcome: AttemptOutcome, cause: int | None, error: str | None
+    ) -> None:
+        status = {
+            AttemptOutcome.BUSY: CallStatus.BUSY,
+            AttemptOutcome.NO_ANSWER: CallStatus.NO_ANSWER,
+        }.get(outcome, CallStatus.FAILED)
+        self.platform.metrics.calls.labels(status.value, "outbound").inc()
+        await self.platform.store.update(
+            extra[PLATFORM_CALL_ID],
+            status=status.value,
+            ended_at=utcnow(),
+            duration=0.0,
+            hangup_cause=cause,
+            error=error,
+            event=("status", {"status": status.value, "hangup_cause": cause}),
+            only_if_not=[s.value for s in FINAL_STATUSES],
+        )
 
 
 def _call_webhooks(platform: Platform, webhooks: WebhookDispatcher, urls: list[str]) -> None:

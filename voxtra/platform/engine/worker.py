@@ -28,7 +28,7 @@ from voxtra.platform.scheduling import AttemptOutcome
 from voxtra.platform.store.db import Database
 from voxtra.routing import CallHandler
 
-__all__ = ["Dialer", "Notify", "SchedulingWorker"]
+__all__ = ["CallLog", "Dialer", "Notify", "SchedulingWorker"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,23 @@ class Dialer(Protocol):
         handler: CallHandler | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Any: ...
+
+
+class CallLog(Protocol):
+    """Where the worker's calls are recorded as calls (the platform's call store), so
+    ``GET /v1/calls`` lists them, busy and unanswered ones included."""
+
+    async def dialing(
+        self, to: str, route: str | None, caller_id: str | None, metadata: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A call is about to be dialed: record it; returns metadata to give the call."""
+        ...
+
+    async def refused(
+        self, extra: dict[str, Any], outcome: AttemptOutcome, cause: int | None, error: str | None
+    ) -> None:
+        """The call was not answered (an answered one is followed by the app's hooks)."""
+        ...
 
 
 def _outcome(exc: BaseException) -> AttemptOutcome:
@@ -82,6 +99,7 @@ class SchedulingWorker:
         lease: float = 30.0,
         notify: Notify | None = None,
         app_webhooks: tuple[str, ...] = (),
+        calls: CallLog | None = None,
     ) -> None:
         self.app = app
         self.db = db
@@ -93,6 +111,7 @@ class SchedulingWorker:
         self.lease = lease
         self.notify = notify
         self.app_webhooks = app_webhooks
+        self.calls = calls
         self.placed = 0
         """Calls this worker has dialed (attempts and runs)."""
         self._wake = asyncio.Event()
@@ -211,8 +230,15 @@ class SchedulingWorker:
         variables: dict[str, Any],
         metadata: dict[str, Any],
         on_answer: Callable[[str], Awaitable[None]],
+        urls: list[str],
     ) -> tuple[AttemptOutcome, int | None, str | None]:
         """Dial and wait for the outcome: (outcome, hangup cause, error)."""
+        extra: dict[str, Any] = {}
+        if self.calls is not None:
+            try:
+                extra = await self.calls.dialing(to, route, caller_id, metadata)
+            except Exception:  # the call log is a record, not a gate: dial anyway
+                logger.exception("worker %s: could not record a call", self.worker_id)
         try:
             handler = self.routes(route)
             if handler is None and route is not None:
@@ -225,17 +251,24 @@ class SchedulingWorker:
                 caller_id=caller_id,
                 timeout=ring_timeout,
                 handler=handler,
-                metadata={**metadata, "customer_data": dict(variables)},
+                metadata={**metadata, **extra, "customer_data": dict(variables)},
             )
         except (CallBusy, CallNoAnswer, CallFailed) as exc:
-            return _outcome(exc), exc.cause, str(exc)
+            result = (_outcome(exc), exc.cause, str(exc))
         except VoxtraError as exc:
-            return AttemptOutcome.FAILED, None, str(exc)
-        with contextlib.suppress(Exception):
-            await on_answer(call.id)
-        self._event("call.answered", {"channel_id": call.id, **metadata}, metadata)
-        await call.wait_ended()
-        return AttemptOutcome.COMPLETED, call.hangup_cause, None
+            result = (AttemptOutcome.FAILED, None, str(exc))
+        else:
+            with contextlib.suppress(Exception):
+                await on_answer(call.id)
+            self._event("call.answered", {"channel_id": call.id, **metadata}, urls)
+            await call.wait_ended()
+            return AttemptOutcome.COMPLETED, call.hangup_cause, None
+        if self.calls is not None and extra:
+            try:
+                await self.calls.refused(extra, *result)
+            except Exception:
+                logger.exception("worker %s: could not record a call's outcome", self.worker_id)
+        return result
 
     async def _place_attempt(self, claim: ClaimedAttempt) -> None:
         metadata = {
@@ -250,7 +283,7 @@ class SchedulingWorker:
                 await claims.mark_answered(session, claim.attempt_id, self.clock.now(), channel_id)
 
         urls = [claim.webhook_url] if claim.webhook_url else []
-        self._event("call.started", {"to": claim.to, **metadata}, metadata, urls)
+        self._event("call.started", {"to": claim.to, **metadata}, urls)
         outcome, cause, error = await self._dial(
             claim.to,
             claim.route,
@@ -259,6 +292,7 @@ class SchedulingWorker:
             claim.variables,
             metadata,
             answered,
+            urls,
         )
         async with self.db.session() as session:
             state = await claims.finish_attempt(
@@ -272,7 +306,6 @@ class SchedulingWorker:
         self._event(
             "call.ended",
             {"to": claim.to, "outcome": outcome.value, "contact_state": state, **metadata},
-            metadata,
             urls,
         )
 
@@ -286,9 +319,16 @@ class SchedulingWorker:
             channel.append(channel_id)
 
         urls = [run.webhook_url] if run.webhook_url else []
-        self._event("call.started", {"to": run.to, **metadata}, metadata, urls)
+        self._event("call.started", {"to": run.to, **metadata}, urls)
         outcome, _, error = await self._dial(
-            run.to, run.route, run.caller_id, run.ring_timeout, run.variables, metadata, answered
+            run.to,
+            run.route,
+            run.caller_id,
+            run.ring_timeout,
+            run.variables,
+            metadata,
+            answered,
+            urls,
         )
         async with self.db.session() as session:
             await claims.finish_run(
@@ -300,20 +340,11 @@ class SchedulingWorker:
                 channel_id=channel[0] if channel else None,
                 error=error,
             )
-        self._event(
-            "call.ended", {"to": run.to, "outcome": outcome.value, **metadata}, metadata, urls
-        )
+        self._event("call.ended", {"to": run.to, "outcome": outcome.value, **metadata}, urls)
 
     # -- events -----------------------------------------------------------------------
 
-    def _event(
-        self,
-        event: str,
-        data: dict[str, Any],
-        metadata: dict[str, Any],
-        urls: list[str] | None = None,
-    ) -> None:
-        del metadata
+    def _event(self, event: str, data: dict[str, Any], urls: list[str] | None = None) -> None:
         if self.notify is None:
             return
         targets = [*self.app_webhooks, *(urls or [])]
@@ -326,6 +357,5 @@ class SchedulingWorker:
         self._event(
             "campaign.finished",
             {"campaign_id": finished.campaign_id, "counts": finished.counts},
-            {},
             urls,
         )
