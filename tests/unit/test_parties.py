@@ -29,6 +29,7 @@ from voxtra.errors import (
     ConfigError,
     PipelineNotConfigured,
 )
+from voxtra.media.frames import AudioChunk
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.fake_asterisk.calls import FakeCall
 
@@ -169,6 +170,10 @@ async def test_close_leaves_the_parties_bridged_until_one_hangs_up(
         agent.extend([call.parties.snoop_id, call.media_path.channel_id])
         await call.close()
         await call.close()  # idempotent
+        with pytest.raises(PartyError):  # the agent has left: nothing to send or hear
+            await call.send_audio(AudioChunk(b"\xff" * 160))
+        with pytest.raises(PartyError):
+            await call.listen(timeout=1)
         closed.set()  # and the handler returns: the call stays up
 
     app = make_app(tmp_path, handler)

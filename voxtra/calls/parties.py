@@ -283,6 +283,7 @@ class CallParties:
                 self.callee_id = None
                 with contextlib.suppress(AriError, CallEnded):
                     await context.release_channel(leg)
+                with contextlib.suppress(AriError, CallEnded):
                     await self._back_to_agent()
                 self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
                 raise
@@ -344,11 +345,14 @@ class CallParties:
             except BaseException:
                 if left is not None:
                     context.forget(left)
-                with contextlib.suppress(AriError, CallEnded):
-                    if leg is not None:
+                # Each step on its own: one failing must not keep the caller on hold.
+                if leg is not None:
+                    with contextlib.suppress(AriError, CallEnded):
                         await context.release_channel(leg)
-                    if self.bridge_id is not None:
+                if self.bridge_id is not None:
+                    with contextlib.suppress(AriError, CallEnded):
                         await context.ari.bridges.stop_moh(self.bridge_id)
+                with contextlib.suppress(AriError, CallEnded):
                     await self._back_to_agent()
                 self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
                 raise

@@ -310,7 +310,12 @@ class CallSession:
 
     async def media(self) -> MediaTransport:
         """The call's media transport (ExternalMedia), attached on first use."""
+        self._check_agent_present()
         return await self.media_path.get()
+
+    def _check_agent_present(self) -> None:
+        if self.parties.state is PartyState.CLOSED:
+            raise PartyError("the agent has left this call (close()): no audio for it")
 
     async def audio_stream(
         self, *, codec: Codec | str = Codec.ULAW, sample_rate: int = 8000
@@ -470,6 +475,7 @@ class CallSession:
         Raises :class:`~voxtra.errors.PipelineNotConfigured` without a TTS.
         """
         self.context.check_alive()
+        self._check_agent_present()
         if not self.parties.mode.heard and self.parties.state is PartyState.CONNECTED:
             raise PartyError("say() while spying: nobody would hear it (barge() or whisper())")
         voice = self._voice_for_call("say()", ("tts",))
@@ -479,6 +485,7 @@ class CallSession:
     async def listen(self, timeout: float | None = None) -> UserTranscriptEvent | None:
         """The caller's next final transcript; None after ``timeout``; CallEnded on hangup."""
         self.context.check_alive()
+        self._check_agent_present()
         pipeline = await self._voice_for_call("listen()", ("stt",)).attach()
         try:
             return await pipeline.listen(timeout)
@@ -488,6 +495,7 @@ class CallSession:
     async def converse(self) -> EndReason:
         """Hand the call to the autonomous STT -> LLM -> TTS conversation until it ends."""
         self.context.check_alive()
+        self._check_agent_present()
         return await self._voice_for_call("converse()", ("stt", "llm", "tts")).converse()
 
     # -- transfer and bridging ---------------------------------------------------------
