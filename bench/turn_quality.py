@@ -315,6 +315,9 @@ async def corpus(
                     case.flushes = len(later)
                     if later:
                         case.stop_ms = (later[0] - onset) * 1000
+                        again = [f.at for f in media.played if f.at > later[0]]
+                        if again and case.barge_ins == 0:
+                            case.resumed_gap_ms = (again[0] - later[0]) * 1000
                     cases.append(case)
 
     # Echo only: the agent's own audio back on the line, louder and later.
@@ -392,6 +395,7 @@ def report(cases: list[Case]) -> tuple[bool, dict[str, Any]]:
     false_bc = sum(c.barge_ins > 0 for c in bc)
     false_echo = sum(c.barge_ins > 0 for c in echo)
     paused_bc = sum(c.flushes > 0 and c.barge_ins == 0 for c in bc)
+    gaps = sorted(c.resumed_gap_ms for c in bc if c.resumed_gap_ms is not None)
     missed = sum(c.barge_ins == 0 for c in intr)
     stops = sorted(c.stop_ms for c in intr if c.stop_ms is not None)
     premature = sum(c.premature for c in digits)
@@ -401,6 +405,8 @@ def report(cases: list[Case]) -> tuple[bool, dict[str, Any]]:
         "false_interruptions": false_bc,
         "false_interruption_rate": false_bc / max(1, len(bc)),
         "backchannel_pauses_resumed": paused_bc,
+        "resume_gap_ms_p50": _pct(gaps, 0.5),
+        "resume_gap_ms_p95": _pct(gaps, 0.95),
         "echo_cases": len(echo),
         "echo_false_interruptions": false_echo,
         "interruptions": len(intr),
@@ -417,7 +423,8 @@ def report(cases: list[Case]) -> tuple[bool, dict[str, Any]]:
     }
     print(
         f"backchannels while the agent speaks: {len(bc)}, cut the agent off: {false_bc} "
-        f"({figures['false_interruption_rate']:.0%}); paused and resumed: {paused_bc}"
+        f"({figures['false_interruption_rate']:.0%}); paused and resumed: {paused_bc} "
+        f"(silent gap p50 {figures['resume_gap_ms_p50']} ms, p95 {figures['resume_gap_ms_p95']} ms)"
     )
     print(f"echo only: {len(echo)} cases, cut the agent off: {false_echo}")
     print(

@@ -49,7 +49,15 @@ from voxtra.pipeline.events import (
     UserTranscriptEvent,
 )
 from voxtra.pipeline.io import Clock, ConvertingMediaIO, MediaIO, MonotonicClock
-from voxtra.pipeline.turn import END_SILENCE_MS, MIN_SPEECH_MS, TurnDetector, frame_energy_db
+from voxtra.pipeline.turn import (
+    BACKCHANNELS,
+    END_SILENCE_MS,
+    MIN_SPEECH_MS,
+    TurnDetector,
+    frame_energy_db,
+    is_backchannel,
+    is_echo,
+)
 from voxtra.providers.base import LLM, STT, TTS, VAD, ChatMessage, STTStream, VADSession
 
 __all__ = [
@@ -207,6 +215,23 @@ def _prefix_words(text: str, fraction: float) -> str:
 
 
 @dataclass(eq=False)
+class _Pending:
+    """A caller onset over the agent, paused on, until it shows what it is."""
+
+    out: _Output
+    onset: float
+    final: UserTranscriptEvent | None = None
+    got_final: anyio.Event = field(default_factory=anyio.Event)
+
+
+def _trim_front(chunk: AudioChunk, ms: float) -> AudioChunk:
+    """``chunk`` without its first ``ms`` (whole samples)."""
+    width = 2 if chunk.codec is Codec.PCM16 else 1
+    cut = int(ms * chunk.sample_rate / 1000) * width
+    return AudioChunk(chunk.data[cut:], chunk.sample_rate, chunk.codec)
+
+
+@dataclass(eq=False)
 class _Output:
     """One stretch of agent speech: a ``say`` or one turn's answer."""
 
@@ -218,6 +243,14 @@ class _Output:
     call_ended: bool = False
     played_at_stop: float | None = None
     stopped_at: float = 0.0
+    paused_at: float | None = None
+    """Where the audio stopped for a caller onset that may be a backchannel; None while
+    it plays. The TTS stage holds its audio until ``resume`` is set."""
+    resume: anyio.Event = field(default_factory=anyio.Event)
+    sent: deque[tuple[float, float, AudioChunk]] = field(default_factory=deque)
+    """(start, end, chunk) on the playout timeline of audio sent and maybe not played:
+    what is sent again when a paused answer resumes."""
+    resumed: int = 0
 
     @property
     def audio_started(self) -> bool:
@@ -306,6 +339,8 @@ class VoicePipeline:
         tts_timeout: float | None = 5.0,
         fallback_tts: TTS | None = None,
         not_understood_text: str | None = NOT_UNDERSTOOD,
+        backchannels: Iterable[str] | None = BACKCHANNELS,
+        backchannel_max_ms: float = 700.0,
     ) -> None:
         self.stt = stt
         self.llm = llm
@@ -344,6 +379,15 @@ class VoicePipeline:
         or more) and the final transcript was empty: never silence after a question.
         None keeps quiet (``listen()`` never returns empty transcripts either way)."""
         self._utterance_ms = 0.0
+        self.backchannels = frozenset(backchannels or ())
+        """Words ("mm-hmm", "yeah", "okay") that, said alone while the agent speaks, do
+        not interrupt it: at the caller's onset the agent's audio stops at once (the
+        barge-in time is unchanged) and resumes where it stopped if the utterance was
+        short (under ``backchannel_max_ms``) and only such words, nothing recognised, or
+        the agent's own words come back as echo. Empty (or no STT): every onset over
+        the agent interrupts it, as before."""
+        self.backchannel_max_ms = backchannel_max_ms
+        self._pending: _Pending | None = None
         self._out_levels: deque[tuple[float, float, float]] = deque()
         """(start, end, level dBFS) of each agent chunk on the playout timeline: the
         reference the echo gate judges the caller's line against."""
@@ -662,26 +706,113 @@ class VoicePipeline:
             self._emit(_StageError(name, exc, "vad").event(self._clock.now()))
             return energy >= _NO_VAD_SPEECH_DB
 
-    async def _barge_in(self, now: float) -> None:
-        """Caller speech onset: cut the agent off if it is talking."""
+    async def _barge_in(self, now: float, *, pause: bool = True) -> None:
+        """Caller speech onset: cut the agent off if it is talking (or, with
+        backchannels, stop its audio and decide when the utterance shows what it is)."""
         out = self._output
         media = self._media
         if out is None or media is None or not out.interruptible or out.interrupted:
             return
         if not out.audio_started:
             return  # still thinking: let the answer come (a cough must not eat it)
+        if out.paused_at is not None:
+            return  # already stopped for this caller; _decide settles it
+        if pause and self.backchannels and self.stt is not None and self._tg is not None:
+            out.paused_at = media.played_ms
+            out.resume = anyio.Event()
+            out.stopped_at = now
+            await media.flush()
+            self._drop_unplayed_levels(media.played_ms)
+            self._pending = _Pending(out, now)
+            self._tg.start_soon(self._decide, self._pending)
+            return
         out.interrupted = True
         out.played_at_stop = media.played_ms
         out.stopped_at = now
         out.scope.cancel()
         await media.flush()
-        played = media.played_ms
+        self._drop_unplayed_levels(media.played_ms)
+
+    def _drop_unplayed_levels(self, played: float) -> None:
         while self._out_levels and self._out_levels[-1][0] >= played:
             self._out_levels.pop()  # flushed: it never plays, so it never echoes
 
+    async def _decide(self, pending: _Pending) -> None:
+        """Interrupt or resume a paused answer, once the caller's utterance shows what
+        it is: speech past ``backchannel_max_ms`` interrupts at once; a shorter one is
+        judged by its transcript (backchannel words, nothing, or the agent's own words
+        as echo: resume; anything else: interrupt)."""
+        out = pending.out
+        # No transcript within this (a hung STT): the caller did speak, so interrupt.
+        give_up = (self.backchannel_max_ms + self.turn.end_silence_ms) / 1000.0 + (
+            self.stt_timeout or 5.0
+        )
+        try:
+            while not pending.got_final.is_set():
+                now = self._clock.now()
+                if out is not self._output or out.interrupted:
+                    return
+                if self.turn.speech_ms >= self.backchannel_max_ms:
+                    break  # a sentence, not a backchannel
+                if now - pending.onset >= give_up:
+                    break
+                await self._clock.sleep(0.02)
+            final = pending.final
+            agent_text = " ".join(s.text for s in out.segments)
+            text = final.text if final is not None else None
+            # Nothing recognised in short speech is a cough; in longer speech, a
+            # caller not understood (as for the not-understood line), who did speak.
+            noise = text == "" and self._utterance_ms < UNHEARD_MIN_SPEECH_MS
+            if noise or (
+                text and (is_backchannel(text, self.backchannels) or is_echo(text, agent_text))
+            ):
+                await self._resume(out)
+                return
+            if final is not None and self._finals is not None:
+                self._finals.put(final)  # a real turn: answered after the interruption
+            if out is self._output and not out.interrupted:
+                out.interrupted = True
+                out.played_at_stop = out.paused_at
+                out.scope.cancel()
+        finally:
+            if self._pending is pending:
+                self._pending = None
+
+    async def _resume(self, out: _Output) -> None:
+        """Play a paused answer on from where it stopped (its audio sent again)."""
+        media = self._media
+        paused = out.paused_at
+        if media is None or paused is None or out is not self._output or out.interrupted:
+            return
+        shift = media.played_ms + media.queued_ms - paused
+        for segment in out.segments:
+            if segment.start_pos is not None and segment.start_pos >= paused:
+                segment.start_pos += shift
+            if segment.start_pos is not None and segment.end_pos > paused:
+                segment.end_pos += shift
+        held = [(start, end, chunk) for start, end, chunk in out.sent if end > paused]
+        out.sent.clear()
+        for start, _end, chunk in held:
+            if start < paused:
+                chunk = _trim_front(chunk, paused - start)
+            if chunk.data:
+                await media.send(chunk)
+                end = media.played_ms + media.queued_ms
+                out.sent.append((end - chunk.duration_ms, end, chunk))
+                self._note_levels(chunk, end)
+        out.paused_at = None
+        out.resumed += 1
+        out.resume.set()
+
     async def interrupt(self) -> None:
         """Stop the agent's current speech now, as a barge-in would (e.g. on DTMF)."""
-        await self._barge_in(self._clock.now())
+        out = self._output
+        if out is not None and out.paused_at is not None and not out.interrupted:
+            out.interrupted = True  # paused for a caller onset: stop for good
+            out.played_at_stop = out.paused_at
+            out.scope.cancel()
+            return
+        await self._barge_in(self._clock.now(), pause=False)
 
     async def _stt_sender(self) -> None:
         """Feed the caller's audio to the STT stream without ever blocking the input loop.
@@ -830,6 +961,18 @@ class VoicePipeline:
     ) -> None:
         assert self._finals is not None
         text = text.strip()
+        pending = self._pending
+        if is_final and pending is not None and not pending.got_final.is_set():
+            # The utterance that stopped the agent: _decide judges it (and queues it
+            # for an answer only if it was a real interruption).
+            self._awaiting_final = False
+            pending.final = UserTranscriptEvent(
+                text, confidence, start, end, is_final, self._clock.now()
+            )
+            if text:
+                self._emit(pending.final)
+            pending.got_final.set()
+            return
         if not text:
             if is_final:
                 self._awaiting_final = False
@@ -1073,7 +1216,9 @@ class VoicePipeline:
         return SayResult(False, out.heard_text(out.end_pos), played_ms)
 
     async def _wait_playout(self, out: _Output, media: MediaIO) -> None:
-        while out.audio_started and media.queued_ms > 0 and media.played_ms < out.end_pos - 1e-6:
+        while out.paused_at is not None or (
+            out.audio_started and media.queued_ms > 0 and media.played_ms < out.end_pos - 1e-6
+        ):
             await self._clock.sleep(0.02)
 
     async def _within(self, seconds: float | None, what: str, step: Awaitable[T]) -> T:
@@ -1159,8 +1304,13 @@ class VoicePipeline:
                     continue
                 if metrics is not None and metrics.tts_first_byte is None:
                     metrics.tts_first_byte = self._clock.now()
+                while out.paused_at is not None:
+                    await out.resume.wait()  # the caller spoke: hold until decided
                 await media.send(chunk)
                 end = media.played_ms + media.queued_ms
+                out.sent.append((end - chunk.duration_ms, end, chunk))
+                while out.sent and out.sent[0][1] < media.played_ms:
+                    out.sent.popleft()
                 self._note_levels(chunk, end)
                 if segment.start_pos is None:
                     segment.start_pos = end - chunk.duration_ms

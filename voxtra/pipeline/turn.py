@@ -24,6 +24,7 @@ otherwise started a caller turn that answered the agent's own words.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -31,7 +32,7 @@ from voxtra.media.frames import AudioChunk
 from voxtra.media.g711 import decode
 from voxtra.pipeline.events import SpeechEndedEvent, SpeechStartedEvent
 
-__all__ = ["TurnDetector", "frame_energy_db"]
+__all__ = ["BACKCHANNELS", "TurnDetector", "frame_energy_db", "is_backchannel", "is_echo"]
 
 _SILENCE_DB = -100.0
 _MAX_ERL_DB = 0.0
@@ -62,6 +63,67 @@ MIN_SPEECH_MS = 60.0
 target through a real phone (p95 149 ms); raise it on noisy lines."""
 END_SILENCE_MS = 600.0
 """Silence that ends the caller's turn (the same three places)."""
+
+
+BACKCHANNELS = frozenset(
+    {
+        "mm",
+        "mmm",
+        "hm",
+        "hmm",
+        "mhm",
+        "mm-hmm",
+        "uh-huh",
+        "uh",
+        "huh",
+        "ah",
+        "oh",
+        "yeah",
+        "yes",
+        "yep",
+        "yup",
+        "okay",
+        "ok",
+        "right",
+        "sure",
+        "alright",
+        "all",
+        "i",
+        "see",
+        "got",
+        "it",
+        "cool",
+        "great",
+        "fine",
+        "good",
+        "nice",
+        "wow",
+        "really",
+    }
+)
+"""Words a caller says while listening ("mm-hmm", "yeah", "okay", "I see", "got it"):
+an utterance made only of these, while the agent speaks, does not interrupt it."""
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower().replace("-", " "))
+
+
+def is_backchannel(text: str, words: frozenset[str] = BACKCHANNELS) -> bool:
+    """Whether ``text`` (a transcript) is only listening noises: no request in it.
+    Empty text (a cough, a click, nothing recognised) counts: it must not cut the
+    agent off either. Four words or more are never one."""
+    found = _words(text)
+    parts = {w for word in words for w in _words(word)}
+    return len(found) < 4 and all(w in parts for w in found)
+
+
+def is_echo(text: str, agent_text: str) -> bool:
+    """Whether ``text`` is the agent's own words come back (an echo transcribed): two
+    words or more, every one of them in what the agent was saying."""
+    found = _words(text)
+    said = set(_words(agent_text))
+    return len(found) >= 2 and all(w in said for w in found)
 
 
 class TurnDetector:
@@ -170,6 +232,11 @@ class TurnDetector:
             self._silence_ms = 0.0
             return SpeechEndedEvent(at, self._speech_ms)
         return None
+
+    @property
+    def speech_ms(self) -> float:
+        """Speech so far in the caller's current turn (0 between turns)."""
+        return self._speech_ms if self.in_speech else 0.0
 
     def reset(self) -> None:
         self.in_speech = False
