@@ -1,10 +1,10 @@
 """One campaign worker process for the two-worker test (run as a script, not collected).
 
 It runs a VoxtraApp on an in-process FakeAsterisk whose endpoints answer, are busy or do
-not answer by their name (``PJSIP/answer-007``), and a scheduling SchedulingWorker against the
+not answer by their name (``PJSIP/answer-007``), and a SchedulingWorker against the
 Postgres URL given, on a clock shared with the test (same origin and factor). Before each
-originate it prints ``dial <attempt id>`` (flushed), so the test can count, even for a
-process it killed, how often each attempt was dialed.
+originate it prints ``dial <attempt id>`` (``run <run id>`` for a schedule; flushed), so
+the test can count, even for a process it killed, how often each attempt was dialed.
 
     python campaign_worker.py URL WORKER_ID ORIGIN FACTOR START_ISO SPOOL_DIR
 """
@@ -52,7 +52,11 @@ class Tracing:
         handler: CallHandler | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> Any:
-        print(f"dial {(metadata or {}).get('attempt_id')} {endpoint}", flush=True)
+        meta = metadata or {}
+        if "run_id" in meta:
+            print(f"run {meta['run_id']} {endpoint}", flush=True)
+        else:
+            print(f"dial {meta.get('attempt_id')} {endpoint}", flush=True)
         return await self.app.originate(
             endpoint,
             caller_id=caller_id,

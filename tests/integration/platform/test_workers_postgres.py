@@ -22,9 +22,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from voxtra.platform.engine.admin import ContactSpec, create_campaign
+from voxtra.platform.engine.admin import ContactSpec, create_campaign, create_schedule
 from voxtra.platform.scheduling import FINAL_STATES, RetryBackoff, RetryPolicy
-from voxtra.platform.store.campaigns import Campaign, CampaignAttempt, CampaignContact
+from voxtra.platform.store.campaigns import (
+    Campaign,
+    CampaignAttempt,
+    CampaignContact,
+    ScheduleRun,
+)
 from voxtra.platform.store.db import Database
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -90,6 +95,16 @@ async def test_two_workers_one_killed_every_contact_ends_once(
 
         kinds = ("answer", "busy", "noanswer")
         async with db.session() as session:
+            # and a schedule every minute of the campaign's clock (3 s here), which both
+            # workers see due at once
+            await create_schedule(
+                session,
+                to="PJSIP/answer-sched",
+                now=campaign_now(origin),
+                cron="* * * * *",
+                tz="Europe/Berlin",
+                route="agent",
+            )
             campaign = await create_campaign(
                 session,
                 contacts=[ContactSpec(f"PJSIP/{kinds[i % 3]}-{i:03d}") for i in range(200)],
@@ -138,6 +153,7 @@ async def test_two_workers_one_killed_every_contact_ends_once(
         async with db.session() as session:
             contacts = (await session.scalars(select(CampaignContact))).all()
             attempts = (await session.scalars(select(CampaignAttempt))).all()
+            runs = (await session.scalars(select(ScheduleRun))).all()
     finally:
         for proc in procs:
             if proc.returncode is None:
@@ -175,6 +191,16 @@ async def test_two_workers_one_killed_every_contact_ends_once(
         kind = contact.to.split("/")[1].split("-")[0]
         expected = {"answer": {"completed", "failed"}, "busy": {"busy"}, "noanswer": {"no_answer"}}
         assert contact.state in expected[kind] | {"failed"}, (contact.to, contact.state)
+    # the schedule: one run per due minute, each dialed once by one worker
+    run_dials = Counter(
+        int(line.split()[1])
+        for lines in output.values()
+        for line in lines
+        if line.startswith("run ")
+    )
+    assert runs and len({r.due_at for r in runs}) == len(runs)
+    assert all(run_dials[r.id] == 1 for r in runs if r.outcome != "lost")
+    assert max(run_dials.values()) == 1
     # the limits, across both workers, from the store's timestamps
     overlap = max_overlap([(a.started_at, a.ended_at) for a in attempts])
     per_minute = max_per_minute([a.started_at for a in attempts])

@@ -310,7 +310,7 @@ class SchedulingWorker:
         )
 
     async def _place_run(self, run: ClaimedRun) -> None:
-        metadata = {**run.metadata, "schedule_id": run.schedule_id}
+        metadata = {**run.metadata, "schedule_id": run.schedule_id, "run_id": run.run_id}
         answered_at: list[Any] = []
         channel: list[str] = []
 
