@@ -113,6 +113,7 @@ async def test_connect_dials_the_called_number_and_each_mode_seats_the_agent(
         await callee.wait_ended()
 
     assert callee.endpoint == "PJSIP/200"  # the called number, through the default template
+    assert caller.played == ["tone:ring"]
     assert seen == [
         ("barge", "callee", "both"),
         ("whisper(to='callee')", "callee", "out"),
@@ -528,6 +529,7 @@ async def test_the_call_ending_while_the_callee_rings_stops_the_dial(
     async with fake_asterisk.serve(app):
         caller = await fake_asterisk.incoming(extension="200")
         await fake_asterisk.wait_until(lambda: len(fake_asterisk.originated) == 1)
+        await caller.wait_until(lambda c: c.played == ["tone:ring"])  # ringback meanwhile
         ringing.set()
         if who == "caller hangs up":
             await caller.hang_up()

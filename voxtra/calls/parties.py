@@ -71,6 +71,7 @@ from voxtra.ari.errors import AriError, AriNotFound
 from voxtra.ari.events import AriEvent, ChannelDestroyed, StasisEnd
 from voxtra.calls.context import CallContext
 from voxtra.calls.media import CallMedia
+from voxtra.calls.playback import play
 from voxtra.calls.voice import CallVoice
 from voxtra.errors import CallEnded, CallFailed, ConfigError, OriginateError, VoxtraError
 from voxtra.media.convert import ChunkConverter
@@ -96,6 +97,8 @@ Direction = Literal["none", "both", "out", "in"]
 
 DEFAULT_ENDPOINT = "PJSIP/{number}"
 """The endpoint template for a number when the route sets no ``connect_endpoint``."""
+RINGBACK = "tone:ring"
+"""What the caller hears while the callee rings (Asterisk's indications)."""
 ENDPOINT_KEY = "connect_endpoint"
 """The call metadata key holding the endpoint template (``{number}`` is replaced)."""
 
@@ -241,9 +244,11 @@ class CallParties:
         to: str | None = None,
         mode: AgentMode = BARGE,
         caller_id: str | None = None,
+        ringback: bool = True,
     ) -> str:
         """Dial the callee; once answered, connect it with the caller and seat the agent
-        in ``mode``. Returns the callee's channel id.
+        in ``mode``. Returns the callee's channel id. The caller hears ringback while
+        the callee rings (``ringback=False``: the agent's audio only).
 
         Raises the dial's outcome (:class:`~voxtra.errors.CallBusy`,
         :class:`~voxtra.errors.CallNoAnswer`, :class:`~voxtra.errors.CallFailed`); the
@@ -262,11 +267,17 @@ class CallParties:
             await self.media.get()
             self.state = PartyState.CONNECTING
             self.endpoint = endpoint
+            # A playback on the caller's channel: the agent in the bridge does not hear it.
+            tone = await play(context, [RINGBACK]) if ringback else None
             try:
                 leg = await self.dial(endpoint, ring_time, caller_id or context.caller_id or None)
             except BaseException:
                 self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
                 raise
+            finally:
+                if tone is not None and not tone.done:
+                    with contextlib.suppress(AriError, CallEnded):
+                        await tone.stop()
             # Registered before any other await: the callee may hang up at once.
             left = context.expect(AriEvent, lambda e: _leaves(e, leg))
             try:

@@ -631,17 +631,27 @@ class CallSession:
     # -- three-party calls (voxtra.calls.parties) ---------------------------------------
 
     async def connect(
-        self, ring_time: int = 60, to: str | None = None, *, caller_id: str | None = None
+        self,
+        ring_time: int = 60,
+        to: str | None = None,
+        *,
+        caller_id: str | None = None,
+        ringback: bool = True,
     ) -> None:
         """Dial the original callee (``to`` overrides: a number or an endpoint) and make
         a three-party call: caller, callee and the agent, in ``barge`` mode.
 
         A number becomes an endpoint through the route's ``metadata["connect_endpoint"]``
-        template (default ``PJSIP/{number}``). Raises ``CallBusy``, ``CallNoAnswer`` or
+        template (default ``PJSIP/{number}``). The caller hears ringback meanwhile
+        (``ringback=False``: only the agent). Raises ``CallBusy``, ``CallNoAnswer`` or
         ``CallFailed``, leaving the caller with the agent.
         """
         await self.parties.connect(
-            ring_time=ring_time, to=to, mode=self.parties.mode, caller_id=caller_id
+            ring_time=ring_time,
+            to=to,
+            mode=self.parties.mode,
+            caller_id=caller_id,
+            ringback=ringback,
         )
 
     @property
