@@ -255,3 +255,24 @@ async def test_a_campaign_is_checked_without_starting_and_documented(
     refs = {part.split("'")[0] for part in text.split("#/components/schemas/")[1:]}
     assert refs and refs <= set(doc["components"]["schemas"])
     assert "multipart/form-data" in doc["paths"]["/v1/campaigns"]["post"]["requestBody"]["content"]
+
+
+async def test_nothing_is_claimed_while_asterisk_is_out_of_reach(
+    running: Callable[..., Any],
+) -> None:
+    rig = await start(running)
+    rig.fake.reachable = False
+    rig.fake.disconnect_events()
+    await rig.fake.wait_until(lambda: not rig.app.ari_connected, timeout=5)
+    made = await rig.client.post(
+        "/v1/campaigns",
+        json={"route": "agent", "contacts": [{"to": "PJSIP/a"}, {"to": "PJSIP/b"}]},
+        headers=auth(WRITE),
+    )
+    cid = made.json()["campaign_id"]
+    await asyncio.sleep(0.3)  # several rounds of the worker
+    waiting = (await rig.client.get(f"/v1/campaigns/{cid}", headers=auth(READ))).json()
+    assert waiting["contacts"] == {"pending": 2} and waiting["attempts"] == {}
+    rig.fake.reachable = True
+    done = await progress(rig, cid, "finished", timeout=20)
+    assert done["contacts"] == {"completed": 2}

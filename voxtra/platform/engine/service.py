@@ -54,6 +54,7 @@ def setup(platform: Platform, clock: EngineClock | None = None) -> SchedulingWor
         notify=webhooks.notify,
         app_webhooks=app_urls,
         calls=StoreCallLog(platform),
+        ready=lambda: platform.app.ari_connected,
     )
     _WORKERS[platform] = worker
     _DISPATCHERS[platform] = webhooks

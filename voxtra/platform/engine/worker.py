@@ -84,6 +84,8 @@ class SchedulingWorker:
     turns a stored ``to`` into an endpoint (the API checked it on the way in).
     ``clock``: every timestamp and wait (a test injects a fast one). ``lease``: seconds
     after its last renewal that a silent worker counts as dead and its calls as lost.
+    ``ready()``: whether calls can be placed now (the app's ARI connection is up); while
+    not, the worker claims nothing.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class SchedulingWorker:
         notify: Notify | None = None,
         app_webhooks: tuple[str, ...] = (),
         calls: CallLog | None = None,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.app = app
         self.db = db
@@ -112,6 +115,7 @@ class SchedulingWorker:
         self.notify = notify
         self.app_webhooks = app_webhooks
         self.calls = calls
+        self.ready = ready
         self.placed = 0
         """Calls this worker has dialed (attempts and runs)."""
         self._wake = asyncio.Event()
@@ -188,6 +192,10 @@ class SchedulingWorker:
         async with self.db.session() as session:
             await claims.reap_lost(session, self.clock.now(), self.worker_id)
         started = 0
+        if not self.ready():
+            # Asterisk is out of reach: claiming now would turn every contact's attempt
+            # into a failure; the work waits in the store (for this or another worker).
+            return 0
         async with self.db.session() as session:
             runs = await claims.claim_schedules(session, self.worker_id, self.clock.now())
         for run in runs:
