@@ -1,7 +1,7 @@
 """A supervisor listens in on the agent's calls, then coaches, then takes over.
 
-Every call to extensions 3XX is answered by the agent (here a stand-in that plays a
-long prompt; a voice agent would converse). As each call starts, the app dials the
+Every call to extensions 3XX is answered by the agent (here a stand-in that attaches
+its audio path and plays a long prompt; a voice agent would converse). As each call starts, the app dials the
 supervisor's phone into it with ``app.supervise()``: first in ``spy`` mode (the
 supervisor hears caller and agent, nobody hears the supervisor), after a while in
 ``whisper`` mode to the agent (the agent's pipeline hears the coaching, the caller does
@@ -39,6 +39,7 @@ COACHING = [
 @app.route(extension="_3XX")
 async def agent(call: CallSession) -> None:
     await call.answer()
+    await call.media()  # the agent's audio path: what a whisper to the agent reaches
     call.spawn(supervise(call))
     await call.play_and_wait("sound:demo-congrats")  # the stand-in agent talks
     await call.wait_ended(timeout=30)

@@ -537,3 +537,31 @@ async def test_the_call_ending_while_the_callee_rings_stops_the_dial(
         await fake_asterisk.originated[0].wait_ended()
     assert len(raised) == 1 and isinstance(raised[0], CallEnded), raised
     assert not fake_asterisk.bridges
+
+
+async def test_a_supervisor_on_a_call_without_media_spies_and_cannot_coach(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    ready = asyncio.Event()
+    session: list[CallSession] = []
+
+    async def handler(call: CallSession) -> None:
+        session.append(call)
+        await call.answer()  # an IVR-style call: no media path, no AI agent
+        ready.set()
+        await call.wait_ended()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await asyncio.wait_for(ready.wait(), 5)
+        supervision = await app.supervise(session[0].id, "PJSIP/boss", "spy")
+        assert not [c for c in fake_asterisk.channels.values() if c.kind == "external"]
+        with pytest.raises(PartyError):
+            await supervision.set_mode(SupervisorMode("whisper", "agent"))
+        assert str(supervision.mode) == "spy"
+        await supervision.end()
+        await supervision.end()  # idempotent
+        await fake_asterisk.originated[0].wait_ended()
+        await caller.hang_up()
+    assert not fake_asterisk.bridges

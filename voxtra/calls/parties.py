@@ -501,7 +501,6 @@ class CallParties:
         """Dial a supervisor's phone into the call in ``mode`` (see :class:`Supervision`).
         Raises the dial's outcome if it does not answer."""
         self.context.check_alive()
-        await self.media.get()  # the agent's side must exist to be listened to
         supervision = Supervision(self, endpoint)
         await supervision.start(mode, ring_time)
         return supervision
@@ -512,8 +511,8 @@ class CallParties:
         if self.state is PartyState.CONNECTED and self.callee_id is not None:
             return self.callee_id
         channel = self.media.channel_id
-        if channel is None:
-            raise PartyError("the call has no agent to supervise (no media attached)")
+        if channel is None or self.media.transport is None or self.media.transport.closed:
+            raise PartyError("whisper to the agent: no agent listens on this call (no media)")
         return channel
 
     # -- Asterisk steps ----------------------------------------------------------------
