@@ -30,7 +30,7 @@ from voxtra.platform.store.calls import FINAL_STATUSES, CallRecord, CallStatus
 from voxtra.platform.store.repository import CallStore
 from voxtra.platform.targets import InvalidTarget, dial_target, transfer_target
 
-__all__ = ["CallEndedError", "CallService", "UnknownRoute"]
+__all__ = ["CallNotLive", "CallService", "UnknownRoute"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class UnknownRoute(InvalidTarget):
     """``route`` names no registered route (and the app has no default handler)."""
 
 
-class CallEndedError(VoxtraError):
+class CallNotLive(VoxtraError):
     """The call has ended: it cannot be hung up or transferred (the API's 409)."""
 
 
@@ -226,7 +226,7 @@ class CallService:
     async def hangup(self, record: CallRecord) -> None:
         """Hang up a live call, or cancel one still queued or dialling."""
         if record.status in _FINAL:
-            raise CallEndedError(f"call {record.id} has ended ({record.status})")
+            raise CallNotLive(f"call {record.id} has ended ({record.status})")
         dialing = self.dialing.get(record.id)
         session = self.app.get_session(record.channel_id) if record.channel_id else None
         if session is not None and not session.ended:
@@ -237,16 +237,16 @@ class CallService:
             with contextlib.suppress(asyncio.CancelledError):
                 await dialing[1]
             return
-        raise CallEndedError(f"call {record.id} is not live in this process")
+        raise CallNotLive(f"call {record.id} is not live in this process")
 
     async def transfer(self, record: CallRecord, target: str) -> str:
         """Blind-transfer a live call to ``target`` (validated); the target dialled."""
         checked = transfer_target(target, self.settings)
         if record.status in _FINAL:
-            raise CallEndedError(f"call {record.id} has ended ({record.status})")
+            raise CallNotLive(f"call {record.id} has ended ({record.status})")
         session = self.app.get_session(record.channel_id) if record.channel_id else None
         if session is None or session.ended:
-            raise CallEndedError(f"call {record.id} is not answered and live in this process")
+            raise CallNotLive(f"call {record.id} is not answered and live in this process")
         await session.transfer_to(checked)
         await self.store.add_event(record.id, "transfer", {"target": checked})
         return checked

@@ -5,7 +5,7 @@
 * the pipeline's events (``VoiceConfig.on_pipeline``, chained to the app's own): caller
   turns (final transcripts), agent turns (answers) with their latency split (STT, LLM,
   TTS) from :class:`~voxtra.pipeline.events.TurnMetrics`, barge-ins, provider errors.
-* DTMF: a helper task in the call's task group waits for each digit event.
+* DTMF: a waiter on the call's events that sees every digit (and never completes).
 * ``app.on_call_end``: final status, hangup cause, duration and the call's figures.
 * ``app.on_recording_delivered``: the recording's link.
 
@@ -31,7 +31,6 @@ from voxtra.app import VoxtraApp
 from voxtra.ari.events import ChannelDtmfReceived
 from voxtra.calls.session import CallSession
 from voxtra.calls.state import CallDirection, CallState
-from voxtra.errors import CallEnded
 from voxtra.pipeline import VoicePipeline
 from voxtra.pipeline.events import (
     AgentResponseEvent,
@@ -217,18 +216,25 @@ class PlatformRecorder:
                 await self.store.create(record, event={"status": status.value})
 
             self._put(create)
-        call.spawn(self._watch_dtmf(call, track), name=f"voxtra-platform-dtmf-{call.id}")
+        self._watch_dtmf(call, track)
 
-    async def _watch_dtmf(self, call: CallSession, track: _Track) -> None:
-        with contextlib.suppress(CallEnded):
-            while True:
-                event = await call.wait_for_event(ChannelDtmfReceived)
-                track.dtmf += 1
-                self._put(
-                    functools.partial(
-                        self.store.add_event, track.call_id, "dtmf", {"digit": event.digit}
-                    )
+    def _watch_dtmf(self, call: CallSession, track: _Track) -> None:
+        """Record every digit, as the call's event dispatch sees it (synchronously: a
+        helper task re-arming a wait after each digit could miss one sent right after).
+        The waiter's predicate records and answers False, so it stays for the whole
+        call; the call's end fails it (CallEnded), which is retrieved here."""
+
+        def seen(event: ChannelDtmfReceived) -> bool:
+            track.dtmf += 1
+            self._put(
+                functools.partial(
+                    self.store.add_event, track.call_id, "dtmf", {"digit": event.digit}
                 )
+            )
+            return False
+
+        waiter = call.context.expect(ChannelDtmfReceived, seen)
+        waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     async def _call_ended(self, call: CallSession) -> None:
         track = self.tracks.pop(call.id, None)

@@ -17,9 +17,9 @@ __all__ = [
     "CallList",
     "CallRequest",
     "CallSummary",
+    "CallTranscript",
     "Created",
     "Recording",
-    "Transcript",
     "TranscriptTurnOut",
     "TransferRequest",
 ]
@@ -146,7 +146,7 @@ class TranscriptTurnOut(BaseModel):
     )
 
 
-class Transcript(BaseModel):
+class CallTranscript(BaseModel):
     call_id: str
     turns: list[TranscriptTurnOut]
 

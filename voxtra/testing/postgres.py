@@ -36,10 +36,12 @@ from pathlib import Path
 
 import pytest
 
+from voxtra.errors import VoxtraError
+
 __all__ = ["PostgresCluster", "PostgresUnavailable", "find_bindir", "postgres", "postgres_url"]
 
 
-class PostgresUnavailable(RuntimeError):
+class PostgresUnavailable(VoxtraError):
     """The PostgreSQL binaries are missing or the cluster did not start."""
 
 

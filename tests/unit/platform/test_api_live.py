@@ -75,7 +75,7 @@ async def test_a_voice_call_followed_live_then_read_back(
             follower = asyncio.create_task(_sse(client, call_id, events))
             await fake_asterisk.wait_until(lambda: bool(answered), timeout=10)
             far_end = fake_asterisk.call(answered[0].id)
-            await far_end.press("7")
+            await far_end.press("78")  # two digits back to back: both recorded
             await far_end.wait_until(lambda c: bool(c.media_ends), timeout=10)
             far_end.send_audio(b"\x80\x00" * 4000)  # 1 s of loud tone: the caller speaks
 
@@ -105,12 +105,14 @@ async def test_a_voice_call_followed_live_then_read_back(
             statuses = [e["data"]["status"] for e in events if e["event"] == "status"]
             assert statuses == ["queued", "dialing", "in_progress", "completed"]
             assert "transcript" in kinds and "dtmf" in kinds
-            assert [e["data"]["digit"] for e in events if e["event"] == "dtmf"] == ["7"]
+            assert [e["data"]["digit"] for e in events if e["event"] == "dtmf"] == ["7", "8"]
             assert [e["id"] for e in events] == sorted(e["id"] for e in events)
-            # resuming after the last id gives nothing more (the call has ended)
+            # resuming after the last id gives only what came since: at most the
+            # recording's link, delivered after the call ended
             resumed: list[dict[str, Any]] = []
             await _sse_after(client, call_id, events[-1]["id"], resumed)
-            assert resumed == []
+            assert all(e["id"] > events[-1]["id"] for e in resumed)
+            assert {e["event"] for e in resumed} <= {"recording"}
 
             for _ in range(250):
                 await server.platform.recorder.flush()
@@ -120,7 +122,7 @@ async def test_a_voice_call_followed_live_then_read_back(
                 await asyncio.sleep(0.02)
             assert detail["status"] == "completed"
             assert detail["metrics"]["turns"] == 2
-            assert detail["metrics"]["dtmf"] == 1
+            assert detail["metrics"]["dtmf"] == 2
             assert detail["metrics"]["latency_ms"]["total_ms"]["p50"] is not None
             assert detail["recording"]["download_url"]
             meta = (await client.get(f"/v1/calls/{call_id}/recording", headers=auth(READ))).json()
@@ -143,3 +145,5 @@ async def _sse_after(
         async for line in resp.aiter_lines():
             if line.startswith("id: "):
                 events.append({"id": int(line[4:])})
+            elif line.startswith("event: "):
+                events[-1]["event"] = line[7:]

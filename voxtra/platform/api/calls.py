@@ -16,16 +16,16 @@ from fastapi.responses import FileResponse, StreamingResponse
 
 from voxtra.platform.api.auth import Caller, platform_of, require
 from voxtra.platform.api.problems import Problem
-from voxtra.platform.calls import CallEndedError
+from voxtra.platform.calls import CallNotLive
 from voxtra.platform.platform import Platform
 from voxtra.platform.schemas import (
     CallDetail,
     CallList,
     CallRequest,
     CallSummary,
+    CallTranscript,
     Created,
     Recording,
-    Transcript,
     TranscriptTurnOut,
     TransferRequest,
 )
@@ -193,11 +193,11 @@ async def get_call(call_id: str, platform: PlatformDep, _: Reader) -> CallDetail
     return _detail(await _call(platform, call_id))
 
 
-@router.get("/{call_id}/transcript", response_model=Transcript, summary="The call's turns")
-async def get_transcript(call_id: str, platform: PlatformDep, _: Reader) -> Transcript:
+@router.get("/{call_id}/transcript", response_model=CallTranscript, summary="The call's turns")
+async def get_transcript(call_id: str, platform: PlatformDep, _: Reader) -> CallTranscript:
     await _call(platform, call_id)
     turns = await platform.store.turns(call_id)
-    return Transcript(
+    return CallTranscript(
         call_id=call_id,
         turns=[
             TranscriptTurnOut(
@@ -263,7 +263,7 @@ async def hangup_call(call_id: str, platform: PlatformDep, _: Writer) -> CallDet
     call = await _call(platform, call_id)
     try:
         await platform.calls.hangup(call)
-    except CallEndedError as exc:
+    except CallNotLive as exc:
         raise Problem(409, str(exc), kind="call-ended") from None
     return _detail(await _call(platform, call_id))
 
@@ -277,7 +277,7 @@ async def transfer_call(
         await platform.calls.transfer(call, body.target)
     except InvalidTarget as exc:
         raise _invalid(exc) from None
-    except CallEndedError as exc:
+    except CallNotLive as exc:
         raise Problem(409, str(exc), kind="call-ended") from None
     return _detail(await _call(platform, call_id))
 

@@ -15,14 +15,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from voxtra.errors import VoxtraError
+
 __all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response"]
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE_BASE = "https://voxtra.dev/problems/"
 
 
-class Problem(Exception):
-    """Raise in a route to answer with a problem document."""
+class Problem(VoxtraError):
+    """Raise in a route to answer with a problem document (status, detail)."""
 
     def __init__(
         self,

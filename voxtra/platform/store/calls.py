@@ -19,7 +19,7 @@ from voxtra.platform.store.base import Base, new_id, utcnow
 __all__ = [
     "FINAL_STATUSES",
     "ApiToken",
-    "CallEvent",
+    "CallEventRecord",
     "CallRecord",
     "CallStatus",
     "IdempotencyKey",
@@ -134,7 +134,7 @@ class TranscriptTurn(Base):
     call: Mapped[CallRecord] = relationship(back_populates="turns")
 
 
-class CallEvent(Base):
+class CallEventRecord(Base):
     """What happened on a call, in order: status changes, turns, DTMF, barge-ins.
 
     The id orders them and is the server-sent events' ``id`` (a client reconnecting

@@ -22,7 +22,7 @@ from voxtra.errors import VoxtraError
 from voxtra.platform.store.base import utcnow
 from voxtra.platform.store.calls import (
     ApiToken,
-    CallEvent,
+    CallEventRecord,
     CallRecord,
     IdempotencyKey,
     TranscriptTurn,
@@ -88,7 +88,9 @@ class CallStore:
             session.add(call)
             await session.flush()
             session.add(
-                CallEvent(call_id=call.id, kind="status", data=event or {"status": call.status})
+                CallEventRecord(
+                    call_id=call.id, kind="status", data=event or {"status": call.status}
+                )
             )
         self.notify(call.id)
         return call
@@ -113,7 +115,9 @@ class CallStore:
                         token_name=token_name, key=key, request_sha256=digest, call_id=call.id
                     )
                 )
-                session.add(CallEvent(call_id=call.id, kind="status", data={"status": call.status}))
+                session.add(
+                    CallEventRecord(call_id=call.id, kind="status", data={"status": call.status})
+                )
         except IntegrityError:
             existing = await self._idempotent(token_name, key, digest)
             if existing is None:
@@ -171,7 +175,7 @@ class CallStore:
             )
             changed = bool(getattr(result, "rowcount", 0))
             if changed and event is not None:
-                session.add(CallEvent(call_id=call_id, kind=event[0], data=event[1]))
+                session.add(CallEventRecord(call_id=call_id, kind=event[0], data=event[1]))
         if changed and event is not None:
             self.notify(call_id)
         return changed
@@ -230,7 +234,7 @@ class CallStore:
             turn.seq = (last or 0) + 1
             session.add(turn)
             session.add(
-                CallEvent(
+                CallEventRecord(
                     call_id=turn.call_id, kind="transcript", data={"seq": turn.seq, **event_data}
                 )
             )
@@ -238,7 +242,7 @@ class CallStore:
 
     async def add_event(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
         async with self.db.session() as session:
-            session.add(CallEvent(call_id=call_id, kind=kind, data=data))
+            session.add(CallEventRecord(call_id=call_id, kind=kind, data=data))
         self.notify(call_id)
 
     async def turns(self, call_id: str) -> Sequence[TranscriptTurn]:
@@ -252,12 +256,12 @@ class CallStore:
 
     async def events_after(
         self, call_id: str, after_id: int = 0, limit: int = 200
-    ) -> Sequence[CallEvent]:
+    ) -> Sequence[CallEventRecord]:
         async with self.db.session() as session:
             result = await session.execute(
-                select(CallEvent)
-                .where(CallEvent.call_id == call_id, CallEvent.id > after_id)
-                .order_by(CallEvent.id)
+                select(CallEventRecord)
+                .where(CallEventRecord.call_id == call_id, CallEventRecord.id > after_id)
+                .order_by(CallEventRecord.id)
                 .limit(limit)
             )
             return list(result.scalars())
