@@ -1,12 +1,12 @@
 """A supervisor listens in on the agent's calls, then coaches, then takes over.
 
 Every call to extensions 3XX is answered by the agent (here a stand-in that attaches
-its audio path and plays a long prompt; a voice agent would converse). As each call starts, the app dials the
-supervisor's phone into it with ``app.supervise()``: first in ``spy`` mode (the
-supervisor hears caller and agent, nobody hears the supervisor), after a while in
-``whisper`` mode to the agent (the agent's pipeline hears the coaching, the caller does
-not), and at last in ``barge`` mode (everyone hears everyone). The supervisor hanging
-up just ends the supervision; the call goes on.
+its audio path and plays a long prompt; a voice agent would converse). As each call
+starts, the app dials the supervisor's phone into it with ``app.supervise()``: first
+in ``spy`` mode (the supervisor hears caller and agent, nobody hears the supervisor),
+after a while in ``whisper`` mode to the agent (the agent's pipeline hears the
+coaching, the caller does not), and at last in ``barge`` mode (everyone hears
+everyone). The supervisor hanging up just ends the supervision; the call goes on.
 
 Against the sandbox, a second scripted phone plays the supervisor:
 
