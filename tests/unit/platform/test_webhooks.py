@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from platform_helpers import Running
+from platform_helpers import WRITE, Running, auth
 
 from voxtra.platform.engine import service
 from voxtra.platform.webhooks import (
@@ -150,3 +150,21 @@ async def test_the_apps_calls_are_reported_to_its_webhook(
     assert ended["direction"] == "inbound" and ended["caller"] == "+4930123"
     assert ended["call_id"].startswith("call_")
     assert service.dispatcher_of(rig.platform).delivered >= 2
+
+
+async def test_a_call_placed_with_its_own_webhook_url_is_reported_there(
+    running: Callable[..., Any], receiver: Receiver
+) -> None:
+    rig: Running = await running(platform={"webhook_secret": SECRET})
+    placed = await rig.client.post(
+        "/v1/calls",
+        json={"to": "PJSIP/bob", "route": "hello", "metadata": {"webhook_url": receiver.url}},
+        headers=auth(WRITE),
+    )
+    assert placed.status_code == 201, placed.text
+    await rig.fake.wait_until(lambda: bool(rig.handled), timeout=5)
+    await rig.fake.originated[-1].hang_up()
+    await wait_for(lambda: len(receiver.received) >= 3)
+    events = {json.loads(body)["type"]: json.loads(body) for _, body in receiver.received}
+    assert {"call.started", "call.answered", "call.ended"} <= set(events)
+    assert events["call.ended"]["data"]["call_id"] == placed.json()["call_id"]

@@ -58,8 +58,7 @@ def setup(platform: Platform, clock: EngineClock | None = None) -> SchedulingWor
     )
     _WORKERS[platform] = worker
     _DISPATCHERS[platform] = webhooks
-    if app_urls:
-        _call_webhooks(platform, webhooks, list(app_urls))
+    _call_webhooks(platform, webhooks, list(app_urls))
 
     async def start() -> None:
         if secret is None and app_urls:
@@ -132,13 +131,18 @@ def _call_webhooks(platform: Platform, webhooks: WebhookDispatcher, urls: list[s
     """call.started / call.ended / transcript.ready / recording.ready for the app's calls.
 
     A call the engine placed (its metadata names a campaign or schedule) is left to the
-    engine, which reports it from the dial on, busy and unanswered ones too.
+    engine, which reports it from the dial on, busy and unanswered ones too. A call whose
+    metadata carries a ``webhook_url`` (its own receiver) is reported there as well.
     """
     app = platform.app
     ids: dict[str, str] = {}
 
     def engine_call(call: CallSession) -> bool:
         return "campaign_id" in call.metadata or "schedule_id" in call.metadata
+
+    def targets(call: CallSession) -> list[str]:
+        own = call.metadata.get("webhook_url")
+        return [*urls, own] if isinstance(own, str) and own else urls
 
     def data(call: CallSession) -> dict[str, Any]:
         return {
@@ -155,9 +159,9 @@ def _call_webhooks(platform: Platform, webhooks: WebhookDispatcher, urls: list[s
         if track is not None:
             ids[call.id] = track.call_id
         if not engine_call(call):
-            webhooks.notify("call.started", data(call), urls)
+            webhooks.notify("call.started", data(call), targets(call))
             if call.context.answered_at is not None:
-                webhooks.notify("call.answered", data(call), urls)
+                webhooks.notify("call.answered", data(call), targets(call))
 
     @app.on_call_end
     async def ended(call: CallSession) -> None:
@@ -173,13 +177,13 @@ def _call_webhooks(platform: Platform, webhooks: WebhookDispatcher, urls: list[s
                 "hangup_cause": call.hangup_cause,
                 "end_reason": call.end_reason.value if call.end_reason else None,
             },
-            urls,
+            targets(call),
         )
         if call.pipeline is not None or call.engine is not None:
             webhooks.notify(
                 "transcript.ready",
                 {**body, "transcript": f"/v1/calls/{body['call_id']}/transcript"},
-                urls,
+                targets(call),
             )
 
     @app.on_recording_delivered
