@@ -28,7 +28,7 @@ from datetime import timedelta
 from typing import Any
 
 from voxtra.app import VoxtraApp
-from voxtra.ari.events import ChannelDtmfReceived
+from voxtra.ari.events import ChannelDtmfReceived, ChannelStateChange
 from voxtra.calls.session import CallSession
 from voxtra.calls.state import CallDirection, CallState
 from voxtra.pipeline import VoicePipeline
@@ -56,7 +56,7 @@ PLATFORM_CALL_ID = "platform_call_id"
 """The ``call.metadata`` key holding the store's id of a call the API placed."""
 
 _QUEUE = 10_000
-Write = Callable[[], Awaitable[None]]
+Write = Callable[[], Awaitable[object]]
 
 
 @dataclass
@@ -216,7 +216,32 @@ class PlatformRecorder:
                 await self.store.create(record, event={"status": status.value})
 
             self._put(create)
+            if status is CallStatus.RINGING:
+                self._watch_answer(call, track)
         self._watch_dtmf(call, track)
+
+    def _watch_answer(self, call: CallSession, track: _Track) -> None:
+        """An inbound call taken ringing: ``in_progress`` once its channel is up."""
+        answered = False
+
+        def up(event: ChannelStateChange) -> bool:
+            nonlocal answered
+            if not answered and event.channel.id == call.id and event.channel.state == "Up":
+                answered = True
+                self._put(
+                    functools.partial(
+                        self.store.update,
+                        track.call_id,
+                        status=CallStatus.IN_PROGRESS.value,
+                        answered_at=utcnow(),
+                        event=("status", {"status": CallStatus.IN_PROGRESS.value}),
+                        only_if_not=[s.value for s in _FINAL],
+                    )
+                )
+            return False  # stays registered; failed (CallEnded) when the call ends
+
+        waiter = call.context.expect(ChannelStateChange, up)
+        waiter.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _watch_dtmf(self, call: CallSession, track: _Track) -> None:
         """Record every digit, as the call's event dispatch sees it (synchronously: a

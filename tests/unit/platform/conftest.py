@@ -20,11 +20,14 @@ from voxtra.testing import FakeAsterisk
 
 @pytest.fixture
 async def running(fake_asterisk: FakeAsterisk, tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """``await running(configure=None, **app_options)``: a started app + platform + client."""
+    """``await running(configure=None, database_url=None, **app_options)``: a started
+    app + platform + client (SQLite unless ``database_url`` says otherwise)."""
     opened: list[tuple[VoxtraApp, Platform, Database, httpx.AsyncClient]] = []
 
     async def start(
-        configure: Callable[[VoxtraApp, list[CallSession]], None] | None = None, **options: Any
+        configure: Callable[[VoxtraApp, list[CallSession]], None] | None = None,
+        database_url: str | None = None,
+        **options: Any,
     ) -> Running:
         app = build_app(tmp_path, **options)
         handled: list[CallSession] = []
@@ -37,7 +40,7 @@ async def running(fake_asterisk: FakeAsterisk, tmp_path: Path) -> AsyncIterator[
 
         if configure is not None:
             configure(app, handled)
-        db = Database(f"sqlite:///{tmp_path}/platform.db")
+        db = Database(database_url or f"sqlite:///{tmp_path}/platform.db")
         api = create_api(app, db)
         platform: Platform = api.state.platform
         await platform.start()

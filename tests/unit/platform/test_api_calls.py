@@ -310,3 +310,59 @@ async def test_health_readiness_metrics_and_openapi(running: Callable[..., Any])
     r.fake.disconnect_events()
     await asyncio.sleep(0.05)
     assert (await r.client.get("/readyz")).status_code == 503
+
+
+async def test_an_inbound_call_goes_ringing_in_progress_completed(
+    running: Callable[..., Any],
+) -> None:
+    r = await running()
+    far_end = await r.fake.incoming(extension="1000", caller="+4930777")
+    await far_end.wait_answered()
+    await r.settle()
+    listed = (await r.client.get("/v1/calls", headers=auth(READ))).json()["calls"]
+    assert len(listed) == 1 and listed[0]["direction"] == "inbound"
+    call_id = listed[0]["call_id"]
+    await r.wait_status(call_id, "in_progress")
+    await far_end.hang_up()
+    call = await r.wait_status(call_id, "completed")
+    assert call.answered_at is not None and call.from_ == "+4930777" and call.to == "1000"
+    statuses = [
+        e.data["status"] for e in await r.platform.store.events_after(call_id) if e.kind == "status"
+    ]
+    assert statuses == ["ringing", "in_progress", "completed"]
+
+
+async def test_max_duration_hangs_up_an_api_call(running: Callable[..., Any]) -> None:
+    r = await running()
+    call_id = (
+        await r.client.post(
+            "/v1/calls",
+            json={"to": "PJSIP/alice", "route": "hello", "max_duration": 0.3},
+            headers=auth(WRITE),
+        )
+    ).json()["call_id"]
+    call = await r.wait_status(call_id, "completed", timeout=10)
+    assert call.end_reason == "hangup"
+    assert r.fake.originated[0].ended
+
+
+async def test_the_api_on_postgres(running: Callable[..., Any], postgres_url: str) -> None:
+    """The same calls, idempotency and listing with the store on a real Postgres."""
+    r = await running(database_url=postgres_url)
+    headers = {**auth(WRITE), "Idempotency-Key": "pg-1"}
+    body = {"to": "PJSIP/alice", "route": "hello", "variables": {"n": 1}}
+    first, second = await asyncio.gather(
+        r.client.post("/v1/calls", json=body, headers=headers),
+        r.client.post("/v1/calls", json=body, headers=headers),
+    )
+    assert first.status_code == second.status_code == 201
+    call_id = first.json()["call_id"]
+    assert second.json()["call_id"] == call_id
+    await r.wait_status(call_id, "in_progress")
+    await r.fake.call(r.handled[0].id).hang_up()
+    await r.wait_status(call_id, "completed")
+    detail = (await r.client.get(f"/v1/calls/{call_id}", headers=auth(READ))).json()
+    assert detail["variables"] == {"n": 1} and detail["hangup_cause"] == 16
+    page = (await r.client.get("/v1/calls", headers=auth(READ))).json()
+    assert [c["call_id"] for c in page["calls"]] == [call_id]
+    assert len(r.fake.originated) == 1
