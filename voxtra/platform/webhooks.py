@@ -95,10 +95,21 @@ def verify(
 
 def _safe(url: str) -> str:
     """The URL without its query, fragment or credentials: what logs may show."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid URL>"
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _acceptable(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and len(url) <= 2000
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -146,6 +157,11 @@ class WebhookDispatcher:
         self.dropped = 0
         """Deliveries dropped because the queue was full."""
 
+    @property
+    def pending(self) -> int:
+        """Deliveries queued, not yet tried (retries waiting their backoff excluded)."""
+        return self._queue.qsize()
+
     def __repr__(self) -> str:  # never the secret
         return f"<WebhookDispatcher queued={self._queue.qsize()} failed={self.failed}>"
 
@@ -191,6 +207,10 @@ class WebhookDispatcher:
             separators=(",", ":"),
         ).encode()
         for url in dict.fromkeys(urls):
+            if not _acceptable(url):
+                # Only http(s) to a named host: a client-given URL reaches nothing else.
+                logger.warning("webhooks: not an http(s) URL, skipped: %s", _safe(url))
+                continue
             self._put(Delivery(url, event, body))
 
     def _put(self, delivery: Delivery) -> None:

@@ -128,6 +128,13 @@ async def test_a_dead_receiver_never_blocks_and_the_secret_is_never_logged(
         await hooks.stop(timeout=0.1)
     assert SECRET not in caplog.text
     assert "receiver-own-token" not in caplog.text
+    # nothing but http(s) to a named host is ever queued
+    fresh = WebhookDispatcher(SECRET)
+    for bad in ("file:///etc/passwd", "gopher://x/", "http:///nohost", "not a url"):
+        fresh.notify("call.ended", {}, [bad])
+    assert fresh.pending == 0
+    fresh.notify("call.ended", {}, ["https://receiver.example/hook"])
+    assert fresh.pending == 1
     assert SECRET not in repr(hooks)
     assert "gave up" in caplog.text
 
