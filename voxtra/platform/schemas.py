@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Any, Literal
@@ -25,6 +26,8 @@ __all__ = [
 ]
 
 _CALLER_ID = re.compile(r"(?:[A-Za-z0-9 _.'-]{0,40} ?<\+?[0-9]{1,20}>|\+?[0-9]{1,20})")
+MAX_DATA_BYTES = 16_384
+"""Largest ``variables``, ``customer_data`` or ``metadata`` of a call, as JSON."""
 _ROUTE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
@@ -67,6 +70,14 @@ class CallRequest(BaseModel):
     def _caller_id(cls, value: str | None) -> str | None:
         if value is not None and not _CALLER_ID.fullmatch(value):
             raise ValueError('expected a number like +4930123 or "Name <+4930123>"')
+        return value
+
+    @field_validator("variables", "customer_data", "metadata")
+    @classmethod
+    def _size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Stored with every call and sent back in every read: bounded.
+        if value is not None and len(json.dumps(value, default=str)) > MAX_DATA_BYTES:
+            raise ValueError(f"at most {MAX_DATA_BYTES} bytes of JSON")
         return value
 
     @field_validator("route")

@@ -133,6 +133,8 @@ async def test_errors_are_problem_documents_with_the_right_codes(
     assert await invalid({"to": "PJSIP/a", "route": "nope"}) == ["route"]
     assert await invalid({"to": "PJSIP/a", "route": "hello", "from": "1; drop"}) == ["from"]
     assert await invalid({"to": "PJSIP/a", "route": "hello", "colour": "red"}) == ["colour"]
+    huge = {"to": "PJSIP/a", "route": "hello", "metadata": {"blob": "x" * 20_000}}
+    assert await invalid(huge) == ["metadata"]
     # `to`: nothing reaches the dialplan unchecked
     for to in (
         "PJSIP/alice,t",  # Dial options
