@@ -449,7 +449,10 @@ class CallParties:
                     if chunk.data:
                         await queue.put((party, chunk))
             finally:
-                await queue.put(None)
+                # Never blocks (a cancelled pump must end at once): the reader, gone or
+                # behind a full queue, then stops at the sentinels it does get.
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(None)
 
         pumps = [asyncio.ensure_future(pump(p, t)) for p, t in transports.items()]
         try:
