@@ -140,6 +140,7 @@ class WebhookDispatcher:
         max_queue: int = 10_000,
         senders: int = 4,
         send: Sender | None = None,
+        observe: Callable[[str, str], None] | None = None,
     ) -> None:
         self._secret = secret
         self.attempts = attempts
@@ -149,6 +150,7 @@ class WebhookDispatcher:
         self.senders = senders
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue(max_queue)
         self._send = send
+        self._observe = observe
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.delivered = 0
@@ -222,9 +224,17 @@ class WebhookDispatcher:
                 old = self._queue.get_nowait()
                 self._queue.task_done()
                 self.dropped += 1
+                self._count(old.event, "dropped")
                 logger.warning(
                     "webhooks: queue full, dropped a %s for %s", old.event, _safe(old.url)
                 )
+
+    def _count(self, event: str, result: str) -> None:
+        if self._observe is not None:
+            try:
+                self._observe(event, result)
+            except Exception:  # a metrics failure must not stop deliveries
+                logger.exception("webhooks: observer failed")
 
     def headers(self, delivery: Delivery, timestamp: int) -> dict[str, str]:
         headers = {
@@ -270,9 +280,11 @@ class WebhookDispatcher:
             ok, delivery.last_error = False, type(exc).__name__
         if ok:
             self.delivered += 1
+            self._count(delivery.event, "delivered")
             return
         if delivery.tries >= self.attempts:
             self.failed += 1
+            self._count(delivery.event, "failed")
             logger.warning(
                 "webhooks: gave up on a %s for %s after %d tries (%s)",
                 delivery.event,
@@ -281,6 +293,7 @@ class WebhookDispatcher:
                 delivery.last_error,
             )
             return
+        self._count(delivery.event, "retried")
         delay = min(self.first_delay * 2 ** (delivery.tries - 1), self.max_delay)
 
         async def later() -> None:

@@ -92,7 +92,10 @@ async def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None
 
 async def test_a_failed_delivery_is_retried_and_each_try_is_signed(receiver: Receiver) -> None:
     receiver.answers = [500, 503]
-    hooks = WebhookDispatcher(SECRET, first_delay=0.05)
+    results: list[tuple[str, str]] = []
+    hooks = WebhookDispatcher(
+        SECRET, first_delay=0.05, observe=lambda event, result: results.append((event, result))
+    )
     await hooks.start()
     try:
         hooks.notify("campaign.finished", {"campaign_id": "camp_1"}, [receiver.url])
@@ -100,6 +103,7 @@ async def test_a_failed_delivery_is_retried_and_each_try_is_signed(receiver: Rec
     finally:
         await hooks.stop()
     assert len(receiver.received) == 3
+    assert [r for _, r in results] == ["retried", "retried", "delivered"]
     for headers, body in receiver.received:
         assert verify(SECRET, body, headers[TIMESTAMP_HEADER], headers[SIGNATURE_HEADER])
         assert headers["Voxtra-Event"] == "campaign.finished"
@@ -157,6 +161,8 @@ async def test_the_apps_calls_are_reported_to_its_webhook(
     assert ended["direction"] == "inbound" and ended["caller"] == "+4930123"
     assert ended["call_id"].startswith("call_")
     assert service.dispatcher_of(rig.platform).delivered >= 2
+    metrics = (await rig.client.get("/metrics")).text
+    assert 'voxtra_webhook_deliveries_total{event="call.ended",result="delivered"} 1.0' in metrics
 
 
 async def test_a_call_placed_with_its_own_webhook_url_is_reported_there(

@@ -15,6 +15,8 @@ import uuid
 import weakref
 from typing import Any
 
+from prometheus_client import Counter
+
 from voxtra.calls.session import CallSession
 from voxtra.platform.engine.clock import EngineClock
 from voxtra.platform.engine.worker import SchedulingWorker
@@ -42,7 +44,15 @@ def setup(platform: Platform, clock: EngineClock | None = None) -> SchedulingWor
         return found
     settings = platform.settings
     secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
-    webhooks = WebhookDispatcher(secret)
+    deliveries = Counter(
+        "voxtra_webhook_deliveries",
+        "Webhook deliveries by event and result (delivered, retried, failed, dropped)",
+        ["event", "result"],
+        registry=platform.metrics.registry,
+    )
+    webhooks = WebhookDispatcher(
+        secret, observe=lambda event, result: deliveries.labels(event, result).inc()
+    )
     app_urls = (settings.webhook_url,) if settings.webhook_url else ()
     worker = SchedulingWorker(
         platform.app,
