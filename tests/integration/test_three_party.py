@@ -469,3 +469,34 @@ async def test_a_supervisor_spies_whispers_and_barges_on_an_agent_call(parties: 
         assert (at_caller[CALLEE_HZ] < NOT_HEARD) is not caller_hears, detail
         assert (agent[CALLEE_HZ] > HEARD) is agent_hears, detail
         assert (agent[CALLEE_HZ] < NOT_HEARD) is not agent_hears, detail
+
+
+async def test_the_callee_hanging_up_leaves_the_caller_with_the_agent(parties: Party) -> None:
+    back = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        await call.connect(ring_time=10, to=parties.callee_endpoint)
+        await call.spy()
+        await parties.window("spy")
+        while call.parties.state is not PartyState.ALONE:
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
+        await parties.window("back")
+        back.set()
+        await call.hangup()
+
+    _, caller = await run_call(parties, handler)
+    callee = await parties.callee_phone.next_incoming_call(10)
+    deadline = time.monotonic() + 15
+    while "spy" not in parties.windows and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await callee.hangup()
+    await asyncio.wait_for(back.wait(), 15)
+    await caller.wait_ended(10)
+    at_caller = parties.heard(caller, "spy")
+    assert at_caller[AGENT_HZ] < NOT_HEARD and at_caller[CALLEE_HZ] > HEARD, at_caller
+    at_caller = parties.heard(caller, "back")
+    # with the agent again (heard: spy was the mode with a callee, not now), callee gone
+    assert at_caller[AGENT_HZ] > HEARD and at_caller[CALLEE_HZ] < NOT_HEARD, at_caller
+    agent = parties.agent_heard("back")
+    assert agent[CALLER_HZ] > HEARD and agent[CALLEE_HZ] < NOT_HEARD, agent
