@@ -285,6 +285,10 @@ class PlatformSettings(_SettingsModel):
     webhook_url: str | None = None
     #: The HMAC-SHA256 key that signs every webhook (never logged). None: unsigned.
     webhook_secret: SecretStr | None = Field(default=None, repr=False)
+    #: Seconds between a scheduling worker's rounds when nothing wakes it.
+    worker_poll_interval: float = Field(default=1.0, gt=0, le=60)
+    #: Seconds a silent worker keeps its calls before another records them lost.
+    worker_lease: float = Field(default=30.0, ge=3, le=3600)
 
     @field_validator("database_url", "number_template", "sip_uri_endpoint", mode="before")
     @classmethod

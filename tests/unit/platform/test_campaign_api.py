@@ -276,3 +276,9 @@ async def test_nothing_is_claimed_while_asterisk_is_out_of_reach(
     rig.fake.reachable = True
     done = await progress(rig, cid, "finished", timeout=20)
     assert done["contacts"] == {"completed": 2}
+
+
+async def test_the_workers_timing_comes_from_the_settings(running: Callable[..., Any]) -> None:
+    rig: Running = await running(platform={"worker_lease": 12, "worker_poll_interval": 0.5})
+    worker = service.worker_of(rig.platform)
+    assert (worker.lease, worker.poll_interval) == (12.0, 0.5)
