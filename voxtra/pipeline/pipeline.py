@@ -388,6 +388,7 @@ class VoicePipeline:
         the agent interrupts it, as before."""
         self.backchannel_max_ms = backchannel_max_ms
         self._pending: _Pending | None = None
+        self._conversing = False
         self._out_levels: deque[tuple[float, float, float]] = deque()
         """(start, end, level dBFS) of each agent chunk on the playout timeline: the
         reference the echo gate judges the caller's line against."""
@@ -532,6 +533,7 @@ class VoicePipeline:
     async def _converse(self) -> EndReason:
         assert self._ended is not None
         ended = self._ended
+        self._conversing = True
         reason = EndReason.HANGUP
         async with anyio.create_task_group() as tg:
 
@@ -766,6 +768,12 @@ class VoicePipeline:
             if noise or (
                 text and (is_backchannel(text, self.backchannels) or is_echo(text, agent_text))
             ):
+                if final is not None and final.text and not self._conversing:
+                    # Driven by the application: a "yes" said over its question is
+                    # still its answer (listen() keeps finals heard during a say). The
+                    # autonomous loop would answer it: not there.
+                    assert self._finals is not None
+                    self._finals.put(final)
                 await self._resume(out)
                 return
             if final is not None and self._finals is not None:

@@ -118,3 +118,24 @@ def test_is_echo() -> None:
     assert is_echo("a small robot", agent)
     assert not is_echo("robot", agent)  # one word: could be the caller
     assert not is_echo("what robot", agent)
+
+
+async def test_a_yes_over_an_application_say_is_still_its_answer() -> None:
+    """Driven by the application (say, then listen), a "yes" said over the question
+    does not cut it off, and listen() still returns it."""
+    media = MemoryMediaIO()
+    stt = ScriptedSTT(["yes"], media.clock)
+    p = VoicePipeline(stt, None, ScriptedTTS(media.clock), EnergyVAD())
+    async with p.attach(media, clock=media.clock):
+
+        async def caller() -> None:
+            await media.wait_until(lambda: media.played_ms >= 1000, 10)
+            media.inject(tone_frames(300, level_db=-15))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            result = await p.say(LONG)
+        heard = await p.listen(timeout=5)
+        media.hangup()
+    assert not result.interrupted and result.heard_text == LONG
+    assert heard is not None and heard.text == "yes"
