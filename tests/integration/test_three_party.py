@@ -88,6 +88,13 @@ class Party:
         await asyncio.sleep(WINDOW)
         self.windows[name] = (start, time.time())
 
+    async def until_window(self, name: str, within: float = 20.0) -> None:
+        """Until window ``name`` (recorded by the handler) is over."""
+        deadline = time.monotonic() + within
+        while name not in self.windows:
+            assert time.monotonic() < deadline, f"window {name!r} never ended"
+            await asyncio.sleep(0.05)
+
     def heard(self, phone: SipCall, name: str) -> dict[int, float]:
         """Each tone's level in what ``phone`` heard during window ``name``."""
         assert phone.recording_path is not None
@@ -233,7 +240,8 @@ async def test_close_leaves_caller_and_callee_talking_without_the_agent(
     for channel_id in agent_channels:
         assert await gone(ari.channels.get, channel_id), channel_id
     assert await gone(ari.bridges.get, bridges[0]), bridges[0]
-    await asyncio.sleep(WINDOW + 0.5)  # the "closed" window, with the handler returned
+    await parties.until_window("closed")  # with the handler returned after it
+    await asyncio.sleep(0.3)
     assert not session.ended and session.parties.state is PartyState.CLOSED
     await callee.hangup()  # one party hangs up: the other is hung up too
     await caller.wait_ended(10)
@@ -370,7 +378,7 @@ async def test_warm_transfer_holds_the_caller_briefs_the_target_and_connects_the
     target = await parties.callee_phone.next_incoming_call(10)
     await asyncio.wait_for(done.wait(), 20)
     assert await gone(parties.app.ari.channels.get, agent_channels[0])
-    await asyncio.sleep(WINDOW + 0.3)
+    await parties.until_window("after")
     assert not session.ended
     await caller.hangup()
     await target.wait_ended(10)
@@ -487,9 +495,7 @@ async def test_the_callee_hanging_up_leaves_the_caller_with_the_agent(parties: P
 
     _, caller = await run_call(parties, handler)
     callee = await parties.callee_phone.next_incoming_call(10)
-    deadline = time.monotonic() + 15
-    while "spy" not in parties.windows and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await parties.until_window("spy")
     await callee.hangup()
     await asyncio.wait_for(back.wait(), 15)
     await caller.wait_ended(10)
