@@ -289,3 +289,30 @@ async def test_schedules_once_and_by_cron_each_run_once(rig: Rig) -> None:
     assert sum(c.endpoint == "PJSIP/once" for c in rig.fake.originated) == 1
     assert sum(c.endpoint == "PJSIP/cron" for c in rig.fake.originated) == len(cron_runs)
     assert all(r.outcome == "completed" for r in runs)
+
+
+async def test_an_unexpected_error_while_dialing_still_ends_the_attempt(rig: Rig) -> None:
+    class Broken:
+        async def originate(self, endpoint: str, **options: Any) -> Any:
+            raise RuntimeError("a bug below the worker")
+
+    async with rig.db.session() as session:
+        campaign = await create_campaign(
+            session,
+            contacts=[ContactSpec("PJSIP/a"), ContactSpec("PJSIP/b")],
+            now=rig.clock.now(),
+            max_concurrent=1,
+            retry=RetryPolicy(failed=None),
+        )
+    worker = SchedulingWorker(
+        Broken(), rig.db, routes=lambda name: None, clock=rig.clock, poll_interval=5.0
+    )
+    await worker.start()
+    try:
+        await rig.wait_finished(campaign.id)
+    finally:
+        await worker.stop()
+    async with rig.db.session() as session:
+        progress = await campaign_progress(session, campaign.id)
+    assert progress["contacts"] == {"failed": 2}
+    assert progress["attempts"] == {"failed": 2}

@@ -18,19 +18,21 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from voxtra.errors import CallBusy, CallFailed, CallNoAnswer, VoxtraError
 from voxtra.platform.engine import claims
 from voxtra.platform.engine.claims import ClaimedAttempt, ClaimedRun, FinishedCampaign
 from voxtra.platform.engine.clock import EngineClock, SystemClock
-from voxtra.platform.scheduling import AttemptOutcome
+from voxtra.platform.scheduling import AttemptOutcome, ContactState
 from voxtra.platform.store.db import Database
 from voxtra.routing import CallHandler
 
 __all__ = ["CallLog", "Dialer", "Notify", "SchedulingWorker"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 Notify = Callable[[str, dict[str, Any], list[str]], None]
 """``notify(event, data, urls)``: hand an event to the webhooks (must not block)."""
@@ -265,6 +267,11 @@ class SchedulingWorker:
             result = (_outcome(exc), exc.cause, str(exc))
         except VoxtraError as exc:
             result = (AttemptOutcome.FAILED, None, str(exc))
+        except Exception as exc:
+            # Anything else still ends the attempt: left open, it would hold a place of
+            # max_concurrent and its contact for as long as this worker lives.
+            logger.exception("worker %s: dialing %s failed", self.worker_id, to)
+            result = (AttemptOutcome.FAILED, None, type(exc).__name__)
         else:
             with contextlib.suppress(Exception):
                 await on_answer(call.id)
@@ -302,15 +309,19 @@ class SchedulingWorker:
             answered,
             urls,
         )
-        async with self.db.session() as session:
-            state = await claims.finish_attempt(
-                session,
-                claim.attempt_id,
-                outcome,
-                self.clock.now(),
-                hangup_cause=cause,
-                error=error,
-            )
+
+        async def finish() -> ContactState | None:
+            async with self.db.session() as session:
+                return await claims.finish_attempt(
+                    session,
+                    claim.attempt_id,
+                    outcome,
+                    self.clock.now(),
+                    hangup_cause=cause,
+                    error=error,
+                )
+
+        state = await self._write(finish)
         self._event(
             "call.ended",
             {"to": claim.to, "outcome": outcome.value, "contact_state": state, **metadata},
@@ -338,17 +349,36 @@ class SchedulingWorker:
             answered,
             urls,
         )
-        async with self.db.session() as session:
-            await claims.finish_run(
-                session,
-                run.run_id,
-                outcome,
-                self.clock.now(),
-                answered_at=answered_at[0] if answered_at else None,
-                channel_id=channel[0] if channel else None,
-                error=error,
-            )
+
+        async def finish() -> None:
+            async with self.db.session() as session:
+                await claims.finish_run(
+                    session,
+                    run.run_id,
+                    outcome,
+                    self.clock.now(),
+                    answered_at=answered_at[0] if answered_at else None,
+                    channel_id=channel[0] if channel else None,
+                    error=error,
+                )
+
+        await self._write(finish)
         self._event("call.ended", {"to": run.to, "outcome": outcome.value, **metadata}, urls)
+
+    async def _write(self, write: Callable[[], Awaitable[T]], tries: int = 5) -> T | None:
+        """An outcome's store write, tried again after 0.5, 1, 2, 4 s of a database
+        hiccup: an outcome never written leaves its attempt open (it holds a place
+        until this worker stops and another records it lost)."""
+        for n in range(tries):
+            try:
+                return await write()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker %s: writing an outcome failed", self.worker_id)
+                if n + 1 < tries:
+                    await asyncio.sleep(0.5 * 2**n)
+        return None
 
     # -- events -----------------------------------------------------------------------
 
