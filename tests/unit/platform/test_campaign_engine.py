@@ -316,3 +316,15 @@ async def test_an_unexpected_error_while_dialing_still_ends_the_attempt(rig: Rig
         progress = await campaign_progress(session, campaign.id)
     assert progress["contacts"] == {"failed": 2}
     assert progress["attempts"] == {"failed": 2}
+
+
+async def test_a_second_worker_on_sqlite_is_warned_about(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    first, second = rig.worker(worker_id="first"), rig.worker(worker_id="second")
+    await first.start()
+    await second.start()
+    await second.stop()
+    await first.stop()
+    warned = [r.getMessage() for r in caplog.records if "SQLite" in r.getMessage()]
+    assert warned and "second" in warned[0]

@@ -57,6 +57,7 @@ __all__ = [
     "finish_attempt",
     "finish_run",
     "heartbeat",
+    "live_workers",
     "mark_answered",
     "reap_lost",
     "release",
@@ -144,6 +145,16 @@ async def heartbeat(
 async def release(session: AsyncSession, worker_id: str) -> None:
     """Give up the lease at once (a clean stop): what it held is lost at the next reap."""
     await session.execute(delete(WorkerLease).where(WorkerLease.worker_id == worker_id))
+
+
+async def live_workers(session: AsyncSession, now: datetime, worker_id: str) -> list[str]:
+    """The other workers whose lease runs now."""
+    rows = await session.scalars(
+        select(WorkerLease.worker_id)
+        .where(WorkerLease.expires_at > now)
+        .where(WorkerLease.worker_id != worker_id)
+    )
+    return list(rows.all())
 
 
 def _alive(now: datetime) -> Any:

@@ -129,6 +129,18 @@ class SchedulingWorker:
 
     async def start(self) -> None:
         await self._beat(force=True)
+        if self.db.dialect == "sqlite":
+            async with self.db.session() as session:
+                others = await claims.live_workers(session, self.clock.now(), self.worker_id)
+            if others:
+                # SQLite has no SKIP LOCKED and serialises the file: limits and claims
+                # are only sound for one worker. Postgres is the engine for several.
+                logger.warning(
+                    "worker %s: %d other live worker(s) on this SQLite store; run several "
+                    "workers on Postgres",
+                    self.worker_id,
+                    len(others),
+                )
         self._loop = asyncio.create_task(self._run(), name=f"voxtra-worker-{self.worker_id}")
 
     async def stop(self, timeout: float = 5.0) -> None:
