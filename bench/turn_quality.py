@@ -63,6 +63,8 @@ from voxtra.providers.webrtc_vad import WebRtcVAD
 RATE = 8000
 FRAME = 160  # samples per 20 ms
 STT_DELAY_S = 0.3
+EARLY_S = 0.2
+"""Like WhisperSTT: a decode starts after 200 ms of pause, and gives a partial."""
 STORY = next(i.answer for i in default_intents() if i.name == "story")
 
 BACKCHANNELS = ("mm-hmm", "yeah", "okay", "right", "uh-huh")
@@ -179,12 +181,30 @@ class OracleStream:
         self.last = 0.0
         self.send_q: asyncio.Queue[Transcript | None] = asyncio.Queue()
         self.pending: set[asyncio.Future[None]] = set()
+        self.decoded: tuple[float, str] | None = None
+        """The pause's decode: the final, as in WhisperSTT, if no speech came since."""
 
     async def send(self, chunk: AudioChunk) -> None:
         now = self.owner.clock.now()
         if self.first is None:
             self.first = now
         self.last = now
+        spans = [sp for sp in self.owner.track.spans if sp[0] < now and sp[1] > self.first - 0.6]
+        if spans and self.owner.partials:
+            end = spans[-1][1]
+            if end + EARLY_S <= now < end + EARLY_S + 0.02:  # the pause's early decode
+                text = " ".join(t for _, _, t in spans)
+                task = asyncio.ensure_future(self._partial(text, now))
+                self.pending.add(task)
+                task.add_done_callback(self.pending.discard)
+
+    async def _partial(self, text: str, since: float) -> None:
+        await self.owner.clock.sleep(STT_DELAY_S)
+        now = self.owner.clock.now()
+        if any(since < sp[0] <= now for sp in self.owner.track.spans):
+            return  # the caller spoke on: that decode is dropped
+        self.decoded = (since, text)
+        await self.send_q.put(Transcript(text, is_final=False))
 
     async def end_of_speech(self) -> None:
         first, last = self.first or 0.0, self.last
@@ -192,8 +212,13 @@ class OracleStream:
         words = [t for s, e, t in self.owner.track.spans if s < last and e > first]
         text = " ".join(words) if words else (self.owner.echo_text or "")
 
+        decoded, self.decoded = self.decoded, None
+        fresh = decoded is not None and not any(
+            decoded[0] < sp[0] <= self.owner.clock.now() for sp in self.owner.track.spans
+        )
+
         async def later() -> None:
-            await self.owner.clock.sleep(STT_DELAY_S)
+            await self.owner.clock.sleep(0.02 if fresh else STT_DELAY_S)
             await self.send_q.put(Transcript(text, is_final=True))
 
         task = asyncio.ensure_future(later())
@@ -212,10 +237,13 @@ class OracleSTT:
     name = "oracle"
     sample_rate = RATE
 
-    def __init__(self, track: Track, clock: Clock, echo_text: str | None) -> None:
+    def __init__(
+        self, track: Track, clock: Clock, echo_text: str | None, partials: bool = True
+    ) -> None:
         self.track = track
         self.clock = clock
         self.echo_text = echo_text
+        self.partials = partials
 
     async def stream(self) -> OracleStream:
         return OracleStream(self)

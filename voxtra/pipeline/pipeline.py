@@ -57,6 +57,7 @@ from voxtra.pipeline.turn import (
     frame_energy_db,
     is_backchannel,
     is_echo,
+    looks_unfinished,
 )
 from voxtra.providers.base import LLM, STT, TTS, VAD, ChatMessage, STTStream, VADSession
 
@@ -341,6 +342,7 @@ class VoicePipeline:
         not_understood_text: str | None = NOT_UNDERSTOOD,
         backchannels: Iterable[str] | None = BACKCHANNELS,
         backchannel_max_ms: float = 700.0,
+        pause_hold_ms: float | None = 1200.0,
     ) -> None:
         self.stt = stt
         self.llm = llm
@@ -387,6 +389,12 @@ class VoicePipeline:
         the agent's own words come back as echo. Empty (or no STT): every onset over
         the agent interrupts it, as before."""
         self.backchannel_max_ms = backchannel_max_ms
+        self.pause_hold_ms = pause_hold_ms
+        """End of turn from the transcript's shape, when the STT gives a partial
+        transcript in the caller's pause (Whisper does, from its early decode): a
+        finished-looking one ends the turn at once; one that stops on a digit, "um",
+        "and" or a comma holds the turn for this much silence (instead of
+        ``end_silence_ms``), so a number read in groups is not cut. None: silence only."""
         self._pending: _Pending | None = None
         self._conversing = False
         self._out_levels: deque[tuple[float, float, float]] = deque()
@@ -993,6 +1001,12 @@ class VoicePipeline:
             return
         event = UserTranscriptEvent(text, confidence, start, end, is_final, self._clock.now())
         self._emit(event)
+        if not is_final and self.pause_hold_ms is not None and self.turn.silence_ms > 0:
+            # What was said up to this pause: is the caller done?
+            if looks_unfinished(text):
+                self.turn.hold(self.pause_hold_ms)
+            else:
+                self.turn.end_now()
         if is_final:
             self._awaiting_final = False
             self._finals.put(event)

@@ -32,7 +32,14 @@ from voxtra.media.frames import AudioChunk
 from voxtra.media.g711 import decode
 from voxtra.pipeline.events import SpeechEndedEvent, SpeechStartedEvent
 
-__all__ = ["BACKCHANNELS", "TurnDetector", "frame_energy_db", "is_backchannel", "is_echo"]
+__all__ = [
+    "BACKCHANNELS",
+    "TurnDetector",
+    "frame_energy_db",
+    "is_backchannel",
+    "is_echo",
+    "looks_unfinished",
+]
 
 _SILENCE_DB = -100.0
 _MAX_ERL_DB = 0.0
@@ -126,6 +133,76 @@ def is_echo(text: str, agent_text: str) -> bool:
     return len(found) >= 2 and all(w in said for w in found)
 
 
+_UNFINISHED_WORDS = frozenset(
+    [
+        "um",
+        "uh",
+        "er",
+        "erm",
+        "and",
+        "or",
+        "but",
+        "so",
+        "because",
+        "then",
+        "the",
+        "a",
+        "an",
+        "to",
+        "of",
+        "with",
+        "for",
+        "at",
+        "in",
+        "on",
+        "is",
+        "are",
+        "was",
+        "my",
+        "our",
+        "your",
+        "his",
+        "her",
+        "their",
+        "its",
+        "from",
+        "by",
+        "zero",
+        "oh",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "hundred",
+        "thousand",
+        "point",
+        "dot",
+        "double",
+    ]
+)
+
+
+def looks_unfinished(text: str) -> bool:
+    """Whether a transcript so far stops mid-thought: on a digit or number word, a
+    filler ("um", "uh"), a joining word ("and", "to", "my") or a comma. A caller who
+    pauses there is rarely done (a phone number read in groups, a thought gathered)."""
+    stripped = text.strip()
+    if not stripped:
+        return False
+    if stripped[-1] in ",-" or stripped.endswith("...") or stripped[-1].isdigit():
+        return True
+    found = _words(stripped)
+    return bool(found) and found[-1] in _UNFINISHED_WORDS
+
+
 class TurnDetector:
     """Endpointing state machine: idle -> (onset guard) -> speaking -> (silence) -> idle."""
 
@@ -157,6 +234,26 @@ class TurnDetector:
         self._gap_frames = 0
         self._speech_ms = 0.0
         self._silence_ms = 0.0
+        self._end_ms = end_silence_ms
+        """The silence that ends this turn: ``end_silence_ms``, or what ``hold`` set."""
+        self._end_now = False
+
+    @property
+    def silence_ms(self) -> float:
+        """Silence since the caller's last speech in the current turn (0 while speaking
+        or between turns)."""
+        return self._silence_ms if self.in_speech else 0.0
+
+    def hold(self, silence_ms: float) -> None:
+        """Let this pause run to ``silence_ms`` before the turn ends (the transcript so
+        far looks unfinished); back to ``end_silence_ms`` when the caller speaks."""
+        if self.in_speech:
+            self._end_ms = max(self._end_ms, silence_ms)
+
+    def end_now(self) -> None:
+        """End the turn at the next silent frame (the transcript so far is finished)."""
+        if self.in_speech and self._silence_ms > 0:
+            self._end_now = True
 
     def threshold_db(self, agent_speaking: bool, agent_level_db: float | None = None) -> float:
         """The level a frame must reach to count as caller speech right now."""
@@ -225,11 +322,15 @@ class TurnDetector:
         if speech:
             self._speech_ms += frame_ms + self._silence_ms
             self._silence_ms = 0.0
+            self._end_ms = self.end_silence_ms
+            self._end_now = False
             return None
         self._silence_ms += frame_ms
-        if self._silence_ms >= self.end_silence_ms:
+        if self._silence_ms >= self._end_ms or self._end_now:
             self.in_speech = False
             self._silence_ms = 0.0
+            self._end_ms = self.end_silence_ms
+            self._end_now = False
             return SpeechEndedEvent(at, self._speech_ms)
         return None
 
@@ -240,6 +341,8 @@ class TurnDetector:
 
     def reset(self) -> None:
         self.in_speech = False
+        self._end_ms = self.end_silence_ms
+        self._end_now = False
         self.erl_db = _SILENCE_DB
         self._agent_ms = 0.0
         self._onset_ms = 0.0

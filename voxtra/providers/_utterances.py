@@ -32,6 +32,10 @@ class UtteranceQueue(Generic[T]):
     def put(self, utterance: T) -> None:
         self._work.put_nowait(utterance)
 
+    def partial(self, transcript: Transcript) -> None:
+        """Pass a partial transcript to the reader now (finals keep their order)."""
+        self._out.put_nowait(transcript)
+
     async def finish(self) -> None:
         """Decode what is queued, then end ``transcripts()``."""
         self._work.put_nowait(None)

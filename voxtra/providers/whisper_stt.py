@@ -285,6 +285,20 @@ class WhisperStream:
             parts = [(rate, bytes(data)) for rate, data in self._parts]
             self._early = asyncio.ensure_future(self._provider.decode(parts))
             self._early.add_done_callback(_consume)
+            self._early.add_done_callback(self._early_done)
+
+    def _early_done(self, task: asyncio.Task[_Decoded]) -> None:
+        """The pause's decode is what the caller said so far: a partial transcript (the
+        pipeline judges from it whether the turn is over: a finished question, or a
+        pause inside a number)."""
+        if task is not self._early or task.cancelled() or task.exception() is not None:
+            return  # dropped: the caller spoke on
+        text, confidence = task.result()
+        if text and not self._closed:
+            start = self._stream_s
+            self._utterances.partial(
+                Transcript(text, False, confidence, start, start + self._buffered_s)
+            )
 
     def _drop_early(self) -> None:
         if self._early is not None:
