@@ -253,6 +253,9 @@ class Result:
     dispatch_max_ms: float
     dispatch_n: int
     handler_errors_logged: int
+    idle_cpu_ms_per_s: float
+    """The started app's CPU with no call at all (its event loop, heartbeats)."""
+    loop: str
     rest_per_call: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -351,6 +354,10 @@ async def run(
 
     await app.start()
     try:
+        await asyncio.sleep(0.2)
+        idle0, idle_w0 = sum(_rusage()), time.perf_counter()
+        await asyncio.sleep(1.0)
+        idle = (sum(_rusage()) - idle0) * 1000 / (time.perf_counter() - idle_w0)
         sem = asyncio.Semaphore(concurrency)
         # Extensions 1000 + n: the dialplan's _app-X. wants two digits or more.
         endpoint = "Local/answer@voxtra-test"
@@ -452,6 +459,8 @@ async def run(
         dispatch_max_ms=lat[-1] if lat else float("nan"),
         dispatch_n=len(lat),
         handler_errors_logged=errors.count,
+        idle_cpu_ms_per_s=idle,
+        loop=type(loop).__module__.split(".")[0],
         rest_per_call=rest,
     )
 
@@ -470,7 +479,8 @@ def _line(r: Result) -> str:
         f"CPU {r.cpu_ms_per_call:.3f} ms/call (user {r.cpu_user_ms_per_call:.3f} "
         f"sys {r.cpu_sys_ms_per_call:.3f}{others})  "
         f"dispatch p50 {r.dispatch_p50_ms:.2f} p99 {r.dispatch_p99_ms:.2f} ms "
-        f"(max {r.dispatch_max_ms:.1f}, n={r.dispatch_n})  REST {rest:.2f}/call"
+        f"(max {r.dispatch_max_ms:.1f}, n={r.dispatch_n})  REST {rest:.2f}/call  "
+        f"[idle {r.idle_cpu_ms_per_s:.1f} ms/s, {r.loop}]"
     )
 
 
@@ -568,9 +578,16 @@ def main() -> None:
     )
     ap.add_argument("--no-faults", action="store_true", help="skip the slow/raising variant")
     ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
     ap.add_argument("--profile", help="cProfile the plain runs into this file")
     args = ap.parse_args()
-    results = asyncio.run(main_async(args))
+    if args.uvloop:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]  # optional
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            results = runner.run(main_async(args))
+    else:
+        results = asyncio.run(main_async(args))
     print(_verdict(results))
     if args.json:
         with open(args.json, "w") as out:
