@@ -8,14 +8,18 @@ Whisper directory works through ``model_path=``. Measured here (notes/speech.md)
 
 Whisper recognises whole utterances, not a live stream, so this provider works like the
 pocketsphinx one: each stream buffers its caller's audio and an utterance is decoded when
-the pipeline's VAD calls ``end_of_speech()`` (or the stream closes): finals only.
+the pipeline's VAD calls ``end_of_speech()`` (or the stream closes); the only partial
+is the early decode below, given when the caller pauses.
 
 Early decoding: a stream notices the caller's pause in the audio it buffers (frames
 ``pause_db`` below the utterance's loudest) and, after ``early_decode_ms`` of it, starts
 decoding what it has. The pipeline ends the turn only after its own longer silence
 (600 ms by default), and when no speech came in between, that decode is the final: the
-transcript is ready, or nearly, when the turn ends. Measured in the demo call (2 cores,
-tiny.en): STT latency after the end of the turn 290-410 ms without it, a few ms with.
+transcript is ready, or nearly, when the turn ends. That decode is also passed on at
+once as a partial transcript: the pipeline ends the turn on it when it looks finished,
+and holds the turn through the pause when it stops on a digit or "um". Measured in the
+demo call (2 cores, tiny.en): STT latency after the end of the turn 290-410 ms without
+it, a few ms with.
 
 Decoding runs in threads: CTranslate2 releases the GIL while it computes (measured: a
 7 s utterance decoded in a thread stalled the event loop by at most ~13 ms), so unlike
