@@ -244,6 +244,7 @@ async def test_close_leaves_caller_and_callee_talking_without_the_agent(
     await asyncio.sleep(0.3)
     assert not session.ended and session.parties.state is PartyState.CLOSED
     await callee.hangup()  # one party hangs up: the other is hung up too
+    await callee.wait_ended(10)  # (its recording is complete once it reports the end)
     await caller.wait_ended(10)
     await session.wait_ended(10)
 
@@ -330,6 +331,7 @@ async def test_front_desk_example_connects_the_caller_and_leaves(parties: Party)
     assert session.parties.endpoint == template.replace("{number}", "201")
     await parties.window("closed")
     await callee.hangup()
+    await callee.wait_ended(10)
     await caller.wait_ended(10)
     at_caller, at_callee = parties.heard(caller, "closed"), parties.heard(callee, "closed")
     assert at_caller[CALLEE_HZ] > HEARD and at_callee[CALLER_HZ] > HEARD, (at_caller, at_callee)
@@ -381,6 +383,7 @@ async def test_warm_transfer_holds_the_caller_briefs_the_target_and_connects_the
     await parties.until_window("after")
     assert not session.ended
     await caller.hangup()
+    await caller.wait_ended(10)
     await target.wait_ended(10)
 
     at_caller, at_target = parties.heard(caller, "briefing"), parties.heard(target, "briefing")
