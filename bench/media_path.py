@@ -9,18 +9,26 @@ sent back), batched across calls each tick. "per-call": the app converts each fr
 with numpy G.711 and its own resamplers, as a reader without the transport's help.
 
 A separate process plays Asterisk: it sends every call's inbound RTP at the 20 ms pace
-and swallows what comes back, so its CPU is not counted. The same path is then run
-with the pure-Python per-sample G.711 codec, for the ratio, and as "wire-echo" with
-an app that echoes wire frames untouched: the transport's own share of the cost.
+and swallows what comes back, so its CPU is not counted. Each mode runs with a socket
+per call ("own socket", as before issue 15) and with one socket for every call
+("shared": ``RtpEndpoint``, a tick read with one ``recvmmsg`` and written with one
+``sendmmsg``); for the shared layout the fake Asterisk sends each call from a port of
+its own, as Asterisk does, and the transports are told those ports (``set_remote``).
+The same path is then run with the pure-Python per-sample G.711 codec (how earlier
+Python ARI frameworks processed audio), for the ratio, and as "wire-echo" with an app
+that echoes wire frames untouched: the transport's own share of the cost.
 
     .venv/bin/python bench/media_path.py [--counts 1,100,500] [--seconds 4]
+        [--layouts own,shared] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
+import json
 import multiprocessing as mp
 import socket
 import statistics
@@ -34,6 +42,7 @@ from voxtra.media.frames import AudioChunk, Codec
 from voxtra.media.pacer import Pacer, Ticker
 from voxtra.media.resample import StreamResampler
 from voxtra.media.rtp import RtpSender
+from voxtra.media.rtp_endpoint import RtpEndpoint
 from voxtra.media.rtp_transport import RtpTransport
 
 
@@ -48,35 +57,54 @@ def _swallow(sock: socket.socket) -> int:
         n += 1
 
 
-def _asterisk(ports: list[int], seconds: float, ready: mp.synchronize.Event, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    """Child process: one socket sends one RTP stream to each port every 20 ms.
+def _asterisk(
+    ports: list[int],
+    seconds: float,
+    ready: mp.synchronize.Event,
+    out: mp.Queue,  # type: ignore[type-arg]
+    own_ports: bool,
+) -> None:
+    """Child process: sends one RTP stream to each port every 20 ms.
 
-    It swallows what comes back by draining its socket once per tick (not a callback
+    One socket sends them all, or (``own_ports``) each stream has a socket of its own,
+    as Asterisk gives each ExternalMedia channel; its port is put on ``out`` first.
+    It swallows what comes back by draining its sockets once per tick (not a callback
     per packet) so that it takes as little as possible of the CPU the measured
     process shares with it.
     """
 
     async def main() -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        sock.setblocking(False)
-        sock.bind(("127.0.0.1", 0))
+        def udp() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+            sock.setblocking(False)
+            sock.bind(("127.0.0.1", 0))
+            return sock
+
+        socks = [udp() for _ in ports] if own_ports else [udp()] * len(ports)
+        if own_ports:
+            out.put([s.getsockname()[1] for s in socks])
         t = np.arange(160)
         tone = (6000 * np.sin(2 * np.pi * 440 * t / 8000)).astype("<i2").tobytes()
         payload = g711.pcm16_to_ulaw(tone)
-        senders = [(RtpSender(0), ("127.0.0.1", port)) for port in ports]
+        senders = [
+            (sock, RtpSender(0), ("127.0.0.1", port))
+            for sock, port in zip(socks, ports, strict=True)
+        ]
+        distinct = list({id(s): s for s in socks}.values())
         received = 0
         ready.set()
         pacer = Pacer()
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             await pacer.wait()
-            for s, addr in senders:
+            for sock, s, addr in senders:
                 sock.sendto(s.build(payload), addr)
-            received += _swallow(sock)
+            received += sum(_swallow(sock) for sock in distinct)
         await asyncio.sleep(0.2)
-        out.put(received + _swallow(sock))
-        sock.close()
+        out.put(received + sum(_swallow(sock) for sock in distinct))
+        for sock in distinct:
+            sock.close()
 
     asyncio.run(main())
 
@@ -85,6 +113,7 @@ def _asterisk(ports: list[int], seconds: float, ready: mp.synchronize.Event, out
 class Result:
     n: int
     codec: str
+    layout: str
     cpu_us_per_call_s: float
     p50_ms: float
     p99_ms: float
@@ -124,15 +153,24 @@ async def _call(tr: RtpTransport, pure: bool) -> None:
             await tr.send(AudioChunk(enc(pcm8k), 8000, Codec.ULAW))
 
 
-async def run(n: int, seconds: float, mode: str, freeze: bool = True) -> Result:
+async def run(
+    n: int, seconds: float, mode: str, freeze: bool = True, layout: str = "own"
+) -> Result:
     ticker = Ticker()
-    transports = [
-        # The fake Asterisk's address is not known in advance: symmetric RTP (opt-in).
-        await RtpTransport.open(
-            "ulaw", bind_host="127.0.0.1", ticker=ticker, name=f"c{i}", learn_remote=True
-        )
-        for i in range(n)
-    ]
+    shared = layout == "shared"
+    if shared:
+        endpoint = RtpEndpoint(ticker, "127.0.0.1")
+        transports = [
+            await RtpTransport.open("ulaw", endpoint=endpoint, name=f"c{i}") for i in range(n)
+        ]
+    else:
+        transports = [
+            # The fake Asterisk's address is not known in advance: symmetric RTP (opt-in).
+            await RtpTransport.open(
+                "ulaw", bind_host="127.0.0.1", ticker=ticker, name=f"c{i}", learn_remote=True
+            )
+            for i in range(n)
+        ]
     ports = [tr.local_address[1] for tr in transports]
     if freeze:
         # What a long-running server should do once started: move everything alive
@@ -145,8 +183,13 @@ async def run(n: int, seconds: float, mode: str, freeze: bool = True) -> Result:
     ctx = mp.get_context("spawn")
     ready = ctx.Event()
     out: mp.Queue[int] = ctx.Queue()
-    child = ctx.Process(target=_asterisk, args=(ports, warm + seconds + 0.5, ready, out))
+    child = ctx.Process(target=_asterisk, args=(ports, warm + seconds + 0.5, ready, out, shared))
     child.start()
+    if shared:
+        # Asterisk's UNICASTRTP_LOCAL_PORT of each channel, as calls/media.py sets it.
+        peer_ports = await asyncio.get_running_loop().run_in_executor(None, out.get)
+        for tr, port in zip(transports, peer_ports, strict=True):
+            tr.set_remote("127.0.0.1", port)
     while not ready.is_set():
         await asyncio.sleep(0.01)
     tasks = [
@@ -173,6 +216,7 @@ async def run(n: int, seconds: float, mode: str, freeze: bool = True) -> Result:
     res = Result(
         n,
         mode,
+        layout,
         cpu * 1e6 / (n * wall),
         statistics.quantiles(late, n=100)[49] * 1000 if len(late) > 2 else 0.0,
         statistics.quantiles(late, n=100)[98] * 1000 if len(late) > 2 else 0.0,
@@ -220,6 +264,10 @@ def main() -> None:
     )
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument(
+        "--layouts", default="own,shared", help="own: a socket per call; shared: one for all"
+    )
+    ap.add_argument("--json", metavar="PATH", help="also write every figure as JSON here")
+    ap.add_argument(
         "--no-gc-freeze", action="store_true", help="leave the start-up heap to the collector"
     )
     args = ap.parse_args()
@@ -232,37 +280,66 @@ def main() -> None:
         ("pure-python", args.pure_counts),
         ("wire-echo", args.echo_counts),
     )
+    layouts = [x for x in args.layouts.split(",") if x]
     for mode, counts in runs:
         for n in (int(c) for c in counts.split(",") if c):
-            r = asyncio.run(run(n, args.seconds, mode, not args.no_gc_freeze))
-            results.append(r)
-            expected = n * 50 * args.seconds
-            print(
-                f"{r.codec:11s} N={r.n:4d}  CPU {r.cpu_us_per_call_s:8.1f} us/call-s  "
-                f"(core {r.cpu_us_per_call_s * r.n / 1e4:3.0f}% busy)  "
-                f"streams/core {1e6 / r.cpu_us_per_call_s:8.0f}  "
-                f"pacing p50 {r.p50_ms:5.2f} ms p99 {r.p99_ms:5.2f} ms  "
-                f"frames in {r.frames_in}/{expected:.0f} out {r.frames_out}  "
-                f"underruns {r.underruns}",
-                flush=True,
-            )
-    fast = {r.n: r for r in results if r.codec == "numpy"}
-    per_call = {r.n: r for r in results if r.codec == "per-call"}
+            for layout in layouts:  # side by side: the same N in each layout in turn
+                r = asyncio.run(run(n, args.seconds, mode, not args.no_gc_freeze, layout))
+                results.append(r)
+                expected = n * 50 * args.seconds
+                print(
+                    f"{r.codec:11s} {r.layout:6s} N={r.n:4d}  "
+                    f"CPU {r.cpu_us_per_call_s:8.1f} us/call-s  "
+                    f"(core {r.cpu_us_per_call_s * r.n / 1e4:3.0f}% busy)  "
+                    f"streams/core {1e6 / r.cpu_us_per_call_s:8.0f}  "
+                    f"pacing p50 {r.p50_ms:5.2f} ms p99 {r.p99_ms:5.2f} ms  "
+                    f"frames in {r.frames_in}/{expected:.0f} out {r.frames_out}  "
+                    f"underruns {r.underruns}",
+                    flush=True,
+                )
+    ratios: dict[str, float] = {}
     for r in results:
         if r.codec != "pure-python":
             continue
-        for name, other in (("numpy", fast), ("per-call", per_call)):
-            if r.n in other:
-                ratio = r.cpu_us_per_call_s / other[r.n].cpu_us_per_call_s
-                print(f"pure-python / {name} CPU at N={r.n}: {ratio:.1f}x")
-    big = fast.get(max(fast)) if fast else None
-    if big is not None:
-        ok_cpu = big.cpu_us_per_call_s <= 300
-        ok_jit = big.p99_ms <= 2.0
+        for other in results:
+            if other.codec in ("numpy", "per-call") and other.n == r.n:
+                ratio = r.cpu_us_per_call_s / other.cpu_us_per_call_s
+                label = f"pure-python {r.layout} / {other.codec} {other.layout} at N={r.n}"
+                ratios[label] = ratio
+                print(f"{label}: {ratio:.1f}x CPU")
+    fast = [r for r in results if r.codec == "numpy"]
+    summary: dict[str, object] = {}
+    if fast:
+        top = max(r.n for r in fast)
+        best = min((r for r in fast if r.n == top), key=lambda r: r.cpu_us_per_call_s)
+        ok_cpu = best.cpu_us_per_call_s <= 300
+        ok_jit = best.p99_ms <= 2.0
+        summary = {
+            "n": best.n,
+            "layout": best.layout,
+            "cpu_us_per_call_s": best.cpu_us_per_call_s,
+            "pacing_p99_ms": best.p99_ms,
+            "cpu_met": ok_cpu,
+            "pacing_met": ok_jit,
+        }
         print(
-            f"targets at N={big.n}: CPU <= 300 us/call-s {'MET' if ok_cpu else 'NOT MET'}, "
-            f"p99 pacing jitter <= 2 ms {'MET' if ok_jit else 'NOT MET'}"
+            f"media_path: N={best.n} ({best.layout}) {best.cpu_us_per_call_s:.0f} us CPU per "
+            f"call-second (target <= 300: {'MET' if ok_cpu else 'NOT MET'}), outbound pacing "
+            f"p99 {best.p99_ms:.2f} ms (target <= 2 ms: {'MET' if ok_jit else 'NOT MET'})"
         )
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(
+                {
+                    "idle_ticker_us_per_s": idle,
+                    "seconds": args.seconds,
+                    "results": [dataclasses.asdict(r) for r in results],
+                    "pure_python_ratios": ratios,
+                    "summary": summary,
+                },
+                fh,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

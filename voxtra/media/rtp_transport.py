@@ -58,6 +58,7 @@ from voxtra.media.rtp import (
     RtpParseError,
     RtpSender,
 )
+from voxtra.media.rtp_endpoint import RtpEndpoint
 from voxtra.media.transport import MediaTransport, silence_frame
 
 __all__ = ["WIRE_FORMATS", "RtpTransport", "WireFormat"]
@@ -134,10 +135,15 @@ class _TickBatch:
         """(transport, its converter, wire payload in wire byte order)"""
         self.outbound: list[tuple[RtpTransport, StreamResampler, bytes]] = []
         """(transport, its framer's resampler, one source-rate PCM frame)"""
+        self.endpoints: dict[RtpEndpoint, int] = {}
+        """Shared sockets of this ticker's streams (and how many use each): what they
+        queued during the tick goes out in one batch once conversions are done."""
 
     def after_tick(self) -> None:
         if self.outbound:
             self._send_outbound()
+        for endpoint in self.endpoints:
+            endpoint.flush()
         if self.inbound:
             self._deliver_inbound()
 
@@ -158,7 +164,7 @@ class _TickBatch:
                 frames = _codec_many(encode, [outs[j] for j in idx], 0.5)
                 ready.update(zip(idx, frames, strict=True))
         for j, ((tr, _, _), pcm) in enumerate(zip(due, outs, strict=True)):
-            if tr._sock is None:
+            if not tr._live:
                 continue
             frame = ready.get(j)
             if frame is not None:
@@ -240,6 +246,7 @@ class RtpTransport(MediaTransport):
         resample_quality: Quality = "HQ",
         name: str = "rtp",
         learn_remote: bool = False,
+        endpoint: RtpEndpoint | None = None,
     ) -> None:
         fmt = WIRE_FORMATS.get(wire_format)
         if fmt is None:
@@ -267,6 +274,21 @@ class RtpTransport(MediaTransport):
             fmt.payload_type if payload_type is None else payload_type,
             fmt.rate * FRAME_MS // 1000,
         )
+        if endpoint is not None:
+            if ticker is not None and ticker is not endpoint.ticker:
+                raise ConfigError("a shared RTP endpoint serves the streams of its own ticker")
+            if learn_remote:
+                raise ConfigError(
+                    "learn_remote needs a socket of its own: on a shared one the first "
+                    "sender of every call would be the same stranger"
+                )
+            ticker = endpoint.ticker
+        self._endpoint = endpoint
+        """Shared socket (``voxtra.media.rtp_endpoint``) instead of one of our own."""
+        self._dest: bytes | tuple[str, int] | None = None
+        """The peer as the shared endpoint sends to it."""
+        self._live = False
+        self._joined = False
         self._ticker = ticker if ticker is not None else Ticker()
         self._own_ticker = ticker is None
         self._batch = self._ticker.hook("voxtra.rtp", _TickBatch)
@@ -295,6 +317,17 @@ class RtpTransport(MediaTransport):
         return self
 
     async def start(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is not None:
+            endpoint.join(self)
+            self._joined = True
+            batch = self._batch
+            batch.endpoints[endpoint] = batch.endpoints.get(endpoint, 0) + 1
+            self._local = endpoint.local_address
+            self._live = True
+            self._route()
+            self._tick_handle = self._ticker.add(self._tick)
+            return
         loop = asyncio.get_running_loop()
         where = f"{self.bind_host}:{self.bind_port}"
         try:
@@ -314,6 +347,7 @@ class RtpTransport(MediaTransport):
         self._sock = sock
         host, port = sock.getsockname()[:2]
         self._local = (str(host), int(port))
+        self._live = True
         self._tick_handle = self._ticker.add(self._tick)
 
     @property
@@ -344,6 +378,24 @@ class RtpTransport(MediaTransport):
         RTP is symmetric: it sends from the address it receives on).
         """
         self.remote = (host, int(port))
+        if self._endpoint is not None and self._live:
+            self._route()
+
+    def _route(self) -> None:
+        """Shared socket: take the peer's datagrams from the endpoint, send to it there."""
+        endpoint = self._endpoint
+        if endpoint is None:
+            return
+        self._peer_of = self.remote
+        self._peer = self._source_key(self.remote)
+        endpoint.route(self, self._peer)
+        self._dest = None if self._peer is None else endpoint.name_for(self._peer)
+
+    def feed(self, datagrams: list[bytes]) -> None:
+        """This tick's datagrams from the peer, read by the shared endpoint."""
+        self._tick_concealed = 0
+        for data in datagrams:
+            self._datagram(data)
 
     # --- inbound --------------------------------------------------------------------
 
@@ -415,12 +467,14 @@ class RtpTransport(MediaTransport):
                 return (host, int(port))
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        sock = self._sock
-        if (
-            isinstance(ip, ipaddress.IPv4Address)
-            and sock is not None
-            and sock.family == socket.AF_INET6
-        ):
+        family = (
+            self._endpoint.family
+            if self._endpoint is not None
+            else self._sock.family
+            if self._sock is not None
+            else socket.AF_INET
+        )
+        if isinstance(ip, ipaddress.IPv4Address) and family == socket.AF_INET6:
             return (f"::ffff:{ip}", int(port))  # how a dual-stack socket reports IPv4
         return (ip.compressed, int(port))
 
@@ -508,9 +562,10 @@ class RtpTransport(MediaTransport):
         The frame is the next queued one, or silence when nothing is queued: the stream
         to Asterisk never pauses (Asterisk passes no media to the phone otherwise).
         """
-        self._drain()
+        if self._endpoint is None:
+            self._drain()
         self._idle_ticks += skipped
-        if self._sock is None or self.remote is None:
+        if not self._live or self.remote is None:
             self._idle_ticks += 1
             return
         if not self._out and self._framer.deferred_frames:
@@ -533,35 +588,44 @@ class RtpTransport(MediaTransport):
 
     def _send_silence(self) -> None:
         """Send the shared silence frame in this slot; it does not count as played."""
-        sock, remote = self._sock, self.remote
-        if sock is None or remote is None:
+        remote = self.remote
+        if not self._live or remote is None:
             self._idle_ticks += 1
             return
         packet = self.sender.build(self._silence_wire, skipped_frames=self._idle_ticks)
-        try:
-            sock.sendto(packet, remote)
-        except OSError as exc:
-            logger.debug("%s: RTP send failed: %s", self.name, exc)
+        self._put(packet, remote)
         self._idle_ticks = 0
         self._silence_sent()
 
     def _send_frame(self, frame: bytes) -> None:
-        sock, remote = self._sock, self.remote
-        if sock is None or remote is None:
+        remote = self.remote
+        if not self._live or remote is None:
             return
         if self.wire_format.big_endian:
             frame = _swap16(frame)
         packet = self.sender.build(frame, skipped_frames=self._idle_ticks)
-        try:
-            sock.sendto(packet, remote)
-        except OSError as exc:  # full buffer or ICMP error: this frame is lost, go on
-            logger.debug("%s: RTP send failed: %s", self.name, exc)
+        self._put(packet, remote)
         self._idle_ticks = 0
         self._was_sending = True
         self._frame_sent()
         pacer = self._ticker.pacer
         if pacer is not None:
             self.stats.pacing_lateness_s.append(pacer.last_lateness)
+
+    def _put(self, packet: bytes, remote: tuple[str, int]) -> None:
+        """Send one packet now (own socket) or with the tick's others (shared socket)."""
+        endpoint = self._endpoint
+        if endpoint is not None:
+            if self._dest is not None:
+                endpoint.queue(packet, self._dest)
+            return
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            sock.sendto(packet, remote)
+        except OSError as exc:  # full buffer or ICMP error: this frame is lost, go on
+            logger.debug("%s: RTP send failed: %s", self.name, exc)
 
     async def _on_flush(self) -> None:
         self._was_sending = False
@@ -570,6 +634,17 @@ class RtpTransport(MediaTransport):
         if self._tick_handle is not None:
             self._ticker.remove(self._tick_handle)
             self._tick_handle = None
+        self._live = False
+        endpoint = self._endpoint
+        if endpoint is not None and self._joined:
+            self._joined = False
+            batch = self._batch
+            left = batch.endpoints.get(endpoint, 0) - 1
+            if left > 0:
+                batch.endpoints[endpoint] = left
+            else:
+                batch.endpoints.pop(endpoint, None)
+            endpoint.leave(self)
         if self._own_ticker:
             await self._ticker.aclose()
         if self._sock is not None:
