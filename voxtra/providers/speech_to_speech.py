@@ -142,6 +142,8 @@ class SpeechResponse:
     error: str | None = None
     heard: tuple[str, float] = ("", 0.0)
     """After a barge-in: what the caller heard of it (text, milliseconds)."""
+    muted: bool = False
+    """Not for the caller (an answer the engine did not ask for): not played, no events."""
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -650,7 +652,9 @@ class SpeechToSpeechEngine:
         if error is not None:
             response.error = error
             self._report(f"response failed: {error}")
-        if not response.interrupted:
+        if response.muted:
+            response.metrics = None
+        elif not response.interrupted:
             self._emit(AgentResponseEvent(response.text, tuple(response.calls), self._now()))
         if response.metrics is not None:
             metrics = response.metrics
@@ -705,7 +709,12 @@ class SpeechToSpeechEngine:
         target = self._active
         if target is None and self._still_playing():
             target = self._playing
-        if target is not None and target.interruptible and not target.interrupted:
+        if (
+            target is not None
+            and target.interruptible
+            and not target.interrupted
+            and not target.muted
+        ):
             await self._barge_in(target, now)
         self._emit(SpeechStartedEvent(now))
 

@@ -1,0 +1,162 @@
+"""GeminiLiveEngine through the real google-genai SDK against FakeGeminiLive (TLS on
+loopback, the Live API's messages). MemoryMediaIO on the real clock, as for OpenAI."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from voxtra.errors import ProviderError
+from voxtra.media.frames import Codec
+from voxtra.pipeline import ConversationEngine
+from voxtra.pipeline.events import (
+    AgentResponseEvent,
+    BargeInEvent,
+    PipelineEvent,
+    ProviderErrorEvent,
+    TurnMetrics,
+)
+from voxtra.pipeline.pipeline import EndReason
+from voxtra.pipeline.testing import MemoryMediaIO, silence_frames, tone_frames
+from voxtra.providers.gemini_live import GeminiLiveEngine
+from voxtra.testing.fakes.gemini_live import FakeGeminiLive
+from voxtra.testing.fakes.openai_realtime import RealtimeReply
+
+KEY = "g-key"
+
+
+def engine_for(fake: FakeGeminiLive, **options: Any) -> GeminiLiveEngine:
+    return GeminiLiveEngine(
+        KEY, base_url=fake.base_url, ssl_context=fake.client_ssl_context, **options
+    )
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+def speak(media: MemoryMediaIO, ms: int = 400, then_silence: int = 700) -> None:
+    media.inject(tone_frames(ms, level_db=-20))
+    media.inject(silence_frames(then_silence))
+
+
+async def test_say_and_listen_with_one_conversion_each_way() -> None:
+    async with FakeGeminiLive(KEY, transcripts=["what are your hours"]) as fake:
+        engine = engine_for(fake, voice="Kore", system_prompt="You are a bakery.")
+        assert isinstance(engine, ConversationEngine)
+        media = MemoryMediaIO(virtual=False)
+        async with engine.attach(media, clock=media.clock):
+            said = await engine.say("Hello there.")
+            speak(media)
+            heard = await engine.listen(timeout=5)
+            await asyncio.sleep(1.0)  # the model answers the turn by itself...
+        (conn,) = fake.connections
+    assert said.heard_text == "Hello there." and said.played_ms == pytest.approx(600)
+    assert heard is not None and heard.text == "what are your hours"
+    setup = conn.setup
+    assert setup["model"].endswith("gemini-live-2.5-flash-preview")
+    assert setup["systemInstruction"]["parts"][0]["text"] == "You are a bakery."
+    voice = setup["generationConfig"]["speechConfig"]["voiceConfig"]
+    assert voice["prebuiltVoiceConfig"]["voiceName"] == "Kore"
+    assert conn.headers["x-goog-api-key"] == KEY
+    # up: the phone's u-law converted once to 16 kHz PCM; down: 24 kHz PCM to the transport
+    assert conn.audio_mime_types == {"audio/pcm;rate=16000"} and conn.audio_bytes % 640 == 0
+    assert {(c.codec, c.sample_rate) for c in media.received} == {(Codec.PCM16, 24000)}
+    # ...but attached for say/listen, that unasked answer is neither played nor kept
+    assert media.played_audio_ms() == pytest.approx(600)
+    assert [(m.role, m.content) for m in engine.history] == [
+        ("system", "You are a bakery."),
+        ("assistant", "Hello there."),
+        ("user", "what are your hours"),
+    ]
+
+
+async def test_converse_with_a_tool_and_a_barge_in() -> None:
+    def opening_hours(day: str) -> str:
+        """When the shop is open on a day."""
+        return f"{day}: nine to five"
+
+    fake = FakeGeminiLive(
+        KEY,
+        transcripts=["are you open on monday", "stop"],
+        replies=[
+            RealtimeReply(tool_calls=[("opening_hours", {"day": "monday"})]),
+            RealtimeReply(text=" ".join(["open"] * 20)),
+            RealtimeReply(text="Sure."),
+        ],
+        chunk_delay=0.05,
+    )
+    async with fake:
+        engine = engine_for(fake, tools=[opening_hours])
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        run = asyncio.create_task(engine.run(media, clock=media.clock))
+        await fake.wait_connections(1)
+        speak(media)
+        await until(lambda: media.played_ms >= 1000)
+        speak(media, 300, 700)
+        await until(lambda: len([e for e in events if isinstance(e, TurnMetrics)]) == 2)
+        await until(lambda: media.queued_ms == 0)
+        media.hangup()
+        assert await asyncio.wait_for(run, 5) is EndReason.HANGUP
+        (conn,) = fake.connections
+    declarations = conn.setup["tools"][0]["functionDeclarations"]
+    assert declarations[0]["name"] == "opening_hours"
+    assert declarations[0]["parametersJsonSchema"]["required"] == ["day"]
+    (response,) = conn.of("toolResponse")
+    result = response["functionResponses"][0]
+    assert result["name"] == "opening_hours"
+    assert result["response"] == {"result": "monday: nine to five"}
+    (barge,) = [e for e in events if isinstance(e, BargeInEvent)]
+    assert 1000 <= barge.played_ms < 4000 and conn.interruptions == 1
+    first, second = [e for e in events if isinstance(e, TurnMetrics)]
+    assert first.interrupted and not second.interrupted
+    assert first.total_ms is not None
+    answers = [e.text for e in events if isinstance(e, AgentResponseEvent)]
+    assert answers == ["Sure."]
+    roles = [(m.role, m.content) for m in engine.history]
+    assert [r for r, _ in roles] == ["user", "assistant", "tool", "assistant", "user", "assistant"]
+    assert roles[3][1] == barge.heard_text and roles[3][1].split() == ["open"] * len(
+        roles[3][1].split()
+    )
+    assert roles[4:] == [("user", "stop"), ("assistant", "Sure.")]
+
+
+async def test_a_dropped_session_is_reconnected_with_the_history() -> None:
+    async with FakeGeminiLive(KEY, transcripts=["my name is ann"]) as fake:
+        engine = engine_for(fake, reconnect_delay=0.05)
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        async with engine.attach(media, clock=media.clock):
+            await engine.say("Hello.")
+            speak(media)
+            assert (await engine.listen(timeout=5)) is not None
+            fake.drop()
+            await fake.wait_connections(2)
+            again = await engine.say("Still here.")
+        _, second = fake.connections
+    assert again.heard_text == "Still here."
+    assert len([e for e in events if isinstance(e, ProviderErrorEvent)]) == 1
+    restored = second.of("clientContent")[0]
+    assert restored["turnComplete"] is False
+    assert [(t["role"], t["parts"][0]["text"]) for t in restored["turns"]] == [
+        ("model", "Hello."),
+        ("user", "my name is ann"),
+    ]
+
+
+async def test_a_bad_key_is_a_provider_error() -> None:
+    async with FakeGeminiLive("right") as fake:
+        engine = GeminiLiveEngine(
+            "wrong", base_url=fake.base_url, ssl_context=fake.client_ssl_context
+        )
+        with pytest.raises(ProviderError, match="cannot connect"):
+            async with engine.attach(MemoryMediaIO(virtual=False)):
+                pass

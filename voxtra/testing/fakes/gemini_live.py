@@ -1,0 +1,378 @@
+"""FakeGeminiLive: Gemini's Live API WebSocket (``BidiGenerateContent``) on loopback.
+
+The real ``google-genai`` SDK connects to it unchanged (``client.aio.live.connect``):
+the path ``/ws/google.ai.generativelanguage.<version>.GenerativeService.BidiGenerateContent``,
+the key in ``x-goog-api-key``, over TLS (the SDK always dials ``wss://``; the fake makes
+a self-signed certificate for 127.0.0.1 and hands out a client context that trusts it,
+``fake.client_ssl_context``). Messages as in the Live API reference: the first client
+message is ``setup`` (answered with ``setupComplete``), then ``realtimeInput`` (base64
+``audio/pcm;rate=16000``), ``clientContent`` (turns, ``turnComplete``) and
+``toolResponse``; the server sends ``voiceActivity`` (``ACTIVITY_START`` /
+``ACTIVITY_END``), ``serverContent`` (``inputTranscription``, ``modelTurn`` parts with
+``inlineData`` ``audio/pcm;rate=24000``, ``outputTranscription``, ``interrupted``,
+``generationComplete``, ``turnComplete``) and ``toolCall``.
+
+Like FakeOpenAIRealtime: an energy VAD on the audio it is sent finds the caller's
+turns, each turn takes the next of ``transcripts`` and is answered with the next
+:class:`RealtimeReply` (a 440 Hz tone, ``ms_per_word`` per word); a ``clientContent``
+turn is answered with its text's last line spoken as is (a model following "say
+exactly: ..."). Speech over an answer interrupts it, as the service's default
+``START_OF_ACTIVITY_INTERRUPTS`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import ipaddress
+import json
+import math
+import ssl
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+from aiohttp import WSMsgType, web
+
+from voxtra.testing.fakes._server import FakeServer
+from voxtra.testing.fakes.openai_realtime import RealtimeReply
+
+__all__ = ["FakeGeminiLive", "GeminiConnection"]
+
+PATH = "/ws/google.ai.generativelanguage.{version}.GenerativeService.BidiGenerateContent"
+
+
+@dataclass
+class GeminiConnection:
+    """What one client connection did, for the test's assertions."""
+
+    headers: dict[str, str]
+    api_version: str = ""
+    setup: dict[str, Any] = field(default_factory=dict)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    """Every client message except ``realtimeInput`` audio (counted in audio_bytes)."""
+    audio_bytes: int = 0
+    audio_mime_types: set[str] = field(default_factory=set)
+    turns: list[tuple[str, str]] = field(default_factory=list)
+    """The server's conversation: ``(role, text)``; ``("tool", name)`` for calls."""
+    interruptions: int = 0
+    closed: bool = False
+
+    def of(self, kind: str) -> list[dict[str, Any]]:
+        return [m[kind] for m in self.received if kind in m]
+
+
+def _self_signed() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh certificate for 127.0.0.1, and a client one
+    trusting exactly it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "voxtra fake")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as folder:
+        cert_file, key_file = Path(folder) / "cert.pem", Path(folder) / "key.pem"
+        cert_file.write_bytes(cert_pem)
+        key_file.write_bytes(key_pem)
+        server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cadata=cert_pem.decode())
+    return server, client
+
+
+_OPAQUE = {"parametersJsonSchema", "parameters", "args", "response", "responseJsonSchema"}
+"""Fields whose value is the user's data (a schema, arguments): their keys stay as sent."""
+
+
+def _camel(value: Any) -> Any:
+    """Protobuf JSON takes both ``snake_case`` and ``lowerCamelCase`` field names (the
+    SDK sends a mix); the fake reads them all as lowerCamelCase."""
+    if isinstance(value, list):
+        return [_camel(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        head, *rest = key.split("_")
+        name = head + "".join(w[:1].upper() + w[1:] for w in rest)
+        out[name] = item if name in _OPAQUE else _camel(item)
+    return out
+
+
+def _bytes(text: str) -> bytes:
+    """Protobuf JSON bytes: standard or URL-safe base64, padded or not (the SDK sends
+    URL-safe without padding)."""
+    text = text.replace("-", "+").replace("_", "/")
+    return base64.b64decode(text + "=" * (-len(text) % 4))
+
+
+def _tone(ms: float, rate: int = 24000) -> bytes:
+    n = int(rate * ms / 1000)
+    t = np.arange(n) / rate
+    return (3000 * np.sin(2 * np.pi * 440.0 * t)).astype("<i2").tobytes()
+
+
+class FakeGeminiLive(FakeServer):
+    """Fake Gemini Live service; see the module doc. Point the SDK at it with
+    ``genai.Client(api_key=..., http_options={"base_url": fake.base_url,
+    "async_client_args": {"ssl": fake.client_ssl_context}})``."""
+
+    def __init__(
+        self,
+        api_key: str = "test-key",
+        *,
+        transcripts: list[str] | None = None,
+        replies: list[RealtimeReply] | None = None,
+        ms_per_word: float = 300.0,
+        chunk_ms: float = 100.0,
+        chunk_delay: float = 0.02,
+        speech_db: float = -40.0,
+        start_frames: int = 2,
+        silence_ms: float = 500.0,
+        port: int = 0,
+    ) -> None:
+        super().__init__(port=port)
+        self.api_key = api_key
+        self.transcripts = list(transcripts or [])
+        self.replies = list(replies or [])
+        self.ms_per_word = ms_per_word
+        self.chunk_ms = chunk_ms
+        self.chunk_delay = chunk_delay
+        self.speech_db = speech_db
+        self.start_frames = start_frames
+        self.silence_ms = silence_ms
+        self.connections: list[GeminiConnection] = []
+        self._live: list[_Session] = []
+        self._server_ssl, self.client_ssl_context = _self_signed()
+        self.app.router.add_get(PATH, self._live_socket)
+
+    async def start(self) -> Self:
+        self._runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=0.5
+        )
+        await self._runner.setup()
+        self._site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self._server_ssl)
+        await self._site.start()
+        return self
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def next_reply(self) -> RealtimeReply:
+        return self.replies.pop(0) if self.replies else RealtimeReply(text="OK.")
+
+    def next_transcript(self) -> str:
+        return self.transcripts.pop(0) if self.transcripts else ""
+
+    def drop(self) -> None:
+        """Cut every live connection without a close frame."""
+        for session in list(self._live):
+            session.abort()
+
+    async def wait_connections(self, n: int, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.connections) < n:
+                await asyncio.sleep(0.01)
+
+    async def _live_socket(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("x-goog-api-key") != self.api_key:
+            return web.json_response(
+                {"error": {"code": 403, "message": "API key not valid.", "status": "DENIED"}},
+                status=403,
+            )
+        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
+        await ws.prepare(request)
+        conn = GeminiConnection(dict(request.headers), request.match_info["version"])
+        self.connections.append(conn)
+        session = _Session(self, ws, conn, request)
+        self._live.append(session)
+        try:
+            await session.run()
+        finally:
+            self._live.remove(session)
+            conn.closed = True
+        return ws
+
+
+class _Session:
+    def __init__(
+        self,
+        fake: FakeGeminiLive,
+        ws: web.WebSocketResponse,
+        conn: GeminiConnection,
+        request: web.Request,
+    ) -> None:
+        self.fake, self.ws, self.conn, self.request = fake, ws, conn, request
+        self.lock = asyncio.Lock()
+        self.answer: asyncio.Task[None] | None = None
+        self.tool_wait: asyncio.Future[dict[str, Any]] | None = None
+        self.speech_frames = 0
+        self.in_speech = False
+        self.silent_ms = 0.0
+        self.carry = b""
+
+    def abort(self) -> None:
+        if self.request.transport is not None:
+            self.request.transport.abort()
+
+    async def send(self, message: dict[str, Any]) -> None:
+        async with self.lock:
+            if not self.ws.closed:
+                await self.ws.send_str(json.dumps(message))
+
+    async def run(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    continue
+                message = _camel(json.loads(msg.data))
+                if "setup" in message:
+                    self.conn.setup = message["setup"]
+                    self.conn.received.append(message)
+                    await self.send({"setupComplete": {"sessionId": uuid.uuid4().hex}})
+                elif "realtimeInput" in message:
+                    await self.realtime_input(message["realtimeInput"])
+                elif "clientContent" in message:
+                    self.conn.received.append(message)
+                    await self.client_content(message["clientContent"])
+                elif "toolResponse" in message:
+                    self.conn.received.append(message)
+                    for response in message["toolResponse"].get("functionResponses", []):
+                        self.conn.turns.append(("tool_response", json.dumps(response)))
+                    if self.tool_wait is not None and not self.tool_wait.done():
+                        self.tool_wait.set_result(message["toolResponse"])
+                else:
+                    self.conn.received.append(message)
+        finally:
+            if self.answer is not None:
+                self.answer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.answer
+
+    async def realtime_input(self, data: dict[str, Any]) -> None:
+        audio = data.get("audio")
+        if not audio:
+            self.conn.received.append({"realtimeInput": data})
+            return
+        self.conn.audio_mime_types.add(str(audio.get("mimeType")))
+        raw = _bytes(str(audio.get("data") or ""))
+        self.conn.audio_bytes += len(raw)
+        raw = self.carry + raw
+        step = 640  # 20 ms of 16 kHz PCM16
+        whole = len(raw) - len(raw) % step
+        self.carry = raw[whole:]
+        for i in range(0, whole, step):
+            x = np.frombuffer(raw[i : i + step], dtype="<i2").astype(np.float64)
+            rms = math.sqrt(float(np.dot(x, x)) / len(x))
+            db = 20 * math.log10(max(rms, 1e-9) / 32768.0)
+            if db >= self.fake.speech_db:
+                self.speech_frames += 1
+                self.silent_ms = 0.0
+                if not self.in_speech and self.speech_frames >= self.fake.start_frames:
+                    await self.speech_started()
+            else:
+                self.speech_frames = 0
+                if self.in_speech:
+                    self.silent_ms += 20.0
+                    if self.silent_ms >= self.fake.silence_ms:
+                        await self.speech_stopped()
+
+    async def speech_started(self) -> None:
+        self.in_speech = True
+        await self.send({"voiceActivity": {"type": "ACTIVITY_START"}})
+        if self.answer is not None and not self.answer.done():
+            self.answer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.answer
+            self.conn.interruptions += 1
+            await self.send({"serverContent": {"interrupted": True}})
+
+    async def speech_stopped(self) -> None:
+        self.in_speech = False
+        await self.send({"voiceActivity": {"type": "ACTIVITY_END"}})
+        text = self.fake.next_transcript()
+        if self.conn.setup.get("inputAudioTranscription") is not None and text:
+            await self.send({"serverContent": {"inputTranscription": {"text": text}}})
+            await self.send(
+                {"serverContent": {"inputTranscription": {"text": "", "finished": True}}}
+            )
+        self.conn.turns.append(("user", text))
+        self.start_answer(self.fake.next_reply())
+
+    async def client_content(self, content: dict[str, Any]) -> None:
+        for turn in content.get("turns") or []:
+            text = " ".join(str(p.get("text", "")) for p in turn.get("parts") or [])
+            self.conn.turns.append((str(turn.get("role")), text))
+        if not content.get("turnComplete"):
+            return
+        last = self.conn.turns[-1][1] if self.conn.turns else ""
+        lines = [line for line in last.splitlines() if line.strip()]
+        self.start_answer(RealtimeReply(text=lines[-1].strip() if lines else ""))
+
+    def start_answer(self, reply: RealtimeReply) -> None:
+        if self.answer is not None and not self.answer.done():
+            self.answer.cancel()
+        self.answer = asyncio.create_task(self.respond(reply))
+
+    async def respond(self, reply: RealtimeReply) -> None:
+        spoken: list[str] = []
+        try:
+            if reply.tool_calls:
+                calls = [
+                    {"id": f"fc_{uuid.uuid4().hex[:12]}", "name": name, "args": dict(args)}
+                    for name, args in reply.tool_calls
+                    if not isinstance(args, str)
+                ]
+                for call in calls:
+                    self.conn.turns.append(("tool", f"{call['name']} {json.dumps(call['args'])}"))
+                self.tool_wait = asyncio.get_running_loop().create_future()
+                await self.send({"toolCall": {"functionCalls": calls}})
+                await self.tool_wait
+                reply = self.fake.next_reply()
+            for word in reply.text.split():
+                await self.send({"serverContent": {"outputTranscription": {"text": word + " "}}})
+                left = self.fake.ms_per_word
+                while left > 0:
+                    ms = min(self.fake.chunk_ms, left)
+                    data = base64.b64encode(_tone(ms)).decode()
+                    part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
+                    await self.send({"serverContent": {"modelTurn": {"parts": [part]}}})
+                    left -= ms
+                    if self.fake.chunk_delay:
+                        await asyncio.sleep(self.fake.chunk_delay)
+                spoken.append(word)
+            await self.send({"serverContent": {"generationComplete": True}})
+            await self.send({"serverContent": {"turnComplete": True}})
+        finally:
+            self.conn.turns.append(("model", " ".join(spoken)))
