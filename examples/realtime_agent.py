@@ -9,6 +9,10 @@ the agent cuts it off, and the model's history keeps only what was heard.
 
 Without a key, ``--fake`` runs it against the local ``FakeOpenAIRealtime`` (the test
 double: a tone for an answer, scripted transcripts), to see the plumbing work.
+
+Gemini Live instead: ``engine=GeminiLiveEngine.factory(google_api_key, voice="Puck")``
+(``voxtra.providers.gemini_live``, ``pip install 'voxtra[gemini]'``); nothing else
+changes.
 """
 
 from __future__ import annotations
