@@ -252,8 +252,14 @@ class OpenAIRealtimeEngine(SpeechToSpeechEngine):
     # -- what the engine sends
 
     async def _send_audio(self, chunk: AudioChunk) -> None:
+        conn = self._conn
+        if conn is None:
+            raise ProviderError(self.name, "not connected")
         audio = base64.b64encode(chunk.data).decode("ascii")
-        await self._send({"type": "input_audio_buffer.append", "audio": audio})
+        # The hot path, 50 times a second per call: the text as the SDK would make it,
+        # sent with send_raw. conn.send() runs the SDK's typed transform first: a median
+        # 94 us a frame against 7 us this way (bench/realtime_uplink.py).
+        await conn.send_raw(f'{{"type": "input_audio_buffer.append", "audio": "{audio}"}}')
 
     async def _request_speech(self, text: str, say_id: str) -> None:
         await self._send(
