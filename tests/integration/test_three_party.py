@@ -1,4 +1,8 @@
-"""Three-party calls with three real SIP parties: who hears the agent, measured.
+"""Three-party calls with real SIP parties: who hears whom, measured.
+
+Covered: the agent's modes (barge, whisper to either party, spy), close, disconnect,
+a busy callee, the callee hanging up, each party's own labelled audio, a warm transfer,
+a supervisor's modes, and examples/front_desk.py.
 
 Asterisk calls two pjsua2 phones: the caller (playing 440 Hz) is the app's call, and
 the handler's ``connect()`` dials the callee (playing 880 Hz). The agent sends 1,300 Hz

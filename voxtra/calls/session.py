@@ -526,7 +526,8 @@ class CallSession:
         ``exten@context`` (or ``exten@context:priority``) continues the call in the
         dialplan: ARI ``continue``. A channel endpoint (``PJSIP/100``,
         ``PJSIP/trunk/sip:+1555...``, ``Local/x@ctx``) is dialed from the app and, once
-        answered, bridged with the caller; the app keeps both legs until one hangs up.
+        answered, bridged with the caller; the app keeps both legs until one hangs up
+        (``CallBusy``, ``CallNoAnswer`` or ``CallFailed`` if it is not answered).
         ARI ``redirect`` is not used: for PJSIP it sends a 302 back to the caller's
         carrier, which most trunks refuse.
         """
