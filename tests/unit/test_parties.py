@@ -84,7 +84,13 @@ async def test_connect_dials_the_called_number_and_each_mode_seats_the_agent(
         session.append(call)
         await call.answer()
         await call.connect(ring_time=5)
-        for command in (call.whisper, lambda: call.whisper(to="caller"), call.spy, call.barge):
+        commands: list[Callable[[], Awaitable[None]]] = [
+            call.whisper,
+            lambda: call.whisper(to="caller"),
+            call.spy,
+            call.barge,
+        ]
+        for command in commands:
             step.put_nowait(call.agent_mode)
             await go.get()
             await command()
@@ -95,7 +101,7 @@ async def test_connect_dials_the_called_number_and_each_mode_seats_the_agent(
     app = make_app(tmp_path, handler)
     async with fake_asterisk.serve(app):
         caller = await fake_asterisk.incoming(extension="200")
-        seen = []
+        seen: list[Any] = []
         for _ in range(5):
             seen.append(await asyncio.wait_for(step.get(), 5))
             (callee,) = fake_asterisk.originated
@@ -565,3 +571,27 @@ async def test_a_supervisor_on_a_call_without_media_spies_and_cannot_coach(
         await fake_asterisk.originated[0].wait_ended()
         await caller.hang_up()
     assert not fake_asterisk.bridges
+
+
+async def test_a_blind_transfer_to_a_busy_endpoint_raises_call_busy(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    """The kernel's dial_leg (used by connect() and transfer_to(endpoint)) says why a
+    leg was not answered; it raised CallEnded about the leg before."""
+    raised: list[BaseException] = []
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        try:
+            await call.transfer_to("PJSIP/busy", timeout=5)
+        except Exception as exc:
+            raised.append(exc)
+        await call.hangup()
+
+    fake_asterisk.endpoint_outcomes["PJSIP/busy"] = "busy"
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await caller.wait_ended()
+    assert len(raised) == 1 and isinstance(raised[0], CallBusy), raised
+    assert raised[0].cause == 17
