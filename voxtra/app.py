@@ -64,7 +64,7 @@ from voxtra.ari.stream import AriEventStream, Connection
 from voxtra.ari.transport import AriTransport
 from voxtra.calls.context import CallContext
 from voxtra.calls.outcomes import originate_error
-from voxtra.calls.parties import Supervision, SupervisorMode
+from voxtra.calls.parties import SUPERVISOR_KEYS, Supervision, SupervisorMode
 from voxtra.calls.registry import CallRegistry, PendingOriginate
 from voxtra.calls.session import CallSession
 from voxtra.calls.state import (
@@ -357,18 +357,23 @@ class VoxtraApp:
         *,
         to: str | None = None,
         ring_time: int = 30,
+        keys: bool = True,
     ) -> Supervision:
         """Dial a supervisor's phone (``endpoint``) into the live call ``call_id``:
         ``spy`` (hears caller and agent), ``whisper`` with ``to="agent"`` or
         ``to="caller"`` (only that one hears it), ``barge`` (both do). Switch later with
         ``await supervision.set_mode(SupervisorMode("barge"))``; ``end()`` hangs the
         supervisor up. Raises ``CallBusy``/``CallNoAnswer``/``CallFailed`` if it does not
-        answer. See :mod:`voxtra.calls.parties`."""
+        answer. With ``keys``, the supervisor switches mode from its phone: 1 spy,
+        2 whisper to the agent, 3 whisper to the caller, 4 barge. See
+        :mod:`voxtra.calls.parties`."""
         session = self.active_sessions.get(call_id)
         if session is None or session.ended:
             raise VoxtraError(f"no live call {call_id!r} in app {self.app_name!r}")
         chosen = SupervisorMode(mode, to)  # type: ignore[arg-type]
-        return await session.parties.supervise(endpoint, chosen, ring_time=ring_time)
+        return await session.parties.supervise(
+            endpoint, chosen, ring_time=ring_time, keys=SUPERVISOR_KEYS if keys else None
+        )
 
     # -- lifecycle --------------------------------------------------------------------
 

@@ -464,6 +464,11 @@ async def test_a_supervisor_spies_whispers_and_barges_on_an_agent_call(parties: 
     ):
         await supervision.set_mode(mode)
         await parties.window(name)
+    await boss.send_dtmf("1")  # the supervisor's own key for spy (RFC 4733 from its phone)
+    deadline = time.monotonic() + 10
+    while str(supervision.mode) != "spy" and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert str(supervision.mode) == "spy"
     await supervision.end()
     await boss.wait_ended(10)
     done.set()

@@ -595,3 +595,42 @@ async def test_a_blind_transfer_to_a_busy_endpoint_raises_call_busy(
         await caller.wait_ended()
     assert len(raised) == 1 and isinstance(raised[0], CallBusy), raised
     assert raised[0].cause == 17
+
+
+async def test_the_supervisor_switches_mode_with_its_phone_keys(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    ready = asyncio.Event()
+    session: list[CallSession] = []
+
+    async def handler(call: CallSession) -> None:
+        session.append(call)
+        await call.answer()
+        await call.media()
+        ready.set()
+        await call.wait_ended()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await asyncio.wait_for(ready.wait(), 5)
+        supervision = await app.supervise(session[0].id, "PJSIP/boss", "spy")
+        (boss,) = fake_asterisk.originated
+        seen = []
+        expected = ["whisper(to='agent')", "whisper(to='caller')", "barge", "barge"]
+        for key, mode in zip("2349", expected, strict=True):  # 9 is no mode: ignored
+            await boss.press(key)
+            await fake_asterisk.wait_until(
+                lambda m=mode: str(supervision.mode) == m and len(snoops(fake_asterisk)) == 1  # type: ignore[misc]
+            )
+            await asyncio.sleep(0.05)
+            (snoop,) = snoops(fake_asterisk)
+            seen.append((str(supervision.mode), snoop.whisper))
+        await boss.hang_up()
+        await caller.hang_up()
+    assert seen == [
+        ("whisper(to='agent')", "out"),
+        ("whisper(to='caller')", "out"),
+        ("barge", "both"),
+        ("barge", "both"),
+    ]

@@ -62,13 +62,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
 from voxtra.ari.errors import AriError, AriNotFound
-from voxtra.ari.events import AriEvent, ChannelDestroyed, StasisEnd
+from voxtra.ari.events import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisEnd
 from voxtra.calls.context import CallContext
 from voxtra.calls.media import CallMedia
 from voxtra.calls.playback import play
@@ -80,6 +80,7 @@ from voxtra.media.transport import MediaTransport
 
 __all__ = [
     "DEFAULT_ENDPOINT",
+    "SUPERVISOR_KEYS",
     "AgentMode",
     "CallParties",
     "PartyError",
@@ -193,6 +194,15 @@ class SupervisorMode:
         if self.name == "barge":
             return "caller", "both"
         return "caller", "out" if self.name == "whisper" else "none"
+
+
+SUPERVISOR_KEYS: dict[str, SupervisorMode] = {
+    "1": SupervisorMode("spy"),
+    "2": SupervisorMode("whisper", "agent"),
+    "3": SupervisorMode("whisper", "caller"),
+    "4": SupervisorMode("barge"),
+}
+"""The keys a supervisor presses on its phone to switch mode (``keys=`` to change)."""
 
 
 def callee_endpoint(to: str | None, called_number: str, template: str | None = None) -> str:
@@ -499,13 +509,19 @@ class CallParties:
                     await self.destroy_bridge(media.bridge_id)
 
     async def supervise(
-        self, endpoint: str, mode: SupervisorMode, *, ring_time: int = 30
+        self,
+        endpoint: str,
+        mode: SupervisorMode,
+        *,
+        ring_time: int = 30,
+        keys: Mapping[str, SupervisorMode] | None = SUPERVISOR_KEYS,
     ) -> Supervision:
-        """Dial a supervisor's phone into the call in ``mode`` (see :class:`Supervision`).
+        """Dial a supervisor's phone into the call in ``mode`` (see :class:`Supervision`);
+        the supervisor switches mode with ``keys`` on its phone (None: no keys).
         Raises the dial's outcome if it does not answer."""
         self.context.check_alive()
         supervision = Supervision(self, endpoint)
-        await supervision.start(mode, ring_time)
+        await supervision.start(mode, ring_time, keys)
         return supervision
 
     def agent_channel(self) -> str:
@@ -651,8 +667,15 @@ class Supervision:
         self.mode: SupervisorMode | None = None
         self.ended = False
         self._lock = asyncio.Lock()
+        self._keys_task: asyncio.Task[None | None] | None = None
+        self._keys_waiter: asyncio.Future[AriEvent] | None = None
 
-    async def start(self, mode: SupervisorMode, ring_time: int) -> None:
+    async def start(
+        self,
+        mode: SupervisorMode,
+        ring_time: int,
+        keys: Mapping[str, SupervisorMode] | None = None,
+    ) -> None:
         context = self.context
         leg = await self.parties.dial(self.endpoint, ring_time, None)
         left = context.expect(AriEvent, lambda e: _leaves(e, leg))
@@ -666,7 +689,37 @@ class Supervision:
             await self.end()
             raise
         context.spawn(self._watch(left), name=f"voxtra-supervisor-{context.id}")
+        if keys:
+            # Registered now, before supervise() returns: a key pressed at once is kept.
+            # The predicate collects every key of the leg and never matches, so the
+            # waiter stays for the call (a waiter re-registered per key would miss a
+            # key arriving before the loop resumed: seen on the fake, the first key).
+            digits: asyncio.Queue[str] = asyncio.Queue()
+
+            def collect(event: ChannelDtmfReceived) -> bool:
+                if event.channel.id == leg:
+                    digits.put_nowait(event.digit)
+                return False
+
+            self._keys_waiter = context.expect(ChannelDtmfReceived, collect)
+            self._keys_task = context.spawn(
+                self._follow_keys(dict(keys), digits),
+                name=f"voxtra-supervisor-keys-{context.id}",
+            )
         logger.info("call %s: supervisor %s joined (%s)", context.id, self.endpoint, mode)
+
+    async def _follow_keys(
+        self, keys: dict[str, SupervisorMode], digits: asyncio.Queue[str]
+    ) -> None:
+        """The supervisor switches mode from its own phone's keys (until it leaves)."""
+        while not self.ended:
+            digit = await digits.get()
+            mode = keys.get(digit)
+            if mode is not None and mode != self.mode:
+                try:
+                    await self.set_mode(mode)
+                except (PartyError, AriError) as exc:
+                    logger.info("call %s: supervisor key %s: %s", self.context.id, digit, exc)
 
     async def set_mode(self, mode: SupervisorMode) -> None:
         """Switch to ``mode``: a new snoop joins the supervisor, then the old one goes."""
@@ -696,6 +749,10 @@ class Supervision:
                 return
             self.ended = True
             context = self.context
+            if self._keys_waiter is not None:
+                context.forget(self._keys_waiter)
+            if self._keys_task is not None and self._keys_task is not asyncio.current_task():
+                self._keys_task.cancel()
             for channel in (self.snoop_id, self.leg_id):
                 if channel is not None:
                     with contextlib.suppress(AriError):
