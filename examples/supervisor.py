@@ -6,7 +6,9 @@ starts, the app dials the supervisor's phone into it with ``app.supervise()``: f
 in ``spy`` mode (the supervisor hears caller and agent, nobody hears the supervisor),
 after a while in ``whisper`` mode to the agent (the agent's pipeline hears the
 coaching, the caller does not), and at last in ``barge`` mode (everyone hears
-everyone). The supervisor hanging up just ends the supervision; the call goes on.
+everyone). The supervisor can also switch from its own phone: 1 spy, 2 whisper to
+the agent, 3 whisper to the caller, 4 barge. The supervisor hanging up just ends the
+supervision; the call goes on.
 
 Against the sandbox, a second scripted phone plays the supervisor:
 
