@@ -258,7 +258,8 @@ async def test_flooding_a_live_calls_rtp_and_audiosocket_ports_does_not_hurt_it(
         await call.hangup()
         await call.wait_ended(10)
     st = tr.stats
-    context = f"sent {sent}, transport {st}, audiosocket {audiosocket.stats}"
+    endpoint = tr.endpoint.stats if tr.endpoint is not None else None
+    context = f"sent {sent}, transport {st}, endpoint {endpoint}, audiosocket {audiosocket.stats}"
     print(
         f"attack: longest stall {meter.worst * 1000:.1f} ms over {meter.samples} sleeps;", context
     )
@@ -279,7 +280,10 @@ async def test_flooding_a_live_calls_rtp_and_audiosocket_ports_does_not_hurt_it(
     assert st.resyncs == 0, context
 
     # Every kind of foreign input was dropped and counted.
-    assert st.dropped_foreign_source >= 0.5 * sent["foreign"], context
+    # On the app's shared RTP socket (issue 15) a stranger's datagrams belong to no
+    # call: the endpoint counts them.
+    shared = tr.endpoint.stats.dropped_foreign_source if tr.endpoint is not None else 0
+    assert st.dropped_foreign_source + shared >= 0.5 * sent["foreign"], context
     if sent["spoofed"]:  # a raw socket was allowed (root / CAP_NET_RAW)
         assert st.dropped_payload_type >= 1, context
         assert st.dropped_size >= 1, context

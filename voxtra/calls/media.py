@@ -24,6 +24,7 @@ from voxtra.ari.errors import AriError
 from voxtra.calls.context import CallContext
 from voxtra.config import MediaSettings
 from voxtra.errors import CallEnded, MediaError
+from voxtra.media.rtp_endpoint import RtpEndpoint
 from voxtra.media.rtp_transport import RtpTransport
 from voxtra.media.transport import MediaTransport
 from voxtra.media.ws_transport import WebSocketMediaTransport
@@ -172,23 +173,25 @@ class CallMedia:
         return self.transport
 
     async def _open_rtp(self) -> RtpTransport:
+        # Every call's RTP goes through one socket of the app (bound to a port of
+        # port_range on first use), demultiplexed by Asterisk's per-channel source
+        # address: a tick is read with one recvmmsg and sent with one sendmmsg
+        # (issue 15; voxtra/media/rtp_endpoint.py has the figures).
         low, high = self.settings.port_range
         ports = list(range(low, high + 1))
         start = random.randrange(len(ports))
-        last: Exception | None = None
-        for port in ports[start:] + ports[:start]:
-            try:
-                return await RtpTransport.open(
-                    self.settings.codec,
-                    bind_host=self.settings.bind_host,
-                    bind_port=port,
-                    advertised_host=self.settings.advertise_host,
-                    ticker=self.context.host.ticker,
-                    name=f"rtp:{self.context.id}",
-                )
-            except MediaError as exc:
-                last = exc
-        raise MediaError(f"no free RTP port in {low}-{high}: {last}")
+        endpoint = RtpEndpoint.shared(
+            self.context.host.ticker,
+            self.settings.bind_host,
+            tuple(ports[start:] + ports[:start]),
+            advertised_host=self.settings.advertise_host,
+        )
+        return await RtpTransport.open(
+            self.settings.codec,
+            endpoint=endpoint,
+            advertised_host=self.settings.advertise_host,
+            name=f"rtp:{self.context.id}",
+        )
 
     async def close(self) -> None:
         """Close the transport and hang up the media channel (the bridge is the

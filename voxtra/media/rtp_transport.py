@@ -362,6 +362,12 @@ class RtpTransport(MediaTransport):
         return self._local
 
     @property
+    def endpoint(self) -> RtpEndpoint | None:
+        """The shared socket this transport uses, if any (its ``stats`` count the
+        datagrams from strangers, which no call can be charged with)."""
+        return self._endpoint
+
+    @property
     def advertised_address(self) -> str:
         """``host:port`` to give Asterisk as ``external_host``."""
         host, port = self.local_address
