@@ -169,3 +169,25 @@ def test_resample_many_equals_one_stream_at_a_time(src: int, dst: int) -> None:
             assert np.max(np.abs(a - b), initial=0) <= 1
     for b_rs, a_rs in zip(batched, alone, strict=True):  # the state matches too
         assert abs(len(b_rs.flush()) - len(a_rs.flush())) == 0
+
+
+@pytest.mark.parametrize(("src", "dst"), [(8000, 16000), (16000, 8000), (16000, 24000)])
+def test_batched_20ms_frames_use_the_small_block_form(src: int, dst: int) -> None:
+    """Live frames are filtered as one small block down the diagonal (3.8x fewer
+    multiply-adds at 8 -> 16 kHz than the whole-frame matrix), with the same output."""
+    from voxtra.media import resample
+
+    resample._TOEPLITZ.clear()
+    resample._BLOCKS.clear()
+    streams = [StreamResampler(src, dst) for _ in range(3)]
+    alone = [StreamResampler(src, dst) for _ in range(3)]
+    frames = [_sine(300.0 * (k + 1), src, 0.02, amp=8000.0) for k in range(3)]
+    got = resample.resample_many(streams, frames)
+    blocks = [b for b in resample._BLOCKS.values() if b is not None]
+    assert blocks, "no block form for 20 ms frames"
+    block, _, _, count = blocks[0]
+    t, _ = next(iter(resample._TOEPLITZ.values()))
+    assert block.size * count * 3 < t.size  # at least 3x less work
+    for g, rs, f in zip(got, alone, frames, strict=True):
+        want = np.frombuffer(rs.process(f), "<i2").astype(int)
+        assert np.max(np.abs(np.frombuffer(g, "<i2").astype(int) - want)) <= 1
