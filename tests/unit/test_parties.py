@@ -634,3 +634,36 @@ async def test_the_supervisor_switches_mode_with_its_phone_keys(
         ("barge", "both"),
         ("barge", "both"),
     ]
+
+
+async def test_a_supervisor_coaching_the_callee_follows_the_agent_when_it_leaves(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    connected = asyncio.Event()
+    session: list[CallSession] = []
+
+    async def handler(call: CallSession) -> None:
+        session.append(call)
+        await call.answer()
+        await call.connect(ring_time=5)  # a person the AI put through is "the agent"
+        connected.set()
+        await call.wait_ended()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await asyncio.wait_for(connected.wait(), 5)
+        supervision = await app.supervise(session[0].id, "PJSIP/boss", "whisper", to="agent")
+        callee, _boss = fake_asterisk.originated
+        (seat,) = [s for s in snoops(fake_asterisk) if s.id == supervision.snoop_id]
+        assert seat.spied is callee and seat.whisper == "out"
+        await callee.hang_up()  # the AI agent is the agent again
+        await fake_asterisk.wait_until(
+            lambda: any(
+                s.id == supervision.snoop_id and s.spied is not None and s.spied.kind == "external"
+                for s in snoops(fake_asterisk)
+            )
+        )
+        assert str(supervision.mode) == "whisper(to='agent')"
+        await caller.hang_up()
+    assert not fake_asterisk.bridges

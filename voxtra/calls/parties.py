@@ -241,6 +241,8 @@ class CallParties:
         """The parties' bridge (caller and callee)."""
         self.snoop_id: str | None = None
         """The agent's seat: a snoop channel in the media bridge."""
+        self.supervisions: list[Supervision] = []
+        """Supervisors' phones on this call (``app.supervise``), ended ones included."""
         self._listeners: dict[Party, tuple[str, CallMedia]] = {}
         """Per-party audio (:meth:`party_audio`): each party's snoop and media path."""
         self._lock = asyncio.Lock()
@@ -522,6 +524,7 @@ class CallParties:
         self.context.check_alive()
         supervision = Supervision(self, endpoint)
         await supervision.start(mode, ring_time, keys)
+        self.supervisions.append(supervision)
         return supervision
 
     def agent_channel(self) -> str:
@@ -644,6 +647,8 @@ class CallParties:
                 self.state = PartyState.ALONE
                 with contextlib.suppress(CallEnded):
                     await self._back_to_agent()
+            for supervision in self.supervisions:
+                await supervision.follow_agent(leg)
 
 
 def _leaves(event: AriEvent, channel_id: str) -> bool:
@@ -665,6 +670,8 @@ class Supervision:
         self.bridge_id: str | None = None
         self.snoop_id: str | None = None
         self.mode: SupervisorMode | None = None
+        self.target: str | None = None
+        """The channel the supervisor's snoop is on (the caller, or the agent)."""
         self.ended = False
         self._lock = asyncio.Lock()
         self._keys_task: asyncio.Task[None | None] | None = None
@@ -731,6 +738,7 @@ class Supervision:
             party, whisper = mode.seat
             target = context.id if party == "caller" else self.parties.agent_channel()
             snoop_id = await self.parties.snoop(target, "both", whisper)
+            self.target = target
             try:
                 await context.ari.bridges.add_channel(self.bridge_id, snoop_id)
             except BaseException:
@@ -741,6 +749,14 @@ class Supervision:
             if old is not None:
                 with contextlib.suppress(AriError):
                     await context.release_channel(old)
+
+    async def follow_agent(self, gone: str) -> None:
+        """The channel ``gone`` left (a connected callee hung up): if the supervisor was
+        on it, seat it again on whoever is the agent now, in the same mode."""
+        if self.ended or self.target != gone or self.mode is None:
+            return
+        with contextlib.suppress(PartyError, AriError, CallEnded):
+            await self.set_mode(self.mode)
 
     async def end(self) -> None:
         """Hang up the supervisor's phone and release its snoop and bridge. Idempotent."""
