@@ -137,6 +137,40 @@ def test_concealment_per_tick_is_capped() -> None:
     assert tr.stats.concealed == 20
 
 
+def test_a_late_tick_still_converts_every_call_in_one_batch_per_frame(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Three frames each for many calls (the ticker fell behind): batched rounds.
+
+    Before, every call with more than one frame was resampled alone (500 calls: 12 ms
+    more in a tick that was already late).
+    """
+    calls = {"process": 0}
+    real_process = resample.StreamResampler.process
+
+    def process(self: resample.StreamResampler, pcm: bytes) -> bytes:
+        calls["process"] += 1
+        return real_process(self, pcm)
+
+    monkeypatch.setattr(resample.StreamResampler, "process", process)
+    t = np.arange(160 * 3)
+    wire = pcm16_to_ulaw((6000 * np.sin(2 * np.pi * 440 * t / 8000)).astype("<i2").tobytes())
+    ticker = Ticker()
+    trs = [RtpTransport("ulaw", remote=("127.0.0.1", 9), ticker=ticker) for _ in range(20)]
+    for tr in trs:
+        tr.set_inbound_format(Codec.PCM16, 16000)
+        for i in range(3):
+            tr._deliver_payload(wire[i * 160 : (i + 1) * 160])
+    trs[0]._batch.after_tick()
+    assert calls["process"] == 0
+    monkeypatch.setattr(resample.StreamResampler, "process", real_process)
+    want = np.frombuffer(resample.StreamResampler(8000, 16000).process(ulaw_to_pcm16(wire)), "<i2")
+    for tr in trs:
+        assert [len(c.data) for c in tr._in] == [640, 640, 640]
+        have = np.frombuffer(b"".join(c.data for c in tr._in), "<i2")
+        assert np.max(np.abs(have.astype(int) - want.astype(int))) <= 1
+
+
 def test_a_burst_for_one_stream_is_converted_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
     """The tick's batch is linear: a stream's many frames are not one round each.
 
