@@ -19,7 +19,6 @@ tried to jump away from goes on undisturbed.
 from __future__ import annotations
 
 import logging
-from collections import deque
 from dataclasses import dataclass
 
 from voxtra.errors import ConfigError
@@ -34,6 +33,9 @@ MAX_DROPOUT = 100
 is a new stream if the next packet confirms it, else a stray packet (dropped)."""
 MAX_MISORDER = 100
 """A packet more than this many sequence numbers behind is not late: same as above."""
+_RECENT = 128
+"""Sequence numbers behind the stream kept for telling duplicates from late packets."""
+_RECENT_MASK = (1 << _RECENT) - 1
 MAX_CONCEAL = 10
 """At most this many lost frames (200 ms) are reported for one gap. A LAN hole is a
 few packets; beyond 200 ms keeping the reader's timeline exact is worth less than
@@ -79,8 +81,11 @@ class JitterBuffer:
         self._expected: int | None = None
         self._highest: int | None = None
         self._ssrc: int | None = None
-        self._recent: deque[int] = deque(maxlen=64)
-        self._recent_set: set[int] = set()
+        self._delivered = 0
+        """Bit ``i`` set: sequence number ``expected - 1 - i`` was delivered (duplicate
+        detection over the last ``_RECENT`` numbers). An int bit mask, not the deque and
+        set it replaces: one shift per packet instead of four container operations
+        (about 1 us per packet on the per-frame hot path of every call)."""
         self._probe: RtpPacket | None = None
         """A packet far outside the stream, waiting for its successor to confirm it."""
 
@@ -104,7 +109,8 @@ class JitterBuffer:
             return
         d = seq_diff(seq, self._expected)
         if d < 0:
-            if seq in self._recent_set:
+            back = -d - 1  # 0: the last sequence number delivered
+            if back < _RECENT and (self._delivered >> back) & 1:
                 st.duplicates += 1
             elif d < -MAX_MISORDER:
                 self._stray(packet)
@@ -143,7 +149,7 @@ class JitterBuffer:
         st = self.stats
         st.received += 1
         st.delivered += 1
-        self._remember(sequence)
+        self._delivered = ((self._delivered << 1) | 1) & _RECENT_MASK
         self._expected = (sequence + 1) & 0xFFFF
         return True
 
@@ -179,7 +185,8 @@ class JitterBuffer:
     def _deliver(self, pkt: RtpPacket, out: list[RtpPacket | None]) -> None:
         out.append(pkt)
         self.stats.delivered += 1
-        self._remember(pkt.sequence)
+        # pkt is the expected one (pop_ready and drain pop ``_expected``)
+        self._delivered = ((self._delivered << 1) | 1) & _RECENT_MASK
         self._expected = (pkt.sequence + 1) & 0xFFFF
 
     def _skip_to_oldest(self, out: list[RtpPacket | None]) -> None:
@@ -192,12 +199,7 @@ class JitterBuffer:
         self.stats.concealed += shown
         out.extend([None] * shown)
         self._expected = oldest
-
-    def _remember(self, seq: int) -> None:
-        if len(self._recent) == self._recent.maxlen:
-            self._recent_set.discard(self._recent[0])
-        self._recent.append(seq)
-        self._recent_set.add(seq)
+        self._delivered = (self._delivered << missing) & _RECENT_MASK
 
     def _stray(self, packet: RtpPacket) -> None:
         """A packet far outside the stream: hold it; its successor makes it a new stream.
@@ -227,7 +229,6 @@ class JitterBuffer:
         logger.debug("jitter buffer resync at seq %d ssrc %#x", packet.sequence, packet.ssrc)
         self.stats.resyncs += 1
         self._buf.clear()
-        self._recent.clear()
-        self._recent_set.clear()
+        self._delivered = 0
         self._ssrc = packet.ssrc
         self._expected = self._highest = packet.sequence
