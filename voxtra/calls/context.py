@@ -111,6 +111,9 @@ class CallContext:
         """Calls bridged with this one: hung up when it ends, once their handler is done."""
         self.dtmf_dropped = 0
         self._dtmf: asyncio.Queue[str] = asyncio.Queue(maxsize=DTMF_QUEUE)
+        self.redact_dtmf: Callable[[ChannelDtmfReceived], AriEvent] | None = None
+        """Set during secure input (voxtra.calls.secure): the digit still goes to the
+        digit queue, and event waiters get this function's redacted copy instead."""
         self._waiters: list[_Waiter] = []
         self._cleanups: list[tuple[str, Cleanup]] = []
         self._on_end: list[Callable[[], None]] = []
@@ -158,6 +161,8 @@ class CallContext:
                 self._dtmf.put_nowait(event.digit)
             except asyncio.QueueFull:
                 self.dtmf_dropped += 1
+            if self.redact_dtmf is not None:
+                event = self.redact_dtmf(event)
         elif isinstance(event, ChannelHangupRequest) and event.channel.id == self.id:
             self.end_because(CallEndReason.REMOTE)
             self.hanging_up = True

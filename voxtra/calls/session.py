@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from voxtra._callbacks import check_callback
@@ -28,6 +29,7 @@ from voxtra.calls.media import CallMedia
 from voxtra.calls.parties import AgentMode, CallParties, PartyError, PartyState
 from voxtra.calls.playback import Playback, play
 from voxtra.calls.recorder import CallRecorder
+from voxtra.calls.secure import SecureInput
 from voxtra.calls.state import CallDirection, CallEndReason, CallState
 from voxtra.calls.voice import CallVoice, VoiceConfig
 from voxtra.errors import CallEnded, ConfigError, PipelineNotConfigured
@@ -84,6 +86,8 @@ class CallSession:
         """The call's recorder, made on first use of recording."""
         self.parties = CallParties(self.context, self.media_path)
         """The three-party state (callee, agent mode): see :meth:`connect`."""
+        self.secure = SecureInput(self.context, recording=self._recording_name)
+        """Secure DTMF capture (:meth:`secure_input`): whether it is on, what it holds."""
 
     def __repr__(self) -> str:
         return f"<CallSession {self.id} {self.direction} {self.state} caller={self.caller_id!r}>"
@@ -283,7 +287,24 @@ class CallSession:
                 break
             digits += digit
             timeout = inter_digit_timeout
+        if self.secure.active:
+            engine = self.voice.engine if self.voice is not None else None
+            agent = getattr(engine, "agent", None)
+            self.secure.captured(digits, agent if isinstance(agent, Agent) else None)
         return digits
+
+    def secure_input(self, *, mute: bool = True) -> AbstractAsyncContextManager[SecureInput]:
+        """``async with call.secure_input(): digits = await call.gather(16)``: a card
+        number or PIN that reaches only this code.
+
+        Inside, the running recording is paused, the caller's audio is muted in
+        Asterisk (``mute=False`` keeps it: then the pipeline may hear in-band tones),
+        the call's DTMF events reach other waiters with the digit replaced by
+        ``[redacted]``, and what :meth:`gather` returns is kept out of the agent's
+        history. See :mod:`voxtra.calls.secure`; raises
+        :class:`~voxtra.calls.secure.SecureInputError` if Asterisk refuses.
+        """
+        return self.secure.session(mute=mute)
 
     async def send_dtmf(
         self, digits: str, *, duration_ms: int = 100, between_ms: int = 100
@@ -356,6 +377,9 @@ class CallSession:
             await transport.flush()
 
     # -- recording -------------------------------------------------------------------
+
+    def _recording_name(self) -> str | None:
+        return None if self.recorder is None else self.recorder.recording
 
     def _recorder_for_call(self) -> CallRecorder:
         if self.recorder is None:

@@ -31,7 +31,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("voxtra.calls.context",),
     ("voxtra.calls.playback", "voxtra.calls.media"),
     ("voxtra.calls.recorder", "voxtra.calls.voice", "voxtra.calls.dial"),
-    ("voxtra.calls.parties",),  # three-party calls (issue 11): over media and voice
+    # three-party calls, AMD, secure DTMF (issue 11): over media, recorder and voice
+    ("voxtra.calls.parties", "voxtra.calls.amd", "voxtra.calls.secure"),
     ("voxtra.calls.session", "voxtra.calls"),
     ("voxtra.app",),
     # voxtra.platform: the call platform (issue 10), over the app; only the cli imports it
