@@ -157,7 +157,8 @@ async def test_secure_digits_reach_gather_and_no_log_event_history_or_recording(
             spectrum = np.sum(frame * np.exp(-2j * np.pi * f * k / rate))
             worst = max(worst, float(4 * abs(spectrum) ** 2 / n**2) / (2 * mean_square))
     print(
-        f"recording {file_s:.2f} s of {state['recorded_s']:.2f} s wall, secure {state['secure_s']:.2f} s; "
+        f"recording {file_s:.2f} s of {state['recorded_s']:.2f} s wall, "
+        f"secure {state['secure_s']:.2f} s; "
         f"440 Hz frames {loud_440}; worst DTMF share {worst:.3f}"
     )
     assert loud_440 >= 50  # >= 1 s of the phone's tone
