@@ -62,6 +62,8 @@ from voxtra.ari.events import (
 from voxtra.ari.models import Channel, Endpoint
 from voxtra.ari.stream import AriEventStream, Connection
 from voxtra.ari.transport import AriTransport
+from voxtra.calls.amd import AmdConfig, AmdVerdict
+from voxtra.calls.amd import detect as detect_amd
 from voxtra.calls.context import CallContext
 from voxtra.calls.outcomes import originate_error
 from voxtra.calls.parties import SUPERVISOR_KEYS, Supervision, SupervisorMode
@@ -902,6 +904,7 @@ class VoxtraApp:
         app_args: Sequence[str] = (),
         formats: str | Sequence[str] | None = None,
         channel_id: str | None = None,
+        amd: bool | AmdConfig = False,
     ) -> CallSession:
         """Call ``endpoint`` and wait until it answers.
 
@@ -917,7 +920,16 @@ class VoxtraApp:
 
         ``channel_id`` (default: a new ``voxtra-out-...`` id) lets the caller know the
         channel before the answer, e.g. to hang up a call it gives up on while ringing.
+
+        ``amd=True`` (or an :class:`~voxtra.calls.amd.AmdConfig`): answering-machine
+        detection. The answered call first runs Asterisk's ``AMD()`` (the
+        ``voxtra-amd`` dialplan context), and, if that is not sure, the framework
+        listens; the session's ``amd`` then says ``human``, ``machine`` or ``unknown``
+        and why, before the handler runs (see :mod:`voxtra.calls.amd`).
         """
+        amd_config = AmdConfig() if amd is True else (amd or None)
+        if amd_config is not None:
+            variables = {**(variables or {}), **amd_config.variables(self.app_name)}
         if not self._accepting:
             raise VoxtraError("the app is not running (call start() first)")
         channel_id = channel_id or f"voxtra-out-{uuid.uuid4().hex[:16]}"
@@ -941,6 +953,10 @@ class VoxtraApp:
             except TimeoutError:
                 await self._hangup_quietly(channel_id)
                 raise CallNoAnswer(endpoint, None, "", f"not answered within {timeout} s") from None
+            if amd_config is not None:
+                channel, amd_result = await detect_amd(
+                    self.ari, self.registry, channel_id, endpoint, amd_config
+                )
         except AriError as exc:
             raise await self._refusal(endpoint, exc) from exc
         finally:
@@ -952,13 +968,22 @@ class VoxtraApp:
             metadata=dict(metadata or {}),
             called_number=_endpoint_number(endpoint),
         )
-        task = self._start_call(session, None, handler or _wait_until_ended)
-        # Returned once its task group is open: the caller may spawn() on it at once.
-        running = asyncio.ensure_future(session.context.running.wait())
-        try:
-            await asyncio.wait({running, task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            running.cancel()
+        handler = handler or _wait_until_ended
+        decided = asyncio.Event()
+        if amd_config is None:
+            decided.set()
+        else:
+            session.amd = amd_result
+            handler = _after_amd(handler, amd_config, decided)
+        task = self._start_call(session, None, handler)
+        # Returned once its task group is open: the caller may spawn() on it at once;
+        # with AMD, once the verdict is final.
+        for ready in (session.context.running, decided):
+            waiting = asyncio.ensure_future(ready.wait())
+            try:
+                await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiting.cancel()
         return session
 
     async def _refusal(self, endpoint: str, exc: AriError) -> CallFailed:
@@ -1222,6 +1247,20 @@ class VoxtraApp:
             return True
         finally:
             await self._hangup_quietly(probe)
+
+
+def _after_amd(handler: CallHandler, config: AmdConfig, decided: asyncio.Event) -> CallHandler:
+    """``handler``, after the framework listened where Asterisk's AMD was not sure."""
+
+    async def handle(call: CallSession) -> None:
+        try:
+            if call.amd is not None and call.amd.verdict is AmdVerdict.UNKNOWN and config.listen:
+                await call.refine_amd(config)
+        finally:
+            decided.set()
+        await handler(call)
+
+    return handle
 
 
 async def _wait_until_ended(call: CallSession) -> None:

@@ -89,7 +89,7 @@ class RedactingHistory(list[ChatMessage]):
     def extend(self, messages: Iterable[ChatMessage]) -> None:
         super().extend(self._clean(m) for m in messages)
 
-    def __iadd__(self, messages: Iterable[ChatMessage]) -> RedactingHistory:  # type: ignore[override]
+    def __iadd__(self, messages: Iterable[ChatMessage]) -> RedactingHistory:  # type: ignore[override,misc]
         self.extend(messages)
         return self
 

@@ -22,6 +22,8 @@ from typing import Any, TypeVar
 from voxtra._callbacks import check_callback
 from voxtra.ari.events import AriEvent
 from voxtra.ari.models import Channel
+from voxtra.calls import amd as amd_detection
+from voxtra.calls.amd import AmdConfig, AmdResult, AmdVerdict
 from voxtra.calls.context import CallContext
 from voxtra.calls.dial import DialResult, dial
 from voxtra.calls.host import CallHost
@@ -35,6 +37,7 @@ from voxtra.calls.voice import CallVoice, VoiceConfig
 from voxtra.errors import CallEnded, ConfigError, PipelineNotConfigured
 from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import AudioChunk, Codec
+from voxtra.media.tones import Tone
 from voxtra.media.transport import MediaTransport
 from voxtra.pipeline.agent import Agent
 from voxtra.pipeline.engine import ConversationEngine
@@ -88,6 +91,8 @@ class CallSession:
         """The three-party state (callee, agent mode): see :meth:`connect`."""
         self.secure = SecureInput(self.context, recording=self._recording_name)
         """Secure DTMF capture (:meth:`secure_input`): whether it is on, what it holds."""
+        self.amd: AmdResult | None = None
+        """Who answered an ``originate(..., amd=True)`` call (``verdict``, ``reasons``)."""
 
     def __repr__(self) -> str:
         return f"<CallSession {self.id} {self.direction} {self.state} caller={self.caller_id!r}>"
@@ -355,6 +360,38 @@ class CallSession:
             chunk = converter.convert(frame)
             if chunk.data:
                 yield chunk
+
+    async def wait_for_beep(self, timeout: float | None = 30.0) -> Tone | None:
+        """Until a voicemail box's beep has ended (then leave the message); None after
+        ``timeout`` seconds without one. Listens through :meth:`audio_stream` (not
+        while the voice pipeline does). A beep already heard by the AMD refinement is
+        returned at once; a beep after a ``human`` verdict turns it into ``machine``.
+        """
+        if self.amd is not None and self.amd.beep is not None:
+            return self.amd.beep
+        tone = await amd_detection.wait_for_beep(
+            self.audio_stream(codec=Codec.PCM16, sample_rate=8000), timeout
+        )
+        if tone is not None and self.amd is not None:
+            self.amd = self.amd.heard(
+                AmdVerdict.MACHINE,
+                f"beep heard ({tone.freq:.0f} Hz, {tone.duration_ms:.0f} ms)",
+                beep=tone,
+            )
+        return tone
+
+    async def refine_amd(self, config: AmdConfig | None = None) -> AmdResult | None:
+        """Listen to the far end and decide what Asterisk's AMD could not (a beep, a
+        long greeting, a short "hello?" then silence); ``originate(amd=True)`` does this
+        by itself when AMD says NOTSURE. Returns the updated :attr:`amd`."""
+        if self.amd is None:
+            return None
+        self.amd = await amd_detection.refine(
+            self.audio_stream(codec=Codec.PCM16, sample_rate=8000),
+            self.amd,
+            config or AmdConfig(),
+        )
+        return self.amd
 
     async def party_audio(
         self, *, codec: Codec | str = Codec.ULAW, sample_rate: int = 8000

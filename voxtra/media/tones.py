@@ -100,6 +100,8 @@ class ToneDetector:
         self.max_ms = max_ms
         self._matrices: dict[int, tuple[Samples, Samples]] = {}
         self._clock_ms = 0.0
+        self.last_freq: float | None = None
+        """The tone frequency of the last frame fed (None: that frame was no tone)."""
         self._run_freq: float | None = None
         self._run_start = 0.0
         self._run_levels: list[float] = []
@@ -146,6 +148,7 @@ class ToneDetector:
         start = self._clock_ms
         self._clock_ms += 1000.0 * len(samples) / self.rate
         freq, level = self.classify(samples)
+        self.last_freq = freq
         run = self._run_freq
         if freq is not None and run is not None and abs(freq - run) <= self.step * 1.01:
             self._run_levels.append(level)

@@ -275,6 +275,12 @@ class FakeAsterisk(AriTransport):
         """Per-endpoint outcome (``{"PJSIP/bob": "busy"}``), over :attr:`dial_outcome`."""
         self.reachable = True
         """False: every request and events connection fails as if Asterisk were down."""
+        self.amd_context = "voxtra-amd"
+        """The dialplan context the fake runs as the AMD step: ``continue`` into it sets
+        ``AMDSTATUS``/``AMDCAUSE`` and returns the channel to ``${VOXTRA_AMD_APP}``."""
+        self.amd_outcome: tuple[str, str] = ("HUMAN", "HUMAN-800-800")
+        self.amd_outcomes: dict[str, tuple[str, str]] = {}
+        """Per-endpoint AMD ``(status, cause)``, over :attr:`amd_outcome`."""
         self.channels: dict[str, FakeCall] = {}
         """Live channels by id (any kind)."""
         self.calls: list[FakeCall] = []
@@ -1111,7 +1117,24 @@ class FakeAsterisk(AriTransport):
             self._leave_bridge(self.bridges[call.bridge_id], call)
         self._leave_app(call)
         call.dialplan_app, call.dialplan_app_data = "", ""
+        if call.context == self.amd_context:
+            self._run_amd(call)
         return _NO_CONTENT
+
+    def _run_amd(self, call: FakeCall) -> None:
+        """The AMD step of the shipped dialplan: AMD(), then Stasis with the verdict."""
+        status, cause = self.amd_outcomes.get(call.endpoint, self.amd_outcome)
+        call.variables.update(AMDSTATUS=status, AMDCAUSE=cause)
+        app = call.variables.get("VOXTRA_AMD_APP", "")
+        if app:
+            self._later(
+                0,
+                lambda: (
+                    None
+                    if call.ended
+                    else self._enter_app(call, app, ["voxtra-amd", status, cause])
+                ),
+            )
 
     def _r_redirect(self, request: AriRequest, id: str) -> AriResponse:
         call = self._stasis_channel(id)

@@ -1,0 +1,214 @@
+"""Answering-machine detection on FakeAsterisk: the dialplan round trip, the verdict,
+the framework's refinement and ``wait_for_beep``.
+
+The fake runs the AMD step of the shipped dialplan (``voxtra-amd``): a ``continue``
+into it sets ``AMDSTATUS``/``AMDCAUSE`` and brings the channel back to the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from voxtra import VoxtraApp
+from voxtra.calls.amd import AmdConfig, AmdError, AmdResult, AmdVerdict
+from voxtra.calls.session import CallSession
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.media.g711 import encode
+from voxtra.testing import audio
+from voxtra.testing.fake_asterisk import FakeAsterisk
+from voxtra.testing.fake_asterisk.calls import FakeCall
+
+ENDPOINT = "PJSIP/alice"
+
+
+def make_app(tmp_path: Path) -> VoxtraApp:
+    return VoxtraApp(
+        "http://asterisk.invalid:8088",
+        "user",
+        "secret",
+        app_name="amd-tests",
+        instance_id="unit",
+        spool_dir=str(tmp_path / "spool"),
+        recordings_dir=str(tmp_path / "recordings"),
+        handler_deadline=1.0,
+    )
+
+
+def ulaw(samples: np.ndarray) -> bytes:
+    pcm = samples.astype("<i2").tobytes()
+    return encode(AudioChunk(pcm, 8000, Codec.PCM16), Codec.ULAW).data
+
+
+def noise(seconds: float, level: float = 0.2) -> np.ndarray:
+    """Loud broadband sound: speech for a level meter, never a tone."""
+    rng = np.random.default_rng(3)
+    return (rng.normal(0, level, int(8000 * seconds)) * 32767).clip(-32767, 32767).astype(np.int16)
+
+
+async def far_end_says(fake: FakeAsterisk, samples: np.ndarray) -> FakeCall:
+    """Once the app listens to the originated call, the far end sends ``samples``."""
+    await fake.wait_until(lambda: bool(fake.originated) and bool(fake.originated[0].media_ends))
+    call = fake.originated[0]
+    call.send_audio(ulaw(samples))
+    return call
+
+
+@pytest.mark.parametrize(
+    ("status", "cause", "verdict"),
+    [
+        ("MACHINE", "MAXWORDS-3-2", AmdVerdict.MACHINE),
+        ("HUMAN", "HUMAN-800-800", AmdVerdict.HUMAN),
+        ("HANGUP", "", AmdVerdict.UNKNOWN),
+    ],
+)
+async def test_originate_with_amd_runs_the_dialplan_step_and_reports_asterisks_verdict(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, status: str, cause: str, verdict: AmdVerdict
+) -> None:
+    fake_asterisk.amd_outcomes[ENDPOINT] = (status, cause)
+    app = make_app(tmp_path)
+    async with fake_asterisk.serve(app):
+        call = await app.originate(ENDPOINT, amd=AmdConfig(listen=0))
+        (channel,) = fake_asterisk.originated
+        assert call.amd is not None
+        assert (call.amd.verdict, call.amd.status, call.amd.cause) == (verdict, status, cause)
+        assert call.amd.reasons == (f"asterisk AMD: {status} ({cause})",)
+        assert channel.variables["VOXTRA_AMD_APP"] == "amd-tests"
+        assert channel.context == "voxtra-amd" and channel.in_app
+        await call.hangup()
+
+
+async def test_without_amd_the_call_is_not_sent_through_the_dialplan(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path)
+    async with fake_asterisk.serve(app):
+        call = await app.originate(ENDPOINT)
+        assert call.amd is None
+        assert "VOXTRA_AMD_APP" not in fake_asterisk.originated[0].variables
+        assert not [p for m, p in fake_asterisk.requests if p.endswith("/continue")]
+        await call.hangup()
+
+
+async def test_not_sure_then_a_beep_is_a_machine(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    fake_asterisk.amd_outcome = ("NOTSURE", "TOOLONG-5000")
+    app = make_app(tmp_path)
+    async with fake_asterisk.serve(app):
+        greeting = np.concatenate(
+            [noise(0.6), audio.silence(0.1), audio.tone(1000, 0.4, amplitude=0.3), audio.silence(1)]
+        )
+        sender = asyncio.ensure_future(far_end_says(fake_asterisk, greeting))
+        call = await app.originate(ENDPOINT, amd=AmdConfig(listen=5, long_greeting_ms=3000))
+        await sender
+        assert call.amd is not None
+        assert call.amd.verdict is AmdVerdict.MACHINE
+        assert call.amd.beep is not None and abs(call.amd.beep.freq - 1000) <= 25
+        assert call.amd.reasons[0] == "asterisk AMD: NOTSURE (TOOLONG-5000)"
+        assert call.amd.reasons[1].startswith("beep heard (1000 Hz")
+        # the beep is over: wait_for_beep() gives it at once
+        assert await call.wait_for_beep(timeout=0.1) is call.amd.beep
+        await call.hangup()
+
+
+async def test_not_sure_then_hello_and_silence_is_a_person(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    fake_asterisk.amd_outcome = ("NOTSURE", "TOOLONG-5000")
+    app = make_app(tmp_path)
+    async with fake_asterisk.serve(app):
+        sender = asyncio.ensure_future(
+            far_end_says(fake_asterisk, np.concatenate([noise(0.5), audio.silence(1.5)]))
+        )
+        call = await app.originate(ENDPOINT, amd=True)
+        await sender
+        assert call.amd is not None
+        assert call.amd.verdict is AmdVerdict.HUMAN, call.amd.reasons
+        assert call.amd.greeting_ms is not None and 300 <= call.amd.greeting_ms <= 700
+        assert "of silence" in call.amd.reasons[-1]
+        await call.hangup()
+
+
+async def test_not_sure_and_a_long_greeting_is_a_machine(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    fake_asterisk.amd_outcome = ("NOTSURE", "TOOLONG-5000")
+    app = make_app(tmp_path)
+    async with fake_asterisk.serve(app):
+        sender = asyncio.ensure_future(far_end_says(fake_asterisk, noise(2.0)))
+        call = await app.originate(ENDPOINT, amd=AmdConfig(long_greeting_ms=1000))
+        await sender
+        assert call.amd is not None
+        assert call.amd.verdict is AmdVerdict.MACHINE
+        assert call.amd.reasons[-1].startswith("greeting of 1.0 s")
+        await call.hangup()
+
+
+async def test_wait_for_beep_then_leave_a_message(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    fake_asterisk.amd_outcome = ("HUMAN", "HUMAN-800-800")  # fooled by a short greeting
+    results: list[Any] = []
+    app = make_app(tmp_path)
+
+    async def drop(call: CallSession) -> None:
+        beep = await call.wait_for_beep(timeout=5)
+        results.append((beep, call.amd))
+        await call.play_and_wait("sound:vm-goodbye")
+
+    async with fake_asterisk.serve(app):
+        sender = asyncio.ensure_future(
+            far_end_says(
+                fake_asterisk,
+                np.concatenate(
+                    [noise(0.4), audio.silence(0.3), audio.tone(850, 0.5, amplitude=0.3)]
+                ),
+            )
+        )
+        call = await app.originate(ENDPOINT, amd=True, handler=drop)
+        channel = await sender
+        await call.wait_ended(5)
+    ((beep, result),) = results
+    assert beep is not None and abs(beep.freq - 850) <= 25 and beep.duration_ms >= 400
+    assert isinstance(result, AmdResult) and result.verdict is AmdVerdict.MACHINE
+    assert result.reasons[0] == "asterisk AMD: HUMAN (HUMAN-800-800)"
+    assert result.reasons[-1].startswith("beep heard (850 Hz")
+    assert channel.played == ["sound:vm-goodbye"]
+
+
+async def test_wait_for_beep_gives_none_without_one(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    fake_asterisk.amd_outcome = ("MACHINE", "LONGGREETING-1600-1500")
+    app = make_app(tmp_path)
+    async with fake_asterisk.serve(app):
+        call = await app.originate(ENDPOINT, amd=True)
+        assert await call.wait_for_beep(timeout=0.5) is None
+        assert call.amd is not None and call.amd.verdict is AmdVerdict.MACHINE
+        await call.hangup()
+
+
+async def test_an_amd_step_that_never_returns_raises_and_hangs_up(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    fake_asterisk.amd_context = "not-the-amd-context"  # continue leaves it in the dialplan
+    app = make_app(tmp_path)
+    async with fake_asterisk.serve(app):
+        with pytest.raises(AmdError, match="did not bring the call back"):
+            await app.originate(ENDPOINT, amd=AmdConfig(timeout=0.3))
+        (channel,) = fake_asterisk.originated
+        await channel.wait_ended(5)
+        assert not app.active_sessions
+
+
+def test_amd_arguments_for_the_dialplan() -> None:
+    assert AmdConfig().dialplan_args() == ""
+    assert AmdConfig(initial_silence_ms=2000, max_words=3).dialplan_args() == "2000,,,,,,3"
+    assert AmdConfig().variables("app") == {"VOXTRA_AMD_APP": "app", "VOXTRA_AMD_ARGS": ""}
+    with pytest.raises(AmdError):
+        AmdConfig(greeting_ms=-1).dialplan_args()
