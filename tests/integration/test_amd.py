@@ -20,6 +20,7 @@ import pytest
 from voxtra import CallSession
 from voxtra.app import VoxtraApp
 from voxtra.calls.amd import AmdVerdict
+from voxtra.errors import CallFailed
 
 pytestmark = [pytest.mark.asterisk]
 
@@ -74,3 +75,14 @@ async def test_amd_tells_a_person_saying_hello(make_app: MakeApp) -> None:
         assert call.amd.cause.startswith("HUMAN-")
     finally:
         await call.hangup()
+
+
+async def test_a_far_end_hanging_up_during_amd_raises_its_outcome(make_app: MakeApp) -> None:
+    # The app stays subscribed to the channel while the dialplan runs AMD(): the hang-up
+    # reaches it (measured: CallFailed, cause 16, 1.0 s after the originate).
+    app = await make_app(app_name=f"voxtra-amd-gone-{uuid.uuid4().hex[:8]}")
+    with pytest.raises(CallFailed):
+        await app.originate(
+            "Local/hangup-after@voxtra-test", amd=True, variables={"WAIT": "0.5"}, timeout=10
+        )
+    assert not app.active_sessions

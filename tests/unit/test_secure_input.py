@@ -175,3 +175,24 @@ async def test_nested_secure_input_resumes_once(
         await caller.wait_ended(5)
 
     assert states == [(True, {"in"}), (True, {"in"}), (False, set())]
+
+
+async def test_a_recording_started_inside_is_paused_and_resumed(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    states: list[str] = []
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        async with call.secure_input():
+            name = await call.record_start("inside-rec")
+            states.append(fake_asterisk.live_recordings[name].state)
+        states.append(fake_asterisk.live_recordings[name].state)
+        await call.record_stop()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="100")
+        await caller.wait_ended(5)
+
+    assert states == ["paused", "recording"]

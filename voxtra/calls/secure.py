@@ -200,6 +200,21 @@ class SecureInput:
             else:
                 self.paused = name
 
+    async def adopt(self, name: str) -> None:
+        """A recording ``name`` started while secure: pause it now (resumed at the end).
+        The caller is muted meanwhile, so the moment before the pause holds no digit."""
+        if not self.active or self.paused is not None:
+            return
+        try:
+            await self.context.ari.recordings.pause(name)
+        except AriNotFound:
+            return
+        except AriError as exc:
+            raise SecureInputError(
+                f"call {self.context.id}: Asterisk refused to pause recording {name!r}: {exc}"
+            ) from exc
+        self.paused = name
+
     async def _leave(self) -> None:
         context = self.context
         try:

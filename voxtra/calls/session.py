@@ -442,7 +442,7 @@ class CallSession:
         when pressed. To wait for the end and learn what ended it, use :meth:`record`.
         """
         self.context.check_alive()
-        return await self._recorder_for_call().start(
+        started = await self._recorder_for_call().start(
             name,
             fmt,
             sink=sink,
@@ -451,6 +451,8 @@ class CallSession:
             max_silence=max_silence,
             finish_on_key=finish_on_key,
         )
+        await self.secure.adopt(started)  # started inside secure_input(): paused at once
+        return started
 
     async def record(
         self,
