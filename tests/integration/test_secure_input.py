@@ -26,10 +26,11 @@ from voxtra.ari.events import ChannelDtmfReceived
 from voxtra.calls.secure import REDACTED
 from voxtra.calls.voice import VoiceConfig
 from voxtra.media.tones import ToneDetector
+from voxtra.pipeline.events import SpeechStartedEvent, UserTranscriptEvent
 from voxtra.pipeline.io import MonotonicClock
 from voxtra.providers.base import ChatMessage
 from voxtra.testing import audio
-from voxtra.testing.doubles import Reply, ScriptedLLM
+from voxtra.testing.doubles import Reply, ScriptedLLM, ScriptedSTT
 from voxtra.testing.sipcaller import SipCaller
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.sip]
@@ -163,3 +164,79 @@ async def test_secure_digits_reach_gather_and_no_log_event_history_or_recording(
     )
     assert loud_440 >= 50  # >= 1 s of the phone's tone
     assert worst < 0.1
+
+
+async def test_the_voice_pipeline_hears_no_secure_digits(make_app: MakeApp, tmp_path: Path) -> None:
+    """The same in-band DTMF tones the pipeline hears as caller speech outside the
+    secure span (its VAD starts a turn, the STT would transcribe it) reach it as
+    nothing inside: Asterisk mutes the caller, so no turn, no transcript."""
+    spans: dict[str, float] = {}
+    speech_at: list[float] = []
+    finals: list[str] = []
+    ready = asyncio.Event()
+    phase: dict[str, asyncio.Event] = {k: asyncio.Event() for k in ("in", "got", "out", "end")}
+
+    async def handler(call: CallSession) -> None:
+        clock = MonotonicClock()
+        call.voice_config = VoiceConfig(stt=ScriptedSTT(["hello"] * 4, clock, delay=0))
+        await call.listen(timeout=0.01)  # attaches the pipeline: it listens from now on
+        pipeline = call.pipeline
+        assert pipeline is not None
+
+        def on_event(event: object) -> None:
+            if isinstance(event, SpeechStartedEvent):
+                speech_at.append(time.monotonic())
+            elif isinstance(event, UserTranscriptEvent):
+                finals.append(event.text)
+
+        pipeline.on_event(on_event)
+        ready.set()
+        await phase["in"].wait()
+        async with call.secure_input():
+            spans["secure_from"] = time.monotonic()
+            digits = await call.gather(len(SECRET), first_digit_timeout=10)
+            phase["got"].set()
+            await phase["out"].wait()
+            spans["secure_to"] = time.monotonic()
+        assert digits == SECRET
+        await phase["end"].wait()
+
+    def configure(app: VoxtraApp) -> None:
+        app.default(handler)
+
+    app = await make_app(
+        configure,
+        app_name=f"voxtra-secure-stt-{uuid.uuid4().hex[:8]}",
+        handler_deadline=30.0,
+    )
+    quiet = audio.write_wav(tmp_path / "quiet.wav", audio.silence(1.0), 8000)
+    digits_wav = audio.write_wav(tmp_path / "dtmf.wav", dtmf_audio(SECRET), 8000)
+    async with SipCaller(workdir=tmp_path / "phone") as phone:
+        await phone.listen(play=quiet, loop_play=True, record=False)
+        await app.ari.channels.originate(
+            f"PJSIP/sipcaller/sip:t@127.0.0.1:{phone.port}", app=app.app_name, app_args="1000"
+        )
+        call = await phone.next_incoming_call(10)
+        await call.wait_answered(10)
+        await asyncio.wait_for(ready.wait(), 10)
+        phase["in"].set()
+        await asyncio.sleep(0.3)
+        await call.play(digits_wav, loop=True)  # inside: in-band tones and RFC 4733
+        await call.send_dtmf_script("w".join(SECRET))
+        await asyncio.wait_for(phase["got"].wait(), 10)
+        await call.play(quiet, loop=True)
+        await asyncio.sleep(0.5)
+        phase["out"].set()
+        await asyncio.sleep(0.5)
+        control_from = time.monotonic()
+        await call.play(digits_wav)  # outside: the same tones, once (1.2 s)
+        await asyncio.sleep(2.5)
+        phase["end"].set()
+        await call.hangup()
+
+    inside = [t for t in speech_at if spans["secure_from"] <= t <= spans["secure_to"]]
+    after = [t for t in speech_at if t >= control_from]
+    print(f"speech onsets: inside {len(inside)}, after {len(after)}; finals {finals}")
+    assert inside == []
+    assert after, "the pipeline hears the same tones outside the secure span"
+    assert all(SECRET not in text for text in finals)
