@@ -16,9 +16,11 @@ there: 64 packets, 13 s with the whole event loop stalled).
 
 Cost per call is what limits how many calls one process carries, so the per-frame
 work is done in the shared ``Ticker``'s 20 ms tick, for all calls together: each
-call's socket is drained (no event-loop callback per packet), in-order packets skip
-the jitter buffer's reordering, and resampling and G.711 for every call run as one
-batch at the end of the tick (``_TickBatch``).
+call's socket is drained (no event-loop callback per packet), or, with ``endpoint=``
+(what ``CallMedia`` uses), one socket serves every call and is read with one
+``recvmmsg`` and written with one ``sendmmsg`` per tick (``voxtra.media.rtp_endpoint``);
+in-order packets skip the jitter buffer's reordering, and resampling and G.711 for
+every call run as one batch at the end of the tick (``_TickBatch``).
 
 Outbound, every tick sends one packet once the remote is known: the next queued frame,
 or a pre-encoded frame of silence when nothing is queued, so sequence numbers and
