@@ -289,6 +289,10 @@ class PlatformSettings(_SettingsModel):
     worker_poll_interval: float = Field(default=1.0, gt=0, le=60)
     #: Seconds a silent worker keeps its calls before another records them lost.
     worker_lease: float = Field(default=30.0, ge=3, le=3600)
+    #: The key that signs the operator page's (``/ui``) session cookies (never logged).
+    #: None: a random key per process (sessions end at a restart; workers behind one
+    #: address need the same key).
+    ui_secret: SecretStr | None = Field(default=None, repr=False)
 
     @field_validator("database_url", "number_template", "sip_uri_endpoint", mode="before")
     @classmethod

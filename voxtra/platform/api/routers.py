@@ -19,7 +19,11 @@ if TYPE_CHECKING:
 
 __all__ = ["OPTIONAL_MODULES", "ROUTERS", "SETUPS", "register"]
 
-OPTIONAL_MODULES = ("voxtra.platform.api.campaigns", "voxtra.platform.api.schedules")
+OPTIONAL_MODULES = (
+    "voxtra.platform.api.campaigns",
+    "voxtra.platform.api.schedules",
+    "voxtra.platform.ui",  # the operator page (issue 14)
+)
 """Imported by ``create_api`` if present (part 2 of issue 10)."""
 
 ROUTERS: list[APIRouter] = []
