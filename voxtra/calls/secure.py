@@ -5,7 +5,7 @@ inside (:class:`SecureInput`):
 
 - its running recording is **paused** (ARI ``POST /recordings/live/{name}/pause``):
   Asterisk leaves the paused span out of the file (measured: see
-  ``tests/integration/test_secure_input.py``);
+  ``tests/integration/test_secure_input_asterisk.py``);
 - the caller's audio is **muted** in Asterisk (ARI channel mute, direction ``in``):
   Asterisk stops passing it on, so the voice pipeline's STT, a recording, an agent's
   snoop and a connected callee hear neither in-band DTMF tones nor digits read aloud.
