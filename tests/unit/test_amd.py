@@ -8,6 +8,7 @@ into it sets ``AMDSTATUS``/``AMDCAUSE`` and brings the channel back to the app.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -212,3 +213,32 @@ def test_amd_arguments_for_the_dialplan() -> None:
     assert AmdConfig().variables("app") == {"VOXTRA_AMD_APP": "app", "VOXTRA_AMD_ARGS": ""}
     with pytest.raises(AmdError):
         AmdConfig(greeting_ms=-1).dialplan_args()
+
+
+def load_example(name: str) -> Any:
+    path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(("status", "left"), [("MACHINE", "after the beep"), ("HUMAN", "live")])
+async def test_the_voicemail_drop_example(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, status: str, left: str
+) -> None:
+    example = load_example("voicemail_drop")
+    fake_asterisk.amd_outcome = (status, "")
+    app = make_app(tmp_path)
+    async with fake_asterisk.serve(app):
+        beep = np.concatenate([audio.silence(0.2), audio.tone(1000, 0.4, amplitude=0.3)])
+        sender = asyncio.ensure_future(far_end_says(fake_asterisk, beep))
+        call = await app.originate(ENDPOINT, amd=True, handler=example.drop)
+        await call.wait_ended(5)
+        if status == "MACHINE":
+            await sender
+        else:
+            sender.cancel()  # a person: the handler never listens
+    assert call.metadata["left"] == left
+    assert fake_asterisk.originated[0].played == example.MESSAGE
