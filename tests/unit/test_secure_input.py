@@ -196,3 +196,30 @@ async def test_a_recording_started_inside_is_paused_and_resumed(
         await caller.wait_ended(5)
 
     assert states == ["paused", "recording"]
+
+
+async def test_an_agent_made_after_the_secure_gather_is_guarded_too(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    history: list[str] = []
+    step = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        async with call.secure_input():
+            step.set()
+            digits = await call.gather(8, first_digit_timeout=5)
+        call.voice_config = VoiceConfig(llm=ScriptedLLM([Reply(["ok"])], MonotonicClock()))
+        agent = call.agent
+        assert agent is not None
+        agent.history.append(ChatMessage(role="tool", content=f"pin {digits} ok"))
+        history.extend(m.content for m in agent.history)
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="100")
+        await asyncio.wait_for(step.wait(), 5)
+        await caller.press(SECRET + "#")
+        await caller.wait_ended(5)
+
+    assert history == [f"pin {REDACTED} ok"]

@@ -507,6 +507,9 @@ class CallSession:
         if self.voice is None:
             self.voice = CallVoice(self.context, self.media_path, self.voice_config)
             engine = self.voice.engine
+            agent = getattr(engine, "agent", None)
+            if self.secure.secrets and isinstance(agent, Agent):
+                self.secure.guard(agent)  # digits gathered securely before the agent existed
             if self.voice_config.on_pipeline is not None and isinstance(engine, VoicePipeline):
                 self.voice_config.on_pipeline(self, engine)
         return self.voice
