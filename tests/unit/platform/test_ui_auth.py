@@ -9,6 +9,9 @@ from typing import Any
 import httpx
 from platform_helpers import ADMIN, READ, WRITE, Running, auth
 
+from voxtra.platform.store.repository import token_digest
+from voxtra.platform.ui import session
+
 ORIGIN = "http://platform.test"
 
 
@@ -17,7 +20,9 @@ async def sign_in(client: httpx.AsyncClient, token: str) -> httpx.Response:
 
 
 async def live_call(rig: Running) -> str:
-    made = await rig.client.post("/v1/calls", json={"to": "PJSIP/alice", "route": "hello"}, headers=auth(WRITE))
+    made = await rig.client.post(
+        "/v1/calls", json={"to": "PJSIP/alice", "route": "hello"}, headers=auth(WRITE)
+    )
     assert made.status_code == 201, made.text
     call_id: str = made.json()["call_id"]
     await rig.wait_status(call_id, "in_progress")
@@ -113,3 +118,19 @@ async def test_markup_is_escaped_in_the_rendered_page(running: Callable[..., Any
     page = (await rig.client.get("/ui")).text
     assert "<script>alert(1)" not in page
     assert "&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+async def test_sessions_follow_the_secret_and_the_token(running: Callable[..., Any]) -> None:
+    rig: Running = await running(platform={"ui_secret": "a-shared-secret-of-the-workers"})
+    keys = session.SessionKeys(rig.platform)
+    made = keys.login(WRITE)
+    assert made is not None and made[0] == "writer"
+    cookie = made[1]
+    # another worker with the same ui_secret takes the session; another secret does not
+    assert session.SessionKeys(rig.platform).session(cookie) is not None
+    rig.platform.settings = rig.platform.settings.model_copy(update={"ui_secret": None})
+    assert session.SessionKeys(rig.platform).session(cookie) is None
+    # the token rotated in the settings: its sessions end
+    name, _, scopes = rig.platform.tokens[1]
+    rig.platform.tokens[1] = (name, token_digest("a-new-writer-token-0123456789"), scopes)
+    assert keys.session(cookie) is None
