@@ -19,7 +19,7 @@ import pytest
 
 from voxtra import CallSession
 from voxtra.app import VoxtraApp
-from voxtra.calls.amd import AmdVerdict
+from voxtra.calls.amd import AmdConfig, AmdVerdict
 from voxtra.errors import CallFailed
 
 pytestmark = [pytest.mark.asterisk]
@@ -86,3 +86,28 @@ async def test_a_far_end_hanging_up_during_amd_raises_its_outcome(make_app: Make
             "Local/hangup-after@voxtra-test", amd=True, variables={"WAIT": "0.5"}, timeout=10
         )
     assert not app.active_sessions
+
+
+@pytest.mark.parametrize(
+    ("extension", "verdict", "reason"),
+    [
+        ("voicemail", AmdVerdict.MACHINE, "beep heard (700 Hz"),
+        ("person", AmdVerdict.HUMAN, "s of silence"),
+    ],
+)
+async def test_when_amd_is_not_sure_the_framework_listens(
+    make_app: MakeApp, extension: str, verdict: AmdVerdict, reason: str
+) -> None:
+    # AMD given 1 s (and room for a long greeting) runs out of time: NOTSURE. Measured:
+    # the voicemail box then became MACHINE on its beep 3.8 s after the originate, the
+    # person HUMAN on 0.6 s of speech then 0.8 s of silence, 2.4 s after it.
+    app = await make_app(app_name=f"voxtra-amd-unsure-{uuid.uuid4().hex[:8]}")
+    config = AmdConfig(total_analysis_ms=1000, max_words=10, greeting_ms=4000)
+    call = await app.originate(f"Local/{extension}@voxtra-test", amd=config)
+    try:
+        assert call.amd is not None
+        assert call.amd.status == "NOTSURE", call.amd
+        assert call.amd.verdict is verdict, call.amd
+        assert reason in call.amd.reasons[-1]
+    finally:
+        await call.hangup()
