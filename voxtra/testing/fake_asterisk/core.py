@@ -6,7 +6,8 @@ events Asterisk would push, in Asterisk's order, to the events connections of th
 Stasis apps concerned. ``tests/integration/test_fake_contract.py`` runs the same
 scenarios against it and the real sandbox so the two cannot drift apart.
 
-What it does not do: run a dialplan (``continue`` leaves the channel where it was sent;
+What it does not do: run a dialplan (``continue`` leaves the channel where it was sent,
+except into the AMD step, :attr:`FakeAsterisk.amd_context`, which it plays;
 originate's far end is scripted with :attr:`FakeAsterisk.dial_outcome`), Local channel
 pairs (an originated ``Local/`` channel is one channel), WebSocket and AudioSocket media
 (ExternalMedia speaks RTP only), real sound files (a playback "lasts"
