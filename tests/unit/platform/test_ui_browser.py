@@ -114,7 +114,7 @@ async def _serve(
 
 async def _sign_in(browser: Any, url: str, token: str) -> Any:
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(10_000)
+    page.set_default_timeout(20_000)  # generous: a loaded 2-core box
     await page.goto(f"{url}/ui")
     assert page.url == f"{url}/ui/login"  # not signed in: sent to the form
     await page.fill("#token", token)
@@ -235,7 +235,7 @@ async def test_operator_follows_a_call_hangs_it_up_and_steers_campaigns(
             row = page.locator(f'#recent-rows tr[data-call-id="{call_id}"]')
             await row.locator(".status.completed").wait_for()
             audio = row.locator("audio")
-            await audio.wait_for(timeout=15_000)  # the recording is delivered after the end
+            await audio.wait_for(timeout=20_000)  # the recording is delivered after the end
             playable = await audio.evaluate(
                 """(a) => new Promise((done) => {
                     a.addEventListener("loadedmetadata", () => done({duration: a.duration}));

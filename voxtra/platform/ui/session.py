@@ -32,7 +32,7 @@ from fastapi import Request
 from voxtra.platform.platform import Platform
 from voxtra.platform.store.repository import token_digest
 
-__all__ = ["COOKIE", "SESSION_SECONDS", "Session", "SessionKeys", "keys_of"]
+__all__ = ["COOKIE", "SESSION_SECONDS", "Session", "SessionKeys", "keys_of", "same_origin"]
 
 COOKIE = "voxtra_ui"
 SESSION_SECONDS = 12 * 3600
