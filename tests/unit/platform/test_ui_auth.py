@@ -134,3 +134,10 @@ async def test_sessions_follow_the_secret_and_the_token(running: Callable[..., A
     name, _, scopes = rig.platform.tokens[1]
     rig.platform.tokens[1] = (name, token_digest("a-new-writer-token-0123456789"), scopes)
     assert keys.session(cookie) is None
+
+
+async def test_failed_sign_ins_are_slowed_down(running: Callable[..., Any]) -> None:
+    rig: Running = await running()
+    codes = [(await sign_in(rig.client, f"guess-{i:020d}")).status_code for i in range(20)]
+    assert codes[:10] == [401] * 10 and 429 in codes  # a burst of 10, then 1 per 2 s
+    assert (await sign_in(rig.client, READ)).status_code == 303  # the right token still works

@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from voxtra.platform.api import calls as calls_api
 from voxtra.platform.api import campaigns as campaigns_api
-from voxtra.platform.api.auth import Caller, RateLimiter, platform_of
+from voxtra.platform.api.auth import Caller, platform_of
 from voxtra.platform.api.problems import Problem
 from voxtra.platform.engine import admin
 from voxtra.platform.notify import CallNotifier
@@ -62,10 +62,6 @@ _SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-
-# Failed sign-ins per client address: a token has at least 16 characters, so this only
-# keeps a guesser from spending the server's time.
-_LOGIN_FAILURES = RateLimiter(rate=0.5, burst=10)
 
 
 def _page(body: str, status: int = 200) -> HTMLResponse:
@@ -210,7 +206,7 @@ async def login(request: Request, platform: PlatformDep) -> Response:
     keys = keys_of(platform)
     found = keys.login(token) if isinstance(token, str) and token.strip() else None
     if found is None:
-        if _LOGIN_FAILURES.take(client) > 0:
+        if keys.failures.take(client) > 0:
             return _page(render.login_page("Too many failed sign-ins: wait a minute."), 429)
         return _page(render.login_page("Unknown token."), 401)
     name, cookie = found

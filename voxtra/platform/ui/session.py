@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from voxtra.platform.api.auth import RateLimiter
 from voxtra.platform.platform import Platform
 from voxtra.platform.store.repository import token_digest
 
@@ -74,6 +75,9 @@ class SessionKeys:
             else secrets.token_bytes(32)
         )
         self.platform = platform
+        # Failed sign-ins per client address: a token has at least 16 characters, so
+        # this only keeps a guesser from spending the server's time.
+        self.failures = RateLimiter(rate=0.5, burst=10)
 
     def _mac(self, purpose: str, payload: bytes) -> bytes:
         return hmac.new(self.key, purpose.encode() + b"\x00" + payload, hashlib.sha256).digest()
