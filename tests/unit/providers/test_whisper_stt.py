@@ -306,3 +306,40 @@ async def test_early_decoding_can_be_turned_off(piper: PiperTTS) -> None:
     await stream.close()
     assert len(await finals(stream)) == 1 and len(stt.decoded) == 1
     await stt.aclose()
+
+
+class SlowWhisper(CountingWhisper):
+    """Each decode ends ``delay`` s late: a loaded box, where the early decode is still
+    running when the turn ends (and the next utterance has begun)."""
+
+    delay = 0.8
+
+    async def decode(self, parts: list[tuple[int, bytes]]) -> tuple[str, float | None]:
+        result = await super().decode(parts)
+        if parts:
+            await asyncio.sleep(self.delay)
+        return result
+
+
+async def test_a_slow_early_decode_is_still_the_one_final(piper: PiperTTS) -> None:
+    """Checked for a loaded-run failure that looked like an empty user turn: an early
+    decode that ends after end of speech, with the caller speaking again meanwhile,
+    still gives one non-empty final for the first utterance, in order, and its late
+    partial is not passed on (it would describe an utterance already cut). Passed
+    before any change: the race is not there."""
+    stt = SlowWhisper(early_decode_ms=200)
+    question = frames(await say_ulaw(piper, "what are your opening hours"))
+    more = frames(await say_ulaw(piper, "thank you"))
+    pause = [AudioChunk.silence()] * 30
+    stream = await stt.stream()
+    await send_all(stream, question + pause)  # the early decode starts 200 ms in
+    await stream.end_of_speech()  # the turn ends while that decode is still running
+    await send_all(stream, more + pause)  # and the caller speaks again
+    await stream.end_of_speech()
+    await stream.close()
+    got = await finals(stream)
+    assert [t.is_final for t in got] == [True, True], got
+    assert "opening" in got[0].text.lower() and "thank" in got[1].text.lower(), got
+    assert got[0].end is not None and got[1].start is not None
+    assert got[0].end <= got[1].start + 1e-6
+    await stt.aclose()
