@@ -10,10 +10,13 @@ every payload was one 20 ms frame (ulaw 160 bytes, slin 320), 68-800 packets a c
 and the pipeline's VAD heard the prompt at once (SpeechStartedEvent 0.36 s in). The one
 other size seen: the *last* packet of a file played to a ulaw (or alaw) ExternalMedia,
 the file's tail shorter than 20 ms (a 16,112-sample WAV ended on a 90-byte packet);
-Asterisk smooths slin into 20 ms frames (its smoother is forced for slin) and holds
-such a tail. That short last packet is all the size check drops, so it is not why a
-pipeline would hear nothing. This test keeps the path honest: the VAD hears the
-prompt and no payload of a playing prompt is dropped for its size.
+to a slin ExternalMedia the same file sent only whole 320-byte frames (the tail never
+came). That short last packet is all the size check drops, so it is not why a
+pipeline would hear nothing. (The default prompt, demo-congrats, is 30 s of speech
+whose longest pause is 0.52 s: a pipeline ends no turn, and gives no transcript,
+before it ends; only SpeechStartedEvent shows it was heard.) This test keeps the path
+honest: the VAD hears the prompt and no payload of a playing prompt is dropped for its
+size.
 """
 
 from __future__ import annotations
