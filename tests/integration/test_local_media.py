@@ -1,14 +1,14 @@
 """The voice pipeline hears a caller on an Asterisk Local channel (no SIP client).
 
 ``place_local_call(..., behaviour="play")`` dials ``Local/app-X@voxtra-test``: its far
-half answers and plays a prompt (``demo-congrats``, 15 s of speech), which reaches the
+half answers and plays a prompt (``demo-congrats``, 30 s of speech), which reaches the
 app's ExternalMedia through a bridge with the Local channel's ``;2`` half. A helper saw
 such a call reach the handler while the pipeline heard nothing and the transport logged
 "dropping an RTP payload of 112 bytes". Measured on Asterisk 22.10.1 (2026-11-30,
 app media ulaw and slin, Local formats slin, ulaw and slin16, behaviours play and echo):
 every payload was one 20 ms frame (ulaw 160 bytes, slin 320), 68-800 packets a call,
 and the pipeline's VAD heard the prompt at once (SpeechStartedEvent 0.36 s in). The one
-other size seen: the *last* packet of a file played to a ulaw (or alaw) ExternalMedia,
+other size seen: the *last* packet of a file played to a ulaw ExternalMedia,
 the file's tail shorter than 20 ms (a 16,112-sample WAV ended on a 90-byte packet);
 to a slin ExternalMedia the same file sent only whole 320-byte frames (the tail never
 came). That short last packet is all the size check drops, so it is not why a
