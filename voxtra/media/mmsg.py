@@ -174,19 +174,13 @@ class MmsgSocket:
         Empty lists when nothing waits. A datagram longer than ``slot`` is cut
         (``MSG_TRUNC``) and returned as empty bytes, which every parser refuses.
         """
-        cap = self.capacity
-        self._r_namelen[:] = _NAME_SIZE
-        n: int = self._recv_fn(self.fd, ctypes.addressof(self._rhdr), cap, MSG_DONTWAIT, None)  # type: ignore[operator]
-        self.recv_calls += 1
+        n = self._recvmmsg()
+        if n < 0 and ctypes.get_errno() not in (errno.EAGAIN, errno.EWOULDBLOCK):
+            # e.g. an ICMP error queued on the socket (ECONNREFUSED) or EINTR: that
+            # call consumed it; one more reads the datagrams behind it.
+            logger.debug("recvmmsg: %s", errno.errorcode.get(ctypes.get_errno(), "?"))
+            n = self._recvmmsg()
         if n <= 0:
-            if n < 0:
-                err = ctypes.get_errno()
-                if err not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
-                    # e.g. ECONNREFUSED from an ICMP error queued on the socket: it is
-                    # consumed by this call; the next one reads the datagrams.
-                    logger.debug("recvmmsg: %s", errno.errorcode.get(err, err))
-                    if err == errno.ECONNREFUSED:
-                        return self.recv()
             return [], []
         lens = self._r_len[:n].tolist()
         flags = self._r_flags[:n].tolist()
@@ -200,6 +194,14 @@ class MmsgSocket:
         k = self._key_len
         keys = [names[i * _NAME_SIZE + 2 : i * _NAME_SIZE + 2 + k] for i in range(n)]
         return datas, keys
+
+    def _recvmmsg(self) -> int:
+        self._r_namelen[:] = _NAME_SIZE  # the kernel wrote each source's length there
+        self.recv_calls += 1
+        n: int = self._recv_fn(  # type: ignore[operator]
+            self.fd, ctypes.addressof(self._rhdr), self.capacity, MSG_DONTWAIT, None
+        )
+        return n
 
     def send(self, packets: Sequence[bytes], names: Sequence[bytes]) -> int:
         """Send ``packets[i]`` to ``names[i]``; returns how many the kernel took.
