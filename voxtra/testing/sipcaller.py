@@ -316,6 +316,15 @@ def _absolute(path: StrPath) -> str:
     return os.path.abspath(path)
 
 
+def _favour(pid: int) -> None:
+    """Run the phone ahead of busy processes where allowed (root): a test phone that the
+    scheduler stood still for 1.6 s lost 1.1 s of a recorded answer on a loaded 2-core
+    box (the voice agent test's one failure under load), which no app can be blamed for.
+    Set from here, after the spawn: a ``preexec_fn`` is unsafe with the parent's threads."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, pid, -5)
+
+
 def _kill(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         with contextlib.suppress(ProcessLookupError):
@@ -409,6 +418,7 @@ class SipCaller:
                 limit=1 << 20,
             )
         self._finalizer = weakref.finalize(self, _kill, self._proc)
+        _favour(self._proc.pid)
         self._reader = asyncio.create_task(self._read_loop())
         try:
             ready = await asyncio.wait_for(asyncio.shield(self._ready), self._start_timeout)
