@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["MmsgSocket", "mmsg_supported", "sockaddr_bytes"]
+__all__ = ["MmsgSocket", "address_from_key", "mmsg_supported", "sockaddr_bytes"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +98,17 @@ def sockaddr_bytes(family: int, host: str, port: int) -> bytes:
     except OSError:
         addr = b"\0" * 10 + b"\xff\xff" + socket.inet_pton(socket.AF_INET, host)
     return port_b + b"\0\0\0\0" + addr
+
+
+def address_from_key(family: int, key: bytes) -> tuple[str, int]:
+    """``(host, port)`` back from a source key (``sockaddr_bytes``)."""
+    port = int.from_bytes(key[:2], "big")
+    if family == socket.AF_INET:
+        return socket.inet_ntop(socket.AF_INET, key[2:6]), port
+    addr = key[6:22]
+    if addr[:12] == b"\0" * 10 + b"\xff\xff":
+        return socket.inet_ntop(socket.AF_INET, addr[12:]), port
+    return socket.inet_ntop(socket.AF_INET6, addr), port
 
 
 def _native_family(family: int) -> bytes:

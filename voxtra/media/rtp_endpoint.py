@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from voxtra.errors import MediaError
-from voxtra.media.mmsg import MmsgSocket, mmsg_supported, sockaddr_bytes
+from voxtra.media.mmsg import MmsgSocket, address_from_key, mmsg_supported, sockaddr_bytes
 from voxtra.media.pacer import Ticker
 
 __all__ = ["EndpointStats", "RtpEndpoint", "SharedStream"]
@@ -40,6 +40,10 @@ class SharedStream(Protocol):
 
     def feed(self, datagrams: list[bytes]) -> None:
         """This tick's datagrams from the stream's peer, in arrival order."""
+
+    def learn(self, data: bytes, source: tuple[str, int]) -> bool:
+        """A datagram from an address no stream has: True if the stream took ``source``
+        as its peer (it then routes it with ``route``)."""
 
 
 logger = logging.getLogger(__name__)
@@ -95,6 +99,9 @@ class RtpEndpoint:
         self._mmsg = MmsgSocket(self._sock, capacity) if use_mmsg and mmsg_supported() else None
         self._routes: dict[bytes, SharedStream] = {}
         self._members: set[SharedStream] = set()
+        self._learners: dict[SharedStream, None] = {}
+        """Streams told to take the first valid sender as their peer (``learn_remote``,
+        when Asterisk named no address), oldest first."""
         self._out_packets: list[bytes] = []
         self._out_names: list[bytes | tuple[str, int]] = []
         self._on_close: Callable[[], None] | None = None
@@ -202,8 +209,16 @@ class RtpEndpoint:
             return self._mmsg.sockaddr_for(peer[0], peer[1])
         return peer
 
+    def learning(self, transport: SharedStream, on: bool) -> None:
+        """Whether ``transport`` waits to learn its peer from the first valid sender."""
+        if on:
+            self._learners[transport] = None
+        else:
+            self._learners.pop(transport, None)
+
     def leave(self, transport: SharedStream) -> None:
         self.route(transport, None)
+        self._learners.pop(transport, None)
         self._members.discard(transport)
         if not self._members:
             self.close()
@@ -241,7 +256,8 @@ class RtpEndpoint:
             for data, key in zip(datas, keys, strict=True):
                 tr = routes.get(key)
                 if tr is None:
-                    st.dropped_foreign_source += 1
+                    if not self._learners or not self._learn(data, key):
+                        st.dropped_foreign_source += 1
                     continue
                 got = per.get(tr)
                 if got is None:
@@ -254,6 +270,11 @@ class RtpEndpoint:
                 break
         for tr, got in per.items():
             tr.feed(got)
+
+    def _learn(self, data: bytes, key: bytes) -> bool:
+        """Offer an unknown source's datagram to the oldest stream still learning."""
+        oldest = next(iter(self._learners))
+        return oldest.learn(data, address_from_key(self.family, key))
 
     def _recv_plain(self) -> tuple[list[bytes], list[bytes]]:
         datas: list[bytes] = []

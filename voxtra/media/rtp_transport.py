@@ -283,9 +283,7 @@ class RtpTransport(MediaTransport):
         self.bind_port = bind_port
         self.advertised_host = advertised_host
         self.remote = remote
-        self.learn_remote = learn_remote
-        """Symmetric RTP: take the first valid sender as the remote. Off by default: a
-        stranger's packet would otherwise decide where the caller's audio goes."""
+        self._learn_remote = learn_remote
         self._peer: tuple[str, int] | None = None
         """``remote`` as ``recvfrom`` reports a source address, for the latch check."""
         self._peer_of: tuple[str, int] | None = None
@@ -299,11 +297,6 @@ class RtpTransport(MediaTransport):
         if endpoint is not None:
             if ticker is not None and ticker is not endpoint.ticker:
                 raise ConfigError("a shared RTP endpoint serves the streams of its own ticker")
-            if learn_remote:
-                raise ConfigError(
-                    "learn_remote needs a socket of its own: on a shared one the first "
-                    "sender of every call would be the same stranger"
-                )
             ticker = endpoint.ticker
         self._endpoint = endpoint
         """Shared socket (``voxtra.media.rtp_endpoint``) instead of one of our own."""
@@ -348,6 +341,7 @@ class RtpTransport(MediaTransport):
             self._local = endpoint.local_address
             self._live = True
             self._route()
+            self.learn_remote = self._learn_remote  # tells the endpoint if we learn
             self._tick_handle = self._ticker.add(self._tick)
             return
         loop = asyncio.get_running_loop()
@@ -384,6 +378,28 @@ class RtpTransport(MediaTransport):
         return self._local
 
     @property
+    def learn_remote(self) -> bool:
+        """Symmetric RTP: take the first valid sender as the remote. Off by default: a
+        stranger's packet would otherwise decide where the caller's audio goes. On a
+        shared socket, a datagram from an address no call has goes to the oldest call
+        still learning (each learns one source)."""
+        return self._learn_remote
+
+    @learn_remote.setter
+    def learn_remote(self, value: bool) -> None:
+        self._learn_remote = value
+        if self._endpoint is not None and self._joined:
+            self._endpoint.learning(self, value and self.remote is None)
+
+    def learn(self, data: bytes, source: tuple[str, int]) -> bool:
+        """Shared socket: a datagram from an unknown ``source``; True if it became the peer."""
+        self._datagram(data, source)
+        if self.remote is None:
+            return False
+        self._route()
+        return True
+
+    @property
     def endpoint(self) -> RtpEndpoint | None:
         """The shared socket this transport uses, if any (its ``stats`` count the
         datagrams from strangers, which no call can be charged with)."""
@@ -417,6 +433,8 @@ class RtpTransport(MediaTransport):
         self._peer_of = self.remote
         self._peer = self._source_key(self.remote)
         endpoint.route(self, self._peer)
+        if self._peer is not None:
+            endpoint.learning(self, False)
         self._dest = None if self._peer is None else endpoint.name_for(self._peer)
 
     def feed(self, datagrams: list[bytes]) -> None:

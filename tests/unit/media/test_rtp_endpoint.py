@@ -170,16 +170,47 @@ async def test_shared_endpoint_is_one_per_ticker_and_reopens_after_the_last_call
     await ticker.aclose()
 
 
-async def test_shared_endpoint_refuses_learn_remote_and_a_foreign_ticker() -> None:
+async def test_shared_endpoint_refuses_a_foreign_ticker() -> None:
     ticker = Ticker()
     endpoint = RtpEndpoint(ticker, "127.0.0.1")
     try:
         with pytest.raises(ConfigError):
-            RtpTransport("ulaw", endpoint=endpoint, learn_remote=True)
-        with pytest.raises(ConfigError):
             RtpTransport("ulaw", endpoint=endpoint, ticker=Ticker())
     finally:
         endpoint.close()
+        await ticker.aclose()
+
+
+async def test_learn_remote_on_the_shared_socket_takes_one_sender_per_call() -> None:
+    """What calls/media falls back to when Asterisk names no address: each learning
+    call takes the first valid sender no other call has, oldest call first."""
+    ticker = Ticker()
+    endpoint = RtpEndpoint(ticker, "127.0.0.1")
+    first, second, bad = Peer(), Peer(), Peer()
+    a = await RtpTransport.open("ulaw", endpoint=endpoint)
+    b = await RtpTransport.open("ulaw", endpoint=endpoint)
+    try:
+        a.learn_remote = b.learn_remote = True
+        bad.send(endpoint.local_address, b"\x01" * 100)  # not a frame: learns nothing
+        await ticks(2)
+        assert a.remote is None and b.remote is None
+        first.send(endpoint.local_address, b"\x0a" * 160)
+        await ticks(2)
+        second.send(endpoint.local_address, b"\x0b" * 160)
+        first.send(endpoint.local_address, b"\x0a" * 160)
+        assert await frames(a, 2) == [b"\x0a" * 160] * 2
+        assert await frames(b, 1) == [b"\x0b" * 160]
+        assert a.remote == first.addr and b.remote == second.addr
+        bad.send(endpoint.local_address, b"\x01" * 160)  # nobody learns any more
+        await ticks(3)
+        assert a.remote == first.addr and b.remote == second.addr
+        assert endpoint.stats.dropped_foreign_source == 2
+        assert first.received() and second.received()
+    finally:
+        await a.close()
+        await b.close()
+        for p in (first, second, bad):
+            p.close()
         await ticker.aclose()
 
 
