@@ -292,3 +292,22 @@ async def test_a_conversation_engine_replaces_the_pipeline(
         call = await fake_asterisk.incoming(extension="7000")
         await call.wait_ended(timeout=10)
     assert built == ["be brief"] and spoken == ["hello from the engine"]
+
+
+async def test_on_ringing_is_called_once_when_the_far_end_rings(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    app = make_app()
+    rang: list[str] = []
+    fake_asterisk.dial_outcome = "ring"
+    async with fake_asterisk.serve(app):
+        placing = asyncio.ensure_future(
+            app.originate("PJSIP/bob", timeout=5, on_ringing=lambda: rang.append("ringing"))
+        )
+        await fake_asterisk.wait_until(lambda: bool(fake_asterisk.originated))
+        far = fake_asterisk.originated[0]
+        await fake_asterisk.wait_until(lambda: bool(rang))
+        await far.answer()
+        session = await placing
+        await session.hangup()
+    assert rang == ["ringing"]

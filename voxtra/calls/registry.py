@@ -9,7 +9,7 @@ each owner; nothing here awaits or runs user code. Owners are anything with an `
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, Protocol, TypeVar
 
 from voxtra.ari.events import AriEvent, ChannelDestroyed, StasisEnd
@@ -38,10 +38,13 @@ OwnerT = TypeVar("OwnerT", bound=CallOwner)
 class PendingOriginate:
     """An outbound call placed and not yet answered: its future and what Dial said."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, on_ringing: Callable[[], None] | None = None) -> None:
         self.endpoint = endpoint
         self.future: asyncio.Future[Channel] = asyncio.get_running_loop().create_future()
         self.dialstatus: str | None = None
+        self.on_ringing = on_ringing
+        """Called once when the far end rings (its 180: Dial RINGING / state Ringing)."""
+        self.rang = False
 
 
 class CallRegistry(Generic[OwnerT]):

@@ -61,6 +61,8 @@ class CallService:
         self.settings = settings
         self.metrics = metrics
         self.dialing: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self._writes: set[asyncio.Task[Any]] = set()
+        """Status writes made from event callbacks (kept referenced until done)."""
         """Calls being dialled: platform id -> (channel id, dialling task)."""
 
     def handler_for(self, route: str | None) -> Handler:
@@ -165,6 +167,7 @@ class CallService:
                 handler=self._wrap(handler, request),
                 metadata=metadata,
                 channel_id=channel_id,
+                on_ringing=lambda: self._mark_ringing(record.id),
             )
         except asyncio.CancelledError:
             with contextlib.suppress(AriError):
@@ -182,6 +185,21 @@ class CallService:
             await self._end(record.id, status, exc.cause, str(exc), exc.cause_txt or None)
         except VoxtraError as exc:
             await self._end(record.id, CallStatus.FAILED, None, str(exc))
+
+    def _mark_ringing(self, call_id: str) -> None:
+        """The far end rings: ``ringing``, unless the call already moved on (the answer's
+        ``in_progress`` may be written first: the two writes race)."""
+        task = asyncio.create_task(
+            self.store.update(
+                call_id,
+                status=CallStatus.RINGING.value,
+                event=("status", {"status": CallStatus.RINGING.value}),
+                only_if_not=[*_FINAL, CallStatus.IN_PROGRESS.value],
+            ),
+            name=f"voxtra-platform-ringing-{call_id}",
+        )
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
     async def _end(
         self,

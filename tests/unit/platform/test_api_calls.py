@@ -203,7 +203,7 @@ async def test_hangup_ends_a_live_call_and_cancels_one_still_ringing(
             "/v1/calls", json={"to": "PJSIP/slow", "route": "hello"}, headers=auth(WRITE)
         )
     ).json()["call_id"]
-    await r.wait_status(ringing, "dialing")
+    await r.wait_status(ringing, "ringing")  # its far end rings: 180 seen
     await r.fake.wait_until(lambda: len(r.fake.originated) == 2)
     response = await r.client.post(f"/v1/calls/{ringing}/hangup", headers=auth(WRITE))
     assert response.status_code == 200

@@ -974,6 +974,10 @@ class FakeAsterisk(AriTransport):
             elif outcome == "ring":
                 call.pending_app = app
                 call.ringing = True
+                # Measured on 22.10.1 (a SIP phone ringing): state Ringing, then Dial
+                # RINGING, before any answer.
+                self._set_state(call, "Ringing")
+                self._dial_event(call, "RINGING")
             else:
                 status, cause = DIAL_OUTCOMES.get(outcome, ("CHANUNAVAIL", 20))
                 if call.endpoint.startswith("Local/"):
