@@ -65,9 +65,10 @@ from voxtra.ari.stream import AriEventStream, Connection
 from voxtra.ari.transport import AriTransport
 from voxtra.calls.amd import AmdConfig, AmdVerdict
 from voxtra.calls.amd import detect as detect_amd
+from voxtra.calls.assist import AgentAssist, foreign_parties, other_party
 from voxtra.calls.context import CallContext
 from voxtra.calls.outcomes import originate_error
-from voxtra.calls.parties import SUPERVISOR_KEYS, Supervision, SupervisorMode
+from voxtra.calls.parties import SUPERVISOR_KEYS, CallParties, Supervision, SupervisorMode
 from voxtra.calls.registry import CallRegistry, PendingOriginate
 from voxtra.calls.session import CallSession
 from voxtra.calls.state import (
@@ -181,6 +182,8 @@ class VoxtraApp:
         self.registry: CallRegistry[CallContext] = CallRegistry()
         """Which call owns which channel, bridge and originate (event routing)."""
         self.active_sessions: dict[str, CallSession] = {}
+        self._assists: set[AgentAssist] = set()
+        """Live agent assists (closed at stop: some are on channels no call owns)."""
         self.calls_handled = 0
         self.hangup_grace = 2.0
         """Seconds a handler may keep running after its call ended, then it is cancelled."""
@@ -378,6 +381,41 @@ class VoxtraApp:
             endpoint, chosen, ring_time=ring_time, keys=SUPERVISOR_KEYS if keys else None
         )
 
+    def assist(
+        self,
+        call: CallSession | str,
+        *,
+        stt: STT | None = None,
+        tts: TTS | None = None,
+        vad: VAD | None = None,
+        sides: Mapping[str, str] | None = None,
+    ) -> AgentAssist:
+        """Agent assist on a call between two people (``async with app.assist(call) as
+        assist:``): each side's audio and transcripts, labelled ``caller`` and
+        ``callee``; ``await assist.whisper("callee", text)``; ``assist.suggest(text)``.
+        Nobody is moved. ``call`` is a call of this app (session or id), or any channel
+        id in Asterisk; ``sides`` names the two channels when they cannot be found.
+        ``stt``/``tts``/``vad`` default to the app's. See :mod:`voxtra.calls.assist`."""
+
+        async def resolve() -> tuple[CallParties, dict[str, str], bool]:
+            session = call if isinstance(call, CallSession) else self.active_sessions.get(call)
+            own = session is None
+            parties = session.parties if session else await foreign_parties(self, str(call))
+            found = dict(sides or {})
+            if not found:
+                found = {"caller": parties.context.id, "callee": await other_party(parties)}
+            return parties, found, own
+
+        assist = AgentAssist(
+            resolve,
+            stt=stt or self.voice.stt,
+            tts=tts or self.voice.tts,
+            vad=vad or self.voice.vad,
+            on_close=self._assists.discard,
+        )
+        self._assists.add(assist)
+        return assist
+
     # -- lifecycle --------------------------------------------------------------------
 
     async def __aenter__(self) -> VoxtraApp:
@@ -534,6 +572,8 @@ class VoxtraApp:
                 for teardown in pending_teardowns:
                     teardown.cancel()
                 await asyncio.gather(*pending_teardowns, return_exceptions=True)
+        for assist in list(self._assists):  # on channels that are no call of the app
+            await assist.close()
         await self._destroy_leftovers()
         for hook in self._shutdown:
             try:

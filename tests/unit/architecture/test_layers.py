@@ -33,6 +33,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("voxtra.calls.recorder", "voxtra.calls.voice", "voxtra.calls.dial"),
     # three-party calls, AMD, secure DTMF (issue 11): over media, recorder and voice
     ("voxtra.calls.parties", "voxtra.calls.amd", "voxtra.calls.secure"),
+    # agent assist (issue 11): over the three-party state
+    ("voxtra.calls.assist",),
     ("voxtra.calls.session", "voxtra.calls"),
     ("voxtra.app",),
     # voxtra.platform: the call platform (issue 10), over the app; only the cli imports it
