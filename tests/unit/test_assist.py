@@ -271,3 +271,43 @@ async def test_a_call_with_nobody_else_on_it_is_an_assist_error(
         await caller.wait_ended()
     assert errors and "no bridge" in str(errors[0])
     assert not live_snoops(fake_asterisk)
+
+
+async def test_channels_that_are_no_call_of_the_app_get_an_assist_of_their_own(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.transfer_to("100@elsewhere")  # the channel lives on in the dialplan
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        first = await fake_asterisk.incoming(extension="200")
+        second = await fake_asterisk.incoming(extension="201")
+        await first.wait_left_app()
+        await second.wait_left_app()
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+        assist = app.assist(first.id, sides={"agent": first.id, "customer": second.id})
+        async with assist:
+            assert assist.context is not None and assist.context.id == first.id
+            snoops = live_snoops(fake_asterisk)
+            assert {(s.spied.id if s.spied else None, s.spy, s.whisper) for s in snoops} == {
+                (first.id, "in", "out"),
+                (second.id, "in", "out"),
+            }
+            readers = assist.audio(), assist.transcripts()
+        assert not live_snoops(fake_asterisk) and not live_externals(fake_asterisk)
+        assert not fake_asterisk.bridges
+        for reader in readers:  # ended with the assist
+            assert [item async for item in reader] == []
+
+        # A party hanging up ends it too.
+        again = app.assist(first.id, sides={"agent": first.id, "customer": second.id})
+        await again.start()
+        await second.hang_up()
+        await asyncio.wait_for(again.wait_ended(), 5)
+        await fake_asterisk.wait_until(
+            lambda: not live_snoops(fake_asterisk) and not live_externals(fake_asterisk)
+        )
+        assert not fake_asterisk.bridges
+        assert not first.ended
