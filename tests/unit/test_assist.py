@@ -6,6 +6,7 @@ measured with real phones in tests/integration/test_assist_asterisk.py)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import math
 import struct
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from voxtra.testing.fake_asterisk.calls import FakeCall
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 Handler = Callable[[CallSession], Awaitable[None]]
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "agent_assist.py"
 
 
 def make_app(tmp_path: Path, handler: Handler) -> VoxtraApp:
@@ -311,3 +313,36 @@ async def test_channels_that_are_no_call_of_the_app_get_an_assist_of_their_own(
         )
         assert not fake_asterisk.bridges
         assert not first.ended
+
+
+async def test_the_agent_assist_example_coaches_the_agent_when_the_caller_cancels(
+    fake_asterisk: FakeAsterisk, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = importlib.util.spec_from_file_location("agent_assist_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    clock = MonotonicClock()
+    stt = ScriptedSTT(["i want to cancel my order"], clock, delay=0.01)
+    tts = ScriptedTTS(clock, first_byte=0.0)
+    monkeypatch.setattr(example, "STT", stt)
+    monkeypatch.setattr(example, "TTS", tts)
+    shown: list[Suggestion] = []
+    monkeypatch.setattr(example, "show", shown.append)
+    app = example.app
+    app.use_app_name("assist-example")
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="400")
+        await fake_asterisk.wait_until(lambda: len(live_snoops(fake_asterisk)) == 2)
+        (agent,) = fake_asterisk.originated
+        assert agent.endpoint == "PJSIP/400"
+        await fake_asterisk.wait_until(lambda: all(s.media_ends for s in (caller, agent)))
+        caller.send_audio(tone(0.6))
+        await fake_asterisk.wait_until(lambda: bool(tts.requests), timeout=10)
+        await fake_asterisk.wait_until(lambda: loudest(agent.audio_heard) > 0, timeout=10)
+        await caller.hang_up()
+        await agent.wait_ended()
+    assert [s.text for s in shown] == ["Offer the loyalty discount"]
+    assert [text for _, text in tts.requests] == ["Offer the loyalty discount"]
+    assert loudest(caller.audio_heard) == 0
+    assert not fake_asterisk.bridges
