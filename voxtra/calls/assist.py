@@ -442,7 +442,12 @@ class AgentAssist:
             raise PipelineNotConfigured("assist.whisper()", ["tts"], "app.assist(..., tts=...)")
         if self.ended or side.pipeline is None:
             raise AssistError("the agent assist has ended")
-        await side.pipeline.say(text, interruptible=False, add_to_history=False)
+        try:
+            await side.pipeline.say(text, interruptible=False, add_to_history=False)
+        except VoxtraError:
+            if self.ended:  # a party hung up while it played: say so in the assist's terms
+                raise AssistError("the agent assist ended during the whisper") from None
+            raise
 
     def suggest(self, text: str, *, to: str | None = None, **data: Any) -> Suggestion:
         """Publish a suggestion to :meth:`suggestions` readers and callbacks."""
