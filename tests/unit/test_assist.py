@@ -346,3 +346,46 @@ async def test_the_agent_assist_example_coaches_the_agent_when_the_caller_cancel
     assert [text for _, text in tts.requests] == ["Offer the loyalty discount"]
     assert loudest(caller.audio_heard) == 0
     assert not fake_asterisk.bridges
+
+
+async def test_each_sides_audio_comes_labelled_and_a_hang_up_cuts_a_whisper(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    clock = MonotonicClock()
+    tts = ScriptedTTS(clock, ms_per_char=200.0, first_byte=0.0)  # a whisper of seconds
+    loud: dict[str, int] = {"caller": 0, "callee": 0}
+    ready = asyncio.Event()
+    outcome: list[BaseException] = []
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.connect(ring_time=5, to="300")  # the agent stays on: still fine
+        app = call.app
+        assert isinstance(app, VoxtraApp)
+        async with app.assist(call, tts=tts) as assist:
+            sound = assist.audio(codec="ulaw", sample_rate=8000)
+            ready.set()
+            async for label, chunk in sound:
+                assert chunk.sample_rate == 8000 and len(chunk.data) == 160
+                loud[label] = max(loud[label], loudest(chunk.data))
+                if loud["caller"] > 1000:
+                    break
+            try:
+                await assist.whisper("callee", "a long piece of advice for the callee")
+            except AssistError as exc:
+                outcome.append(exc)
+        await call.hangup()  # (the callee left: the caller was back with the agent)
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await asyncio.wait_for(ready.wait(), 5)
+        (callee,) = fake_asterisk.originated
+        caller.send_audio(tone(0.4))
+        await fake_asterisk.wait_until(lambda: bool(tts.requests))
+        await fake_asterisk.wait_until(lambda: loudest(callee.audio_heard) > 0)
+        await callee.hang_up()  # mid-whisper
+        await caller.wait_ended()
+    assert loud["caller"] > 1000 and loud["callee"] == 0  # the caller's tone, its label
+    assert len(outcome) == 1 and "ended" in str(outcome[0])
+    assert not live_snoops(fake_asterisk) and not fake_asterisk.bridges
