@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voxtra.app import VoxtraApp
-from voxtra.ari.errors import AriError
+from voxtra.ari.errors import AriError, AriNotFound
 from voxtra.calls.session import CallSession
 from voxtra.config import PlatformSettings
 from voxtra.errors import CallBusy, CallNoAnswer, OriginateError, VoxtraError
@@ -254,6 +254,17 @@ class CallService:
             dialing[1].cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await dialing[1]
+            return
+        if record.channel_id and record.instance_id not in (None, self.app.instance_id):
+            # Live on another worker: on the same Asterisk, its channel is one ARI request
+            # away; that worker sees the hang-up and records the call's end.
+            try:
+                await self.app.ari.channels.hangup(record.channel_id)
+            except AriNotFound:
+                raise CallNotLive(
+                    f"call {record.id} is not live on this worker's Asterisk (ended, or "
+                    f"its worker {record.instance_id} serves another Asterisk)"
+                ) from None
             return
         raise CallNotLive(f"call {record.id} is not live in this process")
 

@@ -55,6 +55,13 @@ class PlatformMetrics:
             "Call records not written because the store's queue was full",
             registry=self.registry,
         )
+        self.media_frames = Counter(
+            "voxtra_media_frames",
+            "Media frames of ended calls, by kind: in, out, lost (never arrived), late "
+            "(after their slot), concealed (filled in for lost ones)",
+            ["kind"],
+            registry=self.registry,
+        )
         self.api_requests = Counter(
             "voxtra_api_requests",
             "API requests by method, route and status code",

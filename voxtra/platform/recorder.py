@@ -276,6 +276,18 @@ class PlatformRecorder:
         self.metrics.calls.labels(status.value, call.direction.value).inc()
         if call.dtmf_dropped:
             self.metrics.dtmf_dropped.inc(call.dtmf_dropped)
+        transport = call.media_path.transport
+        if transport is not None:
+            stats = transport.stats
+            for kind, value in (
+                ("in", stats.frames_in),
+                ("out", stats.frames_out),
+                ("lost", stats.lost),
+                ("late", stats.late),
+                ("concealed", stats.concealed),
+            ):
+                if value:
+                    self.metrics.media_frames.labels(kind).inc(value)
         ended_at = utcnow()
         fields: dict[str, Any] = {
             "status": status.value,

@@ -17,6 +17,7 @@ import logging
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from voxtra.errors import ConfigError
 from voxtra.recording.metadata import RecordingMetadata
@@ -86,6 +87,17 @@ class GCSSink:
                     api_root=self.emulator_host, service_file=self._service_file
                 )
             return self._storage
+
+    async def read(self, location: str) -> bytes | None:
+        """The stored object at ``location`` (a ``gs://`` URI in this sink's bucket), or
+        None for any other location. (A signed URL would need the service account's
+        private key; reading through the sink works with any credentials it has.)"""
+        parts = urlsplit(location)
+        if parts.scheme != "gs" or parts.netloc != self.bucket or not parts.path[1:]:
+            return None
+        storage = await self._get_storage()
+        data = await storage.download(self.bucket, parts.path[1:], timeout=self.timeout)
+        return bytes(data)
 
     async def open(self) -> None:
         """Make the client now (the delivery calls it when the sink is added, before

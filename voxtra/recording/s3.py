@@ -23,6 +23,7 @@ import hashlib
 import logging
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -131,6 +132,21 @@ class S3Sink:
                 )
                 self._exit_stack = stack
             return self._client
+
+    async def link(self, location: str, *, expires: int = 900) -> str | None:
+        """A presigned GET URL for ``location`` (an ``s3://`` URI this sink stored, in
+        its bucket), valid ``expires`` seconds; None for any other location. Signing is
+        local: no request is made."""
+        parts = urlsplit(location)
+        if parts.scheme != "s3" or parts.netloc != self.bucket or not parts.path[1:]:
+            return None
+        client = await self._get_client()
+        url = await client.generate_presigned_url(
+            "get_object",
+            Params={"Bucket": self.bucket, "Key": parts.path[1:]},
+            ExpiresIn=expires,
+        )
+        return str(url)
 
     async def open(self) -> None:
         """Make the client now (before calls), so the first upload does not stall the loop."""

@@ -43,7 +43,7 @@ def build_app(tmp_path: Path, **options: Any) -> VoxtraApp:
         "user",
         "secret",
         app_name=options.pop("app_name", "platform-tests"),
-        instance_id="unit",
+        instance_id=options.pop("instance_id", "unit"),
         spool_dir=str(tmp_path / "spool"),
         recordings_dir=str(tmp_path / "recordings"),
         platform=platform,

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from voxtra.platform.api.auth import Caller, platform_of, require
 from voxtra.platform.api.problems import Problem
@@ -32,7 +32,9 @@ from voxtra.platform.schemas import (
 from voxtra.platform.store.calls import FINAL_STATUSES, CallRecord, CallStatus
 from voxtra.platform.store.repository import CallFilter, IdempotencyMismatch, InvalidCursor
 from voxtra.platform.targets import InvalidTarget
-from voxtra.recording.sinks import LocalFileSink
+from voxtra.recording.gcs import GCSSink
+from voxtra.recording.s3 import S3Sink
+from voxtra.recording.sinks import CompositeSink, LocalFileSink
 
 __all__ = ["router"]
 
@@ -247,15 +249,41 @@ async def get_recording(
         raise Problem(404, f"call {call_id!r} has no recording (yet)", kind="not-found")
     if not download:
         return _detail(call).recording
-    path = _local_file(platform, call.recording.get("location"))
-    if path is None:
+    fmt = str(call.recording.get("format") or "wav")
+    location = call.recording.get("location")
+    path = _local_file(platform, location)
+    if path is not None:
+        return FileResponse(path, media_type=f"audio/{fmt}", filename=path.name)
+    remote = await _remote(platform, location, fmt)
+    if remote is None:
         raise Problem(
             404,
-            "the recording is not in a local sink this server can read; use its location",
+            "the recording is not in a sink this server can read; use its location",
             kind="not-found",
         )
-    fmt = str(call.recording.get("format") or "wav")
-    return FileResponse(path, media_type=f"audio/{fmt}", filename=path.name)
+    return remote
+
+
+async def _remote(platform: Platform, location: Any, fmt: str) -> Response | None:
+    """The recording from the app's object-store sink: a redirect to a presigned URL
+    (S3: the client fetches it from the store directly), or the object streamed
+    through (GCS). Only locations in the configured sinks' own buckets are read."""
+    locations = [item for item in (location if isinstance(location, list) else [location])]
+    sink = platform.app.recording_sink
+    sinks = sink.sinks if isinstance(sink, CompositeSink) else (sink,)
+    for item in locations:
+        if not isinstance(item, str):
+            continue
+        for candidate in sinks:
+            if isinstance(candidate, S3Sink):
+                url = await candidate.link(item)
+                if url is not None:
+                    return RedirectResponse(url, status_code=307)
+            elif isinstance(candidate, GCSSink):
+                data = await candidate.read(item)
+                if data is not None:
+                    return Response(data, media_type=f"audio/{fmt}")
+    return None
 
 
 @router.post("/{call_id}/hangup", response_model=CallDetail, summary="Hang up or cancel")
