@@ -1,0 +1,518 @@
+"""Benchmark: how many concurrent voice-agent calls one core carries (issue 15).
+
+Each of N calls is a whole conversation through ``VoicePipeline.run``: WebRTC VAD, turn
+detection, streaming STT -> LLM -> TTS with barge-in, on a real ``RtpTransport`` joined
+to the shared RTP socket (``RtpEndpoint``), as a call's media would be. The cloud
+services are their wire-protocol fakes (``FakeDeepgram``, ``FakeOpenAI``,
+``FakeElevenLabs``) driven by the real providers and SDKs, in a separate process; the
+callers' RTP comes from another process that plays Asterisk's end (one UDP port per
+call, as Asterisk's ExternalMedia channels). Neither process's CPU is counted.
+
+Each caller loops recorded speech (phrases synthesised once with espeak-ng at 8 kHz):
+a question, then a few seconds of silence; one gap in three is shorter than the
+answer, so the caller talks over the agent (barge-in). Deepgram's fake answers each
+``Finalize`` (sent by the pipeline at end of speech) with the phrase's text, the LLM
+fake streams a short answer word by word, the TTS fake streams its audio.
+
+Reported per step (a fixed window after a warm-up):
+
+* **CPU per agent-call-second**: this process's ``time.process_time`` over the window
+  divided by N x window;
+* **framework-added turn latency**: ``TurnMetrics.total_ms`` (end of speech detected ->
+  first answer audio handed to the transport) minus the fakes' configured delays (none
+  by default, so it includes the loopback round trips and the fakes' own time);
+* **outbound pacing**: p99 of the transports' ``stats.pacing_lateness_s`` (how late
+  each answer frame left after its 20 ms deadline).
+
+N is searched by doubling from ``--start`` then bisecting between the last N that held
+(latency p95 <= 20 ms, pacing p99 <= 2 ms, >= 97% of the inbound frames moved) and the
+first that did not. Then a short cProfile run shows where the time goes (top 15 by
+cumulative time).
+
+    .venv/bin/python bench/agent_density.py [--window 20] [--start 25] [--max 800]
+        [--json out.json]
+    .venv/bin/python bench/agent_density.py --quick --json out.json   # N=5, 5 s
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import gc
+import io
+import json
+import multiprocessing as mp
+import os
+import pstats
+import random
+import socket
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from voxtra.media import g711
+from voxtra.media.pacer import Pacer, Ticker
+from voxtra.media.rtp import RtpSender
+from voxtra.media.rtp_endpoint import RtpEndpoint
+from voxtra.media.rtp_transport import RtpTransport
+from voxtra.pipeline import BargeInEvent, PipelineEvent, TurnMetrics, VoicePipeline
+from voxtra.providers.deepgram_stt import DeepgramSTT
+from voxtra.providers.elevenlabs_tts import ElevenLabsTTS
+from voxtra.providers.openai_llm import OpenAILLM
+from voxtra.providers.webrtc_vad import WebRtcVAD
+from voxtra.testing.audio import read_wav, synthesize_wav
+
+PHRASES = (
+    "what are your opening hours",
+    "can I book a table for two tonight",
+    "where is your nearest shop",
+)
+ANSWER = "We are open from nine to five. Is there anything else?"
+GAPS_S = (4.5, 4.5, 2.0)
+"""Silence after each phrase: the answer (about 3 s of audio at the fake's 60 ms a
+character) fits in 4.5 s; 2 s is cut short by the next question (a barge-in)."""
+KEY = "bench-key"
+TARGET_CALLS = 200
+LATENCY_P95_MS = 20.0
+PACING_P99_MS = 2.0
+
+
+# -- the other processes ------------------------------------------------------------------
+
+
+def _fakes(conf: dict[str, Any], urls: mp.Queue, stop: Any) -> None:  # type: ignore[type-arg]
+    """Child process: the three cloud fakes on loopback until ``stop`` is set."""
+    from voxtra.testing.fakes import (
+        DeepgramTurn,
+        FakeDeepgram,
+        FakeElevenLabs,
+        FakeOpenAI,
+        OpenAIReply,
+    )
+
+    async def main() -> None:
+        # Never reached by bytes: each turn fires on the pipeline's Finalize, in order.
+        turns = [DeepgramTurn(1 << 62, PHRASES[i % len(PHRASES)]) for i in range(600)]
+        reply = OpenAIReply(text=ANSWER, delay=conf["llm_delay"])
+        async with (
+            FakeDeepgram(KEY, turns) as dg,
+            FakeOpenAI(KEY, [reply]) as oa,
+            FakeElevenLabs(KEY, chunk_ms=conf["tts_chunk_ms"]) as el,
+        ):
+            urls.put((dg.url, oa.base_url, el.url))
+            while not stop.is_set():
+                await asyncio.sleep(0.1)
+
+    asyncio.run(main())
+
+
+def _swallow(sock: socket.socket) -> int:
+    n = 0
+    while True:
+        try:
+            sock.recv(2048)
+        except BlockingIOError:
+            return n
+        n += 1
+
+
+def _callers(
+    ports: list[int],
+    script: bytes,
+    seconds: float,
+    seed: int,
+    out: mp.Queue,  # type: ignore[type-arg]
+    ready: Any,
+) -> None:
+    """Child process: plays each call's caller (its own UDP port, as Asterisk does)."""
+
+    async def main() -> None:
+        socks = []
+        for _ in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+            s.setblocking(False)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        out.put([s.getsockname()[1] for s in socks])
+        frames = [script[i : i + 160] for i in range(0, len(script) - 159, 160)]
+        rng = random.Random(seed)
+        offsets = [rng.randrange(len(frames)) for _ in ports]  # calls out of step
+        calls = [
+            (s, RtpSender(0), ("127.0.0.1", p), off)
+            for s, p, off in zip(socks, ports, offsets, strict=True)
+        ]
+        ready.set()
+        pacer = Pacer()
+        end = time.monotonic() + seconds
+        tick = 0
+        nf = len(frames)
+        while time.monotonic() < end:
+            await pacer.wait()
+            for s, sender, addr, off in calls:
+                s.sendto(sender.build(frames[(off + tick) % nf]), addr)
+                _swallow(s)
+            tick += 1
+        for s in socks:
+            s.close()
+
+    asyncio.run(main())
+
+
+async def caller_script(work: Path) -> bytes:
+    """One caller's loop as u-law: each phrase, then its gap of silence."""
+    parts: list[bytes] = []
+    for i, text in enumerate(PHRASES):
+        samples, rate = read_wav(await synthesize_wav(text, work / f"p{i}.wav", rate=8000))
+        assert rate == 8000
+        pcm = np.asarray(samples, dtype="<i2").tobytes()
+        gap = np.zeros(int(GAPS_S[i % len(GAPS_S)] * 8000), dtype="<i2").tobytes()
+        parts.append(g711.pcm16_to_ulaw(pcm + gap))
+    return b"".join(parts)
+
+
+# -- one step ----------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    n: int
+    window_s: float
+    cpu_us_per_call_s: float
+    core_share: float
+    turns: int
+    barge_ins: int
+    latency_p50_ms: float
+    latency_p95_ms: float
+    latency_max_ms: float
+    stt_p95_ms: float
+    llm_p95_ms: float
+    tts_p95_ms: float
+    pacing_p99_ms: float
+    pacing_frames: int
+    pacing_over_2ms: int
+    tick_p99_ms: float
+    frames_in: int
+    frames_expected: int
+    errors: int
+    load_avg: float
+    held: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def judge(self) -> None:
+        kept_up = self.frames_in >= 0.97 * self.frames_expected
+        if not kept_up:
+            self.notes.append("fell behind on inbound frames")
+        if self.turns == 0:
+            self.notes.append("no turns")
+        self.held = (
+            kept_up
+            and self.turns > 0
+            and self.latency_p95_ms <= LATENCY_P95_MS
+            and self.pacing_p99_ms <= PACING_P99_MS
+        )
+
+
+def _pct(values: list[float], q: int) -> float:
+    if not values:
+        return 0.0
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(sorted(values), n=100, method="inclusive")[q - 1]
+
+
+async def run_step(
+    n: int,
+    window: float,
+    urls: tuple[str, str, str],
+    script: bytes,
+    conf: dict[str, Any],
+    profile: cProfile.Profile | None = None,
+) -> Step:
+    dg_url, oa_url, el_url = urls
+    if os.environ.get("AGENT_DENSITY_SLOW_MS"):  # find what holds the loop (debug mode)
+        lp = asyncio.get_running_loop()
+        lp.set_debug(True)
+        lp.slow_callback_duration = float(os.environ["AGENT_DENSITY_SLOW_MS"]) / 1000
+    stt = DeepgramSTT(KEY, base_url=dg_url)
+    llm = OpenAILLM(KEY, base_url=oa_url)
+    tts = ElevenLabsTTS(KEY, "bench-voice", base_url=el_url)
+    vad = WebRtcVAD()
+    ticker = Ticker()
+    endpoint = RtpEndpoint(ticker, "127.0.0.1")
+    transports = [
+        await RtpTransport.open("ulaw", endpoint=endpoint, name=f"a{i}") for i in range(n)
+    ]
+    warm = max(3.0, n / 40)  # the STT sockets connect and the first turns settle
+    ctx = mp.get_context("spawn")
+    out: mp.Queue[list[int]] = ctx.Queue()
+    ready = ctx.Event()
+    peer = ctx.Process(
+        target=_callers,
+        args=([tr.local_address[1] for tr in transports], script, warm + window + 1.0, n, out, ready),
+    )
+    peer.start()
+    loop = asyncio.get_running_loop()
+    for tr, port in zip(transports, await loop.run_in_executor(None, out.get), strict=True):
+        tr.set_remote("127.0.0.1", port)
+    events: list[PipelineEvent] = []
+    errors = 0
+
+    async def call(tr: RtpTransport, i: int) -> None:
+        nonlocal errors
+        p = VoicePipeline(
+            stt,
+            llm,
+            tts,
+            vad,
+            system_prompt="You answer callers of a shop, briefly.",
+            stt_timeout=conf["stt_timeout"],
+        )
+        p.on_event(events.append)
+        try:
+            await p.run(tr, call_id=f"a{i}")
+        except Exception:
+            errors += 1
+
+    tasks = [asyncio.create_task(call(tr, i)) for i, tr in enumerate(transports)]
+    while not ready.is_set():
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(warm)
+    gc.collect()
+    gc.freeze()  # as a long-running server would after start-up (see media_path.py)
+    await asyncio.sleep(0.2)  # the tick the collection delayed is not part of the window
+    for tr in transports:
+        tr.stats.pacing_lateness_s.clear()
+    ticker.lateness.clear()
+    f0 = sum(tr.stats.frames_in for tr in transports)
+    w0 = time.monotonic()
+    c0 = time.process_time()
+    if profile is not None:
+        profile.enable()
+    await asyncio.sleep(window)
+    if profile is not None:
+        profile.disable()
+    cpu, wall = time.process_time() - c0, time.monotonic() - w0
+    w1 = w0 + wall
+    frames_in = sum(tr.stats.frames_in for tr in transports) - f0
+    late = [x * 1000 for tr in transports for x in tr.stats.pacing_lateness_s]
+    ticks = list(ticker.lateness)
+    load = os.getloadavg()[0]
+    for tr in transports:
+        await tr.close()
+    done, pending = await asyncio.wait(tasks, timeout=10)
+    for t in pending:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await ticker.aclose()
+    endpoint.close()
+    gc.unfreeze()
+    peer.join(5)
+    turns = [
+        e
+        for e in events
+        if isinstance(e, TurnMetrics)
+        and e.speech_end is not None
+        and w0 <= e.speech_end <= w1
+        and e.total_ms is not None
+    ]
+    delays = conf["llm_delay"] * 1000  # one chunk gap before the first word
+    total = [t.total_ms - delays for t in turns if t.total_ms is not None]
+    barges = sum(1 for e in events if isinstance(e, BargeInEvent) and w0 <= e.at <= w1)
+    step = Step(
+        n=n,
+        window_s=round(wall, 3),
+        cpu_us_per_call_s=cpu * 1e6 / (n * wall),
+        core_share=cpu / wall,
+        turns=len(turns),
+        barge_ins=barges,
+        latency_p50_ms=_pct(total, 50),
+        latency_p95_ms=_pct(total, 95),
+        latency_max_ms=max(total, default=0.0),
+        stt_p95_ms=_pct([t.stt_ms for t in turns if t.stt_ms is not None], 95),
+        llm_p95_ms=_pct([t.llm_ms for t in turns if t.llm_ms is not None], 95),
+        tts_p95_ms=_pct([t.tts_ms for t in turns if t.tts_ms is not None], 95),
+        pacing_p99_ms=_pct(late, 99),
+        pacing_frames=len(late),
+        pacing_over_2ms=sum(1 for x in late if x > PACING_P99_MS),
+        tick_p99_ms=_pct([x * 1000 for x in ticks], 99),
+        frames_in=frames_in,
+        frames_expected=round(n * 50 * wall),
+        errors=errors,
+        load_avg=load,
+    )
+    step.judge()
+    return step
+
+
+def _show(s: Step) -> None:
+    print(
+        f"N={s.n:4d}  CPU {s.cpu_us_per_call_s:7.0f} us/call-s (core {s.core_share:4.0%})  "
+        f"turns {s.turns:4d} barge-ins {s.barge_ins:3d}  latency p50 {s.latency_p50_ms:6.1f} "
+        f"p95 {s.latency_p95_ms:6.1f} max {s.latency_max_ms:6.1f} ms "
+        f"(stt {s.stt_p95_ms:.1f} llm {s.llm_p95_ms:.1f} tts {s.tts_p95_ms:.1f} p95)  "
+        f"pacing p99 {s.pacing_p99_ms:5.2f} ms ({s.pacing_over_2ms}/{s.pacing_frames} > 2 ms; "
+        f"ticks p99 {s.tick_p99_ms:.2f})  frames {s.frames_in}/{s.frames_expected}  "
+        f"errors {s.errors}  load {s.load_avg:.1f}  {'held' if s.held else 'NOT held'}"
+        + (f" ({'; '.join(s.notes)})" if s.notes else ""),
+        flush=True,
+    )
+
+
+_IDLE = ("(select)", "'poll' of", "base_events.py", "(run_forever)", "(run_until_complete)",
+         "runners.py")
+"""The loop itself (its idle wait in ``select`` and the frames enclosing all the rest)."""
+
+
+def _top(profile: cProfile.Profile, count: int) -> list[dict[str, Any]]:
+    stats = pstats.Stats(profile, stream=io.StringIO())
+    rows = []
+    for (path, line, name), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        rows.append(
+            {
+                "function": f"{Path(path).name}:{line}({name})",
+                "calls": nc,
+                "tottime_s": tt,
+                "cumtime_s": ct,
+            }
+        )
+    rows = [r for r in rows if not any(k in r["function"] for k in _IDLE)]
+    rows.sort(key=lambda r: r["cumtime_s"], reverse=True)
+    return rows[:count]
+
+
+async def prime(urls: tuple[str, str, str]) -> None:
+    """One request through each provider before any step: the SDKs import modules and
+    build their HTTP machinery on first use (measured 20-70 ms of one loop pass each,
+    which would show as late ticks of a step), once per process on a real server."""
+    from voxtra.media.frames import AudioChunk, Codec
+    from voxtra.providers.base import ChatMessage
+
+    dg_url, oa_url, el_url = urls
+    stream = await DeepgramSTT(KEY, base_url=dg_url).stream()
+    await stream.send(AudioChunk(b"\xff" * 160, 8000, Codec.ULAW))
+    await stream.close()
+    async for _ in OpenAILLM(KEY, base_url=oa_url).generate([ChatMessage("user", "hi")]):
+        pass
+    async for _ in ElevenLabsTTS(KEY, "bench-voice", base_url=el_url).synthesize("Hi."):
+        pass
+
+
+async def search(args: argparse.Namespace, urls: tuple[str, str, str], script: bytes) -> Any:
+    conf = _conf(args)
+    await prime(urls)
+    steps: list[Step] = []
+
+    async def step(n: int) -> Step:
+        s = await run_step(n, args.window, urls, script, conf)
+        steps.append(s)
+        _show(s)
+        return s
+
+    if args.quick:
+        await step(args.start)
+    else:
+        good, bad = 0, 0
+        n = args.start
+        while n <= args.max:
+            if (await step(n)).held:
+                good, n = n, n * 2
+            else:
+                bad = n
+                break
+        if bad:
+            while bad - good > max(2, good // 8):
+                mid = (good + bad) // 2
+                if (await step(mid)).held:
+                    good = mid
+                else:
+                    bad = mid
+    held = [s for s in steps if s.held]
+    best = max(held, key=lambda s: s.n) if held else None
+    prof_n = best.n if best else args.start
+    profile = cProfile.Profile()
+    prof_step = await run_step(prof_n, args.profile_window, urls, script, conf, profile)
+    top = _top(profile, 15)
+    print(f"\nprofile, N={prof_n}, {args.profile_window:g} s (cProfile, top 15 by cumulative):")
+    for r in top:
+        print(f"  {r['cumtime_s']:8.3f} s cum  {r['tottime_s']:7.3f} s own  {r['calls']:8d}  "
+              f"{r['function']}")
+    return steps, best, top, prof_step
+
+
+def _conf(args: argparse.Namespace) -> dict[str, Any]:
+    return {"llm_delay": args.llm_delay, "tts_chunk_ms": args.tts_chunk_ms, "stt_timeout": 5.0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="smoke run: N=5, 5 s window")
+    ap.add_argument("--window", type=float, default=20.0, help="seconds measured per step")
+    ap.add_argument("--start", type=int, default=25, help="first N (then doubled)")
+    ap.add_argument("--max", type=int, default=800, help="largest N tried")
+    ap.add_argument("--profile-window", type=float, default=8.0)
+    ap.add_argument("--llm-delay", type=float, default=0.0, help="fake LLM gap between chunks")
+    ap.add_argument("--tts-chunk-ms", type=int, default=100, help="fake TTS body chunk length")
+    ap.add_argument("--json", metavar="PATH")
+    args = ap.parse_args()
+    if args.quick:
+        args.start, args.window, args.profile_window = 5, 5.0, 2.0
+    ctx = mp.get_context("spawn")
+    urls_q: mp.Queue[tuple[str, str, str]] = ctx.Queue()
+    stop = ctx.Event()
+    fakes = ctx.Process(target=_fakes, args=(_conf(args), urls_q, stop))
+    fakes.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="voxtra-density-") as work:
+            script = asyncio.run(caller_script(Path(work)))
+        urls = urls_q.get(timeout=30)
+        print(
+            f"caller loop {len(script) / 8000:.1f} s ({len(PHRASES)} phrases), window "
+            f"{args.window:g} s per step, load {os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
+        steps, best, top, prof_step = asyncio.run(search(args, urls, script))
+    finally:
+        stop.set()
+        fakes.join(10)
+        if fakes.is_alive():
+            fakes.terminate()
+    reference = best or min(steps, key=lambda s: s.n)
+    met = best is not None and best.n >= TARGET_CALLS
+    line = (
+        f"agent_density: {best.n if best else 0} concurrent agent calls per core held "
+        f"(target >= {TARGET_CALLS}: {'MET' if met else 'NOT MET'}); at N={reference.n}: "
+        f"{reference.cpu_us_per_call_s:.0f} us CPU per agent-call-second, turn latency p95 "
+        f"{reference.latency_p95_ms:.1f} ms (<= {LATENCY_P95_MS:g}), pacing p99 "
+        f"{reference.pacing_p99_ms:.2f} ms (<= {PACING_P99_MS:g})"
+    )
+    print(line)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(
+                {
+                    "quick": args.quick,
+                    "window_s": args.window,
+                    "target_calls": TARGET_CALLS,
+                    "steps": [asdict(s) for s in steps],
+                    "best": asdict(best) if best else None,
+                    "calls_per_core": best.n if best else 0,
+                    "met": met,
+                    "profile": {"n": prof_step.n, "window_s": prof_step.window_s, "top": top},
+                    "summary": line,
+                },
+                fh,
+                indent=2,
+            )
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
