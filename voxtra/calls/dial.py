@@ -9,12 +9,25 @@ the caller hung up: the call ends).
 Every leg is an internal channel of the call (``CallContext.expect_channel``): whatever
 happens (the caller hangs up while it rings, the handler raises, ``dial`` is cancelled,
 the app stops), the call's teardown hangs it up. No leg outlives its call.
+
+Transfer keys (``transfer_keys=``): the person who answered transfers the caller with
+its phone's keys, an attended transfer run by the app, because Asterisk does not apply
+its own feature codes (features.conf ``atxfer``) in the bridges an ARI app makes
+(measured on 22.10.1: docs/three-party.md). The bridge is then a ``dtmf_events`` one,
+so Asterisk reads the digits (a plain mixing bridge of two phones goes native RTP and
+the digits never reach the app); that person's digits are absorbed, not passed on.
+``*2``, a number, ``#``: the caller waits with music on hold in the dial bridge, the
+person moves to a consultation bridge and the number is dialled into it (a leg of this
+call). The person hanging up completes the transfer (the caller joins the target);
+the target hanging up or not answering brings the person back to the caller. The new
+party may transfer again the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -22,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from voxtra.ari.errors import AriError
-from voxtra.ari.events import AriEvent, ChannelDestroyed, StasisEnd
+from voxtra.ari.events import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisEnd
 from voxtra.ari.models import Channel
 from voxtra.calls.context import CallContext
 from voxtra.calls.playback import Playback, play
@@ -30,7 +43,7 @@ from voxtra.calls.registry import PendingOriginate
 from voxtra.calls.state import CallState
 from voxtra.errors import CallBusy, CallEnded, CallFailed, ConfigError, OriginateError
 
-__all__ = ["DialOutcome", "DialResult", "dial"]
+__all__ = ["DialOutcome", "DialResult", "TransferKeys", "dial"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +73,39 @@ class DialResult:
     reason: str = ""
     """What went wrong, with what to check when Voxtra can tell."""
     ended_by: Literal["caller", "target", ""] = ""
-    """Who hung up first after an answer."""
+    """Who hung up first after an answer (``target``: the last party the caller talked
+    to, a transfer's target included)."""
+    transferred_to: tuple[str, ...] = ()
+    """The endpoints the caller was transferred to with :class:`TransferKeys`, in order."""
 
     @property
     def answered(self) -> bool:
         return self.outcome == "answered"
+
+
+@dataclass(frozen=True, slots=True)
+class TransferKeys:
+    """Let the person who answered transfer the caller with its keys (see the module).
+
+    ``start`` + number + ``end`` (``*2 5083 #``) dials ``endpoint`` with ``{number}``
+    replaced, ringing for ``ring_time`` seconds.
+    """
+
+    endpoint: str = "PJSIP/{number}"
+    start: str = "*2"
+    end: str = "#"
+    ring_time: int = 30
+
+    def __post_init__(self) -> None:
+        if "{number}" not in self.endpoint or "/" not in self.endpoint:
+            raise ConfigError(
+                f"TransferKeys endpoint must be a channel endpoint with {{number}}, "
+                f"not {self.endpoint!r}"
+            )
+        if not self.start or not self.end or self.end.isdigit() or self.start.isdigit():
+            raise ConfigError("TransferKeys start and end must be keys other than digits only")
+        if self.ring_time <= 0:
+            raise ConfigError("TransferKeys ring_time must be > 0 seconds")
 
 
 class _Leg:
@@ -105,11 +146,14 @@ async def dial(
     caller_id: str | None = None,
     ringback: bool = True,
     sequential: bool = False,
+    transfer_keys: TransferKeys | bool | None = None,
 ) -> DialResult:
     """Dial ``targets`` and bridge the first to answer with the call (see the module).
 
     ``timeout`` is per attempt: for all targets at once, or for each in turn when
-    ``sequential``. ``caller_id`` defaults to the caller's number.
+    ``sequential``. ``caller_id`` defaults to the caller's number. ``transfer_keys``
+    (True for the defaults, or a :class:`TransferKeys`) lets the one who answers
+    transfer the caller with its keys.
     """
     context.check_alive()
     names = [targets] if isinstance(targets, str) else list(targets)
@@ -119,6 +163,7 @@ async def dial(
         )
     if timeout <= 0:
         raise ConfigError("dial timeout must be > 0 seconds")
+    keys = TransferKeys() if transfer_keys is True else transfer_keys or None
     caller_id = caller_id or context.caller_id or None
     groups = [[name] for name in names] if sequential else [names]
     result = DialResult("no_answer", names[-1])
@@ -129,7 +174,7 @@ async def dial(
         elif ringback:
             await context.request(context.ari.channels.ring(context.id))
         for group in groups:
-            result = await _attempt(context, group, timeout, caller_id, tone)
+            result = await _attempt(context, group, timeout, caller_id, tone, keys)
             if result.outcome in ("answered", "canceled"):
                 break
         return result
@@ -145,6 +190,7 @@ async def _attempt(
     timeout: float,
     caller_id: str | None,
     tone: Playback | None,
+    keys: TransferKeys | None = None,
 ) -> DialResult:
     """Ring ``group`` at once; bridge the first to answer; the others are hung up."""
     legs = [_Leg(context, target) for target in group]
@@ -169,6 +215,8 @@ async def _attempt(
                 return DialResult("canceled", group[-1], reason="the caller hung up")
             return _failure(legs)
         await _release_losers(context, legs, winner)
+        if keys is not None:
+            return await _connect_with_keys(context, winner, tone, keys, caller_id)
         return await _connect(context, winner, tone)
     finally:
         for leg in legs:
@@ -247,3 +295,205 @@ async def _connect(context: CallContext, leg: _Leg, tone: Playback | None) -> Di
     with contextlib.suppress(AriError, CallEnded):
         await context.release_bridge(bridge_id)
     return DialResult("answered", leg.target, talk, ended_by="target")
+
+
+async def _connect_with_keys(
+    context: CallContext,
+    leg: _Leg,
+    tone: Playback | None,
+    keys: TransferKeys,
+    caller_id: str | None,
+) -> DialResult:
+    """As :func:`_connect`, and the party the caller talks to may transfer it by keys."""
+    if tone is not None and not tone.done:
+        with contextlib.suppress(AriError):
+            await tone.stop()
+    if context.state is CallState.RINGING:
+        await context.request(context.ari.channels.answer(context.id))
+        context.mark_answered()
+    digits: dict[str, asyncio.Queue[str]] = {}
+
+    def collect(event: ChannelDtmfReceived) -> bool:
+        digits.setdefault(event.channel.id, asyncio.Queue()).put_nowait(event.digit)
+        return False  # never done: every digit of the call's parties, for the whole talk
+
+    # Before the leg joins: a key pressed at once is kept.
+    keys_waiter = context.expect(ChannelDtmfReceived, collect)
+    try:
+        bridge_id = await _keys_bridge(context, "dial")
+        await context.request(context.ari.bridges.add_channel(bridge_id, context.id))
+        await context.request(context.ari.bridges.add_channel(bridge_id, leg.id, absorb_dtmf=True))
+    except BaseException:
+        context.forget(keys_waiter)
+        raise
+    began = time.monotonic()
+    logger.info("call %s: connected to %s (%s), transfer keys on", context.id, leg.target, leg.id)
+    current, current_target = leg.id, leg.target
+    transferred: list[str] = []
+    try:
+        while True:
+            left = context.expect(AriEvent, functools.partial(_leaves, channel_id=current))
+            number = asyncio.ensure_future(
+                _read_number(digits.setdefault(current, asyncio.Queue()), keys)
+            )
+            waits: set[asyncio.Future[Any]] = {left, number, context.gone}
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                number.cancel()
+                context.forget(left)
+            if context.gone.done():
+                return DialResult(
+                    "answered",
+                    current_target,
+                    time.monotonic() - began,
+                    ended_by="caller",
+                    transferred_to=tuple(transferred),
+                )
+            if left.done() and not left.cancelled():  # forget() cancels a pending one
+                with contextlib.suppress(AriError, CallEnded):
+                    await context.release_bridge(bridge_id)
+                return DialResult(
+                    "answered",
+                    current_target,
+                    time.monotonic() - began,
+                    ended_by="target",
+                    transferred_to=tuple(transferred),
+                )
+            endpoint = keys.endpoint.replace("{number}", number.result())
+            try:
+                moved = await _consult(context, bridge_id, current, endpoint, keys, caller_id)
+            except CallEnded:
+                moved = "gone"
+            if moved == "gone":
+                ended_by: Literal["caller", "target"] = "caller" if context.ended else "target"
+                if not context.ended:
+                    with contextlib.suppress(AriError, CallEnded):
+                        await context.release_bridge(bridge_id)
+                return DialResult(
+                    "answered",
+                    current_target,
+                    time.monotonic() - began,
+                    ended_by=ended_by,
+                    transferred_to=tuple(transferred),
+                )
+            if moved != "back":
+                bridge_id, current = moved
+                current_target = endpoint
+                transferred.append(endpoint)
+    finally:
+        context.forget(keys_waiter)
+
+
+async def _read_number(queue: asyncio.Queue[str], keys: TransferKeys) -> str:
+    """The number of the first ``start`` + digits + ``end`` the queue's digits spell."""
+    pressed = ""
+    while True:
+        pressed += await queue.get()
+        if keys.start not in pressed:
+            pressed = pressed[-len(keys.start) :]
+            continue
+        after = pressed.split(keys.start)[-1]
+        if after.endswith(keys.end):
+            number = after[: -len(keys.end)]
+            if number.isdigit():
+                return number
+            pressed = ""
+        elif after and not after.isdigit():
+            pressed = after[-len(keys.start) :]
+
+
+async def _consult(
+    context: CallContext,
+    bridge_id: str,
+    transferer: str,
+    endpoint: str,
+    keys: TransferKeys,
+    caller_id: str | None,
+) -> tuple[str, str] | Literal["back", "gone"]:
+    """The attended transfer from ``transferer``: the caller on hold in ``bridge_id``,
+    the transferer with ``endpoint`` in a consultation bridge. Returns the bridge the
+    caller is in now and who it talks to once it completed (the transferer hung up,
+    also while the target rang); ``back`` if it did not (the target is busy, does not
+    answer or hangs up: the transferer is back with the caller); ``gone`` if the
+    transferer hung up and the target did not answer (nobody is left for the caller).
+    CallEnded if the caller hangs up."""
+    logger.info("call %s: %s transfers the caller to %s", context.id, transferer, endpoint)
+    consult = await _keys_bridge(context, "consult")
+    gone_transferer = context.expect(AriEvent, lambda e: _leaves(e, transferer))
+    gone_target: asyncio.Future[AriEvent] | None = None
+    try:
+        await context.request(
+            context.ari.bridges.add_channel(consult, transferer, absorb_dtmf=True)
+        )
+        await context.request(context.ari.bridges.start_moh(bridge_id))
+        dialing = asyncio.ensure_future(
+            context.dial_leg(endpoint, timeout=keys.ring_time, caller_id=caller_id)
+        )
+        racing: set[asyncio.Future[Any]] = {dialing, context.gone}
+        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+        if not dialing.done():
+            dialing.cancel()  # dial_leg hangs its leg up on the way out
+            with contextlib.suppress(BaseException):
+                await dialing
+        context.check_alive()
+        try:
+            target = dialing.result()
+        except (OriginateError, AriError) as exc:
+            logger.info("call %s: transfer to %s failed: %s", context.id, endpoint, exc)
+            await _abort(context, bridge_id, consult, transferer, gone_transferer.done())
+            return "gone" if gone_transferer.done() else "back"
+        gone_target = context.expect(AriEvent, lambda e: _leaves(e, target))
+        if not gone_transferer.done():
+            await context.request(
+                context.ari.bridges.add_channel(consult, target, absorb_dtmf=True)
+            )
+            talking: set[asyncio.Future[Any]] = {gone_transferer, gone_target, context.gone}
+            await asyncio.wait(talking, return_when=asyncio.FIRST_COMPLETED)
+            context.check_alive()
+            if gone_target.done():
+                await _abort(context, bridge_id, consult, transferer, gone_transferer.done())
+                return "gone" if gone_transferer.done() else "back"
+        # Completed: the caller joins the target (a move: no removeChannel needed).
+        with contextlib.suppress(AriError):
+            await context.request(context.ari.bridges.stop_moh(bridge_id))
+        await context.request(context.ari.bridges.add_channel(consult, [context.id, target]))
+        with contextlib.suppress(AriError, CallEnded):
+            await context.release_bridge(bridge_id)
+        logger.info("call %s: transferred to %s (%s)", context.id, endpoint, target)
+        return consult, target
+    finally:
+        context.forget(gone_transferer)
+        if gone_target is not None:
+            context.forget(gone_target)
+
+
+async def _abort(
+    context: CallContext, bridge_id: str, consult: str, transferer: str, transferer_gone: bool
+) -> None:
+    """The transfer did not happen: the transferer back with the caller (if it is still
+    on the call), the music stopped, the consultation bridge gone."""
+    with contextlib.suppress(AriError):
+        await context.request(context.ari.bridges.stop_moh(bridge_id))
+    if not transferer_gone:
+        with contextlib.suppress(AriError):
+            await context.request(
+                context.ari.bridges.add_channel(bridge_id, transferer, absorb_dtmf=True)
+            )
+    with contextlib.suppress(AriError, CallEnded):
+        await context.release_bridge(consult)
+
+
+async def _keys_bridge(context: CallContext, kind: str) -> str:
+    """A mixing bridge of the call that hands Asterisk every digit (``dtmf_events``: a
+    plain one of two phones goes native RTP and the digits never reach the app)."""
+    bridge = await context.ari.bridges.create(
+        "mixing,dtmf_events", bridge_id=context.host.internal_id(kind)
+    )
+    context.bridges.add(bridge.id)
+    context.host.registry.own_bridge(bridge.id, context)
+    return bridge.id
+
+
+def _leaves(event: AriEvent, channel_id: str) -> bool:
+    return isinstance(event, ChannelDestroyed | StasisEnd) and event.channel_id == channel_id

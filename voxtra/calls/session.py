@@ -25,7 +25,7 @@ from voxtra.ari.models import Channel
 from voxtra.calls import amd as amd_detection
 from voxtra.calls.amd import AmdConfig, AmdResult, AmdVerdict
 from voxtra.calls.context import CallContext
-from voxtra.calls.dial import DialResult, dial
+from voxtra.calls.dial import DialResult, TransferKeys, dial
 from voxtra.calls.host import CallHost
 from voxtra.calls.media import CallMedia
 from voxtra.calls.parties import AgentMode, CallParties, PartyError, PartyState
@@ -635,13 +635,17 @@ class CallSession:
         caller_id: str | None = None,
         ringback: bool = True,
         sequential: bool = False,
+        transfer_keys: TransferKeys | bool | None = None,
     ) -> DialResult:
         """Connect the caller to ``targets`` (Twilio's ``<Dial>``): ring them all at once
         (or one after the other with ``sequential``), ringback to the caller meanwhile,
         bridge the first to answer and hang up the others. Returns when that
         conversation ends (or nobody answered) with the outcome: ``answered``, ``busy``,
         ``no_answer``, ``failed`` or ``canceled``. Every leg belongs to the call: it is
-        hung up with the call, whatever happens (see :mod:`voxtra.calls.dial`)."""
+        hung up with the call, whatever happens (see :mod:`voxtra.calls.dial`).
+        ``transfer_keys`` (True, or a :class:`~voxtra.calls.dial.TransferKeys`): the one
+        who answers may transfer the caller with its keys (``*2`` number ``#``, then
+        hang up), an attended transfer the app runs."""
         return await dial(
             self.context,
             targets,
@@ -649,6 +653,7 @@ class CallSession:
             caller_id=caller_id,
             ringback=ringback,
             sequential=sequential,
+            transfer_keys=transfer_keys,
         )
 
     async def _warm_transfer(

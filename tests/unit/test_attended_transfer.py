@@ -1,0 +1,121 @@
+"""``call.dial(..., transfer_keys=...)`` on FakeAsterisk: the person who answered
+transfers the caller with its keys (``*2`` number ``#``), an attended transfer the app
+runs, since Asterisk applies no feature codes in ARI bridges (docs/three-party.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from voxtra import CallSession, VoxtraApp
+from voxtra.calls.dial import DialResult, TransferKeys
+from voxtra.errors import ConfigError
+from voxtra.testing import FakeAsterisk
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture
+def make_app(tmp_path: Path) -> Callable[[], VoxtraApp]:
+    def make() -> VoxtraApp:
+        return VoxtraApp(
+            "http://asterisk.invalid:8088",
+            "user",
+            "secret",
+            app_name="xfer-tests",
+            instance_id="unit",
+            spool_dir=str(tmp_path / "spool"),
+        )
+
+    return make
+
+
+def _live_bridges(fake: FakeAsterisk) -> list[list[str]]:
+    return [b.channels for b in fake.bridges.values() if not b.destroyed]
+
+
+async def test_keys_then_hang_up_connect_the_caller_with_the_target(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    app = make_app()
+    results: list[DialResult] = []
+
+    @app.route("1000")
+    async def forward(call: CallSession) -> None:
+        await call.answer()
+        results.append(await call.dial("PJSIP/desk", transfer_keys=True))
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="1000")
+        await fake_asterisk.wait_until(lambda: len(fake_asterisk.originated) == 1)
+        [desk] = fake_asterisk.originated
+        await fake_asterisk.wait_until(lambda: desk.bridge_id is not None)
+        await desk.press("*2300#")
+        await fake_asterisk.wait_until(lambda: len(fake_asterisk.originated) == 2)
+        target = fake_asterisk.originated[1]
+        assert target.endpoint == "PJSIP/300"
+        # Consulting: the desk with the target, the caller alone on music on hold.
+        await fake_asterisk.wait_until(
+            lambda: target.bridge_id is not None and target.bridge_id == desk.bridge_id
+        )
+        assert caller.bridge_id is not None and caller.bridge_id != desk.bridge_id
+        assert fake_asterisk.bridges[caller.bridge_id].moh is not None
+
+        await desk.hang_up()  # completes the transfer
+        await fake_asterisk.wait_until(lambda: caller.bridge_id == target.bridge_id)
+        assert _live_bridges(fake_asterisk) == [[target.id, caller.id]]
+        assert list(app.registry.bridges) == [caller.bridge_id]
+
+        await target.hang_up()  # the caller is back with the handler, which returns
+        await caller.wait_ended()
+    [result] = results
+    assert (result.outcome, result.ended_by, result.transferred_to) == (
+        "answered",
+        "target",
+        ("PJSIP/300",),
+    )
+    assert [c.id for c in fake_asterisk.originated if not c.ended] == []
+    assert _live_bridges(fake_asterisk) == []
+
+
+async def test_a_busy_target_brings_the_desk_back_to_the_caller(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    app = make_app()
+    results: list[DialResult] = []
+    fake_asterisk.endpoint_outcomes["PJSIP/301"] = "busy"
+
+    @app.route("1000")
+    async def forward(call: CallSession) -> None:
+        await call.answer()
+        keys = TransferKeys(endpoint="PJSIP/{number}", ring_time=5)
+        results.append(await call.dial("PJSIP/desk", transfer_keys=keys))
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="1000")
+        await fake_asterisk.wait_until(lambda: len(fake_asterisk.originated) == 1)
+        [desk] = fake_asterisk.originated
+        await fake_asterisk.wait_until(lambda: desk.bridge_id is not None)
+        bridge = desk.bridge_id
+        await desk.press("*2301#")
+        await fake_asterisk.wait_until(lambda: len(fake_asterisk.originated) == 2)
+        await fake_asterisk.originated[1].wait_ended()
+        await fake_asterisk.wait_until(
+            lambda: desk.bridge_id == bridge and caller.bridge_id == bridge
+        )
+        assert bridge is not None and fake_asterisk.bridges[bridge].moh is None
+        assert _live_bridges(fake_asterisk) == [[caller.id, desk.id]]
+
+        await desk.hang_up()
+        await caller.wait_ended()
+    [result] = results
+    assert (result.ended_by, result.transferred_to) == ("target", ())
+
+
+def test_transfer_keys_are_checked() -> None:
+    with pytest.raises(ConfigError):
+        TransferKeys(endpoint="PJSIP/desk")
+    with pytest.raises(ConfigError):
+        TransferKeys(start="2")
