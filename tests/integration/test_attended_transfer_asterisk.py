@@ -208,6 +208,8 @@ async def test_the_desk_transfers_the_caller_by_its_keys(
             assert await members(consult) == sorted([desk_leg, third_leg])
             assert third_leg in session.context.channels  # a leg the call owns
 
+            # The desk's keys were absorbed: the caller's phone was sent none of them.
+            assert caller.dtmf_received == ""
             await desk_call.hangup()  # completes the transfer
             deadline = time.monotonic() + 10
             while await members(consult) != sorted([session.id, third_leg]):
