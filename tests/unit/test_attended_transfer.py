@@ -13,6 +13,7 @@ from voxtra import CallSession, VoxtraApp
 from voxtra.calls.dial import DialResult, TransferKeys
 from voxtra.errors import ConfigError
 from voxtra.testing import FakeAsterisk
+from voxtra.testing.fake_asterisk.calls import FakeCall
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -112,6 +113,88 @@ async def test_a_busy_target_brings_the_desk_back_to_the_caller(
         await caller.wait_ended()
     [result] = results
     assert (result.ended_by, result.transferred_to) == ("target", ())
+
+
+async def _consulting(fake: FakeAsterisk, number: str) -> tuple[FakeCall, FakeCall, FakeCall]:
+    """The caller, the desk and the target once the desk pressed *2 number #."""
+    caller = await fake.incoming(extension="1000")
+    await fake.wait_until(lambda: len(fake.originated) == 1)
+    [desk] = fake.originated
+    await fake.wait_until(lambda: desk.bridge_id is not None)
+    await desk.press(f"*2{number}#")
+    await fake.wait_until(lambda: len(fake.originated) == 2)
+    return caller, desk, fake.originated[1]
+
+
+async def test_the_target_hanging_up_while_consulting_brings_the_desk_back(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    app = make_app()
+    results: list[DialResult] = []
+
+    @app.route("1000")
+    async def forward(call: CallSession) -> None:
+        await call.answer()
+        results.append(await call.dial("PJSIP/desk", transfer_keys=True))
+
+    async with fake_asterisk.serve(app):
+        caller, desk, target = await _consulting(fake_asterisk, "300")
+        await fake_asterisk.wait_until(lambda: target.bridge_id == desk.bridge_id)
+        await target.hang_up()
+        await fake_asterisk.wait_until(lambda: caller.bridge_id == desk.bridge_id)
+        assert _live_bridges(fake_asterisk) == [[caller.id, desk.id]]
+        assert len(app.registry.bridges) == 1
+        await desk.hang_up()
+        await caller.wait_ended()
+    [result] = results
+    assert (result.ended_by, result.transferred_to) == ("target", ())
+
+
+async def test_the_desk_hanging_up_while_the_target_rings_completes_on_answer(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    app = make_app()
+    results: list[DialResult] = []
+    fake_asterisk.endpoint_outcomes["PJSIP/302"] = "ring"
+
+    @app.route("1000")
+    async def forward(call: CallSession) -> None:
+        await call.answer()
+        results.append(await call.dial("PJSIP/desk", transfer_keys=True))
+
+    async with fake_asterisk.serve(app):
+        caller, desk, target = await _consulting(fake_asterisk, "302")
+        await desk.hang_up()
+        await target.answer()
+        await fake_asterisk.wait_until(
+            lambda: target.bridge_id is not None and caller.bridge_id == target.bridge_id
+        )
+        assert _live_bridges(fake_asterisk) == [[caller.id, target.id]]
+        await target.hang_up()
+        await caller.wait_ended()
+    [result] = results
+    assert (result.ended_by, result.transferred_to) == ("target", ("PJSIP/302",))
+
+
+async def test_the_caller_hanging_up_while_consulting_releases_everything(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    app = make_app()
+
+    @app.route("1000")
+    async def forward(call: CallSession) -> None:
+        await call.answer()
+        await call.dial("PJSIP/desk", transfer_keys=True)
+
+    async with fake_asterisk.serve(app):
+        caller, desk, target = await _consulting(fake_asterisk, "300")
+        await fake_asterisk.wait_until(lambda: target.bridge_id == desk.bridge_id)
+        await caller.hang_up()
+        await desk.wait_ended()
+        await target.wait_ended()
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+        assert _live_bridges(fake_asterisk) == []
+        assert list(app.registry.bridges) == []
 
 
 def test_transfer_keys_are_checked() -> None:
