@@ -55,6 +55,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 
 from voxtra.media import g711
@@ -63,6 +64,7 @@ from voxtra.media.rtp import RtpSender
 from voxtra.media.rtp_endpoint import RtpEndpoint
 from voxtra.media.rtp_transport import RtpTransport
 from voxtra.pipeline import BargeInEvent, PipelineEvent, TurnMetrics, VoicePipeline
+from voxtra.pipeline import pipeline as _pipeline_module
 from voxtra.providers.deepgram_stt import DeepgramSTT
 from voxtra.providers.elevenlabs_tts import ElevenLabsTTS
 from voxtra.providers.openai_llm import OpenAILLM
@@ -187,6 +189,9 @@ class Step:
     window_s: float
     cpu_us_per_call_s: float
     core_share: float
+    fakes_core_share: float
+    """The fakes' process (not counted in the CPU figure), for the box's budget."""
+    callers_core_share: float
     turns: int
     barge_ins: int
     latency_p50_ms: float
@@ -218,6 +223,15 @@ class Step:
             and self.latency_p95_ms <= LATENCY_P95_MS
             and self.pacing_p99_ms <= PACING_P99_MS
         )
+
+
+def proc_cpu(pid: int | None) -> float:
+    """CPU seconds (user + system) of another process so far, from /proc (0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _pct(values: list[float], q: int) -> float:
@@ -256,7 +270,14 @@ async def run_step(
     ready = ctx.Event()
     peer = ctx.Process(
         target=_callers,
-        args=([tr.local_address[1] for tr in transports], script, warm + window + 1.0, n, out, ready),
+        args=(
+            [tr.local_address[1] for tr in transports],
+            script,
+            warm + window + 1.0,
+            n,
+            out,
+            ready,
+        ),
     )
     peer.start()
     loop = asyncio.get_running_loop()
@@ -264,6 +285,7 @@ async def run_step(
         tr.set_remote("127.0.0.1", port)
     events: list[PipelineEvent] = []
     errors = 0
+    failures: list[str] = []
 
     async def call(tr: RtpTransport, i: int) -> None:
         nonlocal errors
@@ -278,8 +300,9 @@ async def run_step(
         p.on_event(events.append)
         try:
             await p.run(tr, call_id=f"a{i}")
-        except Exception:
+        except Exception as exc:
             errors += 1
+            failures.append(f"{type(exc).__name__}: {exc}"[:200])
 
     tasks = [asyncio.create_task(call(tr, i)) for i, tr in enumerate(transports)]
     while not ready.is_set():
@@ -294,12 +317,15 @@ async def run_step(
     f0 = sum(tr.stats.frames_in for tr in transports)
     w0 = time.monotonic()
     c0 = time.process_time()
+    o0 = proc_cpu(conf["fakes_pid"]), proc_cpu(peer.pid)
     if profile is not None:
         profile.enable()
     await asyncio.sleep(window)
     if profile is not None:
         profile.disable()
     cpu, wall = time.process_time() - c0, time.monotonic() - w0
+    fakes_share = (proc_cpu(conf["fakes_pid"]) - o0[0]) / wall
+    peer_share = (proc_cpu(peer.pid) - o0[1]) / wall
     w1 = w0 + wall
     frames_in = sum(tr.stats.frames_in for tr in transports) - f0
     late = [x * 1000 for tr in transports for x in tr.stats.pacing_lateness_s]
@@ -307,7 +333,7 @@ async def run_step(
     load = os.getloadavg()[0]
     for tr in transports:
         await tr.close()
-    done, pending = await asyncio.wait(tasks, timeout=10)
+    _done, pending = await asyncio.wait(tasks, timeout=10)
     for t in pending:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -331,6 +357,8 @@ async def run_step(
         window_s=round(wall, 3),
         cpu_us_per_call_s=cpu * 1e6 / (n * wall),
         core_share=cpu / wall,
+        fakes_core_share=fakes_share,
+        callers_core_share=peer_share,
         turns=len(turns),
         barge_ins=barges,
         latency_p50_ms=_pct(total, 50),
@@ -348,6 +376,7 @@ async def run_step(
         errors=errors,
         load_avg=load,
     )
+    step.notes.extend(sorted(set(failures))[:3])
     step.judge()
     return step
 
@@ -366,12 +395,18 @@ def _show(s: Step) -> None:
     )
 
 
-_IDLE = ("(select)", "'poll' of", "base_events.py", "(run_forever)", "(run_until_complete)",
-         "runners.py")
+_IDLE = (
+    "(select)",
+    "'poll' of",
+    "base_events.py",
+    "(run_forever)",
+    "(run_until_complete)",
+    "runners.py",
+)
 """The loop itself (its idle wait in ``select`` and the frames enclosing all the rest)."""
 
 
-def _top(profile: cProfile.Profile, count: int) -> list[dict[str, Any]]:
+def _top(profile: cProfile.Profile, count: int, key: str = "cumtime_s") -> list[dict[str, Any]]:
     stats = pstats.Stats(profile, stream=io.StringIO())
     rows = []
     for (path, line, name), (_cc, nc, tt, ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
@@ -384,7 +419,30 @@ def _top(profile: cProfile.Profile, count: int) -> list[dict[str, Any]]:
             }
         )
     rows = [r for r in rows if not any(k in r["function"] for k in _IDLE)]
-    rows.sort(key=lambda r: r["cumtime_s"], reverse=True)
+    rows.sort(key=lambda r: r[key], reverse=True)
+    return rows[:count]
+
+
+def _by_package(profile: cProfile.Profile, count: int) -> list[dict[str, Any]]:
+    """Own time (tottime) summed per package or voxtra module: who burns the CPU."""
+    stats = pstats.Stats(profile, stream=io.StringIO())
+    sums: dict[str, float] = {}
+    for (path, _line, _name), (_cc, _nc, tt, _ct, _callers) in stats.stats.items():  # type: ignore[attr-defined]
+        parts = Path(path).parts
+        if "voxtra" in parts:
+            key = "/".join(parts[parts.index("voxtra") :])
+        elif "site-packages" in parts:
+            key = parts[parts.index("site-packages") + 1]
+        elif path.startswith("~") or path.startswith("<"):
+            key = "builtins (C: sockets, select, ...)"
+        else:
+            key = "stdlib " + (
+                Path(path).parent.name if Path(path).name == "__init__.py" else Path(path).stem
+            )
+        sums[key] = sums.get(key, 0.0) + tt
+    total = sum(sums.values()) or 1.0
+    rows = [{"where": k, "own_s": v, "share": v / total} for k, v in sums.items()]
+    rows.sort(key=lambda r: r["own_s"], reverse=True)
     return rows[:count]
 
 
@@ -416,7 +474,12 @@ async def search(args: argparse.Namespace, urls: tuple[str, str, str], script: b
         _show(s)
         return s
 
-    if args.quick:
+    if args.profile_only:
+        pass
+    elif args.counts:
+        for n in (int(c) for c in args.counts.split(",") if c):
+            await step(n)
+    elif args.quick:
         await step(args.start)
     else:
         good, bad = 0, 0
@@ -436,19 +499,78 @@ async def search(args: argparse.Namespace, urls: tuple[str, str, str], script: b
                     bad = mid
     held = [s for s in steps if s.held]
     best = max(held, key=lambda s: s.n) if held else None
-    prof_n = best.n if best else args.start
+    prof_n = args.profile_n or (best.n if best else args.start)
     profile = cProfile.Profile()
     prof_step = await run_step(prof_n, args.profile_window, urls, script, conf, profile)
+    if args.profile_dump:
+        profile.dump_stats(args.profile_dump)
     top = _top(profile, 15)
+    packages = _by_package(profile, 15)
+    own = _top(profile, 15, "tottime_s")
     print(f"\nprofile, N={prof_n}, {args.profile_window:g} s (cProfile, top 15 by cumulative):")
     for r in top:
-        print(f"  {r['cumtime_s']:8.3f} s cum  {r['tottime_s']:7.3f} s own  {r['calls']:8d}  "
-              f"{r['function']}")
-    return steps, best, top, prof_step
+        print(
+            f"  {r['cumtime_s']:8.3f} s cum  {r['tottime_s']:7.3f} s own  {r['calls']:8d}  "
+            f"{r['function']}"
+        )
+    print("top 15 by own time:")
+    for r in own:
+        print(f"  {r['tottime_s']:7.3f} s own  {r['calls']:8d}  {r['function']}")
+    print("own time by package / module (share of all profiled own time, idle wait included):")
+    for r in packages:
+        print(f"  {r['share']:6.1%}  {r['own_s']:7.3f} s  {r['where']}")
+    return steps, best, {"top": top, "top_own": own, "by_package": packages}, prof_step
+
+
+def _expired(what: str, seconds: float) -> Exception:
+    return getattr(_pipeline_module, "_Expired")(what, seconds)  # noqa: B009
+
+
+# -- what-if experiments (patched in this process only, to measure a suggested change) ---
+
+
+def _within_scope(self: VoicePipeline, seconds: float | None, what: str, step: Any) -> Any:
+    """``VoicePipeline._within`` as a deadline on the step's own cancel scope instead of a
+    task group with a timer task (real clock only, which is all this bench runs on)."""
+
+    async def run() -> Any:
+        if seconds is None:
+            return await step
+        with anyio.move_on_after(seconds) as scope:
+            return await step
+        if scope.cancelled_caught:
+            raise _expired(what, seconds)
+        raise AssertionError("unreachable")
+
+    return run()
+
+
+def _no_deflate() -> None:
+    """Deepgram's socket without permessage-deflate (websockets offers it by default;
+    u-law audio hardly compresses and each frame pays zlib)."""
+    import deepgram.listen.v1.raw_client as raw
+
+    connect = raw.websockets_client_connect
+    raw.websockets_client_connect = lambda *a, **kw: connect(*a, compression=None, **kw)
+
+
+def apply_experiments(names: list[str]) -> None:
+    for name in names:
+        if name == "within":
+            VoicePipeline._within = _within_scope  # type: ignore[assignment,method-assign]
+        elif name == "no-deflate":
+            _no_deflate()
+        elif name:
+            raise SystemExit(f"unknown experiment {name!r}")
 
 
 def _conf(args: argparse.Namespace) -> dict[str, Any]:
-    return {"llm_delay": args.llm_delay, "tts_chunk_ms": args.tts_chunk_ms, "stt_timeout": 5.0}
+    return {
+        "llm_delay": args.llm_delay,
+        "tts_chunk_ms": args.tts_chunk_ms,
+        "stt_timeout": 5.0,
+        "fakes_pid": getattr(args, "fakes_pid", None),
+    }
 
 
 def main() -> None:
@@ -457,11 +579,21 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=20.0, help="seconds measured per step")
     ap.add_argument("--start", type=int, default=25, help="first N (then doubled)")
     ap.add_argument("--max", type=int, default=800, help="largest N tried")
+    ap.add_argument("--counts", default="", help="run these N only (no search), e.g. 46,100")
     ap.add_argument("--profile-window", type=float, default=8.0)
+    ap.add_argument("--profile-n", type=int, default=0, help="N profiled (default: best N)")
+    ap.add_argument("--profile-dump", metavar="PATH", help="write the raw cProfile stats here")
+    ap.add_argument("--profile-only", action="store_true", help="no search: profile --profile-n")
     ap.add_argument("--llm-delay", type=float, default=0.0, help="fake LLM gap between chunks")
     ap.add_argument("--tts-chunk-ms", type=int, default=100, help="fake TTS body chunk length")
+    ap.add_argument(
+        "--experiment",
+        default="",
+        help="comma-separated what-ifs patched into this process: within, no-deflate",
+    )
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
+    apply_experiments(args.experiment.split(","))
     if args.quick:
         args.start, args.window, args.profile_window = 5, 5.0, 2.0
     ctx = mp.get_context("spawn")
@@ -469,6 +601,7 @@ def main() -> None:
     stop = ctx.Event()
     fakes = ctx.Process(target=_fakes, args=(_conf(args), urls_q, stop))
     fakes.start()
+    args.fakes_pid = fakes.pid
     try:
         with tempfile.TemporaryDirectory(prefix="voxtra-density-") as work:
             script = asyncio.run(caller_script(Path(work)))
@@ -484,6 +617,9 @@ def main() -> None:
         fakes.join(10)
         if fakes.is_alive():
             fakes.terminate()
+    if not steps:
+        _show(prof_step)
+        return
     reference = best or min(steps, key=lambda s: s.n)
     met = best is not None and best.n >= TARGET_CALLS
     line = (
@@ -499,13 +635,14 @@ def main() -> None:
             json.dump(
                 {
                     "quick": args.quick,
+                    "experiments": [x for x in args.experiment.split(",") if x],
                     "window_s": args.window,
                     "target_calls": TARGET_CALLS,
                     "steps": [asdict(s) for s in steps],
                     "best": asdict(best) if best else None,
                     "calls_per_core": best.n if best else 0,
                     "met": met,
-                    "profile": {"n": prof_step.n, "window_s": prof_step.window_s, "top": top},
+                    "profile": {"n": prof_step.n, "window_s": prof_step.window_s, **top},
                     "summary": line,
                 },
                 fh,
