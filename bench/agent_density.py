@@ -286,6 +286,7 @@ async def run_step(
     events: list[PipelineEvent] = []
     errors = 0
     failures: list[str] = []
+    w0_box: list[float] = []  # the window's start, once known
 
     async def call(tr: RtpTransport, i: int) -> None:
         nonlocal errors
@@ -302,7 +303,14 @@ async def run_step(
             await p.run(tr, call_id=f"a{i}")
         except Exception as exc:
             errors += 1
-            failures.append(f"{type(exc).__name__}: {exc}"[:200])
+            while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+                exc = exc.exceptions[0]  # type: ignore[assignment]
+            when = (
+                "in the window"
+                if w0_box and time.monotonic() < w0_box[0] + window
+                else "at hang-up"
+            )
+            failures.append(f"{when}: {type(exc).__name__}: {exc}"[:200])
 
     tasks = [asyncio.create_task(call(tr, i)) for i, tr in enumerate(transports)]
     while not ready.is_set():
@@ -316,6 +324,7 @@ async def run_step(
     ticker.lateness.clear()
     f0 = sum(tr.stats.frames_in for tr in transports)
     w0 = time.monotonic()
+    w0_box.append(w0)
     c0 = time.process_time()
     o0 = proc_cpu(conf["fakes_pid"]), proc_cpu(peer.pid)
     if profile is not None:
@@ -383,7 +392,8 @@ async def run_step(
 
 def _show(s: Step) -> None:
     print(
-        f"N={s.n:4d}  CPU {s.cpu_us_per_call_s:7.0f} us/call-s (core {s.core_share:4.0%})  "
+        f"N={s.n:4d}  CPU {s.cpu_us_per_call_s:7.0f} us/call-s (core {s.core_share:4.0%}, "
+        f"fakes {s.fakes_core_share:4.0%}, callers {s.callers_core_share:4.0%})  "
         f"turns {s.turns:4d} barge-ins {s.barge_ins:3d}  latency p50 {s.latency_p50_ms:6.1f} "
         f"p95 {s.latency_p95_ms:6.1f} max {s.latency_max_ms:6.1f} ms "
         f"(stt {s.stt_p95_ms:.1f} llm {s.llm_p95_ms:.1f} tts {s.tts_p95_ms:.1f} p95)  "
