@@ -451,9 +451,8 @@ def _by_package(profile: cProfile.Profile, count: int) -> list[dict[str, Any]]:
             )
         sums[key] = sums.get(key, 0.0) + tt
     total = sum(sums.values()) or 1.0
-    rows = [{"where": k, "own_s": v, "share": v / total} for k, v in sums.items()]
-    rows.sort(key=lambda r: r["own_s"], reverse=True)
-    return rows[:count]
+    ordered = sorted(sums.items(), key=lambda kv: kv[1], reverse=True)[:count]
+    return [{"where": k, "own_s": v, "share": v / total} for k, v in ordered]
 
 
 async def prime(urls: tuple[str, str, str]) -> None:
@@ -533,7 +532,8 @@ async def search(args: argparse.Namespace, urls: tuple[str, str, str], script: b
 
 
 def _expired(what: str, seconds: float) -> Exception:
-    return getattr(_pipeline_module, "_Expired")(what, seconds)  # noqa: B009
+    made: Exception = getattr(_pipeline_module, "_Expired")(what, seconds)  # noqa: B009
+    return made
 
 
 # -- what-if experiments (patched in this process only, to measure a suggested change) ---
@@ -560,14 +560,14 @@ def _no_deflate() -> None:
     u-law audio hardly compresses and each frame pays zlib)."""
     import deepgram.listen.v1.raw_client as raw
 
-    connect = raw.websockets_client_connect
-    raw.websockets_client_connect = lambda *a, **kw: connect(*a, compression=None, **kw)
+    connect: Any = getattr(raw, "websockets_client_connect")  # noqa: B009
+    setattr(raw, "websockets_client_connect", lambda *a, **kw: connect(*a, compression=None, **kw))  # noqa: B010
 
 
 def apply_experiments(names: list[str]) -> None:
     for name in names:
         if name == "within":
-            VoicePipeline._within = _within_scope  # type: ignore[assignment,method-assign]
+            VoicePipeline._within = _within_scope  # type: ignore[method-assign]
         elif name == "no-deflate":
             _no_deflate()
         elif name:
