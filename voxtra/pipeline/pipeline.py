@@ -1252,6 +1252,15 @@ class VoicePipeline:
         """
         if seconds is None:
             return await step
+        if type(self._clock) is MonotonicClock:
+            # Real time: a deadline cancel scope on the event loop's clock, not a timer
+            # task in a task group. Measured (bench/agent_density.py, 20,000 waits apart):
+            # 6.7 us a wait against 53 us, and at 46 agent calls 7,625 -> 5,268 us of
+            # CPU per call-second; there are ~66 such waits per call-second (each LLM
+            # token, each TTS chunk). A virtual clock keeps the timer task below.
+            with anyio.move_on_after(seconds):
+                return await step
+            raise _Expired(what, seconds)
         done: list[T] = []
         failed: list[Exception] = []
         async with anyio.create_task_group() as tg:
