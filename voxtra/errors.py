@@ -28,6 +28,7 @@ __all__ = [
     "CallbackSignatureError",
     "ConfigError",
     "MediaError",
+    "NotSupported",
     "PipelineNotConfigured",
     "ProviderError",
     "RecordingError",
@@ -107,6 +108,19 @@ class PipelineNotConfigured(VoxtraError, RuntimeError):
         # "AI pipeline not configured" stays the prefix: code matched on it before.
         super().__init__(
             f"AI pipeline not configured: {operation} needs {needs}: pass {params} to {where}"
+        )
+
+
+class NotSupported(VoxtraError):
+    """The call's telephony backend cannot do ``method`` (Twilio Media Streams has no
+    music on hold, no Asterisk sound files, no channel variables...). ``method`` is
+    what was called (``"hold()"``), ``backend`` the backend's name (``"twilio"``)."""
+
+    def __init__(self, method: str, backend: str, hint: str = "") -> None:
+        self.method = method
+        self.backend = backend
+        super().__init__(
+            f"{method} is not supported on the {backend} backend" + (f": {hint}" if hint else "")
         )
 
 

@@ -35,6 +35,7 @@ from voxtra.ari.events import (
     StasisEnd,
 )
 from voxtra.ari.models import Channel
+from voxtra.calls.control import CallControl
 from voxtra.calls.host import CallHost
 from voxtra.calls.registry import PendingOriginate
 from voxtra.calls.state import CallDirection, CallEndReason, CallState
@@ -124,6 +125,9 @@ class CallContext:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.running = asyncio.Event()
         """Set once the call's task group is open (:meth:`spawn` works from then on)."""
+        self.control: CallControl | None = None
+        """The telephony backend's control of this call (set by the session); None:
+        Asterisk, through ARI directly (a context made without a session)."""
 
     def __repr__(self) -> str:
         return f"<CallContext {self.id} {self.direction} {self.state}>"
@@ -157,10 +161,7 @@ class CallContext:
             if event.channel.state == "Up" and self.state is CallState.RINGING:
                 self.mark_answered()
         elif isinstance(event, ChannelDtmfReceived) and event.channel.id == self.id:
-            try:
-                self._dtmf.put_nowait(event.digit)
-            except asyncio.QueueFull:
-                self.dtmf_dropped += 1
+            self.digit_received(event.digit)
             if self.redact_dtmf is not None:
                 event = self.redact_dtmf(event)
         elif isinstance(event, ChannelHangupRequest) and event.channel.id == self.id:
@@ -178,6 +179,14 @@ class CallContext:
             if not waiter.future.done() and waiter.predicate(event):
                 waiter.future.set_result(event)
                 self._waiters.remove(waiter)
+
+    def digit_received(self, digit: str) -> None:
+        """A DTMF digit from the caller (an ARI event, or another backend's media
+        stream): queued for ``next_digit``; beyond 64 unread, counted and dropped."""
+        try:
+            self._dtmf.put_nowait(digit)
+        except asyncio.QueueFull:
+            self.dtmf_dropped += 1
 
     def channel_gone(self, channel_id: str) -> None:
         """An internal channel of this call left: nothing to hang up any more."""
@@ -294,11 +303,19 @@ class CallContext:
         self.end_because(CallEndReason.HANGUP)
         self.hanging_up = True
         self._fail_waiters()
+        if self.control is not None:
+            await self.control.hangup(reason)
+        else:
+            await self.hangup_channel(reason)
+        self._hangup_sent = True
+
+    async def hangup_channel(self, reason: str = "normal") -> None:
+        """Asterisk's hang-up of the call's channel (sent again after an outage); one
+        already gone is not an error."""
         with contextlib.suppress(AriNotFound, AriUnprocessable):
             await self.host.retry_after_outage(
                 functools.partial(self.ari.channels.hangup, self.id, reason=reason)
             )
-        self._hangup_sent = True
 
     # -- DTMF ------------------------------------------------------------------------
 

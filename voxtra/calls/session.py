@@ -24,12 +24,14 @@ from voxtra.ari.events import AriEvent
 from voxtra.ari.models import Channel
 from voxtra.calls import amd as amd_detection
 from voxtra.calls.amd import AmdConfig, AmdResult, AmdVerdict
+from voxtra.calls.asterisk import AsteriskControl
 from voxtra.calls.context import CallContext
+from voxtra.calls.control import CallControl
 from voxtra.calls.dial import DialResult, TransferKeys, dial
 from voxtra.calls.host import CallHost
 from voxtra.calls.media import CallMedia
 from voxtra.calls.parties import AgentMode, CallParties, PartyError, PartyState
-from voxtra.calls.playback import Playback, play
+from voxtra.calls.playback import Playback
 from voxtra.calls.recorder import CallRecorder
 from voxtra.calls.secure import SecureInput
 from voxtra.calls.state import CallDirection, CallEndReason, CallState
@@ -67,6 +69,7 @@ class CallSession:
         metadata: dict[str, Any] | None = None,
         called_number: str | None = None,
         voice: VoiceConfig | None = None,
+        control: Callable[[CallContext], CallControl] | None = None,
     ) -> None:
         self.context = CallContext(
             host,
@@ -82,17 +85,34 @@ class CallSession:
         self.voice_config: VoiceConfig = voice if voice is not None else VoiceConfig()
         """Providers and options for say/listen/agent; change before first use."""
         self.media_path = CallMedia(self.context, host.settings.media)
-        """The call's audio path (bridge, ExternalMedia channel, transport)."""
+        """The call's audio path on Asterisk (bridge, ExternalMedia channel, transport)."""
+        self.control: CallControl = (
+            AsteriskControl(self.context, self.media_path)
+            if control is None
+            else control(self.context)
+        )
+        """The telephony backend's control of the call (``control(context)`` builds
+        another backend's; Asterisk ARI by default): see :mod:`voxtra.calls.control`."""
+        self.context.control = self.control
         self.voice: CallVoice | None = None
         """The call's voice pipeline holder, made on first use of speech."""
-        self.recorder: CallRecorder | None = None
-        """The call's recorder, made on first use of recording."""
         self.parties = CallParties(self.context, self.media_path)
         """The three-party state (callee, agent mode): see :meth:`connect`."""
         self.secure = SecureInput(self.context, recording=self._recording_name)
         """Secure DTMF capture (:meth:`secure_input`): whether it is on, what it holds."""
         self.amd: AmdResult | None = None
         """Who answered an ``originate(..., amd=True)`` call (``verdict``, ``reasons``)."""
+
+    @property
+    def backend(self) -> str:
+        """The telephony backend the call is on: ``"asterisk"`` or ``"twilio"``."""
+        return self.control.backend
+
+    @property
+    def recorder(self) -> CallRecorder | None:
+        """The call's Asterisk recorder, made on first use of recording (None before,
+        and on another backend)."""
+        return self.control.recorder if isinstance(self.control, AsteriskControl) else None
 
     def __repr__(self) -> str:
         return f"<CallSession {self.id} {self.direction} {self.state} caller={self.caller_id!r}>"
@@ -204,8 +224,7 @@ class CallSession:
         context = self.context
         context.check_alive()
         if context.state is CallState.RINGING or context.answered_at is None:
-            await context.request(context.ari.channels.answer(self.id))
-            context.mark_answered()
+            await self.control.answer()
         if self.app.settings.media.attach_on_answer:
             await self.media()
 
@@ -215,37 +234,33 @@ class CallSession:
 
     async def ring(self) -> None:
         self.context.check_alive()
-        await self.context.request(self.context.ari.channels.ring(self.id))
+        await self.control.ring()
 
     async def hold(self, moh_class: str | None = None) -> None:
         """Put the caller on hold with music on hold."""
         self.context.check_alive()
-        await self.context.request(self.context.ari.channels.start_moh(self.id, moh_class))
-        self.context.state = CallState.ON_HOLD
+        await self.control.hold(moh_class)
 
     async def unhold(self) -> None:
         self.context.check_alive()
-        await self.context.request(self.context.ari.channels.stop_moh(self.id))
-        self.context.state = CallState.IN_PROGRESS
+        await self.control.unhold()
 
     async def mute(self, direction: str = "in") -> None:
         """Mute what the caller says (``in``), hears (``out``), or both."""
         self.context.check_alive()
-        await self.context.request(self.context.ari.channels.mute(self.id, direction))  # type: ignore[arg-type]
+        await self.control.mute(direction)
 
     async def unmute(self, direction: str = "in") -> None:
         self.context.check_alive()
-        await self.context.request(self.context.ari.channels.unmute(self.id, direction))  # type: ignore[arg-type]
+        await self.control.unmute(direction)
 
     async def get_variable(self, name: str) -> str:
         self.context.check_alive()
-        return str(
-            await self.context.request(self.context.ari.channels.get_variable(self.id, name))
-        )
+        return await self.control.get_variable(name)
 
     async def set_variable(self, name: str, value: str) -> None:
         self.context.check_alive()
-        await self.context.request(self.context.ari.channels.set_variable(self.id, name, value))
+        await self.control.set_variable(name, value)
 
     # -- playback --------------------------------------------------------------------
 
@@ -255,7 +270,9 @@ class CallSession:
         A list plays its sounds back to back as one playback (finished after the last).
         """
         names = [name] if isinstance(name, str) else list(name)
-        return await play(self.context, names, lang=lang)
+        self.context.check_alive()
+        playback: Playback = await self.control.play(names, lang=lang)
+        return playback
 
     async def play_and_wait(self, name: str, timeout: float | None = None) -> None:
         playback = await self.play_file(name)
@@ -309,6 +326,7 @@ class CallSession:
         history. See :mod:`voxtra.calls.secure`; raises
         :class:`~voxtra.calls.secure.SecureInputError` if Asterisk refuses.
         """
+        self.control.require("secure_input()")
         return self.secure.session(mute=mute)
 
     async def send_dtmf(
@@ -316,11 +334,7 @@ class CallSession:
     ) -> None:
         """Send DTMF to the caller (RFC 4733 on SIP)."""
         self.context.check_alive()
-        await self.context.request(
-            self.context.ari.channels.send_dtmf(
-                self.id, digits, duration=duration_ms, between=between_ms
-            )
-        )
+        await self.control.send_dtmf(digits, duration_ms=duration_ms, between_ms=between_ms)
 
     async def dtmf_digits(self) -> AsyncIterator[str]:
         """Every digit the caller presses, until the call ends."""
@@ -337,7 +351,7 @@ class CallSession:
     async def media(self) -> MediaTransport:
         """The call's media transport (ExternalMedia), attached on first use."""
         self._check_agent_present()
-        return await self.media_path.get()
+        return await self.control.media()
 
     def _check_agent_present(self) -> None:
         if self.parties.state is PartyState.CLOSED:
@@ -399,6 +413,7 @@ class CallSession:
         """After :meth:`connect`: each party's own voice, labelled ``"caller"`` or
         ``"callee"``, as ``(label, chunk)`` pairs, until the callee leaves, the agent
         closes, or the call ends (:meth:`audio_stream` gives both mixed)."""
+        self.control.require("party_audio()")
         async for item in self.parties.party_audio(Codec(codec), sample_rate):
             yield item
 
@@ -409,7 +424,7 @@ class CallSession:
 
     async def flush_audio(self) -> None:
         """Drop audio queued for the caller (barge-in): playback stops within a frame."""
-        transport = self.media_path.transport
+        transport = self.control.transport
         if transport is not None:
             await transport.flush()
 
@@ -417,11 +432,6 @@ class CallSession:
 
     def _recording_name(self) -> str | None:
         return None if self.recorder is None else self.recorder.recording
-
-    def _recorder_for_call(self) -> CallRecorder:
-        if self.recorder is None:
-            self.recorder = CallRecorder(self.context)
-        return self.recorder
 
     async def record_start(
         self,
@@ -442,7 +452,7 @@ class CallSession:
         when pressed. To wait for the end and learn what ended it, use :meth:`record`.
         """
         self.context.check_alive()
-        started = await self._recorder_for_call().start(
+        started = await self.control.record_start(
             name,
             fmt,
             sink=sink,
@@ -477,7 +487,7 @@ class CallSession:
         stt = self.voice_config.stt
         if transcribe and stt is None:
             raise PipelineNotConfigured("record(transcribe=True)", ["stt"])
-        return await self._recorder_for_call().record(
+        return await self.control.record(
             name,
             fmt,
             sink=sink,
@@ -490,9 +500,7 @@ class CallSession:
 
     async def record_stop(self) -> str | None:
         """Stop recording and hand the file to its sink; the name, or None if idle."""
-        if self.recorder is None:
-            return None
-        return await self.recorder.stop()
+        return await self.control.record_stop()
 
     # -- speech (the voice pipeline) -----------------------------------------------------
 
@@ -505,7 +513,7 @@ class CallSession:
         if missing or not config.configured:
             raise PipelineNotConfigured(operation, missing or list(needs) or ["stt", "llm", "tts"])
         if self.voice is None:
-            self.voice = CallVoice(self.context, self.media_path, self.voice_config)
+            self.voice = CallVoice(self.context, self.control, self.voice_config)
             engine = self.voice.engine
             agent = getattr(engine, "agent", None)
             if self.secure.secrets and isinstance(agent, Agent):
@@ -597,35 +605,12 @@ class CallSession:
         ARI ``redirect`` is not used: for PJSIP it sends a 302 back to the caller's
         carrier, which most trunks refuse.
         """
-        context = self.context
-        context.check_alive()
+        self.context.check_alive()
         if warm:
+            self.control.require("transfer_to(warm=True)")
             await self._warm_transfer(target, timeout, caller_id, summary, briefing)
             return
-        if "/" not in target:
-            exten, _, rest = target.partition("@")
-            dialplan_context, _, priority = rest.partition(":")
-            # Set first: StasisEnd can arrive before the response (end_reason reads it).
-            context.transferred = True
-            try:
-                await context.request(
-                    context.ari.channels.continue_in_dialplan(
-                        self.id,
-                        context=dialplan_context or None,
-                        extension=exten or None,
-                        priority=int(priority) if priority else 1,
-                    )
-                )
-            except BaseException:
-                context.transferred = False
-                raise
-            return
-        leg = await context.dial_leg(
-            target, timeout=timeout, caller_id=caller_id or self.caller_id or None
-        )
-        bridge_id = await context.create_bridge("transfer")
-        await context.request(context.ari.bridges.add_channel(bridge_id, [self.id, leg]))
-        context.transferred = True
+        await self.control.transfer(target, timeout=timeout, caller_id=caller_id)
 
     async def dial(
         self,
@@ -646,6 +631,7 @@ class CallSession:
         ``transfer_keys`` (True, or a :class:`~voxtra.calls.dial.TransferKeys`): the one
         who answers may transfer the caller with its keys (``*2`` number ``#``, then
         hang up), an attended transfer the app runs."""
+        self.control.require("dial()")
         return await dial(
             self.context,
             targets,
@@ -682,6 +668,7 @@ class CallSession:
     async def transfer_to_queue(self, queue: str, *, context: str = "voxtra-queues") -> None:
         """Send the caller into an Asterisk queue (the shipped dialplan's ``voxtra-queues``)."""
         self.context.check_alive()
+        self.control.require("transfer_to_queue()")
         await self.transfer_to(f"{queue}@{context}")
 
     async def bridge_with(self, other: CallSession) -> str:
@@ -694,6 +681,8 @@ class CallSession:
         context = self.context
         context.check_alive()
         other.context.check_alive()
+        self.control.require("bridge_with()")
+        other.control.require("bridge_with()")
         bridge_id = await context.create_bridge("call")
         context.share_bridge(bridge_id, other.context)
         await context.request(context.ari.bridges.add_channel(bridge_id, [self.id, other.id]))
@@ -718,6 +707,7 @@ class CallSession:
         (``ringback=False``: only the agent). Raises ``CallBusy``, ``CallNoAnswer`` or
         ``CallFailed``, leaving the caller with the agent.
         """
+        self.control.require("connect()")
         await self.parties.connect(
             ring_time=ring_time,
             to=to,
@@ -784,6 +774,7 @@ class CallSession:
     ) -> E:
         """Wait for the next ARI event of ``kind`` about this call."""
         self.context.check_alive()
+        self.control.require("wait_for_event()")
         future = self.context.expect(kind, predicate or (lambda e: True))
         try:
             event = await self.context.wait(future, timeout)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from voxtra.calls.context import CallContext
-from voxtra.calls.media import CallMedia
+from voxtra.calls.control import CallControl
 from voxtra.errors import CallEnded
 from voxtra.media.transport import MediaTransport
 from voxtra.pipeline import VoicePipeline
@@ -112,9 +112,10 @@ class CallVoice:
     wrapped in the same protocol is another, and nothing here changes between them.
     """
 
-    def __init__(self, context: CallContext, media: CallMedia, config: VoiceConfig) -> None:
+    def __init__(self, context: CallContext, control: CallControl, config: VoiceConfig) -> None:
         self.context = context
-        self.media = media
+        self.control = control
+        """The call's backend: its media transport is what the engine hears and feeds."""
         self.config = config
         self.engine: ConversationEngine = config.build()
         self._ready = asyncio.Event()
@@ -126,7 +127,7 @@ class CallVoice:
     async def attach(self) -> ConversationEngine:
         """Attach the listening side (VAD, STT, barge-in) to the call's media."""
         if self._task is None:
-            media = await self.media.get()
+            media = await self.control.media()
             if not self._cleanup_added:
                 # Added after the media's: torn down before it (reverse order).
                 self._cleanup_added = True
@@ -157,7 +158,7 @@ class CallVoice:
 
     async def converse(self) -> EndReason:
         """Run the autonomous conversation until the call or the pipeline ends it."""
-        media = await self.media.get()
+        media = await self.control.media()
         await self.detach()  # run() attaches by itself; the agent's history is kept
         run = asyncio.ensure_future(self.engine.run(media, call_id=self.context.id))
         ended = asyncio.ensure_future(self.context.wait_ended())

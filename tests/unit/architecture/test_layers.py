@@ -27,12 +27,14 @@ LAYERS: list[tuple[str, ...]] = [
     # the call kernel, layer by layer (see voxtra/calls/__init__.py)
     ("voxtra.calls.state", "voxtra.calls.outcomes"),
     ("voxtra.calls.registry",),
-    ("voxtra.calls.host",),
+    ("voxtra.calls.host", "voxtra.calls.control"),
     ("voxtra.calls.context",),
     ("voxtra.calls.playback", "voxtra.calls.media"),
     ("voxtra.calls.recorder", "voxtra.calls.voice", "voxtra.calls.dial"),
     # three-party calls, AMD, secure DTMF (issue 11): over media, recorder and voice
     ("voxtra.calls.parties", "voxtra.calls.amd", "voxtra.calls.secure"),
+    # the Asterisk backend's CallControl (issue 12): over media, playback and recorder
+    ("voxtra.calls.asterisk",),
     # agent assist (issue 11): over the three-party state
     ("voxtra.calls.assist",),
     ("voxtra.calls.session", "voxtra.calls"),
@@ -45,6 +47,8 @@ LAYERS: list[tuple[str, ...]] = [
         "voxtra.tracing",
         "voxtra.testing",
         "voxtra.platform",
+        # Twilio Media Streams (issue 12): over the app; never imported by calls/
+        "voxtra.twilio",
     ),
 ]
 

@@ -1,0 +1,178 @@
+"""Asterisk ARI as a telephony backend: :class:`AsteriskControl`.
+
+The :class:`~voxtra.calls.control.CallControl` of a call in a Stasis app. Each method
+is the code path ``CallSession`` ran before the seam existed: the ARI request through
+the call's context (a vanished channel becomes ``CallEnded``), the media path
+(:class:`~voxtra.calls.media.CallMedia`), the recorder
+(:class:`~voxtra.calls.recorder.CallRecorder`). Asterisk does every method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from voxtra.calls.context import CallContext
+from voxtra.calls.media import CallMedia
+from voxtra.calls.playback import Playback, play
+from voxtra.calls.recorder import CallRecorder
+from voxtra.calls.state import CallState
+from voxtra.media.transport import MediaTransport
+from voxtra.recording.app_recordings import RecordingResult
+from voxtra.recording.sinks import RecordingSink
+
+__all__ = ["AsteriskControl"]
+
+
+class AsteriskControl:
+    """One call's control through ARI (see the module docstring)."""
+
+    backend = "asterisk"
+
+    def __init__(self, context: CallContext, media: CallMedia) -> None:
+        self.context = context
+        self.media_path = media
+        self.recorder: CallRecorder | None = None
+        """The call's recorder, made on first use of recording."""
+
+    def require(self, method: str) -> None:
+        """Asterisk does everything."""
+        return None
+
+    async def answer(self) -> None:
+        context = self.context
+        await context.request(context.ari.channels.answer(context.id))
+        context.mark_answered()
+
+    async def hangup(self, reason: str) -> None:
+        await self.context.hangup_channel(reason)
+
+    async def play(self, names: Sequence[str], *, lang: str | None) -> Playback:
+        return await play(self.context, names, lang=lang)
+
+    async def media(self) -> MediaTransport:
+        return await self.media_path.get()
+
+    @property
+    def transport(self) -> MediaTransport | None:
+        return self.media_path.transport
+
+    async def send_dtmf(self, digits: str, *, duration_ms: int, between_ms: int) -> None:
+        context = self.context
+        await context.request(
+            context.ari.channels.send_dtmf(
+                context.id, digits, duration=duration_ms, between=between_ms
+            )
+        )
+
+    async def transfer(self, target: str, *, timeout: int, caller_id: str | None) -> None:
+        """``exten@context[:priority]``: ARI ``continue``; an endpoint: a leg of the
+        call's own, bridged with the caller once answered (see ``transfer_to``)."""
+        context = self.context
+        if "/" not in target:
+            exten, _, rest = target.partition("@")
+            dialplan_context, _, priority = rest.partition(":")
+            # Set first: StasisEnd can arrive before the response (end_reason reads it).
+            context.transferred = True
+            try:
+                await context.request(
+                    context.ari.channels.continue_in_dialplan(
+                        context.id,
+                        context=dialplan_context or None,
+                        extension=exten or None,
+                        priority=int(priority) if priority else 1,
+                    )
+                )
+            except BaseException:
+                context.transferred = False
+                raise
+            return
+        leg = await context.dial_leg(
+            target, timeout=timeout, caller_id=caller_id or context.caller_id or None
+        )
+        bridge_id = await context.create_bridge("transfer")
+        await context.request(context.ari.bridges.add_channel(bridge_id, [context.id, leg]))
+        context.transferred = True
+
+    def recorder_for_call(self) -> CallRecorder:
+        if self.recorder is None:
+            self.recorder = CallRecorder(self.context)
+        return self.recorder
+
+    async def record_start(
+        self,
+        name: str,
+        fmt: str,
+        *,
+        sink: RecordingSink | None,
+        beep: bool,
+        max_duration: int | None,
+        max_silence: int | None,
+        finish_on_key: str | None,
+    ) -> str:
+        return await self.recorder_for_call().start(
+            name,
+            fmt,
+            sink=sink,
+            beep=beep,
+            max_duration=max_duration,
+            max_silence=max_silence,
+            finish_on_key=finish_on_key,
+        )
+
+    async def record_stop(self) -> str | None:
+        if self.recorder is None:
+            return None
+        return await self.recorder.stop()
+
+    async def record(
+        self,
+        name: str,
+        fmt: str,
+        *,
+        sink: RecordingSink | None,
+        finish_on_key: str | None,
+        max_length: int | None,
+        silence_timeout: int | None,
+        beep: bool,
+        transcribe: Any,
+    ) -> RecordingResult:
+        return await self.recorder_for_call().record(
+            name,
+            fmt,
+            sink=sink,
+            finish_on_key=finish_on_key,
+            max_length=max_length,
+            silence_timeout=silence_timeout,
+            beep=beep,
+            transcribe=transcribe,
+        )
+
+    async def hold(self, moh_class: str | None) -> None:
+        context = self.context
+        await context.request(context.ari.channels.start_moh(context.id, moh_class))
+        context.state = CallState.ON_HOLD
+
+    async def unhold(self) -> None:
+        context = self.context
+        await context.request(context.ari.channels.stop_moh(context.id))
+        context.state = CallState.IN_PROGRESS
+
+    async def ring(self) -> None:
+        await self.context.request(self.context.ari.channels.ring(self.context.id))
+
+    async def mute(self, direction: str) -> None:
+        context = self.context
+        await context.request(context.ari.channels.mute(context.id, direction))  # type: ignore[arg-type]
+
+    async def unmute(self, direction: str) -> None:
+        context = self.context
+        await context.request(context.ari.channels.unmute(context.id, direction))  # type: ignore[arg-type]
+
+    async def get_variable(self, name: str) -> str:
+        context = self.context
+        return str(await context.request(context.ari.channels.get_variable(context.id, name)))
+
+    async def set_variable(self, name: str, value: str) -> None:
+        context = self.context
+        await context.request(context.ari.channels.set_variable(context.id, name, value))

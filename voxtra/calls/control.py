@@ -1,0 +1,117 @@
+"""What a call needs from its telephony system, as a protocol: the backend seam.
+
+A :class:`~voxtra.calls.session.CallSession` does its call control through one
+:class:`CallControl`: answer, hang up, play a sound, the media transport (audio in and
+out), DTMF out, transfer, record, and the Asterisk-only extras (hold, mute, channel
+variables). Asterisk ARI is one implementation
+(:class:`~voxtra.calls.asterisk.AsteriskControl`, today's code paths); Twilio Media
+Streams is another (``voxtra.twilio``, above the app: nothing here imports it).
+
+DTMF *in* and the end of the call reach the call's
+:class:`~voxtra.calls.context.CallContext` from the backend's side
+(``context.digit_received``, ``context.mark_ended``), so ``listen_dtmf``, ``gather``
+and every wait's :class:`~voxtra.errors.CallEnded` work the same on both.
+
+A backend that cannot do a method raises :class:`~voxtra.errors.NotSupported` naming
+the method and the backend; :meth:`CallControl.require` does that for the features
+built on Asterisk's objects (bridges, snoops, legs) before they touch ARI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from voxtra.media.transport import MediaTransport
+from voxtra.recording.app_recordings import RecordingResult
+from voxtra.recording.sinks import RecordingSink
+
+__all__ = ["CallControl", "Playing"]
+
+
+class Playing(Protocol):
+    """A sound playing to the call (``Playback`` on Asterisk)."""
+
+    @property
+    def done(self) -> bool: ...
+
+    async def wait(self, timeout: float | None = None) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class CallControl(Protocol):
+    """One call's telephony operations. Unsupported ones raise ``NotSupported``."""
+
+    backend: str
+    """The backend's name in errors and logs: ``"asterisk"``, ``"twilio"``."""
+
+    def require(self, method: str) -> None:
+        """Raise ``NotSupported(method, backend)`` unless the backend does ``method``
+        (a feature built on Asterisk's bridges, snoops or legs: ``dial()``...)."""
+
+    async def answer(self) -> None:
+        """Answer the call (the context is marked answered)."""
+
+    async def hangup(self, reason: str) -> None:
+        """Send the hang-up to the telephony system (the context did the bookkeeping)."""
+
+    async def play(self, names: Sequence[str], *, lang: str | None) -> Any:
+        """Start playing sounds back to back; a :class:`Playing` handle."""
+
+    async def media(self) -> MediaTransport:
+        """The call's media transport (audio in and out), attached on first use."""
+
+    @property
+    def transport(self) -> MediaTransport | None:
+        """The transport if attached (None before first use)."""
+
+    async def send_dtmf(self, digits: str, *, duration_ms: int, between_ms: int) -> None:
+        """Send DTMF to the caller."""
+
+    async def transfer(self, target: str, *, timeout: int, caller_id: str | None) -> None:
+        """Blind transfer to ``target`` (the call leaves the app or is bridged away)."""
+
+    async def record_start(
+        self,
+        name: str,
+        fmt: str,
+        *,
+        sink: RecordingSink | None,
+        beep: bool,
+        max_duration: int | None,
+        max_silence: int | None,
+        finish_on_key: str | None,
+    ) -> str:
+        """Start recording the call; the recording's name."""
+
+    async def record_stop(self) -> str | None:
+        """Stop recording and deliver it to its sink; its name, or None if idle."""
+
+    async def record(
+        self,
+        name: str,
+        fmt: str,
+        *,
+        sink: RecordingSink | None,
+        finish_on_key: str | None,
+        max_length: int | None,
+        silence_timeout: int | None,
+        beep: bool,
+        transcribe: Any,
+    ) -> RecordingResult:
+        """Record until a key, a length, silence or the hang-up."""
+
+    async def hold(self, moh_class: str | None) -> None: ...
+
+    async def unhold(self) -> None: ...
+
+    async def ring(self) -> None: ...
+
+    async def mute(self, direction: str) -> None: ...
+
+    async def unmute(self, direction: str) -> None: ...
+
+    async def get_variable(self, name: str) -> str: ...
+
+    async def set_variable(self, name: str, value: str) -> None: ...
