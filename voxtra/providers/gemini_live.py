@@ -24,7 +24,13 @@ Where Gemini Live differs from OpenAI Realtime, and what the engine does about i
   not kept in the history (the service still counts it as said).
 - Tools: ``toolCall`` -> the function (own task) -> ``toolResponse``; the model goes on
   by itself.
-- Reconnect: a new session, with the history sent as ``clientContent`` turns.
+- Reconnect: Gemini's session resumption. The session is opened with
+  ``session_resumption`` on, the service sends ``sessionResumptionUpdate`` handles
+  between turns, and a dropped socket is reopened with the last resumable handle: the
+  service restores its own conversation, and only what the engine's history gained
+  since that handle goes as ``clientContent`` turns. A refused handle (expired, unknown)
+  falls back to a new session with the whole history (as heard) as ``clientContent``;
+  so does ``session_resumption=False``.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline.agent import Tool, ToolFunc
-from voxtra.providers.base import ToolCall
+from voxtra.providers.base import ChatMessage, ToolCall
 from voxtra.providers.speech_to_speech import (
     SAY_INSTRUCTIONS,
     SpeechOutput,
@@ -79,6 +85,7 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         config: dict[str, Any] | None = None,
         base_url: str | None = None,
         ssl_context: Any = None,
+        session_resumption: bool = True,
         system_prompt: str | None = None,
         tools: Iterable[ToolFunc | Tool] = (),
         **options: Any,
@@ -96,6 +103,7 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         self.language = language
         self.activity_detection = dict(activity_detection or {})
         self.config_options = dict(config or {})
+        self.session_resumption = session_resumption
         http: dict[str, Any] = {}
         if base_url is not None:
             http["base_url"] = base_url
@@ -115,10 +123,14 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         self._models = 0
         self._user_item: str | None = None
         self._user_text = ""
+        self.resume_handle: str | None = None
+        """The service's last resumable session handle (a reconnect resumes it)."""
+        self._handle_mark: ChatMessage | None = None
+        """The last history message the handle's session holds (None: from the start)."""
 
     # -- the connection
 
-    def _config(self) -> dict[str, Any]:
+    def _config(self, handle: str | None = None) -> dict[str, Any]:
         speech: dict[str, Any] = {
             "voice_config": {"prebuilt_voice_config": {"voice_name": self.voice}}
         }
@@ -146,31 +158,66 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
                     ]
                 }
             ]
+        if self.session_resumption:
+            config["session_resumption"] = {"handle": handle}
         config.update(self.config_options)
         return config
 
     async def _open(self) -> None:
-        config = self._types.LiveConnectConfig(**self._config())
-        cm = self._client.aio.live.connect(model=self.model, config=config)
+        handle = self.resume_handle if self.session_resumption else None
+        since = self._since_handle() if handle is not None else None
+        if since is None:
+            handle = None  # (the handle's place in the history is gone: restore it all)
         try:
-            self._session = await cm.__aenter__()
-        except Exception as exc:
-            raise ProviderError(self.name, f"cannot connect: {describe(exc)}") from exc
-        self._cm = cm
+            await self._open_session(handle)
+        except ProviderError as exc:
+            if handle is None:
+                raise
+            logger.info(
+                "call %s: %s: resuming refused (%s): a new session with the history",
+                self.call_id,
+                self.name,
+                exc,
+            )
+            self.resume_handle, handle = None, None
+            await self._open_session(None)
         self._stream = None
         self._model = None
-        turns = self._restore()
+        turns = self._turns(since if handle is not None and since is not None else None)
         if turns:
             try:
                 await self._session.send_client_content(turns=turns, turn_complete=False)
             except Exception as exc:
                 raise ProviderError(self.name, f"cannot restore: {describe(exc)}") from exc
 
-    def _restore(self) -> list[Any]:
-        """The history as heard, as ``Content`` turns (tool calls as function parts)."""
+    async def _open_session(self, handle: str | None) -> None:
+        config = self._types.LiveConnectConfig(**self._config(handle))
+        cm = self._client.aio.live.connect(model=self.model, config=config)
+        try:
+            self._session = await cm.__aenter__()
+        except Exception as exc:
+            raise ProviderError(self.name, f"cannot connect: {describe(exc)}") from exc
+        self._cm = cm
+
+    def _since_handle(self) -> list[ChatMessage] | None:
+        """The history messages added after the resume handle was issued; None when its
+        mark is no longer in the history."""
+        history = self.agent.history
+        start = 0
+        if self._handle_mark is not None:
+            found = [i for i, m in enumerate(history) if m is self._handle_mark]
+            if not found:
+                return None
+            start = found[0] + 1
+        later = {id(m) for m in history[start:]}
+        return [m for m in self._restorable() if id(m) in later]
+
+    def _turns(self, messages: list[ChatMessage] | None = None) -> list[Any]:
+        """``messages`` (default: the history as heard, ``_restorable``) as ``Content``
+        turns (tool calls as function parts)."""
         types = self._types
         turns: list[Any] = []
-        for message in self._restorable():
+        for message in self._restorable() if messages is None else messages:
             if message.role == "user" and message.content:
                 turns.append(types.Content(role="user", parts=[types.Part(text=message.content)]))
             elif message.role == "assistant":
@@ -324,5 +371,10 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
             turn = self._model_turn(speech=False)
             for call in tool_call.function_calls or ():
                 self._on_function_call(turn, call.id or "", call.name or "", call.args or {})
+        update = message.session_resumption_update
+        if update is not None and update.resumable and update.new_handle:
+            self.resume_handle = update.new_handle
+            history = self.agent.history
+            self._handle_mark = history[-1] if history else None
         if message.go_away is not None:
             logger.info("call %s: %s: the service will close the session", self.call_id, self.name)

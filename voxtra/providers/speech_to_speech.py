@@ -864,6 +864,9 @@ class SpeechToSpeechEngine:
         async with self._speak_lock:
             while self._active is not None:  # one answer at a time
                 await self._until(self._active.finished.wait())
+            # During a reconnect, wait for the new session (or its failure) rather
+            # than send on a socket that is gone.
+            await self._until(self._ready.wait())
             say_id = uuid.uuid4().hex[:16]
             waiter = _Waiter(interruptible)
             self._waiters[say_id] = waiter

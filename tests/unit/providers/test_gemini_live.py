@@ -129,8 +129,9 @@ async def test_converse_with_a_tool_and_a_barge_in() -> None:
 
 
 async def test_a_dropped_session_is_reconnected_with_the_history() -> None:
+    """Without session resumption: a new session, the history sent as clientContent."""
     async with FakeGeminiLive(KEY, transcripts=["my name is ann"]) as fake:
-        engine = engine_for(fake, reconnect_delay=0.05)
+        engine = engine_for(fake, reconnect_delay=0.05, session_resumption=False)
         media = MemoryMediaIO(virtual=False)
         events: list[PipelineEvent] = []
         engine.on_event(events.append)
@@ -150,6 +151,76 @@ async def test_a_dropped_session_is_reconnected_with_the_history() -> None:
         ("model", "Hello."),
         ("user", "my name is ann"),
     ]
+
+
+async def drop_after_a_turn(fake: FakeGeminiLive, engine: GeminiLiveEngine) -> list[PipelineEvent]:
+    """Say, hear the caller, drop the socket, say again on the new session."""
+    media = MemoryMediaIO(virtual=False)
+    events: list[PipelineEvent] = []
+    engine.on_event(events.append)
+    async with engine.attach(media, clock=media.clock):
+        await engine.say("Hello.")
+        speak(media)
+        assert (await engine.listen(timeout=5)) is not None
+        await until(lambda: len(fake.connections[0].handles) == 3)  # after the muted answer
+        fake.drop()
+        await fake.wait_connections(2)
+        again = await engine.say("Still here.")
+    assert again.heard_text == "Still here."
+    return events
+
+
+async def test_a_dropped_session_is_resumed_with_its_handle() -> None:
+    """Session resumption: the service keeps the conversation; nothing is re-sent."""
+    async with FakeGeminiLive(KEY, transcripts=["my name is ann"]) as fake:
+        engine = engine_for(fake, reconnect_delay=0.05)
+        events = await drop_after_a_turn(fake, engine)
+        first, second = fake.connections
+    assert first.setup["sessionResumption"] == {}
+    assert second.setup["sessionResumption"] == {"handle": first.handles[-1]}
+    assert second.resumed_from == first.handles[-1]
+    # the service's conversation goes on from where it was: nothing restored by hand
+    assert second.turns[: len(first.turns)] == first.turns
+    assert ("user", "my name is ann") in second.turns
+    assert [
+        m["clientContent"]["turnComplete"] for m in second.received if "clientContent" in m
+    ] == [
+        True  # the second say only
+    ]
+    assert len([e for e in events if isinstance(e, ProviderErrorEvent)]) == 1
+    assert [(m.role, m.content) for m in engine.history] == [
+        ("assistant", "Hello."),
+        ("user", "my name is ann"),
+        ("assistant", "Still here."),
+    ]
+
+
+async def test_a_refused_handle_falls_back_to_a_new_session_with_the_history() -> None:
+    async with FakeGeminiLive(KEY, transcripts=["my name is ann"]) as fake:
+        engine = engine_for(fake, reconnect_delay=0.05)
+        await until_handles_forgotten(fake)
+        events = await drop_after_a_turn(fake, engine)
+        first, refused, third = fake.connections
+    assert refused.setup["sessionResumption"] == {"handle": first.handles[-1]}
+    assert refused.resumed_from is None and refused.closed
+    assert third.setup["sessionResumption"] == {}
+    restored = third.of("clientContent")[0]
+    assert restored["turnComplete"] is False
+    assert [(t["role"], t["parts"][0]["text"]) for t in restored["turns"]] == [
+        ("model", "Hello."),
+        ("user", "my name is ann"),
+    ]
+    assert len([e for e in events if isinstance(e, ProviderErrorEvent)]) == 1
+
+
+async def until_handles_forgotten(fake: FakeGeminiLive) -> None:
+    """The service forgets every handle it issues (as if each had expired)."""
+
+    class Forgetful(dict[str, list[tuple[str, str]]]):
+        def __setitem__(self, key: str, value: list[tuple[str, str]]) -> None:
+            pass
+
+    fake.handles = Forgetful()
 
 
 async def test_a_bad_key_is_a_provider_error() -> None:

@@ -18,6 +18,13 @@ turns, each turn takes the next of ``transcripts`` and is answered with the next
 turn is answered with its text's last line spoken as is (a model following "say
 exactly: ..."). Speech over an answer interrupts it, as the service's default
 ``START_OF_ACTIVITY_INTERRUPTS`` does.
+
+Session resumption: a ``setup`` with ``sessionResumption`` gets a
+``sessionResumptionUpdate`` (``newHandle``, ``resumable``) after ``setupComplete`` and
+after each completed turn; a later ``setup`` carrying one of those handles resumes that
+conversation (``GeminiConnection.resumed_from``, its ``turns`` start with the old ones).
+An unknown handle closes the socket with code 1008 (the fake's choice: the reference
+does not say how the service refuses one).
 """
 
 from __future__ import annotations
@@ -61,6 +68,9 @@ class GeminiConnection:
     turns: list[tuple[str, str]] = field(default_factory=list)
     """The server's conversation: ``(role, text)``; ``("tool", name)`` for calls."""
     interruptions: int = 0
+    resumed_from: str | None = None
+    handles: list[str] = field(default_factory=list)
+    """The resumption handles sent on this connection."""
     closed: bool = False
 
     def of(self, kind: str) -> list[dict[str, Any]]:
@@ -172,6 +182,8 @@ class FakeGeminiLive(FakeServer):
         self.start_frames = start_frames
         self.silence_ms = silence_ms
         self.connections: list[GeminiConnection] = []
+        self.handles: dict[str, list[tuple[str, str]]] = {}
+        """Resumable sessions: handle -> the conversation (``turns``) at that point."""
         self._live: list[_Session] = []
         self._server_ssl, self.client_ssl_context = _self_signed()
         self.app.router.add_get(PATH, self._live_socket)
@@ -260,7 +272,8 @@ class _Session:
                 if "setup" in message:
                     self.conn.setup = message["setup"]
                     self.conn.received.append(message)
-                    await self.send({"setupComplete": {"sessionId": uuid.uuid4().hex}})
+                    if not await self.setup():
+                        return
                 elif "realtimeInput" in message:
                     await self.realtime_input(message["realtimeInput"])
                 elif "clientContent" in message:
@@ -279,6 +292,29 @@ class _Session:
                 self.answer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self.answer
+
+    async def setup(self) -> bool:
+        resumption = self.conn.setup.get("sessionResumption")
+        handle = resumption.get("handle") if isinstance(resumption, dict) else None
+        if handle:
+            turns = self.fake.handles.get(str(handle))
+            if turns is None:
+                await self.ws.close(code=1008, message=b"Session resumption handle not found")
+                return False
+            self.conn.resumed_from = str(handle)
+            self.conn.turns = list(turns)
+        await self.send({"setupComplete": {"sessionId": uuid.uuid4().hex}})
+        await self.resumable()
+        return True
+
+    async def resumable(self) -> None:
+        """A new resumption handle for the conversation so far, if the client asked."""
+        if self.conn.setup.get("sessionResumption") is None:
+            return
+        handle = f"h_{uuid.uuid4().hex[:16]}"
+        self.fake.handles[handle] = list(self.conn.turns)
+        self.conn.handles.append(handle)
+        await self.send({"sessionResumptionUpdate": {"newHandle": handle, "resumable": True}})
 
     async def realtime_input(self, data: dict[str, Any]) -> None:
         audio = data.get("audio")
@@ -376,3 +412,4 @@ class _Session:
             await self.send({"serverContent": {"turnComplete": True}})
         finally:
             self.conn.turns.append(("model", " ".join(spoken)))
+        await self.resumable()
