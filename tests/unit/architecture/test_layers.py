@@ -23,6 +23,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("voxtra.errors", "voxtra._callbacks", "voxtra.instance", "voxtra.logs"),
     ("voxtra.config",),
     ("voxtra.media", "voxtra.ari", "voxtra.providers", "voxtra.pipeline", "voxtra.recording"),
+    # the managed local LLM (issue 13): over the openai provider
+    ("voxtra.local",),
     ("voxtra.routing",),
     # the call kernel, layer by layer (see voxtra/calls/__init__.py)
     ("voxtra.calls.state", "voxtra.calls.outcomes"),

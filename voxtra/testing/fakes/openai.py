@@ -41,6 +41,9 @@ class OpenAIReply:
     drop_after: int | None = None
     delay: float = 0.0
     """Seconds between chunks (to test cancellation mid-answer)."""
+    pieces: Sequence[str] = ()
+    """Content deltas sent exactly as given (instead of ``text`` split into words): a
+    JSON reply cut at chosen places, as a server's tokens cut it."""
 
 
 _ERRORS = {
@@ -131,8 +134,9 @@ def _chunks(reply: OpenAIReply, model: str) -> list[dict[str, Any]]:
 
     out = [chunk({"role": "assistant", "content": "", "refusal": None})]
     words = reply.text.split(" ") if reply.text else []
-    for i, word in enumerate(words):
-        out.append(chunk({"content": word if i == 0 else " " + word}))
+    pieces = list(reply.pieces) or [w if i == 0 else " " + w for i, w in enumerate(words)]
+    for piece in pieces:
+        out.append(chunk({"content": piece}))
     for index, (name, args) in enumerate(reply.tool_calls):
         call_id = f"call_{uuid.uuid4().hex[:24]}"
         out.append(
@@ -176,7 +180,8 @@ def _completion(reply: OpenAIReply, model: str) -> dict[str, Any]:
         }
         for name, args in reply.tool_calls
     ]
-    message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+    content = "".join(reply.pieces) or reply.text
+    message: dict[str, Any] = {"role": "assistant", "content": content or None}
     if calls:
         message["tool_calls"] = calls
     return {

@@ -1,0 +1,148 @@
+"""OpenAILLM's JSON-schema tool mode, through the real openai SDK against FakeOpenAI.
+
+The replies are the bytes a llama.cpp server sends under a ``response_format`` schema:
+one JSON object, cut into content deltas at arbitrary places (inside keys, inside an
+escape). What is checked: the spoken text streams out before the object is complete,
+tool calls come out parsed, the request carries the schema (action first) and no
+``tools``, and the system message (the cached prefix) is the same in every request.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+
+from voxtra.errors import ConfigError, ProviderError
+from voxtra.pipeline import Agent
+from voxtra.providers.base import ChatMessage, LLMChunk, ToolSpec
+from voxtra.providers.openai_llm import OpenAILLM
+from voxtra.testing.fakes import FakeOpenAI, OpenAIReply
+
+WEATHER = ToolSpec(
+    "get_weather",
+    "Today's weather in a city.",
+    {
+        "type": "object",
+        "properties": {"city": {"type": "string", "description": "the city name"}},
+        "required": ["city"],
+    },
+)
+HANDOFF = ToolSpec(
+    "transfer_to_person",
+    "Hand the call to a person.",
+    {"type": "object", "properties": {"reason": {"type": "string"}}, "required": ["reason"]},
+)
+SYSTEM = "You are a phone agent."
+HISTORY = [ChatMessage("system", SYSTEM), ChatMessage("user", "Is it raining in Berlin?")]
+
+
+def cut(text: str, *at: int) -> list[str]:
+    """``text`` cut at the given offsets."""
+    bounds = [0, *at, len(text)]
+    return [text[a:b] for a, b in itertools.pairwise(bounds)]
+
+
+async def collect(llm: OpenAILLM, messages=HISTORY, tools=(WEATHER, HANDOFF)) -> list[LLMChunk]:
+    return [c async for c in llm.generate(messages, tools)]
+
+
+async def test_spoken_text_streams_while_the_json_arrives() -> None:
+    reply = '{"action": "say", "text": "We open at nine. Say \\"hi\\" \\u00e9t\\u00e9!\\nBye."}'
+    # cut inside "action", inside an escape (\") and inside a \u escape
+    pieces = cut(reply, 5, 20, 34, 50, 53, 60, 63, 70)
+    async with FakeOpenAI("k", [OpenAIReply(pieces=pieces)]) as f:
+        llm = OpenAILLM("k", model="qwen", base_url=f.base_url, tool_mode="json")
+        chunks = await collect(llm)
+    texts = [c.text for c in chunks if c.text]
+    assert "".join(texts) == 'We open at nine. Say "hi" été!\nBye.'
+    assert len(texts) >= 4  # piece by piece, not once at the end
+    assert not any(c.tool_calls for c in chunks)
+    (request,) = f.requests
+    assert "tools" not in request and request["stream"] is True
+    schema = request["response_format"]["json_schema"]["schema"]
+    assert [next(iter(o["properties"])) for o in schema["anyOf"]] == ["action"] * 3
+    assert [o["properties"]["action"]["const"] for o in schema["anyOf"]] == [
+        "say",
+        "get_weather",
+        "transfer_to_person",
+    ]
+    assert schema["anyOf"][1]["properties"]["arguments"] == WEATHER.parameters
+    system = request["messages"][0]
+    assert system["role"] == "system" and system["content"].startswith(SYSTEM + "\n\n")
+    assert "- get_weather: Today's weather in a city." in system["content"]
+    assert '"city": string (the city name)' in system["content"]
+
+
+async def test_a_tool_action_becomes_a_tool_call_and_the_result_goes_back() -> None:
+    call = '{"action": "get_weather", "arguments": {"city": "Berlin"}}'
+    answer = '{"action": "say", "text": "It is rainy in Berlin, nine degrees."}'
+    replies = [OpenAIReply(pieces=cut(call, 3, 17, 30, 44)), OpenAIReply(pieces=cut(answer, 31))]
+    async with FakeOpenAI("k", replies) as f:
+        llm = OpenAILLM("k", base_url=f.base_url, tool_mode="json")
+        agent = Agent(llm, system_prompt=SYSTEM)
+        seen: list[str] = []
+
+        def get_weather(city: str) -> str:
+            """Today's weather in a city.
+
+            Args:
+                city: the city name
+            """
+            seen.append(city)
+            return "rainy, nine degrees"
+
+        agent.add_tool(get_weather)
+        reply = await agent.respond_with_tools("Is it raining in Berlin today?")
+    assert seen == ["Berlin"]
+    assert reply.text == "It is rainy in Berlin, nine degrees."
+    first, second = f.requests
+    # The fixed head of the prompt is identical in both requests: a cacheable prefix.
+    assert first["messages"][0] == second["messages"][0]
+    assert second["messages"][2:] == [
+        {"role": "assistant", "content": json.dumps(json.loads(call))},
+        {"role": "user", "content": "(tool result) rainy, nine degrees"},
+    ]
+    # After a tool result only "say" is allowed: no loop calling the tool again.
+    assert second["response_format"]["json_schema"]["schema"]["properties"]["action"] == {
+        "const": "say"
+    }
+
+
+async def test_plain_text_from_a_server_ignoring_the_schema_is_spoken() -> None:
+    async with FakeOpenAI("k", [OpenAIReply(text="We are open from nine.")]) as f:
+        llm = OpenAILLM("k", base_url=f.base_url, tool_mode="json")
+        chunks = await collect(llm)
+    assert "".join(c.text for c in chunks) == "We are open from nine."
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        ['{"action": "get_weather", "arguments": {"city": "Ber'],  # cut off
+        ['{"action": "get_weather", "arguments": "Berlin"}'],  # not an object
+    ],
+)
+async def test_a_broken_tool_reply_is_a_provider_error(pieces: list[str]) -> None:
+    async with FakeOpenAI("k", [OpenAIReply(pieces=pieces)]) as f:
+        llm = OpenAILLM("k", base_url=f.base_url, tool_mode="json")
+        with pytest.raises(ProviderError):
+            await collect(llm)
+
+
+async def test_warm_up_sends_the_same_system_message_for_one_token() -> None:
+    answer = '{"action": "say", "text": "Hello."}'
+    async with FakeOpenAI("k", [OpenAIReply(pieces=[answer])]) as f:
+        llm = OpenAILLM("k", base_url=f.base_url, tool_mode="json", temperature=0)
+        await llm.warm_up(SYSTEM, [WEATHER, HANDOFF])
+        await collect(llm)
+    warm, real = f.requests
+    assert warm["max_tokens"] == 1 and not warm.get("stream")
+    assert warm["messages"] == real["messages"][:1]
+    assert "response_format" not in warm  # a grammar is not part of the prompt
+
+
+def test_tool_mode_is_checked() -> None:
+    with pytest.raises(ConfigError, match="tool_mode"):
+        OpenAILLM("k", tool_mode="xml")  # type: ignore[arg-type]

