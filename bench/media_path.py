@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from voxtra.media import g711
+from voxtra.media.engine import MediaEngine, TickAudio
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.media.pacer import Pacer, Ticker
 from voxtra.media.resample import StreamResampler
@@ -249,6 +250,68 @@ async def run(
     return res
 
 
+def _identity(audio: TickAudio) -> np.ndarray:  # type: ignore[type-arg]
+    """The engine's app: every call's 16 kHz frame straight back (as ``_app16k``)."""
+    return audio.pcm
+
+
+async def run_engine(n: int, seconds: float, freeze: bool = True) -> Result:
+    """``MediaEngine``: every call's tick as one array (16 kHz PCM to the app and back)."""
+    ticker = Ticker()
+    engine = MediaEngine(
+        ticker=ticker,
+        bind_host="127.0.0.1",
+        sample_rate=16000,
+        capacity=max(n, 1),
+        on_tick=_identity,
+    )
+    streams = [engine.add("ulaw", name=f"c{i}") for i in range(n)]
+    engine.start()
+    if freeze:
+        gc.collect()
+        gc.freeze()
+    warm = 1.0
+    ctx = mp.get_context("spawn")
+    ready = ctx.Event()
+    out: mp.Queue[int] = ctx.Queue()
+    ports = [engine.local_address[1]] * n
+    child = ctx.Process(target=_asterisk, args=(ports, warm + seconds + 0.5, ready, out, True))
+    child.start()
+    peer_ports = await asyncio.get_running_loop().run_in_executor(None, out.get)
+    for s, port in zip(streams, peer_ports, strict=True):
+        s.set_remote("127.0.0.1", port)
+    while not ready.is_set():
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(warm)
+    ticker.lateness.clear()
+    f_in0 = int(engine.counter("frames_in").sum())
+    f_out0 = int(engine.counter("frames_out").sum())
+    c_0 = int(engine.counter("concealed").sum())
+    c0, w0 = time.process_time(), time.monotonic()
+    await asyncio.sleep(seconds)
+    cpu, wall = time.process_time() - c0, time.monotonic() - w0
+    late = sorted(abs(x) for x in ticker.lateness)
+    res = Result(
+        n,
+        "engine",
+        "shared",
+        cpu * 1e6 / (n * wall),
+        statistics.quantiles(late, n=100)[49] * 1000 if len(late) > 2 else 0.0,
+        statistics.quantiles(late, n=100)[98] * 1000 if len(late) > 2 else 0.0,
+        int(engine.counter("frames_in").sum()) - f_in0,
+        int(engine.counter("frames_out").sum()) - f_out0,
+        int(engine.counter("concealed").sum()) - c_0,
+        round(n * 50 * wall),
+    )
+    child.join()
+    slow = engine.stats.slow_packets
+    await engine.aclose()
+    await ticker.aclose()
+    gc.unfreeze()
+    print(f"  (engine: {slow} packets took the per-packet path)", flush=True)
+    return res
+
+
 async def idle_tick_cost(seconds: float) -> float:
     """CPU microseconds per second of a Ticker with one no-op callback.
 
@@ -284,6 +347,9 @@ def main() -> None:
     ap.add_argument(
         "--echo-counts", default="100,500", help="transport-only runs (wire frames echoed)"
     )
+    ap.add_argument(
+        "--engine-counts", default="100,500", help="MediaEngine runs (a tick as one array)"
+    )
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument(
         "--layouts", default="own,shared", help="own: a socket per call; shared: one for all"
@@ -304,6 +370,7 @@ def main() -> None:
     print(f"idle 20 ms ticker alone: {idle:.0f} us CPU per second (fixed, not per call)")
     results: list[Result] = []
     runs = (
+        ("engine", args.engine_counts),
         ("numpy", args.counts),
         ("per-call", args.percall_counts),
         ("pure-python", args.pure_counts),
@@ -312,9 +379,18 @@ def main() -> None:
     layouts = [x for x in args.layouts.split(",") if x]
     for mode, counts in runs:
         for n in (int(c) for c in counts.split(",") if c):
-            for layout, loop in [(la, lo) for la in layouts for lo in loops]:
+            pairs = [(la, lo) for la in layouts for lo in loops]
+            if mode == "engine":  # one socket for all by design
+                pairs = [("shared", lo) for lo in loops]
+            for layout, loop in pairs:
                 # side by side: the same N in each layout (and loop) in turn
-                r = _run_with(loop, run(n, args.seconds, mode, not args.no_gc_freeze, layout))
+                freeze = not args.no_gc_freeze
+                r = _run_with(
+                    loop,
+                    run_engine(n, args.seconds, freeze)
+                    if mode == "engine"
+                    else run(n, args.seconds, mode, freeze, layout),
+                )
                 r.layout = layout if loop == "asyncio" else f"{layout}+uvloop"
                 results.append(r)
                 expected = n * 50 * args.seconds

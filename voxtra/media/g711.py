@@ -19,7 +19,9 @@ __all__ = [
     "alaw_to_pcm16",
     "alaw_to_pcm16_pure",
     "decode",
+    "decode_table",
     "encode",
+    "encode_table",
     "pcm16_to_alaw",
     "pcm16_to_alaw_pure",
     "pcm16_to_ulaw",
@@ -83,6 +85,32 @@ _ULAW_ENC = _build_ulaw_encode()
 _ALAW_ENC = _build_alaw_encode()
 _ULAW_DEC = _build_ulaw_decode()
 _ALAW_DEC = _build_alaw_decode()
+_ULAW_ENC.setflags(write=False)
+_ALAW_ENC.setflags(write=False)
+_ULAW_DEC.setflags(write=False)
+_ALAW_DEC.setflags(write=False)
+
+
+def decode_table(codec: Codec) -> npt.NDArray[np.int16]:
+    """The 256-entry decode table of ``codec`` (read-only): ``table[code]`` is its PCM16.
+
+    For callers that decode whole arrays of frames at once (``voxtra.media.engine``).
+    """
+    if codec is Codec.ULAW:
+        return _ULAW_DEC
+    if codec is Codec.ALAW:
+        return _ALAW_DEC
+    raise MediaError(f"no G.711 table for {codec}")
+
+
+def encode_table(codec: Codec) -> npt.NDArray[np.uint8]:
+    """The 65,536-entry encode table of ``codec`` (read-only), indexed by the PCM16
+    sample's bit pattern as uint16."""
+    if codec is Codec.ULAW:
+        return _ULAW_ENC
+    if codec is Codec.ALAW:
+        return _ALAW_ENC
+    raise MediaError(f"no G.711 table for {codec}")
 
 
 def _check_pcm(data: bytes) -> None:

@@ -23,8 +23,16 @@ import sys
 from collections.abc import Sequence
 
 import numpy as np
+import numpy.typing as npt
 
-__all__ = ["MmsgSocket", "address_from_key", "mmsg_supported", "sockaddr_bytes"]
+__all__ = [
+    "NAME_SLOT",
+    "MmsgArrays",
+    "MmsgSocket",
+    "address_from_key",
+    "mmsg_supported",
+    "sockaddr_bytes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -256,3 +264,105 @@ class MmsgSocket:
             logger.debug("sendmmsg: %s", errno.errorcode.get(err, err))
             sent += 1  # skip the packet the kernel refused
         return sent
+
+
+NAME_SLOT = 32
+"""Bytes per address slot in ``MmsgArrays`` (a sockaddr_in6 is 28): rows stay aligned."""
+
+
+class MmsgArrays:
+    """``recvmmsg`` / ``sendmmsg`` on fixed slots exposed as numpy arrays.
+
+    For callers that handle a tick's datagrams as arrays (``voxtra.media.engine``):
+    nothing is made per datagram. ``recv()`` fills row ``i`` of ``rdata`` with the
+    ``i``-th datagram (``rlen[i]`` bytes, at most ``slot``: a longer one is cut) and
+    row ``i`` of ``rnames`` with its source sockaddr; ``send(n)`` sends row ``i`` of
+    ``sdata`` (``slen[i]`` bytes) to the sockaddr in row ``i`` of ``snames``, for
+    ``i < n``. Each slot's buffer and address pointers are set once, here.
+    """
+
+    def __init__(self, sock: socket.socket, capacity: int = 1024, slot: int = 2048) -> None:
+        if _CALLS is None:
+            raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg not available")
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.family = sock.family
+        self.capacity = capacity
+        self.slot = slot
+        self.name_len = 16 if self.family == socket.AF_INET else _NAME_SIZE
+        self.rdata = np.zeros((capacity, slot), np.uint8)
+        self.rnames = np.zeros((capacity, NAME_SLOT), np.uint8)
+        self.sdata = np.zeros((capacity, slot), np.uint8)
+        self.snames = np.zeros((capacity, NAME_SLOT), np.uint8)
+        self._riov = (_Iovec * capacity)()
+        self._rhdr = (_Mmsghdr * capacity)()
+        self._siov = (_Iovec * capacity)()
+        self._shdr = (_Mmsghdr * capacity)()
+        rbase, rnb = self.rdata.ctypes.data, self.rnames.ctypes.data
+        sbase, snb = self.sdata.ctypes.data, self.snames.ctypes.data
+        for i in range(capacity):
+            self._riov[i].iov_base = rbase + i * slot
+            self._riov[i].iov_len = slot
+            h = self._rhdr[i].msg_hdr
+            h.msg_name = rnb + i * NAME_SLOT
+            h.msg_namelen = _NAME_SIZE
+            h.msg_iov = ctypes.addressof(self._riov[i])
+            h.msg_iovlen = 1
+            self._siov[i].iov_base = sbase + i * slot
+            self._siov[i].iov_len = 0
+            h = self._shdr[i].msg_hdr
+            h.msg_name = snb + i * NAME_SLOT
+            h.msg_namelen = self.name_len
+            h.msg_iov = ctypes.addressof(self._siov[i])
+            h.msg_iovlen = 1
+        rbytes = np.frombuffer(memoryview(self._rhdr).cast("B"), np.uint8).reshape(capacity, _HDR)
+        self._r_namelen = rbytes[:, _OFF_NAMELEN : _OFF_NAMELEN + 4].view(np.uint32)[:, 0]
+        self.rlen = rbytes[:, _OFF_LEN : _OFF_LEN + 4].view(np.uint32)[:, 0]
+        words = np.frombuffer(memoryview(self._siov).cast("B"), np.uint64).reshape(capacity, 2)
+        self.slen = words[:, 1]
+        self._rhdr_addr = ctypes.addressof(self._rhdr)
+        self._shdr_addr = ctypes.addressof(self._shdr)
+        self._recv_fn, self._send_fn = _CALLS
+        self.recv_calls = 0
+        self.send_calls = 0
+        self.send_errors = 0
+
+    def recv(self) -> int:
+        """Read what waits (up to ``capacity`` datagrams) into the rows; how many."""
+        n = self._recvmmsg()
+        if n < 0 and ctypes.get_errno() not in (errno.EAGAIN, errno.EWOULDBLOCK):
+            logger.debug("recvmmsg: %s", errno.errorcode.get(ctypes.get_errno(), "?"))
+            n = self._recvmmsg()  # that call consumed a queued error; read what follows
+        return max(n, 0)
+
+    def _recvmmsg(self) -> int:
+        self._r_namelen[:] = _NAME_SIZE
+        self.recv_calls += 1
+        n: int = self._recv_fn(  # type: ignore[operator]
+            self.fd, self._rhdr_addr, self.capacity, MSG_DONTWAIT, None
+        )
+        return n
+
+    def send(self, n: int) -> int:
+        """Send the first ``n`` rows; how many the kernel took (a refused one is skipped)."""
+        sent = 0
+        while sent < n:
+            r: int = self._send_fn(  # type: ignore[operator]
+                self.fd, self._shdr_addr + sent * _HDR, n - sent, MSG_DONTWAIT
+            )
+            self.send_calls += 1
+            if r > 0:
+                sent += r
+                continue
+            err = ctypes.get_errno()
+            if err == errno.EINTR:
+                continue
+            logger.debug("sendmmsg: %s", errno.errorcode.get(err, err))
+            self.send_errors += 1
+            sent += 1
+        return sent
+
+    def name_row(self, host: str, port: int) -> npt.NDArray[np.uint8]:
+        """The sockaddr of ``(host, port)`` in this socket's family, as one ``snames`` row."""
+        name = _native_family(self.family) + sockaddr_bytes(self.family, host, port)
+        return np.frombuffer(name.ljust(NAME_SLOT, b"\0"), np.uint8).copy()

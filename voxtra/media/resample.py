@@ -26,7 +26,14 @@ import soxr
 
 from voxtra.errors import MediaError
 
-__all__ = ["SUPPORTED_RATES", "Quality", "StreamResampler", "resample_many", "resample_once"]
+__all__ = [
+    "SUPPORTED_RATES",
+    "BatchResampler",
+    "Quality",
+    "StreamResampler",
+    "resample_many",
+    "resample_once",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -361,6 +368,79 @@ def resample_many(resamplers: Sequence[StreamResampler], frames: Sequence[bytes]
             rs._consumed += n
             rs._next += down * count
     return out
+
+
+class BatchResampler:
+    """Many streams resampled together, each a whole frame per call, state in one array.
+
+    The array form of ``StreamResampler`` for streams that always move frames of
+    ``frame_samples`` (20 ms): ``process(x, history)`` resamples row ``i`` of ``x``
+    (int16, one stream's frame) with that stream's filter history, row ``i`` of
+    ``history`` (float32, ``history_len`` wide, updated in place), and returns the
+    int16 output rows. Output equals ``StreamResampler.process`` fed the same frames
+    (to 1 LSB: float rounding). Nothing is made per stream: one product for all rows.
+    """
+
+    def __init__(
+        self, in_rate: int, out_rate: int, frame_samples: int, quality: Quality = "HQ"
+    ) -> None:
+        ref = StreamResampler(in_rate, out_rate, quality)
+        self.in_rate, self.out_rate = in_rate, out_rate
+        self.frame_samples = frame_samples
+        self.passthrough = ref.passthrough
+        self.history_len = 0 if ref.passthrough else ref._taps - 1
+        self.out_samples = frame_samples
+        self._t: npt.NDArray[np.float32] | None = None
+        self._blocked: tuple[npt.NDArray[np.float32], int, int, int] | None = None
+        if ref.passthrough:
+            return
+        key = (in_rate, out_rate, ref._taps, frame_samples, 0, 0)
+        if _toeplitz_size(ref, key) > _TOEPLITZ_MAX_SIZE:
+            raise MediaError(f"a {frame_samples}-sample frame is too long to batch")
+        t, count = _toeplitz(ref, key)
+        if (frame_samples * out_rate) % in_rate or count * in_rate != frame_samples * out_rate:
+            raise MediaError("a frame must resample to a whole number of samples")
+        self._t = t
+        self._blocked = _blocked(t, count, ref._up, ref._down)
+        self.out_samples = count
+
+    def new_history(self, rows: int) -> npt.NDArray[np.float32]:
+        """Filter history for ``rows`` new streams (silence before their first frame)."""
+        return np.zeros((rows, self.history_len), np.float32)
+
+    def process(
+        self, x: npt.NDArray[np.int16], history: npt.NDArray[np.float32]
+    ) -> npt.NDArray[np.int16]:
+        """Resample each row of ``x``; ``history`` (one row per row of ``x``) moves on."""
+        if self._t is None:
+            return x
+        rows, n = x.shape
+        h = self.history_len
+        buf = np.empty((rows, h + n), np.float32)
+        buf[:, :h] = history
+        buf[:, h:] = x
+        y = np.empty((rows, self.out_samples), np.float32)
+        if self._blocked is not None:
+            block, r0, step, blocks = self._blocked
+            span, bo = block.shape
+            s0, s1 = buf.strides
+            windows = np.lib.stride_tricks.as_strided(
+                buf[:, r0:], (rows, blocks, span), (s0, step * s1, s1), writeable=False
+            )
+            flat = np.ascontiguousarray(windows).reshape(-1, span)
+            yb = y.reshape(-1, bo)
+            per = max(1, _BLAS_ROWS_BUDGET // block.size)
+            for r in range(0, len(flat), per):
+                np.matmul(flat[r : r + per], block, out=yb[r : r + per])
+        else:
+            t = self._t
+            per = max(1, _BLAS_ROWS_BUDGET // t.size)
+            for r in range(0, rows, per):
+                np.matmul(buf[r : r + per], t, out=y[r : r + per])
+        history[:] = buf[:, n:]
+        np.rint(y, out=y)
+        np.clip(y, _I16_MIN, _I16_MAX, out=y)
+        return y.astype(np.int16)
 
 
 def resample_once(pcm: bytes, in_rate: int, out_rate: int, quality: Quality = "HQ") -> bytes:

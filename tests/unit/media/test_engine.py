@@ -1,0 +1,327 @@
+"""MediaEngine: a tick's RTP for every stream as arrays, on real loopback sockets.
+
+Ticks are driven by hand (``engine.tick()``), so what each tick reads is exactly what
+the peers sent before it: no timing in the assertions.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from voxtra.errors import ConfigError, MediaError
+from voxtra.media import g711
+from voxtra.media.engine import MediaEngine, TickAudio
+from voxtra.media.frames import Codec
+from voxtra.media.pacer import Ticker
+from voxtra.media.resample import StreamResampler
+from voxtra.media.rtp import RtpPacket, RtpSender
+
+
+class Peer:
+    """Asterisk's end of one stream: a UDP socket of its own, an RTP sender."""
+
+    def __init__(self, pt: int = 0, ssrc: int = 1000) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.rtp = RtpSender(pt, ssrc=ssrc, sequence=100, timestamp=0)
+
+    def send(self, to: tuple[str, int], payload: bytes, seq: int | None = None) -> None:
+        if seq is None:
+            self.sock.sendto(self.rtp.build(payload), to)
+            return
+        pkt = RtpPacket(self.rtp.payload_type, seq & 0xFFFF, 0, self.rtp.ssrc, payload)
+        self.sock.sendto(pkt.build(), to)
+
+    def received(self) -> list[RtpPacket]:
+        out = []
+        while True:
+            try:
+                out.append(RtpPacket.parse(self.sock.recv(2048)))
+            except BlockingIOError:
+                return out
+
+
+@pytest.fixture
+def peers() -> Iterator[list[Peer]]:
+    made: list[Peer] = []
+    yield made
+    for p in made:
+        p.sock.close()
+
+
+def frame_of(code: int) -> bytes:
+    """A 20 ms mu-law frame of one code: decoded, a constant row that names it."""
+    return bytes([code]) * 160
+
+
+def ulaw_value(code: int) -> int:
+    return int(np.frombuffer(g711.ulaw_to_pcm16(bytes([code])), "<i2")[0])
+
+
+class Recorder:
+    """``on_tick`` that keeps copies of what it was handed and answers with ``reply``."""
+
+    def __init__(self) -> None:
+        self.ticks: list[TickAudio] = []
+        self.reply: npt.NDArray[np.int16] | None = None
+
+    def __call__(self, audio: TickAudio) -> npt.NDArray[np.int16] | None:
+        self.ticks.append(TickAudio(audio.ids.copy(), audio.pcm.copy(), audio.present.copy()))
+        return self.reply if self.reply is not None else audio.pcm
+
+    def row(self, tick: int, stream_id: int) -> tuple[npt.NDArray[np.int16], bool]:
+        t = self.ticks[tick]
+        i = int(np.flatnonzero(t.ids == stream_id)[0])
+        return t.pcm[i], bool(t.present[i])
+
+
+def make(peers: list[Peer], n: int, rate: int = 8000, **kw: object) -> tuple[MediaEngine, Recorder]:
+    rec = Recorder()
+    engine = MediaEngine(ticker=Ticker(), sample_rate=rate, capacity=16, on_tick=rec, **kw)  # type: ignore[arg-type]
+    for _ in range(n):
+        peers.append(Peer())
+    return engine, rec
+
+
+async def test_frames_reach_the_app_per_stream_and_go_back_with_rtp_headers(
+    peers: list[Peer],
+) -> None:
+    engine, rec = make(peers, 3)
+    streams = [engine.add("ulaw") for _ in peers]
+    for s, p in zip(streams, peers, strict=True):
+        s.set_remote("127.0.0.1", p.port)
+    to = engine.local_address
+    for t in range(4):
+        for k, p in enumerate(peers):
+            p.send(to, frame_of(0x10 + 16 * k + t))
+        engine.tick()
+    for t in range(4):
+        for k, s in enumerate(streams):
+            row, present = rec.row(t, s.id)
+            assert present
+            assert (row == ulaw_value(0x10 + 16 * k + t)).all()
+    for k, p in enumerate(peers):
+        got = p.received()
+        assert len(got) == 4
+        assert [pkt.sequence for pkt in got] == [(got[0].sequence + j) & 0xFFFF for j in range(4)]
+        assert [pkt.timestamp for pkt in got] == [
+            (got[0].timestamp + 160 * j) % 2**32 for j in range(4)
+        ]
+        assert [pkt.marker for pkt in got] == [True, False, False, False]
+        assert len({pkt.ssrc for pkt in got}) == 1 and all(pkt.payload_type == 0 for pkt in got)
+        # 8 kHz app, identity: the frame comes back as it went
+        assert [pkt.payload for pkt in got] == [frame_of(0x10 + 16 * k + t) for t in range(4)]
+    assert engine.stats.sent == 12 and engine.stats.send_calls == 4
+    assert [s.frames_in for s in streams] == [4, 4, 4]
+    await engine.aclose()
+
+
+async def test_16khz_matches_the_per_call_resamplers(peers: list[Peer]) -> None:
+    """Mu-law and A-law streams together: the app's rows are what a per-call
+    ``StreamResampler`` makes of each frame, and what it answers is resampled and
+    encoded as the per-call path would (to G.711's own rounding)."""
+    engine, rec = make(peers, 2, rate=16000)
+    peers[1].rtp.payload_type = 8
+    s_u, s_a = engine.add("ulaw"), engine.add("alaw")
+    for s, p in zip((s_u, s_a), peers, strict=True):
+        s.set_remote("127.0.0.1", p.port)
+    rng = np.random.default_rng(3)
+    ups = [StreamResampler(8000, 16000), StreamResampler(8000, 16000)]
+    downs = [StreamResampler(16000, 8000), StreamResampler(16000, 8000)]
+    codecs = [Codec.ULAW, Codec.ALAW]
+    sent_back: list[list[bytes]] = [[], []]
+    for _ in range(5):
+        reply = rng.integers(-8000, 8000, (2, 320)).astype(np.int16)
+        rec.reply = reply
+        payloads = [bytes(rng.integers(0, 256, 160).astype(np.uint8)) for _ in peers]
+        for p, pay in zip(peers, payloads, strict=True):
+            p.send(engine.local_address, pay)
+        engine.tick()
+        tick = rec.ticks[-1]
+        for k, s in enumerate((s_u, s_a)):
+            i = int(np.flatnonzero(tick.ids == s.id)[0])
+            want = np.frombuffer(ups[k].process(g711.decode(payloads[k], codecs[k])), "<i2")
+            assert np.abs(tick.pcm[i].astype(int) - want).max() <= 1
+            down = downs[k].process(reply[i].tobytes())
+            sent_back[k].append(g711.pcm16_to_ulaw(down) if k == 0 else g711.pcm16_to_alaw(down))
+    for k, p in enumerate(peers):
+        got = [pkt.payload for pkt in p.received()]
+        assert len(got) == 5
+        a = np.frombuffer(b"".join(got), np.uint8).astype(int)
+        b = np.frombuffer(b"".join(sent_back[k]), np.uint8).astype(int)
+        # a 1-LSB difference before encoding moves a code by at most one step
+        assert (a != b).mean() < 0.01
+        assert np.abs(a - b).max() <= 1 or k == 1  # A-law's codes are bit-inverted
+    await engine.aclose()
+
+
+async def test_reorder_burst_loss_and_duplicate_take_the_per_packet_path(
+    peers: list[Peer],
+) -> None:
+    engine, rec = make(peers, 1)
+    s = engine.add("ulaw")
+    s.set_remote("127.0.0.1", peers[0].port)
+    p, to = peers[0], engine.local_address
+    seq_code = {q: 0x20 + q for q in range(12)}
+
+    def sent(*seqs: int) -> None:
+        for q in seqs:
+            p.send(to, frame_of(seq_code[q]), seq=q)
+        engine.tick()
+
+    sent(0)
+    sent(2, 1)  # reordered within a tick
+    sent()  # nothing came: 2 was waiting
+    sent(3, 4, 5)  # a burst: 3 now, 4 and 5 wait in the ring
+    sent(6)
+    sent(6)  # 6 again: a duplicate, and nothing new
+    sent(8)  # 7 lost
+    sent()
+    delivered = []
+    for t in range(len(rec.ticks)):
+        row, present = rec.row(t, s.id)
+        delivered.append(
+            next(q for q, c in seq_code.items() if (row == ulaw_value(c)).all())
+            if present
+            else None
+        )
+    assert delivered == [0, 1, 2, 3, 4, 5, 6, 8]
+    assert s.lost == 1
+    assert engine.stats.slow_packets > 0
+    await engine.aclose()
+
+
+async def test_a_burst_in_order_is_played_out_from_the_ring_on_the_array_path(
+    peers: list[Peer],
+) -> None:
+    engine, rec = make(peers, 1)
+    s = engine.add("ulaw")
+    s.set_remote("127.0.0.1", peers[0].port)
+    p, to = peers[0], engine.local_address
+    p.send(to, frame_of(0x30), seq=0)
+    engine.tick()  # the stream's first packet starts it (per packet)
+    slow_after_start = engine.stats.slow_packets
+    for q in (1, 2, 3):
+        p.send(to, frame_of(0x30 + q), seq=q)
+    for _ in range(3):
+        engine.tick()
+    p.send(to, frame_of(0x34), seq=4)
+    engine.tick()
+    codes = [0x30, 0x31, 0x32, 0x33, 0x34]
+    for t, c in enumerate(codes):
+        row, present = rec.row(t, s.id)
+        assert present and (row == ulaw_value(c)).all()
+    assert engine.stats.slow_packets == slow_after_start  # all of it as arrays
+    await engine.aclose()
+
+
+async def test_missing_frame_is_silence_and_counted(peers: list[Peer]) -> None:
+    engine, rec = make(peers, 2)
+    a, b = engine.add("ulaw"), engine.add("ulaw")
+    a.set_remote("127.0.0.1", peers[0].port)
+    b.set_remote("127.0.0.1", peers[1].port)
+    for t in range(3):
+        peers[0].send(engine.local_address, frame_of(0x40))
+        if t != 1:
+            peers[1].send(engine.local_address, frame_of(0x41))
+        engine.tick()
+    row, present = rec.row(1, b.id)
+    assert not present and not row.any()
+    assert b.concealed == 1 and a.concealed == 0
+    assert len(peers[1].received()) == 3  # one packet a tick goes out regardless
+    await engine.aclose()
+
+
+async def test_strangers_and_a_new_ssrc(peers: list[Peer]) -> None:
+    engine, rec = make(peers, 1)
+    s = engine.add("ulaw")
+    s.set_remote("127.0.0.1", peers[0].port)
+    stranger = Peer()
+    peers.append(stranger)
+    to = engine.local_address
+    peers[0].send(to, frame_of(0x50), seq=10)
+    stranger.send(to, frame_of(0x51), seq=11)
+    engine.tick()
+    assert engine.stats.dropped_foreign_source == 1
+    row, present = rec.row(0, s.id)
+    assert present and (row == ulaw_value(0x50)).all()
+    # the channel restarts its stream: another SSRC, another sequence
+    peers[0].rtp.ssrc = 4242
+    peers[0].send(to, frame_of(0x52), seq=5000)
+    engine.tick()
+    peers[0].send(to, frame_of(0x53), seq=5001)
+    engine.tick()
+    assert [
+        bool((rec.row(t, s.id)[0] == ulaw_value(c)).all()) for t, c in ((1, 0x52), (2, 0x53))
+    ] == [
+        True,
+        True,
+    ]
+    assert s.lost == 0 and s.late == 0
+    await engine.aclose()
+
+
+async def test_a_stream_leaving_keeps_the_others_routed(peers: list[Peer]) -> None:
+    engine, rec = make(peers, 3)
+    streams = [engine.add("ulaw") for _ in peers]
+    for st, p in zip(streams, peers, strict=True):
+        st.set_remote("127.0.0.1", p.port)
+    for k, p in enumerate(peers):
+        p.send(engine.local_address, frame_of(0x60 + k))
+    engine.tick()
+    streams[0].close()  # the last row moves into its place
+    assert len(engine) == 2 and streams[2].index == 0
+    assert streams[0].frames_in == 1  # its counters stay readable
+    for k, p in enumerate(peers):
+        p.send(engine.local_address, frame_of(0x70 + k))
+    rec.reply = None
+    engine.tick()
+    assert engine.stats.dropped_foreign_source == 1  # the one that left
+    for k in (1, 2):
+        row, present = rec.row(1, streams[k].id)
+        assert present and (row == ulaw_value(0x70 + k)).all()
+        assert [pkt.payload for pkt in peers[k].received()][-1] == frame_of(0x70 + k)
+    assert len(peers[0].received()) == 1
+    await engine.aclose()
+
+
+async def test_a_bad_handler_gives_silence_not_a_dead_tick(peers: list[Peer]) -> None:
+    engine, rec = make(peers, 1)
+    s = engine.add("ulaw")
+    s.set_remote("127.0.0.1", peers[0].port)
+    rec.reply = np.zeros((1, 7), np.int16)  # wrong shape
+    peers[0].send(engine.local_address, frame_of(0x10))
+    engine.tick()
+
+    def boom(audio: TickAudio) -> None:
+        raise RuntimeError("app bug")
+
+    engine.on_tick = boom
+    peers[0].send(engine.local_address, frame_of(0x10))
+    engine.tick()
+    assert engine.stats.handler_errors == 2
+    got = peers[0].received()
+    assert [pkt.payload for pkt in got] == [frame_of(0xFF)] * 2  # mu-law silence
+    await engine.aclose()
+
+
+async def test_limits_are_typed_errors(peers: list[Peer]) -> None:
+    engine = MediaEngine(ticker=Ticker(), capacity=1)
+    with pytest.raises(ConfigError):
+        engine.add("slin16")
+    s = engine.add("ulaw")
+    with pytest.raises(MediaError):
+        engine.add("ulaw")
+    s.close()
+    with pytest.raises(MediaError):
+        s.set_remote("127.0.0.1", 9)
+    await engine.aclose()
+    with pytest.raises(MediaError):
+        engine.add("ulaw")
