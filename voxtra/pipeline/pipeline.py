@@ -48,6 +48,7 @@ from voxtra.pipeline.events import (
     TurnMetrics,
     UserTranscriptEvent,
 )
+from voxtra.pipeline.heard import heard_words
 from voxtra.pipeline.io import Clock, ConvertingMediaIO, MediaIO, MonotonicClock
 from voxtra.pipeline.turn import (
     BACKCHANNELS,
@@ -79,8 +80,6 @@ NOT_UNDERSTOOD = "Sorry, I did not catch that. Could you say it again?"
 UNHEARD_MIN_SPEECH_MS = 300.0
 """Speech that long with an empty transcript is a caller not understood, not a cough or
 a click (those stay unanswered, as before: answering every noise is worse)."""
-MS_PER_CHAR = 65.0
-"""Speech rate used to guess a sentence's length while its audio is still arriving."""
 _NO_VAD_SPEECH_DB = -40.0
 _ECHO_TAIL_MS = 200.0
 """How long the agent's audio is taken to come back as echo after it played (the
@@ -198,21 +197,8 @@ class _Segment:
             return ""
         if self.complete and played >= self.end_pos - 1e-6:
             return self.text
-        total = self.audio_ms if self.complete else max(self.audio_ms, len(self.text) * MS_PER_CHAR)
-        return _prefix_words(self.text, (min(played, self.end_pos) - self.start_pos) / total)
-
-
-def _prefix_words(text: str, fraction: float) -> str:
-    """The words of ``text`` that fit entirely in its first ``fraction`` (by characters)."""
-    limit = fraction * len(text)
-    words: list[str] = []
-    pos = 0
-    for word in text.split():
-        pos = text.index(word, pos) + len(word)
-        if pos > limit:
-            break
-        words.append(word)
-    return " ".join(words)
+        heard = min(played, self.end_pos) - self.start_pos
+        return heard_words(self.text, heard, self.audio_ms, complete=self.complete)
 
 
 @dataclass(eq=False)

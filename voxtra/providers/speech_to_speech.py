@@ -52,6 +52,7 @@ from voxtra.pipeline.events import (
     TurnMetrics,
     UserTranscriptEvent,
 )
+from voxtra.pipeline.heard import heard_words
 from voxtra.pipeline.io import Clock, ConvertingMediaIO, MediaIO, MonotonicClock
 from voxtra.pipeline.pipeline import EndReason, PipelineInUse, PipelineNotAttached
 from voxtra.providers.base import ChatMessage, ToolCall
@@ -64,11 +65,6 @@ SAY_INSTRUCTIONS = (
     "Say the following text to the caller exactly as written, word for word, "
     "adding nothing before or after it:\n{text}"
 )
-MS_PER_CHAR = 65.0
-"""Speech rate used to guess how much of an answer's text a cut covers while its audio
-is still arriving (the pipeline's figure)."""
-
-
 E = TypeVar("E", bound="SpeechToSpeechEngine")
 
 
@@ -81,19 +77,6 @@ class EngineOptions(Protocol):
     silence_timeout: float | None
     silence_prompt: str | None
     max_duration: float | None
-
-
-def _prefix_words(text: str, fraction: float) -> str:
-    """The words of ``text`` that fit entirely in its first ``fraction`` (by characters)."""
-    limit = fraction * len(text)
-    words: list[str] = []
-    pos = 0
-    for word in text.split():
-        pos = text.index(word, pos) + len(word)
-        if pos > limit:
-            break
-        words.append(word)
-    return " ".join(words)
 
 
 @dataclass(eq=False)
@@ -115,14 +98,9 @@ class SpeechOutput:
 
     def heard_text(self, played: float) -> str:
         heard = self.heard_ms(played)
-        if heard <= 0:
-            return ""
-        if self.done and heard >= self.audio_ms - 1e-6:
+        if self.done and heard > 0 and heard >= self.audio_ms - 1e-6:
             return self.transcript
-        total = (
-            self.audio_ms if self.done else max(self.audio_ms, len(self.transcript) * MS_PER_CHAR)
-        )
-        return _prefix_words(self.transcript, heard / total if total else 0.0)
+        return heard_words(self.transcript, heard, self.audio_ms, complete=self.done)
 
 
 @dataclass(eq=False)
