@@ -16,11 +16,13 @@ provider pointed at it.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from voxtra.local.runtime import LlamaRuntime, RuntimeUnavailable
 from voxtra.local.server import LlamaServer
@@ -32,6 +34,7 @@ from voxtra.local.weights import (
     ensure_model,
     models_dir,
 )
+from voxtra.pipeline.agent import tool_spec
 from voxtra.providers.base import ToolSpec
 from voxtra.providers.openai_llm import OpenAILLM
 
@@ -48,6 +51,21 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+LOCAL_LLM_TIMEOUT = 30.0
+"""The pipeline's per-token deadline with the local model: in json mode no text comes
+while a tool call's JSON streams (~20 tokens), and on a loaded 2-core box generation
+was measured as slow as 2 tokens/s (see :class:`LocalLLM`)."""
+
+
+class _Hooks(Protocol):
+    """What :meth:`LocalLLM.attach` needs of an app (a ``VoxtraApp``)."""
+
+    voice: Any
+
+    def on_startup(self, hook: Callable[[], Awaitable[None]]) -> Any: ...
+
+    def on_shutdown(self, hook: Callable[[], Awaitable[None]]) -> Any: ...
 
 
 class LocalLLM:
@@ -116,3 +134,31 @@ class LocalLLM:
 
     async def aclose(self) -> None:
         await self.server.aclose()
+
+    def attach(
+        self,
+        app: _Hooks,
+        *,
+        base_tarball: Path | None = None,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        """Make ``app``'s calls talk to this model: it becomes the voice config's LLM,
+        is prepared and started (prompt head warmed: the voice config's system prompt
+        and tools, in their order) when the app starts, and stopped when it stops."""
+        app.voice = dataclasses.replace(
+            app.voice,
+            llm=self.llm,
+            llm_timeout=max(app.voice.llm_timeout or 0.0, LOCAL_LLM_TIMEOUT),
+        )
+
+        async def start_local_llm() -> None:
+            await asyncio.to_thread(self.prepare, base_tarball, log)
+            tools = [tool_spec(t).spec for t in app.voice.tools]
+            # Here, on the event loop's thread: the server dies with this thread.
+            await self.start(system_prompt=app.voice.system_prompt, tools=tools)
+
+        async def stop_local_llm() -> None:
+            await self.aclose()
+
+        app.on_startup(start_local_llm)
+        app.on_shutdown(stop_local_llm)

@@ -108,7 +108,8 @@ class Intent:
 
 
 def default_intents() -> list[Intent]:
-    """The demo assistant's intents (the weather one calls a ``get_weather(city)`` tool)."""
+    """The demo assistant's intents (the weather one calls a ``get_weather(city)`` tool,
+    the hand-off one ``transfer_to_person(reason)``)."""
     return [
         Intent(
             "greeting",
@@ -163,6 +164,20 @@ def default_intents() -> list[Intent]:
             tool_answer="The weather in {city} is {result}.",
             priority=1,
             examples=["what is the weather in london", "weather in paris", "weather in berlin"],
+        ),
+        Intent(
+            "handoff",
+            "I cannot put you through right now, sorry.",
+            # "Can I talk to a person?", "get me a human", "the operator please"
+            patterns=[
+                r"\b(person|human|operator|receptionist|representative|real people)\b",
+                r"\b(speak|talk) (to|with) (someone|somebody|anyone)\b",
+            ],
+            slots={"reason": "asked for a person"},
+            tool="transfer_to_person",
+            tool_answer="I am putting you through to a person now.",
+            priority=2,
+            examples=["can i talk to a person", "operator"],
         ),
         Intent(
             "goodbye",
