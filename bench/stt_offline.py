@@ -81,6 +81,7 @@ class Result:
     words: int
     intent_ok: bool
     latency_ms: float
+    cpu_ms: float = 0.0
 
 
 _DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -150,20 +151,24 @@ def phone_line(samples: np.ndarray[Any, Any], rate: int, noisy: bool, seed: int)
     return g711.pcm16_to_ulaw(pcm)
 
 
-async def transcribe(stt: STT, ulaw: bytes) -> tuple[str, float]:
+async def transcribe(stt: STT, ulaw: bytes) -> tuple[str, float, float]:
+    """The final transcript, the wall time from end of speech to it (ms) and the
+    process's CPU time over the same span (ms: the decode, all threads)."""
     stream = await stt.stream()
     for i in range(0, len(ulaw) - 159, 160):
         await stream.send(AudioChunk(ulaw[i : i + 160], 8000, Codec.ULAW))
     start = time.perf_counter()
+    cpu = time.process_time()
     await stream.end_of_speech()
     texts: list[str] = []
     async for t in stream.transcripts():
         if t.is_final:
             elapsed = time.perf_counter() - start
+            cpu = time.process_time() - cpu
             texts.append(t.text)
             break
     await stream.close()
-    return " ".join(texts), elapsed * 1000.0
+    return " ".join(texts), elapsed * 1000.0, cpu * 1000.0
 
 
 async def build_set(quick: bool) -> list[tuple[str, bool, str, str, str | None, bytes]]:
@@ -196,7 +201,7 @@ async def build_set(quick: bool) -> list[tuple[str, bool, str, str, str | None, 
     return items
 
 
-def engines() -> list[tuple[str, STT]]:
+def engines(whisper_options: dict[str, Any]) -> list[tuple[str, STT]]:
     from voxtra.providers.pocketsphinx_stt import PocketSphinxSTT
     from voxtra.providers.whisper_stt import WhisperSTT
 
@@ -206,7 +211,7 @@ def engines() -> list[tuple[str, STT]]:
         *(f"what is the weather in {c}" for c in ("london", "paris", "berlin")),
     ]
     return [
-        ("whisper tiny.en", WhisperSTT(early_decode_ms=None)),
+        ("whisper tiny.en", WhisperSTT(**{"early_decode_ms": None, **whisper_options})),
         ("pocketsphinx open", PocketSphinxSTT(executor="thread")),
         ("pocketsphinx keywords", PocketSphinxSTT(keywords=demo_phrases, executor="thread")),
     ]
@@ -220,6 +225,7 @@ def summary(rows: list[Result]) -> dict[str, float]:
         "intent": sum(r.intent_ok for r in rows) / max(1, len(rows)),
         "latency_p50_ms": statistics.median(lat),
         "latency_p95_ms": lat[min(len(lat) - 1, int(0.95 * len(lat)))],
+        "cpu_p50_ms": statistics.median(r.cpu_ms for r in rows),
     }
 
 
@@ -227,12 +233,14 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
     items = await build_set(args.quick)
     print(f"{len(items)} utterances ({len(QUESTIONS)} questions x voices x clean/noisy)")
     results: list[Result] = []
-    for engine, stt in engines():
+    for engine, stt in engines(args.whisper_options):
+        if args.engine and not any(e in engine for e in args.engine):
+            continue
         warm = getattr(stt, "warm_up", None)
         if warm is not None:
             await warm()
         for voice, noisy, text, intent, city, ulaw in items:
-            heard, ms = await transcribe(stt, ulaw)
+            heard, ms, cpu_ms = await transcribe(stt, ulaw)
             r = Result(
                 engine,
                 voice,
@@ -243,6 +251,7 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
                 len(words(text)),
                 intent_ok(heard, intent, city),
                 ms,
+                cpu_ms,
             )
             results.append(r)
             if args.show:
@@ -252,7 +261,10 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
         if close is not None:
             await close()
 
-    print(f"\n{'engine':24}{'voice':24}{'line':7}{'WER':>7}{'intent':>8}{'p50 ms':>8}{'p95 ms':>8}")
+    print(
+        f"\n{'engine':24}{'voice':24}{'line':7}{'WER':>7}{'intent':>8}{'p50 ms':>8}"
+        f"{'p95 ms':>8}{'CPU p50':>8}"
+    )
     table: dict[str, Any] = {}
     for engine in dict.fromkeys(r.engine for r in results):
         for noisy in (False, True):
@@ -274,7 +286,10 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
                 print(
                     f"{engine:24}{voice:24}{'noisy' if noisy else 'clean':7}{s['wer']:7.1%}"
                     f"{s['intent']:8.0%}{s['latency_p50_ms']:8.0f}{s['latency_p95_ms']:8.0f}"
+                    f"{s['cpu_p50_ms']:8.0f}"
                 )
+    if "whisper tiny.en|all|clean" not in table:
+        return True, {"summary": table, "utterances": [asdict(r) for r in results]}
     w_clean = table["whisper tiny.en|all|clean"]
     w_noisy = table["whisper tiny.en|all|noisy"]
     p95 = summary([r for r in results if r.engine == "whisper tiny.en"])["latency_p95_ms"]
@@ -317,7 +332,23 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="two voices only")
     ap.add_argument("--json", help="write every utterance's result here")
     ap.add_argument("--show", action="store_true", help="print every transcript")
+    ap.add_argument(
+        "--engine",
+        action="append",
+        default=[],
+        help="only engines whose name contains this (repeatable), e.g. whisper",
+    )
+    ap.add_argument(
+        "--whisper-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a WhisperSTT option (JSON value), e.g. window_s=null or cpu_threads=2",
+    )
     args = ap.parse_args()
+    args.whisper_options = {
+        k: json.loads(v) for k, v in (o.split("=", 1) for o in args.whisper_option)
+    }
     ok, report = asyncio.run(run(args))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -7,10 +7,15 @@ of espeak-ng speech (8 kHz mu-law) with pauses, optionally with line noise and w
 the agent's own audio coming back as echo (delayed, attenuated). The agent's voice is
 espeak-ng too, rendered beforehand (a canned TTS) so that it keeps to the virtual clock.
 
-The STT is an oracle on the virtual clock: at each end of speech it answers, 300 ms
-later (Whisper tiny.en's decode time here), with the script's words for the caller
-speech it was sent, or with the agent's words if it was sent only echo. This measures
-the turn taking, not recognition (``bench/stt_offline.py`` measures that).
+The STT is an oracle on the virtual clock: at each end of speech it answers with the
+script's words for the caller speech it was sent, or with the agent's words if it was
+sent only echo. This measures the turn taking, not recognition
+(``bench/stt_offline.py`` measures that). Its decode time is measured, not assumed:
+before the cases run, the real ``WhisperSTT`` (the demo's STT, its defaults) decodes
+each finished question's audio as its early decode would have it (up to 200 ms into
+the pause), timed on the wall clock of this box; a question case waits its own decode
+time, every other case the median of them. ``--stt-delay-ms`` fixes it instead (300
+was the figure assumed before Whisper's window was cut to 10 s).
 
 Cases and figures:
 
@@ -36,6 +41,7 @@ import asyncio
 import json
 import statistics
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,6 +69,7 @@ from voxtra.providers.webrtc_vad import WebRtcVAD
 RATE = 8000
 FRAME = 160  # samples per 20 ms
 STT_DELAY_S = 0.3
+"""The decode time used without Whisper installed (or ``--stt-delay-ms``)."""
 EARLY_S = 0.2
 """Like WhisperSTT: a decode starts after 200 ms of pause, and gives a partial."""
 STORY = next(i.answer for i in default_intents() if i.name == "story")
@@ -199,7 +206,7 @@ class OracleStream:
                 task.add_done_callback(self.pending.discard)
 
     async def _partial(self, text: str, since: float) -> None:
-        await self.owner.clock.sleep(STT_DELAY_S)
+        await self.owner.clock.sleep(self.owner.delay_s)
         now = self.owner.clock.now()
         if any(since < sp[0] <= now for sp in self.owner.track.spans):
             return  # the caller spoke on: that decode is dropped
@@ -218,7 +225,7 @@ class OracleStream:
         )
 
         async def later() -> None:
-            await self.owner.clock.sleep(0.02 if fresh else STT_DELAY_S)
+            await self.owner.clock.sleep(0.02 if fresh else self.owner.delay_s)
             await self.send_q.put(Transcript(text, is_final=True))
 
         task = asyncio.ensure_future(later())
@@ -238,8 +245,14 @@ class OracleSTT:
     sample_rate = RATE
 
     def __init__(
-        self, track: Track, clock: Clock, echo_text: str | None, partials: bool = True
+        self,
+        track: Track,
+        clock: Clock,
+        echo_text: str | None,
+        partials: bool = True,
+        delay_s: float = STT_DELAY_S,
     ) -> None:
+        self.delay_s = delay_s
         self.track = track
         self.clock = clock
         self.echo_text = echo_text
@@ -272,11 +285,17 @@ async def run_case(
     noise_db: float | None = None,
     seed: int = 0,
     options: dict[str, Any] | None = None,
+    stt_delay_s: float = STT_DELAY_S,
 ) -> tuple[LineMediaIO, VoicePipeline, list[PipelineEvent]]:
     media = LineMediaIO(
         track, echo_db=echo_db, echo_delay_ms=echo_delay_ms, noise_db=noise_db, seed=seed
     )
-    stt = OracleSTT(track, media.clock, "once upon a time" if echo_db is not None else None)
+    stt = OracleSTT(
+        track,
+        media.clock,
+        "once upon a time" if echo_db is not None else None,
+        delay_s=stt_delay_s,
+    )
     pipeline = VoicePipeline(
         stt,
         RulesAgent(),
@@ -303,9 +322,59 @@ def of(events: Sequence[PipelineEvent], kind: type[Any]) -> list[Any]:
     return [e for e in events if isinstance(e, kind)]
 
 
-async def corpus(
-    options: dict[str, Any],
-) -> list[Case]:
+async def whisper_decode_ms(tracks: list[tuple[Track, float | None]]) -> list[float] | None:
+    """Wall time of the real WhisperSTT decoding each track's audio as its early decode
+    would (from the pre-roll to 200 ms into the pause, line noise added); None without
+    the whisper extra."""
+    try:
+        from voxtra.providers.whisper_stt import WhisperSTT
+
+        stt = WhisperSTT()
+    except Exception as exc:  # the whisper extra is optional
+        print(f"(no Whisper, decode time assumed {STT_DELAY_S * 1000:.0f} ms: {exc})")
+        return None
+    await stt.warm_up()
+    times: list[float] = []
+    rng = np.random.default_rng(0)
+    for track, noise_db in tracks:
+        start = max(0.0, track.spans[0][0] - 0.5)
+        x = track.samples[int(start * RATE) : int((track.spans[-1][1] + EARLY_S) * RATE)]
+        if noise_db is not None:
+            x = x + rng.normal(0, 10 ** (noise_db / 20), len(x))
+        pcm = np.clip(np.round(x * 32767), -32768, 32767).astype("<i2").tobytes()
+        began = time.perf_counter()
+        await stt.decode([(RATE, pcm)])
+        times.append((time.perf_counter() - began) * 1000.0)
+    await stt.aclose()
+    return times
+
+
+async def corpus(options: dict[str, Any], stt_delay_ms: float | None = None) -> list[Case]:
+    voices = (("en-us", 150), ("en-us+f3", 170), ("en-gb-scotland", 140))
+    questions: list[tuple[str, str, float | None, Track]] = []
+    for question in QUESTIONS:
+        for voice, wpm in voices:
+            for noise in (None, -50.0):
+                track = Track()
+                track.pause(0.5)
+                track.say(await speech(question, voice, wpm), question)
+                track.pause(2.5)
+                questions.append((question, voice, noise, track))
+    if stt_delay_ms is None:
+        measured = await whisper_decode_ms([(t, n) for _q, _v, n, t in questions])
+    else:
+        measured = None
+    if measured is None:
+        fixed = STT_DELAY_S * 1000 if stt_delay_ms is None else stt_delay_ms
+        measured = [fixed] * len(questions)
+    else:
+        ordered = sorted(measured)
+        print(
+            f"Whisper decode time (wall, this box, {len(measured)} questions): p50 "
+            f"{statistics.median(measured):.0f} ms, p95 {_pct(ordered, 0.95)} ms"
+        )
+    typical_s = statistics.median(measured) / 1000.0
+
     agent_pcm = await speech(STORY, rate=160)
     story_pcm = (np.clip(agent_pcm * 32767, -32768, 32767)).astype("<i2").tobytes()
     audio = {STORY: story_pcm}
@@ -314,7 +383,6 @@ async def corpus(
             (np.clip(await speech(text, rate=160) * 32767, -32768, 32767)).astype("<i2").tobytes()
         )
     cases: list[Case] = []
-    voices = (("en-us", 150), ("en-us+f3", 170), ("en-gb-scotland", 140))
 
     # Backchannels and interruptions while the agent tells the story (it starts at once).
     seed = 0
@@ -335,6 +403,7 @@ async def corpus(
                         seed=seed,
                         echo_db=-20.0,
                         options=options,
+                        stt_delay_s=typical_s,
                     )
                     onset = track.spans[0][0]
                     case = Case(kind, f"{phrase!r} {voice} at {at}s noise={noise}")
@@ -360,6 +429,7 @@ async def corpus(
                 echo_db=echo_db,
                 echo_delay_ms=delay,
                 options=options,
+                stt_delay_s=typical_s,
             )
             case = Case("echo", f"echo {echo_db} dB {delay} ms")
             case.barge_ins = len(of(events, BargeInEvent))
@@ -377,7 +447,9 @@ async def corpus(
                         track.pause(pause)
                     track.say(await speech(part, voice, wpm), part)
                 track.pause(2.5)
-                media, _p, events = await run_case(track, audio, agent_first=False, options=options)
+                media, _p, events = await run_case(
+                    track, audio, agent_first=False, options=options, stt_delay_s=typical_s
+                )
                 last_word_end = track.spans[-1][1]
                 ends = [e.at for e in of(events, SpeechEndedEvent)]
                 case = Case("digits", f"{' / '.join(parts)!r} pause {pause}s {voice}")
@@ -388,22 +460,22 @@ async def corpus(
                 cases.append(case)
 
     # Finished questions: how long after the last word the turn ends.
-    for question in QUESTIONS:
-        for voice, wpm in voices:
-            for noise in (None, -50.0):
-                track = Track()
-                track.pause(0.5)
-                track.say(await speech(question, voice, wpm), question)
-                track.pause(2.5)
-                media, _p, events = await run_case(
-                    track, audio, agent_first=False, noise_db=noise, options=options
-                )
-                end = track.spans[-1][1]
-                ends = [e.at for e in of(events, SpeechEndedEvent) if e.at >= end - 0.02]
-                case = Case("question", f"{question!r} {voice} noise={noise}")
-                case.premature = any(e.at < end - 0.02 for e in of(events, SpeechEndedEvent))
-                case.eot_ms = (ends[0] - end) * 1000 if ends else None
-                cases.append(case)
+    for (question, voice, noise, track), decode_ms in zip(questions, measured, strict=True):
+        media, _p, events = await run_case(
+            track,
+            audio,
+            agent_first=False,
+            noise_db=noise,
+            options=options,
+            stt_delay_s=decode_ms / 1000.0,
+        )
+        end = track.spans[-1][1]
+        ends = [e.at for e in of(events, SpeechEndedEvent) if e.at >= end - 0.02]
+        case = Case("question", f"{question!r} {voice} noise={noise}")
+        case.premature = any(e.at < end - 0.02 for e in of(events, SpeechEndedEvent))
+        case.eot_ms = (ends[0] - end) * 1000 if ends else None
+        case.detail = f"decode {decode_ms:.0f} ms"
+        cases.append(case)
     return cases
 
 
@@ -498,9 +570,14 @@ def main() -> int:
         metavar="NAME=VALUE",
         help="a VoicePipeline option for every case (JSON value), e.g. end_silence_ms=800",
     )
+    ap.add_argument(
+        "--stt-delay-ms",
+        type=float,
+        help="the oracle STT's decode time, fixed (default: measured with WhisperSTT)",
+    )
     args = ap.parse_args()
     options = {k: json.loads(v) for k, v in (o.split("=", 1) for o in args.option)}
-    cases = anyio.run(corpus, options)
+    cases = anyio.run(corpus, options, args.stt_delay_ms)
     if args.show:
         for c in cases:
             print(

@@ -21,6 +21,12 @@ and holds the turn through the pause when it stops on a digit or "um". Measured 
 demo call (2 cores, tiny.en): STT latency after the end of the turn 290-410 ms without
 it, a few ms with.
 
+The encoder reads a 10 s window (``window_s``), not Whisper's 30 s: the utterance's
+features zero-padded to 10 s, as faster-whisper pads them to 30. Measured on the 240
+phone utterances of bench/stt_offline.py (tiny.en, one thread): decode CPU p50 390 ->
+115 ms, wall p95 609 -> 194 ms, word error rate the same within run-to-run noise. An
+utterance longer than the window, or a decode that loops, is decoded on the 30 s window.
+
 Decoding runs in threads: CTranslate2 releases the GIL while it computes (measured: a
 7 s utterance decoded in a thread stalled the event loop by at most ~13 ms), so unlike
 pocketsphinx no worker process is needed. One model is loaded per process and shared by
@@ -35,6 +41,7 @@ import asyncio
 import importlib
 import logging
 import math
+import re
 import threading
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +73,17 @@ the early decode of it, when one covered all its speech."""
 _QUIET_DB = -50.0
 """A frame below this level (dBFS) is never speech (the line's noise floor)."""
 
+_WINDOW_FRAMES = 3000
+"""Whisper's trained window: 30 s of 10 ms feature frames."""
+_MAX_TOKENS = 448
+"""Whisper's text context (prompt and answer together)."""
+_NO_SPEECH_PROB = 0.6
+_NO_SPEECH_LOGPROB = -1.0
+"""faster-whisper's defaults for "this window holds no speech": kept for the short
+window, so a cough still decodes to nothing."""
+
 _models: dict[tuple[Any, ...], Any] = {}
+_tokenizers: dict[tuple[Any, ...], Any] = {}
 _models_lock = threading.Lock()
 
 
@@ -116,6 +133,14 @@ def _level_db(pcm: bytes) -> float:
     return 10.0 * math.log10(mean_square / 32768.0**2) if mean_square >= 1.0 else -100.0
 
 
+def _looped(text: str) -> bool:
+    """Whether a transcript says the same three or more words twice in a row at its
+    start ("do I need an umbrella? do I need an umbrella?"): Whisper's repetition loop.
+    A caller who really repeats themselves only costs a second decode."""
+    words = re.findall(r"[a-z0-9']+", text.lower())
+    return any(words[:k] == words[k : 2 * k] for k in range(3, len(words) // 2 + 1))
+
+
 def _consume(task: asyncio.Task[_Decoded]) -> None:
     """Retrieve a dropped early decode's error, so it is not logged as never retrieved
     (the end-of-speech decode reports failures)."""
@@ -153,6 +178,7 @@ class WhisperSTT:
         max_utterance_s: float = 30.0,
         early_decode_ms: float | None = 200.0,
         pause_db: float = 25.0,
+        window_s: float | None = 10.0,
     ) -> None:
         if beam_size < 1:
             raise ConfigError("WhisperSTT beam_size must be at least 1")
@@ -160,6 +186,8 @@ class WhisperSTT:
             raise ConfigError("WhisperSTT needs workers >= 1 and cpu_threads >= 0")
         if not 1.0 <= max_utterance_s <= 30.0:
             raise ConfigError("WhisperSTT max_utterance_s must be 1..30 (Whisper's window)")
+        if window_s is not None and not 10.0 <= window_s <= 30.0:
+            raise ConfigError("WhisperSTT window_s must be 10..30 s, or None")
         _import("faster_whisper")  # fail now, with the extra's name, not mid-call
         if model_path is None:
             if model != _BUNDLED:
@@ -183,6 +211,10 @@ class WhisperSTT:
         None: decode only on ``end_of_speech()``. Costs one extra decode per pause the
         caller resumes speaking after (its result is dropped)."""
         self.pause_db = pause_db
+        self.window_s = window_s
+        """The audio window the encoder reads (s): the utterance, its features padded
+        to this length; a longer utterance gets the whole 30 s. None: faster-whisper's
+        own ``transcribe`` (always 30 s)."""
         self._key = (str(path), device, compute_type, cpu_threads, workers)
         self._threads: ThreadPoolExecutor | None = None
 
@@ -195,6 +227,8 @@ class WhisperSTT:
         model = _shared_model(self._key)
         if not parts:
             return "", None
+        if self.window_s is not None:
+            return self._decode_window(model, _to_16k(parts), self.window_s)
         segments, _info = model.transcribe(
             _to_16k(parts),
             language=self.language,
@@ -214,6 +248,77 @@ class WhisperSTT:
         if not texts:
             return "", None
         return " ".join(texts), math.exp(logprob / len(texts))
+
+    def _decode_window(
+        self, model: Any, audio: np.ndarray[Any, np.dtype[np.float32]], window_s: float
+    ) -> _Decoded:
+        """One greedy (or beam) decode of ``audio`` with the encoder on ``window_s``.
+
+        faster-whisper's ``transcribe`` always pads the features to 30 s, and encoding
+        that window is most of a decode: tiny.en on one thread, 390 ms of CPU (p50, 240
+        phone utterances of bench/stt_offline.py) against 112 ms with the features
+        zero-padded to 10 s, at the same word error rate (22-24% vs 25.6% clean, 37%
+        vs 38.6% noisy). Shorter windows made tiny.en loop on repeated words (6 s: WER
+        65% clean, 190% noisy; the utterance plus silence: over 500%), hence the 10 s
+        floor of ``window_s`` and a cap on the tokens per second of audio."""
+        features = model.feature_extractor(audio)
+        window = int(window_s * 100)
+        if features.shape[1] <= window:
+            text, confidence, capped = self._generate(model, features, window, len(audio))
+            if not (capped or _looped(text)):
+                return text, confidence
+            # tiny.en sometimes says the utterance twice on the short window (seen with a
+            # prompt: "Is it raining in Berlin today? Is it raining in Berlin today?");
+            # the whole 30 s window, as it was trained, does not: decode again on it.
+        text, confidence, _capped = self._generate(model, features, _WINDOW_FRAMES, len(audio))
+        return text, confidence
+
+    def _generate(
+        self, model: Any, features: np.ndarray[Any, Any], width: int, samples: int
+    ) -> tuple[str, float | None, bool]:
+        """Decode ``features`` padded (or cut) to ``width`` frames: the text, its
+        confidence, and whether the token cap stopped it (a runaway loop)."""
+        features = features[:, :width]
+        if features.shape[1] < width:
+            # zeros, as faster-whisper pads its 30 s window (silence there hallucinated)
+            features = np.pad(features, ((0, 0), (0, width - features.shape[1])))
+        with _models_lock:
+            tokenizer = _tokenizers.get(self._key)
+            if tokenizer is None:
+                faster_whisper = _import("faster_whisper.tokenizer")
+                tokenizer = faster_whisper.Tokenizer(
+                    model.hf_tokenizer,
+                    model.model.is_multilingual,
+                    task="transcribe",
+                    language=self.language if model.model.is_multilingual else "en",
+                )
+                _tokenizers[self._key] = tokenizer
+        previous = tokenizer.encode(" " + self.prompt.strip()) if self.prompt else []
+        prompt = model.get_prompt(tokenizer, previous, without_timestamps=True)
+        transcribe = _import("faster_whisper.transcribe")
+        suppress = list(transcribe.get_suppressed_tokens(tokenizer, [-1]))
+        # A runaway loop of repeated words must not hold the caller: no speech needs
+        # more than ~5 tokens a second; 8 a second and 12 more leaves room.
+        seconds = samples / _RATE
+        max_length = min(_MAX_TOKENS, len(prompt) + 12 + int(8 * seconds))
+        result = model.model.generate(
+            model.encode(features),
+            [prompt],
+            beam_size=self.beam_size,
+            max_length=max_length,
+            return_scores=True,
+            return_no_speech_prob=True,
+            suppress_blank=True,
+            suppress_tokens=suppress,
+        )[0]
+        tokens = result.sequences_ids[0]
+        text = tokenizer.decode(tokens).strip()
+        # faster-whisper's average log probability (length penalty 1)
+        logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+        capped = len(prompt) + len(tokens) >= max_length
+        if not text or (result.no_speech_prob > _NO_SPEECH_PROB and logprob < _NO_SPEECH_LOGPROB):
+            return "", None, capped
+        return text, math.exp(logprob), capped
 
     async def decode(self, parts: list[tuple[int, bytes]]) -> _Decoded:
         """Transcribe one utterance given as ``(rate, PCM16)`` runs, in a decoder thread

@@ -343,3 +343,52 @@ async def test_a_slow_early_decode_is_still_the_one_final(piper: PiperTTS) -> No
     assert got[0].end is not None and got[1].start is not None
     assert got[0].end <= got[1].start + 1e-6
     await stt.aclose()
+
+
+async def test_the_encoder_reads_a_10_s_window_not_whisper_s_30(
+    piper: PiperTTS, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Encoding the 30 s window was most of a decode (390 ms of CPU p50 on one thread,
+    bench/stt_offline.py; 112 ms on 10 s, same word error rate): a short utterance is
+    encoded on 10 s of features, one past the window on the whole 30 s, and window_s=None
+    keeps faster-whisper's own 30 s decode."""
+    import faster_whisper
+
+    widths: list[int] = []
+    encode = faster_whisper.WhisperModel.encode
+
+    def spy(self: faster_whisper.WhisperModel, features: object) -> object:
+        widths.append(getattr(features, "shape", (0,))[-1])
+        return encode(self, features)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(faster_whisper.WhisperModel, "encode", spy)
+    phrase = "what are your opening hours"
+    short = await say_ulaw(piper, phrase)
+    for stt, audio, width in (
+        (WhisperSTT(early_decode_ms=None), short, [1000]),
+        (WhisperSTT(early_decode_ms=None, window_s=None), short, [3000]),
+        # 11 s of silence after it (no early decode, which would take the words alone)
+        (WhisperSTT(early_decode_ms=None), short + b"\xff" * 8000 * 11, [3000]),
+    ):
+        widths.clear()
+        stream = await stt.stream()
+        await send_all(stream, frames(audio))
+        await stream.close()
+        (got,) = await finals(stream)
+        assert widths == width
+        assert word_errors(got.text, phrase) <= 1, got.text
+        await stt.aclose()
+    # With a prompt, tiny.en said this question twice on the 10 s window (measured:
+    # "Do I need an umbrella and pairs? Do I need an umbrella and pairs? Do I need"):
+    # such a decode is done again on the 30 s window, and the loop is not passed on.
+    stt = WhisperSTT(prompt="Weather in London, Paris, Berlin.")
+    phrase = "do I need an umbrella in paris"
+    widths.clear()
+    text, _confidence = await stt.decode(
+        [(8000, g711.ulaw_to_pcm16(await say_ulaw(piper, phrase)))]
+    )
+    assert widths[0] == 1000 and widths in ([1000], [1000, 3000])
+    assert len(text.split()) <= len(phrase.split()) + 2, text
+    await stt.aclose()
+    with pytest.raises(ConfigError, match="window_s"):
+        WhisperSTT(window_s=6)
