@@ -740,6 +740,15 @@ class VoxtraApp:
         task.add_done_callback(self._call_tasks.discard)
         return task
 
+    def start_session(
+        self, session: CallSession, info: CallInfo | None, handler: CallHandler | None = None
+    ) -> asyncio.Task[None]:
+        """Run a call that came in through another telephony backend (Twilio): routed by
+        ``info`` (or run by ``handler``), torn down and drained like an Asterisk call.
+        It is not in the registry: it has no ARI channel (reconcile must not end it)."""
+        self.active_sessions[session.id] = session
+        return self._start_call(session, info, handler)
+
     def _spawn_detached(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._call_tasks.add(task)
@@ -805,7 +814,8 @@ class VoxtraApp:
             if session.direction is CallDirection.INBOUND:
                 # Before the handler runs: a call is never live here untagged for long
                 # (one ARI round trip), and a handler sees it tagged.
-                await self._tag(session.id)
+                if session.backend == "asterisk":
+                    await self._tag(session.id)
                 if not self._started.is_set():
                     await self._started.wait()  # the startup hooks are still running
                     if not self._accepting:  # and the start failed
@@ -1098,6 +1108,11 @@ class VoxtraApp:
             self._reconciled_generation = max(self._reconciled_generation, connection.generation)
             done, self._reconciled = self._reconciled, asyncio.Event()
             done.set()
+
+    @property
+    def accepting(self) -> bool:
+        """True while the app takes new calls (started, not stopping)."""
+        return self._accepting
 
     @property
     def ari_connected(self) -> bool:

@@ -42,6 +42,7 @@ __all__ = [
     "PlatformSettings",
     "PlatformToken",
     "SettingsError",
+    "TwilioSettings",
     "VoxtraSettings",
     "expand_placeholders",
     "load_settings",
@@ -330,6 +331,34 @@ class PlatformSettings(_SettingsModel):
         return value
 
 
+class TwilioSettings(_SettingsModel):
+    """Twilio Media Streams as a second telephony backend (``voxtra.twilio``, the
+    ``twilio`` extra). ``voxtra serve`` mounts its webhook and stream socket when
+    ``account_sid``, ``auth_token`` and ``public_url`` are all set."""
+
+    account_sid: str | None = None
+    #: Signs Twilio's webhooks (checked on every request) and the REST API's requests.
+    auth_token: SecretStr | None = Field(default=None, repr=False)
+    #: The address Twilio reaches this server at (``https://voice.example.com``): the
+    #: webhook and stream URLs are built from it, and signatures are checked against it.
+    public_url: str | None = None
+    #: The caller id (a Twilio number) for outbound calls when none is given.
+    from_number: str | None = None
+    #: Where the webhook, status callback and stream socket are mounted.
+    path_prefix: str = "/twilio"
+    #: The REST API's base URL; None: Twilio's (a test points it at a local fake).
+    api_base_url: str | None = None
+
+    @field_validator("account_sid", "public_url", "from_number", "api_base_url", mode="before")
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return _none_if_blank(value)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.account_sid and self.auth_token and self.public_url)
+
+
 class VoxtraSettings(_SettingsModel):
     """Everything a Voxtra application needs to connect to Asterisk and run calls."""
 
@@ -342,6 +371,7 @@ class VoxtraSettings(_SettingsModel):
     app_name: str = "voxtra"
     media: MediaSettings = Field(default_factory=MediaSettings)
     platform: PlatformSettings = Field(default_factory=PlatformSettings)
+    twilio: TwilioSettings = Field(default_factory=TwilioSettings)
     #: Seconds running handlers get at ``stop()`` before they are cancelled.
     handler_deadline: float = Field(default=10.0, ge=0)
     #: What to do with a call no route, dispatcher or default accepts.

@@ -1,0 +1,247 @@
+"""Twilio calls through the real SDK and the real Media Streams message shapes: routed
+by the app's own routes, DTMF, hang-up both ways, signatures, transfer TwiML,
+originate outcomes, recordings delivered through a sink."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_app, running
+
+from voxtra import CallBusy, CallEndReason, CallFailed, CallNoAnswer, CallSession
+from voxtra.errors import NotSupported
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.testing import FakeAsterisk
+from voxtra.testing.fakes.twilio import FakeTwilio
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+async def _until(predicate: Any, timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_inbound_call_is_routed_by_to_and_gathers_dtmf(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path, twilio)
+    seen: dict[str, Any] = {}
+
+    @app.route("+15550100")
+    async def sales(call: CallSession) -> None:
+        await call.answer()
+        seen.update(
+            backend=call.backend,
+            caller=call.caller_id,
+            called=call.called_number,
+            id=call.id,
+        )
+        seen["digits"] = await call.gather(4, first_digit_timeout=5)
+        for attempt in (call.hold(), call.play_file("hello-world"), call.send_dtmf("1")):
+            with pytest.raises(NotSupported, match="twilio"):
+                await attempt
+
+    @app.default
+    async def other(call: CallSession) -> None:
+        seen["wrong"] = call.called_number
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        phone = await twilio.call_in(rig.backend.voice_url, to="+15550100", from_="+15550199")
+        await _until(lambda: "id" in seen)
+        await phone.press("12#")
+        await phone.wait_ended(5)
+        await _until(lambda: not app.active_sessions)
+
+    assert "wrong" not in seen
+    assert seen["backend"] == "twilio"
+    assert (seen["caller"], seen["called"]) == ("+15550199", "+15550100")
+    assert seen["id"] == phone.call.sid
+    assert seen["digits"] == "12"
+    # The handler returned: the app hung the call up through the REST API.
+    assert phone.call.statuses == ["completed"]
+    assert ("POST", f"/2010-04-01/Accounts/{twilio.account_sid}/Calls/{phone.call.sid}.json") in (
+        twilio.requests
+    )
+    assert phone.parameters["From"] == "+15550199" and phone.parameters["To"] == "+15550100"
+    assert "<Connect><Stream" in phone.twiml
+
+
+async def test_caller_hangup_ends_the_call_at_once(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path, twilio)
+    outcome: dict[str, Any] = {}
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        outcome["call"] = call
+        try:
+            await call.listen_dtmf(timeout=30)
+        except Exception as exc:  # CallEnded
+            outcome["raised"] = type(exc).__name__
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        phone = await twilio.call_in(rig.backend.voice_url)
+        await _until(lambda: "call" in outcome)
+        await phone.hangup()
+        await _until(lambda: "raised" in outcome, 3)
+        await _until(lambda: not app.active_sessions)
+    assert outcome["raised"] == "CallEnded"
+    assert outcome["call"].end_reason is CallEndReason.REMOTE
+    assert phone.call.statuses == []  # nothing to hang up: the caller did
+
+
+async def test_unsigned_or_forged_requests_are_refused(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path, twilio)
+    async with running(app, fake_asterisk, twilio) as rig:
+        params = {"CallSid": "CA1", "From": "+1", "To": "+2", "Direction": "inbound"}
+        plain = await twilio.http.post(rig.backend.voice_url, data=params)
+        forged = await twilio.http.post(
+            rig.backend.voice_url,
+            data={**params, "To": "+3"},
+            headers=twilio.signed_headers(rig.backend.voice_url, params),
+        )
+        signed = await twilio.post_signed(rig.backend.voice_url, params)
+        with pytest.raises(Exception):  # noqa: B017 - the handshake is refused
+            ws = await twilio.http.ws_connect(rig.backend.stream_url)
+            await ws.receive(timeout=2)
+            raise ConnectionError(ws.close_code)
+    assert (plain.status, forged.status, signed.status) == (403, 403, 200)
+    assert rig.backend.rejected == 3
+    assert not app.active_sessions
+
+
+async def test_send_audio_is_paced_and_marks_feed_played_ms(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path, twilio)
+    report: dict[str, Any] = {}
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        media = await call.media()
+        await call.send_audio(AudioChunk(b"\x10" * 160 * 25, 8000, Codec.ULAW))  # 500 ms
+        report["queued_at_start"] = media.queued_ms
+        while media.queued_ms > 0:
+            await asyncio.sleep(0.02)
+        report["played"] = media.played_ms
+        await call.send_audio(AudioChunk(b"\x10" * 160 * 100, 8000, Codec.ULAW))  # 2 s
+        await asyncio.sleep(0.3)
+        await call.flush_audio()
+        report["played_at_flush"] = media.played_ms
+        report["queued_after_flush"] = media.queued_ms
+        await asyncio.sleep(0.3)
+        report["played_later"] = media.played_ms
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        phone = await twilio.call_in(rig.backend.voice_url)
+        await phone.wait_ended(10)
+    assert report["queued_at_start"] == pytest.approx(500, abs=20)
+    assert report["played"] == 500  # confirmed by marks, all of it
+    assert 100 <= report["played_at_flush"] - 500 <= 400
+    assert report["queued_after_flush"] == 0
+    assert report["played_later"] == report["played_at_flush"]  # marks of the clear ignored
+    assert phone.clears == 1
+    heard = sum(1 for frame in phone.heard if frame != b"\xff" * 160)
+    assert 25 + 5 <= heard <= 25 + 20  # 500 ms, then the 0.1-0.4 s before the clear
+
+
+async def test_transfer_updates_the_call_with_dial_twiml(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path, twilio)
+    done: dict[str, Any] = {}
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        with pytest.raises(NotSupported, match="dialplan"):
+            await call.transfer_to("100@sales")
+        await call.transfer_to("+15550123", timeout=20, caller_id="+15550001")
+        done["call"] = call
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        phone = await twilio.call_in(rig.backend.voice_url)
+        await phone.wait_ended(5)
+        await _until(lambda: not app.active_sessions)
+    assert done["call"].end_reason is CallEndReason.TRANSFERRED
+    assert phone.call.twiml_updates == [
+        '<?xml version="1.0" encoding="UTF-8"?><Response><Dial callerId="+15550001" '
+        'timeout="20"><Number>+15550123</Number></Dial></Response>'
+    ]
+    assert phone.call.statuses == []  # not hung up after the handler: it left
+
+
+@pytest.mark.parametrize(
+    ("outcome", "error"),
+    [("busy", CallBusy), ("no-answer", CallNoAnswer), ("failed", CallFailed)],
+)
+async def test_originate_outcomes_from_status_callbacks(
+    fake_asterisk: FakeAsterisk,
+    twilio: FakeTwilio,
+    tmp_path: Path,
+    outcome: str,
+    error: type[Exception],
+) -> None:
+    app = make_app(tmp_path, twilio)
+    twilio.script("+15550777", outcome)
+    async with running(app, fake_asterisk, twilio) as rig:
+        with pytest.raises(error, match=r"\+15550777"):
+            await rig.backend.originate("+15550777", timeout=5)
+
+
+async def test_originate_answered_runs_the_handler_on_an_outbound_session(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path, twilio)
+    twilio.script("+15550888", "answer")
+    ran: dict[str, Any] = {}
+
+    async def handler(call: CallSession) -> None:
+        ran["direction"] = str(call.direction)
+        ran["digit"] = await call.listen_dtmf(timeout=5)
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        session = await rig.backend.originate("+15550888", handler=handler, metadata={"k": 1})
+        phone = await twilio.answered.get()
+        await phone.press("7")
+        await phone.wait_ended(5)
+        await _until(lambda: not app.active_sessions)
+    assert session.id == phone.call.sid and session.metadata["k"] == 1
+    assert ran == {"direction": "outbound", "digit": "7"}
+    assert session.called_number == "+15550888"
+
+
+async def test_recording_is_fetched_and_delivered_through_the_sink(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path, twilio)
+    names: dict[str, str] = {}
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        names["name"] = await call.record_start("twilio-test")
+        await call.send_audio(AudioChunk(b"\x10" * 160 * 25, 8000, Codec.ULAW))
+        await asyncio.sleep(0.8)
+        assert await call.record_stop() == "twilio-test"
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        phone = await twilio.call_in(rig.backend.voice_url)
+        await phone.wait_ended(10)
+        await _until(lambda: not app.active_sessions)
+        assert app.recordings is not None
+        meta = await app.recordings.wait_delivered("twilio-test", timeout=10)
+    sizes = _stored(tmp_path / "recordings", "twilio-test*.wav")
+    assert len(sizes) == 1 and meta.call_id == phone.call.sid
+    assert meta.end_reason == "stopped"
+    assert sizes[0] > 8000 * 2 * 2 * 0.5  # stereo PCM16, >= 0.5 s
+
+
+def _stored(folder: Path, pattern: str) -> list[int]:
+    return [path.stat().st_size for path in folder.rglob(pattern)]

@@ -1,0 +1,526 @@
+"""Twilio Media Streams as a telephony backend: :class:`TwilioBackend`.
+
+Three HTTP endpoints under ``settings.twilio.path_prefix`` (``/twilio``), as an ASGI
+app (:meth:`TwilioBackend.asgi`; ``voxtra serve`` mounts it when Twilio is configured):
+
+- ``POST /voice``: the call's webhook. Answers TwiML built with the ``twilio`` SDK:
+  ``<Connect><Stream url="wss://PUBLIC/twilio/stream">`` with the caller (``From``),
+  the called number (``To``) and the direction as ``<Parameter>``\\ s;
+- ``POST /status``: the status callbacks of calls this app originated (busy, no
+  answer, failed, canceled, completed);
+- ``WebSocket /stream``: the bidirectional Media Stream. Its ``start`` message makes
+  a :class:`~voxtra.CallSession` (id: the CallSid) with a
+  :class:`~voxtra.twilio.control.TwilioCallControl`, routed by the app's own routes
+  (``CallInfo.called_number`` = ``To``, ``caller`` = ``From``), and run by the app
+  like an Asterisk call (task group, teardown, hang-up at the handler's end).
+
+Every request must carry a valid ``X-Twilio-Signature`` (the SDK's
+``RequestValidator`` over the public URL Twilio requested and the form parameters, the
+auth token as key): a request without one is answered 403 (the socket is closed with
+policy violation 1008) before anything else happens.
+
+The REST API (hang up, transfer, recordings, originate) goes through the SDK's asyncio
+client. ``settings.twilio.api_base_url`` points it elsewhere (the tests' local fake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.request_validator import RequestValidator
+from twilio.rest import Client
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+from voxtra.app import VoxtraApp
+from voxtra.ari.client import basic_auth_header
+from voxtra.ari.models import CallerID, Channel, DialplanCEP
+from voxtra.calls.context import CallContext
+from voxtra.calls.session import CallSession
+from voxtra.calls.state import CallDirection, CallEndReason
+from voxtra.config import TwilioSettings, secret_value
+from voxtra.errors import (
+    CallBusy,
+    CallFailed,
+    CallNoAnswer,
+    ConfigError,
+    OriginateError,
+    RecordingError,
+)
+from voxtra.recording.metadata import RecordingMetadata
+from voxtra.recording.naming import sanitize_component
+from voxtra.recording.sinks import RecordingSink
+from voxtra.routing import CallHandler, CallInfo
+from voxtra.twilio.control import TwilioCallControl
+from voxtra.twilio.protocol import (
+    Dtmf,
+    Mark,
+    MediaChunk,
+    Start,
+    Stop,
+    TwilioProtocolError,
+    parse_message,
+)
+from voxtra.twilio.transport import TwilioMediaTransport
+
+__all__ = ["TwilioBackend", "status_outcome"]
+
+logger = logging.getLogger(__name__)
+
+FINAL_FAILURES = {"busy", "no-answer", "failed", "canceled"}
+"""Twilio call statuses that end an outbound call before it was answered."""
+
+
+def status_outcome(to: str, status: str, sip_code: str | None = None) -> OriginateError | None:
+    """A Twilio ``CallStatus`` as the outcome ``originate()`` raises on Asterisk:
+    ``busy`` -> :class:`CallBusy`, ``no-answer`` -> :class:`CallNoAnswer`, ``failed``
+    and ``canceled`` -> :class:`CallFailed`; None for the others (still going, or
+    answered)."""
+    said = f"Twilio: {status}" + (f", SIP {sip_code}" if sip_code else "")
+    if status == "busy":
+        return CallBusy(to, None, said, "busy")
+    if status == "no-answer":
+        return CallNoAnswer(to, None, said, "no answer")
+    if status in ("failed", "canceled"):
+        return CallFailed(to, None, said, "call failed" if status == "failed" else "canceled")
+    return None
+
+
+class _RestHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]
+    """The SDK's aiohttp client, sending to ``base_url`` instead of Twilio's hosts."""
+
+    def __init__(self, base_url: str | None) -> None:
+        super().__init__()
+        self.base_url = base_url
+
+    async def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if self.base_url:
+            url = _rebase(url, self.base_url)
+        return await super().request(method, url, *args, **kwargs)
+
+
+def _rebase(url: str, base_url: str) -> str:
+    """``url`` with the scheme and host of ``base_url``."""
+    parts, base = urlsplit(url), urlsplit(base_url)
+    return urlunsplit((base.scheme, base.netloc, parts.path, parts.query, parts.fragment))
+
+
+class _Outbound:
+    """An originate waiting for its stream (or its failure)."""
+
+    def __init__(self, to: str, handler: CallHandler | None, metadata: dict[str, Any]) -> None:
+        self.to = to
+        self.handler = handler
+        self.metadata = metadata
+        self.future: asyncio.Future[CallSession] = asyncio.get_running_loop().create_future()
+
+
+async def _hold(call: CallSession) -> None:
+    """An originated call without a handler stays up until a party hangs up."""
+    await call.wait_ended()
+
+
+class TwilioBackend:
+    """Twilio calls for a :class:`~voxtra.VoxtraApp` (see the module docstring)."""
+
+    def __init__(self, app: VoxtraApp, settings: TwilioSettings | None = None) -> None:
+        settings = settings or app.settings.twilio
+        if not settings.configured or settings.auth_token is None:
+            raise ConfigError(
+                "Twilio needs twilio.account_sid, twilio.auth_token and twilio.public_url "
+                "(VOXTRA_TWILIO__ACCOUNT_SID, ..._AUTH_TOKEN, ..._PUBLIC_URL)"
+            )
+        self.app = app
+        self.settings = settings
+        self.account_sid: str = settings.account_sid or ""
+        self.public_url: str = (settings.public_url or "").rstrip("/")
+        """The URL Twilio reaches this server at (signatures are checked against it)."""
+        self.prefix = "/" + settings.path_prefix.strip("/") if settings.path_prefix else ""
+        self._validator = RequestValidator(secret_value(settings.auth_token))
+        self._client: Client | None = None
+        self._http: _RestHttpClient | None = None
+        self._downloads: aiohttp.ClientSession | None = None
+        self._outbound: dict[str, _Outbound] = {}
+        self._registered = asyncio.Condition()
+        self.sessions: dict[str, CallSession] = {}
+        """Live Twilio calls by CallSid."""
+        self.rejected = 0
+        """Requests refused for a missing or wrong signature."""
+
+    @property
+    def host(self) -> VoxtraApp:
+        """The app the calls run in."""
+        return self.app
+
+    # -- URLs ---------------------------------------------------------------------------
+
+    @property
+    def voice_url(self) -> str:
+        return f"{self.public_url}{self.prefix}/voice"
+
+    @property
+    def status_url(self) -> str:
+        return f"{self.public_url}{self.prefix}/status"
+
+    @property
+    def stream_url(self) -> str:
+        base = self.public_url
+        if base.startswith("https://"):
+            base = "wss://" + base.removeprefix("https://")
+        elif base.startswith("http://"):
+            base = "ws://" + base.removeprefix("http://")
+        return f"{base}{self.prefix}/stream"
+
+    def asgi(self) -> Starlette:
+        """The webhook, status callback and stream socket, at their full paths (mount
+        it at ``/``, or add its routes to a FastAPI app)."""
+        return Starlette(routes=self.routes())
+
+    def routes(self) -> list[Route | WebSocketRoute]:
+        return [
+            Route(f"{self.prefix}/voice", self._voice, methods=["POST"]),
+            Route(f"{self.prefix}/status", self._status, methods=["POST"]),
+            WebSocketRoute(f"{self.prefix}/stream", self._stream),
+        ]
+
+    # -- signatures ---------------------------------------------------------------------
+
+    def _public(self, path: str, query: str) -> str:
+        return f"{self.public_url}{path}" + (f"?{query}" if query else "")
+
+    def _signed(self, url: str, params: Mapping[str, str], signature: str | None) -> bool:
+        if not signature:
+            return False
+        return bool(self._validator.validate(url, dict(params), signature))
+
+    async def _form(self, request: Request) -> dict[str, str] | None:
+        """The request's form if Twilio signed it, else None (and counted)."""
+        form = await request.form()
+        params = {k: str(v) for k, v in form.items()}
+        url = self._public(request.url.path, request.url.query)
+        if not self._signed(url, params, request.headers.get("x-twilio-signature")):
+            self.rejected += 1
+            logger.warning("twilio: refused %s without a valid signature", request.url.path)
+            return None
+        return params
+
+    # -- the webhook and the status callback ------------------------------------------------
+
+    async def _voice(self, request: Request) -> Response:
+        params = await self._form(request)
+        if params is None:
+            return Response("invalid signature", status_code=403)
+        response = VoiceResponse()
+        if not self.app.accepting:
+            response.reject()  # stopping: Twilio tells the caller the line is busy
+            return Response(str(response), media_type="application/xml")
+        connect = Connect()
+        stream = connect.stream(url=self.stream_url)
+        for name in ("From", "To", "Direction", "CallSid"):
+            stream.parameter(name=name, value=params.get(name, ""))
+        response.append(connect)
+        return Response(str(response), media_type="application/xml")
+
+    async def _status(self, request: Request) -> Response:
+        params = await self._form(request)
+        if params is None:
+            return Response("invalid signature", status_code=403)
+        call_sid, status = params.get("CallSid", ""), params.get("CallStatus", "")
+        logger.debug("twilio call %s: status %s", call_sid, status)
+        pending = self._outbound.get(call_sid)
+        if pending is not None and not pending.future.done():
+            outcome = status_outcome(pending.to, status, params.get("SipResponseCode"))
+            if outcome is None and status == "completed":
+                outcome = CallFailed(
+                    pending.to, None, "Twilio: completed", "ended before its stream started"
+                )
+            if outcome is not None:
+                pending.future.set_exception(outcome)
+                pending.future.exception()
+        session = self.sessions.get(call_sid)
+        if session is not None and status in ("completed", *FINAL_FAILURES):
+            # The call ended at Twilio (the stream's stop may come after this, or not).
+            session.context.end_because(CallEndReason.REMOTE)
+            transport = session.control.transport
+            if transport is not None:
+                await transport.close()
+            session.context.mark_ended()
+        return Response(status_code=204)
+
+    # -- the Media Stream ---------------------------------------------------------------------
+
+    async def _stream(self, ws: WebSocket) -> None:
+        url = self._public(ws.url.path, ws.url.query).replace("http", "ws", 1)
+        if not (
+            self._signed(url, {}, ws.headers.get("x-twilio-signature"))
+            or self._signed(self.stream_url, {}, ws.headers.get("x-twilio-signature"))
+        ):
+            self.rejected += 1
+            logger.warning("twilio: refused a media stream without a valid signature")
+            await ws.close(code=1008)
+            return
+        await ws.accept()
+        transport: TwilioMediaTransport | None = None
+        session: CallSession | None = None
+        reason = "stream stopped"
+        try:
+            while True:
+                message = parse_message(await ws.receive_text())
+                if isinstance(message, MediaChunk):
+                    if transport is not None and message.track in ("inbound", "inbound_track"):
+                        transport.feed(message.payload)
+                elif isinstance(message, Mark):
+                    if transport is not None:
+                        transport.marked(message.name)
+                elif isinstance(message, Dtmf):
+                    if transport is not None and session is not None and message.digit:
+                        transport.dtmf(message.digit)
+                        session.context.digit_received(message.digit)
+                elif isinstance(message, Start):
+                    if transport is None:
+                        transport, session = await self._start_call(ws, message)
+                elif isinstance(message, Stop):
+                    break
+        except WebSocketDisconnect:
+            reason = "socket closed"
+        except TwilioProtocolError as exc:
+            reason = f"protocol error: {exc}"
+            logger.warning("twilio stream: %s", exc)
+        finally:
+            if transport is not None:
+                transport.stopped(reason)
+            if session is not None:
+                session.context.end_because(CallEndReason.REMOTE)
+                session.context.mark_ended()
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+    async def _start_call(
+        self, ws: WebSocket, start: Start
+    ) -> tuple[TwilioMediaTransport, CallSession]:
+        params = start.custom_parameters
+        call_sid = start.call_sid
+        caller, called = params.get("From", ""), params.get("To", "")
+
+        async def close_socket() -> None:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+        transport = TwilioMediaTransport(
+            start.stream_sid, ws.send_text, close_socket, self.app.ticker, call_sid=call_sid
+        )
+        outbound = params.get("Direction", "").startswith("outbound")
+        pending = await self._outbound_for(call_sid) if outbound else None
+        channel = Channel(
+            id=call_sid,
+            name=f"Twilio/{call_sid}",
+            state="Up",
+            caller=CallerID(number=caller),
+            dialplan=DialplanCEP(exten=called),
+        )
+
+        def control(context: CallContext) -> TwilioCallControl:
+            return TwilioCallControl(context, self, call_sid, transport)
+
+        session = CallSession(
+            self.app,
+            channel,
+            direction=CallDirection.OUTBOUND if pending is not None else CallDirection.INBOUND,
+            metadata=dict(pending.metadata) if pending is not None else None,
+            called_number=(pending.to if pending is not None else called),
+            voice=self.app.voice,
+            control=control,
+        )
+        session.context.metadata.setdefault("twilio", {"stream_sid": start.stream_sid, **params})
+        self.sessions[call_sid] = session
+
+        def forget() -> None:
+            if self.sessions.get(call_sid) is session:
+                del self.sessions[call_sid]
+
+        session.context.on_end(forget)
+        if pending is not None:
+            self.app.start_session(session, None, pending.handler or _hold)
+            if not pending.future.done():
+                pending.future.set_result(session)
+        else:
+            info = CallInfo(
+                channel_name=channel.name,
+                extension=called,
+                called_number=called,
+                caller=caller,
+                variables=params,
+            )
+            self.app.start_session(session, info)
+        logger.info("twilio call %s: stream %s started", call_sid, start.stream_sid)
+        return transport, session
+
+    async def _outbound_for(self, call_sid: str) -> _Outbound | None:
+        """The originate of ``call_sid``: its stream can start before ``calls.create``
+        returned here (the webhook is Twilio's, as soon as the call is answered)."""
+        async with self._registered:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._registered.wait_for(lambda: call_sid in self._outbound), 5.0
+                )
+        return self._outbound.get(call_sid)
+
+    # -- REST ---------------------------------------------------------------------------------
+
+    def client(self) -> Client:
+        """The SDK's client (asyncio HTTP), made on first use."""
+        if self._client is None:
+            self._http = _RestHttpClient(self.settings.api_base_url)
+            self._client = Client(
+                self.account_sid,
+                secret_value(self.settings.auth_token or ""),
+                http_client=self._http,
+            )
+        return self._client
+
+    async def update_call(self, call_sid: str, **changes: Any) -> None:
+        """``calls(sid).update``: ``status="completed"`` hangs up, ``twiml=...`` redirects."""
+        await self.client().calls(call_sid).update_async(**changes)
+
+    async def start_recording(self, call_sid: str) -> str:
+        recording = (
+            await self.client().calls(call_sid).recordings.create_async(recording_channels="dual")
+        )
+        return str(recording.sid)
+
+    async def stop_recording(self, call_sid: str, recording_sid: str) -> None:
+        await self.client().calls(call_sid).recordings(recording_sid).update_async(status="stopped")
+
+    async def deliver_recording(
+        self,
+        context: CallContext,
+        recording_sid: str,
+        name: str,
+        fmt: str,
+        sink: RecordingSink | None,
+        *,
+        end_reason: str,
+        ready_timeout: float = 60.0,
+    ) -> RecordingMetadata:
+        """Wait until Twilio has the recording's file, fetch it, hand it to the app's
+        recording delivery (spooled, then ``sink`` or the app's)."""
+        recordings = self.app.recordings
+        if recordings is None:
+            raise RecordingError("the app is not started: no recording delivery")
+        client = self.client()
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            recording = await client.recordings(recording_sid).fetch_async()
+            if recording.status in ("completed", "absent", "failed"):
+                break
+            if time.monotonic() > deadline:
+                raise RecordingError(f"Twilio recording {recording_sid}: still {recording.status}")
+            await asyncio.sleep(0.5)
+        if recording.status != "completed":
+            raise RecordingError(f"Twilio recording {recording_sid}: {recording.status}")
+        folder = Path(self.app.settings.spool_dir) / "twilio-incoming"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{sanitize_component(name)}-{uuid.uuid4().hex[:8]}.{fmt}"
+        await self._download(recording_sid, fmt, path)
+        started = recording.start_time or datetime.now(UTC)
+        duration = float(recording.duration or 0)
+        meta = RecordingMetadata(
+            name=name,
+            call_id=context.id,
+            format=fmt,
+            caller=context.caller_id or None,
+            called_number=context.called_number or None,
+            duration=duration or None,
+            started_at=started,
+            ended_at=datetime.now(UTC),
+            end_reason=end_reason,
+        )
+        await recordings.submit(path, meta, sink=sink, move=True)
+        return meta
+
+    async def _download(self, recording_sid: str, fmt: str, path: Path) -> None:
+        base = self.settings.api_base_url or "https://api.twilio.com"
+        url = (
+            f"{base.rstrip('/')}/2010-04-01/Accounts/{self.account_sid}/Recordings/"
+            f"{recording_sid}.{fmt}"
+        )
+        if self._downloads is None:
+            self._downloads = aiohttp.ClientSession()
+        auth = basic_auth_header(self.account_sid, self.settings.auth_token or "")
+        async with self._downloads.get(url, headers={"Authorization": auth}) as response:
+            if response.status != 200:
+                raise RecordingError(
+                    f"Twilio recording {recording_sid}: download answered {response.status}"
+                )
+            data = await response.read()
+        await asyncio.to_thread(path.write_bytes, data)
+
+    # -- outbound ------------------------------------------------------------------------------
+
+    async def originate(
+        self,
+        to: str,
+        *,
+        from_: str | None = None,
+        timeout: int = 30,
+        handler: CallHandler | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> CallSession:
+        """Call ``to`` through Twilio's REST API and wait until its stream starts.
+
+        Returns the answered :class:`~voxtra.CallSession` (running ``handler`` as its
+        route handler, if given). Raises :class:`~voxtra.errors.CallBusy`,
+        :class:`~voxtra.errors.CallNoAnswer` or :class:`~voxtra.errors.CallFailed`,
+        from Twilio's status callback, as ``VoxtraApp.originate`` does on Asterisk.
+        """
+        caller = from_ or self.settings.from_number
+        if not caller:
+            raise ConfigError("originate needs from_= or twilio.from_number")
+        pending = _Outbound(to, handler, dict(metadata or {}))
+        call = await self.client().calls.create_async(
+            to=to,
+            from_=caller,
+            url=self.voice_url,
+            status_callback=self.status_url,
+            status_callback_event=["initiated", "ringing", "answered", "completed"],
+            timeout=timeout,
+        )
+        call_sid = str(call.sid)
+        async with self._registered:
+            self._outbound[call_sid] = pending
+            self._registered.notify_all()
+        try:
+            return await asyncio.wait_for(asyncio.shield(pending.future), timeout + 10)
+        except TimeoutError:
+            with contextlib.suppress(Exception):
+                await self.update_call(call_sid, status="canceled")
+            raise CallNoAnswer(to, None, "", f"not answered within {timeout} s") from None
+        finally:
+            self._outbound.pop(call_sid, None)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close the REST client's HTTP sessions (calls are the app's to drain)."""
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
+            self._client = None
+        if self._downloads is not None:
+            await self._downloads.close()
+            self._downloads = None

@@ -1,0 +1,176 @@
+"""Twilio Media Streams messages, sans I/O: parse what Twilio sends, build what we send.
+
+Over the stream's WebSocket every message is one JSON text frame with an ``event``:
+
+- from Twilio: ``connected`` (protocol, version), ``start`` (streamSid, callSid,
+  tracks, mediaFormat, customParameters: the ``<Parameter>`` of the TwiML),
+  ``media`` (one base64 chunk of mu-law 8 kHz, its track, chunk number and
+  timestamp in ms), ``dtmf`` (the digit), ``mark`` (the name of a mark we sent, once
+  the audio before it was played, or at once after a ``clear``), ``stop``;
+- to Twilio (bidirectional ``<Connect><Stream>``): ``media`` (base64 mu-law 8 kHz),
+  ``mark`` (a name echoed when what was sent before it has been played) and
+  ``clear`` (drop everything buffered: barge-in).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from voxtra.errors import MediaError
+
+__all__ = [
+    "Connected",
+    "Dtmf",
+    "Mark",
+    "MediaChunk",
+    "Start",
+    "Stop",
+    "StreamMessage",
+    "TwilioProtocolError",
+    "Unknown",
+    "clear_message",
+    "mark_message",
+    "media_message",
+    "parse_message",
+]
+
+
+class TwilioProtocolError(MediaError):
+    """A Media Streams message that is not JSON or lacks what its event needs."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    protocol: str = "Call"
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    stream_sid: str
+    call_sid: str
+    account_sid: str = ""
+    tracks: tuple[str, ...] = ("inbound",)
+    encoding: str = "audio/x-mulaw"
+    sample_rate: int = 8000
+    channels: int = 1
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaChunk:
+    payload: bytes
+    track: str = "inbound"
+    chunk: int = 0
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    digit: str
+    track: str = "inbound_track"
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    call_sid: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    event: str
+    message: dict[str, Any]
+
+
+StreamMessage = Connected | Start | MediaChunk | Dtmf | Mark | Stop | Unknown
+
+
+def _section(message: dict[str, Any], key: str) -> dict[str, Any]:
+    value = message.get(key)
+    if not isinstance(value, dict):
+        raise TwilioProtocolError(f"{message.get('event')!r} message without its {key!r} object")
+    return value
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def parse_message(text: str | bytes) -> StreamMessage:
+    """One message from Twilio. Raises :class:`TwilioProtocolError` if it is malformed."""
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        raise TwilioProtocolError(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise TwilioProtocolError("a message must be a JSON object")
+    event = message.get("event")
+    if event == "media":
+        media = _section(message, "media")
+        try:
+            payload = base64.b64decode(media.get("payload", ""), validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise TwilioProtocolError("media payload is not base64") from None
+        return MediaChunk(
+            payload,
+            str(media.get("track", "inbound")),
+            _int(media.get("chunk")),
+            _int(media.get("timestamp")),
+        )
+    if event == "mark":
+        return Mark(str(_section(message, "mark").get("name", "")))
+    if event == "dtmf":
+        dtmf = _section(message, "dtmf")
+        return Dtmf(str(dtmf.get("digit", "")), str(dtmf.get("track", "inbound_track")))
+    if event == "start":
+        start = _section(message, "start")
+        stream_sid = start.get("streamSid") or message.get("streamSid")
+        call_sid = start.get("callSid")
+        if not stream_sid or not call_sid:
+            raise TwilioProtocolError("start message without streamSid or callSid")
+        media_format = start.get("mediaFormat") or {}
+        params = start.get("customParameters") or {}
+        return Start(
+            stream_sid=str(stream_sid),
+            call_sid=str(call_sid),
+            account_sid=str(start.get("accountSid", "")),
+            tracks=tuple(str(t) for t in start.get("tracks") or ("inbound",)),
+            encoding=str(media_format.get("encoding", "audio/x-mulaw")),
+            sample_rate=_int(media_format.get("sampleRate")) or 8000,
+            channels=_int(media_format.get("channels")) or 1,
+            custom_parameters={str(k): str(v) for k, v in dict(params).items()},
+        )
+    if event == "stop":
+        stop = message.get("stop")
+        return Stop(str(stop.get("callSid", "")) if isinstance(stop, dict) else "")
+    if event == "connected":
+        return Connected(str(message.get("protocol", "")), str(message.get("version", "")))
+    return Unknown(str(event), message)
+
+
+def media_message(stream_sid: str, payload: bytes) -> str:
+    """Audio for the caller: mu-law 8 kHz, any whole number of bytes."""
+    data = base64.b64encode(payload).decode("ascii")
+    return json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": data}})
+
+
+def mark_message(stream_sid: str, name: str) -> str:
+    """A mark Twilio echoes once the audio sent before it has been played."""
+    return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
+
+
+def clear_message(stream_sid: str) -> str:
+    """Drop the audio Twilio holds for the caller (its marks come back at once)."""
+    return json.dumps({"event": "clear", "streamSid": stream_sid})
