@@ -4,6 +4,10 @@ Order at start: the store is migrated and the recorder started, then the app con
 to Asterisk, then the HTTP server listens (``/readyz`` says when all three are up). At
 SIGINT/SIGTERM: the server stops taking requests, the app drains its calls (their end
 is still recorded), then the recorder writes what is left and the database closes.
+
+With ``twilio.account_sid``, ``twilio.auth_token`` and ``twilio.public_url`` set, the
+same server also answers Twilio (``voxtra.twilio``): the webhook, status callback and
+Media Streams socket under ``twilio.path_prefix``, each checked for Twilio's signature.
 """
 
 from __future__ import annotations
@@ -17,9 +21,15 @@ from collections.abc import Iterator
 import uvicorn
 
 from voxtra.app import VoxtraApp
+from voxtra.errors import ConfigError
 from voxtra.platform.api import create_api
 from voxtra.platform.platform import Platform, default_database_url
 from voxtra.platform.store.db import Database
+
+try:  # the `twilio` extra: only needed when Twilio is configured
+    from voxtra.twilio import TwilioBackend
+except ImportError:  # pragma: no cover - the dev install has it
+    TwilioBackend = None  # type: ignore[assignment,misc]
 
 __all__ = ["PlatformServer", "serve"]
 
@@ -60,6 +70,12 @@ class PlatformServer:
         self.db = Database(database_url or default_database_url(settings))
         self.api = create_api(app, self.db, app.settings)
         self.platform: Platform = self.api.state.platform
+        self.twilio: TwilioBackend | None = _twilio_backend(app)
+        """Twilio's webhook and Media Streams socket, served here when Twilio is set up
+        (``twilio.account_sid``, ``twilio.auth_token``, ``twilio.public_url``)."""
+        if self.twilio is not None:
+            # Signed by Twilio (checked in each route), not by the API's bearer tokens.
+            self.api.router.routes.extend(self.twilio.routes())
         config = uvicorn.Config(
             self.api,
             host=host or settings.host,
@@ -123,8 +139,21 @@ class PlatformServer:
         try:
             await self.app.stop()
         finally:
+            if self.twilio is not None:
+                await self.twilio.aclose()
             await self.platform.stop()
             await self.db.close()
+
+
+def _twilio_backend(app: VoxtraApp) -> TwilioBackend | None:
+    if not app.settings.twilio.configured:
+        return None
+    if TwilioBackend is None:
+        raise ConfigError(
+            "twilio.account_sid, auth_token and public_url are set but the Twilio backend "
+            "is not installed: pip install 'voxtra[twilio]'"
+        )
+    return TwilioBackend(app)
 
 
 def serve(app: VoxtraApp, *, log_level: str | None = None) -> None:

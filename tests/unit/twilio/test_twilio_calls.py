@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_app, running
+from twilio_rig import make_app, running
 
 from voxtra import CallBusy, CallEndReason, CallFailed, CallNoAnswer, CallSession
 from voxtra.errors import NotSupported
