@@ -132,19 +132,10 @@ async def test_a_dropped_session_is_reconnected_with_the_history() -> None:
     """Without session resumption: a new session, the history sent as clientContent."""
     async with FakeGeminiLive(KEY, transcripts=["my name is ann"]) as fake:
         engine = engine_for(fake, reconnect_delay=0.05, session_resumption=False)
-        media = MemoryMediaIO(virtual=False)
-        events: list[PipelineEvent] = []
-        engine.on_event(events.append)
-        async with engine.attach(media, clock=media.clock):
-            await engine.say("Hello.")
-            speak(media)
-            assert (await engine.listen(timeout=5)) is not None
-            fake.drop()
-            await fake.wait_connections(2)
-            again = await engine.say("Still here.")
+        events = await drop_after_a_turn(fake, engine)
         _, second = fake.connections
-    assert again.heard_text == "Still here."
     assert len([e for e in events if isinstance(e, ProviderErrorEvent)]) == 1
+    assert "sessionResumption" not in second.setup
     restored = second.of("clientContent")[0]
     assert restored["turnComplete"] is False
     assert [(t["role"], t["parts"][0]["text"]) for t in restored["turns"]] == [
@@ -162,7 +153,8 @@ async def drop_after_a_turn(fake: FakeGeminiLive, engine: GeminiLiveEngine) -> l
         await engine.say("Hello.")
         speak(media)
         assert (await engine.listen(timeout=5)) is not None
-        await until(lambda: len(fake.connections[0].handles) == 3)  # after the muted answer
+        if engine.session_resumption:  # the handle after the (muted) answer
+            await until(lambda: len(fake.connections[0].handles) == 3)
         fake.drop()
         await fake.wait_connections(2)
         again = await engine.say("Still here.")

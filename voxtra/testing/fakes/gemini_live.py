@@ -35,19 +35,21 @@ import contextlib
 import datetime
 import ipaddress
 import json
-import math
 import ssl
 import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
-from voxtra.testing.fakes._server import FakeServer
-from voxtra.testing.fakes.openai_realtime import RealtimeReply
+from voxtra.testing.fakes._server import (
+    RealtimeReply,
+    SpeechServiceFake,
+    WebSocketSession,
+    tone_pcm16,
+)
 
 __all__ = ["FakeGeminiLive", "GeminiConnection"]
 
@@ -146,76 +148,25 @@ def _bytes(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4))
 
 
-def _tone(ms: float, rate: int = 24000) -> bytes:
-    n = int(rate * ms / 1000)
-    t = np.arange(n) / rate
-    return (3000 * np.sin(2 * np.pi * 440.0 * t)).astype("<i2").tobytes()
-
-
-class FakeGeminiLive(FakeServer):
+class FakeGeminiLive(SpeechServiceFake[GeminiConnection]):
     """Fake Gemini Live service; see the module doc. Point the SDK at it with
     ``genai.Client(api_key=..., http_options={"base_url": fake.base_url,
-    "async_client_args": {"ssl": fake.client_ssl_context}})``."""
+    "async_client_args": {"ssl": fake.client_ssl_context}})``. The script and the
+    VAD's options are :class:`SpeechServiceFake`'s; speech stops after ``silence_ms``."""
 
     def __init__(
-        self,
-        api_key: str = "test-key",
-        *,
-        transcripts: list[str] | None = None,
-        replies: list[RealtimeReply] | None = None,
-        ms_per_word: float = 300.0,
-        chunk_ms: float = 100.0,
-        chunk_delay: float = 0.02,
-        speech_db: float = -40.0,
-        start_frames: int = 2,
-        silence_ms: float = 500.0,
-        port: int = 0,
+        self, api_key: str = "test-key", *, silence_ms: float = 500.0, **options: Any
     ) -> None:
-        super().__init__(port=port)
-        self.api_key = api_key
-        self.transcripts = list(transcripts or [])
-        self.replies = list(replies or [])
-        self.ms_per_word = ms_per_word
-        self.chunk_ms = chunk_ms
-        self.chunk_delay = chunk_delay
-        self.speech_db = speech_db
-        self.start_frames = start_frames
+        server_ssl, self.client_ssl_context = _self_signed()
+        super().__init__(api_key, ssl_context=server_ssl, **options)
         self.silence_ms = silence_ms
-        self.connections: list[GeminiConnection] = []
         self.handles: dict[str, list[tuple[str, str]]] = {}
         """Resumable sessions: handle -> the conversation (``turns``) at that point."""
-        self._live: list[_Session] = []
-        self._server_ssl, self.client_ssl_context = _self_signed()
         self.app.router.add_get(PATH, self._live_socket)
-
-    async def start(self) -> Self:
-        self._runner = web.AppRunner(
-            self.app, handle_signals=False, access_log=None, shutdown_timeout=0.5
-        )
-        await self._runner.setup()
-        self._site = web.TCPSite(self._runner, self.host, self._port, ssl_context=self._server_ssl)
-        await self._site.start()
-        return self
 
     @property
     def base_url(self) -> str:
-        return f"https://{self.host}:{self.port}"
-
-    def next_reply(self) -> RealtimeReply:
-        return self.replies.pop(0) if self.replies else RealtimeReply(text="OK.")
-
-    def next_transcript(self) -> str:
-        return self.transcripts.pop(0) if self.transcripts else ""
-
-    def drop(self) -> None:
-        """Cut every live connection without a close frame."""
-        for session in list(self._live):
-            session.abort()
-
-    async def wait_connections(self, n: int, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while len(self.connections) < n:
-                await asyncio.sleep(0.01)
+        return self.url
 
     async def _live_socket(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("x-goog-api-key") != self.api_key:
@@ -223,21 +174,11 @@ class FakeGeminiLive(FakeServer):
                 {"error": {"code": 403, "message": "API key not valid.", "status": "DENIED"}},
                 status=403,
             )
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
-        await ws.prepare(request)
         conn = GeminiConnection(dict(request.headers), request.match_info["version"])
-        self.connections.append(conn)
-        session = _Session(self, ws, conn, request)
-        self._live.append(session)
-        try:
-            await session.run()
-        finally:
-            self._live.remove(session)
-            conn.closed = True
-        return ws
+        return await self.serve(request, conn, lambda ws: _Session(self, ws, conn, request))
 
 
-class _Session:
+class _Session(WebSocketSession):
     def __init__(
         self,
         fake: FakeGeminiLive,
@@ -245,23 +186,15 @@ class _Session:
         conn: GeminiConnection,
         request: web.Request,
     ) -> None:
-        self.fake, self.ws, self.conn, self.request = fake, ws, conn, request
-        self.lock = asyncio.Lock()
+        super().__init__(ws, request)
+        self.fake, self.conn = fake, conn
         self.answer: asyncio.Task[None] | None = None
         self.tool_wait: asyncio.Future[dict[str, Any]] | None = None
-        self.speech_frames = 0
-        self.in_speech = False
-        self.silent_ms = 0.0
+        self.detector = fake.vad()
         self.carry = b""
 
-    def abort(self) -> None:
-        if self.request.transport is not None:
-            self.request.transport.abort()
-
     async def send(self, message: dict[str, Any]) -> None:
-        async with self.lock:
-            if not self.ws.closed:
-                await self.ws.send_str(json.dumps(message))
+        await self.send_json(message)
 
     async def run(self) -> None:
         try:
@@ -329,23 +262,13 @@ class _Session:
         whole = len(raw) - len(raw) % step
         self.carry = raw[whole:]
         for i in range(0, whole, step):
-            x = np.frombuffer(raw[i : i + step], dtype="<i2").astype(np.float64)
-            rms = math.sqrt(float(np.dot(x, x)) / len(x))
-            db = 20 * math.log10(max(rms, 1e-9) / 32768.0)
-            if db >= self.fake.speech_db:
-                self.speech_frames += 1
-                self.silent_ms = 0.0
-                if not self.in_speech and self.speech_frames >= self.fake.start_frames:
-                    await self.speech_started()
-            else:
-                self.speech_frames = 0
-                if self.in_speech:
-                    self.silent_ms += 20.0
-                    if self.silent_ms >= self.fake.silence_ms:
-                        await self.speech_stopped()
+            change = self.detector.push(raw[i : i + step], self.fake.silence_ms)
+            if change == "start":
+                await self.speech_started()
+            elif change == "stop":
+                await self.speech_stopped()
 
     async def speech_started(self) -> None:
-        self.in_speech = True
         await self.send({"voiceActivity": {"type": "ACTIVITY_START"}})
         if self.answer is not None and not self.answer.done():
             self.answer.cancel()
@@ -355,7 +278,6 @@ class _Session:
             await self.send({"serverContent": {"interrupted": True}})
 
     async def speech_stopped(self) -> None:
-        self.in_speech = False
         await self.send({"voiceActivity": {"type": "ACTIVITY_END"}})
         text = self.fake.next_transcript()
         if self.conn.setup.get("inputAudioTranscription") is not None and text:
@@ -401,7 +323,7 @@ class _Session:
                 left = self.fake.ms_per_word
                 while left > 0:
                     ms = min(self.fake.chunk_ms, left)
-                    data = base64.b64encode(_tone(ms)).decode()
+                    data = base64.b64encode(tone_pcm16(ms, 24000)).decode()
                     part = {"inlineData": {"mimeType": "audio/pcm;rate=24000", "data": data}}
                     await self.send({"serverContent": {"modelTurn": {"parts": [part]}}})
                     left -= ms

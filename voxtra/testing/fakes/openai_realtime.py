@@ -30,32 +30,25 @@ import base64
 import contextlib
 import json
 import logging
-import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
 from voxtra.media import g711
 from voxtra.media.frames import Codec
-from voxtra.testing.fakes._server import FakeServer
+from voxtra.testing.fakes._server import (
+    RealtimeReply,
+    SpeechServiceFake,
+    WebSocketSession,
+    tone_pcm16,
+)
 
 __all__ = ["FakeOpenAIRealtime", "RealtimeConnection", "RealtimeReply"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RealtimeReply:
-    """One scripted response: ``text`` spoken (audio + transcript), or function calls
-    ``(name, arguments)``; ``error`` makes the response fail with that message."""
-
-    text: str = ""
-    tool_calls: Sequence[tuple[str, Mapping[str, Any] | str]] = ()
-    error: str | None = None
 
 
 @dataclass
@@ -136,19 +129,16 @@ def _bytes_per_ms(fmt: str) -> float:
     return 48.0 if fmt == "audio/pcm" else 8.0
 
 
-def _decode(data: bytes, fmt: str) -> np.ndarray[Any, np.dtype[np.float64]]:
+def _decode(data: bytes, fmt: str) -> bytes:
     if fmt == "audio/pcmu":
-        data = g711.decode(data, Codec.ULAW)
-    elif fmt == "audio/pcma":
-        data = g711.decode(data, Codec.ALAW)
-    return np.frombuffer(data[: len(data) // 2 * 2], dtype="<i2").astype(np.float64)
+        return g711.decode(data, Codec.ULAW)
+    if fmt == "audio/pcma":
+        return g711.decode(data, Codec.ALAW)
+    return data
 
 
 def _tone(ms: float, fmt: str) -> bytes:
-    rate = 24000 if fmt == "audio/pcm" else 8000
-    n = int(rate * ms / 1000)
-    t = np.arange(n) / rate
-    pcm = (3000 * np.sin(2 * np.pi * 440.0 * t)).astype("<i2").tobytes()
+    pcm = tone_pcm16(ms, 24000 if fmt == "audio/pcm" else 8000)
     if fmt == "audio/pcmu":
         return g711.pcm16_to_ulaw(pcm)
     if fmt == "audio/pcma":
@@ -160,48 +150,30 @@ def _id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
 
-class FakeOpenAIRealtime(FakeServer):
+class FakeOpenAIRealtime(SpeechServiceFake[RealtimeConnection]):
     """Fake OpenAI Realtime service. Point the SDK at it with
     ``AsyncOpenAI(api_key=..., base_url=fake.base_url)`` (the SDK derives
     ``ws://.../v1/realtime`` from it) or ``websocket_base_url=fake.websocket_base_url``.
 
-    ``speech_db``: a 20 ms frame at or above this level is speech to the fake's VAD;
-    speech starts after ``start_frames`` such frames and stops after the session's
-    ``silence_duration_ms`` (default 500) below it. ``chunk_ms`` of answer audio go in
-    each ``response.output_audio.delta``, one every ``chunk_delay`` seconds.
-    ``reject`` answers the next that many connections with HTTP ``reject_status``.
+    The script and the VAD's options are :class:`SpeechServiceFake`'s; speech stops
+    after the session's ``silence_duration_ms`` (default 500) of silence. ``chunk_ms``
+    of answer audio go in each ``response.output_audio.delta``. ``reject`` answers the
+    next that many connections with HTTP ``reject_status``.
     """
 
     def __init__(
         self,
         api_key: str = "test-key",
         *,
-        transcripts: Sequence[str] = (),
-        replies: Sequence[RealtimeReply] = (),
-        ms_per_word: float = 300.0,
-        chunk_ms: float = 100.0,
-        chunk_delay: float = 0.02,
-        speech_db: float = -40.0,
-        start_frames: int = 2,
         reject: int = 0,
         reject_status: int = 503,
-        port: int = 0,
+        **options: Any,
     ) -> None:
-        super().__init__(port=port)
-        self.api_key = api_key
-        self.transcripts = list(transcripts)
-        self.replies = list(replies)
-        self.ms_per_word = ms_per_word
-        self.chunk_ms = chunk_ms
-        self.chunk_delay = chunk_delay
-        self.speech_db = speech_db
-        self.start_frames = start_frames
+        super().__init__(api_key, **options)
         self.reject = reject
         self.reject_status = reject_status
         self.fail_next: str | None = None
         """The next response (of any kind) fails with this message (``status: failed``)."""
-        self.connections: list[RealtimeConnection] = []
-        self._live: list[_Session] = []
         self.app.router.add_get("/v1/realtime", self._realtime)
 
     @property
@@ -212,26 +184,11 @@ class FakeOpenAIRealtime(FakeServer):
     def websocket_base_url(self) -> str:
         return f"ws://{self.host}:{self.port}/v1"
 
-    def next_reply(self) -> RealtimeReply:
-        return self.replies.pop(0) if self.replies else RealtimeReply(text="OK.")
-
-    def next_transcript(self) -> str:
-        return self.transcripts.pop(0) if self.transcripts else ""
-
-    def drop(self) -> None:
-        """Cut every live connection without a close frame (a network failure)."""
-        for session in list(self._live):
-            session.abort()
-
     async def send_error(self, message: str, *, kind: str = "server_error") -> None:
         """Send an ``error`` event on every live connection."""
         for session in list(self._live):
+            assert isinstance(session, _Session)
             await session.error(kind, None, message)
-
-    async def wait_connections(self, n: int, timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while len(self.connections) < n:
-                await asyncio.sleep(0.01)
 
     async def _realtime(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("Authorization") != f"Bearer {self.api_key}":
@@ -255,21 +212,11 @@ class FakeOpenAIRealtime(FakeServer):
                 {"error": {"message": "model is required", "type": "invalid_request_error"}},
                 status=400,
             )
-        ws = web.WebSocketResponse(autoping=True, max_msg_size=0)
-        await ws.prepare(request)
         conn = RealtimeConnection(dict(request.query), dict(request.headers))
-        self.connections.append(conn)
-        session = _Session(self, ws, conn, request)
-        self._live.append(session)
-        try:
-            await session.run()
-        finally:
-            self._live.remove(session)
-            conn.closed = True
-        return ws
+        return await self.serve(request, conn, lambda ws: _Session(self, ws, conn, request))
 
 
-class _Session:
+class _Session(WebSocketSession):
     """The server side of one connection."""
 
     def __init__(
@@ -279,7 +226,8 @@ class _Session:
         conn: RealtimeConnection,
         request: web.Request,
     ) -> None:
-        self.fake, self.ws, self.conn, self.request = fake, ws, conn, request
+        super().__init__(ws, request)
+        self.fake, self.conn = fake, conn
         model = request.query["model"]
         conn.session = {
             "id": _id("sess"),
@@ -305,26 +253,16 @@ class _Session:
                 "output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy"},
             },
         }
-        self.send_lock = asyncio.Lock()
         self.response: asyncio.Task[None] | None = None
         self.response_id: str | None = None
         self.buffer_ms = 0.0  # audio written to the input buffer this session
-        self.speech_frames = 0
-        self.in_speech = False
-        self.silent_ms = 0.0
+        self.detector = fake.vad()
         self.user_item: str | None = None
         self.carry = b""
         self.cancel_reason = "client_cancelled"
 
-    def abort(self) -> None:
-        if self.request.transport is not None:
-            self.request.transport.abort()
-
     async def send(self, event: dict[str, Any]) -> None:
-        event = {"event_id": _id("event"), **event}
-        async with self.send_lock:
-            if not self.ws.closed:
-                await self.ws.send_str(json.dumps(event))
+        await self.send_json({"event_id": _id("event"), **event})
 
     async def error(self, kind: str, code: str | None, message: str, event_id: str = "") -> None:
         await self.send(
@@ -420,23 +358,14 @@ class _Session:
             self.buffer_ms += 20.0
             if detection is None:
                 continue
-            x = _decode(data[i : i + frame_bytes], fmt)
-            rms = math.sqrt(float(np.dot(x, x)) / max(1, len(x)))
-            db = 20 * math.log10(max(rms, 1e-9) / 32768.0)
-            if db >= self.fake.speech_db:
-                self.speech_frames += 1
-                self.silent_ms = 0.0
-                if not self.in_speech and self.speech_frames >= self.fake.start_frames:
-                    await self.speech_started(detection)
-            else:
-                self.speech_frames = 0
-                if self.in_speech:
-                    self.silent_ms += 20.0
-                    if self.silent_ms >= float(detection.get("silence_duration_ms", 500)):
-                        await self.speech_stopped(detection)
+            pcm = _decode(data[i : i + frame_bytes], fmt)
+            change = self.detector.push(pcm, float(detection.get("silence_duration_ms", 500)))
+            if change == "start":
+                await self.speech_started(detection)
+            elif change == "stop":
+                await self.speech_stopped(detection)
 
     async def speech_started(self, detection: dict[str, Any]) -> None:
-        self.in_speech = True
         self.user_item = _id("item")
         start = max(0.0, self.buffer_ms - 20.0 * self.fake.start_frames)
         await self.send(
@@ -450,7 +379,6 @@ class _Session:
             await self.cancel_response(reason="turn_detected")
 
     async def speech_stopped(self, detection: dict[str, Any]) -> None:
-        self.in_speech = False
         await self.send(
             {
                 "type": "input_audio_buffer.speech_stopped",
