@@ -1,0 +1,205 @@
+"""The lean HTTP/1.1 pool behind AiohttpTransport's REST calls, on real sockets.
+
+A raw asyncio server answers each request as a test scripts it (so the framing cases
+Asterisk or a proxy may produce are exact), and counts connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from voxtra.ari.aiohttp_transport import AiohttpTransport
+from voxtra.ari.errors import AriConnectionError
+from voxtra.ari.http11 import Http11Pool
+from voxtra.ari.transport import AriRequest
+
+Answer = Callable[[bytes], bytes | None]
+"""Request head and body -> the bytes to write back (None: close without answering)."""
+
+
+class RawServer:
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length) if length else b""
+                self.requests.append(head + body)
+                out = self.answer(head + body)
+                if out is None:
+                    break
+                writer.write(out)
+                await writer.drain()
+                if b"Connection: close" in out:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for w in self.writers:
+            w.close()
+
+
+def ok(body: bytes = b'{"ok":true}', extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{extra}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+Serve = Callable[[Answer], Awaitable[RawServer]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    made: list[RawServer] = []
+
+    async def start(answer: Answer) -> RawServer:
+        s = RawServer(answer)
+        await s.start()
+        made.append(s)
+        return s
+
+    yield start
+    for s in made:
+        await s.close()
+
+
+async def test_requests_reuse_one_connection_and_carry_method_query_body_auth(serve: Serve) -> None:
+    server = await serve(lambda req: ok())
+    auth = "Basic " + base64.b64encode(b"u:p").decode()
+    transport = AiohttpTransport(f"http://127.0.0.1:{server.port}", auth, timeout=5)
+    try:
+        for _ in range(5):
+            got = await transport.handle_request(
+                AriRequest(
+                    "POST",
+                    "/channels",
+                    {"endpoint": "Local/answer@voxtra-test", "app": "a b&c"},
+                    {"variables": {"X": "1"}},
+                )
+            )
+            assert (got.status, got.body, got.reason) == (200, b'{"ok":true}', "OK")
+    finally:
+        await transport.aclose()
+    assert server.connections == 1  # kept alive
+    first = server.requests[0]
+    assert first.startswith(
+        b"POST /ari/channels?endpoint=Local/answer@voxtra-test&app=a%20b%26c HTTP/1.1\r\n"
+    )
+    assert f"Authorization: {auth}\r\n".encode() in first
+    assert first.endswith(b'\r\n\r\n{"variables": {"X": "1"}}')
+    assert transport.closed
+
+
+async def test_chunked_no_content_and_interim_answers(serve: Serve) -> None:
+    answers = iter(
+        [
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b'4\r\n{"a"\r\n3;ext=1\r\n:1}\r\n0\r\n\r\n',
+            b"HTTP/1.1 204 No Content\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"[]"),
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        ]
+    )
+    server = await serve(lambda req: next(answers))
+    pool = Http11Pool("127.0.0.1", server.port, timeout=5)
+    try:
+        assert await pool.request("GET", "/x") == (200, "OK", b'{"a":1}')
+        assert await pool.request("DELETE", "/x") == (204, "No Content", b"")
+        assert await pool.request("GET", "/x") == (200, "OK", b"[]")
+        assert await pool.request("GET", "/x") == (404, "Not Found", b"")
+    finally:
+        await pool.aclose()
+    assert server.connections == 1
+    assert b"Content-Length: 0\r\n" in server.requests[1]  # a DELETE says it has no body
+
+
+async def test_connection_close_and_a_body_ended_by_the_close(serve: Serve) -> None:
+    answers = iter(
+        [
+            ok(extra="Connection: close\r\n"),
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+        ]
+    )
+    server = await serve(lambda req: next(answers))
+    pool = Http11Pool("127.0.0.1", server.port, timeout=5)
+    try:
+        assert (await pool.request("GET", "/x"))[2] == b'{"ok":true}'
+        assert await pool.request("GET", "/x") == (200, "OK", b"until the end")
+    finally:
+        await pool.aclose()
+    assert server.connections == 2
+
+
+async def test_an_idle_connection_the_server_closed_is_retried_once(serve: Serve) -> None:
+    server = await serve(lambda req: ok())
+    pool = Http11Pool("127.0.0.1", server.port, timeout=5)
+    try:
+        await pool.request("GET", "/x")
+        for w in server.writers:  # the server drops the idle connection
+            w.close()
+        await asyncio.sleep(0.05)
+        assert (await pool.request("GET", "/x"))[0] == 200
+    finally:
+        await pool.aclose()
+    assert server.connections == 2 and len(server.requests) == 2
+
+
+async def test_no_answer_is_a_connection_error_never_a_hang(serve: Serve) -> None:
+    server = await serve(lambda req: b"")  # reads the request, never answers
+    transport = AiohttpTransport(f"http://127.0.0.1:{server.port}", "Basic x", timeout=0.3)
+    try:
+        with pytest.raises(AriConnectionError) as caught:
+            await transport.handle_request(AriRequest("POST", "/channels/c1/answer"))
+        assert caught.value.status == 0 and "no answer" in str(caught.value)
+        assert len(server.requests) == 1  # not sent twice: the server may have acted
+    finally:
+        await transport.aclose()
+    closed = await serve(lambda req: None)  # closes without a word
+    transport = AiohttpTransport(f"http://127.0.0.1:{closed.port}", "Basic x", timeout=5)
+    try:
+        with pytest.raises(AriConnectionError):
+            await transport.handle_request(AriRequest("GET", "/asterisk/ping"))
+    finally:
+        await transport.aclose()
+    port = closed.port
+    await closed.close()
+    await asyncio.sleep(0.05)
+    gone = AiohttpTransport(f"http://127.0.0.1:{port}", "Basic x", timeout=5)
+    try:
+        with pytest.raises(AriConnectionError) as refused:
+            await gone.handle_request(AriRequest("GET", "/asterisk/ping"))
+        assert "Connect" in str(refused.value) or "refused" in str(refused.value).lower()
+    finally:
+        await gone.aclose()
+
+
+async def test_a_session_given_or_https_keeps_aiohttp() -> None:
+    assert AiohttpTransport("https://pbx:8089", "Basic x").lean_rest is False
+    assert AiohttpTransport("http://pbx:8088", "Basic x", lean_rest=False).lean_rest is False
+    assert AiohttpTransport("http://pbx:8088", "Basic x").lean_rest is True
