@@ -79,9 +79,9 @@ class GeminiConnection:
         return [m[kind] for m in self.received if kind in m]
 
 
-def _self_signed() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A server context with a fresh certificate for 127.0.0.1, and a client one
-    trusting exactly it."""
+def _self_signed() -> tuple[ssl.SSLContext, str]:
+    """A server context with a fresh certificate for 127.0.0.1, and the certificate
+    (PEM) a client trusts."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -118,8 +118,7 @@ def _self_signed() -> tuple[ssl.SSLContext, ssl.SSLContext]:
         cert_file.write_bytes(cert_pem)
         key_file.write_bytes(key_pem)
         server.load_cert_chain(cert_file, key_file)
-    client = ssl.create_default_context(cadata=cert_pem.decode())
-    return server, client
+    return server, cert_pem.decode()
 
 
 _OPAQUE = {"parametersJsonSchema", "parameters", "args", "response", "responseJsonSchema"}
@@ -157,7 +156,11 @@ class FakeGeminiLive(SpeechServiceFake[GeminiConnection]):
     def __init__(
         self, api_key: str = "test-key", *, silence_ms: float = 500.0, **options: Any
     ) -> None:
-        server_ssl, self.client_ssl_context = _self_signed()
+        server_ssl, pem = _self_signed()
+        self.certificate_pem = pem
+        """The server's certificate: a client context in another process trusts it
+        with ``ssl.create_default_context(cadata=fake.certificate_pem)``."""
+        self.client_ssl_context = ssl.create_default_context(cadata=self.certificate_pem)
         super().__init__(api_key, ssl_context=server_ssl, **options)
         self.silence_ms = silence_ms
         self.handles: dict[str, list[tuple[str, str]]] = {}
