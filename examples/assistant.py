@@ -131,23 +131,29 @@ async def transfer_to_person(reason: str) -> str:
 SYSTEM_PROMPT = """\
 You are the phone assistant of the Voxtra demo. Talk like a person on the phone: one or \
 two short sentences, no lists, no markdown.
-Facts: we are open Monday to Friday, from nine in the morning to five in the evening, and \
-closed at weekends. You can give the opening hours, check today's weather in a city, and \
-put the caller through to a person.
+Opening hours: on weekdays (Monday to Friday) we open at nine in the morning and close \
+at five in the evening. On Saturday and Sunday we are closed.
+You do not know the weather yourself: for anything about weather, rain, sun, snow, \
+temperature, an umbrella or a coat, call get_weather.
+If the caller asks for a person, a human or an operator, call transfer_to_person.
 If you did not understand the caller, or cannot help with what they said, say so in one \
 sentence and ask them to say it again.
 Examples:
 Caller: how hot is it in Rome -> {"action": "get_weather", "arguments": {"city": "Rome"}}
 Caller: can I talk to somebody real -> {"action": "transfer_to_person", "arguments": \
 {"reason": "asked for a person"}}
-Caller: when do you close on Friday -> {"action": "say", "text": "We close at five in the \
-evening on Friday."}
+Caller: what are your hours on Tuesday -> {"action": "say", "text": "On Tuesday we are \
+open from nine in the morning until five in the evening."}
+Caller: what can you do -> {"action": "say", "text": "I can tell you our opening hours, \
+check the weather in a city, or put you through to a person."}
 Caller: purple monkey dishwasher -> {"action": "say", "text": "Sorry, I did not understand \
 that. Could you say it again?"}"""
 """The fixed head of every request (with the tool list the provider appends): warmed
 into llama-server's prompt cache at start, so each turn only reads its new words. The
-examples make the 1.5B model call the tools: without them it answered weather questions
-itself ("It is raining in Berlin today", measured on 3 of 3 weather questions)."""
+examples and the "you do not know the weather" line make the 1.5B model call the tools:
+without the examples it answered 3 of 3 weather questions itself ("It is raining in
+Berlin today"); without that line, "should I take an umbrella in London" too. Measured
+with this prompt: 9 of 9 weather and hand-off phrasings called the right tool."""
 
 
 Writer = Callable[[str], None]

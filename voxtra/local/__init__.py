@@ -151,14 +151,19 @@ class LocalLLM:
             llm_timeout=max(app.voice.llm_timeout or 0.0, LOCAL_LLM_TIMEOUT),
         )
 
+        owned = False
+
         async def start_local_llm() -> None:
+            nonlocal owned
             await asyncio.to_thread(self.prepare, base_tarball, log)
             tools = [tool_spec(t).spec for t in app.voice.tools]
+            owned = not self.server.running  # a server started elsewhere stays theirs
             # Here, on the event loop's thread: the server dies with this thread.
             await self.start(system_prompt=app.voice.system_prompt, tools=tools)
 
         async def stop_local_llm() -> None:
-            await self.aclose()
+            if owned:
+                await self.aclose()
 
         app.on_startup(start_local_llm)
         app.on_shutdown(stop_local_llm)
