@@ -348,6 +348,9 @@ class TwilioSettings(_SettingsModel):
     path_prefix: str = "/twilio"
     #: The REST API's base URL; None: Twilio's (a test points it at a local fake).
     api_base_url: str | None = None
+    #: Every call comes through Twilio: ``voxtra serve`` runs the app without Asterisk
+    #: (``voxtra.twilio.NoAsterisk`` as its ARI transport).
+    without_asterisk: bool = False
 
     @field_validator("account_sid", "public_url", "from_number", "api_base_url", mode="before")
     @classmethod

@@ -27,9 +27,9 @@ from voxtra.platform.platform import Platform, default_database_url
 from voxtra.platform.store.db import Database
 
 try:  # the `twilio` extra: only needed when Twilio is configured
-    from voxtra.twilio import TwilioBackend
+    from voxtra.twilio import NoAsterisk, TwilioBackend
 except ImportError:  # pragma: no cover - the dev install has it
-    TwilioBackend = None  # type: ignore[assignment,misc]
+    NoAsterisk = TwilioBackend = None  # type: ignore[assignment,misc]
 
 __all__ = ["PlatformServer", "serve"]
 
@@ -153,6 +153,8 @@ def _twilio_backend(app: VoxtraApp) -> TwilioBackend | None:
             "twilio.account_sid, auth_token and public_url are set but the Twilio backend "
             "is not installed: pip install 'voxtra[twilio]'"
         )
+    if app.settings.twilio.without_asterisk:
+        app.use_transport(NoAsterisk())
     return TwilioBackend(app)
 
 

@@ -8,9 +8,11 @@ by the app's own routes; ``voxtra serve`` mounts it when ``twilio.account_sid``,
 
 from voxtra.twilio.backend import TwilioBackend, status_outcome
 from voxtra.twilio.control import TwilioCallControl, dial_twiml
+from voxtra.twilio.no_asterisk import NoAsterisk
 from voxtra.twilio.transport import TwilioMediaTransport
 
 __all__ = [
+    "NoAsterisk",
     "TwilioBackend",
     "TwilioCallControl",
     "TwilioMediaTransport",

@@ -15,7 +15,8 @@ from voxtra import CallBusy, CallEndReason, CallFailed, CallNoAnswer, CallSessio
 from voxtra.errors import NotSupported
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.testing import FakeAsterisk
-from voxtra.testing.fakes.twilio import FakeTwilio
+from voxtra.testing.fakes.twilio import FakeTwilio, serve_asgi
+from voxtra.twilio import NoAsterisk, TwilioBackend
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -245,3 +246,31 @@ async def test_recording_is_fetched_and_delivered_through_the_sink(
 
 def _stored(folder: Path, pattern: str) -> list[int]:
     return [path.stat().st_size for path in folder.rglob(pattern)]
+
+
+async def test_a_twilio_only_app_runs_without_asterisk(twilio: FakeTwilio, tmp_path: Path) -> None:
+    app = make_app(tmp_path, twilio)
+    transport = NoAsterisk()
+    app.use_transport(transport)
+    answered: list[str] = []
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        answered.append(call.called_number)
+
+    backend = TwilioBackend(app)
+    await app.start(timeout=5)
+    try:
+        async with serve_asgi(backend.asgi()) as url:
+            backend.public_url = url
+            phone = await twilio.call_in(backend.voice_url, to="+15550100")
+            await phone.wait_ended(5)
+            await _until(lambda: not app.active_sessions)
+    finally:
+        await app.stop(deadline=1)
+        await backend.aclose()
+    assert answered == ["+15550100"] and phone.call.statuses == ["completed"]
+    # Nothing but the start's questions reached the empty Asterisk.
+    asked = {path for _, path in transport.requests}
+    assert asked <= {"/asterisk/info", "/channels", "/bridges", "/applications/twilio-tests"}
