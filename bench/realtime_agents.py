@@ -28,11 +28,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import io
 import json
 import multiprocessing as mp
+import pstats
 import ssl
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +138,40 @@ async def measure(
     }
 
 
-async def main(engine: str, calls: int, seconds: float) -> dict[str, Any]:
+PACKAGES = (
+    ("google/genai", "google-genai"),
+    ("pydantic", "pydantic"),
+    ("/openai/", "openai"),
+    ("websockets", "websockets"),
+    ("aiohttp", "aiohttp"),
+    ("soxr", "soxr"),
+    ("voxtra/media", "voxtra.media"),
+    ("voxtra/providers", "voxtra.providers"),
+    ("voxtra/pipeline", "voxtra.pipeline"),
+    ("asyncio", "asyncio"),
+    ("json", "json"),
+)
+
+
+def profile_report(profile: cProfile.Profile, top: int = 12) -> str:
+    """Own time by package, then the top functions by own time."""
+    stats = pstats.Stats(profile)
+    by_package: dict[str, float] = defaultdict(float)
+    for (path, _, _), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        name = next((label for key, label in PACKAGES if key in path), "other")
+        by_package[name] += own
+    total = sum(by_package.values()) or 1.0
+    lines = ["own time by package:"]
+    for name, own in sorted(by_package.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {name:<18} {own:6.2f} s {own / total * 100:5.1f}%")
+    out = io.StringIO()
+    pstats.Stats(profile, stream=out).sort_stats("tottime").print_stats(top)
+    return "\n".join(lines) + "\n" + out.getvalue()
+
+
+async def main(
+    engine: str, calls: int, seconds: float, profile: cProfile.Profile | None = None
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     urls = ctx.Queue()
     stop = ctx.Event()
@@ -142,7 +179,13 @@ async def main(engine: str, calls: int, seconds: float) -> dict[str, Any]:
     proc.start()
     try:
         settings = await asyncio.get_running_loop().run_in_executor(None, urls.get)
-        return await measure(engine, calls, seconds, settings)
+        if profile is not None:
+            profile.enable()
+        try:
+            return await measure(engine, calls, seconds, settings)
+        finally:
+            if profile is not None:
+                profile.disable()
     finally:
         stop.set()
         proc.join(5)
@@ -154,8 +197,15 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", metavar="PATH", help="write the figures as JSON ('-': stdout)")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the run (slower): where the time goes"
+    )
     args = parser.parse_args()
-    figures = asyncio.run(main(args.engine, args.calls, args.seconds))
+    # process CPU time, so the event loop waiting in epoll does not count
+    prof = cProfile.Profile(time.process_time) if args.profile else None
+    figures = asyncio.run(main(args.engine, args.calls, args.seconds, prof))
+    if prof is not None:
+        print(profile_report(prof))
     print(
         f"{figures['engine']}: {figures['calls']} calls, {figures['window_s']} s: "
         f"{figures['cpu_us_per_call_s']:.0f} us CPU per call-second "
