@@ -125,14 +125,16 @@ async def transfer_to_person(reason: str) -> str:
         desk.turn_done.clear()
         desk.call.spawn(desk.transfer_after_turn(), name="handoff")
         logger.info("[%s] hand-off to %s: %s", desk.call.id, desk.target, reason)
-    return "The transfer is arranged: tell the caller you are putting them through now."
+    # What the model says next: it repeats this line (measured; results worded as an
+    # instruction to it were taken for the caller speaking: "Sorry, I did not understand").
+    return "A person will take the call in a moment."
 
 
 SYSTEM_PROMPT = """\
 You are the phone assistant of the Voxtra demo. Talk like a person on the phone: one or \
 two short sentences, no lists, no markdown.
-Opening hours: on weekdays (Monday to Friday) we open at nine in the morning and close \
-at five in the evening. On Saturday and Sunday we are closed.
+Opening hours: Monday to Friday we open at nine in the morning and close at five in \
+the evening. On Saturday and Sunday we are closed.
 You do not know the weather yourself: for anything about weather, rain, sun, snow, \
 temperature, an umbrella or a coat, call get_weather.
 If the caller asks for a person, a human or an operator, call transfer_to_person.

@@ -5,7 +5,11 @@ running), starts the assistant of ``examples/assistant.py``, dials it from a scr
 SIP phone (pjsua2) that asks spoken questions, prints the conversation with per-turn
 latency as it happens, and reports where the phone's recording of the call is::
 
-    python examples/demo.py [--extension 100] [--workdir DIR] [--keep-asterisk] [--strict]
+    python examples/demo.py [--rules] [--extension 100] [--workdir DIR] [--keep-asterisk] [--strict]
+
+The assistant thinks with a local LLM (:mod:`voxtra.local`: llama-server and
+Qwen2.5-Coder-1.5B, prepared by ``scripts/bootstrap``, started for the call and stopped
+after it); ``--rules`` uses the rule agent instead (no model, exact answers).
 
 This is test tooling at work (the sandbox, the SIP caller), which is why it lives here
 and not in the ``voxtra`` package: the runtime never imports :mod:`voxtra.testing`.
@@ -19,6 +23,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -28,6 +33,7 @@ from types import ModuleType
 from typing import Any
 
 from voxtra import CallEnded, CallSession, VoxtraError
+from voxtra.local import LocalLLM
 from voxtra.pipeline import PipelineEvent, TurnMetrics, VoicePipeline
 from voxtra.testing.asterisk import AsteriskSandbox, SandboxUnavailable
 from voxtra.testing.audio import synthesize_wav
@@ -58,7 +64,14 @@ DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
     ("what is the weather in berlin", "rainy"),
     ("that is all goodbye", "Goodbye"),
 )
-"""(what the demo caller says, a word the right answer contains)."""
+"""(what the demo caller says, a word the right answer contains): the rule agent's."""
+
+LOCAL_DEMO_QUESTIONS: tuple[tuple[str, str], ...] = (
+    ("what are your opening hours", "nine"),
+    ("is it raining in berlin today", "rain"),
+    ("can I talk to a person please", ""),
+)
+"""The local LLM's: in the caller's own words, ending with a hand-off to a person."""
 
 
 class DemoError(VoxtraError):
@@ -71,11 +84,15 @@ class _Watch:
     def __init__(self) -> None:
         self.pipeline: VoicePipeline | None = None
         self.turns = 0
+        self.latencies: list[float] = []
+        """Each answered turn's end of speech -> first answer audio, ms."""
         self.changed = asyncio.Event()
 
     def on_event(self, event: PipelineEvent) -> None:
         if isinstance(event, TurnMetrics):
             self.turns += 1
+            if event.total_ms is not None:
+                self.latencies.append(event.total_ms)
         self.changed.set()
 
     async def until_turn(self, n: int, timeout: float, what: str) -> None:
@@ -138,6 +155,7 @@ async def run_demo(
     keep_asterisk: bool = False,
     strict: bool = False,
     app_name: str | None = None,
+    agent: str = "rules",
 ) -> Path:
     """Place one real call to the assistant; return the caller's recording.
 
@@ -145,8 +163,14 @@ async def run_demo(
     expected word (the offline STT misheard) is only reported, unless ``strict``.
     With an ``app_name`` other than the dialplan's (``voxtra``), Asterisk places the
     call to the phone instead, so the demo never competes with another app for calls.
+    ``agent``: ``"rules"`` or ``"local"`` (the local LLM, with
+    :data:`LOCAL_DEMO_QUESTIONS` unless ``questions`` is given; the command line's
+    default).
     """
     write = write or _printer()
+    local = agent == "local"
+    if local and questions is DEMO_QUESTIONS:
+        questions = LOCAL_DEMO_QUESTIONS
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="voxtra-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     wavs = [
@@ -162,13 +186,27 @@ async def run_demo(
 
     if app_name is not None:
         settings["app_name"] = app_name
-    app = assistant.build_assistant(on_pipeline=on_pipeline, write=write, **settings)
+    brain: str | LocalLLM = agent
+    if local:
+        brain = LocalLLM()
+        try:
+            # Cached by scripts/bootstrap; on a fresh machine ~30 s (download, chroot).
+            await asyncio.to_thread(brain.prepare, AsteriskSandbox().tarball, write)
+        except VoxtraError as exc:
+            raise DemoError(f"the local LLM is not available ({exc}); try --rules") from exc
+        write("starting the local LLM (llama-server, Qwen2.5-Coder-1.5B)")
+    app = assistant.build_assistant(on_pipeline=on_pipeline, write=write, agent=brain, **settings)
     originate = app.app_name != "voxtra"
     try:
         try:
             await app.start()
         except (VoxtraError, OSError) as exc:
-            raise DemoError(f"cannot connect to ARI at {app.settings.ari_url}: {exc}") from exc
+            raise DemoError(f"cannot start the assistant ({app.settings.ari_url}): {exc}") from exc
+        if isinstance(brain, LocalLLM) and brain.server.load_seconds is not None:
+            write(
+                f"local LLM ready: model loaded in {brain.server.load_seconds:.1f} s, "
+                f"prompt head warmed in {brain.warm_seconds or 0:.1f} s"
+            )
         recording = work / "caller-heard.wav"
         try:
             async with SipCaller(workdir=work / "phone") as phone:
@@ -197,13 +235,16 @@ async def run_demo(
                     turns = watch.turns
                     await call.play(wav)
                     await call.wait_play_done(15)
-                    await watch.until_turn(turns + 1, 20, f"an answer to {text!r}")
+                    # A local LLM's turn on a loaded 2-core box: up to ~10 s measured.
+                    await watch.until_turn(turns + 1, 60, f"an answer to {text!r}")
                     answer = pipeline.agent.history[-1].content if pipeline.agent.history else ""
                     if expect.lower() not in answer.lower():
                         problem = f"the assistant misunderstood {text!r}: it answered {answer!r}"
                         if strict:
                             raise DemoError(problem)
                         write(f"(note: {problem}; offline recognition is limited)")
+                if local:
+                    await asyncio.sleep(2.0)  # the person answers: "hello?"
                 await call.hangup()
                 await call.wait_ended(10)
                 if call.recording_path is not None:
@@ -212,6 +253,12 @@ async def run_demo(
             raise DemoError(f"the SIP call failed: {exc}") from exc
         except CallEnded as exc:
             raise DemoError(f"the call ended early: {exc}") from exc
+        if watch.latencies:
+            write(
+                f"turn latency p50 {statistics.median(watch.latencies):.0f} ms over "
+                f"{len(watch.latencies)} turns (end of speech -> first answer audio; "
+                f"max {max(watch.latencies):.0f} ms)"
+            )
         write(f"the caller's recording of the call: {recording}")
         return recording
     finally:
@@ -234,6 +281,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--strict", action="store_true", help="fail when an answer misses its expected word"
     )
     parser.add_argument(
+        "--rules",
+        action="store_true",
+        help="the rule agent instead of the local LLM (no model needed, exact answers)",
+    )
+    parser.add_argument(
         "--app-name",
         default=None,
         help="Stasis app name; other than the dialplan's 'voxtra', Asterisk calls the phone",
@@ -248,6 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 keep_asterisk=args.keep_asterisk,
                 strict=args.strict,
                 app_name=args.app_name,
+                agent="rules" if args.rules else "local",
             )
         )
     except DemoError as exc:

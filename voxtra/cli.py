@@ -115,6 +115,11 @@ def _prepare_run(args: argparse.Namespace) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     app = _prepare_run(args)
+    if args.local_llm:
+        # Loaded here, as the other commands' extras are: `voxtra run` alone needs none.
+        from voxtra.local import LocalLLM
+
+        LocalLLM(threads=args.llm_threads).attach(app, log=logging.getLogger("voxtra.local").info)
     app.run(log_level=args.log_level)  # --log-level wins over settings.log_level
     return 0
 
@@ -233,6 +238,15 @@ def _parser() -> argparse.ArgumentParser:
         help="YAML settings file (as VOXTRA_CONFIG; the app's explicit arguments still win)",
     )
     run.add_argument("--app-name", default=None, help="Stasis app name (wins over settings)")
+    run.add_argument(
+        "--local-llm",
+        action="store_true",
+        help="the voice agent talks to a local LLM (llama-server, Qwen2.5-Coder-1.5B), "
+        "started and stopped with the app (docs/local-llm.md)",
+    )
+    run.add_argument(
+        "--llm-threads", type=int, default=1, help="llama-server threads (--local-llm; 1)"
+    )
     run.set_defaults(func=_cmd_run, default_level="INFO")
     serve = sub.add_parser(
         "serve", help="run a VoxtraApp with the call platform's HTTP API: voxtra serve module:app"

@@ -201,3 +201,32 @@ def test_no_orphan_when_the_owner_dies(tmp_path: Path, how: str) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_voxtra_run_local_llm_points_the_app_at_a_managed_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``voxtra run --local-llm``: the app's LLM becomes the json-mode ``openai``
+    provider on the managed server's loopback URL, started and stopped with the app."""
+    from voxtra import VoxtraApp, cli
+    from voxtra.providers.openai_llm import OpenAILLM
+
+    app_file = tmp_path / "agent.py"
+    app_file.write_text(
+        "from voxtra import VoxtraApp, VoiceConfig\n"
+        "def get_weather(city: str) -> str:\n"
+        "    '''Weather.'''\n"
+        "    return 'sunny'\n"
+        f"app = VoxtraApp(app_name='cli-llm', spool_dir={str(tmp_path / 'spool')!r},\n"
+        "    voice=VoiceConfig(system_prompt='Be brief.', tools=(get_weather,)))\n"
+    )
+    ran: list[VoxtraApp] = []
+    monkeypatch.setattr(VoxtraApp, "run", lambda self, **kw: ran.append(self))
+    assert cli.main(["run", "--local-llm", f"{app_file}:app"]) == 0
+    (app,) = ran
+    llm = app.voice.llm
+    assert isinstance(llm, OpenAILLM) and llm.tool_mode == "json"
+    assert llm.base_url is not None and llm.base_url.startswith("http://127.0.0.1:")
+    assert app.voice.llm_timeout is not None and app.voice.llm_timeout >= 30
+    hooks = [h.__name__ for h in app._startup], [h.__name__ for h in app._shutdown]
+    assert hooks == (["start_local_llm"], ["stop_local_llm"])

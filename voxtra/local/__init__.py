@@ -123,6 +123,7 @@ class LocalLLM:
         ``system_prompt`` and ``tools`` must be the ones every call will send (the
         voice config's), in the same order: the warmed prefix is reused only if the
         bytes match."""
+        was_running = self.server.running
         await self.server.start()
         started = time.monotonic()
         try:
@@ -130,7 +131,8 @@ class LocalLLM:
         except BaseException:
             await self.server.aclose()
             raise
-        self.warm_seconds = time.monotonic() - started
+        if not was_running or self.warm_seconds is None:
+            self.warm_seconds = time.monotonic() - started
 
     async def aclose(self) -> None:
         await self.server.aclose()

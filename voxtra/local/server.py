@@ -149,6 +149,7 @@ class LlamaServer:
     async def start(self, ready_timeout: float = 120.0) -> None:
         """Start the server and return once ``/health`` answers 200 (model loaded)."""
         started = time.monotonic()
+        already = self.running and self.load_seconds is not None
         self.start_process()
         process = self.process
         assert process is not None
@@ -166,6 +167,8 @@ class LlamaServer:
                     f"llama-server not healthy after {ready_timeout:.0f} s:\n{self.log_tail()}"
                 )
             await asyncio.sleep(0.1)
+        if already:
+            return  # started before (load_seconds keeps the real load time)
         self.load_seconds = time.monotonic() - started
         logger.info("llama-server on %s ready in %.1f s", self.url, self.load_seconds)
 

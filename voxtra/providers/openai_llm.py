@@ -274,6 +274,7 @@ class OpenAILLM:
         if tool_mode not in ("native", "json"):
             raise ConfigError(f"OpenAILLM: tool_mode must be 'native' or 'json', not {tool_mode!r}")
         self.model = model
+        self.base_url = base_url
         self.tool_mode: ToolMode = tool_mode
         self.options = options
         self._client = AsyncOpenAI(

@@ -1,0 +1,257 @@
+"""Benchmark: the local LLM (llama-server, Qwen2.5-Coder-1.5B-Instruct Q4_K_M, JSON tool
+mode) as the demo assistant uses it.
+
+Figures, each with its target:
+
+* **load**: server start -> ``/health`` 200 (model mapped and ready). Target <= 10 s.
+* **warm-up**: the prompt head (the assistant's system prompt + tool list) computed
+  into the server's prompt cache, once at start. Reported, no target.
+* **first token, fresh vs cached**: the same question, once with a prompt head the
+  cache does not hold (a nonce at its start) and once after the warm-up. Targets:
+  cached <= 0.5 s; cached at least 4x faster than fresh.
+* **tokens/s**: generation speed reported by the server (``timings``), median over the
+  questions; also tokens per CPU-second of the server process (the box is shared: wall
+  figures move with the load, CPU figures much less). Target >= 15 tokens/s.
+* **per-turn latency**: through the demo assistant's real pipeline on FakeAsterisk,
+  text in (``voxtra console``'s harness): the pipeline's ``TurnMetrics.total_ms``,
+  end of the caller's turn -> first answer audio handed to the transport, LLM and tool
+  rounds included; STT and TTS are stand-ins here (the demo prints the full figure with
+  Whisper and espeak-ng). Target p50 <= 1500 ms.
+
+    .venv/bin/python bench/llm_local.py [--threads 1] [--json]
+
+Needs root (the server runs in a chroot) and the prepared runtime and weights
+(``scripts/bootstrap``, or ``python -m voxtra.local prepare``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import io
+import json
+import os
+import statistics
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from voxtra.local import LocalLLM
+from voxtra.pipeline import TurnMetrics, VoicePipeline, tool_spec
+from voxtra.providers.base import ChatMessage
+from voxtra.testing import console
+
+QUESTIONS = (
+    "hi, at what time do you open in the morning",
+    "is it sunny over in Paris right now",
+    "should I take an umbrella in London",
+    "are you open on Sunday",
+    "blue cheese hovercraft seventeen",
+    "could you connect me to a real human",
+)
+"""Worded unlike the system prompt's examples and the demo's own questions."""
+
+TARGETS = {
+    "load_s": ("<=", 10.0),
+    "first_token_cached_s": ("<=", 0.5),
+    "cache_speedup": (">=", 4.0),
+    "tokens_per_s": (">=", 15.0),
+    "turn_p50_ms": ("<=", 1500.0),
+}
+
+
+def _load_assistant() -> ModuleType:
+    name = "voxtra_example_assistant"
+    if name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "examples" / "assistant.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its reaped children), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(v) for v in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _post(url: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
+    """A streamed chat completion: (seconds to the first content delta, the timings)."""
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({**body, "stream": True, "timings_per_token": False}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    started = time.monotonic()
+    first: float | None = None
+    timings: dict[str, Any] = {}
+    with urllib.request.urlopen(request, timeout=300) as response:
+        for raw in response:
+            line = raw.decode().strip()
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            data = json.loads(line[6:])
+            if first is None and any(c["delta"].get("content") for c in data.get("choices", ())):
+                first = time.monotonic() - started
+            timings = data.get("timings", timings)
+    return (first if first is not None else time.monotonic() - started), timings
+
+
+async def _turns(local: LocalLLM, assistant: ModuleType) -> tuple[list[float], str]:
+    """The assistant's pipeline, text in; each turn's TurnMetrics.total_ms."""
+    monkey = console.ANSWER_WAIT
+    console.ANSWER_WAIT = 120.0  # a loaded box: never cut a slow turn short
+    metrics: list[float] = []
+
+    def on_pipeline(call: Any, pipeline: VoicePipeline) -> None:
+        pipeline.on_event(
+            lambda e: (
+                metrics.append(e.total_ms)
+                if isinstance(e, TurnMetrics) and e.total_ms is not None
+                else None
+            )
+        )
+
+    app = assistant.build_assistant(
+        agent=local,
+        write=lambda line: None,
+        greeting=None,
+        on_pipeline=on_pipeline,
+        app_name=f"bench-llm-{uuid.uuid4().hex[:6]}",
+        instance_id="bench",
+        spool_dir=f"/tmp/voxtra-bench-llm-{os.getpid()}",
+        ari_url="http://asterisk.invalid:8088",
+    )
+
+    async def lines():  # type: ignore[no-untyped-def]
+        for q in QUESTIONS:
+            yield q
+
+    out = io.StringIO()
+    try:
+        await console.run_console(app, extension="100", lines=lines(), out=out)
+    finally:
+        console.ANSWER_WAIT = monkey
+    return metrics, out.getvalue()
+
+
+async def run(threads: int) -> dict[str, Any]:
+    assistant = _load_assistant()
+    tools = [tool_spec(t).spec for t in (assistant.get_weather, assistant.transfer_to_person)]
+    local = LocalLLM(threads=threads)
+    local.prepare()
+    await local.start(system_prompt=assistant.SYSTEM_PROMPT, tools=tools)
+    server = local.server
+    pid = server.pid()
+    assert pid is not None
+    try:
+        url = f"{server.url}/v1/chat/completions"
+        question = [ChatMessage("system", assistant.SYSTEM_PROMPT), ChatMessage("user", "")]
+        fresh_s: list[float] = []
+        cached_s: list[float] = []
+        rates: list[float] = []
+        per_cpu: list[float] = []
+        for q in QUESTIONS[:3]:
+            question[1] = ChatMessage("user", q)
+            body = local.llm.json_request(question, tools)
+            # Fresh: a nonce at the very start, so no cached prefix applies.
+            cold = json.loads(json.dumps(body))
+            cold["messages"][0]["content"] = (
+                f"[{uuid.uuid4().hex}] " + cold["messages"][0]["content"]
+            )
+            first, _ = await asyncio.to_thread(_post, url, cold)
+            fresh_s.append(first)
+            # Cached: the warm head again (the fresh request evicted it: warm it back).
+            await local.llm.warm_up(assistant.SYSTEM_PROMPT, tools)
+            cpu0 = _cpu_seconds(pid)
+            first, timings = await asyncio.to_thread(_post, url, body)
+            cpu = _cpu_seconds(pid) - cpu0
+            cached_s.append(first)
+            if timings.get("predicted_per_second"):
+                rates.append(float(timings["predicted_per_second"]))
+                if cpu > 0:
+                    per_cpu.append(int(timings.get("predicted_n", 0)) / cpu)
+        await local.llm.warm_up(assistant.SYSTEM_PROMPT, tools)
+        cpu0 = _cpu_seconds(pid)
+        wall0 = time.monotonic()
+        turns, transcript = await _turns(local, assistant)
+        turn_cpu = _cpu_seconds(pid) - cpu0
+        turn_wall = time.monotonic() - wall0
+    finally:
+        await local.aclose()
+    ordered = sorted(turns)
+    figures: dict[str, Any] = {
+        "threads": threads,
+        "load_s": server.load_seconds,
+        "warm_up_s": local.warm_seconds,
+        "first_token_fresh_s": statistics.median(fresh_s),
+        "first_token_cached_s": statistics.median(cached_s),
+        "cache_speedup": statistics.median(fresh_s) / max(statistics.median(cached_s), 1e-6),
+        "tokens_per_s": statistics.median(rates) if rates else None,
+        "tokens_per_cpu_s": statistics.median(per_cpu) if per_cpu else None,
+        "turns": len(ordered),
+        "turn_p50_ms": statistics.median(ordered) if ordered else None,
+        "turn_p95_ms": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        if ordered
+        else None,
+        "turn_ms": [round(t) for t in turns],
+        "server_cpu_s_during_turns": turn_cpu,
+        "wall_s_during_turns": turn_wall,
+        "load_average": os.getloadavg()[0],
+        "transcript": transcript,
+    }
+    return figures
+
+
+def _verdict(name: str, value: float | None) -> str:
+    if name not in TARGETS or value is None:
+        return ""
+    op, target = TARGETS[name]
+    ok = value <= target if op == "<=" else value >= target
+    return f"(target {op} {target:g}: {'MET' if ok else 'NOT MET'})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="llama-server -t/-tb (1)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    figures = asyncio.run(run(args.threads))
+    if args.json:
+        print(json.dumps({k: v for k, v in figures.items() if k != "transcript"}, indent=2))
+        return 0
+    print(figures["transcript"])
+    print(f"local LLM, {args.threads} thread(s), load average {figures['load_average']:.1f}:")
+    for name, unit in (
+        ("load_s", "s"),
+        ("warm_up_s", "s"),
+        ("first_token_fresh_s", "s"),
+        ("first_token_cached_s", "s"),
+        ("cache_speedup", "x"),
+        ("tokens_per_s", "tokens/s"),
+        ("tokens_per_cpu_s", "tokens per server CPU-second"),
+        ("turn_p50_ms", "ms"),
+        ("turn_p95_ms", "ms"),
+    ):
+        value = figures[name]
+        shown = "-" if value is None else f"{value:.2f}"
+        print(f"  {name:22} {shown:>9} {unit:30} {_verdict(name, value)}")
+    print(f"  turns (ms): {figures['turn_ms']}")
+    print(
+        f"  server CPU during the turns: {figures['server_cpu_s_during_turns']:.1f} s "
+        f"of {figures['wall_s_during_turns']:.1f} s wall"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
