@@ -26,18 +26,7 @@ from voxtra.media.transport import MediaTransport
 from voxtra.recording.app_recordings import RecordingResult
 from voxtra.recording.sinks import RecordingSink
 
-__all__ = ["CallControl", "Playing"]
-
-
-class Playing(Protocol):
-    """A sound playing to the call (``Playback`` on Asterisk)."""
-
-    @property
-    def done(self) -> bool: ...
-
-    async def wait(self, timeout: float | None = None) -> None: ...
-
-    async def stop(self) -> None: ...
+__all__ = ["CallControl"]
 
 
 class CallControl(Protocol):
@@ -57,7 +46,7 @@ class CallControl(Protocol):
         """Send the hang-up to the telephony system (the context did the bookkeeping)."""
 
     async def play(self, names: Sequence[str], *, lang: str | None) -> Any:
-        """Start playing sounds back to back; a :class:`Playing` handle."""
+        """Start playing sounds back to back; a handle (a ``Playback`` on Asterisk)."""
 
     async def media(self) -> MediaTransport:
         """The call's media transport (audio in and out), attached on first use."""

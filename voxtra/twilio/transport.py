@@ -103,7 +103,8 @@ class TwilioMediaTransport(MediaTransport):
         if not frames.isdigit() or generation != f"v{self._generation}":
             return  # echoed by a clear (earlier generation), or not ours
         self.marks_received += 1
-        self._confirmed = max(self._confirmed, int(frames))
+        # Never past what was sent (a stray or replayed mark must not make queued_ms < 0).
+        self._confirmed = max(self._confirmed, min(int(frames), self._sent))
 
     def dtmf(self, digit: str) -> None:
         self._emit(DtmfEvent(digit))

@@ -1,0 +1,150 @@
+"""The Media Streams messages, from bytes (sans I/O), in the shapes of Twilio's
+documentation; and what the transport makes of marks and clears."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import pytest
+
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.media.pacer import Ticker
+from voxtra.twilio.protocol import (
+    Connected,
+    Dtmf,
+    Mark,
+    MediaChunk,
+    Start,
+    Stop,
+    TwilioProtocolError,
+    Unknown,
+    clear_message,
+    mark_message,
+    media_message,
+    parse_message,
+)
+from voxtra.twilio.transport import TwilioMediaTransport
+
+START = {
+    "event": "start",
+    "sequenceNumber": "1",
+    "start": {
+        "accountSid": "AC1",
+        "streamSid": "MZ1",
+        "callSid": "CA1",
+        "tracks": ["inbound"],
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        "customParameters": {"From": "+15550199", "To": "+15550100"},
+    },
+    "streamSid": "MZ1",
+}
+
+
+def test_messages_from_twilio_parse() -> None:
+    assert parse_message('{"event": "connected", "protocol": "Call", "version": "1.0.0"}') == (
+        Connected("Call", "1.0.0")
+    )
+    start = parse_message(json.dumps(START))
+    assert isinstance(start, Start)
+    assert (start.stream_sid, start.call_sid, start.sample_rate) == ("MZ1", "CA1", 8000)
+    assert start.custom_parameters == {"From": "+15550199", "To": "+15550100"}
+    media = {
+        "event": "media",
+        "sequenceNumber": "3",
+        "media": {"track": "inbound", "chunk": "1", "timestamp": "5", "payload": "/38="},
+        "streamSid": "MZ1",
+    }
+    assert parse_message(json.dumps(media)) == MediaChunk(b"\xff\x7f", "inbound", 1, 5)
+    dtmf = {"event": "dtmf", "streamSid": "MZ1", "dtmf": {"track": "inbound_track", "digit": "5"}}
+    assert parse_message(json.dumps(dtmf)) == Dtmf("5")
+    mark = {"event": "mark", "streamSid": "MZ1", "mark": {"name": "v0:3"}}
+    assert parse_message(json.dumps(mark)) == Mark("v0:3")
+    stop = {"event": "stop", "streamSid": "MZ1", "stop": {"accountSid": "AC1", "callSid": "CA1"}}
+    assert parse_message(json.dumps(stop)) == Stop("CA1")
+    assert isinstance(parse_message('{"event": "later"}'), Unknown)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        "[1]",
+        '{"event": "media"}',
+        '{"event": "media", "media": {"payload": "***"}}',
+        '{"event": "start", "start": {"streamSid": "MZ1"}}',
+    ],
+)
+def test_malformed_messages_raise(text: str) -> None:
+    with pytest.raises(TwilioProtocolError):
+        parse_message(text)
+
+
+def test_messages_to_twilio() -> None:
+    assert json.loads(media_message("MZ1", b"\xff")) == {
+        "event": "media",
+        "streamSid": "MZ1",
+        "media": {"payload": "/w=="},
+    }
+    assert json.loads(mark_message("MZ1", "v0:3")) == {
+        "event": "mark",
+        "streamSid": "MZ1",
+        "mark": {"name": "v0:3"},
+    }
+    assert json.loads(clear_message("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
+
+
+async def test_marks_of_an_earlier_generation_do_not_count() -> None:
+    sent: list[dict[str, object]] = []
+
+    async def send(text: str) -> None:
+        sent.append(json.loads(text))
+
+    async def close() -> None:
+        return None
+
+    ticker = Ticker()
+    transport = TwilioMediaTransport("MZ1", send, close, ticker)
+    try:
+        transport.feed(b"\x01" * 250)  # one whole frame and a part
+        transport.feed(b"\x01" * 70)
+        frames = [f async for f in _take(transport, 2)]
+        assert [len(f.data) for f in frames] == [160, 160]
+        transport.marked("v0:9")  # more than was sent: a stray mark
+        assert transport.played_ms == 0
+        await transport.send(AudioChunk(b"\x10" * 160 * 20, 8000, Codec.ULAW))
+        await _until(lambda: _count(sent, "media") >= 12)
+        transport.marked("v0:9")
+        assert transport.played_ms == 180
+        await transport.flush()
+        transport.marked("v0:12")  # echoed because of the clear: never played
+        assert transport.played_ms == 180 and transport.queued_ms == 0
+        await transport.send(AudioChunk(b"\x10" * 160 * 5, 8000, Codec.ULAW))
+        await _until(lambda: _count(sent, "media") >= 14)
+        transport.marked("v1:10")
+        assert transport.played_ms == 200
+        await asyncio.sleep(0.05)
+        assert {"event": "clear", "streamSid": "MZ1"} in sent
+    finally:
+        await transport.close()
+        await ticker.aclose()
+
+
+def _count(sent: list[dict[str, object]], event: str) -> int:
+    return sum(1 for message in sent if message["event"] == event)
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    async with asyncio.timeout(5):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def _take(transport: TwilioMediaTransport, n: int):  # type: ignore[no-untyped-def]
+    got = 0
+    async for frame in transport.frames():
+        yield frame
+        got += 1
+        if got == n:
+            return
