@@ -30,7 +30,10 @@ Where Gemini Live differs from OpenAI Realtime, and what the engine does about i
   service restores its own conversation, and only what the engine's history gained
   since that handle goes as ``clientContent`` turns. A refused handle (expired, unknown)
   falls back to a new session with the whole history (as heard) as ``clientContent``;
-  so does ``session_resumption=False``.
+  so does ``session_resumption=False``. When the service announces it will close the
+  connection (``goAway``: it ends every connection after some minutes), the engine
+  moves to a new session with the handle at the next quiet moment (no answer, no
+  caller speech, no tool running; at once if it is quiet), before the service cuts it.
 """
 
 from __future__ import annotations
@@ -127,6 +130,8 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         """The service's last resumable session handle (a reconnect resumes it)."""
         self._handle_mark: ChatMessage | None = None
         """The last history message the handle's session holds (None: from the start)."""
+        self._going_away = False
+        """The service announced the end of this connection: move at a quiet moment."""
 
     # -- the connection
 
@@ -183,6 +188,7 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
             await self._open_session(None)
         self._stream = None
         self._model = None
+        self._going_away = False
         turns = self._turns(since if handle is not None and since is not None else None)
         if turns:
             try:
@@ -377,4 +383,12 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
             history = self.agent.history
             self._handle_mark = history[-1] if history else None
         if message.go_away is not None:
-            logger.info("call %s: %s: the service will close the session", self.call_id, self.name)
+            logger.info(
+                "call %s: %s: the service will close the session in %s",
+                self.call_id,
+                self.name,
+                message.go_away.time_left,
+            )
+            self._going_away = True
+        if self._going_away and self.resume_handle is not None and self._quiet():
+            await self._renew()

@@ -481,6 +481,28 @@ class SpeechToSpeechEngine:
             messages.pop(0)
         return messages
 
+    def _quiet(self) -> bool:
+        """No answer in flight, the caller not speaking, no tool running: a moment where
+        moving to a new session loses nothing."""
+        return (
+            self._active is None
+            and not self._in_speech
+            and not any(t.get_name().startswith("tool-") for t in self._tasks)
+        )
+
+    async def _renew(self) -> None:
+        """Move to a new session now, at the service's request (it is about to close
+        this one): no error event; if that fails, as for a lost connection."""
+        logger.info("call %s: %s: moving to a new session", self.call_id, self.name)
+        self._ready.clear()
+        with contextlib.suppress(Exception):
+            await self._close()
+        self._end_responses()
+        try:
+            await self._connect()
+        except ProviderError as exc:
+            await self._reconnect(exc)
+
     async def _reconnect(self, exc: BaseException) -> None:
         message = f"connection lost: {describe(exc)}"
         self._report(message)

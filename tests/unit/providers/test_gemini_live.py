@@ -205,6 +205,32 @@ async def test_a_refused_handle_falls_back_to_a_new_session_with_the_history() -
     assert len([e for e in events if isinstance(e, ProviderErrorEvent)]) == 1
 
 
+async def test_go_away_moves_to_a_resumed_session_before_the_service_cuts_it() -> None:
+    async with FakeGeminiLive(KEY, transcripts=["my name is ann"]) as fake:
+        engine = engine_for(fake)
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        async with engine.attach(media, clock=media.clock):
+            await engine.say("Hello.")
+            speak(media)
+            assert (await engine.listen(timeout=5)) is not None
+            await until(lambda: len(fake.connections[0].handles) == 3)
+            await fake.go_away()
+            await fake.wait_connections(2)
+            await until(lambda: fake.connections[0].closed)  # closed by the engine
+            again = await engine.say("Still here.")
+        first, second = fake.connections
+    assert again.heard_text == "Still here."
+    assert second.resumed_from == first.handles[-1]
+    assert not [e for e in events if isinstance(e, ProviderErrorEvent)]  # nothing lost
+    assert [(m.role, m.content) for m in engine.history] == [
+        ("assistant", "Hello."),
+        ("user", "my name is ann"),
+        ("assistant", "Still here."),
+    ]
+
+
 async def until_handles_forgotten(fake: FakeGeminiLive) -> None:
     """The service forgets every handle it issues (as if each had expired)."""
 

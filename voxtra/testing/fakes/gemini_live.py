@@ -171,6 +171,13 @@ class FakeGeminiLive(SpeechServiceFake[GeminiConnection]):
     def base_url(self) -> str:
         return self.url
 
+    async def go_away(self, time_left: str = "10s") -> None:
+        """Announce on every live connection that the service will close it
+        (``goAway``, as the service does some minutes into a connection)."""
+        for session in list(self._live):
+            assert isinstance(session, _Session)
+            await session.send({"goAway": {"timeLeft": time_left}})
+
     async def _live_socket(self, request: web.Request) -> web.StreamResponse:
         if request.headers.get("x-goog-api-key") != self.api_key:
             return web.json_response(
