@@ -70,7 +70,10 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
     service VAD's settings (``automatic_activity_detection``: ``silence_duration_ms``,
     ``prefix_padding_ms``, sensitivities). ``config``: further ``LiveConnectConfig``
     fields. ``base_url`` / ``ssl_context``: where the SDK connects (a gateway, or
-    ``FakeGeminiLive`` with its ``client_ssl_context``).
+    ``FakeGeminiLive`` with its ``client_ssl_context``). ``session_resumption``: resume
+    the service's session after a dropped or ended connection (see the module doc).
+    ``context_compression``: the service's sliding context window, so a call is not cut
+    when the session reaches its token limit.
     """
 
     name = "gemini-live"
@@ -89,6 +92,7 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         base_url: str | None = None,
         ssl_context: Any = None,
         session_resumption: bool = True,
+        context_compression: bool = True,
         system_prompt: str | None = None,
         tools: Iterable[ToolFunc | Tool] = (),
         **options: Any,
@@ -107,6 +111,7 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         self.activity_detection = dict(activity_detection or {})
         self.config_options = dict(config or {})
         self.session_resumption = session_resumption
+        self.context_compression = context_compression
         http: dict[str, Any] = {}
         if base_url is not None:
             http["base_url"] = base_url
@@ -165,6 +170,11 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
             ]
         if self.session_resumption:
             config["session_resumption"] = {"handle": handle}
+        if self.context_compression:
+            # Without it the service ends an audio session after about 15 minutes (its
+            # token limit, per the Live API's session guide); the sliding window drops
+            # the oldest turns instead, so a long call goes on.
+            config["context_window_compression"] = {"sliding_window": {}}
         config.update(self.config_options)
         return config
 

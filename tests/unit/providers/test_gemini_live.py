@@ -169,6 +169,7 @@ async def test_a_dropped_session_is_resumed_with_its_handle() -> None:
         events = await drop_after_a_turn(fake, engine)
         first, second = fake.connections
     assert first.setup["sessionResumption"] == {}
+    assert first.setup["contextWindowCompression"] == {"slidingWindow": {}}
     assert second.setup["sessionResumption"] == {"handle": first.handles[-1]}
     assert second.resumed_from == first.handles[-1]
     # the service's conversation goes on from where it was: nothing restored by hand

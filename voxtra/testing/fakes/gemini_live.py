@@ -23,8 +23,9 @@ Session resumption: a ``setup`` with ``sessionResumption`` gets a
 ``sessionResumptionUpdate`` (``newHandle``, ``resumable``) after ``setupComplete`` and
 after each completed turn; a later ``setup`` carrying one of those handles resumes that
 conversation (``GeminiConnection.resumed_from``, its ``turns`` start with the old ones).
-An unknown handle closes the socket with code 1008 (the fake's choice: the reference
-does not say how the service refuses one).
+An unknown handle closes the socket with code 1007 "Invalid session handle" (what the
+SDK reports from the service for one, as users have seen it: the reference does not
+document it).
 """
 
 from __future__ import annotations
@@ -242,7 +243,7 @@ class _Session(WebSocketSession):
         if handle:
             turns = self.fake.handles.get(str(handle))
             if turns is None:
-                await self.ws.close(code=1008, message=b"Session resumption handle not found")
+                await self.ws.close(code=1007, message=b"Invalid session handle")
                 return False
             self.conn.resumed_from = str(handle)
             self.conn.turns = list(turns)
