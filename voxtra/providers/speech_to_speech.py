@@ -482,10 +482,11 @@ class SpeechToSpeechEngine:
         return messages
 
     def _quiet(self) -> bool:
-        """No answer in flight, the caller not speaking, no tool running: a moment where
-        moving to a new session loses nothing."""
+        """No answer in flight or asked for, the caller not speaking, no tool running: a
+        moment where moving to a new session loses nothing."""
         return (
             self._active is None
+            and not self._waiters
             and not self._in_speech
             and not any(t.get_name().startswith("tool-") for t in self._tasks)
         )
