@@ -273,6 +273,23 @@ def _first_stage_error(group: BaseExceptionGroup[Any]) -> _StageError:
     return leaf
 
 
+def _call_ended(group: BaseExceptionGroup[Any]) -> CallEnded | None:
+    """The first ``CallEnded`` among a task group's exceptions, if the others (if any)
+    are provider failures, which no longer matter once the call is over.
+
+    A transport raises it from ``send`` once the call's media is closed, which can
+    come before the input side sees ``frames()`` end (bench/agent_density.py hit it at
+    hang-up); callers catch ``CallEnded``, not a task group's ``ExceptionGroup``.
+    Anything else in the group (a bug) is not hidden: None, and the group goes on."""
+    matched, rest = group.split(CallEnded)
+    if rest is not None and rest.split(_StageError)[1] is not None:
+        return None
+    leaf: BaseException | None = matched
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf if isinstance(leaf, CallEnded) else None
+
+
 async def _closing(source: AsyncIterator[T]) -> AsyncGenerator[T, None]:
     """Iterate a provider's stream and always close it, so cancelling stops the provider."""
     try:
@@ -798,7 +815,10 @@ class VoicePipeline:
             if start < paused:
                 chunk = _trim_front(chunk, paused - start)
             if chunk.data:
-                await media.send(chunk)
+                try:
+                    await media.send(chunk)
+                except CallEnded:
+                    return  # hung up while paused: nothing left to resume
                 end = media.played_ms + media.queued_ms
                 out.sent.append((end - chunk.duration_ms, end, chunk))
                 self._note_levels(chunk, end)
@@ -1210,6 +1230,10 @@ class VoicePipeline:
                         await body(out)
                         await self._wait_playout(out, media)
                         tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                if _call_ended(group) is None:
+                    raise
+                out.call_ended = True  # the media closed under a send: same as a hang-up
             finally:
                 self._output = None
         if out.call_ended and not out.interrupted:
@@ -1299,6 +1323,11 @@ class VoicePipeline:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(produce)
                 tg.start_soon(consume)
+        except BaseExceptionGroup as group:
+            ended = _call_ended(group)
+            if ended is None:
+                raise
+            raise ended from None  # not a provider failure: no fallback to speak
         finally:
             self._sentences = None
 
