@@ -100,6 +100,7 @@ class LocalLLM:
             model=spec.filename,
             base_url=self.server.base_url,
             tool_mode="json",
+            json_guide="prefill",
             max_tokens=max_tokens,
             temperature=temperature,
             timeout=120.0,

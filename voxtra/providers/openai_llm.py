@@ -79,6 +79,10 @@ def to_openai_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
 
 
 ToolMode = Literal["native", "json"]
+JsonGuide = Literal["schema", "prefill"]
+
+_PREFILL = '{"action": "'
+_PREFILL_SAY = '{"action": "say", "text": "'
 
 
 def json_tool_instructions(tools: Sequence[ToolSpec]) -> str:
@@ -231,10 +235,21 @@ class _ReplyParser:
         self._emitted += i
         return "".join(out)
 
-    def result(self) -> dict[str, Any]:
-        """The whole reply, parsed (after the stream ended)."""
+    def complete(self) -> bool:
+        """Whether the buffer already holds one whole JSON object (what follows it, if
+        the model goes on unconstrained, is not wanted)."""
+        if self.plain or not self.buffer.rstrip().endswith("}"):
+            return False
         try:
-            reply = json.loads(self.buffer)
+            self.result()
+        except ValueError:
+            return False
+        return True
+
+    def result(self) -> dict[str, Any]:
+        """The reply's first JSON object, parsed."""
+        try:
+            reply, _ = json.JSONDecoder().raw_decode(self.buffer.lstrip())
         except ValueError as exc:
             raise ValueError(
                 f"the reply is not one JSON object: {exc}: {self.buffer[:200]!r}"
@@ -250,7 +265,16 @@ class OpenAILLM:
 
     ``tool_mode``: ``"native"`` (the API's ``tools``, the default) or ``"json"`` (a
     ``response_format`` JSON schema, for models without native tool calls; see the
-    module's docstring). Choose per model."""
+    module's docstring). Choose per model.
+
+    ``json_guide`` (json mode): ``"schema"`` constrains the reply with the
+    ``response_format`` schema (any server that supports it); ``"prefill"`` sends no
+    schema and starts the reply itself (a last assistant message ``{"action": "``,
+    or ``{"action": "say", "text": "`` after a tool result), which llama.cpp's server
+    continues. Measured on Qwen2.5-Coder-1.5B, 6 phone questions: the same actions and
+    arguments both ways, 0.5-1.0 s less per request with ``prefill`` (1.35 -> 0.59 s,
+    2.05 -> 1.03 s: the schema's grammar costs per request and per token). A reply
+    that is not valid JSON is a ``ProviderError``, as in schema mode."""
 
     name = "openai"
 
@@ -263,6 +287,7 @@ class OpenAILLM:
         max_retries: int = 0,
         timeout: float = 30.0,
         tool_mode: ToolMode = "native",
+        json_guide: JsonGuide = "schema",
         **options: Any,
     ) -> None:
         try:
@@ -275,7 +300,12 @@ class OpenAILLM:
             raise ConfigError(f"OpenAILLM: tool_mode must be 'native' or 'json', not {tool_mode!r}")
         self.model = model
         self.base_url = base_url
+        if json_guide not in ("schema", "prefill"):
+            raise ConfigError(
+                f"OpenAILLM: json_guide must be 'schema' or 'prefill', not {json_guide!r}"
+            )
         self.tool_mode: ToolMode = tool_mode
+        self.json_guide: JsonGuide = json_guide
         self.options = options
         self._client = AsyncOpenAI(
             api_key=secret_value(api_key),
@@ -331,18 +361,23 @@ class OpenAILLM:
     ) -> dict[str, Any]:
         """The chat completions request body of json mode (not streamed)."""
         say_only = bool(messages) and messages[-1].role == "tool"
-        return {
+        request: dict[str, Any] = {
             "model": self.model,
             "messages": _json_messages(messages, tools),
-            "response_format": {
+            **self.options,
+        }
+        if self.json_guide == "prefill":
+            prefix = _PREFILL_SAY if say_only else _PREFILL
+            request["messages"].append({"role": "assistant", "content": prefix})
+        else:
+            request["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {
                     "name": "voxtra_reply",
                     "schema": json_tool_schema(tools, say_only=say_only),
                 },
-            },
-            **self.options,
-        }
+            }
+        return request
 
     async def warm_up(
         self, system_prompt: str | None = None, tools: Sequence[ToolSpec] = ()
@@ -363,6 +398,8 @@ class OpenAILLM:
                 request["tools"] = to_openai_tools(tools)
         request["max_tokens"] = 1
         request.pop("response_format", None)  # a grammar is not part of the prompt
+        if request["messages"] and request["messages"][-1]["role"] == "assistant":
+            request["messages"].pop()  # nor is a reply's prefill
         if not request["messages"]:
             return
         try:
@@ -379,6 +416,8 @@ class OpenAILLM:
         except Exception as exc:
             raise ProviderError(self.name, _describe(exc)) from exc
         parser = _ReplyParser()
+        if self.json_guide == "prefill":
+            parser.feed(request["messages"][-1]["content"])  # the server continues it
         try:
             async for chunk in stream:
                 for choice in chunk.choices:
@@ -386,6 +425,8 @@ class OpenAILLM:
                         text = parser.feed(choice.delta.content)
                         if text:
                             yield LLMChunk(text=text)
+                if self.json_guide == "prefill" and parser.complete():
+                    break  # unconstrained, a model may go on after the object: stop it
         except Exception as exc:
             raise ProviderError(self.name, f"stream failed: {_describe(exc)}") from exc
         finally:

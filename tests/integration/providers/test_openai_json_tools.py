@@ -146,3 +146,37 @@ async def test_warm_up_sends_the_same_system_message_for_one_token() -> None:
 def test_tool_mode_is_checked() -> None:
     with pytest.raises(ConfigError, match="tool_mode"):
         OpenAILLM("k", tool_mode="xml")  # type: ignore[arg-type]
+
+
+async def test_prefill_guide_continues_the_reply_and_stops_at_the_object() -> None:
+    """``json_guide="prefill"``: no schema; the request ends with the reply's start, the
+    server streams only the continuation; what a model adds after the object is ignored."""
+    call = 'get_weather", "arguments": {"city": "Oslo"}}'
+    answer = 'It is snowing in Oslo." }'
+    replies = [
+        OpenAIReply(text="x"),  # the warm-up's one token
+        OpenAIReply(pieces=[*cut(call, 4, 16, 30), "\nAnd then", " more."]),
+        OpenAIReply(pieces=cut(answer, 3, 11)),
+    ]
+    async with FakeOpenAI("k", replies) as f:
+        llm = OpenAILLM("k", base_url=f.base_url, tool_mode="json", json_guide="prefill")
+        agent = Agent(llm, system_prompt=SYSTEM)
+
+        def get_weather(city: str) -> str:
+            """Today's weather in a city."""
+            return "snow"
+
+        agent.add_tool(get_weather)
+        await llm.warm_up(SYSTEM, agent.tool_specs)
+        reply = await agent.respond_with_tools("will it snow in Oslo")
+    assert reply.text == "It is snowing in Oslo."
+    warm, first, second = f.requests
+    assert warm["messages"] == first["messages"][:1]  # the same head, no prefill in it
+    assert "response_format" not in first and "response_format" not in second
+    assert first["messages"][-1] == {"role": "assistant", "content": '{"action": "'}
+    assert second["messages"][-1] == {"role": "assistant", "content": '{"action": "say", "text": "'}
+    assert second["messages"][-3]["content"] == json.dumps(
+        {"action": "get_weather", "arguments": {"city": "Oslo"}}
+    )
+    with pytest.raises(ConfigError, match="json_guide"):
+        OpenAILLM("k", tool_mode="json", json_guide="grammar")  # type: ignore[arg-type]
