@@ -43,7 +43,13 @@ from typing import Any
 from voxtra import CallSession
 from voxtra.app import VoxtraApp
 from voxtra.media.frames import AudioChunk
-from voxtra.pipeline import BargeInEvent, PipelineEvent, TurnMetrics, VoicePipeline
+from voxtra.pipeline import (
+    BargeInEvent,
+    PipelineEvent,
+    SpeechStartedEvent,
+    TurnMetrics,
+    VoicePipeline,
+)
 from voxtra.providers.base import LLM, STT, TTS, ChatMessage, LLMChunk, ToolSpec, Transcript
 from voxtra.testing import audio
 from voxtra.testing.audio import synthesize_wav
@@ -246,18 +252,33 @@ async def ask(call: SipCall, wav: Path) -> float:
     return t[-1]
 
 
+WALL_MINUS_MONOTONIC = time.time() - time.monotonic()
+"""The phone stamps its events with time.time(), the pipeline with time.monotonic()."""
+
+
+def speech_end_s(wav: Path) -> float:
+    """Where the last word of ``wav`` ends (s from its start)."""
+    samples, rate = audio.read_wav(wav)
+    segments = audio.active_segments(samples, rate)
+    return segments[-1][1] if segments else len(samples) / rate
+
+
 async def turn_call(
     app: VoxtraApp, phone: SipCaller, watch: Watch, wavs: list[Path], turns: int
-) -> list[tuple[TurnMetrics, float]]:
+) -> list[tuple[TurnMetrics, float, float | None]]:
+    """Per turn: its metrics, the time inside providers, and the end-of-turn delay on
+    the line (the caller's last word as the phone played it -> the pipeline's end of
+    turn, ms; the phone's sending and Asterisk's path included)."""
     session, call = await ring(app, phone)
     await asyncio.sleep(0.5)
     out = []
     for i, wav in zip(range(turns), itertools.cycle(wavs), strict=False):
-        await ask(call, wav)
+        onset = await ask(call, wav)
         await watch.until_turns(session.id, i + 1)
         m = watch.turns(session.id)[i]
         if m.speech_end is not None and m.first_frame_out is not None:
-            out.append((m, provider_ms((m.speech_end, m.first_frame_out))))
+            eot = (m.speech_end + WALL_MINUS_MONOTONIC - onset - speech_end_s(wav)) * 1000
+            out.append((m, provider_ms((m.speech_end, m.first_frame_out)), eot))
         await asyncio.sleep(0.3)
     await call.hangup()
     await call.wait_ended(10)
@@ -266,8 +287,11 @@ async def turn_call(
 
 async def barge_call(
     app: VoxtraApp, phone: SipCaller, watch: Watch, story: Path, interrupt: Path, times: int
-) -> list[float]:
-    """Per barge-in: caller onset -> end of agent audio in the phone's recording, ms."""
+) -> list[tuple[float, float | None]]:
+    """Per barge-in: caller onset -> end of agent audio in the phone's recording, ms, and
+    the part of it until the pipeline confirmed the onset (the phone's sending, Asterisk,
+    the RTP input, the VAD and the onset guard; the rest is the agent's audio already on
+    its way: the outbound queue, Asterisk, the phone's jitter buffer)."""
     session, call = await ring(app, phone)
     await asyncio.sleep(0.5)
     onsets: list[float] = []
@@ -285,11 +309,17 @@ async def barge_call(
     samples, rate = audio.read_wav(call.recording_path)
     barges = [e for e in watch.events[session.id] if isinstance(e, BargeInEvent)]
     out = []
+    starts = [
+        e.at + WALL_MINUS_MONOTONIC
+        for e in watch.events[session.id]
+        if isinstance(e, SpeechStartedEvent)
+    ]
     for onset in onsets:
         at = onset - call.recording_started_at
         stopped = audio.offset_after(samples, rate, at, hold_ms=800)
+        heard = [s for s in starts if onset - 0.05 <= s <= onset + 1.0]
         if stopped is not None:
-            out.append((stopped - at) * 1000)
+            out.append(((stopped - at) * 1000, (heard[0] - onset) * 1000 if heard else None))
     if len(barges) != len(onsets):
         print(f"  (call {session.id}: {len(barges)} barge-ins for {len(onsets)} interruptions)")
     return out
@@ -316,7 +346,8 @@ async def main(args: argparse.Namespace, work: Path) -> None:
                     for _ in range(args.calls)
                 )
             )
-            stops = [s for bs in barge for s in bs]
+            stops = [s for bs in barge for s, _ in bs]
+            confirmed = [c for bs in barge for _, c in bs if c is not None]
     finally:
         await app.stop()
 
@@ -331,16 +362,26 @@ async def main(args: argparse.Namespace, work: Path) -> None:
         )
 
     print()
-    total = [m.total_ms for m, _ in turns if m.total_ms is not None]
-    framework = [m.total_ms - p for m, p in turns if m.total_ms is not None]
+    total = [m.total_ms for m, _, _ in turns if m.total_ms is not None]
+    framework = [m.total_ms - p for m, p, _ in turns if m.total_ms is not None]
+    row(
+        "end of turn: caller's last word -> turn ended (ms)",
+        [e for _, _, e in turns if e is not None],
+        "target p50 <= 400",
+    )
     row("turn: end of speech -> first audio out (ms)", total)
-    row("  inside providers (ms)", [p for _, p in turns])
+    row("  inside providers (ms)", [p for _, p, _ in turns])
     row("  framework-added (ms)", framework, "target p95 <= 20")
-    row("  stt: end of speech -> final (ms)", [m.stt_ms for m, _ in turns if m.stt_ms])
-    row("  llm: final -> first token (ms)", [m.llm_ms for m, _ in turns if m.llm_ms])
-    row("  tts: first token -> first audio (ms)", [m.tts_ms for m, _ in turns if m.tts_ms])
-    row("  send: first audio -> transport (ms)", [m.send_ms or 0.0 for m, _ in turns])
+    row("  stt: end of speech -> final (ms)", [m.stt_ms for m, _, _ in turns if m.stt_ms])
+    row("  llm: final -> first token (ms)", [m.llm_ms for m, _, _ in turns if m.llm_ms])
+    row("  tts: first token -> first audio (ms)", [m.tts_ms for m, _, _ in turns if m.tts_ms])
+    row("  send: first audio -> transport (ms)", [m.send_ms or 0.0 for m, _, _ in turns])
     row("barge-in: caller onset -> agent silent (ms)", stops, "target <= 150")
+    row("  caller onset -> onset confirmed (ms)", confirmed)
+    row(
+        "  onset confirmed -> agent silent (ms)",
+        [s - c for bs in barge for s, c in bs if c is not None],
+    )
     print(f"\nrecordings and logs: {work}")
 
 

@@ -70,6 +70,11 @@ MIN_SPEECH_MS = 60.0
 target through a real phone (p95 149 ms); raise it on noisy lines."""
 END_SILENCE_MS = 600.0
 """Silence that ends the caller's turn (the same three places)."""
+MIN_PAUSE_MS = 200.0
+"""The shortest pause a finished-looking transcript ends the turn in (``end_now``).
+WhisperSTT starts decoding 100 ms into a pause so that its transcript is ready by then;
+the turn still ends no sooner than 200 ms into it, as when the decode began there
+(bench/turn_quality.py: no question cut short at 200 ms)."""
 
 
 BACKCHANNELS = frozenset(
@@ -215,6 +220,7 @@ class TurnDetector:
         echo_margin_db: float = 10.0,
         echo_decay: float = 0.05,
         echo_training_ms: float = 200.0,
+        min_pause_ms: float = MIN_PAUSE_MS,
     ) -> None:
         if min_speech_ms < 0 or end_silence_ms <= 0:
             raise ValueError("min_speech_ms must be >= 0 and end_silence_ms > 0")
@@ -224,6 +230,7 @@ class TurnDetector:
         self.echo_margin_db = echo_margin_db
         self.echo_decay = echo_decay
         self.echo_training_ms = echo_training_ms
+        self.min_pause_ms = min_pause_ms
         self._agent_ms = 0.0
         self.in_speech = False
         self.echo_db = _SILENCE_DB
@@ -251,7 +258,8 @@ class TurnDetector:
             self._end_ms = max(self._end_ms, silence_ms)
 
     def end_now(self) -> None:
-        """End the turn at the next silent frame (the transcript so far is finished)."""
+        """End the turn at the next silent frame (the transcript so far is finished),
+        or once the pause reaches ``min_pause_ms`` if it is shorter."""
         if self.in_speech and self._silence_ms > 0:
             self._end_now = True
 
@@ -326,7 +334,9 @@ class TurnDetector:
             self._end_now = False
             return None
         self._silence_ms += frame_ms
-        if self._silence_ms >= self._end_ms or self._end_now:
+        if self._silence_ms >= self._end_ms or (
+            self._end_now and self._silence_ms >= self.min_pause_ms
+        ):
             self.in_speech = False
             self._silence_ms = 0.0
             self._end_ms = self.end_silence_ms

@@ -19,7 +19,13 @@ transcript is ready, or nearly, when the turn ends. That decode is also passed o
 once as a partial transcript: the pipeline ends the turn on it when it looks finished,
 and holds the turn through the pause when it stops on a digit or "um". Measured in the
 demo call (2 cores, tiny.en): STT latency after the end of the turn 290-410 ms without
-it, a few ms with.
+it, a few ms with. It starts 100 ms into the pause (``early_decode_ms``; it was 200) so
+that the transcript is ready when the pipeline may end the turn (200 ms into the pause,
+``TurnDetector.min_pause_ms``): bench/turn_quality.py with the decode fixed at 115 ms,
+end-of-turn delay p50 327 -> 247 ms. The price is the pauses of 100-200 ms inside
+sentences, each a decode dropped: 115 early decodes instead of 69 over 103 s of the
+stt_offline set's speech (about 0.45 more a second of caller speech, ~115 ms of CPU
+each).
 
 The encoder reads a 10 s window (``window_s``), not Whisper's 30 s: the utterance's
 features zero-padded to 10 s, as faster-whisper pads them to 30. Measured on the 240
@@ -176,7 +182,7 @@ class WhisperSTT:
         workers: int = 1,
         cpu_threads: int = 1,
         max_utterance_s: float = 30.0,
-        early_decode_ms: float | None = 200.0,
+        early_decode_ms: float | None = 100.0,
         pause_db: float = 25.0,
         window_s: float | None = 10.0,
     ) -> None:

@@ -55,9 +55,11 @@ class PartialSTT:
         return self.s
 
 
-async def turn_ends(parts: list[tuple[int, str | None, int]], final: str) -> list[float]:
-    """The caller speaks each (ms of speech, partial given 300 ms into the following
-    pause or None, pause ms); the times the turn ended (SpeechEndedEvent)."""
+async def turn_ends(
+    parts: list[tuple[int, str | None, int]], final: str, partial_after_ms: int = 300
+) -> list[float]:
+    """The caller speaks each (ms of speech, partial given ``partial_after_ms`` into the
+    following pause or None, pause ms); the times the turn ended (SpeechEndedEvent)."""
     media = MemoryMediaIO()
     stt = PartialSTT()
     stt.s.final = final
@@ -68,7 +70,7 @@ async def turn_ends(parts: list[tuple[int, str | None, int]], final: str) -> lis
         for speech_ms, partial, pause_ms in parts:
             media.inject(tone_frames(speech_ms, level_db=-15))
             start = media.clock.now()
-            await media.clock.sleep(speech_ms / 1000 + 0.3)
+            await media.clock.sleep(speech_ms / 1000 + partial_after_ms / 1000)
             if partial is not None:
                 await stt.s.partial(partial)
             await media.clock.sleep(
@@ -141,5 +143,27 @@ def test_hold_and_end_now() -> None:
     det.feed(False, -70.0)
     det.hold(1000)
     assert all(det.feed(False, -70.0) is None for _ in range(40))  # 800 ms held
+    det.end_now()
+    assert isinstance(det.feed(False, -70.0), SpeechEndedEvent)
+
+
+async def test_an_early_partial_ends_the_turn_no_sooner_than_200_ms_into_the_pause() -> None:
+    """WhisperSTT decodes 100 ms into a pause so that its transcript is ready by 200 ms;
+    a partial that comes sooner still waits for 200 ms of pause (a shorter one is often
+    inside a sentence), and one that comes later ends the turn at once."""
+    ends = await turn_ends([(600, "When are you open?", 0)], "When are you open?", 40)
+    # 200 ms of silence: the frames stamped 0.60 .. 0.78 (the speech ended at 0.60)
+    assert len(ends) == 1 and 0.78 - 1e-6 <= ends[0] <= 0.78 + 0.02
+    det = TurnDetector(min_speech_ms=40, end_silence_ms=600)
+    for _ in range(5):
+        det.feed(True, -15.0)
+    det.feed(False, -70.0)
+    det.end_now()  # 20 ms into the pause
+    assert all(det.feed(False, -70.0) is None for _ in range(8))  # up to 180 ms
+    assert isinstance(det.feed(False, -70.0), SpeechEndedEvent)  # 200 ms
+    det = TurnDetector(min_speech_ms=40, end_silence_ms=600, min_pause_ms=0)
+    for _ in range(5):
+        det.feed(True, -15.0)
+    det.feed(False, -70.0)
     det.end_now()
     assert isinstance(det.feed(False, -70.0), SpeechEndedEvent)
