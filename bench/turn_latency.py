@@ -17,6 +17,10 @@ before a turn ends) and the network / Asterisk path to the phone.
 
     .venv/bin/python bench/turn_latency.py [--calls 3] [--turns 6] [--barge-ins 2]
 
+It also prints the end-of-turn delay on the line (the caller's last word, as the phone
+played it, -> the pipeline's end of turn) and splits the barge-in time at the moment
+the pipeline confirmed the caller's onset.
+
 Uses ``VOXTRA_ARI_URL`` (default: the sandbox at http://127.0.0.1:8088, which must be
 running: ``python -m voxtra.testing.asterisk up``).
 """
@@ -50,6 +54,7 @@ from voxtra.pipeline import (
     TurnMetrics,
     VoicePipeline,
 )
+from voxtra.pipeline.turn import MIN_SPEECH_MS
 from voxtra.providers.base import LLM, STT, TTS, ChatMessage, LLMChunk, ToolSpec, Transcript
 from voxtra.testing import audio
 from voxtra.testing.audio import synthesize_wav
@@ -391,7 +396,10 @@ if __name__ == "__main__":
     parser.add_argument("--turns", type=int, default=6, help="question turns per call")
     parser.add_argument("--barge-ins", type=int, default=2, help="barge-ins per call")
     parser.add_argument(
-        "--min-speech-ms", type=float, default=120.0, help="barge-in onset guard (default 120)"
+        "--min-speech-ms",
+        type=float,
+        default=MIN_SPEECH_MS,
+        help=f"barge-in onset guard (default {MIN_SPEECH_MS:.0f}, the pipeline's)",
     )
     workdir = Path(tempfile.mkdtemp(prefix="voxtra-bench-")).resolve()  # the phone reports
     asyncio.run(main(parser.parse_args(), workdir))  # resolved paths
