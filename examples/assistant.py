@@ -39,7 +39,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from voxtra import CallSession, VoiceConfig, VoxtraApp
@@ -84,15 +83,15 @@ HANDOFF_TARGET = "person@voxtra-test"
 """Where a hand-off goes: the sandbox dialplan's ``person`` (answers "hello?")."""
 
 
-@dataclass
 class _Desk:
     """One call as the hand-off tool sees it: the call, and when its turn is spoken."""
 
-    call: CallSession
-    target: str
-    pipeline: VoicePipeline | None = None
-    turn_done: asyncio.Event = field(default_factory=asyncio.Event)
-    handed_off: bool = False
+    def __init__(self, call: CallSession, target: str) -> None:
+        self.call = call
+        self.target = target
+        self.pipeline: VoicePipeline | None = None
+        self.turn_done = asyncio.Event()
+        self.handed_off = False
 
     def on_event(self, event: PipelineEvent) -> None:
         if isinstance(event, TurnMetrics):
