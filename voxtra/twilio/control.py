@@ -9,16 +9,18 @@ What Twilio does for a call on a Media Stream, and how:
   number, a ``sip:`` URI or ``client:name``); the stream ends and the call leaves the app;
 - record: REST, a recording of the call started and stopped (Twilio's recording API,
   both parties, one channel each), fetched and delivered through the app's recording
-  sinks like an Asterisk recording.
+  sinks like an Asterisk recording; ``record()`` ends on a key, a length or the hang-up.
 
 What it cannot do raises :class:`~voxtra.errors.NotSupported`: playing Asterisk sound
 files, sending DTMF (Media Streams carry no outbound DTMF), hold with music, mute,
-channel variables, ``record()`` with its key/silence endings, and every feature built
-on Asterisk's bridges and snoops (dial, connect, bridge_with, secure input, warm transfer).
+channel variables, ``record()``'s silence ending, beep and transcription, and every
+feature built on Asterisk's bridges and snoops (dial, connect, bridge_with, secure
+input, warm transfer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
@@ -29,9 +31,9 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 from voxtra.calls.context import CallContext
 from voxtra.calls.host import CallHost
 from voxtra.calls.state import CallEndReason
-from voxtra.errors import NotSupported, RecordingError
+from voxtra.errors import CallEnded, NotSupported, RecordingError
 from voxtra.media.transport import MediaTransport
-from voxtra.recording.app_recordings import RecordingResult
+from voxtra.recording.app_recordings import RecordingEndReason, RecordingResult
 from voxtra.recording.sinks import RecordingSink
 from voxtra.twilio.transport import TwilioMediaTransport
 
@@ -46,7 +48,6 @@ _HINTS = {
     "send_dtmf()": "a Media Stream cannot send DTMF to the caller",
     "hold()": "put the caller on hold with TwiML (<Play> or <Enqueue>) instead",
     "unhold()": "put the caller on hold with TwiML (<Play> or <Enqueue>) instead",
-    "record()": "use record_start() and record_stop() (Twilio's recording API)",
 }
 
 
@@ -203,11 +204,13 @@ class TwilioCallControl:
     async def _finish_at_end(self) -> None:
         await self._finish(stop=True)
 
-    async def _finish(self, stop: bool = True) -> str | None:
+    async def _finish(self, stop: bool = True, end_reason: str | None = None) -> str | None:
         sid, name = self.recording_sid, self.recording_name
         if sid is None or name is None:
             return None
         self.recording_sid = None
+        if end_reason is None:
+            end_reason = "stopped" if not self.context.ended else "hangup"
         if stop:
             with contextlib.suppress(Exception):  # a call already ended stopped it
                 await self.twilio.stop_recording(self.call_sid, sid)
@@ -217,7 +220,7 @@ class TwilioCallControl:
             name,
             self._recording_fmt,
             self._recording_sink,
-            end_reason="stopped" if not self.context.ended else "hangup",
+            end_reason=end_reason,
         )
         return name
 
@@ -233,7 +236,43 @@ class TwilioCallControl:
         beep: bool,
         transcribe: Any,
     ) -> RecordingResult:
-        raise self._unsupported("record()")
+        """Record until a key of ``finish_on_key``, ``max_length`` seconds or the
+        hang-up (Twilio's recording API; the keys come from the stream's DTMF)."""
+        for option, given in (("silence_timeout", silence_timeout), ("beep", beep)):
+            if given:
+                raise NotSupported(f"record({option}=...)", BACKEND)
+        if transcribe is not None:
+            raise NotSupported("record(transcribe=...)", BACKEND)
+        name = await self.record_start(
+            name,
+            fmt,
+            sink=sink,
+            beep=False,
+            max_duration=None,
+            max_silence=None,
+            finish_on_key=None,
+        )
+        context = self.context
+        reason: RecordingEndReason = "max_length"
+        key: str | None = None
+        loop = asyncio.get_running_loop()
+        deadline = None if max_length is None else loop.time() + max_length
+        try:
+            while True:
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    break
+                digit = await context.next_digit(left)
+                if digit is None:
+                    break  # max_length
+                if finish_on_key and digit in finish_on_key:
+                    reason, key = "finish_on_key", digit
+                    break
+        except CallEnded:
+            reason = "hangup"
+        # Stopped and delivered now (at the hang-up too: the teardown finds it done).
+        await self._finish(stop=True, end_reason=reason)
+        return RecordingResult(name, reason, key)
 
     async def hold(self, moh_class: str | None) -> None:
         raise self._unsupported("hold()")

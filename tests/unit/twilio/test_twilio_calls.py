@@ -274,3 +274,34 @@ async def test_a_twilio_only_app_runs_without_asterisk(twilio: FakeTwilio, tmp_p
     # Nothing but the start's questions reached the empty Asterisk.
     asked = {path for _, path in transport.requests}
     assert asked <= {"/asterisk/info", "/channels", "/bridges", "/applications/twilio-tests"}
+
+
+async def test_record_ends_on_a_key_or_the_hangup(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path, twilio)
+    results: list[Any] = []
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        with pytest.raises(NotSupported, match=r"record\(silence_timeout=...\)"):
+            await call.record(silence_timeout=3)
+        results.append(await call.record("by-key", finish_on_key="#", max_length=20))
+        results.append(await call.record("by-length", max_length=1))
+        results.append(await call.record("by-hangup", max_length=20))
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        phone = await twilio.call_in(rig.backend.voice_url)
+        await _until(lambda: len(twilio.recordings) == 1)
+        await phone.press("5#")
+        await _until(lambda: len(twilio.recordings) == 3, 10)
+        await phone.hangup()
+        await _until(lambda: len(results) == 3)
+        assert app.recordings is not None
+        metas = [await app.recordings.wait_delivered(r.name, timeout=10) for r in results]
+    assert [(r.name, r.reason, r.key) for r in results] == [
+        ("by-key", "finish_on_key", "#"),
+        ("by-length", "max_length", None),
+        ("by-hangup", "hangup", None),
+    ]
+    assert [m.end_reason for m in metas] == ["finish_on_key", "max_length", "hangup"]
