@@ -418,12 +418,14 @@ class OpenAILLM:
         parser = _ReplyParser()
         if self.json_guide == "prefill":
             parser.feed(request["messages"][-1]["content"])  # the server continues it
+        spoken = False
         try:
             async for chunk in stream:
                 for choice in chunk.choices:
                     if choice.delta.content:
                         text = parser.feed(choice.delta.content)
                         if text:
+                            spoken = spoken or bool(text.strip())
                             yield LLMChunk(text=text)
                 if self.json_guide == "prefill" and parser.complete():
                     break  # unconstrained, a model may go on after the object: stop it
@@ -432,6 +434,8 @@ class OpenAILLM:
         finally:
             await stream.close()
         if parser.plain or parser.action == "say":
+            if not spoken:  # an empty answer would be silence: the pipeline's fallback
+                raise ProviderError(self.name, "the model's answer has no text")
             return  # spoken as it came; a cut-off reply keeps what was said
         try:
             reply = parser.result()

@@ -122,6 +122,7 @@ async def test_plain_text_from_a_server_ignoring_the_schema_is_spoken() -> None:
     [
         ['{"action": "get_weather", "arguments": {"city": "Ber'],  # cut off
         ['{"action": "get_weather", "arguments": "Berlin"}'],  # not an object
+        ['{"action": "say", "text": " "}'],  # nothing to say: silence, never
     ],
 )
 async def test_a_broken_tool_reply_is_a_provider_error(pieces: list[str]) -> None:
