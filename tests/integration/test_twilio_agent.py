@@ -11,7 +11,7 @@ calls (hang-up, transfer, originate, recordings) go through the real ``twilio`` 
 to :class:`~voxtra.testing.fakes.twilio.FakeTwilio`. Asterisk is not involved: the
 app's ARI side is FakeAsterisk (no call ever touches it).
 
-Each test takes 5-10 s (31 s for the four, one run on a loaded 2-core box): the speech
+Each test takes 5-10 s (40 s for the five, one run on a loaded 2-core box): the speech
 is real time both ways, as on Asterisk, and Whisper loads once per app.
 """
 
@@ -178,6 +178,38 @@ async def test_barge_in_clears_twilio_and_trims_history(rig: Rig, wavs: dict[str
     assert story_start is not None
     # What the pipeline says was played (Twilio's marks) matches what the phone heard.
     assert barge[0].played_ms == pytest.approx((stopped - story_start) * 1000, abs=150)
+
+
+async def test_concurrent_calls_keep_separate_histories(rig: Rig, wavs: dict[str, Path]) -> None:
+    watch = rig.watch
+    one = await rig.twilio.call_in(rig.backend.voice_url, from_="+15550111")
+    two = await rig.twilio.call_in(rig.backend.voice_url, from_="+15550222")
+    a, b = one.call.sid, two.call.sid
+    await watch.until(lambda: {a, b} <= set(watch.pipelines))
+    await asyncio.sleep(0.5)
+    await asyncio.gather(ask(one, wavs["hours"]), ask(two, wavs["weather"]))
+    await watch.until(lambda: all(len(watch.of(c, TurnMetrics)) == 1 for c in (a, b)))
+    for sid in (a, b):
+        await watch.until(lambda sid=sid: not watch.pipelines[sid].speaking)  # type: ignore[misc]
+    history = {
+        sid: [(m.role, m.content) for m in watch.pipelines[sid].agent.history if m.role != "system"]
+        for sid in (a, b)
+    }
+    await asyncio.sleep(0.5)
+    await one.hangup()
+    await two.hangup()
+
+    assert [r for r, _ in history[a]] == ["user", "assistant"] and history[a][1][1] == HOURS
+    # the weather answer came through the tool: user, tool call, tool result, answer
+    assert [r for r, _ in history[b]] == ["user", "assistant", "tool", "assistant"]
+    assert "weather" in history[b][0][1].lower()
+    # Each phone heard its own answer only (the hours answer is the longer one).
+    assert _speech_seconds(one) > _speech_seconds(two) + 1.0
+
+
+def _speech_seconds(phone: TwilioPhone) -> float:
+    samples, rate = phone.heard_pcm()
+    return sum(end - start for start, end in audio.active_segments(samples, rate, min_gap_ms=800))
 
 
 async def test_dtmf_menu_then_transfer_by_dial_twiml(rig: Rig) -> None:
