@@ -310,7 +310,7 @@ async def test_barge_in_stops_agent_audio_and_trims_history(
     assert story_turn.interrupted and not next_turn.interrupted
 
     # History: the story message holds only the words played, the next turn follows.
-    messages = [(m.role, m.content) for m in pipeline.agent.history]
+    messages = [(m.role, m.content) for m in pipeline.agent.history if m.role != "system"]
     assert [r for r, _ in messages] == ["user", "assistant", "user", "assistant"]
     told = messages[1][1]
     assert told and told == barge[0].heard_text
@@ -406,8 +406,13 @@ async def test_concurrent_calls_keep_separate_histories(
         # recorder are behind that (a hangup right away cut the last words off).
         await asyncio.sleep(1.0)
         phone_stall = _longest_pause(await call_one.rx_samples())
-        history_one = [(m.role, m.content) for m in watch.pipelines[one.id].agent.history]
-        history_two = [(m.role, m.content) for m in watch.pipelines[two.id].agent.history]
+        # the conversation, without the assistant's system prompt (the same in both)
+        history_one = [
+            (m.role, m.content) for m in watch.pipelines[one.id].agent.history if m.role != "system"
+        ]
+        history_two = [
+            (m.role, m.content) for m in watch.pipelines[two.id].agent.history if m.role != "system"
+        ]
         for call in (call_one, call_two):
             await call.hangup()
             await call.wait_ended(10)
