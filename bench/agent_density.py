@@ -32,6 +32,17 @@ cumulative time).
     .venv/bin/python bench/agent_density.py [--window 20] [--start 25] [--max 800]
         [--json out.json]
     .venv/bin/python bench/agent_density.py --quick --json out.json   # N=5, 5 s
+
+``--engine openai-realtime`` runs the same calls on the speech-to-speech engine
+(``OpenAIRealtimeEngine`` per call against ``FakeOpenAIRealtime`` in the child process,
+from ``bench/realtime_agents.py``): the caller's audio streams to the service, whose
+VAD finds the turns; turn latency is then from its ``speech_stopped`` to the first
+answer audio handed to the transport.
+
+``--experiment`` puts back, in this process only, what an earlier tree did, to measure
+one change at a time in the same run: ``deflate`` (the Deepgram socket offers
+permessage-deflate), ``stt-frames`` (the STT is sent each 20 ms frame as its own
+message), ``tts-20ms`` (ElevenLabs audio cut into 20 ms pieces).
 """
 
 from __future__ import annotations
@@ -55,7 +66,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 import numpy as np
 
 from voxtra.media import g711
@@ -64,12 +74,13 @@ from voxtra.media.rtp import RtpSender
 from voxtra.media.rtp_endpoint import RtpEndpoint
 from voxtra.media.rtp_transport import RtpTransport
 from voxtra.pipeline import BargeInEvent, PipelineEvent, TurnMetrics, VoicePipeline
-from voxtra.pipeline import pipeline as _pipeline_module
 from voxtra.providers.deepgram_stt import DeepgramSTT
 from voxtra.providers.elevenlabs_tts import ElevenLabsTTS
 from voxtra.providers.openai_llm import OpenAILLM
 from voxtra.providers.webrtc_vad import WebRtcVAD
 from voxtra.testing.audio import read_wav, synthesize_wav
+
+ENGINES = ("pipeline", "openai-realtime")
 
 PHRASES = (
     "what are your opening hours",
@@ -250,15 +261,28 @@ async def run_step(
     conf: dict[str, Any],
     profile: cProfile.Profile | None = None,
 ) -> Step:
-    dg_url, oa_url, el_url = urls
     if os.environ.get("AGENT_DENSITY_SLOW_MS"):  # find what holds the loop (debug mode)
         lp = asyncio.get_running_loop()
         lp.set_debug(True)
         lp.slow_callback_duration = float(os.environ["AGENT_DENSITY_SLOW_MS"]) / 1000
-    stt = DeepgramSTT(KEY, base_url=dg_url)
-    llm = OpenAILLM(KEY, base_url=oa_url)
-    tts = ElevenLabsTTS(KEY, "bench-voice", base_url=el_url)
-    vad = WebRtcVAD()
+    experiments = conf.get("experiments", ())
+    realtime = conf.get("engine", "pipeline") != "pipeline"
+    if not realtime:
+        dg_url, oa_url, el_url = urls
+        stt = DeepgramSTT(
+            KEY,
+            base_url=dg_url,
+            compression="deflate" in experiments,
+            batch_ms=0.0 if "stt-frames" in experiments else 100.0,
+        )
+        llm = OpenAILLM(KEY, base_url=oa_url)
+        tts = ElevenLabsTTS(
+            KEY,
+            "bench-voice",
+            base_url=el_url,
+            chunk_bytes=160 if "tts-20ms" in experiments else None,
+        )
+        vad = WebRtcVAD()
     ticker = Ticker()
     endpoint = RtpEndpoint(ticker, "127.0.0.1")
     transports = [
@@ -290,17 +314,19 @@ async def run_step(
 
     async def call(tr: RtpTransport, i: int) -> None:
         nonlocal errors
-        p = VoicePipeline(
-            stt,
-            llm,
-            tts,
-            vad,
-            system_prompt="You answer callers of a shop, briefly.",
-            stt_timeout=conf["stt_timeout"],
-        )
-        p.on_event(events.append)
+        prompt = "You answer callers of a shop, briefly."
+        agent: Any
+        if realtime:
+            from realtime_agents import engine_for  # bench/ is on sys.path
+
+            agent = engine_for("openai", urls, system_prompt=prompt)  # type: ignore[arg-type]
+        else:
+            agent = VoicePipeline(
+                stt, llm, tts, vad, system_prompt=prompt, stt_timeout=conf["stt_timeout"]
+            )
+        agent.on_event(events.append)
         try:
-            await p.run(tr, call_id=f"a{i}")
+            await agent.run(tr, call_id=f"a{i}")
         except Exception as exc:
             errors += 1
             while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
@@ -474,7 +500,8 @@ async def prime(urls: tuple[str, str, str]) -> None:
 
 async def search(args: argparse.Namespace, urls: tuple[str, str, str], script: bytes) -> Any:
     conf = _conf(args)
-    await prime(urls)
+    if args.engine == "pipeline":
+        await prime(urls)
     steps: list[Step] = []
 
     async def step(n: int) -> Step:
@@ -531,47 +558,17 @@ async def search(args: argparse.Namespace, urls: tuple[str, str, str], script: b
     return steps, best, {"top": top, "top_own": own, "by_package": packages}, prof_step
 
 
-def _expired(what: str, seconds: float) -> Exception:
-    made: Exception = getattr(_pipeline_module, "_Expired")(what, seconds)  # noqa: B009
-    return made
+# -- what-if experiments ----------------------------------------------------------------
+
+EXPERIMENTS = ("deflate", "stt-frames", "tts-20ms")
+"""What an earlier tree did, put back per run (see the module's doc)."""
 
 
-# -- what-if experiments (patched in this process only, to measure a suggested change) ---
-
-
-def _within_scope(self: VoicePipeline, seconds: float | None, what: str, step: Any) -> Any:
-    """``VoicePipeline._within`` as a deadline on the step's own cancel scope instead of a
-    task group with a timer task (real clock only, which is all this bench runs on)."""
-
-    async def run() -> Any:
-        if seconds is None:
-            return await step
-        with anyio.move_on_after(seconds) as scope:
-            return await step
-        if scope.cancelled_caught:
-            raise _expired(what, seconds)
-        raise AssertionError("unreachable")
-
-    return run()
-
-
-def _no_deflate() -> None:
-    """Deepgram's socket without permessage-deflate (websockets offers it by default;
-    u-law audio hardly compresses and each frame pays zlib)."""
-    import deepgram.listen.v1.raw_client as raw
-
-    connect: Any = getattr(raw, "websockets_client_connect")  # noqa: B009
-    setattr(raw, "websockets_client_connect", lambda *a, **kw: connect(*a, compression=None, **kw))  # noqa: B010
-
-
-def apply_experiments(names: list[str]) -> None:
+def check_experiments(names: list[str]) -> list[str]:
     for name in names:
-        if name == "within":
-            VoicePipeline._within = _within_scope  # type: ignore[method-assign]
-        elif name == "no-deflate":
-            _no_deflate()
-        elif name:
-            raise SystemExit(f"unknown experiment {name!r}")
+        if name not in EXPERIMENTS:
+            raise SystemExit(f"unknown experiment {name!r} (known: {', '.join(EXPERIMENTS)})")
+    return names
 
 
 def _conf(args: argparse.Namespace) -> dict[str, Any]:
@@ -580,6 +577,11 @@ def _conf(args: argparse.Namespace) -> dict[str, Any]:
         "tts_chunk_ms": args.tts_chunk_ms,
         "stt_timeout": 5.0,
         "fakes_pid": getattr(args, "fakes_pid", None),
+        "engine": getattr(args, "engine", "pipeline"),
+        "experiments": tuple(x for x in getattr(args, "experiment", "").split(",") if x),
+        # the speech-to-speech fake: its answer, and its gap between 100 ms of audio
+        "answer": ANSWER,
+        "chunk_delay": 0.02,
     }
 
 
@@ -599,17 +601,23 @@ def main() -> None:
     ap.add_argument(
         "--experiment",
         default="",
-        help="comma-separated what-ifs patched into this process: within, no-deflate",
+        help=f"comma-separated earlier behaviours put back: {', '.join(EXPERIMENTS)}",
     )
+    ap.add_argument("--engine", choices=ENGINES, default="pipeline")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
-    apply_experiments(args.experiment.split(","))
+    check_experiments([x for x in args.experiment.split(",") if x])
     if args.quick:
         args.start, args.window, args.profile_window = 5, 5.0, 2.0
     ctx = mp.get_context("spawn")
     urls_q: mp.Queue[tuple[str, str, str]] = ctx.Queue()
     stop = ctx.Event()
-    fakes = ctx.Process(target=_fakes, args=(_conf(args), urls_q, stop))
+    if args.engine == "pipeline":
+        fakes = ctx.Process(target=_fakes, args=(_conf(args), urls_q, stop))
+    else:
+        from realtime_agents import serve_fakes
+
+        fakes = ctx.Process(target=serve_fakes, args=("openai", _conf(args), urls_q, stop))
     fakes.start()
     args.fakes_pid = fakes.pid
     try:
@@ -621,7 +629,7 @@ def main() -> None:
             f"{args.window:g} s per step, load {os.getloadavg()[0]:.1f}",
             flush=True,
         )
-        steps, best, top, prof_step = asyncio.run(search(args, urls, script))
+        steps, best, top, prof_step = asyncio.run(search(args, urls, script))  # type: ignore[arg-type]
     finally:
         stop.set()
         fakes.join(10)
@@ -633,7 +641,8 @@ def main() -> None:
     reference = best or min(steps, key=lambda s: s.n)
     met = best is not None and best.n >= TARGET_CALLS
     line = (
-        f"agent_density: {best.n if best else 0} concurrent agent calls per core held "
+        f"agent_density ({args.engine}): {best.n if best else 0} concurrent agent calls "
+        f"per core held "
         f"(target >= {TARGET_CALLS}: {'MET' if met else 'NOT MET'}); at N={reference.n}: "
         f"{reference.cpu_us_per_call_s:.0f} us CPU per agent-call-second, turn latency p95 "
         f"{reference.latency_p95_ms:.1f} ms (<= {LATENCY_P95_MS:g}), pacing p99 "
@@ -645,6 +654,7 @@ def main() -> None:
             json.dump(
                 {
                     "quick": args.quick,
+                    "engine": args.engine,
                     "experiments": [x for x in args.experiment.split(",") if x],
                     "window_s": args.window,
                     "target_calls": TARGET_CALLS,

@@ -1,9 +1,11 @@
-"""bench/agent_density.py --quick runs end to end and writes sensible JSON.
+"""bench/agent_density.py --quick runs end to end and writes sensible JSON, with the
+pipeline (Deepgram, OpenAI, ElevenLabs fakes) and with the speech-to-speech engine
+(OpenAIRealtimeEngine against FakeOpenAIRealtime).
 
 A smoke run, not a measurement: 5 calls for a 5 s window (plus start-up, a warm-up
-and a 2 s profile: about 20 s, because the fakes and the callers are real processes
-and the window must hold a few turns). Only structure and plausibility are checked,
-never timing targets.
+and a 2 s profile: about 20 s each, because the fakes and the callers are real
+processes and the window must hold a few turns). Only structure and plausibility are
+checked, never timing targets.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ pytest.importorskip("elevenlabs")
 pytest.importorskip("webrtcvad")
 
 
-def test_quick_run_writes_the_figures(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("engine", "module"),
+    [("pipeline", "pipeline.py"), ("openai-realtime", "speech_to_speech.py")],
+)
+def test_quick_run_writes_the_figures(tmp_path: Path, engine: str, module: str) -> None:
     out = tmp_path / "density.json"
+    bench = str(ROOT / "bench" / "agent_density.py")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "agent_density.py"), "--quick", "--json", str(out)],
+        [sys.executable, bench, "--quick", "--engine", engine, "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -34,9 +41,9 @@ def test_quick_run_writes_the_figures(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     last = proc.stdout.strip().splitlines()[-1]
-    assert last.startswith("agent_density: ") and ("MET" in last)
+    assert last.startswith(f"agent_density ({engine}): ") and ("MET" in last)
     data = json.loads(out.read_text())
-    assert data["quick"] is True and data["target_calls"] == 200
+    assert data["quick"] is True and data["target_calls"] == 200 and data["engine"] == engine
     assert isinstance(data["met"], bool) and data["summary"] == last
     [step] = data["steps"]  # --quick: one step, N=5
     assert step["n"] == 5 and step["window_s"] >= 4.5
@@ -54,5 +61,5 @@ def test_quick_run_writes_the_figures(tmp_path: Path) -> None:
     assert 1 <= len(top) <= 15
     assert all(r["cumtime_s"] >= 0 and r["calls"] > 0 for r in top)
     assert [r["cumtime_s"] for r in top] == sorted((r["cumtime_s"] for r in top), reverse=True)
-    # the pipeline's own code is in the profile (the work measured is the agent's)
-    assert any("pipeline.py" in r["function"] for r in top)
+    # the agent's own code is in the profile (the work measured is the agent's)
+    assert any(module in r["function"] for r in top)

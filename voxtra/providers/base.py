@@ -65,7 +65,10 @@ class STTStream(Protocol):
 class STT(Protocol):
     """A speech recogniser. It may also declare ``sample_rate`` (int): the rate it
     works at; the voice pipeline then converts every caller frame to PCM16 at that rate
-    once, as it comes in, and VAD, turn detection and the stream all take that frame."""
+    once, as it comes in, and VAD, turn detection and the stream all take that frame.
+    And ``batch_ms`` (float): the pipeline then sends the caller's audio in pieces of
+    that much, joined, instead of frame by frame (a cloud STT's message each: see
+    ``VoicePipeline.stt_batch_ms``)."""
 
     name: str
 

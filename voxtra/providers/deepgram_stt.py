@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -28,6 +29,49 @@ __all__ = ["DeepgramSTT", "DeepgramStream"]
 logger = logging.getLogger(__name__)
 
 _ENCODINGS = {"mulaw": Codec.ULAW, "alaw": Codec.ALAW, "linear16": Codec.PCM16}
+
+
+_COMPRESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "voxtra_deepgram_compression", default="deflate"
+)
+"""What the next socket this task connects offers for compression (websockets'
+``compression``): set around our own connect only, so other code in the process that
+uses the SDK keeps its default."""
+
+
+def _hook_sdk_connect() -> bool:
+    """Let ``DeepgramSTT(compression=...)`` reach the SDK's WebSocket connect.
+
+    deepgram-sdk 7 connects with ``websockets.connect(url, extra_headers=...)`` and
+    takes no other option, so websockets offers permessage-deflate, and a server that
+    accepts it (FakeDeepgram's aiohttp does) makes both ends run zlib over every audio
+    message: telephone audio barely compresses, and each 20 ms frame cost ~20 us of
+    zlib here (bench/agent_density.py profile). The SDK looks its connect function up
+    in its module at each call; it is wrapped once to pass ``compression`` as
+    ``_COMPRESSION`` says (default: the SDK's own behaviour). False if that SDK layout
+    is not there (another version): the socket then keeps the SDK's default."""
+    try:
+        from deepgram.listen.v1 import client, raw_client
+    except ImportError:
+        return False
+    hooked = False
+    for module in (client, raw_client):  # listen.v1.connect is client's; raw_client's too
+        connect = getattr(module, "websockets_client_connect", None)
+        if connect is None:
+            continue
+        hooked = True
+        if not getattr(connect, "_voxtra_compression", False):
+            setattr(module, "websockets_client_connect", _with_compression(connect))  # noqa: B010
+    return hooked
+
+
+def _with_compression(connect: Any) -> Any:
+    def connect_with_compression(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("compression", _COMPRESSION.get())
+        return connect(*args, **kwargs)
+
+    connect_with_compression._voxtra_compression = True  # type: ignore[attr-defined]
+    return connect_with_compression
 
 
 def _ws_url(base_url: str) -> str:
@@ -61,6 +105,8 @@ class DeepgramSTT:
         base_url: str | None = None,
         keepalive_s: float = 5.0,
         close_timeout_s: float = 3.0,
+        batch_ms: float = 100.0,
+        compression: bool = False,
     ) -> None:
         if not secret_value(api_key):
             raise ConfigError("DeepgramSTT needs an api_key")
@@ -74,6 +120,13 @@ class DeepgramSTT:
         self.base_url = base_url
         self.keepalive_s = keepalive_s
         self.close_timeout_s = close_timeout_s
+        self.batch_ms = batch_ms
+        """The voice pipeline sends the caller's audio in pieces of this much, one
+        WebSocket message each (Deepgram takes 20-100 ms); 0: every 20 ms frame."""
+        self.compression = compression
+        """Offer permessage-deflate on the socket (websockets' and the SDK's default).
+        Off by default: u-law audio barely compresses and zlib costs CPU at both ends
+        for every message (see ``_hook_sdk_connect``)."""
         options: dict[str, Any] = {
             "model": model,
             "encoding": encoding,
@@ -102,10 +155,13 @@ class DeepgramSTT:
                 agent_rest=http,
             )
         self._client = AsyncDeepgramClient(**kwargs)
+        if not compression and not _hook_sdk_connect():
+            logger.debug("deepgram-sdk connect not found: the socket offers deflate")
 
     async def stream(self) -> DeepgramStream:
         """Connect one live transcription socket for one call."""
         stack = contextlib.AsyncExitStack()
+        token = _COMPRESSION.set("deflate" if self.compression else None)
         try:
             socket = await stack.enter_async_context(
                 self._client.listen.v1.connect(**self._options)
@@ -113,6 +169,8 @@ class DeepgramSTT:
         except Exception as exc:
             await stack.aclose()
             raise ProviderError(self.name, f"cannot connect: {_describe(exc)}") from exc
+        finally:
+            _COMPRESSION.reset(token)
         return DeepgramStream(self, stack, socket)
 
 

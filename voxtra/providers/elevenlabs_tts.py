@@ -2,7 +2,11 @@
 
 ``ulaw_8000`` (the default) is what a phone line carries, so its audio goes to the wire
 with no conversion; ``pcm_16000`` (or another ``pcm_<rate>``) suits wideband transports.
-The SDK is asked for 20 ms pieces, so audio flows as it arrives instead of in 1 KB lumps.
+The SDK hands over the audio as it arrives from the network (``chunk_size=None``), not
+in 1 KB lumps it waits to fill (its default), nor in 20 ms pieces: each piece costs a
+pass through the SDK, this iterator, the pipeline's deadline and the transport's
+``send`` (about 30 us of CPU; a 3 s answer was 150 of them, measured with
+bench/agent_density.py).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class ElevenLabsTTS:
         max_retries: int = 0,
         timeout: float = 30.0,
         optimize_streaming_latency: int | None = None,
+        chunk_bytes: int | None = None,
     ) -> None:
         try:
             from elevenlabs.client import AsyncElevenLabs
@@ -66,7 +71,8 @@ class ElevenLabsTTS:
         self._request_options: dict[str, Any] = {
             "max_retries": max_retries,
             "timeout_in_seconds": timeout,
-            "chunk_size": AudioChunk.frame_bytes(self.codec, self.sample_rate),
+            # None: whatever the network delivered, at once; else pieces of that size
+            "chunk_size": chunk_bytes,
         }
         kwargs: dict[str, Any] = {"api_key": secret_value(api_key), "timeout": timeout}
         if base_url is not None:

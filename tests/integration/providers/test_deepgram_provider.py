@@ -126,3 +126,31 @@ async def test_two_streams_are_independent() -> None:
     assert [t.text for t in got_a] == ["same script"]
     assert got_b == []  # b never sent the 800 bytes its turn needs
     assert sorted(s.audio_bytes for s in fake.sessions) == [480, 1600]
+
+
+async def test_the_socket_offers_no_deflate_unless_asked() -> None:
+    """Telephone audio barely compresses, and permessage-deflate ran zlib over every
+    audio message at both ends (issue 15): not offered unless ``compression=True``."""
+    async with FakeDeepgram("key", [DeepgramTurn(10_000, "hi")]) as fake:
+        for compression in (False, True):
+            stream = await DeepgramSTT("key", base_url=fake.url, compression=compression).stream()
+            await stream.send(FRAME)
+            await stream.close()
+        # Another user of the SDK in the process keeps its default (deflate offered).
+        from deepgram import AsyncDeepgramClient, DeepgramClientEnvironment
+
+        ws = fake.url.replace("http://", "ws://")
+        env = DeepgramClientEnvironment(base=fake.url, production=ws, agent=ws, agent_rest=fake.url)
+        client = AsyncDeepgramClient(api_key="key", environment=env)
+        async with client.listen.v1.connect(model="nova-3") as socket:
+            await socket.send_media(b"\xff" * 160)
+    offered = [s.headers.get("Sec-WebSocket-Extensions", "") for s in fake.sessions]
+    assert len(offered) == 3
+    assert "permessage-deflate" not in offered[0]
+    assert "permessage-deflate" in offered[1]
+    assert "permessage-deflate" in offered[2]
+
+
+def test_the_stt_asks_for_its_audio_in_100_ms_pieces() -> None:
+    assert DeepgramSTT("key").batch_ms == 100.0
+    assert DeepgramSTT("key", batch_ms=0).batch_ms == 0

@@ -26,7 +26,9 @@ async def test_ulaw_8000_streams_telephone_frames() -> None:
         assert isinstance(tts, TTS) and tts.sample_rate == 8000
         chunks = await synth(tts, "Hello from the cloud")  # 20 chars -> 1.0 s
     assert all(c.codec is Codec.ULAW and c.sample_rate == 8000 for c in chunks)
-    assert all(len(c.data) == 160 for c in chunks[:-1])  # 20 ms pieces
+    # As the network delivered them (the fake writes 100 ms pieces), not cut into 20 ms
+    # ones: each piece is a pass through the SDK, the pipeline and the transport.
+    assert 1 <= len(chunks) <= 10
     assert sum(c.duration for c in chunks) == pytest.approx(1.0, abs=0.02)
     pcm = np.frombuffer(g711.ulaw_to_pcm16(b"".join(c.data for c in chunks)), "<i2")
     assert np.abs(pcm).max() > 4000  # the fake's 440 Hz tone, not silence

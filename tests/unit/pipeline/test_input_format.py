@@ -92,13 +92,12 @@ async def test_vad_and_stt_get_the_same_pcm16_frame_at_the_stt_rate(
     assert len(vad.seen) >= 40 and stream.sent
     assert {(c.codec, c.sample_rate) for c in vad.seen} == {(Codec.PCM16, stt_rate)}
     assert {len(c.data) for c in vad.seen} == {stt_rate // 50 * 2}  # whole 20 ms frames
-    # converted once: the STT is sent the very frames the VAD judged, in order
-    seen = {id(c) for c in vad.seen}
-    assert all(id(c) in seen for c in stream.sent)
-    order = [id(c) for c in vad.seen]
-    assert [order.index(id(c)) for c in stream.sent] == sorted(
-        order.index(id(c)) for c in stream.sent
-    )
+    # converted once: the STT is sent the very frames the VAD judged, in order (joined
+    # into pieces of ``stt_batch_ms``)
+    sent = b"".join(c.data for c in stream.sent)
+    judged = b"".join(c.data for c in vad.seen)
+    assert len(sent) >= 30 * len(vad.seen[0].data) and judged.startswith(sent)
+    assert {(c.codec, c.sample_rate) for c in stream.sent} == {(Codec.PCM16, stt_rate)}
 
 
 async def test_without_an_stt_rate_frames_keep_the_call_rate_as_pcm16() -> None:
@@ -157,3 +156,30 @@ async def test_a_converting_transport_is_asked_for_the_format_and_restored() -> 
     converted = [f for f in media.delivered if f.codec is Codec.PCM16]
     assert len(converted) >= 40
     assert [id(f) for f in vad.seen] == [id(f) for f in converted][: len(vad.seen)]
+
+
+@pytest.mark.parametrize(("batch_ms", "frames_per_piece"), [(100.0, 5), (0.0, 1)])
+async def test_the_stt_gets_the_audio_in_pieces_of_stt_batch_ms(
+    batch_ms: float, frames_per_piece: int
+) -> None:
+    """One message per ``stt_batch_ms`` of caller audio, not one per 20 ms frame: each
+    is a WebSocket message to a cloud STT (issue 15). The end of speech sends the rest."""
+    media = MemoryMediaIO(codec=Codec.ULAW, sample_rate=8000)
+    stt, vad = RecordingSTT(8000), RecordingVAD()
+    p = VoicePipeline(stt, vad=vad, stt_preroll_ms=None, stt_batch_ms=batch_ms)
+    with anyio.fail_after(10):
+        async with p.attach(media, clock=media.clock):
+            await media.wait_until(lambda: bool(stt.streams and stt.streams[0].sent), 5)
+            media.inject(tone_frames(400, level_db=-15))
+            media.inject(silence_frames(800))
+            assert await p.listen(5) is not None
+            media.hangup()
+    frame = 320  # PCM16, 8 kHz, 20 ms
+    sizes = [len(c.data) for c in stt.streams[0].sent]
+    piece = frames_per_piece * frame
+    assert len(sizes) >= 40 // frames_per_piece  # 400 ms of tone, 600 ms of silence
+    assert all(0 < n <= piece and n % frame == 0 for n in sizes)
+    # the first two (the stream opening mid-batch) and the last (end of speech) may be short
+    assert sizes.count(piece) >= len(sizes) - 3
+    sent = b"".join(c.data for c in stt.streams[0].sent)
+    assert b"".join(c.data for c in vad.seen).startswith(sent)
