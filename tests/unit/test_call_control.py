@@ -4,6 +4,7 @@ CallControl, and what a backend cannot do raises NotSupported naming both."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,11 @@ from voxtra import CallSession, VoxtraApp
 from voxtra.ari.models import CallerID, Channel
 from voxtra.calls.asterisk import AsteriskControl
 from voxtra.calls.context import CallContext
+from voxtra.calls.control import Originator
 from voxtra.errors import NotSupported, VoxtraError
 from voxtra.media.transport import MediaTransport
 from voxtra.testing import FakeAsterisk
+from voxtra.twilio import TwilioBackend
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -131,3 +134,17 @@ async def test_asterisk_is_the_default_backend(fake_asterisk: FakeAsterisk, app:
     assert seen["backend"] == "asterisk" and isinstance(seen["control"], AsteriskControl)
     names = [r[1] for r in fake_asterisk.requests]
     assert any(n.endswith("/answer") for n in names) and any(n.endswith("/moh") for n in names)
+
+
+def test_both_backends_originate_alike(app: VoxtraApp) -> None:
+    twilio_app = VoxtraApp(
+        "http://asterisk.invalid:8088",
+        environ={},
+        instance_id="unit",
+        twilio={"account_sid": "AC1", "auth_token": "t", "public_url": "https://x"},
+    )
+    assert isinstance(app, Originator)
+    assert isinstance(TwilioBackend(twilio_app), Originator)
+    for originate in (app.originate, TwilioBackend(twilio_app).originate):
+        names = inspect.signature(originate).parameters
+        assert {"caller_id", "timeout", "handler", "metadata"} <= set(names)

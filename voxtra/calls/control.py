@@ -12,6 +12,9 @@ DTMF *in* and the end of the call reach the call's
 (``context.digit_received``, ``context.mark_ended``), so ``listen_dtmf``, ``gather``
 and every wait's :class:`~voxtra.errors.CallEnded` work the same on both.
 
+Outbound calls are the backend's, not a call's: :class:`Originator` (the app's
+``originate`` for Asterisk, ``TwilioBackend.originate`` for Twilio).
+
 A backend that cannot do a method raises :class:`~voxtra.errors.NotSupported` naming
 the method and the backend; :meth:`CallControl.require` does that for the features
 built on Asterisk's objects (bridges, snoops, legs) before they touch ARI.
@@ -20,13 +23,13 @@ built on Asterisk's objects (bridges, snoops, legs) before they touch ARI.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from voxtra.media.transport import MediaTransport
 from voxtra.recording.app_recordings import RecordingResult
 from voxtra.recording.sinks import RecordingSink
 
-__all__ = ["CallControl"]
+__all__ = ["CallControl", "Originator"]
 
 
 class CallControl(Protocol):
@@ -104,3 +107,22 @@ class CallControl(Protocol):
     async def get_variable(self, name: str) -> str: ...
 
     async def set_variable(self, name: str, value: str) -> None: ...
+
+
+@runtime_checkable
+class Originator(Protocol):
+    """What places an outbound call on a backend: ``VoxtraApp.originate`` (Asterisk,
+    ``to`` an endpoint) and ``TwilioBackend.originate`` (``to`` a number). Either
+    returns the answered call's session (running ``handler``), or raises ``CallBusy``,
+    ``CallNoAnswer`` or ``CallFailed``."""
+
+    async def originate(
+        self,
+        to: str,
+        /,
+        *,
+        caller_id: str | None = None,
+        timeout: int = 30,
+        handler: Any = None,
+        metadata: Any = None,
+    ) -> Any: ...

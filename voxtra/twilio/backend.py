@@ -476,21 +476,22 @@ class TwilioBackend:
         self,
         to: str,
         *,
-        from_: str | None = None,
+        caller_id: str | None = None,
         timeout: int = 30,
         handler: CallHandler | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> CallSession:
-        """Call ``to`` through Twilio's REST API and wait until its stream starts.
+        """Call ``to`` through Twilio's REST API and wait until its stream starts
+        (``caller_id``: one of your Twilio numbers; default ``twilio.from_number``).
 
         Returns the answered :class:`~voxtra.CallSession` (running ``handler`` as its
         route handler, if given). Raises :class:`~voxtra.errors.CallBusy`,
         :class:`~voxtra.errors.CallNoAnswer` or :class:`~voxtra.errors.CallFailed`,
         from Twilio's status callback, as ``VoxtraApp.originate`` does on Asterisk.
         """
-        caller = from_ or self.settings.from_number
+        caller = caller_id or self.settings.from_number
         if not caller:
-            raise ConfigError("originate needs from_= or twilio.from_number")
+            raise ConfigError("originate needs caller_id= (a Twilio number) or twilio.from_number")
         pending = _Outbound(to, handler, dict(metadata or {}))
         call = await self.client().calls.create_async(
             to=to,
