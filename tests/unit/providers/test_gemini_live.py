@@ -144,8 +144,11 @@ async def test_a_dropped_session_is_reconnected_with_the_history() -> None:
     ]
 
 
-async def drop_after_a_turn(fake: FakeGeminiLive, engine: GeminiLiveEngine) -> list[PipelineEvent]:
-    """Say, hear the caller, drop the socket, say again on the new session."""
+async def drop_after_a_turn(
+    fake: FakeGeminiLive, engine: GeminiLiveEngine, *, go_away: bool = False
+) -> list[PipelineEvent]:
+    """Say, hear the caller, drop the socket (or announce its end: ``go_away``), say
+    again on the new session."""
     media = MemoryMediaIO(virtual=False)
     events: list[PipelineEvent] = []
     engine.on_event(events.append)
@@ -155,8 +158,12 @@ async def drop_after_a_turn(fake: FakeGeminiLive, engine: GeminiLiveEngine) -> l
         assert (await engine.listen(timeout=5)) is not None
         if engine.session_resumption:  # the handle after the (muted) answer
             await until(lambda: len(fake.connections[0].handles) == 3)
-        fake.drop()
+        if go_away:
+            await fake.go_away()
+        else:
+            fake.drop()
         await fake.wait_connections(2)
+        await until(lambda: fake.connections[0].closed)
         again = await engine.say("Still here.")
     assert again.heard_text == "Still here."
     return events
@@ -209,20 +216,8 @@ async def test_a_refused_handle_falls_back_to_a_new_session_with_the_history() -
 async def test_go_away_moves_to_a_resumed_session_before_the_service_cuts_it() -> None:
     async with FakeGeminiLive(KEY, transcripts=["my name is ann"]) as fake:
         engine = engine_for(fake)
-        media = MemoryMediaIO(virtual=False)
-        events: list[PipelineEvent] = []
-        engine.on_event(events.append)
-        async with engine.attach(media, clock=media.clock):
-            await engine.say("Hello.")
-            speak(media)
-            assert (await engine.listen(timeout=5)) is not None
-            await until(lambda: len(fake.connections[0].handles) == 3)
-            await fake.go_away()
-            await fake.wait_connections(2)
-            await until(lambda: fake.connections[0].closed)  # closed by the engine
-            again = await engine.say("Still here.")
+        events = await drop_after_a_turn(fake, engine, go_away=True)  # closed by the engine
         first, second = fake.connections
-    assert again.heard_text == "Still here."
     assert second.resumed_from == first.handles[-1]
     assert not [e for e in events if isinstance(e, ProviderErrorEvent)]  # nothing lost
     assert [(m.role, m.content) for m in engine.history] == [
