@@ -305,3 +305,35 @@ async def test_record_ends_on_a_key_or_the_hangup(
         ("by-hangup", "hangup", None),
     ]
     assert [m.end_reason for m in metas] == ["finish_on_key", "max_length", "hangup"]
+
+
+async def test_played_ms_is_what_the_phone_played_not_what_was_sent(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    """With 100 ms of network delay each way, audio sent is not audio played: the
+    confirmed position (marks) stays behind what the phone has played by about the
+    marks' way back, while counting sent frames would run ahead of it."""
+    app = make_app(tmp_path, twilio)
+    report: dict[str, Any] = {}
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        media = await call.media()
+        await call.send_audio(AudioChunk(b"\x10" * 160 * 100, 8000, Codec.ULAW))  # 2 s
+        await asyncio.sleep(1.0)
+        report["sent_ms"] = media.stats.frames_out * 20
+        await call.flush_audio()
+        report["played_ms"] = media.played_ms
+        await asyncio.sleep(0.6)  # the clear reaches the phone 100 ms later
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        phone = await twilio.call_in(rig.backend.voice_url, latency=0.1)
+        await phone.wait_ended(10)
+    heard_ms = 20 * sum(1 for frame in phone.heard if frame != b"\xff" * 160)
+    # Sent ran ahead of what the phone played by the first way and the cushion...
+    assert report["sent_ms"] >= heard_ms - 60
+    # ...while what the marks confirmed is behind it: the clear's way there and the
+    # marks' way back (200 ms here), within a mark's 60 ms and a loaded box's slack.
+    lag = heard_ms - report["played_ms"]
+    print(f"\nheard {heard_ms} ms, sent {report['sent_ms']} ms, confirmed {report['played_ms']} ms")
+    assert 60 <= lag <= 500, (heard_ms, report)

@@ -142,12 +142,18 @@ class FakeTwilio(FakeServer):
         self._outcomes[number] = outcome
 
     async def call_in(
-        self, webhook_url: str, *, to: str = "+15550100", from_: str = "+15550199"
+        self,
+        webhook_url: str,
+        *,
+        to: str = "+15550100",
+        from_: str = "+15550199",
+        latency: float = 0.0,
     ) -> TwilioPhone:
-        """A caller dials ``to``: Twilio posts the webhook and connects the stream."""
+        """A caller dials ``to``: Twilio posts the webhook and connects the stream
+        (``latency``: the stream's one-way network delay, both ways)."""
         call = TwilioCall(_sid("CA"), to, from_, "inbound", url=webhook_url, status="ringing")
         self.calls[call.sid] = call
-        phone = TwilioPhone(self, call)
+        phone = TwilioPhone(self, call, latency=latency)
         await phone.connect()
         return phone
 
@@ -341,10 +347,14 @@ class FakeTwilio(FakeServer):
 class TwilioPhone:
     """The caller's side of one Twilio call on a Media Stream (see the module docstring)."""
 
-    def __init__(self, twilio: FakeTwilio, call: TwilioCall) -> None:
+    def __init__(self, twilio: FakeTwilio, call: TwilioCall, *, latency: float = 0.0) -> None:
         self.twilio = twilio
         self.call = call
         call.phone = self
+        self.latency = latency
+        """One-way network delay (seconds) of every message, both ways (0: none)."""
+        self._delayed_in: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
+        self._delayed_out: asyncio.Queue[tuple[float, str]] = asyncio.Queue()
         self.stream_sid = _sid("MZ")
         self.twiml = ""
         self.parameters: dict[str, str] = {}
@@ -409,15 +419,38 @@ class TwilioPhone:
             loop.create_task(self._read(), name=f"twilio-phone-read-{call.sid}"),
             loop.create_task(self._clock(), name=f"twilio-phone-clock-{call.sid}"),
         ]
+        if self.latency > 0:
+            self._tasks += [
+                loop.create_task(self._arrive(), name=f"twilio-phone-in-{call.sid}"),
+                loop.create_task(self._depart(), name=f"twilio-phone-out-{call.sid}"),
+            ]
 
     def _next(self) -> str:
         self._sequence += 1
         return str(self._sequence)
 
     async def _send(self, message: dict[str, Any]) -> None:
+        if self.latency > 0 and message["event"] not in ("connected", "start"):
+            self._delayed_out.put_nowait((time.monotonic() + self.latency, json.dumps(message)))
+            return
+        await self._write(json.dumps(message))
+
+    async def _write(self, text: str) -> None:
         if self._ws is not None and not self._ws.closed:
             with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-                await self._ws.send_str(json.dumps(message))
+                await self._ws.send_str(text)
+
+    async def _depart(self) -> None:
+        while True:
+            due, text = await self._delayed_out.get()
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await self._write(text)
+
+    async def _arrive(self) -> None:
+        while True:
+            due, data = await self._delayed_in.get()
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await self._handle(data)
 
     # -- what the caller does -------------------------------------------------------------
 
@@ -492,25 +525,32 @@ class TwilioPhone:
                 if message.type is not aiohttp.WSMsgType.TEXT:
                     break
                 data = json.loads(message.data)
-                event = data.get("event")
-                if event == "media":
-                    payload = base64.b64decode(data["media"]["payload"])
-                    self._playout.append(payload)
-                    self.received.append({"event": "media", "bytes": len(payload)})
-                    continue
-                self.received.append(data)
-                if event == "mark":
-                    self._playout.append(str(data["mark"]["name"]))
-                    await self._echo_marks()
-                elif event == "clear":
-                    self.clears += 1
-                    marks = [m for m in self._playout if isinstance(m, str)]
-                    self._playout.clear()
-                    for name in marks:
-                        await self._echo(name)
+                if self.latency > 0:
+                    self._delayed_in.put_nowait((time.monotonic() + self.latency, data))
+                else:
+                    await self._handle(data)
         finally:
             # The app closed the stream (or the network did): the call is over for it.
             self.ended.set()
+
+    async def _handle(self, data: dict[str, Any]) -> None:
+        """One message from the app, as it reaches the phone."""
+        event = data.get("event")
+        if event == "media":
+            payload = base64.b64decode(data["media"]["payload"])
+            self._playout.append(payload)
+            self.received.append({"event": "media", "bytes": len(payload)})
+            return
+        self.received.append(data)
+        if event == "mark":
+            self._playout.append(str(data["mark"]["name"]))
+            await self._echo_marks()
+        elif event == "clear":
+            self.clears += 1
+            marks = [m for m in self._playout if isinstance(m, str)]
+            self._playout.clear()
+            for name in marks:
+                await self._echo(name)
 
     async def _echo(self, name: str) -> None:
         self.marks_echoed.append(name)
