@@ -193,6 +193,7 @@ async def run(threads: int) -> dict[str, Any]:
         "threads": threads,
         "load_s": server.load_seconds,
         "warm_up_s": local.warm_seconds,
+        "warm_up_source": local.warm_source,
         "first_token_fresh_s": statistics.median(fresh_s),
         "first_token_cached_s": statistics.median(cached_s),
         "cache_speedup": statistics.median(fresh_s) / max(statistics.median(cached_s), 1e-6),
@@ -230,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v for k, v in figures.items() if k != "transcript"}, indent=2))
         return 0
     print(figures["transcript"])
-    print(f"local LLM, {args.threads} thread(s), load average {figures['load_average']:.1f}:")
+    print(
+        f"local LLM, {args.threads} thread(s), load average {figures['load_average']:.1f}, "
+        f"prompt head {figures['warm_up_source']}:"
+    )
     for name, unit in (
         ("load_s", "s"),
         ("warm_up_s", "s"),

@@ -205,7 +205,7 @@ async def run_demo(
         if isinstance(brain, LocalLLM) and brain.server.load_seconds is not None:
             write(
                 f"local LLM ready: model loaded in {brain.server.load_seconds:.1f} s, "
-                f"prompt head warmed in {brain.warm_seconds or 0:.1f} s"
+                f"prompt head {brain.warm_source} in {brain.warm_seconds or 0:.1f} s"
             )
         recording = work / "caller-heard.wav"
         try:

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from voxtra.local.runtime import LlamaRuntime, RuntimeUnavailable
+from voxtra.local.runtime import LlamaRuntime, RuntimeUnavailable, recipe_key
 from voxtra.local.server import LlamaServer
 from voxtra.local.weights import (
     QWEN_CODER_1_5B,
@@ -51,6 +53,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_KEEP_HEADS = 8
 
 LOCAL_LLM_TIMEOUT = 30.0
 """The pipeline's per-token deadline with the local model: in json mode no text comes
@@ -107,6 +111,8 @@ class LocalLLM:
             **llm_options,
         )
         self.warm_seconds: float | None = None
+        self.warm_source: str | None = None
+        """How the prompt head got into the cache: "computed" (and saved) or "restored"."""
 
     def prepare(
         self, base_tarball: Path | None = None, log: Callable[[str], None] | None = None
@@ -128,12 +134,38 @@ class LocalLLM:
         await self.server.start()
         started = time.monotonic()
         try:
-            await self.llm.warm_up(system_prompt, tools)
+            source = await self._warm(system_prompt, tools)
         except BaseException:
             await self.server.aclose()
             raise
         if not was_running or self.warm_seconds is None:
             self.warm_seconds = time.monotonic() - started
+            self.warm_source = source
+
+    async def _warm(self, system_prompt: str | None, tools: Sequence[ToolSpec]) -> str:
+        """Put the prompt head in the server's cache: restored from disk when this exact
+        head (model, runtime, request) was computed before, else computed and saved.
+        Measured on the loaded 2-core box: computing the demo's 478-token head took
+        6-18 s; restoring its 13.7 MB took 2 ms."""
+        request = self.llm.warm_up_request(system_prompt, tools)
+        if request is None:
+            return "none"
+        key = json.dumps(
+            [self.spec.sha256, recipe_key(), self.server.context, request], sort_keys=True
+        )
+        name = f"head-{hashlib.sha256(key.encode()).hexdigest()[:16]}.bin"
+        if await self.server.restore_slot(name):
+            return "restored"
+        await self.llm.warm_up(system_prompt, tools)
+        if await self.server.save_slot(name):
+            saved = sorted(
+                (self.runtime.root / "slots").glob("head-*.bin"),
+                key=lambda p: p.stat().st_mtime,
+                reverse=True,
+            )
+            for old in saved[_KEEP_HEADS:]:  # ~14 MB each: keep the recent ones
+                old.unlink(missing_ok=True)
+        return "computed"
 
     async def aclose(self) -> None:
         await self.server.aclose()

@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import contextlib
 import ctypes
+import json
 import logging
 import signal
 import socket
@@ -25,6 +26,7 @@ import urllib.request
 import weakref
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from voxtra.local.runtime import LlamaRuntime, RuntimeUnavailable, cache_dir
 
@@ -113,6 +115,7 @@ class LlamaServer:
             *("-m", model, "--host", "127.0.0.1", "--port", str(self.port)),
             *("-t", str(self.threads), "-tb", str(self.threads)),
             *("-c", str(self.context), "-np", "1", "--jinja", "--no-webui"),
+            *("--slot-save-path", "/slots"),
             *self.extra_args,
         ]
 
@@ -128,6 +131,7 @@ class LlamaServer:
         if not self.model.is_file():
             raise RuntimeUnavailable(f"no model file {self.model}: python -m voxtra.local prepare")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        (self.runtime.root / "slots").mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
@@ -138,6 +142,33 @@ class LlamaServer:
             )
         self._finalizer = weakref.finalize(self, _end, self.process)
         atexit.register(self._finalizer)
+
+    def _slot_action(self, action: str, filename: str) -> dict[str, Any] | None:
+        request = urllib.request.Request(
+            f"{self.url}/slots/0?action={action}",
+            data=json.dumps({"filename": filename}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30.0) as response:
+                answer = json.load(response)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            logger.info("llama-server slot %s of %s failed: %s", action, filename, exc)
+            return None
+        return answer if isinstance(answer, dict) else None
+
+    async def save_slot(self, filename: str) -> bool:
+        """Save the slot's computed prompt (its KV cache) as ``slots/<filename>`` in the
+        runtime (``--slot-save-path``)."""
+        answer = await asyncio.to_thread(self._slot_action, "save", filename)
+        return bool(answer and answer.get("n_saved"))
+
+    async def restore_slot(self, filename: str) -> bool:
+        """Load a saved prompt back into the slot; False if there is none (or it failed)."""
+        if not (self.runtime.root / "slots" / filename).is_file():
+            return False
+        answer = await asyncio.to_thread(self._slot_action, "restore", filename)
+        return bool(answer and answer.get("n_restored"))
 
     def healthy(self) -> bool:
         try:

@@ -385,6 +385,18 @@ class OpenAILLM:
         """Send the fixed head of every request (system prompt and, in json mode, the
         tool list) once, generating one token, so a server with a prompt cache (llama.cpp)
         holds it as a computed prefix before the first caller speaks."""
+        request = self.warm_up_request(system_prompt, tools)
+        if request is None:
+            return
+        try:
+            await self._client.chat.completions.create(**request)
+        except Exception as exc:
+            raise ProviderError(self.name, f"warm-up failed: {_describe(exc)}") from exc
+
+    def warm_up_request(
+        self, system_prompt: str | None = None, tools: Sequence[ToolSpec] = ()
+    ) -> dict[str, Any] | None:
+        """The body :meth:`warm_up` sends (None: nothing fixed to warm)."""
         messages = [ChatMessage("system", system_prompt)] if system_prompt else []
         if self.tool_mode == "json":
             request = self.json_request(messages, tools)
@@ -400,12 +412,7 @@ class OpenAILLM:
         request.pop("response_format", None)  # a grammar is not part of the prompt
         if request["messages"] and request["messages"][-1]["role"] == "assistant":
             request["messages"].pop()  # nor is a reply's prefill
-        if not request["messages"]:
-            return
-        try:
-            await self._client.chat.completions.create(**request)
-        except Exception as exc:
-            raise ProviderError(self.name, f"warm-up failed: {_describe(exc)}") from exc
+        return request if request["messages"] else None
 
     async def _generate_json(
         self, messages: Sequence[ChatMessage], tools: Sequence[ToolSpec]
