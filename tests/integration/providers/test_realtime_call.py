@@ -54,7 +54,7 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.sip]
 ANSWER = " ".join(["open"] * 20)  # 6 s of answer audio
 BARGE_IN_BOUND_S = 0.40
 """A loose bound, for a loaded box: bench/realtime_bargein.py measures the figure
-against the 150 ms target (56-114 ms on this box, docs/performance.md)."""
+against the 150 ms target (55-121 ms on this box, docs/performance.md)."""
 ANSWER_AFTER_TOOL = "It is sunny in Paris."  # 1.5 s of answer audio
 TOOL_S = 1.5
 """The slow tool's run time: longer than the spoken preamble that plays meanwhile."""
