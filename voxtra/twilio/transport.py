@@ -12,8 +12,9 @@ when its buffer is empty, unlike Asterisk's chan_websocket.
 What was *played* comes from Twilio, not from our clock: a ``mark`` goes out after
 every :data:`MARK_EVERY` frames and at the end of each stretch of audio, and Twilio
 echoes it once the audio before it has been played to the caller. ``played_ms`` is
-the audio confirmed so, ``queued_ms`` the rest of what ``send`` took (our queue plus
-what Twilio still holds). ``flush()`` (barge-in) sends ``clear``: Twilio drops its
+the audio confirmed so (plus, between two marks, what has played since the last one
+at 1x, never beyond the next mark), ``queued_ms`` the rest of what ``send`` took (our
+queue plus what Twilio still holds). ``flush()`` (barge-in) sends ``clear``: Twilio drops its
 buffer and echoes the pending marks at once, so those are ignored (each mark carries
 the flush generation it belongs to) and what was sent but not confirmed is dropped
 from the count: the pipeline's truncation uses what the caller really heard, to
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from voxtra.media.frames import FRAME_MS, AudioChunk, Codec
@@ -61,6 +63,7 @@ class TwilioMediaTransport(MediaTransport):
         *,
         call_sid: str = "",
         max_queue_ms: int = 60_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(Codec.ULAW, 8000, max_queue_ms=max_queue_ms)
         self.stream_sid = stream_sid
@@ -78,6 +81,8 @@ class TwilioMediaTransport(MediaTransport):
         self._sent = 0  # frames sent to Twilio (never counting flushed ones)
         self._marked = 0  # frames covered by the last mark sent
         self._confirmed = 0  # frames Twilio said it played
+        self._clock = clock
+        self._confirmed_at = clock()  # when that was said (or the stretch began)
         self._active = False  # sending a stretch of audio (not primed again)
         self.marks_sent = 0
         self.marks_received = 0
@@ -104,7 +109,10 @@ class TwilioMediaTransport(MediaTransport):
             return  # echoed by a clear (earlier generation), or not ours
         self.marks_received += 1
         # Never past what was sent (a stray or replayed mark must not make queued_ms < 0).
-        self._confirmed = max(self._confirmed, min(int(frames), self._sent))
+        confirmed = min(int(frames), self._sent)
+        if confirmed > self._confirmed:
+            self._confirmed = confirmed
+            self._confirmed_at = self._clock()
 
     def dtmf(self, digit: str) -> None:
         self._emit(DtmfEvent(digit))
@@ -119,13 +127,25 @@ class TwilioMediaTransport(MediaTransport):
 
     # --- positions ----------------------------------------------------------------------
 
+    def _played_frames_now(self) -> int:
+        """Confirmed frames, plus those played since, at 1x, up to the next mark.
+
+        Between two marks Twilio goes on playing: without this the position would be
+        up to a mark's 60 ms behind. Never more than one mark ahead of what was
+        confirmed (a stalled stream cannot run it away) nor past what was sent."""
+        ahead = self._sent - self._confirmed
+        if ahead <= 0:
+            return self._confirmed
+        since = int((self._clock() - self._confirmed_at) * 1000 // FRAME_MS)
+        return self._confirmed + min(ahead, MARK_EVERY, max(0, since))
+
     @property
     def played_ms(self) -> float:
-        return float(self._confirmed * FRAME_MS)
+        return float(self._played_frames_now() * FRAME_MS)
 
     @property
     def queued_ms(self) -> float:
-        return super().queued_ms + (self._sent - self._confirmed) * FRAME_MS
+        return super().queued_ms + (self._sent - self._played_frames_now()) * FRAME_MS
 
     # --- outbound -------------------------------------------------------------------------
 
@@ -140,7 +160,10 @@ class TwilioMediaTransport(MediaTransport):
                     self._active = False
                     self._mark()  # the end of this stretch: played_ms reaches it
                 return
-            self._active = True
+            if not self._active:
+                self._active = True
+                if self._sent == self._confirmed:
+                    self._confirmed_at = self._clock()  # playing starts about now
             self._outbox.put_nowait(media_message(self.stream_sid, frame))
             self._sent += 1
             self.stats.frames_out += 1
@@ -159,6 +182,7 @@ class TwilioMediaTransport(MediaTransport):
         # What Twilio still holds is never played: the count stops where it was
         # confirmed, and the marks it echoes for the clear belong to the old generation.
         self._generation += 1
+        self._confirmed = self._played_frames_now()
         self._sent = self._marked = self._confirmed
         self._active = False
         self.clears_sent += 1

@@ -105,7 +105,8 @@ async def test_marks_of_an_earlier_generation_do_not_count() -> None:
         return None
 
     ticker = Ticker()
-    transport = TwilioMediaTransport("MZ1", send, close, ticker)
+    now = [0.0]  # the transport's clock, moved by hand
+    transport = TwilioMediaTransport("MZ1", send, close, ticker, clock=lambda: now[0])
     try:
         transport.feed(b"\x01" * 250)  # one whole frame and a part
         transport.feed(b"\x01" * 70)
@@ -117,13 +118,17 @@ async def test_marks_of_an_earlier_generation_do_not_count() -> None:
         await _until(lambda: _count(sent, "media") >= 12)
         transport.marked("v0:9")
         assert transport.played_ms == 180
+        now[0] += 0.045  # two frames played since that mark (Twilio plays on)
+        assert transport.played_ms == 220
+        now[0] += 1.0  # but never more than a mark (3 frames) past the last one
+        assert transport.played_ms == 240
         await transport.flush()
         transport.marked("v0:12")  # echoed because of the clear: never played
-        assert transport.played_ms == 180 and transport.queued_ms == 0
+        assert transport.played_ms == 240 and transport.queued_ms == 0
         await transport.send(AudioChunk(b"\x10" * 160 * 5, 8000, Codec.ULAW))
-        await _until(lambda: _count(sent, "media") >= 14)
-        transport.marked("v1:10")
-        assert transport.played_ms == 200
+        await _until(lambda: _count(sent, "media") >= 16)
+        transport.marked("v1:14")
+        assert transport.played_ms == 280
         await asyncio.sleep(0.05)
         assert {"event": "clear", "streamSid": "MZ1"} in sent
     finally:
