@@ -32,8 +32,9 @@ Where Gemini Live differs from OpenAI Realtime, and what the engine does about i
   falls back to a new session with the whole history (as heard) as ``clientContent``;
   so does ``session_resumption=False``. When the service announces it will close the
   connection (``goAway``: it ends every connection after some minutes), the engine
-  moves to a new session with the handle at the next quiet moment (no answer, no
-  caller speech, no tool running; at once if it is quiet), before the service cuts it.
+  moves to a new session with the handle at once if it is quiet (no answer playing out
+  of the service or asked for, no caller speech, no tool running), else with the fresh
+  handle the service sends after the turn, before the service cuts it.
 """
 
 from __future__ import annotations
@@ -387,11 +388,13 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
             turn = self._model_turn(speech=False)
             for call in tool_call.function_calls or ():
                 self._on_function_call(turn, call.id or "", call.name or "", call.args or {})
+        fresh = False  # a moment to move at: a new handle, or the notice itself
         update = message.session_resumption_update
         if update is not None and update.resumable and update.new_handle:
             self.resume_handle = update.new_handle
             history = self.agent.history
             self._handle_mark = history[-1] if history else None
+            fresh = True
         if message.go_away is not None:
             logger.info(
                 "call %s: %s: the service will close the session in %s",
@@ -399,6 +402,6 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
                 self.name,
                 message.go_away.time_left,
             )
-            self._going_away = True
-        if self._going_away and self.resume_handle is not None and self._quiet():
+            self._going_away = fresh = True
+        if fresh and self._going_away and self.resume_handle is not None and self._quiet():
             await self._renew()

@@ -227,6 +227,26 @@ async def test_go_away_moves_to_a_resumed_session_before_the_service_cuts_it() -
     ]
 
 
+async def test_go_away_waits_for_a_say_whose_answer_has_not_started() -> None:
+    """A move while the say's answer is due would lose it: the engine waits for the
+    answer to end, then moves."""
+    async with FakeGeminiLive(KEY) as fake:
+        engine = engine_for(fake)
+        media = MemoryMediaIO(virtual=False)
+        async with engine.attach(media, clock=media.clock):
+            fake.think_s = 0.3
+            say = asyncio.create_task(engine.say("Hello."))
+            await until(lambda: bool(fake.connections[0].of("clientContent")))
+            await fake.go_away()
+            result = await asyncio.wait_for(say, 5)
+            await fake.wait_connections(2)  # then it moved
+            fake.think_s = 0.0
+            again = await engine.say("Still here.")
+        first, second = fake.connections
+    assert result.heard_text == "Hello." and again.heard_text == "Still here."
+    assert second.resumed_from == first.handles[-1]
+
+
 async def until_handles_forgotten(fake: FakeGeminiLive) -> None:
     """The service forgets every handle it issues (as if each had expired)."""
 

@@ -164,6 +164,8 @@ class FakeGeminiLive(SpeechServiceFake[GeminiConnection]):
         self.client_ssl_context = ssl.create_default_context(cadata=self.certificate_pem)
         super().__init__(api_key, ssl_context=server_ssl, **options)
         self.silence_ms = silence_ms
+        self.think_s = 0.0
+        """Seconds before an answer's first message (a model taking its time)."""
         self.handles: dict[str, list[tuple[str, str]]] = {}
         """Resumable sessions: handle -> the conversation (``turns``) at that point."""
         self.app.router.add_get(PATH, self._live_socket)
@@ -317,6 +319,8 @@ class _Session(WebSocketSession):
     async def respond(self, reply: RealtimeReply) -> None:
         spoken: list[str] = []
         try:
+            if self.fake.think_s:
+                await asyncio.sleep(self.fake.think_s)
             if reply.tool_calls:
                 calls = [
                     {"id": f"fc_{uuid.uuid4().hex[:12]}", "name": name, "args": dict(args)}
