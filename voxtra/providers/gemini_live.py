@@ -84,7 +84,10 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
     def __init__(
         self,
         api_key: str | SecretStr,
-        model: str = "gemini-live-2.5-flash-preview",
+        # The Gemini API's changelog: gemini-live-2.5-flash-preview was shut down on
+        # 2025-12-09; this native-audio model was released for the Live API on
+        # 2025-12-12 (16 kHz PCM in, 24 kHz out, as above).
+        model: str = "gemini-2.5-flash-native-audio-preview-12-2025",
         *,
         voice: str = "Puck",
         language: str | None = None,

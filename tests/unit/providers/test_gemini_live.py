@@ -59,7 +59,7 @@ async def test_say_and_listen_with_one_conversion_each_way() -> None:
     assert said.heard_text == "Hello there." and said.played_ms == pytest.approx(600)
     assert heard is not None and heard.text == "what are your hours"
     setup = conn.setup
-    assert setup["model"].endswith("gemini-live-2.5-flash-preview")
+    assert setup["model"].endswith("gemini-2.5-flash-native-audio-preview-12-2025")
     assert setup["systemInstruction"]["parts"][0]["text"] == "You are a bakery."
     voice = setup["generationConfig"]["speechConfig"]["voiceConfig"]
     assert voice["prebuiltVoiceConfig"]["voiceName"] == "Kore"
