@@ -207,6 +207,13 @@ class MediaEngine:
         self._mm = MmsgArrays(sock, 2 * capacity, _PACKET + 4)
         self._mm.slen[:] = _PACKET
         self._rkeys = self._mm.rnames.view(np.uint64)[:, 0]
+        # Header fields of every received row, as views (no copy; rows are 176 bytes):
+        # the sequence number (bytes 2-3) and the SSRC (8-11), big-endian.
+        self._rseq = self._mm.rdata.view(">u2")[:, 1]
+        self._rssrc = self._mm.rdata.view(">u4")[:, 2]
+        self._sseq = self._mm.sdata.view(">u2")[:, 1]
+        self._sts = self._mm.sdata.view(">u4")[:, 1]
+        self._sssrc = self._mm.sdata.view(">u4")[:, 2]
         """Source of each received row: family, port and IPv4 address as one number."""
         cap = capacity
         self._n = 0
@@ -234,7 +241,7 @@ class MediaEngine:
         """How many frames wait in the ring; the first is sequence ``_exp``."""
         self._seq_out = np.zeros(cap, np.uint16)
         self._ts_out = np.zeros(cap, np.uint32)
-        self._ssrc_out = np.zeros((cap, 4), np.uint8)
+        self._ssrc_out = np.zeros(cap, np.uint32)
         self._marker = np.zeros(cap, np.bool_)
         self._hist_up = self._up.new_history(cap)
         self._hist_down = self._down.new_history(cap)
@@ -322,7 +329,7 @@ class MediaEngine:
         self._head[i] = 0
         self._seq_out[i] = secrets.randbits(16)
         self._ts_out[i] = secrets.randbits(32)
-        self._ssrc_out[i] = np.frombuffer(secrets.token_bytes(4), np.uint8)
+        self._ssrc_out[i] = secrets.randbits(32)
         self._marker[i] = True
         self._hist_up[i] = 0
         self._hist_down[i] = 0
@@ -498,8 +505,8 @@ class MediaEngine:
             row = np.zeros(got, np.int64)
         data = mm.rdata[:got]
         lens = mm.rlen[:got]
-        seq = (data[:, 2].astype(np.int32) << 8) | data[:, 3]
-        ssrc = np.ascontiguousarray(data[:, 8:12]).view(">u4")[:, 0]
+        seq = self._rseq[:got].astype(np.int32)  # one byte-swapping copy each
+        ssrc = self._rssrc[:got].astype(np.uint32)
         ok = (
             known
             & (lens == _PACKET)
@@ -514,13 +521,16 @@ class MediaEngine:
         # Each ordinary packet's rank among its stream's packets of this read
         # (arrival order), from a stable sort by stream.
         r_ok = row[ok]
-        order = np.argsort(r_ok, kind="stable")
-        rs = r_ok[order]
-        first = np.searchsorted(rs, rs)  # index of each stream's first packet
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(rs)) - first
-        held = self._held[:n]
         counts = np.bincount(r_ok, minlength=n)
+        if len(r_ok) and counts.max() > 1:
+            order = np.argsort(r_ok, kind="stable")
+            rs = r_ok[order]
+            first = np.searchsorted(rs, rs)  # index of each stream's first packet
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(rs)) - first
+        else:  # the usual read: at most one packet a stream
+            rank = np.zeros(len(r_ok), np.int64)
+        held = self._held[:n]
         exp = self._exp[r_ok] + held[r_ok] + rank
         match = seq[ok] == (exp & 0xFFFF)
         # A stream stays on the array path if all its packets are the next in order and
@@ -695,9 +705,9 @@ class MediaEngine:
             out = mm.sdata[:m]
             out[:, 0] = 0x80
             out[:, 1] = self._pt[rows] | (self._marker[rows].astype(np.uint8) << 7)
-            out[:, 2:4] = seq.astype(">u2").view(np.uint8).reshape(m, 2)
-            out[:, 4:8] = ts.astype(">u4").view(np.uint8).reshape(m, 4)
-            out[:, 8:12] = self._ssrc_out[rows]
+            self._sseq[:m] = seq  # big-endian views of the send rows' header fields
+            self._sts[:m] = ts
+            self._sssrc[:m] = self._ssrc_out[rows]
             if self._n_alaw:
                 codes = _ENC[bits.astype(np.int32) + self._enc_off[:n, None]]
                 out[:, 12:_PACKET] = codes[rows]
