@@ -201,7 +201,7 @@ async def build_set(quick: bool) -> list[tuple[str, bool, str, str, str | None, 
     return items
 
 
-def engines(whisper_options: dict[str, Any]) -> list[tuple[str, STT]]:
+def engines(whisper_options: dict[str, Any], denoise: bool = False) -> list[tuple[str, STT]]:
     from voxtra.providers.pocketsphinx_stt import PocketSphinxSTT
     from voxtra.providers.whisper_stt import WhisperSTT
 
@@ -210,11 +210,37 @@ def engines(whisper_options: dict[str, Any]) -> list[tuple[str, STT]]:
         *agent.vocabulary(),
         *(f"what is the weather in {c}" for c in ("london", "paris", "berlin")),
     ]
+    found: list[tuple[str, STT]] = []
+    if denoise:
+        from voxtra.providers.rnnoise import DenoisedSTT
+
+        whisper = WhisperSTT(**{"early_decode_ms": None, **whisper_options})
+        found.append(("whisper tiny.en + rnnoise", DenoisedSTT(whisper)))
     return [
+        *found,
         ("whisper tiny.en", WhisperSTT(**{"early_decode_ms": None, **whisper_options})),
         ("pocketsphinx open", PocketSphinxSTT(executor="thread")),
         ("pocketsphinx keywords", PocketSphinxSTT(keywords=demo_phrases, executor="thread")),
     ]
+
+
+def denoise_cpu_us(items: list[tuple[str, bool, str, str, str | None, bytes]]) -> float:
+    """CPU time of RNNoise (resampling to 48 kHz and back included) per second of audio,
+    over the whole set, frame by frame as a call feeds it."""
+    from voxtra.providers.rnnoise import RNNoise
+
+    suppressor = RNNoise()
+    cpu = 0.0
+    seconds = 0.0
+    for *_, ulaw in items:
+        session = suppressor.session()
+        start = time.process_time()
+        for i in range(0, len(ulaw) - 159, 160):
+            session.process(AudioChunk(ulaw[i : i + 160], 8000, Codec.ULAW))
+        cpu += time.process_time() - start
+        seconds += len(ulaw) / 8000
+        session.close()
+    return cpu / seconds * 1e6
 
 
 def summary(rows: list[Result]) -> dict[str, float]:
@@ -233,7 +259,9 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
     items = await build_set(args.quick)
     print(f"{len(items)} utterances ({len(QUESTIONS)} questions x voices x clean/noisy)")
     results: list[Result] = []
-    for engine, stt in engines(args.whisper_options):
+    if args.denoise:
+        print(f"RNNoise: {denoise_cpu_us(items):.0f} us of CPU per call-second")
+    for engine, stt in engines(args.whisper_options, args.denoise):
         if args.engine and not any(e in engine for e in args.engine):
             continue
         warm = getattr(stt, "warm_up", None)
@@ -262,7 +290,7 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
             await close()
 
     print(
-        f"\n{'engine':24}{'voice':24}{'line':7}{'WER':>7}{'intent':>8}{'p50 ms':>8}"
+        f"\n{'engine':28}{'voice':24}{'line':7}{'WER':>7}{'intent':>8}{'p50 ms':>8}"
         f"{'p95 ms':>8}{'CPU p50':>8}"
     )
     table: dict[str, Any] = {}
@@ -284,7 +312,7 @@ async def run(args: argparse.Namespace) -> tuple[bool, dict[str, Any]]:
                 s = summary(rows)
                 table[f"{engine}|{voice}|{'noisy' if noisy else 'clean'}"] = s
                 print(
-                    f"{engine:24}{voice:24}{'noisy' if noisy else 'clean':7}{s['wer']:7.1%}"
+                    f"{engine:28}{voice:24}{'noisy' if noisy else 'clean':7}{s['wer']:7.1%}"
                     f"{s['intent']:8.0%}{s['latency_p50_ms']:8.0f}{s['latency_p95_ms']:8.0f}"
                     f"{s['cpu_p50_ms']:8.0f}"
                 )
@@ -332,6 +360,11 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="two voices only")
     ap.add_argument("--json", help="write every utterance's result here")
     ap.add_argument("--show", action="store_true", help="print every transcript")
+    ap.add_argument(
+        "--denoise",
+        action="store_true",
+        help="also Whisper behind RNNoise noise suppression (the rnnoise extra), and its CPU",
+    )
     ap.add_argument(
         "--engine",
         action="append",
