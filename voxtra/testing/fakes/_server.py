@@ -20,9 +20,9 @@ from aiohttp import web
 from voxtra.testing import audio
 
 __all__ = [
-    "EnergyVAD",
     "FakeServer",
     "RealtimeReply",
+    "ServiceVAD",
     "SpeechServiceFake",
     "WebSocketSession",
     "tone_pcm16",
@@ -104,7 +104,7 @@ def tone_pcm16(ms: float, rate: int) -> bytes:
     return audio.tone(440.0, ms / 1000.0, rate, amplitude=3000 / 32768).astype("<i2").tobytes()
 
 
-class EnergyVAD:
+class ServiceVAD:
     """The fakes' turn detection on 20 ms frames: speech starts after ``start_frames``
     frames at or above ``speech_db`` (dBFS) and stops after ``silence_ms`` below it."""
 
@@ -201,8 +201,8 @@ class SpeechServiceFake(FakeServer, Generic[C]):
     def next_transcript(self) -> str:
         return self.transcripts.pop(0) if self.transcripts else ""
 
-    def vad(self) -> EnergyVAD:
-        return EnergyVAD(self.speech_db, self.start_frames)
+    def vad(self) -> ServiceVAD:
+        return ServiceVAD(self.speech_db, self.start_frames)
 
     def drop(self) -> None:
         """Cut every live connection without a close frame (a network failure)."""
