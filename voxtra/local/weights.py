@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -177,10 +176,3 @@ def ensure_model(
         f"{time.monotonic() - fetched:.1f} s)"
     )
     return target
-
-
-def remove(spec: ModelSpec = QWEN_CODER_1_5B, directory: Path | None = None) -> None:
-    """Delete a cached model file (tests, or to force a fresh download)."""
-    path = (directory or models_dir()) / spec.filename
-    path.unlink(missing_ok=True)
-    shutil.rmtree(path.with_name(path.name + ".part"), ignore_errors=True)
