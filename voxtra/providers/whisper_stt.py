@@ -28,8 +28,8 @@ stt_offline set's speech (about 0.45 more a second of caller speech, ~115 ms of 
 each).
 
 The encoder reads a 10 s window (``window_s``), not Whisper's 30 s: the utterance's
-features zero-padded to 10 s, as faster-whisper pads them to 30. Measured on the 240
-phone utterances of bench/stt_offline.py (tiny.en, one thread): decode CPU p50 390 ->
+features zero-padded to 10 s, as faster-whisper pads them to 30. Measured on the 120
+phone utterances of bench/stt_offline.py (tiny.en, one thread): decode CPU p50 421 ->
 115 ms, wall p95 609 -> 194 ms, word error rate the same within run-to-run noise. An
 utterance longer than the window, or a decode that loops, is decoded on the 30 s window.
 
@@ -261,7 +261,7 @@ class WhisperSTT:
         """One greedy (or beam) decode of ``audio`` with the encoder on ``window_s``.
 
         faster-whisper's ``transcribe`` always pads the features to 30 s, and encoding
-        that window is most of a decode: tiny.en on one thread, 390 ms of CPU (p50, 240
+        that window is most of a decode: tiny.en on one thread, 390 ms of CPU (p50, 120
         phone utterances of bench/stt_offline.py) against 112 ms with the features
         zero-padded to 10 s, at the same word error rate (22-24% vs 25.6% clean, 37%
         vs 38.6% noisy). Shorter windows made tiny.en loop on repeated words (6 s: WER
