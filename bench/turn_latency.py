@@ -1,6 +1,6 @@
 """Benchmark: per-turn latency of the embedded voice agent, through a real Asterisk.
 
-SIP phones (pjsua2) talk to the demo assistant (WebRTC VAD, pocketsphinx, the rule
+SIP phones (pjsua2) talk to the demo assistant (WebRTC VAD, Whisper tiny.en, the rule
 agent, espeak-ng) over the sandbox Asterisk; several calls run at once. Two figures:
 
 * **framework-added time** per turn: the caller's wait as the pipeline measures it
