@@ -77,8 +77,10 @@ class LocalLLM:
 
     ``threads`` defaults to 1, measured on this shared 2-core box: with ``-t 2`` while
     another process kept one core busy, generation fell to 1.9-2.0 tokens/s (llama.cpp's
-    threads wait for each other at every layer); with ``-t 1``, 19.5 tokens/s. On an
-    idle machine ``-t 2`` is faster (29 tokens/s): pass ``threads=2`` there.
+    threads wait for each other at every layer); with ``-t 1``, 19.5 tokens/s. Alone,
+    ``-t 2`` is faster (25.7 vs 20.1 tokens/s, load 2.2); inside a call's turns it was
+    slower (per-turn p50 4.2 vs 2.5 s, 2.6x the server CPU: ``bench/llm_local.py``).
+    Pass ``threads=2`` on a machine with cores to spare.
     Answers are short by design (``max_tokens`` 96: one or two spoken sentences), and
     greedy (``temperature`` 0) so the same question gets the same action.
     """
