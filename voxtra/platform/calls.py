@@ -1,11 +1,19 @@
-"""``CallService``: places the API's calls through the app, and acts on live ones.
+"""``CallService``: places the API's calls through the app's backends, and acts on
+live ones.
 
 :meth:`CallService.place` stores the call as ``queued`` and returns at once; a task
-dials it (``app.originate`` with the route's handler) and writes ``dialing``, then the
-outcome: answered calls are marked ``in_progress`` by the recorder's ``on_call_start``
-hook and finished by its ``on_call_end``; refused ones end here as ``busy``,
-``no_answer`` or ``failed`` with Asterisk's hangup cause. Part 2 (schedules, campaigns)
-places its calls through the same method.
+dials it through the call's backend (:mod:`voxtra.platform.backends`: Asterisk's
+``app.originate`` or Twilio's ``TwilioBackend.originate``, with the route's handler)
+and writes ``dialing``, then the outcome: answered calls are marked ``in_progress`` by
+the recorder's ``on_call_start`` hook and finished by its ``on_call_end``; refused
+ones end here as ``busy``, ``no_answer`` or ``failed`` (with Asterisk's hangup cause,
+or Twilio's status). Part 2 (schedules, campaigns) places its calls through the same
+backends.
+
+The backends: Asterisk unless ``twilio.without_asterisk`` is set, and Twilio once
+:meth:`CallService.add_backend` is given one (``voxtra serve`` does when Twilio is
+configured). A call names its backend (``backend``); without one it goes through
+Asterisk when the app has it, else through Twilio.
 """
 
 from __future__ import annotations
@@ -13,22 +21,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from voxtra.app import VoxtraApp
-from voxtra.ari.errors import AriError, AriNotFound
 from voxtra.calls.session import CallSession
 from voxtra.config import PlatformSettings
 from voxtra.errors import CallBusy, CallNoAnswer, OriginateError, VoxtraError
+from voxtra.platform.backends import BACKENDS, AsteriskCallBackend, CallBackend
 from voxtra.platform.metrics import PlatformMetrics
 from voxtra.platform.recorder import PLATFORM_CALL_ID
 from voxtra.platform.schemas import CallRequest
 from voxtra.platform.store.base import new_id, utcnow
 from voxtra.platform.store.calls import FINAL_STATUSES, CallRecord, CallStatus
 from voxtra.platform.store.repository import CallStore
-from voxtra.platform.targets import InvalidTarget, dial_target, transfer_target
+from voxtra.platform.targets import InvalidTarget
 
 __all__ = ["CallNotLive", "CallService", "UnknownRoute"]
 
@@ -60,10 +67,43 @@ class CallService:
         self.store = store
         self.settings = settings
         self.metrics = metrics
-        self.dialing: dict[str, tuple[str, asyncio.Task[None]]] = {}
+        self.dialing: dict[str, tuple[str | None, asyncio.Task[None]]] = {}
+        """Calls being dialled: platform id -> (channel id if known, dialling task)."""
         self._writes: set[asyncio.Task[Any]] = set()
         """Status writes made from event callbacks (kept referenced until done)."""
-        """Calls being dialled: platform id -> (channel id, dialling task)."""
+        self.backends: dict[str, CallBackend] = {}
+        """The backends calls go through, by name (see the module docstring)."""
+        if not app.settings.twilio.without_asterisk:
+            self.add_backend(AsteriskCallBackend(app, settings))
+
+    def add_backend(self, backend: CallBackend) -> None:
+        """Place calls through ``backend`` too (``backend.name``: ``twilio``...)."""
+        self.backends[backend.name] = backend
+
+    @property
+    def default_backend(self) -> str | None:
+        """Asterisk when the app has it, else the first other backend (Twilio)."""
+        if "asterisk" in self.backends:
+            return "asterisk"
+        return next(iter(self.backends), None)
+
+    def backend_for(self, name: str | None, field: str = "backend") -> CallBackend:
+        """The backend named ``name`` (None: the default); :class:`InvalidTarget`
+        naming ``field`` if it is unknown or not configured here."""
+        chosen = name or self.default_backend
+        found = self.backends.get(chosen) if chosen else None
+        if found is None:
+            configured = ", ".join(self.backends) or "none"
+            if chosen is not None and chosen not in BACKENDS:
+                message = f"unknown backend {chosen!r} (known: {', '.join(BACKENDS)})"
+            else:
+                message = f"backend {chosen!r} is not configured here (configured: {configured})"
+            raise InvalidTarget(field, message)
+        return found
+
+    def backend_of(self, record: CallRecord) -> CallBackend | None:
+        """The backend a stored call is on (a row from before the column: Asterisk)."""
+        return self.backends.get(record.backend or "asterisk")
 
     def handler_for(self, route: str | None) -> Handler:
         """The handler of the route named ``route`` (None: the app's default handler)."""
@@ -77,9 +117,13 @@ class CallService:
         names = ", ".join(sorted({r.name for r in self.app.router.routes})) or "none"
         raise UnknownRoute("route", f"no route named {route!r} (registered: {names})")
 
-    def check(self, request: CallRequest) -> tuple[str, Handler]:
-        """The endpoint to dial and the handler; :class:`InvalidTarget` naming the field."""
-        return dial_target(request.to, self.settings), self.handler_for(request.route)
+    def check(self, request: CallRequest) -> tuple[CallBackend, str, Handler]:
+        """The backend, what it dials and the handler; :class:`InvalidTarget` naming the
+        field (``backend``, ``to``, ``from``, ``route``)."""
+        backend = self.backend_for(request.backend)
+        target = backend.target(request.to)
+        backend.caller_id(request.from_)
+        return backend, target, self.handler_for(request.route)
 
     async def place(
         self,
@@ -97,15 +141,16 @@ class CallService:
         made, with ``created`` False, and nothing is dialled again. Raises
         :class:`InvalidTarget` (``to``, ``route``) before anything is stored.
         """
-        endpoint, handler = self.check(request)
+        backend, endpoint, handler = self.check(request)
         record = CallRecord(
             id=call_id or new_id("call"),
             direction="outbound",
             status=CallStatus.QUEUED.value,
             route=request.route,
             to=request.to,
-            from_=request.from_,
+            from_=backend.caller_id(request.from_),
             endpoint=endpoint,
+            backend=backend.name,
             variables=request.data(),
             meta=request.metadata,
             record=request.record,
@@ -127,9 +172,9 @@ class CallService:
                 return record, False
         else:
             await self.store.create(record)
-        channel_id = f"voxtra-out-{secrets.token_hex(8)}"
+        channel_id = backend.new_channel_id()
         task = asyncio.create_task(
-            self._dial(record, request, endpoint, handler, channel_id),
+            self._dial(record, request, backend, endpoint, handler, channel_id),
             name=f"voxtra-platform-dial-{record.id}",
         )
         self.dialing[record.id] = (channel_id, task)
@@ -140,9 +185,10 @@ class CallService:
         self,
         record: CallRecord,
         request: CallRequest,
+        backend: CallBackend,
         endpoint: str,
         handler: Handler,
-        channel_id: str,
+        channel_id: str | None,
     ) -> None:
         await self.store.update(
             record.id,
@@ -160,9 +206,9 @@ class CallService:
             "platform_transcribe": request.transcribe,
         }
         try:
-            await self.app.originate(
+            await backend.originate(
                 endpoint,
-                caller_id=request.from_,
+                caller_id=record.from_,
                 timeout=request.ring_timeout,
                 handler=self._wrap(handler, request),
                 metadata=metadata,
@@ -170,8 +216,7 @@ class CallService:
                 on_ringing=lambda: self._mark_ringing(record.id),
             )
         except asyncio.CancelledError:
-            with contextlib.suppress(AriError):
-                await self.app.ari.channels.hangup(channel_id)
+            await backend.cancel(channel_id)
             await self._end(record.id, CallStatus.CANCELED, None, "canceled while dialling")
             raise
         except OriginateError as exc:
@@ -256,21 +301,24 @@ class CallService:
                 await dialing[1]
             return
         if record.channel_id and record.instance_id not in (None, self.app.instance_id):
-            # Live on another worker: on the same Asterisk, its channel is one ARI request
-            # away; that worker sees the hang-up and records the call's end.
-            try:
-                await self.app.ari.channels.hangup(record.channel_id)
-            except AriNotFound:
+            # Live on another worker: its backend reaches it (the same Asterisk, the same
+            # Twilio account); that worker sees the hang-up and records the call's end.
+            backend = self.backend_of(record)
+            if backend is None or not await backend.hangup_elsewhere(record.channel_id):
                 raise CallNotLive(
-                    f"call {record.id} is not live on this worker's Asterisk (ended, or "
-                    f"its worker {record.instance_id} serves another Asterisk)"
-                ) from None
+                    f"call {record.id} is not live on this worker's {record.backend or 'asterisk'}"
+                    f" (ended, or its worker {record.instance_id} serves another)"
+                )
             return
         raise CallNotLive(f"call {record.id} is not live in this process")
 
     async def transfer(self, record: CallRecord, target: str) -> str:
-        """Blind-transfer a live call to ``target`` (validated); the target dialled."""
-        checked = transfer_target(target, self.settings)
+        """Blind-transfer a live call to ``target`` (validated for the call's backend);
+        the target dialled."""
+        backend = self.backend_of(record)
+        if backend is None:
+            raise CallNotLive(f"call {record.id} is on {record.backend}, not served here")
+        checked = backend.transfer_target(target)
         if record.status in _FINAL:
             raise CallNotLive(f"call {record.id} has ended ({record.status})")
         session = self.app.get_session(record.channel_id) if record.channel_id else None

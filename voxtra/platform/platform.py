@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from voxtra.app import VoxtraApp
 from voxtra.config import PlatformSettings, VoxtraSettings
+from voxtra.platform.backends import TwilioCallBackend, TwilioRestCalls
 from voxtra.platform.calls import CallService
 from voxtra.platform.metrics import PlatformMetrics
 from voxtra.platform.notify import CallNotifier
@@ -54,6 +55,12 @@ class Platform:
         self._on_start: list[Hook] = []
         self._on_stop: list[Hook] = []
         self.started = False
+
+    def use_twilio(self, twilio: TwilioRestCalls) -> None:
+        """Place calls through Twilio too (``twilio``: the app's
+        ``voxtra.twilio.TwilioBackend``; ``voxtra serve`` does this when Twilio is
+        configured). Its caller id by default: ``twilio.from_number``."""
+        self.calls.add_backend(TwilioCallBackend(twilio, self.app.settings.twilio.from_number))
 
     def on_start(self, hook: Hook) -> Hook:
         """Run ``await hook()`` at :meth:`start`, after the store is migrated."""

@@ -205,6 +205,7 @@ class PlatformRecorder:
                 status=status.value,
                 to=call.called_number or None,
                 from_=(call.caller_id or None) if inbound else None,
+                backend=call.backend,
                 meta=_plain(call.metadata),
                 created_at=now,
                 started_at=now,

@@ -64,6 +64,12 @@ class CallRequest(BaseModel):
     transcribe: bool = True
     ring_timeout: int = Field(default=30, ge=1, le=300, description="seconds")
     max_duration: float | None = Field(default=None, gt=0, le=86400, description="seconds")
+    backend: Literal["asterisk", "twilio"] | None = Field(
+        default=None,
+        description="the telephony backend to call through (configured ones only); none: "
+        "Asterisk when the app has it, else Twilio. On Twilio `to` is an E.164 number, a "
+        "SIP URI or client:name, and `from` one of your Twilio numbers",
+    )
 
     @field_validator("from_")
     @classmethod
@@ -106,6 +112,7 @@ class CallSummary(BaseModel):
     from_: str | None = Field(serialization_alias="from")
     route: str | None
     campaign_id: str | None
+    backend: str | None = Field(description="asterisk or twilio")
     created_at: datetime
     ended_at: datetime | None
 

@@ -7,7 +7,9 @@ is still recorded), then the recorder writes what is left and the database close
 
 With ``twilio.account_sid``, ``twilio.auth_token`` and ``twilio.public_url`` set, the
 same server also answers Twilio (``voxtra.twilio``): the webhook, status callback and
-Media Streams socket under ``twilio.path_prefix``, each checked for Twilio's signature.
+Media Streams socket under ``twilio.path_prefix``, each checked for Twilio's signature;
+and the API places calls through Twilio (``backend: "twilio"``, the default when
+``twilio.without_asterisk`` is set).
 """
 
 from __future__ import annotations
@@ -76,6 +78,8 @@ class PlatformServer:
         if self.twilio is not None:
             # Signed by Twilio (checked in each route), not by the API's bearer tokens.
             self.api.router.routes.extend(self.twilio.routes())
+            # The API's calls, schedules and campaigns may go out through Twilio too.
+            self.platform.use_twilio(self.twilio)
         config = uvicorn.Config(
             self.api,
             host=host or settings.host,

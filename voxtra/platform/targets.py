@@ -11,6 +11,11 @@ Three kinds, each matched in full against a strict pattern; anything else is ref
 The template and the endpoint come from the settings (the operator's); only the
 validated parts come from the request. No request text is ever a dialplan application,
 a channel variable name or a file path.
+
+On Twilio (:func:`twilio_target`) a ``to`` is what Twilio's ``calls.create`` and
+``<Dial>`` take, each matched in full: an E.164 number, a SIP URI, or ``client:name``
+(a Twilio Client identity); the caller id (:func:`twilio_caller_id`) is an E.164
+number (one of the account's). Endpoints and ``exten@context`` mean nothing there.
 """
 
 from __future__ import annotations
@@ -20,7 +25,13 @@ import re
 from voxtra.config import PlatformSettings
 from voxtra.errors import VoxtraError
 
-__all__ = ["InvalidTarget", "dial_target", "transfer_target"]
+__all__ = [
+    "InvalidTarget",
+    "dial_target",
+    "transfer_target",
+    "twilio_caller_id",
+    "twilio_target",
+]
 
 _NUMBER = re.compile(r"\+[1-9][0-9]{6,14}")
 _SIP_URI = re.compile(
@@ -29,6 +40,7 @@ _SIP_URI = re.compile(
 _ENDPOINT = re.compile(r"([A-Za-z0-9]{1,16})/([A-Za-z0-9_.+-]{1,80})")
 _LOCAL = re.compile(r"Local/([A-Za-z0-9_+*#-]{1,80})@([A-Za-z0-9_-]{1,80})", re.IGNORECASE)
 _EXTEN_AT_CONTEXT = re.compile(r"([A-Za-z0-9_+*#-]{1,80})@([A-Za-z0-9_-]{1,80})")
+_CLIENT = re.compile(r"client:[A-Za-z0-9_.-]{1,121}")
 
 
 class InvalidTarget(VoxtraError):
@@ -89,3 +101,26 @@ def transfer_target(target: str, settings: PlatformSettings) -> str:
             raise InvalidTarget("target", f"transfers may not enter context {match.group(2)!r}")
         return target
     return dial_target(target, settings, "target")
+
+
+def twilio_target(to: str, field: str = "to") -> str:
+    """``to`` for Twilio (a call's ``to`` or a transfer's ``<Dial>``): an E.164 number,
+    a SIP URI or ``client:name``, returned as is; :class:`InvalidTarget` otherwise."""
+    if _NUMBER.fullmatch(to) or _SIP_URI.fullmatch(to) or _CLIENT.fullmatch(to):
+        return to
+    if to[:4].lower() in ("sip:", "sips"):
+        raise InvalidTarget(field, "expected a SIP URI like sip:user@host")
+    raise InvalidTarget(
+        field,
+        "on Twilio: expected an E.164 number (+4930123456), a SIP URI (sip:user@host) "
+        "or a Twilio Client (client:name)",
+    )
+
+
+def twilio_caller_id(caller_id: str | None, field: str = "from") -> str | None:
+    """A Twilio caller id: an E.164 number (one of the account's), or None."""
+    if caller_id is not None and not _NUMBER.fullmatch(caller_id):
+        raise InvalidTarget(
+            field, "on Twilio the caller id is an E.164 number of your account (+4930123456)"
+        )
+    return caller_id

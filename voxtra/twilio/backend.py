@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from voxtra.app import VoxtraApp
 from voxtra.ari.client import basic_auth_header
+from voxtra.ari.events import ChannelDtmfReceived
 from voxtra.ari.models import CallerID, Channel, DialplanCEP
 from voxtra.calls.context import CallContext
 from voxtra.calls.session import CallSession
@@ -84,6 +85,9 @@ logger = logging.getLogger(__name__)
 
 FINAL_FAILURES = {"busy", "no-answer", "failed", "canceled"}
 """Twilio call statuses that end an outbound call before it was answered."""
+
+_BEFORE_ANSWER = {"queued", "initiated", "ringing", *FINAL_FAILURES}
+"""Statuses that can reach the callback before ``calls.create`` has returned here."""
 
 
 def status_outcome(to: str, status: str, sip_code: str | None = None) -> OriginateError | None:
@@ -123,10 +127,17 @@ def _rebase(url: str, base_url: str) -> str:
 class _Outbound:
     """An originate waiting for its stream (or its failure)."""
 
-    def __init__(self, to: str, handler: CallHandler | None, metadata: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        to: str,
+        handler: CallHandler | None,
+        metadata: dict[str, Any],
+        on_ringing: Callable[[], None] | None = None,
+    ) -> None:
         self.to = to
         self.handler = handler
         self.metadata = metadata
+        self.on_ringing = on_ringing
         self.future: asyncio.Future[CallSession] = asyncio.get_running_loop().create_future()
 
 
@@ -243,6 +254,19 @@ class TwilioBackend:
         call_sid, status = params.get("CallSid", ""), params.get("CallStatus", "")
         logger.debug("twilio call %s: status %s", call_sid, status)
         pending = self._outbound.get(call_sid)
+        if (
+            pending is None
+            and status in _BEFORE_ANSWER
+            and params.get("Direction", "").startswith("outbound")
+        ):
+            # Twilio sends "initiated" and "ringing" as the call starts: they race
+            # calls.create's answer to this process, and one that won was dropped.
+            pending = await self._outbound_for(call_sid)
+        if pending is not None and status == "ringing" and pending.on_ringing is not None:
+            try:
+                pending.on_ringing()
+            except Exception:
+                logger.exception("twilio call %s: on_ringing failed", call_sid)
         if pending is not None and not pending.future.done():
             outcome = status_outcome(pending.to, status, params.get("SipResponseCode"))
             if outcome is None and status == "completed":
@@ -290,7 +314,13 @@ class TwilioBackend:
                 elif isinstance(message, Dtmf):
                     if transport is not None and session is not None and message.digit:
                         transport.dtmf(message.digit)
-                        session.context.digit_received(message.digit)
+                        # As the ARI event it is on Asterisk: queued for listen_dtmf and
+                        # gather, and seen by the call's waiters (the platform's
+                        # recorder stores each digit from it).
+                        context = session.context
+                        context.handle_event(
+                            ChannelDtmfReceived(digit=message.digit, channel=context.channel)
+                        )
                 elif isinstance(message, Start):
                     if transport is None:
                         transport, session = await self._start_call(ws, message)
@@ -480,6 +510,7 @@ class TwilioBackend:
         timeout: int = 30,
         handler: CallHandler | None = None,
         metadata: Mapping[str, Any] | None = None,
+        on_ringing: Callable[[], None] | None = None,
     ) -> CallSession:
         """Call ``to`` through Twilio's REST API and wait until its stream starts
         (``caller_id``: one of your Twilio numbers; default ``twilio.from_number``).
@@ -488,11 +519,13 @@ class TwilioBackend:
         route handler, if given). Raises :class:`~voxtra.errors.CallBusy`,
         :class:`~voxtra.errors.CallNoAnswer` or :class:`~voxtra.errors.CallFailed`,
         from Twilio's status callback, as ``VoxtraApp.originate`` does on Asterisk.
+        ``on_ringing()`` runs when Twilio's ``ringing`` status callback comes. Cancelled
+        while the call rings, it cancels the call at Twilio (``status=canceled``).
         """
         caller = caller_id or self.settings.from_number
         if not caller:
             raise ConfigError("originate needs caller_id= (a Twilio number) or twilio.from_number")
-        pending = _Outbound(to, handler, dict(metadata or {}))
+        pending = _Outbound(to, handler, dict(metadata or {}), on_ringing)
         call = await self.client().calls.create_async(
             to=to,
             from_=caller,
@@ -511,6 +544,15 @@ class TwilioBackend:
             with contextlib.suppress(Exception):
                 await self.update_call(call_sid, status="canceled")
             raise CallNoAnswer(to, None, "", f"not answered within {timeout} s") from None
+        except asyncio.CancelledError:
+            # Given up while ringing (the platform's hang-up of a call still dialling):
+            # left alone, the call would ring on and its stream, once answered, would
+            # find no originate waiting for it.
+            answered = pending.future.done() and pending.future.exception() is None
+            with contextlib.suppress(Exception):
+                status = "completed" if answered else "canceled"
+                await asyncio.shield(self.update_call(call_sid, status=status))
+            raise
         finally:
             self._outbound.pop(call_sid, None)
 

@@ -60,6 +60,7 @@ def _summary_fields(call: CallRecord) -> dict[str, Any]:
         "from_": call.from_,
         "route": call.route,
         "campaign_id": call.campaign_id,
+        "backend": call.backend,
         "created_at": call.created_at,
         "ended_at": call.ended_at,
     }

@@ -105,6 +105,11 @@ class CampaignSettings(BaseModel):
     ring_timeout: int = Field(default=30, ge=1, le=300)
     webhook_url: HttpUrl | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    backend: Literal["asterisk", "twilio"] | None = Field(
+        default=None,
+        description="the telephony backend of every call (as for POST /v1/calls; none: "
+        "Asterisk when the app has it, else Twilio)",
+    )
     start_at: datetime | None = Field(default=None, description="not before (default: now)")
 
 
@@ -119,6 +124,7 @@ class CampaignOut(BaseModel):
     name: str | None
     status: Literal["running", "paused", "canceled", "finished"]
     route: str | None
+    backend: str | None
     max_concurrent: int | None
     calls_per_minute: int | None
     created_at: datetime
@@ -204,6 +210,7 @@ async def _out(platform: Platform, campaign: Campaign) -> CampaignOut:
         name=campaign.name,
         status=campaign.status,
         route=campaign.route,
+        backend=campaign.backend,
         max_concurrent=campaign.max_concurrent,
         calls_per_minute=campaign.calls_per_minute,
         created_at=campaign.created_at,
@@ -246,11 +253,12 @@ class CheckOut(BaseModel):
     contacts: int
 
 
-def _rules(platform: Platform, body: CampaignIn) -> tuple[list[CallingWindow], RetryPolicy]:
-    """Everything a campaign is checked for before it is stored (422 naming the field)."""
+def _rules(platform: Platform, body: CampaignIn) -> tuple[list[CallingWindow], RetryPolicy, str]:
+    """Everything a campaign is checked for before it is stored (422 naming the field);
+    with the backend its calls go through."""
     for i, contact in enumerate(body.contacts):
-        check_to(platform, contact.to, f"contacts.{i}.to")
-    check_call(platform, body.contacts[0].to, body.from_, body.route)
+        check_to(platform, contact.to, f"contacts.{i}.to", body.backend)
+    backend = check_call(platform, body.contacts[0].to, body.from_, body.route, body.backend)
     try:
         zone(body.tz)
         for i, contact in enumerate(body.contacts):
@@ -260,7 +268,7 @@ def _rules(platform: Platform, body: CampaignIn) -> tuple[list[CallingWindow], R
                 except ConfigError as exc:
                     raise _problem(f"contacts.{i}.tz", str(exc)) from None
         windows = [CallingWindow(w.start, w.end, tuple(w.days)) for w in body.windows]
-        return windows, body.retry.policy()
+        return windows, body.retry.policy(), backend
     except ConfigError as exc:
         name = type(exc).__name__
         field = {"InvalidCallingWindow": "windows", "InvalidRetryPolicy": "retry"}.get(name, "tz")
@@ -275,7 +283,7 @@ def _rules(platform: Platform, body: CampaignIn) -> tuple[list[CallingWindow], R
 )
 async def create_campaign(request: Request, platform: PlatformDep, _caller: Writer) -> CampaignOut:
     body = await _read_body(request)
-    windows, policy = _rules(platform, body)
+    windows, policy, backend = _rules(platform, body)
     worker = service.worker_of(platform)
     async with platform.db.session() as session:
         campaign = await admin.create_campaign(
@@ -294,6 +302,7 @@ async def create_campaign(request: Request, platform: PlatformDep, _caller: Writ
             webhook_url=str(body.webhook_url) if body.webhook_url else None,
             metadata=body.metadata,
             start_at=body.start_at,
+            backend=backend,
         )
     worker.wake()
     return await _out(platform, campaign)

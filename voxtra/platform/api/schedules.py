@@ -22,7 +22,7 @@ from voxtra.platform.engine import admin, service
 from voxtra.platform.platform import Platform
 from voxtra.platform.schemas import CallRequest
 from voxtra.platform.store.campaigns import Schedule, ScheduleRun
-from voxtra.platform.targets import InvalidTarget, dial_target
+from voxtra.platform.targets import InvalidTarget
 
 __all__ = ["ScheduleIn", "ScheduleOut", "router"]
 
@@ -52,6 +52,9 @@ class ScheduleIn(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     ring_timeout: int = Field(default=30, ge=1, le=300)
     webhook_url: HttpUrl | None = None
+    backend: Literal["asterisk", "twilio"] | None = Field(
+        default=None, description="as for POST /v1/calls"
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> ScheduleIn:
@@ -106,27 +109,36 @@ def _out(schedule: Schedule, runs: list[ScheduleRun] | None = None) -> ScheduleO
     )
 
 
-def check_call(platform: Platform, to: str, caller_id: str | None, route: str | None) -> None:
-    """What ``POST /v1/calls`` would refuse is refused here too (422 naming the field)."""
+def check_call(
+    platform: Platform,
+    to: str,
+    caller_id: str | None,
+    route: str | None,
+    backend: str | None = None,
+) -> str:
+    """What ``POST /v1/calls`` would refuse is refused here too (422 naming the field);
+    the name of the backend the calls will go through."""
     try:
-        request = CallRequest.model_validate({"to": to, "from": caller_id, "route": route})
-        platform.calls.check(request)
+        request = CallRequest.model_validate(
+            {"to": to, "from": caller_id, "route": route, "backend": backend}
+        )
+        return platform.calls.check(request)[0].name
     except InvalidTarget as exc:
         raise Problem(422, str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from None
     except ValueError as exc:
         raise Problem(422, str(exc), errors=[{"field": "from", "message": str(exc)}]) from None
 
 
-def check_to(platform: Platform, to: str, field: str) -> None:
+def check_to(platform: Platform, to: str, field: str, backend: str | None = None) -> None:
     try:
-        dial_target(to, platform.settings, field)
+        platform.calls.backend_for(backend).target(to, field)
     except InvalidTarget as exc:
         raise Problem(422, str(exc), errors=[{"field": exc.field, "message": str(exc)}]) from None
 
 
 @router.post("", status_code=201, summary="Schedule a call, once or by cron")
 async def create_schedule(body: ScheduleIn, platform: PlatformDep, _caller: Writer) -> ScheduleOut:
-    check_call(platform, body.to, body.from_, body.route)
+    backend = check_call(platform, body.to, body.from_, body.route, body.backend)
     worker = service.worker_of(platform)
     try:
         async with platform.db.session() as session:
@@ -143,6 +155,7 @@ async def create_schedule(body: ScheduleIn, platform: PlatformDep, _caller: Writ
                 metadata=body.metadata,
                 ring_timeout=body.ring_timeout,
                 webhook_url=str(body.webhook_url) if body.webhook_url else None,
+                backend=backend,
             )
     except ConfigError as exc:
         field = "cron" if "cron" in type(exc).__name__.lower() else "tz"

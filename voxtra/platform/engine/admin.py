@@ -81,6 +81,7 @@ async def create_campaign(
     webhook_url: str | None = None,
     metadata: dict[str, Any] | None = None,
     start_at: datetime | None = None,
+    backend: str | None = None,
 ) -> Campaign:
     zone(tz)
     for contact in contacts:
@@ -91,6 +92,7 @@ async def create_campaign(
         name=name,
         route=route,
         caller_id=caller_id,
+        backend=backend,
         tz=tz,
         max_concurrent=max_concurrent,
         calls_per_minute=calls_per_minute,
@@ -183,6 +185,7 @@ async def create_schedule(
     metadata: dict[str, Any] | None = None,
     ring_timeout: int = 30,
     webhook_url: str | None = None,
+    backend: str | None = None,
 ) -> Schedule:
     """A one-off call at ``at`` (naive: wall time in ``tz``; aware: that instant) or a
     recurring one on ``cron`` read in ``tz``."""
@@ -207,6 +210,7 @@ async def create_schedule(
         meta=dict(metadata or {}),
         ring_timeout=ring_timeout,
         webhook_url=webhook_url,
+        backend=backend,
         status=ScheduleStatus.ACTIVE.value,
         next_run_at=next_run,
         created_at=now,

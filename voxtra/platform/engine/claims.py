@@ -82,6 +82,8 @@ class ClaimedAttempt:
     caller_id: str | None
     ring_timeout: int
     webhook_url: str | None
+    backend: str | None = None
+    """The campaign's telephony backend (None: the platform's default)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class ClaimedRun:
     caller_id: str | None
     ring_timeout: int
     webhook_url: str | None
+    backend: str | None = None
+    """The schedule's telephony backend (None: the platform's default)."""
 
 
 @dataclass(frozen=True)
@@ -248,6 +252,7 @@ async def claim_schedules(
             caller_id=s.caller_id,
             ring_timeout=s.ring_timeout,
             webhook_url=s.webhook_url,
+            backend=s.backend,
         )
         for run, s in claimed
     ]
@@ -372,6 +377,7 @@ async def claim_campaign(
                 caller_id=campaign.caller_id,
                 ring_timeout=campaign.ring_timeout,
                 webhook_url=campaign.webhook_url,
+                backend=campaign.backend,
             )
             for a, c in new
         ]

@@ -25,7 +25,7 @@ from voxtra.platform.recorder import PLATFORM_CALL_ID
 from voxtra.platform.scheduling import AttemptOutcome
 from voxtra.platform.store.base import new_id, utcnow
 from voxtra.platform.store.calls import FINAL_STATUSES, CallRecord, CallStatus
-from voxtra.platform.targets import dial_target
+from voxtra.platform.targets import InvalidTarget
 from voxtra.platform.webhooks import WebhookDispatcher
 from voxtra.recording.metadata import RecordingMetadata
 
@@ -58,7 +58,7 @@ def setup(platform: Platform, clock: EngineClock | None = None) -> SchedulingWor
         platform.app,
         platform.db,
         routes=platform.calls.handler_for,
-        dial=lambda to: dial_target(to, settings),
+        backends=platform.calls.backend_for,
         clock=clock,
         worker_id=f"{platform.app.instance_id[:40]}-{uuid.uuid4().hex[:12]}",
         poll_interval=settings.worker_poll_interval,
@@ -97,9 +97,20 @@ class StoreCallLog:
         self.platform = platform
 
     async def dialing(
-        self, to: str, route: str | None, caller_id: str | None, metadata: dict[str, Any]
+        self,
+        to: str,
+        route: str | None,
+        caller_id: str | None,
+        metadata: dict[str, Any],
+        backend: str | None = None,
     ) -> dict[str, Any]:
         now = utcnow()
+        try:
+            found = self.platform.calls.backend_for(backend)
+            name: str | None = found.name
+            endpoint: str | None = found.target(to)
+        except InvalidTarget:  # recorded, then failed by the dial (no such backend here)
+            name, endpoint = backend, None
         record = CallRecord(
             id=new_id("call"),
             direction="outbound",
@@ -107,7 +118,8 @@ class StoreCallLog:
             route=route,
             to=to,
             from_=caller_id,
-            endpoint=dial_target(to, self.platform.settings),
+            endpoint=endpoint,
+            backend=name,
             meta={k: v for k, v in metadata.items() if isinstance(v, str | int | float)},
             campaign_id=metadata.get("campaign_id"),
             schedule_id=metadata.get("schedule_id"),

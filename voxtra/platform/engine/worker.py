@@ -3,10 +3,12 @@
 Each round it renews its lease, records ``lost`` for the work of workers whose lease
 expired, claims the due schedule runs and what each running campaign's limits and
 calling windows allow (see :mod:`voxtra.platform.engine.claims`), and dials each claim
-with ``app.originate(...)`` running the named route's handler. The outcome comes from
-the originate (answered, or ``CallBusy`` / ``CallNoAnswer`` / ``CallFailed``) and, for an
-answered call, its end; it is written back in its own transaction, and the worker wakes
-at once to fill the freed place.
+through its telephony backend (:class:`~voxtra.platform.backends.CallBackend`: Asterisk's
+``app.originate`` or Twilio's, as the campaign or schedule names) running the named
+route's handler. The outcome comes from the originate (answered, or ``CallBusy`` /
+``CallNoAnswer`` / ``CallFailed``, from Asterisk's hangup cause or Twilio's status
+callback) and, for an answered call, its end; it is written back in its own
+transaction, and the worker wakes at once to fill the freed place.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
+from voxtra.calls.session import CallSession
 from voxtra.errors import CallBusy, CallFailed, CallNoAnswer, VoxtraError
+from voxtra.platform.backends import CallBackend
 from voxtra.platform.engine import claims
 from voxtra.platform.engine.claims import ClaimedAttempt, ClaimedRun, FinishedCampaign
 from voxtra.platform.engine.clock import EngineClock, SystemClock
@@ -58,9 +62,15 @@ class CallLog(Protocol):
     ``GET /v1/calls`` lists them, busy and unanswered ones included."""
 
     async def dialing(
-        self, to: str, route: str | None, caller_id: str | None, metadata: dict[str, Any]
+        self,
+        to: str,
+        route: str | None,
+        caller_id: str | None,
+        metadata: dict[str, Any],
+        backend: str | None = None,
     ) -> dict[str, Any]:
-        """A call is about to be dialed: record it; returns metadata to give the call."""
+        """A call is about to be dialed (through ``backend``; None: the default):
+        record it; returns metadata to give the call."""
         ...
 
     async def refused(
@@ -68,6 +78,36 @@ class CallLog(Protocol):
     ) -> None:
         """The call was not answered (an answered one is followed by the app's hooks)."""
         ...
+
+
+class _AppBackend(CallBackend):
+    """The app itself with a ``dial(to)`` mapping: the worker's backend when it is given
+    no ``backends`` (an embedding program's or a test's worker on Asterisk)."""
+
+    name = "asterisk"
+
+    def __init__(self, app: Dialer, dial: Callable[[str], str]) -> None:
+        self.app = app
+        self.dial = dial
+
+    def target(self, to: str, field: str = "to") -> str:
+        return self.dial(to)
+
+    async def originate(
+        self,
+        target: str,
+        *,
+        caller_id: str | None,
+        timeout: int,
+        handler: CallHandler | None,
+        metadata: dict[str, Any],
+        channel_id: str | None = None,
+        on_ringing: Callable[[], None] | None = None,
+    ) -> CallSession:
+        session: CallSession = await self.app.originate(
+            target, caller_id=caller_id, timeout=timeout, handler=handler, metadata=metadata
+        )
+        return session
 
 
 def _outcome(exc: BaseException) -> AttemptOutcome:
@@ -82,8 +122,11 @@ class SchedulingWorker:
     """Claims and dials scheduled and campaign calls for one app.
 
     ``routes(name)`` gives the handler of a named route (``None``: the app's own routing
-    is not used for outbound calls, so an unknown name fails the attempt). ``dial(to)``
-    turns a stored ``to`` into an endpoint (the API checked it on the way in).
+    is not used for outbound calls, so an unknown name fails the attempt).
+    ``backends(name)`` gives the telephony backend a claim names (None: the default;
+    an unknown or unconfigured one raises, and the attempt fails); without it, calls go
+    through ``app.originate`` with ``dial(to)`` turning a stored ``to`` into an endpoint
+    (the API checked it on the way in).
     ``clock``: every timestamp and wait (a test injects a fast one). ``lease``: seconds
     after its last renewal that a silent worker counts as dead and its calls as lost.
     ``ready()``: whether calls can be placed now (the app's ARI connection is up); while
@@ -97,6 +140,7 @@ class SchedulingWorker:
         *,
         routes: Callable[[str | None], CallHandler | None],
         dial: Callable[[str], str] = lambda to: to,
+        backends: Callable[[str | None], CallBackend] | None = None,
         clock: EngineClock | None = None,
         worker_id: str | None = None,
         poll_interval: float = 1.0,
@@ -110,6 +154,8 @@ class SchedulingWorker:
         self.db = db
         self.routes = routes
         self.dial = dial
+        direct = _AppBackend(app, dial)
+        self.backends: Callable[[str | None], CallBackend] = backends or (lambda name: direct)
         self.clock: EngineClock = clock or SystemClock()
         self.worker_id = worker_id or f"w-{socket.gethostname()[:32]}-{uuid.uuid4().hex[:8]}"
         self.poll_interval = poll_interval
@@ -253,23 +299,25 @@ class SchedulingWorker:
         metadata: dict[str, Any],
         on_answer: Callable[[str], Awaitable[None]],
         urls: list[str],
+        backend: str | None = None,
     ) -> tuple[AttemptOutcome, int | None, str | None]:
         """Dial and wait for the outcome: (outcome, hangup cause, error)."""
         extra: dict[str, Any] = {}
         if self.calls is not None:
             try:
-                extra = await self.calls.dialing(to, route, caller_id, metadata)
+                extra = await self.calls.dialing(to, route, caller_id, metadata, backend)
             except Exception:  # the call log is a record, not a gate: dial anyway
                 logger.exception("worker %s: could not record a call", self.worker_id)
         try:
             handler = self.routes(route)
             if handler is None and route is not None:
                 raise VoxtraError(f"no route named {route!r}")
+            placer = self.backends(backend)
             # The contact's variables reach the handler as call.metadata["customer_data"]
             # (as for API calls), never the channel: nothing a client sends is set in
             # the dialplan's variables.
-            call = await self.app.originate(
-                self.dial(to),
+            call = await placer.originate(
+                placer.target(to),
                 caller_id=caller_id,
                 timeout=ring_timeout,
                 handler=handler,
@@ -320,6 +368,7 @@ class SchedulingWorker:
             metadata,
             answered,
             urls,
+            claim.backend,
         )
 
         async def finish() -> ContactState | None:
@@ -360,6 +409,7 @@ class SchedulingWorker:
             metadata,
             answered,
             urls,
+            run.backend,
         )
 
         async def finish() -> None:

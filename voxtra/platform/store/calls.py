@@ -72,7 +72,11 @@ class CallRecord(Base):
     from_: Mapped[str | None] = mapped_column("from", String(200))
     """Outbound: the caller id sent; inbound: the caller's number."""
     endpoint: Mapped[str | None] = mapped_column(String(300))
-    """The Asterisk endpoint dialled (``to`` after validation and the trunk template)."""
+    """What was dialled: the Asterisk endpoint (``to`` after validation and the trunk
+    template), or on Twilio the number, ``sip:`` URI or ``client:`` as given."""
+    backend: Mapped[str | None] = mapped_column(String(16))
+    """The telephony backend of the call: ``asterisk`` or ``twilio`` (None: a row from
+    before the column, Asterisk's)."""
     variables: Mapped[dict[str, Any]] = mapped_column(default=dict)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     record: Mapped[bool] = mapped_column(default=False)

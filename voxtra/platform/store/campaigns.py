@@ -76,6 +76,8 @@ class Schedule(Base):
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     ring_timeout: Mapped[int] = mapped_column(default=30)
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    backend: Mapped[str | None] = mapped_column(String(16))
+    """The telephony backend its calls go through (None: the platform's default)."""
     status: Mapped[str] = mapped_column(String(16), default=ScheduleStatus.ACTIVE.value)
     next_run_at: Mapped[datetime | None]
     runs: Mapped[int] = mapped_column(default=0)
@@ -115,6 +117,8 @@ class Campaign(Base):
     )
     route: Mapped[str | None] = mapped_column(String(200))
     caller_id: Mapped[str | None] = mapped_column(String(200))
+    backend: Mapped[str | None] = mapped_column(String(16))
+    """The telephony backend its calls go through (None: the platform's default)."""
     tz: Mapped[str] = mapped_column(String(64), default="UTC")
     """The contacts' time zone unless a contact names its own."""
     max_concurrent: Mapped[int | None]

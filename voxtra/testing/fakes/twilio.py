@@ -118,6 +118,8 @@ class FakeTwilio(FakeServer):
         self.recordings: dict[str, TwilioRecording] = {}
         self.requests: list[tuple[str, str]] = []
         self._outcomes: dict[str, str | Callable[[TwilioPhone], None]] = {}
+        self.ring_s = 0.05
+        """How long an outbound call rings before its scripted outcome."""
         self.answered: asyncio.Queue[TwilioPhone] = asyncio.Queue()
         """Phones that answered an outbound call, in order."""
         self._http: aiohttp.ClientSession | None = None
@@ -193,7 +195,9 @@ class FakeTwilio(FakeServer):
         outcome = self._outcomes.get(call.to, "no-answer")
         await self._status(call, "initiated")
         await self._status(call, "ringing")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(self.ring_s)
+        if call.status != "ringing":
+            return  # canceled (or hung up) while it rang
         if isinstance(outcome, str) and outcome != "answer":
             await self._status(call, outcome)
             return
