@@ -20,6 +20,7 @@ import struct
 import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -485,3 +486,42 @@ async def test_a_twilio_only_app_served_places_calls_through_twilio(
     assert asterisk.status_code == 422
     assert asterisk.json()["errors"][0]["field"] == "backend"
     assert ready.status_code == 200
+
+
+async def test_a_schedule_over_twilio(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    twilio.script("+15550180", "answer")
+
+    def configure(app: VoxtraApp, handled: list[CallSession]) -> None:
+        @app.route("5000", name="remind")
+        async def remind(call: CallSession) -> None:
+            handled.append(call)
+            await call.answer()
+            await call.hangup()
+
+    async with served(tmp_path, twilio, fake_asterisk, configure) as rig:
+        now = datetime.now(UTC).isoformat()
+        body = {"to": "+15550180", "route": "remind", "at": now, "backend": "twilio"}
+        made = await rig.client.post("/v1/schedules", json=body, headers=auth(WRITE))
+        assert made.status_code == 201, made.text
+        refused = await rig.client.post(
+            "/v1/schedules", json={**body, "to": "PJSIP/alice"}, headers=auth(WRITE)
+        )
+        schedule_id = made.json()["schedule_id"]
+        async with asyncio.timeout(15):
+            while True:
+                got = await rig.client.get(f"/v1/schedules/{schedule_id}", headers=auth(READ))
+                runs = got.json()["recent_runs"]
+                if runs and runs[0]["outcome"] is not None:
+                    break
+                await asyncio.sleep(0.1)
+        await rig.server.platform.recorder.flush()
+        listed = await rig.client.get(
+            "/v1/calls", params={"direction": "outbound"}, headers=auth(READ)
+        )
+    assert runs[0]["outcome"] == "completed"
+    (placed,) = [c for c in listed.json()["calls"] if c["to"] == "+15550180"]
+    assert placed["backend"] == "twilio" and placed["status"] == "completed"
+    assert [c.backend for c in rig.handled] == ["twilio"]
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "to"
