@@ -13,9 +13,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from voxtra.ari.aiohttp_transport import AiohttpTransport
+from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriConnectionError
 from voxtra.ari.http11 import Http11Pool
 from voxtra.ari.transport import AriRequest
+
+from .scripted import ScriptedTransport, fixture
 
 Answer = Callable[[bytes], bytes | None]
 """Request head and body -> the bytes to write back (None: close without answering)."""
@@ -203,3 +206,14 @@ async def test_a_session_given_or_https_keeps_aiohttp() -> None:
     assert AiohttpTransport("https://pbx:8089", "Basic x").lean_rest is False
     assert AiohttpTransport("http://pbx:8088", "Basic x", lean_rest=False).lean_rest is False
     assert AiohttpTransport("http://pbx:8088", "Basic x").lean_rest is True
+
+
+async def test_event_filter_request_shape() -> None:
+    """``applications.filter_events`` sends ARI's eventFilter body (kinds by type)."""
+    transport = ScriptedTransport(
+        {("PUT", "/applications/my%20app/eventFilter"): fixture("application")}
+    )
+    ari = AriClient("http://a", "u", "p", transport=transport)
+    await ari.applications.filter_events("my app", disallowed=["ChannelVarset", "Dial"])
+    (sent,) = transport.requests
+    assert sent.json == {"allowed": [], "disallowed": [{"type": "ChannelVarset"}, {"type": "Dial"}]}
