@@ -325,3 +325,21 @@ async def test_limits_are_typed_errors(peers: list[Peer]) -> None:
     await engine.aclose()
     with pytest.raises(MediaError):
         engine.add("ulaw")
+
+
+async def test_a_stream_without_its_remote_yet_sends_nothing(peers: list[Peer]) -> None:
+    """Asterisk's address comes with the ExternalMedia answer: until then a stream is
+    in the tick (its row) but nothing is sent for it; the others are unaffected."""
+    engine, rec = make(peers, 1)
+    waiting = engine.add("alaw")  # no remote yet
+    live = engine.add("ulaw")
+    live.set_remote("127.0.0.1", peers[0].port)
+    for _ in range(3):
+        peers[0].send(engine.local_address, frame_of(0x44))
+        engine.tick()
+    got = peers[0].received()
+    assert [pkt.payload for pkt in got] == [frame_of(0x44)] * 3
+    assert [pkt.sequence - got[0].sequence for pkt in got] == [0, 1, 2]
+    assert waiting.frames_out == 0 and live.frames_out == 3
+    assert len(rec.ticks[0].ids) == 2
+    await engine.aclose()
