@@ -31,6 +31,7 @@ from platform_helpers import READ, WRITE, auth, build_app
 from voxtra.app import VoxtraApp
 from voxtra.calls.session import CallSession
 from voxtra.pipeline.io import MonotonicClock
+from voxtra.platform.engine import admin, service
 from voxtra.platform.serve import PlatformServer
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.doubles import EnergyVAD, Reply, ScriptedLLM, ScriptedSTT, ScriptedTTS
@@ -525,3 +526,28 @@ async def test_a_schedule_over_twilio(
     assert placed["backend"] == "twilio" and placed["status"] == "completed"
     assert [c.backend for c in rig.handled] == ["twilio"]
     assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "to"
+
+
+async def test_a_worker_without_twilio_leaves_twilio_campaigns_to_others(
+    running: Callable[..., Any],
+) -> None:
+    rig = await running()  # Asterisk only: no Twilio settings
+    platform = rig.platform
+    worker = service.worker_of(platform)
+    async with platform.db.session() as session:
+        campaign = await admin.create_campaign(
+            session,
+            contacts=[admin.ContactSpec("+15550190", None, {})],
+            now=worker.clock.now(),
+            route="hello",
+            backend="twilio",  # made by a worker that has Twilio
+        )
+    started = await worker.run_once()
+    async with platform.db.session() as session:
+        progress = await admin.campaign_progress(session, campaign.id)
+    refused = await rig.client.post(
+        "/v1/calls", json={"to": "+15550190", "backend": "twilio"}, headers=auth(WRITE)
+    )
+    assert started == 0
+    assert progress["attempts"] == {} and progress["contacts"] == {"pending": 1}
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "backend"

@@ -15,12 +15,12 @@ then attempt; an outcome locks its attempt, then its contact, never the campaign
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from voxtra.platform.scheduling import (
@@ -203,15 +203,30 @@ async def reap_lost(session: AsyncSession, now: datetime, worker_id: str, limit:
     return len(attempts) + len(runs)
 
 
+def _served(column: Any, backends: Collection[str] | None) -> ColumnElement[bool]:
+    """Rows whose telephony backend is one of ``backends`` (None: every row). A row
+    without one is from before the column: Asterisk's."""
+    if backends is None:
+        return true()
+    clause = column.in_(list(backends))
+    return or_(clause, column.is_(None)) if "asterisk" in backends else clause
+
+
 async def claim_schedules(
-    session: AsyncSession, worker_id: str, now: datetime, limit: int = 20
+    session: AsyncSession,
+    worker_id: str,
+    now: datetime,
+    limit: int = 20,
+    backends: Collection[str] | None = None,
 ) -> list[ClaimedRun]:
-    """Take the due schedules: a run row each (unique per due time), the next run set."""
+    """Take the due schedules (of ``backends`` only, if given: what this worker can
+    dial): a run row each (unique per due time), the next run set."""
     due = (
         await session.scalars(
             select(Schedule)
             .where(Schedule.status == ScheduleStatus.ACTIVE.value)
             .where(Schedule.next_run_at <= now)
+            .where(_served(Schedule.backend, backends))
             .order_by(Schedule.next_run_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -258,13 +273,18 @@ async def claim_schedules(
     ]
 
 
-async def running_campaigns(session: AsyncSession, now: datetime) -> list[str]:
+async def running_campaigns(
+    session: AsyncSession, now: datetime, backends: Collection[str] | None = None
+) -> list[str]:
+    """The running campaigns (of ``backends`` only, if given: what this worker can
+    dial; the others are left to workers that can)."""
     return list(
         (
             await session.scalars(
                 select(Campaign.id)
                 .where(Campaign.status == CampaignStatus.RUNNING.value)
                 .where(Campaign.start_at <= now)
+                .where(_served(Campaign.backend, backends))
                 .order_by(Campaign.created_at)
             )
         ).all()

@@ -59,6 +59,7 @@ def setup(platform: Platform, clock: EngineClock | None = None) -> SchedulingWor
         platform.db,
         routes=platform.calls.handler_for,
         backends=platform.calls.backend_for,
+        served=lambda: tuple(platform.calls.backends),
         clock=clock,
         worker_id=f"{platform.app.instance_id[:40]}-{uuid.uuid4().hex[:12]}",
         poll_interval=settings.worker_poll_interval,

@@ -19,7 +19,7 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol, TypeVar
 
 from voxtra.calls.session import CallSession
@@ -126,7 +126,8 @@ class SchedulingWorker:
     ``backends(name)`` gives the telephony backend a claim names (None: the default;
     an unknown or unconfigured one raises, and the attempt fails); without it, calls go
     through ``app.originate`` with ``dial(to)`` turning a stored ``to`` into an endpoint
-    (the API checked it on the way in).
+    (the API checked it on the way in). ``served()``: the backends' names, when given
+    only campaigns and schedules on them are claimed.
     ``clock``: every timestamp and wait (a test injects a fast one). ``lease``: seconds
     after its last renewal that a silent worker counts as dead and its calls as lost.
     ``ready()``: whether calls can be placed now (the app's ARI connection is up); while
@@ -141,6 +142,7 @@ class SchedulingWorker:
         routes: Callable[[str | None], CallHandler | None],
         dial: Callable[[str], str] = lambda to: to,
         backends: Callable[[str | None], CallBackend] | None = None,
+        served: Callable[[], Collection[str]] | None = None,
         clock: EngineClock | None = None,
         worker_id: str | None = None,
         poll_interval: float = 1.0,
@@ -156,6 +158,7 @@ class SchedulingWorker:
         self.dial = dial
         direct = _AppBackend(app, dial)
         self.backends: Callable[[str | None], CallBackend] = backends or (lambda name: direct)
+        self.served = served
         self.clock: EngineClock = clock or SystemClock()
         self.worker_id = worker_id or f"w-{socket.gethostname()[:32]}-{uuid.uuid4().hex[:8]}"
         self.poll_interval = poll_interval
@@ -256,13 +259,20 @@ class SchedulingWorker:
             # Asterisk is out of reach: claiming now would turn every contact's attempt
             # into a failure; the work waits in the store (for this or another worker).
             return 0
+        # Only what this worker's backends can dial: a worker without Twilio leaves a
+        # Twilio campaign to one with it, instead of failing its contacts.
+        served = self.served() if self.served is not None else None
         async with self.db.session() as session:
-            runs = await claims.claim_schedules(session, self.worker_id, self.clock.now())
+            runs = await claims.claim_schedules(
+                session, self.worker_id, self.clock.now(), backends=served
+            )
         for run in runs:
             self._spawn(self._place_run(run))
             started += 1
         async with self.db.session() as session:
-            campaign_ids = await claims.running_campaigns(session, self.clock.now())
+            campaign_ids = await claims.running_campaigns(
+                session, self.clock.now(), backends=served
+            )
         for campaign_id in campaign_ids:
             async with self.db.session() as session:
                 attempts, finished = await claims.claim_campaign(
