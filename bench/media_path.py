@@ -264,13 +264,14 @@ def _identity(audio: TickAudio) -> np.ndarray:  # type: ignore[type-arg]
     return audio.pcm
 
 
-async def run_engine(n: int, seconds: float, freeze: bool = True) -> Result:
-    """``MediaEngine``: every call's tick as one array (16 kHz PCM to the app and back)."""
+async def run_engine(n: int, seconds: float, freeze: bool = True, rate: int = 16000) -> Result:
+    """``MediaEngine``: every call's tick as one array (16 kHz PCM to the app and back;
+    ``rate=8000``: the wire's own rate, no resampling)."""
     ticker = Ticker()
     engine = MediaEngine(
         ticker=ticker,
         bind_host="127.0.0.1",
-        sample_rate=16000,
+        sample_rate=rate,
         capacity=max(n, 1),
         on_tick=_identity,
     )
@@ -302,7 +303,7 @@ async def run_engine(n: int, seconds: float, freeze: bool = True) -> Result:
     late = sorted(abs(x) for x in ticker.lateness)
     res = Result(
         n,
-        "engine",
+        "engine" if rate == 16000 else f"engine-{rate // 1000}k",
         "shared",
         cpu * 1e6 / (n * wall),
         statistics.quantiles(late, n=100)[49] * 1000 if len(late) > 2 else 0.0,
@@ -359,6 +360,11 @@ def main() -> None:
     ap.add_argument(
         "--engine-counts", default="100,500", help="MediaEngine runs (a tick as one array)"
     )
+    ap.add_argument(
+        "--engine8k-counts",
+        default="",
+        help="MediaEngine with an 8 kHz app (G.711 decode/encode, no resampling)",
+    )
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument(
         "--layouts", default="own,shared", help="own: a socket per call; shared: one for all"
@@ -380,6 +386,7 @@ def main() -> None:
     results: list[Result] = []
     runs = (
         ("engine", args.engine_counts),
+        ("engine-8k", args.engine8k_counts),
         ("numpy", args.counts),
         ("per-call", args.percall_counts),
         ("pure-python", args.pure_counts),
@@ -389,15 +396,15 @@ def main() -> None:
     for mode, counts in runs:
         for n in (int(c) for c in counts.split(",") if c):
             pairs = [(la, lo) for la in layouts for lo in loops]
-            if mode == "engine":  # one socket for all by design
+            if mode.startswith("engine"):  # one socket for all by design
                 pairs = [("shared", lo) for lo in loops]
             for layout, loop in pairs:
                 # side by side: the same N in each layout (and loop) in turn
                 freeze = not args.no_gc_freeze
                 r = _run_with(
                     loop,
-                    run_engine(n, args.seconds, freeze)
-                    if mode == "engine"
+                    run_engine(n, args.seconds, freeze, 8000 if mode == "engine-8k" else 16000)
+                    if mode.startswith("engine")
                     else run(n, args.seconds, mode, freeze, layout),
                 )
                 r.layout = layout if loop == "asyncio" else f"{layout}+uvloop"
