@@ -86,9 +86,6 @@ logger = logging.getLogger(__name__)
 FINAL_FAILURES = {"busy", "no-answer", "failed", "canceled"}
 """Twilio call statuses that end an outbound call before it was answered."""
 
-_BEFORE_ANSWER = {"queued", "initiated", "ringing", *FINAL_FAILURES}
-"""Statuses that can reach the callback before ``calls.create`` has returned here."""
-
 
 def status_outcome(to: str, status: str, sip_code: str | None = None) -> OriginateError | None:
     """A Twilio ``CallStatus`` as the outcome ``originate()`` raises on Asterisk:
@@ -254,14 +251,6 @@ class TwilioBackend:
         call_sid, status = params.get("CallSid", ""), params.get("CallStatus", "")
         logger.debug("twilio call %s: status %s", call_sid, status)
         pending = self._outbound.get(call_sid)
-        if (
-            pending is None
-            and status in _BEFORE_ANSWER
-            and params.get("Direction", "").startswith("outbound")
-        ):
-            # Twilio sends "initiated" and "ringing" as the call starts: they race
-            # calls.create's answer to this process, and one that won was dropped.
-            pending = await self._outbound_for(call_sid)
         if pending is not None and status == "ringing" and pending.on_ringing is not None:
             try:
                 pending.on_ringing()
