@@ -388,7 +388,9 @@ async def test_backend_and_to_are_checked_per_backend(
             for to in ("+15550150", "sip:bob@example.com", "client:alice")
         }
         default = await rig.place(to="PJSIP/alice", route="hold")  # Asterisk: the default
-        default_detail = await rig.detail(default)
+        default_detail = await rig.wait_for(default, lambda d: d["status"] == "in_progress")
+        # hung up now: left up, the server's stop would wait for the call to drain
+        await rig.client.post(f"/v1/calls/{default}/hangup", headers=auth(WRITE))
     assert checks["endpoint on twilio"] == (422, "to")
     assert checks["context on twilio"] == (422, "to")
     assert checks["caller name on twilio"] == (422, "from")
