@@ -36,6 +36,7 @@ from voxtra.platform.serve import PlatformServer
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.doubles import EnergyVAD, Reply, ScriptedLLM, ScriptedSTT, ScriptedTTS
 from voxtra.testing.fakes.twilio import FakeTwilio, TwilioPhone
+from voxtra.twilio import TwilioBackend
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -46,6 +47,7 @@ FROM = "+15550001"
 class Rig:
     app: VoxtraApp
     server: PlatformServer
+    backend: TwilioBackend
     twilio: FakeTwilio
     client: httpx.AsyncClient
     handled: list[CallSession]
@@ -137,7 +139,7 @@ async def served(
     server.twilio.public_url = server.url
     try:
         async with httpx.AsyncClient(base_url=server.url) as client:
-            yield Rig(app, server, twilio, client, handled)
+            yield Rig(app, server, server.twilio, twilio, client, handled)
     finally:
         for phone_call in list(twilio.calls.values()):
             if phone_call.phone is not None:
@@ -203,7 +205,7 @@ async def test_an_api_call_through_twilio_is_stored_with_transcript_latency_and_
     assert detail["answered_at"] is not None and detail["duration"] > 0
     assert rig.handled and rig.handled[0].backend == "twilio"
     # Twilio placed the call with the caller id and the app's own webhooks.
-    assert (phone.call.from_, phone.call.url) == (FROM, rig.server.twilio.voice_url)
+    assert (phone.call.from_, phone.call.url) == (FROM, rig.backend.voice_url)
 
     assert [(t["speaker"], t["text"]) for t in transcript] == [
         ("caller", "what time is it"),
@@ -332,8 +334,7 @@ async def test_inbound_twilio_calls_are_stored_like_asterisks(
             await call.gather(2, first_digit_timeout=5)
 
     async with served(tmp_path, twilio, fake_asterisk, configure) as rig:
-        assert rig.server.twilio is not None
-        phone = await twilio.call_in(rig.server.twilio.voice_url, to="+15550100", from_="+15550177")
+        phone = await twilio.call_in(rig.backend.voice_url, to="+15550100", from_="+15550177")
         async with asyncio.timeout(5):
             while not seen:
                 await asyncio.sleep(0.01)
