@@ -165,6 +165,10 @@ class CallService:
         if idempotency is not None:
             token_name, key = idempotency
             body = request.model_dump(mode="json", by_alias=True)
+            if body.get("backend") is None:
+                # A body naming no backend hashes as before the field existed: a key used
+                # before the upgrade, sent again with its body, still finds its call.
+                del body["backend"]
             record, created = await self.store.create_idempotent(
                 record, token_name=token_name, key=key, request=body
             )

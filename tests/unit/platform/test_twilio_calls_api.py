@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
+import json
 import math
 import struct
 import wave
@@ -32,7 +34,9 @@ from voxtra.app import VoxtraApp
 from voxtra.calls.session import CallSession
 from voxtra.pipeline.io import MonotonicClock
 from voxtra.platform.engine import admin, service
+from voxtra.platform.schemas import CallRequest
 from voxtra.platform.serve import PlatformServer
+from voxtra.platform.store.calls import IdempotencyKey
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.doubles import EnergyVAD, Reply, ScriptedLLM, ScriptedSTT, ScriptedTTS
 from voxtra.testing.fakes.twilio import FakeTwilio, TwilioPhone
@@ -554,3 +558,24 @@ async def test_a_worker_without_twilio_leaves_twilio_campaigns_to_others(
     assert started == 0
     assert progress["attempts"] == {} and progress["contacts"] == {"pending": 1}
     assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "backend"
+
+
+async def test_an_idempotency_key_from_before_the_backend_field_still_finds_its_call(
+    running: Callable[..., Any],
+) -> None:
+    rig = await running()
+    body = {"to": "PJSIP/alice", "route": "hello"}
+    headers = {**auth(WRITE), "Idempotency-Key": "order-7"}
+    first = await rig.client.post("/v1/calls", json=body, headers=headers)
+    assert first.status_code == 201, first.text
+    # The digest the API stored before `backend` was a field: the body's dump without it.
+    before = CallRequest.model_validate(body).model_dump(mode="json", by_alias=True)
+    del before["backend"]
+    digest = hashlib.sha256(json.dumps(before, sort_keys=True).encode()).hexdigest()
+    async with rig.platform.db.session() as session:
+        row = await session.get(IdempotencyKey, ("writer", "order-7"))
+        assert row is not None
+        row.request_sha256 = digest
+    again = await rig.client.post("/v1/calls", json=body, headers=headers)
+    assert again.status_code == 201, again.text
+    assert again.json()["call_id"] == first.json()["call_id"]
