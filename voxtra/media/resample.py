@@ -370,6 +370,15 @@ def resample_many(resamplers: Sequence[StreamResampler], frames: Sequence[bytes]
     return out
 
 
+_BATCH_BLAS_BUDGET = 250_000
+"""``BatchResampler``'s multiply-adds per product: below OpenBLAS's 262,144 (its
+``GEMM_MULTITHREAD_THRESHOLD`` x 65,536), so each product stays on this thread. The
+media engine at N=500, three alternated pairs of runs: 341-355 us per call-second with
+250,000, 354-363 with ``_BLAS_ROWS_BUDGET``, 360-379 with 130,000 (more calls), 1,443-1,857
+with one product for all rows (OpenBLAS's threads spinning); rows in passes of 64 that
+fit the cache, 411-429 (more numpy calls)."""
+
+
 class BatchResampler:
     """Many streams resampled together, each a whole frame per call, state in one array.
 
@@ -429,7 +438,7 @@ class BatchResampler:
             )
             flat = np.ascontiguousarray(windows).reshape(-1, span)
             yb = y.reshape(-1, bo)
-            per = max(1, _BLAS_ROWS_BUDGET // block.size)
+            per = max(1, _BATCH_BLAS_BUDGET // block.size)
             for r in range(0, len(flat), per):
                 np.matmul(flat[r : r + per], block, out=yb[r : r + per])
         else:
