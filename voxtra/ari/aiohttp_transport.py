@@ -13,6 +13,7 @@ outside the ``except`` block so not even ``__context__`` holds them).
 
 from __future__ import annotations
 
+import asyncio
 import json as jsonlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -168,6 +169,10 @@ class AiohttpTransport(AriTransport):
     async def _lean_request(self, request: AriRequest) -> AriResponse:
         method, path = request.method, request.path
         pool = self._pool
+        if pool is not None and pool.loop not in (None, asyncio.get_running_loop()):
+            # Used from another event loop (asyncio.run again): that loop's sockets
+            # cannot serve this one.
+            pool.closed = True
         if pool is None or pool.closed:
             host, port = self._lean_where
             pool = self._pool = Http11Pool(

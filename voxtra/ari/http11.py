@@ -199,6 +199,8 @@ class Http11Pool:
         self._fixed = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         self._idle: list[_Protocol] = []
         self._slots = asyncio.Semaphore(limit)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The event loop its connections belong to (set by the first request)."""
         self.closed = False
         self.connections_made = 0
 
@@ -238,6 +240,8 @@ class Http11Pool:
             raise ConnectionError("the HTTP pool is closed")
         data = self.encode(method, target, body, content_type)
         loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = loop
         deadline = loop.time() + self.timeout
         async with self._slots:
             for attempt in (0, 1):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -217,3 +218,39 @@ async def test_event_filter_request_shape() -> None:
     await ari.applications.filter_events("my app", disallowed=["ChannelVarset", "Dial"])
     (sent,) = transport.requests
     assert sent.json == {"allowed": [], "disallowed": [{"type": "ChannelVarset"}, {"type": "Dial"}]}
+
+
+def test_a_transport_used_from_a_second_event_loop_opens_new_connections() -> None:
+    """``asyncio.run`` twice with one client: the first loop's sockets are not reused."""
+
+    async def start() -> RawServer:
+        s = RawServer(lambda req: ok())
+        await s.start()
+        return s
+
+    async def ask(transport: AiohttpTransport) -> int:
+        return (await transport.handle_request(AriRequest("GET", "/asterisk/ping"))).status
+
+    ready = threading.Event()
+    box: dict[str, object] = {}
+
+    def serve_forever() -> None:
+        loop = asyncio.new_event_loop()
+        box["loop"] = loop
+        box["server"] = loop.run_until_complete(start())
+        ready.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve_forever, daemon=True)
+    thread.start()
+    ready.wait(5)
+    server = box["server"]
+    assert isinstance(server, RawServer)
+    transport = AiohttpTransport(f"http://127.0.0.1:{server.port}", "Basic x", timeout=5)
+    assert asyncio.run(ask(transport)) == 200
+    assert asyncio.run(ask(transport)) == 200  # a new loop: not the first loop's socket
+    assert server.connections == 2
+    loop = box["loop"]
+    assert isinstance(loop, asyncio.AbstractEventLoop)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
