@@ -264,7 +264,7 @@ class Http11Pool:
                     raise
                 finally:
                     timer.cancel()
-                if keep and not conn.closed:
+                if keep and not conn.closed and not self.closed:
                     conn.idle_since = loop.time()
                     self._idle.append(conn)
                 else:
