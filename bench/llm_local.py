@@ -18,7 +18,13 @@ Figures, each with its target:
   rounds included; STT and TTS are stand-ins here (the demo prints the full figure with
   Whisper and espeak-ng). Target p50 <= 1500 ms.
 
-    .venv/bin/python bench/llm_local.py [--threads 1] [--json]
+* **where a turn's time goes**: per model request of the turns, the seconds to its
+  first spoken text (a tool preamble counts) and to its end, and from llama-server's
+  own log the prompt tokens it had to compute (the rest came from its cache) and
+  their time, and the tokens it generated.
+
+    .venv/bin/python bench/llm_local.py [--threads 1] [--json] [--turns-only]
+        [--no-preamble] [--server-arg=-fa --server-arg=on ...]
 
 Needs root (the server runs in a chroot) and the prepared runtime and weights
 (``scripts/bootstrap``, or ``python -m voxtra.local prepare``).
@@ -32,6 +38,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 import statistics
 import sys
 import time
@@ -106,6 +113,48 @@ def _post(url: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     return (first if first is not None else time.monotonic() - started), timings
 
 
+_TIMING = re.compile(r"task (\d+) \|\s+(prompt eval|eval) time =\s+([\d.]+) ms /\s+(\d+) tokens")
+
+
+def server_requests(log: str) -> dict[int, dict[str, float]]:
+    """llama-server's own timings per task (request), from its log: prompt tokens it
+    computed (not taken from its cache) and their ms, tokens generated and their ms."""
+    tasks: dict[int, dict[str, float]] = {}
+    for m in _TIMING.finditer(log):
+        task = tasks.setdefault(int(m.group(1)), {})
+        kind = "prompt" if m.group(2) == "prompt eval" else "gen"
+        task[f"{kind}_ms"] = float(m.group(3))
+        task[f"{kind}_tokens"] = int(m.group(4))
+    return tasks
+
+
+class _Timed:
+    """Wraps the provider's ``generate``: per request, seconds to the first spoken
+    text and to the end, and whether it was a tool call."""
+
+    def __init__(self, local: LocalLLM) -> None:
+        self.rows: list[dict[str, Any]] = []
+        self.inner = local.llm.generate
+        local.llm.generate = self.generate  # type: ignore[method-assign]
+
+    async def generate(self, messages: Any, tools: Any = ()) -> Any:
+        t0 = time.monotonic()
+        row: dict[str, Any] = {
+            "first_text_s": None,
+            "tool": None,
+            "after_tool": bool(messages and messages[-1].role == "tool"),
+        }
+        self.rows.append(row)
+        async for chunk in self.inner(messages, tools):
+            if chunk.text and row["first_text_s"] is None:
+                row["first_text_s"] = round(time.monotonic() - t0, 3)
+            if chunk.tool_calls:
+                row["tool"] = chunk.tool_calls[0].name
+                row["tool_call_s"] = round(time.monotonic() - t0, 3)
+            yield chunk
+        row["end_s"] = round(time.monotonic() - t0, 3)
+
+
 async def _turns(local: LocalLLM, assistant: ModuleType) -> tuple[list[float], str]:
     """The assistant's pipeline, text in; each turn's TurnMetrics.total_ms."""
     monkey = console.ANSWER_WAIT
@@ -133,7 +182,12 @@ async def _turns(local: LocalLLM, assistant: ModuleType) -> tuple[list[float], s
     )
 
     async def lines():  # type: ignore[no-untyped-def]
-        for q in QUESTIONS:
+        for n, q in enumerate(QUESTIONS):
+            # The console sends the next line once the app is quiet for 0.3 s; a tool
+            # turn is quiet between its preamble and its answer: wait for the turn.
+            deadline = time.monotonic() + 120.0
+            while len(metrics) < n and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
             yield q
 
     out = io.StringIO()
@@ -144,23 +198,34 @@ async def _turns(local: LocalLLM, assistant: ModuleType) -> tuple[list[float], s
     return metrics, out.getvalue()
 
 
-async def run(threads: int) -> dict[str, Any]:
+async def run(
+    threads: int,
+    *,
+    preamble: bool = True,
+    server_args: tuple[str, ...] = (),
+    turns_only: bool = False,
+) -> dict[str, Any]:
     assistant = _load_assistant()
     tools = [tool_spec(t).spec for t in (assistant.get_weather, assistant.transfer_to_person)]
-    local = LocalLLM(threads=threads)
+    local = LocalLLM(
+        threads=threads,
+        tool_preamble=assistant.TOOL_PREAMBLES if preamble else None,
+        server_args=server_args,
+    )
     local.prepare()
+    load0 = os.getloadavg()[0]
     await local.start(system_prompt=assistant.SYSTEM_PROMPT, tools=tools)
     server = local.server
     pid = server.pid()
     assert pid is not None
+    fresh_s: list[float] = []
+    cached_s: list[float] = []
+    rates: list[float] = []
+    per_cpu: list[float] = []
     try:
         url = f"{server.url}/v1/chat/completions"
         question = [ChatMessage("system", assistant.SYSTEM_PROMPT), ChatMessage("user", "")]
-        fresh_s: list[float] = []
-        cached_s: list[float] = []
-        rates: list[float] = []
-        per_cpu: list[float] = []
-        for q in QUESTIONS[:3]:
+        for q in () if turns_only else QUESTIONS[:3]:
             question[1] = ChatMessage("user", q)
             body = local.llm.json_request(question, tools)
             # Fresh: a nonce at the very start, so no cached prefix applies.
@@ -180,7 +245,10 @@ async def run(threads: int) -> dict[str, Any]:
                 rates.append(float(timings["predicted_per_second"]))
                 if cpu > 0:
                     per_cpu.append(int(timings.get("predicted_n", 0)) / cpu)
-        await local.llm.warm_up(assistant.SYSTEM_PROMPT, tools)
+        if not turns_only:
+            await local.llm.warm_up(assistant.SYSTEM_PROMPT, tools)
+        log_at = server.log_file.stat().st_size
+        timed = _Timed(local)
         cpu0 = _cpu_seconds(pid)
         wall0 = time.monotonic()
         turns, transcript = await _turns(local, assistant)
@@ -188,15 +256,24 @@ async def run(threads: int) -> dict[str, Any]:
         turn_wall = time.monotonic() - wall0
     finally:
         await local.aclose()
+    with server.log_file.open(errors="replace") as log:
+        log.seek(log_at)
+        tasks = server_requests(log.read())
+    for row, task in zip(timed.rows, [tasks[k] for k in sorted(tasks)], strict=False):
+        row.update(task)
     ordered = sorted(turns)
     figures: dict[str, Any] = {
         "threads": threads,
         "load_s": server.load_seconds,
         "warm_up_s": local.warm_seconds,
         "warm_up_source": local.warm_source,
-        "first_token_fresh_s": statistics.median(fresh_s),
-        "first_token_cached_s": statistics.median(cached_s),
-        "cache_speedup": statistics.median(fresh_s) / max(statistics.median(cached_s), 1e-6),
+        "preamble": preamble,
+        "server_args": list(server_args),
+        "first_token_fresh_s": statistics.median(fresh_s) if fresh_s else None,
+        "first_token_cached_s": statistics.median(cached_s) if cached_s else None,
+        "cache_speedup": statistics.median(fresh_s) / max(statistics.median(cached_s), 1e-6)
+        if fresh_s
+        else None,
         "tokens_per_s": statistics.median(rates) if rates else None,
         "tokens_per_cpu_s": statistics.median(per_cpu) if per_cpu else None,
         "turns": len(ordered),
@@ -207,6 +284,8 @@ async def run(threads: int) -> dict[str, Any]:
         "turn_ms": [round(t) for t in turns],
         "server_cpu_s_during_turns": turn_cpu,
         "wall_s_during_turns": turn_wall,
+        "requests": timed.rows,
+        "load_average_start": load0,
         "load_average": os.getloadavg()[0],
         "transcript": transcript,
     }
@@ -225,8 +304,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="llama-server -t/-tb (1)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument(
+        "--no-preamble", action="store_true", help="no tool preamble (what it saves)"
+    )
+    parser.add_argument(
+        "--server-arg", action="append", default=[], help="an extra llama-server argument"
+    )
+    parser.add_argument(
+        "--turns-only", action="store_true", help="skip the fresh/cached first-token runs"
+    )
     args = parser.parse_args(argv)
-    figures = asyncio.run(run(args.threads))
+    figures = asyncio.run(
+        run(
+            args.threads,
+            preamble=not args.no_preamble,
+            server_args=tuple(args.server_arg),
+            turns_only=args.turns_only,
+        )
+    )
     if args.json:
         print(json.dumps({k: v for k, v in figures.items() if k != "transcript"}, indent=2))
         return 0
@@ -250,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
         shown = "-" if value is None else f"{value:.2f}"
         print(f"  {name:22} {shown:>9} {unit:30} {_verdict(name, value)}")
     print(f"  turns (ms): {figures['turn_ms']}")
+    for row in figures["requests"]:
+        print(f"  request: {row}")
     print(
         f"  server CPU during the turns: {figures['server_cpu_s_during_turns']:.1f} s "
         f"of {figures['wall_s_during_turns']:.1f} s wall"

@@ -157,6 +157,15 @@ Berlin today"); without that line, "should I take an umbrella in London" too. Me
 with this prompt: 9 of 9 weather and hand-off phrasings called the right tool."""
 
 
+TOOL_PREAMBLES = {
+    "get_weather": "Let me check the weather.",
+    "transfer_to_person": "Sure.",
+    "*": "One moment.",
+}
+"""Said by the local LLM the moment its reply names a tool, while the tool call's JSON,
+the tool and the second request run: the caller hears something within one request's
+first tokens instead of after two requests (see ``docs/local-llm.md``)."""
+
 Writer = Callable[[str], None]
 
 
@@ -265,7 +274,7 @@ def build_assistant(
         stt=recogniser, llm=rules, tts=EspeakTTS(), vad=WebRtcVAD(), voice=voice, **app_options
     )
     if agent != "rules":
-        local = agent if isinstance(agent, LocalLLM) else LocalLLM()
+        local = agent if isinstance(agent, LocalLLM) else LocalLLM(tool_preamble=TOOL_PREAMBLES)
         local.attach(app, log=out)
 
     @app.on_startup

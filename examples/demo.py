@@ -188,7 +188,7 @@ async def run_demo(
         settings["app_name"] = app_name
     brain: str | LocalLLM = agent
     if local:
-        brain = LocalLLM()
+        brain = LocalLLM(tool_preamble=assistant.TOOL_PREAMBLES)
         try:
             # Cached by scripts/bootstrap; on a fresh machine ~30 s (download, chroot).
             await asyncio.to_thread(brain.prepare, AsteriskSandbox().tarball, write)

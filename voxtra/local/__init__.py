@@ -22,7 +22,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -83,6 +83,11 @@ class LocalLLM:
     Pass ``threads=2`` on a machine with cores to spare.
     Answers are short by design (``max_tokens`` 96: one or two spoken sentences), and
     greedy (``temperature`` 0) so the same question gets the same action.
+    ``tool_preamble`` is said the moment the model's reply names a tool (see
+    :class:`~voxtra.providers.openai_llm.OpenAILLM`): a tool turn is two requests
+    here, and without it the caller heard nothing until the second one's first
+    sentence (measured in ``docs/local-llm.md``). ``server_args`` go to llama-server
+    as they are.
     """
 
     def __init__(
@@ -93,13 +98,18 @@ class LocalLLM:
         max_tokens: int = 96,
         temperature: float = 0.0,
         cache: Path | None = None,
+        tool_preamble: str | Mapping[str, str] | None = "One moment.",
+        server_args: Sequence[str] = (),
         **llm_options: Any,
     ) -> None:
         self.spec = spec
         self.runtime = LlamaRuntime(cache)
         self.models = (cache / "models") if cache is not None else models_dir()
         self.server = LlamaServer(
-            self.models / spec.filename, runtime=self.runtime, threads=threads
+            self.models / spec.filename,
+            runtime=self.runtime,
+            threads=threads,
+            extra_args=tuple(server_args),
         )
         self.llm = OpenAILLM(
             "local",
@@ -107,6 +117,7 @@ class LocalLLM:
             base_url=self.server.base_url,
             tool_mode="json",
             json_guide="prefill",
+            tool_preamble=tool_preamble,
             max_tokens=max_tokens,
             temperature=temperature,
             timeout=120.0,

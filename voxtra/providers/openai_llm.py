@@ -23,7 +23,7 @@ import itertools
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -274,7 +274,15 @@ class OpenAILLM:
     continues. Measured on Qwen2.5-Coder-1.5B, 6 phone questions: the same actions and
     arguments both ways, 0.5-1.0 s less per request with ``prefill`` (1.35 -> 0.59 s,
     2.05 -> 1.03 s: the schema's grammar costs per request and per token). A reply
-    that is not valid JSON is a ``ProviderError``, as in schema mode."""
+    that is not valid JSON is a ``ProviderError``, as in schema mode.
+
+    ``tool_preamble`` (json mode): a short sentence streamed as the answer's text the
+    moment the reply's ``action`` names a tool, so the caller hears it while the tool's
+    arguments are written, the tool runs and the model is asked again (a tool turn is
+    two requests: without it, the first audio waits for all of that). It becomes the
+    assistant message's text (the history holds what the caller heard) but is not
+    shown to the model as its own words: the request carries the tool call as the JSON
+    it wrote, so the prompt stays as the model's examples teach it."""
 
     name = "openai"
 
@@ -288,6 +296,7 @@ class OpenAILLM:
         timeout: float = 30.0,
         tool_mode: ToolMode = "native",
         json_guide: JsonGuide = "schema",
+        tool_preamble: str | Mapping[str, str] | None = None,
         **options: Any,
     ) -> None:
         try:
@@ -306,6 +315,9 @@ class OpenAILLM:
             )
         self.tool_mode: ToolMode = tool_mode
         self.json_guide: JsonGuide = json_guide
+        self.tool_preamble = tool_preamble
+        """What is said as soon as a json-mode reply names a tool (``str``: for any
+        tool; a mapping: per tool name, ``"*"`` for the others; None: nothing)."""
         self.options = options
         self._client = AsyncOpenAI(
             api_key=secret_value(api_key),
@@ -426,6 +438,7 @@ class OpenAILLM:
         if self.json_guide == "prefill":
             parser.feed(request["messages"][-1]["content"])  # the server continues it
         spoken = False
+        preamble_due = self.tool_preamble is not None
         try:
             async for chunk in stream:
                 for choice in chunk.choices:
@@ -434,6 +447,14 @@ class OpenAILLM:
                         if text:
                             spoken = spoken or bool(text.strip())
                             yield LLMChunk(text=text)
+                if preamble_due and parser.action is not None:
+                    preamble_due = False
+                    preamble = self._preamble(parser.action)
+                    if preamble:
+                        # The trailing space lets a sentence chunker cut it now rather
+                        # than wait for the next character, which would not come
+                        # until the tool call's JSON is complete.
+                        yield LLMChunk(text=preamble.strip() + " ")
                 if self.json_guide == "prefill" and parser.complete():
                     break  # unconstrained, a model may go on after the object: stop it
         except Exception as exc:
@@ -456,6 +477,13 @@ class OpenAILLM:
         yield LLMChunk(
             tool_calls=(ToolCall(f"call_json_{next(_ids)}", reply["action"], arguments),)
         )
+
+    def _preamble(self, action: str) -> str | None:
+        if action == "say" or self.tool_preamble is None:
+            return None
+        if isinstance(self.tool_preamble, str):
+            return self.tool_preamble
+        return self.tool_preamble.get(action, self.tool_preamble.get("*"))
 
     def _parse(self, part: _PartialCall) -> ToolCall:
         try:

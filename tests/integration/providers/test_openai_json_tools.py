@@ -12,12 +12,15 @@ from __future__ import annotations
 import itertools
 import json
 
+import anyio
 import pytest
 
 from voxtra.errors import ConfigError, ProviderError
-from voxtra.pipeline import Agent
+from voxtra.pipeline import Agent, AgentResponseEvent, PipelineEvent, VoicePipeline
+from voxtra.pipeline.testing import MemoryMediaIO, tone_frames
 from voxtra.providers.base import ChatMessage, LLMChunk, ToolSpec
 from voxtra.providers.openai_llm import OpenAILLM
+from voxtra.testing.doubles import EnergyVAD, ScriptedSTT, ScriptedTTS
 from voxtra.testing.fakes import FakeOpenAI, OpenAIReply
 
 WEATHER = ToolSpec(
@@ -181,3 +184,106 @@ async def test_prefill_guide_continues_the_reply_and_stops_at_the_object() -> No
     )
     with pytest.raises(ConfigError, match="json_guide"):
         OpenAILLM("k", tool_mode="json", json_guide="grammar")  # type: ignore[arg-type]
+
+
+async def test_a_tool_preamble_is_said_as_soon_as_the_action_names_the_tool() -> None:
+    """``tool_preamble``: the text comes before the rest of the tool call's JSON (the
+    caller hears it while the arguments, the tool and the second request run), it is
+    the assistant message's text in the history, and the next request still shows the
+    model its own JSON, not the preamble."""
+    call = 'get_weather", "arguments": {"city": "Berlin"}}'
+    answer = 'It is rainy in Berlin." }'
+    replies = [
+        OpenAIReply(pieces=cut(call, 4, 11, 16, 30)),
+        OpenAIReply(pieces=cut(call, 4, 11, 16, 30)),
+        OpenAIReply(pieces=cut(answer, 5)),
+    ]
+    preambles = {"get_weather": "Let me check the weather.", "*": "One moment."}
+    async with FakeOpenAI("k", replies) as f:
+        llm = OpenAILLM(
+            "k", base_url=f.base_url, tool_mode="json", json_guide="prefill",
+            tool_preamble=preambles,
+        )  # fmt: skip
+        agent = Agent(llm, system_prompt=SYSTEM)
+
+        def get_weather(city: str) -> str:
+            """Today's weather in a city."""
+            return "rainy"
+
+        agent.add_tool(get_weather)
+        chunks = [c async for c in llm.generate(HISTORY, agent.tool_specs)]
+        reply = await agent.respond_with_tools("is it raining in Berlin")
+    # The preamble is the first chunk, before the tool call; the action's name needed
+    # two pieces, the arguments three more.
+    assert [c.text for c in chunks] == ["Let me check the weather. ", ""]
+    assert chunks[1].tool_calls[0].arguments == {"city": "Berlin"}
+    assert reply.text == "It is rainy in Berlin."
+    said = [m for m in agent.history if m.role == "assistant"]
+    assert [m.content.strip() for m in said] == ["Let me check the weather.", reply.text]
+    assert said[0].tool_calls[0].name == "get_weather"
+    # Requests: the generate() above, then the agent's two.
+    _, first, second = f.requests
+    assert second["messages"][-3]["content"] == json.dumps(
+        {"action": "get_weather", "arguments": {"city": "Berlin"}}
+    )
+    assert all("Let me check" not in m["content"] for m in second["messages"])
+    assert first["messages"][-1] == {"role": "assistant", "content": '{"action": "'}
+
+
+async def test_the_pipeline_speaks_the_preamble_once_before_the_tool_runs() -> None:
+    """Through the voice pipeline: the preamble reaches TTS while the tool call's JSON
+    is still streaming (before the tool call is complete), is spoken once, and the
+    answer after the tool result follows it."""
+    call = 'get_weather", "arguments": {"city": "Berlin"}}'
+    answer = 'It is rainy in Berlin." }'
+    replies = [
+        OpenAIReply(pieces=cut(call, 4, 11, 16, 30), delay=0.1),
+        OpenAIReply(pieces=cut(answer, 5)),
+    ]
+    media = MemoryMediaIO(virtual=False)
+    clock = media.clock
+    ran: list[float] = []
+
+    def get_weather(city: str) -> str:
+        """Today's weather in a city."""
+        ran.append(clock.now())
+        return "rainy"
+
+    async with FakeOpenAI("k", replies) as f:
+        llm = OpenAILLM(
+            "k", base_url=f.base_url, tool_mode="json", json_guide="prefill",
+            tool_preamble={"get_weather": "Let me check the weather."},
+        )  # fmt: skip
+        tts = ScriptedTTS(clock, ms_per_char=10.0)
+        p = VoicePipeline(
+            ScriptedSTT(["is it raining in Berlin"], clock, delay=0.0),
+            llm,
+            tts,
+            EnergyVAD(),
+            system_prompt=SYSTEM,
+            tools=[get_weather],
+        )
+        events: list[PipelineEvent] = []
+        p.on_event(events.append)
+
+        async def caller() -> None:
+            media.inject(tone_frames(400, level_db=-15))
+            await media.wait_until(lambda: len(p.metrics) == 1 and media.queued_ms == 0, 20)
+            media.hangup()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await p.run(media, clock=clock)
+    assert [t for _, t in tts.requests] == ["Let me check the weather.", "It is rainy in Berlin."]
+    (tool_event,) = [e for e in events if isinstance(e, AgentResponseEvent) and e.tool_calls]
+    assert tts.requests[0][0] < tool_event.at  # said before the tool call was complete
+    assert ran and tts.requests[0][0] < ran[0]
+    history = [(m.role, m.content.strip()) for m in p.agent.history if m.role != "system"]
+    assert history == [
+        ("user", "is it raining in Berlin"),
+        ("assistant", "Let me check the weather."),
+        ("tool", "rainy"),
+        ("assistant", "It is rainy in Berlin."),
+    ]
+    (metrics,) = p.metrics
+    assert metrics.first_frame_out is not None and metrics.first_frame_out < tool_event.at
