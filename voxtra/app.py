@@ -90,6 +90,7 @@ from voxtra.errors import (
 from voxtra.instance import InstanceSlot
 from voxtra.logs import CALL_ID, use_json_logs
 from voxtra.media.audiosocket_transport import AudioSocketServer
+from voxtra.media.engine_transport import EngineHub
 from voxtra.media.pacer import Ticker
 from voxtra.providers.base import LLM, STT, TTS, VAD
 from voxtra.recording.app_recordings import AppRecordings
@@ -591,6 +592,7 @@ class VoxtraApp:
                     self.settings.spool_dir,
                 )
             await self.recordings.aclose()  # unfinished uploads stay spooled
+        await EngineHub.close_all(self.ticker)  # media.engine: the app's one engine
         await self.ticker.aclose()
         if self._audiosocket is not None:
             await self._audiosocket.close()

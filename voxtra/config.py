@@ -150,6 +150,10 @@ class MediaSettings(_SettingsModel):
     port_range: tuple[int, int] = (30000, 30999)
     #: Start media as soon as the call is answered instead of on first use.
     attach_on_answer: bool = False
+    #: ExternalMedia RTP (ulaw/alaw) of every call on the app's one ``MediaEngine``
+    #: (one socket, one recvmmsg/sendmmsg a tick, arrays: docs/performance.md); off:
+    #: each call its own ``RtpTransport``.
+    engine: bool = False
     #: IP addresses AudioSocket connections are taken from (Asterisk's, as this host
     #: sees it); empty: any. Only UUIDs the app handed Asterisk are taken either way.
     audiosocket_peers: tuple[str, ...] = ()

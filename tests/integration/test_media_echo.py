@@ -91,6 +91,16 @@ def _check_echo(heard: Path, freq: float, seconds: float, trail: list[str] | Non
     assert audio.longest_gap(samples, rate, within=(start, end)) <= 0.020
 
 
+ENGINE = "rtp+engine"
+"""ExternalMedia RTP on the app's MediaEngine (``media.engine``)."""
+
+
+def _media(transport: str, wire: str) -> dict[str, Any]:
+    if transport == ENGINE:
+        return {"transport": "rtp", "codec": wire, "engine": True}
+    return {"transport": transport, "codec": wire, "engine": False}
+
+
 @pytest.mark.parametrize(
     ("transport", "wire", "caller_codec", "pcm_rate"),
     [
@@ -98,6 +108,9 @@ def _check_echo(heard: Path, freq: float, seconds: float, trail: list[str] | Non
         ("rtp", "alaw", "PCMA", None),
         ("rtp", "slin", "PCMU", 8000),
         ("rtp", "ulaw", "PCMU", 16000),
+        (ENGINE, "ulaw", "PCMU", None),
+        (ENGINE, "alaw", "PCMA", None),
+        (ENGINE, "ulaw", "PCMU", 16000),
         ("websocket", "ulaw", "PCMU", None),
         ("websocket", "slin16", "PCMU", 16000),
         ("audiosocket", "slin", "PCMU", 8000),
@@ -112,7 +125,7 @@ async def test_echo_through_the_app(
     pcm_rate: int | None,
 ) -> None:
     trail: list[str] = []
-    app = await make_app(_echo_app(pcm_rate, trail), media={"transport": transport, "codec": wire})
+    app = await make_app(_echo_app(pcm_rate, trail), media=_media(transport, wire))
     heard = await _talk(tmp_path, audio.tone(440, 2.0, 8000, AMPLITUDE), 8000, caller_codec)
     for session in app.active_sessions.values():  # still up: say how its media stands
         media = session.media_path
@@ -171,8 +184,23 @@ async def test_echo_keeps_chirps_and_speech_intact(
     assert heard_len == pytest.approx(sent_len, abs=0.06)
 
 
-async def test_media_is_torn_down_with_the_call(make_app: MakeApp, tmp_path: Path) -> None:
-    app = await make_app(_echo_app(None))
+@pytest.mark.parametrize("transport", ["rtp", ENGINE])
+async def test_media_is_torn_down_with_the_call(
+    make_app: MakeApp, tmp_path: Path, transport: str
+) -> None:
+    from voxtra.media.engine_transport import EngineHub, EngineTransport
+
+    seen: list[Any] = []
+
+    def configure(app: VoxtraApp) -> None:
+        _echo_app(None)(app)
+
+        @app.on_call_start
+        async def note(call: CallSession) -> None:
+            seen.append(call)
+
+    app = await make_app(configure, media=_media(transport, "ulaw"))
+    tasks_before = len(asyncio.all_tasks())
     await _talk(tmp_path, audio.tone(600, 0.5, 8000, AMPLITUDE), 8000)
     for _ in range(100):
         if not app.active_sessions:
@@ -186,11 +214,23 @@ async def test_media_is_torn_down_with_the_call(make_app: MakeApp, tmp_path: Pat
     assert [b.id for b in bridges if app._owns_internal(b.id)] == []
     assert app.registry.internal == {}
     assert app.registry.bridges == {}
+    # nothing of the call's media is left in the process: its transport closed, its
+    # engine row gone (the app's one engine stays for the next call), no task left
+    transports = [c.media_path.transport for c in seen]
+    assert transports and all(t is not None and t.closed for t in transports)
+    hubs = list(EngineHub._shared.get(app.ticker, {}).values())
+    if transport == ENGINE:
+        assert all(isinstance(t, EngineTransport) for t in transports)
+        assert [len(h) for h in hubs] == [0] and [len(h.engine) for h in hubs] == [0]
+    else:
+        assert hubs == []
+    assert len(asyncio.all_tasks()) <= tasks_before
 
 
 TRANSPORTS = [
     ("rtp", "ulaw"),
     ("rtp", "alaw"),
+    (ENGINE, "ulaw"),
     ("websocket", "ulaw"),
     ("websocket", "slin16"),
     ("audiosocket", "slin"),
@@ -230,7 +270,7 @@ async def test_wideband_sources_play_at_the_right_pitch_and_speed(
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.3)
 
-    await make_app(configure, media={"transport": transport, "codec": wire})
+    await make_app(configure, media=_media(transport, wire))
     heard = await _listen(tmp_path, 15)
     samples, rate = audio.read_wav(heard)
     segments = audio.active_segments(samples, rate, min_gap_ms=100)
@@ -243,7 +283,8 @@ async def test_wideband_sources_play_at_the_right_pitch_and_speed(
 
 
 @pytest.mark.parametrize(
-    ("transport", "wire"), [("rtp", "ulaw"), ("websocket", "ulaw"), ("audiosocket", "slin")]
+    ("transport", "wire"),
+    [("rtp", "ulaw"), (ENGINE, "ulaw"), ("websocket", "ulaw"), ("audiosocket", "slin")],
 )
 async def test_flush_stops_queued_audio_within_a_frame_or_so(
     make_app: MakeApp, tmp_path: Path, transport: str, wire: str
@@ -265,7 +306,7 @@ async def test_flush_stops_queued_audio_within_a_frame_or_so(
             flushed.append(media.queued_ms)
             await asyncio.sleep(1.5)
 
-    await make_app(configure, media={"transport": transport, "codec": wire})
+    await make_app(configure, media=_media(transport, wire))
     heard = await _listen(tmp_path, 20)
     assert flushed == [0.0]
     samples, rate = audio.read_wav(heard)

@@ -24,6 +24,7 @@ from voxtra.ari.errors import AriError
 from voxtra.calls.context import CallContext
 from voxtra.config import MediaSettings
 from voxtra.errors import CallEnded, MediaError
+from voxtra.media.engine_transport import ENGINE_WIRE_FORMATS, EngineHub, EngineTransport
 from voxtra.media.rtp_endpoint import RtpEndpoint
 from voxtra.media.rtp_transport import RtpTransport
 from voxtra.media.transport import MediaTransport
@@ -172,13 +173,24 @@ class CallMedia:
         logger.debug("call %s: %s media attached: %s", context.id, settings.transport, self.steps)
         return self.transport
 
-    async def _open_rtp(self) -> RtpTransport:
+    async def _open_rtp(self) -> RtpTransport | EngineTransport:
         # Every call's RTP goes through one socket of the app (bound to a port of
         # port_range on first use), demultiplexed by Asterisk's per-channel source
         # address: a tick is read with one recvmmsg and sent with one sendmmsg
         # (issue 15; voxtra/media/rtp_endpoint.py has the figures).
         low, high = self.settings.port_range
         ports = list(range(low, high + 1))
+        if self.settings.engine and self.settings.codec in ENGINE_WIRE_FORMATS:
+            # media.engine: the call is a row of the app's MediaEngine (arrays per
+            # tick; voxtra/media/engine_transport.py). A full engine: per-call path.
+            hub = EngineHub.shared(
+                self.context.host.ticker,
+                self.settings.bind_host,
+                ports,
+                advertised_host=self.settings.advertise_host,
+            )
+            if not hub.full:
+                return hub.open(self.settings.codec, name=f"rtp:{self.context.id}")
         start = random.randrange(len(ports))
         endpoint = RtpEndpoint.shared(
             self.context.host.ticker,

@@ -46,6 +46,7 @@ import numpy.typing as npt
 from voxtra.errors import ConfigError, MediaError
 from voxtra.media import g711
 from voxtra.media.frames import FRAME_MS, Codec
+from voxtra.media.jitter import MAX_DROPOUT, MAX_MISORDER
 from voxtra.media.mmsg import MmsgArrays, mmsg_supported
 from voxtra.media.pacer import Ticker
 from voxtra.media.resample import BatchResampler, Quality
@@ -58,8 +59,6 @@ logger = logging.getLogger(__name__)
 _WIRE = {"ulaw": (Codec.ULAW, PT_PCMU), "alaw": (Codec.ALAW, PT_PCMA)}
 _FRAME = 8000 * FRAME_MS // 1000  # G.711 bytes (= samples) in one 20 ms frame
 _PACKET = 12 + _FRAME
-_MAX_JUMP = 1000
-"""A sequence number this far ahead of the expected one is a restart, not a loss."""
 _DEC = np.concatenate((g711.decode_table(Codec.ULAW), g711.decode_table(Codec.ALAW)))
 """mu-law codes at 0-255, A-law at 256-511: one lookup decodes rows of both laws."""
 _ENC = np.concatenate((g711.encode_table(Codec.ULAW), g711.encode_table(Codec.ALAW)))
@@ -79,6 +78,12 @@ class TickAudio:
     """(streams x samples) PCM16 at the engine's ``sample_rate``: 20 ms a row."""
     present: npt.NDArray[np.bool_]
     """Whether the stream's frame came (False: silence in its place)."""
+    wire: npt.NDArray[np.uint8] | None = None
+    """(streams x 160) the G.711 payloads as received (rows where ``present``)."""
+    pcm8: npt.NDArray[np.int16] | None = None
+    """(streams x 160) PCM16 at 8 kHz, decoded before resampling."""
+    lost: npt.NDArray[np.int64] | None = None
+    """Frames of each stream found lost this tick (before this tick's frame)."""
 
 
 TickHandler = Callable[[TickAudio], "npt.NDArray[np.int16] | None"]
@@ -114,6 +119,11 @@ class EngineStream:
         self.dropped_size = 0
         self.duplicates = 0
         self.overflow = 0
+        self.strays = 0
+        """Packets far outside the stream (another SSRC, a sequence jump beyond
+        ``MAX_DROPOUT`` or ``MAX_MISORDER`` behind) not confirmed by the packet after
+        them (RFC 3550 probation, as ``JitterBuffer``): dropped."""
+        self.resyncs = 0
 
     def set_remote(self, host: str, port: int) -> None:
         """Where to send, and the only source taken from (Asterisk's RTP is symmetric)."""
@@ -174,6 +184,7 @@ class MediaEngine:
         quality: Quality = "HQ",
         max_backlog: int = 5,
         on_tick: TickHandler | None = None,
+        wire_out: bool = False,
     ) -> None:
         if not mmsg_supported():
             raise MediaError("the media engine needs recvmmsg/sendmmsg (Linux)")
@@ -184,6 +195,11 @@ class MediaEngine:
         self.max_backlog = max_backlog
         self.on_tick = on_tick
         self.advertised_host = advertised_host
+        self.wire_out = wire_out
+        """Outbound from ``out_wire`` (G.711 payloads the handler wrote, silence by
+        default each tick; ``out_skip`` rows send nothing) instead of the PCM16 that
+        ``on_tick`` returns: frames already in the wire format skip the resampler and
+        the encoder (``voxtra.media.engine_transport``)."""
         self.stats = EngineStats()
         self._up = BatchResampler(8000, sample_rate, _FRAME, quality)
         self._down = BatchResampler(sample_rate, 8000, self._up.out_samples, quality)
@@ -249,6 +265,9 @@ class MediaEngine:
         self.final_counts: dict[tuple[int, str], int] = {}
         """Counters of streams that left, by (id, name)."""
         self._backlog: dict[int, dict[int, bytes]] = {}
+        self._probe: dict[int, tuple[int, int, bytes]] = {}
+        """Per stream id: the last stray packet (SSRC, sequence, payload), which becomes
+        a new stream only if the next stray is its successor (RFC 3550 probation)."""
         """Per stream id: frames waiting behind a gap (the per-packet path's reorder)."""
         self._route_keys = np.zeros(0, np.uint64)
         self._route_rows = np.zeros(0, np.int64)
@@ -256,6 +275,9 @@ class MediaEngine:
         self._snames_rows = -1
         """Rows of ``snames`` that hold streams 0..n-1's addresses in order (-1: none)."""
         self._win = np.zeros((cap, _FRAME), np.uint8)
+        self._tick_lost = np.zeros(cap, np.int64)
+        self.out_wire = np.zeros((cap, _FRAME), np.uint8)
+        self.out_skip = np.zeros(cap, np.bool_)
         self._handle: int | None = None
         self.closed = False
 
@@ -365,6 +387,7 @@ class MediaEngine:
         stream.closed = True
         self._n_alaw -= bool(self._alaw[i])
         self._backlog.pop(stream.id, None)
+        self._probe.pop(stream.id, None)
         del self._by_id[stream.id]
         if i != last:
             moved = self._streams[last]
@@ -437,6 +460,8 @@ class MediaEngine:
             self._rebuild_routes()
         present = np.zeros(n, np.bool_)
         win = self._win[:n]
+        tick_lost = self._tick_lost[:n]
+        tick_lost[:] = 0
         slow: dict[int, list[bytes]] = {sid: [] for sid in self._backlog}
         got = self._mm.recv()
         self.stats.recv_calls += 1
@@ -461,15 +486,23 @@ class MediaEngine:
         pcm8[~present] = 0
         pcm = self._up.process(pcm8, self._hist_up[:n])
         out: npt.NDArray[np.int16] | None = None
+        wire_out = self.wire_out
+        if wire_out:
+            self.out_wire[:n] = self._silence_code[:n, None]
+            self.out_skip[:n] = False
         if self.on_tick is not None:
-            audio = TickAudio(self._ids[:n], pcm, present)
+            audio = TickAudio(self._ids[:n], pcm, present, win, pcm8, tick_lost)
             try:
                 out = self.on_tick(audio)
             except Exception:
                 self.stats.handler_errors += 1
                 logger.exception("media engine on_tick failed: this tick is silence")
                 out = None
-            if out is not None and (out.shape != (n, self.frame_samples) or out.dtype != np.int16):
+            if wire_out:
+                out = None
+            elif out is not None and (
+                out.shape != (n, self.frame_samples) or out.dtype != np.int16
+            ):
                 self.stats.handler_errors += 1
                 logger.error(
                     "media engine on_tick returned %s %s, not (%d, %d) int16: silence",
@@ -479,6 +512,9 @@ class MediaEngine:
                     self.frame_samples,
                 )
                 out = None
+        if wire_out:
+            self._send(None, skipped)
+            return
         if out is None:
             out = np.zeros((n, self.frame_samples), np.int16)
         self._send(self._down.process(out, self._hist_down[:n]), skipped)
@@ -641,17 +677,34 @@ class MediaEngine:
                 stream.dropped_size += 1
                 continue
             counts["frames_in"][i] += 1
-            if exp < 0 or pkt.ssrc != int(self._ssrc_in[i]):
-                pending.clear()  # a new source: start again from its packet
+            if exp < 0:  # the first packet: the stream starts there
                 exp = pkt.sequence
                 self._ssrc_in[i] = pkt.ssrc
             ahead = seq_diff(pkt.sequence, exp)
+            if pkt.ssrc != int(self._ssrc_in[i]) or ahead > MAX_DROPOUT or ahead < -MAX_MISORDER:
+                # Far outside the stream. One such packet used to restart it, so a
+                # spoofed one (Asterisk's address, a jump) made every real packet
+                # after it late: a new stream only when the next stray follows it.
+                probe = self._probe.pop(stream.id, None)
+                if (
+                    probe is not None
+                    and pkt.ssrc == probe[0]
+                    and pkt.sequence == (probe[1] + 1) & 0xFFFF
+                ):
+                    stream.resyncs += 1
+                    pending.clear()
+                    self._ssrc_in[i] = pkt.ssrc
+                    exp = probe[1]
+                    pending[probe[1]] = probe[2]
+                    pending[pkt.sequence] = pkt.payload
+                    continue
+                if probe is not None:
+                    stream.strays += 1
+                self._probe[stream.id] = (pkt.ssrc, pkt.sequence, pkt.payload)
+                continue
             if ahead < 0:
                 counts["late"][i] += 1
                 continue
-            if ahead > _MAX_JUMP:
-                pending.clear()
-                exp = pkt.sequence
             if pkt.sequence in pending:
                 stream.duplicates += 1
                 continue
@@ -661,6 +714,7 @@ class MediaEngine:
             if exp not in pending:  # lost: go on from the earliest that came
                 earliest = min(pending, key=lambda q: seq_diff(q, exp))
                 counts["lost"][i] += seq_diff(earliest, exp)
+                self._tick_lost[i] += seq_diff(earliest, exp)
                 exp = earliest
             payload = pending.pop(exp)
             exp = (exp + 1) & 0xFFFF
@@ -680,14 +734,20 @@ class MediaEngine:
         self._exp[i] = exp
         return payload
 
-    def _send(self, pcm8: npt.NDArray[np.int16], skipped: int) -> None:
-        """Encode every stream's frame, write all RTP headers at once, one ``sendmmsg``."""
+    def _send(self, pcm8: npt.NDArray[np.int16] | None, skipped: int) -> None:
+        """Encode every stream's frame (``pcm8`` None: take ``out_wire``), write all
+        RTP headers at once, one ``sendmmsg``."""
         n, mm = self._n, self._mm
-        bits = pcm8.view(np.uint16)
         if skipped:
             self._ts_out[:n] += np.uint32(_FRAME * skipped)
             self._marker[:n] = True
         to = self._has_remote[:n]
+        if pcm8 is None and self.out_skip[:n].any():
+            # an empty slot: nothing sent, the timestamp runs on and the next packet
+            # carries the marker (as RtpSender does after skipped frames)
+            skip = self.out_skip[:n]
+            self._marker[:n] |= skip & to
+            to = to & ~skip
         if to.all():
             m = n
             rows: slice | npt.NDArray[np.intp] = slice(0, n)
@@ -708,13 +768,16 @@ class MediaEngine:
             self._sseq[:m] = seq  # big-endian views of the send rows' header fields
             self._sts[:m] = ts
             self._sssrc[:m] = self._ssrc_out[rows]
-            if self._n_alaw:
+            if pcm8 is None:
+                out[:, 12:_PACKET] = self.out_wire[:n][rows]
+            elif self._n_alaw:
+                bits = pcm8.view(np.uint16)
                 codes = _ENC[bits.astype(np.int32) + self._enc_off[:n, None]]
                 out[:, 12:_PACKET] = codes[rows]
             elif isinstance(rows, slice):  # all mu-law, all sent: encode in place
-                np.take(_ENC, bits, out=out[:, 12:_PACKET])
+                np.take(_ENC, pcm8.view(np.uint16), out=out[:, 12:_PACKET])
             else:
-                out[:, 12:_PACKET] = np.take(_ENC, bits[rows])
+                out[:, 12:_PACKET] = np.take(_ENC, pcm8.view(np.uint16)[rows])
             sent = mm.send(m)
             self.stats.sent += sent
             self.stats.send_calls = mm.send_calls

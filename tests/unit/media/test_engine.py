@@ -252,19 +252,22 @@ async def test_strangers_and_a_new_ssrc(peers: list[Peer]) -> None:
     assert engine.stats.dropped_foreign_source == 1
     row, present = rec.row(0, s.id)
     assert present and (row == ulaw_value(0x50)).all()
-    # the channel restarts its stream: another SSRC, another sequence
+    # the channel restarts its stream: another SSRC, another sequence. Its first
+    # packet waits for the second to confirm it (RFC 3550 probation), then both play.
     peers[0].rtp.ssrc = 4242
     peers[0].send(to, frame_of(0x52), seq=5000)
     engine.tick()
+    assert not rec.row(1, s.id)[1]
     peers[0].send(to, frame_of(0x53), seq=5001)
     engine.tick()
+    engine.tick()
     assert [
-        bool((rec.row(t, s.id)[0] == ulaw_value(c)).all()) for t, c in ((1, 0x52), (2, 0x53))
+        bool((rec.row(t, s.id)[0] == ulaw_value(c)).all()) for t, c in ((2, 0x52), (3, 0x53))
     ] == [
         True,
         True,
     ]
-    assert s.lost == 0 and s.late == 0
+    assert s.lost == 0 and s.late == 0 and s.resyncs == 1 and s.strays == 0
     await engine.aclose()
 
 
@@ -342,4 +345,30 @@ async def test_a_stream_without_its_remote_yet_sends_nothing(peers: list[Peer]) 
     assert [pkt.sequence - got[0].sequence for pkt in got] == [0, 1, 2]
     assert waiting.frames_out == 0 and live.frames_out == 3
     assert len(rec.ticks[0].ids) == 2
+    await engine.aclose()
+
+
+async def test_one_spoofed_jump_does_not_move_the_stream(peers: list[Peer]) -> None:
+    """A packet from the peer's address far ahead (or of another SSRC) is held, not
+    taken as a restart: the real stream's next packets play on (before: every one of
+    them was late)."""
+    engine, rec = make(peers, 1)
+    s = engine.add("ulaw")
+    s.set_remote("127.0.0.1", peers[0].port)
+    to = engine.local_address
+    peers[0].send(to, frame_of(0x50), seq=10)
+    engine.tick()
+    peers[0].send(to, frame_of(0x60), seq=10 + 250)  # the jump attack
+    peers[0].send(to, frame_of(0x51), seq=11)
+    engine.tick()
+    peers[0].rtp.ssrc ^= 1
+    peers[0].send(to, frame_of(0x61), seq=700)  # another SSRC
+    peers[0].rtp.ssrc ^= 1
+    peers[0].send(to, frame_of(0x52), seq=12)
+    engine.tick()
+    got = [
+        bool((rec.row(t, s.id)[0] == ulaw_value(c)).all()) for t, c in enumerate((0x50, 0x51, 0x52))
+    ]
+    assert got == [True, True, True]
+    assert s.late == 0 and s.resyncs == 0 and s.strays == 1
     await engine.aclose()
