@@ -27,11 +27,18 @@ sentences, each a decode dropped: 115 early decodes instead of 69 over 103 s of 
 stt_offline set's speech (about 0.45 more a second of caller speech, ~115 ms of CPU
 each).
 
-The encoder reads a 10 s window (``window_s``), not Whisper's 30 s: the utterance's
-features zero-padded to 10 s, as faster-whisper pads them to 30. Measured on the 120
-phone utterances of bench/stt_offline.py (tiny.en, one thread): decode CPU p50 421 ->
-115 ms, wall p95 609 -> 194 ms, word error rate the same within run-to-run noise. An
-utterance longer than the window, or a decode that loops, is decoded on the 30 s window.
+The encoder reads a 20 s window (``window_s``), not Whisper's 30 s: the utterance's
+features zero-padded to 20 s, as faster-whisper pads them to 30. Measured on the 120
+phone utterances of bench/stt_offline.py (tiny.en, one thread, one session): decode
+CPU p50 400 ms on 30 s, 207 on 20 s, 150 on 15 s, 113 on 10 s, word error rate the
+same within run-to-run noise (23-26% clean, 35-38% noisy). 10 s would be fastest, but
+single questions flip there: the issue's own example, "Is it raining in Berlin
+today?" in espeak's voice, was heard "in the training in Berlin tonight" (no weather
+answer) on 10 and 15 s windows in some renderings (espeak's output moves by a sample
+after other syntheses in the process), and tests/unit/providers/test_whisper_paraphrases
+failed in 4 of 4 full runs of that folder at 10 s; on 20 s and 30 s it was heard
+right in every rendering tried. An utterance longer than the window, or a decode that
+loops, is decoded on the 30 s window.
 
 Decoding runs in threads: CTranslate2 releases the GIL while it computes (measured: a
 7 s utterance decoded in a thread stalled the event loop by at most ~13 ms), so unlike
@@ -184,7 +191,7 @@ class WhisperSTT:
         max_utterance_s: float = 30.0,
         early_decode_ms: float | None = 100.0,
         pause_db: float = 25.0,
-        window_s: float | None = 10.0,
+        window_s: float | None = 20.0,
     ) -> None:
         if beam_size < 1:
             raise ConfigError("WhisperSTT beam_size must be at least 1")
@@ -218,9 +225,9 @@ class WhisperSTT:
         caller resumes speaking after (its result is dropped)."""
         self.pause_db = pause_db
         self.window_s = window_s
-        """The audio window the encoder reads (s): the utterance, its features padded
-        to this length; a longer utterance gets the whole 30 s. None: faster-whisper's
-        own ``transcribe`` (always 30 s)."""
+        """The audio window the encoder reads (s, 10-30): the utterance, its features
+        padded to this length; a longer utterance gets the whole 30 s. None:
+        faster-whisper's own ``transcribe`` (always 30 s)."""
         self._key = (str(path), device, compute_type, cpu_threads, workers)
         self._threads: ThreadPoolExecutor | None = None
 
@@ -264,7 +271,8 @@ class WhisperSTT:
         that window is most of a decode: tiny.en on one thread, 390 ms of CPU (p50, 120
         phone utterances of bench/stt_offline.py) against 112 ms with the features
         zero-padded to 10 s, at the same word error rate (22-24% vs 25.6% clean, 37%
-        vs 38.6% noisy). Shorter windows made tiny.en loop on repeated words (6 s: WER
+        vs 38.6% noisy; the default is 20 s, see the module doc). Shorter windows made
+        tiny.en loop on repeated words (6 s: WER
         65% clean, 190% noisy; the utterance plus silence: over 500%), hence the 10 s
         floor of ``window_s`` and a cap on the tokens per second of audio."""
         features = model.feature_extractor(audio)
