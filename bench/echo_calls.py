@@ -7,6 +7,7 @@ lost by our side (RTP sequence gaps, late packets, inbound drops), pacing jitter
 shared 20 ms clock, and CPU used by this process.
 
     python bench/echo_calls.py --calls 100 --seconds 8 [--arrival-rate 20] [--json out.json]
+        [--engine off|on|both --rounds 3] [--handler echo|listen]
 
 Calls are placed all at once, or ``--arrival-rate`` per second. The figures are taken
 once every call is up, while all of them run. The Local callers are 8 kHz ``slin``
@@ -17,7 +18,9 @@ Needs the sandbox (``python -m voxtra.testing.asterisk up``) or ``VOXTRA_ARI_URL
 Prints figures and a one-line verdict per run (target: 0 frames lost by our side);
 ``--json`` writes them. RTP calls share the app's one socket (``RtpEndpoint``): the
 endpoint's figures (datagrams from strangers, ``recvmmsg``/``sendmmsg`` calls) are
-reported too.
+reported too. ``--engine on`` runs the calls' RTP on the app's ``MediaEngine``
+(``media.engine``), ``--engine both`` runs each size both ways, alternated
+``--rounds`` times (CPU figures of a shared box drift: compare pairs).
 """
 
 from __future__ import annotations
@@ -51,7 +54,14 @@ async def _place(app: VoxtraApp, n: int, delay: float) -> Any:
     )
 
 
-async def run(calls: int, seconds: float, transport: str, arrival_rate: float) -> dict[str, Any]:
+async def run(
+    calls: int,
+    seconds: float,
+    transport: str,
+    arrival_rate: float,
+    engine: bool = False,
+    handler: str = "echo",
+) -> dict[str, Any]:
     transports: list[MediaTransport] = []
     answered = asyncio.Event()
 
@@ -59,7 +69,7 @@ async def run(calls: int, seconds: float, transport: str, arrival_rate: float) -
         os.environ.get("VOXTRA_ARI_URL", "http://127.0.0.1:8088"),
         os.environ.get("VOXTRA_USERNAME", "voxtra"),
         os.environ.get("VOXTRA_PASSWORD", "voxtra"),
-        media={"transport": transport, "codec": "ulaw"},
+        media={"transport": transport, "codec": "ulaw", "engine": engine},
     )
 
     failures: list[str] = []
@@ -76,6 +86,10 @@ async def run(calls: int, seconds: float, transport: str, arrival_rate: float) -
             if len(transports) + len(failures) + 1 >= calls:
                 answered.set()
         transports.append(media)
+        if handler == "listen":  # an agent while the caller speaks: 16 kHz PCM in, silence out
+            async for _chunk in call.audio_stream(codec="pcm16", sample_rate=16000):
+                pass
+            return
         async for chunk in call.audio_stream():
             await call.send_audio(chunk)
 
@@ -89,14 +103,26 @@ async def run(calls: int, seconds: float, transport: str, arrival_rate: float) -
         app.ticker.lateness.clear()
         for media in transports:
             media.stats.frames_in = media.stats.frames_out = media.stats.silence_out = 0
+        # the engine's transports count silence from its counters: take a baseline
+        silence0 = sum(m.stats.silence_out for m in transports)
+        lost0 = sum(m.stats.lost for m in transports)
+        late0 = sum(m.stats.late for m in transports)
         cpu0, wall0 = _cpu(), time.monotonic()
         await asyncio.sleep(seconds)
         cpu, wall = _cpu() - cpu0, time.monotonic() - wall0
         lateness = sorted(abs(x) for x in app.ticker.lateness)  # early wakes are negative
         stats = [m.stats for m in transports]
-        endpoints = {id(e): e for m in transports if (e := getattr(m, "endpoint", None))}
+        endpoints: dict[int, Any] = {
+            id(e): e for m in transports if (e := getattr(m, "endpoint", None))
+        }
+        endpoints.update(
+            {id(h.engine): h.engine for m in transports if (h := getattr(m, "hub", None))}
+        )
         expected = calls * wall * 50
         result = {
+            "handler": handler,
+            "engine": engine,
+            "load_avg_1m": os.getloadavg()[0],
             "calls": calls,
             "attached": len(transports),
             "failed": failures,
@@ -104,12 +130,12 @@ async def run(calls: int, seconds: float, transport: str, arrival_rate: float) -
             "seconds": wall,
             "frames_in": sum(s.frames_in for s in stats),
             "frames_expected": expected,
-            "lost": sum(s.lost for s in stats),
-            "late": sum(s.late for s in stats),
+            "lost": sum(s.lost for s in stats) - lost0,
+            "late": sum(s.late for s in stats) - late0,
             "inbound_dropped": sum(s.inbound_dropped for s in stats),
             "underruns": sum(s.underruns for s in stats),
             "frames_out": sum(s.frames_out for s in stats),
-            "silence_out": sum(s.silence_out for s in stats),
+            "silence_out": sum(s.silence_out for s in stats) - silence0,
             "cpu_us_per_call_s": cpu * 1e6 / (calls * wall),
             "pacing_p50_ms": statistics.median(lateness) * 1000 if lateness else 0.0,
             "pacing_p99_ms": lateness[int(len(lateness) * 0.99) - 1] * 1000 if lateness else 0.0,
@@ -133,31 +159,45 @@ def main() -> None:
     parser.add_argument(
         "--arrival-rate", type=float, default=0.0, help="calls placed per second (0: at once)"
     )
+    parser.add_argument("--engine", default="off", choices=["off", "on", "both"])
+    parser.add_argument("--rounds", type=int, default=1, help="with --engine both: pairs")
+    parser.add_argument(
+        "--handler",
+        default="echo",
+        choices=["echo", "listen"],
+        help="listen: read 16 kHz PCM, send nothing (an agent hearing the caller)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON here")
     args = parser.parse_args()
     runs = []
+    modes = {"off": [False], "on": [True], "both": [False, True] * args.rounds}[args.engine]
     for calls in args.calls:
-        r = asyncio.run(run(calls, args.seconds, args.transport, args.arrival_rate))
-        runs.append(r)
-        print(
-            f"{args.transport:11s} calls={r['calls']:4d} (media attached {r['attached']}, "
-            f"set up in {r['setup_s']:.1f} s)  frames in {r['frames_in']:7d} "
-            f"(~{r['frames_expected']:.0f} expected)  lost {r['lost']}  late {r['late']}  "
-            f"dropped {r['inbound_dropped']}  underruns {r['underruns']}  "
-            f"out {r['frames_out']} + {r['silence_out']} silence  "
-            f"CPU {r['cpu_us_per_call_s']:.0f} us/call-s  "
-            f"pacing p50 {r['pacing_p50_ms']:.2f} ms p99 {r['pacing_p99_ms']:.2f} ms"
-        )
-        for failure in r["failed"][:5]:
-            print("  call failed:", failure)
-        ok = r["lost"] == 0 and r["inbound_dropped"] == 0 and not r["failed"]
-        r["met"] = ok
-        print(
-            f"echo_calls: {args.transport} {r['calls']} calls, {r['lost']} frames lost, "
-            f"{r['inbound_dropped']} dropped by our side (target 0: "
-            f"{'MET' if ok else 'NOT MET'}), {r['cpu_us_per_call_s']:.0f} us CPU per "
-            f"call-second, RTP sockets {r.get('rtp_sockets', 0)}"
-        )
+        for engine in modes:
+            r = asyncio.run(
+                run(calls, args.seconds, args.transport, args.arrival_rate, engine, args.handler)
+            )
+            runs.append(r)
+            name = args.transport + ("+engine" if engine else "") + f" {args.handler}"
+            print(
+                f"{name:11s} calls={r['calls']:4d} (media attached {r['attached']}, "
+                f"set up in {r['setup_s']:.1f} s)  frames in {r['frames_in']:7d} "
+                f"(~{r['frames_expected']:.0f} expected)  lost {r['lost']}  late {r['late']}  "
+                f"dropped {r['inbound_dropped']}  underruns {r['underruns']}  "
+                f"out {r['frames_out']} + {r['silence_out']} silence  "
+                f"CPU {r['cpu_us_per_call_s']:.0f} us/call-s  "
+                f"pacing p50 {r['pacing_p50_ms']:.2f} ms p99 {r['pacing_p99_ms']:.2f} ms  "
+                f"load {r['load_avg_1m']:.1f}"
+            )
+            for failure in r["failed"][:5]:
+                print("  call failed:", failure)
+            ok = r["lost"] == 0 and r["inbound_dropped"] == 0 and not r["failed"]
+            r["met"] = ok
+            print(
+                f"echo_calls: {name} {r['calls']} calls, {r['lost']} frames lost, "
+                f"{r['inbound_dropped']} dropped by our side (target 0: "
+                f"{'MET' if ok else 'NOT MET'}), {r['cpu_us_per_call_s']:.0f} us CPU per "
+                f"call-second, RTP sockets {r.get('rtp_sockets', 0)}"
+            )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(runs, fh, indent=2)

@@ -29,6 +29,7 @@ import pytest
 
 from voxtra import CallSession
 from voxtra.app import VoxtraApp
+from voxtra.media.engine_transport import EngineTransport
 from voxtra.media.rtp_transport import RtpTransport
 from voxtra.pipeline import PipelineEvent, SpeechStartedEvent, VoicePipeline
 from voxtra.providers.webrtc_vad import WebRtcVAD
@@ -40,10 +41,17 @@ MakeApp = Callable[..., Awaitable[VoxtraApp]]
 
 
 @pytest.mark.parametrize(
-    ("codec", "formats"), [("ulaw", "slin"), ("slin", "slin"), ("ulaw", "ulaw")]
+    ("codec", "formats", "engine"),
+    [
+        ("ulaw", "slin", False),
+        ("slin", "slin", False),
+        ("ulaw", "ulaw", False),
+        ("ulaw", "slin", True),
+        ("slin", "slin", True),  # the engine is G.711: slin stays per call
+    ],
 )
 async def test_pipeline_hears_a_local_play_caller(
-    make_app: MakeApp, codec: str, formats: str
+    make_app: MakeApp, codec: str, formats: str, engine: bool
 ) -> None:
     app_name = f"voxtra-local-{uuid.uuid4().hex[:8]}"
     events: list[PipelineEvent] = []
@@ -67,11 +75,13 @@ async def test_pipeline_hears_a_local_play_caller(
                 async with pipeline.attach(transport, call_id=call.id):
                     await asyncio.wait_for(heard.wait(), 10)
             finally:
-                assert isinstance(transport, RtpTransport)
+                want = EngineTransport if engine and codec != "slin" else RtpTransport
+                assert isinstance(transport, want)
                 stats["frames"] = transport.stats.frames_in
                 stats["dropped_size"] = transport.stats.dropped_size
 
-    app = await make_app(configure, app_name=app_name, media={"transport": "rtp", "codec": codec})
+    media = {"transport": "rtp", "codec": codec, "engine": engine}
+    app = await make_app(configure, app_name=app_name, media=media)
     call = await place_local_call(
         app.ari, "4100", behaviour="play", variables={"VOXTRA_APP": app_name}, formats=formats
     )

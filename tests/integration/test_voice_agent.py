@@ -255,11 +255,12 @@ async def assert_heard_in(cuts: list[np.ndarray[Any, Any]], rate: int, expected:
     assert_heard(recognised, expected)
 
 
+@pytest.mark.parametrize("engine", [False, True], ids=["rtp", "rtp+engine"])
 async def test_caller_question_is_answered_and_heard(
-    apps: Callable[..., Awaitable[VoxtraApp]], wavs: dict[str, Path], tmp_path: Path
+    apps: Callable[..., Awaitable[VoxtraApp]], wavs: dict[str, Path], tmp_path: Path, engine: bool
 ) -> None:
     watch = Watch()
-    app = await apps(on_pipeline=watch.on_pipeline, greeting=None)
+    app = await apps(on_pipeline=watch.on_pipeline, greeting=None, media={"engine": engine})
     async with SipCaller(workdir=tmp_path) as phone:
         await phone.listen(record=True)
         session, call = await ring(app, phone, converse)
@@ -282,13 +283,17 @@ async def test_caller_question_is_answered_and_heard(
     cuts, rate, seconds = answer_audio(call, asked_at)
     assert 4.0 < seconds < 6.5  # espeak says HOURS in about 5 s
     await assert_heard_in(cuts, rate, HOURS)
+    assert type(session.media_path.transport).__name__ == (
+        "EngineTransport" if engine else "RtpTransport"
+    )
 
 
+@pytest.mark.parametrize("engine", [False, True], ids=["rtp", "rtp+engine"])
 async def test_barge_in_stops_agent_audio_and_trims_history(
-    apps: Callable[..., Awaitable[VoxtraApp]], wavs: dict[str, Path], tmp_path: Path
+    apps: Callable[..., Awaitable[VoxtraApp]], wavs: dict[str, Path], tmp_path: Path, engine: bool
 ) -> None:
     watch = Watch()
-    app = await apps(on_pipeline=watch.on_pipeline, greeting=None)
+    app = await apps(on_pipeline=watch.on_pipeline, greeting=None, media={"engine": engine})
     async with SipCaller(workdir=tmp_path) as phone:
         await phone.listen(record=True)
         session, call = await ring(app, phone, converse)
@@ -329,6 +334,9 @@ async def test_barge_in_stops_agent_audio_and_trims_history(
     assert story_start is not None
     # What the pipeline says was played matches what the phone heard (+- 150 ms).
     assert barge[0].played_ms == pytest.approx((stopped - story_start) * 1000, abs=150)
+    assert type(session.media_path.transport).__name__ == (
+        "EngineTransport" if engine else "RtpTransport"
+    )
 
 
 async def test_listen_timeout_and_hangup_during_listen(

@@ -200,6 +200,11 @@ class MediaEngine:
         default each tick; ``out_skip`` rows send nothing) instead of the PCM16 that
         ``on_tick`` returns: frames already in the wire format skip the resampler and
         the encoder (``voxtra.media.engine_transport``)."""
+        self.resample_in = True
+        """Hand ``on_tick`` PCM at ``sample_rate``. False: ``TickAudio.pcm`` is the 8 kHz
+        decode (``pcm8``) and the inbound resampling is skipped (a tick's largest
+        product: about 45 us per call-second at N=500); ``restart_resampling`` a
+        stream before reading its resampled rows again."""
         self.stats = EngineStats()
         self._up = BatchResampler(8000, sample_rate, _FRAME, quality)
         self._down = BatchResampler(sample_rate, 8000, self._up.out_samples, quality)
@@ -377,6 +382,12 @@ class MediaEngine:
         self._routes_dirty = True
         self._snames_rows = -1
 
+    def restart_resampling(self, stream: EngineStream) -> None:
+        """Clear ``stream``'s inbound resampler history (stale after ``resample_in``
+        was off): its next row starts clean instead of with old audio's tail."""
+        if not stream.closed:
+            self._hist_up[stream.index] = 0
+
     def remove(self, stream: EngineStream) -> None:
         """The stream leaves (its call ended); the last row moves into its place."""
         if stream.closed or stream.engine is not self:
@@ -484,7 +495,8 @@ class MediaEngine:
         else:
             pcm8 = np.take(_DEC, win)
         pcm8[~present] = 0
-        pcm = self._up.process(pcm8, self._hist_up[:n])
+        # nobody reading the engine's rate (resample_in off): the product is skipped
+        pcm = self._up.process(pcm8, self._hist_up[:n]) if self.resample_in else pcm8
         out: npt.NDArray[np.int16] | None = None
         wire_out = self.wire_out
         if wire_out:

@@ -69,6 +69,7 @@ class EngineTransport(MediaTransport):
         self.remote: tuple[str, int] | None = None
         self._was_sending = False
         self._in_kind = _IN_WIRE
+        self._by_hub = True
         self._busy = False
         """In the hub's list of streams that need a Python step in the tick."""
         self._silence_chunk = AudioChunk.silence(codec, 8000)
@@ -127,13 +128,16 @@ class EngineTransport(MediaTransport):
     def set_inbound_format(self, codec: Codec, rate: int) -> None:
         super().set_inbound_format(codec, rate)
         if self._in_conv is None:
-            self._in_kind = _IN_WIRE
+            kind = _IN_WIRE
         elif codec is Codec.PCM16 and rate == 8000:
-            self._in_kind = _IN_PCM8
+            kind = _IN_PCM8
         elif codec is Codec.PCM16 and rate == self.hub.engine.sample_rate:
-            self._in_kind = _IN_PCM
+            kind = _IN_PCM
         else:
-            self._in_kind = _IN_CONVERT
+            kind = _IN_CONVERT
+        if (kind == _IN_PCM) != (self._in_kind == _IN_PCM):
+            self.hub.reading_pcm(self, kind == _IN_PCM)
+        self._in_kind = kind
 
     # the base class's per-frame steps, on the plain stats object (the property reads
     # the engine's counters: too dear per frame)
@@ -189,6 +193,8 @@ class EngineHub:
         self._by_id: dict[int, EngineTransport] = {}
         self.busy: list[EngineTransport] = []
         """Transports with audio queued, or in their hangover after it."""
+        self._pcm_readers = 0
+        engine.resample_in = False  # until a reader asks for the engine's rate
         self._key: tuple[Ticker, str] | None = None
 
     @classmethod
@@ -254,7 +260,21 @@ class EngineHub:
         self._by_id[stream.id] = transport
         return transport
 
+    def reading_pcm(self, transport: EngineTransport, reads: bool) -> None:
+        """``transport`` starts (or stops) reading the engine's resampled rows: the
+        engine resamples inbound only while somebody does (an echo or an 8 kHz
+        reader needs none of it)."""
+        if reads:
+            self._pcm_readers += 1
+            self.engine.restart_resampling(transport.stream)
+        else:
+            self._pcm_readers -= 1
+        self.engine.resample_in = self._pcm_readers > 0
+
     def forget(self, transport: EngineTransport) -> None:
+        if transport._in_kind == _IN_PCM and transport._by_hub:
+            self.reading_pcm(transport, False)
+        transport._by_hub = False
         self._by_id.pop(transport.stream.id, None)
         transport.stream.close()
         if transport._busy:

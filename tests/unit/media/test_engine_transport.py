@@ -229,3 +229,25 @@ async def test_the_app_ticker_shares_one_hub_and_close_all_releases_it() -> None
     await EngineHub.close_all(ticker)
     assert hub.engine.closed and len(ticker) == 0
     await ticker.aclose()
+
+
+async def test_the_engine_resamples_inbound_only_while_a_call_reads_its_rate(
+    hub: EngineHub, peers: list[Peer]
+) -> None:
+    to = hub.engine.local_address
+    echo = opened(hub, peers[0], "echo")
+    assert not hub.engine.resample_in  # wire-format readers need no resampling
+    for _ in range(3):  # history that would be stale for a reader starting later
+        peers[1].send(to, frame(0x10))
+        hub.engine.tick()
+    agent = opened(hub, peers[1], "agent")
+    agent.set_inbound_format(Codec.PCM16, 16000)
+    assert hub.engine.resample_in
+    peers[1].send(to, frame(0xFF))  # digital silence
+    peers[0].send(to, frame(0x20))
+    hub.engine.tick()
+    first = drain(agent)
+    assert len(first) == 1 and not np.frombuffer(first[0].data, "<i2").any()  # starts clean
+    assert [c.data for c in drain(echo)] == [frame(0x20)]
+    await agent.close()
+    assert not hub.engine.resample_in
