@@ -7,7 +7,8 @@ en-gb-scotland+f3, Piper joe when the ``piper`` extra is installed), put through
 line (8 kHz mu-law), and spoken into a call to the real assistant of
 ``examples/assistant.py`` on FakeAsterisk, over RTP in real time: WebRTC VAD, Whisper
 tiny.en, the local LLM (:mod:`voxtra.local`, with its tool preambles), espeak-ng (or
-``--tts piper``). One call per voice, the questions in turn, the hand-off last.
+``--tts piper``). One call per question (after the greeting), so a misheard question
+that gets a hand-off ends only its own call; the server runs for each voice's app.
 
 Per question: what Whisper heard, the tool called (with its arguments), what the
 agent said, whether the answer is relevant (a keyword check: the weather tool called
@@ -29,9 +30,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import importlib.util
 import json
+import logging
 import os
 import re
 import statistics
@@ -69,7 +72,7 @@ class Question:
 
 
 QUESTIONS: tuple[Question, ...] = (
-    Question("Hi there. Do I need a coat in London this afternoon?", "weather",
+    Question("Do I need a coat in London this afternoon?", "weather",
              "get_weather", "london", ("cloud", "twelve", "12")),
     Question("When do you open on Monday morning?", "hours", None, None, ("nine", "9")),
     Question("What's it like outside in Paris at the moment?", "weather",
@@ -161,13 +164,14 @@ def relevant(q: Question, calls: list[tuple[str, dict[str, Any]]], answer: str) 
 # -- one call per voice ----------------------------------------------------------------
 
 
-async def one_call(
+async def one_voice(
     assistant: ModuleType,
-    local: LocalLLM,
+    local: LocalLLM | str,
     voice: str,
     say: Callable[[str], Awaitable[tuple[Any, int]]],
     tts: str,
     timeout: float,
+    questions: tuple[Question, ...] = QUESTIONS,
 ) -> list[dict[str, Any]]:
     events: list[PipelineEvent] = []
     pipelines: list[VoicePipeline] = []
@@ -178,7 +182,7 @@ async def one_call(
 
     app = assistant.build_assistant(
         agent=local,
-        write=lambda line: None,
+        write=logging.getLogger("heldout").info,
         on_pipeline=on_pipeline,
         app_name=f"bench-heldout-{uuid.uuid4().hex[:6]}",
         instance_id="bench",
@@ -192,35 +196,36 @@ async def one_call(
     rows: list[dict[str, Any]] = []
     fake = FakeAsterisk()
     async with fake.serve(app, timeout=180.0):  # the model starts with the app
-        call = await fake.incoming(extension="100", caller=f"heldout-{voice}")
-        await call.wait_answered(timeout=30.0)
-        await fake.wait_until(lambda: bool(call.media_ends) and bool(pipelines), 30.0)
-        pipeline = pipelines[0]
-        slin = call.media_ends[0].format.name == "slin"
+        for q in questions:  # one call per question: a hand-off ends only its own
+            before = len(pipelines)
+            call = await fake.incoming(extension="100", caller=f"heldout-{voice}")
+            await call.wait_answered(timeout=30.0)
+            await fake.wait_until(
+                lambda b=before, c=call: bool(c.media_ends) and len(pipelines) > b, 30.0
+            )
+            pipeline = pipelines[-1]
+            slin = call.media_ends[0].format.name == "slin"
 
-        async def quiet() -> None:
-            """Until the agent has said nothing for 0.6 s (a hand-off's answer and a
-            greeting end the same way)."""
-            still = 0
-            for _ in range(int(timeout / 0.05)):
-                await asyncio.sleep(0.05)
-                still = 0 if pipeline.speaking else still + 1
-                if still >= 12:
-                    return
+            async def quiet(p: VoicePipeline = pipeline) -> None:
+                """Until the agent has said nothing for 0.6 s."""
+                still = 0
+                for _ in range(int(timeout / 0.05)):
+                    await asyncio.sleep(0.05)
+                    still = 0 if p.speaking else still + 1
+                    if still >= 12:
+                        return
 
-        await quiet()  # the greeting
-        for q in QUESTIONS:
-            if not call.in_app:
-                rows.append({"voice": voice, "question": q.text, "error": "call left the app"})
-                continue
+            await quiet()  # the greeting
             samples, rate = await say(q.text)
             ulaw = phone_line(samples, rate)
             start = len(events)
-            turns_before = len(pipeline.metrics)
             audio = g711.ulaw_to_pcm16(ulaw) if slin else ulaw
             call.send_audio(audio + (b"\x00\x00" if slin else b"\xff") * 8000)  # + 1 s quiet
             t0 = time.monotonic()
-            while len(pipeline.metrics) == turns_before and call.in_app:
+            # The caller finishes the question (the fake sends it in real time) before
+            # the answer is waited for: a question split at a pause is one row.
+            await asyncio.sleep(len(ulaw) / 8000)
+            while not pipeline.metrics and call.in_app:
                 if time.monotonic() - t0 > timeout:
                     break
                 await asyncio.sleep(0.05)
@@ -255,8 +260,10 @@ async def one_call(
                 }
             )
             print(_line(rows[-1]), file=sys.stderr, flush=True)
-        if call.in_app and not call.ended:
-            await call.hang_up()
+            if call.in_app and not call.ended:
+                await call.hang_up()
+                with contextlib.suppress(Exception):
+                    await call.wait_ended(5.0)
     return rows
 
 
@@ -283,14 +290,23 @@ def _pct(values: list[float], q: float) -> float:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     assistant = _load_assistant()
     local = LocalLLM(tool_preamble=None if args.no_preamble else assistant.TOOL_PREAMBLES)
-    await asyncio.to_thread(local.prepare)
+    if not args.rules:
+        await asyncio.to_thread(local.prepare)
     said = voices(args.voices.split(","))
     load0 = os.getloadavg()[0]
     rows: list[dict[str, Any]] = []
     cpu0 = time.process_time()
     try:
         for voice, say in said.items():
-            rows += await one_call(assistant, local, voice, say, args.tts, args.timeout)
+            rows += await one_voice(
+                assistant,
+                "rules" if args.rules else local,
+                voice,
+                say,
+                args.tts,
+                args.timeout,
+                QUESTIONS[: args.questions],
+            )
     finally:
         await local.aclose()
     totals = [r["total_ms"] for r in rows if r.get("total_ms") is not None]
@@ -323,7 +339,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-preamble", action="store_true")
     parser.add_argument("--timeout", type=float, default=90.0, help="seconds per turn")
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    parser.add_argument("--questions", type=int, default=len(QUESTIONS), help="the first N")
+    parser.add_argument("--log", action="store_true", help="the app's log on stderr")
+    parser.add_argument(
+        "--rules", action="store_true", help="the rule agent (checks the harness, no model)"
+    )
     args = parser.parse_args(argv)
+    if args.log:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = asyncio.run(run(args))
     for r in result["rows"]:
         print(_line(r))

@@ -155,7 +155,9 @@ class _Timed:
         row["end_s"] = round(time.monotonic() - t0, 3)
 
 
-async def _turns(local: LocalLLM, assistant: ModuleType) -> tuple[list[float], str]:
+async def _turns(
+    local: LocalLLM, assistant: ModuleType, voice_options: dict[str, Any] | None = None
+) -> tuple[list[float], str]:
     """The assistant's pipeline, text in; each turn's TurnMetrics.total_ms."""
     monkey = console.ANSWER_WAIT
     console.ANSWER_WAIT = 120.0  # a loaded box: never cut a slow turn short
@@ -175,6 +177,7 @@ async def _turns(local: LocalLLM, assistant: ModuleType) -> tuple[list[float], s
         write=lambda line: None,
         greeting=None,
         on_pipeline=on_pipeline,
+        voice_options=voice_options,
         app_name=f"bench-llm-{uuid.uuid4().hex[:6]}",
         instance_id="bench",
         spool_dir=f"/tmp/voxtra-bench-llm-{os.getpid()}",
@@ -189,6 +192,9 @@ async def _turns(local: LocalLLM, assistant: ModuleType) -> tuple[list[float], s
             while len(metrics) < n and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
             yield q
+        deadline = time.monotonic() + 120.0  # the last turn too, before the hang-up
+        while len(metrics) < len(QUESTIONS) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     out = io.StringIO()
     try:
@@ -204,6 +210,7 @@ async def run(
     preamble: bool = True,
     server_args: tuple[str, ...] = (),
     turns_only: bool = False,
+    voice_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     assistant = _load_assistant()
     tools = [tool_spec(t).spec for t in (assistant.get_weather, assistant.transfer_to_person)]
@@ -251,7 +258,7 @@ async def run(
         timed = _Timed(local)
         cpu0 = _cpu_seconds(pid)
         wall0 = time.monotonic()
-        turns, transcript = await _turns(local, assistant)
+        turns, transcript = await _turns(local, assistant, voice_options)
         turn_cpu = _cpu_seconds(pid) - cpu0
         turn_wall = time.monotonic() - wall0
     finally:
@@ -269,6 +276,7 @@ async def run(
         "warm_up_source": local.warm_source,
         "preamble": preamble,
         "server_args": list(server_args),
+        "voice_options": voice_options or {},
         "first_token_fresh_s": statistics.median(fresh_s) if fresh_s else None,
         "first_token_cached_s": statistics.median(cached_s) if cached_s else None,
         "cache_speedup": statistics.median(fresh_s) / max(statistics.median(cached_s), 1e-6)
@@ -313,13 +321,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--turns-only", action="store_true", help="skip the fresh/cached first-token runs"
     )
+    parser.add_argument(
+        "--min-comma-chars", type=int, help="the pipeline's min_comma_chars (a comma ends a piece)"
+    )
     args = parser.parse_args(argv)
+    options = {} if args.min_comma_chars is None else {"min_comma_chars": args.min_comma_chars}
     figures = asyncio.run(
         run(
             args.threads,
             preamble=not args.no_preamble,
             server_args=tuple(args.server_arg),
             turns_only=args.turns_only,
+            voice_options=options,
         )
     )
     if args.json:
