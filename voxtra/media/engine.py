@@ -129,6 +129,10 @@ class EngineStream:
         """Where to send, and the only source taken from (Asterisk's RTP is symmetric)."""
         self.engine.set_remote(self, host, port)
 
+    def learn(self, on: bool = True) -> None:
+        """Take the first valid sender as the remote (``MediaEngine.learn``)."""
+        self.engine.learn(self, on)
+
     def close(self) -> None:
         self.engine.remove(self)
 
@@ -270,6 +274,8 @@ class MediaEngine:
         self.final_counts: dict[tuple[int, str], int] = {}
         """Counters of streams that left, by (id, name)."""
         self._backlog: dict[int, dict[int, bytes]] = {}
+        self._learning: list[EngineStream] = []
+        """Streams waiting to learn their remote from the first valid sender (``learn``)."""
         self._probe: dict[int, tuple[int, int, bytes]] = {}
         """Per stream id: the last stray packet (SSRC, sequence, payload), which becomes
         a new stream only if the next stray is its successor (RFC 3550 probation)."""
@@ -376,11 +382,61 @@ class MediaEngine:
             raise MediaError(f"cannot send RTP to {host}:{port}: {exc}") from exc
         i = stream.index
         stream.remote = (host, int(port))
+        if stream in self._learning:
+            self._learning.remove(stream)
         self._names[i] = row
         self._key[i] = row[:8].view(np.uint64)[0]
         self._has_remote[i] = True
         self._routes_dirty = True
         self._snames_rows = -1
+
+    def learn(self, stream: EngineStream, on: bool = True) -> None:
+        """Symmetric RTP for a stream no signalling gave a remote: the first valid RTP
+        packet (its payload type, one 20 ms frame) from an address no stream has makes
+        that address its remote. Streams learn one each, oldest first."""
+        if stream.closed:
+            raise MediaError("the stream has left the media engine")
+        if on and stream.remote is None:
+            if stream not in self._learning:
+                self._learning.append(stream)
+        elif stream in self._learning:
+            self._learning.remove(stream)
+
+    def _learn(self, rows: npt.NDArray[np.intp], slow: dict[int, list[bytes]]) -> int:
+        """Datagrams of this read from unknown sources (``rows``): give valid ones to
+        the streams learning their remote; how many were taken."""
+        mm = self._mm
+        taken = 0
+        learnt: dict[int, EngineStream] = {}
+        for j in rows.tolist():
+            key = int(self._rkeys[j])
+            stream = learnt.get(key)
+            if stream is None:
+                if not self._learning:
+                    continue
+                candidate = self._learning[0]
+                data = mm.rdata[j]
+                if not (
+                    int(mm.rlen[j]) == _PACKET
+                    and data[0] == 0x80
+                    and (data[1] & 0x7F) == self._pt[candidate.index]
+                ):
+                    continue
+                name = mm.rnames[j]
+                host = ".".join(str(int(b)) for b in name[4:8])
+                port = int(name[2]) << 8 | int(name[3])
+                self._learning.pop(0)
+                self.set_remote(candidate, host, port)
+                logger.debug(
+                    "media engine: %s learned its remote %s:%d", candidate.name, host, port
+                )
+                learnt[key] = stream = candidate
+            slow.setdefault(stream.id, []).append(
+                bytes(mm.rdata[j, : min(int(mm.rlen[j]), mm.slot)])
+            )
+            self.stats.slow_packets += 1
+            taken += 1
+        return taken
 
     def restart_resampling(self, stream: EngineStream) -> None:
         """Clear ``stream``'s inbound resampler history (stale after ``resample_in``
@@ -399,6 +455,8 @@ class MediaEngine:
         self._n_alaw -= bool(self._alaw[i])
         self._backlog.pop(stream.id, None)
         self._probe.pop(stream.id, None)
+        if stream in self._learning:
+            self._learning.remove(stream)
         del self._by_id[stream.id]
         if i != last:
             moved = self._streams[last]
@@ -564,6 +622,8 @@ class MediaEngine:
             & (self._exp[row] >= 0)
         )
         foreign = int(got - np.count_nonzero(known))
+        if foreign and self._learning:
+            foreign -= self._learn(np.flatnonzero(~known), slow)
         if foreign:
             st.dropped_foreign_source += foreign
         # Each ordinary packet's rank among its stream's packets of this read

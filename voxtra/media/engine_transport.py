@@ -24,10 +24,11 @@ Per tick (``EngineHub._on_tick``, inside the engine's tick):
   after audio, ``voxtra.media.transport.IDLE_HANGOVER_SLOTS`` slots stay empty
   (``out_skip``), as on the per-call path, so an echo's late frame leaves no hole.
 
-Not carried: ``learn_remote`` (the engine takes only the address signalling gave),
-``slin``/``slin16`` (the engine is G.711), per-call ``dropped_foreign_source`` (a
-stranger's datagram on the shared socket belongs to no call: ``EngineHub.engine.stats``
-counts it). ``CallMedia`` uses ``RtpTransport`` for those cases.
+``learn_remote`` (no UNICASTRTP address from Asterisk) takes the first valid sender
+from an address no call has, oldest learning call first, as the shared ``RtpEndpoint``
+does. Not carried: ``slin``/``slin16`` (the engine is G.711: ``CallMedia`` gives those
+calls ``RtpTransport``); a stranger's datagram belongs to no call, so it is counted on
+the engine (``EngineHub.engine.stats``), as the shared endpoint counts it on itself.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class EngineTransport(MediaTransport):
         self.hub = hub
         self.stream = stream
         self.name = name
-        self.remote: tuple[str, int] | None = None
+        self._learn = False
         self._was_sending = False
         self._in_kind = _IN_WIRE
         self._by_hub = True
@@ -89,22 +90,27 @@ class EngineTransport(MediaTransport):
 
     @property
     def learn_remote(self) -> bool:
-        return False
+        """Symmetric RTP: the first valid sender from an address no call has becomes
+        the remote (off by default, as on ``RtpTransport``: a stranger's packet would
+        decide where the caller's audio goes). For peers no signalling describes."""
+        return self._learn
 
     @learn_remote.setter
     def learn_remote(self, value: bool) -> None:
-        if value:
-            raise MediaError(
-                "the media engine takes RTP only from the address signalling gave "
-                "(set_remote); learn_remote needs the per-call RtpTransport"
-            )
+        self._learn = value
+        if not self._closed:
+            self.stream.learn(value)
+
+    @property
+    def remote(self) -> tuple[str, int] | None:
+        """Where RTP goes: Asterisk's address (``set_remote``), or the one learnt."""
+        return self.stream.remote
 
     def set_remote(self, host: str, port: int) -> None:
         """Where to send (Asterisk's UNICASTRTP address); the only source read from."""
         if self._closed:
             return
         self.stream.set_remote(host, port)
-        self.remote = (host, int(port))
 
     # stats: the stream's counters live in the engine's arrays; read them when asked
     @property

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import numpy as np
 import pytest
 
-from voxtra.errors import CallEnded, ConfigError, MediaError
+from voxtra.errors import CallEnded, ConfigError
 from voxtra.media import g711
 from voxtra.media.engine import MediaEngine
 from voxtra.media.engine_transport import EngineHub, EngineTransport
@@ -196,8 +196,6 @@ async def test_only_the_remote_is_read_and_bad_packets_are_counted(
     st = tr.stats
     assert (st.dropped_size, st.dropped_payload_type, st.late, st.resyncs) == (1, 1, 0, 0)
     assert hub.engine.stats.dropped_foreign_source == 1
-    with pytest.raises(MediaError):
-        tr.learn_remote = True
 
 
 async def test_a_lost_packet_is_handed_on_as_silence(hub: EngineHub, peers: list[Peer]) -> None:
@@ -251,3 +249,38 @@ async def test_the_engine_resamples_inbound_only_while_a_call_reads_its_rate(
     assert [c.data for c in drain(echo)] == [frame(0x20)]
     await agent.close()
     assert not hub.engine.resample_in
+
+
+async def test_learn_remote_takes_the_first_valid_sender_oldest_call_first(
+    hub: EngineHub, peers: list[Peer]
+) -> None:
+    """No UNICASTRTP address from Asterisk: ``CallMedia`` sets ``learn_remote``."""
+    to = hub.engine.local_address
+    first, second = hub.open("ulaw", name="first"), hub.open("ulaw", name="second")
+    first.learn_remote = second.learn_remote = True
+    peers[2].rtp.payload_type = 8  # not the call's payload type: not taken
+    peers[2].send(to, frame(0x30))
+    peers[0].send(to, frame(0x31))
+    peers[0].send(to, frame(0x32))  # the same sender again: the same call
+    peers[1].send(to, frame(0x33))
+    hub.engine.tick()
+    hub.engine.tick()
+    assert first.remote == ("127.0.0.1", peers[0].port)
+    assert second.remote == ("127.0.0.1", peers[1].port)
+    assert [c.data for c in drain(first)] == [frame(0x31), frame(0x32)]
+    assert [c.data for c in drain(second)] == [frame(0x33)]
+    assert hub.engine.stats.dropped_foreign_source == 1
+    await first.send(AudioChunk(frame(0x34), 8000, Codec.ULAW))
+    hub.engine.tick()
+    assert frame(0x34) in [p.payload for p in peers[0].received()]
+    assert [p.payload for p in peers[2].received()] == []  # the stranger gets nothing
+
+
+async def test_without_learn_remote_an_unknown_sender_is_never_taken(
+    hub: EngineHub, peers: list[Peer]
+) -> None:
+    tr = hub.open("ulaw", name="c")
+    peers[0].send(hub.engine.local_address, frame(0x31))
+    hub.engine.tick()
+    assert tr.remote is None and drain(tr) == []
+    assert hub.engine.stats.dropped_foreign_source == 1
