@@ -170,7 +170,7 @@ def test_no_orphan_when_the_owner_dies(tmp_path: Path, how: str) -> None:
             import asyncio, sys
             sys.path.insert(0, {str(Path(__file__).parent)!r})
             from pathlib import Path
-            from test_local_llm import StandInRuntime
+            from test_local_runtime import StandInRuntime
             from voxtra.local import LlamaServer
 
             async def main():
