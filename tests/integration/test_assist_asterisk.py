@@ -132,8 +132,12 @@ async def test_assist_labels_each_side_and_whispers_to_the_callee_only(
     await stt.aclose()
 
     said = {t.speaker: t.text for t in finals}
-    assert "cancel" in said["caller"] and "order" in said["caller"], finals
-    assert "discount" in said["callee"] and "offer" in said["callee"], finals
+    # Each side by a word inside its phrase, not its last one: pocketsphinx drops an
+    # utterance's final word now and then (docs/providers.md: 60 of 224 utterances; a
+    # CI run heard "we can offer you a"). A phrase under the wrong label would
+    # still show: the other side's word would be in it.
+    assert "cancel" in said["caller"] and "offer" not in said["caller"], finals
+    assert "offer" in said["callee"] and "cancel" not in said["callee"], finals
     assert {t.channel_id for t in finals if t.speaker == "caller"} == {session.id}
 
     def rms(phone: SipCall, start: float, end: float) -> float:
