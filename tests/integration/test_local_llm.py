@@ -10,6 +10,7 @@ generalises, not that it repeats.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import io
 import os
@@ -21,7 +22,7 @@ from types import ModuleType
 import pytest
 
 from voxtra.local import LocalLLM
-from voxtra.pipeline import Agent, tool_spec
+from voxtra.pipeline import Agent, TurnMetrics, VoicePipeline, tool_spec
 from voxtra.testing import console
 from voxtra.testing.asterisk import AsteriskSandbox
 
@@ -117,32 +118,54 @@ async def test_held_out_questions_through_the_pipeline(
     FakeAsterisk, typed lines in: each gets a relevant answer, the last a transfer."""
     monkeypatch.setattr(console, "ANSWER_WAIT", 90.0)  # a loaded 2-core box is slow
     lines: list[str] = []
+    turns: list[TurnMetrics] = []
+
+    def on_pipeline(call: object, pipeline: VoicePipeline) -> None:
+        pipeline.on_event(lambda e: turns.append(e) if isinstance(e, TurnMetrics) else None)
+
     app = assistant.build_assistant(
         agent=local,
         write=lines.append,
         greeting=None,
+        on_pipeline=on_pipeline,
         app_name="local-llm-tests",
         instance_id="unit",
         spool_dir=str(tmp_path / "spool"),
         ari_url="http://asterisk.invalid:8088",
     )
+    questions = (
+        "hi, at what time do you open in the morning",
+        "is it sunny over in Paris right now",
+        "blue cheese hovercraft seventeen",
+        "could you connect me to a real human",
+    )
+
+    async def until_turns(n: int) -> None:
+        # A tool turn is quiet between its preamble and its answer, where the console
+        # would type the next line: each line waits for the turn before it.
+        for _ in range(1800):
+            if len(turns) >= n:
+                return
+            await asyncio.sleep(0.05)
 
     async def typed() -> AsyncIterator[str]:
-        for line in (
-            "hi, at what time do you open in the morning",
-            "is it sunny over in Paris right now",
-            "blue cheese hovercraft seventeen",
-            "could you connect me to a real human",
-        ):
+        for n, line in enumerate(questions):
+            await until_turns(n)
             yield line
+        await until_turns(len(questions))
 
     out = io.StringIO()
     await console.run_console(app, extension="100", lines=typed(), out=out)
     text = out.getvalue()
-    answers = [ln.removeprefix("agent: ") for ln in text.splitlines() if ln.startswith("agent:")]
-    assert len(answers) >= 4, text
-    opening, weather, unclear, handoff = answers[:4]
+    said = text.split("(turn:")  # the console prints each turn's metrics after it
+    assert len(said) >= 4, text
+    opening, weather, unclear, handoff = (
+        " ".join(ln.removeprefix("agent: ") for ln in part.splitlines() if ln.startswith("agent:"))
+        for part in said[:4]
+    )
     assert "nine" in opening.lower() or "9" in opening, text
+    # The preamble first, said once, then the tool's answer.
+    assert weather.startswith("One moment.") and weather.count("One moment.") == 1, text
     assert "sunny" in weather.lower(), text
     assert any(w in unclear.lower() for w in ("sorry", "again", "repeat", "understand")), text
     assert "[transferred to person@voxtra-test]" in text, text
