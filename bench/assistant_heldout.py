@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import importlib.util
 import json
 import logging
 import os
@@ -60,6 +59,7 @@ from voxtra.pipeline import (
 )
 from voxtra.providers.espeak_tts import EspeakTTS
 from voxtra.testing.fake_asterisk import FakeAsterisk
+from voxtra.testing.modules import import_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,15 +93,10 @@ TARGETS = {"relevant_pct": (">=", 100.0), "turn_p50_ms": ("<=", 1500.0)}
 
 
 def _load_assistant() -> ModuleType:
-    name = "voxtra_example_assistant"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "examples" / "assistant.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return import_file(
+        Path(__file__).resolve().parents[1] / "examples" / "assistant.py",
+        "voxtra_example_assistant",
+    )
 
 
 # -- the caller's voices --------------------------------------------------------------

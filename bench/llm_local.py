@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import io
 import json
 import os
 import re
 import statistics
-import sys
 import time
 import urllib.request
 import uuid
@@ -52,6 +50,7 @@ from voxtra.local import LocalLLM
 from voxtra.pipeline import TurnMetrics, VoicePipeline, tool_spec
 from voxtra.providers.base import ChatMessage
 from voxtra.testing import console
+from voxtra.testing.modules import import_file
 
 QUESTIONS = (
     "hi, at what time do you open in the morning",
@@ -73,15 +72,10 @@ TARGETS = {
 
 
 def _load_assistant() -> ModuleType:
-    name = "voxtra_example_assistant"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "examples" / "assistant.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return import_file(
+        Path(__file__).resolve().parents[1] / "examples" / "assistant.py",
+        "voxtra_example_assistant",
+    )
 
 
 def _cpu_seconds(pid: int) -> float:

@@ -30,11 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
-import importlib.util
 import itertools
 import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -58,18 +56,16 @@ from voxtra.pipeline.turn import MIN_SPEECH_MS
 from voxtra.providers.base import LLM, STT, TTS, ChatMessage, LLMChunk, ToolSpec, Transcript
 from voxtra.testing import audio
 from voxtra.testing.audio import synthesize_wav
+from voxtra.testing.modules import import_file
 from voxtra.testing.sipcaller import SipCall, SipCaller
 
 
 def _load_assistant() -> ModuleType:
     """``examples/assistant.py``: the demo assistant (examples/ is scripts, not a package)."""
-    path = Path(__file__).resolve().parents[1] / "examples" / "assistant.py"
-    spec = importlib.util.spec_from_file_location("voxtra_example_assistant", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_file(
+        Path(__file__).resolve().parents[1] / "examples" / "assistant.py",
+        "voxtra_example_assistant",
+    )
 
 
 _assistant = _load_assistant()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import os
 import statistics
@@ -37,22 +36,15 @@ from voxtra.local import LocalLLM
 from voxtra.pipeline import PipelineEvent, TurnMetrics, VoicePipeline
 from voxtra.testing.asterisk import AsteriskSandbox, SandboxUnavailable
 from voxtra.testing.audio import synthesize_wav
+from voxtra.testing.modules import import_file
 from voxtra.testing.sipcaller import SipCaller, SipCallerError
 
 
 def _load_assistant() -> ModuleType:
     """``examples/assistant.py``, beside this file (``examples/`` is scripts, not a package)."""
-    name = "voxtra_example_assistant"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().with_name("assistant.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_file(
+        Path(__file__).resolve().with_name("assistant.py"), "voxtra_example_assistant"
+    )
 
 
 assistant = _load_assistant()

@@ -11,10 +11,8 @@ generalises, not that it repeats.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import io
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +23,7 @@ from voxtra.local import LocalLLM
 from voxtra.pipeline import Agent, TurnMetrics, VoicePipeline, tool_spec
 from voxtra.testing import console
 from voxtra.testing.asterisk import AsteriskSandbox
+from voxtra.testing.modules import import_file
 
 pytestmark = [
     pytest.mark.llm,
@@ -34,15 +33,10 @@ pytestmark = [
 
 
 def _assistant() -> ModuleType:
-    name = "voxtra_example_assistant"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[2] / "examples" / "assistant.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return import_file(
+        Path(__file__).resolve().parents[2] / "examples" / "assistant.py",
+        "voxtra_example_assistant",
+    )
 
 
 assistant = _assistant()

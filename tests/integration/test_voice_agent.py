@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import importlib.util
 import itertools
 import os
 import re
@@ -47,6 +46,7 @@ from voxtra.providers.pocketsphinx_stt import PocketSphinxSTT
 from voxtra.providers.rules import DEFAULT_FALLBACK, default_intents
 from voxtra.testing import audio
 from voxtra.testing.audio import synthesize_wav
+from voxtra.testing.modules import import_file
 from voxtra.testing.sipcaller import SipCall, SipCaller
 
 if TYPE_CHECKING:
@@ -58,16 +58,8 @@ pytestmark = [pytest.mark.asterisk, pytest.mark.sip]
 def _load_example(name: str) -> ModuleType:
     """``examples/<name>.py`` (a folder of scripts, not a package), under the module name
     examples/demo.py itself loads its sibling assistant.py with."""
-    module_name = f"voxtra_example_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
     path = Path(__file__).resolve().parents[2] / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
+    return import_file(path, f"voxtra_example_{name}")
 
 
 demo = _load_example("demo")

@@ -4,9 +4,7 @@ through ``voxtra console``'s harness (the real pipeline, tools and handler)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
@@ -16,20 +14,16 @@ import pytest
 from voxtra.providers.base import ChatMessage, ToolSpec
 from voxtra.providers.rules import RulesAgent
 from voxtra.testing.console import run_console
+from voxtra.testing.modules import import_file
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
 def _assistant() -> ModuleType:
-    name = "voxtra_example_assistant"  # the name examples/demo.py loads it under
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[2] / "examples" / "assistant.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return import_file(
+        Path(__file__).resolve().parents[2] / "examples" / "assistant.py",
+        "voxtra_example_assistant",
+    )
 
 
 async def _typed(*lines: str) -> AsyncIterator[str]:

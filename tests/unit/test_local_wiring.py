@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 
 from voxtra.local import QWEN_CODER_1_5B, LocalLLM
+from voxtra.testing.modules import import_file
 
 
 def _assistant() -> ModuleType:
-    name = "voxtra_example_assistant"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[2] / "examples" / "assistant.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    return import_file(
+        Path(__file__).resolve().parents[2] / "examples" / "assistant.py",
+        "voxtra_example_assistant",
+    )
 
 
 def test_server_args_reach_llama_server_and_tools_get_a_preamble(tmp_path: Path) -> None:
