@@ -456,6 +456,10 @@ class VoicePipeline:
         self._pending: _Pending | None = None
         self._conversing = False
         self._out_levels: deque[tuple[float, float, float]] = deque()
+        self._tail_played = 0.0
+        self._tail_since = 0.0
+        """The playout position last seen moving (or audio queued), and when: once
+        nothing plays, the echo tail is counted on the clock from there."""
         """(start, end, level dBFS) of each agent chunk on the playout timeline: the
         reference the echo gate judges the caller's line against."""
         self.input_rate = input_rate
@@ -703,7 +707,7 @@ class VoicePipeline:
                     frame_ms=frame_ms,
                     agent_speaking=agent_speaking,
                     at=now,
-                    agent_level_db=self._agent_level_db(media.played_ms) if levels else None,
+                    agent_level_db=self._agent_level_db(media, now) if levels else None,
                 )
                 if stt_audio is not None:
                     if self.stt_preroll_ms is None:
@@ -770,9 +774,21 @@ class VoicePipeline:
             tail = AudioChunk(data[whole:], chunk.sample_rate, chunk.codec)
             self._out_levels.append((start, start + tail.duration_ms, frame_energy_db(tail)))
 
-    def _agent_level_db(self, played: float) -> float | None:
+    def _agent_level_db(self, media: MediaIO, now: float) -> float | None:
         """The loudest agent audio that played in the last ``_ECHO_TAIL_MS``, or None."""
         levels = self._out_levels
+        played = media.played_ms
+        if played != self._tail_played or media.queued_ms > 0:
+            self._tail_played = played
+            self._tail_since = now
+        else:
+            # Nothing left to play: the playout position stands still, but the echo's
+            # tail still ends 200 ms on. Counted on the position alone, the answer's last
+            # 200 ms stayed "just played" until the agent spoke again, and a caller whose
+            # voice had been taken for echo at the agent's start (echo return learnt as
+            # 0 dB) stayed under the gate, deaf for the rest of the call (the assistant
+            # on FakeAsterisk: no onset, no turn, for any later question).
+            played += (now - self._tail_since) * 1000.0
         while levels and levels[0][1] < played - _ECHO_TAIL_MS:
             levels.popleft()
         loudest: float | None = None

@@ -12,7 +12,13 @@ import numpy as np
 
 from voxtra.media import g711
 from voxtra.media.frames import AudioChunk, Codec
-from voxtra.pipeline.events import BargeInEvent, PipelineEvent, SpeechStartedEvent
+from voxtra.pipeline.events import (
+    AgentResponseEvent,
+    BargeInEvent,
+    PipelineEvent,
+    SpeechStartedEvent,
+    UserTranscriptEvent,
+)
 from voxtra.pipeline.pipeline import VoicePipeline
 from voxtra.pipeline.testing import MemoryMediaIO, tone_frames
 from voxtra.pipeline.turn import TurnDetector
@@ -137,3 +143,36 @@ async def test_the_caller_over_the_echo_still_interrupts() -> None:
         await p.run(media, clock=media.clock)
     barge = [e for e in events if isinstance(e, BargeInEvent)]
     assert len(barge) == 1 and 1500 <= barge[0].played_ms <= 1700
+
+
+async def test_a_caller_heard_as_echo_at_the_agents_start_is_heard_after_it() -> None:
+    """The caller talks over the start of the agent's greeting, quieter than the gate
+    (learnt as echo return: 0 dB), and keeps quiet until it ends; the next question is
+    heard. The echo tail was counted on the playout position, which stands still once
+    nothing plays: the greeting's last 200 ms stayed "just played" for the rest of the
+    call and the gate, agent level + 0 dB + 10 dB, kept the caller deaf (no onset, no
+    transcript, no turn: found with the assistant on FakeAsterisk)."""
+    media = MemoryMediaIO()
+    stt = ScriptedSTT(["When do you open?"], media.clock)
+    llm = ScriptedLLM([Reply(["At nine."])], media.clock)
+    p = VoicePipeline(stt, llm, SwellTTS(), EnergyVAD(), greeting="x")
+    events: list[PipelineEvent] = []
+    p.on_event(events.append)
+
+    async def caller() -> None:
+        await media.wait_until(lambda: media.played_ms >= 60, 10)
+        media.inject(tone_frames(1500, freq=500, level_db=-20))  # over the greeting
+        await media.wait_until(lambda: media.clock.now() > 4.0, 10)  # greeting over
+        media.inject(tone_frames(1000, freq=500, level_db=-20))  # the question
+        await media.wait_until(lambda: media.clock.now() > 7.0, 10)
+        media.hangup()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller)
+        await p.run(media, clock=media.clock)
+    assert media.played_audio_ms() >= 3000  # the greeting played through
+    started = [e for e in events if isinstance(e, SpeechStartedEvent)]
+    assert len(started) == 1 and started[0].at > 4.0
+    finals = [e.text for e in events if isinstance(e, UserTranscriptEvent) and e.is_final]
+    assert finals == ["When do you open?"]
+    assert [e.text for e in events if isinstance(e, AgentResponseEvent)] == ["At nine."]
