@@ -707,7 +707,9 @@ class VoicePipeline:
                     frame_ms=frame_ms,
                     agent_speaking=agent_speaking,
                     at=now,
-                    agent_level_db=self._agent_level_db(media, now) if levels else None,
+                    agent_level_db=(
+                        self._agent_level_db(media, now, agent_speaking) if levels else None
+                    ),
                 )
                 if stt_audio is not None:
                     if self.stt_preroll_ms is None:
@@ -774,11 +776,15 @@ class VoicePipeline:
             tail = AudioChunk(data[whole:], chunk.sample_rate, chunk.codec)
             self._out_levels.append((start, start + tail.duration_ms, frame_energy_db(tail)))
 
-    def _agent_level_db(self, media: MediaIO, now: float) -> float | None:
-        """The loudest agent audio that played in the last ``_ECHO_TAIL_MS``, or None."""
+    def _agent_level_db(self, media: MediaIO, now: float, speaking: bool) -> float | None:
+        """The loudest agent audio that played in the last ``_ECHO_TAIL_MS``, or None.
+
+        ``speaking``: an answer is still on (playing, or paused for a possible
+        backchannel: the gate then holds as it is; bench/turn_quality.py with it
+        lowered in the pause: 2 of 30 backchannels cut the agent off, 0 held)."""
         levels = self._out_levels
         played = media.played_ms
-        if played != self._tail_played or media.queued_ms > 0:
+        if played != self._tail_played or media.queued_ms > 0 or speaking:
             self._tail_played = played
             self._tail_since = now
         else:

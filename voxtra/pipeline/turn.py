@@ -13,8 +13,8 @@ tolerated, as VADs flicker.
 When the pipeline also says how loud its own audio was on the way out
 (``agent_level_db``: the loudest of what played in the last few hundred ms), the echo
 is judged against that instead: the line's *echo return* (line level minus the
-agent's level, ``erl_db``) is learnt in the same first 200 ms and kept for the call,
-and a frame must be ``echo_margin_db`` louder than the agent's level plus that return.
+agent's level, ``erl_db``) is learnt in the same first 200 ms of each agent
+utterance, and a frame must be ``echo_margin_db`` louder than the agent's level plus that return.
 The gate then follows the agent's own loudness (a fixed echo level let the louder
 parts of an answer through: bench/turn_quality.py, echo 20 dB down cut the agent off
 in 6 of 6 cases), and it holds for the echo's tail after the agent stopped, which
@@ -287,6 +287,12 @@ class TurnDetector:
         ``agent_level_db``: the loudest level of the agent's own audio played in the
         last few hundred ms (None: none), for the echo gate."""
         if agent_speaking:
+            if not self._agent_ms:
+                # Each utterance learns the echo return afresh: kept for the call, a
+                # caller talking over one answer's first 200 ms (learnt as a 0 dB
+                # return) left every later answer's gate 10 dB over the agent's own
+                # level, so a caller no louder than the agent could never interrupt.
+                self.erl_db = _SILENCE_DB
             self._agent_ms += frame_ms
             if self._agent_ms <= self.echo_training_ms:
                 # The agent just started: whatever the line carries now is our echo.

@@ -176,3 +176,17 @@ async def test_a_caller_heard_as_echo_at_the_agents_start_is_heard_after_it() ->
     finals = [e.text for e in events if isinstance(e, UserTranscriptEvent) and e.is_final]
     assert finals == ["When do you open?"]
     assert [e.text for e in events if isinstance(e, AgentResponseEvent)] == ["At nine."]
+
+
+def test_a_caller_taken_for_echo_in_one_answer_can_interrupt_the_next() -> None:
+    """The caller talks over an answer's first 200 ms (-20 dBFS under an agent at -26:
+    learnt as a 0 dB echo return). The next answer, on a line that carries its echo
+    20 dB down, learns its own return: the caller at the agent's level interrupts it.
+    The first return was kept for the call, so the gate stayed at the agent's level
+    plus 10 dB for every later answer."""
+    det = TurnDetector()
+    assert feed(det, [(-20.0, -26.0)] * 10, agent=True) == []  # taken for echo
+    feed(det, [(-100.0, None)] * 50, agent=False)  # the answer ended; silence
+    feed(det, [(-32.0, -12.0)] * 10, agent=True)  # the next answer and its echo
+    caller = [(-12.0, -12.0)] * 5  # the caller, as loud as the agent
+    assert [type(e) for e in feed(det, caller, agent=True)] == [SpeechStartedEvent]
