@@ -26,7 +26,10 @@ from voxtra.ari.errors import AriConnectionError, AriUnauthorized
 from voxtra.ari.http11 import Http11Pool
 from voxtra.ari.transport import AriRequest, AriResponse, AriTransport, EventConnection
 
-__all__ = ["AiohttpEventConnection", "AiohttpTransport"]
+__all__ = ["REST_POOL_LIMIT", "AiohttpEventConnection", "AiohttpTransport"]
+
+REST_POOL_LIMIT = 32
+"""Keep-alive connections REST requests may hold (either pool)."""
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +118,18 @@ class AiohttpTransport(AriTransport):
             # deprecated in 3.14 and the same header also serves the events WebSocket.
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
-                connector=aiohttp.TCPConnector(limit=32, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=self.aiohttp_limit, ttl_dns_cache=300),
             )
             self._own_session = True
         return self._session
+
+    @property
+    def aiohttp_limit(self) -> int:
+        """Connections aiohttp may hold: 32 when it carries REST, 8 beside the lean pool
+        (then only the events socket and downloads use it). A killed-Asterisk fault run
+        held 37 connections to ARI with both pools at 32: the lean pool's plus the
+        recordings' downloads kept alive by aiohttp."""
+        return 8 if self._lean else REST_POOL_LIMIT
 
     @property
     def lean_rest(self) -> bool:
@@ -180,6 +191,7 @@ class AiohttpTransport(AriTransport):
                 port,
                 headers={"Authorization": self._auth.get_secret_value()},
                 timeout=self.timeout,
+                limit=REST_POOL_LIMIT,
             )
         body = None if request.json is None else jsonlib.dumps(request.json).encode()
         target = pool.target(f"/ari{path}", request.params)
