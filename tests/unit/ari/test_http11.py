@@ -96,7 +96,7 @@ async def serve() -> AsyncIterator[Serve]:
 async def test_requests_reuse_one_connection_and_carry_method_query_body_auth(serve: Serve) -> None:
     server = await serve(lambda req: ok())
     auth = "Basic " + base64.b64encode(b"u:p").decode()
-    transport = AiohttpTransport(f"http://127.0.0.1:{server.port}", auth, timeout=5)
+    transport = AiohttpTransport(f"http://127.0.0.1:{server.port}", auth, timeout=5, lean_rest=True)
     try:
         for _ in range(5):
             got = await transport.handle_request(
@@ -176,7 +176,9 @@ async def test_an_idle_connection_the_server_closed_is_retried_once(serve: Serve
 
 async def test_no_answer_is_a_connection_error_never_a_hang(serve: Serve) -> None:
     server = await serve(lambda req: b"")  # reads the request, never answers
-    transport = AiohttpTransport(f"http://127.0.0.1:{server.port}", "Basic x", timeout=0.3)
+    transport = AiohttpTransport(
+        f"http://127.0.0.1:{server.port}", "Basic x", timeout=0.3, lean_rest=True
+    )
     try:
         with pytest.raises(AriConnectionError) as caught:
             await transport.handle_request(AriRequest("POST", "/channels/c1/answer"))
@@ -185,7 +187,9 @@ async def test_no_answer_is_a_connection_error_never_a_hang(serve: Serve) -> Non
     finally:
         await transport.aclose()
     closed = await serve(lambda req: None)  # closes without a word
-    transport = AiohttpTransport(f"http://127.0.0.1:{closed.port}", "Basic x", timeout=5)
+    transport = AiohttpTransport(
+        f"http://127.0.0.1:{closed.port}", "Basic x", timeout=5, lean_rest=True
+    )
     try:
         with pytest.raises(AriConnectionError):
             await transport.handle_request(AriRequest("GET", "/asterisk/ping"))
@@ -194,7 +198,7 @@ async def test_no_answer_is_a_connection_error_never_a_hang(serve: Serve) -> Non
     port = closed.port
     await closed.close()
     await asyncio.sleep(0.05)
-    gone = AiohttpTransport(f"http://127.0.0.1:{port}", "Basic x", timeout=5)
+    gone = AiohttpTransport(f"http://127.0.0.1:{port}", "Basic x", timeout=5, lean_rest=True)
     try:
         with pytest.raises(AriConnectionError) as refused:
             await gone.handle_request(AriRequest("GET", "/asterisk/ping"))
@@ -206,7 +210,8 @@ async def test_no_answer_is_a_connection_error_never_a_hang(serve: Serve) -> Non
 async def test_a_session_given_or_https_keeps_aiohttp() -> None:
     assert AiohttpTransport("https://pbx:8089", "Basic x").lean_rest is False
     assert AiohttpTransport("http://pbx:8088", "Basic x", lean_rest=False).lean_rest is False
-    assert AiohttpTransport("http://pbx:8088", "Basic x").lean_rest is True
+    assert AiohttpTransport("http://pbx:8088", "Basic x").lean_rest is False  # the default
+    assert AiohttpTransport("http://pbx:8088", "Basic x", lean_rest=True).lean_rest is True
 
 
 async def test_event_filter_request_shape() -> None:
@@ -246,7 +251,9 @@ def test_a_transport_used_from_a_second_event_loop_opens_new_connections() -> No
     ready.wait(5)
     server = box["server"]
     assert isinstance(server, RawServer)
-    transport = AiohttpTransport(f"http://127.0.0.1:{server.port}", "Basic x", timeout=5)
+    transport = AiohttpTransport(
+        f"http://127.0.0.1:{server.port}", "Basic x", timeout=5, lean_rest=True
+    )
     assert asyncio.run(ask(transport)) == 200
     assert asyncio.run(ask(transport)) == 200  # a new loop: not the first loop's socket
     assert server.connections == 2
