@@ -101,8 +101,17 @@ async def test_two_streams_are_independent(keyword_stt, say_ulaw, to_frames) -> 
             await b.send(b_frames[i])
     await asyncio.gather(a.end_of_speech(), b.end_of_speech())
     await asyncio.gather(a.close(), b.close())
-    assert [t.text for t in await finals(a)] == alone[0]
-    assert [t.text for t in await finals(b)] == alone[1]
+    # As alone, but for the utterance's last word, which pocketsphinx drops now and
+    # then (docs/providers.md; a loaded CI run heard "... what can you" alone and the
+    # whole phrase interleaved): no word of the other call may appear.
+    for stream, own, other in ((a, alone[0], "story"), (b, alone[1], "morning")):
+        heard = [t.text for t in await finals(stream)]
+        assert len(heard) == len(own) == 1, (heard, own)
+        words, own_words = heard[0].split(), own[0].split()
+        shorter = min(len(words), len(own_words))
+        assert abs(len(words) - len(own_words)) <= 1, (heard, own)
+        assert words[:shorter] == own_words[:shorter], (heard, own)
+        assert other not in heard[0], (heard, own)
 
 
 async def test_whole_phrase_grammar(say_ulaw, to_frames) -> None:
