@@ -132,3 +132,55 @@ async def test_tool_call_without_arguments_gets_an_empty_dict() -> None:
         chunks = await collect(OpenAILLM("sk-test", base_url=f.base_url), tools=[WEATHER])
     (call,) = chunks[-1].tool_calls
     assert call.name == "hang_up" and call.arguments == {}
+
+
+async def test_stream_chunks_are_not_built_as_sdk_models(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The SDK's per-chunk pydantic models (construct_type, typing introspection per field)
+    # were most of a request's CPU at 46 agent calls (bench/agent_density.py): the chunks
+    # are read as the dicts their JSON decodes to, the SDK still doing the HTTP and SSE.
+    import openai._base_client
+
+    built: list[object] = []
+    construct = openai._base_client.construct_type
+
+    def counting(**kwargs: object) -> object:
+        built.append(kwargs.get("type_"))
+        return construct(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(openai._base_client, "construct_type", counting)
+    replies = [
+        OpenAIReply(text="We are open from nine to five."),
+        OpenAIReply(tool_calls=[("get_weather", {"city": "Paris"})]),
+        OpenAIReply(pieces=['{"action": "say", "text": "Nine to five."}']),
+    ]
+    async with FakeOpenAI("sk-test", replies) as f:
+        llm = OpenAILLM("sk-test", base_url=f.base_url)
+        text = await collect(llm)
+        tool = await collect(llm, tools=[WEATHER])
+        json_llm = OpenAILLM("sk-test", base_url=f.base_url, tool_mode="json")
+        said = await collect(json_llm, tools=[WEATHER])
+    assert "".join(c.text for c in text) == "We are open from nine to five."
+    (call,) = tool[-1].tool_calls
+    assert (call.name, call.arguments) == ("get_weather", {"city": "Paris"})
+    assert "".join(c.text for c in said) == "Nine to five."
+    assert built == []
+
+
+async def test_request_options_outside_the_body_still_apply() -> None:
+    # create()'s extra_body / extra_query / extra_headers / timeout are request options,
+    # not body fields: they keep their meaning on the leaner request path.
+    async with FakeOpenAI("sk-test", [OpenAIReply(text="Fine.")]) as f:
+        llm = OpenAILLM(
+            "sk-test",
+            base_url=f.base_url,
+            temperature=0.1,
+            extra_body={"seed": 7},
+            extra_headers={"X-Test": "1"},
+            extra_query={"q": "1"},
+            timeout=5.0,
+        )
+        chunks = await collect(llm)
+    assert "".join(c.text for c in chunks) == "Fine."
+    (request,) = f.requests
+    assert request["seed"] == 7 and request["temperature"] == 0.1
+    assert not {"extra_body", "extra_headers", "extra_query", "timeout"} & set(request)
