@@ -10,16 +10,15 @@ the call's context (a vanished channel becomes ``CallEnded``), the media path
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from voxtra.calls.context import CallContext
+from voxtra.calls.control import RecordOptions
 from voxtra.calls.media import CallMedia
 from voxtra.calls.playback import Playback, play
 from voxtra.calls.recorder import CallRecorder
 from voxtra.calls.state import CallState
 from voxtra.media.transport import MediaTransport
 from voxtra.recording.app_recordings import RecordingResult
-from voxtra.recording.sinks import RecordingSink
 
 __all__ = ["AsteriskControl"]
 
@@ -99,54 +98,16 @@ class AsteriskControl:
             self.recorder = CallRecorder(self.context)
         return self.recorder
 
-    async def record_start(
-        self,
-        name: str,
-        fmt: str,
-        *,
-        sink: RecordingSink | None,
-        beep: bool,
-        max_duration: int | None,
-        max_silence: int | None,
-        finish_on_key: str | None,
-    ) -> str:
-        return await self.recorder_for_call().start(
-            name,
-            fmt,
-            sink=sink,
-            beep=beep,
-            max_duration=max_duration,
-            max_silence=max_silence,
-            finish_on_key=finish_on_key,
-        )
+    async def record_start(self, options: RecordOptions) -> str:
+        return await self.recorder_for_call().start(options)
 
     async def record_stop(self) -> str | None:
         if self.recorder is None:
             return None
         return await self.recorder.stop()
 
-    async def record(
-        self,
-        name: str,
-        fmt: str,
-        *,
-        sink: RecordingSink | None,
-        finish_on_key: str | None,
-        max_length: int | None,
-        silence_timeout: int | None,
-        beep: bool,
-        transcribe: Any,
-    ) -> RecordingResult:
-        return await self.recorder_for_call().record(
-            name,
-            fmt,
-            sink=sink,
-            finish_on_key=finish_on_key,
-            max_length=max_length,
-            silence_timeout=silence_timeout,
-            beep=beep,
-            transcribe=transcribe,
-        )
+    async def record(self, options: RecordOptions) -> RecordingResult:
+        return await self.recorder_for_call().record(options)
 
     async def hold(self, moh_class: str | None) -> None:
         context = self.context

@@ -23,13 +23,39 @@ built on Asterisk's objects (bridges, snoops, legs) before they touch ARI.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from voxtra.media.transport import MediaTransport
+from voxtra.providers.base import STT
 from voxtra.recording.app_recordings import RecordingResult
 from voxtra.recording.sinks import RecordingSink
 
-__all__ = ["CallControl", "Originator"]
+__all__ = ["CallControl", "Originator", "RecordOptions"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOptions:
+    """One recording's options, as ``call.record_start()`` and ``call.record()`` take
+    them: one value through the backend seam and into the recorder, so each backend
+    reads the same fields (and refuses the ones it cannot do) without repeating the
+    signature. The session's keyword API is the user's; this is not checked here (the
+    recorder checks names, formats, limits and keys before any request)."""
+
+    name: str = ""
+    """The recording's name; empty: one is generated."""
+    fmt: str = "wav"
+    sink: RecordingSink | None = None
+    """Where the file goes; None: the app's recording sink."""
+    beep: bool = False
+    max_duration: int | None = None
+    """Seconds it may run (``record()``'s ``max_length``); None: no limit."""
+    max_silence: int | None = None
+    """Seconds of silence that end it (``record()``'s ``silence_timeout``)."""
+    finish_on_key: str | None = None
+    """DTMF keys that end it; None: keys do not."""
+    transcribe: STT | None = None
+    """``record()`` only: the STT that transcribes the file (None: not transcribed)."""
 
 
 class CallControl(Protocol):
@@ -64,35 +90,15 @@ class CallControl(Protocol):
     async def transfer(self, target: str, *, timeout: int, caller_id: str | None) -> None:
         """Blind transfer to ``target`` (the call leaves the app or is bridged away)."""
 
-    async def record_start(
-        self,
-        name: str,
-        fmt: str,
-        *,
-        sink: RecordingSink | None,
-        beep: bool,
-        max_duration: int | None,
-        max_silence: int | None,
-        finish_on_key: str | None,
-    ) -> str:
+    async def record_start(self, options: RecordOptions) -> str:
         """Start recording the call; the recording's name."""
 
     async def record_stop(self) -> str | None:
         """Stop recording and deliver it to its sink; its name, or None if idle."""
 
-    async def record(
-        self,
-        name: str,
-        fmt: str,
-        *,
-        sink: RecordingSink | None,
-        finish_on_key: str | None,
-        max_length: int | None,
-        silence_timeout: int | None,
-        beep: bool,
-        transcribe: Any,
-    ) -> RecordingResult:
-        """Record until a key, a length, silence or the hang-up."""
+    async def record(self, options: RecordOptions) -> RecordingResult:
+        """Record until a key, a length (``max_duration``), silence (``max_silence``) or
+        the hang-up."""
 
     async def hold(self, moh_class: str | None) -> None: ...
 

@@ -26,6 +26,7 @@ from voxtra.ari.events import (
     RecordingStarted,
 )
 from voxtra.calls.context import CallContext
+from voxtra.calls.control import RecordOptions
 from voxtra.calls.playback import play
 from voxtra.errors import CallEnded, RecordingError
 from voxtra.providers.base import STT
@@ -104,17 +105,7 @@ class CallRecorder:
             raise RecordingError("recordings need a started app (VoxtraApp.start())")
         return recordings
 
-    async def start(
-        self,
-        name: str = "",
-        fmt: str = "wav",
-        *,
-        sink: RecordingSink | None = None,
-        beep: bool = False,
-        max_duration: int | None = None,
-        max_silence: int | None = None,
-        finish_on_key: str | None = None,
-    ) -> str:
+    async def start(self, options: RecordOptions) -> str:
         """Start recording; returns the (given or generated) name once Asterisk records.
 
         ``finish_on_key`` (e.g. ``"#"``, or several keys) stops the recording when the
@@ -124,16 +115,18 @@ class CallRecorder:
         format, limits, keys, sink) is checked before any request to Asterisk.
         """
         context = self.context
-        audio_format = validate_format(fmt)
+        audio_format = validate_format(options.fmt)
+        name = options.name
         name = validate_recording_name(name) if name else generate_recording_name(context.id)
+        max_duration, max_silence = options.max_duration, options.max_silence
         for label, value in (("max_duration", max_duration), ("max_silence", max_silence)):
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 0
             ):
                 raise RecordingError(f"{label} must be a whole number of seconds >= 0")
-        keys = _check_keys(finish_on_key)
+        keys = _check_keys(options.finish_on_key)
         recordings = self._recordings()
-        recordings.check_sink(sink)
+        recordings.check_sink(options.sink)
         async with self._lock:
             if self._finishing is not None:  # a stop whose caller was cancelled
                 with contextlib.suppress(Exception):
@@ -149,41 +142,23 @@ class CallRecorder:
                 await self._finish_shielded("stopped")
             context.check_alive()
             return await self._start(
-                name, audio_format, sink, beep, max_duration, max_silence, keys
+                name, audio_format, options.sink, options.beep, max_duration, max_silence, keys
             )
 
-    async def record(
-        self,
-        name: str = "",
-        fmt: str = "wav",
-        *,
-        sink: RecordingSink | None = None,
-        finish_on_key: str | None = "#",
-        max_length: int | None = 3600,
-        silence_timeout: int | None = None,
-        beep: bool = False,
-        transcribe: STT | None = None,
-    ) -> RecordingResult:
+    async def record(self, options: RecordOptions) -> RecordingResult:
         """Record until a key, a time limit, silence or the hang-up; say which one it was.
 
         Twilio's ``<Record>`` options: ``finish_on_key`` (any of these keys ends it;
-        None: keys do not), ``max_length`` and ``silence_timeout`` (whole seconds;
-        None: no limit), ``beep``. Returns once the file is durable in the spool (the
-        upload runs in the background), with the reason and the key pressed; with
+        None: keys do not), ``max_duration`` and ``max_silence`` (``call.record()``'s
+        ``max_length`` and ``silence_timeout``: whole seconds; None: no limit), ``beep``.
+        Returns once the file is durable in the spool (the upload runs in the
+        background), with the reason and the key pressed; with
         ``transcribe`` (an STT), also its text, recognised from the fetched file.
         """
-        name = await self.start(
-            name,
-            fmt,
-            sink=sink,
-            beep=beep,
-            max_duration=max_length,
-            max_silence=silence_timeout,
-            finish_on_key=finish_on_key,
-        )
+        name = await self.start(options)
         active = self._active
         assert active is not None and active.name == name
-        active.transcribe = transcribe
+        active.transcribe = options.transcribe
         # RecordingFinished (a limit, or the key's stop), or CallEnded at the hang-up.
         with contextlib.suppress(Exception):
             await asyncio.shield(active.finished)

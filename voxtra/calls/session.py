@@ -26,7 +26,7 @@ from voxtra.calls import amd as amd_detection
 from voxtra.calls.amd import AmdConfig, AmdResult, AmdVerdict
 from voxtra.calls.asterisk import AsteriskControl
 from voxtra.calls.context import CallContext
-from voxtra.calls.control import CallControl
+from voxtra.calls.control import CallControl, RecordOptions
 from voxtra.calls.dial import DialResult, TransferKeys, dial
 from voxtra.calls.host import CallHost
 from voxtra.calls.media import CallMedia
@@ -453,13 +453,7 @@ class CallSession:
         """
         self.context.check_alive()
         started = await self.control.record_start(
-            name,
-            fmt,
-            sink=sink,
-            beep=beep,
-            max_duration=max_duration,
-            max_silence=max_silence,
-            finish_on_key=finish_on_key,
+            RecordOptions(name, fmt, sink, beep, max_duration, max_silence, finish_on_key)
         )
         await self.secure.adopt(started)  # started inside secure_input(): paused at once
         return started
@@ -487,16 +481,17 @@ class CallSession:
         stt = self.voice_config.stt
         if transcribe and stt is None:
             raise PipelineNotConfigured("record(transcribe=True)", ["stt"])
-        return await self.control.record(
+        options = RecordOptions(
             name,
             fmt,
-            sink=sink,
+            sink,
+            beep,
+            max_duration=max_length,
+            max_silence=silence_timeout,
             finish_on_key=finish_on_key,
-            max_length=max_length,
-            silence_timeout=silence_timeout,
-            beep=beep,
             transcribe=stt if transcribe else None,
         )
+        return await self.control.record(options)
 
     async def record_stop(self) -> str | None:
         """Stop recording and hand the file to its sink; the name, or None if idle."""

@@ -24,11 +24,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Protocol
 
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from voxtra.calls.context import CallContext
+from voxtra.calls.control import RecordOptions
 from voxtra.calls.host import CallHost
 from voxtra.calls.state import CallEndReason
 from voxtra.errors import CallEnded, NotSupported, RecordingError
@@ -160,25 +162,11 @@ class TwilioCallControl:
         await self._transport.close()
         context.mark_ended()
 
-    async def record_start(
-        self,
-        name: str,
-        fmt: str,
-        *,
-        sink: RecordingSink | None,
-        beep: bool,
-        max_duration: int | None,
-        max_silence: int | None,
-        finish_on_key: str | None,
-    ) -> str:
-        for option, given in (
-            ("beep", beep),
-            ("max_duration", max_duration),
-            ("max_silence", max_silence),
-            ("finish_on_key", finish_on_key),
-        ):
-            if given:
+    async def record_start(self, options: RecordOptions) -> str:
+        for option in ("beep", "max_duration", "max_silence", "finish_on_key"):
+            if getattr(options, option):
                 raise NotSupported(f"record_start({option}=...)", BACKEND)
+        fmt, sink = options.fmt, options.sink
         if fmt not in ("wav", "mp3"):
             raise RecordingError(f"Twilio records wav or mp3, not {fmt!r}")
         if self.recording_sid is not None:
@@ -187,7 +175,7 @@ class TwilioCallControl:
         if recordings is not None:
             recordings.check_sink(sink)
         self.recording_sid = await self.twilio.start_recording(self.call_sid)
-        self.recording_name = name or f"{self.call_sid}-{self.recording_sid}"
+        self.recording_name = options.name or f"{self.call_sid}-{self.recording_sid}"
         self._recording_fmt = fmt
         self._recording_sink = sink
         if not self._cleanup_added:
@@ -224,33 +212,21 @@ class TwilioCallControl:
         )
         return name
 
-    async def record(
-        self,
-        name: str,
-        fmt: str,
-        *,
-        sink: RecordingSink | None,
-        finish_on_key: str | None,
-        max_length: int | None,
-        silence_timeout: int | None,
-        beep: bool,
-        transcribe: Any,
-    ) -> RecordingResult:
+    async def record(self, options: RecordOptions) -> RecordingResult:
         """Record until a key of ``finish_on_key``, ``max_length`` seconds or the
         hang-up (Twilio's recording API; the keys come from the stream's DTMF)."""
-        for option, given in (("silence_timeout", silence_timeout), ("beep", beep)):
+        # Named as call.record() names them (max_silence is its silence_timeout).
+        for option, given in (
+            ("silence_timeout", options.max_silence),
+            ("beep", options.beep),
+            ("transcribe", options.transcribe is not None),
+        ):
             if given:
                 raise NotSupported(f"record({option}=...)", BACKEND)
-        if transcribe is not None:
-            raise NotSupported("record(transcribe=...)", BACKEND)
+        finish_on_key, max_length = options.finish_on_key, options.max_duration
+        # The key and the length are watched here, not by Twilio's recording.
         name = await self.record_start(
-            name,
-            fmt,
-            sink=sink,
-            beep=False,
-            max_duration=None,
-            max_silence=None,
-            finish_on_key=None,
+            replace(options, max_duration=None, max_silence=None, finish_on_key=None)
         )
         context = self.context
         reason: RecordingEndReason = "max_length"

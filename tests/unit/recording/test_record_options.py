@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from voxtra.calls.control import RecordOptions
 from voxtra.calls.recorder import CallRecorder, _limit_reason, _Recording
 from voxtra.errors import RecordingError
 from voxtra.recording.naming import validate_format
@@ -17,7 +18,7 @@ from voxtra.recording.naming import validate_format
 async def test_bad_finish_keys_fail_before_any_request(keys: str) -> None:
     session: Any = SimpleNamespace(id="call-1")  # no app: any request would fail otherwise
     with pytest.raises(RecordingError, match="finish_on_key must be DTMF keys"):
-        await CallRecorder(session).start("rec-1", finish_on_key=keys)
+        await CallRecorder(session).start(RecordOptions("rec-1", finish_on_key=keys))
 
 
 def _ended(ran: float | None, **limits: Any) -> _Recording:
