@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from voxtra.app import VoxtraApp
@@ -43,6 +44,7 @@ __all__ = [
     "BACKENDS",
     "AsteriskCallBackend",
     "CallBackend",
+    "OriginateRequest",
     "RingingOriginator",
     "TwilioCallBackend",
     "TwilioRestCalls",
@@ -50,6 +52,35 @@ __all__ = [
 
 BACKENDS = ("asterisk", "twilio")
 """The backends a call, schedule or campaign may name."""
+
+
+@dataclass(frozen=True)
+class OriginateRequest:
+    """One outbound call as the platform places it through a :class:`CallBackend`
+    (the call service's and the scheduling worker's, one value for both)."""
+
+    target: str
+    """What is dialled: :meth:`CallBackend.target` of the stored ``to``."""
+    caller_id: str | None = None
+    timeout: int = 30
+    """Seconds the far end may ring."""
+    handler: CallHandler | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    channel_id: str | None = None
+    """The call's id picked before it is placed (:meth:`CallBackend.new_channel_id`)."""
+    on_ringing: Callable[[], None] | None = None
+    """Runs when the far end rings."""
+
+    def extras(self) -> dict[str, Any]:
+        """The keywords beyond every originator's own: only those that are set, so an
+        originator without them (the worker's plain ``Dialer``, Twilio without a
+        channel id of its choosing) is called as before."""
+        extras: dict[str, Any] = {}
+        if self.channel_id is not None:
+            extras["channel_id"] = self.channel_id
+        if self.on_ringing is not None:
+            extras["on_ringing"] = self.on_ringing
+        return extras
 
 
 class RingingOriginator(Originator, Protocol):
@@ -79,8 +110,11 @@ class CallBackend:
 
     name: str = ""
 
-    def __init__(self, originator: RingingOriginator) -> None:
+    def __init__(self, originator: Originator) -> None:
         self.originator = originator
+        """What places the calls: given :meth:`OriginateRequest.extras` when set (the
+        platform's own backends are each a :class:`RingingOriginator`; Asterisk's also
+        takes ``channel_id``)."""
 
     def target(self, to: str, field: str = "to") -> str:
         """What is dialled for ``to``; :class:`~voxtra.platform.targets.InvalidTarget`
@@ -101,25 +135,15 @@ class CallBackend:
         (Asterisk: the channel id, known while it rings); None: known at the answer."""
         return None
 
-    async def originate(
-        self,
-        target: str,
-        *,
-        caller_id: str | None,
-        timeout: int,
-        handler: CallHandler | None,
-        metadata: dict[str, Any],
-        channel_id: str | None = None,
-        on_ringing: Callable[[], None] | None = None,
-    ) -> CallSession:
+    async def originate(self, request: OriginateRequest) -> CallSession:
         """Place the call; the answered session, or CallBusy / CallNoAnswer / CallFailed."""
         session: CallSession = await self.originator.originate(
-            target,
-            caller_id=caller_id,
-            timeout=timeout,
-            handler=handler,
-            metadata=metadata,
-            on_ringing=on_ringing,
+            request.target,
+            caller_id=request.caller_id,
+            timeout=request.timeout,
+            handler=request.handler,
+            metadata=request.metadata,
+            **request.extras(),
         )
         return session
 
@@ -149,27 +173,6 @@ class AsteriskCallBackend(CallBackend):
 
     def new_channel_id(self) -> str:
         return f"voxtra-out-{secrets.token_hex(8)}"
-
-    async def originate(
-        self,
-        target: str,
-        *,
-        caller_id: str | None,
-        timeout: int,
-        handler: CallHandler | None,
-        metadata: dict[str, Any],
-        channel_id: str | None = None,
-        on_ringing: Callable[[], None] | None = None,
-    ) -> CallSession:
-        return await self.app.originate(
-            target,
-            caller_id=caller_id,
-            timeout=timeout,
-            handler=handler,
-            metadata=metadata,
-            channel_id=channel_id,
-            on_ringing=on_ringing,
-        )
 
     async def cancel(self, channel_id: str | None) -> None:
         if channel_id is not None:

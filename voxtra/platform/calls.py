@@ -28,7 +28,12 @@ from voxtra.app import VoxtraApp
 from voxtra.calls.session import CallSession
 from voxtra.config import PlatformSettings
 from voxtra.errors import CallBusy, CallNoAnswer, OriginateError, VoxtraError
-from voxtra.platform.backends import BACKENDS, AsteriskCallBackend, CallBackend
+from voxtra.platform.backends import (
+    BACKENDS,
+    AsteriskCallBackend,
+    CallBackend,
+    OriginateRequest,
+)
 from voxtra.platform.metrics import PlatformMetrics
 from voxtra.platform.recorder import PLATFORM_CALL_ID
 from voxtra.platform.schemas import CallRequest
@@ -211,13 +216,15 @@ class CallService:
         }
         try:
             await backend.originate(
-                endpoint,
-                caller_id=record.from_,
-                timeout=request.ring_timeout,
-                handler=self._wrap(handler, request),
-                metadata=metadata,
-                channel_id=channel_id,
-                on_ringing=lambda: self._mark_ringing(record.id),
+                OriginateRequest(
+                    endpoint,
+                    caller_id=record.from_,
+                    timeout=request.ring_timeout,
+                    handler=self._wrap(handler, request),
+                    metadata=metadata,
+                    channel_id=channel_id,
+                    on_ringing=lambda: self._mark_ringing(record.id),
+                )
             )
         except asyncio.CancelledError:
             await backend.cancel(channel_id)

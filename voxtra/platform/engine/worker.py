@@ -22,9 +22,8 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol, TypeVar
 
-from voxtra.calls.session import CallSession
 from voxtra.errors import CallBusy, CallFailed, CallNoAnswer, VoxtraError
-from voxtra.platform.backends import CallBackend
+from voxtra.platform.backends import CallBackend, OriginateRequest
 from voxtra.platform.engine import claims
 from voxtra.platform.engine.claims import ClaimedAttempt, ClaimedRun, FinishedCampaign
 from voxtra.platform.engine.clock import EngineClock, SystemClock
@@ -87,27 +86,11 @@ class _AppBackend(CallBackend):
     name = "asterisk"
 
     def __init__(self, app: Dialer, dial: Callable[[str], str]) -> None:
-        self.app = app
+        super().__init__(app)
         self.dial = dial
 
     def target(self, to: str, field: str = "to") -> str:
         return self.dial(to)
-
-    async def originate(
-        self,
-        target: str,
-        *,
-        caller_id: str | None,
-        timeout: int,
-        handler: CallHandler | None,
-        metadata: dict[str, Any],
-        channel_id: str | None = None,
-        on_ringing: Callable[[], None] | None = None,
-    ) -> CallSession:
-        session: CallSession = await self.app.originate(
-            target, caller_id=caller_id, timeout=timeout, handler=handler, metadata=metadata
-        )
-        return session
 
 
 def _outcome(exc: BaseException) -> AttemptOutcome:
@@ -327,11 +310,13 @@ class SchedulingWorker:
             # (as for API calls), never the channel: nothing a client sends is set in
             # the dialplan's variables.
             call = await placer.originate(
-                placer.target(to),
-                caller_id=caller_id,
-                timeout=ring_timeout,
-                handler=handler,
-                metadata={**metadata, **extra, "customer_data": dict(variables)},
+                OriginateRequest(
+                    placer.target(to),
+                    caller_id=caller_id,
+                    timeout=ring_timeout,
+                    handler=handler,
+                    metadata={**metadata, **extra, "customer_data": dict(variables)},
+                )
             )
         except (CallBusy, CallNoAnswer, CallFailed) as exc:
             result = (_outcome(exc), exc.cause, str(exc))
