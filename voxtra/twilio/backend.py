@@ -30,7 +30,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
@@ -62,6 +63,7 @@ from voxtra.errors import (
     ConfigError,
     OriginateError,
     RecordingError,
+    VoxtraError,
 )
 from voxtra.recording.metadata import RecordingMetadata
 from voxtra.recording.naming import sanitize_component
@@ -79,12 +81,47 @@ from voxtra.twilio.protocol import (
 )
 from voxtra.twilio.transport import TwilioMediaTransport
 
-__all__ = ["TwilioBackend", "status_outcome"]
+__all__ = ["TwilioApiError", "TwilioBackend", "status_outcome"]
 
 logger = logging.getLogger(__name__)
 
 FINAL_FAILURES = {"busy", "no-answer", "failed", "canceled"}
 """Twilio call statuses that end an outbound call before it was answered."""
+
+
+class TwilioApiError(VoxtraError):
+    """Twilio's REST API refused a request (``status``: its HTTP status, ``code``:
+    Twilio's error code, e.g. 21211 for a number it will not call), or could not be
+    reached (``status`` and ``code`` None). The SDK's own exceptions and aiohttp's
+    are turned into this one, so a caller catches ``VoxtraError`` on either backend,
+    as ARI's errors are on Asterisk."""
+
+    def __init__(
+        self, what: str, message: str, status: int | None = None, code: int | None = None
+    ) -> None:
+        self.status = status
+        self.code = code
+        self.detail = message
+        said = self.reference
+        super().__init__(f"Twilio {what}: {message}" + (f" ({said})" if said else ""))
+
+    @property
+    def reference(self) -> str:
+        """``"HTTP 400, error 21211"`` (what is known of them; "" when unreachable)."""
+        parts = (("HTTP", self.status), ("error", self.code))
+        return ", ".join(f"{label} {value}" for label, value in parts if value is not None)
+
+
+@contextlib.asynccontextmanager
+async def _rest(what: str) -> AsyncIterator[None]:
+    """Twilio's and aiohttp's errors of the REST request inside as :class:`TwilioApiError`
+    (its text: Twilio's message and code; never the request's credentials)."""
+    try:
+        yield
+    except TwilioRestException as exc:
+        raise TwilioApiError(what, str(exc.msg), exc.status, exc.code) from exc
+    except (TwilioException, aiohttp.ClientError, TimeoutError) as exc:
+        raise TwilioApiError(what, f"{type(exc).__name__}: {exc}") from exc
 
 
 def status_outcome(to: str, status: str, sip_code: str | None = None) -> OriginateError | None:
@@ -413,17 +450,21 @@ class TwilioBackend:
         return self._client
 
     async def update_call(self, call_sid: str, **changes: Any) -> None:
-        """``calls(sid).update``: ``status="completed"`` hangs up, ``twiml=...`` redirects."""
-        await self.client().calls(call_sid).update_async(**changes)
+        """``calls(sid).update``: ``status="completed"`` hangs up, ``twiml=...`` redirects.
+        Raises :class:`TwilioApiError`."""
+        async with _rest(f"call {call_sid} update"):
+            await self.client().calls(call_sid).update_async(**changes)
 
     async def start_recording(self, call_sid: str) -> str:
-        recording = (
-            await self.client().calls(call_sid).recordings.create_async(recording_channels="dual")
-        )
+        calls = self.client().calls(call_sid)
+        async with _rest(f"call {call_sid} recording"):
+            recording = await calls.recordings.create_async(recording_channels="dual")
         return str(recording.sid)
 
     async def stop_recording(self, call_sid: str, recording_sid: str) -> None:
-        await self.client().calls(call_sid).recordings(recording_sid).update_async(status="stopped")
+        recordings = self.client().calls(call_sid).recordings(recording_sid)
+        async with _rest(f"recording {recording_sid} stop"):
+            await recordings.update_async(status="stopped")
 
     async def deliver_recording(
         self,
@@ -444,7 +485,8 @@ class TwilioBackend:
         client = self.client()
         deadline = time.monotonic() + ready_timeout
         while True:
-            recording = await client.recordings(recording_sid).fetch_async()
+            async with _rest(f"recording {recording_sid} fetch"):
+                recording = await client.recordings(recording_sid).fetch_async()
             if recording.status in ("completed", "absent", "failed"):
                 break
             if time.monotonic() > deadline:
@@ -481,7 +523,10 @@ class TwilioBackend:
         if self._downloads is None:
             self._downloads = aiohttp.ClientSession()
         auth = basic_auth_header(self.account_sid, self.settings.auth_token or "")
-        async with self._downloads.get(url, headers={"Authorization": auth}) as response:
+        async with (
+            _rest(f"recording {recording_sid} download"),
+            self._downloads.get(url, headers={"Authorization": auth}) as response,
+        ):
             if response.status != 200:
                 raise RecordingError(
                     f"Twilio recording {recording_sid}: download answered {response.status}"
@@ -515,14 +560,21 @@ class TwilioBackend:
         if not caller:
             raise ConfigError("originate needs caller_id= (a Twilio number) or twilio.from_number")
         pending = _Outbound(to, handler, dict(metadata or {}), on_ringing)
-        call = await self.client().calls.create_async(
-            to=to,
-            from_=caller,
-            url=self.voice_url,
-            status_callback=self.status_url,
-            status_callback_event=["initiated", "ringing", "answered", "completed"],
-            timeout=timeout,
-        )
+        try:
+            async with _rest("calls.create"):
+                call = await self.client().calls.create_async(
+                    to=to,
+                    from_=caller,
+                    url=self.voice_url,
+                    status_callback=self.status_url,
+                    status_callback_event=["initiated", "ringing", "answered", "completed"],
+                    timeout=timeout,
+                )
+        except TwilioApiError as exc:
+            # Refused before it rang (a number Twilio will not call, a caller id not
+            # the account's): an originate's failure, as Asterisk's refusals are.
+            said = f"Twilio: refused, {exc.reference}" if exc.reference else "Twilio"
+            raise CallFailed(to, None, said, exc.detail) from exc
         call_sid = str(call.sid)
         async with self._registered:
             self._outbound[call_sid] = pending

@@ -266,6 +266,21 @@ async def test_busy_no_answer_and_failed_come_from_twilios_status_callbacks(
     assert not rig.handled  # nobody answered
 
 
+async def test_a_call_twilio_refuses_to_place_ends_failed_not_dialing(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    # calls.create answered 400 (error 21211): before, the SDK's TwilioRestException
+    # escaped the dialling task and the call stayed "dialing" for ever.
+    twilio.script("+15550127", "refused")
+    async with served(tmp_path, twilio, fake_asterisk) as rig:
+        call_id = await rig.place(to="+15550127", route="hold", backend="twilio")
+        final = {"busy", "no_answer", "failed", "completed", "canceled"}
+        detail = await rig.wait_for(call_id, lambda d: d["status"] in final)
+    assert detail["status"] == "failed" and detail["ended_at"] is not None
+    assert "21211" in detail["error"] and "Invalid 'To' Phone Number" in detail["error"]
+    assert not rig.handled
+
+
 async def test_hangup_and_transfer_through_the_api_on_twilio_calls(
     fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
 ) -> None:

@@ -12,11 +12,11 @@ import pytest
 from twilio_rig import make_app, running
 
 from voxtra import CallBusy, CallEndReason, CallFailed, CallNoAnswer, CallSession
-from voxtra.errors import NotSupported
+from voxtra.errors import NotSupported, VoxtraError
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.fakes.twilio import FakeTwilio, serve_asgi
-from voxtra.twilio import NoAsterisk, TwilioBackend
+from voxtra.twilio import NoAsterisk, TwilioApiError, TwilioBackend
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -195,6 +195,29 @@ async def test_originate_outcomes_from_status_callbacks(
     async with running(app, fake_asterisk, twilio) as rig:
         with pytest.raises(error, match=r"\+15550777"):
             await rig.backend.originate("+15550777", timeout=5)
+
+
+async def test_originate_refused_by_twilios_rest_api_is_call_failed(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path, twilio)
+    twilio.script("+15550778", "refused")
+    async with running(app, fake_asterisk, twilio) as rig:
+        with pytest.raises(CallFailed, match=r"\+15550778.*Invalid 'To' Phone Number") as caught:
+            await rig.backend.originate("+15550778", timeout=5)
+    assert "21211" in str(caught.value)
+
+
+async def test_rest_errors_are_voxtra_errors_with_twilios_status_and_code(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    app = make_app(tmp_path, twilio)
+    async with running(app, fake_asterisk, twilio) as rig:
+        with pytest.raises(TwilioApiError) as caught:
+            await rig.backend.update_call("CA" + "f" * 32, status="completed")
+    assert isinstance(caught.value, VoxtraError)
+    assert (caught.value.status, caught.value.code) == (404, 20404)
+    assert twilio.auth_token not in str(caught.value)
 
 
 async def test_originate_answered_runs_the_handler_on_an_outbound_session(

@@ -139,8 +139,9 @@ class FakeTwilio(FakeServer):
 
     def script(self, number: str, outcome: str | Callable[[TwilioPhone], None]) -> None:
         """What calling ``number`` does: ``"answer"`` (a phone answers; it goes to
-        :attr:`answered`), a callable given the phone once it answered, or ``"busy"``,
-        ``"no-answer"``, ``"failed"``."""
+        :attr:`answered`), a callable given the phone once it answered, ``"busy"``,
+        ``"no-answer"``, ``"failed"``, or ``"refused"`` (``calls.create`` itself is
+        answered 400, as Twilio answers a number it will not call: error 21211)."""
         self._outcomes[number] = outcome
 
     async def call_in(
@@ -246,6 +247,13 @@ class FakeTwilio(FakeServer):
     async def _create_call(self, request: web.Request) -> web.Response:
         self._authorised(request)
         form = await request.post()
+        if self._outcomes.get(str(form["To"])) == "refused":
+            raise web.HTTPBadRequest(
+                text=json.dumps(
+                    {"code": 21211, "message": "Invalid 'To' Phone Number", "status": 400}
+                ),
+                content_type="application/json",
+            )
         call = TwilioCall(
             _sid("CA"),
             str(form["To"]),
