@@ -241,6 +241,11 @@ class CallService:
             await self._end(record.id, status, exc.cause, str(exc), exc.cause_txt or None)
         except VoxtraError as exc:
             await self._end(record.id, CallStatus.FAILED, None, str(exc))
+        except Exception as exc:
+            # Anything else still ends the call (as the worker's attempts): left alone,
+            # it escaped this task and the call stayed "dialing" for ever.
+            logger.exception("platform call %s: dialling failed", record.id)
+            await self._end(record.id, CallStatus.FAILED, None, type(exc).__name__)
 
     def _mark_ringing(self, call_id: str) -> None:
         """The far end rings: ``ringing``, unless the call already moved on (the answer's

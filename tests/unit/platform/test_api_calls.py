@@ -8,6 +8,9 @@ from typing import Any
 
 from platform_helpers import ADMIN, READ, WRITE, auth
 
+from voxtra.calls.session import CallSession
+from voxtra.platform.backends import AsteriskCallBackend, OriginateRequest
+
 
 async def test_a_call_is_placed_answered_and_recorded_in_the_store(
     running: Callable[..., Any],
@@ -103,6 +106,28 @@ async def test_busy_and_unanswered_calls_end_with_their_status_and_cause(
     assert busy_call.hangup_cause == 17
     assert away_call.hangup_cause in (18, 19)
     assert r.handled == []
+
+
+async def test_a_backend_failing_unexpectedly_ends_the_call_failed_not_dialing(
+    running: Callable[..., Any],
+) -> None:
+    # Before, only VoxtraErrors were caught: anything else escaped the dialling task
+    # and the call stayed "dialing" for ever (as the worker's attempts already do not).
+    r = await running()
+
+    class Broken(AsteriskCallBackend):
+        async def originate(self, request: OriginateRequest) -> CallSession:
+            raise RuntimeError("a bug in a backend")
+
+    r.platform.calls.add_backend(Broken(r.app, r.platform.settings))
+    call_id = (
+        await r.client.post(
+            "/v1/calls", json={"to": "PJSIP/alice", "route": "hello"}, headers=auth(WRITE)
+        )
+    ).json()["call_id"]
+    call = await r.wait_status(call_id, "failed")
+    assert call.error == "RuntimeError" and call.ended_at is not None
+    assert not r.platform.calls.dialing
 
 
 async def test_errors_are_problem_documents_with_the_right_codes(
