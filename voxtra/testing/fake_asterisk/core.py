@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote
 
 from voxtra.ari.errors import AriConnectionError
@@ -111,6 +111,18 @@ class _Fail(Exception):
         self.status = status
         self.message = message
         self.key = key
+
+
+_T = TypeVar("_T")
+
+
+def _found(table: Mapping[str, _T], key: str, message: str, *, status: int = 404) -> _T:
+    """``table[key]``, or Asterisk's answer when it has no such object (404 ``message``;
+    a ``channel`` parameter naming none is a 400)."""
+    found = table.get(key)
+    if found is None:
+        raise _Fail(status, message)
+    return found
 
 
 _REASONS = {
@@ -655,10 +667,7 @@ class FakeAsterisk(AriTransport):
         )
 
     def _channel(self, channel_id: str, message: str = "Channel not found") -> FakeCall:
-        call = self.channels.get(channel_id)
-        if call is None:
-            raise _Fail(404, message)
-        return call
+        return _found(self.channels, channel_id, message)
 
     def _stasis_channel(self, channel_id: str) -> FakeCall:
         call = self._channel(channel_id)
@@ -807,10 +816,7 @@ class FakeAsterisk(AriTransport):
         )
 
     def _bridge(self, bridge_id: str) -> FakeBridge:
-        bridge = self.bridges.get(bridge_id)
-        if bridge is None:
-            raise _Fail(404, "Bridge not found")
-        return bridge
+        return _found(self.bridges, bridge_id, "Bridge not found")
 
     def _channel_params(self, request: AriRequest) -> list[str]:
         raw = request.params.get("channel", "")
@@ -1280,33 +1286,31 @@ class FakeAsterisk(AriTransport):
         self._emit(found.apps, "BridgeDestroyed", bridge=found.to_json())
         return _NO_CONTENT
 
-    def _r_bridge_add(self, request: AriRequest, bridge: str) -> AriResponse:
-        found = self._bridge(bridge)
+    def _bridge_members(
+        self, request: AriRequest, leaving: FakeBridge | None = None
+    ) -> list[FakeCall]:
+        """The ``channel`` parameter's channels, each checked as Asterisk checks them
+        before a bridge adds or removes any (400 unknown, 422 not in Stasis; with
+        ``leaving``, 422 not in that bridge)."""
         calls = []
         for channel_id in self._channel_params(request):
-            call = self.channels.get(channel_id)
-            if call is None:
-                raise _Fail(400, "Channel not found")
+            call = _found(self.channels, channel_id, "Channel not found", status=400)
             if call.app is None:
                 raise _Fail(422, "Channel not in Stasis application")
+            if leaving is not None and call.id not in leaving.channels:
+                raise _Fail(422, "Channel not in this bridge")
             calls.append(call)
-        for call in calls:
+        return calls
+
+    def _r_bridge_add(self, request: AriRequest, bridge: str) -> AriResponse:
+        found = self._bridge(bridge)
+        for call in self._bridge_members(request):
             self._join_bridge(found, call)
         return _NO_CONTENT
 
     def _r_bridge_remove(self, request: AriRequest, bridge: str) -> AriResponse:
         found = self._bridge(bridge)
-        calls = []
-        for channel_id in self._channel_params(request):
-            call = self.channels.get(channel_id)
-            if call is None:
-                raise _Fail(400, "Channel not found")
-            if call.app is None:
-                raise _Fail(422, "Channel not in Stasis application")
-            if call.id not in found.channels:
-                raise _Fail(422, "Channel not in this bridge")
-            calls.append(call)
-        for call in calls:
+        for call in self._bridge_members(request, leaving=found):
             self._leave_bridge(found, call)
         return _NO_CONTENT
 
@@ -1338,10 +1342,7 @@ class FakeAsterisk(AriTransport):
     # == REST handlers: playbacks, recordings, endpoints =================================
 
     def _playback(self, playback_id: str) -> FakePlayback:
-        playback = self.playbacks.get(playback_id)
-        if playback is None:
-            raise _Fail(404, "Playback not found")
-        return playback
+        return _found(self.playbacks, playback_id, "Playback not found")
 
     def _r_playback(self, request: AriRequest, playback: str) -> AriResponse:
         return _json(self._playback(playback).to_json())
@@ -1367,10 +1368,7 @@ class FakeAsterisk(AriTransport):
         return _json([{"name": n, "format": "wav"} for n in self.stored_recordings])
 
     def _stored(self, name: str) -> bytes:
-        data = self.stored_recordings.get(name)
-        if data is None:
-            raise _Fail(404, "Recording not found")
-        return data
+        return _found(self.stored_recordings, name, "Recording not found")
 
     def _r_stored(self, request: AriRequest, name: str) -> AriResponse:
         self._stored(name)
@@ -1395,10 +1393,7 @@ class FakeAsterisk(AriTransport):
         return _json({"name": destination, "format": "wav"})
 
     def _live(self, name: str) -> FakeRecording:
-        recording = self.live_recordings.get(name)
-        if recording is None:
-            raise _Fail(404, "Recording not found")
-        return recording
+        return _found(self.live_recordings, name, "Recording not found")
 
     def _r_live(self, request: AriRequest, name: str) -> AriResponse:
         return _json(self._live(name).to_json())
