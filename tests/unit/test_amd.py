@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fake_apps import fake_app
 
 from voxtra import VoxtraApp
 from voxtra.calls.amd import AmdConfig, AmdError, AmdResult, AmdVerdict
@@ -28,16 +29,7 @@ ENDPOINT = "PJSIP/alice"
 
 
 def make_app(tmp_path: Path) -> VoxtraApp:
-    return VoxtraApp(
-        "http://asterisk.invalid:8088",
-        "user",
-        "secret",
-        app_name="amd-tests",
-        instance_id="unit",
-        spool_dir=str(tmp_path / "spool"),
-        recordings_dir=str(tmp_path / "recordings"),
-        handler_deadline=1.0,
-    )
+    return fake_app(tmp_path, "amd-tests", handler_deadline=1.0)
 
 
 def ulaw(samples: np.ndarray) -> bytes:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+from fake_apps import routed_app
 
 from voxtra import CallSession, VoxtraApp
 from voxtra.calls.assist import AgentAssist, AssistError, AssistTranscript, Suggestion
@@ -30,18 +31,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "agent_assist.py"
 
 
 def make_app(tmp_path: Path, handler: Handler) -> VoxtraApp:
-    app = VoxtraApp(
-        "http://asterisk.invalid:8088",
-        "user",
-        "secret",
-        app_name="assist-tests",
-        instance_id="unit",
-        spool_dir=str(tmp_path / "spool"),
-        recordings_dir=str(tmp_path / "recordings"),
-        handler_deadline=1.0,
-    )
-    app.route("_X.")(handler)
-    return app
+    return routed_app(tmp_path, "assist-tests", handler)
 
 
 def tone(seconds: float, hz: float = 440.0) -> bytes:

@@ -4,10 +4,12 @@ runs, since Asterisk applies no feature codes in ARI bridges (docs/three-party.m
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fake_apps import fake_app
 
 from voxtra import CallSession, VoxtraApp
 from voxtra.calls.dial import DialResult, TransferKeys
@@ -20,17 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Callable[[], VoxtraApp]:
-    def make() -> VoxtraApp:
-        return VoxtraApp(
-            "http://asterisk.invalid:8088",
-            "user",
-            "secret",
-            app_name="xfer-tests",
-            instance_id="unit",
-            spool_dir=str(tmp_path / "spool"),
-        )
-
-    return make
+    return functools.partial(fake_app, tmp_path, "xfer-tests")
 
 
 def _live_bridges(fake: FakeAsterisk) -> list[list[str]]:

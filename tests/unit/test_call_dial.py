@@ -4,10 +4,12 @@ its call (issue 14: "the second leg has no owner")."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fake_apps import fake_app
 
 from voxtra import CallSession, VoxtraApp
 from voxtra.calls.dial import DialResult
@@ -19,17 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Callable[[], VoxtraApp]:
-    def make() -> VoxtraApp:
-        return VoxtraApp(
-            "http://asterisk.invalid:8088",
-            "user",
-            "secret",
-            app_name="dial-tests",
-            instance_id="unit",
-            spool_dir=str(tmp_path / "spool"),
-        )
-
-    return make
+    return functools.partial(fake_app, tmp_path, "dial-tests")
 
 
 def _legs_left(fake: FakeAsterisk) -> list[str]:

@@ -9,10 +9,12 @@ end together, and ``call.called_number`` is the number its route matched.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fake_apps import fake_app
 
 from voxtra import CallEndReason, CallSession, VoxtraApp
 from voxtra.routing import CallInfo
@@ -23,19 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Callable[..., VoxtraApp]:
-    def make(**options: object) -> VoxtraApp:
-        return VoxtraApp(
-            "http://asterisk.invalid:8088",
-            "user",
-            "secret",
-            app_name="kernel-tests",
-            instance_id="unit",
-            spool_dir=str(tmp_path / "spool"),
-            recordings_dir=str(tmp_path / "recordings"),
-            **options,
-        )
-
-    return make
+    return functools.partial(fake_app, tmp_path, "kernel-tests")
 
 
 def _nothing_left(app: VoxtraApp, fake: FakeAsterisk) -> None:

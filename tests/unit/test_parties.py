@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_apps import routed_app
 
 from voxtra import CallSession, VoxtraApp
 from voxtra.calls.parties import (
@@ -40,18 +41,7 @@ SUPERVISOR_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "supervi
 
 
 def make_app(tmp_path: Path, handler: Handler, **metadata: Any) -> VoxtraApp:
-    app = VoxtraApp(
-        "http://asterisk.invalid:8088",
-        "user",
-        "secret",
-        app_name="parties-tests",
-        instance_id="unit",
-        spool_dir=str(tmp_path / "spool"),
-        recordings_dir=str(tmp_path / "recordings"),
-        handler_deadline=1.0,
-    )
-    app.route("_X.", metadata=metadata or None)(handler)
-    return app
+    return routed_app(tmp_path, "parties-tests", handler, metadata=metadata or None)
 
 
 def bridge_of(fake: FakeAsterisk, channel_id: str | None) -> set[str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_apps import routed_app
 
 from voxtra import VoxtraApp
 from voxtra.ari.errors import AriServerError
@@ -29,18 +30,7 @@ SECRET = "7395"
 
 
 def make_app(tmp_path: Path, handler: Any) -> VoxtraApp:
-    app = VoxtraApp(
-        "http://asterisk.invalid:8088",
-        "user",
-        "secret",
-        app_name="secure-tests",
-        instance_id="unit",
-        spool_dir=str(tmp_path / "spool"),
-        recordings_dir=str(tmp_path / "recordings"),
-        handler_deadline=1.0,
-    )
-    app.route("_X.")(handler)
-    return app
+    return routed_app(tmp_path, "secure-tests", handler)
 
 
 async def test_secure_digits_reach_gather_only(

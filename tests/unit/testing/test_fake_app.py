@@ -6,6 +6,7 @@ point, with no conftest line.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from fake_apps import fake_app
 
 from voxtra import VoxtraApp
 from voxtra.errors import VoxtraError
@@ -24,18 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 @pytest.fixture
 def make_app(tmp_path: Path) -> Callable[[], VoxtraApp]:
-    def make() -> VoxtraApp:
-        return VoxtraApp(
-            "http://asterisk.invalid:8088",
-            "user",
-            "secret",
-            app_name="handler-tests",
-            instance_id="unit",
-            spool_dir=str(tmp_path / "spool"),
-            recordings_dir=str(tmp_path / "recordings"),
-        )
-
-    return make
+    return functools.partial(fake_app, tmp_path, "handler-tests")
 
 
 async def test_a_handler_answers_plays_reads_a_key_and_hangs_up(
