@@ -67,9 +67,8 @@ from voxtra.errors import (
 )
 from voxtra.recording.metadata import RecordingMetadata
 from voxtra.recording.naming import sanitize_component
-from voxtra.recording.sinks import RecordingSink
 from voxtra.routing import CallHandler, CallInfo
-from voxtra.twilio.control import TwilioCallControl
+from voxtra.twilio.control import TwilioCallControl, TwilioRecording
 from voxtra.twilio.protocol import (
     Dtmf,
     Mark,
@@ -469,16 +468,14 @@ class TwilioBackend:
     async def deliver_recording(
         self,
         context: CallContext,
-        recording_sid: str,
-        name: str,
-        fmt: str,
-        sink: RecordingSink | None,
+        recording: TwilioRecording,
         *,
         end_reason: str,
         ready_timeout: float = 60.0,
     ) -> RecordingMetadata:
         """Wait until Twilio has the recording's file, fetch it, hand it to the app's
-        recording delivery (spooled, then ``sink`` or the app's)."""
+        recording delivery (spooled, then its sink or the app's)."""
+        recording_sid, name, fmt = recording.sid, recording.name, recording.fmt
         recordings = self.app.recordings
         if recordings is None:
             raise RecordingError("the app is not started: no recording delivery")
@@ -486,20 +483,20 @@ class TwilioBackend:
         deadline = time.monotonic() + ready_timeout
         while True:
             async with _rest(f"recording {recording_sid} fetch"):
-                recording = await client.recordings(recording_sid).fetch_async()
-            if recording.status in ("completed", "absent", "failed"):
+                found = await client.recordings(recording_sid).fetch_async()
+            if found.status in ("completed", "absent", "failed"):
                 break
             if time.monotonic() > deadline:
-                raise RecordingError(f"Twilio recording {recording_sid}: still {recording.status}")
+                raise RecordingError(f"Twilio recording {recording_sid}: still {found.status}")
             await asyncio.sleep(0.5)
-        if recording.status != "completed":
-            raise RecordingError(f"Twilio recording {recording_sid}: {recording.status}")
+        if found.status != "completed":
+            raise RecordingError(f"Twilio recording {recording_sid}: {found.status}")
         folder = Path(self.app.settings.spool_dir) / "twilio-incoming"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{sanitize_component(name)}-{uuid.uuid4().hex[:8]}.{fmt}"
         await self._download(recording_sid, fmt, path)
-        started = recording.start_time or datetime.now(UTC)
-        duration = float(recording.duration or 0)
+        started = found.start_time or datetime.now(UTC)
+        duration = float(found.duration or 0)
         meta = RecordingMetadata(
             name=name,
             call_id=context.id,
@@ -511,7 +508,7 @@ class TwilioBackend:
             ended_at=datetime.now(UTC),
             end_reason=end_reason,
         )
-        await recordings.submit(path, meta, sink=sink, move=True)
+        await recordings.submit(path, meta, sink=recording.sink, move=True)
         return meta
 
     async def _download(self, recording_sid: str, fmt: str, path: Path) -> None:

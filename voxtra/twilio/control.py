@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from twilio.twiml.voice_response import Dial, VoiceResponse
@@ -39,7 +39,7 @@ from voxtra.recording.app_recordings import RecordingEndReason, RecordingResult
 from voxtra.recording.sinks import RecordingSink
 from voxtra.twilio.transport import TwilioMediaTransport
 
-__all__ = ["TwilioCallControl", "dial_twiml"]
+__all__ = ["TwilioCallControl", "TwilioRecording", "dial_twiml"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,17 @@ def dial_twiml(target: str, *, timeout: int | None = None, caller_id: str | None
     return str(response)
 
 
+@dataclass(frozen=True, slots=True)
+class TwilioRecording:
+    """A recording of a Twilio call as its control started it: Twilio's ``sid``, the
+    ``name`` it is delivered under, the ``fmt`` fetched, the ``sink`` (None: the app's)."""
+
+    sid: str
+    name: str
+    fmt: str
+    sink: RecordingSink | None
+
+
 class TwilioRest(Protocol):
     """What a call's control needs of :class:`~voxtra.twilio.backend.TwilioBackend`."""
 
@@ -80,14 +91,7 @@ class TwilioRest(Protocol):
     async def stop_recording(self, call_sid: str, recording_sid: str) -> None: ...
 
     async def deliver_recording(
-        self,
-        context: CallContext,
-        recording_sid: str,
-        name: str,
-        fmt: str,
-        sink: RecordingSink | None,
-        *,
-        end_reason: str,
+        self, context: CallContext, recording: TwilioRecording, *, end_reason: str
     ) -> Any: ...
 
 
@@ -107,10 +111,8 @@ class TwilioCallControl:
         self.twilio = twilio
         self.call_sid = call_sid
         self._transport = transport
-        self.recording_sid: str | None = None
-        self.recording_name: str | None = None
-        self._recording_fmt = "wav"
-        self._recording_sink: RecordingSink | None = None
+        self.recording: TwilioRecording | None = None
+        """The recording running now, if any."""
         self._cleanup_added = False
 
     def _unsupported(self, method: str) -> NotSupported:
@@ -169,23 +171,22 @@ class TwilioCallControl:
         fmt, sink = options.fmt, options.sink
         if fmt not in ("wav", "mp3"):
             raise RecordingError(f"Twilio records wav or mp3, not {fmt!r}")
-        if self.recording_sid is not None:
+        if self.recording is not None:
             raise RecordingError(f"call {self.call_sid} is already recording")
         recordings = self.twilio.host.recordings
         if recordings is not None:
             recordings.check_sink(sink)
-        self.recording_sid = await self.twilio.start_recording(self.call_sid)
-        self.recording_name = options.name or f"{self.call_sid}-{self.recording_sid}"
-        self._recording_fmt = fmt
-        self._recording_sink = sink
+        sid = await self.twilio.start_recording(self.call_sid)
+        name = options.name or f"{self.call_sid}-{sid}"
+        self.recording = TwilioRecording(sid, name, fmt, sink)
         if not self._cleanup_added:
             # Stopped and delivered at the end of the call if the handler did not.
             self._cleanup_added = True
             self.context.add_cleanup("recording", self._finish_at_end)
-        return self.recording_name
+        return name
 
     async def record_stop(self) -> str | None:
-        if self.recording_sid is None:
+        if self.recording is None:
             return None
         return await self._finish(stop=True)
 
@@ -193,24 +194,17 @@ class TwilioCallControl:
         await self._finish(stop=True)
 
     async def _finish(self, stop: bool = True, end_reason: str | None = None) -> str | None:
-        sid, name = self.recording_sid, self.recording_name
-        if sid is None or name is None:
+        recording = self.recording
+        if recording is None:
             return None
-        self.recording_sid = None
+        self.recording = None
         if end_reason is None:
             end_reason = "stopped" if not self.context.ended else "hangup"
         if stop:
             with contextlib.suppress(Exception):  # a call already ended stopped it
-                await self.twilio.stop_recording(self.call_sid, sid)
-        await self.twilio.deliver_recording(
-            self.context,
-            sid,
-            name,
-            self._recording_fmt,
-            self._recording_sink,
-            end_reason=end_reason,
-        )
-        return name
+                await self.twilio.stop_recording(self.call_sid, recording.sid)
+        await self.twilio.deliver_recording(self.context, recording, end_reason=end_reason)
+        return recording.name
 
     async def record(self, options: RecordOptions) -> RecordingResult:
         """Record until a key of ``finish_on_key``, ``max_length`` seconds or the
