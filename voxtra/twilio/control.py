@@ -113,6 +113,7 @@ class TwilioCallControl:
         self._transport = transport
         self.recording: TwilioRecording | None = None
         """The recording running now, if any."""
+        self._starting = False
         self._cleanup_added = False
 
     def _unsupported(self, method: str) -> NotSupported:
@@ -171,12 +172,18 @@ class TwilioCallControl:
         fmt, sink = options.fmt, options.sink
         if fmt not in ("wav", "mp3"):
             raise RecordingError(f"Twilio records wav or mp3, not {fmt!r}")
-        if self.recording is not None:
+        if self.recording is not None or self._starting:
             raise RecordingError(f"call {self.call_sid} is already recording")
         recordings = self.twilio.host.recordings
         if recordings is not None:
             recordings.check_sink(sink)
-        sid = await self.twilio.start_recording(self.call_sid)
+        # Taken before the request: a second start while it is under way would start a
+        # second recording at Twilio, the first never stopped nor delivered.
+        self._starting = True
+        try:
+            sid = await self.twilio.start_recording(self.call_sid)
+        finally:
+            self._starting = False
         name = options.name or f"{self.call_sid}-{sid}"
         self.recording = TwilioRecording(sid, name, fmt, sink)
         if not self._cleanup_added:

@@ -12,7 +12,7 @@ import pytest
 from twilio_rig import make_app, running
 
 from voxtra import CallBusy, CallEndReason, CallFailed, CallNoAnswer, CallSession
-from voxtra.errors import NotSupported, VoxtraError
+from voxtra.errors import NotSupported, RecordingError, VoxtraError
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.fakes.twilio import FakeTwilio, serve_asgi
@@ -265,6 +265,33 @@ async def test_recording_is_fetched_and_delivered_through_the_sink(
     assert len(sizes) == 1 and meta.call_id == phone.call.sid
     assert meta.end_reason == "stopped"
     assert sizes[0] > 8000 * 2 * 2 * 0.5  # stereo PCM16, >= 0.5 s
+
+
+async def test_two_record_starts_at_once_start_one_recording(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    # Before, both passed the "already recording" check while the first one's REST
+    # request was under way: two recordings at Twilio, the first never stopped nor
+    # delivered (the control kept only the second).
+    app = make_app(tmp_path, twilio)
+    started: list[Any] = []
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        started.extend(
+            await asyncio.gather(
+                call.record_start("first"), call.record_start("second"), return_exceptions=True
+            )
+        )
+        await call.record_stop()
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        phone = await twilio.call_in(rig.backend.voice_url)
+        await phone.wait_ended(10)
+        await _until(lambda: not app.active_sessions)
+    assert started[0] == "first"
+    assert isinstance(started[1], RecordingError) and "already recording" in str(started[1])
+    assert len(twilio.recordings) == 1
 
 
 def _stored(folder: Path, pattern: str) -> list[int]:
