@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 from platform_helpers import ADMIN, READ, WRITE, Running, auth
 
+from voxtra.platform.store.calls import CallRecord
 from voxtra.platform.store.repository import token_digest
-from voxtra.platform.ui import session
+from voxtra.platform.ui import render, session
 
 ORIGIN = "http://platform.test"
 
@@ -141,3 +142,21 @@ async def test_failed_sign_ins_are_slowed_down(running: Callable[..., Any]) -> N
     codes = [(await sign_in(rig.client, f"guess-{i:020d}")).status_code for i in range(20)]
     assert codes[:10] == [401] * 10 and 429 in codes  # a burst of 10, then 1 per 2 s
     assert (await sign_in(rig.client, READ)).status_code == 303  # the right token still works
+
+
+async def test_the_page_shows_each_calls_backend(running: Callable[..., Any]) -> None:
+    rig: Running = await running()
+    call_id = await live_call(rig)
+    await sign_in(rig.client, READ)
+    page = (await rig.client.get("/ui")).text
+    card = page.split(f'data-call-id="{call_id}"', 1)[1].split("</header>", 1)[0]
+    assert "outbound · asterisk · hello" in card
+    assert "<th>backend</th>" in page and 'colspan="8"' in page
+
+    ended = CallRecord(
+        id="call_tw", direction="inbound", status="completed", backend="twilio", duration=2.0
+    )
+    _, row = render.recent_row(ended)
+    assert "<td>inbound</td><td>twilio</td>" in row
+    older = CallRecord(id="call_old", direction="outbound", status="completed", backend=None)
+    assert "<td>outbound</td><td>asterisk</td>" in render.recent_row(older)[1]

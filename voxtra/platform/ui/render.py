@@ -104,6 +104,11 @@ def _parties(call: CallRecord) -> Html:
     )
 
 
+def _backend(call: CallRecord) -> str:
+    # A row from before the backend column is an Asterisk call.
+    return call.backend or "asterisk"
+
+
 def call_card(call: CallRecord, turns: Sequence[TranscriptTurn], can_act: bool) -> Html:
     button = (
         fmt(
@@ -122,13 +127,14 @@ def call_card(call: CallRecord, turns: Sequence[TranscriptTurn], can_act: bool) 
     return fmt(
         '<article class="call" data-call-id="{id}"><header>{parties}'
         '<span class="status {status}">{label}</span><span class="meta">{direction}'
-        " · {route} · since {since}</span>{button}</header>"
+        " · {backend} · {route} · since {since}</span>{button}</header>"
         '<ol class="transcript">{body}</ol></article>',
         id=call.id,
         parties=_parties(call),
         status=call.status,
         label=call.status.replace("_", " "),
         direction=call.direction,
+        backend=_backend(call),
         route=call.route or "default route",
         since=_clock(call.answered_at or call.started_at or call.created_at),
         button=button,
@@ -165,11 +171,12 @@ def recent_row(call: CallRecord) -> tuple[str, Html]:
         else Html('<span class="none">none</span>')
     )
     cells = fmt(
-        "<td>{when}</td><td>{direction}</td><td>{parties}</td>"
+        "<td>{when}</td><td>{direction}</td><td>{backend}</td><td>{parties}</td>"
         '<td><span class="status {status}">{label}</span></td><td>{duration}</td>'
         "<td>{p50}</td><td>{recording}</td>",
         when=_clock(call.ended_at or call.created_at),
         direction=call.direction,
+        backend=_backend(call),
         parties=_parties(call),
         status=call.status,
         label=call.status.replace("_", " "),
@@ -287,7 +294,7 @@ def operator_page(
     rows = (
         join(recent)
         if recent
-        else Html('<tr class="empty"><td colspan="7">No ended call yet.</td></tr>')
+        else Html('<tr class="empty"><td colspan="8">No ended call yet.</td></tr>')
     )
     return _document(
         "Voxtra operator",
@@ -300,7 +307,7 @@ def operator_page(
             '<p id="error" class="error" role="alert" hidden></p><main>'
             '<section id="live">{live}</section>'
             '<section id="recent-calls"><h2>Recent calls</h2><table><thead><tr>'
-            "<th>ended</th><th>direction</th><th>parties</th><th>status</th>"
+            "<th>ended</th><th>direction</th><th>backend</th><th>parties</th><th>status</th>"
             "<th>duration</th><th>latency p50</th><th>recording</th></tr></thead>"
             '<tbody id="recent-rows">{rows}</tbody></table></section>'
             '<section id="campaigns">{campaigns}</section></main>',
