@@ -77,13 +77,15 @@ class AiohttpTransport(AriTransport):
     ``session``: an aiohttp session to use (and not close); by default the transport
     opens its own on first use, and again after :meth:`aclose`.
 
-    ``lean_rest=True``: REST requests to a plain ``http://`` Asterisk go through
+    ``lean_rest`` (default on): REST requests to a plain ``http://`` Asterisk go through
     :class:`~voxtra.ari.http11.Http11Pool` (keep-alive HTTP/1.1, about a third of
     aiohttp's CPU per request, measured: see that module) unless a ``session`` is given
     (its settings, e.g. a proxy, then apply to every request). Events, downloads and
-    ``https://`` go through aiohttp. Off by default: two of three clean-clone CI runs
-    with it on had a test whose Stasis app Asterisk did not register within 5 s of the
-    events socket connecting (never seen before it); not yet explained.
+    ``https://`` go through aiohttp. (It was off for a while: with it, tests connecting
+    the same Stasis app name right after the previous test closed it lost the
+    registration now and then. That was Asterisk's race, which the faster client only
+    made likelier; the event stream now confirms a registration end to end and
+    connects again when it was lost: :mod:`voxtra.ari.stream`.)
     """
 
     def __init__(
@@ -93,7 +95,7 @@ class AiohttpTransport(AriTransport):
         *,
         timeout: float = 10.0,
         session: aiohttp.ClientSession | None = None,
-        lean_rest: bool = False,
+        lean_rest: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout

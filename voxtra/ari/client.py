@@ -125,6 +125,7 @@ class AriClient:
         self.playbacks = PlaybacksApi(self)
         self.recordings = RecordingsApi(self)
         self.endpoints = EndpointsApi(self)
+        self.events = EventsApi(self)
 
     async def __aenter__(self) -> AriClient:
         return self
@@ -296,6 +297,26 @@ class ApplicationsApi(_Api):
         }
         data = await self._c.request("PUT", f"/applications/{_seg(app)}/eventFilter", json=body)
         return Application.model_validate(data)
+
+
+class EventsApi(_Api):
+    async def user_event(
+        self,
+        event_name: str,
+        application: str,
+        *,
+        source: str | Sequence[str] | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> None:
+        """Send ``application`` a ``ChannelUserevent`` (``POST /events/user/{name}``).
+
+        ``source``: ``channel:ID``, ``bridge:ID``, ... the event names; ``variables``
+        arrive in its ``userevent``. 404 (:class:`~voxtra.ari.errors.AriNotFound`) when
+        Asterisk has no application of that name.
+        """
+        params = {"application": application, "source": source}
+        body = {"variables": dict(variables or {})}
+        await self._c.request("POST", f"/events/user/{_seg(event_name)}", params=params, json=body)
 
 
 class ChannelsApi(_Api):

@@ -6,10 +6,24 @@ seconds, and counts connections in ``generation``. Asterisk does not replay even
 missed while disconnected, so ``on_connect`` runs after every (re)connection: that is
 where the app reconciles its state with ``GET /channels`` and ``GET /bridges``.
 
-"Connected" means Asterisk has *registered* the applications, not merely answered the
-WebSocket handshake: Asterisk registers them on its own thread after the upgrade, and
-a channel sent to the app in between is hung up ("Stasis app ... doesn't exist"). So
-``connected`` is set once ``GET /applications/{name}`` answers for every app.
+"Connected" means Asterisk has *registered* the applications and delivers their events
+on this connection, not merely that it answered the WebSocket handshake: a channel sent
+to an app that is not registered is hung up ("Stasis app ... doesn't exist"). So
+``connected`` is set once each app's registration is confirmed end to end: a user event
+sent to the app (``POST /events/user/voxtra-registration-<nonce>``) comes back on this
+socket. ``GET /applications/{name}`` answering is not enough: reproduced on Asterisk
+22.10 (the same app name connected, used for one call and closed 30-60 times in a row,
+as consecutive tests do; 1-3 of 30 failed), a new connection's registration can be lost
+while an earlier connection for the same name is still being torn down. Asterisk's
+teardown of the old session unregisters the app *by name*, and its registry clean-up
+can drop the app object the new session just took over; the app then stays listed (the
+old object, kept by its channels) or vanishes, but no StasisStart ever reaches the new
+socket. A registration that is not confirmed within ``registration_timeout`` is taken
+as lost: the connection is closed and made again (after the usual backoff), which
+registers the app afresh. A server without user events (404 while the app is listed, or
+a refusal such as a read-only ARI user's) and an app whose event filter could keep the
+probe off the socket are taken as registered once ``GET /applications/{name}``
+answers, as before. The probe event is not passed to ``on_event``.
 
 Events are handed to ``on_event``, a plain (non-async) callable: dispatch must never
 wait on user code, so the receiver only routes events into per-call queues.
@@ -26,17 +40,21 @@ import contextlib
 import logging
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriError, AriNotFound, AriUnauthorized
-from voxtra.ari.events import AriEvent, EventParseError, parse_event
+from voxtra.ari.events import AriEvent, ChannelUserevent, EventParseError, parse_event
 from voxtra.ari.transport import EventConnection
 
 __all__ = ["AriEventStream", "Connection"]
 
 logger = logging.getLogger(__name__)
+
+PROBE_EVENT = "voxtra-registration-"
+"""Prefix of the user event that confirms a registration (a nonce follows)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +86,7 @@ class AriEventStream:
         stable_after: float = 5.0,
         subscribe_all: bool = False,
         registration_timeout: float = 5.0,
+        probe_timeout: float = 1.0,
     ) -> None:
         self.client = client
         self.apps = [apps] if isinstance(apps, str) else list(apps)
@@ -80,6 +99,10 @@ class AriEventStream:
         self.stable_after = stable_after
         self.subscribe_all = subscribe_all
         self.registration_timeout = registration_timeout
+        self.probe_timeout = probe_timeout
+        self.registrations_lost = 0
+        """Connections closed because Asterisk lost the apps' registration."""
+        self._probes: dict[str, asyncio.Future[None]] = {}
         self.generation = 0
         self.events_received = 0
         self.events_dropped = 0
@@ -191,8 +214,19 @@ class AriEventStream:
                     logger.exception("on_disconnect hook failed")
 
     async def _announce(self, events: EventConnection, connection: Connection) -> None:
-        await self._await_registration(events)
+        registered = await self._await_registration(events)
         if events.closed:
+            return
+        if not registered:
+            self.registrations_lost += 1
+            logger.warning(
+                "Asterisk did not confirm Stasis app(s) %s within %.1f s of connecting"
+                " (an earlier connection for the same name still closing can cost a new"
+                " one its registration); connecting again",
+                ", ".join(self.apps),
+                self.registration_timeout,
+            )
+            await events.close()
             return
         self.connected.set()
         if connection.is_reconnect:
@@ -203,33 +237,82 @@ class AriEventStream:
             # Reconciling lists channels over REST while events keep flowing in.
             await self._run_on_connect(connection)
 
-    async def _await_registration(self, events: EventConnection) -> None:
-        """Poll until Asterisk lists every app (usually at once; milliseconds under load)."""
-        pending = list(self.apps)
+    async def _await_registration(self, events: EventConnection) -> bool:
+        """Confirm each app's registration (usually one round trip; milliseconds under
+        load). False: Asterisk has not registered one of them (absent, or listed but
+        delivering nothing) by ``registration_timeout``; True also when REST kept
+        failing (nothing tells then; going on as before)."""
         deadline = time.monotonic() + self.registration_timeout
-        delay = 0.005
-        while pending and not events.closed:
-            for app in list(pending):
-                try:
-                    await self.client.applications.get(app)
-                except AriNotFound:
-                    continue
-                except (AriError, OSError, TimeoutError) as exc:
-                    logger.debug("checking registration of %r: %s", app, exc)
-                    continue
-                pending.remove(app)
-            if not pending:
-                return
-            if time.monotonic() >= deadline:
+        for app in self.apps:
+            delay = 0.005
+            outcome = "error"
+            while not events.closed:
+                outcome = await self._probe(app, deadline)
+                if outcome == "registered":
+                    break
+                if time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            if events.closed:
+                return True
+            if outcome in ("absent", "inactive"):
+                return False
+            if outcome == "error":
                 logger.warning(
-                    "Asterisk has not registered Stasis app(s) %s %.1f s after connecting;"
-                    " going on",
-                    ", ".join(pending),
+                    "cannot confirm the registration of Stasis app %s %.1f s after"
+                    " connecting (REST failing); going on",
+                    app,
                     self.registration_timeout,
                 )
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        return True
+
+    async def _probe(self, app: str, deadline: float) -> str:
+        """One check of ``app``: "registered", "absent" (not listed), "inactive" (listed,
+        but a user event sent to it did not come back) or "error" (no answer)."""
+        name = PROBE_EVENT + uuid.uuid4().hex[:16]
+        echo: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._probes[name] = echo
+        try:
+            try:
+                await self.client.events.user_event(name, app)
+            except AriNotFound:
+                # Not registered, or a server without user events: the listing tells.
+                return await self._listed(app, "absent")
+            except AriError as exc:
+                if not exc.status:
+                    logger.debug("checking registration of %r: %s", app, exc)
+                    return "error"
+                # Refused (a read-only ARI user may not send events): the listing.
+                return await self._listed(app, "absent")
+            except (OSError, TimeoutError) as exc:
+                logger.debug("checking registration of %r: %s", app, exc)
+                return "error"
+            wait = max(0.05, min(self.probe_timeout, deadline - time.monotonic()))
+            try:
+                await asyncio.wait_for(echo, wait)
+            except TimeoutError:
+                return await self._listed(app, "inactive", filtered_ok=True)
+            return "registered"
+        finally:
+            self._probes.pop(name, None)
+
+    async def _listed(self, app: str, otherwise: str, *, filtered_ok: bool = False) -> str:
+        """The app's listing decides: unlisted is "absent"; listed is "registered" when
+        the probe could not tell (no user events here, or an event filter that may keep
+        the probe off the socket), else ``otherwise``."""
+        try:
+            info = await self.client.applications.get(app)
+        except AriNotFound:
+            return "absent"
+        except (AriError, OSError, TimeoutError) as exc:
+            logger.debug("checking registration of %r: %s", app, exc)
+            return "error"
+        if otherwise == "absent":
+            return "registered"
+        if filtered_ok and (info.events_allowed or info.events_disallowed):
+            return "registered"
+        return otherwise
 
     async def _run_on_connect(self, connection: Connection) -> None:
         assert self.on_connect is not None
@@ -248,6 +331,12 @@ class AriEventStream:
             logger.warning("skipping a malformed ARI event: %s", exc)
             return
         self.events_received += 1
+        if self._probes and isinstance(event, ChannelUserevent):
+            echo = self._probes.get(event.eventname)
+            if echo is not None:
+                if not echo.done():
+                    echo.set_result(None)
+                return
         try:
             self.on_event(event)
         except Exception:

@@ -210,7 +210,7 @@ async def test_no_answer_is_a_connection_error_never_a_hang(serve: Serve) -> Non
 async def test_a_session_given_or_https_keeps_aiohttp() -> None:
     assert AiohttpTransport("https://pbx:8089", "Basic x").lean_rest is False
     assert AiohttpTransport("http://pbx:8088", "Basic x", lean_rest=False).lean_rest is False
-    assert AiohttpTransport("http://pbx:8088", "Basic x").lean_rest is False  # the default
+    assert AiohttpTransport("http://pbx:8088", "Basic x").lean_rest is True  # the default
     assert AiohttpTransport("http://pbx:8088", "Basic x", lean_rest=True).lean_rest is True
 
 

@@ -187,3 +187,109 @@ async def test_a_handler_error_does_not_stop_the_stream(rig: Rig) -> None:
     await until(lambda: len(calls) == 2)
     assert [e.type for e in rig.recorder.events] == ["StasisEnd"]
     assert rig.stream.generation == 1
+
+
+class ProbingTransport(ScriptedTransport):
+    """Answers the registration probe (``POST /events/user/...``) per connection:
+    ``probe[n]`` says what connection ``n`` (0-based) does with it: "echo" (204 and the
+    event comes back on that socket), "silent" (204, nothing comes back: the app is
+    listed but inactive), "absent" (404; ``GET /applications`` 404 too) or an HTTP
+    status to refuse with. The last entry repeats."""
+
+    def __init__(self, probe: list[str | int]) -> None:
+        super().__init__()
+        self.probe = probe
+        self.probes: list[tuple[int, str]] = []
+
+    def _mode(self) -> str | int:
+        index = len(self.connections) - 1
+        return self.probe[min(index, len(self.probe) - 1)]
+
+    async def handle_request(self, request: AriRequest) -> AriResponse:
+        mode = self._mode()
+        if request.method == "GET" and request.path == f"/applications/{APP}":
+            self.requests.append(request)
+            return NOT_FOUND if mode == "absent" else fixture("application")
+        if request.method == "POST" and request.path.startswith("/events/user/"):
+            self.requests.append(request)
+            name = request.path.rsplit("/", 1)[1]
+            self.probes.append((len(self.connections), name))
+            assert request.params["application"] == APP
+            if mode == "absent":
+                return NOT_FOUND
+            if isinstance(mode, int):
+                return AriResponse(mode, b'{"message": "refused"}', "Refused")
+            if mode == "echo":
+                self.connections[-1].push(
+                    event_text("ChannelUserevent", application=APP, eventname=name)
+                )
+            return AriResponse(204, b"", "No Content")
+        return await super().handle_request(request)
+
+
+def probing_stream(transport: ProbingTransport, recorder: Recorder) -> AriEventStream:
+    stream = make_stream(transport, recorder)
+    stream.registration_timeout = 0.3  # a lost registration is noticed in 0.3 s here
+    stream.probe_timeout = 0.1
+    return stream
+
+
+async def _run_until_connected(
+    transport: ProbingTransport, recorder: Recorder
+) -> tuple[AriEventStream, Connection]:
+    stream = probing_stream(transport, recorder)
+    task = asyncio.create_task(stream.run())
+    try:
+        connection = await stream.wait_connected(5)
+        await until(lambda: len(recorder.connects) == 1)
+    finally:
+        await stream.stop()
+        await asyncio.wait_for(task, 5)
+    return stream, connection
+
+
+@pytest.mark.parametrize("lost", ["silent", "absent"])
+async def test_a_registration_asterisk_lost_is_noticed_and_made_again(lost: str) -> None:
+    # Reproduced on Asterisk 22.10 (docs/performance.md): the same app name connected
+    # right after an earlier connection for it closed can lose its registration while
+    # the old session is torn down; the app is then listed (the old object, "silent")
+    # or gone ("absent"), and no StasisStart reaches the new socket. Listing alone
+    # ("connected" before) left such an app deaf until the socket dropped.
+    transport = ProbingTransport([lost, "echo"])
+    recorder = Recorder()
+    stream, connection = await _run_until_connected(transport, recorder)
+    assert connection.generation == 2
+    assert transport.connections[0].closed_by_client  # closed by the stream, not Asterisk
+    assert stream.registrations_lost == 1
+    assert [c.generation for c in recorder.connects] == [2]  # reconciled once, on the live one
+    assert recorder.events == []  # the probe's echo is the stream's own
+
+
+async def test_a_registration_is_confirmed_by_its_echo_and_the_echo_kept_from_the_app() -> None:
+    transport = ProbingTransport(["echo"])
+    recorder = Recorder()
+    stream = probing_stream(transport, recorder)
+    task = asyncio.create_task(stream.run())
+    try:
+        connection = await stream.wait_connected(5)
+        assert connection.generation == 1 and stream.registrations_lost == 0
+        assert len(transport.probes) == 1  # one round trip
+        # A user event of the app's own (not a pending probe) is delivered as any other.
+        transport.connections[0].push(
+            event_text("ChannelUserevent", application=APP, eventname="mine")
+        )
+        await until(lambda: stream.events_received == 2)
+        assert [(e.type, getattr(e, "eventname", "")) for e in recorder.events] == [
+            ("ChannelUserevent", "mine")
+        ]
+    finally:
+        await stream.stop()
+        await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.parametrize("refusal", [403, 400])
+async def test_a_server_refusing_the_probe_falls_back_to_the_listing(refusal: int) -> None:
+    # A read-only ARI user may not send user events: the listing decides, as before.
+    transport = ProbingTransport([refusal])
+    stream, connection = await _run_until_connected(transport, Recorder())
+    assert connection.generation == 1 and stream.registrations_lost == 0
