@@ -290,6 +290,13 @@ class PlatformSettings(_SettingsModel):
     webhook_url: str | None = None
     #: The HMAC-SHA256 key that signs every webhook (never logged). None: unsigned.
     webhook_secret: SecretStr | None = Field(default=None, repr=False)
+    #: Private hosts a client's webhook URL (a call's ``metadata.webhook_url``, a
+    #: campaign's or schedule's ``webhook_url``) may name: host names
+    #: (``hooks.internal``), addresses or networks (``10.0.0.0/8``). Any other loopback,
+    #: private, link-local or reserved address, and ``localhost``, is refused (422):
+    #: the platform would otherwise POST to whatever its own network reaches.
+    #: ``webhook_url`` above is the operator's and not checked.
+    webhook_private_hosts: tuple[str, ...] = ()
     #: Seconds between a scheduling worker's rounds when nothing wakes it.
     worker_poll_interval: float = Field(default=1.0, gt=0, le=60)
     #: Seconds a silent worker keeps its calls before another records them lost.
@@ -309,6 +316,17 @@ class PlatformSettings(_SettingsModel):
     def _host(cls, value: str) -> str:
         return _check_host(value)
 
+    @field_validator("webhook_private_hosts")
+    @classmethod
+    def _private_hosts(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        checked = []
+        for entry in value:
+            try:
+                checked.append(str(ipaddress.ip_network(entry.strip(), strict=False)))
+            except ValueError:
+                checked.append(_check_host(entry).lower())
+        return tuple(checked)
+
     @field_validator("tokens", mode="before")
     @classmethod
     def _tokens_json(cls, value: Any) -> Any:
@@ -320,7 +338,9 @@ class PlatformSettings(_SettingsModel):
                 raise ValueError("expected a JSON list of tokens") from None
         return value
 
-    @field_validator("endpoint_technologies", "local_contexts", mode="before")
+    @field_validator(
+        "endpoint_technologies", "local_contexts", "webhook_private_hosts", mode="before"
+    )
     @classmethod
     def _names_text(cls, value: Any) -> Any:
         if isinstance(value, str):

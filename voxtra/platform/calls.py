@@ -40,7 +40,7 @@ from voxtra.platform.schemas import CallRequest
 from voxtra.platform.store.base import new_id, utcnow
 from voxtra.platform.store.calls import FINAL_STATUSES, CallRecord, CallStatus
 from voxtra.platform.store.repository import CallStore
-from voxtra.platform.targets import InvalidTarget
+from voxtra.platform.targets import InvalidTarget, check_webhook_url
 
 __all__ = ["CallNotLive", "CallService", "UnknownRoute"]
 
@@ -128,6 +128,9 @@ class CallService:
         backend = self.backend_for(request.backend)
         target = backend.target(request.to)
         backend.caller_id(request.from_)
+        hook = request.metadata.get("webhook_url")
+        if isinstance(hook, str):  # the call's own receiver (anything else is not used)
+            check_webhook_url(hook, self.settings.webhook_private_hosts, "metadata.webhook_url")
         return backend, target, self.handler_for(request.route)
 
     async def place(

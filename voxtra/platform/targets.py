@@ -20,13 +20,17 @@ number (one of the account's). Endpoints and ``exten@context`` mean nothing ther
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from collections.abc import Sequence
+from urllib.parse import urlsplit
 
 from voxtra.config import PlatformSettings
 from voxtra.errors import VoxtraError
 
 __all__ = [
     "InvalidTarget",
+    "check_webhook_url",
     "dial_target",
     "transfer_target",
     "twilio_caller_id",
@@ -124,3 +128,38 @@ def twilio_caller_id(caller_id: str | None, field: str = "from") -> str | None:
             field, "on Twilio the caller id is an E.164 number of your account (+4930123456)"
         )
     return caller_id
+
+
+def check_webhook_url(url: str, allowed: Sequence[str], field: str = "webhook_url") -> str:
+    """A client's webhook URL: ``http(s)`` to a public host, or to a private one the
+    operator allows (``platform.webhook_private_hosts``: names, addresses, networks);
+    :class:`InvalidTarget` naming ``field`` otherwise.
+
+    Checked as written: a literal address in a loopback, private, link-local, reserved
+    or unspecified range, or ``localhost`` (and ``*.localhost``), is refused. A name is
+    not resolved here (what it resolves to may change before the event is sent): keep
+    the platform's egress to private networks closed where that matters."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme not in ("http", "https") or not host:
+        raise InvalidTarget(field, "expected an http(s) URL with a host")
+    if host in allowed:
+        return url
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        if host == "localhost" or host.endswith(".localhost"):
+            raise InvalidTarget(field, _private(host)) from None
+        return url
+    if any(address in ipaddress.ip_network(entry) for entry in allowed if "/" in entry):
+        return url
+    if not address.is_global or address.is_multicast:
+        raise InvalidTarget(field, _private(host))
+    return url
+
+
+def _private(host: str) -> str:
+    return (
+        f"{host} is a loopback, private or link-local host: webhooks go to public hosts "
+        "unless platform.webhook_private_hosts names it"
+    )

@@ -168,7 +168,10 @@ async def test_the_apps_calls_are_reported_to_its_webhook(
 async def test_a_call_placed_with_its_own_webhook_url_is_reported_there(
     running: Callable[..., Any], receiver: Receiver
 ) -> None:
-    rig: Running = await running(platform={"webhook_secret": SECRET})
+    # The receiver is on loopback: allowed by the operator, as any private host must be.
+    rig: Running = await running(
+        platform={"webhook_secret": SECRET, "webhook_private_hosts": ["127.0.0.1"]}
+    )
     placed = await rig.client.post(
         "/v1/calls",
         json={"to": "PJSIP/bob", "route": "hello", "metadata": {"webhook_url": receiver.url}},
@@ -181,3 +184,82 @@ async def test_a_call_placed_with_its_own_webhook_url_is_reported_there(
     events = {json.loads(body)["type"]: json.loads(body) for _, body in receiver.received}
     assert {"call.started", "call.answered", "call.ended"} <= set(events)
     assert events["call.ended"]["data"]["call_id"] == placed.json()["call_id"]
+
+
+PRIVATE_HOOKS = [
+    "http://127.0.0.1:9/hook",
+    "http://localhost/hook",
+    "http://api.localhost/hook",
+    "http://[::1]/hook",
+    "http://10.1.2.3/hook",
+    "http://192.168.0.7:8080/hook",
+    "http://169.254.169.254/latest/meta-data",  # a cloud's instance metadata
+    "http://[fd00::1]/hook",
+    "http://0.0.0.0/hook",
+]
+
+
+@pytest.mark.parametrize("url", PRIVATE_HOOKS)
+async def test_a_client_given_webhook_on_a_private_host_is_refused(
+    running: Callable[..., Any], url: str
+) -> None:
+    # Before, a client's webhook URL was only scheme-checked (a call's metadata one not
+    # at all): the platform would POST its events to any host its own network reaches.
+    rig: Running = await running()
+    bodies = {
+        "/v1/calls": (
+            {"to": "PJSIP/bob", "route": "hello", "metadata": {"webhook_url": url}},
+            "metadata.webhook_url",
+        ),
+        "/v1/campaigns": (
+            {"route": "hello", "contacts": [{"to": "PJSIP/bob"}], "webhook_url": url},
+            "webhook_url",
+        ),
+        "/v1/schedules": (
+            {"to": "PJSIP/bob", "route": "hello", "cron": "0 9 * * *", "webhook_url": url},
+            "webhook_url",
+        ),
+    }
+    for path, (body, field_name) in bodies.items():
+        refused = await rig.client.post(path, json=body, headers=auth(WRITE))
+        assert refused.status_code == 422, (path, refused.text)
+        problem = refused.json()
+        assert [e["field"] for e in problem["errors"]] == [field_name], path
+        assert "webhook_private_hosts" in problem["errors"][0]["message"]
+    assert not rig.fake.originated
+
+
+async def test_private_webhook_hosts_the_operator_allows_are_accepted(
+    running: Callable[..., Any],
+) -> None:
+    rig: Running = await running(
+        platform={"webhook_private_hosts": ["127.0.0.1", "10.0.0.0/8", "hooks.internal"]}
+    )
+    for url in ("http://127.0.0.1:9/h", "http://10.200.0.1/h", "http://hooks.internal/h"):
+        made = await rig.client.post(
+            "/v1/schedules",
+            json={"to": "PJSIP/bob", "route": "hello", "cron": "0 9 * * *", "webhook_url": url},
+            headers=auth(WRITE),
+        )
+        assert made.status_code == 201, made.text
+    refused = await rig.client.post(
+        "/v1/schedules",
+        json={
+            "to": "PJSIP/bob",
+            "route": "hello",
+            "cron": "0 9 * * *",
+            "webhook_url": "http://192.168.0.7/h",
+        },
+        headers=auth(WRITE),
+    )
+    assert refused.status_code == 422, refused.text
+    public = await rig.client.post(
+        "/v1/calls",
+        json={
+            "to": "PJSIP/bob",
+            "route": "hello",
+            "metadata": {"webhook_url": "https://hooks.example.com/voxtra"},
+        },
+        headers=auth(WRITE),
+    )
+    assert public.status_code == 201, public.text

@@ -24,7 +24,7 @@ from voxtra.errors import ConfigError
 from voxtra.platform.api import routers
 from voxtra.platform.api.auth import Caller, platform_of, require
 from voxtra.platform.api.problems import Problem
-from voxtra.platform.api.schedules import check_call, check_to
+from voxtra.platform.api.schedules import check_call, check_to, check_webhook
 from voxtra.platform.engine import admin, service
 from voxtra.platform.platform import Platform
 from voxtra.platform.scheduling import CallingWindow, RetryBackoff, RetryPolicy, zone
@@ -259,6 +259,7 @@ def _rules(platform: Platform, body: CampaignIn) -> tuple[list[CallingWindow], R
     for i, contact in enumerate(body.contacts):
         check_to(platform, contact.to, f"contacts.{i}.to", body.backend)
     backend = check_call(platform, body.contacts[0].to, body.from_, body.route, body.backend)
+    check_webhook(platform, body.webhook_url)
     try:
         zone(body.tz)
         for i, contact in enumerate(body.contacts):

@@ -22,7 +22,7 @@ from voxtra.platform.engine import admin, service
 from voxtra.platform.platform import Platform
 from voxtra.platform.schemas import CallRequest
 from voxtra.platform.store.campaigns import Schedule, ScheduleRun
-from voxtra.platform.targets import InvalidTarget
+from voxtra.platform.targets import InvalidTarget, check_webhook_url
 
 __all__ = ["ScheduleIn", "ScheduleOut", "router"]
 
@@ -129,6 +129,16 @@ def check_call(
         raise Problem(422, str(exc), errors=[{"field": "from", "message": str(exc)}]) from None
 
 
+def check_webhook(platform: Platform, url: HttpUrl | None) -> str | None:
+    """A schedule's or campaign's ``webhook_url``, checked for a private host (422)."""
+    if url is None:
+        return None
+    try:
+        return check_webhook_url(str(url), platform.settings.webhook_private_hosts)
+    except InvalidTarget as exc:
+        raise Problem(422, str(exc), errors=[{"field": exc.field, "message": exc.detail}]) from None
+
+
 def check_to(platform: Platform, to: str, field: str, backend: str | None = None) -> None:
     try:
         platform.calls.backend_for(backend).target(to, field)
@@ -139,6 +149,7 @@ def check_to(platform: Platform, to: str, field: str, backend: str | None = None
 @router.post("", status_code=201, summary="Schedule a call, once or by cron")
 async def create_schedule(body: ScheduleIn, platform: PlatformDep, _caller: Writer) -> ScheduleOut:
     backend = check_call(platform, body.to, body.from_, body.route, body.backend)
+    webhook_url = check_webhook(platform, body.webhook_url)
     worker = service.worker_of(platform)
     try:
         async with platform.db.session() as session:
@@ -154,7 +165,7 @@ async def create_schedule(body: ScheduleIn, platform: PlatformDep, _caller: Writ
                 variables=body.variables,
                 metadata=body.metadata,
                 ring_timeout=body.ring_timeout,
-                webhook_url=str(body.webhook_url) if body.webhook_url else None,
+                webhook_url=webhook_url,
                 backend=backend,
             )
     except ConfigError as exc:
