@@ -36,6 +36,7 @@ from voxtra.calls.state import CallEndReason
 from voxtra.errors import CallEnded, NotSupported, RecordingError
 from voxtra.media.transport import MediaTransport
 from voxtra.recording.app_recordings import RecordingEndReason, RecordingResult
+from voxtra.recording.naming import validate_recording_name
 from voxtra.recording.sinks import RecordingSink
 from voxtra.twilio.transport import TwilioMediaTransport
 
@@ -172,6 +173,10 @@ class TwilioCallControl:
         fmt, sink = options.fmt, options.sink
         if fmt not in ("wav", "mp3"):
             raise RecordingError(f"Twilio records wav or mp3, not {fmt!r}")
+        if options.name:
+            # Checked before Twilio records, as on Asterisk (the sinks refuse it at the
+            # end otherwise, once the recording is made).
+            validate_recording_name(options.name)
         if self.recording is not None or self._starting:
             raise RecordingError(f"call {self.call_sid} is already recording")
         recordings = self.twilio.host.recordings

@@ -14,6 +14,7 @@ from twilio_rig import make_app, running
 from voxtra import CallBusy, CallEndReason, CallFailed, CallNoAnswer, CallSession
 from voxtra.errors import NotSupported, RecordingError, VoxtraError
 from voxtra.media.frames import AudioChunk, Codec
+from voxtra.recording.naming import InvalidRecordingName
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.fakes.twilio import FakeTwilio, serve_asgi
 from voxtra.twilio import NoAsterisk, TwilioApiError, TwilioBackend
@@ -292,6 +293,30 @@ async def test_two_record_starts_at_once_start_one_recording(
     assert started[0] == "first"
     assert isinstance(started[1], RecordingError) and "already recording" in str(started[1])
     assert len(twilio.recordings) == 1
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "my recording", ".hidden"])
+async def test_a_bad_recording_name_is_refused_before_twilio_records(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path, name: str
+) -> None:
+    # Before, Twilio took any name: the recording ran at Twilio and its delivery failed
+    # at the end (the sinks check names), as Asterisk's recorder refuses it up front.
+    app = make_app(tmp_path, twilio)
+    refused: list[BaseException] = []
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        try:
+            await call.record_start(name)
+        except RecordingError as exc:
+            refused.append(exc)
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        phone = await twilio.call_in(rig.backend.voice_url)
+        await phone.wait_ended(10)
+        await _until(lambda: not app.active_sessions)
+    assert len(refused) == 1 and isinstance(refused[0], InvalidRecordingName)
+    assert twilio.recordings == {}
 
 
 def _stored(folder: Path, pattern: str) -> list[int]:
