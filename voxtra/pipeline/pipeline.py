@@ -61,6 +61,7 @@ from voxtra.pipeline.turn import (
     is_backchannel,
     is_echo,
     looks_unfinished,
+    pcm16_energy_db,
 )
 from voxtra.providers.base import LLM, STT, TTS, VAD, ChatMessage, STTStream, VADSession
 
@@ -85,6 +86,8 @@ a click (those stay unanswered, as before: answering every noise is worse)."""
 _NO_VAD_SPEECH_DB = -40.0
 _SILENCE_LEVEL_DB = -100.0
 """``frame_energy_db`` of digital silence."""
+_NO_LEVEL = float("-inf")
+"""No agent level found (every level is at least ``_SILENCE_LEVEL_DB``)."""
 _ECHO_TAIL_MS = 200.0
 """How long the agent's audio is taken to come back as echo after it played (the
 phone's echo path plus the network and jitter buffers both ways)."""
@@ -249,10 +252,16 @@ class _Output:
     """(start, end, chunk) on the playout timeline of audio sent and maybe not played:
     what is sent again when a paused answer resumes."""
     resumed: int = 0
+    _started: bool = field(default=False, init=False, repr=False)
 
     @property
     def audio_started(self) -> bool:
-        return any(s.start_pos is not None for s in self.segments)
+        # Asked for every caller frame while an answer is on: once a segment has a
+        # start, it keeps one (segments are only added, starts only shifted), so the
+        # scan stops at the first True.
+        if not self._started:
+            self._started = any(s.start_pos is not None for s in self.segments)
+        return self._started
 
     @property
     def start_pos(self) -> float:
@@ -688,16 +697,22 @@ class VoicePipeline:
         turn = self.turn
         stt_audio = self._stt_audio if self.stt is not None else None
         levels = self._out_levels
+        frame_bytes, frame_rate, frame_ms = -1, 0, 0.0
         try:
             async for wire in media.frames():
                 if convert is None:  # no rate asked for: the call's own, decoded
                     convert = ChunkConverter(Codec.PCM16, wire.sample_rate).convert
                 frame = convert(wire)
-                if not frame.data:
+                data = frame.data
+                if not data:
                     continue
-                frame_ms = frame.duration_ms
+                if len(data) != frame_bytes or frame.sample_rate != frame_rate:
+                    # Every frame of a call has the same length: its duration (three
+                    # property look-ups) is worked out again only when that changes.
+                    frame_bytes, frame_rate = len(data), frame.sample_rate
+                    frame_ms = frame.duration_ms
                 now = clock.now()
-                energy = frame_energy_db(frame)
+                energy = pcm16_energy_db(data)  # converted to PCM16 above
                 speech = self._is_speech(frame, energy)
                 out = self._output
                 agent_speaking = out is not None and out.audio_started
@@ -797,12 +812,15 @@ class VoicePipeline:
             played += (now - self._tail_since) * 1000.0
         while levels and levels[0][1] < played - _ECHO_TAIL_MS:
             levels.popleft()
-        loudest: float | None = None
+        # A comparison, not max(): ~11 levels a frame for every caller frame while the
+        # agent talks, and a builtin call each was a third of this function's time.
+        loudest = _NO_LEVEL
         for start, _end, level in levels:
             if start > played:
                 break
-            loudest = level if loudest is None else max(loudest, level)
-        return loudest
+            if level > loudest:
+                loudest = level
+        return None if loudest == _NO_LEVEL else loudest
 
     def _is_speech(self, frame: AudioChunk, energy: float) -> bool:
         if self._vad_session is None or self._vad_failed:

@@ -39,6 +39,7 @@ __all__ = [
     "is_backchannel",
     "is_echo",
     "looks_unfinished",
+    "pcm16_energy_db",
 ]
 
 _SILENCE_DB = -100.0
@@ -52,7 +53,12 @@ def frame_energy_db(chunk: AudioChunk) -> float:
 
     The pipeline hands it PCM16 (its input is converted once); G.711 is decoded here
     for anyone else."""
-    pcm = decode(chunk.data, chunk.codec)
+    return pcm16_energy_db(decode(chunk.data, chunk.codec))
+
+
+def pcm16_energy_db(pcm: bytes) -> float:
+    """``frame_energy_db`` of PCM16 bytes (the pipeline's input loop calls it directly:
+    its frames are PCM16 already)."""
     if not pcm:
         return _SILENCE_DB
     x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
