@@ -39,6 +39,10 @@ from ``bench/realtime_agents.py``): the caller's audio streams to the service, w
 VAD finds the turns; turn latency is then from its ``speech_stopped`` to the first
 answer audio handed to the transport.
 
+``--media engine`` runs the calls' RTP as rows of one ``MediaEngine`` (``EngineHub``, what
+the app's ``media.engine`` setting opens) instead of an ``RtpTransport`` each on the
+shared socket. ``--no-profile`` skips the closing profile.
+
 ``--experiment`` puts back, in this process only, what an earlier tree did, to measure
 one change at a time in the same run: ``deflate`` (the Deepgram socket offers
 permessage-deflate), ``stt-frames`` (the STT is sent each 20 ms frame as its own
@@ -69,6 +73,7 @@ from typing import Any
 import numpy as np
 
 from voxtra.media import g711
+from voxtra.media.engine_transport import EngineHub
 from voxtra.media.pacer import Pacer, Ticker
 from voxtra.media.rtp import RtpSender
 from voxtra.media.rtp_endpoint import RtpEndpoint
@@ -284,10 +289,18 @@ async def run_step(
         )
         vad = WebRtcVAD()
     ticker = Ticker()
-    endpoint = RtpEndpoint(ticker, "127.0.0.1")
-    transports = [
-        await RtpTransport.open("ulaw", endpoint=endpoint, name=f"a{i}") for i in range(n)
-    ]
+    endpoint: RtpEndpoint | None = None
+    transports: list[Any]
+    if conf.get("media", "rtp") == "engine":
+        # media.engine: every call a row of one MediaEngine (a tick as arrays), as
+        # CallMedia opens them when the app's media settings ask for the engine
+        hub = EngineHub.shared(ticker, "127.0.0.1", [])
+        transports = [hub.open("ulaw", name=f"a{i}") for i in range(n)]
+    else:
+        endpoint = RtpEndpoint(ticker, "127.0.0.1")
+        transports = [
+            await RtpTransport.open("ulaw", endpoint=endpoint, name=f"a{i}") for i in range(n)
+        ]
     warm = max(3.0, n / 40)  # the STT sockets connect and the first turns settle
     ctx = mp.get_context("spawn")
     out: mp.Queue[list[int]] = ctx.Queue()
@@ -312,7 +325,7 @@ async def run_step(
     failures: list[str] = []
     w0_box: list[float] = []  # the window's start, once known
 
-    async def call(tr: RtpTransport, i: int) -> None:
+    async def call(tr: Any, i: int) -> None:
         nonlocal errors
         prompt = "You answer callers of a shop, briefly."
         agent: Any
@@ -372,8 +385,10 @@ async def run_step(
     for t in pending:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await EngineHub.close_all(ticker)
     await ticker.aclose()
-    endpoint.close()
+    if endpoint is not None:
+        endpoint.close()
     gc.unfreeze()
     peer.join(5)
     turns = [
@@ -536,6 +551,8 @@ async def search(args: argparse.Namespace, urls: tuple[str, str, str], script: b
     held = [s for s in steps if s.held]
     best = max(held, key=lambda s: s.n) if held else None
     prof_n = args.profile_n or (best.n if best else args.start)
+    if args.no_profile and not args.profile_only:
+        return steps, best, {}, None
     # CPU time, not wall time: on a shared box a wall-clock profile charges the time
     # the process spent preempted to whatever function it was in.
     profile = cProfile.Profile(time.thread_time)
@@ -584,6 +601,7 @@ def _conf(args: argparse.Namespace) -> dict[str, Any]:
         "fakes_pid": getattr(args, "fakes_pid", None),
         "engine": getattr(args, "engine", "pipeline"),
         "experiments": tuple(x for x in getattr(args, "experiment", "").split(",") if x),
+        "media": getattr(args, "media", "rtp"),
         # the speech-to-speech fake: its answer, and its gap between 100 ms of audio
         "answer": ANSWER,
         "chunk_delay": 0.02,
@@ -609,6 +627,13 @@ def main() -> None:
         help=f"comma-separated earlier behaviours put back: {', '.join(EXPERIMENTS)}",
     )
     ap.add_argument("--engine", choices=ENGINES, default="pipeline")
+    ap.add_argument(
+        "--media",
+        choices=("rtp", "engine"),
+        default="rtp",
+        help="calls' RTP: RtpTransport on the shared socket, or rows of one MediaEngine",
+    )
+    ap.add_argument("--no-profile", action="store_true", help="skip the closing profile")
     ap.add_argument("--json", metavar="PATH")
     args = ap.parse_args()
     check_experiments([x for x in args.experiment.split(",") if x])
@@ -646,7 +671,8 @@ def main() -> None:
     reference = best or min(steps, key=lambda s: s.n)
     met = best is not None and best.n >= TARGET_CALLS
     line = (
-        f"agent_density ({args.engine}): {best.n if best else 0} concurrent agent calls "
+        f"agent_density ({args.engine}{', media engine' if args.media == 'engine' else ''}): "
+        f"{best.n if best else 0} concurrent agent calls "
         f"per core held "
         f"(target >= {TARGET_CALLS}: {'MET' if met else 'NOT MET'}); at N={reference.n}: "
         f"{reference.cpu_us_per_call_s:.0f} us CPU per agent-call-second, turn latency p95 "
@@ -667,7 +693,12 @@ def main() -> None:
                     "best": asdict(best) if best else None,
                     "calls_per_core": best.n if best else 0,
                     "met": met,
-                    "profile": {"n": prof_step.n, "window_s": prof_step.window_s, **top},
+                    "media": args.media,
+                    "profile": (
+                        {"n": prof_step.n, "window_s": prof_step.window_s, **top}
+                        if prof_step is not None
+                        else None
+                    ),
                     "summary": line,
                 },
                 fh,

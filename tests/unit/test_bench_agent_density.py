@@ -63,3 +63,27 @@ def test_quick_run_writes_the_figures(tmp_path: Path, engine: str, module: str) 
     assert [r["cumtime_s"] for r in top] == sorted((r["cumtime_s"] for r in top), reverse=True)
     # the agent's own code is in the profile (the work measured is the agent's)
     assert any(module in r["function"] for r in top)
+
+
+def test_quick_run_on_the_media_engine(tmp_path: Path) -> None:
+    # --media engine: the calls' RTP as rows of one MediaEngine (what media.engine
+    # opens), the same conversations; --no-profile: no closing profile (about 15 s)
+    out = tmp_path / "density.json"
+    bench = str(ROOT / "bench" / "agent_density.py")
+    args = ["--quick", "--media", "engine", "--no-profile", "--json", str(out)]
+    proc = subprocess.run(
+        [sys.executable, bench, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("agent_density (pipeline, media engine): ")
+    data = json.loads(out.read_text())
+    assert data["media"] == "engine" and data["profile"] is None
+    [step] = data["steps"]
+    assert step["errors"] == 0 and step["turns"] >= 1
+    assert step["frames_in"] > 0.5 * step["frames_expected"] > 0
+    assert step["pacing_frames"] > 0  # the answers' audio went out through the engine
