@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -83,6 +86,14 @@ from voxtra.twilio.transport import TwilioMediaTransport
 __all__ = ["TwilioApiError", "TwilioBackend", "status_outcome"]
 
 logger = logging.getLogger(__name__)
+
+STREAM_TOKEN = "VoxtraStreamToken"
+"""The ``<Parameter>`` the webhook gives a call's stream, which its ``start`` message
+must carry back (see :meth:`TwilioBackend.stream_token`)."""
+
+STREAM_START_WINDOW = 60.0
+"""Seconds from the webhook's answer within which its stream must start (Twilio opens
+it at once; generous for a loaded box)."""
 
 FINAL_FAILURES = {"busy", "no-answer", "failed", "canceled"}
 """Twilio call statuses that end an outbound call before it was answered."""
@@ -204,7 +215,9 @@ class TwilioBackend:
         self.sessions: dict[str, CallSession] = {}
         """Live Twilio calls by CallSid."""
         self.rejected = 0
-        """Requests refused for a missing or wrong signature."""
+        """Requests refused for a missing or wrong signature (or stream token)."""
+        self._streamed: dict[str, float] = {}
+        """CallSids whose stream started, by when: one stream per call."""
 
     @property
     def host(self) -> VoxtraApp:
@@ -277,6 +290,7 @@ class TwilioBackend:
         stream = connect.stream(url=self.stream_url)
         for name in ("From", "To", "Direction", "CallSid"):
             stream.parameter(name=name, value=params.get(name, ""))
+        stream.parameter(name=STREAM_TOKEN, value=self.stream_token(params.get("CallSid", "")))
         response.append(connect)
         return Response(str(response), media_type="application/xml")
 
@@ -348,7 +362,17 @@ class TwilioBackend:
                         )
                 elif isinstance(message, Start):
                     if transport is None:
-                        transport, session = await self._start_call(ws, message)
+                        start = self._announced(message)
+                        if start is None:
+                            self.rejected += 1
+                            logger.warning(
+                                "twilio: refused the stream of call %s (no valid stream "
+                                "token from the webhook, or a second stream)",
+                                message.call_sid,
+                            )
+                            await ws.close(code=1008)
+                            return
+                        transport, session = await self._start_call(ws, start)
                 elif isinstance(message, Stop):
                     break
         except WebSocketDisconnect:
@@ -364,6 +388,38 @@ class TwilioBackend:
                 session.context.mark_ended()
             with contextlib.suppress(Exception):
                 await ws.close()
+
+    def stream_token(self, call_sid: str, at: int | None = None) -> str:
+        """``"<time>.<mac>"``: when the webhook answered ``call_sid``, and an HMAC of
+        both under the auth token. The stream's own ``X-Twilio-Signature`` covers only
+        its URL, the same for every call: a signature seen once opens the socket again,
+        but without a token for a call Twilio announced, within
+        :data:`STREAM_START_WINDOW`, its ``start`` makes no call."""
+        at = int(time.time()) if at is None else at
+        key = secret_value(self.settings.auth_token or "").encode()
+        mac = hmac.new(key, f"voxtra-stream:{at}:{call_sid}".encode(), hashlib.sha256)
+        return f"{at}.{mac.hexdigest()[:32]}"
+
+    def _announced(self, start: Start) -> Start | None:
+        """``start`` without its token if the token is the webhook's for this call, in
+        time, and the call has no stream yet; else None."""
+        params = dict(start.custom_parameters)
+        token = params.pop(STREAM_TOKEN, "")
+        at, _, _ = token.partition(".")
+        now = time.time()
+        for sid, when in list(self._streamed.items()):
+            if now - when > STREAM_START_WINDOW:
+                del self._streamed[sid]  # its token has expired anyway
+        if (
+            not at.isdigit()
+            or not hmac.compare_digest(token, self.stream_token(start.call_sid, int(at)))
+            or not 0 <= now - int(at) <= STREAM_START_WINDOW
+            or start.call_sid in self._streamed
+            or start.call_sid in self.sessions
+        ):
+            return None
+        self._streamed[start.call_sid] = now
+        return replace(start, custom_parameters=params)
 
     async def _start_call(
         self, ws: WebSocket, start: Start

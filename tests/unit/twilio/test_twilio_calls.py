@@ -5,6 +5,7 @@ originate outcomes, recordings delivered through a sink."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,58 @@ async def test_unsigned_or_forged_requests_are_refused(
     assert (plain.status, forged.status, signed.status) == (403, 403, 200)
     assert rig.backend.rejected == 3
     assert not app.active_sessions
+
+
+def _start(call_sid: str, parameters: dict[str, str]) -> str:
+    return json.dumps(
+        {
+            "event": "start",
+            "start": {
+                "streamSid": "MZforged",
+                "callSid": call_sid,
+                "customParameters": parameters,
+            },
+        }
+    )
+
+
+async def test_a_replayed_stream_signature_cannot_start_a_call_twilio_did_not_announce(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    # The stream's X-Twilio-Signature covers its URL only, the same for every call: one
+    # seen once (a proxy's log) opens the socket again. Before, any start message on it
+    # became a call routed by the app, with whatever From and To it said.
+    app = make_app(tmp_path, twilio)
+    handled: list[CallSession] = []
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        handled.append(call)
+        await call.wait_ended()
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        real = await twilio.call_in(rig.backend.voice_url, from_="+15550111")
+        await _until(lambda: len(handled) == 1)
+        token = real.parameters["VoxtraStreamToken"]
+        url = rig.backend.stream_url
+        for parameters in (
+            {"From": "+15550666", "To": "+15550100"},  # no token
+            {"From": "+15550666", "To": "+15550100", "VoxtraStreamToken": token},  # another's
+        ):
+            ws = await twilio.http.ws_connect(url, headers=twilio.signed_headers(url, {}))
+            await ws.send_str(_start("CAforged" + "0" * 24, parameters))
+            await ws.receive(timeout=5)  # closed by the app
+            assert ws.closed and ws.close_code == 1008
+        # The real call's own start, sent again on a new socket: one stream per call.
+        ws = await twilio.http.ws_connect(url, headers=twilio.signed_headers(url, {}))
+        await ws.send_str(_start(real.call.sid, dict(real.parameters)))
+        await ws.receive(timeout=5)
+        assert ws.closed and ws.close_code == 1008
+        assert [c.caller_id for c in handled] == ["+15550111"]
+        assert "VoxtraStreamToken" not in handled[0].metadata["twilio"]
+        assert rig.backend.rejected == 3
+        await real.hangup()
+        await _until(lambda: not app.active_sessions)
 
 
 async def test_send_audio_is_paced_and_marks_feed_played_ms(
