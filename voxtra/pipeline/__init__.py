@@ -1,6 +1,6 @@
 """The voice pipeline: VAD, turn taking, streaming STT -> LLM -> TTS, barge-in, agent."""
 
-from voxtra.pipeline.agent import Agent, AgentStream, Tool, ToolCallError, tool_spec
+from voxtra.pipeline.agent import Agent, AgentStream, Speak, Tool, ToolCallError, tool_spec
 from voxtra.pipeline.chunker import SentenceChunker
 from voxtra.pipeline.engine import ConversationEngine
 from voxtra.pipeline.events import (
@@ -44,6 +44,7 @@ __all__ = [
     "SilenceTimeoutEvent",
     "SpeechEndedEvent",
     "SpeechStartedEvent",
+    "Speak",
     "Tool",
     "ToolCallError",
     "TurnDetector",

@@ -9,6 +9,12 @@ Tools are plain Python functions, sync or async. Their JSON schema comes from th
 hints (str, int, float, bool, Literal, Enum, list[...], dict, ``X | None``) and their
 docstring (first paragraph = description, ``Args:`` / ``:param x:`` lines = argument
 descriptions). Parameters with a default are optional.
+
+A tool whose result is already the answer returns :class:`Speak`: the text is said to
+the caller as it is, with no second LLM request (pipecat's ``run_llm=False``). A small
+local model asked to word a tool's result again was measured to answer the caller's
+question wrongly in a third of the turns; and the second request is most of a tool
+turn's time (``docs/local-llm.md``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from voxtra.errors import ConfigError, PipelineNotConfigured, ProviderError, Vox
 from voxtra.pipeline.events import AgentResponseEvent
 from voxtra.providers.base import LLM, ChatMessage, LLMChunk, ToolCall, ToolSpec
 
-__all__ = ["Agent", "AgentStream", "Tool", "ToolCallError", "tool_spec"]
+__all__ = ["Agent", "AgentStream", "Speak", "Tool", "ToolCallError", "tool_spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,27 @@ ToolFunc = Callable[..., Any]
 
 class ToolCallError(VoxtraError, ValueError):
     """A tool result or call does not match the conversation (unknown id or tool)."""
+
+
+class Speak(str):
+    """A tool result that is the answer: said to the caller as it is, no LLM request
+    after it. ``return Speak("On Sunday we are closed.")``.
+
+    It is a ``str``, so wherever a result is only passed on (the history, a
+    speech-to-speech service's function output) it is the text; the voice pipeline and
+    :meth:`Agent.respond_with_tools` speak it instead of asking the model again. When a
+    step runs several tools, the texts are said in order only if every result is a
+    ``Speak``; otherwise the model is asked as usual.
+    """
+
+    __slots__ = ()
+
+
+def spoken_answer(results: Sequence[Any]) -> str | None:
+    """The text to say for one step's tool ``results``, or None to ask the model."""
+    if not results or not all(isinstance(r, Speak) for r in results):
+        return None
+    return " ".join(r.strip() for r in results if r.strip()) or None
 
 
 # --- schema from type hints ----------------------------------------------------------
@@ -302,7 +329,7 @@ class Agent:
         """Feed a tool's result back (str as is, anything else as JSON)."""
         if tool_id not in {c.id for c in self.pending_tool_calls()}:
             raise ToolCallError(f"no pending tool call with id {tool_id!r}")
-        content = result if isinstance(result, str) else json.dumps(result, default=str)
+        content = str(result) if isinstance(result, str) else json.dumps(result, default=str)
         self.history.append(ChatMessage(role="tool", content=content, tool_call_id=tool_id))
 
     async def call_tool(self, call: ToolCall) -> Any:
@@ -332,10 +359,15 @@ class Agent:
             return f"error: {type(exc).__name__}: {exc}"
         return result
 
-    async def run_tools(self, calls: Iterable[ToolCall] | None = None) -> None:
-        """Run the pending tool calls (or ``calls``) and add their results to the history."""
+    async def run_tools(self, calls: Iterable[ToolCall] | None = None) -> list[Any]:
+        """Run the pending tool calls (or ``calls``), add their results to the history,
+        and return the results in order."""
+        results: list[Any] = []
         for call in list(calls if calls is not None else self.pending_tool_calls()):
-            self.add_tool_result(call.id, await self.call_tool(call))
+            result = await self.call_tool(call)
+            self.add_tool_result(call.id, result)
+            results.append(result)
+        return results
 
     def cancel_pending_tool_calls(self, reason: str = "cancelled") -> None:
         """Answer unanswered tool calls, so the history stays valid for the next request."""
@@ -372,8 +404,11 @@ class Agent:
                 self.cancel_pending_tool_calls("tool step limit reached")
                 logger.warning("agent stopped after %d tool steps", steps)
                 break
-            await self.run_tools()
+            spoken = spoken_answer(await self.run_tools())
             steps += 1
+            if spoken is not None:
+                self.history.append(ChatMessage(role="assistant", content=spoken))
+                return AgentResponseEvent(spoken, ())
             event = await self.respond("")
         return event
 

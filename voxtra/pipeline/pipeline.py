@@ -36,7 +36,7 @@ from voxtra.errors import CallEnded, PipelineNotConfigured, ProviderError, Voxtr
 from voxtra.media import g711
 from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import FRAME_MS, AudioChunk, Codec
-from voxtra.pipeline.agent import Agent, AgentStream, Tool, ToolFunc
+from voxtra.pipeline.agent import Agent, AgentStream, Tool, ToolFunc, spoken_answer
 from voxtra.pipeline.chunker import SentenceChunker
 from voxtra.pipeline.events import (
     AgentResponseEvent,
@@ -1266,7 +1266,15 @@ class VoicePipeline:
                 if step == agent.max_tool_steps:
                     logger.warning("agent stopped after %d tool steps", step)
                     return
-                await agent.run_tools(stream.tool_calls)
+                spoken = spoken_answer(await agent.run_tools(stream.tool_calls))
+                if spoken is not None:  # the tools' answer, said as it is: no request
+                    try:
+                        await self._speak_text(out, spoken, metrics)
+                    except _StageError as exc:
+                        error = exc
+                        return
+                    self._emit(AgentResponseEvent(spoken, (), self._clock.now()))
+                    return
                 text = ""
 
         try:
@@ -1416,6 +1424,16 @@ class VoicePipeline:
         if not done:
             raise _Expired(what, seconds)
         return done[0]
+
+    async def _speak_text(self, out: _Output, text: str, metrics: TurnMetrics) -> None:
+        """Say ``text`` as the answer's next message (a tool's :class:`Speak` result),
+        sentence by sentence, into the history like a streamed answer."""
+        message = ChatMessage(role="assistant", content=text)
+        self.agent.history.append(message)
+        out.messages.append(message)
+        chunker = SentenceChunker(min_comma_chars=self.min_comma_chars)
+        for piece in [*chunker.push(text), *chunker.flush()]:
+            await self._synthesize(out, _Segment(piece, message), metrics)
 
     async def _stream_answer(self, out: _Output, stream: AgentStream, metrics: TurnMetrics) -> None:
         """LLM -> chunker -> (bounded queue) -> TTS -> media, both stages concurrently."""
