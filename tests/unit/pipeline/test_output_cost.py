@@ -43,7 +43,9 @@ async def test_levels_of_a_chunk_are_those_of_its_frames(codec: Codec, rate: int
     want = [frame_energy_db(f) for f in frames]
     got = list(p._out_levels)
     assert len(got) == len(frames) == 51
-    assert [lvl for _, _, lvl in got] == pytest.approx(want, abs=1e-9)
+    # the same figures to the last bit (numpy's log10 of the chunk's frames was off
+    # by an ulp now and then; the sums of squares are exact either way)
+    assert [lvl for _, _, lvl in got] == want
     if codec is not Codec.ALAW:  # (A-law has no exact zero)
         assert -100.0 in want  # silent frames keep the silence figure
     assert got[0][0] == pytest.approx(5000.0 - 1010.0) and got[-1][1] == pytest.approx(5000.0)
