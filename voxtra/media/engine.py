@@ -286,6 +286,7 @@ class MediaEngine:
         self._snames_rows = -1
         """Rows of ``snames`` that hold streams 0..n-1's addresses in order (-1: none)."""
         self._win = np.zeros((cap, _FRAME), np.uint8)
+        self._mark = np.zeros(cap, np.bool_)
         self._tick_lost = np.zeros(cap, np.int64)
         self.out_wire = np.zeros((cap, _FRAME), np.uint8)
         self.out_skip = np.zeros(cap, np.bool_)
@@ -626,6 +627,8 @@ class MediaEngine:
             foreign -= self._learn(np.flatnonzero(~known), slow)
         if foreign:
             st.dropped_foreign_source += foreign
+        if self._usual_read(ok, known, row, seq, present, win):
+            return
         # Each ordinary packet's rank among its stream's packets of this read
         # (arrival order), from a stable sort by stream.
         r_ok = row[ok]
@@ -687,6 +690,48 @@ class MediaEngine:
         present |= fast
         self._exp[:n][fast] = (self._exp[:n][fast] + 1) & 0xFFFF
         self._counts["frames_in"][:n] += got_per
+
+    def _usual_read(
+        self,
+        ok: npt.NDArray[np.bool_],
+        known: npt.NDArray[np.bool_],
+        row: npt.NDArray[np.int64],
+        seq: npt.NDArray[np.int32],
+        present: npt.NDArray[np.bool_],
+        win: npt.NDArray[np.uint8],
+    ) -> bool:
+        """The usual read, in a few array steps: every datagram from a known source is
+        its stream's next frame, at most one a stream, nothing held or waiting. Then
+        each payload goes straight to its row. False (nothing done): the general path.
+
+        Measured at N=500 (tick driven in a loop on loopback sockets): the general
+        path's ~50 array operations cost about 20 us per call-second; this one 8.
+        """
+        if self._backlog or not np.array_equal(ok, known):
+            return False
+        n = self._n
+        pick: slice | npt.NDArray[np.intp]
+        if ok.all():
+            r_ok, s_ok, pick = row, seq, slice(0, len(row))
+        else:
+            pick = np.flatnonzero(ok)
+            r_ok, s_ok = row[pick], seq[pick]
+        m = len(r_ok)
+        if m == 0:
+            return False
+        exp = self._exp[r_ok]
+        if not np.array_equal(s_ok, exp) or self._held[:n].any():
+            return False
+        mark = self._mark[:n]
+        mark[:] = False
+        mark[r_ok] = True
+        if np.count_nonzero(mark) != m:  # two packets of one stream
+            return False
+        win[r_ok] = self._mm.rdata[pick, 12:_PACKET]
+        present |= mark
+        self._exp[r_ok] = (exp + 1) & 0xFFFF
+        self._counts["frames_in"][:n] += mark
+        return True
 
     def _ingest_slowly(self, got: int, slow: dict[int, list[bytes]]) -> None:
         """A later read of the same tick: each datagram through the per-packet path."""
