@@ -71,7 +71,7 @@ from voxtra.errors import (
 from voxtra.recording.metadata import RecordingMetadata
 from voxtra.recording.naming import sanitize_component
 from voxtra.routing import CallHandler, CallInfo
-from voxtra.twilio.control import TwilioCallControl, TwilioRecording
+from voxtra.twilio.control import StartedRecording, TwilioCallControl
 from voxtra.twilio.protocol import (
     Dtmf,
     Mark,
@@ -524,7 +524,7 @@ class TwilioBackend:
     async def deliver_recording(
         self,
         context: CallContext,
-        recording: TwilioRecording,
+        recording: StartedRecording,
         *,
         end_reason: str,
         ready_timeout: float = 60.0,

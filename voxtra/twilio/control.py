@@ -40,7 +40,7 @@ from voxtra.recording.naming import validate_recording_name
 from voxtra.recording.sinks import RecordingSink
 from voxtra.twilio.transport import TwilioMediaTransport
 
-__all__ = ["TwilioCallControl", "TwilioRecording", "dial_twiml"]
+__all__ = ["StartedRecording", "TwilioCallControl", "dial_twiml"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def dial_twiml(target: str, *, timeout: int | None = None, caller_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
-class TwilioRecording:
+class StartedRecording:
     """A recording of a Twilio call as its control started it: Twilio's ``sid``, the
     ``name`` it is delivered under, the ``fmt`` fetched, the ``sink`` (None: the app's)."""
 
@@ -92,7 +92,7 @@ class TwilioRest(Protocol):
     async def stop_recording(self, call_sid: str, recording_sid: str) -> None: ...
 
     async def deliver_recording(
-        self, context: CallContext, recording: TwilioRecording, *, end_reason: str
+        self, context: CallContext, recording: StartedRecording, *, end_reason: str
     ) -> Any: ...
 
 
@@ -112,7 +112,7 @@ class TwilioCallControl:
         self.twilio = twilio
         self.call_sid = call_sid
         self._transport = transport
-        self.recording: TwilioRecording | None = None
+        self.recording: StartedRecording | None = None
         """The recording running now, if any."""
         self._starting = False
         self._cleanup_added = False
@@ -190,7 +190,7 @@ class TwilioCallControl:
         finally:
             self._starting = False
         name = options.name or f"{self.call_sid}-{sid}"
-        self.recording = TwilioRecording(sid, name, fmt, sink)
+        self.recording = StartedRecording(sid, name, fmt, sink)
         if not self._cleanup_added:
             # Stopped and delivered at the end of the call if the handler did not.
             self._cleanup_added = True
