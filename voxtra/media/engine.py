@@ -119,6 +119,8 @@ class EngineStream:
         self.dropped_size = 0
         self.duplicates = 0
         self.overflow = 0
+        self.reordered = 0
+        """Packets that came after a later one of the stream, in time to be played."""
         self.strays = 0
         """Packets far outside the stream (another SSRC, a sequence jump beyond
         ``MAX_DROPOUT`` or ``MAX_MISORDER`` behind) not confirmed by the packet after
@@ -780,6 +782,8 @@ class MediaEngine:
             pending[(exp + j) & 0xFFFF] = self._ring[i, ring_slot].tobytes()
         self._held[i] = 0
         self._head[i] = 0
+        carried = len(pending)
+        """Frames from earlier ticks: a gap before them has had its tick of grace."""
         counts = self._counts
         for data in packets:
             try:
@@ -825,10 +829,20 @@ class MediaEngine:
             if pkt.sequence in pending:
                 stream.duplicates += 1
                 continue
+            if pending and any(seq_diff(q, pkt.sequence) > 0 for q in pending):
+                stream.reordered += 1
             pending[pkt.sequence] = pkt.payload
         payload: bytes | None = None
+        if pending and exp not in pending and not carried:
+            # The frame due is missing but a later one came this tick: wait one tick
+            # for it (a packet one tick late, or swapped with its successor across a
+            # read, is then played; before, it was dropped as late). Nothing is handed
+            # on this tick; the stream plays one frame later from here on.
+            self._backlog[stream.id] = pending
+            self._exp[i] = exp
+            return None
         if pending:
-            if exp not in pending:  # lost: go on from the earliest that came
+            if exp not in pending:  # lost (waited a tick): go on from the earliest
                 earliest = min(pending, key=lambda q: seq_diff(q, exp))
                 counts["lost"][i] += seq_diff(earliest, exp)
                 self._tick_lost[i] += seq_diff(earliest, exp)

@@ -123,7 +123,7 @@ class EngineTransport(MediaTransport):
             s.dropped_payload_type,
             s.dropped_size,
         )
-        st.dropped_stray, st.resyncs = s.strays, s.resyncs
+        st.dropped_stray, st.resyncs, st.reordered = s.strays, s.resyncs, s.reordered
         st.silence_out = max(0, s.frames_out - self._played_frames)
         return st
 

@@ -204,8 +204,10 @@ async def test_a_lost_packet_is_handed_on_as_silence(hub: EngineHub, peers: list
     peers[0].send(to, frame(0x31), seq=10)
     hub.engine.tick()
     peers[0].send(to, frame(0x32), seq=12)  # 11 lost
+    hub.engine.tick()  # 11 is waited for a tick (it might come late)
+    assert [c.data for c in drain(tr)] == [frame(0x31)]
     hub.engine.tick()
-    assert [c.data for c in drain(tr)] == [frame(0x31), frame(0xFF), frame(0x32)]
+    assert [c.data for c in drain(tr)] == [frame(0xFF), frame(0x32)]
     assert tr.stats.lost == 1 and tr.stats.concealed == 1
 
 
