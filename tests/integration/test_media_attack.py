@@ -36,6 +36,7 @@ import pytest
 from voxtra import CallSession
 from voxtra.app import VoxtraApp
 from voxtra.ari.client import AriClient
+from voxtra.media.engine_transport import EngineTransport
 from voxtra.media.rtp_transport import RtpTransport
 from voxtra.testing import audio
 from voxtra.testing.sipcaller import SipCaller
@@ -203,20 +204,29 @@ async def _flood(cfg: dict[str, Any]) -> dict[str, int]:
     return sent
 
 
-async def _wait_transport(sessions: list[CallSession], timeout: float = 10.0) -> RtpTransport:
+async def _wait_transport(
+    sessions: list[CallSession], timeout: float = 10.0
+) -> RtpTransport | EngineTransport:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for s in sessions:
             tr = s.media_path.transport
-            if isinstance(tr, RtpTransport) and tr.remote is not None and tr.stats.frames_in:
+            if (
+                isinstance(tr, RtpTransport | EngineTransport)
+                and tr.remote is not None
+                and tr.stats.frames_in
+            ):
                 return tr
         await asyncio.sleep(0.05)
     raise AssertionError("the call's RTP transport never got audio")
 
 
+@pytest.mark.parametrize("engine", [False, True], ids=["per-call", "engine"])
 async def test_flooding_a_live_calls_rtp_and_audiosocket_ports_does_not_hurt_it(
-    make_app: MakeApp, ari: AriClient, tmp_path: Path
+    make_app: MakeApp, ari: AriClient, tmp_path: Path, engine: bool
 ) -> None:
+    """``engine``: the call's RTP on the app's ``MediaEngine`` (``media.engine``),
+    which must hold the same line: source latching, strays, bad packets, floods."""
     app_name = f"voxtra-attack-{uuid.uuid4().hex[:8]}"
     sessions: list[CallSession] = []
 
@@ -228,7 +238,9 @@ async def test_flooding_a_live_calls_rtp_and_audiosocket_ports_does_not_hurt_it(
             async for chunk in call.audio_stream(codec="pcm16", sample_rate=16000):
                 await call.send_audio(chunk)
 
-    app = await make_app(configure, app_name=app_name, media={"transport": "rtp", "codec": "ulaw"})
+    app = await make_app(
+        configure, app_name=app_name, media={"transport": "rtp", "codec": "ulaw", "engine": engine}
+    )
     audiosocket = await app.audiosocket_server()  # the server a deployment would run too
     tone = audio.write_wav(tmp_path / "tone.wav", audio.tone(440, 30.0, 8000, 0.4), 8000)
     async with SipCaller(workdir=tmp_path / "phone") as phone:
@@ -240,12 +252,18 @@ async def test_flooding_a_live_calls_rtp_and_audiosocket_ports_does_not_hurt_it(
         await call.wait_answered(10)
         tr = await _wait_transport(sessions)
         await asyncio.sleep(1.0)  # the echo is flowing
-        assert tr.remote is not None and tr.jitter.expected is not None
+        if isinstance(tr, EngineTransport):
+            assert engine
+            ssrc, seq = tr.stream.ssrc, tr.stream.expected_sequence
+        else:
+            assert not engine
+            ssrc, seq = tr.jitter._ssrc, tr.jitter.expected
+        assert tr.remote is not None and seq is not None
         cfg = {
             "rtp_port": tr.local_address[1],
             "asterisk": list(tr.remote),
-            "ssrc": tr.jitter._ssrc,
-            "seq": tr.jitter.expected,
+            "ssrc": ssrc,
+            "seq": seq,
             "as_port": audiosocket.local_address[1],
             "seconds": FLOOD_SECONDS,
             "rate": 1000,
@@ -258,7 +276,13 @@ async def test_flooding_a_live_calls_rtp_and_audiosocket_ports_does_not_hurt_it(
         await call.hangup()
         await call.wait_ended(10)
     st = tr.stats
-    endpoint = tr.endpoint.stats if tr.endpoint is not None else None
+    if isinstance(tr, EngineTransport):
+        # a stranger's datagrams belong to no call: the app's engine counts them
+        endpoint: Any = tr.hub.engine.stats
+        shared = tr.hub.engine.stats.dropped_foreign_source
+    else:
+        endpoint = tr.endpoint.stats if tr.endpoint is not None else None
+        shared = tr.endpoint.stats.dropped_foreign_source if tr.endpoint is not None else 0
     context = f"sent {sent}, transport {st}, endpoint {endpoint}, audiosocket {audiosocket.stats}"
     print(
         f"attack: longest stall {meter.worst * 1000:.1f} ms over {meter.samples} sleeps;", context
@@ -281,8 +305,7 @@ async def test_flooding_a_live_calls_rtp_and_audiosocket_ports_does_not_hurt_it(
 
     # Every kind of foreign input was dropped and counted.
     # On the app's shared RTP socket (issue 15) a stranger's datagrams belong to no
-    # call: the endpoint counts them.
-    shared = tr.endpoint.stats.dropped_foreign_source if tr.endpoint is not None else 0
+    # call: the endpoint (or the engine) counts them.
     assert st.dropped_foreign_source + shared >= 0.5 * sent["foreign"], context
     if sent["spoofed"]:  # a raw socket was allowed (root / CAP_NET_RAW)
         assert st.dropped_payload_type >= 1, context

@@ -144,6 +144,21 @@ class EngineStream:
         return int(self.engine.counter(name)[self.index])
 
     @property
+    def expected_sequence(self) -> int | None:
+        """The sequence number of the peer's next frame (None before its first)."""
+        if self.closed:
+            return None
+        exp = int(self.engine._exp[self.index])
+        return None if exp < 0 else exp
+
+    @property
+    def ssrc(self) -> int | None:
+        """The SSRC of the peer's stream (None before its first packet)."""
+        if self.closed or self.expected_sequence is None:
+            return None
+        return int(self.engine._ssrc_in[self.index])
+
+    @property
     def frames_in(self) -> int:
         """Packets accepted from the peer."""
         return self._count("frames_in")
