@@ -120,7 +120,8 @@ class Originator(Protocol):
     """What places an outbound call on a backend: ``VoxtraApp.originate`` (Asterisk,
     ``to`` an endpoint) and ``TwilioBackend.originate`` (``to`` a number). Either
     returns the answered call's session (running ``handler``), or raises ``CallBusy``,
-    ``CallNoAnswer`` or ``CallFailed``."""
+    ``CallNoAnswer`` or ``CallFailed``. Both also take ``on_ringing=`` (called when the
+    far end rings), which the platform passes when it has one."""
 
     async def originate(
         self,

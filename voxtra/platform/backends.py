@@ -45,7 +45,6 @@ __all__ = [
     "AsteriskCallBackend",
     "CallBackend",
     "OriginateRequest",
-    "RingingOriginator",
     "TwilioCallBackend",
     "TwilioRestCalls",
 ]
@@ -83,23 +82,7 @@ class OriginateRequest:
         return extras
 
 
-class RingingOriginator(Originator, Protocol):
-    """An :class:`Originator` that also reports the far end ringing (both do)."""
-
-    async def originate(
-        self,
-        to: str,
-        /,
-        *,
-        caller_id: str | None = None,
-        timeout: int = 30,
-        handler: Any = None,
-        metadata: Any = None,
-        on_ringing: Callable[[], None] | None = None,
-    ) -> Any: ...
-
-
-class TwilioRestCalls(RingingOriginator, Protocol):
+class TwilioRestCalls(Originator, Protocol):
     """What the platform uses of ``voxtra.twilio.TwilioBackend``."""
 
     async def update_call(self, call_sid: str, **changes: Any) -> None: ...
@@ -112,9 +95,8 @@ class CallBackend:
 
     def __init__(self, originator: Originator) -> None:
         self.originator = originator
-        """What places the calls: given :meth:`OriginateRequest.extras` when set (the
-        platform's own backends are each a :class:`RingingOriginator`; Asterisk's also
-        takes ``channel_id``)."""
+        """What places the calls: given :meth:`OriginateRequest.extras` when set (both of
+        the platform's take ``on_ringing=``; Asterisk's also ``channel_id=``)."""
 
     def target(self, to: str, field: str = "to") -> str:
         """What is dialled for ``to``; :class:`~voxtra.platform.targets.InvalidTarget`
