@@ -148,21 +148,10 @@ class EngineTransport(MediaTransport):
     # the base class's per-frame steps, on the plain stats object (the property reads
     # the engine's counters: too dear per frame)
     def _enqueue(self, frame: AudioChunk) -> None:
-        if self._closed:
-            return
-        q = self._in
-        if len(q) >= self._in_limit:
-            q.popleft()
-            self._stats.inbound_dropped += 1
-        q.append(frame)
-        self._stats.frames_in += 1
-        if self._in_waiters:
-            self._wake_readers()
+        self._queue_in(frame, self._stats)
 
     def _frame_sent(self) -> None:
-        self._played_frames += 1
-        self._stats.frames_out += 1
-        self._dry_slots = 0
+        self._count_sent(self._stats)
 
     def _convert_in(self, chunk: AudioChunk) -> None:
         self._deliver(chunk)

@@ -123,7 +123,102 @@ def _native_family(family: int) -> bytes:
     return int(family).to_bytes(2, sys.byteorder)
 
 
-class MmsgSocket:
+class _Slots:
+    """``capacity`` message headers and their I/O vectors, made once: slot ``i`` reads
+    or writes ``data_len`` bytes at ``data_base + i * data_stride`` and its address at
+    ``names_base + i * name_stride`` (``name_len`` bytes)."""
+
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        data_base: int,
+        data_stride: int,
+        data_len: int,
+        names_base: int,
+        name_stride: int,
+        name_len: int,
+    ) -> None:
+        self.iov = (_Iovec * capacity)()
+        self.hdr = (_Mmsghdr * capacity)()
+        for i in range(capacity):
+            self.iov[i].iov_base = data_base + i * data_stride
+            self.iov[i].iov_len = data_len
+            h = self.hdr[i].msg_hdr
+            h.msg_name = names_base + i * name_stride
+            h.msg_namelen = name_len
+            h.msg_iov = ctypes.addressof(self.iov[i])
+            h.msg_iovlen = 1
+        self.address = ctypes.addressof(self.hdr)
+        hdr_bytes = np.frombuffer(memoryview(self.hdr).cast("B"), np.uint8)
+        fields = hdr_bytes.reshape(capacity, _HDR)
+        self.namelen = fields[:, _OFF_NAMELEN : _OFF_NAMELEN + 4].view(np.uint32)[:, 0]
+        """Each header's address length (the kernel rewrites it on a read)."""
+        self.msg_len = fields[:, _OFF_LEN : _OFF_LEN + 4].view(np.uint32)[:, 0]
+        self.flags = fields[:, _OFF_FLAGS : _OFF_FLAGS + 4].view(np.int32)[:, 0]
+        self.iov_words = np.frombuffer(memoryview(self.iov).cast("B"), np.uint64).reshape(
+            capacity, 2
+        )
+        """Each I/O vector as (base, length) words, for rewriting them as arrays."""
+
+
+class _Mmsg:
+    """What both socket wrappers share: the checks, the counters, the two calls."""
+
+    def __init__(self, sock: socket.socket, capacity: int, slot: int) -> None:
+        if _CALLS is None:
+            raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg not available")
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.family = sock.family
+        self.capacity = capacity
+        self.slot = slot
+        self._recv_fn, self._send_fn = _CALLS
+        self.recv_calls = 0
+        self.send_calls = 0
+        self.send_errors = 0
+
+    def _read(self, slots: _Slots) -> int:
+        """One ``recvmmsg`` into ``slots`` (again once after a queued error); how many."""
+        n = self._recvmmsg(slots)
+        if n < 0 and ctypes.get_errno() not in (errno.EAGAIN, errno.EWOULDBLOCK):
+            # e.g. an ICMP error queued on the socket (ECONNREFUSED) or EINTR: that
+            # call consumed it; one more reads the datagrams behind it.
+            logger.debug("recvmmsg: %s", errno.errorcode.get(ctypes.get_errno(), "?"))
+            n = self._recvmmsg(slots)
+        return max(n, 0)
+
+    def _recvmmsg(self, slots: _Slots) -> int:
+        slots.namelen[:] = _NAME_SIZE  # the kernel wrote each source's length there
+        self.recv_calls += 1
+        n: int = self._recv_fn(  # type: ignore[operator]
+            self.fd, slots.address, self.capacity, MSG_DONTWAIT, None
+        )
+        return n
+
+    def _write(self, slots: _Slots, n: int) -> int:
+        """``sendmmsg`` of the first ``n`` slots; how many the kernel took (a packet it
+        refuses, an ICMP error reported on the socket or a full buffer, is skipped:
+        like a lost UDP datagram, the stream goes on)."""
+        sent = 0
+        while sent < n:
+            r: int = self._send_fn(  # type: ignore[operator]
+                self.fd, slots.address + sent * _HDR, n - sent, MSG_DONTWAIT
+            )
+            self.send_calls += 1
+            if r > 0:
+                sent += r
+                continue
+            err = ctypes.get_errno()
+            if err == errno.EINTR:
+                continue
+            logger.debug("sendmmsg: %s", errno.errorcode.get(err, err))
+            self.send_errors += 1
+            sent += 1
+        return sent
+
+
+class MmsgSocket(_Mmsg):
     """``recvmmsg`` / ``sendmmsg`` on one non-blocking UDP socket, on fixed buffers.
 
     ``recv()`` returns up to ``capacity`` datagrams and their source keys (see
@@ -133,54 +228,35 @@ class MmsgSocket:
     """
 
     def __init__(self, sock: socket.socket, capacity: int = 1024, slot: int = 2048) -> None:
-        if _CALLS is None:
-            raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg not available")
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.family = sock.family
-        self.capacity = capacity
-        self.slot = slot
+        super().__init__(sock, capacity, slot)
         self._key_len = 6 if self.family == socket.AF_INET else 22
         self._name_len = 16 if self.family == socket.AF_INET else _NAME_SIZE
         # Receive side: fixed slots.
         self._rdata = np.zeros(capacity * slot, np.uint8)
         self._rnames = np.zeros(capacity * _NAME_SIZE, np.uint8)
-        self._riov = (_Iovec * capacity)()
-        self._rhdr = (_Mmsghdr * capacity)()
-        base = self._rdata.ctypes.data
-        nbase = self._rnames.ctypes.data
-        for i in range(capacity):
-            self._riov[i].iov_base = base + i * slot
-            self._riov[i].iov_len = slot
-            h = self._rhdr[i].msg_hdr
-            h.msg_name = nbase + i * _NAME_SIZE
-            h.msg_namelen = _NAME_SIZE
-            h.msg_iov = ctypes.addressof(self._riov[i])
-            h.msg_iovlen = 1
-        rbytes = np.frombuffer(memoryview(self._rhdr).cast("B"), np.uint8).reshape(capacity, _HDR)
-        self._r_namelen = rbytes[:, _OFF_NAMELEN : _OFF_NAMELEN + 4].view(np.uint32)[:, 0]
-        self._r_len = rbytes[:, _OFF_LEN : _OFF_LEN + 4].view(np.uint32)[:, 0]
-        self._r_flags = rbytes[:, _OFF_FLAGS : _OFF_FLAGS + 4].view(np.int32)[:, 0]
+        self._r = _Slots(
+            capacity,
+            data_base=self._rdata.ctypes.data,
+            data_stride=slot,
+            data_len=slot,
+            names_base=self._rnames.ctypes.data,
+            name_stride=_NAME_SIZE,
+            name_len=_NAME_SIZE,
+        )
         self._rdata_mv = self._rdata.data.cast("B")
-        self._rnames_b = self._rnames  # read through .tobytes() per call
         # Send side: data packed back to back; iovecs and names rewritten per call.
         self._sdata = np.zeros(capacity * slot, np.uint8)
         self._snames = np.zeros(capacity * _NAME_SIZE, np.uint8)
-        self._siov = (_Iovec * capacity)()
-        self._shdr = (_Mmsghdr * capacity)()
-        nbase = self._snames.ctypes.data
-        for i in range(capacity):
-            h = self._shdr[i].msg_hdr
-            h.msg_name = nbase + i * self._name_len
-            h.msg_namelen = self._name_len
-            h.msg_iov = ctypes.addressof(self._siov[i])
-            h.msg_iovlen = 1
-        iov_bytes = memoryview(self._siov).cast("B")
-        self._siov_words = np.frombuffer(iov_bytes, np.uint64).reshape(capacity, 2)
+        self._s = _Slots(
+            capacity,
+            data_base=0,
+            data_stride=0,
+            data_len=0,
+            names_base=self._snames.ctypes.data,
+            name_stride=self._name_len,
+            name_len=self._name_len,
+        )
         self._sbase = np.uint64(self._sdata.ctypes.data)
-        self._recv_fn, self._send_fn = _CALLS
-        self.recv_calls = 0
-        self.send_calls = 0
 
     def sockaddr_for(self, host: str, port: int) -> bytes:
         """The destination address for ``send``, in this socket's family."""
@@ -193,16 +269,11 @@ class MmsgSocket:
         Empty lists when nothing waits. A datagram longer than ``slot`` is cut
         (``MSG_TRUNC``) and returned as empty bytes, which every parser refuses.
         """
-        n = self._recvmmsg()
-        if n < 0 and ctypes.get_errno() not in (errno.EAGAIN, errno.EWOULDBLOCK):
-            # e.g. an ICMP error queued on the socket (ECONNREFUSED) or EINTR: that
-            # call consumed it; one more reads the datagrams behind it.
-            logger.debug("recvmmsg: %s", errno.errorcode.get(ctypes.get_errno(), "?"))
-            n = self._recvmmsg()
-        if n <= 0:
+        n = self._read(self._r)
+        if not n:
             return [], []
-        lens = self._r_len[:n].tolist()
-        flags = self._r_flags[:n].tolist()
+        lens = self._r.msg_len[:n].tolist()
+        flags = self._r.flags[:n].tolist()
         mv = self._rdata_mv
         slot = self.slot
         datas = [
@@ -213,14 +284,6 @@ class MmsgSocket:
         k = self._key_len
         keys = [names[i * _NAME_SIZE + 2 : i * _NAME_SIZE + 2 + k] for i in range(n)]
         return datas, keys
-
-    def _recvmmsg(self) -> int:
-        self._r_namelen[:] = _NAME_SIZE  # the kernel wrote each source's length there
-        self.recv_calls += 1
-        n: int = self._recv_fn(  # type: ignore[operator]
-            self.fd, ctypes.addressof(self._rhdr), self.capacity, MSG_DONTWAIT, None
-        )
-        return n
 
     def send(self, packets: Sequence[bytes], names: Sequence[bytes]) -> int:
         """Send ``packets[i]`` to ``names[i]``; returns how many the kernel took.
@@ -247,30 +310,17 @@ class MmsgSocket:
         ctypes.memmove(self._snames.ctypes.data, name_data, len(name_data))
         lens = np.fromiter(map(len, packets), np.uint64, n)
         offsets = np.cumsum(lens) - lens
-        words = self._siov_words
+        words = self._s.iov_words
         words[:n, 0] = offsets + self._sbase
         words[:n, 1] = lens
-        sent = 0
-        addr = ctypes.addressof(self._shdr)
-        while sent < n:
-            r: int = self._send_fn(self.fd, addr + sent * _HDR, n - sent, MSG_DONTWAIT)  # type: ignore[operator]
-            self.send_calls += 1
-            if r > 0:
-                sent += r
-                continue
-            err = ctypes.get_errno()
-            if err == errno.EINTR:
-                continue
-            logger.debug("sendmmsg: %s", errno.errorcode.get(err, err))
-            sent += 1  # skip the packet the kernel refused
-        return sent
+        return self._write(self._s, n)
 
 
 NAME_SLOT = 32
 """Bytes per address slot in ``MmsgArrays`` (a sockaddr_in6 is 28): rows stay aligned."""
 
 
-class MmsgArrays:
+class MmsgArrays(_Mmsg):
     """``recvmmsg`` / ``sendmmsg`` on fixed slots exposed as numpy arrays.
 
     For callers that handle a tick's datagrams as arrays (``voxtra.media.engine``):
@@ -282,85 +332,40 @@ class MmsgArrays:
     """
 
     def __init__(self, sock: socket.socket, capacity: int = 1024, slot: int = 2048) -> None:
-        if _CALLS is None:
-            raise OSError(errno.ENOSYS, "recvmmsg/sendmmsg not available")
-        self.sock = sock
-        self.fd = sock.fileno()
-        self.family = sock.family
-        self.capacity = capacity
-        self.slot = slot
+        super().__init__(sock, capacity, slot)
         self.name_len = 16 if self.family == socket.AF_INET else _NAME_SIZE
         self.rdata = np.zeros((capacity, slot), np.uint8)
         self.rnames = np.zeros((capacity, NAME_SLOT), np.uint8)
         self.sdata = np.zeros((capacity, slot), np.uint8)
         self.snames = np.zeros((capacity, NAME_SLOT), np.uint8)
-        self._riov = (_Iovec * capacity)()
-        self._rhdr = (_Mmsghdr * capacity)()
-        self._siov = (_Iovec * capacity)()
-        self._shdr = (_Mmsghdr * capacity)()
-        rbase, rnb = self.rdata.ctypes.data, self.rnames.ctypes.data
-        sbase, snb = self.sdata.ctypes.data, self.snames.ctypes.data
-        for i in range(capacity):
-            self._riov[i].iov_base = rbase + i * slot
-            self._riov[i].iov_len = slot
-            h = self._rhdr[i].msg_hdr
-            h.msg_name = rnb + i * NAME_SLOT
-            h.msg_namelen = _NAME_SIZE
-            h.msg_iov = ctypes.addressof(self._riov[i])
-            h.msg_iovlen = 1
-            self._siov[i].iov_base = sbase + i * slot
-            self._siov[i].iov_len = 0
-            h = self._shdr[i].msg_hdr
-            h.msg_name = snb + i * NAME_SLOT
-            h.msg_namelen = self.name_len
-            h.msg_iov = ctypes.addressof(self._siov[i])
-            h.msg_iovlen = 1
-        rbytes = np.frombuffer(memoryview(self._rhdr).cast("B"), np.uint8).reshape(capacity, _HDR)
-        self._r_namelen = rbytes[:, _OFF_NAMELEN : _OFF_NAMELEN + 4].view(np.uint32)[:, 0]
-        self.rlen = rbytes[:, _OFF_LEN : _OFF_LEN + 4].view(np.uint32)[:, 0]
-        words = np.frombuffer(memoryview(self._siov).cast("B"), np.uint64).reshape(capacity, 2)
-        self.slen = words[:, 1]
-        self._rhdr_addr = ctypes.addressof(self._rhdr)
-        self._shdr_addr = ctypes.addressof(self._shdr)
-        self._recv_fn, self._send_fn = _CALLS
-        self.recv_calls = 0
-        self.send_calls = 0
-        self.send_errors = 0
+        self._r = _Slots(
+            capacity,
+            data_base=self.rdata.ctypes.data,
+            data_stride=slot,
+            data_len=slot,
+            names_base=self.rnames.ctypes.data,
+            name_stride=NAME_SLOT,
+            name_len=_NAME_SIZE,
+        )
+        self._s = _Slots(
+            capacity,
+            data_base=self.sdata.ctypes.data,
+            data_stride=slot,
+            data_len=0,
+            names_base=self.snames.ctypes.data,
+            name_stride=NAME_SLOT,
+            name_len=self.name_len,
+        )
+        self.rlen = self._r.msg_len
+        self.slen = self._s.iov_words[:, 1]
 
     def recv(self) -> int:
         """Read what waits (up to ``capacity`` datagrams) into the rows; how many."""
-        n = self._recvmmsg()
-        if n < 0 and ctypes.get_errno() not in (errno.EAGAIN, errno.EWOULDBLOCK):
-            logger.debug("recvmmsg: %s", errno.errorcode.get(ctypes.get_errno(), "?"))
-            n = self._recvmmsg()  # that call consumed a queued error; read what follows
-        return max(n, 0)
-
-    def _recvmmsg(self) -> int:
-        self._r_namelen[:] = _NAME_SIZE
-        self.recv_calls += 1
-        n: int = self._recv_fn(  # type: ignore[operator]
-            self.fd, self._rhdr_addr, self.capacity, MSG_DONTWAIT, None
-        )
-        return n
+        return self._read(self._r)
 
     def send(self, n: int) -> int:
         """Send the first ``n`` rows; how many the kernel took (a refused one is skipped)."""
-        sent = 0
-        while sent < n:
-            r: int = self._send_fn(  # type: ignore[operator]
-                self.fd, self._shdr_addr + sent * _HDR, n - sent, MSG_DONTWAIT
-            )
-            self.send_calls += 1
-            if r > 0:
-                sent += r
-                continue
-            err = ctypes.get_errno()
-            if err == errno.EINTR:
-                continue
-            logger.debug("sendmmsg: %s", errno.errorcode.get(err, err))
-            self.send_errors += 1
-            sent += 1
-        return sent
+        return self._write(self._s, n)
 
     def name_row(self, host: str, port: int) -> npt.NDArray[np.uint8]:
         """The sockaddr of ``(host, port)`` in this socket's family, as one ``snames`` row."""

@@ -480,8 +480,11 @@ class MediaTransport(abc.ABC):
 
     def _frame_sent(self) -> None:
         """A frame of queued audio went out: it counts as played."""
+        self._count_sent(self.stats)
+
+    def _count_sent(self, stats: TransportStats) -> None:
         self._played_frames += 1
-        self.stats.frames_out += 1
+        stats.frames_out += 1
         self._dry_slots = 0
 
     def _silence_due(self) -> bool:
@@ -510,14 +513,19 @@ class MediaTransport(abc.ABC):
 
     def _enqueue(self, frame: AudioChunk) -> None:
         """Queue one frame for ``frames()`` as is (dropping the oldest if nobody reads)."""
+        self._queue_in(frame, self.stats)
+
+    def _queue_in(self, frame: AudioChunk, stats: TransportStats) -> None:
+        """``_enqueue``, counting on ``stats`` (a subclass whose ``stats`` property
+        gathers figures from elsewhere passes the plain object it fills)."""
         if self._closed:
             return
         q = self._in
         if len(q) >= self._in_limit:
             q.popleft()
-            self.stats.inbound_dropped += 1
+            stats.inbound_dropped += 1
         q.append(frame)
-        self.stats.frames_in += 1
+        stats.frames_in += 1
         if self._in_waiters:
             self._wake_readers()
 
