@@ -5,8 +5,9 @@ topology is measured with real phones in tests/integration/test_three_party.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,30 @@ SUPERVISOR_EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "supervi
 
 def make_app(tmp_path: Path, handler: Handler, **metadata: Any) -> VoxtraApp:
     return routed_app(tmp_path, "parties-tests", handler, metadata=metadata or None)
+
+
+@contextlib.asynccontextmanager
+async def answered_call(
+    fake: FakeAsterisk, tmp_path: Path, *, media: bool
+) -> AsyncIterator[tuple[VoxtraApp, FakeCall, CallSession]]:
+    """A caller on extension 200 whose handler answered (and, with ``media``, attached
+    the call's media: an AI agent on the call) and waits for the end; the app served."""
+    ready = asyncio.Event()
+    session: list[CallSession] = []
+
+    async def handler(call: CallSession) -> None:
+        session.append(call)
+        await call.answer()
+        if media:
+            await call.media()
+        ready.set()
+        await call.wait_ended()
+
+    app = make_app(tmp_path, handler)
+    async with fake.serve(app):
+        caller = await fake.incoming(extension="200")
+        await asyncio.wait_for(ready.wait(), 5)
+        yield app, caller, session[0]
 
 
 def bridge_of(fake: FakeAsterisk, channel_id: str | None) -> set[str]:
@@ -419,21 +444,7 @@ async def test_party_audio_listens_to_each_party_through_a_snoop_of_its_own(
 async def test_a_supervisor_joins_switches_mode_and_leaves(
     fake_asterisk: FakeAsterisk, tmp_path: Path
 ) -> None:
-    ready = asyncio.Event()
-    session: list[CallSession] = []
-
-    async def handler(call: CallSession) -> None:
-        session.append(call)
-        await call.answer()
-        await call.media()  # an AI agent on the call
-        ready.set()
-        await call.wait_ended()
-
-    app = make_app(tmp_path, handler)
-    async with fake_asterisk.serve(app):
-        caller = await fake_asterisk.incoming(extension="200")
-        await asyncio.wait_for(ready.wait(), 5)
-        call = session[0]
+    async with answered_call(fake_asterisk, tmp_path, media=True) as (app, caller, call):
         supervision = await app.supervise(call.id, "PJSIP/boss", "spy")
         (boss,) = fake_asterisk.originated
         seen = []
@@ -538,20 +549,9 @@ async def test_the_call_ending_while_the_callee_rings_stops_the_dial(
 async def test_a_supervisor_on_a_call_without_media_spies_and_cannot_coach(
     fake_asterisk: FakeAsterisk, tmp_path: Path
 ) -> None:
-    ready = asyncio.Event()
-    session: list[CallSession] = []
-
-    async def handler(call: CallSession) -> None:
-        session.append(call)
-        await call.answer()  # an IVR-style call: no media path, no AI agent
-        ready.set()
-        await call.wait_ended()
-
-    app = make_app(tmp_path, handler)
-    async with fake_asterisk.serve(app):
-        caller = await fake_asterisk.incoming(extension="200")
-        await asyncio.wait_for(ready.wait(), 5)
-        supervision = await app.supervise(session[0].id, "PJSIP/boss", "spy")
+    # An IVR-style call: no media path, no AI agent.
+    async with answered_call(fake_asterisk, tmp_path, media=False) as (app, caller, call):
+        supervision = await app.supervise(call.id, "PJSIP/boss", "spy")
         assert not [c for c in fake_asterisk.channels.values() if c.kind == "external"]
         with pytest.raises(PartyError):
             await supervision.set_mode(SupervisorMode("whisper", "agent"))
@@ -590,21 +590,8 @@ async def test_a_blind_transfer_to_a_busy_endpoint_raises_call_busy(
 async def test_the_supervisor_switches_mode_with_its_phone_keys(
     fake_asterisk: FakeAsterisk, tmp_path: Path
 ) -> None:
-    ready = asyncio.Event()
-    session: list[CallSession] = []
-
-    async def handler(call: CallSession) -> None:
-        session.append(call)
-        await call.answer()
-        await call.media()
-        ready.set()
-        await call.wait_ended()
-
-    app = make_app(tmp_path, handler)
-    async with fake_asterisk.serve(app):
-        caller = await fake_asterisk.incoming(extension="200")
-        await asyncio.wait_for(ready.wait(), 5)
-        supervision = await app.supervise(session[0].id, "PJSIP/boss", "spy")
+    async with answered_call(fake_asterisk, tmp_path, media=True) as (app, caller, call):
+        supervision = await app.supervise(call.id, "PJSIP/boss", "spy")
         (boss,) = fake_asterisk.originated
         seen = []
         expected = ["whisper(to='agent')", "whisper(to='caller')", "barge", "barge"]
