@@ -4,7 +4,6 @@ runs, since Asterisk applies no feature codes in ARI bridges (docs/three-party.m
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,9 +19,26 @@ from voxtra.testing.fake_asterisk.calls import FakeCall
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
+Forwarding = Callable[..., tuple[VoxtraApp, list[DialResult]]]
+
+
 @pytest.fixture
-def make_app(tmp_path: Path) -> Callable[[], VoxtraApp]:
-    return functools.partial(fake_app, tmp_path, "xfer-tests")
+def forwarding(tmp_path: Path) -> Forwarding:
+    """``forwarding(keys=True)``: an app whose extension 1000 answers and dials
+    ``PJSIP/desk`` with ``transfer_keys=keys``, and the DialResults its calls returned."""
+
+    def make(keys: TransferKeys | bool = True) -> tuple[VoxtraApp, list[DialResult]]:
+        app = fake_app(tmp_path, "xfer-tests")
+        results: list[DialResult] = []
+
+        @app.route("1000")
+        async def forward(call: CallSession) -> None:
+            await call.answer()
+            results.append(await call.dial("PJSIP/desk", transfer_keys=keys))
+
+        return app, results
+
+    return make
 
 
 def _live_bridges(fake: FakeAsterisk) -> list[list[str]]:
@@ -30,15 +46,9 @@ def _live_bridges(fake: FakeAsterisk) -> list[list[str]]:
 
 
 async def test_keys_then_hang_up_connect_the_caller_with_the_target(
-    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+    fake_asterisk: FakeAsterisk, forwarding: Forwarding
 ) -> None:
-    app = make_app()
-    results: list[DialResult] = []
-
-    @app.route("1000")
-    async def forward(call: CallSession) -> None:
-        await call.answer()
-        results.append(await call.dial("PJSIP/desk", transfer_keys=True))
+    app, results = forwarding()
 
     async with fake_asterisk.serve(app):
         caller = await fake_asterisk.incoming(extension="1000")
@@ -74,17 +84,10 @@ async def test_keys_then_hang_up_connect_the_caller_with_the_target(
 
 
 async def test_a_busy_target_brings_the_desk_back_to_the_caller(
-    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+    fake_asterisk: FakeAsterisk, forwarding: Forwarding
 ) -> None:
-    app = make_app()
-    results: list[DialResult] = []
+    app, results = forwarding(TransferKeys(endpoint="PJSIP/{number}", ring_time=5))
     fake_asterisk.endpoint_outcomes["PJSIP/301"] = "busy"
-
-    @app.route("1000")
-    async def forward(call: CallSession) -> None:
-        await call.answer()
-        keys = TransferKeys(endpoint="PJSIP/{number}", ring_time=5)
-        results.append(await call.dial("PJSIP/desk", transfer_keys=keys))
 
     async with fake_asterisk.serve(app):
         caller = await fake_asterisk.incoming(extension="1000")
@@ -119,15 +122,9 @@ async def _consulting(fake: FakeAsterisk, number: str) -> tuple[FakeCall, FakeCa
 
 
 async def test_the_target_hanging_up_while_consulting_brings_the_desk_back(
-    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+    fake_asterisk: FakeAsterisk, forwarding: Forwarding
 ) -> None:
-    app = make_app()
-    results: list[DialResult] = []
-
-    @app.route("1000")
-    async def forward(call: CallSession) -> None:
-        await call.answer()
-        results.append(await call.dial("PJSIP/desk", transfer_keys=True))
+    app, results = forwarding()
 
     async with fake_asterisk.serve(app):
         caller, desk, target = await _consulting(fake_asterisk, "300")
@@ -143,16 +140,10 @@ async def test_the_target_hanging_up_while_consulting_brings_the_desk_back(
 
 
 async def test_the_desk_hanging_up_while_the_target_rings_completes_on_answer(
-    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+    fake_asterisk: FakeAsterisk, forwarding: Forwarding
 ) -> None:
-    app = make_app()
-    results: list[DialResult] = []
+    app, results = forwarding()
     fake_asterisk.endpoint_outcomes["PJSIP/302"] = "ring"
-
-    @app.route("1000")
-    async def forward(call: CallSession) -> None:
-        await call.answer()
-        results.append(await call.dial("PJSIP/desk", transfer_keys=True))
 
     async with fake_asterisk.serve(app):
         caller, desk, target = await _consulting(fake_asterisk, "302")
@@ -169,14 +160,9 @@ async def test_the_desk_hanging_up_while_the_target_rings_completes_on_answer(
 
 
 async def test_the_caller_hanging_up_while_consulting_releases_everything(
-    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+    fake_asterisk: FakeAsterisk, forwarding: Forwarding
 ) -> None:
-    app = make_app()
-
-    @app.route("1000")
-    async def forward(call: CallSession) -> None:
-        await call.answer()
-        await call.dial("PJSIP/desk", transfer_keys=True)
+    app, _ = forwarding()
 
     async with fake_asterisk.serve(app):
         caller, desk, target = await _consulting(fake_asterisk, "300")
