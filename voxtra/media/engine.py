@@ -718,11 +718,13 @@ class MediaEngine:
         win: npt.NDArray[np.uint8],
     ) -> bool:
         """The usual read, in a few array steps: every datagram from a known source is
-        its stream's next frame, at most one a stream, nothing held or waiting. Then
-        each payload goes straight to its row. False (nothing done): the general path.
+        its stream's next frame (after those held in its ring), at most one a stream,
+        no stream waiting behind a gap. Each payload goes straight to its row, or
+        behind its stream's held frames. False (nothing done): the general path.
 
         Measured at N=500 (tick driven in a loop on loopback sockets): the general
         path's ~50 array operations cost about 20 us per call-second; this one 8.
+        Streams a frame behind (one waited for a late packet) stay on it.
         """
         if self._backlog or not np.array_equal(ok, known):
             return False
@@ -736,18 +738,45 @@ class MediaEngine:
         m = len(r_ok)
         if m == 0:
             return False
+        held = self._held[:n]
         exp = self._exp[r_ok]
-        if not np.array_equal(s_ok, exp) or self._held[:n].any():
+        any_held = bool(held.any())
+        if any_held:
+            held_r = held[r_ok]
+            if not np.array_equal(s_ok, (exp + held_r) & 0xFFFF):
+                return False
+        elif not np.array_equal(s_ok, exp):
             return False
         mark = self._mark[:n]
         mark[:] = False
         mark[r_ok] = True
         if np.count_nonzero(mark) != m:  # two packets of one stream
             return False
-        win[r_ok] = self._mm.rdata[pick, 12:_PACKET]
-        present |= mark
-        self._exp[r_ok] = (exp + 1) & 0xFFFF
-        self._counts["frames_in"][:n] += mark
+        payload = self._mm.rdata[pick, 12:_PACKET]
+        counts_in = self._counts["frames_in"][:n]
+        if not any_held:
+            win[r_ok] = payload
+            present |= mark
+            self._exp[r_ok] = (exp + 1) & 0xFFFF
+            counts_in += mark
+            return True
+        direct = held_r == 0
+        win[r_ok[direct]] = payload[direct]
+        behind = ~direct
+        if behind.any():  # behind the stream's held frames, in its ring
+            rb = r_ok[behind]
+            self._ring[rb, (self._head[rb] + held_r[behind]) % self._depth] = payload[behind]
+        waiting = np.flatnonzero(held)  # each plays its ring's first frame
+        head = self._head[waiting]
+        win[waiting] = self._ring[waiting, head]
+        self._head[waiting] = (head + 1) % self._depth
+        held[waiting[~mark[waiting]]] -= 1  # nothing came for it: one fewer held
+        play = mark.copy()
+        play[waiting] = True
+        present |= play
+        ex = self._exp[:n]
+        ex[play] = (ex[play] + 1) & 0xFFFF
+        counts_in += mark
         return True
 
     def _ingest_slowly(self, got: int, slow: dict[int, list[bytes]]) -> None:

@@ -223,6 +223,39 @@ async def test_a_packet_a_tick_late_behind_its_successor_is_played(peers: list[P
     await engine.aclose()
 
 
+async def test_a_stream_a_frame_behind_stays_in_order_beside_the_others(
+    peers: list[Peer],
+) -> None:
+    """After a wait one stream plays a frame behind (one frame held in its ring) while
+    the other plays each frame the tick it comes; both stay in order, the held one
+    drains when its peer skips a tick."""
+    engine, rec = make(peers, 2)
+    a, b = engine.add("ulaw"), engine.add("ulaw")
+    a.set_remote("127.0.0.1", peers[0].port)
+    b.set_remote("127.0.0.1", peers[1].port)
+    to = engine.local_address
+    b_sends = [(0,), (2,), (1,), (3,), (4,), (), (5,), (6,)]
+    for t, b_seqs in enumerate(b_sends):
+        peers[0].send(to, frame_of(0x10 + t), seq=t)
+        for q in b_seqs:
+            peers[1].send(to, frame_of(0x40 + q), seq=q)
+        engine.tick()
+
+    def played(stream_id: int) -> list[int | None]:
+        out = []
+        for t in range(len(rec.ticks)):
+            row, present = rec.row(t, stream_id)
+            out.append(int(row[0]) if present else None)
+        return out
+
+    assert played(a.id) == [ulaw_value(0x10 + t) for t in range(len(b_sends))]
+    assert played(b.id) == [
+        None if q is None else ulaw_value(0x40 + q) for q in (0, None, 1, 2, 3, 4, 5, 6)
+    ]
+    assert (b.lost, b.late, b.concealed) == (0, 0, 1)
+    await engine.aclose()
+
+
 async def test_a_lost_frame_is_waited_for_one_tick_only(peers: list[Peer]) -> None:
     engine, rec = make(peers, 1)
     s = engine.add("ulaw")
