@@ -95,6 +95,10 @@ STREAM_START_WINDOW = 60.0
 """Seconds from the webhook's answer within which its stream must start (Twilio opens
 it at once; generous for a loaded box)."""
 
+GIVEN_UP_KEPT = 600.0
+"""Seconds a given-up originate's CallSid is remembered: longer than any ring time
+(the API allows 300 s) plus the stream's start."""
+
 FINAL_FAILURES = {"busy", "no-answer", "failed", "canceled"}
 """Twilio call statuses that end an outbound call before it was answered."""
 
@@ -218,6 +222,9 @@ class TwilioBackend:
         """Requests refused for a missing or wrong signature (or stream token)."""
         self._streamed: dict[str, float] = {}
         """CallSids whose stream started, by when: one stream per call."""
+        self._given_up: dict[str, float] = {}
+        """CallSids whose originate gave up (cancelled, or no answer in time), by when:
+        a stream that still comes for one is hung up, not routed as an inbound call."""
 
     @property
     def host(self) -> VoxtraApp:
@@ -372,6 +379,9 @@ class TwilioBackend:
                             )
                             await ws.close(code=1008)
                             return
+                        if self._given_up.pop(start.call_sid, None) is not None:
+                            await self._hang_up_unwanted(start.call_sid)
+                            return
                         transport, session = await self._start_call(ws, start)
                 elif isinstance(message, Stop):
                     break
@@ -388,6 +398,20 @@ class TwilioBackend:
                 session.context.mark_ended()
             with contextlib.suppress(Exception):
                 await ws.close()
+
+    async def _hang_up_unwanted(self, call_sid: str) -> None:
+        # Answered after its originate gave up: "canceled" does not end an answered
+        # call at Twilio, and nobody waits for this one.
+        logger.info("twilio call %s: answered after its originate gave up: hung up", call_sid)
+        with contextlib.suppress(TwilioApiError):
+            await self.update_call(call_sid, status="completed")
+
+    def _gave_up(self, call_sid: str) -> None:
+        now = time.monotonic()
+        for sid, when in list(self._given_up.items()):
+            if now - when > GIVEN_UP_KEPT:
+                del self._given_up[sid]
+        self._given_up[call_sid] = now
 
     def stream_token(self, call_sid: str, at: int | None = None) -> str:
         """``"<time>.<mac>"``: when the webhook answered ``call_sid``, and an HMAC of
@@ -635,6 +659,7 @@ class TwilioBackend:
         try:
             return await asyncio.wait_for(asyncio.shield(pending.future), timeout + 10)
         except TimeoutError:
+            self._gave_up(call_sid)
             with contextlib.suppress(Exception):
                 await self.update_call(call_sid, status="canceled")
             raise CallNoAnswer(to, None, "", f"not answered within {timeout} s") from None
@@ -643,6 +668,8 @@ class TwilioBackend:
             # left alone, the call would ring on and its stream, once answered, would
             # find no originate waiting for it.
             answered = pending.future.done() and pending.future.exception() is None
+            if not answered:
+                self._gave_up(call_sid)
             with contextlib.suppress(Exception):
                 status = "completed" if answered else "canceled"
                 await asyncio.shield(self.update_call(call_sid, status=status))

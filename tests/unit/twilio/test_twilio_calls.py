@@ -296,6 +296,37 @@ async def test_originate_answered_runs_the_handler_on_an_outbound_session(
     assert session.called_number == "+15550888"
 
 
+async def test_an_answer_after_originate_gave_up_is_hung_up_not_routed(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    # Cancelled once the callee had answered but before its stream came: "canceled" no
+    # longer ends an answered call at Twilio. Before, the stream then found no
+    # originate waiting and became an inbound call (the app's default handler talking
+    # to the callee), and the call stayed up.
+    app = make_app(tmp_path, twilio)
+    handled: list[CallSession] = []
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        handled.append(call)
+        await call.wait_ended()
+
+    twilio.script("+15550999", "answer")
+    twilio.answer_delay = 0.5  # answered, its stream half a second later
+    async with running(app, fake_asterisk, twilio) as rig:
+        placing = asyncio.ensure_future(rig.backend.originate("+15550999", timeout=5))
+        await _until(lambda: any(c.status == "in-progress" for c in twilio.calls.values()))
+        placing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await placing
+        phone = await asyncio.wait_for(twilio.answered.get(), 5)  # its stream came
+        await phone.wait_ended(5)
+        (call,) = twilio.calls.values()
+        await _until(lambda: call.status == "completed")
+    assert handled == [] and not app.active_sessions
+    assert call.statuses == ["canceled", "completed"]
+
+
 async def test_recording_is_fetched_and_delivered_through_the_sink(
     fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
 ) -> None:

@@ -120,6 +120,10 @@ class FakeTwilio(FakeServer):
         self._outcomes: dict[str, str | Callable[[TwilioPhone], None]] = {}
         self.ring_s = 0.05
         """How long an outbound call rings before its scripted outcome."""
+        self.answer_delay = 0.0
+        """Seconds from an outbound call's answer (``in-progress``) to its webhook and
+        stream: the time in which only ``completed`` ends it (``canceled`` no longer
+        does, as at Twilio)."""
         self.answered: asyncio.Queue[TwilioPhone] = asyncio.Queue()
         """Phones that answered an outbound call, in order."""
         self._http: aiohttp.ClientSession | None = None
@@ -203,6 +207,10 @@ class FakeTwilio(FakeServer):
             await self._status(call, outcome)
             return
         call.status = "in-progress"
+        if self.answer_delay > 0:
+            await asyncio.sleep(self.answer_delay)
+            if call.status != "in-progress":
+                return  # hung up ("completed") before its stream
         phone = TwilioPhone(self, call)
         await phone.connect()
         if callable(outcome):
@@ -278,7 +286,9 @@ class FakeTwilio(FakeServer):
         status = form.get("Status")
         if status:
             call.statuses.append(str(status))
-            self._spawn(self.end_call(call, str(status)))
+            # As at Twilio: "canceled" ends a queued or ringing call only.
+            if not (status == "canceled" and call.status == "in-progress"):
+                self._spawn(self.end_call(call, str(status)))
         return web.json_response(call.resource(self.account_sid))
 
     async def _fetch_call(self, request: web.Request) -> web.Response:
