@@ -69,6 +69,10 @@ class MediaChunk:
     timestamp_ms: int = 0
 
 
+DTMF_KEYS = "0123456789*#ABCD"
+"""What a ``dtmf`` message's ``digit`` may be (one of them)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Dtmf:
     digit: str
@@ -133,7 +137,10 @@ def parse_message(text: str | bytes) -> StreamMessage:
         return Mark(str(_section(message, "mark").get("name", "")))
     if event == "dtmf":
         dtmf = _section(message, "dtmf")
-        return Dtmf(str(dtmf.get("digit", "")), str(dtmf.get("track", "inbound_track")))
+        digit = str(dtmf.get("digit", ""))
+        if len(digit) != 1 or digit not in DTMF_KEYS:
+            return Unknown("dtmf", message)  # not one key: nothing a caller pressed
+        return Dtmf(digit, str(dtmf.get("track", "inbound_track")))
     if event == "start":
         start = _section(message, "start")
         stream_sid = start.get("streamSid") or message.get("streamSid")

@@ -66,6 +66,13 @@ def test_messages_from_twilio_parse() -> None:
     assert isinstance(parse_message('{"event": "later"}'), Unknown)
 
 
+@pytest.mark.parametrize("digit", ["", "12", "x", "<b>", "5" * 100])
+def test_a_dtmf_message_that_is_not_one_key_is_not_a_digit(digit: str) -> None:
+    # Before, any text was a "digit": queued for gather(), stored by the platform.
+    dtmf = {"event": "dtmf", "streamSid": "MZ1", "dtmf": {"digit": digit}}
+    assert isinstance(parse_message(json.dumps(dtmf)), Unknown)
+
+
 @pytest.mark.parametrize(
     "text",
     [
