@@ -118,3 +118,12 @@ async def test_respond_with_tools_returns_the_speak_text() -> None:
     assert len(llm.calls) == 1
     assert agent.history[-1].role == "assistant"
     assert isinstance(Speak("x"), str)
+
+
+async def test_a_turn_answered_by_speak_alone_has_every_stage_timed() -> None:
+    """No text before the tool call: the agent's first output is the Speak text, so the
+    turn's split still reads stt / agent / tts (it printed "agent -, tts -")."""
+    call = ToolCall("c1", "hours", {"day": "Sunday"})
+    p, _llm, _tts, _events = await _run_turn([Reply([], tool_calls=(call,))], [hours])
+    (m,) = p.metrics
+    assert m.llm_ms is not None and m.tts_ms is not None and m.total_ms is not None
