@@ -8,7 +8,8 @@ history shared by every call, leaking callers' data into each other's prompts).
 Tools are plain Python functions, sync or async. Their JSON schema comes from the type
 hints (str, int, float, bool, Literal, Enum, list[...], dict, ``X | None``) and their
 docstring (first paragraph = description, ``Args:`` / ``:param x:`` lines = argument
-descriptions). Parameters with a default are optional.
+descriptions). Parameters with a default are optional; arguments the function does not
+take are dropped (a missing required one is an error the model sees).
 
 A tool whose result is already the answer returns :class:`Speak`: the text is said to
 the caller as it is, with no second LLM request (pipecat's ``run_llm=False``). A small
@@ -344,9 +345,16 @@ class Agent:
         props = tool.spec.parameters.get("properties", {})
         unknown = sorted(set(call.arguments) - set(props))
         missing = [p for p in tool.spec.parameters.get("required", []) if p not in call.arguments]
-        if unknown or missing:
+        if missing:
             return f"error: bad arguments (unknown: {unknown}, missing: {missing})"
-        kwargs = dict(call.arguments)
+        if unknown:
+            # Dropped, as pydantic's default (extra="ignore") does for LiveKit's tools: a
+            # small model lends a field of one tool to another (measured: Qwen2.5-Coder-
+            # 1.5B called get_weather(city="Madrid", day="tomorrow") next to a tool with a
+            # ``day``), and refusing a call that has all it needs made the caller hear
+            # "Sorry, I did not understand that".
+            logger.info("tool %s: ignoring unknown arguments %s", call.name, unknown)
+        kwargs = {k: v for k, v in call.arguments.items() if k in props}
         try:
             for pname, etype in tool.enums.items():
                 if kwargs.get(pname) is not None:

@@ -154,6 +154,28 @@ async def test_automatic_tool_loop_and_errors_fed_back() -> None:
     ]
 
 
+async def test_arguments_a_tool_does_not_take_are_dropped() -> None:
+    """A small model lends one tool's field to another (get_weather(city=..., day=...)
+    beside a tool with a ``day``); the call has all it needs, so it runs."""
+    clock = VirtualClock()
+    clock.release()
+    seen: list[str] = []
+
+    def get_weather(city: str) -> str:
+        seen.append(city)
+        return "windy"
+
+    calls = [
+        Reply(tool_calls=(ToolCall("1", "get_weather", {"city": "Madrid", "day": "tomorrow"}),)),
+        Reply(["Windy."]),
+    ]
+    agent = Agent(ScriptedLLM(calls, clock), tools=[get_weather])
+    final = await agent.respond_with_tools("will it be windy in Madrid tomorrow")
+    assert final.text == "Windy."
+    assert seen == ["Madrid"]
+    assert [m.content for m in agent.history if m.role == "tool"] == ["windy"]
+
+
 async def test_tool_loop_stops_at_max_steps() -> None:
     clock = VirtualClock()
     clock.release()
