@@ -43,6 +43,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriError, AriNotFound, AriUnauthorized
@@ -87,6 +88,7 @@ class AriEventStream:
         subscribe_all: bool = False,
         registration_timeout: float = 5.0,
         probe_timeout: float = 1.0,
+        ignore: Sequence[str] = (),
     ) -> None:
         self.client = client
         self.apps = [apps] if isinstance(apps, str) else list(apps)
@@ -100,6 +102,9 @@ class AriEventStream:
         self.subscribe_all = subscribe_all
         self.registration_timeout = registration_timeout
         self.probe_timeout = probe_timeout
+        self.ignore = tuple(ignore)
+        """Event kinds Asterisk is asked not to send (set on each connection, before
+        ``connected``)."""
         self.registrations_lost = 0
         """Connections closed because Asterisk lost the apps' registration."""
         self._probes: dict[str, asyncio.Future[None]] = {}
@@ -228,6 +233,10 @@ class AriEventStream:
             )
             await events.close()
             return
+        if self.ignore:
+            await self._filter_events()
+            if events.closed:
+                return
         self.connected.set()
         if connection.is_reconnect:
             logger.info("ARI events reconnected (generation %d)", connection.generation)
@@ -310,7 +319,7 @@ class AriEventStream:
             return "error"
         if otherwise == "absent":
             return "registered"
-        if filtered_ok and (info.events_allowed or info.events_disallowed):
+        if filtered_ok and _filters_user_events(info.events_allowed, info.events_disallowed):
             return "registered"
         return otherwise
 
@@ -322,6 +331,15 @@ class AriEventStream:
             raise
         except Exception:
             logger.exception("reconcile after ARI connect failed")
+
+    async def _filter_events(self) -> None:
+        """Ask Asterisk not to send the ``ignore`` kinds (ARI ``eventFilter``; a new
+        registration starts without one)."""
+        for app in self.apps:
+            try:
+                await self.client.applications.filter_events(app, disallowed=self.ignore)
+            except (AriError, OSError, TimeoutError) as exc:
+                logger.warning("cannot set the event filter of Stasis app %s: %s", app, exc)
 
     def _deliver(self, data: str | bytes) -> None:
         try:
@@ -341,3 +359,13 @@ class AriEventStream:
             self.on_event(event)
         except Exception:
             logger.exception("ARI event handler failed on %s", event.type)
+
+
+def _filters_user_events(
+    allowed: list[dict[str, Any]] | None, disallowed: list[dict[str, Any]] | None
+) -> bool:
+    """Whether an app's event filter may keep a ChannelUserevent (the probe) away."""
+    kinds = {"ChannelUserevent", "*"}
+    if allowed and not any(entry.get("type") in kinds for entry in allowed):
+        return True
+    return any(entry.get("type") in kinds for entry in disallowed or ())

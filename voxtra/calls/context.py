@@ -39,7 +39,7 @@ from voxtra.calls.control import CallControl
 from voxtra.calls.host import CallHost
 from voxtra.calls.registry import PendingOriginate
 from voxtra.calls.state import CallDirection, CallEndReason, CallState
-from voxtra.errors import CallEnded, CallNoAnswer, VoxtraError
+from voxtra.errors import CallEnded, CallNoAnswer, ConfigError, VoxtraError
 
 __all__ = ["CallContext"]
 
@@ -241,6 +241,11 @@ class CallContext:
         self, kind: type[E], predicate: Callable[[E], bool] = lambda e: True
     ) -> asyncio.Future[AriEvent]:
         """Register interest in an event *before* the request that causes it."""
+        if kind.__name__ in self.host.registry.ignored_kinds:
+            raise ConfigError(
+                f"{kind.__name__} events are not sent to this app (its ignored_events):"
+                " remove the kind from app.ignored_events before start() to wait for it"
+            )
         waiter = _Waiter(lambda e: isinstance(e, kind) and predicate(e))
         if self.ended:
             waiter.future.set_exception(CallEnded(self.id))

@@ -59,6 +59,9 @@ class CallRegistry(Generic[OwnerT]):
         """Bridge id -> the calls that own or joined it."""
         self.originates: dict[str, PendingOriginate] = {}
         """Channel id of an outbound call not yet answered -> what waits for it."""
+        self.ignored_kinds: frozenset[str] = frozenset()
+        """Event kinds Asterisk does not send the app (its event filter): nobody can
+        wait for them."""
         self._started: dict[str, asyncio.Future[Channel]] = {}
 
     def __len__(self) -> int:

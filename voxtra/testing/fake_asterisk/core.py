@@ -202,6 +202,7 @@ _ROUTES = _routes(
         ("GET", "/applications/{app}", "application"),
         ("POST", "/applications/{app}/subscription", "subscribe"),
         ("DELETE", "/applications/{app}/subscription", "application"),
+        ("PUT", "/applications/{app}/eventFilter", "event_filter"),
         ("GET", "/channels", "channels"),
         ("POST", "/channels", "originate"),
         ("POST", "/channels/create", "create"),
@@ -316,6 +317,7 @@ class FakeAsterisk(AriTransport):
         """Events connections opened so far."""
         self._connections: list[_EventConnection] = []
         self._registered: set[str] = set()
+        self._disallowed: dict[str, set[str]] = {}  # per app: kinds its eventFilter drops
         self._changed = asyncio.Condition()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -512,6 +514,8 @@ class FakeAsterisk(AriTransport):
     def _emit(self, apps: set[str] | str | None, kind: str, **fields: Any) -> None:
         targets = {apps} if isinstance(apps, str) else set(apps or ())
         for app in sorted(targets):
+            if kind in self._disallowed.get(app, ()):
+                continue
             text = self._event_text(app, kind, fields)
             for connection in self._connections:
                 if app in connection.apps:
@@ -521,6 +525,7 @@ class FakeAsterisk(AriTransport):
         if connection in self._connections:
             self._connections.remove(connection)
         self._registered = {a for c in self._connections for a in c.apps}
+        self._disallowed = {a: k for a, k in self._disallowed.items() if a in self._registered}
         self._notify()
 
     def _notify(self) -> None:
@@ -867,8 +872,16 @@ class FakeAsterisk(AriTransport):
             "endpoint_ids": [],
             "device_names": [],
             "events_allowed": [],
-            "events_disallowed": [],
+            "events_disallowed": [{"type": k} for k in sorted(self._disallowed.get(app, ()))],
         }
+
+    def _r_event_filter(self, request: AriRequest, app: str) -> AriResponse:
+        # Only "disallowed" is played (what VoxtraApp.ignored_events sends).
+        if app not in self._registered:
+            raise _Fail(404, "Application not found")
+        body = request.json if isinstance(request.json, dict) else {}
+        self._disallowed[app] = {e["type"] for e in body.get("disallowed", ())}
+        return _json(self._application_json(app))
 
     def _r_applications(self, request: AriRequest) -> AriResponse:
         return _json([self._application_json(a) for a in sorted(self._registered)])

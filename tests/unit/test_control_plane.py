@@ -1,0 +1,168 @@
+"""The control plane's per-call path made shorter for issue 15 keeps its behaviour.
+
+Against FakeAsterisk (a whole VoxtraApp, no Asterisk): an inbound handler starts while
+its call's instance tag is still on its way (it waited for the tag's round trip), the
+tag is still sent before anything the handler sends; a call makes three tasks (the
+call, its handler, its teardown); the event kinds the app ignores are filtered by
+Asterisk, and waiting for one raises instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from voxtra import CallSession, VoxtraApp
+from voxtra.app import INSTANCE_VARIABLE
+from voxtra.ari.events import ChannelDialplan, ChannelVarset
+from voxtra.ari.transport import AriRequest, AriResponse
+from voxtra.errors import ConfigError
+from voxtra.testing import FakeAsterisk
+
+APP = "control-plane-tests"
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> VoxtraApp:
+    return VoxtraApp(
+        "http://asterisk.invalid:8088",
+        "user",
+        "secret",
+        app_name=APP,
+        instance_id="unit",
+        spool_dir=str(tmp_path / "spool"),
+        environ={},
+    )
+
+
+async def test_an_inbound_handler_starts_while_its_instance_tag_is_on_its_way(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+    sent: list[str] = []
+    answer = fake_asterisk.handle_request
+
+    async def slow_tag(request: AriRequest) -> AriResponse:
+        tag = request.params.get("variable") == INSTANCE_VARIABLE
+        sent.append("tag" if tag else f"{request.method} {request.path}")
+        if tag:
+            await release.wait()  # Asterisk slow to answer the tag
+        return await answer(request)
+
+    fake_asterisk.handle_request = slow_tag  # type: ignore[method-assign]
+
+    @app.route("1000")
+    async def handler(call: CallSession) -> None:
+        started.set()
+        await call.answer()
+
+    async with fake_asterisk.serve(app):
+        call = await fake_asterisk.incoming(extension="1000")
+        await asyncio.wait_for(started.wait(), 5)  # before: waited for the tag
+        assert not release.is_set()
+        release.set()
+        await call.wait_until(lambda c: c.state == "Up", timeout=5)
+        mine = [s for s in sent if s == "tag" or call.id in s]
+        assert mine[:2] == ["tag", f"POST /channels/{call.id}/answer"]
+
+
+async def test_a_call_makes_three_tasks(fake_asterisk: FakeAsterisk, app: VoxtraApp) -> None:
+    # The call's task, its handler's, its teardown's. There were three more for an
+    # originated call (waiting tasks for its task group and the end) and one more for
+    # an inbound one: each a task to make and loop passes to run it.
+    made: collections.Counter[str] = collections.Counter()
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.hangup()
+
+    app.route("1000")(handler)
+    async with fake_asterisk.serve(app):
+        loop = asyncio.get_running_loop()
+
+        def factory(
+            loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kw: Any
+        ) -> asyncio.Task[Any]:
+            name = coro.__qualname__
+            if not name.startswith("FakeAsterisk.") and name != "Condition.wait":  # the fake's
+                made[name] += 1
+            return asyncio.Task(coro, loop=loop, **kw)
+
+        loop.set_task_factory(factory)  # type: ignore[arg-type]
+        try:
+            for _ in range(3):
+                session = await app.originate("Local/100@test", handler=handler)
+                await session.wait_ended(timeout=5)
+            await fake_asterisk.wait_until(
+                lambda: app.calls_handled == 3 and not app.active_sessions
+            )
+            await asyncio.sleep(0.05)  # the last teardown
+            out = dict(made)
+            made.clear()
+            for _ in range(3):
+                await fake_asterisk.incoming(extension="1000")
+            await fake_asterisk.wait_until(
+                lambda: app.calls_handled == 6 and not app.active_sessions
+            )
+            await asyncio.sleep(0.05)  # the last teardowns
+        finally:
+            loop.set_task_factory(None)
+    expected = {"VoxtraApp._run_call": 3, "VoxtraApp._run_handler": 3, "CallContext.teardown": 3}
+    assert out == expected
+    assert dict(made) == expected
+
+
+async def test_ignored_event_kinds_are_filtered_and_cannot_be_waited_for(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    refused: list[BaseException] = []
+    done = asyncio.Event()
+
+    @app.route("1000")
+    async def handler(call: CallSession) -> None:
+        for kind in (ChannelVarset, ChannelDialplan):
+            try:
+                await call.wait_for_event(kind, timeout=5)
+            except ConfigError as exc:
+                refused.append(exc)
+        done.set()
+
+    async with fake_asterisk.serve(app):
+        assert app.ignored_events == ("ChannelVarset", "ChannelDialplan")  # the default
+        info = await app.ari.applications.get(APP)
+        assert {e["type"] for e in info.events_disallowed or ()} == set(app.ignored_events)
+        await fake_asterisk.incoming(extension="1000")
+        await asyncio.wait_for(done.wait(), 5)
+    assert len(refused) == 2 and "ignored_events" in str(refused[0])
+    # The tag's ChannelVarset (VOXTRA_INSTANCE) never reached the app.
+    assert not any(e["type"] == "ChannelVarset" for e in fake_asterisk.events)
+
+
+async def test_an_app_that_ignores_nothing_can_wait_for_every_kind(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    app.ignored_events = ()
+    seen: list[str] = []
+
+    @app.route("1000")
+    async def handler(call: CallSession) -> None:
+        waiting = asyncio.ensure_future(
+            call.wait_for_event(ChannelVarset, lambda e: e.variable == "COLOUR", timeout=5)
+        )
+        await asyncio.sleep(0)
+        await call.set_variable("COLOUR", "blue")
+        seen.append((await waiting).value)
+
+    async with fake_asterisk.serve(app):
+        info = await app.ari.applications.get(APP)
+        assert not info.events_disallowed
+        call = await fake_asterisk.incoming(extension="1000")
+        await fake_asterisk.wait_until(lambda: bool(seen))
+        assert call.id
+    assert seen == ["blue"]
