@@ -148,11 +148,15 @@ def relevant(q: Question, calls: list[tuple[str, dict[str, Any]]], answer: str) 
     if q.kind == "weather":
         cities = [str(a.get("city", "")).lower() for n, a in calls if n == "get_weather"]
         return q.city in cities and any(w in said for w in q.answer_words)
-    if calls:  # opening hours and off-topic need no tool
-        return False
     if q.kind == "offtopic":
-        # Relevant: it says it cannot help with that (not a recipe read out).
-        return any(w in said for w in q.answer_words)
+        # Relevant: declined (the assistant's decline tool, or said so), no recipe read out.
+        if names and names != ["cannot_help"]:
+            return False
+        return bool(names) or any(w in said for w in q.answer_words)
+    # Opening hours: asked of the hours tool (the assistant's own, since session 4), or
+    # answered from the prompt by a model given none; no other tool.
+    if any(name != "get_opening_hours" for name in names):
+        return False
     return any(re.search(rf"\b{re.escape(w)}\b", said) for w in q.answer_words)
 
 

@@ -207,7 +207,7 @@ async def run(
     voice_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     assistant = _load_assistant()
-    tools = [tool_spec(t).spec for t in (assistant.get_weather, assistant.transfer_to_person)]
+    tools = [tool_spec(t).spec for t in assistant.TOOLS]
     local = LocalLLM(
         threads=threads,
         tool_preamble=assistant.TOOL_PREAMBLES if preamble else None,

@@ -40,7 +40,7 @@ def _assistant() -> ModuleType:
 
 
 assistant = _assistant()
-TOOLS = (assistant.get_weather, assistant.transfer_to_person)
+TOOLS = assistant.TOOLS
 
 
 @pytest.fixture(scope="module")
@@ -82,6 +82,38 @@ async def test_paraphrased_weather_questions_call_the_tool(
     assert str(arguments.get("city", "")).strip().lower() == city
 
 
+@pytest.mark.parametrize(
+    ("question", "day"),
+    [
+        ("Are you open at the weekend?", "weekend"),
+        ("do you open early on Wednesdays", "wednesday"),
+        ("until what time can I come by on Thursday", "thursday"),
+    ],
+)
+async def test_opening_hours_questions_call_the_hours_tool(
+    local: LocalLLM, question: str, day: str
+) -> None:
+    """The hours come from a tool, so the day the caller names reaches an exact answer
+    (asked as free text, "Are you open at the weekend?" got "Sorry, I did not
+    understand that" from this model)."""
+    first = await _first_call(local, question)
+    assert not isinstance(first, str), f"{question!r} was answered without the tool: {first!r}"
+    name, arguments = first
+    assert name == "get_opening_hours"
+    assert day in str(arguments.get("day", "")).lower()
+
+
+@pytest.mark.parametrize(
+    "question", ["How do I bake a chocolate cake?", "How old is the universe?"]
+)
+async def test_questions_out_of_scope_are_declined(local: LocalLLM, question: str) -> None:
+    """Asked as free text, the model answered these (a recipe) though the prompt said to
+    decline; as an action of its own it picks the decline."""
+    first = await _first_call(local, question)
+    assert not isinstance(first, str), f"{question!r} was answered: {first!r}"
+    assert first[0] == "cannot_help"
+
+
 async def test_asking_for_a_human_calls_the_handoff_tool(local: LocalLLM) -> None:
     first = await _first_call(local, "I'd rather speak with a human being, please")
     assert not isinstance(first, str), f"no hand-off: {first!r}"
@@ -99,7 +131,8 @@ async def test_the_next_start_restores_the_prompt_head_from_disk(local: LocalLLM
     try:
         assert again.warm_source == "restored"
         first = await _first_call(again, "will it be windy in Madrid tomorrow")
-        assert first == ("get_weather", {"city": "Madrid"}), first
+        assert not isinstance(first, str), first
+        assert first[0] == "get_weather" and first[1].get("city") == "Madrid", first
     finally:
         await again.aclose()
     assert local.server.running  # the other server is untouched

@@ -52,7 +52,8 @@ async def test_the_rule_assistant_hands_the_caller_to_a_person(tmp_path: Path) -
     )
     text = out.getvalue()
     assert "agent: The weather in berlin is rainy, nine degrees." in text
-    assert "agent: I am putting you through to a person now." in text
+    # The tool's Speak result is the answer, whichever agent asked for it.
+    assert "agent: A person will take the call in a moment." in text
     assert "[transferred to person@voxtra-test]" in text
     assert text.rstrip().endswith("[the call left the app]")
     log = "\n".join(lines)
