@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from twilio_rig import make_app, running
 
-from voxtra import CallBusy, CallEndReason, CallFailed, CallNoAnswer, CallSession
+from voxtra import CallBusy, CallEndReason, CallFailed, CallNoAnswer, CallSession, VoxtraApp
 from voxtra.errors import NotSupported, RecordingError, VoxtraError
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.recording.naming import InvalidRecordingName
@@ -121,6 +121,19 @@ async def test_unsigned_or_forged_requests_are_refused(
     assert not app.active_sessions
 
 
+def holding_app(tmp_path: Path, twilio: FakeTwilio) -> tuple[VoxtraApp, list[CallSession]]:
+    """An app whose default handler holds each call until it ends, and those calls."""
+    app = make_app(tmp_path, twilio)
+    handled: list[CallSession] = []
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        handled.append(call)
+        await call.wait_ended()
+
+    return app, handled
+
+
 def _start(call_sid: str, parameters: dict[str, str]) -> str:
     return json.dumps(
         {
@@ -140,13 +153,7 @@ async def test_a_replayed_stream_signature_cannot_start_a_call_twilio_did_not_an
     # The stream's X-Twilio-Signature covers its URL only, the same for every call: one
     # seen once (a proxy's log) opens the socket again. Before, any start message on it
     # became a call routed by the app, with whatever From and To it said.
-    app = make_app(tmp_path, twilio)
-    handled: list[CallSession] = []
-
-    @app.default
-    async def handler(call: CallSession) -> None:
-        handled.append(call)
-        await call.wait_ended()
+    app, handled = holding_app(tmp_path, twilio)
 
     async with running(app, fake_asterisk, twilio) as rig:
         real = await twilio.call_in(rig.backend.voice_url, from_="+15550111")
@@ -303,13 +310,7 @@ async def test_an_answer_after_originate_gave_up_is_hung_up_not_routed(
     # longer ends an answered call at Twilio. Before, the stream then found no
     # originate waiting and became an inbound call (the app's default handler talking
     # to the callee), and the call stayed up.
-    app = make_app(tmp_path, twilio)
-    handled: list[CallSession] = []
-
-    @app.default
-    async def handler(call: CallSession) -> None:
-        handled.append(call)
-        await call.wait_ended()
+    app, handled = holding_app(tmp_path, twilio)
 
     twilio.script("+15550999", "answer")
     twilio.answer_delay = 0.5  # answered, its stream half a second later
