@@ -349,12 +349,13 @@ class AriEventStream:
             logger.warning("skipping a malformed ARI event: %s", exc)
             return
         self.events_received += 1
-        if self._probes and isinstance(event, ChannelUserevent):
+        if isinstance(event, ChannelUserevent) and event.eventname.startswith(PROBE_EVENT):
+            # A registration probe's echo (one that came after its probe gave up too):
+            # the stream's own, never the app's.
             echo = self._probes.get(event.eventname)
-            if echo is not None:
-                if not echo.done():
-                    echo.set_result(None)
-                return
+            if echo is not None and not echo.done():
+                echo.set_result(None)
+            return
         try:
             self.on_event(event)
         except Exception:

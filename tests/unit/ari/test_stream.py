@@ -293,3 +293,21 @@ async def test_a_server_refusing_the_probe_falls_back_to_the_listing(refusal: in
     transport = ProbingTransport([refusal])
     stream, connection = await _run_until_connected(transport, Recorder())
     assert connection.generation == 1 and stream.registrations_lost == 0
+
+
+async def test_a_late_probe_echo_is_not_passed_to_the_app() -> None:
+    transport = ProbingTransport(["echo"])
+    recorder = Recorder()
+    stream = probing_stream(transport, recorder)
+    task = asyncio.create_task(stream.run())
+    try:
+        await stream.wait_connected(5)
+        late = event_text(
+            "ChannelUserevent", application=APP, eventname="voxtra-registration-0123456789abcdef"
+        )
+        transport.connections[0].push(late)  # its probe gave up long ago
+        await until(lambda: stream.events_received == 2)
+        assert recorder.events == []
+    finally:
+        await stream.stop()
+        await asyncio.wait_for(task, 5)
