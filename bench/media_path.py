@@ -75,8 +75,13 @@ def _asterisk(
     ready: mp.synchronize.Event,
     out: mp.Queue,  # type: ignore[type-arg]
     own_ports: bool,
+    late_tick: int = -1,
 ) -> None:
     """Child process: sends one RTP stream to each port every 20 ms.
+
+    ``late_tick`` >= 0: that tick each stream's packet is held back and its successor
+    sent in its place; the held one follows a tick later (every stream then waits a
+    tick for it, and plays a frame behind from there on).
 
     One socket sends them all, or (``own_ports``) each stream has a socket of its own,
     as Asterisk gives each ExternalMedia channel; its port is put on ``out`` first.
@@ -108,10 +113,20 @@ def _asterisk(
         ready.set()
         pacer = Pacer()
         end = time.monotonic() + seconds
+        tick = 0
+        held: list[tuple[socket.socket, bytes, tuple[str, int]]] = []
         while time.monotonic() < end:
             await pacer.wait()
-            for sock, s, addr in senders:
-                sock.sendto(s.build(payload), addr)
+            if tick == late_tick + 1:  # the held packets, a tick late: nothing new
+                for sock, data, addr in held:
+                    sock.sendto(data, addr)
+                held.clear()
+            else:
+                for sock, s, addr in senders:
+                    if tick == late_tick:  # this one waits; its successor goes now
+                        held.append((sock, s.build(payload), addr))
+                    sock.sendto(s.build(payload), addr)
+            tick += 1
             received += sum(_swallow(sock) for sock in distinct)
         await asyncio.sleep(0.2)
         out.put(received + sum(_swallow(sock) for sock in distinct))
@@ -264,9 +279,13 @@ def _identity(audio: TickAudio) -> np.ndarray:  # type: ignore[type-arg]
     return audio.pcm
 
 
-async def run_engine(n: int, seconds: float, freeze: bool = True, rate: int = 16000) -> Result:
+async def run_engine(
+    n: int, seconds: float, freeze: bool = True, rate: int = 16000, behind: bool = False
+) -> Result:
     """``MediaEngine``: every call's tick as one array (16 kHz PCM to the app and back;
-    ``rate=8000``: the wire's own rate, no resampling)."""
+    ``rate=8000``: the wire's own rate, no resampling; ``behind``: in the warm-up every
+    stream's packet comes a tick late, after its successor, so every stream waits for
+    it and then plays a frame behind: the jitter allowance's cost)."""
     ticker = Ticker()
     engine = MediaEngine(
         ticker=ticker,
@@ -285,7 +304,10 @@ async def run_engine(n: int, seconds: float, freeze: bool = True, rate: int = 16
     ready = ctx.Event()
     out: mp.Queue[int] = ctx.Queue()
     ports = [engine.local_address[1]] * n
-    child = ctx.Process(target=_asterisk, args=(ports, warm + seconds + 0.5, ready, out, True))
+    child = ctx.Process(
+        target=_asterisk,
+        args=(ports, warm + seconds + 0.5, ready, out, True, 10 if behind else -1),
+    )
     child.start()
     peer_ports = await asyncio.get_running_loop().run_in_executor(None, out.get)
     for s, port in zip(streams, peer_ports, strict=True):
@@ -303,7 +325,7 @@ async def run_engine(n: int, seconds: float, freeze: bool = True, rate: int = 16
     late = sorted(abs(x) for x in ticker.lateness)
     res = Result(
         n,
-        "engine" if rate == 16000 else f"engine-{rate // 1000}k",
+        ("engine-behind" if behind else "engine") if rate == 16000 else f"engine-{rate // 1000}k",
         "shared",
         cpu * 1e6 / (n * wall),
         statistics.quantiles(late, n=100)[49] * 1000 if len(late) > 2 else 0.0,
@@ -315,10 +337,16 @@ async def run_engine(n: int, seconds: float, freeze: bool = True, rate: int = 16
     )
     child.join()
     slow = engine.stats.slow_packets
+    reordered = sum(s.reordered for s in streams)
+    lost, late = int(engine.counter("lost").sum()), int(engine.counter("late").sum())
     await engine.aclose()
     await ticker.aclose()
     gc.unfreeze()
-    print(f"  (engine: {slow} packets took the per-packet path)", flush=True)
+    print(
+        f"  (engine: {slow} packets took the per-packet path; reordered {reordered}, "
+        f"lost {lost}, late {late})",
+        flush=True,
+    )
     return res
 
 
@@ -361,6 +389,11 @@ def main() -> None:
         "--engine-counts", default="100,500", help="MediaEngine runs (a tick as one array)"
     )
     ap.add_argument(
+        "--engine-behind-counts",
+        default="",
+        help="MediaEngine with every stream a frame behind (one packet a tick late each)",
+    )
+    ap.add_argument(
         "--engine8k-counts",
         default="",
         help="MediaEngine with an 8 kHz app (G.711 decode/encode, no resampling)",
@@ -387,6 +420,7 @@ def main() -> None:
     runs = (
         ("engine", args.engine_counts),
         ("engine-8k", args.engine8k_counts),
+        ("engine-behind", args.engine_behind_counts),
         ("numpy", args.counts),
         ("per-call", args.percall_counts),
         ("pure-python", args.pure_counts),
@@ -403,7 +437,13 @@ def main() -> None:
                 freeze = not args.no_gc_freeze
                 r = _run_with(
                     loop,
-                    run_engine(n, args.seconds, freeze, 8000 if mode == "engine-8k" else 16000)
+                    run_engine(
+                        n,
+                        args.seconds,
+                        freeze,
+                        8000 if mode == "engine-8k" else 16000,
+                        mode == "engine-behind",
+                    )
                     if mode.startswith("engine")
                     else run(n, args.seconds, mode, freeze, layout),
                 )
