@@ -324,8 +324,8 @@ async def test_the_same_app_name_connected_again_and_again_gets_every_call(
     tests (or a restarted app) do.
 
     Asterisk 22.10 lost a new connection's registration now and then while the previous
-    one for the name was being torn down: listed, or not, but no StasisStart (1-3 in 30
-    rounds, 7 in 400 with the lean REST client; docs/performance.md). The stream now
+    one for the name was being torn down: listed, or not, but no StasisStart (2-4 in 300
+    rounds, with either REST client; docs/performance.md). The stream now
     confirms each registration with a user event and connects again when it was lost.
     30 rounds, about 4 s.
     """

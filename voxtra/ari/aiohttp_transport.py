@@ -83,9 +83,9 @@ class AiohttpTransport(AriTransport):
     (its settings, e.g. a proxy, then apply to every request). Events, downloads and
     ``https://`` go through aiohttp. (It was off for a while: with it, tests connecting
     the same Stasis app name right after the previous test closed it lost the
-    registration now and then. That was Asterisk's race, which the faster client only
-    made likelier; the event stream now confirms a registration end to end and
-    connects again when it was lost: :mod:`voxtra.ari.stream`.)
+    registration now and then. That was Asterisk's race, met with aiohttp too once
+    looked for; the event stream now confirms a registration end to end and connects
+    again when it was lost: :mod:`voxtra.ari.stream`.)
     """
 
     def __init__(

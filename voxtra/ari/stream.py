@@ -12,18 +12,19 @@ to an app that is not registered is hung up ("Stasis app ... doesn't exist"). So
 ``connected`` is set once each app's registration is confirmed end to end: a user event
 sent to the app (``POST /events/user/voxtra-registration-<nonce>``) comes back on this
 socket. ``GET /applications/{name}`` answering is not enough: reproduced on Asterisk
-22.10 (the same app name connected, used for one call and closed 30-60 times in a row,
-as consecutive tests do; 1-3 of 30 failed), a new connection's registration can be lost
-while an earlier connection for the same name is still being torn down. Asterisk's
-teardown of the old session unregisters the app *by name*, and its registry clean-up
-can drop the app object the new session just took over; the app then stays listed (the
-old object, kept by its channels) or vanishes, but no StasisStart ever reaches the new
-socket. A registration that is not confirmed within ``registration_timeout`` is taken
-as lost: the connection is closed and made again (after the usual backoff), which
-registers the app afresh. A server without user events (404 while the app is listed, or
-a refusal such as a read-only ARI user's) and an app whose event filter could keep the
-probe off the socket are taken as registered once ``GET /applications/{name}``
-answers, as before. The probe event is not passed to ``on_event``.
+22.10 (the same app name connected, used for one call and closed 300 times in a row, as
+consecutive tests do: 2-4 calls lost, with either REST client), a new connection's
+registration can be lost while an earlier connection for the same name is still being
+torn down. Asterisk's teardown of the old session unregisters the app *by name*, and its
+registry clean-up can drop the app object the new session just took over; the app then
+stays listed (the old object, kept by its channels) or vanishes, but no StasisStart ever
+reaches the new socket. A registration that is not confirmed within
+``registration_timeout`` is taken as lost: the connection is closed and made again
+(after the usual backoff), which registers the app afresh. A server without user events
+(404 while the app is listed, or a refusal such as a read-only ARI user's) and an app
+whose event filter could keep the probe off the socket are taken as registered once
+``GET /applications/{name}`` answers, as before. The probe event is not passed to
+``on_event``.
 
 Events are handed to ``on_event``, a plain (non-async) callable: dispatch must never
 wait on user code, so the receiver only routes events into per-call queues.
