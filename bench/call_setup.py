@@ -293,6 +293,7 @@ async def run(
     profiler: cProfile.Profile | None = None,
     rest_client: str = "lean",
     event_filter: Sequence[str] = (),
+    all_events: bool = False,
 ) -> Result:
     probe = Probe()
     app_name = f"voxtra-bench-{uuid.uuid4().hex[:6]}"
@@ -310,6 +311,8 @@ async def run(
         )
     app = VoxtraApp(url, user, password, app_name=app_name, instance_id="bench")
     app.use_transport(transport)
+    if all_events and hasattr(app, "ignored_events"):  # (older trees: every kind anyway)
+        app.ignored_events = ()  # ChannelVarset and ChannelDialplan too, as before
     errors = _CountErrors()
     logging.getLogger("voxtra").addHandler(errors)
     logging.getLogger("voxtra").propagate = False
@@ -574,6 +577,7 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
                                 profiler if not faults and not rate else None,
                                 client,
                                 [k for k in args.event_filter.split(",") if k],
+                                args.all_events,
                             )
                             old = bests.get(client)
                             if old is None or r.cpu_ms_per_call < old.cpu_ms_per_call:
@@ -608,6 +612,12 @@ def main() -> None:
         metavar="KINDS",
         help="against Asterisk: event kinds it is told not to send the app (ARI "
         "eventFilter), e.g. ChannelVarset,ChannelDialplan",
+    )
+    ap.add_argument(
+        "--all-events",
+        action="store_true",
+        help="the app takes every event kind (app.ignored_events = ()): what the default "
+        "filter of ChannelVarset and ChannelDialplan saves",
     )
     ap.add_argument(
         "--rest",
