@@ -152,8 +152,8 @@ class MediaSettings(_SettingsModel):
     attach_on_answer: bool = False
     #: ExternalMedia RTP (ulaw/alaw) of every call on the app's one ``MediaEngine``
     #: (one socket, one recvmmsg/sendmmsg a tick, arrays: docs/performance.md); off:
-    #: each call its own ``RtpTransport``.
-    engine: bool = False
+    #: each call its own ``RtpTransport`` (``slin``/``slin16`` calls always are).
+    engine: bool = True
     #: IP addresses AudioSocket connections are taken from (Asterisk's, as this host
     #: sees it); empty: any. Only UUIDs the app handed Asterisk are taken either way.
     audiosocket_peers: tuple[str, ...] = ()

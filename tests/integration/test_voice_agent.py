@@ -255,7 +255,7 @@ async def test_caller_question_is_answered_and_heard(
     # the engine's agent call is covered by the barge-in test below.
     engine = False
     watch = Watch()
-    app = await apps(on_pipeline=watch.on_pipeline, greeting=None)
+    app = await apps(on_pipeline=watch.on_pipeline, greeting=None, media={"engine": engine})
     async with SipCaller(workdir=tmp_path) as phone:
         await phone.listen(record=True)
         session, call = await ring(app, phone, converse)

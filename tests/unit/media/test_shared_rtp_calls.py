@@ -30,6 +30,7 @@ async def test_two_calls_one_socket_each_hears_its_own_caller(
         instance_id="unit",
         spool_dir=str(tmp_path / "spool"),
         recordings_dir=str(tmp_path / "recordings"),
+        media={"engine": False},  # the per-call path on the shared socket
     )
     transports: dict[str, RtpTransport] = {}
     heard: dict[str, set[bytes]] = {}
