@@ -43,6 +43,7 @@ from voxtra.errors import ConfigError, MediaError
 from voxtra.media.engine import EngineStream, MediaEngine, TickAudio
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.media.pacer import Ticker
+from voxtra.media.rtp import PT_PCMA, PT_PCMU
 from voxtra.media.transport import MediaTransport, TransportStats
 
 __all__ = ["ENGINE_WIRE_FORMATS", "EngineHub", "EngineTransport"]
@@ -111,6 +112,14 @@ class EngineTransport(MediaTransport):
         if self._closed:
             return
         self.stream.set_remote(host, port)
+
+    @property
+    def inbound_payload_types(self) -> set[int]:
+        """Payload types seen on accepted inbound packets (as ``RtpTransport``'s): the
+        engine accepts only the call's own G.711 type."""
+        if not self._stats.frames_in:
+            return set()
+        return {PT_PCMA if self.wire_codec is Codec.ALAW else PT_PCMU}
 
     # stats: the stream's counters live in the engine's arrays; read them when asked
     @property

@@ -100,6 +100,7 @@ async def test_each_call_reads_its_own_frames_in_the_format_it_asked(
     tail = np.frombuffer(got[2][2].data, "<i2")
     assert abs(int(tail[-1]) - int(np.frombuffer(g711.ulaw_to_pcm16(frame(0x42)), "<i2")[0])) < 64
     assert wire.stats.frames_in == 3
+    assert wire.inbound_payload_types == {0}  # as RtpTransport keeps them
 
 
 async def test_frames_iterates_and_ends_when_closed(hub: EngineHub, peers: list[Peer]) -> None:
