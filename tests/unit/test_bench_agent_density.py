@@ -14,6 +14,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,24 +26,28 @@ pytest.importorskip("elevenlabs")
 pytest.importorskip("webrtcvad")
 
 
-@pytest.mark.parametrize(
-    ("engine", "module"),
-    [("pipeline", "pipeline.py"), ("openai-realtime", "speech_to_speech.py")],
-)
-def test_quick_run_writes_the_figures(tmp_path: Path, engine: str, module: str) -> None:
+def run_bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    """``bench/agent_density.py --quick *args``: its last line and its JSON."""
     out = tmp_path / "density.json"
     bench = str(ROOT / "bench" / "agent_density.py")
     proc = subprocess.run(
-        [sys.executable, bench, "--quick", "--engine", engine, "--json", str(out)],
+        [sys.executable, bench, "--quick", *args, "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    last = proc.stdout.strip().splitlines()[-1]
+    return proc.stdout.strip().splitlines()[-1], json.loads(out.read_text())
+
+
+@pytest.mark.parametrize(
+    ("engine", "module"),
+    [("pipeline", "pipeline.py"), ("openai-realtime", "speech_to_speech.py")],
+)
+def test_quick_run_writes_the_figures(tmp_path: Path, engine: str, module: str) -> None:
+    last, data = run_bench(tmp_path, "--engine", engine)
     assert last.startswith(f"agent_density ({engine}): ") and ("MET" in last)
-    data = json.loads(out.read_text())
     assert data["quick"] is True and data["target_calls"] == 200 and data["engine"] == engine
     assert isinstance(data["met"], bool) and data["summary"] == last
     [step] = data["steps"]  # --quick: one step, N=5
@@ -68,20 +73,8 @@ def test_quick_run_writes_the_figures(tmp_path: Path, engine: str, module: str) 
 def test_quick_run_on_the_media_engine(tmp_path: Path) -> None:
     # --media engine: the calls' RTP as rows of one MediaEngine (what media.engine
     # opens), the same conversations; --no-profile: no closing profile (about 15 s)
-    out = tmp_path / "density.json"
-    bench = str(ROOT / "bench" / "agent_density.py")
-    args = ["--quick", "--media", "engine", "--no-profile", "--json", str(out)]
-    proc = subprocess.run(
-        [sys.executable, bench, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    last = proc.stdout.strip().splitlines()[-1]
+    last, data = run_bench(tmp_path, "--media", "engine", "--no-profile")
     assert last.startswith("agent_density (pipeline, media engine): ")
-    data = json.loads(out.read_text())
     assert data["media"] == "engine" and data["profile"] is None
     [step] = data["steps"]
     assert step["errors"] == 0 and step["turns"] >= 1

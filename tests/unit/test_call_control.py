@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_apps import fake_app
 
 from voxtra import CallSession, VoxtraApp
 from voxtra.ari.models import CallerID, Channel
@@ -57,15 +58,7 @@ class StubControl:
 
 @pytest.fixture
 def app(tmp_path: Path) -> VoxtraApp:
-    return VoxtraApp(
-        "http://asterisk.invalid:8088",
-        "user",
-        "secret",
-        app_name="control-tests",
-        instance_id="unit",
-        spool_dir=str(tmp_path / "spool"),
-        environ={},
-    )
+    return fake_app(tmp_path, "control-tests", environ={})
 
 
 def _session(app: VoxtraApp, control: Callable[[CallContext], Any] | None) -> CallSession:

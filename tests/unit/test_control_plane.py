@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_apps import fake_app
 
 from voxtra import CallSession, VoxtraApp
 from voxtra.app import INSTANCE_VARIABLE
@@ -29,15 +30,7 @@ APP = "control-plane-tests"
 
 @pytest.fixture
 def app(tmp_path: Path) -> VoxtraApp:
-    return VoxtraApp(
-        "http://asterisk.invalid:8088",
-        "user",
-        "secret",
-        app_name=APP,
-        instance_id="unit",
-        spool_dir=str(tmp_path / "spool"),
-        environ={},
-    )
+    return fake_app(tmp_path, APP, environ={})
 
 
 async def test_an_inbound_handler_starts_while_its_instance_tag_is_on_its_way(
