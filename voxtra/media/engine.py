@@ -522,7 +522,9 @@ class MediaEngine:
         self._route_rows = rows[order]
         self._routes_dirty = False
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
+        """Stop ticking, drop every stream and close the socket (a ticker of its own is
+        left to :meth:`aclose`, which awaits its task)."""
         if self.closed:
             return
         self.closed = True
@@ -532,6 +534,9 @@ class MediaEngine:
         for stream in list(self._streams):
             self.remove(stream)
         self._sock.close()
+
+    async def aclose(self) -> None:
+        self.close()
         if self._own_ticker:
             await self.ticker.aclose()
 

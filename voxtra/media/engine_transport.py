@@ -33,6 +33,7 @@ the engine (``EngineHub.engine.stats``), as the shared endpoint counts it on its
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import Sequence
@@ -284,6 +285,28 @@ class EngineHub:
         if transport._busy:
             transport._busy = False
             self.busy.remove(transport)
+        if not self._by_id:
+            # The last call gone: after this tick, the engine stops ticking and closes
+            # its socket, so an idle app runs no ticker (50 loop wakes a second) and
+            # holds no port; the next call opens a new engine. (Kept open, the Asterisk
+            # kill test found the ticker task and the socket outliving every call.)
+            try:
+                asyncio.get_running_loop().call_soon(self._close_if_idle)
+            except RuntimeError:  # no loop running (a sync teardown): nothing is ticking
+                self._close_if_idle()
+
+    def _close_if_idle(self) -> None:
+        if self._by_id or self.engine.closed:
+            return
+        self.engine.close()
+        self._unshare()
+
+    def _unshare(self) -> None:
+        if self._key is not None:
+            ticker, key = self._key
+            table = self._shared.get(ticker)
+            if table is not None and table.get(key) is self:
+                del table[key]
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -292,11 +315,7 @@ class EngineHub:
         for transport in list(self._by_id.values()):
             await transport.close()
         await self.engine.aclose()
-        if self._key is not None:
-            ticker, key = self._key
-            table = self._shared.get(ticker)
-            if table is not None and table.get(key) is self:
-                del table[key]
+        self._unshare()
 
     # --- the tick (inside MediaEngine.tick) -------------------------------------------
 

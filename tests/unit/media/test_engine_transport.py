@@ -287,3 +287,27 @@ async def test_without_learn_remote_an_unknown_sender_is_never_taken(
     hub.engine.tick()
     assert tr.remote is None and drain(tr) == []
     assert hub.engine.stats.dropped_foreign_source == 1
+
+
+async def test_the_last_call_gone_the_engine_stops_ticking_and_frees_its_port() -> None:
+    """An idle app runs no ticker task and holds no socket (the Asterisk kill test found
+    both outliving every call); the next call opens a new engine."""
+    ticker = Ticker()
+    hub = EngineHub.shared(ticker, "127.0.0.1", range(31910, 31920))
+    first = hub.open("ulaw", name="a")
+    second = hub.open("ulaw", name="b")
+    await first.close()
+    await asyncio.sleep(0)
+    assert not hub.engine.closed and len(ticker) == 1  # a call is still on it
+    port = hub.engine.local_address[1]
+    await second.close()
+    await asyncio.sleep(0)
+    assert hub.engine.closed and len(ticker) == 0
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", port))  # the port is free again
+    again = EngineHub.shared(ticker, "127.0.0.1", range(31910, 31920))
+    assert again is not hub and not again.engine.closed and len(ticker) == 1
+    call = again.open("ulaw", name="c")
+    await EngineHub.close_all(ticker)
+    assert call.closed and again.engine.closed and len(ticker) == 0
+    await ticker.aclose()
