@@ -117,7 +117,14 @@ async def test_failing_startup_hook_stops_the_app_and_closes_everything(
         await app.start()
     assert app._runner is None
     assert isinstance(app.ari.transport, AiohttpTransport) and app.ari.transport.closed
-    assert not any(a.name == name for a in await ari.applications.list())
+    # Asterisk unregisters the app when it tears the closed socket's session down, on its
+    # own thread: in two of three loaded CI runs it was still listed right after.
+    for _ in range(100):
+        if not any(a.name == name for a in await ari.applications.list()):
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"Stasis app {name} still registered 5 s after start() failed")
     del app
     assert unclosed() == []
 
