@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from voxtra.errors import ProviderError
 from voxtra.local.runtime import LlamaRuntime, RuntimeUnavailable, recipe_key
 from voxtra.local.server import LlamaServer
 from voxtra.local.weights import (
@@ -36,7 +37,8 @@ from voxtra.local.weights import (
     ensure_model,
     models_dir,
 )
-from voxtra.pipeline.agent import tool_spec
+from voxtra.pipeline import PipelineEvent, SpeechStartedEvent, TurnMetrics, VoicePipeline
+from voxtra.pipeline.agent import Agent, tool_spec
 from voxtra.providers.base import ToolSpec
 from voxtra.providers.openai_llm import OpenAILLM
 
@@ -180,6 +182,20 @@ class LocalLLM:
                 old.unlink(missing_ok=True)
         return "computed"
 
+    async def warm_conversation(self, agent: Agent) -> None:
+        """Compute ``agent``'s conversation so far into the server's prompt cache (one
+        token generated), so that the caller's next question only costs its own words.
+
+        Run after each turn by :meth:`attach`. A tool's ``Speak`` answer is history the
+        server never computed (no request follows it): measured on the demo, the turn
+        after the opening hours' 20-word answer took 1.7 s to its first audio, against
+        0.55 s after a generated one. A failure is logged, never raised: the next
+        request computes the prefix itself."""
+        try:
+            await self.llm.warm_up(tools=agent.tool_specs, history=list(agent.history))
+        except ProviderError as exc:
+            logger.debug("warming the conversation failed: %s", exc)
+
     async def aclose(self) -> None:
         await self.server.aclose()
 
@@ -193,10 +209,32 @@ class LocalLLM:
         """Make ``app``'s calls talk to this model: it becomes the voice config's LLM,
         is prepared and started (prompt head warmed: the voice config's system prompt
         and tools, in their order) when the app starts, and stopped when it stops."""
+        previous = app.voice.on_pipeline
+
+        def warm_after_turns(call: Any, pipeline: VoicePipeline) -> None:
+            if previous is not None:
+                previous(call, pipeline)
+
+            greeted = False
+
+            def on_event(event: PipelineEvent) -> None:
+                # After each turn; and once the caller first speaks, when the greeting
+                # is in the history (their question takes longer to say than the
+                # greeting's ~20 tokens to compute).
+                nonlocal greeted
+                first = isinstance(event, SpeechStartedEvent) and not greeted
+                if first or isinstance(event, TurnMetrics):
+                    greeted = True
+                    if self.server.running:
+                        call.spawn(self.warm_conversation(pipeline.agent), name="local-llm-warm")
+
+            pipeline.on_event(on_event)
+
         app.voice = dataclasses.replace(
             app.voice,
             llm=self.llm,
             llm_timeout=max(app.voice.llm_timeout or 0.0, LOCAL_LLM_TIMEOUT),
+            on_pipeline=warm_after_turns,
         )
 
         owned = False

@@ -441,12 +441,19 @@ class OpenAILLM:
         return request
 
     async def warm_up(
-        self, system_prompt: str | None = None, tools: Sequence[ToolSpec] = ()
+        self,
+        system_prompt: str | None = None,
+        tools: Sequence[ToolSpec] = (),
+        *,
+        history: Sequence[ChatMessage] | None = None,
     ) -> None:
         """Send the fixed head of every request (system prompt and, in json mode, the
         tool list) once, generating one token, so a server with a prompt cache (llama.cpp)
-        holds it as a computed prefix before the first caller speaks."""
-        request = self.warm_up_request(system_prompt, tools)
+        holds it as a computed prefix before the first caller speaks. ``history`` (a
+        conversation's messages, its system message first) warms that conversation
+        instead: after a turn, so the prefix the next question extends is computed
+        while the answer plays."""
+        request = self.warm_up_request(system_prompt, tools, history=history)
         if request is None:
             return
         try:
@@ -455,10 +462,17 @@ class OpenAILLM:
             raise ProviderError(self.name, f"warm-up failed: {_describe(exc)}") from exc
 
     def warm_up_request(
-        self, system_prompt: str | None = None, tools: Sequence[ToolSpec] = ()
+        self,
+        system_prompt: str | None = None,
+        tools: Sequence[ToolSpec] = (),
+        *,
+        history: Sequence[ChatMessage] | None = None,
     ) -> dict[str, Any] | None:
         """The body :meth:`warm_up` sends (None: nothing fixed to warm)."""
-        messages = [ChatMessage("system", system_prompt)] if system_prompt else []
+        if history is not None:
+            messages = list(history)
+        else:
+            messages = [ChatMessage("system", system_prompt)] if system_prompt else []
         if self.tool_mode == "json":
             request = self.json_request(messages, tools)
         else:

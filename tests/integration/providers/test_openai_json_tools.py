@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from voxtra.errors import ConfigError, ProviderError
-from voxtra.pipeline import Agent, AgentResponseEvent, PipelineEvent, VoicePipeline
+from voxtra.pipeline import Agent, AgentResponseEvent, PipelineEvent, Speak, VoicePipeline
 from voxtra.pipeline.testing import MemoryMediaIO, tone_frames
 from voxtra.providers.base import ChatMessage, LLMChunk, ToolSpec
 from voxtra.providers.openai_llm import OpenAILLM
@@ -145,6 +145,38 @@ async def test_warm_up_sends_the_same_system_message_for_one_token() -> None:
     assert warm["max_tokens"] == 1 and not warm.get("stream")
     assert warm["messages"] == real["messages"][:1]
     assert "response_format" not in warm  # a grammar is not part of the prompt
+
+
+async def test_a_conversation_warmed_after_a_speak_answer_is_the_next_requests_prefix() -> None:
+    """LocalLLM.warm_conversation after a turn: the history (a tool's Speak answer the
+    server never generated included) is sent for one token, and the next question's
+    request starts with exactly those messages, so llama.cpp's cache covers them."""
+    call = 'get_opening_hours", "arguments": {"day": "Sunday"}}'
+    replies = [
+        OpenAIReply(pieces=[call]),
+        OpenAIReply(text="x"),  # the warm-up's one token
+        OpenAIReply(pieces=['say", "text": "From nine."}']),
+    ]
+    async with FakeOpenAI("k", replies) as f:
+        llm = OpenAILLM("k", base_url=f.base_url, tool_mode="json", json_guide="prefill")
+        agent = Agent(llm, system_prompt=SYSTEM)
+
+        def get_opening_hours(day: str) -> Speak:
+            """When we are open."""
+            return Speak(f"On {day} we are closed.")
+
+        agent.add_tool(get_opening_hours)
+        reply = await agent.respond_with_tools("are you open on sunday")
+        assert reply.text == "On Sunday we are closed." and len(f.requests) == 1
+        await llm.warm_up(tools=agent.tool_specs, history=agent.history)
+        await agent.respond("and on monday?")
+    _first, warm, after = f.requests
+    assert warm["max_tokens"] == 1 and "response_format" not in warm
+    assert warm["messages"][-1] == {
+        "role": "assistant",
+        "content": json.dumps({"action": "say", "text": "On Sunday we are closed."}),
+    }
+    assert after["messages"][: len(warm["messages"])] == warm["messages"]
 
 
 def test_tool_mode_is_checked() -> None:
