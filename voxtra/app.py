@@ -797,13 +797,16 @@ class VoxtraApp:
             logger.exception("call %s: internal error", session.id)
         finally:
             context.handler_done.set()
-            # Its own task, known to stop(): cancelling this call must not orphan it
-            # (a recording it finalises would meet a closed delivery).
-            teardown = asyncio.ensure_future(context.teardown())
-            self._teardowns.add(teardown)
-            teardown.add_done_callback(self._teardowns.discard)
             try:
-                await asyncio.shield(teardown)
+                # A call holding nothing to release (most) is torn down here and now:
+                # the task and shield below were four loop callbacks a call for nothing.
+                if not context.release_now():
+                    # Its own task, known to stop(): cancelling this call must not
+                    # orphan it (a recording it finalises would meet a closed delivery).
+                    teardown = asyncio.ensure_future(context.teardown())
+                    self._teardowns.add(teardown)
+                    teardown.add_done_callback(self._teardowns.discard)
+                    await asyncio.shield(teardown)
             except Exception:
                 logger.exception("call %s: teardown failed", session.id)
             finally:
@@ -854,12 +857,14 @@ class VoxtraApp:
             )
             if tag:
                 await self._tag(session.id)
-            # A future the context completes when the call ends (an on-end hook), not a
-            # task waiting on ended_event: one task and two loop passes less a call.
-            ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            context.on_end(partial(_set_done, ended))
-            if not handler_task.done() and not ended.done():
-                await asyncio.wait({handler_task, ended}, return_when=asyncio.FIRST_COMPLETED)
+            # One future completed by whichever comes first, the handler's end or the
+            # call's (an on-end hook of the context): no task waiting on ended_event,
+            # and no asyncio.wait() (its waiter, set and callbacks) a call.
+            first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            context.on_end(partial(_set_done, first))
+            if not handler_task.done() and not first.done():
+                handler_task.add_done_callback(partial(_set_done, first))
+                await first
             if handler_task.done():
                 if not (context.transferred or context.handed_off):
                     await session.hangup()
@@ -1027,11 +1032,20 @@ class VoxtraApp:
                 variables={**(variables or {}), INSTANCE_VARIABLE: self.instance_id},
                 formats=formats,
             )
+            # The future itself is awaited, with a timer that fails it, rather than
+            # wait_for(shield(...)): that made a waiter future, a shield's outer future
+            # and three loop callbacks more a call (nothing else awaits this future,
+            # so cancelling it with the caller is harmless).
+            expiry = asyncio.get_running_loop().call_later(
+                timeout + 5, _expire_originate, pending.future
+            )
             try:
-                channel = await asyncio.wait_for(asyncio.shield(pending.future), timeout + 5)
-            except TimeoutError:
+                channel = await pending.future
+            except _OriginateExpired:
                 await self._hangup_quietly(channel_id)
                 raise CallNoAnswer(endpoint, None, "", f"not answered within {timeout} s") from None
+            finally:
+                expiry.cancel()
             if amd_config is not None:
                 channel, amd_result = await detect_amd(
                     self.ari, self.registry, channel_id, endpoint, amd_config
@@ -1364,9 +1378,18 @@ def _after_amd(handler: CallHandler, config: AmdConfig, decided: asyncio.Event) 
     return handle
 
 
-def _set_done(future: asyncio.Future[None]) -> None:
+def _set_done(future: asyncio.Future[None], *_: object) -> None:
     if not future.done():
         future.set_result(None)
+
+
+class _OriginateExpired(Exception):
+    """An originate's answer did not come in time (raised into ``originate()``)."""
+
+
+def _expire_originate(future: asyncio.Future[Channel]) -> None:
+    if not future.done():
+        future.set_exception(_OriginateExpired())
 
 
 async def _wait_until_ended(call: CallSession) -> None:

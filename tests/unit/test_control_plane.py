@@ -2,8 +2,9 @@
 
 Against FakeAsterisk (a whole VoxtraApp, no Asterisk): an inbound handler starts while
 its call's instance tag is still on its way (it waited for the tag's round trip), the
-tag is still sent before anything the handler sends; a call makes three tasks (the
-call, its handler, its teardown); the event kinds the app ignores are filtered by
+tag is still sent before anything the handler sends; a call makes two tasks (the
+call, its handler; a teardown task only when the call holds something to release);
+the event kinds the app ignores are filtered by
 Asterisk, and waiting for one raises instead of waiting forever.
 """
 
@@ -65,10 +66,23 @@ async def test_an_inbound_handler_starts_while_its_instance_tag_is_on_its_way(
         assert mine[:2] == ["tag", f"POST /channels/{call.id}/answer"]
 
 
-async def test_a_call_makes_three_tasks(fake_asterisk: FakeAsterisk, app: VoxtraApp) -> None:
-    # The call's task, its handler's, its teardown's. There were three more for an
-    # originated call (waiting tasks for its task group and the end) and one more for
-    # an inbound one: each a task to make and loop passes to run it.
+def _count_tasks(made: collections.Counter[str]) -> Any:
+    def factory(
+        loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kw: Any
+    ) -> asyncio.Task[Any]:
+        name = coro.__qualname__
+        if not name.startswith("FakeAsterisk.") and name != "Condition.wait":  # the fake's
+            made[name] += 1
+        return asyncio.Task(coro, loop=loop, **kw)
+
+    return factory
+
+
+async def test_a_call_makes_two_tasks(fake_asterisk: FakeAsterisk, app: VoxtraApp) -> None:
+    # The call's task and its handler's. There were three more for an originated call
+    # (waiting tasks for its task group and the end) and one more for an inbound one,
+    # then (session 4) a teardown task for every call, which a call holding nothing
+    # to release does not need: each a task to make and loop passes to run it.
     made: collections.Counter[str] = collections.Counter()
 
     async def handler(call: CallSession) -> None:
@@ -78,16 +92,7 @@ async def test_a_call_makes_three_tasks(fake_asterisk: FakeAsterisk, app: Voxtra
     app.route("1000")(handler)
     async with fake_asterisk.serve(app):
         loop = asyncio.get_running_loop()
-
-        def factory(
-            loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kw: Any
-        ) -> asyncio.Task[Any]:
-            name = coro.__qualname__
-            if not name.startswith("FakeAsterisk.") and name != "Condition.wait":  # the fake's
-                made[name] += 1
-            return asyncio.Task(coro, loop=loop, **kw)
-
-        loop.set_task_factory(factory)  # type: ignore[arg-type]
+        loop.set_task_factory(_count_tasks(made))  # type: ignore[arg-type]
         try:
             for _ in range(3):
                 session = await app.originate("Local/100@test", handler=handler)
@@ -106,9 +111,41 @@ async def test_a_call_makes_three_tasks(fake_asterisk: FakeAsterisk, app: Voxtra
             await asyncio.sleep(0.05)  # the last teardowns
         finally:
             loop.set_task_factory(None)
-    expected = {"VoxtraApp._run_call": 3, "VoxtraApp._run_handler": 3, "CallContext.teardown": 3}
+    expected = {"VoxtraApp._run_call": 3, "VoxtraApp._run_handler": 3}
     assert out == expected
     assert dict(made) == expected
+
+
+async def test_a_call_holding_something_is_torn_down_in_its_own_task(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    # A hangup callback (or a channel, bridge, cleanup, task) still gets the teardown
+    # task stop() knows of, and the callback runs once.
+    made: collections.Counter[str] = collections.Counter()
+    fired: list[str] = []
+
+    @app.route("1000")
+    async def handler(call: CallSession) -> None:
+        async def bye(ended: CallSession) -> None:
+            fired.append(ended.id)
+
+        call.on_hangup(bye)
+        await call.answer()
+        await call.hangup()
+
+    async with fake_asterisk.serve(app):
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(_count_tasks(made))  # type: ignore[arg-type]
+        try:
+            call = await fake_asterisk.incoming(extension="1000")
+            await fake_asterisk.wait_until(
+                lambda: app.calls_handled == 1 and not app.active_sessions
+            )
+            await asyncio.sleep(0.05)
+        finally:
+            loop.set_task_factory(None)
+    assert made["CallContext.teardown"] == 1
+    assert fired == [call.id]
 
 
 async def test_ignored_event_kinds_are_filtered_and_cannot_be_waited_for(

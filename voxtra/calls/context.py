@@ -521,6 +521,22 @@ class CallContext:
         finally:
             await self.fire_hangup_callbacks()
 
+    def release_now(self) -> bool:
+        """Finish the teardown at once if the call holds nothing to release (no task,
+        cleanup, channel, bridge, peer or hangup callback): True then, and
+        :meth:`teardown` has nothing left to do; False: await :meth:`teardown`."""
+        if (
+            self._tasks
+            or self._cleanups
+            or self.channels
+            or self.bridges
+            or self.peers
+            or (self._hangup_callbacks and not self._callbacks_fired)
+        ):
+            return False
+        self._callbacks_fired = True
+        return True
+
     def _releaser(self, channel_id: str) -> Cleanup:
         return functools.partial(self.release_channel, channel_id)
 
