@@ -196,3 +196,38 @@ async def test_an_app_that_ignores_nothing_can_wait_for_every_kind(
         await fake_asterisk.wait_until(lambda: bool(seen))
         assert call.id
     assert seen == ["blue"]
+
+
+async def test_events_about_a_channel_no_call_owns_are_skipped_unparsed(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    # A channel the app is subscribed to but no call of it owns (a Local channel's ;2
+    # half against Asterisk): its events are dropped before parsing; a call's own
+    # events still reach it (the handler sees its caller hang up).
+    ended = asyncio.Event()
+
+    @app.route("1000")
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.wait_ended(timeout=5)
+        ended.set()
+
+    async with fake_asterisk.serve(app):
+        stream = app._stream
+        assert stream is not None
+        stranger = await app.ari.channels.create("PJSIP/stranger", app="someone-else")
+        await app.ari.applications.subscribe(APP, f"channel:{stranger.id}")
+        skipped = stream.events_skipped
+        fake_asterisk.caller_hangs_up(fake_asterisk.call(stranger.id))
+        await fake_asterisk.wait_until(lambda: stranger.id not in fake_asterisk.channels)
+        call = await fake_asterisk.incoming(extension="1000")
+        await call.wait_until(lambda c: c.state == "Up", timeout=5)
+        fake_asterisk.caller_hangs_up(call)
+        await asyncio.wait_for(ended.wait(), 5)
+    kinds = [
+        e["type"]
+        for e in fake_asterisk.events
+        if e.get("channel", {}).get("id") == stranger.id and e["application"] == APP
+    ]
+    assert "ChannelDestroyed" in kinds and "ChannelHangupRequest" in kinds
+    assert stream.events_skipped - skipped == len(kinds)

@@ -29,6 +29,13 @@ whose event filter could keep the probe off the socket are taken as registered o
 Events are handed to ``on_event``, a plain (non-async) callable: dispatch must never
 wait on user code, so the receiver only routes events into per-call queues.
 
+``wants`` (optional) lets the receiver skip what nobody would receive: for a message
+whose kind is routed by one channel alone and whose kind and channel id can be read
+from the text without parsing it (:func:`~voxtra.ari.events.peek_route`),
+``wants(kind, channel_id)`` False drops it unparsed (counted in ``events_skipped``).
+Such a message is then not validated either: a malformed one nobody wanted is not
+logged.
+
 The connection itself comes from the client's transport
 (:meth:`~voxtra.ari.transport.AriTransport.connect_events`): a WebSocket to a real
 Asterisk, or an in-process one in tests.
@@ -48,7 +55,13 @@ from typing import Any
 
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriError, AriNotFound, AriUnauthorized
-from voxtra.ari.events import AriEvent, ChannelUserevent, EventParseError, parse_event
+from voxtra.ari.events import (
+    AriEvent,
+    ChannelUserevent,
+    EventParseError,
+    parse_event,
+    peek_route,
+)
 from voxtra.ari.transport import EventConnection
 
 __all__ = ["AriEventStream", "Connection"]
@@ -90,6 +103,7 @@ class AriEventStream:
         registration_timeout: float = 5.0,
         probe_timeout: float = 1.0,
         ignore: Sequence[str] = (),
+        wants: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.client = client
         self.apps = [apps] if isinstance(apps, str) else list(apps)
@@ -106,6 +120,11 @@ class AriEventStream:
         self.ignore = tuple(ignore)
         """Event kinds Asterisk is asked not to send (set on each connection, before
         ``connected``)."""
+        self.wants = wants
+        """``wants(kind, channel_id)``: whether a message routed by that channel alone
+        is to be parsed and delivered (None: every message is); see the module doc."""
+        self.events_skipped = 0
+        """Messages ``wants`` declined (counted in ``events_received`` too)."""
         self.registrations_lost = 0
         """Connections closed because Asterisk lost the apps' registration."""
         self._probes: dict[str, asyncio.Future[None]] = {}
@@ -343,6 +362,13 @@ class AriEventStream:
                 logger.warning("cannot set the event filter of Stasis app %s: %s", app, exc)
 
     def _deliver(self, data: str | bytes) -> None:
+        wants = self.wants
+        if wants is not None:
+            route = peek_route(data)
+            if route is not None and not wants(*route):
+                self.events_received += 1
+                self.events_skipped += 1
+                return
         try:
             event = parse_event(data)
         except EventParseError as exc:

@@ -142,6 +142,17 @@ class CallRegistry(Generic[OwnerT]):
 
     # -- events ----------------------------------------------------------------------
 
+    def concerns(self, kind: str, channel_id: str) -> bool:
+        """Whether an event routed by ``channel_id`` alone (no bridge, no playback or
+        recording target) could reach anyone here: a call, an internal channel, an
+        originate waiting for it. False: :meth:`dispatch` would hand it to nobody."""
+        return (
+            channel_id in self.calls
+            or channel_id in self.internal
+            or channel_id in self.originates
+            or channel_id in self._started
+        )
+
     def owners_of(self, event: AriEvent) -> list[OwnerT]:
         """Every call ``event`` concerns, each once (its channel, bridge, or the target
         of its playback or recording)."""

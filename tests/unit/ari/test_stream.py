@@ -90,6 +90,43 @@ async def test_events_are_delivered_and_malformed_ones_counted(rig: Rig) -> None
     assert (rig.stream.events_received, rig.stream.events_dropped) == (2, 2)
 
 
+async def test_events_wants_declines_are_dropped_unparsed_and_counted() -> None:
+    transport = ScriptedTransport({REGISTRATION: fixture("application")})
+    recorder = Recorder()
+    stream = make_stream(transport, recorder)
+    asked: list[tuple[str, str]] = []
+
+    def wants(kind: str, channel_id: str) -> bool:
+        asked.append((kind, channel_id))
+        return channel_id == "mine"
+
+    stream.wants = wants
+    task = asyncio.create_task(stream.run())
+    try:
+        await stream.wait_connected(5)
+        events = transport.connections[0]
+        events.push('{"type":"ChannelStateChange","channel":{"id":"mine","state":"Up"}}')
+        events.push('{"type":"ChannelStateChange","channel":{"id":"other","state":"Up"}}')
+        # not validated when declined: a bad shape nobody wants is not even logged
+        events.push('{"type":"ChannelHangupRequest","channel":{"id":"other","state":[]}}')
+        events.push('{"type":"Dial","peer":{"id":"other"},"dialstatus":"ANSWER"}')
+        events.push('{"type":"StasisStart","channel":{"id":"other"}}')  # never peeked
+        await until(lambda: stream.events_received == 5)
+    finally:
+        await stream.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    got = [(e.type, e.channel_id) for e in recorder.events]
+    assert got == [("ChannelStateChange", "mine"), ("StasisStart", "other")]
+    assert stream.events_skipped == 3 and stream.events_dropped == 0
+    assert asked == [
+        ("ChannelStateChange", "mine"),
+        ("ChannelStateChange", "other"),
+        ("ChannelHangupRequest", "other"),
+        ("Dial", "other"),
+    ]
+
+
 async def test_a_closed_connection_reconnects_as_generation_2_and_reconciles_again(
     rig: Rig,
 ) -> None:

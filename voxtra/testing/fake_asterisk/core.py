@@ -509,7 +509,9 @@ class FakeAsterisk(AriTransport):
             **fields,
         }
         self.events.append(body)
-        return json.dumps(body)
+        # Compact, as Asterisk sends it (ari.conf ``pretty = no``): the app reads the
+        # kind and channel id of some events from the text (voxtra.ari.events.peek_route).
+        return json.dumps(body, separators=(",", ":"))
 
     def _emit(self, apps: set[str] | str | None, kind: str, **fields: Any) -> None:
         targets = {apps} if isinstance(apps, str) else set(apps or ())
