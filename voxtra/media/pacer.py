@@ -98,6 +98,11 @@ class Pacer:
         d = self.delay()
         if d > self.early_s:
             await asyncio.sleep(d - self.early_s)
+        return self.arrive()
+
+    def arrive(self) -> int:
+        """The current frame is due (or within ``early_s``): advance and note the
+        lateness; returns frames skipped. ``wait`` without the sleep."""
         now = self.clock()
         skipped = self.advance(now)
         self.last_lateness = now - (self.start + (self.frame_index - 1) * self.period)
@@ -166,25 +171,54 @@ class Ticker:
         return len(self._callbacks)
 
     async def _run(self) -> None:
+        # Each tick runs in a timer callback (loop.call_later), not in this task after
+        # an asyncio.sleep, which costs a future, a task step and a second loop pass a
+        # wake. Measured on this VM, a ticker with one no-op callback (3 s, four
+        # alternated pairs): 110-125 us of CPU a wake with the sleep, 72-92 with the
+        # timer. The task only waits for the last stream to leave (or aclose).
         assert self.pacer is not None
         pacer = self.pacer
-        while self._callbacks:
-            skipped = await pacer.wait()
-            if len(self.lateness) >= self._lateness_cap:
-                del self.lateness[: self._lateness_cap // 2]
-            self.lateness.append(pacer.last_lateness)
-            for handle, cb in list(self._callbacks.items()):
-                try:
-                    cb(skipped)
-                except Exception:
-                    logger.exception("tick callback failed; removing it")
-                    self._callbacks.pop(handle, None)
-            for hook in list(self._hooks.values()):
-                try:
-                    hook.after_tick()
-                except Exception:
-                    logger.exception("after-tick hook failed")
+        loop = asyncio.get_running_loop()
+        stopped: asyncio.Future[None] = loop.create_future()
+        timer: asyncio.TimerHandle
+
+        def wake() -> None:
+            nonlocal timer
+            try:
+                self._tick(pacer.arrive())
+            except BaseException as exc:  # a bug here must not stop ticks silently
+                if not stopped.done():
+                    stopped.set_exception(exc)
+                return
+            if not self._callbacks:
+                stopped.set_result(None)
+                return
+            timer = loop.call_later(max(0.0, pacer.delay() - pacer.early_s), wake)
+
+        timer = loop.call_later(max(0.0, pacer.delay() - pacer.early_s), wake)
+        try:
+            await stopped
+        finally:
+            timer.cancel()
         self._task = None
+
+    def _tick(self, skipped: int) -> None:
+        """One tick: every stream's callback, then every hook."""
+        assert self.pacer is not None
+        if len(self.lateness) >= self._lateness_cap:
+            del self.lateness[: self._lateness_cap // 2]
+        self.lateness.append(self.pacer.last_lateness)
+        for handle, cb in list(self._callbacks.items()):
+            try:
+                cb(skipped)
+            except Exception:
+                logger.exception("tick callback failed; removing it")
+                self._callbacks.pop(handle, None)
+        for hook in list(self._hooks.values()):
+            try:
+                hook.after_tick()
+            except Exception:
+                logger.exception("after-tick hook failed")
 
     async def aclose(self) -> None:
         self._callbacks.clear()
