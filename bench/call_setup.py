@@ -95,13 +95,14 @@ class Probe:
         self.arrivals: list[tuple[float, str | bytes]] = []
         self.requests: Counter[str] = Counter()
         self.recording = False
+        self.events = 0
 
     def saw(self, data: str | bytes) -> None:
         # Only a substring test on the hot path; the id is read after the run.
-        if self.recording and (
-            "StasisStart" in data if isinstance(data, str) else b"StasisStart" in data
-        ):
-            self.arrivals.append((time.perf_counter(), data))
+        if self.recording:
+            self.events += 1
+            if "StasisStart" in data if isinstance(data, str) else b"StasisStart" in data:
+                self.arrivals.append((time.perf_counter(), data))
 
     def request(self, request: AriRequest) -> None:
         if self.recording:
@@ -261,6 +262,11 @@ class Result:
     """The REST client against Asterisk: "lean" (``voxtra.ari.http11``) or "aiohttp"."""
     event_filter: str = ""
     """Event kinds Asterisk was told not to send (``--event-filter``), comma-separated."""
+    events_per_call: float = 0.0
+    """Event messages the app received per call."""
+    parsed_per_call: float = float("nan")
+    """Of those, parsed (not dropped unparsed as about a channel no call owns; NaN: a
+    tree without that)."""
 
     @property
     def load(self) -> str:
@@ -414,6 +420,8 @@ async def run(
         errors.count = 0
         gc.collect()
 
+        stream = getattr(app, "_stream", None)  # bench-only reach: its skip count
+        skipped0 = getattr(stream, "events_skipped", None)
         probe.recording = True
         fake_cpu0 = fake.cpu[0] if fake is not None else 0.0
         caller_cpu[0] = 0.0
@@ -428,6 +436,7 @@ async def run(
         if profiler is not None:
             profiler.disable()
         probe.recording = False
+        skipped = getattr(stream, "events_skipped", 0) - skipped0 if skipped0 is not None else None
         fake_cpu = (fake.cpu[0] - fake_cpu0) if fake is not None else None
         failed = [r for r in results if isinstance(r, BaseException)]
         for r in failed[:3]:
@@ -478,6 +487,8 @@ async def run(
         rest_per_call=rest,
         rest_client=rest_client if target == "sandbox" else "-",
         event_filter=",".join(event_filter) if fake is None else "",
+        events_per_call=probe.events / calls,
+        parsed_per_call=(probe.events - skipped) / calls if skipped is not None else float("nan"),
     )
 
 
@@ -496,6 +507,7 @@ def _line(r: Result) -> str:
         f"sys {r.cpu_sys_ms_per_call:.3f}{others})  "
         f"dispatch p50 {r.dispatch_p50_ms:.2f} p99 {r.dispatch_p99_ms:.2f} ms "
         f"(max {r.dispatch_max_ms:.1f}, n={r.dispatch_n})  REST {rest:.2f}/call  "
+        f"events {r.events_per_call:.2f}/call ({r.parsed_per_call:.2f} parsed)  "
         f"[idle {r.idle_cpu_ms_per_s:.1f} ms/s, {r.loop}, REST client {r.rest_client}"
         f"{', without ' + r.event_filter if r.event_filter else ''}]"
     )

@@ -23,7 +23,7 @@ from voxtra import CallSession, VoxtraApp
 from voxtra.app import INSTANCE_VARIABLE
 from voxtra.ari.events import ChannelDialplan, ChannelVarset
 from voxtra.ari.transport import AriRequest, AriResponse
-from voxtra.errors import ConfigError
+from voxtra.errors import CallNoAnswer, ConfigError
 from voxtra.testing import FakeAsterisk
 
 APP = "control-plane-tests"
@@ -231,3 +231,16 @@ async def test_events_about_a_channel_no_call_owns_are_skipped_unparsed(
     ]
     assert "ChannelDestroyed" in kinds and "ChannelHangupRequest" in kinds
     assert stream.events_skipped - skipped == len(kinds)
+
+
+async def test_an_originate_never_answered_raises_no_answer_and_hangs_up(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    # originate() waits timeout + 5 s for the answer (now a timer on its future, not
+    # wait_for): timeout=-5 makes that wait end at once.
+    fake_asterisk.dial_outcome = "ring"  # rings until the test acts
+    async with fake_asterisk.serve(app):
+        with pytest.raises(CallNoAnswer, match="not answered within"):
+            await app.originate("PJSIP/bob", timeout=-5, channel_id="never-answered")
+        await fake_asterisk.wait_until(lambda: "never-answered" not in fake_asterisk.channels)
+        assert not app.registry.originates
