@@ -958,6 +958,7 @@ class MediaEngine:
                 np.take(_ENC, pcm8.view(np.uint16), out=out[:, 12:_PACKET])
             else:
                 out[:, 12:_PACKET] = np.take(_ENC, pcm8.view(np.uint16)[rows])
+            self.ticker.note_sent()
             sent = mm.send(m)
             self.stats.sent += sent
             self.stats.send_calls = mm.send_calls

@@ -138,6 +138,10 @@ class Ticker:
         self.lateness: list[float] = []
         """Recent per-tick lateness in seconds (bounded), for jitter statistics."""
         self._lateness_cap = 3000
+        self.sent_lateness: list[float] = []
+        """Recent seconds from a tick's deadline to when its packets went to the kernel
+        (``note_sent``, bounded): what the far end sees, the wake plus the work before
+        the send."""
         self._hooks: dict[str, TickHook] = {}
 
     def add(self, callback: TickCallback) -> int:
@@ -166,6 +170,16 @@ class Ticker:
 
     def remove(self, handle: int) -> None:
         self._callbacks.pop(handle, None)
+
+    def note_sent(self) -> None:
+        """A sender of this ticker's streams hands the current tick's packets over now."""
+        pacer = self.pacer
+        if pacer is None or not pacer.frame_index:
+            return
+        sent = self.sent_lateness
+        if len(sent) >= self._lateness_cap:
+            del sent[: self._lateness_cap // 2]
+        sent.append(self._clock() - (pacer.start + (pacer.frame_index - 1) * pacer.period))
 
     def __len__(self) -> int:
         return len(self._callbacks)

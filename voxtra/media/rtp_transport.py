@@ -144,12 +144,30 @@ class _TickBatch:
         queued during the tick goes out in one batch once conversions are done."""
 
     def after_tick(self) -> None:
+        # Send first, then read: the tick's packets leave as close to its deadline as
+        # the wake allows, and the inbound work (read, jitter, decode, hand-over) follows.
         if self.outbound:
             self._send_outbound()
         for endpoint in self.endpoints:
             endpoint.flush()
+        for endpoint in self.endpoints:
+            endpoint.read()
         if self.inbound:
             self._deliver_inbound()
+
+    def add_endpoint(self, endpoint: RtpEndpoint) -> None:
+        """One more stream of this ticker on ``endpoint``: the batch reads it after it sends."""
+        self.endpoints[endpoint] = self.endpoints.get(endpoint, 0) + 1
+        endpoint.read_in_tick = False
+
+    def drop_endpoint(self, endpoint: RtpEndpoint) -> None:
+        """One stream fewer on ``endpoint``; with none left it reads in its own tick again."""
+        left = self.endpoints.get(endpoint, 0) - 1
+        if left > 0:
+            self.endpoints[endpoint] = left
+        else:
+            self.endpoints.pop(endpoint, None)
+            endpoint.read_in_tick = True
 
     def _send_outbound(self) -> None:
         """Resample every stream's deferred frame for this tick at once, then send each."""
@@ -336,8 +354,7 @@ class RtpTransport(MediaTransport):
         if endpoint is not None:
             endpoint.join(self)
             self._joined = True
-            batch = self._batch
-            batch.endpoints[endpoint] = batch.endpoints.get(endpoint, 0) + 1
+            self._batch.add_endpoint(endpoint)
             self._local = endpoint.local_address
             self._live = True
             self._route()
@@ -684,12 +701,7 @@ class RtpTransport(MediaTransport):
         endpoint = self._endpoint
         if endpoint is not None and self._joined:
             self._joined = False
-            batch = self._batch
-            left = batch.endpoints.get(endpoint, 0) - 1
-            if left > 0:
-                batch.endpoints[endpoint] = left
-            else:
-                batch.endpoints.pop(endpoint, None)
+            self._batch.drop_endpoint(endpoint)
             endpoint.leave(self)
         if self._own_ticker:
             await self._ticker.aclose()

@@ -44,6 +44,7 @@ from voxtra.media import g711
 from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import FRAME_MS, AudioChunk, Codec
 from voxtra.media.resample import Quality, StreamResampler
+from voxtra.media.wakes import ReaderWakes, reader_wakes
 
 __all__ = [
     "ControlMessageEvent",
@@ -330,6 +331,7 @@ class MediaTransport(abc.ABC):
         self._in_waiters: list[asyncio.Future[None]] = []
         self._in_ended = False
         self._in_limit = max(1, inbound_queue_frames)
+        self._wakes: ReaderWakes | None = None
         self._in_conv: ChunkConverter | None = None
         self._resample_quality: Quality = resample_quality
         # Control events are read only by whoever iterates events(); a call that never
@@ -360,7 +362,8 @@ class MediaTransport(abc.ABC):
                 finally:
                     if not fut.done():  # cancelled while waiting
                         fut.cancel()
-                        self._in_waiters.remove(fut)
+                        if fut in self._in_waiters:  # else it waits for its wake's slice
+                            self._in_waiters.remove(fut)
 
     def __aiter__(self) -> AsyncIterator[AudioChunk]:
         return self.frames()
@@ -530,10 +533,21 @@ class MediaTransport(abc.ABC):
             self._wake_readers()
 
     def _wake_readers(self) -> None:
+        """Wake the readers waiting in ``frames()``: through their loop's ``ReaderWakes``,
+        so a tick's hundreds of readers run a slice per loop pass (see wakes.py)."""
         waiters, self._in_waiters = self._in_waiters, []
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
+        if not waiters:
+            return
+        loop = waiters[0].get_loop()
+        wakes = self._wakes
+        if wakes is None or wakes.loop is not loop:
+            wakes = self._wakes = reader_wakes(loop)
+        if loop.is_closed():  # nothing will run the slices: complete them here
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            return
+        wakes.wake(waiters)
 
     def _emit(self, event: TransportEvent) -> None:
         if self._events.qsize() >= self._max_events:
