@@ -221,6 +221,13 @@ class MediaEngine:
         default each tick; ``out_skip`` rows send nothing) instead of the PCM16 that
         ``on_tick`` returns: frames already in the wire format skip the resampler and
         the encoder (``voxtra.media.engine_transport``)."""
+        self.before_read: Callable[[], None] | None = None
+        """With ``wire_out``: fills ``out_wire`` / ``out_skip`` for this tick before the
+        engine reads, and the tick's packets leave first; ``on_tick`` then gets the
+        inbound audio only. For outbound that does not wait on this tick's inbound (the
+        hub's queued call audio): reading, checking and handing over 200 calls' frames
+        before the send put 1-2 ms between a tick's deadline and its ``sendmmsg``
+        (``bench/agent_density.py --media engine``)."""
         self.resample_in = True
         """Hand ``on_tick`` PCM at ``sample_rate``. False: ``TickAudio.pcm`` is the 8 kHz
         decode (``pcm8``) and the inbound resampling is skipped (a tick's largest
@@ -550,6 +557,9 @@ class MediaEngine:
         n = self._n
         if self._routes_dirty:
             self._rebuild_routes()
+        sent_first = self.wire_out and self.before_read is not None and n > 0
+        if sent_first:
+            self._send_first(n, skipped)
         present = np.zeros(n, np.bool_)
         win = self._win[:n]
         tick_lost = self._tick_lost[:n]
@@ -580,7 +590,7 @@ class MediaEngine:
         pcm = self._up.process(pcm8, self._hist_up[:n]) if self.resample_in else pcm8
         out: npt.NDArray[np.int16] | None = None
         wire_out = self.wire_out
-        if wire_out:
+        if wire_out and not sent_first:
             self.out_wire[:n] = self._silence_code[:n, None]
             self.out_skip[:n] = False
         if self.on_tick is not None:
@@ -606,11 +616,26 @@ class MediaEngine:
                 )
                 out = None
         if wire_out:
-            self._send(None, skipped)
+            if not sent_first:
+                self._send(None, skipped)
             return
         if out is None:
             out = np.zeros((n, self.frame_samples), np.int16)
         self._send(self._down.process(out, self._hist_down[:n]), skipped)
+
+    def _send_first(self, n: int, skipped: int) -> None:
+        """``before_read`` fills this tick's wire rows (silence by default), then send."""
+        self.out_wire[:n] = self._silence_code[:n, None]
+        self.out_skip[:n] = False
+        assert self.before_read is not None
+        try:
+            self.before_read()
+        except Exception:
+            self.stats.handler_errors += 1
+            logger.exception("media engine before_read failed: this tick is silence")
+            self.out_wire[:n] = self._silence_code[:n, None]
+            self.out_skip[:n] = False
+        self._send(None, skipped)
 
     def _ingest(
         self,

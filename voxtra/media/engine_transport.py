@@ -10,7 +10,8 @@ contract: ``frames()`` yields 20 ms frames in the wire format or the format
 datagrams only from the address Asterisk gave (``set_remote``) and applies the same
 checks (payload type, frame size, RFC 3550 probation of strays).
 
-Per tick (``EngineHub._on_tick``, inside the engine's tick):
+Per tick, inside the engine's tick (outbound first, ``EngineHub._before_read``, so
+the tick's packets leave before the read; then ``EngineHub._on_tick``):
 
 - inbound, each stream whose frame came gets it as one slice of the tick's arrays:
   the G.711 payload as received, its 8 kHz PCM, or its PCM at the engine's rate
@@ -195,6 +196,7 @@ class EngineHub:
         self.engine = engine
         engine.wire_out = True
         engine.on_tick = self._on_tick
+        engine.before_read = self._before_read  # the calls' audio leaves before the read
         self._by_id: dict[int, EngineTransport] = {}
         self.busy: list[EngineTransport] = []
         """Transports with audio queued, or in their hangover after it."""
@@ -346,6 +348,8 @@ class EngineHub:
                     tr._enqueue(AudioChunk(pcm8[row].tobytes(), 8000, Codec.PCM16))
                 else:
                     tr._convert_in(AudioChunk(wire[row].tobytes(), 8000, tr.wire_codec))
+
+    def _before_read(self) -> None:
         if self.busy:
             self._outbound()
 

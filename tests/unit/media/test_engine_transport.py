@@ -141,6 +141,53 @@ async def test_sent_audio_goes_out_as_is_one_frame_a_tick_then_silence(
     assert other.played_ms == 0 and other.stats.silence_out == 6
 
 
+async def test_a_tick_sends_the_calls_audio_before_it_reads(
+    hub: EngineHub, peers: list[Peer]
+) -> None:
+    """The packets of a tick leave first; its inbound frames are read after (they once
+    waited for 200 calls' read and hand-over: 1-2 ms past the deadline)."""
+    tr = opened(hub, peers[0])
+    engine = hub.engine
+    steps: list[str] = []
+    mm = engine._mm
+    recv, send = mm.recv, mm.send
+
+    def recv_noted() -> int:
+        steps.append("read")
+        return recv()
+
+    def send_noted(m: int) -> int:
+        steps.append("send")
+        return send(m)
+
+    mm.recv = recv_noted  # type: ignore[method-assign]
+    mm.send = send_noted  # type: ignore[method-assign]
+    await tr.send(AudioChunk(frame(0x11), 8000, Codec.ULAW))
+    peers[0].send(engine.local_address, frame(0x22))
+    engine.tick()
+    assert steps == ["send", "read"]
+    assert [p.payload for p in peers[0].received()] == [frame(0x11)]
+    assert [c.data for c in drain(tr)] == [frame(0x22)]  # the inbound still delivered
+    assert tr.stats.frames_out == 1
+
+
+async def test_a_failing_outbound_step_sends_silence_and_still_reads(
+    hub: EngineHub, peers: list[Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tr = opened(hub, peers[0])
+    engine = hub.engine
+
+    def broken() -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(engine, "before_read", broken)
+    peers[0].send(engine.local_address, frame(0x22))
+    engine.tick()
+    assert [p.payload for p in peers[0].received()] == [frame(0xFF)]
+    assert [c.data for c in drain(tr)] == [frame(0x22)]
+    assert engine.stats.handler_errors == 1
+
+
 async def test_pcm_at_any_rate_is_converted_before_the_tick(
     hub: EngineHub, peers: list[Peer]
 ) -> None:
