@@ -40,9 +40,11 @@ from ``bench/realtime_agents.py``): the caller's audio streams to the service, w
 VAD finds the turns; turn latency is then from its ``speech_stopped`` to the first
 answer audio handed to the transport.
 
-``--media engine`` runs the calls' RTP as rows of one ``MediaEngine`` (``EngineHub``, what
-the app's ``media.engine`` setting opens) instead of an ``RtpTransport`` each on the
-shared socket. ``--no-profile`` skips the closing profile.
+The calls' RTP runs as rows of one ``MediaEngine`` (``EngineHub``, what the app's
+``media.engine`` setting, on by default, opens); ``--media rtp`` gives each call an
+``RtpTransport`` on the shared socket instead. ``--no-profile`` skips the closing
+profile. ``--cpus auto`` (the default) keeps this process on one CPU and the fakes and
+callers on the others: "calls per core" with the core its own.
 
 ``--experiment`` puts back, in this process only, what an earlier tree did, to measure
 one change at a time in the same run: ``deflate`` (the Deepgram socket offers
@@ -328,7 +330,7 @@ async def run_step(
     ticker = Ticker()
     endpoint: RtpEndpoint | None = None
     transports: list[Any]
-    if conf.get("media", "rtp") == "engine":
+    if conf.get("media", "engine") == "engine":
         # media.engine: every call a row of one MediaEngine (a tick as arrays), as
         # CallMedia opens them when the app's media settings ask for the engine
         hub = EngineHub.shared(ticker, "127.0.0.1", [])
@@ -645,7 +647,7 @@ def _conf(args: argparse.Namespace) -> dict[str, Any]:
         "fakes_pid": getattr(args, "fakes_pid", None),
         "engine": getattr(args, "engine", "pipeline"),
         "experiments": tuple(x for x in getattr(args, "experiment", "").split(",") if x),
-        "media": getattr(args, "media", "rtp"),
+        "media": getattr(args, "media", "engine"),
         "others_cpus": getattr(args, "others_cpus", None),
         # the speech-to-speech fake: its answer, and its gap between 100 ms of audio
         "answer": ANSWER,
@@ -675,8 +677,9 @@ def main() -> None:
     ap.add_argument(
         "--media",
         choices=("rtp", "engine"),
-        default="rtp",
-        help="calls' RTP: RtpTransport on the shared socket, or rows of one MediaEngine",
+        default="engine",
+        help="calls' RTP: rows of one MediaEngine (what the app's default media.engine "
+        "opens), or an RtpTransport each on the shared socket",
     )
     ap.add_argument(
         "--cpus",
@@ -727,7 +730,7 @@ def main() -> None:
     reference = best or min(steps, key=lambda s: s.n)
     met = best is not None and best.n >= TARGET_CALLS
     line = (
-        f"agent_density ({args.engine}{', media engine' if args.media == 'engine' else ''}): "
+        f"agent_density ({args.engine}, media {args.media}): "
         f"{best.n if best else 0} concurrent agent calls "
         f"per core held "
         f"(target >= {TARGET_CALLS}: {'MET' if met else 'NOT MET'}); at N={reference.n}: "

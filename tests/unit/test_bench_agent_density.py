@@ -47,7 +47,7 @@ def run_bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
 )
 def test_quick_run_writes_the_figures(tmp_path: Path, engine: str, module: str) -> None:
     last, data = run_bench(tmp_path, "--engine", engine)
-    assert last.startswith(f"agent_density ({engine}): ") and ("MET" in last)
+    assert last.startswith(f"agent_density ({engine}, media engine): ") and ("MET" in last)
     assert data["quick"] is True and data["target_calls"] == 200 and data["engine"] == engine
     assert isinstance(data["met"], bool) and data["summary"] == last
     [step] = data["steps"]  # --quick: one step, N=5
@@ -60,6 +60,8 @@ def test_quick_run_writes_the_figures(tmp_path: Path, engine: str, module: str) 
     assert step["cpu_us_per_call_s"] > 0 and 0 < step["core_share"] < 2
     assert 0 < step["latency_p50_ms"] <= step["latency_p95_ms"] <= step["latency_max_ms"]
     assert step["pacing_p99_ms"] >= 0 and step["tick_p99_ms"] >= 0
+    # each tick's send is timed from its deadline, and no sooner than its wake allows
+    assert step["sent_p99_ms"] >= step["tick_p99_ms"] - 1.0
     if data["calls_per_core"]:
         assert data["best"]["n"] == data["calls_per_core"] and data["best"]["held"]
     top = data["profile"]["top"]
@@ -70,13 +72,13 @@ def test_quick_run_writes_the_figures(tmp_path: Path, engine: str, module: str) 
     assert any(module in r["function"] for r in top)
 
 
-def test_quick_run_on_the_media_engine(tmp_path: Path) -> None:
-    # --media engine: the calls' RTP as rows of one MediaEngine (what media.engine
-    # opens), the same conversations; --no-profile: no closing profile (about 15 s)
-    last, data = run_bench(tmp_path, "--media", "engine", "--no-profile")
-    assert last.startswith("agent_density (pipeline, media engine): ")
-    assert data["media"] == "engine" and data["profile"] is None
+def test_quick_run_on_per_call_rtp_transports(tmp_path: Path) -> None:
+    # --media rtp: an RtpTransport per call on the shared socket instead of the
+    # engine's rows, the same conversations; --no-profile: no closing profile (~15 s)
+    last, data = run_bench(tmp_path, "--media", "rtp", "--no-profile")
+    assert last.startswith("agent_density (pipeline, media rtp): ")
+    assert data["media"] == "rtp" and data["profile"] is None
     [step] = data["steps"]
     assert step["errors"] == 0 and step["turns"] >= 1
     assert step["frames_in"] > 0.5 * step["frames_expected"] > 0
-    assert step["pacing_frames"] > 0  # the answers' audio went out through the engine
+    assert step["pacing_frames"] > 0  # the answers' audio went out through the transports
