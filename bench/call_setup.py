@@ -68,6 +68,7 @@ from voxtra.ari.aiohttp_transport import AiohttpTransport
 from voxtra.ari.client import basic_auth_header
 from voxtra.ari.transport import AriRequest, AriResponse, AriTransport, EventConnection
 from voxtra.testing import FakeAsterisk
+from voxtra.testing.asterisk import AsteriskSandbox
 from voxtra.testing.local_caller import place_local_call
 
 T = TypeVar("T")
@@ -262,6 +263,8 @@ class Result:
     """The REST client against Asterisk: "lean" (``voxtra.ari.http11``) or "aiohttp"."""
     event_filter: str = ""
     """Event kinds Asterisk was told not to send (``--event-filter``), comma-separated."""
+    dialplan_tag: bool = False
+    """Inbound calls tagged by the dialplan (``--dialplan-tag``)."""
     events_per_call: float = 0.0
     """Event messages the app received per call."""
     parsed_per_call: float = float("nan")
@@ -300,6 +303,7 @@ async def run(
     rest_client: str = "lean",
     event_filter: Sequence[str] = (),
     all_events: bool = False,
+    dialplan_tag: bool = False,
 ) -> Result:
     probe = Probe()
     app_name = f"voxtra-bench-{uuid.uuid4().hex[:6]}"
@@ -319,6 +323,23 @@ async def run(
     app.use_transport(transport)
     if all_events and hasattr(app, "ignored_events"):  # (older trees: every kind anyway)
         app.ignored_events = ()  # ChannelVarset and ChannelDialplan too, as before
+    context = "voxtra-test"
+    sandbox: AsteriskSandbox | None = None
+    if dialplan_tag:
+        # The dialplan tags inbound calls (docs/calls.md): a context of this run's own,
+        # added at run time and removed after (no change to asterisk-conf/, which would
+        # make the next test session reload the shared sandbox). An older tree ignores
+        # the attribute and tags each call by a request, through the same dialplan.
+        app.instance_tag_in_dialplan = True
+        if fake is None:
+            sandbox = AsteriskSandbox()
+            context = f"voxtra-bench-tag-{uuid.uuid4().hex[:6]}"
+            for line in (
+                "_app-X.,1,Set(VOXTRA_INSTANCE=${VOXTRA_INSTANCE_${VOXTRA_APP}})",
+                "_app-X.,2,Stasis(${VOXTRA_APP},${EXTEN:4})",
+            ):
+                sandbox.cli(f"dialplan add extension {line} into {context}")
+            sandbox.cli(f"dialplan add include voxtra-test into {context}")
     errors = _CountErrors()
     logging.getLogger("voxtra").addHandler(errors)
     logging.getLogger("voxtra").propagate = False
@@ -399,6 +420,7 @@ async def run(
                     str(1000 + n),
                     behaviour="answer",
                     variables={"VOXTRA_APP": app_name, "WAIT": "30"},
+                    context=context,
                 ),
                 caller_cpu,
             )
@@ -447,6 +469,8 @@ async def run(
         logging.getLogger("voxtra").propagate = True
         if fake is not None:
             await fake.aclose()
+        if sandbox is not None:
+            sandbox.cli(f"dialplan remove context {context}")
 
     # What is not Voxtra's: the fake's steps (all user time), the callers' originates.
     others = (fake_cpu or 0.0) + caller_cpu[0]
@@ -487,6 +511,7 @@ async def run(
         rest_per_call=rest,
         rest_client=rest_client if target == "sandbox" else "-",
         event_filter=",".join(event_filter) if fake is None else "",
+        dialplan_tag=dialplan_tag,
         events_per_call=probe.events / calls,
         parsed_per_call=(probe.events - skipped) / calls if skipped is not None else float("nan"),
     )
@@ -509,7 +534,8 @@ def _line(r: Result) -> str:
         f"(max {r.dispatch_max_ms:.1f}, n={r.dispatch_n})  REST {rest:.2f}/call  "
         f"events {r.events_per_call:.2f}/call ({r.parsed_per_call:.2f} parsed)  "
         f"[idle {r.idle_cpu_ms_per_s:.1f} ms/s, {r.loop}, REST client {r.rest_client}"
-        f"{', without ' + r.event_filter if r.event_filter else ''}]"
+        f"{', without ' + r.event_filter if r.event_filter else ''}"
+        f"{', dialplan tag' if r.dialplan_tag else ''}]"
     )
 
 
@@ -590,6 +616,7 @@ async def main_async(args: argparse.Namespace) -> list[Result]:
                                 client,
                                 [k for k in args.event_filter.split(",") if k],
                                 args.all_events,
+                                args.dialplan_tag,
                             )
                             old = bests.get(client)
                             if old is None or r.cpu_ms_per_call < old.cpu_ms_per_call:
@@ -630,6 +657,12 @@ def main() -> None:
         action="store_true",
         help="the app takes every event kind (app.ignored_events = ()): what the default "
         "filter of ChannelVarset and ChannelDialplan saves",
+    )
+    ap.add_argument(
+        "--dialplan-tag",
+        action="store_true",
+        help="inbound calls tagged by the dialplan (app.instance_tag_in_dialplan; against "
+        "the sandbox a context with the Set() line is added for the run)",
     )
     ap.add_argument(
         "--rest",

@@ -114,6 +114,9 @@ IGNORED_EVENTS = ("ChannelVarset", "ChannelDialplan")
 
 INSTANCE_VARIABLE = "VOXTRA_INSTANCE"
 """Channel variable naming the app instance that took or created a call."""
+INSTANCE_GLOBAL_PREFIX = "VOXTRA_INSTANCE_"
+"""With ``instance_tag_in_dialplan``: the global variable ``VOXTRA_INSTANCE_<app name>``
+holds the instance serving the app, for the dialplan to copy onto each call."""
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9_.]{1,32}")
 
 
@@ -192,6 +195,16 @@ class VoxtraApp:
         self.calls_handled = 0
         self.hangup_grace = 2.0
         """Seconds a handler may keep running after its call ended, then it is cancelled."""
+        self.instance_tag_in_dialplan = False
+        """True: the dialplan tags inbound calls itself, so they cost no tag request.
+        The app sets the global variable ``VOXTRA_INSTANCE_<app name>`` to its instance
+        id at start and on every reconnect, and the dialplan copies it onto the channel
+        before ``Stasis()``: ``Set(VOXTRA_INSTANCE=${VOXTRA_INSTANCE_<app name>})``
+        (docs/calls.md). Where Asterisk shows channel variables in its events (ari.conf
+        ``channelvars = VOXTRA_INSTANCE``), a call arriving without this instance's tag
+        is still tagged by a request; without them the dialplan is trusted. If the
+        global cannot be set, every call is tagged by a request, as by default."""
+        self._instance_published = False
         self.ignored_events: tuple[str, ...] = IGNORED_EVENTS
         """ARI event kinds Asterisk is asked not to send this app (its ``eventFilter``,
         set on each connection; read at :meth:`start`). Nothing in Voxtra reads
@@ -472,6 +485,9 @@ class VoxtraApp:
             await self._close_unstarted()
             raise
         self.registry.ignored_kinds = frozenset(self.ignored_events)
+        if self.instance_tag_in_dialplan:
+            # Before the events connect, so the first calls already find it.
+            await self._publish_instance()
         self._stream = AriEventStream(
             self.ari,
             self.app_name,
@@ -742,6 +758,31 @@ class VoxtraApp:
         self.active_sessions[session.id] = session
         return session
 
+    async def _publish_instance(self) -> None:
+        """Set ``VOXTRA_INSTANCE_<app>`` for the dialplan (``instance_tag_in_dialplan``)."""
+        try:
+            await self.ari.asterisk.set_variable(
+                INSTANCE_GLOBAL_PREFIX + self.app_name, self.instance_id
+            )
+        except AriError as exc:
+            self._instance_published = False
+            logger.warning(
+                "cannot set %s%s for the dialplan (%s): tagging each call by a request",
+                INSTANCE_GLOBAL_PREFIX,
+                self.app_name,
+                exc,
+            )
+        else:
+            self._instance_published = True
+
+    def _needs_tag(self, channel: Channel) -> bool:
+        """Whether an inbound call must be tagged by a request (see
+        ``instance_tag_in_dialplan``)."""
+        if not (self.instance_tag_in_dialplan and self._instance_published):
+            return True
+        shown = channel.channelvars
+        return shown is not None and shown.get(INSTANCE_VARIABLE) != self.instance_id
+
     async def _tag(self, channel_id: str) -> None:
         """Mark a call handed to this app as ours (see the module doc: reconcile)."""
         try:
@@ -836,7 +877,11 @@ class VoxtraApp:
         # it: inbound dispatch p99 5.7 ms against 1.0 for originated calls, paced,
         # docs/performance.md). The tag is written to the socket before anything the
         # handler sends; nothing but reconcile reads it.
-        tag = session.direction is CallDirection.INBOUND and session.backend == "asterisk"
+        tag = (
+            session.direction is CallDirection.INBOUND
+            and session.backend == "asterisk"
+            and self._needs_tag(context.channel)
+        )
         try:
             if self._call_start_hooks:
                 await self._run_call_hooks(self._call_start_hooks, session)
@@ -1151,6 +1196,9 @@ class VoxtraApp:
     async def _reconcile(self, connection: Connection) -> None:
         """Match our sessions with what Asterisk has after a (re)connect."""
         try:
+            if self.instance_tag_in_dialplan and connection.is_reconnect:
+                # Another instance may have served the app meanwhile (and set it).
+                await self._publish_instance()
             await self._reconcile_channels()
         finally:
             self._reconciled_generation = max(self._reconciled_generation, connection.generation)

@@ -244,3 +244,72 @@ async def test_an_originate_never_answered_raises_no_answer_and_hangs_up(
             await app.originate("PJSIP/bob", timeout=-5, channel_id="never-answered")
         await fake_asterisk.wait_until(lambda: "never-answered" not in fake_asterisk.channels)
         assert not app.registry.originates
+
+
+def _tags_sent(fake: FakeAsterisk) -> list[str]:
+    sent: list[str] = []
+    answer = fake.handle_request
+
+    async def spy(request: AriRequest) -> AriResponse:
+        if request.params.get("variable") == INSTANCE_VARIABLE:
+            sent.append(request.path.split("/")[2])
+        return await answer(request)
+
+    fake.handle_request = spy  # type: ignore[method-assign]
+    return sent
+
+
+async def test_a_dialplan_tagged_call_costs_no_tag_request(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    # instance_tag_in_dialplan: the app publishes VOXTRA_INSTANCE_<app> at start for the
+    # dialplan's Set(); without channel variables in events the dialplan is trusted.
+    app.instance_tag_in_dialplan = True
+    sent = _tags_sent(fake_asterisk)
+    app.route("1000")(_answer_and_hang_up)
+    async with fake_asterisk.serve(app):
+        published = await app.ari.asterisk.get_variable(f"VOXTRA_INSTANCE_{APP}")
+        await _one_call(fake_asterisk, app, {INSTANCE_VARIABLE: published})
+    assert published == app.instance_id
+    assert sent == []
+
+
+async def test_a_call_shown_without_this_instances_tag_is_still_tagged(app: VoxtraApp) -> None:
+    # Asterisk shows VOXTRA_INSTANCE in events (ari.conf channelvars): a call whose
+    # dialplan did not tag it, or tagged it for another instance, is tagged by a request.
+    fake = FakeAsterisk(channelvars=[INSTANCE_VARIABLE])
+    app.instance_tag_in_dialplan = True
+    sent = _tags_sent(fake)
+    app.route("1000")(_answer_and_hang_up)
+    try:
+        async with fake.serve(app):
+            mine = await _one_call(fake, app, {INSTANCE_VARIABLE: app.instance_id})
+            other = await _one_call(fake, app, {INSTANCE_VARIABLE: "someone-else"})
+            bare = await _one_call(fake, app, {})
+    finally:
+        await fake.aclose()
+    assert mine not in sent and sent == [other, bare]
+
+
+async def test_the_tag_request_stays_the_default(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    sent = _tags_sent(fake_asterisk)
+    app.route("1000")(_answer_and_hang_up)
+    async with fake_asterisk.serve(app):
+        call_id = await _one_call(fake_asterisk, app, {INSTANCE_VARIABLE: app.instance_id})
+    assert f"VOXTRA_INSTANCE_{APP}" not in fake_asterisk.global_variables
+    assert sent == [call_id]
+
+
+async def _answer_and_hang_up(call: CallSession) -> None:
+    await call.answer()
+    await call.hangup()
+
+
+async def _one_call(fake: FakeAsterisk, app: VoxtraApp, variables: dict[str, str]) -> str:
+    handled = app.calls_handled
+    call = await fake.incoming(extension="1000", variables=variables)
+    await fake.wait_until(lambda: app.calls_handled == handled + 1 and not app.active_sessions)
+    await asyncio.sleep(0.01)  # the tag, if any, is sent beside the handler
+    return call.id
