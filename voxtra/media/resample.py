@@ -344,8 +344,8 @@ def resample_many(resamplers: Sequence[StreamResampler], frames: Sequence[bytes]
             block, r0, step, blocks = blocked
             span, bo = block.shape
             s0, s1 = buf.strides
-            windows = np.lib.stride_tricks.as_strided(
-                buf[:, r0:], (len(idx), blocks, span), (s0, step * s1, s1), writeable=False
+            windows = np.ndarray(  # as in BatchResampler.process: no as_strided
+                (len(idx), blocks, span), np.float32, buf, r0 * s1, (s0, step * s1, s1)
             )
             flat = np.ascontiguousarray(windows).reshape(-1, span)
             yb = y.reshape(-1, bo)
