@@ -180,8 +180,17 @@ class EngineStream:
     def late(self) -> int:
         return self._count("late")
 
+    @property
+    def caught_up(self) -> int:
+        """Quiet frames skipped to shrink the delay a pile-up left (``MediaEngine``'s
+        catch-up: after a stall the stream played that many frames behind for good)."""
+        return self._count("caught_up")
 
-_COUNTERS = ("frames_in", "frames_out", "concealed", "lost", "late")
+
+_COUNTERS = ("frames_in", "frames_out", "concealed", "lost", "late", "caught_up")
+_QUIET_PEAK = 1024
+"""A frame whose loudest sample is below this (-30 dBFS) may be skipped to catch up:
+a phone line's noise floor is far below it and speech peaks far above."""
 
 
 class MediaEngine:
@@ -579,6 +588,8 @@ class MediaEngine:
             self._slow_path(slow, present, win)
         if not n:
             return
+        if self._held[:n].max() >= 2:
+            self._catch_up(n, present, win)
         started = self._exp[:n] >= 0
         self._counts["concealed"][:n] += started & ~present
         if self._n_alaw:  # mu-law and A-law rows: one lookup in the joined table
@@ -622,6 +633,33 @@ class MediaEngine:
         if out is None:
             out = np.zeros((n, self.frame_samples), np.int16)
         self._send(self._down.process(out, self._hist_down[:n]), skipped)
+
+    def _catch_up(self, n: int, present: npt.NDArray[np.bool_], win: npt.NDArray[np.uint8]) -> None:
+        """Streams with two or more frames waiting skip this tick's frame if it is quiet.
+
+        Frames pile up in a stream's ring when the ticker fell behind (a stall: a
+        read brings several of a stream's packets, and each tick hands on one), and
+        the stream then played that many frames late for the rest of the call: after
+        a 300 ms stall, 5 frames (100 ms) behind on every call, which is that much
+        more turn and barge-in delay (measured, tests/unit/media/test_engine_transport.py).
+        A quiet frame is skipped per tick instead, down to the one frame a late
+        packet's wait leaves held, as adaptive jitter buffers shrink in silence;
+        speech is never skipped.
+        """
+        held = self._held[:n]
+        rows = np.flatnonzero((held >= 2) & present)
+        if not len(rows):
+            return
+        pcm = _DEC[win[rows].astype(np.uint16) + self._dec_off[rows, None]]
+        rows = rows[np.abs(pcm.astype(np.int32)).max(axis=1) < _QUIET_PEAK]
+        if not len(rows):
+            return
+        head = self._head[rows]
+        win[rows] = self._ring[rows, head]
+        self._head[rows] = (head + 1) % self._depth
+        held[rows] -= 1
+        self._exp[rows] = (self._exp[rows] + 1) & 0xFFFF
+        self._counts["caught_up"][rows] += 1
 
     def _send_first(self, n: int, skipped: int) -> None:
         """``before_read`` fills this tick's wire rows (silence by default), then send."""

@@ -188,6 +188,47 @@ async def test_a_failing_outbound_step_sends_silence_and_still_reads(
     assert engine.stats.handler_errors == 1
 
 
+def _behind(tr: EngineTransport, last_sent: int) -> int:
+    """Frames of the stream received and not yet handed on."""
+    exp = tr.stream.expected_sequence
+    assert exp is not None
+    return (last_sent + 1 - exp) & 0xFFFF
+
+
+@pytest.mark.parametrize(("code", "caught_up"), [(0xFF, True), (0x00, False)])
+async def test_after_a_stall_a_stream_catches_up_in_quiet_frames_only(
+    hub: EngineHub, peers: list[Peer], code: int, caught_up: bool
+) -> None:
+    """15 packets read in one tick (the ticker stalled 300 ms): the stream played 5
+    frames behind for the rest of the call; now it skips quiet frames, one a tick,
+    down to one frame held, and never skips speech (0x00: mu-law's loudest)."""
+    tr = opened(hub, peers[0])
+    to, engine = hub.engine.local_address, hub.engine
+    seq = 100
+    for _ in range(3):
+        peers[0].send(to, frame(code), seq=seq)
+        seq += 1
+        engine.tick()
+    assert len(drain(tr)) == 3
+    for _ in range(15):  # the stall
+        peers[0].send(to, frame(code), seq=seq)
+        seq += 1
+    engine.tick()
+    # the rest of the pile-up was dropped (max_backlog); a quiet stream skips one already
+    assert _behind(tr, seq - 1) == (4 if caught_up else 5)
+    handed = len(drain(tr))
+    for _ in range(10):
+        peers[0].send(to, frame(code), seq=seq)
+        seq += 1
+        engine.tick()
+        handed += len(drain(tr))
+    assert handed == 1 + 10  # still one frame a tick to the reader
+    if caught_up:
+        assert _behind(tr, seq - 1) == 1 and tr.stream.caught_up == 4
+    else:
+        assert _behind(tr, seq - 1) == 5 and tr.stream.caught_up == 0
+
+
 async def test_pcm_at_any_rate_is_converted_before_the_tick(
     hub: EngineHub, peers: list[Peer]
 ) -> None:
