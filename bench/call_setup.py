@@ -334,12 +334,7 @@ async def run(
         if fake is None:
             sandbox = AsteriskSandbox()
             context = f"voxtra-bench-tag-{uuid.uuid4().hex[:6]}"
-            for line in (
-                "_app-X.,1,Set(VOXTRA_INSTANCE=${VOXTRA_INSTANCE_${VOXTRA_APP}})",
-                "_app-X.,2,Stasis(${VOXTRA_APP},${EXTEN:4})",
-            ):
-                sandbox.cli(f"dialplan add extension {line} into {context}")
-            sandbox.cli(f"dialplan add include voxtra-test into {context}")
+            sandbox.add_tagging_context(context)
     errors = _CountErrors()
     logging.getLogger("voxtra").addHandler(errors)
     logging.getLogger("voxtra").propagate = False

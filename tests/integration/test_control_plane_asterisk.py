@@ -68,12 +68,7 @@ async def test_a_call_tagged_by_the_dialplan_costs_no_tag_request(
     sandbox = asterisk.sandbox
     name = f"voxtra-cp-{uuid.uuid4().hex[:6]}"
     context = f"voxtra-tag-{uuid.uuid4().hex[:6]}"
-    for line in (
-        "_app-X.,1,Set(VOXTRA_INSTANCE=${VOXTRA_INSTANCE_${VOXTRA_APP}})",
-        "_app-X.,2,Stasis(${VOXTRA_APP},${EXTEN:4})",
-    ):
-        sandbox.cli(f"dialplan add extension {line} into {context}")
-    sandbox.cli(f"dialplan add include voxtra-test into {context}")
+    sandbox.add_tagging_context(context)
     tags: list[str] = []
     seen: dict[str, str] = {}
     done = asyncio.Event()

@@ -317,6 +317,19 @@ class AsteriskSandbox:
             "ari_ready": self.ari_ready(timeout=1.0),
         }
 
+    def add_tagging_context(self, context: str) -> None:
+        """Add ``context`` to the running dialplan: its ``app-<n>`` extensions copy the
+        app's instance tag onto the call (the ``Set()`` line of docs/calls.md, for
+        ``app.instance_tag_in_dialplan``) and enter ``Stasis(${VOXTRA_APP}, <n>)``; it
+        includes voxtra-test. Added at run time (``dialplan remove context`` undoes
+        it): editing asterisk-conf/ would make the next session reload the sandbox."""
+        for line in (
+            "_app-X.,1,Set(VOXTRA_INSTANCE=${VOXTRA_INSTANCE_${VOXTRA_APP}})",
+            "_app-X.,2,Stasis(${VOXTRA_APP},${EXTEN:4})",
+        ):
+            self.cli(f"dialplan add extension {line} into {context}")
+        self.cli(f"dialplan add include voxtra-test into {context}")
+
     def cli(self, command: str, timeout: float = 10.0) -> str:
         """Run an Asterisk CLI command against the running sandbox."""
         try:
