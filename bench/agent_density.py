@@ -77,6 +77,7 @@ from typing import Any
 import numpy as np
 
 from voxtra.media import g711
+from voxtra.media.collector import settle_collector
 from voxtra.media.engine_transport import EngineHub
 from voxtra.media.pacer import Pacer, Ticker
 from voxtra.media.rtp import RtpSender
@@ -396,7 +397,8 @@ async def run_step(
         await asyncio.sleep(0.01)
     await asyncio.sleep(warm)
     gc.collect()
-    gc.freeze()  # as a long-running server would after start-up (see media_path.py)
+    threshold = gc.get_threshold()
+    settle_collector()  # what the app does once started (voxtra/media/collector.py)
     await asyncio.sleep(0.2)  # the tick the collection delayed is not part of the window
     for tr in transports:
         tr.stats.pacing_lateness_s.clear()
@@ -432,6 +434,7 @@ async def run_step(
     if endpoint is not None:
         endpoint.close()
     gc.unfreeze()
+    gc.set_threshold(*threshold)
     peer.join(5)
     turns = [
         e

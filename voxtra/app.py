@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import inspect
 import logging
 import os
@@ -91,6 +90,7 @@ from voxtra.errors import (
 from voxtra.instance import InstanceSlot
 from voxtra.logs import CALL_ID, use_json_logs
 from voxtra.media.audiosocket_transport import AudioSocketServer
+from voxtra.media.collector import settle_collector
 from voxtra.media.engine_transport import EngineHub
 from voxtra.media.pacer import Ticker
 from voxtra.providers.base import LLM, STT, TTS, VAD
@@ -521,9 +521,11 @@ class VoxtraApp:
         self._started.set()
         # Long-lived server: move start-up objects (and the embedding program's heap) out
         # of the collector's way; full collections otherwise stall the 20 ms media clock
-        # (~23 ms at 500 calls; 43 ms of a large heap made a hole in live echo audio).
-        # Here, not only in run(): apps embedded with start()/stop() need it as much.
-        gc.freeze()
+        # (~23 ms at 500 calls; 43 ms of a large heap made a hole in live echo audio),
+        # and collect the middle generation rarely (voxtra/media/collector.py: 5-11 ms
+        # every 0.4 s at 200 agent calls). Here, not only in run(): apps embedded with
+        # start()/stop() need it as much.
+        settle_collector()
 
     async def _close_unstarted(self) -> None:
         """Undo a start() that failed before the event stream ran."""
