@@ -602,8 +602,7 @@ class MediaEngine:
         out: npt.NDArray[np.int16] | None = None
         wire_out = self.wire_out
         if wire_out and not sent_first:
-            self.out_wire[:n] = self._silence_code[:n, None]
-            self.out_skip[:n] = False
+            self._silence_wire_rows(n)
         if self.on_tick is not None:
             audio = TickAudio(self._ids[:n], pcm, present, win, pcm8, tick_lost)
             try:
@@ -663,17 +662,20 @@ class MediaEngine:
 
     def _send_first(self, n: int, skipped: int) -> None:
         """``before_read`` fills this tick's wire rows (silence by default), then send."""
-        self.out_wire[:n] = self._silence_code[:n, None]
-        self.out_skip[:n] = False
+        self._silence_wire_rows(n)
         assert self.before_read is not None
         try:
             self.before_read()
         except Exception:
             self.stats.handler_errors += 1
             logger.exception("media engine before_read failed: this tick is silence")
-            self.out_wire[:n] = self._silence_code[:n, None]
-            self.out_skip[:n] = False
+            self._silence_wire_rows(n)
         self._send(None, skipped)
+
+    def _silence_wire_rows(self, n: int) -> None:
+        """Every row's ``out_wire`` back to its silence code, none skipped."""
+        self.out_wire[:n] = self._silence_code[:n, None]
+        self.out_skip[:n] = False
 
     def _ingest(
         self,

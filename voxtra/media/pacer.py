@@ -62,6 +62,11 @@ class Pacer:
     def next_deadline(self) -> float:
         return self.start + self.frame_index * self.period
 
+    @property
+    def last_deadline(self) -> float:
+        """The deadline of the frame slot last consumed (``advance``)."""
+        return self.start + (self.frame_index - 1) * self.period
+
     def reset(self, start: float | None = None) -> None:
         """Start a new timeline (e.g. when sending resumes after a pause)."""
         self.start = self.clock() if start is None else start
@@ -105,7 +110,7 @@ class Pacer:
         lateness; returns frames skipped. ``wait`` without the sleep."""
         now = self.clock()
         skipped = self.advance(now)
-        self.last_lateness = now - (self.start + (self.frame_index - 1) * self.period)
+        self.last_lateness = now - self.last_deadline
         return skipped
 
 
@@ -179,7 +184,7 @@ class Ticker:
         sent = self.sent_lateness
         if len(sent) >= self._lateness_cap:
             del sent[: self._lateness_cap // 2]
-        sent.append(self._clock() - (pacer.start + (pacer.frame_index - 1) * pacer.period))
+        sent.append(self._clock() - pacer.last_deadline)
 
     def __len__(self) -> int:
         return len(self._callbacks)

@@ -542,11 +542,6 @@ class MediaTransport(abc.ABC):
         wakes = self._wakes
         if wakes is None or wakes.loop is not loop:
             wakes = self._wakes = reader_wakes(loop)
-        if loop.is_closed():  # nothing will run the slices: complete them here
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-            return
         wakes.wake(waiters)
 
     def _emit(self, event: TransportEvent) -> None:

@@ -43,7 +43,13 @@ class ReaderWakes:
         return len(self._due)
 
     def wake(self, waiters: list[asyncio.Future[None]]) -> None:
-        """Complete ``waiters`` in coming loop passes, in order (cancelled ones skipped)."""
+        """Complete ``waiters`` in coming loop passes, in order (cancelled ones skipped);
+        at once if the loop is closed (nothing would run the passes)."""
+        if self.loop.is_closed():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            return
         self._due.extend(waiters)
         if not self._scheduled:
             self._scheduled = True
