@@ -209,6 +209,8 @@ class Ticker:
                 if not stopped.done():
                     stopped.set_exception(exc)
                 return
+            if stopped.done():  # the task was cancelled during the tick (aclose)
+                return
             if not self._callbacks:
                 stopped.set_result(None)
                 return

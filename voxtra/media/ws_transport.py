@@ -415,7 +415,7 @@ class WebSocketMediaTransport(MediaTransport):
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self._wake.wait(), (backlog - FRAME_MS) / 1000.0)
                         continue
-                    tail = self._pop_frame() or b""
+                    tail = self._pop_frame(hold=False) or b""
                     data = self._pending + tail
                     data += self._silence_bytes(-len(data) % self._send_unit)
                     await self._send_audio(data, 1 if tail else 0)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from aiohttp import WSMsgType, web
 
+from voxtra.media import g711
 from voxtra.media.audiosocket import AudioSocketParser, Kind, build_uuid
 from voxtra.media.audiosocket_transport import AudioSocketServer, AudioSocketTransport
 from voxtra.media.frames import AudioChunk, Codec
@@ -141,14 +142,45 @@ async def test_rtp_wideband_audio_after_silence_goes_out_on_the_next_tick(
     try:
         tick(tr, 5)
         await tr.send(tone(60, 16000))
-        tick(tr, 4)
-        pkts = udp_peer.take(9)
+        tick(tr, 4)  # three frames, then an empty slot (the hangover)
+        pkts = udp_peer.take(8)
     finally:
         await tr.close()
     silent = [p.payload == b"\xff" * 160 for p in pkts]
     assert silent[:5] == [True] * 5 and silent[5:8] == [False] * 3
     assert consecutive(pkts)
     assert tr.stats.frames_out >= 3 and tr.played_ms == tr.stats.frames_out * 20
+
+
+async def test_rtp_wideband_frame_one_slot_late_leaves_no_hole(udp_peer: UdpPeer) -> None:
+    """An echo at 16 kHz whose next frame misses one slot: the resampler's last few
+    milliseconds wait for it rather than going out padded with silence in that slot
+    (a 10 ms hole near the end of a CI run's 16 kHz RTP echo, under load)."""
+    tr = await manual_rtp("ulaw", udp_peer)
+    audio = tone(400, 16000).data
+    frame = 640  # 20 ms at 16 kHz
+    try:
+        tick(tr, 2)
+        for k in range(20):
+            if k == 10:
+                tick(tr)  # the app's frame is one slot late
+            await tr.send(AudioChunk(audio[k * frame : (k + 1) * frame], 16000, Codec.PCM16))
+            tick(tr)
+        tick(tr, 8)  # the hangover, the padded tail, then silence
+        pkts = udp_peer.take(2 + 20 + 1 + 1)
+    finally:
+        await tr.close()
+    assert all(p.payload == b"\xff" * 160 for p in pkts[:2])
+    body = b"".join(p.payload for p in pkts[2:22])
+    pcm = np.frombuffer(g711.ulaw_to_pcm16(body), np.int16).astype(np.float64)
+    levels = [float(np.sqrt(np.mean(pcm[i : i + 80] ** 2))) for i in range(0, len(pcm), 80)]
+    first = next(i for i, v in enumerate(levels) if v > 2000)
+    assert first <= 1 and min(levels[first:]) > 2000  # 400 ms of tone, in one piece
+    # The late slot sent nothing; the sequence runs on and the timestamp skips it.
+    gaps = [(b.timestamp - a.timestamp) & 0xFFFFFFFF for a, b in itertools.pairwise(pkts[2:22])]
+    assert sorted(gaps) == [160] * 18 + [320]
+    assert tr.stats.frames_out == 21 and tr.stats.underruns == 3  # late slot, end, tail
+    assert pkts[-1].payload == b"\xff" * 160  # silence once the hangover is over
 
 
 async def test_rtp_stream_on_the_real_clock_never_pauses(udp_peer: UdpPeer) -> None:
