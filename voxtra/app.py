@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
+from voxtra import eventloop
 from voxtra._callbacks import check_callback
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriConnectionError, AriError, AriNotFound, AriServerError
@@ -695,7 +696,7 @@ class VoxtraApp:
             finally:
                 await self.stop()
 
-        asyncio.run(main())
+        eventloop.run(main(), self.settings.event_loop)
 
     # -- event dispatch (synchronous: never awaits user code) ---------------------------
 

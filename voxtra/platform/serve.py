@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from voxtra import eventloop
 from voxtra.app import VoxtraApp
 from voxtra.errors import ConfigError
 from voxtra.platform.api import create_api
@@ -178,4 +179,4 @@ def serve(app: VoxtraApp, *, log_level: str | None = None) -> None:
         finally:
             await server.stop()
 
-    asyncio.run(main())
+    eventloop.run(main(), app.settings.event_loop)

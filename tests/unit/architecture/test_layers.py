@@ -20,7 +20,7 @@ PACKAGE = ROOT / "voxtra"
 # Lowest first. A module may import only modules of its own layer or a lower one; within
 # a layer, the graph must still be free of cycles. Longest prefix wins.
 LAYERS: list[tuple[str, ...]] = [
-    ("voxtra.errors", "voxtra._callbacks", "voxtra.instance", "voxtra.logs"),
+    ("voxtra.errors", "voxtra._callbacks", "voxtra.instance", "voxtra.logs", "voxtra.eventloop"),
     ("voxtra.config",),
     ("voxtra.media", "voxtra.ari", "voxtra.providers", "voxtra.pipeline", "voxtra.recording"),
     # the managed local LLM (issue 13): over the openai provider
