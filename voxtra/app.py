@@ -878,8 +878,11 @@ class VoxtraApp:
         # the module doc) right after its handler task is made, not before: the
         # handler then starts while the tag's round trip is under way (it waited for
         # it: inbound dispatch p99 5.7 ms against 1.0 for originated calls, paced,
-        # docs/performance.md). The tag is written to the socket before anything the
-        # handler sends; nothing but reconcile reads it.
+        # docs/performance.md). With a pooled connection free, the tag is written to the
+        # socket before anything the handler sends; when the tag needs a new connection
+        # the handler may run first (a CI run read the tag 404 from another process
+        # just after the handler's first line). It lands within a round trip either
+        # way, as it did before the handler; nothing but reconcile reads it.
         tag = (
             session.direction is CallDirection.INBOUND
             and session.backend == "asterisk"
