@@ -421,7 +421,7 @@ class VoxtraSettings(_SettingsModel):
     ari_reconnect_max_backoff: float = Field(default=3.0, gt=0)
     ari_heartbeat: float = Field(default=10.0, gt=0)
     #: The loop ``voxtra run`` / ``voxtra serve`` run on (``voxtra.eventloop``): "auto"
-    #: takes uvloop when installed (``voxtra[speed]``; 5-16% less CPU a call setup),
+    #: takes uvloop when installed (``voxtra[speed]``; ~10% less CPU a call setup),
     #: "uvloop" requires it, "asyncio" keeps asyncio's own.
     event_loop: Literal["auto", "asyncio", "uvloop"] = "auto"
 

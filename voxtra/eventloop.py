@@ -8,10 +8,10 @@ start their loop here; ``settings.event_loop`` (``VOXTRA_EVENT_LOOP``) chooses:
 - ``"uvloop"``: uvloop or a ``ConfigError`` saying how to install it;
 - ``"asyncio"``: asyncio's own loop.
 
-Why: a call setup through the control plane costs 5-16% less of Voxtra's CPU on uvloop
-against Asterisk 22 (``bench/call_setup.py --rate 0 --calls 2000``, three alternated
-pairs on the 2-core CI box: outbound 0.427 / 0.407 / 0.364 -> 0.385 / 0.373 / 0.345 ms
-a call, inbound 0.390 / 0.398 / 0.328 -> 0.372 / 0.336 / 0.310; docs/performance.md).
+Why: a call setup through the control plane costs about a tenth less of Voxtra's CPU on
+uvloop against Asterisk 22 (``bench/call_setup.py --rate 0 --calls 2000``, five
+alternated pairs on the 2-core CI box, lower in 9 of 10: median 0.407 -> 0.373 ms a
+call outbound, 0.390 -> 0.346 inbound; docs/performance.md).
 The media path is no faster on it (its cost is numpy and the kernel's UDP), nor slower.
 Code that starts its own loop (tests, ``asyncio.run``) is not affected.
 """
