@@ -33,6 +33,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -63,6 +64,12 @@ logger = logging.getLogger(__name__)
 IDLE_HANGOVER_SLOTS = 3
 """Empty 20 ms slots after audio before filler silence starts (60 ms: an echo's
 arrival jitter; well under what carriers and NAT bindings time out on)."""
+
+_now = time.monotonic  # the hold's clock (tests pin it)
+
+_HOLD_S = IDLE_HANGOVER_SLOTS * FRAME_MS / 1000
+"""A ``send`` this recent means the app feeds audio in real time: a partial frame it
+left waits (up to the hangover) for the rest instead of going out padded."""
 
 
 _SILENCE_FRAMES: dict[tuple[Codec, int], bytes] = {}
@@ -342,6 +349,7 @@ class MediaTransport(abc.ABC):
         self._closed = False
         self._played_frames = 0
         self._dry_slots = IDLE_HANGOVER_SLOTS  # idle from the start: silence at once
+        self._pushed_at = 0.0  # monotonic time of the last send(): is audio still coming?
         self.close_reason = ""
 
     # --- the contract ---------------------------------------------------------------
@@ -404,6 +412,7 @@ class MediaTransport(abc.ABC):
         if self._queued_frames() < self._max_out and not self._send_lock.locked():
             # Room and nobody waiting before us: queue now. Nothing below awaits, so this
             # is as atomic as the locked path (the per-frame hot path of an echo/agent).
+            self._pushed_at = _now()
             frames = self._framer.push(chunk)
             if frames:
                 self._out.extend(frames)
@@ -415,6 +424,7 @@ class MediaTransport(abc.ABC):
                 await self._space.wait()
                 if self._closed:
                     raise CallEnded(self.call_id, "media transport closed")
+            self._pushed_at = _now()
             frames = self._framer.push(chunk)
             if frames:
                 self._out.extend(frames)
@@ -473,16 +483,23 @@ class MediaTransport(abc.ABC):
         """The next wire frame to send, or None for an empty slot (counted as dry).
 
         With nothing queued, what the framer still holds (a partial frame, the
-        resampler's last milliseconds) is padded out with silence and sent only once
-        the stream has been dry for ``IDLE_HANGOVER_SLOTS`` (``hold=False``: at once).
-        Padded out on the first empty slot, an echo whose next frame came one slot late
-        had the resampler's held 2-3 ms sent with 17 ms of silence in its slot, and the
-        next frame started from a reset resampler: a 10 ms hole near the end of a
-        16 kHz RTP echo, in 2 of 10 runs with two CPU hogs on the box (a CI run failed
-        on it). The far end's jitter buffer absorbs the empty slot instead.
+        resampler's last milliseconds) is padded out with silence and sent at once,
+        unless the app is feeding audio in real time (its last ``send`` less than the
+        hangover ago) and the stream has been dry for less than ``IDLE_HANGOVER_SLOTS``
+        (``hold=False``: at once, always). Padded out on the first empty slot, an echo
+        whose next frame came one slot late had the resampler's held 2-3 ms sent with
+        17 ms of silence in its slot, and the next frame started from a reset
+        resampler: a 10 ms hole near the end of a 16 kHz RTP echo, in 2 of 10 runs with
+        two CPU hogs on the box (a CI run failed on it). The far end's jitter buffer
+        absorbs the empty slot instead. Audio queued ahead of time (a prompt, a TTS
+        answer) ends as before: its tail goes as soon as the queue runs dry.
         """
         if not self._out:
-            if hold and self._dry_slots < IDLE_HANGOVER_SLOTS:
+            if (
+                hold
+                and self._dry_slots < IDLE_HANGOVER_SLOTS
+                and _now() - self._pushed_at < _HOLD_S
+            ):
                 self._dry_slots += 1
                 return None
             tail = self._framer.finish()

@@ -21,6 +21,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from voxtra.media import g711
+from voxtra.media import transport as transport_module
 from voxtra.media.audiosocket import AudioSocketParser, Kind, build_uuid
 from voxtra.media.audiosocket_transport import AudioSocketServer, AudioSocketTransport
 from voxtra.media.frames import AudioChunk, Codec
@@ -152,10 +153,13 @@ async def test_rtp_wideband_audio_after_silence_goes_out_on_the_next_tick(
     assert tr.stats.frames_out >= 3 and tr.played_ms == tr.stats.frames_out * 20
 
 
-async def test_rtp_wideband_frame_one_slot_late_leaves_no_hole(udp_peer: UdpPeer) -> None:
+async def test_rtp_wideband_frame_one_slot_late_leaves_no_hole(
+    udp_peer: UdpPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An echo at 16 kHz whose next frame misses one slot: the resampler's last few
     milliseconds wait for it rather than going out padded with silence in that slot
     (a 10 ms hole near the end of a CI run's 16 kHz RTP echo, under load)."""
+    monkeypatch.setattr(transport_module, "_now", lambda: 100.0)  # sends "just now"
     tr = await manual_rtp("ulaw", udp_peer)
     audio = tone(400, 16000).data
     frame = 640  # 20 ms at 16 kHz
@@ -181,6 +185,26 @@ async def test_rtp_wideband_frame_one_slot_late_leaves_no_hole(udp_peer: UdpPeer
     assert sorted(gaps) == [160] * 18 + [320]
     assert tr.stats.frames_out == 21 and tr.stats.underruns == 3  # late slot, end, tail
     assert pkts[-1].payload == b"\xff" * 160  # silence once the hangover is over
+
+
+async def test_rtp_tail_of_audio_queued_ahead_goes_at_once(
+    udp_peer: UdpPeer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prompt queued ahead of time (its last send long before the queue runs dry):
+    its padded tail follows the last whole frame in the next slot, no hangover."""
+    clock = [100.0]
+    monkeypatch.setattr(transport_module, "_now", lambda: clock[0])
+    tr = await manual_rtp("ulaw", udp_peer)
+    try:
+        await tr.send(tone(50, 16000))  # 2.5 frames
+        clock[0] += 1.0  # played out long after it was sent
+        tick(tr, 3)
+        pkts = udp_peer.take(3)  # two frames, then the tail in the very next slot
+    finally:
+        await tr.close()
+    assert not any(p.payload == b"\xff" * 160 for p in pkts)
+    assert consecutive(pkts)
+    assert tr.stats.frames_out == 3 and tr.played_ms == 60 and tr.queued_ms == 0
 
 
 async def test_rtp_stream_on_the_real_clock_never_pauses(udp_peer: UdpPeer) -> None:
