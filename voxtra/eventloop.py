@@ -28,11 +28,9 @@ from voxtra.errors import ConfigError
 __all__ = ["EventLoopChoice", "LoopFactory", "loop_factory", "run"]
 
 EventLoopChoice = Literal["auto", "asyncio", "uvloop"]
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 T = TypeVar("T")
-
-
-LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
 def loop_factory(choice: EventLoopChoice = "auto") -> LoopFactory | None:

@@ -218,3 +218,35 @@ async def test_ticker_task_ends_with_the_last_stream_and_reports_a_failed_tick()
     assert task is not None
     with pytest.raises(RuntimeError, match="pacer bug"):
         await asyncio.wait_for(task, 1.0)  # not a ticker that silently stopped
+
+
+async def test_ticker_task_cancelled_during_a_tick_stops_quietly() -> None:
+    # A stream closed inside its own tick cancels the ticker's task from within the
+    # timer callback (aclose); the callback used to go on and set the result of the
+    # cancelled future: InvalidStateError in the loop's exception handler.
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: errors.append(context))
+    try:
+        ticker = Ticker(1)
+        cancelled: list[asyncio.Task[None]] = []
+
+        def close_within_the_tick(_skipped: int) -> None:
+            # The last stream leaves and the ticker's task is cancelled, both inside
+            # the tick, as aclose() does from a stream closed in its own callback.
+            ticker.remove(handle)
+            task = ticker._task
+            assert task is not None
+            task.cancel()
+            cancelled.append(task)
+
+        handle = ticker.add(close_within_the_tick)
+        while not cancelled:
+            await asyncio.sleep(0.002)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(cancelled[0], 1.0)
+        await asyncio.sleep(0.01)  # any wake scheduled after the tick has run by now
+    finally:
+        loop.set_exception_handler(previous)
+    assert errors == []
