@@ -459,7 +459,11 @@ class WhisperStream:
             text, confidence = await early
         else:
             text, confidence = await self._provider.decode(parts)
-        return Transcript(text, True, confidence, start, start + length) if text else None
+        # Nothing heard is an empty final, still with the span it covers (a caller of
+        # max_utterance_s cuts, or a turn's metrics, can place it on the stream).
+        if not text:
+            return Transcript("", True, None, start, start + length)
+        return Transcript(text, True, confidence, start, start + length)
 
     def transcripts(self) -> AsyncIterator[Transcript]:
         return self._utterances.transcripts()
