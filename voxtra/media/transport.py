@@ -412,11 +412,7 @@ class MediaTransport(abc.ABC):
         if self._queued_frames() < self._max_out and not self._send_lock.locked():
             # Room and nobody waiting before us: queue now. Nothing below awaits, so this
             # is as atomic as the locked path (the per-frame hot path of an echo/agent).
-            self._pushed_at = _now()
-            frames = self._framer.push(chunk)
-            if frames:
-                self._out.extend(frames)
-                self._on_queued()
+            self._push(chunk)
             return
         async with self._send_lock:
             while self._queued_frames() >= self._max_out:
@@ -424,11 +420,15 @@ class MediaTransport(abc.ABC):
                 await self._space.wait()
                 if self._closed:
                     raise CallEnded(self.call_id, "media transport closed")
-            self._pushed_at = _now()
-            frames = self._framer.push(chunk)
-            if frames:
-                self._out.extend(frames)
-                self._on_queued()
+            self._push(chunk)
+
+    def _push(self, chunk: AudioChunk) -> None:
+        """Frame ``chunk`` into the outbound queue (``send``'s both paths)."""
+        self._pushed_at = _now()
+        frames = self._framer.push(chunk)
+        if frames:
+            self._out.extend(frames)
+            self._on_queued()
 
     async def flush(self) -> None:
         """Drop every queued frame (and the partial one); playback stops within a frame."""
@@ -495,14 +495,12 @@ class MediaTransport(abc.ABC):
         answer) ends as before: its tail goes as soon as the queue runs dry.
         """
         if not self._out:
-            if (
+            held = (
                 hold
                 and self._dry_slots < IDLE_HANGOVER_SLOTS
                 and _now() - self._pushed_at < _HOLD_S
-            ):
-                self._dry_slots += 1
-                return None
-            tail = self._framer.finish()
+            )
+            tail = None if held else self._framer.finish()
             if not tail:
                 self._dry_slots += 1
                 return None
