@@ -722,9 +722,12 @@ class SpeechToSpeechEngine:
     async def _barge_in(self, response: SpeechResponse, now: float) -> None:
         media = self._media
         assert media is not None
-        # Flush first: the caller must stop hearing the agent before anything else.
+        # The answer is marked cut before the flush's first await: while the flush is
+        # suspended, say() must not see an empty queue on an answer still marked
+        # whole (a clean-clone CI run returned one as played to its end), and audio
+        # arriving meanwhile must not be queued behind it. The bookkeeping up to the
+        # flush is synchronous, so the caller stops hearing the agent no later.
         played = media.played_ms
-        await media.flush()
         response.interrupted = True
         heard_text = response.heard_text(played)
         played_ms = response.played_ms(played)
@@ -741,6 +744,7 @@ class SpeechToSpeechEngine:
                 if not text and not out.message.tool_calls:
                     self._drop_message(out.message)
         response.heard = (heard_text, played_ms)
+        await media.flush()
         with contextlib.suppress(Exception):
             await self._cancel(response, cuts)
         self._emit(BargeInEvent(heard_text, played_ms, now))
