@@ -50,7 +50,9 @@ callers on the others: "calls per core" with the core its own.
 one change at a time in the same run: ``deflate`` (the Deepgram socket offers
 permessage-deflate), ``stt-frames`` (the STT is sent each 20 ms frame as its own
 message), ``tts-20ms`` (ElevenLabs audio cut into 20 ms pieces), ``wake-all`` (a tick's readers all
-woken in one loop pass, not a slice per pass).
+woken in one loop pass, not a slice per pass), ``sdk-http`` (the OpenAI and
+ElevenLabs SDKs on their own httpx clients, not on the aiohttp-backed ones an app
+shares: voxtra/providers/http.py).
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ from voxtra.media.wakes import reader_wakes
 from voxtra.pipeline import BargeInEvent, PipelineEvent, TurnMetrics, VoicePipeline
 from voxtra.providers.deepgram_stt import DeepgramSTT
 from voxtra.providers.elevenlabs_tts import ElevenLabsTTS
+from voxtra.providers.http import shared_http
 from voxtra.providers.openai_llm import OpenAILLM
 from voxtra.providers.webrtc_vad import WebRtcVAD
 from voxtra.testing.audio import read_wav, synthesize_wav
@@ -561,6 +564,13 @@ async def prime(urls: tuple[str, str, str]) -> None:
 
 
 async def search(args: argparse.Namespace, urls: tuple[str, str, str], script: bytes) -> Any:
+    if "sdk-http" in _conf(args)["experiments"]:
+        return await _search(args, urls, script)
+    async with shared_http():  # as a VoxtraApp holds one from start() to stop()
+        return await _search(args, urls, script)
+
+
+async def _search(args: argparse.Namespace, urls: tuple[str, str, str], script: bytes) -> Any:
     conf = _conf(args)
     if "wake-all" in conf["experiments"]:
         reader_wakes().slice_size = 1 << 30  # every reader of a tick in one loop pass
@@ -631,7 +641,7 @@ async def search(args: argparse.Namespace, urls: tuple[str, str, str], script: b
 
 # -- what-if experiments ----------------------------------------------------------------
 
-EXPERIMENTS = ("deflate", "stt-frames", "tts-20ms", "wake-all")
+EXPERIMENTS = ("deflate", "stt-frames", "tts-20ms", "wake-all", "sdk-http")
 """What an earlier tree did, put back per run (see the module's doc)."""
 
 

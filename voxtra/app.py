@@ -95,6 +95,7 @@ from voxtra.media.collector import settle_collector
 from voxtra.media.engine_transport import EngineHub
 from voxtra.media.pacer import Ticker
 from voxtra.providers.base import LLM, STT, TTS, VAD
+from voxtra.providers.http import HttpScope, context_with, current_scope
 from voxtra.recording.app_recordings import AppRecordings
 from voxtra.recording.delivery import DeliveredHook
 from voxtra.recording.metadata import RecordingMetadata
@@ -192,6 +193,7 @@ class VoxtraApp:
         """Which call owns which channel, bridge and originate (event routing)."""
         self.active_sessions: dict[str, CallSession] = {}
         self._assists: set[AgentAssist] = set()
+        self._http: HttpScope | None = None
         """Live agent assists (closed at stop: some are on channels no call owns)."""
         self.calls_handled = 0
         self.hangup_grace = 2.0
@@ -503,6 +505,10 @@ class VoxtraApp:
             wants=self.registry.concerns,
         )
         self._accepting = True
+        # The HTTP providers' shared aiohttp-backed clients (voxtra/providers/http.py):
+        # entered before the events' task starts, so every call's task inherits it.
+        self._http = HttpScope()
+        self._http.enter()
         self._runner = asyncio.create_task(self._run_stream(), name="voxtra-ari-events")
         try:
             await self._stream.wait_connected(timeout)
@@ -644,6 +650,9 @@ class VoxtraApp:
         with contextlib.suppress(asyncio.CancelledError):
             await self._runner
         self._runner = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
         await self.ari.close()
         if self._instance_slot is not None:
             # Now a new process (or a restart) takes this slot and its id.
@@ -796,8 +805,14 @@ class VoxtraApp:
     def _start_call(
         self, session: CallSession, info: CallInfo | None, handler: CallHandler | None = None
     ) -> asyncio.Task[None]:
+        http = self._http
+        # A call started from outside the app's tasks (a Twilio stream's, in the web
+        # server's task) still gets the app's shared HTTP clients.
+        context = None if http is None or current_scope() is http else context_with(http)
         task = asyncio.create_task(
-            self._run_call(session, info, handler), name=f"voxtra-call-{session.id}"
+            self._run_call(session, info, handler),
+            name=f"voxtra-call-{session.id}",
+            context=context,
         )
         self._call_tasks.add(task)
         task.add_done_callback(self._call_tasks.discard)

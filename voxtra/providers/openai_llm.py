@@ -32,6 +32,7 @@ from pydantic import SecretStr
 from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.providers.base import ChatMessage, LLMChunk, ToolCall, ToolSpec
+from voxtra.providers.http import shared_client
 
 __all__ = ["OpenAILLM", "json_tool_instructions", "json_tool_schema"]
 
@@ -45,6 +46,14 @@ class _PartialCall:
     id: str = ""
     name: str = ""
     arguments: str = ""
+
+
+def _aiohttp_client() -> Any:
+    """The OpenAI SDK's own client on aiohttp (its ``aiohttp`` extra; it raises when
+    that is not installed, and the SDK's default client is used)."""
+    from openai import DefaultAioHttpClient
+
+    return DefaultAioHttpClient()
 
 
 def to_openai_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
@@ -350,7 +359,22 @@ class OpenAILLM:
             max_retries=max_retries,
             timeout=timeout,
         )
+        self._shared: tuple[object, AsyncOpenAI] | None = None
         self._stream_cls = AsyncStream[object]
+
+    def _sdk(self) -> Any:
+        """The SDK client for this request: on the app's shared aiohttp-backed HTTP
+        client when there is one (voxtra.providers.http: about half the CPU a streamed
+        answer costs through httpx's own stack), else the SDK's own."""
+        http = shared_client("openai", _aiohttp_client)
+        if http is None:
+            return self._client
+        shared = self._shared
+        if shared is None or shared[0] is not http:
+            # One copy per shared client (an app's lifetime): the same key, URL,
+            # retries and timeout, another transport.
+            shared = self._shared = (http, self._client.with_options(http_client=http))
+        return shared[1]
 
     async def _stream(self, request: Mapping[str, Any]) -> Any:
         """Start a streamed completion through the SDK (its HTTP client, headers, retries,
@@ -365,7 +389,7 @@ class OpenAILLM:
         1.5): 2,456-3,496 us through ``create()``, 1,113-1,622 us this way; at N=46
         agent calls that was about a tenth of the process's CPU."""
         body, options = _split_request(request)
-        return await self._client.post(
+        return await self._sdk().post(
             "/chat/completions",
             body=body,
             cast_to=object,
@@ -457,7 +481,7 @@ class OpenAILLM:
         if request is None:
             return
         try:
-            await self._client.chat.completions.create(**request)
+            await self._sdk().chat.completions.create(**request)
         except Exception as exc:
             raise ProviderError(self.name, f"warm-up failed: {_describe(exc)}") from exc
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
 import numpy as np
 import pytest
 
@@ -13,7 +14,10 @@ from voxtra.media import g711
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.providers.base import TTS
 from voxtra.providers.elevenlabs_tts import ElevenLabsTTS
+from voxtra.providers.http import HttpScope, shared_client
 from voxtra.testing.fakes import FakeElevenLabs
+
+pytestmark = pytest.mark.usefixtures("http_scope")  # each test on both HTTP stacks
 
 
 async def synth(tts: ElevenLabsTTS, text: str) -> list[AudioChunk]:
@@ -106,3 +110,23 @@ async def test_cancelling_stops_quickly_and_client_stays_usable() -> None:
 def test_unknown_format_is_config_error() -> None:
     with pytest.raises(ConfigError, match="output_format"):
         ElevenLabsTTS("k", "v", output_format="mp3_44100_128")
+
+
+async def test_in_a_shared_scope_the_sdk_runs_on_one_aiohttp_session(
+    http_scope: HttpScope | None,
+) -> None:
+    async with FakeElevenLabs("xi-key", ms_per_char=10) as fake:
+        tts = ElevenLabsTTS("xi-key", "v", base_url=fake.url, timeout=7.0)
+        assert await synth(tts, "first")
+        assert await synth(tts, "second")
+        assert len(fake.requests) == 2
+    if http_scope is None:
+        assert shared_client("httpx", object) is None  # no scope: the SDK's own client
+        return
+    client = http_scope.clients["httpx"]  # made on the first request, then reused
+    session = client._transport.client
+    assert isinstance(session, aiohttp.ClientSession) and not session.closed
+    assert tts._sdk()._client_wrapper.httpx_client.httpx_client is client
+    await http_scope.aclose()
+    assert session.closed and client.is_closed
+    assert tts._sdk() is tts._client  # back on the SDK's own client

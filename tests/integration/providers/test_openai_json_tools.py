@@ -23,6 +23,8 @@ from voxtra.providers.openai_llm import OpenAILLM
 from voxtra.testing.doubles import EnergyVAD, ScriptedSTT, ScriptedTTS
 from voxtra.testing.fakes import FakeOpenAI, OpenAIReply
 
+pytestmark = pytest.mark.usefixtures("http_scope")  # each test on both HTTP stacks
+
 WEATHER = ToolSpec(
     "get_weather",
     "Today's weather in a city.",

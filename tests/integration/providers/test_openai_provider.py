@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 
+import aiohttp
 import pytest
 
 from voxtra.errors import ProviderError
 from voxtra.providers.base import LLM, ChatMessage, LLMChunk, ToolSpec
+from voxtra.providers.http import HttpScope, shared_client
 from voxtra.providers.openai_llm import OpenAILLM
 from voxtra.testing.fakes import FakeOpenAI, OpenAIReply
+
+pytestmark = pytest.mark.usefixtures("http_scope")  # each test on both HTTP stacks
 
 WEATHER = ToolSpec(
     "get_weather",
@@ -184,3 +188,22 @@ async def test_request_options_outside_the_body_still_apply() -> None:
     (request,) = f.requests
     assert request["seed"] == 7 and request["temperature"] == 0.1
     assert not {"extra_body", "extra_headers", "extra_query", "timeout"} & set(request)
+
+
+async def test_in_a_shared_scope_the_sdk_runs_on_one_aiohttp_session(
+    http_scope: HttpScope | None,
+) -> None:
+    async with FakeOpenAI("sk-test", [OpenAIReply(text="One. Two.")] * 2) as f:
+        llm = OpenAILLM("sk-test", base_url=f.base_url)
+        assert "".join(c.text for c in await collect(llm)) == "One. Two."
+        assert "".join(c.text for c in await collect(llm)) == "One. Two."
+    if http_scope is None:
+        assert shared_client("openai", object) is None  # no scope: the SDK's own client
+        return
+    client = http_scope.clients["openai"]  # made on the first request, then reused
+    session = client._transport.client
+    assert isinstance(session, aiohttp.ClientSession) and not session.closed
+    assert llm._sdk()._client is client
+    await http_scope.aclose()
+    assert session.closed and client.is_closed
+    assert llm._sdk() is llm._client  # back on the SDK's own client

@@ -15,6 +15,7 @@ from twilio_rig import make_app, running
 from voxtra import CallBusy, CallEndReason, CallFailed, CallNoAnswer, CallSession, VoxtraApp
 from voxtra.errors import NotSupported, RecordingError, VoxtraError
 from voxtra.media.frames import AudioChunk, Codec
+from voxtra.providers.http import current_scope, shared_client
 from voxtra.recording.naming import InvalidRecordingName
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.fakes.twilio import FakeTwilio, serve_asgi
@@ -504,3 +505,40 @@ async def test_played_ms_is_what_the_phone_played_not_what_was_sent(
     lag = heard_ms - report["played_ms"]
     print(f"\nheard {heard_ms} ms, sent {report['sent_ms']} ms, confirmed {report['played_ms']} ms")
     assert 60 <= lag <= 500, (heard_ms, report)
+
+
+async def test_a_stream_gets_the_apps_shared_http_clients_from_a_server_task_outside(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    # As under uvicorn: the app starts in the lifespan's task, and the web server's
+    # connections (the stream's handler among them) run in tasks that never saw it.
+    app = make_app(tmp_path, twilio)
+    seen: dict[str, Any] = {}
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        seen["http"] = shared_client("test", object)
+
+    backend = TwilioBackend(app)
+    started, done = asyncio.Event(), asyncio.Event()
+
+    async def lifespan() -> None:
+        async with fake_asterisk.serve(app):
+            started.set()
+            await done.wait()
+
+    life = asyncio.create_task(lifespan())
+    await started.wait()
+    assert current_scope() is None  # the app's scope is the lifespan task's alone
+    try:
+        async with serve_asgi(backend.asgi()) as url:
+            backend.public_url = url
+            phone = await twilio.call_in(backend.voice_url)
+            await _until(lambda: "http" in seen)
+            await phone.wait_ended(5)
+            await _until(lambda: not app.active_sessions)
+    finally:
+        await backend.aclose()
+        done.set()
+        await life
+    assert seen["http"] is not None
