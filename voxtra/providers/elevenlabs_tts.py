@@ -20,7 +20,7 @@ from pydantic import SecretStr
 from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.media.frames import AudioChunk, Codec
-from voxtra.providers.http import shared_client
+from voxtra.providers.http import ScopedSdk
 
 __all__ = ["ElevenLabsTTS"]
 
@@ -78,23 +78,20 @@ class ElevenLabsTTS:
         kwargs: dict[str, Any] = {"api_key": secret_value(api_key), "timeout": timeout}
         if base_url is not None:
             kwargs["base_url"] = base_url
-        self._kwargs = kwargs
         self._client = AsyncElevenLabs(**kwargs)
-        self._shared: tuple[object, AsyncElevenLabs] | None = None
+        # Inside an app, on the app's shared aiohttp-backed httpx client
+        # (voxtra.providers.http: a quarter of the CPU a 3 s answer costs through
+        # httpx's own stack).
+        self._scoped = ScopedSdk(
+            self._client,
+            "httpx",
+            _aiohttp_client,
+            lambda http: AsyncElevenLabs(**kwargs, httpx_client=http),
+        )
 
     def _sdk(self) -> Any:
-        """The SDK client for this request: on the app's shared aiohttp-backed HTTP
-        client when there is one (voxtra.providers.http: a quarter of the CPU a 3 s
-        answer costs through httpx's own stack), else the SDK's own."""
-        http = shared_client("httpx", _aiohttp_client)
-        if http is None:
-            return self._client
-        shared = self._shared
-        if shared is None or shared[0] is not http:
-            from elevenlabs.client import AsyncElevenLabs
-
-            shared = self._shared = (http, AsyncElevenLabs(**self._kwargs, httpx_client=http))
-        return shared[1]
+        """The SDK client for this request (see ``_scoped``)."""
+        return self._scoped.get()
 
     async def synthesize(self, text: str) -> AsyncIterator[AudioChunk]:
         """Stream audio for ``text``; closing the iterator closes the HTTP response."""

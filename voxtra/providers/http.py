@@ -33,7 +33,14 @@ from contextlib import asynccontextmanager
 from contextvars import Context, ContextVar, Token, copy_context
 from typing import Any
 
-__all__ = ["HttpScope", "context_with", "current_scope", "shared_client", "shared_http"]
+__all__ = [
+    "HttpScope",
+    "ScopedSdk",
+    "context_with",
+    "current_scope",
+    "shared_client",
+    "shared_http",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +114,30 @@ def shared_client(kind: str, make: Callable[[], Any]) -> Any:
     outside a scope."""
     scope = _current.get()
     return None if scope is None else scope.client(kind, make)
+
+
+class ScopedSdk:
+    """A provider's SDK client, on the current scope's shared HTTP client of ``kind``
+    when there is one: ``build(http)`` makes that copy, once per shared client (an
+    app's lifetime); ``own`` (the SDK's client on its own HTTP stack) otherwise."""
+
+    def __init__(
+        self, own: Any, kind: str, make_http: Callable[[], Any], build: Callable[[Any], Any]
+    ) -> None:
+        self.own = own
+        self.kind = kind
+        self._make_http = make_http
+        self._build = build
+        self._built: tuple[Any, Any] | None = None  # (the shared client, the SDK on it)
+
+    def get(self) -> Any:
+        http = shared_client(self.kind, self._make_http)
+        if http is None:
+            return self.own
+        built = self._built
+        if built is None or built[0] is not http:
+            built = self._built = (http, self._build(http))
+        return built[1]
 
 
 @asynccontextmanager

@@ -32,7 +32,7 @@ from pydantic import SecretStr
 from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.providers.base import ChatMessage, LLMChunk, ToolCall, ToolSpec
-from voxtra.providers.http import shared_client
+from voxtra.providers.http import ScopedSdk
 
 __all__ = ["OpenAILLM", "json_tool_instructions", "json_tool_schema"]
 
@@ -359,22 +359,18 @@ class OpenAILLM:
             max_retries=max_retries,
             timeout=timeout,
         )
-        self._shared: tuple[object, AsyncOpenAI] | None = None
+        # Inside an app, the same key, URL, retries and timeout on the app's shared
+        # aiohttp-backed client (voxtra.providers.http: about half the CPU a streamed
+        # answer costs through the SDK's default stack).
+        client = self._client
+        self._scoped = ScopedSdk(
+            client, "openai", _aiohttp_client, lambda http: client.with_options(http_client=http)
+        )
         self._stream_cls = AsyncStream[object]
 
     def _sdk(self) -> Any:
-        """The SDK client for this request: on the app's shared aiohttp-backed HTTP
-        client when there is one (voxtra.providers.http: about half the CPU a streamed
-        answer costs through httpx's own stack), else the SDK's own."""
-        http = shared_client("openai", _aiohttp_client)
-        if http is None:
-            return self._client
-        shared = self._shared
-        if shared is None or shared[0] is not http:
-            # One copy per shared client (an app's lifetime): the same key, URL,
-            # retries and timeout, another transport.
-            shared = self._shared = (http, self._client.with_options(http_client=http))
-        return shared[1]
+        """The SDK client for this request (see ``_scoped``)."""
+        return self._scoped.get()
 
     async def _stream(self, request: Mapping[str, Any]) -> Any:
         """Start a streamed completion through the SDK (its HTTP client, headers, retries,
