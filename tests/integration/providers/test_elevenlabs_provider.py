@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 import numpy as np
 import pytest
+from shared_http_checks import check_one_session_closed_with_the_scope
 
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.media import g711
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.providers.base import TTS
 from voxtra.providers.elevenlabs_tts import ElevenLabsTTS
-from voxtra.providers.http import HttpScope, shared_client
+from voxtra.providers.http import HttpScope
 from voxtra.testing.fakes import FakeElevenLabs
 
 pytestmark = pytest.mark.usefixtures("http_scope")  # each test on both HTTP stacks
@@ -120,13 +120,6 @@ async def test_in_a_shared_scope_the_sdk_runs_on_one_aiohttp_session(
         assert await synth(tts, "first")
         assert await synth(tts, "second")
         assert len(fake.requests) == 2
-    if http_scope is None:
-        assert shared_client("httpx", object) is None  # no scope: the SDK's own client
-        return
-    client = http_scope.clients["httpx"]  # made on the first request, then reused
-    session = client._transport.client
-    assert isinstance(session, aiohttp.ClientSession) and not session.closed
-    assert tts._sdk()._client_wrapper.httpx_client.httpx_client is client
-    await http_scope.aclose()
-    assert session.closed and client.is_closed
-    assert tts._sdk() is tts._client  # back on the SDK's own client
+    await check_one_session_closed_with_the_scope(
+        http_scope, "httpx", tts, lambda sdk: sdk._client_wrapper.httpx_client.httpx_client
+    )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 
-import aiohttp
 import pytest
+from shared_http_checks import check_one_session_closed_with_the_scope
 
 from voxtra.errors import ProviderError
 from voxtra.providers.base import LLM, ChatMessage, LLMChunk, ToolSpec
-from voxtra.providers.http import HttpScope, shared_client
+from voxtra.providers.http import HttpScope
 from voxtra.providers.openai_llm import OpenAILLM
 from voxtra.testing.fakes import FakeOpenAI, OpenAIReply
 
@@ -197,13 +197,6 @@ async def test_in_a_shared_scope_the_sdk_runs_on_one_aiohttp_session(
         llm = OpenAILLM("sk-test", base_url=f.base_url)
         assert "".join(c.text for c in await collect(llm)) == "One. Two."
         assert "".join(c.text for c in await collect(llm)) == "One. Two."
-    if http_scope is None:
-        assert shared_client("openai", object) is None  # no scope: the SDK's own client
-        return
-    client = http_scope.clients["openai"]  # made on the first request, then reused
-    session = client._transport.client
-    assert isinstance(session, aiohttp.ClientSession) and not session.closed
-    assert llm._sdk()._client is client
-    await http_scope.aclose()
-    assert session.closed and client.is_closed
-    assert llm._sdk() is llm._client  # back on the SDK's own client
+    await check_one_session_closed_with_the_scope(
+        http_scope, "openai", llm, lambda sdk: sdk._client
+    )
