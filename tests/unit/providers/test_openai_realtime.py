@@ -345,12 +345,25 @@ async def test_hangup_ends_listen_with_call_ended() -> None:
                 await asyncio.wait_for(listen, 5)
 
 
-async def test_barge_in_after_the_answer_was_generated_truncates_without_cancel() -> None:
+class SlowFlushMedia(MemoryMediaIO):
+    """A transport whose flush empties the queue, then takes 60 ms to return (as
+    one that waits for its sender would): say() polls in between (it returned the
+    cut answer as played to its end, ``interrupted=False``, before the fix)."""
+
+    async def flush(self) -> None:
+        await super().flush()
+        await asyncio.sleep(0.06)
+
+
+@pytest.mark.parametrize("media_class", [MemoryMediaIO, SlowFlushMedia])
+async def test_barge_in_after_the_answer_was_generated_truncates_without_cancel(
+    media_class: type[MemoryMediaIO],
+) -> None:
     """The service sends audio faster than real time: most cuts land after
     ``response.done``, while the transport still plays the queued answer."""
     async with FakeOpenAIRealtime(KEY, chunk_delay=0) as fake:
         engine = engine_for(fake)
-        media = MemoryMediaIO(virtual=False)
+        media = media_class(virtual=False)
         async with attached(engine, media):
             say = asyncio.create_task(engine.say(" ".join(["word"] * 10)))
             await until(lambda: media.played_ms >= 500)
@@ -358,32 +371,10 @@ async def test_barge_in_after_the_answer_was_generated_truncates_without_cancel(
             result = await asyncio.wait_for(say, 5)
             await until(lambda: bool(fake.connections[0].truncations))
         (conn,) = fake.connections
+    assert len(media.flushes) == 1
     assert result.interrupted and 500 <= result.played_ms < 3000
     assert conn.cancels == 0  # nothing left to cancel: only the truncation
     assert conn.truncations[0]["audio_end_ms"] == int(result.played_ms)
-
-
-class SlowFlushMedia(MemoryMediaIO):
-    """A transport whose flush empties the queue, then takes 60 ms to return (as
-    one that waits for its sender would): say() polls in between."""
-
-    async def flush(self) -> None:
-        await super().flush()
-        await asyncio.sleep(0.06)
-
-
-async def test_a_barge_in_is_reported_while_the_flush_is_still_running() -> None:
-    async with FakeOpenAIRealtime(KEY, chunk_delay=0) as fake:
-        engine = engine_for(fake)
-        media = SlowFlushMedia(virtual=False)
-        async with attached(engine, media):
-            say = asyncio.create_task(engine.say(" ".join(["word"] * 10)))
-            await until(lambda: media.played_ms >= 300)
-            speak(media, 300, 200)
-            result = await asyncio.wait_for(say, 5)
-            flushed = len(media.flushes)
-    assert flushed == 1
-    assert result.interrupted and 300 <= result.played_ms < 3000
 
 
 async def test_pcm_format_converts_once_each_way() -> None:
