@@ -193,8 +193,9 @@ class VoxtraApp:
         """Which call owns which channel, bridge and originate (event routing)."""
         self.active_sessions: dict[str, CallSession] = {}
         self._assists: set[AgentAssist] = set()
-        self._http: HttpScope | None = None
         """Live agent assists (closed at stop: some are on channels no call owns)."""
+        self._http: HttpScope | None = None
+        """The HTTP providers' shared clients, from start() to stop()."""
         self.calls_handled = 0
         self.hangup_grace = 2.0
         """Seconds a handler may keep running after its call ended, then it is cancelled."""
