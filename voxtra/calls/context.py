@@ -22,6 +22,7 @@ import contextlib
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -125,12 +126,29 @@ class CallContext:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.running = asyncio.Event()
         """Set once the call's task group is open (:meth:`spawn` works from then on)."""
-        self.control: CallControl | None = None
-        """The telephony backend's control of this call (set by the session); None:
-        Asterisk, through ARI directly (a context made without a session)."""
+        self._control: weakref.ref[CallControl] | None = None
 
     def __repr__(self) -> str:
         return f"<CallContext {self.id} {self.direction} {self.state}>"
+
+    @property
+    def control(self) -> CallControl | None:
+        """The telephony backend's control of this call (set by the session); None:
+        Asterisk, through ARI directly (a context made without a session), or a
+        control whose session is gone.
+
+        Held weakly: the session owns its control, and the control refers to this
+        context. A strong reference back made every call a reference cycle, which only
+        the cyclic collector could free: 51 objects a call left to it (the session, its
+        parts, task group, queues and events), and a young collection every 4 calls
+        (bench/call_setup.py against the fake, docs/performance.md). Without the cycle
+        a call's objects go as soon as the app and the user let go of the session."""
+        ref = self._control
+        return None if ref is None else ref()
+
+    @control.setter
+    def control(self, control: CallControl | None) -> None:
+        self._control = None if control is None else weakref.ref(control)
 
     # -- facts -----------------------------------------------------------------------
 
@@ -308,10 +326,15 @@ class CallContext:
         self.end_because(CallEndReason.HANGUP)
         self.hanging_up = True
         self._fail_waiters()
-        if self.control is not None:
-            await self.control.hangup(reason)
-        else:
+        if self._control is None:
             await self.hangup_channel(reason)
+        else:
+            control = self._control()
+            # A control gone with its session: the app let go of the session only once
+            # it had run the call to its end (hung up, or handed off), so there is
+            # nothing left to send, and nothing to send it with on another backend.
+            if control is not None:
+                await control.hangup(reason)
         self._hangup_sent = True
 
     async def hangup_channel(self, reason: str = "normal") -> None:
@@ -448,7 +471,7 @@ class CallContext:
 
     @property
     def hangup_callbacks(self) -> list[str]:
-        """The names of the hangup callbacks registered, in the order they will run."""
+        """The names of the hangup callbacks still to run, in the order they will run."""
         return [name for name, _ in self._hangup_callbacks]
 
     def add_hangup_callback(self, name: str, callback: Cleanup) -> None:
@@ -562,7 +585,10 @@ class CallContext:
         if self._callbacks_fired:
             return
         self._callbacks_fired = True
-        for name, callback in self._hangup_callbacks:
+        # Let go of them as they run: a callback holds the session (``on_hangup``'s
+        # closure), which holds this context: kept, a reference cycle.
+        callbacks, self._hangup_callbacks = self._hangup_callbacks, []
+        for name, callback in callbacks:
             try:
                 await callback()
             except Exception:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from typing import Any, TypeVar
 
 from voxtra._callbacks import check_callback
@@ -98,7 +99,9 @@ class CallSession:
         """The call's voice pipeline holder, made on first use of speech."""
         self.parties = CallParties(self.context, self.media_path)
         """The three-party state (callee, agent mode): see :meth:`connect`."""
-        self.secure = SecureInput(self.context, recording=self._recording_name)
+        # The recording's name through the control, not a method of the session: a
+        # bound method would make session -> secure -> session a reference cycle.
+        self.secure = SecureInput(self.context, recording=partial(_recording_name, self.control))
         """Secure DTMF capture (:meth:`secure_input`): whether it is on, what it holds."""
         self.amd: AmdResult | None = None
         """Who answered an ``originate(..., amd=True)`` call (``verdict``, ``reasons``)."""
@@ -429,9 +432,6 @@ class CallSession:
             await transport.flush()
 
     # -- recording -------------------------------------------------------------------
-
-    def _recording_name(self) -> str | None:
-        return None if self.recorder is None else self.recorder.recording
 
     async def record_start(
         self,
@@ -777,3 +777,10 @@ class CallSession:
             self.context.forget(future)
         assert isinstance(event, kind)
         return event
+
+
+def _recording_name(control: CallControl) -> str | None:
+    """The name of the call's Asterisk recording in progress, if any (secure input
+    pauses it)."""
+    recorder = control.recorder if isinstance(control, AsteriskControl) else None
+    return None if recorder is None else recorder.recording

@@ -1,0 +1,55 @@
+"""A Twilio call leaves no reference cycle either (tests/unit/test_call_garbage.py
+says why): with the cyclic collector off, its session and parts go once the app and
+the user let go of them."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twilio_rig import make_app, running
+
+from voxtra import CallSession
+from voxtra.media.frames import AudioChunk, Codec
+from voxtra.testing import FakeAsterisk
+from voxtra.testing.fakes.twilio import FakeTwilio
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+
+@pytest.fixture
+async def no_collector() -> AsyncIterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+async def test_a_twilio_call_is_freed_without_the_cyclic_collector(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path, no_collector: None
+) -> None:
+    app = make_app(tmp_path, twilio)
+    refs: dict[str, weakref.ref[Any]] = {}
+
+    @app.default
+    async def handler(call: CallSession) -> None:
+        parts = {"session": call, "context": call.context, "control": call.control}
+        refs.update({name: weakref.ref(part) for name, part in parts.items()})
+        await call.send_audio(AudioChunk(b"\x00\x01" * 160, 8000, Codec.PCM16))
+        await call.hangup()
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        await twilio.call_in(rig.backend.voice_url)
+        for _ in range(500):
+            if refs and not app.active_sessions and all(r() is None for r in refs.values()):
+                break
+            await asyncio.sleep(0.01)
+    assert set(refs) == {"session", "context", "control"}
+    assert [name for name, ref in refs.items() if ref() is not None] == []
