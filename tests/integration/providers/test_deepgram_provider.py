@@ -128,6 +128,34 @@ async def test_two_streams_are_independent() -> None:
     assert sorted(s.audio_bytes for s in fake.sessions) == [480, 1600]
 
 
+async def test_the_sdk_headers_are_built_once_per_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """deepgram-sdk looked its own version up in importlib.metadata on every connect
+    (0.9 ms of CPU): one provider now builds its headers once, and every socket still
+    sends them."""
+    from importlib import metadata
+
+    looked_up: list[str] = []
+    version = metadata.version
+
+    def counting(name: str) -> str:
+        looked_up.append(name)
+        return version(name)
+
+    monkeypatch.setattr(metadata, "version", counting)
+    async with FakeDeepgram("key", [DeepgramTurn(10_000, "hi")]) as fake:
+        stt = DeepgramSTT("key", base_url=fake.url)
+        for _ in range(3):
+            stream = await stt.stream()
+            await stream.send(FRAME)
+            await stream.close()
+    assert looked_up.count("deepgram-sdk") == 1
+    agents = {s.headers["User-Agent"] for s in fake.sessions}
+    assert len(fake.sessions) == 3 and agents == {f"deepgram-sdk/{version('deepgram-sdk')}"}
+    assert all(s.headers["Authorization"] == "Token key" for s in fake.sessions)
+
+
 async def test_the_socket_offers_no_deflate_unless_asked() -> None:
     """Telephone audio barely compresses, and permessage-deflate ran zlib over every
     audio message at both ends (issue 15): not offered unless ``compression=True``."""
