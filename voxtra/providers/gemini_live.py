@@ -50,6 +50,7 @@ from voxtra.errors import ConfigError, ProviderError
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline.agent import Tool, ToolFunc
 from voxtra.providers.base import ChatMessage, ToolCall
+from voxtra.providers.sdk_clients import reused_client
 from voxtra.providers.speech_to_speech import (
     SAY_INSTRUCTIONS,
     SpeechOutput,
@@ -122,9 +123,12 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         if ssl_context is not None:
             http["async_client_args"] = {"ssl": ssl_context}
         self._types = types
-        self._client = genai.Client(
-            api_key=secret_value(api_key),
-            http_options=types.HttpOptions(**http) if http else None,
+        key = secret_value(api_key)
+        self._client = reused_client(
+            ("gemini", key, base_url, ssl_context),
+            lambda: genai.Client(
+                api_key=key, http_options=types.HttpOptions(**http) if http else None
+            ),
         )
         self._cm: Any = None
         self._session: Any = None

@@ -58,6 +58,7 @@ from voxtra.errors import ConfigError, ProviderError
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline.agent import Tool, ToolFunc
 from voxtra.providers.base import ToolCall
+from voxtra.providers.sdk_clients import reused_client
 from voxtra.providers.speech_to_speech import (
     SAY_INSTRUCTIONS,
     SpeechOutput,
@@ -128,11 +129,12 @@ class OpenAIRealtimeEngine(SpeechToSpeechEngine):
         self.language = language
         self.turn_detection = dict(turn_detection or {})
         self.session_options = dict(session or {})
-        self._client = AsyncOpenAI(
-            api_key=secret_value(api_key),
-            base_url=base_url,
-            websocket_base_url=websocket_base_url,
-            max_retries=0,
+        key = secret_value(api_key)
+        self._client = reused_client(
+            ("openai", key, base_url, websocket_base_url),
+            lambda: AsyncOpenAI(
+                api_key=key, base_url=base_url, websocket_base_url=websocket_base_url, max_retries=0
+            ),
         )
         if getattr(self._client, "realtime", None) is None:
             raise ConfigError(
