@@ -460,8 +460,10 @@ class WhisperStream:
         else:
             text, confidence = await self._provider.decode(parts)
         # Nothing heard is an empty final, still with the span it covers (a caller of
-        # max_utterance_s cuts, or a turn's metrics, can place it on the stream).
-        if not text:
+        # max_utterance_s cuts, or a turn's metrics, can place it on the stream). A
+        # decode without a letter or digit is nothing heard too: tiny.en gives "." for
+        # a second of silence on some CPUs (an AMD EPYC box here; "" on the box before).
+        if not any(ch.isalnum() for ch in text):
             return Transcript("", True, None, start, start + length)
         return Transcript(text, True, confidence, start, start + length)
 

@@ -58,8 +58,9 @@ async def test_first_audio_comes_before_the_rest_is_rendered(tts: PiperTTS) -> N
         first = first if first is not None else time.perf_counter() - start
         chunks.append(chunk)
     total = time.perf_counter() - start
-    # measured: ~0.22 s for the first clause, ~0.6 s for the whole (9 s of audio)
-    assert first is not None and first < 0.5 and first < 0.6 * total
+    # measured: ~0.22 s for the first clause, ~0.6 s for the whole (9 s of audio) on
+    # one box, four times that on a slower one: the share is what holds everywhere
+    assert first is not None and first < 0.6 * total
     assert seconds(chunks) > 6.0
     assert max(c.duration for c in chunks) <= 0.21  # handed over in short pieces
 
