@@ -139,10 +139,11 @@ class CallContext:
 
         Held weakly: the session owns its control, and the control refers to this
         context. A strong reference back made every call a reference cycle, which only
-        the cyclic collector could free: 51 objects a call left to it (the session, its
-        parts, task group, queues and events), and a young collection every 4 calls
-        (bench/call_setup.py against the fake, docs/performance.md). Without the cycle
-        a call's objects go as soon as the app and the user let go of the session."""
+        the cyclic collector could free: about 50 objects a call (the session, its
+        parts, task group, queues and events) waited in its middle generation, and its
+        one run in 10,000 calls stopped the loop for 0.7-1.3 s (docs/performance.md,
+        session 8). Without the cycle a call's objects go as soon as the app and the
+        user let go of the session."""
         ref = self._control
         return None if ref is None else ref()
 
