@@ -67,7 +67,6 @@ async def test_an_inbound_call_is_freed_without_the_cyclic_collector(
 ) -> None:
     app = fake_app(tmp_path, "garbage-inbound")
     refs: dict[str, weakref.ref[Any]] = {}
-
     hung_up: list[str] = []
 
     @app.route("_X.")
