@@ -1125,6 +1125,10 @@ class VoxtraApp:
             raise await self._refusal(endpoint, exc) from exc
         finally:
             self.registry.originates.pop(channel_id, None)
+            # A busy or unanswered call raises from the pending's future through this
+            # frame: kept here, the pending would hold the exception that holds this
+            # frame, a reference cycle a call (tests/unit/test_call_garbage.py).
+            del pending
         session = self._new_session(
             channel,
             direction=CallDirection.OUTBOUND,

@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 from fake_apps import fake_app
 
-from voxtra import CallSession, VoxtraApp
+from voxtra import CallBusy, CallNoAnswer, CallSession, VoxtraApp
 from voxtra.ari.models import CallerID, Channel
 from voxtra.calls.context import CallContext
+from voxtra.calls.registry import PendingOriginate
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.testing import FakeAsterisk
 
@@ -105,6 +106,44 @@ async def test_an_originated_call_with_media_is_freed_without_the_cyclic_collect
         await fake_asterisk.wait_until(lambda: bool(sent) and not app.active_sessions)
         assert sent == [True]
         assert await _freed(refs, app) == []
+
+
+def _cyclic_garbage(kinds: tuple[type, ...]) -> list[str]:
+    """What the cyclic collector finds now among objects of ``kinds`` (by type name)."""
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        gc.collect()
+        found = [type(o).__name__ for o in gc.garbage if isinstance(o, kinds)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    return found
+
+
+@pytest.mark.parametrize(("outcome", "error"), [("busy", CallBusy), ("noanswer", CallNoAnswer)])
+async def test_an_originate_that_fails_leaves_no_cycle(
+    fake_asterisk: FakeAsterisk,
+    tmp_path: Path,
+    no_collector: None,
+    outcome: str,
+    error: type[Exception],
+) -> None:
+    """Many of a campaign's calls are busy or unanswered: the exception raised through
+    ``originate`` must not be held by the pending originate that its frame held."""
+    app = fake_app(tmp_path, f"garbage-{outcome}")
+    fake_asterisk.endpoint_outcomes["PJSIP/bob"] = outcome
+
+    async def dial() -> str:
+        try:
+            await app.originate("PJSIP/bob")
+        except error:
+            return outcome
+        return "answered"
+
+    async with fake_asterisk.serve(app):
+        # In a task of its own, as the platform's dialler runs each call.
+        assert await asyncio.create_task(dial()) == outcome
+        assert _cyclic_garbage((PendingOriginate, error)) == []
 
 
 async def test_a_session_the_user_keeps_still_answers_after_its_call(

@@ -657,7 +657,10 @@ class TwilioBackend:
             self._outbound[call_sid] = pending
             self._registered.notify_all()
         try:
-            return await asyncio.wait_for(asyncio.shield(pending.future), timeout + 10)
+            # asyncio.timeout, not wait_for: wait_for's frame keeps the future that
+            # holds what it raises, a reference cycle of every busy or unanswered call.
+            async with asyncio.timeout(timeout + 10):
+                return await asyncio.shield(pending.future)
         except TimeoutError:
             self._gave_up(call_sid)
             with contextlib.suppress(Exception):
@@ -676,6 +679,7 @@ class TwilioBackend:
             raise
         finally:
             self._outbound.pop(call_sid, None)
+            del pending  # it holds what was raised through this frame: a cycle a call
 
     # -- lifecycle -----------------------------------------------------------------------------
 

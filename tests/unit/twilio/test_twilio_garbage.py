@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from twilio_rig import make_app, running
 
-from voxtra import CallSession
+from voxtra import CallBusy, CallSession
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.fakes.twilio import FakeTwilio
@@ -53,3 +53,28 @@ async def test_a_twilio_call_is_freed_without_the_cyclic_collector(
             await asyncio.sleep(0.01)
     assert set(refs) == {"session", "context", "control"}
     assert [name for name, ref in refs.items() if ref() is not None] == []
+
+
+async def test_a_busy_twilio_originate_leaves_no_cycle(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path, no_collector: None
+) -> None:
+    app = make_app(tmp_path, twilio)
+    twilio.script("+15550777", "busy")
+
+    async def dial() -> str:
+        try:
+            await rig.backend.originate("+15550777", timeout=5)
+        except CallBusy:
+            return "busy"
+        return "answered"
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        assert await asyncio.create_task(dial()) == "busy"
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        try:
+            gc.collect()
+            found = [type(o).__name__ for o in gc.garbage if isinstance(o, CallBusy)]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert found == []
