@@ -54,9 +54,17 @@ class UtteranceQueue(Generic[T]):
             self._out.put_nowait(exc)
         finally:
             self._out.put_nowait(None)
+            # Let go of the decoder, a method of the stream that holds this queue: kept,
+            # every finished stream was a reference cycle (one per call).
+            self._decode = _nothing
 
     async def transcripts(self) -> AsyncIterator[Transcript]:
         while (item := await self._out.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+
+async def _nothing(item: object) -> None:
+    """The decoder of a queue whose work is done."""
+    return None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -210,3 +212,24 @@ def test_dither_is_small_and_the_same_every_time() -> None:
     assert once == again and len(once) == len(pcm)
     diff = np.frombuffer(once, "<i2").astype(int) - np.frombuffer(pcm, "<i2").astype(int)
     assert set(np.unique(diff)) <= {-1, 0, 1} and np.count_nonzero(diff) > len(diff) // 3
+
+
+async def test_a_finished_stream_is_freed_without_the_cyclic_collector(
+    keyword_stt: PocketSphinxSTT,
+) -> None:
+    """The stream's utterance queue held the stream's decoder (a bound method) after
+    its work was done: one reference cycle a call on the offline default."""
+    gc.collect()
+    gc.disable()
+    try:
+        stream = await keyword_stt.stream()
+        for _ in range(25):
+            await stream.send(AudioChunk.silence())
+        await stream.close()
+        got = await finals(stream)
+        ref = weakref.ref(stream)
+        del stream
+        assert ref() is None
+    finally:
+        gc.enable()
+    assert all(t.is_final for t in got)
