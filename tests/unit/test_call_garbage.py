@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import gc
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_apps import fake_app
+from garbage import collector_off, cyclic_garbage
 
 from voxtra import CallBusy, CallNoAnswer, CallSession, VoxtraApp
 from voxtra.ari.models import CallerID, Channel
@@ -31,13 +32,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
 @pytest.fixture
-async def no_collector() -> AsyncIterator[None]:
-    gc.collect()  # what earlier tests left, so that it is not counted here
-    gc.disable()
-    try:
+def no_collector() -> Iterator[None]:
+    with collector_off():
         yield
-    finally:
-        gc.enable()
 
 
 def _parts(session: CallSession) -> dict[str, weakref.ref[Any]]:
@@ -108,18 +105,6 @@ async def test_an_originated_call_with_media_is_freed_without_the_cyclic_collect
         assert await _freed(refs, app) == []
 
 
-def _cyclic_garbage(kinds: tuple[type, ...]) -> list[str]:
-    """What the cyclic collector finds now among objects of ``kinds`` (by type name)."""
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        gc.collect()
-        found = [type(o).__name__ for o in gc.garbage if isinstance(o, kinds)]
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-    return found
-
-
 @pytest.mark.parametrize(("outcome", "error"), [("busy", CallBusy), ("noanswer", CallNoAnswer)])
 async def test_an_originate_that_fails_leaves_no_cycle(
     fake_asterisk: FakeAsterisk,
@@ -143,7 +128,7 @@ async def test_an_originate_that_fails_leaves_no_cycle(
     async with fake_asterisk.serve(app):
         # In a task of its own, as the platform's dialler runs each call.
         assert await asyncio.create_task(dial()) == outcome
-        assert _cyclic_garbage((PendingOriginate, error)) == []
+        assert cyclic_garbage((PendingOriginate, error)) == []
 
 
 async def test_a_session_the_user_keeps_still_answers_after_its_call(

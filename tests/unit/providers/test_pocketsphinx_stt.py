@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 import weakref
 from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
+from garbage import collector_off
 
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.media.frames import AudioChunk
@@ -219,9 +219,7 @@ async def test_a_finished_stream_is_freed_without_the_cyclic_collector(
 ) -> None:
     """The stream's utterance queue held the stream's decoder (a bound method) after
     its work was done: one reference cycle a call on the offline default."""
-    gc.collect()
-    gc.disable()
-    try:
+    with collector_off():
         stream = await keyword_stt.stream()
         for _ in range(25):
             await stream.send(AudioChunk.silence())
@@ -230,6 +228,4 @@ async def test_a_finished_stream_is_freed_without_the_cyclic_collector(
         ref = weakref.ref(stream)
         del stream
         assert ref() is None
-    finally:
-        gc.enable()
     assert all(t.is_final for t in got)

@@ -5,13 +5,13 @@ the user let go of them."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from garbage import collector_off, cyclic_garbage
 from twilio_rig import make_app, running
 
 from voxtra import CallBusy, CallSession
@@ -23,13 +23,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
 
 @pytest.fixture
-async def no_collector() -> AsyncIterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
+def no_collector() -> Iterator[None]:
+    with collector_off():
         yield
-    finally:
-        gc.enable()
 
 
 async def test_a_twilio_call_is_freed_without_the_cyclic_collector(
@@ -70,11 +66,4 @@ async def test_a_busy_twilio_originate_leaves_no_cycle(
 
     async with running(app, fake_asterisk, twilio) as rig:
         assert await asyncio.create_task(dial()) == "busy"
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        try:
-            gc.collect()
-            found = [type(o).__name__ for o in gc.garbage if isinstance(o, CallBusy)]
-        finally:
-            gc.set_debug(0)
-            gc.garbage.clear()
-    assert found == []
+        assert cyclic_garbage((CallBusy,)) == []
