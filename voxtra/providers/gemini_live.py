@@ -125,7 +125,9 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         self._types = types
         key = secret_value(api_key)
         self._client = reused_client(
-            ("gemini", key, base_url, ssl_context),
+            "gemini",
+            key,
+            (base_url, ssl_context),
             lambda: genai.Client(
                 api_key=key, http_options=types.HttpOptions(**http) if http else None
             ),

@@ -131,7 +131,9 @@ class OpenAIRealtimeEngine(SpeechToSpeechEngine):
         self.session_options = dict(session or {})
         key = secret_value(api_key)
         self._client = reused_client(
-            ("openai", key, base_url, websocket_base_url),
+            "openai",
+            key,
+            (base_url, websocket_base_url),
             lambda: AsyncOpenAI(
                 api_key=key, base_url=base_url, websocket_base_url=websocket_base_url, max_retries=0
             ),

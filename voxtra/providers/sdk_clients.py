@@ -12,6 +12,7 @@ own each time, so one client serves every engine made with the same settings.
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any, TypeVar
@@ -27,9 +28,13 @@ do not pile up)."""
 _clients: OrderedDict[tuple[Hashable, ...], Any] = OrderedDict()
 
 
-def reused_client(key: tuple[Hashable, ...], make: Callable[[], T]) -> T:
-    """The client ``make()`` builds for ``key`` (the settings it is built from, the
-    SDK's name first), built the first time it is asked for."""
+def reused_client(
+    sdk: str, secret: str, settings: tuple[Hashable, ...], make: Callable[[], T]
+) -> T:
+    """The client ``make()`` builds for ``sdk`` with ``secret`` (its key) and
+    ``settings`` (the rest it is built from), built the first time it is asked for.
+    The cache holds the key's SHA-256, never the key."""
+    key = (sdk, hashlib.sha256(secret.encode()).hexdigest(), *settings)
     client = _clients.get(key)
     if client is None:
         client = _clients[key] = make()

@@ -25,6 +25,8 @@ def test_engines_of_the_same_settings_share_one_sdk_client() -> None:
     g1 = GeminiLiveEngine("key-a", base_url="http://127.0.0.1:9")
     g2 = GeminiLiveEngine("key-a", base_url="http://127.0.0.1:9")
     assert g1._client is g2._client and g1._client is not a._client
+    # The cache is keyed by the keys' digests, never the keys.
+    assert not any("key-a" in key or "key-b" in key for key in sdk_clients._clients)
 
 
 def test_the_most_recently_used_clients_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,12 +37,12 @@ def test_the_most_recently_used_clients_are_kept(monkeypatch: pytest.MonkeyPatch
         built.append(n)
         return object()
 
-    first = reused_client(("t", 0), lambda: make(0))
+    first = reused_client("t", "k", (0,), lambda: make(0))
     for n in range(1, MAX_CLIENTS):
-        reused_client(("t", n), lambda n=n: make(n))  # type: ignore[misc]
-    assert reused_client(("t", 0), lambda: make(-1)) is first  # used: kept in front
-    reused_client(("t", MAX_CLIENTS), lambda: make(MAX_CLIENTS))  # one more: ("t", 1) goes
+        reused_client("t", "k", (n,), lambda n=n: make(n))  # type: ignore[misc]
+    assert reused_client("t", "k", (0,), lambda: make(-1)) is first  # used: kept in front
+    reused_client("t", "k", (MAX_CLIENTS,), lambda: make(MAX_CLIENTS))  # one more: (1,) goes
     assert len(sdk_clients._clients) == MAX_CLIENTS
-    assert reused_client(("t", 0), lambda: make(-1)) is first
-    reused_client(("t", 1), lambda: make(1))
+    assert reused_client("t", "k", (0,), lambda: make(-1)) is first
+    reused_client("t", "k", (1,), lambda: make(1))
     assert built == [*range(MAX_CLIENTS + 1), 1]
