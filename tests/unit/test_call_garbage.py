@@ -21,9 +21,10 @@ import pytest
 from fake_apps import fake_app
 from garbage import collector_off, cyclic_garbage
 
-from voxtra import CallBusy, CallNoAnswer, CallSession, VoxtraApp
+from voxtra import CallBusy, CallEnded, CallNoAnswer, CallSession, VoxtraApp
 from voxtra.ari.models import CallerID, Channel
 from voxtra.calls.context import CallContext
+from voxtra.calls.parties import SupervisorMode
 from voxtra.calls.registry import PendingOriginate
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.testing import FakeAsterisk
@@ -188,3 +189,121 @@ async def test_a_context_whose_session_is_gone_sends_no_hangup(tmp_path: Path) -
     # backend's call, and the app had run it to its end before letting go.
     await context.hangup("busy")
     assert log == ["busy"] and context.hanging_up
+
+
+# -- a call that ends while something waits on one of its events ----------------------
+#
+# A waiter's future keeps one CallEnded for everyone awaiting it; raised into a frame
+# that holds the future, it held that frame (and through it the session) in a cycle.
+
+
+async def _caller_hangs_up_during(
+    fake: FakeAsterisk, tmp_path: Path, name: str, body: Callable[[CallSession], Any]
+) -> list[str]:
+    """Run ``body`` in an answered call, hang the caller up while it waits, and return
+    the session parts still alive once the app is done (empty: all freed)."""
+    app = fake_app(tmp_path, name)
+    refs: dict[str, weakref.ref[Any]] = {}
+
+    @app.route("_X.")
+    async def handler(call: CallSession) -> None:
+        refs.update(_parts(call))
+        await call.answer()
+        await body(call)
+
+    async with fake.serve(app):
+        caller = await fake.incoming(extension="200")
+
+        def started() -> bool:
+            # The body's wait is under way: its playback, leg or recording is there.
+            return bool(fake.playbacks or fake.originated or fake.live_recordings)
+
+        await fake.wait_until(started)
+        await asyncio.sleep(0.05)
+        await caller.hang_up()
+        await fake.wait_until(lambda: not app.active_sessions)
+        left = await _freed(refs, app)
+    assert refs, "the handler ran"
+    return left + [f"garbage: {kind}" for kind in cyclic_garbage((CallEnded, CallSession))]
+
+
+async def test_a_caller_hanging_up_during_a_prompt_leaves_no_cycle(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, no_collector: None
+) -> None:
+    """The IVR case: the caller hangs up while the handler waits for a playback."""
+    fake_asterisk.playback_duration = 30.0
+
+    async def prompt(call: CallSession) -> None:
+        await call.play_and_wait("hello-world")
+
+    assert await _caller_hangs_up_during(fake_asterisk, tmp_path, "garbage-ivr", prompt) == []
+
+
+async def test_a_caller_hanging_up_while_recording_leaves_no_cycle(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, no_collector: None
+) -> None:
+    """Voicemail: the caller hangs up instead of pressing the finish key."""
+    outcome: list[str] = []
+
+    async def voicemail(call: CallSession) -> None:
+        result = await call.record("garbage-vm", finish_on_key="#", max_length=30)
+        outcome.append(result.reason)
+
+    left = await _caller_hangs_up_during(fake_asterisk, tmp_path, "garbage-vm", voicemail)
+    assert left == []
+    assert outcome == ["hangup"]
+
+
+async def test_a_caller_hanging_up_while_connected_leaves_no_cycle(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, no_collector: None
+) -> None:
+    """The caller hangs up while put through to a callee (the callee's watch waits)."""
+
+    async def put_through(call: CallSession) -> None:
+        await call.connect(ring_time=5, to="PJSIP/bob")
+        await call.wait_ended()
+
+    left = await _caller_hangs_up_during(fake_asterisk, tmp_path, "garbage-connect", put_through)
+    assert left == []
+
+
+@pytest.mark.parametrize("outcome", ["busy", "noanswer", "ringing"])
+async def test_a_callee_who_does_not_answer_leaves_no_cycle(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, no_collector: None, outcome: str
+) -> None:
+    """A busy or unanswered callee (its exception raised through the dial), and the
+    caller hanging up while the callee still rings (the dial cancelled)."""
+    raised: list[str] = []
+    if outcome == "ringing":
+        fake_asterisk.endpoint_outcomes["PJSIP/bob"] = "ring"
+    else:
+        fake_asterisk.endpoint_outcomes["PJSIP/bob"] = outcome
+
+    async def dial(call: CallSession) -> None:
+        try:
+            await call.connect(ring_time=5, to="PJSIP/bob")
+        except (CallBusy, CallNoAnswer) as exc:
+            raised.append(type(exc).__name__)
+        await call.wait_ended()
+
+    left = await _caller_hangs_up_during(fake_asterisk, tmp_path, f"garbage-{outcome}", dial)
+    assert left == []
+    expected = {"busy": ["CallBusy"], "noanswer": ["CallNoAnswer"], "ringing": []}
+    assert raised == expected[outcome]
+
+
+async def test_a_caller_hanging_up_while_supervised_leaves_no_cycle(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, no_collector: None
+) -> None:
+    """A supervisor listens in when the caller hangs up (its watch waits)."""
+    joined: list[str] = []
+
+    async def supervised(call: CallSession) -> None:
+        await call.media()
+        supervision = await call.parties.supervise("PJSIP/boss", SupervisorMode("spy"))
+        joined.append(str(supervision.mode))
+        await call.wait_ended()
+
+    left = await _caller_hangs_up_during(fake_asterisk, tmp_path, "garbage-spy", supervised)
+    assert left == []
+    assert joined == ["spy"]

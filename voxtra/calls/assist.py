@@ -37,7 +37,7 @@ from typing import Any, Generic, TypeVar
 
 from voxtra.ari.errors import AriError, AriNotFound
 from voxtra.ari.events import AriEvent, ChannelDestroyed, StasisEnd
-from voxtra.calls.context import CallContext
+from voxtra.calls.context import CallContext, expected
 from voxtra.calls.host import CallHost
 from voxtra.calls.media import CallMedia
 from voxtra.calls.parties import CallParties
@@ -335,7 +335,7 @@ class AgentAssist:
 
     async def _watch(self, side: _Side, watch: asyncio.Future[AriEvent]) -> None:
         with contextlib.suppress(CallEnded):
-            await watch
+            await expected(watch)
         if self._closing is None:
             logger.info("call %s: agent assist: the %s left", self.call_id, side.label)
             self._closing = asyncio.ensure_future(self._close())

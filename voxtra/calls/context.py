@@ -42,7 +42,7 @@ from voxtra.calls.registry import PendingOriginate
 from voxtra.calls.state import CallDirection, CallEndReason, CallState
 from voxtra.errors import CallEnded, CallNoAnswer, ConfigError, VoxtraError
 
-__all__ = ["CallContext"]
+__all__ = ["CallContext", "expected"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,28 @@ Cleanup = Callable[[], Awaitable[None]]
 
 DTMF_QUEUE = 64
 """Digits kept for a handler that is not reading them; more are counted and dropped."""
+
+
+def _own_call_ended(shared: CallEnded) -> CallEnded:
+    """A CallEnded for one wait, the one its future keeps let go of its traceback.
+
+    Why: a waiter's future keeps one CallEnded for everyone awaiting it, and raising it
+    gives it a traceback through the awaiting frame, which holds the future: a cycle.
+    It held the whole session of every IVR caller who hung up during a prompt, and of
+    every call whose callee or supervisor was still connected when it ended
+    (tests/unit/test_call_garbage.py). Each wait raises its own instead.
+    """
+    shared.__traceback__ = None
+    return CallEnded(shared.call_id, str(shared))
+
+
+async def expected(future: asyncio.Future[T]) -> T:
+    """``await future`` for the future of :meth:`CallContext.expect` (cancelled with the
+    awaiting task), raising a CallEnded of this wait's own (see ``_own_call_ended``)."""
+    try:
+        return await future
+    except CallEnded as shared:
+        raise _own_call_ended(shared) from None
 
 
 class _Waiter:
@@ -276,7 +298,10 @@ class CallContext:
     async def wait(self, future: asyncio.Future[AriEvent], timeout: float | None) -> AriEvent:
         """Wait for an expected event. The shared future survives a timeout or a
         cancellation of this wait (a Playback may be awaited again later)."""
-        return await asyncio.wait_for(asyncio.shield(future), timeout)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout)
+        except CallEnded as shared:
+            raise _own_call_ended(shared) from None
 
     def forget(self, future: asyncio.Future[AriEvent]) -> None:
         """Stop expecting the event of ``future``."""
@@ -389,6 +414,8 @@ class CallContext:
         """Until the internal channel's StasisStart (CallEnded if it ends first)."""
         try:
             return await asyncio.wait_for(future, timeout)
+        except CallEnded as shared:
+            raise _own_call_ended(shared) from None
         finally:
             self.host.registry.stop_waiting(channel_id)
 
@@ -464,6 +491,9 @@ class CallContext:
             raise
         finally:
             self.host.registry.originates.pop(leg_id, None)
+            # Its future keeps the busy or unanswered leg's exception raised above, whose
+            # traceback holds this frame: let go of it, or they are a cycle.
+            del outcome
         return leg_id
 
     def add_cleanup(self, what: str, cleanup: Cleanup) -> None:

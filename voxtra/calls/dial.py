@@ -441,6 +441,8 @@ async def _consult(
             target = dialing.result()
         except (OriginateError, AriError) as exc:
             logger.info("call %s: transfer to %s failed: %s", context.id, endpoint, exc)
+            # The task this frame holds keeps it: without its traceback, no cycle.
+            exc.__traceback__ = None
             await _abort(context, bridge_id, consult, transferer, gone_transferer.done())
             return "gone" if gone_transferer.done() else "back"
         gone_target = context.expect(AriEvent, lambda e: _leaves(e, target))

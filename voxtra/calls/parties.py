@@ -62,6 +62,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -69,7 +70,7 @@ from typing import Any, Literal
 
 from voxtra.ari.errors import AriError, AriNotFound
 from voxtra.ari.events import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisEnd
-from voxtra.calls.context import CallContext
+from voxtra.calls.context import CallContext, expected
 from voxtra.calls.media import CallMedia
 from voxtra.calls.playback import play
 from voxtra.calls.voice import CallVoice
@@ -555,12 +556,19 @@ class CallParties:
                 dial.cancel()  # dial_leg hangs its leg up on the way out
                 with contextlib.suppress(BaseException):
                     await dial
-        if dial.cancelled():
-            raise CallEnded(context.id, f"call {context.id} ended while {endpoint} rang")
         try:
-            return dial.result()
-        except AriError as exc:
-            raise CallFailed(endpoint, None, exc.message, "Asterisk refused to dial it") from exc
+            if dial.cancelled():
+                raise CallEnded(context.id, f"call {context.id} ended while {endpoint} rang")
+            try:
+                return dial.result()
+            except AriError as exc:
+                raise CallFailed(
+                    endpoint, None, exc.message, "Asterisk refused to dial it"
+                ) from exc
+        finally:
+            # The task keeps its exception (busy, no answer, cancelled), whose traceback
+            # holds this frame once raised here: let go of the task, or they are a cycle.
+            del dial, waits
 
     async def _seat(self, mode: AgentMode) -> None:
         """Put a snoop for ``mode`` in the media bridge, then drop the previous one."""
@@ -629,7 +637,7 @@ class CallParties:
         """The callee hung up: the caller goes back to the agent, or (the agent gone)
         the call ends."""
         try:
-            await left
+            await expected(left)
         except CallEnded:
             return
         async with self._lock:
@@ -662,7 +670,9 @@ class Supervision:
     released when the supervisor hangs up, at :meth:`end`, or with the call."""
 
     def __init__(self, parties: CallParties, endpoint: str) -> None:
-        self.parties = parties
+        # Weak: the parties keep their supervisions, and a cycle would leave the whole
+        # session to the cyclic collector (tests/unit/test_call_garbage.py).
+        self._parties = weakref.ref(parties)
         self.context = parties.context
         self.endpoint = endpoint
         self.leg_id: str | None = None
@@ -676,6 +686,14 @@ class Supervision:
         self._lock = asyncio.Lock()
         self._keys_task: asyncio.Task[None | None] | None = None
         self._keys_waiter: asyncio.Future[AriEvent] | None = None
+
+    @property
+    def parties(self) -> CallParties:
+        """The call's parties; PartyError once the call's session is gone."""
+        parties = self._parties()
+        if parties is None:
+            raise PartyError(f"call {self.context.id} has ended")
+        return parties
 
     async def start(
         self,
@@ -719,14 +737,19 @@ class Supervision:
         self, keys: dict[str, SupervisorMode], digits: asyncio.Queue[str]
     ) -> None:
         """The supervisor switches mode from its own phone's keys (until it leaves)."""
-        while not self.ended:
-            digit = await digits.get()
-            mode = keys.get(digit)
-            if mode is not None and mode != self.mode:
-                try:
-                    await self.set_mode(mode)
-                except (PartyError, AriError) as exc:
-                    logger.info("call %s: supervisor key %s: %s", self.context.id, digit, exc)
+        try:
+            while not self.ended:
+                digit = await digits.get()
+                mode = keys.get(digit)
+                if mode is not None and mode != self.mode:
+                    try:
+                        await self.set_mode(mode)
+                    except (PartyError, AriError) as exc:
+                        logger.info("call %s: supervisor key %s: %s", self.context.id, digit, exc)
+        finally:
+            # Cancelled at the call's end, the task keeps its CancelledError, whose
+            # traceback holds this frame and so this supervision: let go of the task.
+            self._keys_task = None
 
     async def set_mode(self, mode: SupervisorMode) -> None:
         """Switch to ``mode``: a new snoop joins the supervisor, then the old one goes."""
@@ -773,13 +796,15 @@ class Supervision:
                 if channel is not None:
                     with contextlib.suppress(AriError):
                         await context.release_channel(channel)
-            if self.bridge_id is not None:
+            parties = self._parties()
+            if self.bridge_id is not None and parties is not None:
+                # (Gone with the session: the call ended and released its bridges.)
                 with contextlib.suppress(AriError):
-                    await self.parties.destroy_bridge(self.bridge_id)
+                    await parties.destroy_bridge(self.bridge_id)
 
     async def _watch(self, left: asyncio.Future[AriEvent]) -> None:
         try:
-            await left
+            await expected(left)
         except CallEnded:
             return
         logger.info("call %s: the supervisor hung up", self.context.id)

@@ -25,7 +25,7 @@ from voxtra.ari.events import (
     RecordingFinished,
     RecordingStarted,
 )
-from voxtra.calls.context import CallContext
+from voxtra.calls.context import CallContext, expected
 from voxtra.calls.control import RecordOptions
 from voxtra.calls.playback import play
 from voxtra.errors import CallEnded, RecordingError
@@ -161,7 +161,7 @@ class CallRecorder:
         active.transcribe = options.transcribe
         # RecordingFinished (a limit, or the key's stop), or CallEnded at the hang-up.
         with contextlib.suppress(Exception):
-            await asyncio.shield(active.finished)
+            await expected(asyncio.shield(active.finished))
         async with self._lock:
             if self._active is active or self._finishing is not None:
                 await self._finish_shielded("hangup" if self.context.ended else "stopped")
@@ -283,7 +283,7 @@ class CallRecorder:
     async def _watch_key(self, active: _Recording, pressed: asyncio.Future[AriEvent]) -> None:
         """Stop ``active`` when the caller presses one of its finish keys."""
         try:
-            event = await pressed
+            event = await expected(pressed)
         except (asyncio.CancelledError, CallEnded):
             return
         finally:
