@@ -233,7 +233,10 @@ async def heard_reply(call: SipCall, asked: float) -> tuple[str, float]:
         if score >= 0.9:
             break
     print(f"heard {recognised!r} at {start - call.recording_offset(asked):.2f} s")
-    assert score >= 0.7, recognised
+    # Failed once in four clean-clone runs (session 8: nothing heard at any lead-in, and
+    # not reproduced): the message keeps what tells a hole in the phone's audio from
+    # the recogniser's brittleness (pytest keeps the recording under its basetemp).
+    assert score >= 0.7, (recognised, after, str(call.recording_path))
     return best, start - call.recording_offset(asked)
 
 
