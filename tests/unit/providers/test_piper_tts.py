@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -103,9 +104,12 @@ async def test_synthesis_does_not_stall_the_event_loop(tts: PiperTTS) -> None:
 
 
 async def test_concurrent_syntheses_each_get_their_own_audio(tts: PiperTTS) -> None:
-    """Piper samples noise, so repeated runs differ slightly: lengths are compared."""
+    """Piper samples noise, so repeated runs differ: lengths are compared with the
+    median of three runs alone. (40 runs of each text: within 9% of their median; one
+    run alone of the second came out 24% long once, and a single run as the reference
+    failed the test.)"""
     texts = ["thank you for calling", "please hold while I look that up for you"]
-    alone = [seconds(await synth(tts, t)) for t in texts]
+    alone = [statistics.median([seconds(await synth(tts, t)) for _ in range(3)]) for t in texts]
     together = await asyncio.gather(*(synth(tts, t) for t in texts + texts))
     for chunks, expected in zip(together, alone + alone, strict=True):
         assert abs(seconds(chunks) - expected) < 0.15 * expected
