@@ -128,6 +128,28 @@ class ProviderTimeout(ProviderError, TimeoutError):
     """A provider did not answer within its deadline (``stt_timeout`` and so on)."""
 
 
+def _start(tg: TaskGroup, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+    """``tg.start_soon(fn, *args)``, but a task the group cancels ends by returning.
+
+    Why: anyio's task-done callback (4.16, the newest) keeps a cancelled task's
+    CancelledError in a local, and the error's traceback then holds that callback's
+    frame: a reference cycle that held the task's frames, and through them the
+    pipeline, its buffers and its history, until the cyclic collector's middle
+    generation ran (one a turn, four more at the end of each call: tests/unit/pipeline/
+    test_pipeline_garbage.py). A task that returns leaves none. Cancellation still
+    ends the task at once; none of these tasks is cancelled but by its own group.
+    """
+    name = f"{fn.__module__}.{fn.__qualname__}"
+    tg.start_soon(_ends_when_cancelled, fn, *args, name=name)
+
+
+async def _ends_when_cancelled(fn: Callable[..., Awaitable[object]], *args: object) -> None:
+    try:
+        await fn(*args)
+    except anyio.get_cancelled_exc_class():
+        return
+
+
 class _Expired(TimeoutError):
     """A wait on a provider passed its deadline (raised by ``VoicePipeline._within``)."""
 
@@ -355,14 +377,16 @@ def _call_ended(group: BaseExceptionGroup[Any]) -> CallEnded | None:
     A transport raises it from ``send`` once the call's media is closed, which can
     come before the input side sees ``frames()`` end (bench/agent_density.py hit it at
     hang-up); callers catch ``CallEnded``, not a task group's ``ExceptionGroup``.
-    Anything else in the group (a bug) is not hidden: None, and the group goes on."""
+    Anything else in the group (a bug) is not hidden: None, and the group goes on.
+    The one returned is a copy: raised, the group's own would have the group as its
+    context, which holds it (a cycle, with the frames of both tracebacks)."""
     matched, rest = group.split(CallEnded)
     if rest is not None and rest.split(_StageError)[1] is not None:
         return None
     leaf: BaseException | None = matched
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
-    return leaf if isinstance(leaf, CallEnded) else None
+    return CallEnded(leaf.call_id, str(leaf)) if isinstance(leaf, CallEnded) else None
 
 
 async def _closing(source: AsyncIterator[T]) -> AsyncGenerator[T, None]:
@@ -606,12 +630,12 @@ class VoicePipeline:
         try:
             async with anyio.create_task_group() as tg:
                 self._tg = tg
-                tg.start_soon(self._input_loop, media)
+                _start(tg, self._input_loop, media)
                 if self.stt is not None:
-                    tg.start_soon(self._stt_reader, self.stt)
-                    tg.start_soon(self._stt_sender)
+                    _start(tg, self._stt_reader, self.stt)
+                    _start(tg, self._stt_sender)
                     if self.stt_timeout is not None:
-                        tg.start_soon(self._stt_watchdog, self.stt, self.stt_timeout)
+                        _start(tg, self._stt_watchdog, self.stt, self.stt_timeout)
                 try:
                     yield self
                 finally:
@@ -660,10 +684,10 @@ class VoicePipeline:
                 reason = EndReason.MAX_DURATION
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(conversation)
-            tg.start_soon(watch_hangup)
+            _start(tg, conversation)
+            _start(tg, watch_hangup)
             if self.max_duration is not None:
-                tg.start_soon(deadline, self.max_duration)
+                _start(tg, deadline, self.max_duration)
         return reason
 
     async def _conversation_loop(self) -> EndReason:
@@ -875,7 +899,7 @@ class VoicePipeline:
             await media.flush()
             self._drop_unplayed_levels(media.played_ms)
             self._pending = _Pending(out, now)
-            self._tg.start_soon(self._decide, self._pending)
+            _start(self._tg, self._decide, self._pending)
             return
         out.interrupted = True
         out.played_at_stop = media.played_ms
@@ -1047,7 +1071,7 @@ class VoicePipeline:
         if self._stt_stream is stream:
             self._set_stt_stream(None)
             if self._tg is not None:
-                self._tg.start_soon(self._close_stt, stream)
+                _start(self._tg, self._close_stt, stream)
 
     @staticmethod
     async def _close_stt(stream: STTStream) -> None:
@@ -1197,9 +1221,9 @@ class VoicePipeline:
                         return
                     await self._clock.sleep(max(0.02, min(deadline - now, 0.1)))
 
-            tg.start_soon(take)
+            _start(tg, take)
             if timeout is not None:
-                tg.start_soon(timer, timeout)
+                _start(tg, timer, timeout)
         if got:
             return got[0]
         if self._ended.is_set():
@@ -1374,7 +1398,7 @@ class VoicePipeline:
                             out.call_ended = True
                             out.scope.cancel()
 
-                        tg.start_soon(watch_hangup)
+                        _start(tg, watch_hangup)
                         await body(out)
                         await self._wait_playout(out, media)
                         tg.cancel_scope.cancel()
@@ -1435,14 +1459,14 @@ class VoicePipeline:
                 await self._clock.sleep(seconds)
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(expire)
+            _start(tg, expire)
             try:
                 done.append(await step)
             except Exception as exc:  # StopAsyncIteration too: a task group would wrap it
                 failed.append(exc)
             tg.cancel_scope.cancel()
         if failed:
-            raise failed[0]
+            raise failed.pop()  # (not held by this frame once raised: no cycle)
         if not done:
             raise _Expired(what, seconds)
         return done[0]
@@ -1489,13 +1513,14 @@ class VoicePipeline:
 
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(produce)
-                tg.start_soon(consume)
+                _start(tg, produce)
+                _start(tg, consume)
         except BaseExceptionGroup as group:
-            ended = _call_ended(group)
-            if ended is None:
+            if _call_ended(group) is None:
                 raise
-            raise ended from None  # not a provider failure: no fallback to speak
+            # Not a provider failure: no fallback to speak. (Not bound to a local,
+            # which this frame would hold once its traceback holds the frame.)
+            raise _call_ended(group) or CallEnded(self.call_id) from None
         finally:
             self._sentences = None
 
