@@ -23,11 +23,15 @@ from garbage import collector_off, cyclic_garbage
 
 from voxtra import CallBusy, CallEnded, CallNoAnswer, CallSession, VoxtraApp
 from voxtra.ari.models import CallerID, Channel
+from voxtra.calls.assist import AgentAssist
 from voxtra.calls.context import CallContext
 from voxtra.calls.parties import SupervisorMode
 from voxtra.calls.registry import PendingOriginate
 from voxtra.media.frames import AudioChunk, Codec
+from voxtra.pipeline.io import MonotonicClock
+from voxtra.pipeline.pipeline import VoicePipeline
 from voxtra.testing import FakeAsterisk
+from voxtra.testing.doubles import EnergyVAD, ScriptedSTT, ScriptedTTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -198,10 +202,17 @@ async def test_a_context_whose_session_is_gone_sends_no_hangup(tmp_path: Path) -
 
 
 async def _caller_hangs_up_during(
-    fake: FakeAsterisk, tmp_path: Path, name: str, body: Callable[[CallSession], Any]
+    fake: FakeAsterisk,
+    tmp_path: Path,
+    name: str,
+    body: Callable[[CallSession], Any],
+    *,
+    ready: Callable[[], bool] | None = None,
+    kinds: tuple[type, ...] = (),
 ) -> list[str]:
-    """Run ``body`` in an answered call, hang the caller up while it waits, and return
-    the session parts still alive once the app is done (empty: all freed)."""
+    """Run ``body`` in an answered call, hang the caller up while it waits (or once
+    ``ready()``), and return the session parts still alive once the app is done and
+    what of ``kinds`` only the cyclic collector would free (empty: all freed)."""
     app = fake_app(tmp_path, name)
     refs: dict[str, weakref.ref[Any]] = {}
 
@@ -218,13 +229,14 @@ async def _caller_hangs_up_during(
             # The body's wait is under way: its playback, leg or recording is there.
             return bool(fake.playbacks or fake.originated or fake.live_recordings)
 
-        await fake.wait_until(started)
+        await fake.wait_until(ready or started)
         await asyncio.sleep(0.05)
         await caller.hang_up()
         await fake.wait_until(lambda: not app.active_sessions)
         left = await _freed(refs, app)
     assert refs, "the handler ran"
-    return left + [f"garbage: {kind}" for kind in cyclic_garbage((CallEnded, CallSession))]
+    garbage = cyclic_garbage((CallEnded, CallSession, *kinds))
+    return left + [f"garbage: {kind}" for kind in garbage]
 
 
 async def test_a_caller_hanging_up_during_a_prompt_leaves_no_cycle(
@@ -307,3 +319,33 @@ async def test_a_caller_hanging_up_while_supervised_leaves_no_cycle(
     left = await _caller_hangs_up_during(fake_asterisk, tmp_path, "garbage-spy", supervised)
     assert left == []
     assert joined == ["spy"]
+
+
+async def test_an_agent_assist_leaves_no_cycle(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, no_collector: None
+) -> None:
+    """An assist on a connected call, closed, then the caller hangs up: its tasks and
+    its sides' pipelines (whose event handler holds the assist) are let go."""
+    closed: list[bool] = []
+
+    async def assisted(call: CallSession) -> None:
+        await call.connect(ring_time=5, to="PJSIP/bob")
+        app = call.app
+        assert isinstance(app, VoxtraApp)
+        clock = MonotonicClock()
+        stt, tts = ScriptedSTT([], clock), ScriptedTTS(clock)
+        async with app.assist(call, stt=stt, tts=tts, vad=EnergyVAD()) as assist:
+            assert len(assist.sides) == 2
+        closed.append(assist.ended)
+        await call.wait_ended()
+
+    left = await _caller_hangs_up_during(
+        fake_asterisk,
+        tmp_path,
+        "garbage-assist",
+        assisted,
+        ready=lambda: bool(closed),
+        kinds=(AgentAssist, VoicePipeline),
+    )
+    assert left == []
+    assert closed == [True]

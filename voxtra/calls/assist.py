@@ -373,6 +373,8 @@ class AgentAssist:
         for task in others:
             task.cancel()
         await asyncio.gather(*others, return_exceptions=True)
+        # Each task's coroutine holds this assist: let go of them, or they are a cycle.
+        self._tasks.clear()
         context = self.context
         if context is not None:
             for waiter in self._waiters:
@@ -381,6 +383,9 @@ class AgentAssist:
                 await self._release(context, side)
             if self._own_context:
                 await context.teardown()
+        for side in self.sides.values():
+            # Its pipeline's event handler holds this assist, which holds the sides.
+            side.pipeline = None
         self._transcripts.close()
         self._suggestions.close()
         self._audio.close()
