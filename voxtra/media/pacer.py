@@ -200,6 +200,10 @@ class Ticker:
         loop = asyncio.get_running_loop()
         stopped: asyncio.Future[None] = loop.create_future()
         timer: asyncio.TimerHandle
+        # ``wake`` schedules itself through this list, which is emptied when the ticker
+        # stops: a closure naming itself would hold itself, and through ``self`` what
+        # the ticker holds, in a cycle each time the ticker stops.
+        again: list[Callable[[], None]] = []
 
         def wake() -> None:
             nonlocal timer
@@ -214,13 +218,15 @@ class Ticker:
             if not self._callbacks:
                 stopped.set_result(None)
                 return
-            timer = loop.call_later(max(0.0, pacer.delay() - pacer.early_s), wake)
+            timer = loop.call_later(max(0.0, pacer.delay() - pacer.early_s), again[0])
 
+        again.append(wake)
         timer = loop.call_later(max(0.0, pacer.delay() - pacer.early_s), wake)
         try:
             await stopped
         finally:
             timer.cancel()
+            again.clear()
         self._task = None
 
     def _tick(self, skipped: int) -> None:
