@@ -39,6 +39,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from functools import partial
 from typing import Any, Literal
 
 from voxtra import CallSession, VoiceConfig, VoxtraApp
@@ -101,15 +102,16 @@ class _Desk:
         self.turn_done = asyncio.Event()
         self.handed_off = False
 
-    def on_event(self, event: PipelineEvent) -> None:
-        if isinstance(event, TurnMetrics):
-            self.turn_done.set()
-
     async def transfer_after_turn(self) -> None:
         await self.turn_done.wait()  # the agent's "putting you through" is spoken first
         while self.pipeline is not None and self.pipeline.speaking:
             await asyncio.sleep(0.05)
         await self.call.transfer_to(self.target)
+
+
+def _turn_spoken(turn_done: asyncio.Event, event: PipelineEvent) -> None:
+    if isinstance(event, TurnMetrics):
+        turn_done.set()
 
 
 _DESK: ContextVar[_Desk | None] = ContextVar("voxtra_assistant_desk", default=None)
@@ -314,10 +316,14 @@ def build_assistant(
         return desks.setdefault(call.id, _Desk(call, handoff_target))
 
     def setup(call: CallSession, pipeline: VoicePipeline) -> None:
-        ConversationLog(call.id, lambda line: out(f"[{call.id}] {line}")).attach(pipeline)
+        # The pipeline's handlers hold no call and no desk (which holds the call): the
+        # call holds its pipeline, and a handler holding the call back would make a
+        # cycle that only the garbage collector frees.
+        call_id = call.id
+        ConversationLog(call_id, lambda line: out(f"[{call_id}] {line}")).attach(pipeline)
         desk = desk_for(call)
         desk.pipeline = pipeline
-        pipeline.on_event(desk.on_event)
+        pipeline.on_event(partial(_turn_spoken, desk.turn_done))
         if on_pipeline is not None:
             on_pipeline(call, pipeline)
 
