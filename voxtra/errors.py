@@ -60,6 +60,14 @@ class CallEnded(VoxtraError):
         super().__init__(message or f"call {call_id} has ended")
         self.call_id = call_id
 
+    def anew(self) -> CallEnded:
+        """The same news in a new exception, without traceback or context.
+
+        Raise this rather than a CallEnded something else keeps (a waiter's future, a
+        task group's exception group): raised, the kept one takes a traceback through
+        the raising frame, and a frame that holds its keeper makes a reference cycle."""
+        return CallEnded(self.call_id, str(self))
+
 
 class MediaError(VoxtraError):
     """Audio could not be set up, parsed or moved."""

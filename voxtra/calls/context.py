@@ -64,7 +64,7 @@ def _own_call_ended(shared: CallEnded) -> CallEnded:
     (tests/unit/test_call_garbage.py). Each wait raises its own instead.
     """
     shared.__traceback__ = None
-    return CallEnded(shared.call_id, str(shared))
+    return shared.anew()
 
 
 async def expected(future: asyncio.Future[T]) -> T:

@@ -386,7 +386,7 @@ def _call_ended(group: BaseExceptionGroup[Any]) -> CallEnded | None:
     leaf: BaseException | None = matched
     while isinstance(leaf, BaseExceptionGroup):
         leaf = leaf.exceptions[0]
-    return CallEnded(leaf.call_id, str(leaf)) if isinstance(leaf, CallEnded) else None
+    return leaf.anew() if isinstance(leaf, CallEnded) else None
 
 
 async def _closing(source: AsyncIterator[T]) -> AsyncGenerator[T, None]:
