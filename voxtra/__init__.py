@@ -19,6 +19,7 @@ from voxtra.errors import (
     PipelineNotConfigured,
     ProviderError,
     RecordingError,
+    VariableNotSet,
     VoxtraError,
 )
 from voxtra.media.frames import AudioChunk, Codec
@@ -49,6 +50,7 @@ __all__ = [
     "ProviderError",
     "RecordingError",
     "Route",
+    "VariableNotSet",
     "VoiceConfig",
     "VoxtraApp",
     "VoxtraError",

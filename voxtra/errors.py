@@ -132,6 +132,17 @@ class NotSupported(VoxtraError):
         )
 
 
+class VariableNotSet(VoxtraError, LookupError):
+    """``call.get_variable(name)`` of a variable the channel does not have (Asterisk
+    answers 404 "Provided variable was not found"): the call goes on. A call that is
+    gone raises :class:`CallEnded` instead."""
+
+    def __init__(self, call_id: str, name: str) -> None:
+        self.call_id = call_id
+        self.name = name
+        super().__init__(f"call {call_id}: the channel variable {name!r} is not set")
+
+
 class OriginateError(VoxtraError):
     """An outbound call was not answered. ``cause`` is Asterisk's hangup cause code."""
 

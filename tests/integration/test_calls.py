@@ -12,8 +12,8 @@ import pytest
 from voxtra import CallBusy, CallDirection, CallFailed, CallNoAnswer, CallSession, CallState
 from voxtra.app import VoxtraApp
 from voxtra.ari.client import AriClient
-from voxtra.ari.errors import AriNotFound
-from voxtra.errors import CallEnded
+from voxtra.ari.errors import AriNotFound, AriServerError
+from voxtra.errors import CallEnded, VariableNotSet
 from voxtra.routing import CallInfo
 from voxtra.testing.local_caller import place_local_call
 
@@ -395,6 +395,33 @@ async def test_originated_local_channel_gets_narrowband_formats(
         for session in (plain, chosen):
             await session.hangup()
     await _no_sessions(app)
+
+
+async def test_an_unset_variable_is_not_the_call_ending(make_app: MakeApp) -> None:
+    """Asterisk answers 404 for a variable the channel does not have, as for a channel
+    that is gone: the first is VariableNotSet and the call goes on; a function it
+    cannot read (PJSIP's Call-ID on a Local channel) is its 500. Once the call is gone,
+    the same read is CallEnded."""
+    app = await make_app()
+    seen: dict[str, object] = {}
+
+    async def read(call: CallSession) -> None:
+        await call.set_variable("VOXTRA_SET", "yes")
+        seen["set"] = await call.get_variable("VOXTRA_SET")
+        with pytest.raises(VariableNotSet) as unset:
+            await call.get_variable("VOXTRA_NEVER_SET")
+        seen["unset"] = unset.value.name
+        with pytest.raises(AriServerError, match="Unable to read provided function"):
+            await call.get_variable("CHANNEL(pjsip,call-id)")
+        seen["alive"] = (call.ended, await call.get_variable("CHANNEL(state)"))
+        await call.hangup()
+        with pytest.raises(CallEnded):
+            await call.get_variable("VOXTRA_SET")
+
+    session = await app.originate("Local/answer@voxtra-test", handler=read, timeout=10)
+    await session.wait_ended(10)
+    await _no_sessions(app)
+    assert seen == {"set": "yes", "unset": "VOXTRA_NEVER_SET", "alive": (False, "Up")}
 
 
 async def test_transfer_into_dialplan_and_to_queue(make_app: MakeApp, ari: AriClient) -> None:

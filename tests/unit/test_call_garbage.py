@@ -14,6 +14,7 @@ import asyncio
 import gc
 import weakref
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +22,18 @@ import pytest
 from fake_apps import fake_app
 from garbage import collector_off, cyclic_garbage
 
-from voxtra import CallBusy, CallEnded, CallNoAnswer, CallSession, VoxtraApp
+from voxtra import CallBusy, CallEnded, CallNoAnswer, CallSession, VoiceConfig, VoxtraApp
 from voxtra.ari.models import CallerID, Channel
 from voxtra.calls.assist import AgentAssist
 from voxtra.calls.context import CallContext
 from voxtra.calls.parties import SupervisorMode
 from voxtra.calls.registry import PendingOriginate
 from voxtra.media.frames import AudioChunk, Codec
+from voxtra.pipeline.events import AgentResponseEvent
 from voxtra.pipeline.io import MonotonicClock
 from voxtra.pipeline.pipeline import VoicePipeline
 from voxtra.testing import FakeAsterisk
-from voxtra.testing.doubles import EnergyVAD, ScriptedSTT, ScriptedTTS
+from voxtra.testing.doubles import EnergyVAD, Reply, ScriptedLLM, ScriptedSTT, ScriptedTTS
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -349,3 +351,90 @@ async def test_an_agent_assist_leaves_no_cycle(
     )
     assert left == []
     assert closed == [True]
+
+
+def _voice(tts: ScriptedTTS, clock: MonotonicClock) -> VoiceConfig:
+    return VoiceConfig(
+        stt=ScriptedSTT(["hello"], clock, delay=0.01),
+        llm=ScriptedLLM([Reply(["Hi there."])], clock, delay=0.01),
+        tts=tts,
+        vad=EnergyVAD(),
+        greeting="Hello.",
+    )
+
+
+async def _conversation_left(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp, tts: ScriptedTTS
+) -> list[str]:
+    """A caller who hears the greeting, speaks, hears the answer and hangs up; what
+    is left of the call once the app is done with it: still alive (something holds
+    it), or what only the cyclic collector would free."""
+
+    refs: list[weakref.ref[CallSession]] = []
+
+    @app.route("1000")
+    async def agent(call: CallSession) -> None:
+        refs.append(weakref.ref(call))
+        await call.answer()
+        await call.converse()
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="1000", caller="111")
+        await caller.wait_until(lambda c: len(tts.requests) >= 1, timeout=10)
+        caller.send_audio(b"\x80\x00" * 4000)  # a second of loud audio: a turn
+        await caller.wait_until(lambda c: len(tts.requests) >= 2, timeout=10)
+        await caller.hang_up()
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+    for _ in range(100):  # the app's last steps with the call (its tasks' ends)
+        if refs[0]() is None:
+            break
+        await asyncio.sleep(0.01)
+    kept = ["CallSession (alive)"] if refs[0]() is not None else []
+    return kept + cyclic_garbage((CallSession, CallContext, VoicePipeline))
+
+
+async def test_a_pipeline_handler_that_holds_its_call_leaves_no_cycle(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, no_collector: None
+) -> None:
+    """The handler a user subscribes to each call's pipeline events usually holds the
+    call (to log with its id, to count its turns): call -> voice -> pipeline ->
+    handler -> call. The app lets go of the engine's handlers once the call is over."""
+    answers: list[str] = []
+
+    def subscribe(call: CallSession, pipeline: VoicePipeline) -> None:
+        @pipeline.on_event
+        def log(event: object) -> None:
+            if isinstance(event, AgentResponseEvent):
+                answers.append(f"{call.id}: {event.text}")
+
+    clock = MonotonicClock()
+    tts = ScriptedTTS(clock, ms_per_char=1, first_byte=0)
+    voice = replace(_voice(tts, clock), on_pipeline=subscribe)
+    app = fake_app(tmp_path, "garbage-handler", voice=voice)
+    left = await _conversation_left(fake_asterisk, app, tts)
+    assert left == []
+    assert answers and answers[-1].endswith("Hi there.")
+
+
+async def test_a_traced_conversation_leaves_no_cycle(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, no_collector: None
+) -> None:
+    """The tracer subscribes every call's pipeline with a handler that holds the call
+    (its turn spans are the call's children): let go of with the other handlers."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from voxtra.tracing import instrument
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    clock = MonotonicClock()
+    tts = ScriptedTTS(clock, ms_per_char=1, first_byte=0)
+    app = fake_app(tmp_path, "garbage-traced", voice=_voice(tts, clock))
+    instrument(app, tracer_provider=provider)
+    left = await _conversation_left(fake_asterisk, app, tts)
+    assert left == []
+    names = [span.name for span in exporter.get_finished_spans()]
+    assert "voxtra.call" in names and "voxtra.turn" in names

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from fake_apps import fake_app
 
-from voxtra import CallSession, VoxtraApp
+from voxtra import CallSession, CallState, VoxtraApp
 from voxtra.app import INSTANCE_VARIABLE
 from voxtra.ari.events import ChannelDialplan, ChannelVarset
 from voxtra.ari.transport import AriRequest, AriResponse
-from voxtra.errors import CallNoAnswer, ConfigError
+from voxtra.errors import CallNoAnswer, ConfigError, VariableNotSet
 from voxtra.testing import FakeAsterisk
 
 APP = "control-plane-tests"
@@ -196,6 +196,29 @@ async def test_an_app_that_ignores_nothing_can_wait_for_every_kind(
         await fake_asterisk.wait_until(lambda: bool(seen))
         assert call.id
     assert seen == ["blue"]
+
+
+async def test_an_unset_variable_leaves_the_call_going(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    # Asterisk's 404 for a variable the channel lacks is not its 404 for a channel
+    # that is gone: VariableNotSet, and the handler goes on (it used to get CallEnded).
+    seen: list[object] = []
+
+    @app.route("1000")
+    async def handler(call: CallSession) -> None:
+        try:
+            await call.get_variable("LANGUAGE_CHOSEN")
+        except VariableNotSet as exc:
+            seen.append((exc.name, isinstance(exc, LookupError), call.ended))
+        await call.answer()
+        seen.append(call.state)
+        await call.hangup()
+
+    async with fake_asterisk.serve(app):
+        await fake_asterisk.incoming(extension="1000")
+        await fake_asterisk.wait_until(lambda: len(seen) == 2 and not app.active_sessions)
+    assert seen == [("LANGUAGE_CHOSEN", True, False), CallState.IN_PROGRESS]
 
 
 async def test_events_about_a_channel_no_call_owns_are_skipped_unparsed(

@@ -19,7 +19,7 @@ from voxtra.calls.control import CallControl
 from voxtra.errors import CallEnded
 from voxtra.media.transport import MediaTransport
 from voxtra.pipeline import VoicePipeline
-from voxtra.pipeline.engine import ConversationEngine
+from voxtra.pipeline.engine import ConversationEngine, HasEventHandlers
 from voxtra.pipeline.pipeline import DEFAULT_FALLBACK, EndReason
 from voxtra.pipeline.turn import END_SILENCE_MS, MIN_SPEECH_MS
 from voxtra.providers.base import LLM, STT, TTS, VAD
@@ -123,6 +123,9 @@ class CallVoice:
         self._failed: BaseException | None = None
         self._task: asyncio.Task[Any] | None = None
         self._cleanup_added = False
+        # Runs after the voice's own clean-up (added later, at attach) and the media's:
+        # no event comes after it.
+        context.add_cleanup("voice event handlers", self._clear_event_handlers)
 
     async def attach(self) -> ConversationEngine:
         """Attach the listening side (VAD, STT, barge-in) to the call's media."""
@@ -186,6 +189,17 @@ class CallVoice:
 
     async def close(self) -> None:
         await self.detach()
+
+    async def _clear_event_handlers(self) -> None:
+        """The call is over: let go of the handlers subscribed to the engine's events.
+
+        Such a handler usually holds the call (``VoiceConfig.on_pipeline``'s closure,
+        the tracer's, the recorder's), which holds this voice and its engine: kept, a
+        reference cycle per call, freed only by the cyclic collector
+        (tests/unit/test_call_garbage.py). The engine itself stays, for its history.
+        """
+        if isinstance(self.engine, HasEventHandlers):
+            self.engine.clear_event_handlers()
 
 
 async def _first(*waits: Awaitable[Any]) -> None:

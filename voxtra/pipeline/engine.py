@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from voxtra.pipeline.events import PipelineEvent, SayResult, UserTranscriptEvent
 from voxtra.pipeline.io import Clock, MediaIO
 
-__all__ = ["ConversationEngine"]
+__all__ = ["ConversationEngine", "HasEventHandlers"]
 
 
 @runtime_checkable
@@ -56,3 +56,17 @@ class ConversationEngine(Protocol):
         self, callback: Callable[[PipelineEvent], None]
     ) -> Callable[[PipelineEvent], None]:
         """Register a quick, non-blocking callback for every event."""
+
+
+@runtime_checkable
+class HasEventHandlers(Protocol):
+    """An engine that can let go of the callbacks ``on_event`` registered.
+
+    The call does so once it is over (``voxtra.calls.voice``): a handler that holds
+    its call (to log with the call's id, to count its turns) would otherwise make
+    call -> engine -> handler -> call a reference cycle, which only the cyclic
+    collector frees. Both reference engines have it; a user's engine may.
+    """
+
+    def clear_event_handlers(self) -> None:
+        """Forget every ``on_event`` callback: no event reaches them after this."""

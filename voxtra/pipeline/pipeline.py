@@ -560,6 +560,11 @@ class VoicePipeline:
         self._callbacks.append(callback)
         return callback
 
+    def clear_event_handlers(self) -> None:
+        """Forget every ``on_event`` callback (the call does this once it is over, so
+        a handler that holds the call makes no reference cycle with it)."""
+        self._callbacks.clear()
+
     async def events(self, maxlen: int = 256) -> AsyncIterator[PipelineEvent]:
         """Iterate events until the pipeline detaches; a slow reader loses the oldest."""
         queue: _Queue[PipelineEvent] = _Queue(maxlen)

@@ -325,6 +325,11 @@ class SpeechToSpeechEngine:
         self._callbacks.append(callback)
         return callback
 
+    def clear_event_handlers(self) -> None:
+        """Forget every ``on_event`` callback (the call does this once it is over, so
+        a handler that holds the call makes no reference cycle with it)."""
+        self._callbacks.clear()
+
     async def events(self, maxlen: int = 256) -> AsyncIterator[PipelineEvent]:
         """Events until the engine detaches; a slow reader loses the oldest."""
         sub = _Subscriber(maxlen)

@@ -256,6 +256,8 @@ async def test_hold_moh_mute_dtmf_and_variables_are_kept(env: Env) -> None:
     assert await ari.channels.get_variable(call.id, "LANG") == "de"
     with pytest.raises(AriNotFound, match="variable was not found"):
         await ari.channels.get_variable(call.id, "UNSET")
+    with pytest.raises(AriServerError, match="Unable to read provided function"):
+        await ari.channels.get_variable(call.id, "CHANNEL(pjsip,call-id)")
     await ari.channels.unhold(call.id)
     await ari.channels.stop_moh(call.id)
     await ari.channels.unmute(call.id, "both")
