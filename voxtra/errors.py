@@ -132,6 +132,20 @@ class NotSupported(VoxtraError):
         )
 
 
+class PlaybackFailed(VoxtraError):
+    """Asterisk could not play ``media`` to the call (``PlaybackFinished`` in state
+    "failed"): most often a sound that does not exist in any format on the Asterisk
+    server (a misspelt name, a language without it). The call goes on."""
+
+    def __init__(self, call_id: str, media: str) -> None:
+        self.call_id = call_id
+        self.media = media
+        super().__init__(
+            f"call {call_id}: Asterisk could not play {media} "
+            "(no such sound in any format on the server, or not playable)"
+        )
+
+
 class VariableNotSet(VoxtraError, LookupError):
     """``call.get_variable(name)`` of a variable the channel does not have (Asterisk
     answers 404 "Provided variable was not found"): the call goes on. A call that is

@@ -13,7 +13,7 @@ from voxtra import CallBusy, CallDirection, CallFailed, CallNoAnswer, CallSessio
 from voxtra.app import VoxtraApp
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriNotFound, AriServerError
-from voxtra.errors import CallEnded, VariableNotSet
+from voxtra.errors import CallEnded, PlaybackFailed, VariableNotSet
 from voxtra.routing import CallInfo
 from voxtra.testing.local_caller import place_local_call
 
@@ -395,6 +395,35 @@ async def test_originated_local_channel_gets_narrowband_formats(
         for session in (plain, chosen):
             await session.hangup()
     await _no_sessions(app)
+
+
+async def test_a_sound_asterisk_does_not_have_is_playback_failed(make_app: MakeApp) -> None:
+    """Asterisk 22 starts a playback of a sound it does not have and finishes it as
+    "failed": awaiting it raises PlaybackFailed naming the sound, and the call goes
+    on. A missing sound before the last of a list is passed over (the list plays)."""
+    app = await make_app()
+    seen: dict[str, object] = {}
+
+    async def play(call: CallSession) -> None:
+        with pytest.raises(PlaybackFailed) as failed:
+            await call.play_and_wait("voxtra-no-such-sound", timeout=5)
+        seen["failed"] = failed.value.media
+        playback = await call.play_file(["voxtra-no-such-sound", "beep"])
+        await playback.wait(5)
+        seen["list"] = playback.done
+        with pytest.raises(PlaybackFailed, match="sound:voxtra-not-this-either"):
+            await (await call.play_file(["beep", "voxtra-not-this-either"])).wait(5)
+        seen["state"] = call.state
+        await call.hangup()
+
+    session = await app.originate("Local/answer@voxtra-test", handler=play, timeout=10)
+    await session.wait_ended(15)
+    await _no_sessions(app)
+    assert seen == {
+        "failed": "sound:voxtra-no-such-sound",
+        "list": True,
+        "state": CallState.IN_PROGRESS,
+    }
 
 
 async def test_an_unset_variable_is_not_the_call_ending(make_app: MakeApp) -> None:

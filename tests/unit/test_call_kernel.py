@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fake_apps import fake_app
 
-from voxtra import CallEndReason, CallSession, VoxtraApp
+from voxtra import CallEndReason, CallSession, CallState, PlaybackFailed, VoxtraApp
 from voxtra.routing import CallInfo
 from voxtra.testing import FakeAsterisk
 
@@ -61,6 +61,33 @@ async def test_playback_events_reach_only_their_own_call(
         await fake_asterisk.wait_until(lambda: not app.active_sessions)
         _nothing_left(app, fake_asterisk)
     assert finished == {"111": ["sound:for-111"], "222": ["sound:for-222"]}
+
+
+async def test_a_sound_the_server_lacks_is_playback_failed_and_the_call_goes_on(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    app = make_app()
+    fake_asterisk.missing_media = {"sound:menu-typo"}
+    seen: list[object] = []
+
+    @app.route("1000")
+    async def menu(call: CallSession) -> None:
+        await call.answer()
+        try:
+            await call.play_and_wait("menu-typo", timeout=5)
+        except PlaybackFailed as exc:
+            seen.append((exc.media, exc.call_id == call.id))
+        await call.play_and_wait("menu-main", timeout=5)  # the call goes on
+        seen.append(call.state)
+        await call.hangup()
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="1000")
+        await caller.wait_ended()
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+        _nothing_left(app, fake_asterisk)
+    assert seen == [("sound:menu-typo", True), CallState.IN_PROGRESS]
+    assert caller.played == ["sound:menu-typo", "sound:menu-main"]
 
 
 async def test_a_calls_helpers_are_cancelled_with_it_and_teardown_releases_everything(

@@ -10,7 +10,7 @@ from voxtra.ari.errors import AriNotFound
 from voxtra.ari.events import PlaybackFinished
 from voxtra.calls.context import CallContext
 from voxtra.calls.state import internal_id
-from voxtra.errors import ConfigError
+from voxtra.errors import ConfigError, PlaybackFailed
 
 __all__ = ["Playback", "play"]
 
@@ -30,8 +30,12 @@ class Playback:
         return self.finished.done()
 
     async def wait(self, timeout: float | None = None) -> None:
-        """Until the playback finished (or was stopped). CallEnded if the call ends first."""
-        await self.context.wait(self.finished, timeout)
+        """Until the playback finished (or was stopped). CallEnded if the call ends
+        first; PlaybackFailed if Asterisk could not play it (a sound it does not have:
+        Asterisk 22 starts such a playback, then finishes it as "failed")."""
+        event = await self.context.wait(self.finished, timeout)
+        if isinstance(event, PlaybackFinished) and event.playback.state == "failed":
+            raise PlaybackFailed(self.context.id, event.playback.media_uri or self.media)
 
     def __await__(self) -> Any:
         return self.wait().__await__()

@@ -28,7 +28,7 @@ from voxtra.ari.events import (
 from voxtra.calls.context import CallContext, expected
 from voxtra.calls.control import RecordOptions
 from voxtra.calls.playback import play
-from voxtra.errors import CallEnded, RecordingError
+from voxtra.errors import CallEnded, PlaybackFailed, RecordingError
 from voxtra.providers.base import STT
 from voxtra.recording.app_recordings import (
     AppRecordings,
@@ -188,7 +188,10 @@ class CallRecorder:
             # whispers nothing: measured on 22.10.1, neither the caller's phone nor the
             # recording had any sound from it. So the caller's channel plays the beep,
             # and the recording starts after it (as Twilio's playBeep).
-            await (await play(context, ["sound:beep"])).wait(5.0)
+            try:
+                await (await play(context, ["sound:beep"])).wait(5.0)
+            except PlaybackFailed as exc:  # a server without the sound: record anyway
+                logger.warning("call %s: no beep before the recording: %s", context.id, exc)
         snoop_id = await self._snoop()
         target = f"channel:{snoop_id}"
         started = context.expect(

@@ -280,6 +280,10 @@ class FakeAsterisk(AriTransport):
         self.channelvars: tuple[str, ...] = tuple(channelvars)
         self.playback_duration = 0.0
         """Seconds each media item of a playback "plays" (0: finishes at once)."""
+        self.missing_media: set[str] = set()
+        """Media URIs (``sound:typo``) this Asterisk does not have. As Asterisk 22 does,
+        a playback still starts; one whose last item is missing finishes "failed", and
+        a missing item before the last is passed over."""
         self.dial_outcome = "answer"
         """How an originated call's far end reacts: ``answer``, ``ring`` (until the test
         acts on it), or one of :data:`DIAL_OUTCOMES` (``busy``, ``noanswer``, ...)."""
@@ -708,7 +712,8 @@ class FakeAsterisk(AriTransport):
                 self._emit(apps, "PlaybackContinuing", playback=playback.to_json())
                 playback.timer = self._later(self.playback_duration, step)
             else:
-                self._finish_playback(playback, "done")
+                missing = playback.media[playback.index] in self.missing_media
+                self._finish_playback(playback, "failed" if missing else "done")
 
         playback.timer = self._later(0, start)
         return playback
