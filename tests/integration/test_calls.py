@@ -426,6 +426,28 @@ async def test_a_sound_asterisk_does_not_have_is_playback_failed(make_app: MakeA
     }
 
 
+async def test_a_404_about_another_resource_is_not_the_call_ending(make_app: MakeApp) -> None:
+    """Asterisk 22 says "Channel not found" or "Provided channel was not found" when a
+    call's channel is gone; its 404 for a bridge that is gone is that error on a live
+    call, and the call goes on."""
+    app = await make_app()
+    seen: dict[str, object] = {}
+
+    async def handler(call: CallSession) -> None:
+        context = call.context
+        with pytest.raises(AriNotFound, match="Bridge not found"):
+            await context.request(context.ari.bridges.add_channel("voxtra-no-bridge", call.id))
+        seen["alive"] = (call.ended, await call.get_variable("CHANNEL(state)"))
+        await call.hangup()
+        with pytest.raises(CallEnded):
+            await context.request(context.ari.channels.ring(call.id))
+
+    session = await app.originate("Local/answer@voxtra-test", handler=handler, timeout=10)
+    await session.wait_ended(10)
+    await _no_sessions(app)
+    assert seen == {"alive": (False, "Up")}
+
+
 async def test_an_unset_variable_is_not_the_call_ending(make_app: MakeApp) -> None:
     """Asterisk answers 404 for a variable the channel does not have, as for a channel
     that is gone: the first is VariableNotSet and the call goes on; a function it

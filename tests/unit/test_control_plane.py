@@ -21,9 +21,10 @@ from fake_apps import fake_app
 
 from voxtra import CallSession, CallState, VoxtraApp
 from voxtra.app import INSTANCE_VARIABLE
+from voxtra.ari.errors import AriNotFound
 from voxtra.ari.events import ChannelDialplan, ChannelVarset
 from voxtra.ari.transport import AriRequest, AriResponse
-from voxtra.errors import CallNoAnswer, ConfigError, VariableNotSet
+from voxtra.errors import CallEnded, CallNoAnswer, ConfigError, VariableNotSet
 from voxtra.testing import FakeAsterisk
 
 APP = "control-plane-tests"
@@ -219,6 +220,31 @@ async def test_an_unset_variable_leaves_the_call_going(
         await fake_asterisk.incoming(extension="1000")
         await fake_asterisk.wait_until(lambda: len(seen) == 2 and not app.active_sessions)
     assert seen == [("LANGUAGE_CHOSEN", True, False), CallState.IN_PROGRESS]
+
+
+async def test_only_a_404_about_the_channel_ends_the_call(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    # A call's request answered 404 for something else (a bridge that is gone) is that
+    # error, the call going on; once the channel is gone, the same request is CallEnded.
+    seen: list[object] = []
+
+    @app.route("1000")
+    async def handler(call: CallSession) -> None:
+        context = call.context
+        with pytest.raises(AriNotFound, match="Bridge not found"):
+            await context.request(context.ari.bridges.add_channel("no-such-bridge", call.id))
+        seen.append(call.ended)
+        await call.answer()
+        await call.hangup()
+        with pytest.raises(CallEnded):
+            await context.request(context.ari.channels.answer(call.id))
+        seen.append(call.ended)
+
+    async with fake_asterisk.serve(app):
+        await fake_asterisk.incoming(extension="1000")
+        await fake_asterisk.wait_until(lambda: len(seen) == 2 and not app.active_sessions)
+    assert seen == [False, True]
 
 
 async def test_events_about_a_channel_no_call_owns_are_skipped_unparsed(

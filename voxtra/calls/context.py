@@ -322,6 +322,11 @@ class CallContext:
     async def request(self, coro: Awaitable[T]) -> T:
         """Run an ARI request for this call; a vanished channel becomes CallEnded.
 
+        Asterisk answers 404 for other things than a channel that is gone: a bridge
+        or a recording that is, a variable the channel does not have, a channel
+        without RTP statistics. Those are raised as they are (AriNotFound) while the
+        call lives; they used to end the handler with CallEnded on a live call.
+
         A request that cannot reach Asterisk waits for the events to reconnect and
         reconcile (bounded: the app's ``outage_wait``): if the call turned out gone,
         CallEnded; otherwise the connection error. It is not sent again (it may have
@@ -331,7 +336,7 @@ class CallContext:
         try:
             return await coro
         except (AriNotFound, AriUnprocessable) as exc:
-            if self.ended or isinstance(exc, AriNotFound):
+            if self.ended or _channel_not_found(exc):
                 raise CallEnded(self.id, f"call {self.id} has ended ({exc.message})") from exc
             raise
         except AriConnectionError as exc:
@@ -624,3 +629,12 @@ class CallContext:
                 await callback()
             except Exception:
                 logger.exception("on_hangup callback %s failed for call %s", name, self.id)
+
+
+def _channel_not_found(exc: AriError) -> bool:
+    """A 404 saying the channel is not there ("Channel not found", "Provided channel
+    was not found": Asterisk 22's two wordings)."""
+    if not isinstance(exc, AriNotFound):
+        return False
+    message = exc.message.lower()
+    return "channel" in message and "not found" in message

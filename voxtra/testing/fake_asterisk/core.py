@@ -1212,8 +1212,8 @@ class FakeAsterisk(AriTransport):
 
     def _r_rtp_statistics(self, request: AriRequest, id: str) -> AriResponse:
         call = self._channel(id)
-        if call.rtp is None:
-            raise _Fail(404, "Channel does not support RTP statistics")
+        if call.rtp is None:  # Asterisk 22's answer for a Local channel (measured)
+            raise _Fail(403, "Unsupported channel type")
         return _json(
             {
                 "txcount": call.rtp.packets_sent,
