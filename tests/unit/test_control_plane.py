@@ -247,6 +247,32 @@ async def test_only_a_404_about_the_channel_ends_the_call(
     assert seen == [False, True]
 
 
+async def test_dtmf_that_cannot_be_sent_is_a_config_error(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    # Asterisk takes any string with 204 and passes over what it cannot send: the
+    # mistake is named before anything goes, and what can be sent goes.
+    errors: list[str] = []
+
+    @app.route("1000")
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        for digits, kwargs in (("12x#", {}), ("", {}), ("1", {"duration_ms": -5})):
+            with pytest.raises(ConfigError) as wrong:
+                await call.send_dtmf(digits, **kwargs)
+            errors.append(str(wrong.value))
+        await call.send_dtmf("1w2W*#aDf")
+        await call.hangup()
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="1000")
+        await caller.wait_ended()
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+    assert "'x' cannot be sent as DTMF" in errors[0]
+    assert "at least one digit" in errors[1] and "negative" in errors[2]
+    assert caller.dtmf_sent == "1w2W*#aDf"
+
+
 async def test_events_about_a_channel_no_call_owns_are_skipped_unparsed(
     fake_asterisk: FakeAsterisk, app: VoxtraApp
 ) -> None:

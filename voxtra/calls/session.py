@@ -57,6 +57,10 @@ HangupCallback = Callable[["CallSession"], Awaitable[None]]
 Briefing = Callable[["CallSession"], Awaitable[bool | None]]
 
 
+_DTMF_CHARACTERS = frozenset("0123456789*#ABCDabcdwWfF")
+"""What Asterisk's DTMF stream sends: digits, ``*#``, ``A-D``, pauses ``w``/``W``, flash ``f``."""
+
+
 class CallSession:
     """One call in the Stasis application (a facade over its :class:`CallContext`)."""
 
@@ -335,7 +339,26 @@ class CallSession:
     async def send_dtmf(
         self, digits: str, *, duration_ms: int = 100, between_ms: int = 100
     ) -> None:
-        """Send DTMF to the caller (RFC 4733 on SIP)."""
+        """Send DTMF to the caller (RFC 4733 on SIP): ``0-9``, ``*``, ``#``, ``A-D``;
+        ``w`` and ``W`` pause half a second and a second, ``f`` flashes the hook.
+
+        Anything else is a ConfigError before a digit goes: Asterisk 22 answers 204 to
+        any string and passes over a character it cannot send with a warning in its
+        own log (checked on the sandbox), so a typo was lost silently.
+        """
+        if not digits:
+            raise ConfigError("send_dtmf() needs at least one digit")
+        wrong = sorted(set(digits) - _DTMF_CHARACTERS)
+        if wrong:
+            raise ConfigError(
+                f"send_dtmf({digits!r}): {''.join(wrong)!r} cannot be sent as DTMF "
+                "(0-9, *, #, A-D; w and W pause, f flashes)"
+            )
+        if duration_ms < 0 or between_ms < 0:
+            raise ConfigError(
+                f"send_dtmf(): duration_ms ({duration_ms}) and between_ms ({between_ms}) "
+                "cannot be negative"
+            )
         self.context.check_alive()
         await self.control.send_dtmf(digits, duration_ms=duration_ms, between_ms=between_ms)
 
