@@ -33,6 +33,7 @@ from voxtra.app import VoxtraApp
 from voxtra.ari.errors import AriError
 from voxtra.calls.session import CallSession
 from voxtra.calls.state import CallDirection
+from voxtra.errors import CallEnded
 from voxtra.pipeline.events import (
     AgentResponseEvent,
     BargeInEvent,
@@ -94,7 +95,9 @@ class Instrumentation:
         if self.sip_call_id and call.channel.name.upper().startswith("PJSIP/"):
             try:
                 span.set_attribute("sip.call_id", await call.get_variable(SIP_CALL_ID))
-            except AriError as exc:  # the channel left meanwhile, or not SIP after all
+            # the channel left meanwhile (CallEnded), or not SIP after all (Asterisk's
+            # 500 for a function it cannot read)
+            except (AriError, CallEnded) as exc:
                 logger.debug("call %s: no SIP Call-ID: %s", call.id, exc)
 
     async def call_ended(self, call: CallSession) -> None:

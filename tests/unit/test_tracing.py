@@ -4,6 +4,8 @@ the tool the agent called, and the call's media counters."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
 )
 
 from voxtra import CallSession, VoiceConfig, VoxtraApp
+from voxtra.ari.transport import AriRequest, AriResponse
 from voxtra.pipeline.io import MonotonicClock
 from voxtra.providers.base import ToolCall
 from voxtra.testing import FakeAsterisk
@@ -27,7 +30,7 @@ from voxtra.testing.doubles import (
     ScriptedSTT,
     ScriptedTTS,
 )
-from voxtra.tracing import instrument
+from voxtra.tracing import SIP_CALL_ID, instrument
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -100,3 +103,53 @@ async def test_a_conversation_is_traced_call_turn_and_stages(
     for stage in stages:
         assert stage.parent is not None and stage.parent.span_id == turn.context.span_id
         assert turn.start_time <= stage.start_time <= stage.end_time <= turn.end_time  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [(404, "Provided channel was not found"), (500, "Unable to read provided function")],
+)
+async def test_the_sip_call_id_read_failing_leaves_the_call_traced(
+    fake_asterisk: FakeAsterisk,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+    message: str,
+) -> None:
+    """Asterisk's answers when the channel left before the read, and when it is not
+    SIP after all: the call span goes on without ``sip.call_id`` and the call-start
+    hook does not fail (the first, CallEnded, failed it before)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    app = VoxtraApp(
+        "http://127.0.0.1:8088",
+        "user",
+        "secret",
+        app_name="trace-sip-id",
+        instance_id="unit",
+        spool_dir=str(tmp_path / "spool"),
+    )
+    instrument(app, tracer_provider=provider)
+    answer = fake_asterisk.handle_request
+
+    async def refuse(request: AriRequest) -> AriResponse:
+        if request.params.get("variable") == SIP_CALL_ID:
+            body = json.dumps({"message": message}).encode()
+            return AriResponse(status, body)
+        return await answer(request)
+
+    fake_asterisk.handle_request = refuse  # type: ignore[method-assign]
+
+    @app.route("1000")
+    async def hello(call: CallSession) -> None:
+        await call.answer()
+        await call.hangup()
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="1000")
+        await caller.wait_ended()
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+    (span,) = [s for s in exporter.get_finished_spans() if s.name == "voxtra.call"]
+    assert span.attributes is not None and "sip.call_id" not in span.attributes
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
