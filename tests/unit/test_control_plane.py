@@ -273,6 +273,42 @@ async def test_dtmf_that_cannot_be_sent_is_a_config_error(
     assert caller.dtmf_sent == "1w2W*#aDf"
 
 
+async def test_a_gather_that_could_never_collect_is_a_config_error(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    # No digit wanted, a terminator no keypad has, a timeout that is over at once: each
+    # returned "" at once before, as if the caller had pressed nothing.
+    errors: list[str] = []
+    got: list[str] = []
+
+    @app.route("1000")
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        for kwargs in (
+            {"max_digits": 0},
+            {"terminator": "##"},
+            {"terminator": "x"},
+            {"first_digit_timeout": 0},
+            {"inter_digit_timeout": -1},
+        ):
+            with pytest.raises(ConfigError) as wrong:
+                await call.gather(**{"max_digits": 4, **kwargs})
+            errors.append(str(wrong.value))
+        got.append(await call.gather(4, terminator="*", first_digit_timeout=5))
+        got.append(await call.gather(2, terminator=None, first_digit_timeout=5))
+        await call.hangup()
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="1000")
+        await caller.wait_answered()
+        await caller.press("12*34")
+        await caller.wait_ended()
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+    assert len(errors) == 5 and all(e.startswith("gather(): ") for e in errors)
+    assert "'x' is not a key" in errors[2] and "positive" in errors[3]
+    assert got == ["12", "34"]
+
+
 async def test_events_about_a_channel_no_call_owns_are_skipped_unparsed(
     fake_asterisk: FakeAsterisk, app: VoxtraApp
 ) -> None:

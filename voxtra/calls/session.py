@@ -57,6 +57,8 @@ HangupCallback = Callable[["CallSession"], Awaitable[None]]
 Briefing = Callable[["CallSession"], Awaitable[bool | None]]
 
 
+_KEYS = frozenset("0123456789*#ABCD")
+"""The keys a caller can press (what ``ChannelDtmfReceived`` carries)."""
 _DTMF_CHARACTERS = frozenset("0123456789*#ABCDabcdwWfF")
 """What Asterisk's DTMF stream sends: digits, ``*#``, ``A-D``, pauses ``w``/``W``, flash ``f``."""
 
@@ -306,8 +308,20 @@ class CallSession:
         """Collect up to ``max_digits`` digits (a menu choice, a PIN).
 
         Stops at ``terminator`` (not included), at ``max_digits``, or when a timeout
-        passes; returns what was collected so far (possibly "").
+        passes; returns what was collected so far (possibly ""). ``terminator``: one
+        key (``0-9``, ``*``, ``#``, ``A-D``), or None (or "") for none.
         """
+        if max_digits < 1:
+            raise ConfigError(f"gather(): max_digits must be at least 1, not {max_digits}")
+        if terminator and (len(terminator) != 1 or terminator not in _KEYS):
+            raise ConfigError(
+                f"gather(): terminator {terminator!r} is not a key (0-9, *, #, A-D) or None"
+            )
+        if not (first_digit_timeout > 0 and inter_digit_timeout > 0):
+            raise ConfigError(
+                f"gather(): the timeouts must be positive seconds, not {first_digit_timeout} "
+                f"and {inter_digit_timeout}"
+            )
         digits = ""
         timeout = first_digit_timeout
         while len(digits) < max_digits:
