@@ -19,7 +19,7 @@ from voxtra.calls.control import CallControl
 from voxtra.errors import CallEnded
 from voxtra.media.transport import MediaTransport
 from voxtra.pipeline import VoicePipeline
-from voxtra.pipeline.engine import ConversationEngine, HasEventHandlers
+from voxtra.pipeline.engine import ClearsEventHandlers, ConversationEngine
 from voxtra.pipeline.pipeline import DEFAULT_FALLBACK, EndReason
 from voxtra.pipeline.turn import END_SILENCE_MS, MIN_SPEECH_MS
 from voxtra.providers.base import LLM, STT, TTS, VAD
@@ -123,8 +123,8 @@ class CallVoice:
         self._failed: BaseException | None = None
         self._task: asyncio.Task[Any] | None = None
         self._cleanup_added = False
-        # Runs after the voice's own clean-up (added later, at attach) and the media's:
-        # no event comes after it.
+        # Added now, so it runs after every clean-up added later, the voice's own (at
+        # attach) among them: the engine has detached by then, and no event comes.
         context.add_cleanup("voice event handlers", self._clear_event_handlers)
 
     async def attach(self) -> ConversationEngine:
@@ -198,7 +198,7 @@ class CallVoice:
         reference cycle per call, freed only by the cyclic collector
         (tests/unit/test_call_garbage.py). The engine itself stays, for its history.
         """
-        if isinstance(self.engine, HasEventHandlers):
+        if isinstance(self.engine, ClearsEventHandlers):
             self.engine.clear_event_handlers()
 
 

@@ -25,7 +25,7 @@ from typing import Any, Protocol, runtime_checkable
 from voxtra.pipeline.events import PipelineEvent, SayResult, UserTranscriptEvent
 from voxtra.pipeline.io import Clock, MediaIO
 
-__all__ = ["ConversationEngine", "HasEventHandlers"]
+__all__ = ["ClearsEventHandlers", "ConversationEngine"]
 
 
 @runtime_checkable
@@ -59,7 +59,7 @@ class ConversationEngine(Protocol):
 
 
 @runtime_checkable
-class HasEventHandlers(Protocol):
+class ClearsEventHandlers(Protocol):
     """An engine that can let go of the callbacks ``on_event`` registered.
 
     The call does so once it is over (``voxtra.calls.voice``): a handler that holds
