@@ -25,7 +25,7 @@ from voxtra.ari.errors import AriNotFound
 from voxtra.ari.events import ChannelDialplan, ChannelVarset
 from voxtra.ari.transport import AriRequest, AriResponse
 from voxtra.errors import CallEnded, CallNoAnswer, ConfigError, VariableNotSet
-from voxtra.testing import FakeAsterisk
+from voxtra.testing import FakeAsterisk, FakeCall
 
 APP = "control-plane-tests"
 
@@ -216,9 +216,7 @@ async def test_an_unset_variable_leaves_the_call_going(
         seen.append(call.state)
         await call.hangup()
 
-    async with fake_asterisk.serve(app):
-        await fake_asterisk.incoming(extension="1000")
-        await fake_asterisk.wait_until(lambda: len(seen) == 2 and not app.active_sessions)
+    await _call_through(fake_asterisk, app)
     assert seen == [("LANGUAGE_CHOSEN", True, False), CallState.IN_PROGRESS]
 
 
@@ -241,9 +239,7 @@ async def test_only_a_404_about_the_channel_ends_the_call(
             await context.request(context.ari.channels.answer(call.id))
         seen.append(call.ended)
 
-    async with fake_asterisk.serve(app):
-        await fake_asterisk.incoming(extension="1000")
-        await fake_asterisk.wait_until(lambda: len(seen) == 2 and not app.active_sessions)
+    await _call_through(fake_asterisk, app)
     assert seen == [False, True]
 
 
@@ -264,10 +260,7 @@ async def test_dtmf_that_cannot_be_sent_is_a_config_error(
         await call.send_dtmf("1w2W*#aDf")
         await call.hangup()
 
-    async with fake_asterisk.serve(app):
-        caller = await fake_asterisk.incoming(extension="1000")
-        await caller.wait_ended()
-        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+    caller = await _call_through(fake_asterisk, app)
     assert "'x' cannot be sent as DTMF" in errors[0]
     assert "at least one digit" in errors[1] and "negative" in errors[2]
     assert caller.dtmf_sent == "1w2W*#aDf"
@@ -416,6 +409,16 @@ async def test_the_tag_request_stays_the_default(
 async def _answer_and_hang_up(call: CallSession) -> None:
     await call.answer()
     await call.hangup()
+
+
+async def _call_through(fake: FakeAsterisk, app: VoxtraApp) -> FakeCall:
+    """One call to 1000 through ``app`` on ``fake``, until the app is done with it (the
+    handler hangs up)."""
+    async with fake.serve(app):
+        caller = await fake.incoming(extension="1000")
+        await caller.wait_ended()
+        await fake.wait_until(lambda: not app.active_sessions)
+    return caller
 
 
 async def _one_call(fake: FakeAsterisk, app: VoxtraApp, variables: dict[str, str]) -> str:
