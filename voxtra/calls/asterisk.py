@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriNotFound
 from voxtra.calls.context import CallContext
 from voxtra.calls.control import RecordOptions
@@ -135,25 +134,13 @@ class AsteriskControl:
 
     async def get_variable(self, name: str) -> str:
         context = self.context
-        return str(await context.request(_read_variable(context.ari, context.id, name)))
+        try:
+            return str(await context.request(context.ari.channels.get_variable(context.id, name)))
+        except AriNotFound:
+            # A 404 that is not about the channel (``request`` made that one CallEnded):
+            # Asterisk 22's "Provided variable was not found", the call goes on.
+            raise VariableNotSet(context.id, name) from None
 
     async def set_variable(self, name: str, value: str) -> None:
         context = self.context
         await context.request(context.ari.channels.set_variable(context.id, name, value))
-
-
-async def _read_variable(ari: AriClient, channel_id: str, name: str) -> str:
-    """A channel variable; VariableNotSet for one the channel does not have.
-
-    Asterisk answers 404 both for a channel that is gone ("Provided channel was not
-    found", which the call's ``request`` turns into CallEnded) and for a variable it
-    does not have ("Provided variable was not found", checked on Asterisk 22): the
-    second is not the call ending. A function it cannot read (``CHANNEL(pjsip,...)``
-    on a Local channel) is a 500, an AriServerError.
-    """
-    try:
-        return await ari.channels.get_variable(channel_id, name)
-    except AriNotFound as exc:
-        if "variable" in exc.message.lower():
-            raise VariableNotSet(channel_id, name) from None
-        raise

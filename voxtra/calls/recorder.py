@@ -28,6 +28,7 @@ from voxtra.ari.events import (
 from voxtra.calls.context import CallContext, expected
 from voxtra.calls.control import RecordOptions
 from voxtra.calls.playback import play
+from voxtra.calls.state import DTMF_KEYS
 from voxtra.errors import CallEnded, PlaybackFailed, RecordingError
 from voxtra.providers.base import STT
 from voxtra.recording.app_recordings import (
@@ -55,7 +56,6 @@ START_TIMEOUT = 10.0
 """Seconds to wait for RecordingStarted (a beep plays first)."""
 FINISH_TIMEOUT = 10.0
 """Seconds to wait for a stopped recording to be stored by Asterisk."""
-_DTMF_KEYS = frozenset("0123456789*#ABCD")
 
 
 @dataclass(eq=False)
@@ -511,6 +511,6 @@ def _limit_reason(active: _Recording) -> RecordingEndReason:
 def _check_keys(keys: str | None) -> str | None:
     if keys is None or keys == "":
         return None
-    if not isinstance(keys, str) or any(k not in _DTMF_KEYS for k in keys.upper()):
+    if not isinstance(keys, str) or any(k not in DTMF_KEYS for k in keys.upper()):
         raise RecordingError(f"finish_on_key must be DTMF keys (0-9 * # A-D), got {keys!r}")
     return keys.upper()

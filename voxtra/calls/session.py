@@ -35,7 +35,7 @@ from voxtra.calls.parties import AgentMode, CallParties, PartyError, PartyState
 from voxtra.calls.playback import Playback
 from voxtra.calls.recorder import CallRecorder
 from voxtra.calls.secure import SecureInput
-from voxtra.calls.state import CallDirection, CallEndReason, CallState
+from voxtra.calls.state import DTMF_KEYS, CallDirection, CallEndReason, CallState
 from voxtra.calls.voice import CallVoice, VoiceConfig
 from voxtra.errors import CallEnded, ConfigError, PipelineNotConfigured
 from voxtra.media.convert import ChunkConverter
@@ -57,9 +57,7 @@ HangupCallback = Callable[["CallSession"], Awaitable[None]]
 Briefing = Callable[["CallSession"], Awaitable[bool | None]]
 
 
-_KEYS = frozenset("0123456789*#ABCD")
-"""The keys a caller can press (what ``ChannelDtmfReceived`` carries)."""
-_DTMF_CHARACTERS = frozenset("0123456789*#ABCDabcdwWfF")
+_DTMF_CHARACTERS = DTMF_KEYS | frozenset("abcdwWfF")
 """What Asterisk's DTMF stream sends: digits, ``*#``, ``A-D``, pauses ``w``/``W``, flash ``f``."""
 
 
@@ -313,7 +311,7 @@ class CallSession:
         """
         if max_digits < 1:
             raise ConfigError(f"gather(): max_digits must be at least 1, not {max_digits}")
-        if terminator and (len(terminator) != 1 or terminator not in _KEYS):
+        if terminator and (len(terminator) != 1 or terminator not in DTMF_KEYS):
             raise ConfigError(
                 f"gather(): terminator {terminator!r} is not a key (0-9, *, #, A-D) or None"
             )

@@ -5,7 +5,17 @@ from __future__ import annotations
 import uuid
 from enum import StrEnum
 
-__all__ = ["INTERNAL_PREFIX", "CallDirection", "CallEndReason", "CallState", "internal_id"]
+__all__ = [
+    "DTMF_KEYS",
+    "INTERNAL_PREFIX",
+    "CallDirection",
+    "CallEndReason",
+    "CallState",
+    "internal_id",
+]
+
+DTMF_KEYS = frozenset("0123456789*#ABCD")
+"""The keys a caller can press (what ``ChannelDtmfReceived`` carries)."""
 
 INTERNAL_PREFIX = "voxtra-internal-"
 """Channel ids the app creates for itself (media, snoop, transfer legs): never routed."""
