@@ -7,6 +7,7 @@ from voxtra.calls.state import CallDirection, CallEndReason, CallState
 from voxtra.calls.voice import VoiceConfig
 from voxtra.config import MediaSettings, VoxtraSettings
 from voxtra.errors import (
+    AppNotRunning,
     CallbackSignatureError,
     CallBusy,
     CallEnded,
@@ -29,6 +30,7 @@ from voxtra.routing import CallInfo, Route
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AppNotRunning",
     "AudioChunk",
     "CallBusy",
     "CallDirection",

@@ -82,6 +82,7 @@ from voxtra.calls.state import (
 from voxtra.calls.voice import VoiceConfig
 from voxtra.config import VoxtraSettings, load_settings
 from voxtra.errors import (
+    AppNotRunning,
     CallEnded,
     CallFailed,
     CallNoAnswer,
@@ -1086,7 +1087,11 @@ class VoxtraApp:
         if amd_config is not None:
             variables = {**(variables or {}), **amd_config.variables(self.app_name)}
         if not self._accepting:
-            raise VoxtraError("the app is not running (call start() first)")
+            raise AppNotRunning(
+                "the app is stopping: it places no new calls"
+                if self._runner is not None
+                else "the app is not running (call start() first)"
+            )
         channel_id = channel_id or f"voxtra-out-{uuid.uuid4().hex[:16]}"
         if formats is None and endpoint[:6].lower() == "local/":
             formats = "slin"
@@ -1121,6 +1126,12 @@ class VoxtraApp:
                 channel, amd_result = await detect_amd(
                     self.ari, self.registry, channel_id, endpoint, amd_config
                 )
+        except asyncio.CancelledError:
+            # Whoever awaited the call gave up on it (a stopping worker, a timeout around
+            # originate()): the phone must not go on ringing, or be answered into a call
+            # nobody runs. Shielded: a second cancel must not leave it ringing either.
+            await asyncio.shield(self._hangup_quietly(channel_id))
+            raise
         except AriError as exc:
             raise await self._refusal(endpoint, exc) from exc
         finally:

@@ -24,6 +24,7 @@ their layer and derive from the classes here. One naming rule for all of them:
 from __future__ import annotations
 
 __all__ = [
+    "AppNotRunning",
     "CallEnded",
     "CallbackSignatureError",
     "ConfigError",
@@ -155,6 +156,11 @@ class VariableNotSet(VoxtraError, LookupError):
         self.call_id = call_id
         self.name = name
         super().__init__(f"call {call_id}: the channel variable {name!r} is not set")
+
+
+class AppNotRunning(VoxtraError, RuntimeError):
+    """The app takes no new calls: not started yet, or stopping (``originate()`` then).
+    Nothing was placed, so a caller may hand the work to another process."""
 
 
 class OriginateError(VoxtraError):

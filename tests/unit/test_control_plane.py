@@ -24,7 +24,13 @@ from voxtra.app import INSTANCE_VARIABLE
 from voxtra.ari.errors import AriNotFound
 from voxtra.ari.events import ChannelDialplan, ChannelVarset
 from voxtra.ari.transport import AriRequest, AriResponse
-from voxtra.errors import CallEnded, CallNoAnswer, ConfigError, VariableNotSet
+from voxtra.errors import (
+    AppNotRunning,
+    CallEnded,
+    CallNoAnswer,
+    ConfigError,
+    VariableNotSet,
+)
 from voxtra.testing import FakeAsterisk, FakeCall
 
 APP = "control-plane-tests"
@@ -348,6 +354,44 @@ async def test_an_originate_never_answered_raises_no_answer_and_hangs_up(
             await app.originate("PJSIP/bob", timeout=-5, channel_id="never-answered")
         await fake_asterisk.wait_until(lambda: "never-answered" not in fake_asterisk.channels)
         assert not app.registry.originates
+
+
+async def test_a_cancelled_originate_hangs_the_ringing_channel_up(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    # A caller that gives up on originate() (wait_for, a stopping worker) left the phone
+    # ringing; answered, the channel came in as a new inbound call to the routes.
+    fake_asterisk.dial_outcome = "ring"
+    async with fake_asterisk.serve(app):
+        placing = asyncio.create_task(app.originate("PJSIP/bob", channel_id="given-up"))
+        await fake_asterisk.wait_until(lambda: "given-up" in fake_asterisk.channels)
+        placing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await placing
+        await fake_asterisk.wait_until(lambda: "given-up" not in fake_asterisk.channels)
+        assert not app.registry.originates
+        assert not app.active_sessions
+
+
+async def test_originate_on_an_app_not_running_says_so(
+    fake_asterisk: FakeAsterisk, app: VoxtraApp
+) -> None:
+    with pytest.raises(AppNotRunning, match="call start"):
+        await app.originate("PJSIP/bob")
+    release = asyncio.Event()
+
+    async def busy(call: CallSession) -> None:
+        await release.wait()
+
+    async with fake_asterisk.serve(app):
+        await app.originate("PJSIP/bob", handler=busy)
+        stopping = asyncio.create_task(app.stop(deadline=5))
+        await asyncio.sleep(0.05)  # stop() waits for the call's handler
+        with pytest.raises(AppNotRunning, match="stopping"):
+            await app.originate("PJSIP/carol")
+        release.set()
+        await stopping
+    assert [c.endpoint for c in fake_asterisk.originated] == ["PJSIP/bob"]
 
 
 def _tags_sent(fake: FakeAsterisk) -> list[str]:

@@ -27,7 +27,27 @@ __all__ = [
 
 _CALLER_ID = re.compile(r"(?:[A-Za-z0-9 _.'-]{0,40} ?<\+?[0-9]{1,20}>|\+?[0-9]{1,20})")
 MAX_DATA_BYTES = 16_384
-"""Largest ``variables``, ``customer_data`` or ``metadata`` of a call, as JSON."""
+"""Largest ``variables``, ``customer_data`` or ``metadata`` of a call, a contact, a
+schedule or a campaign, as JSON."""
+MAX_URL_LENGTH = 2000
+"""Longest webhook URL the store keeps (its column; pydantic's URLs go to 2083)."""
+
+
+def bounded_data(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A validator's check: stored with every call and sent back in every read, so
+    bounded (``MAX_DATA_BYTES`` of JSON)."""
+    if value is not None and len(json.dumps(value, default=str)) > MAX_DATA_BYTES:
+        raise ValueError(f"at most {MAX_DATA_BYTES} bytes of JSON")
+    return value
+
+
+def bounded_url(value: Any) -> Any:
+    """A validator's check of a webhook URL's length (``MAX_URL_LENGTH``)."""
+    if value is not None and len(str(value)) > MAX_URL_LENGTH:
+        raise ValueError(f"at most {MAX_URL_LENGTH} characters")
+    return value
+
+
 _ROUTE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
@@ -81,10 +101,7 @@ class CallRequest(BaseModel):
     @field_validator("variables", "customer_data", "metadata")
     @classmethod
     def _size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        # Stored with every call and sent back in every read: bounded.
-        if value is not None and len(json.dumps(value, default=str)) > MAX_DATA_BYTES:
-            raise ValueError(f"at most {MAX_DATA_BYTES} bytes of JSON")
-        return value
+        return bounded_data(value)
 
     @field_validator("route")
     @classmethod

@@ -139,8 +139,11 @@ def check_webhook_url(url: str, allowed: Sequence[str], field: str = "webhook_ur
     or unspecified range, or ``localhost`` (and ``*.localhost``), is refused. A name is
     not resolved here (what it resolves to may change before the event is sent): keep
     the platform's egress to private networks closed where that matters."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+    except ValueError:  # "http://[::1/x": an unclosed bracket, a bad port
+        raise InvalidTarget(field, "expected an http(s) URL with a host") from None
     if parts.scheme not in ("http", "https") or not host:
         raise InvalidTarget(field, "expected an http(s) URL with a host")
     if host in allowed:

@@ -150,6 +150,17 @@ async def test_pause_resume_cancel_and_their_conflicts(running: Callable[..., An
         ({"max_concurrent": 0}, "max_concurrent"),
         ({"route": "nosuch"}, "route"),
         ({"retry": {"busy": {"delay": -1}}}, "retry.busy.delay"),
+        # every contact's variables: an object (a string stopped every later campaign's
+        # claims on every worker)
+        ({"metadata": {"variables": "x"}}, "metadata"),
+        ({"metadata": {"blob": "x" * 20_000}}, "metadata"),
+        (
+            {"contacts": [{"to": "PJSIP/x", "variables": {"blob": "x" * 20_000}}]},
+            "contacts.0.variables",
+        ),
+        # the store's column holds 2,000 characters (Postgres refused it: a 500)
+        ({"webhook_url": "https://hooks.example/" + "a" * 2000}, "webhook_url"),
+        ({"webhook_url": "http://[::1/x"}, "webhook_url"),
     ],
 )
 async def test_invalid_campaigns_are_422_naming_the_field(
@@ -221,6 +232,18 @@ async def test_schedules_once_and_by_cron_through_the_api(running: Callable[...,
             "/v1/schedules", json={"to": "PJSIP/x", "route": "agent", **bad}, headers=auth(WRITE)
         )
         assert got_bad.status_code == 422 and got_bad.json()["errors"][0]["field"] == field
+    too_long = await rig.client.post(
+        "/v1/schedules",
+        json={
+            "to": "PJSIP/x",
+            "cron": "* * * * *",
+            "webhook_url": "https://hooks.example/" + "a" * 2000,
+            "metadata": {"blob": "x" * 20_000},
+        },
+        headers=auth(WRITE),
+    )
+    assert too_long.status_code == 422
+    assert {e["field"] for e in too_long.json()["errors"]} == {"webhook_url", "metadata"}
     both = await rig.client.post(
         "/v1/schedules",
         json={"to": "PJSIP/x", "cron": "* * * * *", "at": "2026-12-01T09:00"},
@@ -249,6 +272,14 @@ async def test_a_campaign_is_checked_without_starting_and_documented(
     )
     assert no_header.status_code == 422
     assert no_header.json()["errors"][0]["field"] == "contacts"
+    # a field over the csv module's 128 KiB limit, inside the 20 MB a file may have
+    huge = await rig.client.post(
+        "/v1/campaigns",
+        files={"contacts": ("c.csv", b"to,note\nPJSIP/x," + b"n" * 140_000 + b"\n", "text/csv")},
+        data={"campaign": '{"route": "agent"}'},
+        headers=auth(WRITE),
+    )
+    assert huge.status_code == 422 and "cannot be read" in huge.json()["errors"][0]["message"]
     # every schema the campaign and schedule paths name is in the document
     doc = (await rig.client.get("/openapi.json")).json()
     text = str({p: v for p, v in doc["paths"].items() if "campaign" in p or "schedule" in p})

@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import select
 
 from voxtra import CallSession, VoxtraApp
-from voxtra.platform.engine import ScaledClock, SchedulingWorker
+from voxtra.errors import AppNotRunning
+from voxtra.platform.engine import ScaledClock, SchedulingWorker, claims
 from voxtra.platform.engine.admin import (
     CampaignConflict,
     ContactSpec,
@@ -35,6 +36,7 @@ from voxtra.platform.store.campaigns import (
     CampaignContact,
     Schedule,
     ScheduleRun,
+    WorkerLease,
 )
 from voxtra.platform.store.db import Database
 from voxtra.testing import FakeAsterisk
@@ -328,3 +330,157 @@ async def test_a_second_worker_on_sqlite_is_warned_about(
     await first.stop()
     warned = [r.getMessage() for r in caplog.records if "SQLite" in r.getMessage()]
     assert warned and "second" in warned[0]
+
+
+async def test_claims_of_an_app_that_stops_go_back_undialled(rig: Rig) -> None:
+    # The round's claims are dialled after the app began to stop: originate() places
+    # nothing, so each contact and run goes back as it was (not failed for good, as
+    # before: 140 of 300 contacts in 2 s with the default retry policy).
+    async with rig.db.session() as session:
+        campaign = await create_campaign(
+            session,
+            contacts=[ContactSpec(f"PJSIP/s{i}") for i in range(4)],
+            now=rig.clock.now(),
+            route="agent",
+            max_concurrent=4,
+            retry=RetryPolicy(failed=None),
+        )
+        once = await create_schedule(
+            session, to="PJSIP/once", now=rig.clock.now(), at=rig.clock.now(), route="agent"
+        )
+    await rig.app.stop()
+    worker = rig.worker(app_webhooks=("https://hooks.example/voxtra",))
+    assert await worker.run_once() == 5  # claimed, then handed back
+    await asyncio.wait_for(asyncio.gather(*worker._calls), 5)
+    async with rig.db.session() as session:
+        progress = await campaign_progress(session, campaign.id)
+        left = (await session.scalars(select(CampaignContact))).all()
+        schedule = await session.get(Schedule, once.id)
+        runs = (await session.scalars(select(ScheduleRun))).all()
+    assert progress["contacts"] == {"pending": 4} and progress["attempts"] == {}
+    assert {c.attempts for c in left} == {0}
+    assert schedule is not None and schedule.status == "active" and schedule.runs == 0
+    assert schedule.next_run_at == once.next_run_at and runs == []
+    assert rig.fake.originated == []
+    ended = [data for event, data, _ in rig.events if event == "call.ended"]
+    assert len(ended) == 5 and {d["outcome"] for d in ended} == {"canceled"}
+    assert {d.get("contact_state") for d in ended} == {"pending", None}
+
+
+async def test_a_claim_handed_back_in_a_canceled_campaign_is_canceled(rig: Rig) -> None:
+    async with rig.db.session() as session:
+        campaign = await create_campaign(
+            session,
+            contacts=[ContactSpec("PJSIP/late")],
+            now=rig.clock.now(),
+            route="agent",
+        )
+
+    class Stopping:
+        async def originate(self, endpoint: str, **options: Any) -> Any:
+            async with rig.db.session() as session:  # canceled while it was dialled
+                await steer_campaign(session, campaign.id, "cancel")
+            raise AppNotRunning("the app is stopping: it places no new calls")
+
+    worker = SchedulingWorker(
+        Stopping(), rig.db, routes=lambda name: agent, clock=rig.clock, poll_interval=5.0
+    )
+    await worker.run_once()
+    await asyncio.wait_for(asyncio.gather(*worker._calls), 5)
+    async with rig.db.session() as session:
+        progress = await campaign_progress(session, campaign.id)
+    assert progress["contacts"] == {"canceled": 1} and progress["attempts"] == {}
+
+
+async def test_one_campaign_that_cannot_be_claimed_does_not_hold_up_the_others(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig.fake.dial_outcome = "answer"
+    async with rig.db.session() as session:
+        # a row from before the API checked metadata.variables: passed over
+        bad = await create_campaign(
+            session,
+            contacts=[ContactSpec("PJSIP/bad")],
+            now=rig.clock.now(),
+            route="agent",
+            metadata={"variables": "x"},
+        )
+        broken = await create_campaign(
+            session, contacts=[ContactSpec("PJSIP/broken")], now=rig.clock.now(), route="agent"
+        )
+        good = await create_campaign(
+            session,
+            contacts=[ContactSpec("PJSIP/good", variables={"name": "Ada"})],
+            now=rig.clock.now(),
+            route="agent",
+            metadata={"variables": {"team": "blue", "name": "?"}},
+        )
+    real = claims.claim_campaign
+
+    async def claim(session: Any, campaign_id: str, *args: Any) -> Any:
+        if campaign_id == broken.id:
+            raise RuntimeError("a row the code cannot read")
+        return await real(session, campaign_id, *args)
+
+    monkeypatch.setattr(claims, "claim_campaign", claim)
+    seen: list[dict[str, Any]] = []
+
+    async def route(call: CallSession) -> None:
+        seen.append(dict(call.metadata["customer_data"]))
+        await call.hangup()
+
+    worker = SchedulingWorker(
+        rig.app, rig.db, routes=lambda name: route, clock=rig.clock, poll_interval=5.0
+    )
+    assert await worker.run_once() == 2
+    await asyncio.wait_for(asyncio.gather(*worker._calls), 5)
+    assert sorted(c.endpoint for c in rig.fake.originated) == ["PJSIP/bad", "PJSIP/good"]
+    assert {"team": "blue", "name": "Ada"} in seen and {} in seen
+    async with rig.db.session() as session:
+        assert (await campaign_progress(session, bad.id))["contacts"] == {"completed": 1}
+        assert (await campaign_progress(session, good.id))["contacts"] == {"completed": 1}
+        assert (await campaign_progress(session, broken.id))["contacts"] == {"pending": 1}
+
+
+async def test_the_lease_is_renewed_between_rounds(rig: Rig) -> None:
+    # A round every 50 s (6,000 s of campaign time), a lease of 0.5 s (60 s): renewed
+    # only by the rounds, it lapsed and the other workers reaped the live calls.
+    worker = rig.worker(poll_interval=6000.0, lease=60.0)
+    await worker.start()
+    try:
+
+        async def expiry() -> datetime:
+            async with rig.db.session() as session:
+                lease = await session.get(WorkerLease, worker.worker_id)
+                assert lease is not None
+                return lease.expires_at
+
+        first = await expiry()
+        await asyncio.sleep(0.6)
+        assert await expiry() > first
+    finally:
+        await worker.stop()
+
+
+async def test_a_call_dialling_when_the_worker_stops_is_recorded_canceled(rig: Rig) -> None:
+    rig.fake.dial_outcome = "ring"
+    outcomes: list[tuple[Any, ...]] = []
+
+    class Log:
+        async def dialing(self, *args: Any) -> dict[str, Any]:
+            return {"platform_call_id": "call_1"}
+
+        async def refused(self, extra: dict[str, Any], *result: Any) -> None:
+            outcomes.append((extra["platform_call_id"], *result))
+
+    async with rig.db.session() as session:
+        await create_campaign(
+            session, contacts=[ContactSpec("PJSIP/rings")], now=rig.clock.now(), route="agent"
+        )
+    worker = rig.worker(calls=Log())
+    await worker.run_once()
+    await rig.fake.wait_until(lambda: len(rig.fake.originated) == 1)
+    await worker.stop(timeout=0.1)
+    assert outcomes == [("call_1", "canceled", None, "the worker stopped")]
+    # app.originate hung the ringing channel up when the worker gave up on it
+    await rig.fake.wait_until(lambda: all(c.ended for c in rig.fake.originated))

@@ -229,6 +229,18 @@ async def test_a_client_given_webhook_on_a_private_host_is_refused(
     assert not rig.fake.originated
 
 
+async def test_a_call_webhook_url_that_cannot_be_parsed_is_422(
+    running: Callable[..., Any],
+) -> None:
+    # urlsplit() raises ValueError on an unclosed IPv6 bracket: that was a bare 500.
+    rig: Running = await running()
+    body = {"to": "PJSIP/bob", "route": "hello", "metadata": {"webhook_url": "http://[::1/x"}}
+    refused = await rig.client.post("/v1/calls", json=body, headers=auth(WRITE))
+    assert refused.status_code == 422, refused.text
+    assert [e["field"] for e in refused.json()["errors"]] == ["metadata.webhook_url"]
+    assert not rig.fake.originated
+
+
 async def test_private_webhook_hosts_the_operator_allows_are_accepted(
     running: Callable[..., Any],
 ) -> None:

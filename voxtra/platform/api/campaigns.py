@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, field_validator
 from sqlalchemy import select
 from starlette.datastructures import UploadFile
 
@@ -28,6 +28,7 @@ from voxtra.platform.api.schedules import check_call, check_to, check_webhook
 from voxtra.platform.engine import admin, service
 from voxtra.platform.platform import Platform
 from voxtra.platform.scheduling import CallingWindow, RetryBackoff, RetryPolicy, zone
+from voxtra.platform.schemas import bounded_data, bounded_url
 from voxtra.platform.store.campaigns import Campaign
 
 __all__ = ["CampaignIn", "CampaignOut", "router"]
@@ -48,6 +49,8 @@ class ContactIn(BaseModel):
     to: str = Field(max_length=200)
     tz: str | None = Field(default=None, max_length=64, description="the contact's zone")
     variables: dict[str, Any] = Field(default_factory=dict, description="customer data")
+
+    _size = field_validator("variables")(bounded_data)
 
 
 class WindowIn(BaseModel):
@@ -104,13 +107,28 @@ class CampaignSettings(BaseModel):
     retry: RetryIn = Field(default_factory=RetryIn)
     ring_timeout: int = Field(default=30, ge=1, le=300)
     webhook_url: HttpUrl | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(
+        default_factory=dict,
+        description="your own data; its `variables` object, if any, every contact gets "
+        "(a contact's own variables over it)",
+    )
     backend: Literal["asterisk", "twilio"] | None = Field(
         default=None,
         description="the telephony backend of every call (as for POST /v1/calls; none: "
         "Asterisk when the app has it, else Twilio)",
     )
     start_at: datetime | None = Field(default=None, description="not before (default: now)")
+
+    _url = field_validator("webhook_url")(bounded_url)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, Any]) -> dict[str, Any]:
+        bounded_data(value)
+        shared = value.get("variables")
+        if shared is not None and not isinstance(shared, dict):
+            raise ValueError("metadata.variables (every contact's variables) must be an object")
+        return value
 
 
 class CampaignIn(CampaignSettings):
@@ -147,7 +165,14 @@ def _contacts_from_csv(data: bytes) -> list[ContactIn]:
     if reader.fieldnames is None or "to" not in reader.fieldnames:
         raise _problem("contacts", "the CSV file needs a header row with a 'to' column")
     out: list[ContactIn] = []
-    for line, row in enumerate(reader, start=2):
+    rows = enumerate(reader, start=2)
+    while True:
+        try:
+            line, row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # a field over the csv module's limit (128 KiB), a stray quote
+            raise _problem("contacts", f"the CSV file cannot be read: {exc}") from None
         if len(out) >= MAX_CONTACTS:
             raise _problem("contacts", f"more than {MAX_CONTACTS} contacts")
         if None in row:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from sqlalchemy import select
 
 from voxtra.errors import ConfigError
@@ -20,7 +20,7 @@ from voxtra.platform.api.auth import Caller, platform_of, require
 from voxtra.platform.api.problems import Problem
 from voxtra.platform.engine import admin, service
 from voxtra.platform.platform import Platform
-from voxtra.platform.schemas import CallRequest
+from voxtra.platform.schemas import CallRequest, bounded_data, bounded_url
 from voxtra.platform.store.campaigns import Schedule, ScheduleRun
 from voxtra.platform.targets import InvalidTarget, check_webhook_url
 
@@ -55,6 +55,9 @@ class ScheduleIn(BaseModel):
     backend: Literal["asterisk", "twilio"] | None = Field(
         default=None, description="as for POST /v1/calls"
     )
+
+    _size = field_validator("variables", "metadata")(bounded_data)
+    _url = field_validator("webhook_url")(bounded_url)
 
     @model_validator(mode="after")
     def _one_of(self) -> ScheduleIn:

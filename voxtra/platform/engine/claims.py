@@ -385,6 +385,11 @@ async def claim_campaign(
             session.add(attempt)
             new.append((attempt, contact))
         await session.flush()
+        # Every contact's variables under its own (metadata.variables, checked by the
+        # API; a row from before that check that is not an object is passed over).
+        shared = campaign.meta.get("variables") if isinstance(campaign.meta, dict) else None
+        if not isinstance(shared, dict):
+            shared = {}
         claimed = [
             ClaimedAttempt(
                 attempt_id=a.id,
@@ -392,7 +397,7 @@ async def claim_campaign(
                 contact_id=c.id,
                 attempt=a.attempt,
                 to=c.to,
-                variables={**campaign.meta.get("variables", {}), **c.variables},
+                variables={**shared, **c.variables},
                 route=campaign.route,
                 caller_id=campaign.caller_id,
                 ring_timeout=campaign.ring_timeout,
@@ -455,7 +460,11 @@ async def _finish(
     attempt.ended_at, attempt.outcome = now, outcome.value
     attempt.hangup_cause, attempt.error = hangup_cause, error
     contact = await session.get(CampaignContact, attempt.contact_id, with_for_update=True)
-    campaign = await session.get(Campaign, attempt.campaign_id)
+    # Locked, so a cancel is seen: read unlocked, a cancel committed between this read and
+    # the contact's write skipped the contact (dialing then) and this write put it back
+    # to pending, in a campaign no worker claims from, for ever. No deadlock: cancel
+    # waits for no dialing contact, and claims skip a locked campaign.
+    campaign = await session.get(Campaign, attempt.campaign_id, with_for_update=True)
     if contact is None or campaign is None:
         return None
     if contact.state != ContactState.DIALING.value or contact.attempts != attempt.attempt:
@@ -466,6 +475,48 @@ async def _finish(
     after = status.finish(outcome, retry_policy(campaign.retry), now)
     contact.state, contact.due_at = after.state.value, after.due_at
     return after.state
+
+
+async def give_back_attempt(session: AsyncSession, attempt_id: int, now: datetime) -> bool:
+    """An attempt that was never placed (the app stopped taking calls between the claim
+    and the dial): its row goes and its contact is pending again, due now, with the
+    attempt not counted, for this or another worker. False if it had ended already."""
+    attempt = await session.get(CampaignAttempt, attempt_id, with_for_update=True)
+    if attempt is None or attempt.ended_at is not None:
+        return False
+    contact = await session.get(CampaignContact, attempt.contact_id, with_for_update=True)
+    campaign = await session.get(Campaign, attempt.campaign_id, with_for_update=True)
+    if (
+        contact is not None
+        and contact.state == ContactState.DIALING.value
+        and contact.attempts == attempt.attempt
+    ):
+        if campaign is not None and campaign.status == CampaignStatus.CANCELED.value:
+            contact.state, contact.due_at = ContactState.CANCELED.value, None
+        else:
+            contact.state, contact.due_at = ContactState.PENDING.value, now
+        contact.attempts = attempt.attempt - 1
+    await session.delete(attempt)
+    return True
+
+
+async def give_back_run(session: AsyncSession, run_id: int) -> bool:
+    """A schedule's run that was never placed: its row goes and the schedule is due at
+    the run's time again (a one-off one active again). False if it had ended already."""
+    run = await session.get(ScheduleRun, run_id, with_for_update=True)
+    if run is None or run.ended_at is not None:
+        return False
+    schedule = await session.get(Schedule, run.schedule_id, with_for_update=True)
+    if schedule is not None:
+        schedule.runs = max(0, schedule.runs - 1)
+        if schedule.status == ScheduleStatus.DONE.value:
+            schedule.status, schedule.next_run_at = ScheduleStatus.ACTIVE.value, run.due_at
+        elif schedule.status == ScheduleStatus.ACTIVE.value and (
+            schedule.next_run_at is None or run.due_at < schedule.next_run_at
+        ):  # a cron schedule moved on at the claim: the run not made comes first
+            schedule.next_run_at = run.due_at
+    await session.delete(run)
+    return True
 
 
 async def finish_run(

@@ -67,7 +67,9 @@ def setup(platform: Platform, clock: EngineClock | None = None) -> SchedulingWor
         notify=webhooks.notify,
         app_webhooks=app_urls,
         calls=StoreCallLog(platform),
-        ready=lambda: platform.app.ari_connected,
+        # Not while the app stops: its originate() refuses, and the round's claims would
+        # only be handed back (voxtra serve stops the app before the worker).
+        ready=lambda: platform.app.accepting and platform.app.ari_connected,
     )
     _WORKERS[platform] = worker
     _DISPATCHERS[platform] = webhooks
@@ -138,6 +140,7 @@ class StoreCallLog:
         status = {
             AttemptOutcome.BUSY: CallStatus.BUSY,
             AttemptOutcome.NO_ANSWER: CallStatus.NO_ANSWER,
+            AttemptOutcome.CANCELED: CallStatus.CANCELED,
         }.get(outcome, CallStatus.FAILED)
         self.platform.metrics.calls.labels(status.value, "outbound").inc()
         await self.platform.store.update(

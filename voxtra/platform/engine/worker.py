@@ -22,7 +22,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol, TypeVar
 
-from voxtra.errors import CallBusy, CallFailed, CallNoAnswer, VoxtraError
+from voxtra.errors import AppNotRunning, CallBusy, CallFailed, CallNoAnswer, VoxtraError
 from voxtra.platform.backends import CallBackend, OriginateRequest
 from voxtra.platform.engine import claims
 from voxtra.platform.engine.claims import ClaimedAttempt, ClaimedRun, FinishedCampaign
@@ -93,6 +93,10 @@ class _AppBackend(CallBackend):
         return self.dial(to)
 
 
+class _NotPlaced(Exception):
+    """The app took no new call (it is stopping): the claim goes back to the store."""
+
+
 def _outcome(exc: BaseException) -> AttemptOutcome:
     if isinstance(exc, CallBusy):
         return AttemptOutcome.BUSY
@@ -155,6 +159,7 @@ class SchedulingWorker:
         self._wake = asyncio.Event()
         self._calls: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
+        self._beats: asyncio.Task[None] | None = None
         self._last_beat: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------
@@ -173,6 +178,7 @@ class SchedulingWorker:
                     self.worker_id,
                     len(others),
                 )
+        self._beats = asyncio.create_task(self._heartbeat(), name=f"voxtra-lease-{self.worker_id}")
         self._loop = asyncio.create_task(self._run(), name=f"voxtra-worker-{self.worker_id}")
 
     async def stop(self, timeout: float = 5.0) -> None:
@@ -188,6 +194,11 @@ class SchedulingWorker:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._beats is not None:  # the lease held while the calls above finished
+            self._beats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beats
+            self._beats = None
         async with self.db.session() as session:
             await claims.release(session, self.worker_id)
 
@@ -213,6 +224,19 @@ class SchedulingWorker:
                 await asyncio.wait_for(
                     self._wake.wait(), self.clock.real_seconds(self.poll_interval)
                 )
+
+    async def _heartbeat(self) -> None:
+        """The lease renewed every third of its length, whatever the poll interval: a
+        round waits ``poll_interval`` (up to 60 s), a lease may be 3 s, and a lease not
+        renewed makes the other workers record this one's live calls lost."""
+        while True:
+            await asyncio.sleep(self.clock.real_seconds(self.lease / 3))
+            try:
+                await self._beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("worker %s: renewing the lease failed", self.worker_id)
 
     async def _beat(self, *, force: bool = False) -> None:
         loop = asyncio.get_running_loop()
@@ -257,10 +281,20 @@ class SchedulingWorker:
                 session, self.clock.now(), backends=served
             )
         for campaign_id in campaign_ids:
-            async with self.db.session() as session:
-                attempts, finished = await claims.claim_campaign(
-                    session, campaign_id, self.worker_id, self.clock.now
+            try:
+                async with self.db.session() as session:
+                    attempts, finished = await claims.claim_campaign(
+                        session, campaign_id, self.worker_id, self.clock.now
+                    )
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # One campaign's claim failing (a row the code cannot read) must not
+                # hold up the campaigns after it, on this and every other worker.
+                logger.exception(
+                    "worker %s: claiming campaign %s failed", self.worker_id, campaign_id
                 )
+                continue
             for attempt in attempts:
                 self._spawn(self._place_attempt(attempt))
                 started += 1
@@ -318,6 +352,16 @@ class SchedulingWorker:
                     metadata={**metadata, **extra, "customer_data": dict(variables)},
                 )
             )
+        except asyncio.CancelledError:
+            # The worker stopped with the call still dialling (app.originate hangs the
+            # channel up): the record ends here, the attempt is left to the reaper.
+            await self._refused(extra, AttemptOutcome.CANCELED, None, "the worker stopped")
+            raise
+        except AppNotRunning as exc:
+            # Between this round's claim and the dial the app began to stop: nothing
+            # was placed, so the contact or run is handed back, not failed.
+            await self._refused(extra, AttemptOutcome.CANCELED, None, f"not placed: {exc}")
+            raise _NotPlaced from None
         except (CallBusy, CallNoAnswer, CallFailed) as exc:
             result = (_outcome(exc), exc.cause, str(exc))
         except VoxtraError as exc:
@@ -333,12 +377,19 @@ class SchedulingWorker:
             self._event("call.answered", {"channel_id": call.id, **metadata}, urls)
             await call.wait_ended()
             return AttemptOutcome.COMPLETED, call.hangup_cause, None
-        if self.calls is not None and extra:
-            try:
-                await self.calls.refused(extra, *result)
-            except Exception:
-                logger.exception("worker %s: could not record a call's outcome", self.worker_id)
+        await self._refused(extra, *result)
         return result
+
+    async def _refused(
+        self, extra: dict[str, Any], outcome: AttemptOutcome, cause: int | None, error: str | None
+    ) -> None:
+        """The call record of a dial that was not answered ends (busy, failed, ...)."""
+        if self.calls is None or not extra:
+            return
+        try:
+            await self.calls.refused(extra, outcome, cause, error)
+        except Exception:
+            logger.exception("worker %s: could not record a call's outcome", self.worker_id)
 
     async def _place_attempt(self, claim: ClaimedAttempt) -> None:
         metadata = {
@@ -354,17 +405,29 @@ class SchedulingWorker:
 
         urls = [claim.webhook_url] if claim.webhook_url else []
         self._event("call.started", {"to": claim.to, **metadata}, urls)
-        outcome, cause, error = await self._dial(
-            claim.to,
-            claim.route,
-            claim.caller_id,
-            claim.ring_timeout,
-            claim.variables,
-            metadata,
-            answered,
-            urls,
-            claim.backend,
-        )
+        try:
+            outcome, cause, error = await self._dial(
+                claim.to,
+                claim.route,
+                claim.caller_id,
+                claim.ring_timeout,
+                claim.variables,
+                metadata,
+                answered,
+                urls,
+                claim.backend,
+            )
+        except _NotPlaced:
+
+            async def give_back() -> bool:
+                async with self.db.session() as session:
+                    return await claims.give_back_attempt(
+                        session, claim.attempt_id, self.clock.now()
+                    )
+
+            await self._write(give_back)
+            self._not_placed(claim.to, metadata, urls, ContactState.PENDING)
+            return
 
         async def finish() -> ContactState | None:
             async with self.db.session() as session:
@@ -395,17 +458,27 @@ class SchedulingWorker:
 
         urls = [run.webhook_url] if run.webhook_url else []
         self._event("call.started", {"to": run.to, **metadata}, urls)
-        outcome, _, error = await self._dial(
-            run.to,
-            run.route,
-            run.caller_id,
-            run.ring_timeout,
-            run.variables,
-            metadata,
-            answered,
-            urls,
-            run.backend,
-        )
+        try:
+            outcome, _, error = await self._dial(
+                run.to,
+                run.route,
+                run.caller_id,
+                run.ring_timeout,
+                run.variables,
+                metadata,
+                answered,
+                urls,
+                run.backend,
+            )
+        except _NotPlaced:
+
+            async def give_back() -> bool:
+                async with self.db.session() as session:
+                    return await claims.give_back_run(session, run.run_id)
+
+            await self._write(give_back)
+            self._not_placed(run.to, metadata, urls, None)
+            return
 
         async def finish() -> None:
             async with self.db.session() as session:
@@ -445,6 +518,18 @@ class SchedulingWorker:
         targets = [*self.app_webhooks, *(urls or [])]
         if targets:
             self.notify(event, data, targets)
+
+    def _not_placed(
+        self, to: str, metadata: dict[str, Any], urls: list[str], state: ContactState | None
+    ) -> None:
+        """``call.ended`` of a claim handed back undialled: outcome ``canceled``, and for
+        a contact its state again (``pending``)."""
+        data: dict[str, Any] = {"to": to, "outcome": AttemptOutcome.CANCELED.value}
+        if state is not None:
+            data["contact_state"] = state
+        data["error"] = "not placed: the app was stopping; handed back"
+        self._event("call.ended", {**data, **metadata}, urls)
+        logger.info("worker %s: %s not placed (the app stops): handed back", self.worker_id, to)
 
     def _campaign_finished(self, finished: FinishedCampaign) -> None:
         logger.info("campaign %s finished: %s", finished.campaign_id, finished.counts)
