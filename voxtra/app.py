@@ -1096,6 +1096,7 @@ class VoxtraApp:
         if formats is None and endpoint[:6].lower() == "local/":
             formats = "slin"
         pending = PendingOriginate(endpoint, on_ringing)
+        late = pending.late
         self.registry.originates[channel_id] = pending
         try:
             await self.ari.channels.originate(
@@ -1147,6 +1148,8 @@ class VoxtraApp:
             metadata=dict(metadata or {}),
             called_number=_endpoint_number(endpoint),
         )
+        for event in late:  # the far end hung up before the session was there to see it
+            session.context.handle_event(event)
         handler = handler or _wait_until_ended
         decided = asyncio.Event()
         if amd_config is None:
@@ -1216,6 +1219,10 @@ class VoxtraApp:
             except Exception:
                 logger.exception("originate %s: on_ringing callback failed", pending.endpoint)
         if pending.future.done():
+            if isinstance(event, ChannelHangupRequest | ChannelDestroyed) and (
+                not pending.future.cancelled() and pending.future.exception() is None
+            ):
+                pending.late.append(event)
             return
         if isinstance(event, ChannelDestroyed):
             pending.future.set_exception(

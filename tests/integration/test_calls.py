@@ -531,6 +531,36 @@ async def test_transfer_to_endpoint_bridges_a_new_leg(make_app: MakeApp, ari: Ar
     assert leftovers == []
 
 
+async def test_a_blind_transfer_ends_when_its_target_hangs_up(
+    make_app: MakeApp, ari: AriClient
+) -> None:
+    # Before: the handler's return began a 10 s wait; the target hanging up left the
+    # caller alone in Stasis, and at 10 s the app gave up on the call and left it there.
+    seen = Seen()
+
+    def configure(app: VoxtraApp) -> None:
+        @app.route(extension="1000")
+        async def first(call: CallSession) -> None:
+            await call.answer()
+            await call.transfer_to("Local/answer@voxtra-test", timeout=10)
+            seen.add("transferred", call.id)
+
+    app = await make_app(configure)
+    caller = await place_local_call(ari, "1000")
+    await seen.expect("transferred")
+    await asyncio.sleep(0.3)  # the handler has returned: both stay up
+    legs = [
+        c
+        for c in await ari.channels.list()
+        if app._owns_internal(c.id) and c.name.endswith(";1")  # not the Local's ;2 half
+    ]
+    assert len(legs) == 1 and len(app.active_sessions) == 1
+    await ari.channels.hangup(legs[0].id)  # the transfer's target hangs up
+    await _no_sessions(app)
+    await _gone(ari, caller.call_id)  # the app hung the caller up
+    assert [b for b in await ari.bridges.list() if app._owns_internal(b.id)] == []
+
+
 async def test_bridge_with_connects_two_calls(make_app: MakeApp, ari: AriClient) -> None:
     seen = Seen()
     waiting: asyncio.Queue[CallSession] = asyncio.Queue()

@@ -328,3 +328,112 @@ async def test_on_ringing_is_called_once_when_the_far_end_rings(
         session = await placing
         await session.hangup()
     assert rang == ["ringing"]
+
+
+async def test_a_blind_transfer_to_an_endpoint_lasts_until_the_target_hangs_up(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    # Before: the handler's return started a 10 s wait for the call's end; the target
+    # hanging up left the caller alone, and at 10 s the app gave up on the call.
+    app = make_app()
+
+    @app.route("5000")
+    async def transfer(call: CallSession) -> None:
+        await call.answer()
+        await call.transfer_to("PJSIP/agent")
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="5000")
+        await fake_asterisk.wait_until(
+            lambda: any(
+                c.endpoint == "PJSIP/agent" and c.state == "Up" for c in fake_asterisk.originated
+            )
+        )
+        leg = fake_asterisk.originated[-1]
+        await asyncio.sleep(0.05)  # the handler has returned; nobody hung up
+        assert not caller.ended and not leg.ended
+        await leg.hang_up()
+        await asyncio.wait_for(caller.wait_ended(), 5)
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+        _nothing_left(app, fake_asterisk)
+
+
+async def test_a_blind_transfer_ends_with_the_callers_hang_up(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    app = make_app()
+
+    @app.route("5001")
+    async def transfer(call: CallSession) -> None:
+        await call.answer()
+        await call.transfer_to("PJSIP/agent")
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="5001")
+        await fake_asterisk.wait_until(
+            lambda: any(
+                c.endpoint == "PJSIP/agent" and c.state == "Up" for c in fake_asterisk.originated
+            )
+        )
+        leg = fake_asterisk.originated[-1]
+        await caller.hang_up()
+        await asyncio.wait_for(leg.wait_ended(), 5)
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+        _nothing_left(app, fake_asterisk)
+
+
+async def test_a_bridged_peer_whose_handler_still_runs_is_hung_up_when_it_returns(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    # Before: the peer was hung up only if its handler had already returned; one still
+    # running (a CRM write after the bridge) left its call up, alone, for ever.
+    app = make_app()
+    waiting: list[CallSession] = []
+    bridged, written = asyncio.Event(), asyncio.Event()
+
+    @app.route("3000")
+    async def first(call: CallSession) -> None:
+        await call.answer()
+        waiting.append(call)
+        await bridged.wait()
+        await written.wait()  # still busy when the other party hangs up
+
+    @app.route("3001")
+    async def second(call: CallSession) -> None:
+        await call.answer()
+        await fake_asterisk.wait_until(lambda: bool(waiting))
+        await call.bridge_with(waiting[0])
+        bridged.set()
+
+    async with fake_asterisk.serve(app):
+        a = await fake_asterisk.incoming(extension="3000", caller="a")
+        b = await fake_asterisk.incoming(extension="3001", caller="b")
+        await asyncio.wait_for(bridged.wait(), 5)
+        await b.hang_up()
+        await fake_asterisk.wait_until(lambda: len(app.active_sessions) == 1)
+        assert not a.ended  # its handler runs on
+        written.set()
+        await asyncio.wait_for(a.wait_ended(), 5)
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+        _nothing_left(app, fake_asterisk)
+
+
+async def test_an_originated_call_that_hangs_up_as_it_answers_ends(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    # StasisStart, then the hang-up in the same read: both handled before originate()
+    # resumed and made the session, so the session never learnt its call had ended.
+    app = make_app()
+    fake_asterisk.dial_outcome = "ring"
+    async with fake_asterisk.serve(app):
+        placing = asyncio.create_task(app.originate("PJSIP/bob"))
+        await fake_asterisk.wait_until(
+            lambda: bool(fake_asterisk.originated) and fake_asterisk.originated[0].ringing
+        )
+        leg = fake_asterisk.originated[0]
+        fake_asterisk.far_end_answers(leg)
+        fake_asterisk.caller_hangs_up(leg)
+        session = await asyncio.wait_for(placing, 5)
+        await session.wait_ended(timeout=5)
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+        _nothing_left(app, fake_asterisk)

@@ -9,20 +9,26 @@ the call's context (a vanished channel becomes ``CallEnded``), the media path
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import Sequence
 
-from voxtra.ari.errors import AriNotFound
-from voxtra.calls.context import CallContext
+from voxtra.ari.errors import AriError, AriNotFound
+from voxtra.ari.events import AriEvent, ChannelDestroyed, StasisEnd
+from voxtra.calls.context import CallContext, expected
 from voxtra.calls.control import RecordOptions
 from voxtra.calls.media import CallMedia
 from voxtra.calls.playback import Playback, play
 from voxtra.calls.recorder import CallRecorder
 from voxtra.calls.state import CallState
-from voxtra.errors import VariableNotSet
+from voxtra.errors import CallEnded, VariableNotSet
 from voxtra.media.transport import MediaTransport
 from voxtra.recording.app_recordings import RecordingResult
 
 __all__ = ["AsteriskControl"]
+
+logger = logging.getLogger(__name__)
 
 
 class AsteriskControl:
@@ -91,9 +97,20 @@ class AsteriskControl:
         leg = await context.dial_leg(
             target, timeout=timeout, caller_id=caller_id or context.caller_id or None
         )
-        bridge_id = await context.create_bridge("transfer")
-        await context.request(context.ari.bridges.add_channel(bridge_id, [context.id, leg]))
+        left = context.expect(AriEvent, lambda e: _leaves(e, leg))
+        try:
+            bridge_id = await context.create_bridge("transfer")
+            await context.request(context.ari.bridges.add_channel(bridge_id, [context.id, leg]))
+        except BaseException:
+            context.forget(left)
+            raise
         context.transferred = True
+        # The handler may return now: caller and leg stay bridged until one hangs up (the
+        # caller's hang-up releases the leg, a channel of the call's). Before, the app
+        # waited 10 s for the call to end, then hung the leg up and left the caller alone
+        # in Stasis.
+        context.handed_off = True
+        context.spawn(_end_with_leg(context, left), name=f"voxtra-transfer-{context.id}")
 
     def recorder_for_call(self) -> CallRecorder:
         if self.recorder is None:
@@ -144,3 +161,18 @@ class AsteriskControl:
     async def set_variable(self, name: str, value: str) -> None:
         context = self.context
         await context.request(context.ari.channels.set_variable(context.id, name, value))
+
+
+def _leaves(event: AriEvent, channel_id: str) -> bool:
+    return isinstance(event, StasisEnd | ChannelDestroyed) and event.channel_id == channel_id
+
+
+async def _end_with_leg(context: CallContext, left: asyncio.Future[AriEvent]) -> None:
+    """The transfer's leg hung up: the caller, bridged with nobody now, is hung up."""
+    try:
+        await expected(left)
+    except CallEnded:
+        return
+    logger.info("call %s: the transfer target hung up; ending the call", context.id)
+    with contextlib.suppress(CallEnded, AriError):
+        await context.hangup()

@@ -613,8 +613,15 @@ class CallContext:
     async def _release_peers(self) -> None:
         for peer in list(self.peers):
             peer.peers.discard(self)
-            if peer.handler_done.is_set() and not peer.ended:
+            if peer.ended:
+                continue
+            if peer.handler_done.is_set():
                 await self._step(f"peer {peer.id}", peer.hangup)
+            elif not peer.peers:
+                # Its handler still runs (a CRM write after the bridge): handed to nobody
+                # now, the call is hung up when the handler returns, as any call. Left
+                # handed off, the app waited for its end without a limit, alone in Stasis.
+                peer.handed_off = False
         self.peers.clear()
 
     async def fire_hangup_callbacks(self) -> None:

@@ -45,6 +45,10 @@ class PendingOriginate:
         self.on_ringing = on_ringing
         """Called once when the far end rings (its 180: Dial RINGING / state Ringing)."""
         self.rang = False
+        self.late: list[AriEvent] = []
+        """The answered channel's hang-up events that came before its session was made
+        (``originate()`` resumes a loop pass or more after the StasisStart): replayed
+        into the session, or it would never see its call end."""
 
 
 class CallRegistry(Generic[OwnerT]):
