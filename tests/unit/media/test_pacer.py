@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import weakref
 
 import pytest
+from garbage import collector_off
 
 from voxtra.media.pacer import Pacer, Ticker
 
@@ -250,3 +253,89 @@ async def test_ticker_task_cancelled_during_a_tick_stops_quietly() -> None:
     finally:
         loop.set_exception_handler(previous)
     assert errors == []
+
+
+class _NewCall:
+    """A stream added to ``ticker`` by ``add()``; notes the ticks (``len(lateness)``,
+    which counts every tick) when it was added and when it was first ticked."""
+
+    def __init__(self, ticker: Ticker) -> None:
+        self.ticker = ticker
+        self.added_at: int | None = None
+        self.first_tick: int | None = None
+        self.handle: int | None = None
+
+    def add(self) -> None:
+        self.added_at = len(self.ticker.lateness)
+        self.handle = self.ticker.add(self)
+
+    def __call__(self, _skipped: int) -> None:
+        if self.first_tick is None:
+            self.first_tick = len(self.ticker.lateness)
+
+    async def ticked(self) -> None:
+        for _ in range(500):  # up to 1 s of 2 ms polls; a ticking ticker needs a frame
+            if self.first_tick is not None:
+                break
+            await asyncio.sleep(0.002)
+        assert self.first_tick is not None, "added while the ticker stopped: never ticked"
+        assert self.added_at is not None
+        assert self.first_tick - self.added_at <= 2  # the tick after, or the one after it
+        assert len(self.ticker) == 1 and self.ticker._task is not None
+
+
+async def test_a_stream_added_after_the_empty_tick_before_the_task_ends_is_ticked() -> None:
+    # The last stream leaves in its tick, which stops the ticker's task, and the next
+    # stream's add() runs in the loop pass after, before the task resumes: it saw the
+    # task not done yet and started none, and the stream was never ticked (0 ticks in
+    # 0.5 s): dead air both ways for the new call.
+    loop = asyncio.get_running_loop()
+    ticker = Ticker(5)
+    new = _NewCall(ticker)
+
+    def last_stream_leaves(_skipped: int) -> None:
+        ticker.remove(handle)
+        loop.call_soon(new.add)  # queued before the task's wake-up from the stop
+
+    handle = ticker.add(last_stream_leaves)
+    await new.ticked()
+    assert new.added_at == 1  # right after the tick that stopped the ticker
+    await ticker.aclose()
+
+
+async def test_a_stream_added_in_the_loop_pass_of_the_empty_tick_is_ticked() -> None:
+    with collector_off():
+        freed = await _add_in_the_loop_pass_of_the_empty_tick()
+        # Stopped twice (restarted in between), it held no cycle through its wakes.
+        assert freed() is None
+
+
+async def _add_in_the_loop_pass_of_the_empty_tick() -> weakref.ref[Ticker]:
+    # The last stream leaves between ticks; the next tick finds none and stops the
+    # task, and the next stream's add() runs in that same loop pass, after the tick,
+    # while the task (resumed only in a later pass) is not done yet.
+    loop = asyncio.get_running_loop()
+    ticker = Ticker(5)
+    new = _NewCall(ticker)
+
+    def last_stream_leaves() -> None:
+        ticker.remove(handle)
+        assert ticker.pacer is not None
+        # Due 2 ms after the next tick's timer (aimed 0.5 ms before its deadline), so
+        # it runs after that tick; the loop blocked 20 ms here makes both due in one
+        # pass.
+        loop.call_later(ticker.pacer.delay() + 0.002, new.add)
+        time.sleep(0.02)
+
+    def first_tick(_skipped: int) -> None:
+        loop.call_soon(last_stream_leaves)  # between this tick and the next
+
+    handle = ticker.add(first_tick)
+    await new.ticked()
+    assert new.added_at == 2  # in the pass of the second tick, the empty one, after it
+    task = ticker._task
+    assert task is not None and new.handle is not None
+    ticker.remove(new.handle)
+    await asyncio.wait_for(task, 1.0)  # its last stream gone, the task ends as before
+    assert ticker._task is None
+    return weakref.ref(ticker)
