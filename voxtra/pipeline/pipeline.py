@@ -994,11 +994,19 @@ class VoicePipeline:
         out.resume.set()
 
     async def interrupt(self) -> None:
-        """Stop the agent's current speech now, as a barge-in would (e.g. on DTMF)."""
+        """Stop the agent's current speech now, as a barge-in would (e.g. on DTMF); an
+        answer still being thought of (no audio yet) is dropped."""
         out = self._output
         if out is not None and out.paused_at is not None and not out.interrupted:
             out.interrupted = True  # paused for a caller onset: stop for good
             out.played_at_stop = out.paused_at
+            out.scope.cancel()
+            return
+        if out is not None and out.interruptible and not out.interrupted and not out.audio_started:
+            # A caller's onset lets a thought-of answer come (a cough must not eat it);
+            # a call from code means it: before, the whole answer played after the key.
+            out.interrupted = True
+            out.played_at_stop = 0.0
             out.scope.cancel()
             return
         await self._barge_in(self._clock.now(), pause=False)

@@ -518,3 +518,33 @@ async def test_misuse_of_a_pipeline_raises_typed_errors() -> None:
             async with pipeline.attach(media, clock=media.clock):
                 pass
         media.hangup()
+
+
+async def test_interrupt_while_the_agent_thinks_drops_the_answer() -> None:
+    # interrupt() from code (a key) before the answer's first audio: it used to be
+    # ignored, as a caller's onset is (a noise must not eat the answer), and the whole
+    # answer played after the key.
+    media = MemoryMediaIO()
+    p, _stt, llm, tts, events = build(
+        media,
+        ["tell me everything"],
+        [Reply(words("Here is a very long answer. It goes on and on."))],
+        llm_kw={"delay": 0.5},
+    )
+
+    async def caller() -> None:
+        speak(media)
+        await media.wait_until(lambda: bool(llm.calls), 10)
+        await p.interrupt()
+        await media.wait_until(lambda: bool(of(events, TurnMetrics)), 10)
+        await media.clock.sleep(1.0)
+        media.hangup()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(caller)
+        await p.run(media, clock=media.clock)
+    metrics = of(events, TurnMetrics)
+    assert len(metrics) == 1 and metrics[0].interrupted
+    assert tts.requests == [] and media.played == []
+    assert llm.calls[0].closed_early
+    assert [m.content for m in p.agent.history if m.role == "assistant" and m.content] == []
