@@ -102,6 +102,17 @@ GIVEN_UP_KEPT = 600.0
 FINAL_FAILURES = {"busy", "no-answer", "failed", "canceled"}
 """Twilio call statuses that end an outbound call before it was answered."""
 
+EARLY_STATUSES = {"ringing", "completed", *FINAL_FAILURES}
+"""The statuses an originate acts on: kept when they come before it registered."""
+
+EARLY_STATUS_KEPT = 60.0
+"""Seconds a status callback is kept for a CallSid no originate has registered yet
+(Twilio posts ``ringing``, even ``busy``, as soon as it has them: maybe before its
+answer to ``calls.create`` is read here)."""
+
+EARLY_STATUS_LIMIT = 1000
+"""At most this many CallSids' early statuses are kept (the oldest go first)."""
+
 
 class TwilioApiError(VoxtraError):
     """Twilio's REST API refused a request (``status``: its HTTP status, ``code``:
@@ -197,6 +208,18 @@ class _Outbound:
         self.future: asyncio.Future[CallSession] = asyncio.get_running_loop().create_future()
 
 
+async def _receive_text(ws: WebSocket) -> str:
+    """The next text frame, as ``WebSocket.receive_text`` but a binary frame is a
+    :class:`TwilioProtocolError` (Twilio sends JSON text only), not its KeyError."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+    text = message.get("text")
+    if not isinstance(text, str):
+        raise TwilioProtocolError("a binary frame: Media Streams messages are JSON text")
+    return text
+
+
 async def _hold(call: CallSession) -> None:
     """An originated call without a handler stays up until a party hangs up."""
     await call.wait_ended()
@@ -224,6 +247,11 @@ class TwilioBackend:
         self._downloads: aiohttp.ClientSession | None = None
         self._outbound: dict[str, _Outbound] = {}
         self._registered = asyncio.Condition()
+        self._creating = 0
+        """Originates whose ``calls.create`` is under way (their CallSid not yet known)."""
+        self._early: dict[str, tuple[float, list[tuple[str, str | None]]]] = {}
+        """Status callbacks that came before their originate registered the CallSid: by
+        CallSid, when the first one came and each one's (status, SIP code), in order."""
         self.sessions: dict[str, CallSession] = {}
         """Live Twilio calls by CallSid."""
         self.rejected = 0
@@ -315,21 +343,20 @@ class TwilioBackend:
             return Response("invalid signature", status_code=403)
         call_sid, status = params.get("CallSid", ""), params.get("CallStatus", "")
         logger.debug("twilio call %s: status %s", call_sid, status)
+        sip_code = params.get("SipResponseCode")
         pending = self._outbound.get(call_sid)
-        if pending is not None and status == "ringing" and pending.on_ringing is not None:
-            try:
-                pending.on_ringing()
-            except Exception:
-                logger.exception("twilio call %s: on_ringing failed", call_sid)
-        if pending is not None and not pending.future.done():
-            outcome = status_outcome(pending.to, status, params.get("SipResponseCode"))
-            if outcome is None and status == "completed":
-                outcome = CallFailed(
-                    pending.to, None, "Twilio: completed", "ended before its stream started"
-                )
-            if outcome is not None:
-                pending.future.set_exception(outcome)
-                pending.future.exception()
+        if pending is not None:
+            self._apply_status(call_sid, pending, status, sip_code)
+        elif (
+            self._creating
+            and status in EARLY_STATUSES
+            and call_sid not in self.sessions
+            and call_sid not in self._given_up
+        ):
+            # Perhaps the call of an originate whose calls.create has not returned yet:
+            # Twilio posts as soon as the call rings (or is busy), whether or not its
+            # REST answer has been read here.
+            self._keep_early(call_sid, status, sip_code)
         session = self.sessions.get(call_sid)
         if session is not None and status in ("completed", *FINAL_FAILURES):
             # The call ended at Twilio (the stream's stop may come after this, or not).
@@ -339,6 +366,43 @@ class TwilioBackend:
                 await transport.close()
             session.context.mark_ended()
         return Response(status_code=204)
+
+    def _apply_status(
+        self, call_sid: str, pending: _Outbound, status: str, sip_code: str | None
+    ) -> None:
+        """A status callback for a registered originate: ``on_ringing``, or its outcome."""
+        if status == "ringing" and pending.on_ringing is not None:
+            try:
+                pending.on_ringing()
+            except Exception:
+                logger.exception("twilio call %s: on_ringing failed", call_sid)
+        if not pending.future.done():
+            outcome = status_outcome(pending.to, status, sip_code)
+            if outcome is None and status == "completed":
+                outcome = CallFailed(
+                    pending.to, None, "Twilio: completed", "ended before its stream started"
+                )
+            if outcome is not None:
+                pending.future.set_exception(outcome)
+                pending.future.exception()
+
+    def _keep_early(self, call_sid: str, status: str, sip_code: str | None) -> None:
+        """Keep a status for :meth:`originate` to apply once it registers ``call_sid``.
+        Bounded: :data:`EARLY_STATUS_KEPT` seconds, :data:`EARLY_STATUS_LIMIT` CallSids,
+        a few statuses each, and all dropped once no ``calls.create`` is under way (a
+        status of a call no originate will claim: another app's, or one that ended)."""
+        now = time.monotonic()
+        for sid, (when, _) in list(self._early.items()):
+            if now - when <= EARLY_STATUS_KEPT:
+                break  # kept in the order they came: the rest are younger
+            del self._early[sid]
+        if call_sid not in self._early:
+            while len(self._early) >= EARLY_STATUS_LIMIT:
+                del self._early[next(iter(self._early))]
+            self._early[call_sid] = (now, [])
+        statuses = self._early[call_sid][1]
+        if len(statuses) < len(EARLY_STATUSES):  # each comes once; repeats are not kept
+            statuses.append((status, sip_code))
 
     # -- the Media Stream ---------------------------------------------------------------------
 
@@ -358,7 +422,7 @@ class TwilioBackend:
         reason = "stream stopped"
         try:
             while True:
-                message = parse_message(await ws.receive_text())
+                message = parse_message(await _receive_text(ws))
                 if isinstance(message, MediaChunk):
                     if transport is not None and message.track in ("inbound", "inbound_track"):
                         transport.feed(message.payload)
@@ -442,9 +506,20 @@ class TwilioBackend:
         for sid, when in list(self._streamed.items()):
             if now - when > STREAM_START_WINDOW:
                 del self._streamed[sid]  # its token has expired anyway
+        # Whatever the socket sent is refused here, never raised: str.isdigit() takes
+        # "²" (int() does not), compare_digest() raises on non-ASCII str, and int() on
+        # more than 4300 digits. The webhook's tokens and Twilio's CallSids are ASCII,
+        # the time ten digits.
+        if not (
+            token.isascii()
+            and start.call_sid.isascii()
+            and at.isascii()
+            and at.isdigit()
+            and len(at) <= 12
+        ):
+            return None
         if (
-            not at.isdigit()
-            or not hmac.compare_digest(token, self.stream_token(start.call_sid, int(at)))
+            not hmac.compare_digest(token, self.stream_token(start.call_sid, int(at)))
             or not 0 <= now - int(at) <= STREAM_START_WINDOW
             or start.call_sid in self._streamed
             or start.call_sid in self.sessions
@@ -645,6 +720,7 @@ class TwilioBackend:
         if not caller:
             raise ConfigError("originate needs caller_id= (a Twilio number) or twilio.from_number")
         pending = _Outbound(to, handler, dict(metadata or {}), on_ringing)
+        self._creating += 1
         try:
             async with _rest("calls.create"):
                 call = await self.client().calls.create_async(
@@ -655,16 +731,26 @@ class TwilioBackend:
                     status_callback_event=["initiated", "ringing", "answered", "completed"],
                     timeout=timeout,
                 )
+            call_sid = str(call.sid)
+            # Nothing else runs between the create's answer and here (leaving _rest does
+            # not suspend): a status callback handled from now on finds the call
+            # registered, one handled before is in _early.
+            self._outbound[call_sid] = pending
+            _, early = self._early.pop(call_sid, (0.0, []))
         except TwilioApiError as exc:
             # Refused before it rang (a number Twilio will not call, a caller id not
             # the account's): an originate's failure, as Asterisk's refusals are.
             said = f"Twilio: refused, {exc.reference}" if exc.reference else "Twilio"
             raise CallFailed(to, None, said, exc.detail) from exc
-        call_sid = str(call.sid)
-        async with self._registered:
-            self._outbound[call_sid] = pending
-            self._registered.notify_all()
+        finally:
+            self._creating -= 1
+            if not self._creating:
+                self._early.clear()  # no originate left that could claim them
         try:
+            for status, sip_code in early:
+                self._apply_status(call_sid, pending, status, sip_code)
+            async with self._registered:
+                self._registered.notify_all()  # a stream that came first waits for it
             # asyncio.timeout, not wait_for: wait_for's frame keeps the future that
             # holds what it raises, a reference cycle of every busy or unanswered call.
             async with asyncio.timeout(timeout + 10):

@@ -108,16 +108,42 @@ def _section(message: dict[str, Any], key: str) -> dict[str, Any]:
 def _int(value: Any) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e400 is inf in JSON
         return 0
 
 
+def _text(value: Any, what: str) -> str:
+    """A field Twilio sends as a string (a number is taken as its digits). Anything
+    else is refused rather than ``str()``-ed: a nested list could become a "digit" or
+    a stream token, and one deep enough makes ``str()`` itself raise."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise TwilioProtocolError(f"{what} is not a string")
+
+
+def _optional(section: dict[str, Any], key: str, kind: type, what: str) -> Any:
+    """``section[key]`` if it is a ``kind``; None if absent or null. Any other shape is
+    malformed: a ``mediaFormat`` of ``"x"`` or ``tracks`` of ``5`` made the parser
+    itself raise (AttributeError, TypeError), not a :class:`TwilioProtocolError`."""
+    value = section.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise TwilioProtocolError(f"{what} is not a JSON {kind.__name__}")
+    return value
+
+
 def parse_message(text: str | bytes) -> StreamMessage:
-    """One message from Twilio. Raises :class:`TwilioProtocolError` if it is malformed."""
+    """One message from Twilio. Raises :class:`TwilioProtocolError` if it is malformed
+    (and nothing else, whatever the text: the stream's socket takes anyone's bytes
+    before the stream token is checked)."""
     try:
         message = json.loads(text)
     except ValueError as exc:
         raise TwilioProtocolError(f"not JSON: {exc}") from None
+    except RecursionError:
+        # json.loads recurses once per nesting level: "[" * 100000 exhausts the stack.
+        raise TwilioProtocolError("not JSON: nested too deeply") from None
     if not isinstance(message, dict):
         raise TwilioProtocolError("a message must be a JSON object")
     event = message.get("event")
@@ -129,42 +155,54 @@ def parse_message(text: str | bytes) -> StreamMessage:
             raise TwilioProtocolError("media payload is not base64") from None
         return MediaChunk(
             payload,
-            str(media.get("track", "inbound")),
+            _text(media.get("track", "inbound"), "media track"),
             _int(media.get("chunk")),
             _int(media.get("timestamp")),
         )
     if event == "mark":
-        return Mark(str(_section(message, "mark").get("name", "")))
+        return Mark(_text(_section(message, "mark").get("name", ""), "mark name"))
     if event == "dtmf":
         dtmf = _section(message, "dtmf")
-        digit = str(dtmf.get("digit", ""))
+        digit = _text(dtmf.get("digit", ""), "dtmf digit")
         if len(digit) != 1 or digit not in DTMF_KEYS:
             return Unknown("dtmf", message)  # not one key: nothing a caller pressed
-        return Dtmf(digit, str(dtmf.get("track", "inbound_track")))
+        return Dtmf(digit, _text(dtmf.get("track", "inbound_track"), "dtmf track"))
     if event == "start":
-        start = _section(message, "start")
-        stream_sid = start.get("streamSid") or message.get("streamSid")
-        call_sid = start.get("callSid")
-        if not stream_sid or not call_sid:
-            raise TwilioProtocolError("start message without streamSid or callSid")
-        media_format = start.get("mediaFormat") or {}
-        params = start.get("customParameters") or {}
-        return Start(
-            stream_sid=str(stream_sid),
-            call_sid=str(call_sid),
-            account_sid=str(start.get("accountSid", "")),
-            tracks=tuple(str(t) for t in start.get("tracks") or ("inbound",)),
-            encoding=str(media_format.get("encoding", "audio/x-mulaw")),
-            sample_rate=_int(media_format.get("sampleRate")) or 8000,
-            channels=_int(media_format.get("channels")) or 1,
-            custom_parameters={str(k): str(v) for k, v in dict(params).items()},
-        )
+        return _start(message)
     if event == "stop":
         stop = message.get("stop")
-        return Stop(str(stop.get("callSid", "")) if isinstance(stop, dict) else "")
+        if not isinstance(stop, dict):
+            return Stop()
+        return Stop(_text(stop.get("callSid", ""), "stop callSid"))
     if event == "connected":
-        return Connected(str(message.get("protocol", "")), str(message.get("version", "")))
-    return Unknown(str(event), message)
+        return Connected(
+            _text(message.get("protocol", ""), "protocol"),
+            _text(message.get("version", ""), "version"),
+        )
+    # Not str(event): a list nested deep enough makes str() itself raise.
+    return Unknown(event if isinstance(event, str) else "", message)
+
+
+def _start(message: dict[str, Any]) -> Start:
+    start = _section(message, "start")
+    stream_sid = start.get("streamSid") or message.get("streamSid")
+    call_sid = start.get("callSid")
+    if not stream_sid or not call_sid:
+        raise TwilioProtocolError("start message without streamSid or callSid")
+    media_format = _optional(start, "mediaFormat", dict, "start mediaFormat") or {}
+    params = _optional(start, "customParameters", dict, "start customParameters") or {}
+    tracks = _optional(start, "tracks", list, "start tracks") or ["inbound"]
+    return Start(
+        stream_sid=_text(stream_sid, "start streamSid"),
+        call_sid=_text(call_sid, "start callSid"),
+        account_sid=_text(start.get("accountSid", ""), "start accountSid"),
+        tracks=tuple(_text(t, "start track") for t in tracks),
+        encoding=_text(media_format.get("encoding", "audio/x-mulaw"), "mediaFormat encoding"),
+        sample_rate=_int(media_format.get("sampleRate")) or 8000,
+        channels=_int(media_format.get("channels")) or 1,
+        # Twilio's <Parameter>s are strings; JSON object keys always are.
+        custom_parameters={k: _text(v, f"custom parameter {k!r}") for k, v in params.items()},
+    )
 
 
 def media_message(stream_sid: str, payload: bytes) -> str:

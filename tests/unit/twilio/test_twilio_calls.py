@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from twilio_rig import make_app, running
 
 from voxtra import CallBusy, CallEndReason, CallFailed, CallNoAnswer, CallSession, VoxtraApp
@@ -181,6 +182,74 @@ async def test_a_replayed_stream_signature_cannot_start_a_call_twilio_did_not_an
         await _until(lambda: not app.active_sessions)
 
 
+@pytest.mark.parametrize(
+    ("call_sid", "token"),
+    [
+        ("CA" + "0" * 32, "\u00b2.x"),  # "²" passes str.isdigit(), int() refuses it
+        ("CA" + "0" * 32, "123.\u00e9"),  # compare_digest() raises on non-ASCII str
+        ("CA" + "0" * 32, "123.\ud800"),  # a lone surrogate: not even encodable
+        ("CA" + "0" * 32, "9" * 5000 + ".x"),  # int() refuses more than 4300 digits
+        ("CA\ud800", "123.x"),  # the CallSid goes into the token's HMAC
+    ],
+)
+async def test_a_stream_token_that_is_no_token_is_a_rejection(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path, call_sid: str, token: str
+) -> None:
+    # Before, each of these raised in the token's check: a traceback from the server,
+    # the socket closed as after a stop (1000) instead of refused (1008), the
+    # rejection not counted.
+    app, handled = holding_app(tmp_path, twilio)
+    async with running(app, fake_asterisk, twilio) as rig:
+        url = rig.backend.stream_url
+        ws = await twilio.http.ws_connect(url, headers=twilio.signed_headers(url, {}))
+        await ws.send_str(_start(call_sid, {"VoxtraStreamToken": token}))
+        await ws.receive(timeout=5)
+        assert ws.closed and ws.close_code == 1008
+        assert rig.backend.rejected == 1
+    assert handled == []
+
+
+def _start_shaped(**fields: object) -> str:
+    """A start message with a valid-looking CallSid and some fields of odd shapes."""
+    start = {"streamSid": "MZforged", "callSid": "CA" + "0" * 32, **fields}
+    return json.dumps({"event": "start", "start": start})
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"\x00\x01 a binary frame",
+        "[" * 100000,
+        _start_shaped(mediaFormat="x"),
+        _start_shaped(customParameters=[1]),
+        _start_shaped(tracks=5),
+    ],
+)
+async def test_a_malformed_message_on_the_stream_is_a_protocol_error(
+    fake_asterisk: FakeAsterisk,
+    twilio: FakeTwilio,
+    tmp_path: Path,
+    frame: str | bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Before, these raised KeyError('text') (Starlette's receive_text on a binary
+    # frame), RecursionError, AttributeError or TypeError out of the stream's handler:
+    # a traceback from the server per attempt, not the protocol error's warning.
+    app, handled = holding_app(tmp_path, twilio)
+    async with running(app, fake_asterisk, twilio) as rig:
+        url = rig.backend.stream_url
+        ws = await twilio.http.ws_connect(url, headers=twilio.signed_headers(url, {}))
+        if isinstance(frame, bytes):
+            await ws.send_bytes(frame)
+        else:
+            await ws.send_str(frame)
+        await ws.receive(timeout=5)
+        assert ws.closed and ws.close_code == 1000
+    assert handled == []
+    warnings = [r.getMessage() for r in caplog.records if r.name == "voxtra.twilio.backend"]
+    assert any(m.startswith("twilio stream: ") for m in warnings), warnings
+
+
 async def test_send_audio_is_paced_and_marks_feed_played_ms(
     fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
 ) -> None:
@@ -257,6 +326,64 @@ async def test_originate_outcomes_from_status_callbacks(
     async with running(app, fake_asterisk, twilio) as rig:
         with pytest.raises(error, match=r"\+15550777"):
             await rig.backend.originate("+15550777", timeout=5)
+
+
+class StatusesFirst(FakeTwilio):
+    """A Twilio that answers ``calls.create`` only once the call has rung and its
+    status callbacks were posted: at Twilio the two race, here the statuses win."""
+
+    async def _create_call(self, request: web.Request) -> web.Response:
+        response = await super()._create_call(request)
+        await asyncio.gather(*self._tasks)  # the call's ring: its statuses, its answer
+        return response
+
+
+@pytest.mark.parametrize(("outcome", "error"), [("busy", CallBusy), ("failed", CallFailed)])
+async def test_statuses_before_calls_create_returns_are_not_lost(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, outcome: str, error: type[Exception]
+) -> None:
+    # Before, a status callback for a CallSid no originate had registered yet was
+    # dropped: on_ringing never ran, and a busy call waited timeout + 10 s to raise
+    # CallNoAnswer instead of CallBusy.
+    rang: list[str] = []
+    async with StatusesFirst() as twilio:
+        twilio.script("+15550777", outcome)
+        app = make_app(tmp_path, twilio)
+        async with running(app, fake_asterisk, twilio) as rig:
+            async with asyncio.timeout(5):
+                with pytest.raises(error, match=r"\+15550777"):
+                    await rig.backend.originate(
+                        "+15550777", timeout=30, on_ringing=lambda: rang.append("ringing")
+                    )
+            (call,) = twilio.calls.values()
+            # Nothing kept once the originate is over, and no status of a call that
+            # no originate waits for.
+            assert rig.backend._early == {} and rig.backend._outbound == {}
+            other = {**twilio.call_params(call), "CallSid": "CA" + "1" * 32}
+            await twilio.post_signed(rig.backend.status_url, other)
+            assert rig.backend._early == {}
+    assert rang == ["ringing"]
+
+
+async def test_an_answer_before_calls_create_returns_is_an_outbound_call(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    # Ringing, answered and the stream started, all before the REST answer: the
+    # stream waits for the originate, which ran on_ringing once it registered.
+    rang: list[str] = []
+    async with StatusesFirst() as twilio:
+        twilio.script("+15550888", "answer")
+        app, handled = holding_app(tmp_path, twilio)
+        async with running(app, fake_asterisk, twilio) as rig:
+            async with asyncio.timeout(5):
+                session = await rig.backend.originate(
+                    "+15550888", timeout=30, on_ringing=lambda: rang.append("ringing")
+                )
+            phone = await twilio.answered.get()
+            assert session.id == phone.call.sid and str(session.direction) == "outbound"
+            await phone.hangup()
+            await _until(lambda: not app.active_sessions)
+    assert rang == ["ringing"] and handled == []
 
 
 async def test_originate_refused_by_twilios_rest_api_is_call_failed(

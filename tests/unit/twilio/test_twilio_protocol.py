@@ -73,6 +73,13 @@ def test_a_dtmf_message_that_is_not_one_key_is_not_a_digit(digit: str) -> None:
     assert isinstance(parse_message(json.dumps(dtmf)), Unknown)
 
 
+def _start_with(**fields: object) -> str:
+    """START with some of its ``start`` object's fields replaced."""
+    message = json.loads(json.dumps(START))
+    message["start"].update(fields)
+    return json.dumps(message)
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -81,11 +88,50 @@ def test_a_dtmf_message_that_is_not_one_key_is_not_a_digit(digit: str) -> None:
         '{"event": "media"}',
         '{"event": "media", "media": {"payload": "***"}}',
         '{"event": "start", "start": {"streamSid": "MZ1"}}',
+        # Before, these raised what the parser tripped on (RecursionError,
+        # AttributeError, TypeError, UnicodeDecodeError's ValueError aside): the
+        # stream's handler, catching only TwilioProtocolError, died with a traceback.
+        "[" * 100000,
+        '{"event": "media", "media": ' * 5000,
+        b"\xff\xfe not utf-8",
+        _start_with(mediaFormat="x"),
+        _start_with(mediaFormat=[1]),
+        _start_with(customParameters=[1]),
+        _start_with(customParameters="From=+1"),
+        _start_with(customParameters={"From": ["+1"]}),
+        _start_with(customParameters={"VoxtraStreamToken": {"at": 1}}),
+        _start_with(tracks=5),
+        _start_with(tracks="inbound"),
+        _start_with(tracks=[["inbound"]]),
+        _start_with(callSid=["CA1"]),
+        _start_with(streamSid={"sid": "MZ1"}),
+        '{"event": "media", "media": {"payload": "/38=", "track": ["inbound"]}}',
+        '{"event": "mark", "mark": {"name": {"n": 1}}}',
+        '{"event": "dtmf", "dtmf": {"digit": ["5"]}}',
+        '{"event": "stop", "stop": {"callSid": [1]}}',
+        '{"event": "connected", "protocol": null}',
     ],
 )
-def test_malformed_messages_raise(text: str) -> None:
+def test_malformed_messages_raise(text: str | bytes) -> None:
     with pytest.raises(TwilioProtocolError):
         parse_message(text)
+
+
+def test_odd_but_harmless_shapes_still_parse() -> None:
+    # Numbers where Twilio sends strings are taken; an event that is not a name, a
+    # number JSON cannot hold as an int, and a null are not errors either.
+    start = parse_message(_start_with(customParameters={"n": 5}, tracks=None, mediaFormat=None))
+    assert isinstance(start, Start)
+    assert (start.custom_parameters, start.tracks, start.sample_rate) == (
+        {"n": "5"},
+        ("inbound",),
+        8000,
+    )
+    media = '{"event": "media", "media": {"payload": "/38=", "chunk": 1e400}}'
+    assert parse_message(media) == MediaChunk(b"\xff\x7f", "inbound", 0, 0)
+    deep = '{"event": ' + "[" * 900 + "]" * 900 + "}"
+    assert parse_message(deep) == Unknown("", {"event": json.loads(deep)["event"]})
+    assert parse_message("{}") == Unknown("", {})
 
 
 def test_messages_to_twilio() -> None:
