@@ -35,6 +35,7 @@ from voxtra.recording.app_recordings import (
     AppRecordings,
     AsteriskRecordingFailed,
     RecordingEndReason,
+    RecordingNotStarted,
     RecordingResult,
     Transcriber,
 )
@@ -54,6 +55,10 @@ logger = logging.getLogger(__name__)
 
 START_TIMEOUT = 10.0
 """Seconds to wait for RecordingStarted (a beep plays first)."""
+BEEP_TIMEOUT = 5.0
+"""Seconds the beep before a recording may take (``beep=True``)."""
+SNOOP_TIMEOUT = 5.0
+"""Seconds to wait for the recording's snoop channel to enter the app."""
 FINISH_TIMEOUT = 10.0
 """Seconds to wait for a stopped recording to be stored by Asterisk."""
 
@@ -113,6 +118,10 @@ class CallRecorder:
         then delivered at the next ``record_stop()``/``record_start()`` or the hang-up
         (:meth:`record` waits for it). Everything the caller can get wrong (name,
         format, limits, keys, sink) is checked before any request to Asterisk.
+
+        Raises RecordingNotStarted (an AsteriskRecordingFailed) when Asterisk does not
+        start it in time, and RecordingError when the spool cannot journal it; nothing
+        is recorded then.
         """
         context = self.context
         audio_format = validate_format(options.fmt)
@@ -188,11 +197,22 @@ class CallRecorder:
             # whispers nothing: measured on 22.10.1, neither the caller's phone nor the
             # recording had any sound from it. So the caller's channel plays the beep,
             # and the recording starts after it (as Twilio's playBeep).
+            beeping = await play(context, ["sound:beep"])
             try:
-                await (await play(context, ["sound:beep"])).wait(5.0)
+                await beeping.wait(BEEP_TIMEOUT)
             except PlaybackFailed as exc:  # a server without the sound: record anyway
                 logger.warning("call %s: no beep before the recording: %s", context.id, exc)
-        snoop_id = await self._snoop()
+            except TimeoutError as exc:
+                # Not "record anyway" as for a missing sound: the beep may go on playing
+                # into the recording, and an Asterisk this slow may not start it either.
+                with contextlib.suppress(AriError):
+                    await beeping.stop()
+                raise RecordingNotStarted(
+                    name,
+                    f"the beep before it did not end within {BEEP_TIMEOUT} s (check "
+                    "Asterisk's log and load: a beep plays in under a second)",
+                ) from exc
+        snoop_id = await self._snoop(name)
         target = f"channel:{snoop_id}"
         started = context.expect(
             AriEvent,
@@ -231,19 +251,30 @@ class CallRecorder:
             except AriError as exc:
                 raise RecordingError(f"Asterisk refused recording {name!r}: {exc}") from exc
             posted = True
-            event = await context.wait(started, START_TIMEOUT)
+            try:
+                event = await context.wait(started, START_TIMEOUT)
+            except TimeoutError as exc:  # cancelled below, as any start that fails
+                raise RecordingNotStarted(
+                    name,
+                    f"Asterisk did not start it within {START_TIMEOUT} s (no "
+                    "RecordingStarted; check Asterisk's log for the recording, and that "
+                    "its recording directory is writable)",
+                ) from exc
         except BaseException:
             context.forget(started)
             context.forget(finished)
-            await self._drop_snoop(snoop_id)
             discarded = True
             if posted:  # ours is running (or starting): discard it. Never touch another's.
+                # Before the snoop goes: its hang-up ends the recording as done, stored,
+                # and the cancel then found nothing (404) while the journal was dropped,
+                # which left the file in Asterisk for good.
                 try:
                     await context.ari.recordings.cancel(name)
                 except AriNotFound:
                     pass
                 except AriError:
                     discarded = False  # it may get stored: the journal lets a start fetch it
+            await self._drop_snoop(snoop_id)
             if journaled and discarded:
                 await recordings.abandon(name)
             raise
@@ -310,8 +341,9 @@ class CallRecorder:
                 exc,
             )
 
-    async def _snoop(self) -> str:
-        """A snoop channel on the caller (both directions), in the app and owned by the call."""
+    async def _snoop(self, name: str) -> str:
+        """A snoop channel on the caller (both directions), in the app and owned by the
+        call, for recording ``name``."""
         context = self.context
         snoop_id = context.host.internal_id("snoop")
         started = context.expect_channel(snoop_id)
@@ -321,7 +353,14 @@ class CallRecorder:
                     context.id, context.host.app_name, spy="both", snoop_id=snoop_id
                 )
             )
-            await context.wait_channel(snoop_id, started, timeout=5.0)
+            try:
+                await context.wait_channel(snoop_id, started, timeout=SNOOP_TIMEOUT)
+            except TimeoutError as exc:
+                raise RecordingNotStarted(
+                    name,
+                    f"its snoop channel on the caller did not enter the app within "
+                    f"{SNOOP_TIMEOUT} s (check Asterisk's log, and that it is not overloaded)",
+                ) from exc
         except BaseException:
             await self._drop_snoop(snoop_id)
             raise
@@ -335,7 +374,9 @@ class CallRecorder:
         """Stop, fetch and hand over to delivery; the name, or None when nothing records.
 
         Returns once the file is durable in the spool; the upload runs in the
-        background. Raises AsteriskRecordingFailed when Asterisk reports a failure.
+        background. Raises AsteriskRecordingFailed when Asterisk reports a failure, and
+        RecordingError when the file cannot be fetched into the spool (it stays in
+        Asterisk, journaled, and is fetched again in the background).
         """
         async with self._lock:
             if self._active is None and self._finishing is None:
@@ -381,7 +422,13 @@ class CallRecorder:
     async def _finish(self, active: _Recording) -> str:
         context = self.context
         try:
-            if not active.finished.done():
+            if not _ended_by_itself(active):
+                # Stopped unless Asterisk said it finished, also once the call's waiters
+                # failed with CallEnded: after a transfer into the dialplan (StasisEnd)
+                # the caller's channel lives on, and with it the snoop and its recording,
+                # which nothing else ends (it used to wait 10 s here, then stay in
+                # Asterisk until the next start). After a hang-up the recording ended
+                # with the snoop: 404.
                 with contextlib.suppress(AriNotFound):
                     # Asterisk down (killed): wait for it to be back, then stop again
                     # (404 then: the live recording died with it, its file is stored).

@@ -26,6 +26,7 @@ something :meth:`AppRecordings.resume` finishes at the next start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -69,6 +70,7 @@ __all__ = [
     "AppRecordings",
     "AsteriskRecordingFailed",
     "RecordingEndReason",
+    "RecordingNotStarted",
     "RecordingResult",
 ]
 
@@ -109,9 +111,23 @@ class AsteriskRecordingFailed(RecordingError):
     """Asterisk reported RecordingFailed; ``cause`` is its reason (may be empty)."""
 
     def __init__(self, name: str, cause: str | None) -> None:
-        super().__init__(f"recording {name!r} failed in Asterisk: {cause or 'no cause given'}")
+        super().__init__(self._describe(name, cause))
         self.name = name
         self.cause = cause
+
+    @staticmethod
+    def _describe(name: str, cause: str | None) -> str:
+        return f"recording {name!r} failed in Asterisk: {cause or 'no cause given'}"
+
+
+class RecordingNotStarted(AsteriskRecordingFailed):
+    """Asterisk did not start the recording in time: the beep before it, its snoop
+    channel or RecordingStarted did not come (``cause`` says which and what to check).
+    It was cancelled; nothing of it is delivered, and starting again is safe."""
+
+    @staticmethod
+    def _describe(name: str, cause: str | None) -> str:
+        return f"recording {name!r} did not start: {cause or 'no cause given'}"
 
 
 # -- the app's deliveries --------------------------------------------------------------
@@ -355,6 +371,15 @@ class AppRecordings:
             await asyncio.to_thread(
                 self._write_journal, _Journal(metadata=meta, sink=_sink_key(sink))
             )
+        except OSError as exc:
+            self._in_flight.discard(meta.name)
+            # Refused before Asterisk records: a recording nobody could recover is
+            # worse than none (nothing was recorded).
+            raise RecordingError(
+                f"cannot journal recording {meta.name!r} in {self.incoming_dir}, so it was "
+                f"not started: {exc} (check that the spool directory is writable and has "
+                "free space)"
+            ) from exc
         except BaseException:
             self._in_flight.discard(meta.name)
             raise
@@ -362,7 +387,14 @@ class AppRecordings:
     async def abandon(self, name: str) -> None:
         """Forget a journaled recording Asterisk never stored (failed or cancelled)."""
         self._in_flight.discard(name)
-        await asyncio.to_thread(self._drop_incoming, name)
+        try:
+            await asyncio.to_thread(self._drop_incoming, name)
+        except OSError as exc:
+            # Called while another error is raised: it must not take that one's place.
+            # A journal left here is dropped at the next start (Asterisk has no file).
+            logger.warning(
+                "recording %s: cannot remove its journal from %s: %s", name, self.incoming_dir, exc
+            )
 
     def track(self, task: asyncio.Future[Any]) -> None:
         """Have :meth:`drain` and :meth:`aclose` wait for ``task`` (a finishing recording)."""
@@ -380,9 +412,9 @@ class AppRecordings:
 
         Transport failures (reset, stall, Asterisk 5xx, local I/O) are retried with the
         delivery's backoff. If it still fails (RecordingError), the journal stays and,
-        for an unreachable Asterisk, the fetch goes on in the background on the slow
-        backoff while the app runs (and at the next start); Asterisk keeps its copy
-        until a sink confirmed.
+        for an unreachable Asterisk or a spool that cannot take the file (disk full,
+        read-only), the fetch goes on in the background on the slow backoff while the
+        app runs (and at the next start); Asterisk keeps its copy until a sink confirmed.
 
         ``transcribe(path)``: the file's text, put in the metadata before it is spooled
         (so sinks and ``on_recording_delivered`` see it); a transcription that fails is
@@ -404,12 +436,8 @@ class AppRecordings:
         name = meta.name
         self._in_flight.add(name)
         try:
-            await asyncio.to_thread(
-                self._write_journal, _Journal(metadata=meta, sink=_sink_key(sink))
-            )
-            path = self._incoming_audio(name, meta.format)
             try:
-                await self._download(name, path, retries)
+                entry = await self._fetch_into_spool(meta, sink, retries, transcribe)
             except AriError as exc:
                 transient = isinstance(exc, AriConnectionError | AriServerError)
                 if later and transient and not self._closed:
@@ -421,19 +449,62 @@ class AppRecordings:
                 raise RecordingError(
                     f"cannot fetch recording {name!r} from Asterisk (it stays there): {exc}"
                 ) from exc
-            await self._finish_header(name, meta.format, path)
-            meta = meta.model_copy(update={"local_path": path})
-            if transcribe is not None:
-                try:
-                    meta = meta.model_copy(update={"transcript": await transcribe(path)})
-                except Exception:
-                    logger.exception("recording %s: transcription failed; delivered without", name)
-            entry = await self.submit(path, meta, sink=sink, move=True)
-            await asyncio.to_thread(self._drop_incoming, name)
+            except OSError as exc:
+                # Our disk (full, read-only, gone) or, as TimeoutError, a download no
+                # transport error covered: both may pass, so retried as an unreachable
+                # Asterisk is. Asterisk keeps its copy meanwhile; the journal (written
+                # when it started) brings it back at the next start.
+                if isinstance(exc, TimeoutError):
+                    problem = "from Asterisk (it did not answer in time)"
+                else:
+                    problem = (
+                        f"into the spool {self.spool_dir} (check that it is writable and "
+                        "has free space)"
+                    )
+                if later and not self._closed:
+                    self._fetch_later(meta, sink, exc)
+                    raise RecordingError(
+                        f"cannot fetch recording {name!r} {problem} yet (it stays in "
+                        f"Asterisk; retried in the background): {exc}"
+                    ) from exc
+                raise RecordingError(
+                    f"cannot fetch recording {name!r} {problem} (it stays in Asterisk): {exc}"
+                ) from exc
+            try:
+                await asyncio.to_thread(self._drop_incoming, name)
+            except OSError as exc:
+                # Spooled: the next start sees that and drops the journal then.
+                logger.warning(
+                    "recording %s is spooled, but its journal in %s could not be removed: %s",
+                    name,
+                    self.incoming_dir,
+                    exc,
+                )
             return entry
         finally:
             if name not in self._slow_fetches:  # it goes on in the background
                 self._in_flight.discard(name)
+
+    async def _fetch_into_spool(
+        self,
+        meta: RecordingMetadata,
+        sink: RecordingSink | None,
+        retries: int,
+        transcribe: Transcriber | None,
+    ) -> SpoolEntry:
+        """Journal, download, transcribe and spool ``meta`` (AriError, OSError pass)."""
+        name = meta.name
+        await asyncio.to_thread(self._write_journal, _Journal(metadata=meta, sink=_sink_key(sink)))
+        path = self._incoming_audio(name, meta.format)
+        await self._download(name, path, retries)
+        await self._finish_header(name, meta.format, path)
+        meta = meta.model_copy(update={"local_path": path})
+        if transcribe is not None:
+            try:
+                meta = meta.model_copy(update={"transcript": await transcribe(path)})
+            except Exception:
+                logger.exception("recording %s: transcription failed; delivered without", name)
+        return await self.submit(path, meta, sink=sink, move=True)
 
     def _fetch_later(
         self, meta: RecordingMetadata, sink: RecordingSink | None, error: BaseException
@@ -441,9 +512,9 @@ class AppRecordings:
         """Keep fetching ``meta`` on the slow backoff (ERROR once now, INFO when done)."""
         backoff = self.slow_backoff or SLOW_BACKOFF
         logger.error(
-            "recording %s could not be fetched from Asterisk after %d attempt(s); it stays "
-            "there, journaled, and is fetched again every %.0f s at most while the app "
-            "runs: %s",
+            "recording %s could not be fetched from Asterisk into the spool after %d "
+            "attempt(s); it stays there, journaled, and is fetched again every %.0f s at "
+            "most while the app runs: %s",
             meta.name,
             self.retries + 1,
             backoff.cap,
@@ -473,7 +544,7 @@ class AppRecordings:
                 await self._fetch_and_submit(meta, sink, 0, later=False)
             except RecordingError as exc:
                 cause = exc.__cause__
-                if isinstance(cause, AriConnectionError | AriServerError):
+                if isinstance(cause, AriConnectionError | AriServerError | OSError):
                     logger.debug("fetching recording %s again failed: %s", meta.name, exc)
                     continue
                 logger.error(
@@ -848,11 +919,17 @@ def _sink_key(sink: RecordingSink | None) -> str | None:
 
 def _write_durably(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # A full disk fails the write: the partial copy must not hold on to space.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     fsync_dir(path.parent)
 
 

@@ -7,6 +7,7 @@ other's calls) and places a Local call whose far half plays a 1 kHz tone into it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
 import uuid
@@ -584,3 +585,41 @@ async def test_recording_still_being_fetched_at_shutdown_is_delivered_at_the_nex
     assert [m.name for m in delivered] == [name]
     assert [p for p in dirs[0].rglob("*") if p.is_file()] == [path_of(meta.location)]
     await assert_gone_from_asterisk(ari, name)
+
+
+async def test_recording_is_stopped_and_delivered_when_the_call_goes_to_the_dialplan(
+    make_app: MakeApp, ari: AriClient, dirs: tuple[Path, Path], tone_files: dict[float, str]
+) -> None:
+    """The caller's channel lives on after transfer_to("exten@context"), and with it the
+    snoop and its recording: the app stops it. It used to run on in Asterisk, teardown
+    stalled 10 s, and it was fetched at the next start only."""
+    results = Results()
+
+    async def body(call: CallSession) -> tuple[str, float]:
+        name = await call.record_start()
+        await asyncio.sleep(1.5)
+        await call.transfer_to("answer@voxtra-test")  # answers, then waits 60 s
+        return name, time.monotonic()
+
+    app = await start_app(make_app, dirs, body, results)
+    assert app.recordings is not None
+    call_id, _ = await call_app(app, tone_files[6.0])
+    try:
+        name, transferred = await results.get()
+        meta = await app.recordings.wait_delivered(name, timeout=10)
+        delivered_after = time.monotonic() - transferred
+        # Stopped by the app, not by a hang-up: the caller is still in the dialplan.
+        caller = await ari.channels.get(call_id)
+        assert caller.dialplan.context == "voxtra-test"
+        assert delivered_after < 4.0, delivered_after  # the stall was 10 s
+        assert_tone(path_of(meta.location), 1.5, tolerance=0.5)
+        with pytest.raises(AriNotFound):
+            await ari.recordings.get_live(name)
+        await assert_gone_from_asterisk(ari, name)
+        snoops = [c.id for c in await ari.channels.list() if c.name.startswith(f"Snoop/{call_id}")]
+        assert snoops == []
+        assert await app.recordings.drain(5)
+        assert list((dirs[1] / ".incoming").iterdir()) == []
+    finally:
+        with contextlib.suppress(AriNotFound):
+            await ari.channels.hangup(call_id)
