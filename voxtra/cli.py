@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from voxtra.errors import ConfigError
 from voxtra.logs import use_json_logs
 
 __all__ = ["load_app", "main"]
@@ -216,7 +217,9 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxtra", description=__doc__.splitlines()[0])
-    parser.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING (default)")
+    parser.add_argument(
+        "--log-level", default=None, type=_log_level, help="DEBUG, INFO, WARNING (default)"
+    )
     parser.add_argument(
         "--log-format",
         choices=("text", "json"),
@@ -274,6 +277,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    level = "WARNING" if level == "WARN" else level
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: expected DEBUG, INFO, WARNING, ERROR or CRITICAL"
+        )
+    return level
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     # The demo's options belong to examples/demo.py, which parses them itself.
@@ -287,7 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         use_json_logs(level)
     else:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        # Settings, an app's arguments, --config or --port that cannot be used: the user's
+        # to fix, said in one line (a traceback's last line said it, under 30 others).
+        print(f"voxtra {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

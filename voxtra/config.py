@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -56,8 +56,11 @@ ENV_PREFIX = "VOXTRA_"
 CONFIG_FILE_VAR = "CONFIG"
 #: Alternative environment names, e.g. to share variables with other ARI tools.
 _ENV_ALIASES = {"ari_username": "username", "ari_password": "password"}
-#: Settings whose value is never echoed in an error message.
-_SECRET_FIELDS = frozenset({"password", "token", "webhook_secret"})
+#: Settings whose value is never echoed in an error message (nor anything inside them:
+#: ``platform.tokens[0]`` given as a bare string is a token).
+_SECRET_FIELDS = frozenset(
+    {"password", "token", "tokens", "webhook_secret", "ui_secret", "auth_token", "database_url"}
+)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -270,7 +273,7 @@ class PlatformSettings(_SettingsModel):
 
     #: SQLAlchemy URL of the store: ``sqlite:///path.db`` or ``postgresql://user@host/db``.
     #: None: the SQLite file ``platform.db`` in the working directory.
-    database_url: str | None = None
+    database_url: str | None = Field(default=None, repr=False)  # may hold a password
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     tokens: tuple[PlatformToken, ...] = ()
@@ -344,7 +347,20 @@ class PlatformSettings(_SettingsModel):
     @classmethod
     def _names_text(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return tuple(p for p in re.split(r"[\s,]+", value.strip()) if p)
+            text = value.strip()
+            if text.startswith("["):
+                # A JSON list, as the tokens are given in the environment: it was split
+                # on commas as text, quotes and brackets kept ('["PJSIP"', '"SIP"]'), and
+                # every endpoint then refused with no config error.
+                problem = "expected a JSON list of names, or names split by commas"
+                try:
+                    names = json.loads(text)
+                except ValueError:
+                    raise ValueError(problem) from None
+                if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                    raise ValueError(problem)
+                return tuple(n.strip() for n in names if n.strip())
+            return tuple(p for p in re.split(r"[\s,]+", text) if p)
         return value
 
     @field_validator("number_template")
@@ -445,7 +461,9 @@ class VoxtraSettings(_SettingsModel):
             or parts.fragment
             or any(c.isspace() or ord(c) < 32 for c in url)
         ):
-            raise ValueError(f"{problem}, got {value!r}")
+            # A query is not echoed: ARI takes ?api_key=user:password too.
+            shown = url.split("?", 1)[0] + ("?..." if "?" in url else "")
+            raise ValueError(f"{problem}, got {shown!r}")
         base = url.rstrip("/")
         # Accept the common ".../ari" spelling: the ARI client adds it itself.
         return base[: -len("/ari")] if base.endswith("/ari") else base
@@ -513,6 +531,9 @@ class VoxtraSettings(_SettingsModel):
         for name in _SECRET_FIELDS:
             if name in data:
                 data[name] = "***"
+        platform = data.get("platform")
+        if isinstance(platform, dict) and platform.get("database_url"):
+            platform["database_url"] = _without_password(platform["database_url"])
         return data
 
     # -------------------------------------------------------------- constructors
@@ -620,6 +641,20 @@ def _describe(error: Any, loc: tuple[int | str, ...]) -> str:
     if not secret and not isinstance(value, Mapping):
         message += f", got {value!r}"
     return message
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user info masked (``postgresql://u:***@db/x``)."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "***"
+    if password is None:
+        return url
+    user, _, host = parts.netloc.rpartition("@")
+    name = user.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
 
 
 def _number(value: object) -> str:

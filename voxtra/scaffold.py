@@ -167,6 +167,8 @@ def create_project(directory: str | Path, name: str | None = None) -> list[Path]
             f"project name {name!r}: use a lower-case letter, then letters, digits or '_' "
             "(it becomes the Stasis app name)"
         )
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"{target} is a file: voxtra init writes into a new directory")
     if target.exists() and any(target.iterdir()):
         raise ConfigError(f"{target} is not empty: voxtra init writes into a new directory")
     files = {

@@ -104,7 +104,7 @@ def test_assignment_is_validated() -> None:
         ),
         (
             {"ari_url": "http://host:8088/?x=1"},
-            "ari_url: expected a URL like http://127.0.0.1:8088, got 'http://host:8088/?x=1'",
+            "ari_url: expected a URL like http://127.0.0.1:8088, got 'http://host:8088/?...'",
         ),
         (
             {"app_name": "voxtra,evil"},
@@ -154,6 +154,45 @@ def test_secret_values_are_never_echoed() -> None:
     with pytest.raises(SettingsError) as info:
         load_settings(environ={}, password="\x01secret")
     assert "secret" not in _error(info)
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        # a token given as a bare string: the error's path is platform.tokens[0]
+        {"VOXTRA_PLATFORM__TOKENS": '["crm-secret-0123456789abcdef"]'},
+        # ARI's own ?api_key=user:password in the URL
+        {"VOXTRA_ARI_URL": "http://pbx:8088/?api_key=voxtra:secret"},
+    ],
+)
+def test_secrets_inside_settings_are_never_echoed(environ: dict[str, str]) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ=environ)
+    assert "secret" not in _error(info)
+
+
+def test_the_database_password_is_kept_out_of_repr_and_redacted() -> None:
+    s = load_settings(
+        environ={"VOXTRA_PLATFORM__DATABASE_URL": "postgresql://voxtra:Pg-s3cret@db:5432/voxtra"}
+    )
+    assert s.platform.database_url == "postgresql://voxtra:Pg-s3cret@db:5432/voxtra"
+    assert "Pg-s3cret" not in repr(s)
+    assert s.redacted()["platform"]["database_url"] == "postgresql://voxtra:***@db:5432/voxtra"
+    plain = load_settings(environ={"VOXTRA_PLATFORM__DATABASE_URL": "sqlite:///p.db"})
+    assert plain.redacted()["platform"]["database_url"] == "sqlite:///p.db"
+
+
+def test_lists_of_names_take_json_as_the_tokens_do() -> None:
+    s = load_settings(
+        environ={
+            "VOXTRA_PLATFORM__ENDPOINT_TECHNOLOGIES": '["PJSIP", "SIP"]',
+            "VOXTRA_PLATFORM__LOCAL_CONTEXTS": "from-internal, voxtra-test",
+        }
+    )
+    assert s.platform.endpoint_technologies == ("PJSIP", "SIP")
+    assert s.platform.local_contexts == ("from-internal", "voxtra-test")
+    with pytest.raises(SettingsError, match="JSON list of names"):
+        load_settings(environ={"VOXTRA_PLATFORM__LOCAL_CONTEXTS": '["a", 1]'})
 
 
 def test_valid_values_are_normalised() -> None:

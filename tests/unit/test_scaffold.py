@@ -46,3 +46,26 @@ def test_a_non_empty_directory_is_refused(
     assert main(["init", str(tmp_path), "--name", "ok_name"]) == 2
     assert "not empty" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["existing.txt"]
+
+
+def test_a_file_in_the_way_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "afile").write_text("mine")
+    assert main(["init", str(tmp_path / "afile")]) == 2  # was a NotADirectoryError traceback
+    assert "is a file" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+def test_bad_input_to_the_commands_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--log-level", "foo", "doctor"])
+    assert exited.value.code == 2
+    assert "'foo': expected DEBUG, INFO" in capsys.readouterr().err
+    app = tmp_path / "app.py"
+    app.write_text("from voxtra import VoxtraApp\n\napp = VoxtraApp()\n")
+    monkeypatch.setenv("VOXTRA_MEDIA__CODEC", "gsm")
+    assert main(["run", str(app)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("voxtra run: config error") and "media.codec" in err
+    assert "Traceback" not in err
