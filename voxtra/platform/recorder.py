@@ -386,7 +386,9 @@ class PlatformRecorder:
         elif isinstance(event, BargeInEvent):
             track.barge_ins += 1
             self.metrics.barge_ins.inc()
-            data = {"heard_text": event.heard_text, "played_ms": round(event.played_ms, 1)}
+            data: dict[str, Any] = {"played_ms": round(event.played_ms, 1)}
+            if track.transcribe:  # the agent's words heard: not kept without transcripts
+                data["heard_text"] = event.heard_text
             self._put(lambda: self.store.add_event(track.call_id, "barge_in", data))
         elif isinstance(event, ProviderErrorEvent):
             self.metrics.provider_errors.labels(event.stage or "?", str(event.timed_out)).inc()

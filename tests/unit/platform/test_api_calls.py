@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
 from platform_helpers import ADMIN, READ, WRITE, auth
 
 from voxtra.calls.session import CallSession
+from voxtra.pipeline.events import BargeInEvent
+from voxtra.pipeline.pipeline import VoicePipeline
+from voxtra.platform.api.auth import RateLimiter
 from voxtra.platform.backends import AsteriskCallBackend, OriginateRequest
 
 
@@ -310,6 +314,31 @@ async def test_a_token_over_its_rate_gets_429(running: Callable[..., Any]) -> No
     assert (await r.client.get("/v1/calls", headers=auth(WRITE))).status_code == 200
 
 
+def test_the_rate_limiter_forgets_buckets_that_have_refilled() -> None:
+    # One bucket per client address for failed sign-ins: kept for ever, it grew with
+    # every address ever seen (~206 bytes each).
+    now = [0.0]
+    limiter = RateLimiter(rate=1.0, burst=2, clock=lambda: now[0])
+    for n in range(3000):
+        limiter.take(f"10.0.{n // 256}.{n % 256}")
+    assert len(limiter) == 3000  # none refilled yet: each still counts
+    now[0] = 5.0  # every bucket full again
+    for _ in range(1024):
+        limiter.take("busy")
+    assert len(limiter) <= 1
+    assert limiter.take("10.0.0.1") == 0.0  # a forgotten bucket starts full
+
+
+async def test_metrics_count_unknown_methods_as_other(running: Callable[..., Any]) -> None:
+    # Counted before any auth: each method as sent was a new series, for anyone.
+    r = await running()
+    for n in range(5):
+        await r.client.request(f"M{n:04d}XYZ", "/v1/calls")
+    text = (await r.client.get("/metrics")).text
+    assert "M0000XYZ" not in text
+    assert 'method="other",route="/v1/calls"' in text
+
+
 async def test_health_readiness_metrics_and_openapi(running: Callable[..., Any]) -> None:
     r = await running()
     assert (await r.client.get("/healthz")).json() == {"status": "ok"}
@@ -393,3 +422,65 @@ async def test_the_api_on_postgres(running: Callable[..., Any], postgres_url: st
     page = (await r.client.get("/v1/calls", headers=auth(READ))).json()
     assert [c["call_id"] for c in page["calls"]] == [call_id]
     assert len(r.fake.originated) == 1
+
+
+async def test_the_event_stream_ends_with_the_calls_final_status(
+    running: Callable[..., Any],
+) -> None:
+    # The final status and its event are one write: committed between the stream's
+    # empty read and its status check, the stream ended without it (57 of 100 streams
+    # when the recorder wrote a turn and the end back to back).
+    r = await running()
+    made = await r.client.post(
+        "/v1/calls", json={"to": "PJSIP/alice", "route": "hello"}, headers=auth(WRITE)
+    )
+    call_id = made.json()["call_id"]
+    await r.wait_status(call_id, "in_progress")
+    store = r.platform.store
+    read = store.events_after
+    empty = [0]
+
+    async def events_after(*args: Any, **kwargs: Any) -> Any:
+        found = await read(*args, **kwargs)
+        if not found:
+            empty[0] += 1
+            if empty[0] == 2:  # the call ends right after an empty read
+                await r.fake.call(r.handled[0].id).hang_up()
+                await r.wait_status(call_id, "completed")
+        return found
+
+    store.events_after = events_after  # type: ignore[method-assign]
+    got = await r.client.get(f"/v1/calls/{call_id}/events", headers=auth(READ))
+    statuses = [
+        json.loads(line[6:]).get("status")
+        for line in got.text.splitlines()
+        if line.startswith("data: ")
+    ]
+    assert empty[0] >= 2 and statuses[-1] == "completed"
+
+
+async def test_a_call_without_transcripts_keeps_no_words_of_a_barge_in(
+    running: Callable[..., Any],
+) -> None:
+    # "transcribe": false stores no turns; the barge-in event still stored the agent's
+    # words the caller heard before cutting it off.
+    r = await running()
+    ids = {}
+    for transcribe in (False, True):
+        made = await r.client.post(
+            "/v1/calls",
+            json={"to": "PJSIP/alice", "route": "hello", "transcribe": transcribe},
+            headers=auth(WRITE),
+        )
+        ids[transcribe] = made.json()["call_id"]
+        await r.wait_status(ids[transcribe], "in_progress")
+        pipeline = VoicePipeline()
+        r.platform.recorder.watch_pipeline(r.handled[-1], pipeline)
+        pipeline._emit(BargeInEvent("our prices went up", 1200.0))
+    await r.settle()
+    kept = {}
+    for transcribe, call_id in ids.items():
+        events = await r.platform.store.events_after(call_id, 0)
+        kept[transcribe] = [e.data for e in events if e.kind == "barge_in"]
+    assert kept[False] == [{"played_ms": 1200.0}]
+    assert kept[True] == [{"played_ms": 1200.0, "heard_text": "our prices went up"}]

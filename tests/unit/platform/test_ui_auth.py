@@ -160,3 +160,30 @@ async def test_the_page_shows_each_calls_backend(running: Callable[..., Any]) ->
     assert "<td>inbound</td><td>twilio</td>" in row
     older = CallRecord(id="call_old", direction="outbound", status="completed", backend=None)
     assert "<td>outbound</td><td>asterisk</td>" in render.recent_row(older)[1]
+
+
+async def test_the_page_spends_the_tokens_rate_as_the_api_does(
+    running: Callable[..., Any],
+) -> None:
+    # The page's routes call the API's functions; they skipped its rate limit, so a
+    # token held to its rate by the API could sign in once and read without limit.
+    rig: Running = await running(platform={"rate_limit": 0.1, "rate_burst": 2})
+    assert (await sign_in(rig.client, READ)).status_code == 303
+    codes = [(await rig.client.get("/ui/calls/call_nope/recording")).status_code for _ in range(6)]
+    assert 429 in codes and codes[-1] == 429
+    refused = await rig.client.get("/ui/calls/call_nope/recording")
+    assert int(refused.headers["retry-after"]) >= 1
+    assert (await rig.client.get("/v1/calls", headers=auth(READ))).status_code == 429
+
+
+async def test_a_csrf_token_of_any_text_is_refused_not_a_500(
+    running: Callable[..., Any],
+) -> None:
+    rig: Running = await running()
+    await sign_in(rig.client, WRITE)
+    call_id = await live_call(rig)
+    sent = await rig.client.post(
+        f"/ui/calls/{call_id}/hangup",
+        headers={"Origin": ORIGIN, "X-CSRF-Token": "\u00e9t\u00e9".encode("latin-1")},
+    )
+    assert sent.status_code == 403

