@@ -17,7 +17,8 @@ Channels the app creates for itself (media, snoop, transfer legs) get ids starti
 Reconnect policy: after every ARI reconnect the app lists channels. Sessions whose
 channel is gone end (their hangup callbacks fire once). Channels in the app that no
 session owns are handled by ``reconcile_policy``: ``hangup`` (default) hangs them up,
-``adopt`` routes them as new calls.
+``adopt`` routes them as new calls; if nothing has claimed them ``reconcile_grace``
+seconds later (a StasisStart may be on its way).
 
 One app name, several processes: every channel this app takes or creates carries its
 ``instance_id`` (the ``VOXTRA_INSTANCE`` channel variable on calls, the id itself on
@@ -40,8 +41,8 @@ import os
 import re
 import signal
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -121,6 +122,16 @@ INSTANCE_GLOBAL_PREFIX = "VOXTRA_INSTANCE_"
 """With ``instance_tag_in_dialplan``: the global variable ``VOXTRA_INSTANCE_<app name>``
 holds the instance serving the app, for the dialplan to copy onto each call."""
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9_.]{1,32}")
+
+RECONCILE_RETRY = 0.25
+"""Seconds before reconcile asks again for a listing that failed; doubled each time, up
+to ``RECONCILE_RETRY_MAX``, for as long as the events connection lasts."""
+RECONCILE_RETRY_MAX = 5.0
+STOP_CONCURRENCY = 20
+"""Requests ``stop()`` has in flight at once (hang-ups, destroys): below the REST pool's
+32 connections (``REST_POOL_LIMIT``), so the teardowns running beside them still get one."""
+AMD_STATUS_VARIABLE = "AMDSTATUS"
+"""Set by ``AMD()`` in the AMD dialplan step: a call back from the step has it."""
 
 
 class VoxtraApp:
@@ -235,8 +246,14 @@ class VoxtraApp:
         self.outage_wait = 20.0
         """Seconds a call's ARI request that lost Asterisk waits for the events to
         reconnect and reconcile (see :meth:`wait_reconciled`), then gives up."""
+        self.reconcile_grace = 2.0
+        """Seconds a channel reconcile found in the app, claimed by no call of this
+        process, is given for its StasisStart to arrive before it is hung up or adopted
+        (see :meth:`_settle_strays`)."""
         self._reconciled_generation = 0
         self._reconciled = asyncio.Event()  # replaced (and the old one set) per reconcile
+        self._amd_steps: set[str] = set()
+        """Channels of originates in their AMD dialplan step (see :meth:`_missed_start`)."""
         self.takeover_poll = 2.0
         """Seconds between checks whether another client still holds the Stasis app."""
         self.replaced = False
@@ -469,6 +486,9 @@ class VoxtraApp:
         ):
             self.instance_id = self._claim_instance()  # released by an earlier stop()
         self._started.clear()
+        # The new stream counts its connections from 1 again: a generation reconciled in
+        # an earlier run made wait_reconciled() answer True at once during an outage.
+        self._reconciled_generation = 0
         try:
             await self.ari.asterisk.info()
             self.recordings = AppRecordings(
@@ -584,10 +604,13 @@ class VoxtraApp:
             _, pending = await asyncio.wait(set(self._call_tasks), timeout=deadline)
             if pending:
                 logger.info("hanging up %d call(s) still running at shutdown", len(pending))
-        for session in list(self.active_sessions.values()):
+        sessions = list(self.active_sessions.values())
+        for session in sessions:
             session.context.end_because(CallEndReason.SHUTDOWN)
-            with contextlib.suppress(VoxtraError):
-                await session.hangup()
+        # At once, not one after another: with Asterisk unreachable every hang-up waits
+        # out the REST timeout (10 s), and stop() took that long per call (8 calls at a
+        # 1 s timeout: 9.2 s; now about one timeout).
+        await _at_once(partial(_hang_up, session) for session in sessions)
         teardown_end = loop.time() + self.teardown_timeout
         if self._call_tasks:
             _, pending = await asyncio.wait(set(self._call_tasks), timeout=self.teardown_timeout)
@@ -661,13 +684,23 @@ class VoxtraApp:
             self._instance_slot.release()
 
     async def _destroy_leftovers(self) -> None:
-        for channel_id in list(self.registry.internal):
-            with contextlib.suppress(AriError):
-                await self.ari.channels.hangup(channel_id)
+        # Channels and bridges together (neither needs the other gone first), at once
+        # for the reason the hang-ups in stop() are: one REST timeout, not one each.
+        channels = [partial(self._release_leftover, c) for c in self.registry.internal]
+        bridges = [partial(self._destroy_leftover, b) for b in self.registry.bridges]
+        await _at_once([*channels, *bridges])
+
+    async def _release_leftover(self, channel_id: str) -> None:
+        try:
+            await self._hangup_quietly(channel_id)
+        finally:
             self.registry.forget_channel(channel_id)
-        for bridge_id in list(self.registry.bridges):
+
+    async def _destroy_leftover(self, bridge_id: str) -> None:
+        try:
             with contextlib.suppress(AriError):
                 await self.ari.bridges.destroy(bridge_id)
+        finally:
             self.registry.forget_bridge(bridge_id)
 
     def configure_logging(self, level: str | None = None, *, json: bool = False) -> None:
@@ -1124,9 +1157,15 @@ class VoxtraApp:
             finally:
                 expiry.cancel()
             if amd_config is not None:
-                channel, amd_result = await detect_amd(
-                    self.ari, self.registry, channel_id, endpoint, amd_config
-                )
+                # Known to reconcile while the step runs: the call in the app is then
+                # either not gone to the step yet or back from it (see _missed_start).
+                self._amd_steps.add(channel_id)
+                try:
+                    channel, amd_result = await detect_amd(
+                        self.ari, self.registry, channel_id, endpoint, amd_config
+                    )
+                finally:
+                    self._amd_steps.discard(channel_id)
         except asyncio.CancelledError:
             # Whoever awaited the call gave up on it (a stopping worker, a timeout around
             # originate()): the phone must not go on ringing, or be answered into a call
@@ -1239,15 +1278,21 @@ class VoxtraApp:
 
     async def _reconcile(self, connection: Connection) -> None:
         """Match our sessions with what Asterisk has after a (re)connect."""
-        try:
-            if self.instance_tag_in_dialplan and connection.is_reconnect:
-                # Another instance may have served the app meanwhile (and set it).
-                await self._publish_instance()
-            await self._reconcile_channels()
-        finally:
-            self._reconciled_generation = max(self._reconciled_generation, connection.generation)
-            done, self._reconciled = self._reconciled, asyncio.Event()
-            done.set()
+        if self.instance_tag_in_dialplan and connection.is_reconnect:
+            # Another instance may have served the app meanwhile (and set it).
+            await self._publish_instance()
+        strays = await self._reconcile_channels(connection)
+        if strays is None:
+            # The connection ended before Asterisk answered (or this was cancelled with
+            # it): not reconciled; the next connection's reconcile is what waiters get.
+            return
+        # Reconciled once the calls that are gone have ended: what wait_reconciled()
+        # promises. Strays are settled after, as that waits a grace first.
+        self._reconciled_generation = max(self._reconciled_generation, connection.generation)
+        done, self._reconciled = self._reconciled, asyncio.Event()
+        done.set()
+        if strays.channels or strays.bridges:
+            await self._settle_strays(connection, strays)
 
     @property
     def accepting(self) -> bool:
@@ -1317,34 +1362,165 @@ class VoxtraApp:
                 raise
         return await request()
 
-    async def _reconcile_channels(self) -> None:
-        try:
-            channels = await self.ari.channels.list()
-        except AriError as exc:
-            logger.warning("reconcile: cannot list channels: %s", exc)
-            return
-        live = {c.id: c for c in channels}
+    async def _reconcile_channels(self, connection: Connection) -> _Strays | None:
+        """End the sessions and forget the internal channels and bridges Asterisk no
+        longer has, and hand what waits for a StasisStart the one it missed. The
+        channels and bridges of this app nobody claims are returned (for
+        :meth:`_settle_strays`); None if ``connection`` ended before Asterisk answered.
+        """
         registry = self.registry
-        for context in registry:
-            if context.id not in live:
-                logger.info("reconcile: call %s is gone; ending its session", context.id)
+        # Only what was registered before a listing was asked for is judged by it: events
+        # keep being routed while the request is under way, and a call, internal channel
+        # or bridge registered meanwhile is live although the answer may not have it (a
+        # call whose StasisStart came then was ended as gone, its channel left in the
+        # app). An internal channel whose StasisStart is still awaited is not judged
+        # either: the request creating it may still be under way.
+        calls = dict(registry.calls)
+        internal = {
+            channel_id: owner
+            for channel_id, owner in registry.internal.items()
+            if not registry.awaiting_start(channel_id)
+        }
+        channels = await self._listing(connection, "channels", self.ari.channels.list)
+        if channels is None:
+            return None
+        live = {c.id for c in channels}
+        for channel_id, context in calls.items():
+            if channel_id not in live and registry.calls.get(channel_id) is context:
+                logger.info("reconcile: call %s is gone; ending its session", channel_id)
                 context.end_because(CallEndReason.GONE)
                 context.mark_ended()
-        for channel_id, owner in list(registry.internal.items()):
-            if channel_id not in live:
+        for channel_id, owner in internal.items():
+            if (
+                channel_id not in live
+                and channel_id in registry.internal
+                and registry.internal[channel_id] is owner
+            ):
                 registry.forget_channel(channel_id)
                 if owner is not None:
                     owner.channel_gone(channel_id)
+        strays = _Strays()
         for channel in channels:
-            if registry.call(channel.id) is not None or channel.id in registry.internal:
-                continue
             if not _in_app(channel, self.app_name):
                 continue
+            if registry.claims(channel.id):
+                await self._missed_start(channel)
+            elif not channel.id.startswith(INTERNAL_PREFIX) or self._owns_internal(channel.id):
+                strays.channels.add(channel.id)
+        known = set(registry.bridges)
+        bridges = await self._listing(connection, "bridges", self.ari.bridges.list)
+        if bridges is None:
+            return None
+        live_bridges = {b.id for b in bridges}
+        for bridge_id in known - live_bridges:
+            registry.forget_bridge(bridge_id)
+        strays.bridges.update(
+            b.id for b in bridges if self._owns_internal(b.id) and b.id not in registry.bridges
+        )
+        return strays
+
+    async def _listing(
+        self, connection: Connection, what: str, request: Callable[[], Awaitable[list[T]]]
+    ) -> list[T] | None:
+        """``request()`` (a listing of ``what``), asked again after a growing delay while
+        ``connection`` lasts; None once it has ended.
+
+        A listing that failed once counted as a reconcile done: after an Asterisk
+        restart whose first GET /channels failed, the sessions of its vanished calls
+        lived on for ever (and wait_reconciled() said reconciled).
+        """
+        delay = RECONCILE_RETRY
+        failures = 0
+        while True:
+            try:
+                return await request()
+            except AriError as exc:
+                if not self._is_current(connection):
+                    return None
+                log = logger.warning if failures == 0 else logger.debug
+                log("reconcile: cannot list %s (%s); asking again in %.2f s", what, exc, delay)
+                failures += 1
+            await asyncio.sleep(delay)
+            if not self._is_current(connection):
+                return None
+            delay = min(delay * 2, RECONCILE_RETRY_MAX)
+
+    def _is_current(self, connection: Connection) -> bool:
+        """Whether ``connection`` is the events connection, and still up."""
+        stream = self._stream
+        return (
+            stream is not None
+            and stream.generation == connection.generation
+            and stream.connected.is_set()
+        )
+
+    async def _missed_start(self, channel: Channel) -> None:
+        """``channel``, claimed and in the app, may have had its StasisStart sent while
+        the events were down (Asterisk does not replay it): hand it to what waits for
+        it, as that event would have. A StasisStart still to come then finds nobody
+        waiting and is dropped (see _on_stasis_start).
+
+        Reproduced: an originate answered during an outage was taken for a stray, hung
+        up (``originate()`` raised CallFailed) or adopted as an inbound call (and then
+        hung up by ``originate()``, which raised CallNoAnswer)."""
+        registry = self.registry
+        if registry.awaiting_start(channel.id):
+            registry.channel_started(channel)  # an internal channel (media, snoop, leg)
+            return
+        pending = registry.originates.get(channel.id)
+        if (
+            pending is None
+            or pending.future.done()
+            or channel.state != "Up"
+            or registry.is_internal(channel.id)
+        ):
+            return
+        if channel.id in self._amd_steps:
+            # Listed in the app during its AMD step: back with a verdict, or not gone to
+            # the step yet (a listing answered before the step took it). Only the step
+            # sets AMDSTATUS.
+            try:
+                status = await self.ari.channels.get_variable(channel.id, AMD_STATUS_VARIABLE)
+            except AriError:  # 404: not set (or the channel just left)
+                return
+            if not status or registry.originates.get(channel.id) is not pending:
+                return
+        logger.info("reconcile: call %s was answered while the events were down", channel.id)
+        registry.channel_started(channel)
+
+    async def _settle_strays(self, connection: Connection, strays: _Strays) -> None:
+        """Hang up (``reconcile_policy="hangup"``) or adopt the calls of this instance
+        still claimed by nobody ``reconcile_grace`` seconds after they were listed, hang
+        up such internal channels of this instance and destroy such bridges.
+
+        Why the wait: a channel can be listed in the app before its StasisStart has been
+        handled (events lag behind REST when Asterisk or this loop is busy: a StasisStart
+        waited up to 96 ms behind queued work, docs/performance.md), and a bridge
+        before the request that made it has returned and registered it. Acting on the
+        first listing hung up a call that had just come in (its tag set by the dialplan,
+        its StasisStart 50 ms behind the listing). The channel's creation time cannot
+        tell such a call instead: one can ring in the dialplan for a minute before it
+        enters Stasis, and Asterisk's clock is not this host's. So only what nobody
+        claims in two listings a grace apart, checked again after every wait, is touched.
+        """
+        await asyncio.sleep(self.reconcile_grace)
+        channels = await self._listing(connection, "channels", self.ari.channels.list)
+        if channels is None:
+            return
+        registry = self.registry
+        for channel in channels:
+            if (
+                channel.id not in strays.channels
+                or registry.claims(channel.id)
+                or not _in_app(channel, self.app_name)
+            ):
+                continue
             if channel.id.startswith(INTERNAL_PREFIX):
-                if self._owns_internal(channel.id):
-                    await self._hangup_quietly(channel.id)
+                await self._hangup_quietly(channel.id)  # this instance's: a stray for that
                 continue
             tagged = await self._instance_of(channel)
+            if registry.claims(channel.id):
+                continue  # its StasisStart came meanwhile: a call now
             if tagged != self.instance_id:
                 # Another process serving the same app name (or one that has not tagged
                 # its call yet): not ours to touch.
@@ -1361,18 +1537,10 @@ class VoxtraApp:
             else:
                 logger.info("reconcile: hanging up unowned call %s", channel.id)
                 await self._hangup_quietly(channel.id)
-        try:
-            bridges = await self.ari.bridges.list()
-        except AriError:
-            return
-        live_bridges = {b.id for b in bridges}
-        for bridge_id in list(registry.bridges):
-            if bridge_id not in live_bridges:
-                registry.forget_bridge(bridge_id)
-        for bridge in bridges:
-            if self._owns_internal(bridge.id) and bridge.id not in registry.bridges:
-                with contextlib.suppress(AriNotFound):
-                    await self.ari.bridges.destroy(bridge.id)
+        for bridge_id in strays.bridges:
+            if bridge_id not in registry.bridges:
+                with contextlib.suppress(AriError):  # gone already, or left for next time
+                    await self.ari.bridges.destroy(bridge_id)
 
     async def _instance_of(self, channel: Channel) -> str:
         """The instance id a call was tagged with; "" if none."""
@@ -1472,6 +1640,34 @@ def _after_amd(handler: CallHandler, config: AmdConfig, decided: asyncio.Event) 
         await handler(call)
 
     return handle
+
+
+async def _at_once(requests: Iterable[Callable[[], Awaitable[None]]]) -> None:
+    """Run ``requests`` concurrently, ``STOP_CONCURRENCY`` at a time (each made only
+    once it may start). One that raises is logged; the others go on."""
+    gate = asyncio.Semaphore(STOP_CONCURRENCY)
+
+    async def one(request: Callable[[], Awaitable[None]]) -> None:
+        async with gate:
+            await request()
+
+    results = await asyncio.gather(*(one(r) for r in requests), return_exceptions=True)
+    for result in results:
+        if isinstance(result, Exception):
+            logger.error("stopping: a clean-up request failed", exc_info=result)
+
+
+async def _hang_up(session: CallSession) -> None:
+    with contextlib.suppress(VoxtraError):
+        await session.hangup()
+
+
+@dataclass(slots=True)
+class _Strays:
+    """What reconcile found of this app that nobody here claims (ids)."""
+
+    channels: set[str] = field(default_factory=set)
+    bridges: set[str] = field(default_factory=set)
 
 
 def _set_done(future: asyncio.Future[None], *_: object) -> None:

@@ -188,6 +188,12 @@ class AriEventStream:
                 except (OSError, TimeoutError) as exc:  # a transport that broke its contract
                     logger.warning("cannot reach ARI events at %s: %s", self.client.base_url, exc)
                 else:
+                    if self._stopping:
+                        # stop() came during the handshake, when there was no connection
+                        # for it to close: this one is closed here, never read.
+                        with contextlib.suppress(Exception):
+                            await events.close()
+                        break
                     started = time.monotonic()
                     await self._session(events)
                     if time.monotonic() - started >= self.stable_after:

@@ -114,6 +114,19 @@ class CallRegistry(Generic[OwnerT]):
     def is_internal(self, channel_id: str) -> bool:
         return channel_id in self.internal or channel_id.startswith(INTERNAL_PREFIX)
 
+    def awaiting_start(self, channel_id: str) -> bool:
+        """Whether something still waits for the StasisStart of ``channel_id`` (the
+        channel may not exist yet: its creating request can still be under way)."""
+        waiter = self._started.get(channel_id)
+        return waiter is not None and not waiter.done()
+
+    def claims(self, channel_id: str) -> bool:
+        """Whether ``channel_id`` is this app's: a call, an internal channel, or the
+        channel of an originate (or AMD step) not yet handed its StasisStart."""
+        return (
+            channel_id in self.calls or channel_id in self.internal or channel_id in self.originates
+        )
+
     def channel_started(self, channel: Channel) -> bool:
         """A StasisStart for an internal channel or an originate: wake what waits for it.
         False if the channel is neither (a new call, or an old one back in the app)."""

@@ -7,7 +7,7 @@ waiting for Asterisk to register the app, refused credentials and stop().
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import pytest
@@ -16,7 +16,7 @@ from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriConnectionError, AriUnauthorized
 from voxtra.ari.events import AriEvent, StasisStart
 from voxtra.ari.stream import AriEventStream, Connection
-from voxtra.ari.transport import AriRequest, AriResponse
+from voxtra.ari.transport import AriRequest, AriResponse, EventConnection
 
 from .scripted import NOT_FOUND, ScriptedTransport, event_text, fixture, until
 
@@ -204,6 +204,37 @@ async def test_stop_ends_run(rig: Rig) -> None:
     assert rig.transport.connections[0].closed_by_client
     assert not rig.stream.connected.is_set()
     assert len(rig.transport.connect_calls) == 1  # no reconnect after stop
+
+
+class SlowHandshake(ScriptedTransport):
+    """Its handshake waits until ``done`` is set (``begun`` says it started)."""
+
+    def __init__(self) -> None:
+        super().__init__({REGISTRATION: fixture("application")})
+        self.begun = asyncio.Event()
+        self.done = asyncio.Event()
+
+    async def connect_events(
+        self, apps: Sequence[str], *, subscribe_all: bool = False, heartbeat: float = 10.0
+    ) -> EventConnection:
+        self.begun.set()
+        await self.done.wait()
+        return await super().connect_events(apps, subscribe_all=subscribe_all, heartbeat=heartbeat)
+
+
+async def test_stop_during_the_handshake_ends_run_and_closes_that_connection() -> None:
+    # Reproduced: stop() had no connection to close yet, and run() read on from the one
+    # the handshake then gave it.
+    transport = SlowHandshake()
+    recorder = Recorder()
+    stream = make_stream(transport, recorder)
+    task = asyncio.create_task(stream.run())
+    await asyncio.wait_for(transport.begun.wait(), 5)
+    await stream.stop()
+    transport.done.set()
+    await asyncio.wait_for(task, 2)
+    assert transport.connections[0].closed_by_client
+    assert stream.generation == 0 and recorder.connects == []
 
 
 async def test_a_handler_error_does_not_stop_the_stream(rig: Rig) -> None:
