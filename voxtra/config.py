@@ -32,7 +32,15 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from voxtra.errors import ConfigError
 
@@ -422,7 +430,9 @@ class VoxtraSettings(_SettingsModel):
     #: What to do, after a restart or reconnect, with calls already in the Stasis app.
     reconcile_policy: Literal["adopt", "hangup"] = "hangup"
     recordings_dir: str = "recordings"
-    spool_dir: str = ".voxtra-spool"
+    #: Never recordings_dir nor a directory around it (checked: validated even when
+    #: left at its default, after recordings_dir).
+    spool_dir: str = Field(default=".voxtra-spool", validate_default=True)
     #: Level for Voxtra's own loggers; None leaves logging configuration to the app.
     log_level: str | None = None
     max_call_duration: float | None = Field(default=None, gt=0)
@@ -494,9 +504,29 @@ class VoxtraSettings(_SettingsModel):
 
     @field_validator("recordings_dir", "spool_dir")
     @classmethod
-    def _directory(cls, value: str) -> str:
+    def _directory(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip() or "\x00" in value:
             raise ValueError(f"expected a directory path, got {value!r}")
+        # The spool takes the directories in it for its own entries: recordings stored
+        # in it were moved into its quarantine at the next start. Checked in a field
+        # validator, not a model one: pydantic keeps an assignment a model validator
+        # refused. info.data holds the other one once it is validated (spool_dir comes
+        # second; on assignment, both are there).
+        if (info.context or {}).get(_ONE_SOURCE):
+            return value  # the merged settings may take the other one from another source
+        recordings: str | None = info.data.get("recordings_dir")
+        spool: str | None = info.data.get("spool_dir")
+        if info.field_name == "recordings_dir":
+            recordings = value
+        else:
+            spool = value
+        if recordings is not None and spool is not None and _within(recordings, spool):
+            raise ValueError(
+                f"recordings_dir {recordings!r} must not be spool_dir {spool!r} nor inside "
+                "it (the spool holds recordings until they are delivered, and takes its "
+                "subdirectories for its own): put them side by side, e.g. data/recordings "
+                "and data/spool"
+            )
         return value
 
     @field_validator(
@@ -654,7 +684,8 @@ def _without_password(url: str) -> str:
         return url
     user, _, host = parts.netloc.rpartition("@")
     name = user.split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{name}:***@{host}"))
+    netloc = f"{name}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _number(value: object) -> str:
@@ -662,11 +693,28 @@ def _number(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+#: Validation context key of one source among several (see load_settings): checks of
+#: one setting against another wait for the merged settings.
+_ONE_SOURCE = "one_source"
+
+
+def _within(path: str, directory: str) -> bool:
+    """Whether ``path`` is ``directory`` or inside it (relative paths from the working
+    directory, symlinks followed as far as they exist)."""
+    inner, outer = Path(os.path.realpath(path)), Path(os.path.realpath(directory))
+    return inner == outer or outer in inner.parents
+
+
 def _validate(
-    values: Mapping[str, Any], source: str, env_names: Mapping[str, str] | None = None
+    values: Mapping[str, Any],
+    source: str,
+    env_names: Mapping[str, str] | None = None,
+    *,
+    one_of_several: bool = False,
 ) -> VoxtraSettings:
+    context = {_ONE_SOURCE: True} if one_of_several else None
     try:
-        return VoxtraSettings.model_validate(values)
+        return VoxtraSettings.model_validate(values, context=context)
     except ValidationError as exc:
         error = _settings_error(source, exc, env_names)
     raise error from None  # outside the except block: no chained pydantic error text
@@ -881,6 +929,7 @@ def load_settings(
     layers.append((_override_values(overrides), "arguments", None))
     merged: dict[str, Any] = {}
     for values, source, names in layers:
-        _validate(values, source, names)  # blame the right source for its own mistakes
+        # Blame the right source for its own mistakes.
+        _validate(values, source, names, one_of_several=True)
         merged = _merge(merged, values)
     return _validate(merged, "merged settings")

@@ -82,6 +82,69 @@ def test_assignment_is_validated() -> None:
 
 
 @pytest.mark.parametrize(
+    ("recordings", "spool"),
+    [
+        ("data/recordings", "data"),
+        ("data", "data"),
+        ("data/../data/x/rec", "data/x/"),
+        (".voxtra-spool/recordings", None),  # inside the default spool
+    ],
+)
+def test_recordings_inside_the_spool_are_refused(
+    recordings: str, spool: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spool took the delivered recordings for bad entries of its own and moved
+    # them into its quarantine at the next start.
+    monkeypatch.chdir(tmp_path)
+    kwargs = {"recordings_dir": recordings} | ({} if spool is None else {"spool_dir": spool})
+    with pytest.raises(SettingsError) as info:
+        VoxtraSettings(**kwargs)
+    [(_, message)] = info.value.problems
+    shown = ".voxtra-spool" if spool is None else spool
+    assert message.startswith(
+        f"recordings_dir {recordings!r} must not be spool_dir {shown!r} nor inside it"
+    )
+
+
+def test_recordings_beside_or_around_the_spool_are_fine(tmp_path: Path) -> None:
+    s = VoxtraSettings(recordings_dir=str(tmp_path / "rec"), spool_dir=str(tmp_path / "recx"))
+    assert s.spool_dir == str(tmp_path / "recx")  # a common prefix is not nesting
+    VoxtraSettings(recordings_dir=str(tmp_path), spool_dir=str(tmp_path / "spool"))
+
+
+def test_a_spool_reached_through_a_symlink_is_the_same_spool(tmp_path: Path) -> None:
+    (tmp_path / "spool").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "spool")
+    with pytest.raises(SettingsError, match="nor inside it"):
+        VoxtraSettings(
+            recordings_dir=str(tmp_path / "link" / "rec"), spool_dir=str(tmp_path / "spool")
+        )
+
+
+def test_moving_the_recordings_into_the_spool_is_refused_and_not_kept() -> None:
+    s = VoxtraSettings(recordings_dir="/srv/rec", spool_dir="/srv/spool")
+    with pytest.raises(SettingsError, match=r"^config error in assignment: recordings_dir: "):
+        s.recordings_dir = "/srv/spool/rec"
+    with pytest.raises(SettingsError, match=r"^config error in assignment: spool_dir: "):
+        s.spool_dir = "/srv"
+    assert (s.recordings_dir, s.spool_dir) == ("/srv/rec", "/srv/spool")
+
+
+def test_recordings_and_spool_are_checked_once_merged() -> None:
+    # Each source alone is not blamed for the other's value ...
+    env = {"VOXTRA_SPOOL_DIR": "/srv/spool"}
+    s = load_settings(environ=env, recordings_dir=".voxtra-spool/rec")
+    assert (s.recordings_dir, s.spool_dir) == (".voxtra-spool/rec", "/srv/spool")
+    # ... but what they make together is.
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ=env, recordings_dir="/srv/spool/rec")
+    assert _error(info).startswith(
+        "config error in merged settings: spool_dir: recordings_dir '/srv/spool/rec' must not "
+        "be spool_dir '/srv/spool' nor inside it"
+    )
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         (

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import logging
 import os
@@ -53,6 +54,7 @@ from voxtra.recording.delivery import (
     DeliveredHook,
     FailedHook,
     RecordingDelivery,
+    check_outside_spool,
 )
 from voxtra.recording.metadata import RecordingMetadata, finalize_wav_header
 from voxtra.recording.naming import (
@@ -82,8 +84,9 @@ Transcriber = Callable[[Path], Awaitable[str]]
 #: Where recordings fetched from Asterisk wait to be spooled (inside the spool, so the
 #: spool takes them over with a hard link instead of a copy).
 INCOMING_DIR = ".incoming"
-#: Per-call sinks spool under ``<spool>/.sinks/<sink name>`` (the default sink's entries
-#: sit in the spool directory itself; hidden names are skipped by its listing).
+#: Per-call sinks spool under ``<spool>/.sinks/<sink_dir_name(sink name)>`` (the default
+#: sink's entries sit in the spool directory itself; hidden names are skipped by its
+#: listing).
 SINKS_DIR = ".sinks"
 #: ``<spool>/.delivered/<name>``: delivered, but Asterisk's copy could not be deleted yet.
 DELIVERED_DIR = ".delivered"
@@ -147,6 +150,27 @@ class _Journal(BaseModel):
     metadata: RecordingMetadata
     #: the per-call sink's name; None for the app's default sink
     sink: str | None = None
+
+
+def sink_dir_name(sink_name: str) -> str:
+    """The directory under ``<spool>/.sinks`` of the per-call sink named ``sink_name``;
+    distinct names get distinct directories.
+
+    Earlier versions used ``sanitize_component(name)``, which gave "archive eu" and
+    "archive:eu" the same directory: one sink delivered the other's recordings. A name
+    that is already a safe component (sanitize_component leaves it as it is, as it
+    does most names: "archive", "s3-eu") keeps that directory, so an upgrade resumes
+    what it spooled without moving anything. Any other name gets ``_<squashed
+    name>.<12 hex digits of its SHA-256>``: no safe name starts with "_" (sanitizing
+    strips it), so the two kinds never meet, and the hash keeps distinct names apart.
+    Recordings an earlier version spooled for such a name stay in the squashed
+    directory, which may as well be another name's: AppRecordings.add_sink says so.
+    """
+    safe = sanitize_component(sink_name, fallback="sink")
+    if safe == sink_name:
+        return safe
+    digest = hashlib.sha256(sink_name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"_{sanitize_component(sink_name, fallback='sink', limit=48)}.{digest}"
 
 
 def metadata_from_name(name: str, fmt: str) -> RecordingMetadata:
@@ -220,6 +244,8 @@ class AppRecordings:
         #: fetches past their fast retries (Asterisk unreachable), retried on the slow
         #: backoff while the app runs; drain does not wait for them, aclose stops them
         self._slow_fetches: dict[str, asyncio.Task[None]] = {}
+        #: aclose() began: no fetch goes on in the background from then on
+        self._closing = False
         self._closed = False
         self.default = self._make_delivery(default_sink, self.spool_dir)
 
@@ -240,6 +266,9 @@ class AppRecordings:
     def _make_delivery(self, sink: RecordingSink, directory: Path) -> RecordingDelivery:
         if not isinstance(sink, RecordingSink):
             raise ConfigError(f"{sink!r} is not a recording sink (needs name and deliver())")
+        # The whole spool: a per-call sink's recordings in <spool>/archive would sit among
+        # the default sink's entries (RecordingDelivery checks only its own directory).
+        check_outside_spool(sink, self.spool_dir)
         delivery = RecordingDelivery(
             sink,
             directory,
@@ -266,13 +295,14 @@ class AppRecordings:
         return known[1]
 
     def _sink_dir(self, sink_name: str) -> Path:
-        return self.spool_dir / SINKS_DIR / sanitize_component(sink_name, fallback="sink")
+        return self.spool_dir / SINKS_DIR / sink_dir_name(sink_name)
 
     def check_sink(self, sink: RecordingSink | None) -> None:
         """Raise ConfigError now if ``sink`` could not be used (bad object, name clash)."""
         if sink is not None and not isinstance(sink, RecordingSink):
             raise ConfigError(f"{sink!r} is not a recording sink (needs name and deliver())")
-        self._lookup(sink)
+        if self._lookup(sink) is None and sink is not None:
+            check_outside_spool(sink, self.spool_dir)  # add_sink would refuse it at the end
 
     async def add_sink(self, sink: RecordingSink) -> RecordingDelivery:
         """The delivery for a per-call sink, created (and its leftovers resumed) on first use."""
@@ -285,7 +315,30 @@ class AppRecordings:
         await delivery.open()  # its client before its first upload (see RecordingDelivery.open)
         await self._recover_incoming({sink.name})
         await delivery.resume()
+        await asyncio.to_thread(self._point_at_old_spool, sink.name)
         return delivery
+
+    def _point_at_old_spool(self, sink_name: str) -> None:
+        """Say where an earlier version may have spooled this sink's recordings, when
+        they cannot be told from another sink's (see :func:`sink_dir_name`)."""
+        squashed = sanitize_component(sink_name, fallback="sink")
+        if squashed == sink_dir_name(sink_name):
+            return  # its own directory, resumed
+        old = self.spool_dir / SINKS_DIR / squashed
+        waiting = len(Spool(old).entries()) if old.is_dir() else 0
+        if waiting:
+            logger.warning(
+                "%d recording(s) in %s may be for sink %r: an earlier version spooled "
+                "there for every sink name that squashes to %r. A sink named %r delivers "
+                "them; if they are for %r, move them into %s while the app is stopped",
+                waiting,
+                old,
+                sink_name,
+                squashed,
+                squashed,
+                sink_name,
+                self._sink_dir(sink_name),
+            )
 
     async def resume(self) -> int:
         """Finish what earlier runs left (call at start); returns how many were scheduled.
@@ -314,20 +367,24 @@ class AppRecordings:
         return count
 
     def _unclaimed_spools(self) -> dict[str, int]:
+        """Recordings waiting for sinks not in use, by sink name (the directory name
+        where no journal tells the name)."""
         found: dict[str, int] = {}
+        names: dict[str, str] = {}  # directory -> sink name
+        for _name, journal in self._read_journals():
+            if journal.sink is not None and journal.sink not in self._deliveries:
+                key = sink_dir_name(journal.sink)
+                names[key] = journal.sink
+                found[key] = found.get(key, 0) + 1
         root = self.spool_dir / SINKS_DIR
-        known = {sanitize_component(name, fallback="sink") for name in self._deliveries}
+        known = {sink_dir_name(name) for name in self._deliveries}
         if root.is_dir():
             for child in root.iterdir():
                 if child.is_dir() and child.name not in known:
                     entries = len(Spool(child).entries())
                     if entries:
-                        found[child.name] = entries
-        for _name, journal in self._read_journals():
-            if journal.sink is not None and journal.sink not in self._deliveries:
-                key = sanitize_component(journal.sink, fallback="sink")
-                found[key] = found.get(key, 0) + 1
-        return found
+                        found[child.name] = found.get(child.name, 0) + entries
+        return {names.get(key, key): count for key, count in found.items()}
 
     async def submit(
         self,
@@ -440,7 +497,9 @@ class AppRecordings:
                 entry = await self._fetch_into_spool(meta, sink, retries, transcribe)
             except AriError as exc:
                 transient = isinstance(exc, AriConnectionError | AriServerError)
-                if later and transient and not self._closed:
+                # Not once aclose() began: a background fetch started then outlived it.
+                # The journal stays, and brings the recording back at the next start.
+                if later and transient and not self._closing:
                     self._fetch_later(meta, sink, exc)
                     raise RecordingError(
                         f"cannot fetch recording {name!r} from Asterisk yet (it stays "
@@ -461,7 +520,7 @@ class AppRecordings:
                         f"into the spool {self.spool_dir} (check that it is writable and "
                         "has free space)"
                     )
-                if later and not self._closed:
+                if later and not self._closing:  # see above
                     self._fetch_later(meta, sink, exc)
                     raise RecordingError(
                         f"cannot fetch recording {name!r} {problem} yet (it stays in "
@@ -807,7 +866,13 @@ class AppRecordings:
 
     # -- shutdown ------------------------------------------------------------------------
     async def drain(self, timeout: float | None = None) -> bool:
-        """Wait until nothing is fetched or delivered; False if ``timeout`` passed first."""
+        """Wait until nothing is fetched or delivered; False if ``timeout`` passed first.
+
+        Every sink's uploads in flight are waited for, up to ``timeout``; recordings
+        waiting for a slow retry (their sink, or Asterisk, is down) are not: then the
+        answer is False once everything else is done. A sink that is down does not cut
+        short the wait for another's uploads.
+        """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
 
@@ -820,18 +885,20 @@ class AppRecordings:
                 await asyncio.wait(tasks, timeout=left())
                 if any(not task.done() for task in tasks):
                     return False
-            for _, delivery in list(self._deliveries.values()):
-                if not await delivery.drain(left()):
-                    return False
+            deliveries = [delivery for _, delivery in list(self._deliveries.values())]
+            # Each delivery's drain ends when it has nothing in flight (False when what it
+            # has left waits for a slow retry): one with only a sink that is down answers
+            # at once, so every one is asked, and none stops the others being waited for.
+            await asyncio.gather(*(delivery.drain(left()) for delivery in deliveries))
+            if left() == 0:
+                return self.pending == 0
             # A fetch may have finished into a delivery meanwhile: check both again.
-            if not any(not task.done() for task in self._tasks) and self.pending == 0:
+            if any(not task.done() for task in self._tasks):
+                continue
+            if self.pending == 0:
                 return True
-            if (
-                self._slow_fetches
-                and not any(not task.done() for task in self._tasks)
-                and all(d.pending == d.waiting for _, d in self._deliveries.values())
-            ):
-                return False  # what is left waits for Asterisk to answer again
+            if all(d.pending == d.waiting for _, d in self._deliveries.values()):
+                return False  # what is left waits for a sink or Asterisk to answer again
 
     async def wait_delivered(self, name: str, timeout: float | None = None) -> RecordingMetadata:
         """The metadata of recording ``name`` once delivered (recent ones are remembered)."""
@@ -857,23 +924,25 @@ class AppRecordings:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        slow = list(self._slow_fetches.values())
-        for waiting in slow:  # waiting for Asterisk: their journals bring them back at start
-            waiting.cancel()
-        if slow:
-            await asyncio.wait(slow)
-        tasks = [task for task in self._tasks if not task.done()]
-        if tasks:
-            _, unfinished = await asyncio.wait(tasks, timeout=grace)
-            for task in unfinished:
-                task.cancel()
+        # First of all: a fetch whose fast retries run out during the grace below must
+        # not go on in the background (one did, downloading after aclose returned).
+        self._closing = True
+        # Waiting for Asterisk: their journals bring them back at the next start.
+        await _cancel(list(self._slow_fetches.values()))
+        # Tasks tracked during the grace (a recovery fetch of a sink first used by a
+        # finishing recording) are waited for too, within the same grace.
+        while tasks := [task for task in self._tasks if not task.done()]:
+            _, unfinished = await asyncio.wait(tasks, timeout=max(0.0, deadline - loop.time()))
             if unfinished:
-                await asyncio.wait(unfinished)
+                await _cancel(list(unfinished))
                 logger.info(
                     "%d recording fetch(es) interrupted by shutdown; fetched at the next start",
                     len(unfinished),
                 )
+                break
         self._closed = True
+        # Nothing outlives this: whatever was still started meanwhile is stopped now.
+        await _cancel([*self._tasks, *self._slow_fetches.values()])
         for _, delivery in list(self._deliveries.values()):
             try:
                 await delivery.aclose(max(0.0, deadline - loop.time()))
@@ -911,6 +980,15 @@ class AppRecordings:
         hook = self.on_failed
         if hook is not None:
             await _call(lambda m: hook(m, error), meta)
+
+
+async def _cancel(tasks: list[asyncio.Future[Any]]) -> None:
+    """Cancel ``tasks`` and wait until they have stopped."""
+    running = [task for task in tasks if not task.done()]
+    for task in running:
+        task.cancel()
+    if running:
+        await asyncio.wait(running)
 
 
 def _sink_key(sink: RecordingSink | None) -> str | None:

@@ -6,9 +6,11 @@ with capped exponential backoff and jitter. Only after the sink confirmed is the
 spool entry removed. When the fast retries run out the entry is marked
 ``exhausted`` (ERROR log, ``on_failed``) but not given up: it stays spooled and is
 retried on a slow capped backoff (``slow_backoff``, up to 60 s apart) for as long as
-the delivery runs, so a storage outage of minutes strands nothing; a delivery that
-succeeds wakes the waiting ones at once. Only the spool holds them (one sleeping
-task each, no queue), and :meth:`RecordingDelivery.aclose` stops them at once,
+the delivery runs, so a storage outage of minutes strands nothing. A delivery that
+succeeds says the sink is back: it wakes the entries whose last failure looked like
+the sink's (see :func:`own_failure`), not one failing on its own (a 403 for its key, a
+header the store refuses), which keeps its backoff. Only the spool holds them (one
+sleeping task each, no queue), and :meth:`RecordingDelivery.aclose` stops them at once,
 spooled for :meth:`RecordingDelivery.resume` (call it at application start).
 
 ``on_delivered`` fires once per recording after the sink confirmed. The
@@ -23,6 +25,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -33,7 +36,15 @@ from urllib.request import url2pathname
 
 from voxtra.errors import ConfigError, RecordingError
 from voxtra.recording.metadata import RecordingMetadata, measure_file
-from voxtra.recording.sinks import CompositeSink, RecordingSink, close_sink, open_sink
+from voxtra.recording.naming import InvalidRecordingName
+from voxtra.recording.sinks import (
+    CompositeDeliveryError,
+    CompositeSink,
+    LocalFileSink,
+    RecordingSink,
+    close_sink,
+    open_sink,
+)
 from voxtra.recording.spool import Spool, SpoolEntry
 
 __all__ = [
@@ -42,7 +53,9 @@ __all__ = [
     "DeliveredHook",
     "FailedHook",
     "RecordingDelivery",
+    "check_outside_spool",
     "local_file",
+    "own_failure",
 ]
 
 logger = logging.getLogger(__name__)
@@ -84,6 +97,90 @@ class Backoff:
 SLOW_BACKOFF = Backoff(initial=30.0, multiplier=2.0, cap=60.0, jitter=0.5)
 
 
+#: 4xx codes S3 answers for what the whole sink shares (its clock, credentials, bucket,
+#: request rate), not for one recording: a success after them does say the sink is back.
+_SINK_WIDE_4XX = frozenset(
+    {
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "NoSuchBucket",
+        "RequestTimeTooSkewed",
+        "RequestTimeout",
+        "SignatureDoesNotMatch",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+    }
+)
+
+
+def own_failure(error: BaseException) -> bool:
+    """Whether ``error`` is about the recording itself rather than its sink being down.
+
+    It is when the store refused this object with an HTTP 4xx (a 403 for its key, a
+    header it rejects; not 408, 429, nor an S3 code about the whole sink: an expired
+    token, a skewed clock, a missing bucket, throttling) or Voxtra refused the
+    recording (a bad name). Connection errors, timeouts, 5xx and errors that carry no
+    status are not. The SDKs' errors are read by their attributes
+    (botocore's ``response`` dict, aiohttp's ``status``), so neither is imported here.
+    """
+    if isinstance(error, CompositeDeliveryError):
+        return all(own_failure(failure) for failure in error.failures.values())
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, InvalidRecordingName):
+            return True
+        status, code = _http_status(cause)
+        if status is not None:
+            return 400 <= status < 500 and status not in (408, 429) and code not in _SINK_WIDE_4XX
+        cause = cause.__cause__
+    return False
+
+
+def _http_status(error: BaseException) -> tuple[int | None, str | None]:
+    """The HTTP status (and S3 error code) an SDK's error carries, if any."""
+    response = getattr(error, "response", None)
+    if isinstance(response, dict):  # botocore's ClientError (S3)
+        status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+        code = (response.get("Error") or {}).get("Code")
+        return (
+            status if isinstance(status, int) else None,
+            code if isinstance(code, str) else None,
+        )
+    status = getattr(error, "status", None)  # aiohttp's ClientResponseError (GCS)
+    return (status if isinstance(status, int) else None), None
+
+
+def check_outside_spool(sink: RecordingSink, spool_dir: str | Path) -> None:
+    """Raise ConfigError if ``sink`` (or a sink of a CompositeSink) is a LocalFileSink
+    storing into ``spool_dir`` or a directory inside it.
+
+    The spool takes the directories in it for its own entries: recordings delivered
+    there were moved into its quarantine at the next start. ``VoxtraSettings`` refuses
+    such a ``recordings_dir``; this catches a sink built by hand.
+    """
+    spool = Path(os.path.realpath(spool_dir))
+    for local in _local_sinks(sink):
+        directory = Path(os.path.realpath(local.directory))
+        if directory == spool or spool in directory.parents:
+            raise ConfigError(
+                f"recording sink {local.name!r} stores into {local.directory}, which is the "
+                f"spool directory {spool_dir} or inside it (the spool holds recordings until "
+                "they are delivered, and takes its subdirectories for its own): give the "
+                "sink a directory beside the spool, e.g. data/recordings and data/spool"
+            )
+
+
+def _local_sinks(sink: RecordingSink) -> list[LocalFileSink]:
+    if isinstance(sink, LocalFileSink):
+        return [sink]
+    if isinstance(sink, CompositeSink):
+        return [local for inner in sink.sinks for local in _local_sinks(inner)]
+    return []
+
+
 def local_file(location: str | list[str] | None) -> Path | None:
     """The file a sink stored a recording as (the first ``file://`` location), or None."""
     if location is None:
@@ -122,6 +219,7 @@ class RecordingDelivery:
             raise ConfigError("retries must be >= 0")
         if max_concurrency < 1:
             raise ConfigError("max_concurrency must be >= 1")
+        check_outside_spool(sink, spool_dir)
         self.sink = sink
         self.spool = Spool(spool_dir)
         self.retries = retries
@@ -135,8 +233,14 @@ class RecordingDelivery:
         self._save_locks: dict[str, asyncio.Lock] = {}
         #: entries waiting for their next slow retry (drain does not wait for them)
         self._parked: set[str] = set()
-        #: set (and replaced) to wake every backoff sleep: a delivery succeeded, or close
-        self._wake = asyncio.Event()
+        #: entries sleeping out a backoff -> the event that ends the sleep early (close
+        #: sets them all, a success those in _wakeable)
+        self._sleepers: dict[str, asyncio.Event] = {}
+        #: sleeping entries a success wakes: their failure looked like the sink's
+        self._wakeable: set[str] = set()
+        #: deliveries confirmed so far (an entry that failed again although the sink
+        #: delivered something since its previous failure fails on its own)
+        self._successes = 0
         #: set (and replaced) when an entry is parked, so drain() looks again
         self._parked_changed = asyncio.Event()
         self._closed = False
@@ -245,7 +349,8 @@ class RecordingDelivery:
         waiting for a retry stop at once (spooled too) instead of sleeping out the grace.
         """
         self._closed = True
-        self._wake.set()
+        for sleeper in self._sleepers.values():
+            sleeper.set()
         tasks = list(self._active.values())
         if tasks:
             _, unfinished = await asyncio.wait(tasks, timeout=grace)
@@ -300,6 +405,7 @@ class RecordingDelivery:
                 return
             failures = 0
             slow = False  # past the fast retries
+            successes_seen = self._successes
             if entry.exhausted:
                 entry.exhausted = False
                 await self._save(entry)
@@ -320,6 +426,13 @@ class RecordingDelivery:
                     backoff = self.slow_backoff if slow else self.backoff
                     delay = backoff.delay(failures)
                     failures += 1
+                    # The next success wakes this entry only if the failure may have been
+                    # the sink's: not one about this recording (own_failure), and not one
+                    # that came although the sink delivered something since this entry's
+                    # previous failure (the sink works; the problem is this recording's).
+                    # Else one failing recording was retried by every other's success.
+                    wakeable = self._successes == successes_seen and not own_failure(exc)
+                    successes_seen = self._successes
                     # Slow retries fail quietly (DEBUG): the ERROR above said it once.
                     logger.log(
                         logging.DEBUG if slow else logging.WARNING,
@@ -330,7 +443,7 @@ class RecordingDelivery:
                         delay,
                         exc,
                     )
-                    if not await self._sleep(entry, delay, slow):
+                    if not await self._sleep(entry, delay, parked=slow, wakeable=wakeable):
                         logger.info(
                             "delivery of %s stopped by shutdown after %d attempt(s); it "
                             "stays spooled for the next start",
@@ -347,7 +460,8 @@ class RecordingDelivery:
             entry.exhausted = False
             entry.last_error = None
             await self._save(entry)
-            self._wake_all()  # the sink works (again): entries waiting may try now
+            self._successes += 1
+            self._wake_waiting()  # the sink works (again): entries waiting may try now
             if slow:
                 logger.info(
                     "recording %s delivered to %s after %d attempt(s) (the sink is back)",
@@ -361,26 +475,50 @@ class RecordingDelivery:
         await self._call_hook(self.on_delivered, entry.metadata)
         await asyncio.to_thread(self.spool.remove, entry)
 
-    async def _sleep(self, entry: SpoolEntry, delay: float, parked: bool) -> bool:
-        """Back off ``delay`` s; woken early by a success or close. False when closed."""
+    async def _sleep(
+        self, entry: SpoolEntry, delay: float, *, parked: bool, wakeable: bool
+    ) -> bool:
+        """Back off ``delay`` s; False when closed (close ends the sleep at once).
+
+        With ``wakeable`` a success of another entry ends it early, but never sooner
+        than ``backoff.initial`` s after the failure: a wake retries no more often than
+        the first fast retry would, however often recordings succeed.
+        """
         if self._closed:
             return False
-        wake = self._wake
+        loop = asyncio.get_running_loop()
+        floor = loop.time() + min(delay, self.backoff.initial)
         if parked:
             self._parked.add(entry.id)
             self._parked_changed.set()
             self._parked_changed = asyncio.Event()
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), delay)
+            woken = self._sleeper(entry.id, wakeable)
+            await _wait(woken, delay)
+            rest = floor - loop.time()
+            if woken.is_set() and not self._closed and rest > 0:
+                await _wait(self._sleeper(entry.id, False), rest)  # only close ends it now
         finally:
+            self._sleepers.pop(entry.id, None)
+            self._wakeable.discard(entry.id)
             self._parked.discard(entry.id)
         return not self._closed
 
-    def _wake_all(self) -> None:
-        self._wake.set()
-        if not self._closed:
-            self._wake = asyncio.Event()
+    def _sleeper(self, entry_id: str, wakeable: bool) -> asyncio.Event:
+        event = asyncio.Event()
+        self._sleepers[entry_id] = event
+        if wakeable:
+            self._wakeable.add(entry_id)
+        else:
+            self._wakeable.discard(entry_id)
+        return event
+
+    def _wake_waiting(self) -> None:
+        """Wake the entries whose failure looked like the sink's; the others keep their
+        backoff."""
+        for entry_id in self._wakeable:
+            self._sleepers[entry_id].set()
+        self._wakeable.clear()
 
     async def _fast_retries_ran_out(self, entry: SpoolEntry, error: BaseException) -> None:
         """ERROR and ``on_failed`` once; the entry stays and goes on to slow retries."""
@@ -456,3 +594,9 @@ class RecordingDelivery:
                 await result
         except Exception:
             logger.exception("on_delivered hook raised for %s", meta.name)
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Wait for ``event`` at most ``timeout`` s."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), timeout)

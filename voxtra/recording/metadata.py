@@ -129,7 +129,15 @@ class RecordingMetadata(BaseModel):
         )
 
     def object_metadata(self) -> dict[str, str]:
-        """Flat ASCII key/values for object stores (S3 user metadata, GCS metadata)."""
+        """Flat key/values for object stores (S3 user metadata, GCS metadata).
+
+        Every value is printable ASCII (space to ``~``): any other character, non-ASCII
+        or a control character (``\\n``, ``\\r``, ``\\t``, ``\\x01`` ... in a caller ID), is
+        replaced by ``?``. S3 sends user metadata as HTTP headers, and the HTTP client
+        refuses a header holding a control character: such a recording failed every
+        attempt and was never delivered. GCS sends it as JSON, where any text would do,
+        but gets the same values, so both stores say the same about a recording.
+        """
         pairs: dict[str, str | None] = {
             "recording-name": self.name,
             "call-id": self.call_id,
@@ -143,12 +151,12 @@ class RecordingMetadata(BaseModel):
             "ended-at": None if self.ended_at is None else self.ended_at.isoformat(),
             "end-reason": self.end_reason,
         }
-        # S3 sends user metadata as HTTP headers: keep it printable ASCII.
-        return {
-            key: value.encode("ascii", "replace").decode("ascii")
-            for key, value in pairs.items()
-            if value is not None
-        }
+        return {key: _header_safe(value) for key, value in pairs.items() if value is not None}
+
+
+def _header_safe(value: str) -> str:
+    """``value`` with each character outside printable ASCII replaced by ``?``."""
+    return "".join(c if " " <= c <= "~" else "?" for c in value)
 
 
 @dataclass(frozen=True, slots=True)

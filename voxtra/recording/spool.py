@@ -12,6 +12,9 @@ of its own directory and follow the rule it was created by, and its ``audio_file
 must be the name ``add`` gives it. An entry that breaks either rule (a hand-edited or
 hostile ``entry.json`` saying ``"id": "../victim"``) is moved to ``.quarantine/`` with
 a warning, never followed: removing it once deleted a directory outside the spool.
+A directory without ``entry.json`` is no entry (``add`` renames an entry into place
+with it) and is left where it is: recordings a sink stored inside the spool were once
+moved into the quarantine.
 """
 
 from __future__ import annotations
@@ -101,6 +104,8 @@ class Spool:
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
+        #: directories here that are no entry, already warned about
+        self._foreign: set[str] = set()
 
     def ensure(self) -> None:
         mkdir_durable(self.directory)  # its entry in the parent must survive a power cut
@@ -190,6 +195,9 @@ class Spool:
         for child in self.directory.iterdir():
             if child.name.startswith(".") or not child.is_dir():
                 continue
+            if not (child / _ENTRY_FILE).is_file():
+                self._skip_foreign(child)
+                continue
             try:
                 found.append(self.load(child.name))
             except InvalidSpoolEntry as exc:
@@ -198,6 +206,18 @@ class Spool:
                 logger.error("%s", exc)
         found.sort(key=lambda e: (e.created_at, e.id))
         return found
+
+    def _skip_foreign(self, child: Path) -> None:
+        """Leave a directory that holds no entry alone (it may be anything: recordings
+        a sink stores here, a person's files); say so once."""
+        if child.name not in self._foreign:
+            self._foreign.add(child.name)
+            logger.warning(
+                "%s in the spool %s is no spool entry (no %s); left alone",
+                child.name,
+                self.directory,
+                _ENTRY_FILE,
+            )
 
     def _quarantine(self, child: Path, problem: Exception) -> None:
         """Move a rule-breaking entry out of the way, for a person to look at."""

@@ -54,6 +54,27 @@ async def test_small_recording_single_put(
     assert "-" not in head["ETag"].strip('"')  # a single PUT, not multipart
 
 
+@pytest.mark.parametrize("caller", ["a\x01b", "a\nb", "a\rb", "a\tb"])
+async def test_a_control_character_in_the_caller_does_not_block_delivery(
+    seaweed: SeaweedS3Server,
+    s3_client: Any,
+    s3_bucket: str,
+    make_wav: Callable[..., Path],
+    caller: str,
+) -> None:
+    # The caller goes into a user-metadata header: "\x01", "\n" and "\r" made the HTTP
+    # client refuse every attempt, so the recording stayed spooled for ever.
+    path = make_wav()
+    meta = RecordingMetadata.for_file(path, name="ctl-1", call_id="c-ctl", caller=caller)
+    async with _sink(seaweed, s3_bucket) as sink:
+        location = await sink.deliver(path, meta)
+    key = sink.key_for(meta)
+    assert location == f"s3://{s3_bucket}/{key}"
+    head = await s3_client.head_object(Bucket=s3_bucket, Key=key)
+    assert head["Metadata"]["caller"] == "a?b"
+    assert head["Metadata"]["sha256"] == meta.sha256
+
+
 async def test_large_recording_goes_multipart(
     seaweed: SeaweedS3Server,
     s3_client: Any,

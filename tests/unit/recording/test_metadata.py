@@ -140,3 +140,14 @@ def test_object_metadata_is_ascii() -> None:
     assert flat["duration"] == "1.235"
     assert "sha256" not in flat
     assert all(v.isascii() for v in flat.values())
+
+
+@pytest.mark.parametrize("caller", ["a\x01b", "a\nb", "a\rb", "a\tb", "a\x7fb", "a\x00b"])
+def test_object_metadata_replaces_control_characters(caller: str) -> None:
+    # S3 sends these values as HTTP headers: a control character in a caller ID made
+    # the HTTP client refuse every upload of the recording (it was never delivered).
+    meta = RecordingMetadata(name="r", call_id="c\n1", caller=caller, called_number="\r\n200")
+    flat = meta.object_metadata()
+    assert flat["caller"] == "a?b"
+    assert flat["call-id"] == "c?1" and flat["called-number"] == "??200"
+    assert all(" " <= c <= "~" for value in flat.values() for c in value)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from voxtra.ari.client import AriClient
+from voxtra.errors import RecordingError
 from voxtra.recording import Backoff, LocalFileSink, RecordingMetadata
 from voxtra.recording.app_recordings import AppRecordings
 
@@ -75,5 +76,32 @@ async def test_a_fetch_waiting_for_asterisk_does_not_hold_up_shutdown(
         assert time.monotonic() - started < 5  # generous: the next try was 15-30 s away
         assert recordings.pending == 0
         await asyncio.sleep(0)
+    # Journaled: the next start fetches it.
+    assert (tmp_path / "spool" / ".incoming" / f"{NAME}.meta.json").is_file()
+
+
+async def test_a_fetch_running_out_of_retries_during_aclose_does_not_go_on_after_it(
+    asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    # Its fast retries ran out during aclose's grace: it started a background fetch that
+    # went on downloading after aclose returned (aclose had cancelled those before).
+    asterisk.stored[NAME] = _recording(tmp_path)
+    asterisk.resets = 10**6
+    async with AriClient(asterisk.url, "u", "p", timeout=5.0) as ari:
+        recordings = AppRecordings(
+            ari,
+            LocalFileSink(tmp_path / "out"),
+            tmp_path / "spool",
+            retries=3,
+            backoff=Backoff(initial=0.05, multiplier=1.0, cap=0.05, jitter=0.0),
+            slow_backoff=Backoff(initial=0.1, multiplier=1.0, cap=0.1, jitter=0.0),
+        )
+        finishing = asyncio.ensure_future(recordings.fetch_and_submit(_meta(), None))
+        recordings.track(finishing)  # as a call's teardown is
+        await recordings.aclose(grace=3.0)
+        assert finishing.done() and isinstance(finishing.exception(), RecordingError)
+        assert asterisk.downloads == 4 and recordings.pending == 0
+        await asyncio.sleep(0.5)  # five slow retries' worth
+        assert asterisk.downloads == 4
     # Journaled: the next start fetches it.
     assert (tmp_path / "spool" / ".incoming" / f"{NAME}.meta.json").is_file()

@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
-from voxtra.errors import RecordingError, VoxtraError
+from voxtra.errors import ConfigError, RecordingError, VoxtraError
 from voxtra.recording import (
+    CompositeSink,
     InvalidRecordingName,
     LocalFileSink,
     RecordingDelivery,
     RecordingMetadata,
+    RecordingSink,
     render_key,
 )
+from voxtra.recording.app_recordings import AppRecordings
 from voxtra.recording.spool import InvalidSpoolEntry, Spool, validate_entry_id
 
 from .conftest import MakeWav
@@ -153,3 +158,71 @@ async def test_local_sink_never_writes_outside_its_directory(
     with pytest.raises(InvalidRecordingName):
         await sink.deliver(make_wav(), meta)
     assert not (tmp_path / "escaped.wav").exists()
+
+
+# -- recordings stored inside the spool ------------------------------------------------
+
+
+async def test_a_directory_that_holds_no_entry_is_left_alone(
+    make_wav: MakeWav, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Recordings a sink stored in the spool were moved into its quarantine at the next
+    # start: a directory without entry.json is not an entry, whatever its name.
+    spool_dir = tmp_path / "data"
+    stored = spool_dir / "recordings" / "2026" / "12" / "01" / "c1" / "a.wav"
+    stored.parent.mkdir(parents=True)
+    stored.write_bytes(b"RIFF")
+    spool = Spool(spool_dir)
+    entry = spool.add(make_wav(), _meta())
+    with caplog.at_level(logging.WARNING, logger="voxtra.recording"):
+        assert [e.id for e in spool.entries()] == [entry.id]
+        assert [e.id for e in spool.entries()] == [entry.id]
+        async with RecordingDelivery(LocalFileSink(tmp_path / "out"), spool_dir) as delivery:
+            assert await delivery.resume() == 1
+            assert await delivery.drain(timeout=5)
+    assert stored.read_bytes() == b"RIFF"
+    assert not (spool_dir / ".quarantine").exists()
+    said = [r.getMessage() for r in caplog.records if "no spool entry" in r.getMessage()]
+    assert len(said) == 2  # once per Spool: the test's, and the delivery's
+    assert said[0].startswith("recordings in the spool ")
+
+
+@pytest.mark.parametrize(
+    "sink_in",
+    [
+        lambda spool: LocalFileSink(spool / "recordings"),
+        lambda spool: LocalFileSink(spool),
+        lambda spool: LocalFileSink(spool / "x" / ".." / "rec", name="dotted"),
+        lambda spool: CompositeSink(
+            LocalFileSink(spool.parent / "out", name="outside"),
+            LocalFileSink(spool / "archive", name="inside"),
+        ),
+    ],
+)
+def test_a_local_sink_storing_into_the_spool_is_refused(
+    sink_in: Callable[[Path], RecordingSink], tmp_path: Path
+) -> None:
+    spool = tmp_path / "data"
+    with pytest.raises(ConfigError, match="or inside it") as info:
+        AppRecordings(cast(Any, object()), sink_in(spool), spool)
+    assert str(spool) in str(info.value)
+    with pytest.raises(ConfigError, match="or inside it"):
+        RecordingDelivery(sink_in(spool), spool)
+    assert not spool.exists()
+
+
+async def test_a_per_call_sink_storing_into_the_spool_is_refused_before_recording(
+    tmp_path: Path,
+) -> None:
+    spool = tmp_path / "spool"
+    recordings = AppRecordings(cast(Any, object()), LocalFileSink(tmp_path / "out"), spool)
+    # Inside the whole spool, not only inside its own (<spool>/.sinks/archive).
+    inside = LocalFileSink(spool / "archive", name="archive")
+    with pytest.raises(ConfigError, match="recording sink 'archive' stores into"):
+        recordings.check_sink(inside)  # what record_start() asks before Asterisk records
+    with pytest.raises(ConfigError, match="or inside it"):
+        await recordings.add_sink(inside)
+    beside = LocalFileSink(tmp_path / "spool-archive", name="beside")  # a shared prefix
+    recordings.check_sink(beside)
+    await recordings.add_sink(beside)
+    await recordings.aclose()
