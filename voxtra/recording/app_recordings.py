@@ -26,11 +26,9 @@ something :meth:`AppRecordings.resume` finishes at the next start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import inspect
 import logging
-import os
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
@@ -63,7 +61,7 @@ from voxtra.recording.naming import (
     validate_format,
 )
 from voxtra.recording.sinks import RecordingSink, fsync_dir, mkdir_durable
-from voxtra.recording.spool import Spool, SpoolEntry
+from voxtra.recording.spool import Spool, SpoolEntry, write_text_durably
 
 if TYPE_CHECKING:
     from voxtra.ari.client import AriClient
@@ -996,18 +994,7 @@ def _sink_key(sink: RecordingSink | None) -> str | None:
 
 
 def _write_durably(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with tmp.open("w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        # A full disk fails the write: the partial copy must not hold on to space.
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_text_durably(path, text)
     fsync_dir(path.parent)
 
 

@@ -39,7 +39,7 @@ from voxtra.recording.naming import (
 )
 from voxtra.recording.sinks import mkdir_durable
 
-__all__ = ["InvalidSpoolEntry", "Spool", "SpoolEntry", "validate_entry_id"]
+__all__ = ["InvalidSpoolEntry", "Spool", "SpoolEntry", "validate_entry_id", "write_text_durably"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ class Spool:
             _fsync_file(target)
             # Measure the spooled bytes themselves: they are what will be delivered.
             entry.metadata = meta.measured(target)
-            _write_json(staging / _ENTRY_FILE, entry.model_dump_json(indent=2))
+            write_text_durably(staging / _ENTRY_FILE, entry.model_dump_json(indent=2))
             _fsync_dir(staging)
             os.rename(staging, self.entry_dir(entry_id))
             _fsync_dir(self.directory)
@@ -169,7 +169,7 @@ class Spool:
 
     def write_entry(self, entry_id: str, text: str) -> None:
         """Atomically replace an entry's ``entry.json`` with already serialised text."""
-        _write_json(self.entry_dir(entry_id) / _ENTRY_FILE, text)
+        write_text_durably(self.entry_dir(entry_id) / _ENTRY_FILE, text)
 
     def load(self, entry_id: str) -> SpoolEntry:
         """Read one entry. Raises :class:`InvalidSpoolEntry` if its id or file name
@@ -251,7 +251,10 @@ class Spool:
         return count
 
 
-def _write_json(path: Path, text: str) -> None:
+def write_text_durably(path: Path, text: str) -> None:
+    """``text`` in ``path`` whole or not at all: a temporary file of its own (no two
+    writers share one), fsynced, renamed over ``path``; removed if the write fails (a
+    full disk must not keep the partial copy). The directory is not fsynced here."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as handle:
