@@ -131,18 +131,25 @@ async def test_a_calls_helpers_are_cancelled_with_it_and_teardown_releases_every
     assert hangup_callbacks == [CallEndReason.REMOTE]
 
 
-async def test_bridged_calls_end_together_once_the_other_handler_returned(
-    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+@pytest.mark.parametrize("still_busy", [False, True])
+async def test_bridged_calls_end_together(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp], still_busy: bool
 ) -> None:
+    # still_busy: the first handler still runs (a CRM write after the bridge) when the
+    # other party hangs up. Its call was then never hung up: the peer was hung up only
+    # if its handler had returned, and the app waited for its end without a limit.
     app = make_app()
     waiting: list[CallSession] = []
-    bridged = asyncio.Event()
+    bridged, written = asyncio.Event(), asyncio.Event()
+    if not still_busy:
+        written.set()
 
     @app.route("3000")
     async def first(call: CallSession) -> None:
         await call.answer()
         waiting.append(call)
         await bridged.wait()  # returns once handed to the bridge: not hung up then
+        await written.wait()
 
     @app.route("3001")
     async def second(call: CallSession) -> None:
@@ -155,11 +162,14 @@ async def test_bridged_calls_end_together_once_the_other_handler_returned(
         a = await fake_asterisk.incoming(extension="3000", caller="a")
         b = await fake_asterisk.incoming(extension="3001", caller="b")
         await asyncio.wait_for(bridged.wait(), 5)
-        # both handlers returned; the bridge keeps both calls up
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the handlers that could return have: the bridge holds
         assert not a.ended and not b.ended
-        await a.hang_up()
-        await b.wait_ended()  # the peer is hung up when the other party leaves
+        await b.hang_up()
+        if still_busy:
+            await fake_asterisk.wait_until(lambda: len(app.active_sessions) == 1)
+            assert not a.ended  # its handler runs on
+            written.set()
+        await asyncio.wait_for(a.wait_ended(), 5)  # the peer is hung up
         await fake_asterisk.wait_until(lambda: not app.active_sessions)
         _nothing_left(app, fake_asterisk)
 
@@ -356,42 +366,6 @@ async def test_a_blind_transfer_to_an_endpoint_lasts_until_a_party_hangs_up(
         leaving, staying = (leg, caller) if first_to_leave == "target" else (caller, leg)
         await leaving.hang_up()
         await asyncio.wait_for(staying.wait_ended(), 5)  # hung up by the app
-        await fake_asterisk.wait_until(lambda: not app.active_sessions)
-        _nothing_left(app, fake_asterisk)
-
-
-async def test_a_bridged_peer_whose_handler_still_runs_is_hung_up_when_it_returns(
-    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
-) -> None:
-    # Before: the peer was hung up only if its handler had already returned; one still
-    # running (a CRM write after the bridge) left its call up, alone, for ever.
-    app = make_app()
-    waiting: list[CallSession] = []
-    bridged, written = asyncio.Event(), asyncio.Event()
-
-    @app.route("3000")
-    async def first(call: CallSession) -> None:
-        await call.answer()
-        waiting.append(call)
-        await bridged.wait()
-        await written.wait()  # still busy when the other party hangs up
-
-    @app.route("3001")
-    async def second(call: CallSession) -> None:
-        await call.answer()
-        await fake_asterisk.wait_until(lambda: bool(waiting))
-        await call.bridge_with(waiting[0])
-        bridged.set()
-
-    async with fake_asterisk.serve(app):
-        a = await fake_asterisk.incoming(extension="3000", caller="a")
-        b = await fake_asterisk.incoming(extension="3001", caller="b")
-        await asyncio.wait_for(bridged.wait(), 5)
-        await b.hang_up()
-        await fake_asterisk.wait_until(lambda: len(app.active_sessions) == 1)
-        assert not a.ended  # its handler runs on
-        written.set()
-        await asyncio.wait_for(a.wait_ended(), 5)
         await fake_asterisk.wait_until(lambda: not app.active_sessions)
         _nothing_left(app, fake_asterisk)
 
