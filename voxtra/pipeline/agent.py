@@ -32,6 +32,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Literal, Union, get_args, get_origin
 
+import anyio
+
 from voxtra.errors import ConfigError, PipelineNotConfigured, ProviderError, VoxtraError
 from voxtra.pipeline.events import AgentResponseEvent
 from voxtra.providers.base import LLM, ChatMessage, LLMChunk, ToolCall, ToolSpec
@@ -278,9 +280,17 @@ class Agent:
         tools: Iterable[ToolFunc | Tool] = (),
         max_tool_steps: int = 5,
         history: Iterable[ChatMessage] = (),
+        tool_timeout: float | None = 20.0,
     ) -> None:
+        if tool_timeout is not None and tool_timeout <= 0:
+            raise ConfigError(f"tool_timeout must be > 0 seconds or None, got {tool_timeout!r}")
         self.llm = llm
         self.max_tool_steps = max_tool_steps
+        self.tool_timeout = tool_timeout
+        """Seconds an async tool may take; then its result is an error the LLM answers
+        (None: no limit). The caller hears nothing while a tool runs and cannot talk
+        over it: a tool waiting on a server that never answers kept the call silent
+        until the caller hung up."""
         self.history: list[ChatMessage] = []
         if system_prompt:
             self.history.append(ChatMessage(role="system", content=system_prompt))
@@ -361,7 +371,11 @@ class Agent:
                     kwargs[pname] = etype(kwargs[pname])
             result = tool.func(**kwargs)
             if inspect.isawaitable(result):
-                result = await result
+                with anyio.move_on_after(self.tool_timeout) as waited:
+                    result = await result
+                if waited.cancelled_caught:
+                    logger.warning("tool %s: no result within %g s", call.name, self.tool_timeout)
+                    return f"error: no result within {self.tool_timeout:g} s"
         except Exception as exc:
             logger.warning("tool %s failed: %r", call.name, exc)
             return f"error: {type(exc).__name__}: {exc}"
@@ -385,8 +399,14 @@ class Agent:
     # -- answers
 
     def stream(self, text: str) -> AgentStream:
-        """Start an answer to ``text`` ("" = continue after tool results), streamed."""
+        """Start an answer to ``text`` ("" = continue after tool results), streamed.
+
+        Tool calls of the last answer still without a result (not run: a turn cancelled
+        while a tool ran, or ``respond()`` whose calls the app did not run) are answered
+        "error: not run" first: OpenAI refuses a history where an assistant message's
+        tool calls are not followed by their results, and every later turn failed."""
         if text:
+            self.cancel_pending_tool_calls("not run")
             self.history.append(ChatMessage(role="user", content=text))
         return AgentStream(self, list(self.history))
 

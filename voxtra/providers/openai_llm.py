@@ -423,7 +423,7 @@ class OpenAILLM:
                     if content:
                         yield LLMChunk(text=content)
                     for tc in delta.get("tool_calls") or ():
-                        part = calls.setdefault(tc["index"], _PartialCall())
+                        part = _part_of(calls, tc)
                         if tc.get("id"):
                             part.id = tc["id"]
                         function = tc.get("function")
@@ -585,3 +585,17 @@ def _describe(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     return f"HTTP {status}: {message}" if status is not None else f"{type(exc).__name__}: {message}"
+
+
+def _part_of(calls: dict[int, _PartialCall], delta: dict[str, Any]) -> _PartialCall:
+    """The tool call a streamed ``delta`` adds to. OpenAI numbers them (``index``); some
+    compatible servers do not (Gemini's OpenAI endpoint, older Ollama, SambaNova): every
+    delta without one was a KeyError, and a turn using a tool failed. There a delta with
+    an ``id`` starts a call and one without continues the last."""
+    index = delta.get("index")
+    if isinstance(index, int):
+        return calls.setdefault(index, _PartialCall())
+    if delta.get("id") or not calls:
+        index = max(calls, default=-1) + 1
+        return calls.setdefault(index, _PartialCall())
+    return calls[max(calls)]

@@ -209,3 +209,47 @@ def test_trim_last_assistant() -> None:
     assert agent.history[-1].content == "One."
     agent.trim_last_assistant("")
     assert [m.role for m in agent.history] == ["system"]
+
+
+async def test_a_tool_that_does_not_answer_is_an_error_result_in_time() -> None:
+    # No deadline on the tool step: a tool waiting on a server that never answers kept
+    # the call silent (and the caller could not talk over it) until the hang-up.
+    import anyio
+
+    clock = VirtualClock()
+    clock.release()
+
+    async def lookup(order: str) -> str:
+        await anyio.sleep_forever()
+        return "never"
+
+    calls = [Reply(tool_calls=(ToolCall("1", "lookup", {"order": "A7"}),)), Reply(["Sorry."])]
+    agent = Agent(ScriptedLLM(calls, clock), tools=[lookup], tool_timeout=0.2)
+    with anyio.fail_after(5):
+        final = await agent.respond_with_tools("where is my order")
+    assert final.text == "Sorry."
+    assert [m.content for m in agent.history if m.role == "tool"] == [
+        "error: no result within 0.2 s"
+    ]
+    with pytest.raises(ConfigError, match="tool_timeout"):
+        Agent(None, tool_timeout=0)
+
+
+async def test_tool_calls_left_unanswered_are_closed_before_the_next_question() -> None:
+    # respond() returns tool calls without running them; a next question added after
+    # them left a history OpenAI refuses (400) for every later request of the call.
+    clock = VirtualClock()
+    clock.release()
+    call = ToolCall("t1", "weather", {"city": "Oslo", "days": 2})
+    llm = ScriptedLLM([Reply(tool_calls=(call,)), Reply(["Hello again."])], clock)
+    agent = Agent(llm, tools=[weather])
+    await agent.respond("weather in Oslo?")
+    second = await agent.respond("hello?")
+    assert second.text == "Hello again."
+    sent = [(m.role, m.content, m.tool_call_id) for m in llm.calls[1].messages]
+    assert sent == [
+        ("user", "weather in Oslo?", None),
+        ("assistant", "", None),
+        ("tool", "error: not run", "t1"),
+        ("user", "hello?", None),
+    ]
