@@ -15,6 +15,7 @@ import pytest
 from fake_apps import routed_app
 
 from voxtra import CallSession, VoxtraApp
+from voxtra.calls import parties as parties_module
 from voxtra.calls.parties import (
     AgentMode,
     PartyError,
@@ -33,6 +34,7 @@ from voxtra.errors import (
 )
 from voxtra.media.frames import AudioChunk
 from voxtra.testing import FakeAsterisk
+from voxtra.testing.fake_asterisk import core as fcore
 from voxtra.testing.fake_asterisk.calls import FakeCall
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -647,3 +649,79 @@ async def test_a_supervisor_coaching_the_callee_follows_the_agent_when_it_leaves
         assert str(supervision.mode) == "whisper(to='agent')"
         await caller.hang_up()
     assert not fake_asterisk.bridges
+
+
+@pytest.mark.parametrize("how", ["refused", "cancelled"])
+async def test_a_ringback_that_fails_or_is_cancelled_leaves_the_call_alone(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    after: list[Any] = []
+    play = fake_asterisk._r_play
+
+    def refused(request: Any, id: str, playback: str | None = None) -> Any:
+        raise fcore._Fail(500, "Internal Server Error")
+
+    async def slow(request: Any, id: str, playback: str | None = None) -> Any:
+        await asyncio.sleep(0.3)  # answered after the connect gave up
+        return play(request, id, playback)
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.media()
+        monkeypatch.setattr(fake_asterisk, "_r_play", refused if how == "refused" else slow)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(0.1):
+                await call.connect(ring_time=5, to="PJSIP/bob")
+        await asyncio.sleep(0.4)  # the slow play's answer is in
+        monkeypatch.setattr(fake_asterisk, "_r_play", play)
+        after.append((call.parties.state, bridge_of(fake_asterisk, call.id)))
+        after.append(list(fake_asterisk.playbacks))  # the ringback was stopped
+        await call.connect(ring_time=5, to="PJSIP/bob", ringback=False)  # not refused
+        after.append(call.parties.state)
+        await call.close()
+        await call.hangup()
+
+    fake_asterisk.playback_duration = 30.0  # tone:ring plays until stopped
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await caller.wait_ended()
+
+    (state, bridge), playing, connected = after
+    assert state is PartyState.ALONE
+    assert len(bridge) == 2 and caller.id in bridge  # still with the agent
+    assert playing == []
+    assert connected is PartyState.CONNECTED
+    assert len(fake_asterisk.originated) == 1  # the first connect dialled nobody
+
+
+async def test_a_snoop_that_never_starts_is_a_party_error_and_the_keys_go_on(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enter = fake_asterisk._enter_app
+    late = {"snoops": 0}
+
+    def enter_but_late(call: FakeCall, app: str, args: list[str]) -> None:
+        if call.kind == "snoop" and late["snoops"] > 0:
+            late["snoops"] -= 1  # its StasisStart never comes
+            return
+        enter(call, app, args)
+
+    monkeypatch.setattr(fake_asterisk, "_enter_app", enter_but_late)
+    monkeypatch.setattr(parties_module, "SNOOP_START", 0.2)
+    async with answered_call(fake_asterisk, tmp_path, media=True) as (app, caller, call):
+        supervision = await app.supervise(call.id, "PJSIP/boss", "spy")
+        (boss,) = fake_asterisk.originated
+        late["snoops"] = 1
+        with pytest.raises(PartyError, match=r"did not enter the app within 0\.2 s") as raised:
+            await supervision.set_mode(SupervisorMode("barge"))
+        assert isinstance(raised.value.__cause__, TimeoutError)
+        assert str(supervision.mode) == "spy" and len(snoops(fake_asterisk)) == 1  # released
+        late["snoops"] = 1
+        await boss.press("4")  # barge: its snoop is late, the key is logged
+        await fake_asterisk.wait_until(lambda: late["snoops"] == 0)
+        await asyncio.sleep(0.3)
+        await boss.press("4")  # the keys task survived: this one switches
+        await fake_asterisk.wait_until(lambda: str(supervision.mode) == "barge")
+        assert len(snoops(fake_asterisk)) == 1
+        await caller.hang_up()

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from voxtra.ari.errors import AriError
+from voxtra.ari.errors import AriError, AriNotFound
 from voxtra.ari.events import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisEnd
 from voxtra.ari.models import Channel
 from voxtra.calls.context import CallContext
@@ -276,6 +276,7 @@ async def _connect(context: CallContext, leg: _Leg, tone: Playback | None) -> Di
     if context.state is CallState.RINGING:
         await context.request(context.ari.channels.answer(context.id))
         context.mark_answered()
+    home = await _caller_bridge(context)
     bridge_id = await context.create_bridge("dial")
     await context.request(context.ari.bridges.add_channel(bridge_id, [context.id, leg.id]))
     began = time.monotonic()
@@ -294,7 +295,42 @@ async def _connect(context: CallContext, leg: _Leg, tone: Playback | None) -> Di
     # The target hung up: the caller leaves the bridge and is back with the handler.
     with contextlib.suppress(AriError, CallEnded):
         await context.release_bridge(bridge_id)
+    await _back_home(context, home)
     return DialResult("answered", leg.target, talk, ended_by="target")
+
+
+async def _caller_bridge(context: CallContext) -> str | None:
+    """The bridge of this call the caller is in before the dial moves it: the media
+    bridge when the handler has audio (``say``, ``audio_stream``), so the caller goes
+    back to it once the target hangs up (:func:`_back_home`). None if it is in none."""
+    # Asked of Asterisk, not of CallMedia: the dial reaches the call through its
+    # context only, and Asterisk knows where the caller is whoever put it there.
+    for bridge_id in sorted(context.bridges):
+        with contextlib.suppress(AriNotFound):  # destroyed meanwhile: not the one
+            bridge = await context.request(context.ari.bridges.get(bridge_id))
+            if context.id in bridge.channels:
+                return bridge_id
+    return None
+
+
+async def _back_home(context: CallContext, home: str | None) -> None:
+    """The caller, still on the call, back in the bridge it was in before the dial.
+    Adding it to the dial's bridge moved it out of that one, and destroying the dial's
+    bridge left it in none: the handler's next ``say()`` went nowhere, silently (the
+    media path, already attached, does not bridge the caller again)."""
+    if home is None or context.gone.done():
+        return
+    try:
+        await context.request(context.ari.bridges.add_channel(home, context.id))
+    except AriError as exc:
+        logger.warning(
+            "call %s: the caller could not go back to bridge %s after the dial: %s",
+            context.id,
+            home,
+            exc,
+        )
+    except CallEnded:
+        pass  # hung up meanwhile: nowhere to go back to
 
 
 async def _connect_with_keys(
@@ -320,6 +356,7 @@ async def _connect_with_keys(
     # Before the leg joins: a key pressed at once is kept.
     keys_waiter = context.expect(ChannelDtmfReceived, collect)
     try:
+        home = await _caller_bridge(context)
         bridge_id = await _keys_bridge(context, "dial")
         await context.request(context.ari.bridges.add_channel(bridge_id, context.id))
         await context.request(context.ari.bridges.add_channel(bridge_id, leg.id, absorb_dtmf=True))
@@ -353,6 +390,7 @@ async def _connect_with_keys(
             if left.done() and not left.cancelled():  # forget() cancels a pending one
                 with contextlib.suppress(AriError, CallEnded):
                     await context.release_bridge(bridge_id)
+                await _back_home(context, home)
                 return DialResult(
                     "answered",
                     current_target,
@@ -370,6 +408,7 @@ async def _connect_with_keys(
                 if not context.ended:
                     with contextlib.suppress(AriError, CallEnded):
                         await context.release_bridge(bridge_id)
+                    await _back_home(context, home)
                 return DialResult(
                     "answered",
                     current_target,

@@ -72,7 +72,7 @@ from voxtra.ari.errors import AriError, AriNotFound
 from voxtra.ari.events import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisEnd
 from voxtra.calls.context import CallContext, expected
 from voxtra.calls.media import CallMedia
-from voxtra.calls.playback import play
+from voxtra.calls.playback import Playback, play
 from voxtra.calls.voice import CallVoice
 from voxtra.errors import CallEnded, CallFailed, ConfigError, OriginateError, VoxtraError
 from voxtra.media.convert import ChunkConverter
@@ -101,6 +101,8 @@ DEFAULT_ENDPOINT = "PJSIP/{number}"
 """The endpoint template for a number when the route sets no ``connect_endpoint``."""
 RINGBACK = "tone:ring"
 """What the caller hears while the callee rings (Asterisk's indications)."""
+SNOOP_START = 5.0
+"""Seconds a snoop channel has to enter the app before the command gives up."""
 ENDPOINT_KEY = "connect_endpoint"
 """The call metadata key holding the endpoint template (``{number}`` is replaced)."""
 
@@ -280,14 +282,26 @@ class CallParties:
             await self.media.get()
             self.state = PartyState.CONNECTING
             self.endpoint = endpoint
-            # A playback on the caller's channel: the agent in the bridge does not hear it.
-            tone = await play(context, [RINGBACK]) if ringback else None
+            tone: Playback | None = None
+            starting: asyncio.Future[Playback] | None = None
+            # The ringback inside the try: a play that fails or is cancelled left the
+            # call CONNECTING for good (every connect() and close() then refused).
             try:
+                if ringback:
+                    # A playback on the caller's channel: the agent in the bridge does
+                    # not hear it. Shielded: a connect cancelled while the request is
+                    # out still learns the playback, to stop it (tone:ring never ends).
+                    starting = asyncio.ensure_future(play(context, [RINGBACK]))
+                    tone = await asyncio.shield(starting)
                 leg = await self.dial(endpoint, ring_time, caller_id or context.caller_id or None)
             except BaseException:
                 self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
                 raise
             finally:
+                if tone is None and starting is not None:
+                    tone = await _started(starting)
+                # Its error's traceback holds this frame once raised here: no cycle.
+                starting = None
                 if tone is not None and not tone.done:
                     with contextlib.suppress(AriError, CallEnded):
                         await tone.stop()
@@ -600,7 +614,15 @@ class CallParties:
             await context.ari.channels.snoop(
                 target, context.host.app_name, spy=spy, whisper=whisper, snoop_id=snoop_id
             )
-            await context.wait_channel(snoop_id, started, timeout=5.0)
+            try:
+                await context.wait_channel(snoop_id, started, timeout=SNOOP_START)
+            except TimeoutError as exc:
+                # Typed: a bare TimeoutError got past the supervisor's key handler
+                # (PartyError, AriError) and ended its keys task for the rest of the call.
+                raise PartyError(
+                    f"the snoop channel on {target} did not enter the app within "
+                    f"{SNOOP_START:g} s (check Asterisk's load and its log)"
+                ) from exc
         except BaseException:
             with contextlib.suppress(AriError):
                 await context.release_channel(snoop_id)
@@ -661,6 +683,15 @@ class CallParties:
 
 def _leaves(event: AriEvent, channel_id: str) -> bool:
     return isinstance(event, StasisEnd | ChannelDestroyed) and event.channel_id == channel_id
+
+
+async def _started(starting: asyncio.Future[Playback]) -> Playback | None:
+    """The playback of a play request left running by a cancelled caller, once Asterisk
+    answered it; None if it failed (nothing plays then)."""
+    await asyncio.wait((starting,))
+    if starting.cancelled() or starting.exception() is not None:
+        return None
+    return starting.result()
 
 
 class Supervision:
