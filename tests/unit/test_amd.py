@@ -199,6 +199,29 @@ async def test_an_amd_step_that_never_returns_raises_and_hangs_up(
         assert not app.active_sessions
 
 
+async def test_a_person_hanging_up_during_the_amd_step_raises_amd_error(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on Asterisk: a hang-up ends the dialplan inside AMD(), the Stasis line after it
+    never runs and the call never comes back. It used to be CallFailed "call failed
+    (cause 16)", as if it had never answered. (The HANGUP case above is a call the fake
+    brings back, as a dialplan that goes on after a hang-up would.)"""
+
+    def person_hangs_up(call: FakeCall) -> None:
+        call.variables.update(AMDSTATUS="HANGUP", AMDCAUSE="")
+        fake_asterisk._later(0.05, lambda: fake_asterisk.caller_hangs_up(call))
+
+    monkeypatch.setattr(fake_asterisk, "_run_amd", person_hangs_up)
+    app = make_app(tmp_path)
+    async with fake_asterisk.serve(app):
+        with pytest.raises(AmdError, match="hung up during the AMD step") as raised:
+            await app.originate(ENDPOINT, amd=AmdConfig(listen=0, timeout=5))
+        assert raised.value.cause == 16
+        (channel,) = fake_asterisk.originated
+        assert channel.ended
+        assert not app.active_sessions
+
+
 def test_amd_arguments_for_the_dialplan() -> None:
     assert AmdConfig().dialplan_args() == ""
     assert AmdConfig(initial_silence_ms=2000, max_words=3).dialplan_args() == "2000,,,,,,3"

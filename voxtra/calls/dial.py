@@ -58,9 +58,10 @@ class DialResult:
     """How ``call.dial`` ended.
 
     ``outcome``: ``answered`` (a target answered and was bridged; ``dial`` returned
-    when that conversation ended), ``busy``, ``no_answer``, ``failed`` (every target
-    failed; ``reason`` says why, as an originate error would), or ``canceled`` (the
-    caller hung up first).
+    when that conversation ended; one that hung up before it was bridged is
+    ``answered`` too, ``ended_by`` ``target`` with no talk time), ``busy``,
+    ``no_answer``, ``failed`` (every target failed; ``reason`` says why, as an
+    originate error would), or ``canceled`` (the caller hung up first).
     """
 
     outcome: DialOutcome
@@ -214,10 +215,16 @@ async def _attempt(
             if context.ended:
                 return DialResult("canceled", group[-1], reason="the caller hung up")
             return _failure(legs)
-        await _release_losers(context, legs, winner)
-        if keys is not None:
-            return await _connect_with_keys(context, winner, tone, keys, caller_id)
-        return await _connect(context, winner, tone)
+        # Registered before any other await: the target may hang up at once, while the
+        # app still sets up (its hang-up then reached no waiter and dial() never ended).
+        left = context.expect(AriEvent, functools.partial(_leaves, channel_id=winner.id))
+        try:
+            await _release_losers(context, legs, winner)
+            if keys is not None:
+                return await _connect_with_keys(context, winner, left, tone, keys, caller_id)
+            return await _connect(context, winner, left, tone)
+        finally:
+            context.forget(left)
     finally:
         for leg in legs:
             context.host.registry.originates.pop(leg.id, None)
@@ -268,27 +275,29 @@ def _failure(legs: list[_Leg]) -> DialResult:
     return DialResult("failed", legs[-1].target)
 
 
-async def _connect(context: CallContext, leg: _Leg, tone: Playback | None) -> DialResult:
-    """Bridge the caller with the answered leg until one of them leaves."""
-    if tone is not None and not tone.done:
-        with contextlib.suppress(AriError):
-            await tone.stop()
-    if context.state is CallState.RINGING:
-        await context.request(context.ari.channels.answer(context.id))
-        context.mark_answered()
+async def _connect(
+    context: CallContext, leg: _Leg, left: asyncio.Future[AriEvent], tone: Playback | None
+) -> DialResult:
+    """Bridge the caller with the answered leg until one of them leaves (``left``: the
+    leg's leaving, watched since it answered)."""
+    await _ready(context, tone)
     home = await _caller_bridge(context)
     bridge_id = await context.create_bridge("dial")
-    await context.request(context.ari.bridges.add_channel(bridge_id, [context.id, leg.id]))
+    try:
+        await context.request(context.ari.bridges.add_channel(bridge_id, [context.id, leg.id]))
+    except AriError:
+        # Refused as a whole (400 "Channel not found"): the caller did not move.
+        if not await _has_left(context, leg.id, left):
+            raise
+        with contextlib.suppress(AriError, CallEnded):
+            await context.release_bridge(bridge_id)
+        return _hung_up_before(leg)
     began = time.monotonic()
     logger.info("call %s: connected to %s (%s)", context.id, leg.target, leg.id)
-    gone = context.expect(
-        AriEvent, lambda e: isinstance(e, ChannelDestroyed | StasisEnd) and e.channel_id == leg.id
-    )
-    waits: set[asyncio.Future[Any]] = {gone, context.gone}
-    try:
+    # Gone while the bridge was made: its event came before the answer to addChannel.
+    if not _seen_leaving(context, leg.id, left):
+        waits: set[asyncio.Future[Any]] = {left, context.gone}
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        context.forget(gone)
     talk = time.monotonic() - began
     if context.gone.done():
         return DialResult("answered", leg.target, talk, ended_by="caller")
@@ -297,6 +306,50 @@ async def _connect(context: CallContext, leg: _Leg, tone: Playback | None) -> Di
         await context.release_bridge(bridge_id)
     await _back_home(context, home)
     return DialResult("answered", leg.target, talk, ended_by="target")
+
+
+async def _ready(context: CallContext, tone: Playback | None) -> None:
+    """The ringback stopped and the caller answered, before it joins the target."""
+    if tone is not None and not tone.done:
+        with contextlib.suppress(AriError):
+            await tone.stop()
+    if context.state is CallState.RINGING:
+        await context.request(context.ari.channels.answer(context.id))
+        context.mark_answered()
+
+
+def _seen_leaving(context: CallContext, channel_id: str, left: asyncio.Future[AriEvent]) -> bool:
+    """Whether the internal channel ``channel_id`` was seen hanging up or leaving the
+    app: ``left`` (its watch) has the event, or the call no longer owns it."""
+    if channel_id not in context.channels:
+        return True
+    return left.done() and not left.cancelled() and left.exception() is None
+
+
+async def _has_left(context: CallContext, channel_id: str, left: asyncio.Future[AriEvent]) -> bool:
+    """As :func:`_seen_leaving`, after a request about the channel was refused: also if
+    Asterisk no longer knows it (the refusal may come before the event)."""
+    if _seen_leaving(context, channel_id, left):
+        return True
+    try:
+        # Not context.request: a 404 here is the leg's, not the caller's end.
+        await context.ari.channels.get(channel_id)
+    except AriNotFound:
+        return True
+    except AriError:
+        return False  # cannot tell: the refusal itself says what went wrong
+    return _seen_leaving(context, channel_id, left)
+
+
+def _hung_up_before(leg: _Leg) -> DialResult:
+    """The answered target hung up before the caller was connected to it."""
+    logger.info("call %s: %s hung up before it was connected", leg.id, leg.target)
+    return DialResult(
+        "answered",
+        leg.target,
+        ended_by="target",
+        reason=f"{leg.target} hung up before it was connected",
+    )
 
 
 async def _caller_bridge(context: CallContext) -> str | None:
@@ -336,17 +389,15 @@ async def _back_home(context: CallContext, home: str | None) -> None:
 async def _connect_with_keys(
     context: CallContext,
     leg: _Leg,
+    left: asyncio.Future[AriEvent],
     tone: Playback | None,
     keys: TransferKeys,
     caller_id: str | None,
 ) -> DialResult:
-    """As :func:`_connect`, and the party the caller talks to may transfer it by keys."""
-    if tone is not None and not tone.done:
-        with contextlib.suppress(AriError):
-            await tone.stop()
-    if context.state is CallState.RINGING:
-        await context.request(context.ari.channels.answer(context.id))
-        context.mark_answered()
+    """As :func:`_connect`, and the party the caller talks to may transfer it by keys.
+    ``left`` (the leg's leaving) is forgotten by the caller, the watches of the parties
+    the caller is transferred to here."""
+    await _ready(context, tone)
     digits: dict[str, asyncio.Queue[str]] = {}
 
     def collect(event: ChannelDtmfReceived) -> bool:
@@ -355,30 +406,43 @@ async def _connect_with_keys(
 
     # Before the leg joins: a key pressed at once is kept.
     keys_waiter = context.expect(ChannelDtmfReceived, collect)
+    watching = left  # the watch of the party the caller talks to: kept across the loop
     try:
         home = await _caller_bridge(context)
         bridge_id = await _keys_bridge(context, "dial")
         await context.request(context.ari.bridges.add_channel(bridge_id, context.id))
-        await context.request(context.ari.bridges.add_channel(bridge_id, leg.id, absorb_dtmf=True))
-    except BaseException:
-        context.forget(keys_waiter)
-        raise
-    began = time.monotonic()
-    logger.info("call %s: connected to %s (%s), transfer keys on", context.id, leg.target, leg.id)
-    current, current_target = leg.id, leg.target
-    transferred: list[str] = []
-    try:
+        try:
+            await context.request(
+                context.ari.bridges.add_channel(bridge_id, leg.id, absorb_dtmf=True)
+            )
+        except AriError:
+            if not await _has_left(context, leg.id, left):
+                raise
+            # The caller is in the dial bridge already: back where it was.
+            with contextlib.suppress(AriError, CallEnded):
+                await context.release_bridge(bridge_id)
+            await _back_home(context, home)
+            return _hung_up_before(leg)
+        began = time.monotonic()
+        logger.info(
+            "call %s: connected to %s (%s), transfer keys on", context.id, leg.target, leg.id
+        )
+        current, current_target = leg.id, leg.target
+        transferred: list[str] = []
         while True:
-            left = context.expect(AriEvent, functools.partial(_leaves, channel_id=current))
             number = asyncio.ensure_future(
                 _read_number(digits.setdefault(current, asyncio.Queue()), keys)
             )
-            waits: set[asyncio.Future[Any]] = {left, number, context.gone}
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
+            # A party gone while set up or while a transfer completed: its event came
+            # before this wait, to the watch kept since it answered.
+            if not _seen_leaving(context, current, watching):
+                waits: set[asyncio.Future[Any]] = {watching, number, context.gone}
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    number.cancel()
+            else:
                 number.cancel()
-                context.forget(left)
             if context.gone.done():
                 return DialResult(
                     "answered",
@@ -387,7 +451,7 @@ async def _connect_with_keys(
                     ended_by="caller",
                     transferred_to=tuple(transferred),
                 )
-            if left.done() and not left.cancelled():  # forget() cancels a pending one
+            if _seen_leaving(context, current, watching):
                 with contextlib.suppress(AriError, CallEnded):
                     await context.release_bridge(bridge_id)
                 await _back_home(context, home)
@@ -417,11 +481,16 @@ async def _connect_with_keys(
                     transferred_to=tuple(transferred),
                 )
             if moved != "back":
-                bridge_id, current = moved
+                bridge_id, current, watch = moved
+                if watching is not left:
+                    context.forget(watching)
+                watching = watch
                 current_target = endpoint
                 transferred.append(endpoint)
     finally:
         context.forget(keys_waiter)
+        if watching is not left:
+            context.forget(watching)
 
 
 async def _read_number(queue: asyncio.Queue[str], keys: TransferKeys) -> str:
@@ -449,11 +518,12 @@ async def _consult(
     endpoint: str,
     keys: TransferKeys,
     caller_id: str | None,
-) -> tuple[str, str] | Literal["back", "gone"]:
+) -> tuple[str, str, asyncio.Future[AriEvent]] | Literal["back", "gone"]:
     """The attended transfer from ``transferer``: the caller on hold in ``bridge_id``,
     the transferer with ``endpoint`` in a consultation bridge. Returns the bridge the
-    caller is in now and who it talks to once it completed (the transferer hung up,
-    also while the target rang); ``back`` if it did not (the target is busy, does not
+    caller is in now, who it talks to and the watch of that party's leaving (for the
+    caller to forget) once it completed (the transferer hung up, also while the target
+    rang); ``back`` if it did not (the target is busy, does not
     answer or hangs up: the transferer is back with the caller); ``gone`` if the
     transferer hung up and the target did not answer (nobody is left for the caller).
     CallEnded if the caller hangs up."""
@@ -461,6 +531,7 @@ async def _consult(
     consult = await _keys_bridge(context, "consult")
     gone_transferer = context.expect(AriEvent, lambda e: _leaves(e, transferer))
     gone_target: asyncio.Future[AriEvent] | None = None
+    kept = False
     try:
         await context.request(
             context.ari.bridges.add_channel(consult, transferer, absorb_dtmf=True)
@@ -484,7 +555,10 @@ async def _consult(
             exc.__traceback__ = None
             await _abort(context, bridge_id, consult, transferer, gone_transferer.done())
             return "gone" if gone_transferer.done() else "back"
-        gone_target = context.expect(AriEvent, lambda e: _leaves(e, target))
+        gone_target = context.expect(AriEvent, functools.partial(_leaves, channel_id=target))
+        if target not in context.channels:  # gone before its watch: dial_leg awaited
+            await _abort(context, bridge_id, consult, transferer, gone_transferer.done())
+            return "gone" if gone_transferer.done() else "back"
         if not gone_transferer.done():
             await context.request(
                 context.ari.bridges.add_channel(consult, target, absorb_dtmf=True)
@@ -498,14 +572,23 @@ async def _consult(
         # Completed: the caller joins the target (a move: no removeChannel needed).
         with contextlib.suppress(AriError):
             await context.request(context.ari.bridges.stop_moh(bridge_id))
-        await context.request(context.ari.bridges.add_channel(consult, [context.id, target]))
+        try:
+            await context.request(context.ari.bridges.add_channel(consult, [context.id, target]))
+        except AriError:
+            # Refused as a whole: the target hung up too, the caller is still on hold.
+            if not await _has_left(context, target, gone_target):
+                raise
+            await _abort(context, bridge_id, consult, transferer, True)
+            return "gone"
         with contextlib.suppress(AriError, CallEnded):
             await context.release_bridge(bridge_id)
         logger.info("call %s: transferred to %s (%s)", context.id, endpoint, target)
-        return consult, target
+        # The watch goes on: the target may hang up before the caller's loop waits.
+        kept = True
+        return consult, target, gone_target
     finally:
         context.forget(gone_transferer)
-        if gone_target is not None:
+        if gone_target is not None and not kept:
             context.forget(gone_target)
 
 
