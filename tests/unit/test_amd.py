@@ -19,6 +19,7 @@ from fake_apps import fake_app
 from voxtra import VoxtraApp
 from voxtra.calls.amd import AmdConfig, AmdError, AmdResult, AmdVerdict
 from voxtra.calls.session import CallSession
+from voxtra.errors import CallFailed
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.media.g711 import encode
 from voxtra.testing import audio
@@ -199,13 +200,13 @@ async def test_an_amd_step_that_never_returns_raises_and_hangs_up(
         assert not app.active_sessions
 
 
-async def test_a_person_hanging_up_during_the_amd_step_raises_amd_error(
+async def test_a_person_hanging_up_during_the_amd_step_raises_call_failed(
     fake_asterisk: FakeAsterisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As on Asterisk: a hang-up ends the dialplan inside AMD(), the Stasis line after it
-    never runs and the call never comes back. It used to be CallFailed "call failed
-    (cause 16)", as if it had never answered. (The HANGUP case above is a call the fake
-    brings back, as a dialplan that goes on after a hang-up would.)"""
+    never runs and the call never comes back; the originate's outcome is raised, as the
+    sandbox test measured (CallFailed, cause 16). (The HANGUP case above is a call the
+    fake brings back, as a dialplan that goes on after a hang-up would.)"""
 
     def person_hangs_up(call: FakeCall) -> None:
         call.variables.update(AMDSTATUS="HANGUP", AMDCAUSE="")
@@ -214,7 +215,7 @@ async def test_a_person_hanging_up_during_the_amd_step_raises_amd_error(
     monkeypatch.setattr(fake_asterisk, "_run_amd", person_hangs_up)
     app = make_app(tmp_path)
     async with fake_asterisk.serve(app):
-        with pytest.raises(AmdError, match="hung up during the AMD step") as raised:
+        with pytest.raises(CallFailed) as raised:
             await app.originate(ENDPOINT, amd=AmdConfig(listen=0, timeout=5))
         assert raised.value.cause == 16
         (channel,) = fake_asterisk.originated

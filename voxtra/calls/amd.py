@@ -40,7 +40,7 @@ from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriError
 from voxtra.ari.models import Channel
 from voxtra.calls.registry import CallRegistry, PendingOriginate
-from voxtra.errors import OriginateError, VoxtraError
+from voxtra.errors import VoxtraError
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.media.tones import Tone, ToneDetector, pcm16_samples
 
@@ -68,12 +68,7 @@ RATE = 8000
 
 class AmdError(VoxtraError):
     """Answering-machine detection could not run (the dialplan step did not bring the
-    call back: app_amd not loaded, the context missing, or a bad option), or the far
-    end hung up during it (``cause``: its hangup cause, when Asterisk gave one)."""
-
-    def __init__(self, message: str, cause: int | None = None) -> None:
-        super().__init__(message)
-        self.cause = cause
+    call back: app_amd not loaded, the context missing, or a bad option)."""
 
 
 class AmdVerdict(StrEnum):
@@ -145,9 +140,7 @@ class AmdResult:
 
     verdict: AmdVerdict
     status: str = ""
-    """Asterisk's ``AMDSTATUS``: MACHINE, HUMAN, NOTSURE or HANGUP (only from a dialplan
-    that goes on after a hang-up: the shipped step does not, so a hang-up during it is
-    an :class:`AmdError`)."""
+    """Asterisk's ``AMDSTATUS``: MACHINE, HUMAN, NOTSURE or HANGUP."""
     cause: str = ""
     """Asterisk's ``AMDCAUSE``, e.g. ``MAXWORDS-3-2``, ``HUMAN-800-800``, ``TOOLONG-5000``."""
     reasons: tuple[str, ...] = ()
@@ -207,9 +200,7 @@ async def detect(
 ) -> tuple[Channel, AmdResult]:
     """Send the answered ``channel_id`` through the AMD dialplan step and wait until it
     is back in the app; the channel and Asterisk's verdict. The channel was originated
-    with :meth:`AmdConfig.variables`. On failure it is hung up and AmdError raised; also
-    if it hangs up during the step (Asterisk ends the dialplan there, before the line
-    that would bring it back with ``AMDSTATUS`` HANGUP)."""
+    with :meth:`AmdConfig.variables`. On failure it is hung up and AmdError raised."""
     back = PendingOriginate(endpoint)
     registry.originates[channel_id] = back
     try:
@@ -228,11 +219,6 @@ async def detect(
             ) from None
         except AriError as exc:
             raise AmdError(f"{endpoint}: the AMD step failed: {exc}") from exc
-        except OriginateError as exc:
-            # The pending's outcome once the channel ends: answered already, the far
-            # end hung up (it was reported as a failed call, cause 16).
-            said = f" (cause {exc.cause})" if exc.cause is not None else ""
-            raise AmdError(f"{endpoint}: hung up during the AMD step{said}", exc.cause) from None
     except BaseException:
         with contextlib.suppress(AriError):
             await ari.channels.hangup(channel_id)
@@ -240,9 +226,6 @@ async def detect(
     finally:
         if registry.originates.get(channel_id) is back:
             del registry.originates[channel_id]
-        # A hang-up raises from the pending's future through this frame: kept here, the
-        # pending would hold the exception that holds this frame, a reference cycle.
-        del back
     result = AmdResult.from_asterisk(str(status), str(cause))
     logger.info("call %s: AMD says %s (%s)", channel_id, result.status, result.cause)
     return channel, result
