@@ -15,7 +15,7 @@ import logging
 from collections.abc import Sequence
 
 from voxtra.ari.errors import AriError, AriNotFound
-from voxtra.ari.events import AriEvent, ChannelDestroyed, StasisEnd
+from voxtra.ari.events import AriEvent
 from voxtra.calls.context import CallContext, expected
 from voxtra.calls.control import RecordOptions
 from voxtra.calls.media import CallMedia
@@ -97,7 +97,7 @@ class AsteriskControl:
         leg = await context.dial_leg(
             target, timeout=timeout, caller_id=caller_id or context.caller_id or None
         )
-        left = context.expect(AriEvent, lambda e: _leaves(e, leg))
+        left = context.expect_leaving(leg)
         try:
             bridge_id = await context.create_bridge("transfer")
             await context.request(context.ari.bridges.add_channel(bridge_id, [context.id, leg]))
@@ -161,10 +161,6 @@ class AsteriskControl:
     async def set_variable(self, name: str, value: str) -> None:
         context = self.context
         await context.request(context.ari.channels.set_variable(context.id, name, value))
-
-
-def _leaves(event: AriEvent, channel_id: str) -> bool:
-    return isinstance(event, StasisEnd | ChannelDestroyed) and event.channel_id == channel_id
 
 
 async def _end_with_leg(context: CallContext, left: asyncio.Future[AriEvent]) -> None:

@@ -303,6 +303,11 @@ class CallContext:
         except CallEnded as shared:
             raise _own_call_ended(shared) from None
 
+    def expect_leaving(self, channel_id: str) -> asyncio.Future[AriEvent]:
+        """:meth:`expect` the channel ``channel_id`` hanging up or leaving the app (its
+        ``ChannelDestroyed`` or ``StasisEnd``): a leg, a callee, a supervisor."""
+        return self.expect(AriEvent, functools.partial(_leaves, channel_id=channel_id))
+
     def forget(self, future: asyncio.Future[AriEvent]) -> None:
         """Stop expecting the event of ``future``."""
         self._waiters = [w for w in self._waiters if w.future is not future]
@@ -636,6 +641,10 @@ class CallContext:
                 await callback()
             except Exception:
                 logger.exception("on_hangup callback %s failed for call %s", name, self.id)
+
+
+def _leaves(event: AriEvent, channel_id: str) -> bool:
+    return isinstance(event, StasisEnd | ChannelDestroyed) and event.channel_id == channel_id
 
 
 def _channel_not_found(exc: AriError) -> bool:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from voxtra.ari.errors import AriError, AriNotFound
-from voxtra.ari.events import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisEnd
+from voxtra.ari.events import AriEvent, ChannelDtmfReceived
 from voxtra.ari.models import Channel
 from voxtra.calls.context import CallContext
 from voxtra.calls.playback import Playback, play
@@ -217,7 +216,7 @@ async def _attempt(
             return _failure(legs)
         # Registered before any other await: the target may hang up at once, while the
         # app still sets up (its hang-up then reached no waiter and dial() never ended).
-        left = context.expect(AriEvent, functools.partial(_leaves, channel_id=winner.id))
+        left = context.expect_leaving(winner.id)
         try:
             await _release_losers(context, legs, winner)
             if keys is not None:
@@ -529,7 +528,7 @@ async def _consult(
     CallEnded if the caller hangs up."""
     logger.info("call %s: %s transfers the caller to %s", context.id, transferer, endpoint)
     consult = await _keys_bridge(context, "consult")
-    gone_transferer = context.expect(AriEvent, lambda e: _leaves(e, transferer))
+    gone_transferer = context.expect_leaving(transferer)
     gone_target: asyncio.Future[AriEvent] | None = None
     kept = False
     try:
@@ -555,7 +554,7 @@ async def _consult(
             exc.__traceback__ = None
             await _abort(context, bridge_id, consult, transferer, gone_transferer.done())
             return "gone" if gone_transferer.done() else "back"
-        gone_target = context.expect(AriEvent, functools.partial(_leaves, channel_id=target))
+        gone_target = context.expect_leaving(target)
         if target not in context.channels:  # gone before its watch: dial_leg awaited
             await _abort(context, bridge_id, consult, transferer, gone_transferer.done())
             return "gone" if gone_transferer.done() else "back"
@@ -617,7 +616,3 @@ async def _keys_bridge(context: CallContext, kind: str) -> str:
     context.bridges.add(bridge.id)
     context.host.registry.own_bridge(bridge.id, context)
     return bridge.id
-
-
-def _leaves(event: AriEvent, channel_id: str) -> bool:
-    return isinstance(event, ChannelDestroyed | StasisEnd) and event.channel_id == channel_id

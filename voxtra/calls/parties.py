@@ -69,7 +69,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from voxtra.ari.errors import AriError, AriNotFound
-from voxtra.ari.events import AriEvent, ChannelDestroyed, ChannelDtmfReceived, StasisEnd
+from voxtra.ari.events import AriEvent, ChannelDtmfReceived
 from voxtra.calls.context import CallContext, expected
 from voxtra.calls.media import CallMedia
 from voxtra.calls.playback import Playback, play
@@ -306,7 +306,7 @@ class CallParties:
                     with contextlib.suppress(AriError, CallEnded):
                         await tone.stop()
             # Registered before any other await: the callee may hang up at once.
-            left = context.expect(AriEvent, lambda e: _leaves(e, leg))
+            left = context.expect_leaving(leg)
             try:
                 if self.bridge_id is None:
                     self.bridge_id = await context.create_bridge("parties")
@@ -370,7 +370,7 @@ class CallParties:
                 await context.request(context.ari.bridges.add_channel(self.bridge_id, context.id))
                 await context.ari.bridges.start_moh(self.bridge_id)
                 leg = await self.dial(endpoint, ring_time, caller_id or context.caller_id or None)
-                left = context.expect(AriEvent, lambda e: _leaves(e, leg or ""))
+                left = context.expect_leaving(leg)
                 await context.ari.bridges.add_channel(agent_bridge, leg)
                 accepted = await brief()
                 if left.done():
@@ -681,10 +681,6 @@ class CallParties:
                 await supervision.follow_agent(leg)
 
 
-def _leaves(event: AriEvent, channel_id: str) -> bool:
-    return isinstance(event, StasisEnd | ChannelDestroyed) and event.channel_id == channel_id
-
-
 async def _started(starting: asyncio.Future[Playback]) -> Playback | None:
     """The playback of a play request left running by a cancelled caller, once Asterisk
     answered it; None if it failed (nothing plays then)."""
@@ -734,7 +730,7 @@ class Supervision:
     ) -> None:
         context = self.context
         leg = await self.parties.dial(self.endpoint, ring_time, None)
-        left = context.expect(AriEvent, lambda e: _leaves(e, leg))
+        left = context.expect_leaving(leg)
         self.leg_id = leg
         try:
             self.bridge_id = await context.create_bridge("supervisor")

@@ -29,7 +29,7 @@ from voxtra.platform.schemas import (
     TranscriptTurnOut,
     TransferRequest,
 )
-from voxtra.platform.store.calls import FINAL_STATUSES, CallRecord, CallStatus
+from voxtra.platform.store.calls import FINAL_STATUSES, CallEventRecord, CallRecord, CallStatus
 from voxtra.platform.store.repository import CallFilter, IdempotencyMismatch, InvalidCursor
 from voxtra.platform.targets import InvalidTarget
 from voxtra.recording.gcs import GCSSink
@@ -328,6 +328,10 @@ async def call_events(
     ``id``: reconnect with ``Last-Event-ID`` to resume."""
     await _call(platform, call_id)
 
+    def frame(event: CallEventRecord) -> str:
+        payload = json.dumps({"call_id": call_id, "at": event.at.isoformat(), **event.data})
+        return f"id: {event.id}\nevent: {event.kind}\ndata: {payload}\n\n"
+
     async def stream() -> AsyncIterator[str]:
         after = last_event_id or 0
         loop = asyncio.get_running_loop()
@@ -336,8 +340,7 @@ async def call_events(
             events = await platform.store.events_after(call_id, after)
             for event in events:
                 after = event.id
-                payload = json.dumps({"call_id": call_id, "at": event.at.isoformat(), **event.data})
-                yield f"id: {event.id}\nevent: {event.kind}\ndata: {payload}\n\n"
+                yield frame(event)
             if events:
                 quiet_since = loop.time()
                 continue
@@ -347,10 +350,7 @@ async def call_events(
                 # read above and this one, the stream ended without them (57 streams of
                 # 100 when a turn and the end are written back to back). Read once more.
                 for event in await platform.store.events_after(call_id, after):
-                    payload = json.dumps(
-                        {"call_id": call_id, "at": event.at.isoformat(), **event.data}
-                    )
-                    yield f"id: {event.id}\nevent: {event.kind}\ndata: {payload}\n\n"
+                    yield frame(event)
                 return
             if await request.is_disconnected():
                 return
