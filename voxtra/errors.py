@@ -28,6 +28,7 @@ __all__ = [
     "CallEnded",
     "CallbackSignatureError",
     "ConfigError",
+    "InvalidTransferTarget",
     "MediaError",
     "NotSupported",
     "PipelineNotConfigured",
@@ -156,6 +157,22 @@ class VariableNotSet(VoxtraError, LookupError):
         self.call_id = call_id
         self.name = name
         super().__init__(f"call {call_id}: the channel variable {name!r} is not set")
+
+
+class InvalidTransferTarget(ConfigError):
+    """``transfer_to(target)`` into the dialplan (``exten@context[:priority]``) of a
+    place the call cannot go: malformed, or not in Asterisk's dialplan. ``target`` is
+    what was given, ``reason`` what is wrong with it.
+
+    Raised before the call leaves the app: the caller is still with the handler, which
+    may say so and go on. Asterisk 22 answers 204 to a ``continue`` into a context,
+    extension or priority its dialplan lacks, then hangs the caller up (cause 0); the
+    handler saw a transfer that had worked."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"transfer_to({target!r}): {reason}")
 
 
 class AppNotRunning(VoxtraError, RuntimeError):

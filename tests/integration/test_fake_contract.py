@@ -404,6 +404,48 @@ async def continue_in_dialplan(side: Side) -> Record:
     return record
 
 
+async def continue_nowhere(side: Side) -> Record:
+    """DIALPLAN_EXISTS() read through a channel; a continue into a place the dialplan
+    lacks is taken (204) and the PBX then destroys the channel (cause 0), unasked."""
+    if side.fake is not None:
+        side.fake.dialplan = {"voxtra-test": {"answer": 3, "echo": 3}}
+    channel_id = await side.originate()
+    record: Record = [
+        await side.ari.channels.get_variable(channel_id, f"DIALPLAN_EXISTS({where})")
+        for where in (
+            "voxtra-test,echo,1",
+            "voxtra-test,echo,3",
+            "voxtra-test,echo,9",
+            "voxtra-test,echo,x",
+            "voxtra-test,echo",
+            "voxtra-test,nope",
+            "voxtra-test",
+            "voxtra-nowhere",
+        )
+    ]
+    record += [
+        await side.call(
+            "GET", f"/channels/{channel_id}/variable", {"variable": "DIALPLAN_EXISTS()"}
+        ),
+        await side.call(
+            "POST",
+            f"/channels/{channel_id}/continue",
+            {"context": "voxtra-test", "extension": "nope", "priority": 1},
+        ),
+    ]
+    destroyed = await side.wait_event(
+        lambda e: e.type == "ChannelDestroyed" and _ids(e).get("channel") == channel_id
+    )
+    record += [
+        side.sequence(
+            channel_id, {"StasisStart", "StasisEnd", "ChannelHangupRequest", "ChannelDestroyed"}
+        ),
+        destroyed.raw["cause"],
+        await side.gone(f"/channels/{channel_id}"),
+    ]
+    return record
+
+
 async def record_and_fetch(side: Side) -> Record:
     channel_id = await side.originate()
     name = f"fx-contract-{uuid.uuid4().hex[:8]}"
@@ -585,6 +627,7 @@ SCENARIOS: list[Callable[[Side], Awaitable[Record]]] = [
     dtmf_and_variables,
     bridge,
     continue_in_dialplan,
+    continue_nowhere,
     record_and_fetch,
     snoop_and_external_media,
     move_between_bridges_and_whisper,

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from voxtra.ari.errors import AriError, AriNotFound
+from voxtra.ari.errors import AriError, AriNotFound, AriServerError
 from voxtra.ari.events import AriEvent
 from voxtra.calls.context import CallContext, expected
 from voxtra.calls.control import RecordOptions
@@ -22,7 +22,7 @@ from voxtra.calls.media import CallMedia
 from voxtra.calls.playback import Playback, play
 from voxtra.calls.recorder import CallRecorder
 from voxtra.calls.state import CallState
-from voxtra.errors import CallEnded, VariableNotSet
+from voxtra.errors import CallEnded, InvalidTransferTarget, VariableNotSet
 from voxtra.media.transport import MediaTransport
 from voxtra.recording.app_recordings import RecordingResult
 
@@ -77,8 +77,8 @@ class AsteriskControl:
         call's own, bridged with the caller once answered (see ``transfer_to``)."""
         context = self.context
         if "/" not in target:
-            exten, _, rest = target.partition("@")
-            dialplan_context, _, priority = rest.partition(":")
+            exten, dialplan_context, priority = _dialplan_target(target)
+            await _check_dialplan_target(context, target, dialplan_context, exten, priority)
             # Set first: StasisEnd can arrive before the response (end_reason reads it).
             context.transferred = True
             try:
@@ -87,7 +87,7 @@ class AsteriskControl:
                         context.id,
                         context=dialplan_context or None,
                         extension=exten or None,
-                        priority=int(priority) if priority else 1,
+                        priority=priority,
                     )
                 )
             except BaseException:
@@ -161,6 +161,76 @@ class AsteriskControl:
     async def set_variable(self, name: str, value: str) -> None:
         context = self.context
         await context.request(context.ari.channels.set_variable(context.id, name, value))
+
+
+def _dialplan_target(target: str) -> tuple[str, str, int]:
+    """``exten@context[:priority]`` as (extension, context, priority); either name may
+    be empty (Asterisk fills it in), the priority is 1 unless given."""
+    exten, _, rest = target.partition("@")
+    dialplan_context, _, priority = rest.partition(":")
+    if not exten and not dialplan_context:
+        raise InvalidTransferTarget(
+            target, "names no extension or context (exten@context[:priority], or an endpoint)"
+        )
+    if priority and not (priority.isascii() and priority.isdigit() and int(priority) > 0):
+        # It was int(priority): a raw ValueError from inside transfer_to().
+        raise InvalidTransferTarget(target, f"the priority {priority!r} is not a number from 1")
+    return exten, dialplan_context, int(priority) if priority else 1
+
+
+async def _check_dialplan_target(
+    context: CallContext, target: str, dialplan_context: str, exten: str, priority: int
+) -> None:
+    """Raise InvalidTransferTarget unless the dialplan has where ``continue`` would send
+    the call.
+
+    Asterisk 22 answers 204 to a ``continue`` into a context, extension or priority its
+    dialplan lacks; the channel leaves the app and Asterisk hangs it up (cause 0), so the
+    caller was lost while the handler saw a transfer that worked (measured on the
+    sandbox for each of the three). ARI has no dialplan API, but a channel can evaluate
+    ``DIALPLAN_EXISTS()`` (func_dialplan), which matches patterns as the PBX does
+    (``1234@from-sip`` is found through ``_X.``). Where Asterisk cannot evaluate it (the module not
+    loaded: a 500), the call is continued unchecked, as before.
+    """
+    # The blanks as ARI's continue fills them: no context is the channel's own (and
+    # its extension unless one is given); a context without an extension is its "s".
+    here = context.channel.dialplan
+    where_context = dialplan_context or here.context
+    where_exten = exten or ("s" if dialplan_context else here.exten)
+    if not (where_context and where_exten):
+        return  # a channel whose location ARI did not give: nothing to check against
+    if await _dialplan_has(context, where_context, where_exten, priority) is not False:
+        return
+    if await _dialplan_has(context, where_context) is False:
+        raise InvalidTransferTarget(target, f"Asterisk's dialplan has no context {where_context!r}")
+    if await _dialplan_has(context, where_context, where_exten, 1) is False:
+        # An extension missing at priority 1 goes to the context's "i" (invalid) or
+        # "e" (exception) extension when it has one (__ast_pbx_run in main/pbx.c; the
+        # sandbox's dialplan has neither to measure): the dialplan takes the call.
+        for handler in ("i", "e"):
+            if await _dialplan_has(context, where_context, handler, 1):
+                return
+        raise InvalidTransferTarget(
+            target,
+            f"the dialplan context {where_context!r} has no extension {where_exten!r}",
+        )
+    raise InvalidTransferTarget(
+        target,
+        f"the extension {where_exten!r} of the dialplan context {where_context!r} has "
+        f"no priority {priority}",
+    )
+
+
+async def _dialplan_has(context: CallContext, *where: str | int) -> bool | None:
+    """Whether the dialplan has ``where`` (context[, extension[, priority]]), asked
+    through the call's channel; None when Asterisk cannot evaluate DIALPLAN_EXISTS (a
+    500: func_dialplan not loaded)."""
+    function = f"DIALPLAN_EXISTS({','.join(str(part) for part in where)})"
+    try:
+        value = await context.request(context.ari.channels.get_variable(context.id, function))
+    except AriServerError:
+        return None
+    return value == "1"
 
 
 async def _end_with_leg(context: CallContext, left: asyncio.Future[AriEvent]) -> None:

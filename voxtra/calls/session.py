@@ -244,7 +244,15 @@ class CallSession:
         await self.control.ring()
 
     async def hold(self, moh_class: str | None = None) -> None:
-        """Put the caller on hold with music on hold."""
+        """Put the caller on hold with music on hold: the class ``moh_class`` of
+        Asterisk's ``musiconhold.conf`` (None: the channel's music class, normally
+        ``default``).
+
+        A class Asterisk does not have raises nothing: Asterisk 22 answers 204 and plays
+        the ``default`` class instead (the same audio, recorded on the sandbox), and ARI
+        cannot list the classes, so Voxtra cannot tell. ``asterisk -rx "moh show
+        classes"`` lists them.
+        """
         self.context.check_alive()
         await self.control.hold(moh_class)
 
@@ -262,10 +270,25 @@ class CallSession:
         await self.control.unmute(direction)
 
     async def get_variable(self, name: str) -> str:
+        """The value of the channel variable (or dialplan function, ``CHANNEL(state)``)
+        ``name``; :class:`~voxtra.errors.VariableNotSet` if the channel has no such
+        variable, a ``ConfigError`` for an empty name."""
+        _check_variable_name("get_variable", name)
         self.context.check_alive()
         return await self.control.get_variable(name)
 
     async def set_variable(self, name: str, value: str) -> None:
+        """Set the channel variable ``name`` (or write a dialplan function,
+        ``CHANNEL(language)``) to ``value``.
+
+        An empty name is a ``ConfigError`` before anything is sent (Asterisk 22 answers
+        it 400 "Variable name is required"). Asterisk takes any other name (204), spaces
+        and punctuation included, as measured on the sandbox; but a function write it
+        cannot do (a misspelt function, an unknown item) is passed over without an
+        error: read it back to be sure. A leading ``_`` or ``__`` (inherited by the
+        channels this one creates) is not part of the name: ``get_variable("X")``.
+        """
+        _check_variable_name("set_variable", name)
         self.context.check_alive()
         await self.control.set_variable(name, value)
 
@@ -628,7 +651,12 @@ class CallSession:
         Blind:
 
         ``exten@context`` (or ``exten@context:priority``) continues the call in the
-        dialplan: ARI ``continue``. A channel endpoint (``PJSIP/100``,
+        dialplan: ARI ``continue``. A place the dialplan does not have (no such
+        context, extension or priority) raises
+        :class:`~voxtra.errors.InvalidTransferTarget` and the caller stays with the
+        handler: Asterisk would take the ``continue`` and hang the caller up. Voxtra
+        asks the dialplan first (``DIALPLAN_EXISTS``, func_dialplan; without it the
+        call is continued unchecked). A channel endpoint (``PJSIP/100``,
         ``PJSIP/trunk/sip:+1555...``, ``Local/x@ctx``) is dialed from the app and, once
         answered, bridged with the caller; the app keeps both legs until one hangs up
         (``CallBusy``, ``CallNoAnswer`` or ``CallFailed`` if it is not answered).
@@ -812,6 +840,13 @@ class CallSession:
             self.context.forget(future)
         assert isinstance(event, kind)
         return event
+
+
+def _check_variable_name(method: str, name: str) -> None:
+    """A ConfigError for a name Asterisk refuses: the empty one (its 400 was raised as
+    a raw AriBadRequest)."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{method}() needs a variable name, not {name!r}")
 
 
 def _recording_name(control: CallControl) -> str | None:

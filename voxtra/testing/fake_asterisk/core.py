@@ -296,6 +296,14 @@ class FakeAsterisk(AriTransport):
         self.amd_context = "voxtra-amd"
         """The dialplan context the fake runs as the AMD step: ``continue`` into it sets
         ``AMDSTATUS``/``AMDCAUSE`` and returns the channel to ``${VOXTRA_AMD_APP}``."""
+        self.dialplan: dict[str, dict[str, int]] | None = None
+        """The dialplan, for ``DIALPLAN_EXISTS()`` reads and ``continue``: context ->
+        extension -> how many priorities it has (literal names: no patterns). None (the
+        default): the fake has none, like an Asterisk without func_dialplan: reading
+        ``DIALPLAN_EXISTS()`` is a 500 and ``continue`` leaves the channel wherever it
+        was sent. Given one, a ``continue`` to a place it lacks does what Asterisk 22
+        does: the channel leaves the app and is destroyed (cause 0, no hangup request),
+        unless the extension is missing and its context has an ``i`` or ``e`` one."""
         self.amd_outcome: tuple[str, str] = ("HUMAN", "HUMAN-800-800")
         self.amd_outcomes: dict[str, tuple[str, str]] = {}
         """Per-endpoint AMD ``(status, cause)``, over :attr:`amd_outcome`."""
@@ -617,7 +625,10 @@ class FakeAsterisk(AriTransport):
         """The caller (or far end) hangs up (what :meth:`FakeCall.hang_up` does)."""
         self._hangup(call, cause, soft=None)
 
-    def _hangup(self, call: FakeCall, cause: int, *, soft: bool | None) -> None:
+    def _hangup(
+        self, call: FakeCall, cause: int, *, soft: bool | None, requested: bool = True
+    ) -> None:
+        """``requested``: a ChannelHangupRequest comes first (not when the PBX ends it)."""
         if call.ended or call.id not in self.channels:
             return
         # An ARI hangup is a soft hangup: Asterisk's event then carries the softhangup
@@ -625,7 +636,8 @@ class FakeAsterisk(AriTransport):
         fields: dict[str, Any] = {"cause": 32 if soft else cause, "channel": call.to_json()}
         if soft is not None:
             fields["soft"] = soft
-        self._emit(call.subscribed, "ChannelHangupRequest", **fields)
+        if requested:
+            self._emit(call.subscribed, "ChannelHangupRequest", **fields)
         for playback in list(self.playbacks.values()):
             if playback.target_uri == f"channel:{call.id}":
                 self._finish_playback(playback, "done")
@@ -1140,8 +1152,11 @@ class FakeAsterisk(AriTransport):
     def _r_continue_(self, request: AriRequest, id: str) -> AriResponse:
         call = self._stasis_channel(id)
         params = request.params
-        call.context = params.get("context") or call.context
-        call.extension = params.get("extension") or call.extension
+        # As Asterisk 22 fills the blanks (measured): no context is the channel's own,
+        # and its extension unless one is given; a context alone is its "s".
+        given = params.get("context")
+        call.extension = params.get("extension") or ("s" if given else call.extension)
+        call.context = given or call.context
         call.priority = int(params.get("priority") or 1)
         call.transferred_to = f"{call.extension}@{call.context}"
         if call.bridge_id is not None and call.bridge_id in self.bridges:
@@ -1150,7 +1165,35 @@ class FakeAsterisk(AriTransport):
         call.dialplan_app, call.dialplan_app_data = "", ""
         if call.context == self.amd_context:
             self._run_amd(call)
+        elif self.dialplan is not None:
+            self._run_dialplan(call)
         return _NO_CONTENT
+
+    def _run_dialplan(self, call: FakeCall) -> None:
+        """Where a continued channel lands in :attr:`dialplan` (it runs nothing there)."""
+        if self._dialplan_has(call.context, call.extension, str(call.priority)):
+            return
+        if not self._dialplan_has(call.context, call.extension, "1"):
+            for handler in ("i", "e"):  # the PBX's invalid-extension handlers
+                if self._dialplan_has(call.context, handler, "1"):
+                    call.extension, call.priority = handler, 1
+                    return
+        # Asterisk 22 measured: StasisEnd, then ChannelDestroyed with cause 0 and no
+        # ChannelHangupRequest (nobody asked for the hangup: the PBX found nothing).
+        self._later(0, lambda: self._hangup(call, 0, soft=None, requested=False))
+
+    def _dialplan_has(self, context: str, exten: str | None, priority: str | None) -> bool:
+        """``DIALPLAN_EXISTS(context[,exten[,priority]])`` of :attr:`dialplan`."""
+        extensions = (self.dialplan or {}).get(context)
+        if extensions is None:
+            return False
+        if exten is None:
+            return True
+        count = extensions.get(exten, 0)
+        if priority is None:
+            return count >= 1
+        # Asterisk 22 answers 0 for a priority that is no number (measured: "x").
+        return priority.isdigit() and 1 <= int(priority) <= count
 
     def _run_amd(self, call: FakeCall) -> None:
         """The AMD step of the shipped dialplan: AMD(), then Stasis with the verdict."""
@@ -1192,6 +1235,13 @@ class FakeAsterisk(AriTransport):
         if not name:
             raise _Fail(400, "Variable name is required")
         call = self._channel(id, "Provided channel was not found")
+        function, _, args = name.partition("(")
+        if function == "DIALPLAN_EXISTS" and args.endswith(")") and self.dialplan is not None:
+            context, exten, priority = [*args[:-1].split(",", 2), None, None][:3]
+            if not context:  # Asterisk 22: "DIALPLAN_EXISTS()" is its 500 (measured)
+                raise _Fail(500, "Unable to read provided function")
+            found = self._dialplan_has(context, exten, priority)
+            return _json({"value": "1" if found else "0"})
         if name not in call.variables:
             if name.endswith(")"):  # a dialplan function the fake cannot read (Asterisk 22)
                 raise _Fail(500, "Unable to read provided function")
