@@ -150,19 +150,44 @@ async def test_every_step_runs_when_earlier_steps_raise_in_reverse_order() -> No
 
     await context.teardown()
     assert order == ["voice", "media", "recording"]  # reverse order of creation
-    # every internal channel was asked to hang up and forgotten, failures or not
+    # every internal channel was asked to hang up; the one Asterisk refused is still up
+    # and stays owned (the app's stop, or its ChannelDestroyed, settles it)
     assert sorted(host.ari.channels.hung_up) == [
         "gone-snoop",
         "voxtra-internal-leg-y",
         "voxtra-internal-media-x",
     ]
-    assert context.channels == set() and host.registry.internal == {}
+    assert context.channels == {"voxtra-internal-media-x"}
+    assert set(host.registry.internal) == {"voxtra-internal-media-x"}
     assert sorted(host.ari.bridges.destroyed) == [
         "voxtra-internal-call-c",
         "voxtra-internal-media-b",
     ]
     assert context.bridges == set() and host.registry.bridges == {}
     assert fired == ["call-3"]
+
+
+async def test_a_channel_whose_hangup_was_refused_stays_owned_and_the_teardown_retries() -> None:
+    """Asterisk refused the hang-up of an internal channel (a 500): it is still up, so
+    the call still owns it and its teardown sends the hang-up again. It used to be
+    forgotten at once: the teardown never tried it, and it stayed up in Asterisk."""
+    host = Host(fail={"voxtra-internal-snoop-x"})
+    context = session(host, "call-6").context
+    for channel_id in ("voxtra-internal-snoop-x", "gone-leg"):
+        context.expect_channel(channel_id).cancel()
+    with pytest.raises(AriError):
+        await context.release_channel("voxtra-internal-snoop-x")
+    await context.release_channel("gone-leg")  # 404: already gone, forgotten
+    assert context.channels == {"voxtra-internal-snoop-x"}
+    assert set(host.registry.internal) == {"voxtra-internal-snoop-x"}
+    host.ari.channels.fail.clear()  # Asterisk takes the hang-up now
+    await context.teardown()
+    assert host.ari.channels.hung_up == [
+        "voxtra-internal-snoop-x",
+        "gone-leg",
+        "voxtra-internal-snoop-x",
+    ]
+    assert context.channels == set() and host.registry.internal == {}
 
 
 async def test_callbacks_run_when_teardown_is_cancelled() -> None:

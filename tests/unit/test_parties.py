@@ -725,3 +725,161 @@ async def test_a_snoop_that_never_starts_is_a_party_error_and_the_keys_go_on(
         await fake_asterisk.wait_until(lambda: str(supervision.mode) == "barge")
         assert len(snoops(fake_asterisk)) == 1
         await caller.hang_up()
+
+
+@pytest.mark.parametrize("when", ["bridging", "seating"])
+async def test_a_callee_hanging_up_while_it_is_connected_raises_call_failed(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The callee answers and hangs up before connect() is done with it: while the
+    parties' bridge is made (addChannel then refused: 400 "Channel not found"), or
+    while the agent is seated (its snoop refused: 404). connect() used to raise that
+    ARI error to the handler (AriBadRequest, AriNotFound) instead of its outcome."""
+    after: list[Any] = []
+    create, make_snoop = fake_asterisk._r_bridge_create, fake_asterisk._r_snoop
+
+    def hang_up_callee() -> None:
+        for leg in fake_asterisk.originated:
+            if not leg.ended:
+                fake_asterisk.caller_hangs_up(leg)
+
+    def hang_up_on_create(request: Any, bridge: str | None = None) -> Any:
+        if "parties" in (bridge or request.params.get("bridgeId", "")):
+            hang_up_callee()
+        return create(request, bridge)
+
+    def hang_up_on_snoop(request: Any, id: str, snoop: str | None = None) -> Any:
+        hang_up_callee()
+        return make_snoop(request, id, snoop)
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.media()
+        if when == "bridging":
+            monkeypatch.setattr(fake_asterisk, "_r_bridge_create", hang_up_on_create)
+        else:
+            monkeypatch.setattr(fake_asterisk, "_r_snoop", hang_up_on_snoop)
+        try:
+            await call.connect(ring_time=5, to="PJSIP/bob")
+        except Exception as exc:
+            after.append(exc)
+        after.append((call.parties.state, bridge_of(fake_asterisk, call.id)))
+        after.append((call.media_path.channel_id, set(fake_asterisk.bridges)))
+        await call.hangup()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await caller.wait_ended()
+
+    error, (state, bridge), (media_channel, bridges) = after
+    assert isinstance(error, CallFailed), repr(error)
+    assert "PJSIP/bob: the callee hung up before it was connected" in str(error)
+    assert state is PartyState.ALONE
+    assert bridge == {caller.id, media_channel}  # back with the agent
+    assert len(bridges) == 1  # the parties' bridge is gone: only the agent's is left
+    assert not fake_asterisk.bridges
+    assert not [c for c in fake_asterisk.channels.values() if not c.ended]
+
+
+async def test_a_target_hanging_up_during_the_briefing_ends_it_at_once(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    """The agent briefs the target, which hangs up: the briefing is cut short there
+    (cancelled) and the warm transfer fails with CallFailed, the caller off hold and
+    back with the agent. It used to go on talking to nobody until it returned by
+    itself (here: never), the caller on hold all along."""
+    briefing_started = asyncio.Event()
+    cancelled: list[bool] = []
+    after: list[Any] = []
+    done = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.media()
+
+        async def briefing(c: CallSession) -> bool:
+            briefing_started.set()
+            try:
+                await asyncio.Event().wait()  # a briefing that goes on and on
+            except asyncio.CancelledError:
+                cancelled.append(True)
+                raise
+            return True
+
+        try:
+            await call.transfer_to("PJSIP/sales", warm=True, briefing=briefing)
+        except Exception as exc:
+            after.append(exc)
+        after.append((call.parties.state, bridge_of(fake_asterisk, call.id)))
+        after.append((call.media_path.channel_id, [b.moh for b in fake_asterisk.bridges.values()]))
+        done.set()
+        await call.hangup()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await asyncio.wait_for(briefing_started.wait(), 5)
+        (target,) = fake_asterisk.originated
+        await target.hang_up()
+        await asyncio.wait_for(done.wait(), 5)
+        await caller.wait_ended()
+
+    error, (state, bridge), (media_channel, mohs) = after
+    assert isinstance(error, CallFailed), repr(error)
+    assert "the target hung up during the briefing" in str(error)
+    assert cancelled == [True]
+    assert state is PartyState.ALONE
+    assert bridge == {caller.id, media_channel}  # back with the agent
+    assert mohs == [None]  # off hold: the parties' bridge is gone
+    assert not fake_asterisk.bridges
+    assert not [c for c in fake_asterisk.channels.values() if not c.ended]
+
+
+async def test_a_target_hanging_up_as_it_joins_the_agent_fails_the_warm_transfer(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The target answers and hangs up before it is with the agent: addChannel is
+    refused (400 "Channel not found"), and that is the hang-up's CallFailed, not the
+    AriBadRequest it used to raise; the caller is off hold, back with the agent."""
+    after: list[Any] = []
+    add = fake_asterisk._r_bridge_add
+    briefed: list[bool] = []
+
+    def hang_up_as_it_joins(request: Any, bridge: str) -> Any:
+        for leg in fake_asterisk.originated:
+            if leg.id in request.params.get("channel", "") and not leg.ended:
+                fake_asterisk.caller_hangs_up(leg)
+        return add(request, bridge)
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.media()
+        monkeypatch.setattr(fake_asterisk, "_r_bridge_add", hang_up_as_it_joins)
+
+        async def briefing(c: CallSession) -> bool:
+            briefed.append(True)
+            return True
+
+        try:
+            await call.transfer_to("PJSIP/sales", warm=True, briefing=briefing)
+        except Exception as exc:
+            after.append(exc)
+        after.append((call.parties.state, bridge_of(fake_asterisk, call.id)))
+        after.append((call.media_path.channel_id, [b.moh for b in fake_asterisk.bridges.values()]))
+        await call.hangup()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await caller.wait_ended()
+
+    error, (state, bridge), (media_channel, mohs) = after
+    assert isinstance(error, CallFailed), repr(error)
+    assert "PJSIP/sales: the target hung up before it was connected" in str(error)
+    assert briefed == []  # nobody to brief
+    assert state is PartyState.ALONE
+    assert bridge == {caller.id, media_channel}
+    assert mohs == [None]
+    assert not fake_asterisk.bridges
+    assert not [c for c in fake_asterisk.channels.values() if not c.ended]

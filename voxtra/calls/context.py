@@ -431,15 +431,18 @@ class CallContext:
 
     async def release_channel(self, channel_id: str) -> None:
         """Hang up an internal channel of this call (sent again after an outage) and
-        forget it; one already gone is not an error."""
-        try:
-            with contextlib.suppress(AriNotFound):
-                await self.host.retry_after_outage(
-                    functools.partial(self.ari.channels.hangup, channel_id)
-                )
-        finally:
-            self.host.registry.forget_channel(channel_id)
-            self.channels.discard(channel_id)
+        forget it; one already gone is not an error. One whose hang-up fails (refused,
+        Asterisk unreachable, the request cancelled) is kept: it may still be up."""
+        # Forgotten only once gone: forgotten whatever the answer, a refused hang-up left
+        # the channel up in Asterisk and the teardown never sent it again (nobody owned
+        # it any more: tests/unit/test_call_teardown.py). Kept, the teardown tries it
+        # again, and its ChannelDestroyed, whenever it comes, forgets it.
+        with contextlib.suppress(AriNotFound):
+            await self.host.retry_after_outage(
+                functools.partial(self.ari.channels.hangup, channel_id)
+            )
+        self.host.registry.forget_channel(channel_id)
+        self.channels.discard(channel_id)
 
     async def release_bridge(self, bridge_id: str) -> None:
         """Destroy a bridge of this call (sent again after an outage) and forget it;
@@ -463,6 +466,28 @@ class CallContext:
         self.bridges.add(bridge.id)
         self.host.registry.own_bridge(bridge.id, self)
         return bridge.id
+
+    def seen_leaving(self, channel_id: str, left: asyncio.Future[AriEvent]) -> bool:
+        """Whether the internal channel ``channel_id`` was seen hanging up or leaving the
+        app: ``left`` (its :meth:`expect_leaving`) has the event, or the call no longer
+        owns it."""
+        if channel_id not in self.channels:
+            return True
+        return left.done() and not left.cancelled() and left.exception() is None
+
+    async def has_left(self, channel_id: str, left: asyncio.Future[AriEvent]) -> bool:
+        """As :meth:`seen_leaving`, after a request about the channel was refused: also
+        if Asterisk no longer knows it (the refusal may come before the event)."""
+        if self.seen_leaving(channel_id, left):
+            return True
+        try:
+            # Not self.request: a 404 here is the channel's, not the call's end.
+            await self.ari.channels.get(channel_id)
+        except AriNotFound:
+            return True
+        except AriError:
+            return False  # cannot tell: the refusal itself says what went wrong
+        return self.seen_leaving(channel_id, left)
 
     def share_bridge(self, bridge_id: str, other: CallContext) -> None:
         """``other`` joins a bridge of this call: both see its events and are peers."""

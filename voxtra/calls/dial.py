@@ -286,7 +286,7 @@ async def _connect(
         await context.request(context.ari.bridges.add_channel(bridge_id, [context.id, leg.id]))
     except AriError:
         # Refused as a whole (400 "Channel not found"): the caller did not move.
-        if not await _has_left(context, leg.id, left):
+        if not await context.has_left(leg.id, left):
             raise
         with contextlib.suppress(AriError, CallEnded):
             await context.release_bridge(bridge_id)
@@ -294,7 +294,7 @@ async def _connect(
     began = time.monotonic()
     logger.info("call %s: connected to %s (%s)", context.id, leg.target, leg.id)
     # Gone while the bridge was made: its event came before the answer to addChannel.
-    if not _seen_leaving(context, leg.id, left):
+    if not context.seen_leaving(leg.id, left):
         waits: set[asyncio.Future[Any]] = {left, context.gone}
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     talk = time.monotonic() - began
@@ -315,29 +315,6 @@ async def _ready(context: CallContext, tone: Playback | None) -> None:
     if context.state is CallState.RINGING:
         await context.request(context.ari.channels.answer(context.id))
         context.mark_answered()
-
-
-def _seen_leaving(context: CallContext, channel_id: str, left: asyncio.Future[AriEvent]) -> bool:
-    """Whether the internal channel ``channel_id`` was seen hanging up or leaving the
-    app: ``left`` (its watch) has the event, or the call no longer owns it."""
-    if channel_id not in context.channels:
-        return True
-    return left.done() and not left.cancelled() and left.exception() is None
-
-
-async def _has_left(context: CallContext, channel_id: str, left: asyncio.Future[AriEvent]) -> bool:
-    """As :func:`_seen_leaving`, after a request about the channel was refused: also if
-    Asterisk no longer knows it (the refusal may come before the event)."""
-    if _seen_leaving(context, channel_id, left):
-        return True
-    try:
-        # Not context.request: a 404 here is the leg's, not the caller's end.
-        await context.ari.channels.get(channel_id)
-    except AriNotFound:
-        return True
-    except AriError:
-        return False  # cannot tell: the refusal itself says what went wrong
-    return _seen_leaving(context, channel_id, left)
 
 
 def _hung_up_before(leg: _Leg) -> DialResult:
@@ -415,7 +392,7 @@ async def _connect_with_keys(
                 context.ari.bridges.add_channel(bridge_id, leg.id, absorb_dtmf=True)
             )
         except AriError:
-            if not await _has_left(context, leg.id, left):
+            if not await context.has_left(leg.id, left):
                 raise
             # The caller is in the dial bridge already: back where it was.
             with contextlib.suppress(AriError, CallEnded):
@@ -434,7 +411,7 @@ async def _connect_with_keys(
             )
             # A party gone while set up or while a transfer completed: its event came
             # before this wait, to the watch kept since it answered.
-            if not _seen_leaving(context, current, watching):
+            if not context.seen_leaving(current, watching):
                 waits: set[asyncio.Future[Any]] = {watching, number, context.gone}
                 try:
                     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -450,7 +427,7 @@ async def _connect_with_keys(
                     ended_by="caller",
                     transferred_to=tuple(transferred),
                 )
-            if _seen_leaving(context, current, watching):
+            if context.seen_leaving(current, watching):
                 with contextlib.suppress(AriError, CallEnded):
                     await context.release_bridge(bridge_id)
                 await _back_home(context, home)
@@ -575,7 +552,7 @@ async def _consult(
             await context.request(context.ari.bridges.add_channel(consult, [context.id, target]))
         except AriError:
             # Refused as a whole: the target hung up too, the caller is still on hold.
-            if not await _has_left(context, target, gone_target):
+            if not await context.has_left(target, gone_target):
                 raise
             await _abort(context, bridge_id, consult, transferer, True)
             return "gone"

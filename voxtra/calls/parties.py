@@ -266,8 +266,9 @@ class CallParties:
         the callee rings (``ringback=False``: the agent's audio only).
 
         Raises the dial's outcome (:class:`~voxtra.errors.CallBusy`,
-        :class:`~voxtra.errors.CallNoAnswer`, :class:`~voxtra.errors.CallFailed`); the
-        caller then stays with the agent as before.
+        :class:`~voxtra.errors.CallNoAnswer`, :class:`~voxtra.errors.CallFailed`, also
+        for a callee that answers and hangs up before it is connected); the caller then
+        stays with the agent as before.
         """
         context = self.context
         context.check_alive()
@@ -316,14 +317,31 @@ class CallParties:
                 )
                 self.callee_id = leg
                 await self._seat(mode)
-            except BaseException:
-                context.forget(left)
-                self.callee_id = None
-                with contextlib.suppress(AriError, CallEnded):
-                    await context.release_channel(leg)
-                with contextlib.suppress(AriError, CallEnded):
-                    await self._back_to_agent()
-                self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
+            except BaseException as exc:
+                try:
+                    # Asked before the leg is released (which forgets it). A callee that
+                    # hangs up on answering makes Asterisk refuse the next request about
+                    # it: addChannel 400 "Channel not found", snoop 404 (measured on
+                    # 22.10.1 with Local/hangup-after@voxtra-test: 2 connects in 6). They
+                    # reached the handler as they were; the hang-up is the outcome.
+                    hung_up = (
+                        isinstance(exc, Exception)
+                        and not context.ended
+                        and await context.has_left(leg, left)
+                    )
+                finally:
+                    context.forget(left)
+                    self.callee_id = None
+                    with contextlib.suppress(AriError, CallEnded):
+                        await context.release_channel(leg)
+                    with contextlib.suppress(AriError, CallEnded):
+                        await self._back_to_agent()
+                    self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
+                if hung_up:
+                    logger.info("call %s: %s hung up before it was connected", context.id, leg)
+                    raise CallFailed(
+                        endpoint, None, "", "the callee hung up before it was connected"
+                    ) from exc
                 raise
             self.state = PartyState.CONNECTED
             context.spawn(self._watch(leg, left), name=f"voxtra-callee-{context.id}")
@@ -372,33 +390,85 @@ class CallParties:
                 leg = await self.dial(endpoint, ring_time, caller_id or context.caller_id or None)
                 left = context.expect_leaving(leg)
                 await context.ari.bridges.add_channel(agent_bridge, leg)
-                accepted = await brief()
-                if left.done():
+                accepted = await self._brief(brief, endpoint, left)
+                if context.seen_leaving(leg, left):
                     raise CallFailed(endpoint, None, "", "the target hung up during the briefing")
                 if accepted is False:
                     raise TransferDeclined(endpoint, None, "", "the target declined the transfer")
                 await context.ari.bridges.stop_moh(self.bridge_id)
                 # Moves the target out of the agent's bridge, to the caller.
                 await context.ari.bridges.add_channel(self.bridge_id, leg)
-            except BaseException:
-                if left is not None:
-                    context.forget(left)
-                # Each step on its own: one failing must not keep the caller on hold.
-                if leg is not None:
+            except BaseException as exc:
+                try:
+                    # A request about the target refused because it hung up (as in
+                    # connect()), before the briefing or after it: that is the outcome.
+                    hung_up = (
+                        isinstance(exc, Exception)
+                        and not isinstance(exc, CallFailed)
+                        and leg is not None
+                        and left is not None
+                        and not context.ended
+                        and await context.has_left(leg, left)
+                    )
+                finally:
+                    if left is not None:
+                        context.forget(left)
+                    # Each step on its own: one failing must not keep the caller on hold.
+                    if leg is not None:
+                        with contextlib.suppress(AriError, CallEnded):
+                            await context.release_channel(leg)
+                    if self.bridge_id is not None:
+                        with contextlib.suppress(AriError, CallEnded):
+                            await context.ari.bridges.stop_moh(self.bridge_id)
                     with contextlib.suppress(AriError, CallEnded):
-                        await context.release_channel(leg)
-                if self.bridge_id is not None:
-                    with contextlib.suppress(AriError, CallEnded):
-                        await context.ari.bridges.stop_moh(self.bridge_id)
-                with contextlib.suppress(AriError, CallEnded):
-                    await self._back_to_agent()
-                self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
+                        await self._back_to_agent()
+                    self.state = PartyState.ALONE if not context.ended else PartyState.DISCONNECTED
+                if hung_up:
+                    raise CallFailed(
+                        endpoint, None, "", "the target hung up before it was connected"
+                    ) from exc
                 raise
             self.callee_id = leg
             self.state = PartyState.CONNECTED
             context.spawn(self._watch(leg, left), name=f"voxtra-callee-{context.id}")
             logger.info("call %s: warm transfer to %s: connected", context.id, endpoint)
             return leg
+
+    async def _brief(
+        self,
+        brief: Callable[[], Awaitable[bool | None]],
+        endpoint: str,
+        left: asyncio.Future[AriEvent],
+    ) -> bool | None:
+        """``await brief()`` while the target is on the line: its hang-up (``left``)
+        cuts the briefing short, cancelled, with :class:`~voxtra.errors.CallFailed`;
+        the caller's, with CallEnded."""
+        # A task of its own, watched with the target's leaving: awaited in line, the
+        # briefing went on talking to nobody until it returned by itself (a say() to
+        # its end, a listen() to its timeout) while the caller waited on hold.
+        briefing = asyncio.ensure_future(brief())
+        try:
+            await asyncio.wait((briefing, left), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not briefing.done():
+                briefing.cancel()
+                await asyncio.wait((briefing,))
+        try:
+            if not left.done():
+                return briefing.result()
+            if not briefing.cancelled():
+                briefing.exception()  # retrieved: the hang-up is the outcome, not its error
+            await expected(left)  # the caller hung up: CallEnded
+            # What the agent had queued for the target is not for the caller, who is
+            # back with the agent next.
+            transport = self.media.transport
+            if transport is not None:
+                await transport.flush()
+            logger.info("call %s: the target hung up during the briefing", self.context.id)
+            raise CallFailed(endpoint, None, "", "the target hung up during the briefing")
+        finally:
+            # The briefing's error, raised here, holds this frame: let go of the task.
+            del briefing
 
     async def set_mode(self, mode: AgentMode) -> None:
         """Switch the agent to ``mode`` (barge, whisper, spy)."""
