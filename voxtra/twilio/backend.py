@@ -249,6 +249,9 @@ class TwilioBackend:
         self._registered = asyncio.Condition()
         self._creating = 0
         """Originates whose ``calls.create`` is under way (their CallSid not yet known)."""
+        self._cancelling: set[asyncio.Future[None]] = set()
+        """Ends of the calls of originates cancelled during ``calls.create`` (kept: the
+        originate may be cancelled again while it waits for one)."""
         self._early: dict[str, tuple[float, list[tuple[str, str | None]]]] = {}
         """Status callbacks that came before their originate registered the CallSid: by
         CallSid, when the first one came and each one's (status, SIP code), in order."""
@@ -451,10 +454,11 @@ class TwilioBackend:
                             )
                             await ws.close(code=1008)
                             return
+                        pending = await self._outbound_for(start)
                         if self._given_up.pop(start.call_sid, None) is not None:
                             await self._hang_up_unwanted(start.call_sid)
                             return
-                        transport, session = await self._start_call(ws, start)
+                        transport, session = await self._start_call(ws, start, pending)
                 elif isinstance(message, Stop):
                     break
         except WebSocketDisconnect:
@@ -529,7 +533,7 @@ class TwilioBackend:
         return replace(start, custom_parameters=params)
 
     async def _start_call(
-        self, ws: WebSocket, start: Start
+        self, ws: WebSocket, start: Start, pending: _Outbound | None
     ) -> tuple[TwilioMediaTransport, CallSession]:
         params = start.custom_parameters
         call_sid = start.call_sid
@@ -542,8 +546,6 @@ class TwilioBackend:
         transport = TwilioMediaTransport(
             start.stream_sid, ws.send_text, close_socket, self.app.ticker, call_sid=call_sid
         )
-        outbound = params.get("Direction", "").startswith("outbound")
-        pending = await self._outbound_for(call_sid) if outbound else None
         channel = Channel(
             id=call_sid,
             name=f"Twilio/{call_sid}",
@@ -588,14 +590,21 @@ class TwilioBackend:
         logger.info("twilio call %s: stream %s started", call_sid, start.stream_sid)
         return transport, session
 
-    async def _outbound_for(self, call_sid: str) -> _Outbound | None:
-        """The originate of ``call_sid``: its stream can start before ``calls.create``
-        returned here (the webhook is Twilio's, as soon as the call is answered)."""
+    async def _outbound_for(self, start: Start) -> _Outbound | None:
+        """The originate of an outbound call's stream: it can start before
+        ``calls.create`` returned here (the webhook is Twilio's, as soon as the call is
+        answered). None for an inbound call, or one whose originate gave up meanwhile
+        (cancelled during its ``calls.create``: see :meth:`_cancel_created`)."""
+        if not start.custom_parameters.get("Direction", "").startswith("outbound"):
+            return None
+        call_sid = start.call_sid
+
+        def known() -> bool:
+            return call_sid in self._outbound or call_sid in self._given_up
+
         async with self._registered:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._registered.wait_for(lambda: call_sid in self._outbound), 5.0
-                )
+                await asyncio.wait_for(self._registered.wait_for(known), 5.0)
         return self._outbound.get(call_sid)
 
     # -- REST ---------------------------------------------------------------------------------
@@ -714,27 +723,35 @@ class TwilioBackend:
         :class:`~voxtra.errors.CallNoAnswer` or :class:`~voxtra.errors.CallFailed`,
         from Twilio's status callback, as ``VoxtraApp.originate`` does on Asterisk.
         ``on_ringing()`` runs when Twilio's ``ringing`` status callback comes. Cancelled
-        while the call rings, it cancels the call at Twilio (``status=canceled``).
+        while the call rings, it cancels the call at Twilio (``status=canceled``); while
+        ``calls.create`` is under way, the cancel waits for Twilio's answer and cancels
+        the call it names.
         """
         caller = caller_id or self.settings.from_number
         if not caller:
             raise ConfigError("originate needs caller_id= (a Twilio number) or twilio.from_number")
         pending = _Outbound(to, handler, dict(metadata or {}), on_ringing)
         self._creating += 1
+        # The create in a task of its own, shielded: cancelled while the request is out,
+        # the request has reached Twilio all the same and the call is made there (its
+        # answer, which a cancelled request never reads, is the only word of its
+        # CallSid). Left alone it rang on, and its answer streamed into nothing.
+        create = asyncio.ensure_future(self._create(to, caller, timeout))
         try:
-            async with _rest("calls.create"):
-                call = await self.client().calls.create_async(
-                    to=to,
-                    from_=caller,
-                    url=self.voice_url,
-                    status_callback=self.status_url,
-                    status_callback_event=["initiated", "ringing", "answered", "completed"],
-                    timeout=timeout,
-                )
-            call_sid = str(call.sid)
-            # Nothing else runs between the create's answer and here (leaving _rest does
-            # not suspend): a status callback handled from now on finds the call
-            # registered, one handled before is in _early.
+            try:
+                call_sid = await asyncio.shield(create)
+            except asyncio.CancelledError:
+                # As a cancelled originate on Asterisk hangs its channel up: wait for
+                # the answer and cancel the call it names. Shielded (and kept): a second
+                # cancel must not leave it ringing either.
+                cleanup = asyncio.ensure_future(self._cancel_created(create))
+                self._cancelling.add(cleanup)
+                cleanup.add_done_callback(self._cancelling.discard)
+                await asyncio.shield(cleanup)
+                raise
+            # A status callback handled between the create's answer and here found
+            # _creating > 0 and the CallSid unregistered: it is in _early. One handled
+            # from now on finds the call registered (nothing suspends in between).
             self._outbound[call_sid] = pending
             _, early = self._early.pop(call_sid, (0.0, []))
         except TwilioApiError as exc:
@@ -746,6 +763,7 @@ class TwilioBackend:
             self._creating -= 1
             if not self._creating:
                 self._early.clear()  # no originate left that could claim them
+            del create  # it holds what it raised, which holds this frame: a cycle
         try:
             for status, sip_code in early:
                 self._apply_status(call_sid, pending, status, sip_code)
@@ -774,6 +792,39 @@ class TwilioBackend:
         finally:
             self._outbound.pop(call_sid, None)
             del pending  # it holds what was raised through this frame: a cycle a call
+
+    async def _create(self, to: str, caller: str, timeout: int) -> str:
+        """``calls.create`` of an originate: the new call's CallSid. Raises
+        :class:`TwilioApiError`."""
+        async with _rest("calls.create"):
+            call = await self.client().calls.create_async(
+                to=to,
+                from_=caller,
+                url=self.voice_url,
+                status_callback=self.status_url,
+                status_callback_event=["initiated", "ringing", "answered", "completed"],
+                timeout=timeout,
+            )
+        return str(call.sid)
+
+    async def _cancel_created(self, create: asyncio.Future[str]) -> None:
+        """End the call of an originate cancelled during its ``calls.create``, once
+        Twilio's answer names it: ``canceled`` while it rings; a stream that came (or
+        comes) for it is hung up, not routed (:meth:`_stream`)."""
+        # Whatever fails here is not raised: the originate's cancel goes on as one.
+        try:
+            call_sid = await create
+        except Exception:
+            return  # refused, or Twilio unreachable: no call was made
+        finally:
+            del create  # a refusal holds this frame: a cycle otherwise
+        self._gave_up(call_sid)
+        self._early.pop(call_sid, None)
+        async with self._registered:
+            self._registered.notify_all()  # a stream waiting for its originate: none
+        logger.info("twilio call %s: created after its originate was cancelled", call_sid)
+        with contextlib.suppress(Exception):
+            await self.update_call(call_sid, status="canceled")
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -456,6 +456,75 @@ async def test_an_answer_after_originate_gave_up_is_hung_up_not_routed(
     assert call.statuses == ["canceled", "completed"]
 
 
+class SlowCreate(FakeTwilio):
+    """A Twilio slow to answer ``calls.create``: it has the request (:attr:`arrived`),
+    makes the call only once :attr:`release` is set, and with ``ring_first`` answers
+    only once the call has rung out (answered, its stream started)."""
+
+    def __init__(self, *, ring_first: bool = False) -> None:
+        super().__init__()
+        self.ring_first = ring_first
+        self.arrived = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def _create_call(self, request: web.Request) -> web.Response:
+        await request.post()  # the whole request is Twilio's, whatever the client does next
+        self.arrived.set()
+        await self.release.wait()
+        response = await super()._create_call(request)
+        if self.ring_first:
+            await asyncio.gather(*self._tasks)
+        return response
+
+
+async def test_an_originate_cancelled_during_calls_create_cancels_the_call(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    # Cancelled while calls.create was out: Twilio made the call all the same, after
+    # the cancel. Before, nobody read its answer: the call rang on for its full ring
+    # time (here 5 s, then answered into a stream no originate waited for).
+    async with SlowCreate() as twilio:
+        twilio.script("+15550999", "answer")
+        twilio.ring_s = 5.0
+        app, handled = holding_app(tmp_path, twilio)
+        async with running(app, fake_asterisk, twilio) as rig:
+            placing = asyncio.ensure_future(rig.backend.originate("+15550999", timeout=30))
+            await asyncio.wait_for(twilio.arrived.wait(), 5)
+            placing.cancel()
+            twilio.release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await placing
+            await _until(lambda: [c.status for c in twilio.calls.values()] == ["canceled"], 3)
+            (call,) = twilio.calls.values()
+            assert call.statuses == ["canceled"] and call.phone is None
+            assert rig.backend._outbound == {} and rig.backend._early == {}
+    assert handled == []
+
+
+async def test_an_answer_before_a_cancelled_calls_create_returns_is_hung_up(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    # Cancelled during calls.create, and the call answered (its stream waiting for its
+    # originate) before Twilio's answer came: "canceled" does not end it, the stream
+    # hangs it up. Before, the stream waited 5 s, then became an inbound call.
+    async with SlowCreate(ring_first=True) as twilio:
+        twilio.script("+15550999", "answer")
+        app, handled = holding_app(tmp_path, twilio)
+        async with running(app, fake_asterisk, twilio) as rig:
+            placing = asyncio.ensure_future(rig.backend.originate("+15550999", timeout=30))
+            await asyncio.wait_for(twilio.arrived.wait(), 5)
+            placing.cancel()
+            twilio.release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await placing
+            phone = await asyncio.wait_for(twilio.answered.get(), 5)
+            await phone.wait_ended(3)
+            (call,) = twilio.calls.values()
+            await _until(lambda: call.status == "completed", 3)
+            assert sorted(call.statuses) == ["canceled", "completed"]
+    assert handled == [] and not app.active_sessions
+
+
 async def test_recording_is_fetched_and_delivered_through_the_sink(
     fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path
 ) -> None:

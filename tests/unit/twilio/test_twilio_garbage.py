@@ -14,10 +14,11 @@ import pytest
 from garbage import collector_off, cyclic_garbage
 from twilio_rig import make_app, running
 
-from voxtra import CallBusy, CallSession
+from voxtra import CallBusy, CallFailed, CallSession
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.fakes.twilio import FakeTwilio
+from voxtra.twilio import TwilioApiError
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -67,3 +68,23 @@ async def test_a_busy_twilio_originate_leaves_no_cycle(
     async with running(app, fake_asterisk, twilio) as rig:
         assert await asyncio.create_task(dial()) == "busy"
         assert cyclic_garbage((CallBusy,)) == []
+
+
+async def test_a_refused_twilio_originate_leaves_no_cycle(
+    fake_asterisk: FakeAsterisk, twilio: FakeTwilio, tmp_path: Path, no_collector: None
+) -> None:
+    # calls.create runs in a task of its own (a cancel must not lose its answer): the
+    # task holds the refusal, whose traceback holds the originate's frame.
+    app = make_app(tmp_path, twilio)
+    twilio.script("+15550778", "refused")
+
+    async def dial() -> str:
+        try:
+            await rig.backend.originate("+15550778", timeout=5)
+        except CallFailed:
+            return "failed"
+        return "answered"
+
+    async with running(app, fake_asterisk, twilio) as rig:
+        assert await asyncio.create_task(dial()) == "failed"
+        assert cyclic_garbage((CallFailed, TwilioApiError)) == []

@@ -61,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 FRAME = 160  # 20 ms of mu-law 8 kHz
 SILENCE = b"\xff" * FRAME
+ENDED = ("completed", "busy", "no-answer", "failed", "canceled")
+"""The statuses of a call that is over."""
 
 
 def _sid(prefix: str) -> str:
@@ -198,8 +200,12 @@ class FakeTwilio(FakeServer):
 
     async def _ring(self, call: TwilioCall) -> None:
         outcome = self._outcomes.get(call.to, "no-answer")
-        await self._status(call, "initiated")
-        await self._status(call, "ringing")
+        for status in ("initiated", "ringing"):
+            # Each status callback is a request the app may answer with a cancel: a
+            # canceled call stays so (it rang on once "ringing" overwrote "canceled").
+            if call.status in ENDED:
+                return
+            await self._status(call, status)
         await asyncio.sleep(self.ring_s)
         if call.status != "ringing":
             return  # canceled (or hung up) while it rang
@@ -226,7 +232,7 @@ class FakeTwilio(FakeServer):
         """The call ends at Twilio: its stream stops and the status callback says so."""
         if call.phone is not None:
             await call.phone.stop_stream()
-        if call.status not in ("completed", "busy", "no-answer", "failed", "canceled"):
+        if call.status not in ENDED:
             await self._status(call, status)
         for recording in self.recordings.values():
             if recording.call_sid == call.sid and recording.status == "in-progress":
