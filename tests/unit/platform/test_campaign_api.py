@@ -109,6 +109,49 @@ async def test_a_csv_campaign_with_per_contact_variables_and_zones(
     assert seen == [("Ann", "gold"), ("Bob", "basic")]
 
 
+async def test_a_start_at_without_an_offset_is_a_wall_time_in_the_campaigns_zone(
+    running: Callable[..., Any],
+) -> None:
+    # Before, "2026-11-30T10:00:00" with tz Europe/Paris was read as 10:00 UTC, silently:
+    # 11:00 in Paris, an hour after the operator's 10:00 (the clock says 09:00 UTC).
+    rig = await start(running)
+    made = await rig.client.post(
+        "/v1/campaigns",
+        json={
+            "route": "agent",
+            "tz": "Europe/Paris",
+            "start_at": "2026-11-30T10:00:00",
+            "contacts": [{"to": "PJSIP/s1"}],
+        },
+        headers=auth(WRITE),
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["start_at"] == "2026-11-30T09:00:00Z"
+    done = await progress(rig, made.json()["campaign_id"], "finished")
+    assert done["contacts"] == {"completed": 1}
+    for start_at, tz, instant in (
+        ("2026-12-01T09:00:00", "America/New_York", "2026-12-01T14:00:00Z"),
+        ("2026-12-01T09:00:00", None, "2026-12-01T09:00:00Z"),  # tz's default: UTC
+        ("2026-12-01T09:00:00+01:00", "America/New_York", "2026-12-01T08:00:00Z"),
+        ("2026-12-01T09:00:00Z", "Europe/Paris", "2026-12-01T09:00:00Z"),
+        # the spring gap: 02:30 never happens in Paris that night; the clocks' jump
+        ("2027-03-28T02:30:00", "Europe/Paris", "2027-03-28T01:00:00Z"),
+    ):
+        later = await rig.client.post(
+            "/v1/campaigns",
+            json={
+                "route": "agent",
+                "start_at": start_at,
+                "contacts": [{"to": "PJSIP/s2"}],
+                **({"tz": tz} if tz else {}),
+            },
+            headers=auth(WRITE),
+        )
+        assert later.status_code == 201, later.text
+        assert (start_at, later.json()["start_at"]) == (start_at, instant)
+        assert later.json()["contacts"] == {"pending": 1}
+
+
 async def test_pause_resume_cancel_and_their_conflicts(running: Callable[..., Any]) -> None:
     rig = await start(running)
     made = await rig.client.post(

@@ -30,6 +30,7 @@ from voxtra.platform.schemas import (
     TransferRequest,
 )
 from voxtra.platform.store.calls import FINAL_STATUSES, CallEventRecord, CallRecord, CallStatus
+from voxtra.platform.store.db import shielded
 from voxtra.platform.store.repository import CallFilter, IdempotencyMismatch, InvalidCursor
 from voxtra.platform.targets import InvalidTarget
 from voxtra.recording.gcs import GCSSink
@@ -336,20 +337,22 @@ async def call_events(
         after = last_event_id or 0
         loop = asyncio.get_running_loop()
         quiet_since = loop.time()
+        # Every store call shielded: a disconnect's cancel cut them short, their
+        # sessions unclosed (see shielded).
         while True:
-            events = await platform.store.events_after(call_id, after)
+            events = await shielded(platform.store.events_after(call_id, after))
             for event in events:
                 after = event.id
                 yield frame(event)
             if events:
                 quiet_since = loop.time()
                 continue
-            call = await platform.store.get(call_id)
+            call = await shielded(platform.store.get(call_id))
             if call is None or CallStatus(call.status) in FINAL_STATUSES:
                 # The final status and its event are one write: committed between the
                 # read above and this one, the stream ended without them (57 streams of
                 # 100 when a turn and the end are written back to back). Read once more.
-                for event in await platform.store.events_after(call_id, after):
+                for event in await shielded(platform.store.events_after(call_id, after)):
                     yield frame(event)
                 return
             if await request.is_disconnected():

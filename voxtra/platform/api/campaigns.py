@@ -117,7 +117,11 @@ class CampaignSettings(BaseModel):
         description="the telephony backend of every call (as for POST /v1/calls; none: "
         "Asterisk when the app has it, else Twilio)",
     )
-    start_at: datetime | None = Field(default=None, description="not before (default: now)")
+    start_at: datetime | None = Field(
+        default=None,
+        description="not before (default: now): with an offset, that instant; without, "
+        "a wall time in tz",
+    )
 
     _url = field_validator("webhook_url")(bounded_url)
 
@@ -146,6 +150,7 @@ class CampaignOut(BaseModel):
     max_concurrent: int | None
     calls_per_minute: int | None
     created_at: datetime
+    start_at: datetime = Field(description="no call before this instant (UTC)")
     finished_at: datetime | None
     total: int
     contacts: dict[str, int] = Field(description="contacts per state (final or not)")
@@ -239,6 +244,7 @@ async def _out(platform: Platform, campaign: Campaign) -> CampaignOut:
         max_concurrent=campaign.max_concurrent,
         calls_per_minute=campaign.calls_per_minute,
         created_at=campaign.created_at,
+        start_at=campaign.start_at,
         finished_at=campaign.finished_at,
         total=progress["total"],
         contacts=progress["contacts"],

@@ -83,11 +83,19 @@ async def create_campaign(
     start_at: datetime | None = None,
     backend: str | None = None,
 ) -> Campaign:
-    zone(tz)
+    campaign_zone = zone(tz)
     for contact in contacts:
         if contact.tz is not None:
             zone(contact.tz)
-    starts = utc(start_at) if start_at is not None else now
+    if start_at is None:
+        starts = now
+    elif start_at.tzinfo is None:
+        # A wall time in the campaign's zone, as a schedule's ``at`` is in its ``tz``:
+        # an operator who gives tz Europe/Paris and 09:00 means 09:00 in Paris. It was
+        # read as UTC, silently: an hour late in Paris in winter, five early in New York.
+        starts = local_to_utc(start_at, campaign_zone)
+    else:
+        starts = utc(start_at)
     campaign = Campaign(
         name=name,
         route=route,

@@ -30,6 +30,7 @@ from voxtra.platform.notify import CallNotifier
 from voxtra.platform.platform import Platform
 from voxtra.platform.store.calls import FINAL_STATUSES, CallRecord, TranscriptTurn
 from voxtra.platform.store.campaigns import Campaign
+from voxtra.platform.store.db import shielded
 from voxtra.platform.ui import render
 from voxtra.platform.ui.session import COOKIE, SESSION_SECONDS, Session, keys_of, same_origin
 
@@ -284,18 +285,20 @@ async def stream(request: Request, platform: PlatformDep) -> StreamingResponse:
         sent_rows: dict[str, str] = {}
         sent_campaigns: str | None = None
         yield "retry: 1000\n\n"
+        # Every read shielded: a disconnect's cancel cut them short, their sessions
+        # unclosed (see shielded).
         while True:
-            live, turns = await _live(platform)
+            live, turns = await shielded(_live(platform))
             html = render.live_section(live, turns, can_act)
             if html != sent_live:
                 sent_live = html
                 yield _event("live", {"html": html})
-            for call in reversed(await _recent(platform)):
+            for call in reversed(await shielded(_recent(platform))):
                 version, row = render.recent_row(call)
                 if sent_rows.get(call.id) != version:
                     sent_rows[call.id] = version
                     yield _event("recent", {"id": call.id, "v": version, "html": row})
-            html = render.campaigns_section(await _campaigns(platform), can_act)
+            html = render.campaigns_section(await shielded(_campaigns(platform)), can_act)
             if html != sent_campaigns:
                 sent_campaigns = html
                 yield _event("campaigns", {"html": html})
