@@ -202,3 +202,39 @@ def test_speech_like_wav_makes_speech_at_the_rate(tmp_path: Path, rate: int) -> 
     # Speech has pauses and varying level, unlike a tone: several frames differ a lot.
     levels = [v for v in audio.frame_levels_dbfs(y, rate, 20) if v > -60]
     assert max(levels) - min(levels) > 15
+
+
+HOURS = "We are open Monday to Friday, from nine in the morning to five in the evening."
+SORRY = "Sorry, I had a problem. Could you say that again?"
+
+
+def test_answers_jsgf_makes_every_word_optional_and_refuses_no_words() -> None:
+    grammar = audio.answers_jsgf(["Sorry, I had a problem.", "We're open!"])
+    assert "( [sorry] [i] [had] [a] [problem] | [we're] [open] )" in grammar
+    with pytest.raises(ValueError, match="at least one answer"):
+        audio.answers_jsgf(["...", ""])
+
+
+async def test_hear_answer_tells_the_answers_apart_through_holes(tmp_path: Path) -> None:
+    samples, rate = audio.read_wav(await audio.synthesize_wav(HOURS, tmp_path / "hours.wav"))
+    clear = await audio.hear_answer(samples, rate, [SORRY, HOURS])
+    assert clear.answer == HOURS and clear.score >= 0.9, clear
+    # Holes as a loaded box's phone records them: 60 ms of nothing in four places.
+    holed = samples.copy()
+    for at in (0.8, 1.6, 2.5, 3.3):
+        holed[int(at * rate) : int((at + 0.06) * rate)] = 0
+    heard = await audio.hear_answer(holed, rate, [SORRY, HOURS])
+    # Some words lost with the holes (this cut: 7 of 15 heard, 0.61), still the one
+    # answer and far above noise (below).
+    assert heard.answer == HOURS and heard.score >= 0.5, heard
+    sorry, rate = audio.read_wav(await audio.synthesize_wav(SORRY, tmp_path / "sorry.wav"))
+    assert (await audio.hear_answer(sorry, rate, [SORRY, HOURS])).answer == SORRY
+
+
+async def test_hear_answer_hears_no_answer_in_noise_or_silence() -> None:
+    # One second: pocketsphinx searches noise slowly (3 s took 36 s on a slow box).
+    noise = np.random.default_rng(2).normal(0, 2000, 8000).astype(np.int16)
+    assert (await audio.hear_answer(noise, 8000, [SORRY, HOURS])).score < 0.3
+    assert await audio.hear_answer(audio.silence(2.0), 8000, [SORRY, HOURS]) == audio.Heard(
+        None, "", 0.0
+    )
