@@ -12,6 +12,7 @@ import pytest
 from voxtra import VoiceConfig, VoxtraApp
 from voxtra.local import QWEN_CODER_1_5B, LlamaServer, LocalLLM
 from voxtra.pipeline import Agent, PipelineEvent, SpeechStartedEvent, TurnMetrics
+from voxtra.providers.base import ChatMessage
 from voxtra.testing.modules import import_file
 
 
@@ -85,3 +86,26 @@ def test_the_conversation_is_warmed_after_each_turn_and_once_the_caller_first_sp
     pipeline.emit(SpeechStartedEvent())  # later onsets: nothing new to warm
     pipeline.emit(TurnMetrics())
     assert call.spawned == ["local-llm-warm", "local-llm-warm"]
+
+
+async def test_a_long_conversation_is_warmed_as_its_next_request_sends_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past ``max_history_chars`` the oldest turns are not sent: warming them filled the
+    server's one prompt cache with a prefix no request has."""
+    local = LocalLLM(cache=tmp_path)
+    warmed: list[list[ChatMessage]] = []
+
+    async def warm_up(*, tools: Any = None, history: list[ChatMessage]) -> None:
+        warmed.append(history)
+
+    monkeypatch.setattr(local.llm, "warm_up", warm_up)
+    agent = Agent(None, system_prompt="You answer briefly.", max_history_chars=400)
+    for turn in range(30):
+        agent.history.append(ChatMessage(role="user", content=f"question number {turn}?"))
+        agent.history.append(ChatMessage(role="assistant", content=f"answer number {turn}."))
+    await local.warm_conversation(agent)
+    [history] = warmed
+    assert history == agent.request_messages()
+    assert history[0].role == "system" and len(history) < len(agent.history)
+    assert history[-1] is agent.history[-1]

@@ -190,9 +190,14 @@ class LocalLLM:
         server never computed (no request follows it): measured on the demo, the turn
         after the opening hours' 20-word answer took 1.7 s to its first audio, against
         0.55 s after a generated one. A failure is logged, never raised: the next
-        request computes the prefix itself."""
+        request computes the prefix itself.
+
+        What is warmed is what the next request sends (:meth:`Agent.request_messages`),
+        not the whole history: once a long call's oldest turns are no longer sent, the
+        whole history put a prefix in the server's one cache that no request shares, and
+        every turn computed its kept history again (700-1,400 tokens)."""
         try:
-            await self.llm.warm_up(tools=agent.tool_specs, history=list(agent.history))
+            await self.llm.warm_up(tools=agent.tool_specs, history=agent.request_messages())
         except ProviderError as exc:
             logger.debug("warming the conversation failed: %s", exc)
 

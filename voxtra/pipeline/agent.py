@@ -16,6 +16,9 @@ the caller as it is, with no second LLM request (pipecat's ``run_llm=False``). A
 local model asked to word a tool's result again was measured to answer the caller's
 question wrongly in a third of the turns; and the second request is most of a tool
 turn's time (``docs/local-llm.md``).
+
+What a request sends is bounded (``max_history_chars``): the system prompt always, then
+the newest whole turns that fit. ``history`` itself keeps every message of the call.
 """
 
 from __future__ import annotations
@@ -38,11 +41,47 @@ from voxtra.errors import ConfigError, PipelineNotConfigured, ProviderError, Vox
 from voxtra.pipeline.events import AgentResponseEvent
 from voxtra.providers.base import LLM, ChatMessage, LLMChunk, ToolCall, ToolSpec
 
-__all__ = ["Agent", "AgentStream", "Speak", "Tool", "ToolCallError", "tool_spec"]
+__all__ = [
+    "MAX_HISTORY_CHARS",
+    "Agent",
+    "AgentStream",
+    "Speak",
+    "Tool",
+    "ToolCallError",
+    "tool_spec",
+]
 
 logger = logging.getLogger(__name__)
 
 ToolFunc = Callable[..., Any]
+
+MAX_HISTORY_CHARS = 6000
+"""How much conversation a request sends by default, after the system prompt: the
+characters of each message's text and tool calls, plus :data:`_MESSAGE_CHARS` each.
+
+Sized for the embedded model (:class:`voxtra.local.LocalLLM`: llama-server, 4096-token
+context): with the demo's system prompt and tools (a 709-token head), its requests
+overflowed that context after ~54 turns of its own calls, 62 tokens a turn (at 60:
+"request (4459 tokens) exceeds the available context size"). Bounded by this, the
+same turns measured at most 2,101 tokens a request (history 1,400), which leaves 1,900
+tokens, with the 96-token answer, for a head larger than the demo's. That is 12 to 23
+turns of a phone call (their turns are short). A cloud model with a large context can
+take more: ``Agent(max_history_chars=...)``, or None for no limit."""
+
+_MESSAGE_CHARS = 40
+"""What a message counts beyond its text: the chat template's role markers and, with
+the local model's JSON tool mode, the JSON around an answer. Measured on the demo's
+turns: ~19 tokens a message for ~9 tokens of text; counted so, a history is ~4
+characters a token."""
+
+_KEPT_AFTER_TRIM = 0.5
+"""When the history sent would pass the limit, the oldest turns are dropped until at
+most this fraction of it is left, not just the one turn that would fit: the messages
+sent stay the same (each request only adds to the last one) for the turns until the
+limit is reached again. llama-server reuses a computed prompt only up to its first
+changed token; measured on the demo's turns (``max_history_chars=2000``), a request
+between two trims computed only its new turn (43-74 tokens), the one after a trim the
+~200 tokens kept. Dropping one turn per request would cost that at every turn."""
 
 
 class ToolCallError(VoxtraError, ValueError):
@@ -263,6 +302,38 @@ async def _aiter(source: AsyncIterator[LLMChunk]) -> AsyncGenerator[LLMChunk, No
             await close()
 
 
+def _message_chars(message: ChatMessage) -> int:
+    """What ``message`` counts against :attr:`Agent.max_history_chars`.
+
+    A tool call's arguments count as their ``repr`` (the JSON sent is as long, give or
+    take a character per value): ``json.dumps`` took 4.1 us a call against 0.8, and
+    this runs for every message sent, at every request."""
+    chars = len(message.content) + _MESSAGE_CHARS
+    for call in message.tool_calls:
+        chars += len(call.name) + len(repr(call.arguments))
+    return chars
+
+
+def _trim_point(messages: Sequence[ChatMessage], sizes: Sequence[int], budget: int) -> int:
+    """The index in ``messages`` to send from, so that at most ``budget`` is sent.
+
+    Turns start at a user message; without one (an application that only calls ``say()``)
+    any message but a tool result may start. When even the newest turn is larger than
+    the budget, it is sent whole: a cut inside it could leave a tool result without
+    its call, and the question unanswerable."""
+    starts = [i for i, m in enumerate(messages) if m.role == "user" and i > 0]
+    if not starts:
+        starts = [i for i, m in enumerate(messages) if m.role != "tool" and i > 0]
+    left = sum(sizes)
+    dropped = 0
+    for i in starts:
+        left -= sum(sizes[dropped:i])
+        dropped = i
+        if left <= budget:
+            return i
+    return starts[-1] if starts else 0
+
+
 class Agent:
     """One call's conversation with an LLM: history, tools, answers.
 
@@ -270,6 +341,11 @@ class Agent:
     after tool results) and returns the whole answer; it does not run tools, so the
     caller decides: run them and ``add_tool_result``, then ``respond("")``.
     ``respond_with_tools`` does that loop automatically, as the pipeline does.
+
+    ``max_history_chars`` bounds what each request sends (:meth:`request_messages`):
+    the system prompt, then the newest whole turns within that many characters.
+    A call's history otherwise grows with every turn, and the embedded model's
+    4096-token context overflowed after ~54 turns (:data:`MAX_HISTORY_CHARS`).
     """
 
     def __init__(
@@ -281,10 +357,19 @@ class Agent:
         max_tool_steps: int = 5,
         history: Iterable[ChatMessage] = (),
         tool_timeout: float | None = 20.0,
+        max_history_chars: int | None = MAX_HISTORY_CHARS,
     ) -> None:
         if tool_timeout is not None and tool_timeout <= 0:
             raise ConfigError(f"tool_timeout must be > 0 seconds or None, got {tool_timeout!r}")
+        if max_history_chars is not None and max_history_chars <= 0:
+            raise ConfigError(f"max_history_chars must be > 0 or None, got {max_history_chars!r}")
         self.llm = llm
+        self.max_history_chars = max_history_chars
+        """The most conversation a request sends after the system prompt (see
+        :data:`MAX_HISTORY_CHARS`); None sends the whole history."""
+        self._sent_from: ChatMessage | None = None
+        """The oldest message after the system prompt that requests send, once older
+        turns were dropped (see :meth:`request_messages`)."""
         self.max_tool_steps = max_tool_steps
         self.tool_timeout = tool_timeout
         """Seconds an async tool may take; then its result is an error the LLM answers
@@ -408,7 +493,52 @@ class Agent:
         if text:
             self.cancel_pending_tool_calls("not run")
             self.history.append(ChatMessage(role="user", content=text))
-        return AgentStream(self, list(self.history))
+        return AgentStream(self, self.request_messages())
+
+    def request_messages(self) -> list[ChatMessage]:
+        """The messages the next LLM request sends: the history, bounded.
+
+        The leading system messages are always sent; after them, the newest whole turns
+        within :attr:`max_history_chars`. A turn starts at a user message, so an
+        assistant message's tool calls are never sent without their results (OpenAI
+        refuses a ``tool`` message whose call it was not shown). When the history grows
+        past the limit, the oldest turns are dropped until half of it is left, and
+        later requests start from the same message until the limit is reached again:
+        a model server's prompt cache (llama-server's) then reuses each request's
+        prefix (see :data:`_KEPT_AFTER_TRIM`).
+
+        Only the request is cut, never :attr:`history`: it stays the call's whole
+        conversation as heard, for the application (the agent's side of a transcript),
+        :class:`~voxtra.calls.secure.SecureInput`'s redaction, and a speech-to-speech
+        engine that restores a session from it. It costs a few hundred bytes a turn.
+        """
+        history = self.history
+        limit = self.max_history_chars
+        if limit is None:
+            return list(history)
+        head = 0
+        while head < len(history) and history[head].role == "system":
+            head += 1
+        start = head
+        if self._sent_from is not None:
+            # Found by identity, from the end (it is among the newest messages): the
+            # application may edit the history, and a message it removed starts the
+            # count again from the top.
+            for i in range(len(history) - 1, head - 1, -1):
+                if history[i] is self._sent_from:
+                    start = i
+                    break
+        sizes = [_message_chars(m) for m in history[start:]]
+        if sum(sizes) > limit:
+            start += _trim_point(history[start:], sizes, int(limit * _KEPT_AFTER_TRIM))
+            self._sent_from = history[start] if start < len(history) else None
+            logger.debug(
+                "agent: sending the history from message %d of %d (%d characters)",
+                start,
+                len(history),
+                sum(_message_chars(m) for m in history[start:]),
+            )
+        return [*history[:head], *history[start:]]
 
     async def respond(self, text: str) -> AgentResponseEvent:
         """The whole answer to ``text``; tool calls are returned, not run."""

@@ -38,7 +38,14 @@ from voxtra.errors import CallEnded, PipelineNotConfigured, ProviderError, Voxtr
 from voxtra.media import g711
 from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import FRAME_MS, AudioChunk, Codec
-from voxtra.pipeline.agent import Agent, AgentStream, Tool, ToolFunc, spoken_answer
+from voxtra.pipeline.agent import (
+    MAX_HISTORY_CHARS,
+    Agent,
+    AgentStream,
+    Tool,
+    ToolFunc,
+    spoken_answer,
+)
 from voxtra.pipeline.chunker import SentenceChunker
 from voxtra.pipeline.events import (
     AgentResponseEvent,
@@ -433,6 +440,7 @@ class VoicePipeline:
         greeting: str | None = None,
         fallback_text: str | None = DEFAULT_FALLBACK,
         max_tool_steps: int = 5,
+        max_history_chars: int | None = MAX_HISTORY_CHARS,
         min_comma_chars: int = 40,
         sentence_queue: int = 8,
         final_grace: float = 2.0,
@@ -451,8 +459,14 @@ class VoicePipeline:
         self.llm = llm
         self.tts = tts
         self.vad = vad
+        # ``max_history_chars`` is the agent's (what each LLM request sends of the
+        # call's history); ``VoiceConfig(options={"max_history_chars": ...})`` reaches it.
         self.agent = agent or Agent(
-            llm, system_prompt=system_prompt, tools=tools, max_tool_steps=max_tool_steps
+            llm,
+            system_prompt=system_prompt,
+            tools=tools,
+            max_tool_steps=max_tool_steps,
+            max_history_chars=max_history_chars,
         )
         self.silence_timeout = silence_timeout
         self.silence_prompt = silence_prompt
