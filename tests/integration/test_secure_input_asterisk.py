@@ -31,7 +31,7 @@ from voxtra.pipeline.io import MonotonicClock
 from voxtra.providers.base import ChatMessage
 from voxtra.testing import audio
 from voxtra.testing.doubles import Reply, ScriptedLLM, ScriptedSTT
-from voxtra.testing.sipcaller import SipCaller
+from voxtra.testing.sipcaller import SipCall, SipCaller
 
 pytestmark = [pytest.mark.asterisk, pytest.mark.sip]
 
@@ -240,3 +240,141 @@ async def test_the_voice_pipeline_hears_no_secure_digits(make_app: MakeApp, tmp_
     assert inside == []
     assert after, "the pipeline hears the same tones outside the secure span"
     assert all(SECRET not in text for text in finals)
+
+
+async def _until(condition: Callable[[], bool], timeout: float) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_a_connected_party_is_sent_none_of_the_secure_digits(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    """The caller talks with a callee (``connect()``), as when an agent takes a
+    payment: Asterisk passes a caller's RFC 4733 digits on to the other channels of
+    its bridge (the callee's phone got all of them, measured), so inside the span
+    the caller's digits are absorbed; after it they pass again, and the two still
+    hear each other throughout."""
+    state: dict[str, str] = {}
+    at: dict[str, float] = {}
+    phase = {k: asyncio.Event() for k in ("in", "got", "out", "end")}
+    port: dict[str, int] = {}
+
+    async def handler(call: CallSession) -> None:
+        await call.connect(ring_time=10, to=f"PJSIP/sipcaller/sip:callee@127.0.0.1:{port['b']}")
+        async with call.secure_input():
+            at["in"] = time.time()
+            phase["in"].set()
+            state["digits"] = await call.gather(len(SECRET), first_digit_timeout=10)
+            at["got"] = time.time()
+            phase["got"].set()
+        phase["out"].set()
+        state["after"] = await call.gather(2, first_digit_timeout=10)
+        phase["end"].set()
+        await call.wait_ended()
+
+    def configure(app: VoxtraApp) -> None:
+        app.default(handler)
+
+    app = await make_app(
+        configure, app_name=f"voxtra-secure-bridged-{uuid.uuid4().hex[:8]}", handler_deadline=30.0
+    )
+    tone = audio.write_wav(tmp_path / "tone.wav", audio.tone(440, 1.0, amplitude=0.3), 8000)
+    async with (
+        SipCaller(workdir=tmp_path / "caller") as caller_phone,
+        SipCaller(workdir=tmp_path / "callee") as callee_phone,
+    ):
+        port["b"] = callee_phone.port
+        await caller_phone.listen(play=tone, loop_play=True, record=True)
+        await callee_phone.listen(play=tone, loop_play=True, record=True)
+        await app.ari.channels.originate(
+            f"PJSIP/sipcaller/sip:t@127.0.0.1:{caller_phone.port}",
+            app=app.app_name,
+            app_args="1000",
+        )
+        caller = await caller_phone.next_incoming_call(10)
+        callee = await callee_phone.next_incoming_call(15)
+        await asyncio.wait_for(phase["in"].wait(), 15)
+        await caller.send_dtmf_script("w".join(SECRET))
+        await asyncio.wait_for(phase["got"].wait(), 10)
+        await asyncio.wait_for(phase["out"].wait(), 10)
+        await caller.send_dtmf_script("w".join("12"))
+        await asyncio.wait_for(phase["end"].wait(), 10)
+        # The digits after the span reach the callee: it would have had the secret by now.
+        await callee.wait_dtmf("12", timeout=10)
+        received = callee.dtmf_received
+        at["end"] = time.time()
+        await asyncio.sleep(1.5)  # 1.5 s of the caller's tone on the callee's line
+        await caller.hangup()
+        await callee.wait_ended(10)
+
+    assert state == {"digits": SECRET, "after": "12"}
+    assert received == "12", received
+
+    def level(phone: SipCall, start: float, end: float) -> float:
+        assert phone.recording_path is not None
+        samples, rate = audio.read_wav(phone.recording_path)
+        a, b = (round(phone.recording_offset(t) * rate) for t in (start, end))
+        return audio.rms_dbfs(samples[a:b])
+
+    # The callee's voice reached the caller inside the span; the caller's reaches the
+    # callee after it (re-added to the bridge, the caller is in the call as before).
+    inside = level(caller, at["in"] + 0.3, at["got"])
+    after = level(callee, at["end"], at["end"] + 1.0)
+    print(f"callee -> caller inside {inside:.1f} dBFS; caller -> callee after {after:.1f} dBFS")
+    assert inside > -40.0
+    assert after > -40.0
+
+
+async def test_secure_digits_left_unread_are_not_read_after_the_span(
+    make_app: MakeApp, tmp_path: Path
+) -> None:
+    """A caller keys more than the gather takes (a 6-digit PIN where 4 are asked):
+    the rest were pressed inside the span, so no read after it gets them (they used
+    to be the next gather's answer, unredacted)."""
+    seen: list[str] = []
+    state: dict[str, str] = {}
+    inside = asyncio.Event()
+    leave = asyncio.Event()
+    done = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        def note(event: ChannelDtmfReceived) -> bool:
+            seen.append(event.digit)
+            return False
+
+        call.context.expect(ChannelDtmfReceived, note)
+        async with call.secure_input():
+            inside.set()
+            state["pin"] = await call.gather(len(SECRET), first_digit_timeout=10)
+            await leave.wait()
+        state["next"] = await call.gather(1, first_digit_timeout=10)
+        done.set()
+        await call.wait_ended()
+
+    def configure(app: VoxtraApp) -> None:
+        app.default(handler)
+
+    app = await make_app(
+        configure, app_name=f"voxtra-secure-unread-{uuid.uuid4().hex[:8]}", handler_deadline=30.0
+    )
+    quiet = audio.write_wav(tmp_path / "quiet.wav", audio.silence(1.0), 8000)
+    async with SipCaller(workdir=tmp_path / "phone") as phone:
+        await phone.listen(play=quiet, loop_play=True, record=False)
+        await app.ari.channels.originate(
+            f"PJSIP/sipcaller/sip:t@127.0.0.1:{phone.port}", app=app.app_name, app_args="1000"
+        )
+        call = await phone.next_incoming_call(10)
+        await asyncio.wait_for(inside.wait(), 10)
+        await call.send_dtmf_script("w".join(SECRET + "12"))
+        await _until(lambda: len(seen) == len(SECRET) + 2, 10)  # all six arrived
+        leave.set()
+        await call.send_dtmf_script("8")
+        await asyncio.wait_for(done.wait(), 10)
+        await call.hangup()
+
+    assert state == {"pin": SECRET, "next": "8"}
+    assert seen == [REDACTED] * 6 + ["8"]

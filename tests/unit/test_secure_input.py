@@ -213,3 +213,67 @@ async def test_an_agent_made_after_the_secure_gather_is_guarded_too(
         await caller.wait_ended(5)
 
     assert history == [f"pin {REDACTED} ok"]
+
+
+async def test_a_refused_resume_still_unmutes_the_caller(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recording's unpause failing used to skip the unmute after it: the caller
+    stayed muted for the rest of the call (no pipeline, no callee heard it)."""
+    after: dict[str, Any] = {}
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.record_start("resume-rec")
+
+        async def refuse(name: str) -> None:
+            raise AriServerError(500, "DELETE", f"/recordings/live/{name}/pause", "boom")
+
+        monkeypatch.setattr(call.context.ari.recordings, "unpause", refuse)
+        async with call.secure_input():
+            pass
+        after["muted"] = set(fake_asterisk.call(call.id).muted)
+        after["active"] = call.secure.active
+        await call.record_stop()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="100")
+        await caller.wait_ended(5)
+
+    assert after == {"muted": set(), "active": False}
+
+
+async def test_an_entry_cut_off_mid_request_is_undone(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mute Asterisk applied whose answer never came (the block cancelled by a
+    timeout meanwhile) is undone all the same: it used to stay for the call."""
+    after: dict[str, Any] = {}
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        ari = call.context.ari
+        mute = ari.channels.mute
+
+        async def slow_mute(channel_id: str, direction: Any = "both") -> None:
+            await mute(channel_id, direction)  # applied by Asterisk...
+            await asyncio.Event().wait()  # ...and the answer never comes
+
+        monkeypatch.setattr(ari.channels, "mute", slow_mute)
+
+        async def secure() -> None:
+            async with call.secure_input():
+                after["entered"] = True
+
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(secure(), 0.2)
+        after["muted"] = set(fake_asterisk.call(call.id).muted)
+        after["redacting"] = call.context.redact_dtmf is not None
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="100")
+        await caller.wait_ended(5)
+
+    assert after == {"muted": set(), "redacting": False}

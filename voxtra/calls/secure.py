@@ -15,13 +15,23 @@ inside (:class:`SecureInput`):
   platform's call timeline, ``call.wait_for_event``, a recording's finish key) with its
   digit replaced by :data:`REDACTED`; the digit itself goes only into the call's digit
   queue, which ``gather``/``listen_dtmf`` read;
+- the caller's digits are **absorbed** in its bridge: Asterisk passes a caller's
+  RFC 4733 digits on to the other channels of the bridge it is in (a callee's phone
+  connected with ``connect()`` received every digit of a secure ``gather``, measured on
+  Asterisk 22), so the caller is added to that bridge again with ``absorbDTMF`` (ARI
+  ``POST /bridges/{id}/addChannel``), and again without it at the end. A bridge the
+  caller joins inside the span is not covered: connect it before;
 - digit strings gathered inside (2 digits or more) are replaced by :data:`REDACTED`
   in the call's agent history, now and for the rest of the call, so a tool returning
-  them by mistake does not hand them to the LLM.
+  them by mistake does not hand them to the LLM;
+- digits pressed inside and not read there (a 6-digit PIN keyed where 4 were
+  gathered) are dropped at the end: the next read after the span used to return them.
 
 Nothing here logs a digit; a log line says how many were captured. Entering fails
-closed: if Asterisk refuses the pause or the mute, :class:`SecureInputError` is raised
-and everything already done is undone before any digit is read.
+closed: if Asterisk refuses the pause, the mute or the absorbing,
+:class:`SecureInputError` is raised and everything already done is undone before any
+digit is read. Leaving undoes each of them on its own, so one refused leaves none of
+the others in place.
 """
 
 from __future__ import annotations
@@ -29,13 +39,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from functools import partial
 from typing import Any, SupportsIndex
 
 from voxtra.ari.errors import AriError, AriNotFound
 from voxtra.ari.events import AriEvent, ChannelDtmfReceived
 from voxtra.calls.context import CallContext
-from voxtra.errors import CallEnded, VoxtraError
+from voxtra.calls.state import INTERNAL_PREFIX
+from voxtra.errors import VoxtraError
 from voxtra.pipeline.agent import Agent
 from voxtra.providers.base import ChatMessage
 
@@ -50,10 +62,13 @@ MIN_SECRET = 2
 """Gathered strings shorter than this are not scrubbed from the history: a single
 digit ("press 1") would otherwise erase every "1" the conversation holds."""
 
+_OWN_MEDIA = (f"{INTERNAL_PREFIX}media-", f"{INTERNAL_PREFIX}snoop-")
+"""The app's own media and snoop channels: no party a digit could reach."""
+
 
 class SecureInputError(VoxtraError):
-    """Secure input could not start (Asterisk refused to pause the recording or to mute
-    the caller); nothing was captured."""
+    """Secure input could not start (Asterisk refused to pause the recording, to mute
+    the caller or to absorb its digits in its bridge); nothing was captured."""
 
 
 class RedactingHistory(list[ChatMessage]):
@@ -120,6 +135,8 @@ class SecureInput:
         self.paused: str | None = None
         """The recording paused by the current secure span, if any."""
         self.muted = False
+        self.absorbing: str | None = None
+        """The bridge in which the current secure span absorbs the caller's digits."""
 
     @property
     def active(self) -> bool:
@@ -177,28 +194,52 @@ class SecureInput:
             )
 
     async def _enter(self, mute: bool) -> None:
+        # Each step is marked before its request: one cut off (the block cancelled, an
+        # answer lost) may have been done by Asterisk, and is undone all the same. An
+        # undo of what was not done is harmless (an unmute of a channel not muted, an
+        # unpause of a recording that records).
         context = self.context
         ari = context.ari
         if mute:
+            self.muted = True
             try:
                 await context.request(ari.channels.mute(context.id, "in"))
             except AriError as exc:
                 raise SecureInputError(
                     f"call {context.id}: Asterisk refused to mute the caller: {exc}"
                 ) from exc
-            self.muted = True
         name = self._recording()
         if name is not None:
+            self.paused = name
             try:
                 await ari.recordings.pause(name)
             except AriNotFound:
-                pass  # it ended meanwhile: nothing records
+                self.paused = None  # it ended meanwhile: nothing records
             except AriError as exc:
                 raise SecureInputError(
                     f"call {context.id}: Asterisk refused to pause recording {name!r}: {exc}"
                 ) from exc
-            else:
-                self.paused = name
+        try:
+            bridge = await self._shared_bridge()
+            if bridge is not None:
+                self.absorbing = bridge
+                await context.request(ari.bridges.add_channel(bridge, context.id, absorb_dtmf=True))
+        except AriError as exc:
+            raise SecureInputError(
+                f"call {context.id}: Asterisk refused to absorb the caller's digits in its "
+                f"bridge: {exc}"
+            ) from exc
+
+    async def _shared_bridge(self) -> str | None:
+        """The bridge the caller shares with another party (a callee, a supervisor, a
+        dialled leg), if any: the one its digits would be passed on in."""
+        context = self.context
+        for bridge in await context.request(context.ari.bridges.list()):
+            if context.id in bridge.channels and any(
+                ch != context.id and not ch.startswith(_OWN_MEDIA) for ch in bridge.channels
+            ):
+                return bridge.id
+        return None
 
     async def adopt(self, name: str) -> None:
         """A recording ``name`` started while secure: pause it now (resumed at the end).
@@ -218,22 +259,53 @@ class SecureInput:
     async def _leave(self) -> None:
         context = self.context
         try:
+            # One undo each: a refused one must not leave the others in place (a failed
+            # unpause used to skip the unmute, and the caller stayed muted for the call).
             if self.paused is not None:
                 name, self.paused = self.paused, None
-                with contextlib.suppress(AriNotFound):  # stopped or hung up meanwhile
-                    await context.host.retry_after_outage(
-                        lambda: context.ari.recordings.unpause(name)
-                    )
+                await self._undo("resuming the recording", partial(_unpause, context, name))
             if self.muted:
                 self.muted = False
                 if not context.ended:
-                    with contextlib.suppress(AriNotFound):
-                        await context.request(context.ari.channels.unmute(context.id, "in"))
-        except (AriError, CallEnded) as exc:
-            logger.warning("call %s: ending secure input: %s", context.id, exc)
+                    await self._undo("unmuting the caller", partial(_unmute, context))
+            if self.absorbing is not None:
+                bridge, self.absorbing = self.absorbing, None
+                if not context.ended:
+                    await self._undo(
+                        "passing the caller's digits on again", partial(_pass_on, context, bridge)
+                    )
         finally:
             self._depth = 0
+            # Digits pressed inside and left unread are as secret as those read: the
+            # next read after the span would hand them out as ordinary input. Dropped
+            # before redaction ends, with no await between: none slips in unredacted.
+            context.clear_digits()
             context.redact_dtmf = None
+
+    async def _undo(self, what: str, request: Callable[[], Awaitable[None]]) -> None:
+        context = self.context
+        try:
+            await context.host.retry_after_outage(request)
+        except AriNotFound:
+            pass  # stopped, left or hung up meanwhile: nothing to undo
+        except AriError as exc:
+            logger.warning("call %s: ending secure input, %s failed: %s", context.id, what, exc)
+
+
+async def _unpause(context: CallContext, name: str) -> None:
+    await context.ari.recordings.unpause(name)
+
+
+async def _unmute(context: CallContext) -> None:
+    await context.ari.channels.unmute(context.id, "in")
+
+
+async def _pass_on(context: CallContext, bridge_id: str) -> None:
+    """The caller's digits pass in ``bridge_id`` again, if it is still there: adding it
+    to a bridge it has left would move it back."""
+    bridge = await context.ari.bridges.get(bridge_id)
+    if context.id in bridge.channels:
+        await context.ari.bridges.add_channel(bridge_id, context.id, absorb_dtmf=False)
 
 
 def _redacted(event: ChannelDtmfReceived) -> AriEvent:
