@@ -497,7 +497,9 @@ class Router:
         if default is not None:
             _check_handler(default)
         self.default: CallHandler | None = default
-        self.dispatcher: Dispatcher | None = dispatcher
+        self.dispatcher: Dispatcher | None = None
+        if dispatcher is not None:
+            self.set_dispatcher(dispatcher)
 
     @property
     def routes(self) -> tuple[Route, ...]:
@@ -575,9 +577,10 @@ class Router:
         return handler
 
     def set_dispatcher(self, dispatcher: Dispatcher) -> Dispatcher:
-        """Set the dynamic-routing hook; usable as a decorator."""
-        if not callable(dispatcher):
-            raise ConfigError(f"dispatcher must be callable, got {dispatcher!r}")
+        """Set the dynamic-routing hook; usable as a decorator. A plain or async function
+        taking the :class:`CallInfo`: anything else is a CallbackSignatureError here,
+        not a RoutingError on every call."""
+        check_callback(dispatcher, "dispatcher", ("info",), require_async=False)
         self.dispatcher = dispatcher
         return dispatcher
 
@@ -613,6 +616,14 @@ class Router:
             # The dispatcher's choice is final: the route's criteria are not re-checked.
             return RouteMatch(result.handler, result, dict(result.metadata))
         if callable(result):
+            # Checked as a declared route's handler is: a plain ``def`` used to be run,
+            # and failed inside the call as the handler's TypeError.
+            try:
+                _check_handler(result)
+            except CallbackSignatureError as exc:
+                raise RoutingError(
+                    f"dispatcher {name} returned a handler Voxtra cannot run: {exc}"
+                ) from exc
             return RouteMatch(result, None, {})
         raise RoutingError(
             f"dispatcher {name} returned {result!r}; expected a handler, a Route or None"

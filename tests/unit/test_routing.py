@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from voxtra.errors import ConfigError
+from voxtra.errors import CallbackSignatureError, ConfigError
 from voxtra.routing import (
     CallInfo,
     ExtensionPattern,
@@ -426,6 +426,45 @@ async def test_dispatcher_errors_are_routing_errors() -> None:
     assert isinstance(info.value.__cause__, KeyError)
     with pytest.raises(RoutingError, match="returned 42; expected a handler, a Route or None"):
         await Router(dispatcher=wrong).resolve(_info())
+
+
+def test_a_dispatcher_that_cannot_take_the_call_info_fails_when_set() -> None:
+    """As a route handler: at the line that set it, not as a RoutingError on every
+    call (each then went to the unrouted policy)."""
+
+    async def no_info() -> Any: ...
+
+    async def two(info: CallInfo, tenant: str) -> Any: ...
+
+    router = Router()
+    with pytest.raises(CallbackSignatureError, match=r"dispatcher: .*no_info\(\) takes \(\)"):
+        router.set_dispatcher(no_info)  # type: ignore[arg-type]
+    with pytest.raises(CallbackSignatureError, match=r"two\(\) takes"):
+        Router(dispatcher=two)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="dispatcher: expected a callable"):
+        router.set_dispatcher(42)  # type: ignore[arg-type]
+    assert router.dispatcher is None
+
+
+async def test_a_handler_a_dispatcher_returns_is_checked_before_it_runs() -> None:
+    """A plain ``def`` (or one without the call parameter) that a dispatcher returns
+    used to be run as the handler: a TypeError inside the call, logged as the
+    handler's. It is a RoutingError naming the dispatcher and what is wrong."""
+
+    def plain(call: Any) -> None: ...
+
+    async def no_call() -> None: ...
+
+    async def tenant_a(info: CallInfo) -> Any:
+        return plain
+
+    async def tenant_b(info: CallInfo) -> Any:
+        return no_call
+
+    with pytest.raises(RoutingError, match=r"dispatcher .*tenant_a returned .*plain\(\) must be"):
+        await Router(dispatcher=tenant_a).resolve(_info())
+    with pytest.raises(RoutingError, match=r"dispatcher .*tenant_b returned .*no_call\(\) takes"):
+        await Router(dispatcher=tenant_b).resolve(_info())
 
 
 def test_route_after_catch_all_warns(caplog: pytest.LogCaptureFixture) -> None:
