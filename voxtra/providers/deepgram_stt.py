@@ -74,6 +74,11 @@ def _with_compression(connect: Any) -> Any:
     return connect_with_compression
 
 
+_shutting_down: set[asyncio.Task[None]] = set()
+"""Streams' shutdowns in progress, held here: a close() cancelled meanwhile no longer
+holds its shutdown, and the event loop keeps only a weak reference to a task."""
+
+
 def _ws_url(base_url: str) -> str:
     if base_url.startswith("https://"):
         return "wss://" + base_url[len("https://") :]
@@ -243,16 +248,31 @@ class DeepgramStream:
         keepalive, self._keepalive = self._keepalive, None
         if keepalive is not None:
             keepalive.cancel()
-        if self._failed is None and not self._reader.done():
-            with contextlib.suppress(ProviderError):
-                tail = self._converter.flush().data  # what the resampler still holds
-                if tail:
-                    await self._guard(self._socket.send_media(tail))
-                await self._guard(self._socket.send_close_stream())
-            try:
-                await asyncio.wait_for(asyncio.shield(self._reader), self._provider.close_timeout_s)
-            except TimeoutError:
-                logger.warning("deepgram did not close the stream in time; dropping it")
+        try:
+            if self._failed is None and not self._reader.done():
+                with contextlib.suppress(ProviderError):
+                    tail = self._converter.flush().data  # what the resampler still holds
+                    if tail:
+                        await self._guard(self._socket.send_media(tail))
+                    await self._guard(self._socket.send_close_stream())
+                try:
+                    await asyncio.wait_for(
+                        asyncio.shield(self._reader), self._provider.close_timeout_s
+                    )
+                except TimeoutError:
+                    logger.warning("deepgram did not close the stream in time; dropping it")
+        finally:
+            # A task of its own, so that it also runs when this close() is cancelled: the
+            # voice pipeline gives close() 2 s, less than close_timeout_s, and a Deepgram
+            # that did not answer CloseStream by then kept its socket (alive on pings)
+            # and the reader task until the service dropped it, one per hung stream.
+            shutdown = asyncio.get_running_loop().create_task(self._shut_down())
+            _shutting_down.add(shutdown)
+            shutdown.add_done_callback(_shutting_down.discard)
+            await asyncio.shield(shutdown)
+
+    async def _shut_down(self) -> None:
+        """Stop the reader and close the socket."""
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader

@@ -147,6 +147,8 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         """The last history message the handle's session holds (None: from the start)."""
         self._going_away = False
         """The service announced the end of this connection: move at a quiet moment."""
+        self._answer_due = False
+        """The caller's turn ended and the service's answer to it has not started yet."""
 
     # -- the connection
 
@@ -209,6 +211,7 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         self._stream = None
         self._model = None
         self._going_away = False
+        self._answer_due = False
         turns = self._turns(since if handle is not None and since is not None else None)
         if turns:
             try:
@@ -315,6 +318,13 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         )
         await self._session.send_tool_response(function_responses=[response])
 
+    def _quiet(self) -> bool:
+        """Also not while the service owes the caller an answer: Gemini answers every
+        turn by itself, and a move between the end of the caller's turn and the start
+        of that answer lost it (the handle predates the turn, and the turn restored as
+        text is not answered): the caller's question went unanswered, with no error."""
+        return super()._quiet() and not self._answer_due
+
     # -- the service's messages
 
     def _model_turn(self, *, speech: bool = True) -> SpeechResponse:
@@ -322,6 +332,7 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         transcript, whose history entry is made then, after any tool call before it)."""
         if self._model is None:
             self._finish_user()
+            self._answer_due = False
             self._models += 1
             say_id, self._pending_say = self._pending_say, None
             turn = self._on_response_started(f"turn-{self._models}", say_id)
@@ -361,6 +372,7 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
                 self._add_message(self._user_item, "user")
                 await self._on_speech_started()
             elif kind == "ACTIVITY_END":
+                self._answer_due = True
                 self._on_speech_stopped()
         content = message.server_content
         if content is not None:
@@ -391,6 +403,7 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
                     self._on_transcript_delta(turn, turn.id, content.output_transcription.text)
             if content.turn_complete:
                 self._finish_user()
+                self._answer_due = False  # the service's turn is over, answered or not
                 await self._end_turn()
         tool_call = message.tool_call
         if tool_call is not None:

@@ -67,6 +67,38 @@ SAY_INSTRUCTIONS = (
 )
 E = TypeVar("E", bound="SpeechToSpeechEngine")
 
+_KEY_HEADERS = frozenset({"authorization", "proxy-authorization", "x-goog-api-key", "api-key"})
+"""Request headers (lower case) whose value is a service key."""
+
+
+class _HeaderKeyFilter(logging.Filter):
+    """Masks the key in ``websockets``' handshake debug records.
+
+    At DEBUG, websockets logs every header of the opening handshake in clear, one record
+    each (``"> %s: %s"``): the OpenAI key (``Authorization: Bearer ...``) and the
+    Gemini key (``x-goog-api-key``) went into the app's log. deepgram-sdk installs such
+    a filter for ``Authorization`` when it is imported, so an app without it logged
+    its OpenAI key, and every app its Gemini key."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if (
+            isinstance(args, tuple)
+            and len(args) == 2
+            and record.msg in ("> %s: %s", "< %s: %s")
+            and str(args[0]).lower() in _KEY_HEADERS
+        ):
+            scheme, space, _key = str(args[1]).partition(" ")
+            record.args = (args[0], f"{scheme} [redacted]" if space else "[redacted]")
+        return True
+
+
+def _mask_keys_in_websocket_logs() -> None:
+    """Install :class:`_HeaderKeyFilter` on websockets' client logger, once."""
+    websockets_logger = logging.getLogger("websockets.client")
+    if not any(isinstance(f, _HeaderKeyFilter) for f in websockets_logger.filters):
+        websockets_logger.addFilter(_HeaderKeyFilter())
+
 
 class EngineOptions(Protocol):
     """What an engine's ``factory`` reads of a call's ``VoiceConfig``."""
@@ -212,6 +244,7 @@ class SpeechToSpeechEngine:
         self.reconnect_attempts = reconnect_attempts
         self.reconnect_delay = reconnect_delay
         self.restore_items = restore_items
+        _mask_keys_in_websocket_logs()
         self.agent = Agent(None, system_prompt=system_prompt, tools=tools)
         """The call's history as heard (user transcripts, answers cut at the barge-in,
         tool calls and results) and its tools; restored into a new session after a
@@ -681,7 +714,10 @@ class SpeechToSpeechEngine:
         return media.queued_ms > 0 and media.played_ms < response.end_pos - 1e-6
 
     def _end_responses(self) -> None:
-        """The socket went: no more events for the answers in flight."""
+        """The socket went: no more events for the answers in flight, nor the transcript
+        of the caller's last turn (the old session was transcribing it: kept due, it held
+        every ``listen(timeout)`` after a reconnect until the caller spoke again)."""
+        self._awaiting_final = False
         for response in list(self._responses.values()):
             if not response.done:
                 response.done = True

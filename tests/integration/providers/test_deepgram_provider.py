@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import anyio
 import pytest
 
 from voxtra.errors import ProviderError
@@ -111,6 +112,24 @@ async def test_connection_dropped_mid_stream() -> None:
         with pytest.raises(ProviderError, match="connection lost"):
             await reader
         await stream.close()  # closing a dead stream is quiet
+
+
+async def test_a_close_cut_short_by_its_caller_still_closes_the_socket() -> None:
+    """The voice pipeline gives close() 2 s, less than close_timeout_s (3 s): against a
+    Deepgram that does not answer CloseStream, a close cut short left the socket open
+    (kept alive by pings) and its reader running, until the service dropped it."""
+    async with FakeDeepgram("key", hang_after_bytes=len(FRAME.data)) as fake:
+        stream = await DeepgramSTT("key", base_url=fake.url).stream()
+        await stream.send(FRAME)
+        with anyio.move_on_after(0.3) as scope:
+            await stream.close()
+        assert scope.cancelled_caught  # (the hung service held the close)
+        (session,) = fake.sessions
+        async with asyncio.timeout(2):
+            while not session.ended:
+                await asyncio.sleep(0.01)
+        assert await asyncio.wait_for(read_all(stream), 1) == []  # the reader is done
+    assert session.controls == [{"type": "CloseStream"}]
 
 
 async def test_two_streams_are_independent() -> None:

@@ -4,6 +4,7 @@ loopback, the Live API's messages). MemoryMediaIO on the real clock, as for Open
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from voxtra.pipeline.events import (
     PipelineEvent,
     ProviderErrorEvent,
     TurnMetrics,
+    UserTranscriptEvent,
 )
 from voxtra.pipeline.pipeline import EndReason
 from voxtra.pipeline.testing import MemoryMediaIO, silence_frames, tone_frames
@@ -247,6 +249,35 @@ async def test_go_away_waits_for_a_say_whose_answer_has_not_started() -> None:
     assert second.resumed_from == first.handles[-1]
 
 
+async def test_go_away_waits_for_the_answer_to_the_callers_turn() -> None:
+    """A goAway after the caller's question, before the answer started: moving then lost
+    the answer (the handle predates the turn), and the question went unanswered with no
+    error. The engine moves once the answer is over."""
+    fake = FakeGeminiLive(
+        KEY, transcripts=["when are you open"], replies=[RealtimeReply("From nine to five.")]
+    )
+    async with fake:
+        engine = engine_for(fake)
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        run = asyncio.create_task(engine.run(media, clock=media.clock))
+        await fake.wait_connections(1)
+        fake.think_s = 0.3  # the answer starts 300 ms after the caller's turn ends
+        speak(media)
+        await until(lambda: any(isinstance(e, UserTranscriptEvent) for e in events))
+        await fake.go_away()
+        await fake.wait_connections(2)  # it moved...
+        media.hangup()
+        assert await asyncio.wait_for(run, 5) is EndReason.HANGUP
+        first, second = fake.connections
+    # ...after the answer
+    assert [e.text for e in events if isinstance(e, AgentResponseEvent)] == ["From nine to five."]
+    assert first.turns == [("user", "when are you open"), ("model", "From nine to five.")]
+    assert second.resumed_from == first.handles[-1]
+    assert not [e for e in events if isinstance(e, ProviderErrorEvent)]
+
+
 async def until_handles_forgotten(fake: FakeGeminiLive) -> None:
     """The service forgets every handle it issues (as if each had expired)."""
 
@@ -255,6 +286,22 @@ async def until_handles_forgotten(fake: FakeGeminiLive) -> None:
             pass
 
     fake.handles = Forgetful()
+
+
+async def test_the_key_never_shows_in_the_websocket_debug_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At DEBUG, websockets logs each handshake header in clear: the key
+    (``x-goog-api-key``) went into the app's log."""
+    key = "g-leak-canary-7a90c4"
+    caplog.set_level(logging.DEBUG)
+    async with FakeGeminiLive(key) as fake:
+        engine = GeminiLiveEngine(key, base_url=fake.base_url, ssl_context=fake.client_ssl_context)
+        async with engine.attach(MemoryMediaIO(virtual=False)):
+            pass
+    logged = [r.getMessage() for r in caplog.records]
+    assert "> x-goog-api-key: [redacted]" in logged
+    assert [m for m in logged if key in m] == []
 
 
 async def test_a_bad_key_is_a_provider_error() -> None:

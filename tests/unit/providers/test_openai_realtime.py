@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -293,6 +294,25 @@ async def test_a_dropped_socket_is_reconnected_with_the_conversation() -> None:
     assert second.history()[:2] == [("assistant", "Hello."), ("user", "my name is ann")]
 
 
+async def test_a_transcript_lost_with_the_socket_does_not_hold_listen() -> None:
+    """The socket drops after the caller stopped speaking, before the service sent the
+    transcript: that transcript never comes, and listen(timeout) still ends on the
+    silence (it waited for it forever, until the caller spoke again)."""
+    async with FakeOpenAIRealtime(KEY, transcripts=["lost with the socket"]) as fake:
+        engine = engine_for(fake, reconnect_delay=0.05)
+        media = MemoryMediaIO(virtual=False)
+        async with attached(engine, media) as events:
+            fake.drop_before = "conversation.item.input_audio_transcription.completed"
+            speak(media)
+            await fake.wait_connections(2)
+            heard = await asyncio.wait_for(engine.listen(timeout=0.3), 3)
+    assert heard is None
+    assert any(isinstance(e, SpeechEndedEvent) for e in events)
+    (error,) = [e for e in events if isinstance(e, ProviderErrorEvent)]
+    assert "connection lost" in error.message
+    assert not [e for e in events if isinstance(e, UserTranscriptEvent) and e.is_final]
+
+
 async def test_a_failed_reconnect_fails_say_and_listen_with_a_provider_error() -> None:
     fake = FakeOpenAIRealtime(KEY)
     async with fake:
@@ -314,6 +334,22 @@ async def test_a_bad_key_is_a_provider_error_at_attach() -> None:
         with pytest.raises(ProviderError, match=r"cannot connect.*401"):
             async with engine.attach(MemoryMediaIO(virtual=False)):
                 pass
+
+
+async def test_the_key_never_shows_in_the_websocket_debug_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """At DEBUG, websockets logs each handshake header in clear: the key went into the
+    app's log (deepgram-sdk masks Authorization there, but only once it is imported)."""
+    key = "sk-leak-canary-31d7e2"
+    caplog.set_level(logging.DEBUG)
+    async with FakeOpenAIRealtime(key) as fake:
+        engine = OpenAIRealtimeEngine(key, base_url=fake.base_url)
+        async with engine.attach(MemoryMediaIO(virtual=False)):
+            pass
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("> Authorization: Bearer ") for m in logged)  # (logged, masked)
+    assert [m for m in logged if key in m] == []
 
 
 async def test_service_errors_are_events_and_a_failed_say_raises() -> None:

@@ -141,14 +141,16 @@ class WebSocketSession:
     def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
         self.ws, self.request = ws, request
         self.send_lock = asyncio.Lock()
+        self.aborted = False
 
     async def send_json(self, message: dict[str, Any]) -> None:
         async with self.send_lock:
-            if not self.ws.closed:
+            if not self.ws.closed and not self.aborted:
                 await self.ws.send_str(json.dumps(message))
 
     def abort(self) -> None:
         """Cut the connection without a close frame (a network failure)."""
+        self.aborted = True
         if self.request.transport is not None:
             self.request.transport.abort()
 

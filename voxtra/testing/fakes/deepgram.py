@@ -50,11 +50,16 @@ class DeepgramSession:
     audio_bytes: int = 0
     controls: list[dict[str, Any]] = field(default_factory=list)
     closed_by_client: bool = False
+    ended: bool = False
+    """The connection is over (closed by either side, or cut)."""
 
 
 class FakeDeepgram(FakeServer):
     """Fake Deepgram live STT. ``drop_after_bytes`` aborts the socket (no close frame)
-    once that much audio arrived, to test a provider dying mid-stream."""
+    once that much audio arrived, to test a provider dying mid-stream.
+    ``hang_after_bytes``: once that much audio arrived the service goes quiet, a hung
+    Deepgram: it reads on (a client's close frame still ends the connection) but sends
+    nothing, no results and no answer to ``Finalize`` or ``CloseStream``."""
 
     def __init__(
         self,
@@ -62,12 +67,14 @@ class FakeDeepgram(FakeServer):
         turns: Sequence[DeepgramTurn] = (),
         *,
         drop_after_bytes: int | None = None,
+        hang_after_bytes: int | None = None,
         port: int = 0,
     ) -> None:
         super().__init__(port=port)
         self.api_key = api_key
         self.turns = list(turns)
         self.drop_after_bytes = drop_after_bytes
+        self.hang_after_bytes = hang_after_bytes
         self.sessions: list[DeepgramSession] = []
         self.app.router.add_get("/v1/listen", self._listen)
 
@@ -92,7 +99,10 @@ class FakeDeepgram(FakeServer):
         await ws.prepare(request)
         session = DeepgramSession(dict(request.query), dict(request.headers))
         self.sessions.append(session)
-        await _Stream(self, ws, session, request).run()
+        try:
+            await _Stream(self, ws, session, request).run()
+        finally:
+            session.ended = True
         return ws
 
 
@@ -122,6 +132,13 @@ class _Stream:
 
     async def run(self) -> None:
         async for msg in self.ws:
+            hang = self.fake.hang_after_bytes
+            if hang is not None and self.s.audio_bytes >= hang:
+                if msg.type is WSMsgType.BINARY:
+                    self.s.audio_bytes += len(msg.data)
+                elif msg.type is WSMsgType.TEXT:
+                    self.s.controls.append(json.loads(msg.data))
+                continue  # hung: reads on, answers nothing
             if msg.type is WSMsgType.BINARY:
                 self.s.audio_bytes += len(msg.data)
                 drop = self.fake.drop_after_bytes

@@ -174,6 +174,9 @@ class FakeOpenAIRealtime(SpeechServiceFake[RealtimeConnection]):
         self.reject_status = reject_status
         self.fail_next: str | None = None
         """The next response (of any kind) fails with this message (``status: failed``)."""
+        self.drop_before: str | None = None
+        """The connection is cut (as ``drop()`` does) instead of sending the next event of
+        this type, once: a network failure at that point of the protocol."""
         self.app.router.add_get("/v1/realtime", self._realtime)
 
     @property
@@ -262,6 +265,9 @@ class _Session(WebSocketSession):
         self.cancel_reason = "client_cancelled"
 
     async def send(self, event: dict[str, Any]) -> None:
+        if self.fake.drop_before is not None and event.get("type") == self.fake.drop_before:
+            self.fake.drop_before = None
+            self.abort()
         await self.send_json({"event_id": _id("event"), **event})
 
     async def error(self, kind: str, code: str | None, message: str, event_id: str = "") -> None:
