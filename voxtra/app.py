@@ -241,6 +241,10 @@ class VoxtraApp:
         predecessor left. The slot is held until :meth:`stop`."""
         self.teardown_timeout = 30.0
         """At ``stop()``: seconds hung-up calls get to tear down (recordings included)."""
+        self.call_end_timeout = 10.0
+        """Seconds each ``on_call_end`` hook gets, then it is cancelled (logged) and the
+        next one runs: a hook stuck on a store that never answers would otherwise keep
+        its call's task, and ``stop()``, waiting for ever."""
         self.delivery_timeout = 30.0
         """At ``stop()``: seconds recording uploads get; what is left stays spooled."""
         self.outage_wait = 20.0
@@ -386,8 +390,10 @@ class VoxtraApp:
 
     def on_call_end(self, hook: CallHook) -> CallHook:
         """Run ``await hook(call)`` once per call after its teardown: its
-        ``end_reason``, ``hangup_cause`` and ``duration`` are final then. A hook that
-        raises is logged."""
+        ``end_reason``, ``hangup_cause`` and ``duration`` are final then. It runs
+        however the call ended, its teardown cancelled at ``stop()`` included. A hook
+        that raises is logged; one still running after ``call_end_timeout`` seconds is
+        cancelled (logged) and the next one runs."""
         check_callback(hook, "on_call_end", ("call",))
         self._call_end_hooks.append(hook)
         return hook
@@ -581,7 +587,9 @@ class VoxtraApp:
            to end by themselves.
         3. The rest are hung up and get ``teardown_timeout`` seconds to tear down (a
            recording still running is stopped, fetched and spooled then); a call still
-           not done is cancelled, and its teardown still gets that time.
+           not done is cancelled, and its teardown still gets that time. Each call's
+           ``on_call_end`` hooks run after its teardown, however it ended (each for at
+           most ``call_end_timeout`` seconds).
         4. Recording uploads get ``delivery_timeout`` seconds; what is not delivered by
            then stays spooled and is delivered by the next ``start()``.
         Finally every bridge and channel the app created is destroyed.
@@ -627,7 +635,9 @@ class VoxtraApp:
                 await asyncio.gather(*pending, return_exceptions=True)
         if self._teardowns:
             # A cancelled call leaves its (shielded) teardown running: wait for it, or a
-            # recording it is finalising would meet a closed delivery.
+            # recording it is finalising would meet a closed delivery. One cancelled
+            # here still runs the call's on_call_end hooks (bounded, see
+            # _run_call_end_hooks) before it ends.
             _, pending_teardowns = await asyncio.wait(
                 set(self._teardowns), timeout=max(0.1, teardown_end - loop.time())
             )
@@ -895,22 +905,67 @@ class VoxtraApp:
             logger.exception("call %s: internal error", session.id)
         finally:
             context.handler_done.set()
+            # A call holding nothing to release (most) is torn down here and now: the
+            # task and shield below were four loop callbacks a call for nothing.
+            released = context.release_now()
+            if released and not self._call_end_hooks:
+                self._unregister(session)
+            else:
+                # Its own task, known to stop(): cancelling this call must not orphan
+                # its teardown (a recording it finalises would meet a closed delivery)
+                # nor skip its on_call_end hooks, as it did when the cancel came while
+                # it waited for the teardown (stop() giving up on a stuck one): the
+                # call's trace span was never ended, its platform row stayed "in
+                # progress" (tests/unit/test_call_end_hooks.py).
+                finish = asyncio.ensure_future(self._finish_call(session, released))
+                self._teardowns.add(finish)
+                finish.add_done_callback(self._teardowns.discard)
+                await asyncio.shield(finish)
+
+    async def _finish_call(self, session: CallSession, released: bool) -> None:
+        """Tear the call down (unless ``released``: nothing was left), forget it, then
+        run its on_call_end hooks: those run whatever became of the teardown. A cancel
+        (stop() giving up on the call) ends the step it lands in, not the hooks after
+        it; it is raised once they are done."""
+        cancelled = False
+        if not released:
             try:
-                # A call holding nothing to release (most) is torn down here and now:
-                # the task and shield below were four loop callbacks a call for nothing.
-                if not context.release_now():
-                    # Its own task, known to stop(): cancelling this call must not
-                    # orphan it (a recording it finalises would meet a closed delivery).
-                    teardown = asyncio.ensure_future(context.teardown())
-                    self._teardowns.add(teardown)
-                    teardown.add_done_callback(self._teardowns.discard)
-                    await asyncio.shield(teardown)
+                await session.context.teardown()
+            except asyncio.CancelledError:
+                cancelled = _take_back_cancel()
+                logger.warning("call %s: teardown cancelled", session.id)
             except Exception:
                 logger.exception("call %s: teardown failed", session.id)
-            finally:
-                self._unregister(session)
-            if self._call_end_hooks:
-                await asyncio.shield(self._run_call_hooks(self._call_end_hooks, session))
+        self._unregister(session)
+        if self._call_end_hooks and await self._run_call_end_hooks(session):
+            cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _run_call_end_hooks(self, session: CallSession) -> bool:
+        """Each on_call_end hook once, each for at most ``call_end_timeout`` seconds;
+        True if a cancel cut one short (the rest still ran: each of them may be what
+        ends a trace span or a call's row in the platform's store)."""
+        cancelled = False
+        for hook in self._call_end_hooks:
+            timer = asyncio.timeout(self.call_end_timeout)
+            try:
+                async with timer:
+                    await hook(session)
+            except asyncio.CancelledError:
+                logger.warning("call %s: on_call_end hook %r cancelled", session.id, hook)
+                cancelled = _take_back_cancel() or cancelled
+            except Exception:
+                if timer.expired():
+                    logger.error(
+                        "call %s: on_call_end hook %r still running after %.1f s; cancelled",
+                        session.id,
+                        hook,
+                        self.call_end_timeout,
+                    )
+                else:
+                    logger.exception("call %s: call hook %r failed", session.id, hook)
+        return cancelled
 
     async def _drive_call(
         self,
@@ -1673,6 +1728,19 @@ class _Strays:
 def _set_done(future: asyncio.Future[None], *_: object) -> None:
     if not future.done():
         future.set_result(None)
+
+
+def _take_back_cancel() -> bool:
+    """After a CancelledError caught to run what must still run: True if it was a
+    cancel of the current task, taken back until it is raised again (``Task.uncancel``:
+    asyncio's rule for code that goes on after catching one, as its timeouts and task
+    groups count the cancels a task has pending). False: the step's own (a future it
+    awaited was cancelled), nothing to raise."""
+    task = asyncio.current_task()
+    if task is None or not task.cancelling():
+        return False
+    task.uncancel()
+    return True
 
 
 class _OriginateExpired(Exception):

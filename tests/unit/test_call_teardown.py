@@ -48,6 +48,8 @@ class FakeBridges:
         self.destroyed.append(bridge_id)
         if bridge_id in self.fail:
             raise AriError(0, "DELETE", f"/bridges/{bridge_id}", "connection reset")
+        if bridge_id.startswith("gone-"):
+            raise AriNotFound(404, "DELETE", f"/bridges/{bridge_id}", "Bridge not found")
 
 
 class FakeAri:
@@ -163,7 +165,9 @@ async def test_every_step_runs_when_earlier_steps_raise_in_reverse_order() -> No
         "voxtra-internal-call-c",
         "voxtra-internal-media-b",
     ]
-    assert context.bridges == set() and host.registry.bridges == {}
+    # the bridge whose destroy failed may still be there: still owned, as that channel
+    assert context.bridges == {"voxtra-internal-media-b"}
+    assert set(host.registry.bridges) == {"voxtra-internal-media-b"}
     assert fired == ["call-3"]
 
 
@@ -188,6 +192,31 @@ async def test_a_channel_whose_hangup_was_refused_stays_owned_and_the_teardown_r
         "voxtra-internal-snoop-x",
     ]
     assert context.channels == set() and host.registry.internal == {}
+
+
+async def test_a_bridge_whose_destroy_failed_stays_owned_and_the_teardown_retries() -> None:
+    """The destroy of a bridge of the call failed (the connection reset): the bridge
+    may still be in Asterisk, so the call still owns it and its teardown sends the
+    destroy again. It used to be forgotten at once, as channels were: the teardown
+    never tried it, and it stayed in Asterisk."""
+    host = Host(fail={"voxtra-internal-dial-x"})
+    context = session(host, "call-7").context
+    for bridge_id in ("voxtra-internal-dial-x", "gone-bridge"):
+        context.bridges.add(bridge_id)
+        host.registry.own_bridge(bridge_id, context)
+    with pytest.raises(AriError):
+        await context.release_bridge("voxtra-internal-dial-x")
+    await context.release_bridge("gone-bridge")  # 404: already gone, forgotten
+    assert context.bridges == {"voxtra-internal-dial-x"}
+    assert set(host.registry.bridges) == {"voxtra-internal-dial-x"}
+    host.ari.bridges.fail.clear()  # Asterisk takes the destroy now
+    await context.teardown()
+    assert host.ari.bridges.destroyed == [
+        "voxtra-internal-dial-x",
+        "gone-bridge",
+        "voxtra-internal-dial-x",
+    ]
+    assert context.bridges == set() and host.registry.bridges == {}
 
 
 async def test_callbacks_run_when_teardown_is_cancelled() -> None:
