@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from voxtra.ari.errors import AriConnectionError, AriError, AriUnauthorized
 from voxtra.errors import ConfigError
 from voxtra.logs import use_json_logs
 
@@ -41,11 +42,12 @@ _DEPENDENCIES = (
 )
 
 
-def load_app(spec: str) -> Any:
+def load_app(spec: str, *, command: str = "run") -> Any:
     """The object named by ``module:attribute`` (``module`` alone means ``module:app``).
 
     A path to a ``.py`` file works as the module. An attribute that is a callable but
-    not an app (a factory) is called without arguments.
+    not an app (a factory) is called without arguments. ``command`` names the ``voxtra``
+    command in the error a bad ``spec`` exits with.
     """
     from voxtra.app import VoxtraApp
 
@@ -64,14 +66,14 @@ def load_app(spec: str) -> Any:
             sys.path.insert(0, os.getcwd())
             module = importlib.import_module(module_name)
     except (ImportError, OSError) as exc:
-        raise SystemExit(f"voxtra run: cannot import {module_name!r}: {exc}") from exc
+        raise SystemExit(f"voxtra {command}: cannot import {module_name!r}: {exc}") from exc
     obj = getattr(module, attr, None)
     if obj is None:
-        raise SystemExit(f"voxtra run: {module_name!r} has no attribute {attr!r}")
+        raise SystemExit(f"voxtra {command}: {module_name!r} has no attribute {attr!r}")
     if not isinstance(obj, VoxtraApp) and callable(obj):
         obj = obj()
     if not isinstance(obj, VoxtraApp):
-        raise SystemExit(f"voxtra run: {spec} is a {type(obj).__name__}, not a VoxtraApp")
+        raise SystemExit(f"voxtra {command}: {spec} is a {type(obj).__name__}, not a VoxtraApp")
     return obj
 
 
@@ -96,8 +98,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return int(module.main(args.demo_args))
 
 
-def _prepare_run(args: argparse.Namespace) -> Any:
-    """The app ``voxtra run`` would run, with ``--config`` and ``--app-name`` applied.
+def _prepare_run(args: argparse.Namespace, command: str = "run") -> Any:
+    """The app ``voxtra run`` (or ``command``) would run, with ``--config`` and
+    ``--app-name`` applied.
 
     ``--config`` sets ``VOXTRA_CONFIG`` before the module is imported, so an app built
     there reads that file (what its code passes explicitly still wins, as always).
@@ -106,9 +109,9 @@ def _prepare_run(args: argparse.Namespace) -> Any:
     if args.config is not None:
         path = Path(args.config)
         if not path.is_file():
-            raise SystemExit(f"voxtra run: --config {args.config}: no such file")
+            raise SystemExit(f"voxtra {command}: --config {args.config}: no such file")
         os.environ["VOXTRA_CONFIG"] = str(path.resolve())
-    app = load_app(args.app)
+    app = load_app(args.app, command=command)
     if args.app_name is not None and app.app_name != args.app_name:
         app.use_app_name(args.app_name)
     return app
@@ -121,8 +124,38 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from voxtra.local import LocalLLM
 
         LocalLLM(threads=args.llm_threads).attach(app, log=logging.getLogger("voxtra.local").info)
-    app.run(log_level=args.log_level)  # --log-level wins over settings.log_level
+    try:
+        app.run(log_level=args.log_level)  # --log-level wins over settings.log_level
+    except AriError as exc:
+        return _ari_start_failed("run", app, exc)
     return 0
+
+
+def _ari_failure(url: str, username: str, exc: AriError) -> str:
+    """One line for ARI refusing or missing its first request, with what to check.
+
+    A 401 was reported as "unreachable", next to advice to start the sandbox: the
+    wrong thing to look at when Asterisk answered and refused the user.
+    """
+    what = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, AriUnauthorized):
+        return (
+            f"ARI at {url}: user {username!r} refused ({what}); check the ARI user and "
+            "password (VOXTRA_USERNAME, VOXTRA_PASSWORD; ari.conf)"
+        )
+    return f"ARI at {url}: unreachable ({what})"
+
+
+def _ari_start_failed(command: str, app: Any, exc: AriError) -> int:
+    # The app's start() failed and closed what it had opened (VoxtraApp.start); what is
+    # left is the user's to fix, said in one line: it was a traceback (54 lines for a
+    # refused connection, 32 for a 401) whose last line was the only one that mattered.
+    settings = app.settings
+    print(
+        f"voxtra {command}: {_ari_failure(settings.ari_url, settings.username, exc)}",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -134,7 +167,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"voxtra serve: the platform is not installed ({exc}); pip install 'voxtra[platform]'"
         ) from None
-    app = _prepare_run(args)
+    app = _prepare_run(args, "serve")
     overrides = {
         k: v
         for k, v in (
@@ -148,13 +181,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         app.settings.platform = type(app.settings.platform)(
             **{**app.settings.platform.model_dump(), **overrides}
         )
-    serve(app, log_level=args.log_level)
+    try:
+        serve(app, log_level=args.log_level)
+    except AriError as exc:
+        return _ari_start_failed("serve", app, exc)
     return 0
 
 
 async def _check_ari() -> tuple[bool, str]:
     from voxtra.ari.client import AriClient
-    from voxtra.config import SettingsError, load_settings
+    from voxtra.config import SettingsError, VoxtraSettings, load_settings
 
     try:
         settings = load_settings()
@@ -164,7 +200,18 @@ async def _check_ari() -> tuple[bool, str]:
     try:
         async with AriClient(settings.ari_url, settings.username, settings.password) as ari:
             info = await asyncio.wait_for(ari.asterisk.info(), 5.0)
-    except Exception as exc:  # any failure is the answer here, reported as text
+    except AriError as exc:
+        message = _ari_failure(settings.ari_url, settings.username, exc)
+        if isinstance(exc, AriConnectionError) and (
+            settings.ari_url == VoxtraSettings.model_fields["ari_url"].default
+        ):
+            # Not `voxtra demo`: it stops the sandbox it started when the call is over.
+            message += (
+                "\n  (set VOXTRA_ARI_URL, or start the Asterisk sandbox: "
+                "python -m voxtra.testing.asterisk up)"
+            )
+        return False, message
+    except Exception as exc:  # any other failure is the answer here too, reported as text
         return False, f"ARI at {settings.ari_url}: unreachable ({type(exc).__name__}: {exc})"
     version = info.system.version if info.system is not None else "?"
     return True, f"ARI at {settings.ari_url}: reachable, Asterisk {version}"
@@ -175,7 +222,7 @@ def _cmd_console(args: argparse.Namespace) -> int:
     # loaded here only (importing voxtra.cli loads no test tooling).
     from voxtra.testing.console import run_console
 
-    app = load_app(args.app)
+    app = load_app(args.app, command="console")
     return asyncio.run(run_console(app, extension=args.extension, caller=args.caller))
 
 
@@ -206,34 +253,27 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         print(f"  {name:18} {version}")
     ok, message = asyncio.run(_check_ari())
     print(message)
-    if not ok and not message.startswith("settings:") and not os.environ.get("VOXTRA_ARI_URL"):
-        # Not `voxtra demo`: it stops the sandbox it started when the call is over.
-        print(
-            "  (set VOXTRA_ARI_URL, or start the Asterisk sandbox: "
-            "python -m voxtra.testing.asterisk up)"
-        )
     return 0 if ok else 1
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxtra", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--log-level", default=None, type=_log_level, help="DEBUG, INFO, WARNING (default)"
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=("text", "json"),
-        default="text",
-        help="json: one JSON object per record, with the call id (for log shippers)",
-    )
+    _add_logging_options(parser, default=None)
+    # The same options after the command too (`voxtra run --log-format json app.py`, as
+    # docs/tools.md writes it): given only before it, the command's parser took "json"
+    # for the app and refused the rest. SUPPRESS: an option not given there leaves the
+    # value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    _add_logging_options(common, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser(
         "demo",
+        parents=[common],
         add_help=False,  # `voxtra demo --help` is the demo's own help
         help="call the embedded demo assistant from a SIP phone (voxtra demo --help)",
     )
     demo.set_defaults(func=_cmd_demo, default_level="WARNING")
-    run = sub.add_parser("run", help="run a VoxtraApp: voxtra run module:app")
+    run = sub.add_parser("run", parents=[common], help="run a VoxtraApp: voxtra run module:app")
     run.add_argument("app", help="module:attribute, or path/to/file.py:attribute")
     run.add_argument(
         "--config",
@@ -252,7 +292,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_cmd_run, default_level="INFO")
     serve = sub.add_parser(
-        "serve", help="run a VoxtraApp with the call platform's HTTP API: voxtra serve module:app"
+        "serve",
+        parents=[common],
+        help="run a VoxtraApp with the call platform's HTTP API: voxtra serve module:app",
     )
     serve.add_argument("app", help="module:attribute, or path/to/file.py:attribute")
     serve.add_argument("--config", default=None, help="YAML settings file (as VOXTRA_CONFIG)")
@@ -262,19 +304,40 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--database-url", default=None, help="store URL (platform.database_url)")
     serve.set_defaults(func=_cmd_serve, default_level="INFO")
     console = sub.add_parser(
-        "console", help="talk to an app's handler from the terminal, no PBX: voxtra console app.py"
+        "console",
+        parents=[common],
+        help="talk to an app's handler from the terminal, no PBX: voxtra console app.py",
     )
     console.add_argument("app", help="module:attribute, or path/to/file.py:attribute")
     console.add_argument("--extension", default="1000", help="the extension called (1000)")
     console.add_argument("--caller", default="console", help="the caller's number")
     console.set_defaults(func=_cmd_console, default_level="WARNING")
-    init = sub.add_parser("init", help="a new project: an app, its tests, a README")
+    init = sub.add_parser(
+        "init", parents=[common], help="a new project: an app, its tests, a README"
+    )
     init.add_argument("directory", help="where to create it (new or empty)")
     init.add_argument("--name", default=None, help="project and Stasis app name")
     init.set_defaults(func=_cmd_init, default_level="WARNING")
-    doctor = sub.add_parser("doctor", help="check ARI reachability, print versions")
+    doctor = sub.add_parser(
+        "doctor", parents=[common], help="check ARI reachability, print versions"
+    )
     doctor.set_defaults(func=_cmd_doctor, default_level="WARNING")
     return parser
+
+
+def _add_logging_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--log-level",
+        default=default,
+        type=_log_level,
+        help="DEBUG, INFO, WARNING (default; run and serve: INFO)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=default,
+        help="json: one JSON object per record, with the call id (for log shippers)",
+    )
 
 
 def _log_level(value: str) -> str:
@@ -296,7 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = (args.log_level or args.default_level).upper()
-    if args.log_format == "json":
+    if args.log_format == "json":  # None: not given, text
         use_json_logs(level)
     else:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

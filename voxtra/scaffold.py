@@ -161,11 +161,15 @@ def create_project(directory: str | Path, name: str | None = None) -> list[Path]
     ``name`` (default: the directory's name) is also its Stasis app name. Returns the
     files written."""
     target = Path(directory)
+    # Named after the directory, the name was one the user never typed (`voxtra init .`
+    # in a mktemp directory: 'tmp.x1y2z3'): say where it came from and how to choose.
+    given = bool(name)
     name = name or target.resolve().name.replace("-", "_").lower()
     if not _NAME.fullmatch(name) or keyword.iskeyword(name):
+        where = "" if given else " (from the directory's name; give one with --name)"
         raise ConfigError(
-            f"project name {name!r}: use a lower-case letter, then letters, digits or '_' "
-            "(it becomes the Stasis app name)"
+            f"project name {name!r}{where}: use a lower-case letter, then letters, digits "
+            "or '_' (it becomes the Stasis app name)"
         )
     if target.exists() and not target.is_dir():
         raise ConfigError(f"{target} is a file: voxtra init writes into a new directory")

@@ -4,8 +4,11 @@ Checks every page of ``docs/`` (and ``mkdocs.yml``) without building the site: e
 entry is a page, each relative link reaches a file, each ``voxtra.`` name written in
 backticks imports (down to the attribute), each ``from voxtra... import`` in a code block
 resolves, each repository path in backticks exists, and each snippet include
-(``--8<--``) names a file and section that exist. ``mkdocs build --strict`` in
-scripts/test then checks anchors and renders the API reference.
+(``--8<--``) names a file and section that exist, and each ``call.x(...)`` and
+``app.x(...)`` in a Python code block (the README's too, and the example sections the
+pages include) is a CallSession/VoxtraApp method that takes those arguments.
+``mkdocs build --strict`` in scripts/test then checks anchors and renders the API
+reference.
 """
 
 from __future__ import annotations
@@ -234,3 +237,77 @@ def test_examples_compile_and_import(example: Path, monkeypatch: pytest.MonkeyPa
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+
+
+# -- the calls a reader copies: call.<method>(...) and app.<method>(...) ----------------
+
+CODE_PAGES = [ROOT / "README.md", *PAGES]
+
+
+def _python_blocks(page: Path) -> list[str]:
+    """The page's Python code blocks, each snippet include replaced by what it includes."""
+    blocks = []
+    for block in FENCE.finditer(page.read_text()):
+        first, _, body = block.group(0).partition("\n")
+        if first.strip("`~ ").split(" ")[0] not in ("python", "py"):
+            continue
+        for spec in SNIPPET.findall(body):
+            path, _, section = spec.partition(":")
+            text = (ROOT / path).read_text()
+            if section and not section[0].isdigit():
+                text = text.split(f"--8<-- [start:{section}]", 1)[1]
+                text = text.split(f"--8<-- [end:{section}]", 1)[0]
+            body = body.replace(f'--8<-- "{spec}"', text.rsplit("\n", 1)[0])
+        blocks.append(body.rsplit("\n", 1)[0])  # without the closing fence
+    return blocks
+
+
+def _call_mismatches(code: str) -> list[str]:
+    """``call.x(...)``/``app.x(...)`` in ``code`` that CallSession/VoxtraApp cannot take."""
+    import inspect
+
+    from voxtra import CallSession, VoxtraApp
+
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return []  # a fragment (`...` lines, an elided body): nothing to check
+    receivers: dict[str, type] = {"call": CallSession, "app": VoxtraApp}
+    for node in ast.walk(tree):  # a block that makes its own `call` (a FakeCall) is not one
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name) and target.id == "call":
+                    receivers.pop("call", None)
+    errors = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner, attr = node.func.value, node.func.attr
+        if not isinstance(owner, ast.Name) or owner.id not in receivers:
+            continue
+        cls = receivers[owner.id]
+        shown = ast.unparse(node)[:80]
+        if not hasattr(cls, attr):
+            if attr not in _self_assignments(cls):
+                errors.append(f"{shown}: {cls.__name__} has no {attr!r}")
+            continue
+        member = inspect.getattr_static(cls, attr)
+        if not callable(member) or any(isinstance(a, ast.Starred) for a in node.args):
+            continue
+        signature = inspect.signature(getattr(cls, attr))
+        parameters = list(signature.parameters.values())[1:]  # self
+        try:
+            signature.replace(parameters=parameters).bind(
+                *node.args, **{k.arg: k.value for k in node.keywords if k.arg is not None}
+            )
+        except TypeError as exc:
+            errors.append(f"{shown}: {cls.__name__}.{attr}{signature}: {exc}")
+    return errors
+
+
+@pytest.mark.parametrize(
+    "page", CODE_PAGES, ids=lambda p: p.relative_to(ROOT).as_posix().removeprefix("docs/")
+)
+def test_call_and_app_methods_in_code_blocks_take_those_arguments(page: Path) -> None:
+    errors = [e for block in _python_blocks(page) for e in _call_mismatches(block)]
+    assert not errors, f"{page.name}: {errors}"
