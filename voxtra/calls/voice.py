@@ -51,8 +51,10 @@ class VoiceConfig:
     llm_timeout: float | None = 8.0
     tts_timeout: float | None = 5.0
     """Deadlines (s) for a provider's answer: the final transcript after the caller
-    stops, each LLM token, each TTS chunk. A hung provider then ends the turn with a
-    ``ProviderErrorEvent(timed_out=True)`` and ``fallback_text``. None: no deadline."""
+    stops, each LLM token, each TTS chunk (a speech-to-speech engine: ``llm_timeout``
+    for its answer's first audio, ``tts_timeout`` for ``fallback_tts``). A hung provider
+    then ends the turn with a ``ProviderErrorEvent(timed_out=True)`` and
+    ``fallback_text``. None: no deadline."""
     fallback_text: str | None = DEFAULT_FALLBACK
     fallback_tts: TTS | None = None
     """Speaks ``fallback_text`` when ``tts`` is the provider that hung or failed."""

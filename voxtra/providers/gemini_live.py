@@ -24,6 +24,9 @@ Where Gemini Live differs from OpenAI Realtime, and what the engine does about i
   not kept in the history (the service still counts it as said).
 - Tools: ``toolCall`` -> the function (own task) -> ``toolResponse``; the model goes on
   by itself.
+- An answer that does not start within ``llm_timeout``: the service has no message to
+  cancel it, so the engine moves to a new (resumed) session; the rest is as for OpenAI
+  (the event, ``ProviderTimeout`` from ``say``, the fallback line; see ``_abandon``).
 - Reconnect: Gemini's session resumption. The session is opened with
   ``session_resumption`` on, the service sends ``sessionResumptionUpdate`` handles
   between turns, and a dropped socket is reopened with the last resumable handle: the
@@ -210,6 +213,7 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
             await self._open_session(None)
         self._stream = None
         self._model = None
+        self._pending_say = None  # (a say sent on the old socket: failed or given up)
         self._going_away = False
         self._answer_due = False
         turns = self._turns(since if handle is not None and since is not None else None)
@@ -312,6 +316,19 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         """Nothing to send: the service stops generating when the caller speaks, and has
         no message to truncate its copy; the engine's history holds what was heard."""
 
+    async def _abandon(self, response: SpeechResponse | None) -> None:
+        """An answer that did not start within ``llm_timeout``: the Live API has no message
+        to cancel one (only the caller's speech interrupts it), and the stalls users
+        report of it (googleapis/python-genai#1224, google-gemini/cookbook#1225: the
+        socket open, no error, nothing more from the service) do not end by waiting. So
+        a move to a new session, resumed with the handle: the service's conversation as
+        it was before the turn, the caller's words restored as text; nothing of the hung
+        answer can come on it. Not when this session owes nothing (a reconnect lost
+        the answer: the new session is fresh)."""
+        if response is None and not self._answer_due and self._pending_say is None:
+            return
+        self._renew("no answer in time")
+
     async def _send_tool_result(self, call: ToolCall, output: str) -> None:
         response = self._types.FunctionResponse(
             id=call.id, name=call.name, response={"result": output}
@@ -337,8 +354,11 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
             say_id, self._pending_say = self._pending_say, None
             turn = self._on_response_started(f"turn-{self._models}", say_id)
             # Attached for say/listen, the model still answers the caller's turns by
-            # itself: such an answer is not played nor kept in the history.
-            self._muted = turn.muted = say_id is None and not self._autonomous
+            # itself: such an answer is not played nor kept in the history (nor one
+            # given up on: muted already).
+            if say_id is None and not self._autonomous:
+                turn.muted = True
+            self._muted = turn.muted
             self._model = turn
         if speech and not self._muted:
             self._add_message(self._model.id, "assistant")
@@ -426,4 +446,4 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
             )
             self._going_away = fresh = True
         if fresh and self._going_away and self.resume_handle is not None and self._quiet():
-            await self._renew()
+            self._renew("the service is closing this one")

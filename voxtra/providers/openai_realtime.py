@@ -37,6 +37,10 @@ protocol: ``response.output_audio.delta`` and so on). What it does per call:
 - Events: the pipeline's types (UserTranscriptEvent, AgentResponseEvent, SpeechStarted,
   SpeechEnded, BargeInEvent, TurnMetrics with speech end -> first audio out,
   ProviderErrorEvent).
+- An answer that does not start within ``llm_timeout`` (a socket alive, a model that
+  hangs) is given up: ``ProviderErrorEvent(timed_out=True)``, ``response.cancel``;
+  ``say`` raises ``ProviderTimeout``, a caller's turn gets ``fallback_text`` from
+  ``fallback_tts`` (see :class:`~voxtra.providers.speech_to_speech.SpeechToSpeechEngine`).
 - A dropped socket is reconnected within the call (``reconnect_attempts``), the session
   configured again and the conversation so far (``history``, as heard) restored as
   items, the last ``restore_items`` of them.
@@ -293,6 +297,16 @@ class OpenAIRealtimeEngine(SpeechToSpeechEngine):
                     "audio_end_ms": int(heard_ms),
                 }
             )
+
+    async def _abandon(self, response: SpeechResponse | None) -> None:
+        """``response.cancel`` for an answer that did not start in time: that response,
+        or (none started here yet) whatever response the service has in progress, if no
+        other is known to be (the service ends it with ``response.done``; a cancel with
+        nothing in progress gets ``response_cancel_not_active``, a quiet error)."""
+        if response is not None:
+            await self._send({"type": "response.cancel", "response_id": response.id})
+        elif self._active is None:
+            await self._send({"type": "response.cancel"})
 
     async def _send_tool_result(self, call: ToolCall, output: str) -> None:
         item = {

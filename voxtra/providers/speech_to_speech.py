@@ -16,12 +16,18 @@ base holds the rest, the same for all of them, as a
   duration limits);
 - tools (the pipeline's functions, :class:`~voxtra.pipeline.Agent`'s schema and call
   rules), each run in its own task so audio keeps flowing;
+- a deadline (``llm_timeout``) for an answer that does not start: a service whose socket
+  is alive but whose model never answers gets a ``ProviderErrorEvent(timed_out=True)``,
+  the answer is cancelled at the service (``_abandon``), ``say`` raises
+  :class:`~voxtra.pipeline.pipeline.ProviderTimeout` and a caller's turn gets
+  ``fallback_text`` from ``fallback_tts``;
 - the history as heard (``agent.history``), events of the pipeline's types, per-turn
   metrics, and reconnection within the call with the history restored.
 
 A subclass implements the protocol hooks (``_open``, ``_close``, ``_next_event``,
-``_handle``, ``_send_audio``, ``_request_speech``, ``_cancel``, ``_send_tool_result``)
-and calls the ``_on_*`` methods as its service's events arrive.
+``_handle``, ``_send_audio``, ``_request_speech``, ``_cancel``, ``_send_tool_result``,
+and ``_abandon`` if its service can cancel an answer) and calls the ``_on_*`` methods as
+its service's events arrive.
 """
 
 from __future__ import annotations
@@ -54,8 +60,14 @@ from voxtra.pipeline.events import (
 )
 from voxtra.pipeline.heard import heard_words
 from voxtra.pipeline.io import Clock, ConvertingMediaIO, MediaIO, MonotonicClock
-from voxtra.pipeline.pipeline import EndReason, PipelineInUse, PipelineNotAttached
-from voxtra.providers.base import ChatMessage, ToolCall
+from voxtra.pipeline.pipeline import (
+    DEFAULT_FALLBACK,
+    EndReason,
+    PipelineInUse,
+    PipelineNotAttached,
+    ProviderTimeout,
+)
+from voxtra.providers.base import TTS, ChatMessage, ToolCall
 
 __all__ = ["EngineOptions", "SpeechOutput", "SpeechResponse", "SpeechToSpeechEngine"]
 
@@ -109,6 +121,10 @@ class EngineOptions(Protocol):
     silence_timeout: float | None
     silence_prompt: str | None
     max_duration: float | None
+    llm_timeout: float | None
+    tts_timeout: float | None
+    fallback_text: str | None
+    fallback_tts: TTS | None
 
 
 @dataclass(eq=False)
@@ -154,6 +170,13 @@ class SpeechResponse:
     """After a barge-in: what the caller heard of it (text, milliseconds)."""
     muted: bool = False
     """Not for the caller (an answer the engine did not ask for): not played, no events."""
+    abandoned: bool = False
+    """Given up on (it did not start within ``llm_timeout``): cancelled at the service;
+    nothing of it is played, kept or run."""
+    fallback: bool = False
+    """``fallback_text`` spoken by ``fallback_tts``: the service knows nothing of it."""
+    audible: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at its first audio."""
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -181,6 +204,10 @@ class _Waiter:
     def __init__(self, interruptible: bool) -> None:
         self.interruptible = interruptible
         self.response: asyncio.Future[SpeechResponse] = asyncio.get_running_loop().create_future()
+
+
+class _Late(Exception):
+    """A wait passed its deadline (``SpeechToSpeechEngine._until``)."""
 
 
 class _Subscriber:
@@ -213,6 +240,17 @@ class SpeechToSpeechEngine:
 
     ``in_format`` is what the service takes from the caller (u-law 8 kHz passes the
     phone's audio straight through), ``out_format`` what its answers come in.
+
+    ``llm_timeout`` (s): the deadline for an answer to start, counted from the end of the
+    caller's turn (in ``run``), the last tool result, or a ``say`` request, to the
+    answer's first audio (a tool call also counts as an answer). The model is the
+    pipeline's LLM, TTS and more: the name is the pipeline's for the model's deadline.
+    Past it: ``ProviderErrorEvent(timed_out=True)``, the answer cancelled at the service
+    (``_abandon``), and ``say`` raises ``ProviderTimeout`` while a caller's turn gets
+    ``fallback_text`` spoken by ``fallback_tts`` (``tts_timeout`` for each of its
+    chunks). Without ``fallback_tts`` nothing is spoken: the service that just hung is
+    not asked for the line (that would be another ``llm_timeout`` of silence if it hangs
+    again). None turns the deadline off.
     """
 
     name = "speech-to-speech"
@@ -230,6 +268,10 @@ class SpeechToSpeechEngine:
         silence_timeout: float | None = None,
         silence_prompt: str | None = None,
         max_duration: float | None = None,
+        llm_timeout: float | None = 8.0,
+        tts_timeout: float | None = 5.0,
+        fallback_text: str | None = DEFAULT_FALLBACK,
+        fallback_tts: TTS | None = None,
         connect_timeout: float = 10.0,
         reconnect_attempts: int = 3,
         reconnect_delay: float = 0.25,
@@ -240,6 +282,10 @@ class SpeechToSpeechEngine:
         self.silence_timeout = silence_timeout
         self.silence_prompt = silence_prompt
         self.max_duration = max_duration
+        self.llm_timeout = llm_timeout
+        self.tts_timeout = tts_timeout
+        self.fallback_text = fallback_text
+        self.fallback_tts = fallback_tts
         self.connect_timeout = connect_timeout
         self.reconnect_attempts = reconnect_attempts
         self.reconnect_delay = reconnect_delay
@@ -280,25 +326,37 @@ class SpeechToSpeechEngine:
         self._speech_start: float | None = None
         self._speech_end: float | None = None
         self._turn: TurnMetrics | None = None
+        self._answer_deadline: float | None = None
+        """In ``run``: when (clock) the answer the caller is owed must have started; None
+        when none is owed."""
+        self._given_up = False
+        """An answer was given up on before it started: if it starts after all (before the
+        caller's next turn), it is dropped."""
+        self._sessions = 0
+        """Counts the sessions moved away from (``_renew``): the reader drops what an old
+        socket still delivers, and does not reconnect when it closes."""
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @classmethod
     def factory(cls: type[E], *args: Any, **options: Any) -> Callable[[EngineOptions], E]:
         """For ``VoiceConfig(engine=...)``: a fresh engine per call, built with
-        ``args``/``options`` and the call's system prompt, tools, greeting and time
-        limits from its ``VoiceConfig``."""
+        ``args``/``options`` and the call's system prompt, tools, greeting, time limits,
+        deadlines and fallback from its ``VoiceConfig`` (an option given here wins)."""
 
         def build(config: EngineOptions) -> E:
-            return cls(
-                *args,
-                system_prompt=config.system_prompt,
-                tools=config.tools,
-                greeting=config.greeting,
-                silence_timeout=config.silence_timeout,
-                silence_prompt=config.silence_prompt,
-                max_duration=config.max_duration,
-                **options,
-            )
+            from_config: dict[str, Any] = {
+                "system_prompt": config.system_prompt,
+                "tools": config.tools,
+                "greeting": config.greeting,
+                "silence_timeout": config.silence_timeout,
+                "silence_prompt": config.silence_prompt,
+                "max_duration": config.max_duration,
+                "llm_timeout": config.llm_timeout,
+                "tts_timeout": config.tts_timeout,
+                "fallback_text": config.fallback_text,
+                "fallback_tts": config.fallback_tts,
+            }
+            return cls(*args, **{**from_config, **options})
 
         return build
 
@@ -349,6 +407,13 @@ class SpeechToSpeechEngine:
         """Once every tool of ``response`` answered: ask for the next answer if the
         service needs asking (some continue by themselves)."""
 
+    async def _abandon(self, response: SpeechResponse | None) -> None:
+        """An answer did not start within ``llm_timeout``: stop it at the service
+        (``response``: the answer, started without audio; None: none started yet). By
+        default a move to a new session, where the hung answer cannot come: for a
+        service with no message to cancel an answer."""
+        self._renew("no answer in time")
+
     # -- events
 
     def on_event(
@@ -385,9 +450,9 @@ class SpeechToSpeechEngine:
     def _now(self) -> float:
         return self._clock.now()
 
-    def _report(self, message: str, *, stage: str = "realtime") -> None:
+    def _report(self, message: str, *, stage: str = "realtime", timed_out: bool = False) -> None:
         logger.warning("call %s: %s: %s", self.call_id, self.name, message)
-        self._emit(ProviderErrorEvent(self.name, message, self._now(), stage))
+        self._emit(ProviderErrorEvent(self.name, message, self._now(), stage, timed_out))
 
     # -- attach / run
 
@@ -405,9 +470,19 @@ class SpeechToSpeechEngine:
         ``max_duration`` passes or the caller is silent past ``silence_timeout``."""
         async with self._attach(media, clock, call_id, autonomous=True):
             if self.greeting:
-                with contextlib.suppress(CallEnded):
-                    await self.say(self.greeting)
+                await self._say_quietly(self.greeting)
             return await self._converse()
+
+    async def _say_quietly(self, text: str) -> None:
+        """Say something the engine itself chose (the greeting, the silence prompt): a
+        failure, a hung answer among them, is reported, not raised (the conversation goes
+        on; an engine whose reconnect failed ends it at the loop's next step)."""
+        try:
+            await self.say(text)
+        except CallEnded:
+            pass
+        except ProviderError as exc:
+            logger.warning("call %s: %s: could not say %r: %s", self.call_id, self.name, text, exc)
 
     async def _converse(self) -> EndReason:
         start = self._now()
@@ -421,7 +496,21 @@ class SpeechToSpeechEngine:
             now = self._now()
             if self.max_duration is not None and now - start >= self.max_duration:
                 return EndReason.MAX_DURATION
-            busy = self._in_speech or self._active is not None or self._still_playing()
+            due = self._answer_deadline
+            if due is not None and self.llm_timeout is not None and not self._in_speech:
+                if self._still_playing():
+                    # An earlier answer still plays (one the caller could not cut): the
+                    # caller's wait for this one has not begun.
+                    self._answer_deadline = now + self.llm_timeout
+                elif now >= due:
+                    await self._answer_late()
+                    continue
+            busy = (
+                self._in_speech
+                or self._active is not None
+                or self._still_playing()
+                or self._answer_deadline is not None
+            )
             if busy:
                 self._last_activity = now
             elif (
@@ -430,8 +519,7 @@ class SpeechToSpeechEngine:
             ):
                 if self.silence_prompt and prompts < 1:
                     prompts += 1
-                    with contextlib.suppress(CallEnded):
-                        await self.say(self.silence_prompt)
+                    await self._say_quietly(self.silence_prompt)
                     self._last_activity = self._now()
                 else:
                     return EndReason.SILENCE_TIMEOUT
@@ -453,6 +541,7 @@ class SpeechToSpeechEngine:
         self._failed = None
         self._failed_event = asyncio.Event()
         self._last_activity = self._now()
+        self._answer_deadline = None
         previous: tuple[Codec, int] | None = None
         if isinstance(media, ConvertingMediaIO):
             # Ask the transport for the service's own format: for u-law at 8 kHz no
@@ -494,6 +583,7 @@ class SpeechToSpeechEngine:
 
     async def _connect(self) -> None:
         self._ready.clear()
+        self._given_up = False  # (a new session: the answer given up on cannot come)
         try:
             await asyncio.wait_for(self._open(), self.connect_timeout)
         except ProviderError:
@@ -529,11 +619,19 @@ class SpeechToSpeechEngine:
             and not any(t.get_name().startswith("tool-") for t in self._tasks)
         )
 
-    async def _renew(self) -> None:
-        """Move to a new session now, at the service's request (it is about to close
-        this one): no error event; if that fails, as for a lost connection."""
-        logger.info("call %s: %s: moving to a new session", self.call_id, self.name)
+    def _renew(self, why: str) -> None:
+        """Move to a new session (the service is about to close this one, or hung): no
+        error event; if that fails, as for a lost connection. The socket is marked gone
+        here and now (``say`` waits for the new one, the reader drops what the old one
+        still delivers); the move itself runs in a task of its own."""
+        if not self._ready.is_set() or self._closing:
+            return  # (already moving or reconnecting)
+        logger.info("call %s: %s: moving to a new session (%s)", self.call_id, self.name, why)
         self._ready.clear()
+        self._sessions += 1
+        self._spawn(self._move(), "s2s-move")
+
+    async def _move(self) -> None:
         with contextlib.suppress(Exception):
             await self._close()
         self._end_responses()
@@ -593,6 +691,7 @@ class SpeechToSpeechEngine:
                     return
                 await asyncio.sleep(0.01)
                 continue
+            session = self._sessions
             try:
                 event = await self._next_event()
             except asyncio.CancelledError:
@@ -600,10 +699,14 @@ class SpeechToSpeechEngine:
             except Exception as exc:
                 if self._closing:
                     return
+                if session != self._sessions:
+                    continue  # (closed by a move: the new session comes without a reconnect)
                 await self._reconnect(exc)
                 if self._failed is not None:
                     return
                 continue
+            if session != self._sessions:
+                continue  # (the last words of a session moved away from)
             try:
                 await self._handle(event)
             except Exception:
@@ -618,6 +721,14 @@ class SpeechToSpeechEngine:
             say_id=say_id if waiter is not None else None,
             interruptible=waiter.interruptible if waiter is not None else True,
         )
+        if waiter is None and (say_id is not None or self._given_up):
+            # An answer given up on that started after all (its cancel crossed it, or came
+            # before it): not for the caller any more, stopped at the service too.
+            self._given_up = False
+            self._responses[response.id] = response
+            self._drop_late(response)
+            self._spawn(self._abandon_quietly(response), "s2s-abandon")
+            return response
         if waiter is None and self._speech_end is not None:
             # An answer to the caller's turn: its metrics run from the end of speech.
             response.metrics = TurnMetrics(speech_end=self._speech_end)
@@ -646,10 +757,13 @@ class SpeechToSpeechEngine:
         out = self._output(response, item_id)
         chunk = AudioChunk(data, self.out_format[1], self.out_format[0])
         received = self._now()
+        if response.say_id is None:
+            self._answer_deadline = None  # (the answer the caller was owed: it started)
         await media.send(chunk)
         end = media.played_ms + media.queued_ms
         if out.start_pos is None:
             out.start_pos = end - chunk.duration_ms
+            response.audible.set()
         out.end_pos = end
         out.audio_ms += chunk.duration_ms
         self._playing = response
@@ -746,6 +860,7 @@ class SpeechToSpeechEngine:
         now = self._now()
         self._in_speech = True
         self._awaiting_final = False
+        self._answer_deadline = None  # (the caller took the turn again)
         self._last_activity = now
         self._speech_start = now
         target = self._active
@@ -786,8 +901,9 @@ class SpeechToSpeechEngine:
                     self._drop_message(out.message)
         response.heard = (heard_text, played_ms)
         await media.flush()
-        with contextlib.suppress(Exception):
-            await self._cancel(response, cuts)
+        if not response.fallback:
+            with contextlib.suppress(Exception):
+                await self._cancel(response, cuts)
         self._emit(BargeInEvent(heard_text, played_ms, now))
         response.finished.set()
 
@@ -798,6 +914,8 @@ class SpeechToSpeechEngine:
         self._last_activity = now
         self._speech_end = now
         self._turn = TurnMetrics(speech_end=now)
+        self._given_up = False  # (an answer starting now is this turn's)
+        self._expect_answer()
         started = self._speech_start
         self._emit(SpeechEndedEvent(now, (now - started) * 1000.0 if started is not None else 0.0))
 
@@ -857,6 +975,12 @@ class SpeechToSpeechEngine:
         self, response: SpeechResponse | None, call_id: str, name: str, arguments: Any
     ) -> None:
         """The model asked for a tool: ``arguments`` as JSON text or an object."""
+        if response is not None and response.abandoned:
+            logger.info("call %s: %s: %s asked too late: not run", self.call_id, self.name, name)
+            return
+        # The model answered (a tool's run is not the model's: the deadline starts again
+        # once every result is in, _run_tool).
+        self._answer_deadline = None
         if isinstance(arguments, str):
             try:
                 args = json.loads(arguments or "{}")
@@ -884,6 +1008,12 @@ class SpeechToSpeechEngine:
             await self._send_tool_result(call, output)
         except Exception as exc:
             logger.warning("call %s: tool result not sent: %s", self.call_id, exc)
+        current = asyncio.current_task()
+        if not any(
+            t is not current and not t.done() and t.get_name().startswith("tool-")
+            for t in self._tasks
+        ):
+            self._expect_answer()  # (the last result: the model's answer to them is due)
 
     async def _after_tools(self, response: SpeechResponse) -> None:
         await asyncio.gather(*response.tool_tasks, return_exceptions=True)
@@ -905,7 +1035,12 @@ class SpeechToSpeechEngine:
             raise CallEnded(self.call_id)
 
     async def say(self, text: str, *, interruptible: bool = True) -> SayResult:
-        """Have the model say ``text``; return once played or cut by the caller."""
+        """Have the model say ``text``; return once played or cut by the caller.
+
+        Raises ``ProviderTimeout`` (a ``ProviderError`` and a ``TimeoutError``) when the
+        answer's first audio does not come within ``llm_timeout`` of the request (after a
+        ``ProviderErrorEvent(timed_out=True)``; the answer is cancelled at the service),
+        ``ProviderError`` when the service fails it."""
         self._check()
         async with self._speak_lock:
             while self._active is not None:  # one answer at a time
@@ -916,11 +1051,19 @@ class SpeechToSpeechEngine:
             say_id = uuid.uuid4().hex[:16]
             waiter = _Waiter(interruptible)
             self._waiters[say_id] = waiter
+            deadline = None if self.llm_timeout is None else self._now() + self.llm_timeout
+            response: SpeechResponse | None = None
             try:
-                await self._request_speech(text, say_id)
-                response: SpeechResponse = await self._until(waiter.response)
-            finally:
-                self._waiters.pop(say_id, None)
+                try:
+                    await self._request_speech(text, say_id)
+                    response = await self._until(waiter.response, deadline)
+                finally:
+                    self._waiters.pop(say_id, None)
+                assert response is not None
+                await self._until(self._audible(response), deadline)
+            except _Late:
+                message = await self._give_up(response, turn=False)
+                raise ProviderTimeout(self.name, message) from None
             await self._until(response.finished.wait())
             if response.error is not None and not response.has_audio:
                 raise ProviderError(self.name, f"response failed: {response.error}")
@@ -940,16 +1083,24 @@ class SpeechToSpeechEngine:
                 raise CallEnded(self.call_id)
             return SayResult(False, response.text, sum(o.audio_ms for o in response.outputs))
 
-    async def _until(self, aw: Any) -> Any:
-        """Await ``aw``; CallEnded if the call ends first, the failure if the engine fails."""
+    async def _until(self, aw: Any, deadline: float | None = None) -> Any:
+        """Await ``aw``; CallEnded if the call ends first, the failure if the engine fails,
+        ``_Late`` at ``deadline`` (engine clock)."""
         task = asyncio.ensure_future(aw)
         ended = asyncio.ensure_future(self._ended.wait())
         failed = asyncio.ensure_future(self._failed_event.wait())
+        waits = {task, ended, failed}
+        timer = None
+        if deadline is not None:
+            timer = asyncio.ensure_future(self._clock.sleep(deadline - self._now()))
+            waits.add(timer)
         try:
-            await asyncio.wait({task, ended, failed}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
             ended.cancel()
             failed.cancel()
+            if timer is not None:
+                timer.cancel()
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -958,7 +1109,124 @@ class SpeechToSpeechEngine:
             return task.result()
         if self._failed is not None:
             raise self._failed
-        raise CallEnded(self.call_id)
+        if self._ended.is_set():
+            raise CallEnded(self.call_id)
+        raise _Late
+
+    @staticmethod
+    async def _audible(response: SpeechResponse) -> None:
+        """Until ``response``'s first audio, or its end (without any)."""
+        waits = {
+            asyncio.ensure_future(response.audible.wait()),
+            asyncio.ensure_future(response.finished.wait()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+
+    # -- answers that do not come
+
+    def _expect_answer(self) -> None:
+        """In ``run``: the service owes the caller an answer; its deadline starts now."""
+        if self._autonomous and self.llm_timeout is not None and not self._in_speech:
+            self._answer_deadline = self._now() + self.llm_timeout
+
+    async def _answer_late(self) -> None:
+        """The caller's turn got no answer within ``llm_timeout``: give it up (here and at
+        the service) and speak ``fallback_text`` with ``fallback_tts``."""
+        self._answer_deadline = None
+        self._speech_end, self._turn = None, None  # (a later answer's metrics are its own)
+        active = self._active  # (a say's answer in flight has its own deadline)
+        await self._give_up(
+            active if active is not None and active.say_id is None else None, turn=True
+        )
+        await self._say_fallback()
+        self._last_activity = self._now()
+
+    async def _give_up(self, response: SpeechResponse | None, *, turn: bool) -> str:
+        """Report an answer that did not start in time and stop it (``response``: started
+        without audio; None: not started, and ``turn``: it was owed to the caller's turn,
+        so an unasked answer starting later is it). Returns the report's message."""
+        message = f"TimeoutError: no answer within {self.llm_timeout or 0.0:g} s"
+        self._report(message, timed_out=True)
+        if response is not None:
+            self._drop_late(response)
+        elif turn:
+            self._given_up = True
+        await self._abandon_quietly(response)
+        return message
+
+    def _drop_late(self, response: SpeechResponse) -> None:
+        """Nothing more of ``response`` is played, kept in the history, or run."""
+        response.abandoned = response.interrupted = response.muted = True
+        for out in response.outputs:
+            if out.message is not None and out.start_pos is None:
+                self._drop_message(out.message)
+        if self._active is response:
+            self._active = None
+        response.finished.set()
+
+    async def _abandon_quietly(self, response: SpeechResponse | None) -> None:
+        try:
+            await self._abandon(response)
+        except Exception as exc:
+            logger.warning(
+                "call %s: %s: the late answer not cancelled: %s", self.call_id, self.name, exc
+            )
+
+    async def _say_fallback(self) -> None:
+        """Speak ``fallback_text`` with ``fallback_tts`` straight to the caller (the
+        service is not asked: it just hung). Interruptible; kept in the history as heard."""
+        text, tts, media = self.fallback_text, self.fallback_tts, self._media
+        if not text or tts is None or media is None:
+            return
+        async with self._speak_lock:
+            response = SpeechResponse(f"fallback-{uuid.uuid4().hex[:12]}", None, fallback=True)
+            out = SpeechOutput(response.id, transcript=text)
+            response.outputs.append(out)
+            audio = tts.synthesize(text)
+            try:
+                while not response.interrupted:
+                    deadline = None if self.tts_timeout is None else self._now() + self.tts_timeout
+                    try:
+                        chunk: AudioChunk = await self._until(anext(audio), deadline)
+                    except StopAsyncIteration:
+                        break
+                    if not chunk.data or response.interrupted:
+                        continue
+                    await media.send(chunk)
+                    end = media.played_ms + media.queued_ms
+                    if out.start_pos is None:
+                        out.start_pos = end - chunk.duration_ms
+                    out.end_pos = end
+                    out.audio_ms += chunk.duration_ms
+                    self._playing = response
+                out.done = True
+                while (
+                    not response.interrupted
+                    and media.queued_ms > 0
+                    and media.played_ms < response.end_pos - 1e-6
+                    and not self._ended.is_set()
+                ):
+                    await self._clock.sleep(0.02)
+            except (CallEnded, ProviderError):
+                return  # (the loop ends the conversation)
+            except _Late:
+                logger.warning("call %s: the fallback TTS did not answer in time", self.call_id)
+            except Exception as exc:
+                logger.warning("call %s: the fallback TTS failed: %s", self.call_id, exc)
+            finally:
+                close = getattr(audio, "aclose", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):
+                        await close()
+            heard = (
+                response.heard[0] if response.interrupted else response.heard_text(media.played_ms)
+            )
+            if heard:
+                self.agent.history.append(ChatMessage(role="assistant", content=heard))
 
     def _wake_all(self) -> None:
         self._finals_changed.set()

@@ -21,8 +21,9 @@ from voxtra.pipeline.events import (
     TurnMetrics,
     UserTranscriptEvent,
 )
-from voxtra.pipeline.pipeline import EndReason
+from voxtra.pipeline.pipeline import EndReason, ProviderTimeout
 from voxtra.pipeline.testing import MemoryMediaIO, silence_frames, tone_frames
+from voxtra.providers.espeak_tts import EspeakTTS
 from voxtra.providers.gemini_live import GeminiLiveEngine
 from voxtra.testing.fakes.gemini_live import FakeGeminiLive
 from voxtra.testing.fakes.openai_realtime import RealtimeReply
@@ -94,7 +95,8 @@ async def test_converse_with_a_tool_and_a_barge_in() -> None:
         chunk_delay=0.05,
     )
     async with fake:
-        engine = engine_for(fake, tools=[opening_hours])
+        # deadlines short enough to fire if a tool's run or a barge-in counted against them
+        engine = engine_for(fake, tools=[opening_hours], llm_timeout=0.4)
         media = MemoryMediaIO(virtual=False)
         events: list[PipelineEvent] = []
         engine.on_event(events.append)
@@ -128,6 +130,7 @@ async def test_converse_with_a_tool_and_a_barge_in() -> None:
         roles[3][1].split()
     )
     assert roles[4:] == [("user", "stop"), ("assistant", "Sure.")]
+    assert not [e for e in events if isinstance(e, ProviderErrorEvent)]
 
 
 async def test_a_dropped_session_is_reconnected_with_the_history() -> None:
@@ -312,3 +315,75 @@ async def test_a_bad_key_is_a_provider_error() -> None:
         with pytest.raises(ProviderError, match="cannot connect"):
             async with engine.attach(MemoryMediaIO(virtual=False)):
                 pass
+
+
+FALLBACK = "Sorry, could you say that again?"
+
+
+async def test_a_turn_the_service_never_answers_gets_the_fallback_on_a_new_session() -> None:
+    """The socket alive, nothing more from the service after the caller's turn: the
+    deadline gives the answer up (event), the engine moves to a resumed session (the
+    Live API cannot cancel an answer), ``fallback_tts`` speaks the line, and the next
+    turn is answered on the new session."""
+    fake = FakeGeminiLive(
+        KEY, transcripts=["hello", "hello again"], replies=[RealtimeReply("Hi there.")]
+    )
+    async with fake:
+        engine = engine_for(fake, llm_timeout=0.5, fallback_text=FALLBACK, fallback_tts=EspeakTTS())
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        run = asyncio.create_task(engine.run(media, clock=media.clock))
+        await fake.wait_connections(1)
+        fake.silent_next = 1
+        speak(media)
+        await until(lambda: any(m.content == FALLBACK for m in engine.history))  # played
+        fallback = list(media.received)
+        await fake.wait_connections(2)
+        speak(media)
+        await until(lambda: any(isinstance(e, AgentResponseEvent) for e in events))
+        await until(lambda: media.queued_ms == 0)
+        media.hangup()
+        assert await asyncio.wait_for(run, 5) is EndReason.HANGUP
+        first, second = fake.connections
+    (error,) = [e for e in events if isinstance(e, ProviderErrorEvent)]
+    assert (error.provider, error.stage, error.timed_out) == ("gemini-live", "realtime", True)
+    assert error.message == "TimeoutError: no answer within 0.5 s"
+    assert first.closed and second.resumed_from == first.handles[-1]
+    # the caller's unanswered words went to the new session as text, not to be answered
+    restored = second.of("clientContent")[0]
+    assert restored["turnComplete"] is False
+    assert [(t["role"], t["parts"][0]["text"]) for t in restored["turns"]] == [("user", "hello")]
+    assert fallback and {(c.codec, c.sample_rate) for c in fallback} == {(Codec.PCM16, 22050)}
+    answer = media.received[len(fallback) :]
+    assert {(c.codec, c.sample_rate) for c in answer} == {(Codec.PCM16, 24000)}
+    assert sum(c.duration_ms for c in answer) == pytest.approx(600)
+    assert [e.text for e in events if isinstance(e, AgentResponseEvent)] == ["Hi there."]
+    assert [(m.role, m.content) for m in engine.history] == [
+        ("user", "hello"),
+        ("assistant", FALLBACK),
+        ("user", "hello again"),
+        ("assistant", "Hi there."),
+    ]
+
+
+async def test_a_say_the_service_never_answers_raises_in_time() -> None:
+    async with FakeGeminiLive(KEY) as fake:
+        engine = engine_for(fake, llm_timeout=0.3)
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        async with engine.attach(media, clock=media.clock):
+            fake.silent_next = 1
+            started = media.clock.now()
+            with pytest.raises(ProviderTimeout, match=r"no answer within 0\.3 s"):
+                await asyncio.wait_for(engine.say("Hello."), 3)
+            waited = media.clock.now() - started
+            again = await asyncio.wait_for(engine.say("Still here."), 3)  # (new session)
+        first, second = fake.connections
+    assert 0.3 <= waited < 0.6
+    (error,) = [e for e in events if isinstance(e, ProviderErrorEvent)]
+    assert error.timed_out and error.stage == "realtime"
+    assert second.resumed_from == first.handles[-1]
+    assert again.heard_text == "Still here." and media.played_audio_ms() == pytest.approx(600)
+    assert [(m.role, m.content) for m in engine.history] == [("assistant", "Still here.")]

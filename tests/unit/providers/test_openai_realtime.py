@@ -29,8 +29,9 @@ from voxtra.pipeline.events import (
     TurnMetrics,
     UserTranscriptEvent,
 )
-from voxtra.pipeline.pipeline import EndReason
+from voxtra.pipeline.pipeline import EndReason, ProviderTimeout
 from voxtra.pipeline.testing import MemoryMediaIO, silence_frames, tone_frames
+from voxtra.providers.espeak_tts import EspeakTTS
 from voxtra.providers.openai_realtime import OpenAIRealtimeEngine
 from voxtra.testing.fakes.openai_realtime import FakeOpenAIRealtime, RealtimeReply
 
@@ -223,7 +224,8 @@ async def test_a_tool_call_round_trip_does_not_hold_the_audio() -> None:
         ],
     )
     async with fake:
-        engine = engine_for(fake, tools=[get_weather])
+        # a deadline shorter than the tool: the tool's run is not the model's to answer in
+        engine = engine_for(fake, tools=[get_weather], llm_timeout=0.4)
         media = MemoryMediaIO(virtual=False)
         events: list[PipelineEvent] = []
         engine.on_event(events.append)
@@ -266,6 +268,7 @@ async def test_a_tool_call_round_trip_does_not_hold_the_audio() -> None:
     }
     assert second.text == "It is sunny in Paris."
     assert media.played_audio_ms() == pytest.approx(1500)
+    assert not [e for e in events if isinstance(e, ProviderErrorEvent)]
 
 
 async def test_a_dropped_socket_is_reconnected_with_the_conversation() -> None:
@@ -449,3 +452,85 @@ async def test_converse_after_say_restores_the_history_on_its_own_session() -> N
     ]
     detection = second.of("session.update")[0]["session"]["audio"]["input"]["turn_detection"]
     assert detection["create_response"] is True
+
+
+FALLBACK = "Sorry, could you say that again?"
+
+
+async def test_a_turn_the_service_never_answers_gets_the_fallback_then_the_next_works() -> None:
+    """The socket alive, the model silent after ``response.created``: the turn's deadline
+    gives it up (event, ``response.cancel``) and ``fallback_tts`` speaks the line; the
+    caller talks over it (a barge-in, nothing sent to the service for it), and that turn
+    is answered as usual."""
+    fake = FakeOpenAIRealtime(
+        KEY, transcripts=["hello", "hello again"], replies=[RealtimeReply("Hi there.")]
+    )
+    async with fake:
+        engine = engine_for(fake, llm_timeout=0.5, fallback_text=FALLBACK, fallback_tts=EspeakTTS())
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        run = asyncio.create_task(engine.run(media, clock=media.clock))
+        await fake.wait_connections(1)
+        fake.silent_next = 1
+        speak(media)
+        await until(lambda: any(isinstance(e, ProviderErrorEvent) for e in events))
+        await until(lambda: media.played_ms >= 500)  # the line plays (1.56 s of it)...
+        speak(media)  # ...and the caller talks over it
+        await until(lambda: any(isinstance(e, AgentResponseEvent) for e in events))
+        await until(lambda: media.queued_ms == 0)
+        media.hangup()
+        assert await asyncio.wait_for(run, 5) is EndReason.HANGUP
+        (conn,) = fake.connections
+    (error,) = [e for e in events if isinstance(e, ProviderErrorEvent)]
+    assert (error.provider, error.stage, error.timed_out) == ("openai-realtime", "realtime", True)
+    assert error.message == "TimeoutError: no answer within 0.5 s"
+    turn_end = next(e for e in events if isinstance(e, SpeechEndedEvent))
+    assert 0.5 <= error.at - turn_end.at < 0.9
+    (cancel,) = conn.of("response.cancel")  # the hung response, by its id
+    assert cancel["response_id"].startswith("resp_") and conn.cancels == 1
+    # the line came from fallback_tts (espeak's 22.05 kHz PCM), the answer in u-law
+    formats = {(c.codec, c.sample_rate) for c in media.received}
+    assert formats == {(Codec.PCM16, 22050), (Codec.ULAW, 8000)}
+    answer = [c for c in media.received if c.codec is Codec.ULAW]
+    assert sum(c.duration_ms for c in answer) == pytest.approx(600)
+    # the barge-in cut the line (nothing of it played after the flush) and told the
+    # service nothing: it never had that audio
+    (barge,) = [e for e in events if isinstance(e, BargeInEvent)]
+    assert 500 <= barge.played_ms < 1500 and media.flushes
+    assert media.played_audio_ms(since=media.flushes[0] + 0.001) == pytest.approx(600)
+    heard = barge.heard_text.split()
+    assert heard and heard == FALLBACK.split()[: len(heard)]
+    assert conn.truncations == []
+    assert [e.text for e in events if isinstance(e, AgentResponseEvent)] == ["Hi there."]
+    assert len([e for e in events if isinstance(e, TurnMetrics)]) == 1  # the answered turn
+    assert [(m.role, m.content) for m in engine.history] == [
+        ("user", "hello"),
+        ("assistant", barge.heard_text),
+        ("user", "hello again"),
+        ("assistant", "Hi there."),
+    ]
+
+
+async def test_a_say_the_service_never_answers_raises_in_time() -> None:
+    async with FakeOpenAIRealtime(KEY) as fake:
+        engine = engine_for(fake, llm_timeout=0.3)
+        media = MemoryMediaIO(virtual=False)
+        async with attached(engine, media) as events:
+            fake.silent_next = 1
+            started = media.clock.now()
+            with pytest.raises(ProviderTimeout, match=r"no answer within 0\.3 s"):
+                await asyncio.wait_for(engine.say("Hello."), 3)
+            waited = media.clock.now() - started
+            again = await asyncio.wait_for(engine.say("Still here."), 3)
+        (conn,) = fake.connections
+    assert 0.3 <= waited < 0.6
+    (error,) = [e for e in events if isinstance(e, ProviderErrorEvent)]
+    assert error.timed_out and error.stage == "realtime"
+    first, _ = conn.of("response.create")
+    (cancel,) = conn.of("response.cancel")
+    assert cancel["response_id"].startswith("resp_") and conn.cancels == 1
+    assert first["response"]["instructions"].endswith("\nHello.")
+    assert not again.interrupted and again.heard_text == "Still here."
+    assert media.played_audio_ms() == pytest.approx(600)  # the second say only
+    assert [(m.role, m.content) for m in engine.history] == [("assistant", "Still here.")]

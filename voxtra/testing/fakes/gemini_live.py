@@ -166,6 +166,11 @@ class FakeGeminiLive(SpeechServiceFake[GeminiConnection]):
         self.silence_ms = silence_ms
         self.think_s = 0.0
         """Seconds before an answer's first message (a model taking its time)."""
+        self.silent_next = 0
+        """The next that many answers (to a caller's turn or a ``clientContent`` turn) never
+        come: no message at all, until the caller's speech interrupts the turn or the
+        connection ends. The socket stays alive, as in the stalls users report of the Live
+        API. The script is not used up."""
         self.handles: dict[str, list[tuple[str, str]]] = {}
         """Resumable sessions: handle -> the conversation (``turns``) at that point."""
         self.app.router.add_get(PATH, self._live_socket)
@@ -299,7 +304,7 @@ class _Session(WebSocketSession):
                 {"serverContent": {"inputTranscription": {"text": "", "finished": True}}}
             )
         self.conn.turns.append(("user", text))
-        self.start_answer(self.fake.next_reply())
+        self.start_answer(None if self.silent() else self.fake.next_reply())
 
     async def client_content(self, content: dict[str, Any]) -> None:
         for turn in content.get("turns") or []:
@@ -309,16 +314,29 @@ class _Session(WebSocketSession):
             return
         last = self.conn.turns[-1][1] if self.conn.turns else ""
         lines = [line for line in last.splitlines() if line.strip()]
-        self.start_answer(RealtimeReply(text=lines[-1].strip() if lines else ""))
+        self.start_answer(
+            None if self.silent() else RealtimeReply(text=lines[-1].strip() if lines else "")
+        )
 
-    def start_answer(self, reply: RealtimeReply) -> None:
+    def silent(self) -> bool:
+        """Whether this answer is one of ``silent_next``'s."""
+        if self.fake.silent_next > 0:
+            self.fake.silent_next -= 1
+            return True
+        return False
+
+    def start_answer(self, reply: RealtimeReply | None) -> None:
         if self.answer is not None and not self.answer.done():
             self.answer.cancel()
         self.answer = asyncio.create_task(self.respond(reply))
 
-    async def respond(self, reply: RealtimeReply) -> None:
+    async def respond(self, reply: RealtimeReply | None) -> None:
+        """Send the answer (``reply`` None: a silent one, see ``silent_next``)."""
         spoken: list[str] = []
         try:
+            if reply is None:
+                await asyncio.Event().wait()  # (until cancelled)
+                return
             if self.fake.think_s:
                 await asyncio.sleep(self.fake.think_s)
             if reply.tool_calls:

@@ -177,6 +177,10 @@ class FakeOpenAIRealtime(SpeechServiceFake[RealtimeConnection]):
         self.drop_before: str | None = None
         """The connection is cut (as ``drop()`` does) instead of sending the next event of
         this type, once: a network failure at that point of the protocol."""
+        self.silent_next = 0
+        """The next that many responses (of any kind) never say anything: ``response.created``
+        comes, then nothing until ``response.cancel`` (or the end of the connection): a
+        service whose socket is alive and whose model hangs. The script is not used up."""
         self.app.router.add_get("/v1/realtime", self._realtime)
 
     @property
@@ -541,7 +545,11 @@ class _Session(WebSocketSession):
             )
             return
         instructions = params.get("instructions")
-        if self.fake.fail_next is not None:
+        reply: RealtimeReply | None
+        if self.fake.silent_next > 0:
+            self.fake.silent_next -= 1
+            reply = None
+        elif self.fake.fail_next is not None:
             reply = RealtimeReply(error=self.fake.fail_next)
             self.fake.fail_next = None
         elif instructions:
@@ -564,8 +572,9 @@ class _Session(WebSocketSession):
         return True
 
     async def respond(
-        self, rid: str, reply: RealtimeReply, metadata: dict[str, Any] | None
+        self, rid: str, reply: RealtimeReply | None, metadata: dict[str, Any] | None
     ) -> None:
+        """Send the response to its end (``reply`` None: a silent one, see ``silent_next``)."""
         response: dict[str, Any] = {
             "id": rid,
             "object": "realtime.response",
@@ -580,6 +589,9 @@ class _Session(WebSocketSession):
         status, details = "completed", None
         try:
             await self.send({"type": "response.created", "response": response})
+            if reply is None:
+                await asyncio.Event().wait()  # (until cancelled)
+                return
             if reply.error is not None:
                 status = "failed"
                 details = {
