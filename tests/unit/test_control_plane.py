@@ -127,7 +127,8 @@ async def test_a_call_holding_something_is_torn_down_in_its_own_task(
     fake_asterisk: FakeAsterisk, app: VoxtraApp
 ) -> None:
     # A hangup callback (or a channel, bridge, cleanup, task) still gets the teardown
-    # task stop() knows of, and the callback runs once.
+    # task stop() knows of (the call's finish: its teardown, then its on_call_end
+    # hooks), and the callback runs once.
     made: collections.Counter[str] = collections.Counter()
     fired: list[str] = []
 
@@ -151,7 +152,7 @@ async def test_a_call_holding_something_is_torn_down_in_its_own_task(
             await asyncio.sleep(0.05)
         finally:
             loop.set_task_factory(None)
-    assert made["CallContext.teardown"] == 1
+    assert made["VoxtraApp._finish_call"] == 1
     assert fired == [call.id]
 
 
