@@ -240,7 +240,8 @@ class Result:
     direction: str
     faults: bool
     rate: float
-    """Calls placed per second (0: as fast as the 50 slots free up, i.e. saturated)."""
+    """Calls placed per second (0: as fast as the ``concurrency`` slots free up, i.e.
+    saturated)."""
     calls: int
     ended: int
     wall_s: float
@@ -270,10 +271,12 @@ class Result:
     parsed_per_call: float = float("nan")
     """Of those, parsed (not dropped unparsed as about a channel no call owns; NaN: a
     tree without that)."""
+    concurrency: int = 50
+    """Calls in flight at most (``--concurrency``)."""
 
     @property
     def load(self) -> str:
-        return f"{self.rate:.0f}/s" if self.rate else "50 busy"
+        return f"{self.rate:.0f}/s" if self.rate else f"{self.concurrency} busy"
 
 
 class _CountErrors(logging.Handler):
@@ -509,6 +512,7 @@ async def run(
         dialplan_tag=dialplan_tag,
         events_per_call=probe.events / calls,
         parsed_per_call=(probe.events - skipped) / calls if skipped is not None else float("nan"),
+        concurrency=concurrency,
     )
 
 

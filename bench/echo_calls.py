@@ -32,6 +32,7 @@ import os
 import resource
 import statistics
 import time
+import uuid
 from typing import Any
 
 from voxtra import CallSession, VoxtraApp
@@ -50,7 +51,8 @@ async def _place(app: VoxtraApp, n: int, delay: float) -> Any:
         app.ari,
         str(6000 + n),
         behaviour="play",
-        variables={"PLAYFILE": "&".join(["demo-congrats"] * 6)},
+        # VOXTRA_APP: the dialplan hands the call to this run's own Stasis app
+        variables={"PLAYFILE": "&".join(["demo-congrats"] * 6), "VOXTRA_APP": app.app_name},
     )
 
 
@@ -69,6 +71,9 @@ async def run(
         os.environ.get("VOXTRA_ARI_URL", "http://127.0.0.1:8088"),
         os.environ.get("VOXTRA_USERNAME", "voxtra"),
         os.environ.get("VOXTRA_PASSWORD", "voxtra"),
+        # A name of its own: the sandbox's default app ("voxtra") may be someone else's
+        # (an example or a test running there), whose calls the bench would take.
+        app_name=f"voxtra-bench-echo-{uuid.uuid4().hex[:6]}",
         media={"transport": transport, "codec": "ulaw", "engine": engine},
     )
 
@@ -120,6 +125,7 @@ async def run(
         )
         expected = calls * wall * 50
         result = {
+            "app_name": app.app_name,
             "handler": handler,
             "engine": engine,
             "load_avg_1m": os.getloadavg()[0],
@@ -196,7 +202,7 @@ def main() -> None:
                 f"echo_calls: {name} {r['calls']} calls, {r['lost']} frames lost, "
                 f"{r['inbound_dropped']} dropped by our side (target 0: "
                 f"{'MET' if ok else 'NOT MET'}), {r['cpu_us_per_call_s']:.0f} us CPU per "
-                f"call-second, RTP sockets {r.get('rtp_sockets', 0)}"
+                f"call-second, RTP sockets {r.get('rtp_sockets', 0)}, Stasis app {r['app_name']}"
             )
     if args.json:
         with open(args.json, "w") as fh:

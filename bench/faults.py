@@ -13,8 +13,9 @@
 * **stall ms**, for both: the event loop's longest stall while the fault ran
   (target <= 20 ms, the bound the issue sets for a live call under attack).
 * **other fault tests**: every other ``test_*.py`` in ``tests/integration/faults``
-  (provider hang, handler faults) runs under pytest; its outcome is printed, with
-  any line it prints that starts with ``bench:`` (their figures).
+  (provider hang, handler faults) runs under pytest; each test's outcome and time are
+  printed, with the lines the test printed (their figures: the calls left intact, echo
+  gaps, the stall, how long a hung provider held the turn).
 
 The scenarios live in :mod:`voxtra.testing.faults` (the tests assert on the same
 reports). This script starts the sandbox Asterisk itself (``AsteriskSandbox().up()``,
@@ -36,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from xml.etree import ElementTree
 
 from voxtra.testing.asterisk import AsteriskSandbox
 from voxtra.testing.faults import KillReport, OutageReport, asterisk_kill, storage_outage
@@ -213,35 +215,63 @@ def run_others() -> bool:
     env = {**os.environ, "VOXTRA_KEEP_ASTERISK": "1"}
     for path in tests:
         started = time.monotonic()
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                str(path),
-                "-m",
-                "faults",
-                "-q",
-                "-s",
-                "-p",
-                "no:cacheprovider",
-            ],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        with tempfile.TemporaryDirectory(prefix="voxtra-faults-") as work:
+            # The figures are what each test prints; the JUnit report keeps them per
+            # test (under -s they came out between pytest's progress dots, unlabelled).
+            junit = Path(work) / "junit.xml"
+            result = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    str(path),
+                    "-m",
+                    "faults",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    f"--junitxml={junit}",
+                    "-o",
+                    "junit_logging=system-out",
+                ],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            cases = _junit_cases(junit) if junit.exists() else []
         took = time.monotonic() - started
         lines = result.stdout.splitlines()
         summary = next((line for line in reversed(lines) if " in " in line), "")
         passed = result.returncode == 0
         ok = ok and passed
         print(f"{path.stem}: {'passed' if passed else 'FAILED'} in {took:.0f} s  ({summary})")
-        for line in lines:
-            if line.startswith("bench:"):
-                print("  " + line.removeprefix("bench:").strip())
+        for name, outcome, seconds, printed in cases:
+            print(f"  {name}: {outcome} in {seconds:.1f} s")
+            for line in printed:
+                print(f"    {line}")
     return ok
+
+
+def _junit_cases(report: Path) -> list[tuple[str, str, float, list[str]]]:
+    """(test name, outcome, seconds, the non-empty lines it printed) per test case."""
+    cases = []
+    for case in ElementTree.parse(report).getroot().iter("testcase"):
+        outcome = "passed"
+        for tag in ("failure", "error", "skipped"):
+            if case.find(tag) is not None:
+                outcome = {"failure": "FAILED", "error": "ERROR", "skipped": "skipped"}[tag]
+        out = case.find("system-out")
+        text = out.text if out is not None and out.text else ""
+        # pytest heads the text with a "---- Captured Out ----" rule
+        printed = [
+            line.strip()
+            for line in text.splitlines()
+            if line.strip() and not (line.startswith("---") and line.endswith("---"))
+        ]
+        cases.append((case.get("name", "?"), outcome, float(case.get("time", "0")), printed))
+    return cases
 
 
 async def main_async(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ agent, espeak-ng) over the sandbox Asterisk; several calls run at once. Two figu
   around them, overlapping intervals counted once). Target p95 <= 20 ms.
 * **barge-in stop time**: the caller starts saying something over the long story; in
   the phone's recording, the time from the caller's speech onset (when its playback
-  started) to the end of the agent's audio. Target <= 150 ms.
+  started) to the end of the agent's audio. Target p95 <= 150 ms.
 
 Not counted in either: the endpointing wait (``end_silence_ms``, 600 ms of silence
 before a turn ends) and the network / Asterisk path to the phone.
@@ -18,8 +18,9 @@ before a turn ends) and the network / Asterisk path to the phone.
     .venv/bin/python bench/turn_latency.py [--calls 3] [--turns 6] [--barge-ins 2]
 
 It also prints the end-of-turn delay on the line (the caller's last word, as the phone
-played it, -> the pipeline's end of turn) and splits the barge-in time at the moment
-the pipeline confirmed the caller's onset.
+played it, -> the pipeline's end of turn; target p50 <= 400 ms) and splits the barge-in
+time at the moment the pipeline confirmed the caller's onset. The last lines are the
+verdicts, one per target: MET or NOT MET.
 
 Uses ``VOXTRA_ARI_URL`` (default: the sandbox at http://127.0.0.1:8088, which must be
 running: ``python -m voxtra.testing.asterisk up``).
@@ -210,6 +211,27 @@ def percentile(values: Sequence[float], q: float) -> float:
     return statistics.quantiles(ordered, n=100, method="inclusive")[int(q) - 1]
 
 
+TARGETS = (
+    # (what, percentile, at most ms)
+    ("end of turn on the line (caller's last word -> turn ended)", 50, 400.0),
+    ("framework-added time per turn", 95, 20.0),
+    ("barge-in stop time (caller onset -> agent silent)", 95, 150.0),
+)
+
+
+def verdicts(ends: list[float], framework: list[float], stops: list[float]) -> list[str]:
+    """One ``target: ...: MET / NOT MET`` line per target, in the order of TARGETS."""
+    lines = []
+    for (what, q, limit), values in zip(TARGETS, (ends, framework, stops), strict=True):
+        name = f"{what} p{q} <= {limit:.0f} ms"
+        if not values:
+            lines.append(f"target: {name}: NOT MET (no samples)")
+            continue
+        value = percentile(values, q)
+        lines.append(f"target: {name}: {'MET' if value <= limit else 'NOT MET'} ({value:.1f} ms)")
+    return lines
+
+
 async def build(watch: Watch, min_speech_ms: float) -> VoxtraApp:
     app = build_assistant(
         on_pipeline=watch.on_pipeline,
@@ -365,11 +387,8 @@ async def main(args: argparse.Namespace, work: Path) -> None:
     print()
     total = [m.total_ms for m, _, _ in turns if m.total_ms is not None]
     framework = [m.total_ms - p for m, p, _ in turns if m.total_ms is not None]
-    row(
-        "end of turn: caller's last word -> turn ended (ms)",
-        [e for _, _, e in turns if e is not None],
-        "target p50 <= 400",
-    )
+    ends = [e for _, _, e in turns if e is not None]
+    row("end of turn: caller's last word -> turn ended (ms)", ends, "target p50 <= 400")
     row("turn: end of speech -> first audio out (ms)", total)
     row("  inside providers (ms)", [p for _, p, _ in turns])
     row("  framework-added (ms)", framework, "target p95 <= 20")
@@ -377,12 +396,15 @@ async def main(args: argparse.Namespace, work: Path) -> None:
     row("  llm: final -> first token (ms)", [m.llm_ms for m, _, _ in turns if m.llm_ms])
     row("  tts: first token -> first audio (ms)", [m.tts_ms for m, _, _ in turns if m.tts_ms])
     row("  send: first audio -> transport (ms)", [m.send_ms or 0.0 for m, _, _ in turns])
-    row("barge-in: caller onset -> agent silent (ms)", stops, "target <= 150")
+    row("barge-in: caller onset -> agent silent (ms)", stops, "target p95 <= 150")
     row("  caller onset -> onset confirmed (ms)", confirmed)
     row(
         "  onset confirmed -> agent silent (ms)",
         [s - c for bs in barge for s, c in bs if c is not None],
     )
+    print()
+    for line in verdicts(ends, framework, stops):
+        print(line)
     print(f"\nrecordings and logs: {work}")
 
 

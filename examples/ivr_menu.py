@@ -5,9 +5,10 @@ Run against the sandbox (``python -m voxtra.testing.asterisk up``) or docker-com
     python examples/ivr_menu.py
 
 then dial extension 1000 from a softphone registered as ``sipcaller`` (no auth) at
-127.0.0.1:5060, or with the scripted caller:
+127.0.0.1:5060, or with the scripted caller, pressing 1 once the menu plays (a key
+pressed during the greeting is forgotten: ``clear_dtmf()`` below):
 
-    python -m voxtra.testing.sipcaller dial 1000 --dtmf 1 --seconds 8
+    python -m voxtra.testing.sipcaller dial 1000 --dtmf 1 --dtmf-delay 3 --seconds 8
 """
 
 from __future__ import annotations

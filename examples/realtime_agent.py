@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 
 from voxtra import CallSession, VoiceConfig, VoxtraApp
@@ -73,11 +74,15 @@ async def _with_fake() -> None:
     replies = [RealtimeReply(text="We open at seven.")] * 20
     async with FakeOpenAIRealtime("local", replies=replies) as fake:
         app = build_app("local", base_url=fake.base_url)
-        await app.start()
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await app.stop()
+        # Until Ctrl-C or SIGTERM, as app.run() does: the calls drain, then the fake
+        # stops. (Waiting for cancellation instead ended Ctrl-C in a KeyboardInterrupt
+        # traceback, and SIGTERM killed the process without stopping the app.)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with app:
+            await stop.wait()
 
 
 if __name__ == "__main__":

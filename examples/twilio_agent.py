@@ -11,10 +11,12 @@ on Asterisk: only where the call comes from differs (see docs/twilio.md).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 import uvicorn
+from starlette.applications import Starlette
 
 from voxtra import CallSession, VoiceConfig, VoxtraApp
 from voxtra.providers.espeak_tts import EspeakTTS
@@ -51,18 +53,26 @@ async def menu(call: CallSession) -> None:
         await call.transfer_to("+10000000001")  # Twilio runs <Dial>; the call leaves the app
 
 
-async def main(port: int = 8000) -> None:
+def main(port: int = 8000) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     app.use_transport(NoAsterisk())  # every call comes through Twilio
     backend = TwilioBackend(app)  # app.settings.twilio, from VOXTRA_TWILIO__*
-    await app.start()
-    server = uvicorn.Server(uvicorn.Config(backend.asgi(), host="0.0.0.0", port=port))
-    try:
-        await server.serve()  # until Ctrl-C
-    finally:
-        await app.stop()
-        await backend.aclose()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        # The app runs inside uvicorn's lifespan: on Ctrl-C uvicorn stops serving, the
+        # app drains its calls here, and only then does uvicorn raise the signal again.
+        # (Stopped after `await server.serve()` instead, the app's stop() was cancelled
+        # half-way by that second SIGINT.)
+        try:
+            async with app:
+                yield
+        finally:
+            await backend.aclose()
+
+    asgi = Starlette(routes=backend.routes(), lifespan=lifespan)
+    uvicorn.run(asgi, host="0.0.0.0", port=port)  # until Ctrl-C
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -1,10 +1,13 @@
 """examples/twilio_agent.py runs as written: a Twilio-only app (no Asterisk) answering
-a call from a phone on a Media Stream, its key menu transferring with <Dial>."""
+a call from a phone on a Media Stream, its key menu transferring with <Dial>; run as a
+program, Ctrl-C stops it cleanly."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import signal
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -12,6 +15,7 @@ from types import ModuleType
 import pytest
 
 from voxtra.testing.fakes.twilio import FakeTwilio, serve_asgi
+from voxtra.testing.storage import free_port
 from voxtra.twilio import NoAsterisk, TwilioBackend
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -61,3 +65,44 @@ async def test_the_example_menu_transfers_on_zero(
         phone.call.twiml_updates
         and "<Number>+10000000001</Number>" in (phone.call.twiml_updates[0])
     )
+
+
+async def test_ctrl_c_stops_the_program_once_the_app_has_stopped(
+    twilio: FakeTwilio, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOXTRA_")}
+    env |= {
+        "VOXTRA_TWILIO__ACCOUNT_SID": twilio.account_sid,
+        "VOXTRA_TWILIO__AUTH_TOKEN": twilio.auth_token,
+        "VOXTRA_TWILIO__PUBLIC_URL": "http://127.0.0.1:1",
+        "VOXTRA_TWILIO__API_BASE_URL": twilio.url,
+    }
+    # main() as `python examples/twilio_agent.py` runs it, on a free port (not 8000)
+    code = (
+        "from voxtra.testing.modules import import_file; "
+        f"import_file({str(EXAMPLE)!r}, 'voxtra_example_twilio_agent').main({free_port()})"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        # Ctrl-C as in a terminal (a runner may have started this test with it ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    assert proc.stdout is not None
+    seen: list[str] = []
+    while not any("Uvicorn running" in line for line in seen):
+        line = await asyncio.wait_for(proc.stdout.readline(), 30)
+        assert line, "".join(seen)
+        seen.append(line.decode(errors="replace"))
+    proc.send_signal(signal.SIGINT)
+    rest, _ = await asyncio.wait_for(proc.communicate(), 30)
+    out = "".join(seen) + rest.decode(errors="replace")
+    # uvicorn raises the signal again once it has shut down: stopping the app after
+    # `await server.serve()` got a KeyboardInterrupt in the middle of app.stop().
+    assert proc.returncode == 0 and "Traceback" not in out, out[-3000:]
+    assert "Application shutdown complete" in out, out[-3000:]  # the app stopped in it
