@@ -321,8 +321,13 @@ def _trim_point(messages: Sequence[ChatMessage], sizes: Sequence[int], budget: i
     any message but a tool result may start. When even the newest turn is larger than
     the budget, it is sent whole: a cut inside it could leave a tool result without
     its call, and the question unanswerable."""
-    starts = [i for i, m in enumerate(messages) if m.role == "user" and i > 0]
-    if not starts:
+    users = [i for i, m in enumerate(messages) if m.role == "user"]
+    if users:
+        # Only the user messages: a slice starting at its one user message is the turn
+        # under way (its tool steps), sent whole; the fallback below cut the question off
+        # a turn whose tool results passed the budget.
+        starts = [i for i in users if i > 0]
+    else:
         starts = [i for i, m in enumerate(messages) if m.role != "tool" and i > 0]
     left = sum(sizes)
     dropped = 0

@@ -27,7 +27,13 @@ from typing import Any
 from voxtra.app import VoxtraApp
 from voxtra.calls.session import CallSession
 from voxtra.config import PlatformSettings
-from voxtra.errors import CallBusy, CallNoAnswer, OriginateError, VoxtraError
+from voxtra.errors import (
+    CallBusy,
+    CallNoAnswer,
+    InvalidTransferTarget,
+    OriginateError,
+    VoxtraError,
+)
 from voxtra.platform.backends import (
     BACKENDS,
     AsteriskCallBackend,
@@ -343,7 +349,13 @@ class CallService:
         session = self.app.get_session(record.channel_id) if record.channel_id else None
         if session is None or session.ended:
             raise CallNotLive(f"call {record.id} is not answered and live in this process")
-        await session.transfer_to(checked)
+        try:
+            await session.transfer_to(checked)
+        except InvalidTransferTarget as exc:
+            # Past the platform's own checks, a place the dialplan lacks (asked of
+            # Asterisk, which would take the transfer and hang the caller up): the
+            # caller is still on, the request the client's to correct.
+            raise InvalidTarget("target", exc.reason) from exc
         await self.store.add_event(record.id, "transfer", {"target": checked})
         return checked
 

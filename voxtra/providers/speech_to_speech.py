@@ -1211,8 +1211,14 @@ class SpeechToSpeechEngine:
                     and not self._ended.is_set()
                 ):
                     await self._clock.sleep(0.02)
-            except (CallEnded, ProviderError):
-                return  # (the loop ends the conversation)
+            except CallEnded:
+                return
+            except ProviderError as exc:
+                if self._failed is not None:
+                    return  # (the service's connection is gone: the loop ends the call)
+                # The fallback TTS's own failure (ElevenLabs, espeak raise these): what
+                # of the line played is still the caller's, in the history below.
+                logger.warning("call %s: the fallback TTS failed: %s", self.call_id, exc)
             except _Late:
                 logger.warning("call %s: the fallback TTS did not answer in time", self.call_id)
             except Exception as exc:

@@ -197,6 +197,32 @@ async def test_a_turn_larger_than_the_limit_is_sent_whole() -> None:
     ]
 
 
+def test_a_turn_whose_tool_results_pass_the_limit_keeps_its_question() -> None:
+    """Found in review: with the only user message first in what is sent, the trim
+    fell back to any message and cut the question off its own tool steps."""
+    agent = Agent(None, system_prompt=SYSTEM, max_history_chars=400)
+    question = ChatMessage("user", "What appointments do I have next week?")
+    agent.history += [
+        question,
+        ChatMessage("assistant", "", [ToolCall("c1", "appointments", {"week": "next"})]),
+        ChatMessage("tool", "x" * 650, tool_call_id="c1"),
+    ]
+    assert agent.request_messages()[1] is question  # the first step
+    # A later turn trims up to its question; its further tool steps still send it.
+    agent.history += [
+        ChatMessage("assistant", "You have three."),
+        ChatMessage("user", "And the one on Friday?"),
+    ]
+    friday = agent.history[-1]
+    assert agent.request_messages()[1] is friday
+    for n in (2, 3):
+        agent.history += [
+            ChatMessage("assistant", "", [ToolCall(f"c{n}", "detail", {"n": n})]),
+            ChatMessage("tool", "y" * 300, tool_call_id=f"c{n}"),
+        ]
+        assert agent.request_messages()[1] is friday
+
+
 async def test_the_trim_point_survives_a_replaced_history_and_none_sends_all() -> None:
     """``SecureInput`` replaces ``agent.history`` by a redacting list of the same
     messages: the next request starts where the last one did. ``None``: no limit."""

@@ -254,6 +254,16 @@ async def test_transfer_validates_the_target_and_moves_a_live_call(
         f"/v1/calls/{call_id}/transfer", json={"target": "100@secret"}, headers=auth(WRITE)
     )
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "target"
+    # Allowed by the platform, missing from Asterisk's dialplan: a 422 too (was a 500),
+    # the caller still on the line.
+    r.fake.dialplan = {"sandbox": {"200": 1}}
+    missing = await r.client.post(
+        f"/v1/calls/{call_id}/transfer", json={"target": "201@sandbox"}, headers=auth(WRITE)
+    )
+    assert missing.status_code == 422, missing.text
+    assert missing.json()["errors"][0]["field"] == "target"
+    assert "no extension '201'" in missing.json()["errors"][0]["message"]
+    assert (await r.platform.store.get(call_id)).status == "in_progress"  # type: ignore[union-attr]
     good = await r.client.post(
         f"/v1/calls/{call_id}/transfer", json={"target": "200@sandbox"}, headers=auth(WRITE)
     )

@@ -534,3 +534,41 @@ async def test_a_say_the_service_never_answers_raises_in_time() -> None:
     assert not again.interrupted and again.heard_text == "Still here."
     assert media.played_audio_ms() == pytest.approx(600)  # the second say only
     assert [(m.role, m.content) for m in engine.history] == [("assistant", "Still here.")]
+
+
+class _BrokenTTS(EspeakTTS):
+    """A fallback TTS whose service fails, as ElevenLabs' does: a ProviderError."""
+
+    async def synthesize(self, text: str) -> AsyncIterator[Any]:  # type: ignore[override]
+        raise ProviderError("elevenlabs", "HTTP 503: busy")
+        yield  # (an async generator)
+
+
+async def test_a_failing_fallback_tts_is_logged_and_the_conversation_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Found in review: the fallback TTS's ProviderError was taken for the service's
+    connection failing, and passed over without a word in the log."""
+    fake = FakeOpenAIRealtime(
+        KEY, transcripts=["hello", "hello again"], replies=[RealtimeReply("Hi there.")]
+    )
+    async with fake:
+        engine = engine_for(
+            fake, llm_timeout=0.3, fallback_text=FALLBACK, fallback_tts=_BrokenTTS()
+        )
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        with caplog.at_level(logging.WARNING, logger="voxtra"):
+            run = asyncio.create_task(engine.run(media, clock=media.clock))
+            await fake.wait_connections(1)
+            fake.silent_next = 1
+            speak(media)
+            await until(lambda: any(isinstance(e, ProviderErrorEvent) for e in events))
+            await asyncio.sleep(0.2)
+            speak(media)  # the next turn is answered as usual
+            await until(lambda: any(isinstance(e, AgentResponseEvent) for e in events))
+            media.hangup()
+            assert await asyncio.wait_for(run, 5) is EndReason.HANGUP
+    assert any("the fallback TTS failed" in r.getMessage() for r in caplog.records)
+    assert [e.text for e in events if isinstance(e, AgentResponseEvent)] == ["Hi there."]
