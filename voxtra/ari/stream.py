@@ -267,7 +267,10 @@ class AriEventStream:
         if connection.is_reconnect:
             logger.info("ARI events reconnected (generation %d)", connection.generation)
         else:
-            logger.info("ARI events connected to %s", self.client.base_url)
+            # The transport's address, not the settings': a Twilio-only app's empty
+            # transport is no Asterisk at the configured URL.
+            where = self.client.transport.base_url or self.client.base_url
+            logger.info("ARI events connected to %s", where)
         if self.on_connect is not None:
             # Reconciling lists channels over REST while events keep flowing in.
             await self._run_on_connect(connection)

@@ -22,6 +22,17 @@ __all__ = ["NoAsterisk"]
 _EMPTY_LISTS = ("/channels", "/bridges", "/recordings/stored", "/endpoints", "/applications")
 
 
+def _application(name: str) -> dict[str, object]:
+    """ARI's Application model for ``name``: registered, with nothing in it."""
+    return {
+        "name": name,
+        "channel_ids": [],
+        "bridge_ids": [],
+        "endpoint_ids": [],
+        "device_names": [],
+    }
+
+
 class _Silent(EventConnection):
     """An events connection on which nothing ever happens, until it is closed."""
 
@@ -59,8 +70,16 @@ class NoAsterisk(AriTransport):
         if request.method == "GET" and request.path.startswith("/applications/"):
             # The event stream checks that its Stasis app is registered: it is, here.
             name = request.path.removeprefix("/applications/")
-            app = {"name": name, "channel_ids": [], "bridge_ids": [], "endpoint_ids": []}
-            return AriResponse(200, json.dumps({**app, "device_names": []}).encode())
+            return AriResponse(200, json.dumps(_application(name)).encode())
+        if (
+            request.method == "PUT"
+            and request.path.startswith("/applications/")
+            and request.path.endswith("/eventFilter")
+        ):
+            # The app asks every Asterisk not to send it the kinds it ignores; with no
+            # events at all that holds already (answered, not logged as a failure).
+            name = request.path.removeprefix("/applications/").removesuffix("/eventFilter")
+            return AriResponse(200, json.dumps(_application(name)).encode())
         body = json.dumps({"message": "no Asterisk: this app runs on Twilio only"})
         return AriResponse(404, body.encode(), "Not Found")
 

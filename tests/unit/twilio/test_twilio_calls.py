@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -605,7 +606,10 @@ def _stored(folder: Path, pattern: str) -> list[int]:
     return [path.stat().st_size for path in folder.rglob(pattern)]
 
 
-async def test_a_twilio_only_app_runs_without_asterisk(twilio: FakeTwilio, tmp_path: Path) -> None:
+async def test_a_twilio_only_app_runs_without_asterisk(
+    twilio: FakeTwilio, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="voxtra.ari")
     app = make_app(tmp_path, twilio)
     transport = NoAsterisk()
     app.use_transport(transport)
@@ -638,6 +642,13 @@ async def test_a_twilio_only_app_runs_without_asterisk(twilio: FakeTwilio, tmp_p
         or (method != "GET" and path.startswith(("/channels", "/bridges", "/recordings")))
     ]
     assert about_the_call == []
+    # Its start-up says nothing of an Asterisk it does not have: no failed event filter,
+    # no connection to the settings' ARI address.
+    ari_lines = [
+        (r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("voxtra.ari")
+    ]
+    assert (logging.INFO, "ARI events connected to http://no-asterisk.invalid") in ari_lines
+    assert [m for level, m in ari_lines if level >= logging.WARNING] == []
 
 
 async def test_record_ends_on_a_key_or_the_hangup(
