@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from voxtra.errors import MediaError
+from voxtra.errors import ConfigError, MediaError
 from voxtra.testing import audio
 
 
@@ -38,7 +38,7 @@ def test_dominant_frequency_picks_the_stronger_of_two() -> None:
 
 def test_dominant_frequency_of_silence_is_zero_and_short_input_rejected() -> None:
     assert audio.dominant_frequency(audio.silence(0.1), 8000) == 0.0
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         audio.dominant_frequency(np.zeros(2, dtype=np.int16), 8000)
 
 
@@ -148,7 +148,7 @@ def test_write_wav_accepts_float_and_rejects_stereo(tmp_path: Path) -> None:
     audio.write_wav(tmp_path / "f.wav", np.array([0.0, 0.5, -1.0]), 8000)
     y, _ = audio.read_wav(tmp_path / "f.wav")
     assert y.tolist() == [0, 16384, -32767]
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         audio.write_wav(tmp_path / "s.wav", np.zeros((10, 2), dtype=np.int16), 8000)
 
 
@@ -182,9 +182,9 @@ def test_read_wav_rejects_8bit_and_garbage(tmp_path: Path) -> None:
 
 
 def test_generators_reject_bad_arguments() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         audio.tone(440, 1, rate=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError):
         audio.silence(-1)
 
 
@@ -211,7 +211,7 @@ SORRY = "Sorry, I had a problem. Could you say that again?"
 def test_answers_jsgf_makes_every_word_optional_and_refuses_no_words() -> None:
     grammar = audio.answers_jsgf(["Sorry, I had a problem.", "We're open!"])
     assert "( [sorry] [i] [had] [a] [problem] | [we're] [open] )" in grammar
-    with pytest.raises(ValueError, match="at least one answer"):
+    with pytest.raises(ConfigError, match="at least one answer"):
         audio.answers_jsgf(["...", ""])
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from voxtra.errors import MediaError
+from voxtra.errors import ConfigError, MediaError
 
 __all__ = [
     "Heard",
@@ -64,13 +64,13 @@ def _to_int16(signal: npt.NDArray[np.float64]) -> Samples:
 
 def _check_rate(rate: int) -> None:
     if rate <= 0:
-        raise ValueError(f"sample rate must be positive, not {rate}")
+        raise ConfigError(f"sample rate must be positive, not {rate}")
 
 
 def _count(seconds: float, rate: int) -> int:
     _check_rate(rate)
     if seconds < 0:
-        raise ValueError(f"duration must not be negative, not {seconds}")
+        raise ConfigError(f"duration must not be negative, not {seconds}")
     return round(seconds * rate)
 
 
@@ -111,7 +111,7 @@ def write_wav(path: StrPath, samples: npt.ArrayLike, rate: int) -> Path:
     _check_rate(rate)
     data = np.asarray(samples)
     if data.ndim != 1:
-        raise ValueError(f"expected mono samples (1-D), got shape {data.shape}")
+        raise ConfigError(f"expected mono samples (1-D), got shape {data.shape}")
     if data.dtype != np.int16:
         if np.issubdtype(data.dtype, np.floating):
             data = _to_int16(data.astype(np.float64))
@@ -170,7 +170,7 @@ def dominant_frequency(samples: npt.ArrayLike, rate: int) -> float:
     _check_rate(rate)
     x = np.asarray(samples, dtype=np.float64)
     if x.size < 4:
-        raise ValueError("need at least 4 samples to estimate a frequency")
+        raise ConfigError("need at least 4 samples to estimate a frequency")
     x = x - float(np.mean(x))
     spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
     spectrum[0] = 0.0
@@ -404,7 +404,7 @@ def answers_jsgf(answers: Sequence[str]) -> str:
     """A JSGF grammar for "one of ``answers``, each word of it optional"."""
     alternatives = sorted({" ".join(f"[{w}]" for w in _spoken_words(a)) for a in answers} - {""})
     if not alternatives:
-        raise ValueError("answers_jsgf needs at least one answer with a word in it")
+        raise ConfigError("answers_jsgf needs at least one answer with a word in it")
     return f"#JSGF V1.0;\ngrammar voxtra;\npublic <utterance> = ( {' | '.join(alternatives)} ) ;\n"
 
 
