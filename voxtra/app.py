@@ -1098,7 +1098,7 @@ class VoxtraApp:
     def _unregister(self, session: CallSession) -> None:
         if self.active_sessions.get(session.id) is session:
             del self.active_sessions[session.id]
-        self.registry.remove_call(session.context)
+        self.registry.remove_call(session.context, kept_bridges=session.context.bridges)
 
     # -- what a call needs of the app (CallHost) ----------------------------------------
 
@@ -1470,7 +1470,7 @@ class VoxtraApp:
         for bridge_id in known - live_bridges:
             registry.forget_bridge(bridge_id)
         strays.bridges.update(
-            b.id for b in bridges if self._owns_internal(b.id) and b.id not in registry.bridges
+            b.id for b in bridges if self._owns_internal(b.id) and not registry.bridge_owned(b.id)
         )
         return strays
 
@@ -1593,9 +1593,10 @@ class VoxtraApp:
                 logger.info("reconcile: hanging up unowned call %s", channel.id)
                 await self._hangup_quietly(channel.id)
         for bridge_id in strays.bridges:
-            if bridge_id not in registry.bridges:
+            if not registry.bridge_owned(bridge_id):
                 with contextlib.suppress(AriError):  # gone already, or left for next time
                     await self.ari.bridges.destroy(bridge_id)
+                    registry.forget_bridge(bridge_id)
 
     async def _instance_of(self, channel: Channel) -> str:
         """The instance id a call was tagged with; "" if none."""

@@ -17,6 +17,7 @@ import pytest
 from fake_apps import fake_app
 
 from voxtra import CallEndReason, CallSession, CallState, PlaybackFailed, VoxtraApp
+from voxtra.ari.transport import AriRequest, AriResponse
 from voxtra.routing import CallInfo
 from voxtra.testing import FakeAsterisk
 
@@ -389,3 +390,74 @@ async def test_an_originated_call_that_hangs_up_as_it_answers_ends(
         await session.wait_ended(timeout=5)
         await fake_asterisk.wait_until(lambda: not app.active_sessions)
         _nothing_left(app, fake_asterisk)
+
+
+async def test_a_bridge_whose_destroy_failed_at_teardown_is_destroyed_when_the_app_stops(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    """The teardown's destroy of the call's media bridge failed (a 500): the bridge is
+    still in Asterisk. The call ended, so nothing of it would try again; the app's stop
+    sweeps what is left. It used to forget the bridge with the call: left in Asterisk."""
+    app = make_app()
+    refused: list[str] = []
+    serve_request = fake_asterisk.handle_request
+
+    async def refuse_one_bridge_destroy(request: AriRequest) -> AriResponse:
+        if request.method == "DELETE" and request.path.startswith("/bridges/") and not refused:
+            refused.append(request.path)
+            return AriResponse(500, b'{"message": "Internal Server Error"}', "Internal Error")
+        return await serve_request(request)
+
+    fake_asterisk.handle_request = refuse_one_bridge_destroy  # type: ignore[method-assign]
+
+    @app.route("2000")
+    async def media(call: CallSession) -> None:
+        await call.answer()
+        await call.media()  # a bridge, an ExternalMedia channel
+        await call.wait_ended()
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="2000")
+        await fake_asterisk.wait_until(lambda: bool(app.registry.internal))
+        await caller.hang_up()
+        await fake_asterisk.wait_until(lambda: not app.active_sessions)
+        assert len(refused) == 1 and list(fake_asterisk.bridges) == [
+            refused[0].removeprefix("/bridges/")
+        ]
+    assert fake_asterisk.bridges == {}
+    assert app.registry.bridges == {}
+
+
+async def test_a_bridge_whose_destroy_failed_at_teardown_is_destroyed_by_the_next_reconcile(
+    fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
+) -> None:
+    """As above, but the events reconnect before the app stops: the reconcile's listing
+    finds the bridge that no live call owns, and destroys it after the grace."""
+    app = make_app()
+    app.reconcile_grace = 0.2
+    refused: list[str] = []
+    serve_request = fake_asterisk.handle_request
+
+    async def refuse_one_bridge_destroy(request: AriRequest) -> AriResponse:
+        if request.method == "DELETE" and request.path.startswith("/bridges/") and not refused:
+            refused.append(request.path)
+            return AriResponse(500, b'{"message": "Internal Server Error"}', "Internal Error")
+        return await serve_request(request)
+
+    fake_asterisk.handle_request = refuse_one_bridge_destroy  # type: ignore[method-assign]
+
+    @app.route("2000")
+    async def media(call: CallSession) -> None:
+        await call.answer()
+        await call.media()
+        await call.wait_ended()
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="2000")
+        await fake_asterisk.wait_until(lambda: bool(app.registry.internal))
+        await caller.hang_up()
+        await fake_asterisk.wait_until(lambda: not app.active_sessions and bool(refused))
+        assert len(fake_asterisk.bridges) == 1
+        fake_asterisk.disconnect_events()
+        await fake_asterisk.wait_until(lambda: not fake_asterisk.bridges, timeout=5)
+        assert app.registry.bridges == {}
