@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from voxtra.ari.errors import AriConflict, AriError, AriNotFound
@@ -446,7 +446,7 @@ class CallRecorder:
             if active.snoop_id is not None:
                 await self._drop_snoop(active.snoop_id)
         context.forget(active.finished)
-        ended_at = datetime.now(UTC)
+        ended_at = _ended_at(active)
         # Stored in Asterisk now. Whatever happens next, the recording is not deleted
         # there until a sink confirmed it; if the fetch fails after its retries, the
         # journal stays and the next start fetches it.
@@ -534,6 +534,20 @@ def _transcriber(active: _Recording) -> Transcriber | None:
         return active.transcript
 
     return transcribe
+
+
+def _ended_at(active: _Recording) -> datetime:
+    """When ``active`` ended: when Asterisk said it finished while the call was up, else
+    now (the hang-up ended it).
+
+    Not the time it is finished here: a recording a limit or its key ended is delivered
+    at the next ``record_stop()``/``record_start()`` or the hang-up, and its ``ended_at``
+    was that moment (measured: max_duration=1, record_stop() 4 s later gave an ended_at
+    4.0 s after started_at for a 1.24 s recording).
+    """
+    if active.finished_mono is None:
+        return datetime.now(UTC)
+    return active.started_at + timedelta(seconds=active.finished_mono - active.started_mono)
 
 
 def _ended_by_itself(active: _Recording) -> bool:

@@ -420,11 +420,21 @@ class AppRecordings:
 
     # -- fetching from Asterisk --------------------------------------------------------
     async def begin(self, meta: RecordingMetadata, sink: RecordingSink | None) -> None:
-        """Journal a recording about to be started in Asterisk (durable before it starts)."""
-        self._in_flight.add(meta.name)
+        """Journal a recording about to be started in Asterisk (durable before it starts).
+
+        Raises RecordingError for a name another recording of this app holds (being
+        recorded or fetched, or journaled by an earlier run): Asterisk refuses that name
+        too (409), and the refused start's cleanup (:meth:`abandon`) then removed the
+        other recording's journal, measured with two calls given the same name: a crash
+        would have stranded the first one.
+        """
+        name = meta.name
+        if name in self._in_flight:
+            raise _name_in_use(name, "is being recorded or fetched")
+        self._in_flight.add(name)
         try:
             await asyncio.to_thread(
-                self._write_journal, _Journal(metadata=meta, sink=_sink_key(sink))
+                self._write_new_journal, _Journal(metadata=meta, sink=_sink_key(sink))
             )
         except OSError as exc:
             self._in_flight.discard(meta.name)
@@ -803,6 +813,14 @@ class AppRecordings:
         mkdir_durable(self.incoming_dir)
         _write_durably(self._journal_path(journal.metadata.name), journal.model_dump_json())
 
+    def _write_new_journal(self, journal: _Journal) -> None:
+        """:meth:`_write_journal`, refusing a name an earlier run's journal holds (its
+        recording waits for its sink, or for the fetch at the next start)."""
+        name = journal.metadata.name
+        if self._journal_path(name).exists():
+            raise _name_in_use(name, f"is journaled in {self.incoming_dir}, not yet spooled")
+        self._write_journal(journal)
+
     def _read_journals(self) -> list[tuple[str, _Journal]]:
         """Journals in ``.incoming``, plus audio a journal-less earlier version left there."""
         directory = self.incoming_dir
@@ -987,6 +1005,13 @@ async def _cancel(tasks: list[asyncio.Future[Any]]) -> None:
         task.cancel()
     if running:
         await asyncio.wait(running)
+
+
+def _name_in_use(name: str, where: str) -> RecordingError:
+    return RecordingError(
+        f"recording name {name!r} is in use: another recording of this app with that name "
+        f"{where}; give each recording a unique name (or none: one is generated)"
+    )
 
 
 def _sink_key(sink: RecordingSink | None) -> str | None:

@@ -139,7 +139,9 @@ class GCSSink:
                 handle.close()
             stored = await storage.download_metadata(self.bucket, key, timeout=self.timeout)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise DeliveryError(self.name, f"upload of {where} failed: {exc}") from exc
+            raise DeliveryError(
+                self.name, f"upload of {where} failed: {self._describe(exc)}"
+            ) from exc
         # Verify with what the *server* measured (md5Hash of the stored bytes); the
         # sha256 in the object's metadata is only our own value echoed back.
         stored_size = int(stored.get("size", -1))
@@ -154,6 +156,14 @@ class GCSSink:
             )
         logger.debug("stored %s (%d bytes)", where, stored_size)
         return where
+
+    def _describe(self, error: BaseException) -> str:
+        """What went wrong, never nothing: a timed-out request raises a bare TimeoutError,
+        whose text is empty (measured: fake-gcs-server stopped mid-upload gave "upload of
+        gs://... failed: " in the log, the spool entry and ``on_failed``)."""
+        if isinstance(error, TimeoutError) and not str(error):
+            return f"no answer within the timeout of {self.timeout} s (TimeoutError)"
+        return str(error) or type(error).__name__
 
 
 def _md5_file(path: Path) -> bytes:

@@ -184,9 +184,10 @@ class S3Sink:
         # server computed is compared with the MD5 of what we sent (single PUT) or of
         # the parts (multipart, ``md5(part digests)-N``).
         expected_etag: str | None
+        multipart = meta.size_bytes > self.multipart_threshold
         try:
             client = await self._get_client()
-            if meta.size_bytes > self.multipart_threshold:
+            if multipart:
                 expected_etag = await self._multipart(client, Path(path), key, extra)
             else:
                 body = await asyncio.to_thread(Path(path).read_bytes)
@@ -217,7 +218,41 @@ class S3Sink:
                 f"ETag {stored_etag}, sent {meta.size_bytes} bytes MD5 {expected_etag}",
             )
         logger.debug("stored s3://%s/%s (%d bytes)", self.bucket, key, meta.size_bytes)
+        if multipart:
+            await self._abort_leftovers(client, key)
         return f"s3://{self.bucket}/{key}"
+
+    async def _abort_leftovers(self, client: Any, key: str) -> None:
+        """Abort the unfinished multipart uploads of ``key``: earlier attempts whose own
+        abort failed (the store went down mid-upload, so the abort found it down too:
+        measured on SeaweedFS, the upload stayed listed after the retry delivered the
+        recording) or that a crash cut short. Their parts are billed and never expire
+        without a lifecycle rule. Each recording has a key of its own, so any upload of
+        it that is still open is a leftover. Best effort: the recording is delivered,
+        and a policy without ``s3:ListBucketMultipartUploads`` must not undo that.
+        """
+        from botocore.exceptions import (  # type: ignore[import-untyped,unused-ignore]
+            BotoCoreError,
+            ClientError,
+        )
+
+        try:
+            listing = await client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            for upload in listing.get("Uploads", []):
+                if upload.get("Key") == key:
+                    await client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=key, UploadId=upload["UploadId"]
+                    )
+                    logger.info("aborted a multipart upload of %s an earlier attempt left", key)
+        except (BotoCoreError, ClientError, KeyError) as exc:
+            logger.warning(
+                "s3://%s/%s is stored, but unfinished multipart uploads of it could not "
+                "be listed or aborted (an AbortIncompleteMultipartUpload lifecycle rule "
+                "removes them): %s",
+                self.bucket,
+                key,
+                exc,
+            )
 
     async def _multipart(self, client: Any, path: Path, key: str, extra: dict[str, Any]) -> str:
         """Upload in parts; returns the ETag S3 computes for them (``md5(digests)-N``)."""

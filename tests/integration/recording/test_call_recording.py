@@ -442,8 +442,76 @@ async def test_recording_that_hit_max_duration_is_delivered_by_record_stop(
     meta = await app.recordings.wait_delivered(first, timeout=10)
     # Asterisk stopped it itself: about 1 s (1.4-1.7 s measured here), well short of 3 s.
     assert_tone(path_of(meta.location), 1.5, tolerance=0.6)
-    await app.recordings.wait_delivered(second, timeout=10)
+    # It ended when Asterisk stopped it, not 3 s in when record_start() delivered it
+    # (ended_at said 4.0 s after started_at for a 1.24 s recording).
+    assert meta.started_at is not None and meta.ended_at is not None
+    assert meta.duration is not None
+    span = (meta.ended_at - meta.started_at).total_seconds()
+    assert abs(span - meta.duration) < 0.5, (span, meta.duration)
+    second_meta = await app.recordings.wait_delivered(second, timeout=10)
+    assert second_meta.started_at is not None and second_meta.started_at >= meta.ended_at
     await assert_gone_from_asterisk(ari, first)
+
+
+async def test_a_name_in_use_is_refused_without_touching_the_other_recording(
+    make_app: MakeApp, ari: AriClient, dirs: tuple[Path, Path], tone_files: dict[float, str]
+) -> None:
+    """Two calls given the same name: Asterisk refuses the second start (409), whose
+    cleanup then deleted the first recording's journal while it was still recording,
+    so a crash would have stranded it. A journal an earlier run left (its recording
+    waits for its sink) was overwritten and deleted the same way."""
+    results = Results()
+    name = f"greeting-{uuid.uuid4().hex[:8]}"
+    leftover = f"left-{uuid.uuid4().hex[:8]}"
+    incoming = dirs[1] / ".incoming"
+    incoming.mkdir(parents=True)
+    journal = RecordingMetadata(name=leftover, call_id="earlier-run").model_dump_json()
+    leftover_journal = incoming / f"{leftover}.meta.json"
+    leftover_journal.write_text(f'{{"metadata": {journal}, "sink": "archive"}}')
+    first_recording = asyncio.Event()
+    second_refused = asyncio.Event()
+    journals: dict[str, list[str]] = {}
+
+    def journal_names() -> list[str]:
+        return sorted(p.name for p in incoming.iterdir() if p.name.endswith(".meta.json"))
+
+    async def body(call: CallSession) -> Any:
+        if not first_recording.is_set():
+            first_recording.set()
+            assert await call.record_start(name=name) == name
+            journals["before"] = journal_names()
+            await asyncio.wait_for(second_refused.wait(), 10)
+            journals["after"] = journal_names()
+            return await call.record_stop()
+        errors: list[RecordingError] = []
+        try:
+            for taken in (name, leftover):
+                try:
+                    await call.record_start(name=taken)
+                except RecordingError as exc:
+                    errors.append(exc)
+        finally:
+            second_refused.set()
+        return errors
+
+    app = await start_app(make_app, dirs, body, results)
+    await call_app(app, tone_files[6.0])
+    await asyncio.wait_for(first_recording.wait(), 10)
+    await call_app(app, tone_files[6.0])
+    errors = await results.get()
+    assert [type(e) for e in errors] == [RecordingError, RecordingError], errors
+    assert all("is in use" in str(e) for e in errors), errors
+    assert await results.get() == name
+    assert (
+        journals["after"]
+        == journals["before"]
+        == sorted([f"{name}.meta.json", leftover_journal.name])
+    )
+    assert leftover_journal.read_text() == f'{{"metadata": {journal}, "sink": "archive"}}'
+    assert app.recordings is not None
+    meta = await app.recordings.wait_delivered(name, timeout=10)
+    assert path_of(meta.location).name == f"{name}.wav"
+    await assert_gone_from_asterisk(ari, name)
 
 
 async def test_cancelled_record_stop_still_delivers_once(

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,3 +71,25 @@ async def test_gcs_missing_bucket_is_a_delivery_error(
     async with GCSSink("no-such-bucket", emulator_host=fake_gcs.url) as sink:
         with pytest.raises(DeliveryError, match="gcs: upload of gs://no-such-bucket/"):
             await sink.deliver(path, meta)
+
+
+async def test_gcs_upload_that_times_out_says_so(
+    fake_gcs: FakeGcsServer, gcs_bucket: str, make_wav: Callable[..., Path]
+) -> None:
+    # A store that stops answering mid-upload: the bare TimeoutError has no text, and the
+    # error (logged, kept in the spool entry, given to on_failed) ended in "failed: ".
+    path = make_wav()
+    meta = RecordingMetadata.for_file(path, name="g-stall", call_id="c")
+    async with GCSSink(gcs_bucket, emulator_host=fake_gcs.url, timeout=1) as sink:
+        await sink.open()
+        assert fake_gcs.pid is not None
+        os.kill(fake_gcs.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(DeliveryError) as caught:
+                await sink.deliver(path, meta)
+        finally:
+            os.kill(fake_gcs.pid, signal.SIGCONT)
+    assert str(caught.value).endswith(
+        f"upload of gs://{gcs_bucket}/{sink.key_for(meta)} failed: no answer within the "
+        "timeout of 1 s (TimeoutError)"
+    )
