@@ -229,6 +229,11 @@ def finalize_wav_header(path: str | Path) -> bool:
         available = max(size - info.data_offset, 0)
         if 0 < info.data_size <= available:
             return False  # finished (a smaller size may have chunks after the data)
+        (riff_size,) = struct.unpack_from("<I", head, 4)
+        if info.data_size == available == 0 and riff_size == info.data_offset - 8:
+            # Finished with no audio (a recording stopped as it started): Asterisk wrote
+            # both sizes. It was rewritten and logged as a killed writer's file.
+            return False
         block = max(info.block_align, 1)
         data_size = available - available % block  # a cut write may end mid-sample
         handle.seek(info.data_offset - 4)

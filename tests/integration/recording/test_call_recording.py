@@ -691,3 +691,28 @@ async def test_recording_is_stopped_and_delivered_when_the_call_goes_to_the_dial
     finally:
         with contextlib.suppress(AriNotFound):
             await ari.channels.hangup(call_id)
+
+
+async def test_a_recording_stopped_as_it_starts_is_delivered_as_a_finished_file(
+    make_app: MakeApp,
+    dirs: tuple[Path, Path],
+    tone_files: dict[float, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Stopped at once: Asterisk closes a WAV with little or no audio and writes its
+    sizes. It is delivered as it is, not taken (and logged) for a killed writer's file."""
+    results = Results()
+
+    async def body(call: CallSession) -> str | None:
+        await call.record_start()
+        return await call.record_stop()
+
+    app = await start_app(make_app, dirs, body, results)
+    await call_app(app, tone_files[6.0])
+    name = await results.get()
+    assert app.recordings is not None and name is not None
+    meta = await app.recordings.wait_delivered(name, timeout=10)
+    with wave.open(str(path_of(meta.location)), "rb") as stored:
+        frames = stored.getnframes()
+    assert meta.duration is not None and meta.duration == pytest.approx(frames / 8000)
+    assert not [r for r in caplog.records if "never finished its WAV" in r.getMessage()]

@@ -60,3 +60,20 @@ def test_not_a_wav_raises(tmp_path: Path) -> None:
     path.write_bytes(b"garbage" * 10)
     with pytest.raises(RecordingError):
         finalize_wav_header(path)
+
+
+def test_a_finished_empty_recording_is_left_alone(tmp_path: Path) -> None:
+    """Stopped as it started: no audio, and both sizes written (RIFF 36, data 0). It is
+    finished, not a killed writer's file (it used to be rewritten and logged so)."""
+    path = _unfinished(tmp_path / "empty.wav", np.zeros(0, np.int16), data_size=0, riff=36)
+    before = path.read_bytes()
+    assert finalize_wav_header(path) is False
+    assert path.read_bytes() == before
+    with wave.open(str(path), "rb") as w:
+        assert w.getnframes() == 0
+
+
+def test_an_empty_file_a_killed_writer_left_gets_its_sizes(tmp_path: Path) -> None:
+    path = _unfinished(tmp_path / "killed-empty.wav", np.zeros(0, np.int16))  # RIFF 0
+    assert finalize_wav_header(path) is True
+    assert struct.unpack_from("<I", path.read_bytes(), 4) == (36,)
