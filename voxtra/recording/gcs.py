@@ -123,6 +123,7 @@ class GCSSink:
         meta = await ensure_measured(path, meta)
         key = self.key_for(meta)
         where = f"gs://{self.bucket}/{key}"
+        refused: str | None = None
         try:
             storage = await self._get_storage()
             handle = await asyncio.to_thread(Path(path).open, "rb")
@@ -138,10 +139,18 @@ class GCSSink:
             finally:
                 handle.close()
             stored = await storage.download_metadata(self.bucket, key, timeout=self.timeout)
+        except aiohttp.ClientResponseError as exc:
+            refused = _response_error(exc)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise DeliveryError(
                 self.name, f"upload of {where} failed: {self._describe(exc)}"
             ) from exc
+        if refused is not None:
+            # Raised outside the except, so the original is neither cause nor context:
+            # its text has the request's URL, which for a resumable upload (above 5 MB)
+            # is the session URI with its upload_id, a credential (anyone holding it
+            # may upload to the bucket while the session lasts, up to a week).
+            raise DeliveryError(self.name, f"upload of {where} failed: {refused}")
         # Verify with what the *server* measured (md5Hash of the stored bytes); the
         # sha256 in the object's metadata is only our own value echoed back.
         stored_size = int(stored.get("size", -1))
@@ -164,6 +173,17 @@ class GCSSink:
         if isinstance(error, TimeoutError) and not str(error):
             return f"no answer within the timeout of {self.timeout} s (TimeoutError)"
         return str(error) or type(error).__name__
+
+
+def _response_error(error: Any) -> str:
+    """An HTTP error answer (``aiohttp.ClientResponseError``) without its URL's query:
+    aiohttp's own text ends in the whole URL (measured: "503, message='Service
+    Unavailable', url='https://storage.googleapis.com/upload/storage/v1/b/<bucket>/o?
+    uploadType=resumable&upload_id=...'")."""
+    url = error.request_info.real_url
+    return (
+        f"HTTP {error.status} {error.message} ({error.request_info.method} {url.with_query(None)})"
+    )
 
 
 def _md5_file(path: Path) -> bytes:
