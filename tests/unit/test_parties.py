@@ -883,3 +883,42 @@ async def test_a_target_hanging_up_as_it_joins_the_agent_fails_the_warm_transfer
     assert mohs == [None]
     assert not fake_asterisk.bridges
     assert not [c for c in fake_asterisk.channels.values() if not c.ended]
+
+
+async def test_a_target_that_declines_and_hangs_up_at_once_is_a_declined_transfer(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    """The briefing hears the target decline (a key, a "no") and the target hangs up
+    right after, both reaching the app in one pass of the loop (Asterisk sends a key
+    and a hang-up in one read): the outcome is the decline the briefing returned, not
+    "hung up during the briefing" (CallFailed) as it was whenever the hang-up's event
+    was in before the warm transfer looked."""
+    after: list[Any] = []
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.media()
+
+        async def declines(c: CallSession) -> bool:
+            (target,) = fake_asterisk.originated
+            await target.hang_up()  # its events are on their way to the app
+            return False
+
+        try:
+            await call.transfer_to("PJSIP/sales", warm=True, briefing=declines)
+        except Exception as exc:
+            after.append(exc)
+        after.append((call.parties.state, bridge_of(fake_asterisk, call.id)))
+        after.append(call.media_path.channel_id)
+        await call.hangup()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="200")
+        await caller.wait_ended()
+
+    error, (state, bridge), media_channel = after
+    assert isinstance(error, TransferDeclined), repr(error)
+    assert state is PartyState.ALONE
+    assert bridge == {caller.id, media_channel}
+    assert not [c for c in fake_asterisk.channels.values() if not c.ended]

@@ -391,10 +391,12 @@ class CallParties:
                 left = context.expect_leaving(leg)
                 await context.ari.bridges.add_channel(agent_bridge, leg)
                 accepted = await self._brief(brief, endpoint, left)
-                if context.seen_leaving(leg, left):
-                    raise CallFailed(endpoint, None, "", "the target hung up during the briefing")
+                # The decline first: a target that says no hangs up next, often before
+                # the warm transfer looks; the outcome is still the decline.
                 if accepted is False:
                     raise TransferDeclined(endpoint, None, "", "the target declined the transfer")
+                if context.seen_leaving(leg, left):
+                    raise CallFailed(endpoint, None, "", "the target hung up during the briefing")
                 await context.ari.bridges.stop_moh(self.bridge_id)
                 # Moves the target out of the agent's bridge, to the caller.
                 await context.ari.bridges.add_channel(self.bridge_id, leg)
@@ -404,7 +406,7 @@ class CallParties:
                     # connect()), before the briefing or after it: that is the outcome.
                     hung_up = (
                         isinstance(exc, Exception)
-                        and not isinstance(exc, CallFailed)
+                        and not isinstance(exc, CallFailed | TransferDeclined)
                         and leg is not None
                         and left is not None
                         and not context.ended
@@ -454,7 +456,9 @@ class CallParties:
                 briefing.cancel()
                 await asyncio.wait((briefing,))
         try:
-            if not left.done():
+            if not left.done() or _declined(briefing):
+                # A decline and the hang-up after it in one pass of the loop (Asterisk
+                # sends a key and a hang-up in one read): the briefing's answer stands.
                 return briefing.result()
             if not briefing.cancelled():
                 briefing.exception()  # retrieved: the hang-up is the outcome, not its error
@@ -906,3 +910,13 @@ class Supervision:
             return
         logger.info("call %s: the supervisor hung up", self.context.id)
         await self.end()
+
+
+def _declined(briefing: asyncio.Future[bool | None]) -> bool:
+    """Whether a warm transfer's briefing ended by itself, returning False."""
+    return (
+        briefing.done()
+        and not briefing.cancelled()
+        and briefing.exception() is None
+        and briefing.result() is False
+    )
