@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from voxtra.platform.engine import claims
 from voxtra.platform.engine.admin import ContactSpec, create_campaign
 from voxtra.platform.scheduling import AttemptOutcome, RetryBackoff, RetryPolicy
-from voxtra.platform.store.campaigns import CampaignAttempt, CampaignContact
+from voxtra.platform.store.campaigns import Campaign, CampaignAttempt, CampaignContact
 from voxtra.platform.store.db import Database
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
@@ -108,3 +108,35 @@ async def test_an_expired_lease_makes_its_attempts_lost_and_retried(db: Database
             await claims.finish_attempt(session, claim.attempt_id, AttemptOutcome.COMPLETED, later)
             is None
         )
+
+
+async def test_a_stored_policy_that_cannot_be_applied_does_not_stop_the_reaper(
+    db: Database,
+) -> None:
+    # A policy stored before its figures were bounded: a retry after the year 9999.
+    # Writing any outcome under it raised, so the reaper (the first step of every
+    # worker's round) failed on it every round, and no worker claimed anything again.
+    async with db.session() as session:
+        campaign = await create_campaign(
+            session,
+            contacts=[ContactSpec("PJSIP/x"), ContactSpec("PJSIP/y")],
+            now=T0,
+            retry=RetryPolicy(failed=RetryBackoff(delay=30, factor=1)),
+        )
+        await claims.heartbeat(session, "wa", T0, ttl=30)
+    async with db.session() as session:
+        stored = await session.get(Campaign, campaign.id)
+        assert stored is not None
+        stored.retry = {**stored.retry, "failed": {"delay": 1e12, "max_delay": 1e12}}
+    async with db.session() as session:
+        claimed, _ = await claims.claim_campaign(session, campaign.id, "wa", lambda: T0)
+    assert len(claimed) == 2
+    later = T0 + timedelta(seconds=31)
+    async with db.session() as session:
+        assert await claims.reap_lost(session, later, "wb") == 2
+    async with db.session() as session:
+        contacts = (await session.scalars(select(CampaignContact))).all()
+        attempts = (await session.scalars(select(CampaignAttempt))).all()
+    # lost, and final: the policy's retry cannot be had
+    assert sorted(c.state for c in contacts) == ["failed", "failed"]
+    assert [a.outcome for a in attempts] == ["lost", "lost"]

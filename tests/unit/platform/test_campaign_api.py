@@ -204,6 +204,12 @@ async def test_pause_resume_cancel_and_their_conflicts(running: Callable[..., An
         # the store's column holds 2,000 characters (Postgres refused it: a 500)
         ({"webhook_url": "https://hooks.example/" + "a" * 2000}, "webhook_url"),
         ({"webhook_url": "http://[::1/x"}, "webhook_url"),
+        # past the year 9999 in UTC, or before the year 1: the conversion was a 500
+        ({"start_at": "9999-12-31T23:00:00-05:00"}, "start_at"),
+        ({"start_at": "9999-12-31T23:00:00", "tz": "America/New_York"}, "start_at"),
+        ({"start_at": "0001-01-01T00:30:00", "tz": "Europe/Berlin"}, "start_at"),
+        # a retry after the year 9999: stored, then every outcome written under it failed
+        ({"retry": {"failed": {"delay": 60, "max_delay": 1e12}}}, "retry.failed.max_delay"),
     ],
 )
 async def test_invalid_campaigns_are_422_naming_the_field(
@@ -214,6 +220,38 @@ async def test_invalid_campaigns_are_422_naming_the_field(
     got = await rig.client.post("/v1/campaigns", json=body, headers=auth(WRITE))
     assert got.status_code == 422, got.text
     assert field in [e["field"] for e in got.json()["errors"]]
+
+
+async def test_a_backoff_factor_of_json_infinity_is_422(running: Callable[..., Any]) -> None:
+    rig = await start(running)
+    # JSON's 1e999 is read as infinity; the factor then made every retry's time NaN
+    raw = (
+        '{"route": "agent", "contacts": [{"to": "PJSIP/x"}], '
+        '"retry": {"failed": {"delay": 0, "factor": 1e999}}}'
+    )
+    got = await rig.client.post(
+        "/v1/campaigns",
+        content=raw,
+        headers={**auth(WRITE), "content-type": "application/json"},
+    )
+    assert got.status_code == 422, got.text
+    assert [e["field"] for e in got.json()["errors"]] == ["retry.failed.factor"]
+
+
+async def test_a_nul_character_is_refused_before_postgres_sees_it(
+    running: Callable[..., Any], postgres_url: str
+) -> None:
+    # Postgres' text holds no NUL: a campaign named with one, or a path naming one, was
+    # a 500 (asyncpg: invalid byte sequence for encoding "UTF8": 0x00)
+    rig: Running = await running(configure=with_agent, database_url=postgres_url)
+    body = {"route": "agent", "name": "renewals\x00", "contacts": [{"to": "PJSIP/x"}]}
+    got = await rig.client.post("/v1/campaigns", json=body, headers=auth(WRITE))
+    assert got.status_code == 422, got.text
+    assert [e["field"] for e in got.json()["errors"]] == ["name"]
+    assert (await rig.client.get("/v1/campaigns/camp_%00", headers=auth(READ))).status_code == 404
+    for action in ("pause", "resume", "cancel"):
+        steered = await rig.client.post(f"/v1/campaigns/camp_%00/{action}", headers=auth(WRITE))
+        assert steered.status_code == 404, steered.text
 
 
 async def test_campaigns_and_schedules_need_their_scopes(running: Callable[..., Any]) -> None:
@@ -356,3 +394,20 @@ async def test_the_workers_timing_comes_from_the_settings(running: Callable[...,
     rig: Running = await running(platform={"worker_lease": 12, "worker_poll_interval": 0.5})
     worker = service.worker_of(rig.platform)
     assert (worker.lease, worker.poll_interval) == (12.0, 0.5)
+
+
+async def test_a_schedule_at_the_calendars_end_is_a_422_on_at(running: Callable[..., Any]) -> None:
+    rig = await start(running)
+    for body in (
+        {"at": "9999-12-31T23:00:00-05:00"},
+        {"at": "9999-12-31T23:00:00", "tz": "America/New_York"},
+        {"cron": "0 9 * * MON", "tz": "Mars/Olympus"},
+        {"cron": "not a cron"},
+    ):
+        made = await rig.client.post(
+            "/v1/schedules", json={"to": "PJSIP/o", "route": "agent", **body}, headers=auth(WRITE)
+        )
+        assert made.status_code == 422, (body, made.text)
+        (error,) = made.json()["errors"]
+        expected = "at" if "at" in body else "tz" if "Mars" in str(body) else "cron"
+        assert error["field"] == expected, (body, made.json())

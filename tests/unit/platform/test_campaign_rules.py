@@ -53,6 +53,23 @@ def test_retry_policy_figures_are_checked() -> None:
         RetryBackoff(delay=-1)
     with pytest.raises(InvalidRetryPolicy):
         RetryBackoff(factor=0.5)
+    # figures whose retry is past the year 9999 (or not a number): every outcome written
+    # under them raised OverflowError, so the attempt was never ended
+    for figures in (
+        {"delay": 1e12, "max_delay": 1e12},
+        {"max_delay": float("inf")},
+        {"delay": float("nan")},
+        {"factor": float("inf")},
+        {"factor": float("nan")},
+    ):
+        with pytest.raises(InvalidRetryPolicy):
+            RetryBackoff(**figures)
+
+
+def test_a_steep_backoff_stops_at_its_ceiling_instead_of_overflowing() -> None:
+    policy = RetryPolicy(max_attempts=20, failed=RetryBackoff(delay=1, factor=1e300))
+    # 1e300 ** 2 is past a float: the wait is the ceiling (an hour by default)
+    assert policy.next_attempt_at("failed", 3, T0) == T0 + timedelta(seconds=3600)
 
 
 def test_allowance_takes_the_tighter_of_concurrency_and_rate() -> None:

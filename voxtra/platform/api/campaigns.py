@@ -27,7 +27,15 @@ from voxtra.platform.api.problems import Problem
 from voxtra.platform.api.schedules import check_call, check_to, check_webhook
 from voxtra.platform.engine import admin, service
 from voxtra.platform.platform import Platform
-from voxtra.platform.scheduling import CallingWindow, RetryBackoff, RetryPolicy, zone
+from voxtra.platform.scheduling import (
+    MAX_DELAY,
+    CallingWindow,
+    InvalidTime,
+    RetryBackoff,
+    RetryPolicy,
+    instant,
+    zone,
+)
 from voxtra.platform.schemas import bounded_data, bounded_url
 from voxtra.platform.store.campaigns import Campaign
 
@@ -66,9 +74,13 @@ class WindowIn(BaseModel):
 class BackoffIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    delay: float = Field(default=60.0, ge=0, description="seconds before the next attempt")
-    factor: float = Field(default=2.0, ge=1, description="the delay's growth per attempt")
-    max_delay: float = Field(default=3600.0, ge=0)
+    delay: float = Field(
+        default=60.0, ge=0, le=MAX_DELAY, description="seconds before the next attempt"
+    )
+    factor: float = Field(
+        default=2.0, ge=1, allow_inf_nan=False, description="the delay's growth per attempt"
+    )
+    max_delay: float = Field(default=3600.0, ge=0, le=MAX_DELAY)
     max_attempts: int | None = Field(default=None, ge=1)
 
 
@@ -124,6 +136,14 @@ class CampaignSettings(BaseModel):
     )
 
     _url = field_validator("webhook_url")(bounded_url)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        # Postgres' text holds no NUL character: stored, it was a 500 (SQLite took it).
+        if value is not None and "\x00" in value:
+            raise ValueError("a name holds no NUL character")
+        return value
 
     @field_validator("metadata")
     @classmethod
@@ -292,7 +312,12 @@ def _rules(platform: Platform, body: CampaignIn) -> tuple[list[CallingWindow], R
     backend = check_call(platform, body.contacts[0].to, body.from_, body.route, body.backend)
     check_webhook(platform, body.webhook_url)
     try:
-        zone(body.tz)
+        campaign_zone = zone(body.tz)
+        if body.start_at is not None:
+            try:
+                instant(body.start_at, campaign_zone)
+            except InvalidTime as exc:
+                raise _problem("start_at", str(exc)) from None
         for i, contact in enumerate(body.contacts):
             if contact.tz is not None:
                 try:
@@ -346,12 +371,24 @@ async def check_campaign(body: CampaignIn, platform: PlatformDep, _caller: Write
     return CheckOut(valid=True, contacts=len(body.contacts))
 
 
+def _missing(campaign_id: str) -> Problem:
+    return Problem(404, f"no campaign {campaign_id!r}")
+
+
+def _possible(campaign_id: str) -> str:
+    """``campaign_id``, if a campaign could have it: one with a NUL character (``%00`` in
+    the path) is none, and Postgres refused to compare it (a 500)."""
+    if "\x00" in campaign_id:
+        raise _missing(campaign_id)
+    return campaign_id
+
+
 @router.get("/{campaign_id}", summary="A campaign's progress: contacts per state")
 async def get_campaign(campaign_id: str, platform: PlatformDep, _caller: Reader) -> CampaignOut:
     async with platform.db.session() as session:
-        campaign = await session.get(Campaign, campaign_id)
+        campaign = await session.get(Campaign, _possible(campaign_id))
     if campaign is None:
-        raise Problem(404, f"no campaign {campaign_id!r}")
+        raise _missing(campaign_id)
     return await _out(platform, campaign)
 
 
@@ -367,11 +404,11 @@ async def list_campaigns(platform: PlatformDep, _caller: Reader) -> list[Campaig
 async def _steer(platform: Platform, campaign_id: str, action: str) -> CampaignOut:
     try:
         async with platform.db.session() as session:
-            campaign = await admin.steer_campaign(session, campaign_id, action)
+            campaign = await admin.steer_campaign(session, _possible(campaign_id), action)
     except admin.CampaignConflict as exc:
         raise Problem(409, str(exc)) from None
     if campaign is None:
-        raise Problem(404, f"no campaign {campaign_id!r}")
+        raise _missing(campaign_id)
     service.worker_of(platform).wake()
     return await _out(platform, campaign)
 

@@ -20,6 +20,7 @@ from voxtra.platform.api.auth import Caller, platform_of, require
 from voxtra.platform.api.problems import Problem
 from voxtra.platform.engine import admin, service
 from voxtra.platform.platform import Platform
+from voxtra.platform.scheduling import InvalidCron, InvalidTime
 from voxtra.platform.schemas import CallRequest, bounded_data, bounded_url
 from voxtra.platform.store.campaigns import Schedule, ScheduleRun
 from voxtra.platform.targets import InvalidTarget, check_webhook_url
@@ -172,7 +173,12 @@ async def create_schedule(body: ScheduleIn, platform: PlatformDep, _caller: Writ
                 backend=backend,
             )
     except ConfigError as exc:
-        field = "cron" if "cron" in type(exc).__name__.lower() else "tz"
+        if isinstance(exc, InvalidCron):
+            field = "cron"
+        elif isinstance(exc, InvalidTime):  # an ``at`` at the calendar's ends
+            field = "at"
+        else:
+            field = "tz"
         raise Problem(422, str(exc), errors=[{"field": field, "message": str(exc)}]) from None
     worker.wake()
     return _out(schedule)

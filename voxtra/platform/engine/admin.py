@@ -19,8 +19,7 @@ from voxtra.platform.scheduling import (
     ContactState,
     CronSchedule,
     RetryPolicy,
-    local_to_utc,
-    utc,
+    instant,
     zone,
 )
 from voxtra.platform.store.campaigns import (
@@ -87,15 +86,10 @@ async def create_campaign(
     for contact in contacts:
         if contact.tz is not None:
             zone(contact.tz)
-    if start_at is None:
-        starts = now
-    elif start_at.tzinfo is None:
-        # A wall time in the campaign's zone, as a schedule's ``at`` is in its ``tz``:
-        # an operator who gives tz Europe/Paris and 09:00 means 09:00 in Paris. It was
-        # read as UTC, silently: an hour late in Paris in winter, five early in New York.
-        starts = local_to_utc(start_at, campaign_zone)
-    else:
-        starts = utc(start_at)
+    # Without an offset, a wall time in the campaign's zone, as a schedule's ``at`` is in
+    # its ``tz``: an operator who gives tz Europe/Paris and 09:00 means 09:00 in Paris. It
+    # was read as UTC, silently: an hour late in Paris in winter, five early in New York.
+    starts = now if start_at is None else instant(start_at, campaign_zone)
     campaign = Campaign(
         name=name,
         route=route,
@@ -205,7 +199,7 @@ async def create_schedule(
         kind = "cron"
     else:
         assert at is not None
-        next_run = local_to_utc(at, zone_) if at.tzinfo is None else utc(at)
+        next_run = instant(at, zone_)
         kind = "once"
     schedule = Schedule(
         kind=kind,

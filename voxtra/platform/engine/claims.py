@@ -8,8 +8,10 @@ and contacts and due schedules another worker holds are skipped, not waited for.
 SQLite (one worker) the same statements run as a plain transaction: SQLAlchemy renders
 no ``FOR UPDATE`` there and SQLite serialises writers.
 
-Lock order, the same everywhere, so two workers never deadlock: campaign, then contact,
-then attempt; an outcome locks its attempt, then its contact, never the campaign.
+Lock order, so two workers never deadlock: a claim or a cancel takes the campaign, then
+contacts, then attempts; an outcome takes its attempt, its contact, then the campaign,
+and no one waits for it while holding the campaign (claims skip locked rows; a cancel
+changes pending contacts only, and an outcome's contact is dialing until it commits).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, delete, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from voxtra.errors import ConfigError
 from voxtra.platform.scheduling import (
     AttemptOutcome,
     CallingWindow,
@@ -472,7 +475,14 @@ async def _finish(
     status = ContactStatus(ContactState.DIALING, contact.attempts)
     if campaign.status == CampaignStatus.CANCELED.value and outcome is not AttemptOutcome.COMPLETED:
         outcome = AttemptOutcome.CANCELED
-    after = status.finish(outcome, retry_policy(campaign.retry), now)
+    try:
+        after = status.finish(outcome, retry_policy(campaign.retry), now)
+    except (ConfigError, TypeError, ValueError, OverflowError):
+        # A policy stored before its figures were bounded (a max_delay of 1e12 s: a
+        # retry after the year 9999) raised here on every try: the attempt stayed open,
+        # and in reap_lost it failed every round of every worker. Its outcome is final.
+        logger.exception("campaign %s: its retry policy cannot be read", campaign.id)
+        after = status.finish(outcome, RetryPolicy(max_attempts=1), now)
     contact.state, contact.due_at = after.state.value, after.due_at
     return after.state
 

@@ -13,17 +13,19 @@ from voxtra.platform.scheduling.errors import (
     InvalidCallingWindow,
     InvalidCron,
     InvalidRetryPolicy,
+    InvalidTime,
     InvalidTimeZone,
     InvalidTransition,
 )
 from voxtra.platform.scheduling.limits import RATE_SPAN, Allowance, allowance
-from voxtra.platform.scheduling.retry import RetryBackoff, RetryPolicy
-from voxtra.platform.scheduling.timezones import local_to_utc, utc, zone
+from voxtra.platform.scheduling.retry import MAX_DELAY, RetryBackoff, RetryPolicy
+from voxtra.platform.scheduling.timezones import instant, local_to_utc, utc, zone
 from voxtra.platform.scheduling.windows import DAYS, CallingWindow, is_open, next_open
 
 __all__ = [
     "DAYS",
     "FINAL_STATES",
+    "MAX_DELAY",
     "RATE_SPAN",
     "Allowance",
     "AttemptOutcome",
@@ -34,11 +36,13 @@ __all__ = [
     "InvalidCallingWindow",
     "InvalidCron",
     "InvalidRetryPolicy",
+    "InvalidTime",
     "InvalidTimeZone",
     "InvalidTransition",
     "RetryBackoff",
     "RetryPolicy",
     "allowance",
+    "instant",
     "is_open",
     "local_to_utc",
     "next_open",

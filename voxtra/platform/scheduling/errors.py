@@ -8,6 +8,7 @@ __all__ = [
     "InvalidCallingWindow",
     "InvalidCron",
     "InvalidRetryPolicy",
+    "InvalidTime",
     "InvalidTimeZone",
     "InvalidTransition",
 ]
@@ -15,6 +16,11 @@ __all__ = [
 
 class InvalidTimeZone(ConfigError):
     """Not an IANA time zone name this machine knows (``Europe/Berlin``, ``UTC``)."""
+
+
+class InvalidTime(ConfigError):
+    """A date and time too close to the ends of the calendar (years 1 and 9999) to be
+    placed in a time zone."""
 
 
 class InvalidCron(ConfigError):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from voxtra.platform.scheduling.errors import InvalidRetryPolicy
 
-__all__ = ["RetryBackoff", "RetryPolicy"]
+__all__ = ["MAX_DELAY", "RetryBackoff", "RetryPolicy"]
+
+MAX_DELAY = 365 * 24 * 3600.0
+"""The longest wait before a retry (a year, in seconds). Unbounded, a ``max_delay`` of
+1e12 s passed the API and then failed every outcome written under it: the retry's time
+is past the last date Python has (year 9999), so the attempt was never ended."""
 
 RETRYABLE = ("busy", "no_answer", "failed")
 """Attempt outcomes a policy may retry (``lost``, a worker that died mid-attempt, counts
@@ -26,14 +32,21 @@ class RetryBackoff:
     max_attempts: int | None = None
 
     def __post_init__(self) -> None:
-        if self.delay < 0 or self.factor < 1 or self.max_delay < 0:
-            raise InvalidRetryPolicy("backoff: delay >= 0, factor >= 1, max_delay >= 0")
+        # ``not (x >= 0)`` and not ``x < 0``: NaN compares false either way. JSON's 1e999
+        # is infinity, which pydantic's float takes.
+        if not (0 <= self.delay <= MAX_DELAY and 0 <= self.max_delay <= MAX_DELAY):
+            raise InvalidRetryPolicy(f"backoff: delay and max_delay from 0 to {MAX_DELAY:.0f} s")
+        if not (self.factor >= 1 and math.isfinite(self.factor)):
+            raise InvalidRetryPolicy("backoff: factor >= 1 (and finite)")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise InvalidRetryPolicy("backoff: max_attempts >= 1")
 
     def wait(self, attempt: int) -> timedelta:
         """The wait after attempt number ``attempt`` (1 for the first)."""
-        seconds = min(self.delay * self.factor ** max(attempt - 1, 0), self.max_delay)
+        try:
+            seconds = min(self.delay * self.factor ** max(attempt - 1, 0), self.max_delay)
+        except OverflowError:  # factor 1e300 at the third attempt: past any ceiling
+            seconds = self.max_delay
         return timedelta(seconds=seconds)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from voxtra.platform.scheduling.errors import InvalidTimeZone
+from voxtra.platform.scheduling.errors import InvalidTime, InvalidTimeZone
 
-__all__ = ["local_to_utc", "utc", "zone"]
+__all__ = ["instant", "local_to_utc", "utc", "zone"]
 
 
 def zone(name: str) -> ZoneInfo:
@@ -52,3 +52,18 @@ def local_to_utc(wall: datetime, tz: ZoneInfo) -> datetime:
             return instant
         instant += timedelta(minutes=1)
     return wall.replace(tzinfo=tz).astimezone(UTC)  # pragma: no cover - no such zone
+
+
+def instant(at: datetime, tz: ZoneInfo) -> datetime:
+    """``at`` as an aware UTC instant: without an offset, a wall time in ``tz``
+    (:func:`local_to_utc`); with one, that instant.
+
+    :class:`InvalidTime` if it is within a day of the calendar's ends: an API client's
+    ``9999-12-31T23:00:00-05:00`` is past the year 9999 in UTC, and the conversion's
+    ``OverflowError`` was a 500.
+    """
+    edge = timedelta(days=1)
+    wall = at.replace(tzinfo=None)
+    if not datetime.min + edge <= wall <= datetime.max - edge:
+        raise InvalidTime(f"{at.isoformat()} is out of range (years 1 to 9999)")
+    return local_to_utc(at, tz) if at.tzinfo is None else utc(at)
