@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import uuid as uuid_mod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -60,6 +61,14 @@ AS_FORMATS: dict[str, int] = {"slin": 8000, "slin16": 16000}
 """ExternalMedia ``format`` values this transport speaks, and their sample rates."""
 
 _READ_SIZE = 8192
+
+_SEND_BUFFER = 32 * 1024
+"""SO_SNDBUF of a call's socket. Linux autotunes a TCP send buffer up to 4 MB: with
+the peer not reading (Asterisk frozen, or gone without a FIN), about 3 MB of audio
+(some 3 minutes at 8 kHz) went into the kernel, where ``flush()`` cannot reach it,
+before anything stayed queued here. With 32 KB (the kernel doubles it) 3.8 s of
+8 kHz audio (1.8 s at 16 kHz) left before the rest waited here: far more than a
+reading Asterisk ever leaves unread."""
 
 
 @dataclass(slots=True)
@@ -173,6 +182,10 @@ class AudioSocketTransport(MediaTransport):
             self._message(msg)
         if self._closed:
             return
+        sock = self._writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, _SEND_BUFFER)
         self._read_task = asyncio.get_running_loop().create_task(
             self._read(), name=f"voxtra-audiosocket-{self.uuid}"
         )
@@ -274,18 +287,25 @@ class AudioSocketTransport(MediaTransport):
 
         Measured: chan_audiosocket passes on only what we write, so with nothing written
         a SIP phone in the call got no RTP at all (0 packets in 5 s); with a silence
-        message per slot it gets a packet every 20 ms. Silence is skipped while the
-        socket still holds unsent data (Asterisk not reading), so it never piles up
-        ahead of real audio.
+        message per slot it gets a packet every 20 ms.
+
+        Nothing is written while the socket still holds unsent data (the kernel's
+        buffer is full: Asterisk is not reading). Writing on, audio piled up in the
+        stream's buffer without bound (3.8 MB on top of the kernel's, a peer that read
+        nothing fed 410 s of audio) and ``close()`` waited for it to drain, for ever.
+        Held here, the audio stays in the bounded queue: ``send()`` waits, and
+        ``flush()`` drops it.
         """
         if self._closed or self._writer.is_closing():
+            return
+        if self._writer.transport.get_write_buffer_size():
             return
         frame = self._pop_frame()
         if frame is None:
             if self._was_sending:
                 self.stats.underruns += 1
                 self._was_sending = False
-            if self._silence_due() and not self._writer.transport.get_write_buffer_size():
+            if self._silence_due():
                 self._writer.write(_silence_message(self.wire_rate))
                 self._silence_sent()
             return
@@ -311,7 +331,11 @@ class AudioSocketTransport(MediaTransport):
         if self._tick_handle is not None:
             self._ticker.remove(self._tick_handle)
             self._tick_handle = None
-        if not self._writer.is_closing():
+        if self._writer.transport.get_write_buffer_size():
+            # Asterisk is not reading: a graceful close waits for the unsent data to
+            # drain (for ever, from a frozen peer), so reset the connection instead.
+            self._writer.transport.abort()
+        elif not self._writer.is_closing():
             self._writer.close()
 
     async def _shutdown(self, *, send_hangup: bool = True) -> None:

@@ -26,6 +26,7 @@ from voxtra.errors import MediaError
 __all__ = [
     "ChanWsProtocolError",
     "Command",
+    "CommandRejected",
     "ControlEvent",
     "ControlFormat",
     "DtmfEnd",
@@ -136,6 +137,14 @@ class Status(ControlEvent):
 
 
 @dataclass(frozen=True, slots=True)
+class CommandRejected(ControlEvent):
+    """Asterisk's ``ERROR`` event: it refused a command we sent (JSON it cannot parse,
+    a media command in passthrough mode). ``error_text`` is its reason, whole."""
+
+    error_text: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownControlEvent(ControlEvent):
     """An event this version does not know; kept so nothing is silently lost.
 
@@ -170,9 +179,17 @@ def _opt_str(value: Any) -> str | None:
 
 
 def _split_text(text: str) -> tuple[str, dict[str, Any]]:
+    fields: dict[str, Any] = {}
+    # ERROR's error_text is free text to the end of the line, printed last by Asterisk
+    # ("ERROR channel_id:ID error_text:FLUSH_MEDIA not supported in passthrough
+    # mode"): cut into tokens, it kept its first word and its second became a
+    # correlation id.
+    head, sep, error_text = text.partition(" error_text:")
+    if sep and head.split()[0] == "ERROR":
+        text = head
+        fields["error_text"] = error_text.strip()
     tokens = text.split()
     name, rest = tokens[0], tokens[1:]
-    fields: dict[str, Any] = {}
     bare: list[str] = []
     for tok in rest:
         key, sep, value = tok.partition(":")
@@ -259,6 +276,8 @@ def _typed(name: str, f: dict[str, Any], fmt: ControlFormat) -> ControlEvent:
         return MediaMarkProcessed(name, f, fmt, _opt_str(f.get("correlation_id")))
     if name == "QUEUE_DRAINED":
         return QueueDrained(name, f, fmt)
+    if name == "ERROR":
+        return CommandRejected(name, f, fmt, error_text=str(f.get("error_text", "")))
     if name == "STATUS":
         return Status(
             name,

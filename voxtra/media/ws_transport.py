@@ -52,6 +52,7 @@ from voxtra.errors import ConfigError, MediaError
 from voxtra.media.chanws import (
     ChanWsProtocolError,
     Command,
+    CommandRejected,
     ControlFormat,
     DtmfEnd,
     MediaStart,
@@ -227,6 +228,10 @@ class WebSocketMediaTransport(MediaTransport):
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             await self._close_session()
             raise MediaError(f"cannot connect media WebSocket {url}: {exc}") from exc
+        except BaseException:
+            # Cancelled (the call ended while attaching): the session is ours to close.
+            await self._close_session()
+            raise
         if refused is not None:
             await self._close_session()
             raise refused from None
@@ -238,6 +243,12 @@ class WebSocketMediaTransport(MediaTransport):
         except TimeoutError:
             await self.close()
             raise MediaError(f"no MEDIA_START from {url} within {start_timeout} s") from None
+        except BaseException:
+            # Cancelled while waiting for MEDIA_START: the caller never gets this
+            # transport to close, and the reader task and the WebSocket were left open
+            # until Asterisk closed it (a fake that never does: for ever).
+            await self.close()
+            raise
         if self._closed:
             await self.close()
             raise MediaError(
@@ -362,6 +373,8 @@ class WebSocketMediaTransport(MediaTransport):
             self._wake.set()
             self._emit(FlowEvent(False))
         else:
+            if isinstance(event, CommandRejected):
+                logger.warning("%s: Asterisk refused a command: %s", self.call_id, event.error_text)
             self._emit(ControlMessageEvent(event))
 
     def _on_media_start(self, event: MediaStart) -> None:

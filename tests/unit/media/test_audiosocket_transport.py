@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -187,6 +188,44 @@ async def test_flush_stops_playback_and_played_ms_counts_frames(server: AudioSoc
     finally:
         await tr.close()
         peer.close()
+
+
+async def test_a_peer_that_stops_reading_keeps_the_audio_here_and_close_is_prompt(
+    server: AudioSocketServer,
+) -> None:
+    """Asterisk frozen, its kernel still acknowledging: what it does not read stays in
+    the bounded queue (flush drops it) instead of piling up in the socket's buffer,
+    and close() does not wait for that buffer to drain."""
+    call = server.expect(uuid.uuid4())
+    host, port = server.local_address
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.setblocking(False)
+    loop = asyncio.get_running_loop()
+    await loop.sock_connect(raw, (host, port))
+    _, writer = await asyncio.open_connection(sock=raw)
+    writer.transport.pause_reading()  # nothing on this side reads from here on
+    writer.write(build_uuid(call))
+    tr = await server.accept(call, timeout=1)
+    try:
+        await tr.send(pcm(8000 * 30, value=1000))
+        # Wait until nothing more leaves: the kernel's buffers on both sides are full.
+        deadline = loop.time() + 10
+        played, since = tr.played_ms, loop.time()
+        while loop.time() - since < 0.5:
+            assert loop.time() < deadline, f"{tr.played_ms} ms written to a peer not reading"
+            await asyncio.sleep(0.05)
+            if tr.played_ms != played:
+                played, since = tr.played_ms, loop.time()
+        assert played <= 8000 and tr.queued_ms == 30_000 - played
+        await tr.flush()
+        assert tr.queued_ms == 0
+        await tr.send(pcm(8000, value=1000))
+        await asyncio.wait_for(tr.close(), 2)
+        assert tr.played_ms == played
+    finally:
+        await tr.close()
+        writer.transport.abort()
 
 
 async def test_peer_closing_the_socket_is_a_hangup(server: AudioSocketServer) -> None:

@@ -13,6 +13,7 @@ from voxtra.errors import MediaError
 from voxtra.media.chanws import (
     ChanWsProtocolError,
     Command,
+    CommandRejected,
     ControlEvent,
     ControlFormat,
     DtmfEnd,
@@ -116,6 +117,27 @@ def test_status_both_formats() -> None:
     assert (a.queue_length, a.xon_level, a.xoff_level) == (43, 800, 900)
     assert (a.queue_full, a.bulk_media, a.media_paused) == (False, True, False)
     assert (b.queue_length, b.media_paused) == (0, True)
+
+
+def test_error_keeps_its_whole_text_in_both_formats() -> None:
+    # Asterisk 22.10's chan_websocket prints "%s channel_id:%s error_text:%s" (its
+    # format string): the text runs to the end of the line, spaces and colons too.
+    text = parse_control(
+        b"ERROR channel_id:pbx1-1.2 error_text:MARK_MEDIA not supported in passthrough mode"
+    )
+    assert isinstance(text, CommandRejected) and text.channel_id == "pbx1-1.2"
+    assert text.error_text == "MARK_MEDIA not supported in passthrough mode"
+    assert "correlation_id" not in text.fields and "args" not in text.fields
+    colon = parse_control("ERROR channel_id:x error_text:bad: a:b c ")
+    assert isinstance(colon, CommandRejected) and colon.error_text == "bad: a:b c"
+    js = parse_control(
+        b'{"event":"ERROR","channel_id":"pbx1-1.2","error_text":"Unable to parse JSON command"}'
+    )
+    assert isinstance(js, CommandRejected) and js.wire_format is ControlFormat.JSON
+    assert js.error_text == "Unable to parse JSON command"
+    # Only ERROR's text is free: elsewhere error_text is an ordinary field.
+    other = parse_control("SOMETHING_NEW a:1 error_text:x y")
+    assert isinstance(other, UnknownControlEvent) and other.fields["error_text"] == "x"
 
 
 def test_unknown_event_is_kept() -> None:

@@ -333,6 +333,28 @@ async def test_no_media_start_or_wrong_format_is_a_media_error(asterisk: FakeAst
         await WebSocketMediaTransport.connect(asterisk.base_url, CONN, username="u", password="p")
 
 
+async def test_a_connect_cancelled_before_media_start_leaves_nothing_open(
+    asterisk: FakeAsterisk,
+) -> None:
+    """The call ends while the attach waits for MEDIA_START: nobody gets a transport to
+    close, so connect() itself must close the WebSocket and end its reader."""
+    asterisk.start_message = None
+    connecting = asyncio.ensure_future(
+        WebSocketMediaTransport.connect(asterisk.base_url, CONN, username="u", password="p")
+    )
+    s = await asyncio.wait_for(asterisk.sessions.get(), 2)
+    connecting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await connecting
+    readers = [t for t in asyncio.all_tasks() if t.get_name().startswith("voxtra-ws-media")]
+    assert readers == []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 2
+    while not s.ws.closed:
+        assert loop.time() < deadline, "the media WebSocket was left open"
+        await asyncio.sleep(0.01)
+
+
 async def test_unreachable_server_is_a_media_error() -> None:
     with pytest.raises(MediaError, match="cannot connect"):
         await WebSocketMediaTransport.connect(
