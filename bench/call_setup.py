@@ -500,7 +500,9 @@ async def run(
             caller_cpu[0] * 1000 / calls if target == "sandbox" and direction == "inbound" else None
         ),
         dispatch_p50_ms=statistics.median(lat) if lat else float("nan"),
-        dispatch_p99_ms=statistics.quantiles(lat, n=100)[98] if len(lat) > 2 else float("nan"),
+        dispatch_p99_ms=statistics.quantiles(lat, n=100, method="inclusive")[98]
+        if len(lat) > 2
+        else float("nan"),
         dispatch_max_ms=lat[-1] if lat else float("nan"),
         dispatch_n=len(lat),
         handler_errors_logged=errors.count,
@@ -530,7 +532,7 @@ def _line(r: Result) -> str:
         f"CPU {r.cpu_ms_per_call:.3f} ms/call (user {r.cpu_user_ms_per_call:.3f} "
         f"sys {r.cpu_sys_ms_per_call:.3f}{others})  "
         f"dispatch p50 {r.dispatch_p50_ms:.2f} p99 {r.dispatch_p99_ms:.2f} ms "
-        f"(max {r.dispatch_max_ms:.1f}, n={r.dispatch_n})  REST {rest:.2f}/call  "
+        f"(max {r.dispatch_max_ms:.2f}, n={r.dispatch_n})  REST {rest:.2f}/call  "
         f"events {r.events_per_call:.2f}/call ({r.parsed_per_call:.2f} parsed)  "
         f"[idle {r.idle_cpu_ms_per_s:.1f} ms/s, {r.loop}, REST client {r.rest_client}"
         f"{', without ' + r.event_filter if r.event_filter else ''}"

@@ -294,11 +294,19 @@ async def run(
     return figures
 
 
-def _verdict(name: str, value: float | None) -> str:
+def _met(name: str, value: float | None) -> bool | None:
+    """Whether ``value`` meets its target; None without a figure or a target."""
     if name not in TARGETS or value is None:
+        return None
+    op, target = TARGETS[name]
+    return value <= target if op == "<=" else value >= target
+
+
+def _verdict(name: str, value: float | None) -> str:
+    ok = _met(name, value)
+    if ok is None:
         return ""
     op, target = TARGETS[name]
-    ok = value <= target if op == "<=" else value >= target
     return f"(target {op} {target:g}: {'MET' if ok else 'NOT MET'})"
 
 
@@ -330,7 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     if args.json:
-        print(json.dumps({k: v for k, v in figures.items() if k != "transcript"}, indent=2))
+        out = {k: v for k, v in figures.items() if k != "transcript"}
+        # The targets and verdicts too, so a run's JSON says what it met on its own.
+        out["targets"] = {
+            name: {"op": op, "target": target, "met": _met(name, figures.get(name))}
+            for name, (op, target) in TARGETS.items()
+        }
+        print(json.dumps(out, indent=2))
         return 0
     print(figures["transcript"])
     print(
