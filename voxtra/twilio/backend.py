@@ -60,6 +60,7 @@ from voxtra.calls.session import CallSession
 from voxtra.calls.state import CallDirection, CallEndReason
 from voxtra.config import TwilioSettings, secret_value
 from voxtra.errors import (
+    AppNotRunning,
     CallBusy,
     CallFailed,
     CallNoAnswer,
@@ -73,11 +74,13 @@ from voxtra.recording.naming import sanitize_component
 from voxtra.routing import CallHandler, CallInfo
 from voxtra.twilio.control import StartedRecording, TwilioCallControl
 from voxtra.twilio.protocol import (
+    Connected,
     Dtmf,
     Mark,
     MediaChunk,
     Start,
     Stop,
+    StreamMessage,
     TwilioProtocolError,
     parse_message,
 )
@@ -94,6 +97,18 @@ must carry back (see :meth:`TwilioBackend.stream_token`)."""
 STREAM_START_WINDOW = 60.0
 """Seconds from the webhook's answer within which its stream must start (Twilio opens
 it at once; generous for a loaded box)."""
+
+START_WAIT = 10.0
+"""Seconds from a stream socket's accept within which its ``start`` must come (Twilio
+sends ``connected``, then ``start`` at once, as it connects). Before, a socket opened
+with a replayed signature could stay open, unread by anyone, for ever."""
+
+START_MAX_CHARS = 64 * 1024
+"""The longest message a stream socket may send before its ``start``: Twilio's
+``connected`` and ``start`` are under 1 KB. Before, anything went (uvicorn takes 16 MiB
+frames): a 16 MB ``media`` message on a socket opened with a replayed signature held
+the event loop for 0.15 s to parse, every call's audio stalled meanwhile, again and
+again."""
 
 GIVEN_UP_KEPT = 600.0
 """Seconds a given-up originate's CallSid is remembered: longer than any ring time
@@ -220,9 +235,35 @@ async def _receive_text(ws: WebSocket) -> str:
     return text
 
 
+async def _opening_message(ws: WebSocket, deadline: float) -> StreamMessage:
+    """A stream's next message before its ``start``: ``connected``, ``start`` or
+    ``stop``, of at most :data:`START_MAX_CHARS`, by ``deadline`` (loop time). Anything
+    else is a :class:`TwilioProtocolError`, and a long message is refused unparsed."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            text = await _receive_text(ws)
+    except TimeoutError:
+        raise TwilioProtocolError(f"no start message within {START_WAIT:.0f} s") from None
+    if len(text) > START_MAX_CHARS:
+        raise TwilioProtocolError(f"a message of {len(text)} characters before the start")
+    message = parse_message(text)
+    if not isinstance(message, Connected | Start | Stop):
+        raise TwilioProtocolError(f"a {type(message).__name__} message before the start")
+    return message
+
+
 async def _hold(call: CallSession) -> None:
     """An originated call without a handler stays up until a party hangs up."""
     await call.wait_ended()
+
+
+def _why_ended(context: CallContext) -> CallEndReason:
+    """Why a call ends that Twilio ended (its stream stopped, or its status callback
+    said so): it hung up, unless the app is transferring it. Twilio stops the stream as
+    it runs the transfer's ``<Dial>``, and that stop may come before its answer to the
+    update (a stop that came first ended the call as ``remote``), as ARI's StasisEnd of
+    a dialplan transfer may."""
+    return CallEndReason.TRANSFERRED if context.transferred else CallEndReason.REMOTE
 
 
 class TwilioBackend:
@@ -363,7 +404,7 @@ class TwilioBackend:
         session = self.sessions.get(call_sid)
         if session is not None and status in ("completed", *FINAL_FAILURES):
             # The call ended at Twilio (the stream's stop may come after this, or not).
-            session.context.end_because(CallEndReason.REMOTE)
+            session.context.end_because(_why_ended(session.context))
             transport = session.control.transport
             if transport is not None:
                 await transport.close()
@@ -423,9 +464,14 @@ class TwilioBackend:
         transport: TwilioMediaTransport | None = None
         session: CallSession | None = None
         reason = "stream stopped"
+        deadline = asyncio.get_running_loop().time() + START_WAIT
         try:
             while True:
-                message = parse_message(await _receive_text(ws))
+                if transport is None:
+                    # Nobody's call yet: only Twilio's connected and start, small and soon.
+                    message = await _opening_message(ws, deadline)
+                else:
+                    message = parse_message(await _receive_text(ws))
                 if isinstance(message, MediaChunk):
                     if transport is not None and message.track in ("inbound", "inbound_track"):
                         transport.feed(message.payload)
@@ -456,7 +502,18 @@ class TwilioBackend:
                             return
                         pending = await self._outbound_for(start)
                         if self._given_up.pop(start.call_sid, None) is not None:
-                            await self._hang_up_unwanted(start.call_sid)
+                            await self._hang_up_unwanted(
+                                start.call_sid, "answered after its originate gave up"
+                            )
+                            return
+                        if pending is None and not self.app.accepting:
+                            # Answered by the webhook just before the app began to stop
+                            # (or a stream that outlived it): as an Asterisk call that
+                            # arrives then, hung up. Routed, its handler ran in a
+                            # stopped app, the call up at Twilio with nobody to end it.
+                            await self._hang_up_unwanted(
+                                start.call_sid, "the app is stopping and takes no new calls"
+                            )
                             return
                         transport, session = await self._start_call(ws, start, pending)
                 elif isinstance(message, Stop):
@@ -470,15 +527,15 @@ class TwilioBackend:
             if transport is not None:
                 transport.stopped(reason)
             if session is not None:
-                session.context.end_because(CallEndReason.REMOTE)
+                session.context.end_because(_why_ended(session.context))
                 session.context.mark_ended()
             with contextlib.suppress(Exception):
                 await ws.close()
 
-    async def _hang_up_unwanted(self, call_sid: str) -> None:
-        # Answered after its originate gave up: "canceled" does not end an answered
-        # call at Twilio, and nobody waits for this one.
-        logger.info("twilio call %s: answered after its originate gave up: hung up", call_sid)
+    async def _hang_up_unwanted(self, call_sid: str, why: str) -> None:
+        # A stream nobody takes: "canceled" does not end an answered call at Twilio
+        # (an originate that gave up), and nobody waits for this one.
+        logger.info("twilio call %s: %s: hung up", call_sid, why)
         with contextlib.suppress(TwilioApiError):
             await self.update_call(call_sid, status="completed")
 
@@ -725,11 +782,18 @@ class TwilioBackend:
         ``on_ringing()`` runs when Twilio's ``ringing`` status callback comes. Cancelled
         while the call rings, it cancels the call at Twilio (``status=canceled``); while
         ``calls.create`` is under way, the cancel waits for Twilio's answer and cancels
-        the call it names.
+        the call it names. Raises :class:`~voxtra.errors.AppNotRunning` (nothing placed)
+        while the app is not started or is stopping, as on Asterisk.
         """
         caller = caller_id or self.settings.from_number
         if not caller:
             raise ConfigError("originate needs caller_id= (a Twilio number) or twilio.from_number")
+        if not self.app.accepting:
+            # As VoxtraApp.originate refuses. Placed anyway, the callee's phone rang and
+            # the answered call met the webhook's <Reject> (or no server at all): the
+            # originate waited out timeout + 10 s to raise CallNoAnswer, and "canceled"
+            # left the answered call up at Twilio.
+            raise AppNotRunning("the app is not running or is stopping: it places no new calls")
         pending = _Outbound(to, handler, dict(metadata or {}), on_ringing)
         self._creating += 1
         # The create in a task of its own, shielded: cancelled while the request is out,
