@@ -236,8 +236,10 @@ class CallService:
                 )
             )
         except asyncio.CancelledError:
-            await backend.cancel(channel_id)
-            await self._end(record.id, CallStatus.CANCELED, None, "canceled while dialling")
+            try:
+                await backend.cancel(channel_id)
+            finally:
+                await self._end(record.id, CallStatus.CANCELED, None, "canceled while dialling")
             raise
         except OriginateError as exc:
             status = (
@@ -279,8 +281,7 @@ class CallService:
         error: str,
         cause_text: str | None = None,
     ) -> None:
-        self.metrics.calls.labels(status.value, "outbound").inc()
-        await self.store.update(
+        ended = await self.store.update(
             call_id,
             status=status.value,
             ended_at=utcnow(),
@@ -291,6 +292,8 @@ class CallService:
             event=("status", {"status": status.value, "hangup_cause": cause}),
             only_if_not=_FINAL,
         )
+        if ended:  # counted once, however many paths end it (see _cancel)
+            self.metrics.calls.labels(status.value, "outbound").inc()
 
     def _wrap(self, handler: Handler, request: CallRequest) -> Handler:
         """The route's handler, with what the request asked for around it."""
@@ -321,9 +324,7 @@ class CallService:
             await session.hangup()
             return
         if dialing is not None:
-            dialing[1].cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await dialing[1]
+            await self._cancel(record.id, dialing[1])
             return
         if record.channel_id and record.instance_id not in (None, self.app.instance_id):
             # Live on another worker: its backend reaches it (the same Asterisk, the same
@@ -359,12 +360,24 @@ class CallService:
         await self.store.add_event(record.id, "transfer", {"target": checked})
         return checked
 
+    async def _cancel(self, call_id: str, task: asyncio.Task[None]) -> None:
+        """Cancel a call's dialling task; the call ends ``canceled`` unless it got further.
+
+        A task cancelled before its first step never enters :meth:`_dial`, whose
+        handler ends the call: a call hung up (or the platform stopped) right after
+        ``POST /v1/calls`` stayed ``queued`` for ever, its event stream open."""
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if task.cancelled():
+            await self._end(call_id, CallStatus.CANCELED, None, "canceled while dialling")
+
     async def stop(self) -> None:
         """Cancel the dialling still going on (their calls end ``canceled``)."""
-        tasks = [task for _, task in self.dialing.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        dialing = [(call_id, task) for call_id, (_, task) in self.dialing.items()]
+        await asyncio.gather(
+            *(self._cancel(call_id, task) for call_id, task in dialing), return_exceptions=True
+        )
 
 
 async def _hang_up_after(call: CallSession, seconds: float) -> None:

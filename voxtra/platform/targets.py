@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -30,8 +31,10 @@ from voxtra.errors import VoxtraError
 
 __all__ = [
     "InvalidTarget",
+    "allowed_address",
     "check_webhook_url",
     "dial_target",
+    "host_address",
     "transfer_target",
     "twilio_caller_id",
     "twilio_target",
@@ -142,23 +145,70 @@ def check_webhook_url(url: str, allowed: Sequence[str], field: str = "webhook_ur
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
+        parts.port  # noqa: B018 - raises ValueError for a port past 65535
     except ValueError:  # "http://[::1/x": an unclosed bracket, a bad port
         raise InvalidTarget(field, "expected an http(s) URL with a host") from None
     if parts.scheme not in ("http", "https") or not host:
         raise InvalidTarget(field, "expected an http(s) URL with a host")
     if host in allowed:
         return url
+    name = host.removesuffix(".")  # "localhost." is localhost, "127.0.0.1." 127.0.0.1
+    address = host_address(name)
+    if address is None:
+        if not _host_name(name):
+            # "http://a..b/": aiohttp's IDNA encoding raised on it in the background
+            raise InvalidTarget(field, f"{host!r} is not a host name")
+        if name == "localhost" or name.endswith(".localhost"):
+            raise InvalidTarget(field, _private(host))
+        return url
+    if allowed_address(address, allowed):
+        return url
+    raise InvalidTarget(field, _private(host))
+
+
+def host_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address a URL's host denotes, if it is one rather than a name: an IPv6 or
+    dotted-quad literal, or one of the legacy IPv4 forms resolvers still take
+    (``0x7f000001``, ``2130706433``, ``127.1``: each reached 127.0.0.1, measured with
+    aiohttp)."""
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host)
     except ValueError:
-        if host == "localhost" or host.endswith(".localhost"):
-            raise InvalidTarget(field, _private(host)) from None
-        return url
-    if any(address in ipaddress.ip_network(entry) for entry in allowed if "/" in entry):
-        return url
-    if not address.is_global or address.is_multicast:
-        raise InvalidTarget(field, _private(host))
-    return url
+        pass
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except (OSError, ValueError):  # not an address: a name
+        return None
+
+
+def allowed_address(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, allowed: Sequence[str]
+) -> bool:
+    """Whether a webhook may reach ``address``: a global unicast one, or one the
+    operator allows (``platform.webhook_private_hosts``: an address or network)."""
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:  # ::ffff:127.0.0.1 reaches 127.0.0.1
+        address = mapped
+    for entry in allowed:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:  # a host name
+            continue
+    return address.is_global and not address.is_multicast
+
+
+_LABEL = re.compile(rb"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def _host_name(name: str) -> bool:
+    """A DNS name aiohttp can encode (IDNA): labels of 1-63 letters, digits, ``-``
+    and ``_``, 253 characters in all."""
+    try:
+        encoded = name.encode("idna").lower()
+    except UnicodeError:
+        return False
+    return len(encoded) <= 253 and all(_LABEL.fullmatch(label) for label in encoded.split(b"."))
 
 
 def _private(host: str) -> str:

@@ -14,7 +14,8 @@ shared secret of ``"<timestamp>." + body`` (the raw bytes). A receiver recompute
 minutes off, so a captured request cannot be replayed later. Each retry is signed anew.
 
 Delivery never blocks a call: :meth:`WebhookDispatcher.notify` only puts the event on a
-bounded queue (the oldest is dropped, and counted, if a dead receiver lets it fill);
+bounded queue (``max_queue`` deliveries, those waiting a retry included; the oldest is
+dropped, and counted, if a dead receiver lets it fill);
 senders in the background POST with a timeout and retry a failure or a non-2xx answer
 after 1, 2, 4, ... seconds up to ``attempts`` tries. The secret is never logged, nor a
 URL's query string (where receivers often put a token of their own).
@@ -29,14 +30,20 @@ import hmac
 import json
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from ipaddress import ip_address
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from voxtra.platform.targets import InvalidTarget, allowed_address, check_webhook_url
 
 __all__ = [
     "EVENTS",
@@ -126,6 +133,36 @@ Sender = Callable[[str, bytes, dict[str, str], float], Awaitable[int]]
 """``send(url, body, headers, timeout) -> HTTP status`` (a test injects one)."""
 
 
+class _PublicResolver(AbstractResolver):
+    """DNS answers cut to the addresses a client's webhook may reach.
+
+    aiohttp connects to what its resolver returns, so the address checked is the
+    address connected to: a name that passed the API's check (names are not resolved
+    there) and then resolves to 127.0.0.1 or 169.254.169.254, at once or by rebinding
+    its DNS record later, reaches nothing. A name the operator allows keeps every
+    address."""
+
+    def __init__(self, resolver: AbstractResolver, allowed: Sequence[str]) -> None:
+        self._resolver = resolver
+        self._allowed = allowed
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self._resolver.resolve(host, port, family)
+        if host.lower().removesuffix(".") in self._allowed:
+            return found
+        public = [
+            result for result in found if allowed_address(ip_address(result["host"]), self._allowed)
+        ]
+        if not public:
+            raise OSError(f"{host} resolves to no public address")
+        return public
+
+    async def close(self) -> None:
+        await self._resolver.close()
+
+
 class WebhookDispatcher:
     """Signs and delivers events in the background; :meth:`notify` never waits."""
 
@@ -141,7 +178,16 @@ class WebhookDispatcher:
         senders: int = 4,
         send: Sender | None = None,
         observe: Callable[[str, str], None] | None = None,
+        private_hosts: Sequence[str] | None = None,
+        trusted: Sequence[str] = (),
+        resolver: AbstractResolver | None = None,
     ) -> None:
+        """``private_hosts``: when given (``platform.webhook_private_hosts``), every URL
+        but the ``trusted`` ones (the operator's ``platform.webhook_url``) is a client's,
+        held to :func:`~voxtra.platform.targets.check_webhook_url` at each try and at
+        connect time: its host name must resolve to addresses that check allows, and
+        the connection goes to those addresses only. ``resolver``: the DNS resolver under
+        that check (aiohttp's default)."""
         self._secret = secret
         self.attempts = attempts
         self.first_delay = first_delay
@@ -151,8 +197,15 @@ class WebhookDispatcher:
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue(max_queue)
         self._send = send
         self._observe = observe
+        self.private_hosts = None if private_hosts is None else tuple(private_hosts)
+        self.trusted = frozenset(trusted)
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
+        self._guarded: aiohttp.ClientSession | None = None
+        """The session of clients' URLs: its resolver refuses private addresses."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: dict[str, tuple[Delivery, asyncio.TimerHandle]] = {}
+        """Deliveries waiting their backoff before the next try, by id, oldest first."""
         self.delivered = 0
         self.failed = 0
         """Deliveries given up after every try."""
@@ -161,17 +214,28 @@ class WebhookDispatcher:
 
     @property
     def pending(self) -> int:
-        """Deliveries queued, not yet tried (retries waiting their backoff excluded)."""
-        return self._queue.qsize()
+        """Deliveries not yet delivered nor given up (being tried excluded): queued, or
+        waiting their backoff; at most ``max_queue``."""
+        return self._queue.qsize() + len(self._waiting)
+
+    @property
+    def waiting(self) -> int:
+        """Deliveries refused at least once, waiting their backoff before the next try."""
+        return len(self._waiting)
 
     def __repr__(self) -> str:  # never the secret
-        return f"<WebhookDispatcher queued={self._queue.qsize()} failed={self.failed}>"
+        return f"<WebhookDispatcher pending={self.pending} failed={self.failed}>"
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         if self._send is None and self._session is None:
             self._session = aiohttp.ClientSession()
+            if self.private_hosts is not None:
+                resolver = _PublicResolver(self._resolver or DefaultResolver(), self.private_hosts)
+                self._guarded = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(resolver=resolver)
+                )
         for i in range(self.senders):
             self._spawn(self._sender(), f"voxtra-webhooks-{i}")
 
@@ -179,12 +243,16 @@ class WebhookDispatcher:
         """Deliver what is queued for up to ``timeout`` seconds, then stop."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._queue.join(), timeout)
+        for _, handle in self._waiting.values():
+            handle.cancel()
+        self._waiting.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._guarded):
+            if session is not None:
+                await session.close()
+        self._session = self._guarded = None
 
     def _spawn(self, work: Awaitable[None], name: str) -> None:
         task = asyncio.ensure_future(work)
@@ -216,18 +284,32 @@ class WebhookDispatcher:
             self._put(Delivery(url, event, body))
 
     def _put(self, delivery: Delivery) -> None:
-        while True:
-            try:
-                self._queue.put_nowait(delivery)
-                return
-            except asyncio.QueueFull:
+        self._make_room()
+        self._queue.put_nowait(delivery)
+
+    def _make_room(self) -> None:
+        """Drop the oldest deliveries until one more fits in ``max_queue``: first those
+        waiting a retry (refused already, and queued before anything still queued),
+        then the head of the queue.
+
+        The retries count: kept apart from the queue, a receiver that refuses at once
+        (a closed port, a 503) let every event wait its backoff outside the bound, the
+        queue empty: with max_queue 5, 50 events notified as the sender drained them
+        were 50 retries held in memory, none dropped."""
+        while 0 < self._queue.maxsize <= self.pending:
+            if self._waiting:
+                old, handle = self._waiting.pop(next(iter(self._waiting)))
+                handle.cancel()
+            else:
                 old = self._queue.get_nowait()
                 self._queue.task_done()
-                self.dropped += 1
-                self._count(old.event, "dropped")
-                logger.warning(
-                    "webhooks: queue full, dropped a %s for %s", old.event, _safe(old.url)
-                )
+            self.dropped += 1
+            self._count(old.event, "dropped")
+            logger.warning("webhooks: queue full, dropped a %s for %s", old.event, _safe(old.url))
+
+    def _retry(self, delivery: Delivery) -> None:
+        if self._waiting.pop(delivery.id, None) is not None:
+            self._put(delivery)
 
     def _count(self, event: str, result: str) -> None:
         if self._observe is not None:
@@ -250,8 +332,9 @@ class WebhookDispatcher:
     async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
         if self._send is not None:
             return await self._send(url, body, headers, self.timeout)
-        assert self._session is not None
-        async with self._session.post(
+        session = self._session if self._guarded is None or url in self.trusted else self._guarded
+        assert session is not None
+        async with session.post(
             url,
             data=body,
             headers=headers,
@@ -270,7 +353,11 @@ class WebhookDispatcher:
 
     async def _deliver(self, delivery: Delivery) -> None:
         delivery.tries += 1
+        final = False
         try:
+            if self.private_hosts is not None and delivery.url not in self.trusted:
+                # Checked again as sent: the operator's list may have changed since.
+                check_webhook_url(delivery.url, self.private_hosts)
             status = await self._post(
                 delivery.url, delivery.body, self.headers(delivery, int(time.time()))
             )
@@ -278,11 +365,26 @@ class WebhookDispatcher:
             delivery.last_error = None if ok else f"HTTP {status}"
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             ok, delivery.last_error = False, type(exc).__name__
+            # A URL aiohttp cannot send to (InvalidURL) fails the same way every time.
+            final = isinstance(exc, ValueError)
+        except InvalidTarget:
+            ok, final, delivery.last_error = False, True, "a private host"
+        except Exception as exc:
+            # Anything else ends this delivery, never the sender: a UnicodeError from
+            # the IDNA codec ("http://a..b/", an empty label) escaped here and killed
+            # the sender task; four such URLs and no webhook went out any more.
+            logger.warning(
+                "webhooks: cannot send a %s to %s (%s)",
+                delivery.event,
+                _safe(delivery.url),
+                type(exc).__name__,
+            )
+            ok, final, delivery.last_error = False, True, type(exc).__name__
         if ok:
             self.delivered += 1
             self._count(delivery.event, "delivered")
             return
-        if delivery.tries >= self.attempts:
+        if final or delivery.tries >= self.attempts:
             self.failed += 1
             self._count(delivery.event, "failed")
             logger.warning(
@@ -295,10 +397,8 @@ class WebhookDispatcher:
             return
         self._count(delivery.event, "retried")
         delay = min(self.first_delay * 2 ** (delivery.tries - 1), self.max_delay)
-
-        async def later() -> None:
-            # Waits apart from the senders: a dead receiver's backoff holds up no other.
-            await asyncio.sleep(delay)
-            self._put(delivery)
-
-        self._spawn(later(), "voxtra-webhooks-retry")
+        # Waits apart from the senders (a dead receiver's backoff holds up no other), but
+        # within max_queue (see _make_room).
+        self._make_room()
+        handle = asyncio.get_running_loop().call_later(delay, self._retry, delivery)
+        self._waiting[delivery.id] = (delivery, handle)

@@ -14,6 +14,7 @@ from voxtra.pipeline.events import BargeInEvent
 from voxtra.pipeline.pipeline import VoicePipeline
 from voxtra.platform.api.auth import RateLimiter
 from voxtra.platform.backends import AsteriskCallBackend, OriginateRequest
+from voxtra.platform.schemas import CallRequest
 
 
 async def test_a_call_is_placed_answered_and_recorded_in_the_store(
@@ -132,6 +133,54 @@ async def test_a_backend_failing_unexpectedly_ends_the_call_failed_not_dialing(
     call = await r.wait_status(call_id, "failed")
     assert call.error == "RuntimeError" and call.ended_at is not None
     assert not r.platform.calls.dialing
+
+
+async def test_a_call_cancelled_before_its_dialling_began_still_ends_canceled(
+    running: Callable[..., Any],
+) -> None:
+    # A dialling task cancelled before its first step never ran _dial's handler: a call
+    # hung up right after it was placed, or placed as the platform stopped, stayed
+    # "queued" for ever (its event stream never ending), and nothing was dialled.
+    r = await running()
+    request = CallRequest(to="PJSIP/alice", route="hello")
+    hung_up, _ = await r.platform.calls.place(request)
+    await r.platform.calls.hangup(hung_up)
+    stopped, _ = await r.platform.calls.place(request)
+    await r.platform.calls.stop()
+    for call_id in (hung_up.id, stopped.id):
+        call = await r.platform.store.get(call_id)
+        assert call is not None and call.status == "canceled", call_id
+        assert call.ended_at is not None and call.error == "canceled while dialling"
+        async with asyncio.timeout(10):
+            got = await r.client.get(f"/v1/calls/{call_id}/events", headers=auth(READ))
+        statuses = [
+            json.loads(line[6:])["status"]
+            for line in got.text.splitlines()
+            if line.startswith("data: ")
+        ]
+        assert statuses == ["queued", "canceled"], call_id
+    assert r.fake.originated == []
+    metrics = (await r.client.get("/metrics")).text
+    assert 'voxtra_calls_total{direction="outbound",status="canceled"} 2.0' in metrics
+
+
+async def test_a_call_cancelled_while_ringing_is_counted_once(
+    running: Callable[..., Any],
+) -> None:
+    # _dial's handler and the hang-up both end the call: only the write that ended it
+    # counts it.
+    r = await running()
+    r.fake.dial_outcome = "ring"
+    call_id = (
+        await r.client.post(
+            "/v1/calls", json={"to": "PJSIP/slow", "route": "hello"}, headers=auth(WRITE)
+        )
+    ).json()["call_id"]
+    await r.wait_status(call_id, "ringing")
+    hung_up = await r.client.post(f"/v1/calls/{call_id}/hangup", headers=auth(WRITE))
+    assert hung_up.json()["status"] == "canceled"
+    metrics = (await r.client.get("/metrics")).text
+    assert 'voxtra_calls_total{direction="outbound",status="canceled"} 1.0' in metrics
 
 
 async def test_errors_are_problem_documents_with_the_right_codes(
@@ -432,6 +481,29 @@ async def test_the_api_on_postgres(running: Callable[..., Any], postgres_url: st
     page = (await r.client.get("/v1/calls", headers=auth(READ))).json()
     assert [c["call_id"] for c in page["calls"]] == [call_id]
     assert len(r.fake.originated) == 1
+
+
+async def test_an_id_with_a_nul_character_is_404_on_postgres(
+    running: Callable[..., Any], postgres_url: str
+) -> None:
+    # Postgres refuses a NUL character in text: looking such an id up was a 500.
+    r = await running(database_url=postgres_url)
+    for method, path in (
+        ("GET", "/v1/calls/call_%00"),
+        ("GET", "/v1/calls/call_%00/transcript"),
+        ("GET", "/v1/calls/call_%00/recording"),
+        ("GET", "/v1/calls/call_%00/events"),
+        ("POST", "/v1/calls/call_%00/hangup"),
+    ):
+        response = await r.client.request(method, path, headers=auth(WRITE))
+        assert response.status_code == 404, (path, response.text)
+    transfer = await r.client.post(
+        "/v1/calls/call_%00/transfer", json={"target": "PJSIP/bob"}, headers=auth(WRITE)
+    )
+    assert transfer.status_code == 404
+    listed = await r.client.get("/v1/calls?campaign_id=camp_%00", headers=auth(READ))
+    assert listed.status_code == 422
+    assert listed.json()["errors"][0]["field"] == "campaign_id"
 
 
 async def test_the_event_stream_ends_with_the_calls_final_status(

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from platform_helpers import WRITE, Running, auth
 
 from voxtra.platform.engine import service
@@ -143,6 +144,115 @@ async def test_a_dead_receiver_never_blocks_and_the_secret_is_never_logged(
     assert "gave up" in caplog.text
 
 
+async def test_a_receiver_refusing_at_once_keeps_its_retries_within_max_queue(
+    receiver: Receiver,
+) -> None:
+    # Before, a retry waited its backoff outside the queue: a receiver answering 503 at
+    # once let the senders empty the queue between events, and all 50 were held in
+    # memory waiting, none dropped (max_queue 5).
+    receiver.answers = [503] * 100
+    hooks = WebhookDispatcher(SECRET, first_delay=60.0, attempts=3, max_queue=5, senders=1)
+    await hooks.start()
+    try:
+        for i in range(50):
+            hooks.notify("call.ended", {"n": i}, [receiver.url])
+            await wait_for(lambda n=i + 1: len(receiver.received) == n)
+            assert hooks.pending <= 5
+        assert hooks.dropped == 45
+        assert hooks.waiting == hooks.pending == 5
+        # the newest are the ones kept
+        kept = {json.loads(body)["data"]["n"] for _, body in receiver.received[-5:]}
+        assert kept == {45, 46, 47, 48, 49}
+    finally:
+        await hooks.stop(timeout=0.1)
+    assert hooks.pending == 0
+
+
+async def test_a_url_aiohttp_cannot_send_to_ends_its_delivery_not_the_sender(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An empty label fails IDNA encoding with a UnicodeError, which escaped the sender
+    # and ended its task: with every sender gone, no webhook was delivered any more.
+    hooks = WebhookDispatcher(SECRET, first_delay=0.01, senders=1)
+    await hooks.start()
+    try:
+        for url in ("http://a..b/hook", "http://example.com:99999/hook"):
+            hooks.notify("call.ended", {}, [url])
+        hooks.notify("call.ended", {}, [receiver.url])
+        await wait_for(lambda: hooks.delivered == 1)
+        assert hooks.failed == 2  # given up at once: they fail the same way every time
+    finally:
+        await hooks.stop()
+    assert len(receiver.received) == 1
+
+
+class Rebinding(AbstractResolver):
+    """DNS whose every name answers 127.0.0.1: a client's host name that passed the
+    API's check (names are not resolved there), then rebound to a private address."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:  # aiohttp passes loop=
+        self.asked: list[str] = []
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        self.asked.append(host)
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_clients_host_name_resolving_to_a_private_address_is_not_connected_to(
+    receiver: Receiver,
+) -> None:
+    # Before, the check held for what a URL said only: a name resolving to 127.0.0.1
+    # (or the cloud's 169.254.169.254) when the event was sent was POSTed to.
+    port = receiver.url.split(":")[2].split("/")[0]
+    named = f"http://hooks.rebind.test:{port}/hook"
+    dns = Rebinding()
+    hooks = WebhookDispatcher(
+        SECRET,
+        first_delay=0.01,
+        attempts=2,
+        private_hosts=[],
+        trusted=[receiver.url],
+        resolver=dns,
+    )
+    await hooks.start()
+    try:
+        hooks.notify("call.ended", {"to": "client"}, [named])
+        await wait_for(lambda: hooks.failed == 1)
+        assert dns.asked and receiver.received == []
+        # A private literal not the operator's own is refused before any connection.
+        hooks.notify("call.ended", {"to": "literal"}, [receiver.url.replace("127.0.0.1", "[::1]")])
+        await wait_for(lambda: hooks.failed == 2)
+        # The operator's own URL (trusted) is not held to the check.
+        hooks.notify("call.ended", {"to": "operator"}, [receiver.url])
+        await wait_for(lambda: hooks.delivered == 1)
+    finally:
+        await hooks.stop()
+    assert [json.loads(body)["data"] for _, body in receiver.received] == [{"to": "operator"}]
+
+    # A private address the operator allows is reached through a name too.
+    allowed = WebhookDispatcher(SECRET, private_hosts=["127.0.0.0/8"], resolver=Rebinding())
+    await allowed.start()
+    try:
+        allowed.notify("call.ended", {"to": "allowed"}, [named])
+        await wait_for(lambda: allowed.delivered == 1)
+    finally:
+        await allowed.stop()
+
+
 async def test_the_apps_calls_are_reported_to_its_webhook(
     running: Callable[..., Any], receiver: Receiver
 ) -> None:
@@ -196,6 +306,13 @@ PRIVATE_HOOKS = [
     "http://169.254.169.254/latest/meta-data",  # a cloud's instance metadata
     "http://[fd00::1]/hook",
     "http://0.0.0.0/hook",
+    # Loopback written otherwise: each passed the check as a host name, and aiohttp
+    # reached 127.0.0.1 through 0x7f000001.
+    "http://0x7f000001/hook",
+    "http://2130706433/hook",
+    "http://127.1/hook",
+    "http://localhost./hook",
+    "http://127.0.0.1./hook",
 ]
 
 
@@ -232,12 +349,15 @@ async def test_a_client_given_webhook_on_a_private_host_is_refused(
 async def test_a_call_webhook_url_that_cannot_be_parsed_is_422(
     running: Callable[..., Any],
 ) -> None:
-    # urlsplit() raises ValueError on an unclosed IPv6 bracket: that was a bare 500.
+    # urlsplit() raises ValueError on an unclosed IPv6 bracket: that was a bare 500. A
+    # host with an empty label, or a port past 65535, was accepted and sent to in the
+    # background, where aiohttp refused it (the empty label killing a sender).
     rig: Running = await running()
-    body = {"to": "PJSIP/bob", "route": "hello", "metadata": {"webhook_url": "http://[::1/x"}}
-    refused = await rig.client.post("/v1/calls", json=body, headers=auth(WRITE))
-    assert refused.status_code == 422, refused.text
-    assert [e["field"] for e in refused.json()["errors"]] == ["metadata.webhook_url"]
+    for url in ("http://[::1/x", "http://a..b/x", "http://exa mple.com/x", "http://a.com:99999/x"):
+        body = {"to": "PJSIP/bob", "route": "hello", "metadata": {"webhook_url": url}}
+        refused = await rig.client.post("/v1/calls", json=body, headers=auth(WRITE))
+        assert refused.status_code == 422, (url, refused.text)
+        assert [e["field"] for e in refused.json()["errors"]] == ["metadata.webhook_url"]
     assert not rig.fake.originated
 
 
@@ -266,3 +386,39 @@ async def test_private_webhook_hosts_the_operator_allows_are_accepted(
         headers=auth(WRITE),
     )
     assert public.status_code == 201, public.text
+
+
+async def test_the_platform_holds_a_clients_webhook_name_to_its_address_check(
+    running: Callable[..., Any], receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the platform's own dispatcher: a call's webhook name passes the API (names
+    are not resolved there) and resolves to loopback when its events are sent. Nothing
+    reaches the receiver through it; the operator's own webhook, on the same loopback,
+    still gets every event. Before, the platform's dispatcher did not check at all: the
+    receiver got each event twice."""
+    # Every name resolves to 127.0.0.1, for aiohttp's sessions as for the dispatcher's.
+    monkeypatch.setattr("aiohttp.connector.DefaultResolver", Rebinding)
+    monkeypatch.setattr("voxtra.platform.webhooks.DefaultResolver", Rebinding)
+    port = receiver.url.split(":")[2].split("/")[0]
+    rig: Running = await running(platform={"webhook_url": receiver.url, "webhook_secret": SECRET})
+    placed = await rig.client.post(
+        "/v1/calls",
+        json={
+            "to": "PJSIP/bob",
+            "route": "hello",
+            "metadata": {"webhook_url": f"http://hooks.rebind.test:{port}/hook"},
+        },
+        headers=auth(WRITE),
+    )
+    assert placed.status_code == 201, placed.text
+    await rig.fake.wait_until(lambda: bool(rig.handled), timeout=5)
+    await rig.fake.originated[-1].hang_up()
+    hooks = service.dispatcher_of(rig.platform)
+    kinds = {"call.started", "call.answered", "call.ended"}
+
+    def types() -> list[str]:
+        return [json.loads(body)["type"] for _, body in receiver.received]
+
+    # Each of the client's three copies was tried and refused (waiting its retry).
+    await wait_for(lambda: kinds <= set(types()) and hooks.waiting >= 3)
+    assert sorted(types()) == sorted(kinds)  # once each: the operator's

@@ -50,10 +50,16 @@ def setup(platform: Platform, clock: EngineClock | None = None) -> SchedulingWor
         ["event", "result"],
         registry=platform.metrics.registry,
     )
-    webhooks = WebhookDispatcher(
-        secret, observe=lambda event, result: deliveries.labels(event, result).inc()
-    )
     app_urls = (settings.webhook_url,) if settings.webhook_url else ()
+    webhooks = WebhookDispatcher(
+        secret,
+        observe=lambda event, result: deliveries.labels(event, result).inc(),
+        # Clients' URLs (a call's or campaign's own) are held to the API's address check
+        # at connect time too, so a name rebound to a private address reaches nothing;
+        # the operator's own URL is trusted as configured.
+        private_hosts=settings.webhook_private_hosts,
+        trusted=app_urls,
+    )
     worker = SchedulingWorker(
         platform.app,
         platform.db,
