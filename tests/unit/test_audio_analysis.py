@@ -218,8 +218,10 @@ def test_answers_jsgf_makes_every_word_optional_and_refuses_no_words() -> None:
 async def test_hear_answer_tells_the_answers_apart_through_holes(tmp_path: Path) -> None:
     samples, rate = audio.read_wav(await audio.synthesize_wav(HOURS, tmp_path / "hours.wav"))
     clear = await audio.hear_answer(samples, rate, [SORRY, HOURS])
-    # 0.97 on its own, 0.86 once in the whole unit run ("to friday" lost).
-    assert clear.answer == HOURS and clear.score >= 0.8, clear
+    # The in-process espeak's audio differs a little from run to run (34,947-35,029
+    # samples at 8 kHz in eight runs), and so does what is heard: 0.81-0.93 in those
+    # eight, 0.77 and 0.86 in whole unit runs ("to friday" lost); noise is 0.18.
+    assert clear.answer == HOURS and clear.score >= 0.7, clear
     # Holes as a loaded box's phone records them: 60 ms of nothing in four places.
     holed = samples.copy()
     for at in (0.8, 1.6, 2.5, 3.3):
