@@ -17,16 +17,22 @@ import asyncio
 import json as jsonlib
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from pydantic import SecretStr
 
 from voxtra.ari.errors import AriConnectionError, AriUnauthorized
 from voxtra.ari.http11 import Http11Pool
-from voxtra.ari.transport import AriRequest, AriResponse, AriTransport, EventConnection
+from voxtra.ari.transport import (
+    AriRequest,
+    AriResponse,
+    AriTransport,
+    EventConnection,
+    without_userinfo,
+)
 
-__all__ = ["REST_POOL_LIMIT", "AiohttpEventConnection", "AiohttpTransport"]
+__all__ = ["EVENT_MAX_BYTES", "REST_POOL_LIMIT", "AiohttpEventConnection", "AiohttpTransport"]
 
 REST_POOL_LIMIT = 32
 """Keep-alive connections REST requests may hold (either pool)."""
@@ -34,6 +40,12 @@ REST_POOL_LIMIT = 32
 logger = logging.getLogger(__name__)
 
 EVENTS_PATH = "/events"
+
+EVENT_MAX_BYTES = 4 << 20
+"""The longest events message read (aiohttp's default, pinned here): a longer one, or
+one whose fragments never end, closes the connection (then reconnected, as after any
+loss) when this much has come, rather than growing without bound. Asterisk's largest
+events are a few kB (a Channel with its variables)."""
 
 
 def _connection_error(exc: BaseException, method: str, path: str) -> AriConnectionError:
@@ -55,7 +67,11 @@ class AiohttpEventConnection(EventConnection):
                 if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                     yield message.data
                 elif message.type is aiohttp.WSMsgType.ERROR:
-                    logger.warning("ARI events connection error: %s", self._ws.exception())
+                    # The error rides in the message: exception() said "None" for an
+                    # event over EVENT_MAX_BYTES, which left no clue why events stopped.
+                    logger.warning(
+                        "ARI events connection error: %s", message.data or self._ws.exception()
+                    )
                     break
         except (aiohttp.ClientError, OSError) as exc:
             logger.warning("ARI events connection lost: %s", exc)
@@ -70,7 +86,8 @@ class AiohttpEventConnection(EventConnection):
 
 
 class AiohttpTransport(AriTransport):
-    """Talks to Asterisk's HTTP server at ``base_url`` (``http://host:8088``).
+    """Talks to Asterisk's HTTP server at ``base_url`` (``http://host:8088``; a
+    ``user:password@`` in it is dropped: ``auth_header`` logs in).
 
     ``auth_header`` is the whole ``Authorization`` header value (``Basic ...``); it is
     kept as a ``SecretStr``. ``timeout``: seconds a REST request may take in all.
@@ -97,7 +114,7 @@ class AiohttpTransport(AriTransport):
         session: aiohttp.ClientSession | None = None,
         lean_rest: bool = True,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = without_userinfo(base_url).rstrip("/")
         self.timeout = timeout
         # Kept wrapped: the header is the password in base64 (vars(), debuggers).
         self._auth = auth_header if isinstance(auth_header, SecretStr) else SecretStr(auth_header)
@@ -153,7 +170,12 @@ class AiohttpTransport(AriTransport):
     def events_url(self, apps: Sequence[str], *, subscribe_all: bool = False) -> str:
         base = self.base_url.replace("http://", "ws://").replace("https://", "wss://")
         sub = "&subscribeAll=true" if subscribe_all else ""
-        return f"{base}/ari{EVENTS_PATH}?app={','.join(apps)}{sub}"
+        # Each name percent-encoded: sent as it was, "a&b" registered the app "a" ("b"
+        # became another parameter), "a#b" the app "a" (the rest a fragment) and "a+b"
+        # the app "a b" (Asterisk reads "+" as a space), and the stream reconnected for
+        # ever waiting for a registration that never came (seen on the sandbox).
+        names = ",".join(quote(app, safe="") for app in apps)
+        return f"{base}/ari{EVENTS_PATH}?app={names}{sub}"
 
     def _headers(self) -> dict[str, str]:
         return {"Authorization": self._auth.get_secret_value()}
@@ -267,6 +289,7 @@ class AiohttpTransport(AriTransport):
                 heartbeat=heartbeat,
                 autoping=True,
                 timeout=aiohttp.ClientWSTimeout(ws_close=2.0),
+                max_msg_size=EVENT_MAX_BYTES,
             )
         except aiohttp.WSServerHandshakeError as exc:
             # Kept apart from the aiohttp error (raised below, not chained): its

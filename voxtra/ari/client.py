@@ -35,7 +35,7 @@ from voxtra.ari.models import (
     StoredRecording,
     Variable,
 )
-from voxtra.ari.transport import AriRequest, AriTransport
+from voxtra.ari.transport import AriRequest, AriTransport, without_userinfo
 
 __all__ = ["AriClient"]
 
@@ -85,7 +85,8 @@ def _seg(value: str) -> str:
 class AriClient:
     """Asterisk REST Interface client. Use as ``async with AriClient(...) as ari:``.
 
-    ``base_url`` is Asterisk's HTTP server (``http://host:8088``); ``/ari`` is added.
+    ``base_url`` is Asterisk's HTTP server (``http://host:8088``); ``/ari`` is added,
+    and a ``user:password@`` in it is dropped (``username``/``password`` are what log in).
     ``password`` may be a plain ``str`` or a pydantic ``SecretStr``; it is kept as a
     ``SecretStr`` (:attr:`password`) so it never shows in a repr, log or traceback.
     ``transport``: how requests and events reach Asterisk (default: an
@@ -102,7 +103,7 @@ class AriClient:
         timeout: float = 10.0,
         transport: AriTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = without_userinfo(base_url).rstrip("/")
         if self.base_url.endswith("/ari"):
             self.base_url = self.base_url[: -len("/ari")]
         self.username = username

@@ -14,7 +14,9 @@ server answers in order, so one slow request would hold the others behind it), u
 connection idle for ``idle_s`` (Asterisk closes idle ones after
 ``session_keep_alive``, 15 s by default) is closed rather than reused, so a request
 is not written into a socket the server is closing. Responses are read by
-``Content-Length`` or chunked transfer coding; ``Connection: close`` is honoured.
+``Content-Length`` or chunked transfer coding; ``Connection: close`` is honoured. The
+parsing is sans-IO (:func:`parse_response` on the bytes received so far), tested from
+bytes split at every offset (``tests/unit/ari/test_http11_parser.py``).
 
 Failures: no answer at all (refused, reset, closed before the whole response came,
 ``timeout`` seconds in all) raises ``OSError`` or ``TimeoutError`` for the transport
@@ -31,7 +33,7 @@ import re
 from collections.abc import Mapping
 from urllib.parse import quote
 
-__all__ = ["Http11Pool", "HttpResponse"]
+__all__ = ["Http11Pool", "HttpResponse", "ParsedResponse", "parse_response", "response_at_close"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +50,140 @@ HttpResponse = tuple[int, str, bytes]
 """(status, reason phrase, body)."""
 
 
+ParsedResponse = tuple[int, str, bytes, bool]
+"""(status, reason phrase, body, whether the connection stays open after it)."""
+
+
+def parse_response(buf: bytearray) -> ParsedResponse | None:
+    """The first complete response in ``buf``, its bytes removed from it; None while
+    it is incomplete (or its body runs until the server closes: :func:`response_at_close`).
+
+    Sans-IO: the pool feeds it whatever the socket brought, split anywhere. Interim
+    answers (``100 Continue``) are skipped, in a loop: recursing once per interim
+    answer ran out of stack (RecursionError) on 3,000 of them in one read. Raises
+    ``ValueError`` for bytes that are not an HTTP/1.x response: a framing read loosely
+    could hang (a chunk size of ``-6`` walked back onto itself for ever, blocking the
+    event loop) or take the rest of one answer for the next.
+    """
+    while True:
+        head = _head(buf)
+        if head is None:
+            return None
+        start, status, reason, headers, keep = head
+        if status >= 200:
+            break
+        del buf[:start]  # an interim answer: the real one follows
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        chunked = _chunked(buf, start)
+        if chunked is None:
+            return None
+        body, end = chunked
+    elif (length := headers.get("content-length")) is not None:
+        end = start + _content_length(length)
+        if len(buf) < end:
+            return None
+        body = bytes(buf[start:end])
+    elif status in (204, 304):
+        body, end = b"", start
+    else:
+        return None  # the body runs until the server closes (response_at_close)
+    del buf[:end]
+    return status, reason, body, keep
+
+
+def response_at_close(buf: bytearray) -> ParsedResponse | None:
+    """The response in ``buf`` once the server closed the connection, if the close is
+    what ends its body (no length, not chunked); None if the response is cut short."""
+    while True:
+        head = _head(buf)
+        if head is None:
+            return None
+        start, status, reason, headers, _ = head
+        if status >= 200:
+            break
+        del buf[:start]
+    if "content-length" in headers or "transfer-encoding" in headers:
+        return None
+    body = bytes(buf[start:])
+    buf.clear()
+    return status, reason, body, False
+
+
+_STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: (.*))?\Z")
+_CHUNK_SIZE = re.compile(rb"[ \t]*([0-9A-Fa-f]{1,15})[ \t]*(?:;.*)?\Z")
+"""A chunk-size line: hex digits only (``int(x, 16)`` also took ``-6``, ``+6``,
+``0x6``, ``6_0``), at most 15 of them, then any chunk extension."""
+
+
+def _head(buf: bytearray) -> tuple[int, int, str, dict[str, str], bool] | None:
+    """(body start, status, reason, headers by lower-case name, keep-alive) of the
+    response head at the start of ``buf``; None while it is incomplete."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buf) > _MAX_HEADER:
+            raise ValueError("response head too long")
+        return None
+    lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+    status_line = _STATUS_LINE.match(lines[0])
+    if status_line is None:
+        raise ValueError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    connection = headers.get("connection")
+    if connection is None:
+        keep = status_line[1] == "1"  # HTTP/1.0 closes unless told otherwise
+    else:
+        tokens = {token.strip().lower() for token in connection.split(",")}
+        keep = "close" not in tokens and (status_line[1] == "1" or "keep-alive" in tokens)
+    return end + 4, int(status_line[2]), status_line[3] or "", headers, keep
+
+
+def _content_length(value: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise ValueError(f"bad Content-Length {value[:40]!r}")
+    return int(value)
+
+
+def _chunked(buf: bytearray, pos: int) -> tuple[bytes, int] | None:
+    """The body of a chunked response starting at ``pos``, and where the response
+    ends; None while incomplete. Walks the chunks without copying them until the last
+    one is in, so a body arriving in many reads is not copied again on each."""
+    spans: list[tuple[int, int]] = []
+    while True:
+        eol = buf.find(b"\r\n", pos)
+        if eol < 0:
+            if len(buf) - pos > _MAX_HEADER:
+                raise ValueError("chunk-size line too long")
+            return None
+        size_line = _CHUNK_SIZE.match(bytes(buf[pos:eol]))
+        if size_line is None:
+            raise ValueError(f"bad chunk size {bytes(buf[pos:eol])[:40]!r}")
+        size = int(size_line[1], 16)
+        pos = eol + 2
+        if size == 0:
+            end = buf.find(b"\r\n\r\n", pos - 2)  # trailers, if any, then a blank line
+            if end < 0:
+                if len(buf) - pos > _MAX_HEADER:
+                    raise ValueError("chunked trailers too long")
+                return None
+            return b"".join(bytes(buf[a:b]) for a, b in spans), end + 4
+        if len(buf) < pos + size + 2:
+            return None
+        if buf[pos + size : pos + size + 2] != b"\r\n":
+            raise ValueError("chunk data longer than its size")
+        spans.append((pos, pos + size))
+        pos += size + 2
+
+
 class _Protocol(asyncio.Protocol):
     """One keep-alive connection; ``start()`` arms it for the next response."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
-        self.waiter: asyncio.Future[tuple[int, str, bytes, bool]] | None = None
+        self.waiter: asyncio.Future[ParsedResponse] | None = None
         self.closed = False
         self.got_bytes = False
         self.used = 0
@@ -75,7 +204,7 @@ class _Protocol(asyncio.Protocol):
     def eof_received(self) -> bool:
         return False  # close our side too
 
-    def start(self, data: bytes) -> asyncio.Future[tuple[int, str, bytes, bool]]:
+    def start(self, data: bytes) -> asyncio.Future[ParsedResponse]:
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
         self.got_bytes = False
@@ -96,7 +225,7 @@ class _Protocol(asyncio.Protocol):
                 self.close()
             return
         try:
-            done = self._parse()
+            done = parse_response(self.buf)
         except ValueError as exc:
             self.waiter.set_exception(ConnectionResetError(f"bad HTTP response: {exc}"))
             self.close()
@@ -105,82 +234,15 @@ class _Protocol(asyncio.Protocol):
             waiter, self.waiter = self.waiter, None
             waiter.set_result(done)
 
-    def _head(self) -> tuple[int, int, str, dict[str, str]] | None:
-        buf = self.buf
-        end = buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(buf) > _MAX_HEADER:
-                raise ValueError("response head too long")
-            return None
-        lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-            raise ValueError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
-        status = int(parts[1])
-        reason = parts[2] if len(parts) > 2 else ""
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        return end + 4, status, reason, headers
-
-    def _parse(self) -> tuple[int, str, bytes, bool] | None:
-        head = self._head()
-        if head is None:
-            return None
-        start, status, reason, headers = head
-        keep = headers.get("connection", "").lower() != "close"
-        if 100 <= status < 200:  # an interim answer (100 Continue): skip it
-            del self.buf[:start]
-            return self._parse() if self.buf else None
-        length = headers.get("content-length")
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            chunked = self._chunked(start)
-            if chunked is None:
-                return None
-            body, end = chunked
-        elif length is not None:
-            end = start + int(length)
-            if len(self.buf) < end:
-                return None
-            body = bytes(self.buf[start:end])
-        elif status in (204, 304):
-            body, end = b"", start
-        else:
-            return None  # the body runs until the server closes (_until_close)
-        del self.buf[:end]
-        return status, reason, body, keep
-
-    def _chunked(self, pos: int) -> tuple[bytes, int] | None:
-        buf = self.buf
-        parts: list[bytes] = []
-        while True:
-            eol = buf.find(b"\r\n", pos)
-            if eol < 0:
-                return None
-            size = int(bytes(buf[pos:eol]).split(b";", 1)[0], 16)
-            pos = eol + 2
-            if size == 0:
-                end = buf.find(b"\r\n\r\n", pos - 2)  # trailers, if any, then a blank line
-                return (b"".join(parts), end + 4) if end >= 0 else None
-            if len(buf) < pos + size + 2:
-                return None
-            parts.append(bytes(buf[pos : pos + size]))
-            pos += size + 2
-
     def _until_close(self) -> bool:
         """The connection closed: a body delimited by the close is complete now."""
         try:
-            head = self._head()
+            done = response_at_close(self.buf)
         except ValueError:
             return False
-        if head is None or self.waiter is None:
+        if done is None or self.waiter is None:
             return False
-        start, status, reason, headers = head
-        if "content-length" in headers or "transfer-encoding" in headers:
-            return False
-        self.waiter.set_result((status, reason, bytes(self.buf[start:]), False))
-        self.buf.clear()
+        self.waiter.set_result(done)
         return True
 
 
@@ -216,7 +278,9 @@ class Http11Pool:
     @staticmethod
     def target(path: str, params: Mapping[str, str] | None) -> str:
         """The request target: ``path`` (already percent-encoded) and the query."""
-        if not path.isascii() or " " in path:
+        if not (path.isascii() and path.isprintable()) or " " in path:
+            # Control characters too: a hand-built path holding "\r\n" (no space) went
+            # out raw, and what followed it became a header of the request.
             path = quote(path, safe="/%:@-._~!$'()*,;=+&")
         if not params:
             return path
@@ -301,7 +365,7 @@ def _quoted(text: str) -> str:
     return quote(text, safe=_SAFE_QUERY) if _NEEDS_QUOTE(text) else text
 
 
-def _expire(fut: asyncio.Future[tuple[int, str, bytes, bool]], conn: _Protocol) -> None:
+def _expire(fut: asyncio.Future[ParsedResponse], conn: _Protocol) -> None:
     if not fut.done():
         fut.set_exception(TimeoutError("no answer in time"))
         conn.close()

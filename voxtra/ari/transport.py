@@ -32,8 +32,21 @@ import abc
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["AriRequest", "AriResponse", "AriTransport", "EventConnection"]
+__all__ = ["AriRequest", "AriResponse", "AriTransport", "EventConnection", "without_userinfo"]
+
+
+def without_userinfo(url: str) -> str:
+    """``url`` less any ``user:password@`` (the credentials go in the Authorization
+    header). Kept in a base URL, aiohttp refused it beside that header with a bare
+    ValueError (the event stream's task ended with it, and every aiohttp request and
+    media WebSocket failed so), and the password rode in ``base_url``, which log lines
+    name ("ARI events connected to ...", "cannot reach ARI events at ...")."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 @dataclass(frozen=True, slots=True)

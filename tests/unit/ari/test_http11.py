@@ -273,3 +273,100 @@ def test_query_values_are_quoted_as_before_the_fast_path() -> None:
     for value in values:
         target = Http11Pool.target("/ari/channels", {"k": value})
         assert target == f"/ari/channels?k={quote(value, safe=safe)}", value
+
+
+def _request_in_a_thread(answer: Answer, within: float) -> BaseException | int:
+    """One request through the lean transport, in a thread with its own event loop and
+    server, so a parser that never returns fails the test instead of hanging it (the
+    thread is a daemon: it dies with the test process)."""
+    box: dict[str, BaseException | int] = {}
+
+    async def run() -> None:
+        server = RawServer(answer)
+        await server.start()
+        transport = AiohttpTransport(
+            f"http://127.0.0.1:{server.port}", "Basic x", timeout=5, lean_rest=True
+        )
+        try:
+            box["got"] = (await transport.handle_request(AriRequest("GET", "/x"))).status
+        except Exception as exc:
+            box["got"] = exc
+        finally:
+            await transport.aclose()
+            await server.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),), daemon=True)
+    thread.start()
+    thread.join(within)
+    assert not thread.is_alive(), "the request neither answered nor failed: a hang"
+    return box["got"]
+
+
+def test_a_negative_chunk_size_fails_the_request_never_hangs() -> None:
+    # Read with int(.., 16), "-6" walked the parser back onto the same size line for
+    # ever: data_received never returned and the event loop was blocked for good.
+    bad = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-6\r\nabcdef\r\n0\r\n\r\n"
+    got = _request_in_a_thread(lambda req: bad, within=10)
+    assert isinstance(got, AriConnectionError) and "bad chunk size" in str(got)
+
+
+def test_a_negative_content_length_fails_the_request() -> None:
+    # Was a 200 with an empty body, the rest of the bytes left in the buffer.
+    got = _request_in_a_thread(
+        lambda req: b"HTTP/1.1 200 OK\r\nContent-Length: -3\r\n\r\nabc", within=10
+    )
+    assert isinstance(got, AriConnectionError) and "Content-Length" in str(got)
+
+
+def test_thousands_of_interim_answers_in_one_read_are_skipped_over_a_socket() -> None:
+    # Skipped by recursion, they raised RecursionError out of data_received: asyncio
+    # closed the connection with it and it left the transport as it was (no AriError).
+    many = b"HTTP/1.1 100 Continue\r\n\r\n" * 3000 + ok()
+    assert _request_in_a_thread(lambda req: many, within=10) == 200
+
+
+async def test_a_cancelled_request_never_hands_its_late_answer_to_the_next() -> None:
+    """Request A times out (cancelled by the caller); its answer comes later, on A's
+    connection. Request B must get B's answer: A's connection is not reused."""
+    late: dict[int, bytes] = {}
+    connections = 0
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        me = connections
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                if b" /slow " in head:  # answered only when the next request comes
+                    late[me] = ok(b'"A"')
+                    continue
+                writer.write(late.pop(me, b"") + ok(b'"B"'))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(client, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = Http11Pool("127.0.0.1", port, timeout=5)
+    try:
+        await pool.request("GET", "/warm")  # one idle connection, to be reused
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(pool.request("GET", "/slow"), 0.2)
+        assert await pool.request("GET", "/fast") == (200, "OK", b'"B"')
+        assert connections == 2  # A's connection was dropped, not reused
+    finally:
+        await pool.aclose()
+        server.close()
+
+
+async def test_control_characters_in_a_hand_built_path_are_encoded(serve: Serve) -> None:
+    # AriClient.request takes a path as written; "\r\n" in it (no space) went out raw
+    # and the rest of the path became a request header.
+    server = await serve(lambda req: ok())
+    async with AriClient(f"http://127.0.0.1:{server.port}", "u", "p", timeout=5) as ari:
+        await ari.request("GET", "/channels/x\r\nX-Injected:1\tend")
+    (sent,) = server.requests
+    assert sent.startswith(b"GET /ari/channels/x%0D%0AX-Injected:1%09end HTTP/1.1\r\n")
+    assert b"\r\nX-Injected" not in sent

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
+import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 
-from voxtra.ari.aiohttp_transport import AiohttpTransport
+from voxtra.ari.aiohttp_transport import EVENT_MAX_BYTES, AiohttpTransport
 from voxtra.ari.client import AriClient
 from voxtra.ari.errors import (
     AriBadRequest,
@@ -302,3 +304,59 @@ async def test_the_event_stream_over_the_real_transport(mini: MiniAsterisk) -> N
     finally:
         task.cancel()
         await ari.close()
+
+
+@pytest.mark.parametrize("shape", ["one 1 TiB frame", "fragments without end"])
+async def test_an_event_over_the_size_limit_closes_the_connection_and_says_why(
+    shape: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A never-ending events message (one frame announcing 1 TiB, or 60 kB fragments
+    that never end) is cut at EVENT_MAX_BYTES, not held in memory until it ends; the
+    log says so (it said "connection error: None")."""
+    fragment = struct.pack("!BBH", 0x00, 126, 60_000) + b"x" * 60_000
+    sent = 0
+
+    async def websocket(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal sent
+        head = await reader.readuntil(b"\r\n\r\n")
+        key = next(
+            line.split(b":", 1)[1].strip()
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"sec-websocket-key:")
+        )
+        accept = base64.b64encode(
+            hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest()
+        )
+        writer.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        if shape == "one 1 TiB frame":
+            writer.write(struct.pack("!BBQ", 0x81, 127, 1 << 40))  # text, final, 1 TiB
+            chunk = b"x" * (1 << 16)
+        else:
+            writer.write(b"\x01" + fragment[1:])  # text, not final
+            chunk = fragment  # continuation, not final
+        try:
+            while sent < 256 << 20:
+                writer.write(chunk)
+                sent += len(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(websocket, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = AiohttpTransport(f"http://127.0.0.1:{port}", AUTH, timeout=5.0)
+    try:
+        events = await transport.connect_events(["a"])
+        got = [message async for message in events]
+    finally:
+        await transport.aclose()
+        server.close()
+    assert got == [] and events.closed
+    # Cut at the limit (the 1 TiB frame on its announced length), not at the server's
+    # 256 MiB: what got out past it is what the socket buffers held before the close.
+    assert sent < EVENT_MAX_BYTES + (32 << 20)
+    assert f"exceeds limit {EVENT_MAX_BYTES}" in caplog.text
