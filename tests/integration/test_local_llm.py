@@ -293,3 +293,75 @@ async def test_a_call_of_60_turns_goes_on_answering(local: LocalLLM) -> None:
     # The history is the whole call: the 60 turns given and the 3 asked here.
     assert agent.history[1 : 1 + len(past)] == past
     assert sum(1 for m in agent.history if m.role == "user") == 63
+
+
+def _varied_turn(n: int) -> list[ChatMessage]:
+    """A past turn of its own words (no two alike, so no earlier prompt matches it by
+    chance): a weather question or an opening-hours question, answered."""
+    cities = ("Paris", "Berlin", "London", "Madrid", "Rome", "Vienna", "Oslo", "Lisbon")
+    days = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+    city, day = cities[n % len(cities)], days[n % len(days)]
+    if n % 2 == 0:
+        return [
+            ChatMessage("user", f"what is the weather like in {city} on {day}"),
+            ChatMessage(
+                "assistant", "One moment.", [ToolCall(f"v{n}", "get_weather", {"city": city})]
+            ),
+            ChatMessage("tool", f"{10 + n} degrees and cloudy", tool_call_id=f"v{n}"),
+            ChatMessage("assistant", f"It is {10 + n} degrees and cloudy in {city}."),
+        ]
+    return [
+        ChatMessage("user", f"are you open on {day} after {n % 5 + 3} o'clock"),
+        ChatMessage("assistant", f"Yes, on {day} we are open until {n % 5 + 5} in the evening."),
+    ]
+
+
+def _computed(local: LocalLLM, messages: list[ChatMessage]) -> int:
+    """Send ``messages`` (one token generated); the prompt tokens the server computed."""
+    body = local.llm.json_request(messages, [tool_spec(t).spec for t in TOOLS])
+    body["max_tokens"] = 1
+    request = urllib.request.Request(
+        local.server.url + "/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=300) as response:
+        answer = json.load(response)
+    computed = answer["timings"]["prompt_n"]
+    assert isinstance(computed, int)
+    return computed
+
+
+async def test_a_trimmed_history_is_not_computed_again(local: LocalLLM) -> None:
+    """When a long call's history passes ``max_history_chars`` the oldest turns go, and
+    the turns kept move up the prompt. The server shifts their cached state into place
+    (``--cache-reuse``) instead of computing them again: before, the request after a
+    trim computed every kept turn (133 and 173 tokens against 56-91 for the others,
+    measured with this limit); now only what is new."""
+    agent = Agent(local.llm, system_prompt=assistant.SYSTEM_PROMPT, tools=TOOLS)
+    agent.max_history_chars = 1500
+    question = ChatMessage("user", "is it raining in Berlin")
+    n = 0
+    while True:  # the history up to just before the trim, all of it in the cache
+        turn = _varied_turn(n)
+        agent.history.extend(turn)
+        n += 1
+        if len(agent.request_messages()) < len(agent.history):
+            break  # this turn made it trim
+        await asyncio.to_thread(_computed, local, [*agent.request_messages(), question])
+    sent = agent.request_messages()
+    kept = sent[: len(sent) - len(_varied_turn(n - 1))]  # the system prompt, kept turns
+    assert len(kept) > 1, "the trim keeps turns"
+    head = [sent[0]]
+    new_turn = _prompt_tokens(local, [*sent, question]) - _prompt_tokens(local, [*kept, question])
+    asked = _prompt_tokens(local, [*head, question]) - _prompt_tokens(local, head)
+    kept_turns = _prompt_tokens(local, [*kept, question]) - _prompt_tokens(local, [*head, question])
+    computed = await asyncio.to_thread(_computed, local, [*sent, question])
+    # What is new (the last turn and the question; a little more where a reused chunk
+    # of 32 tokens ends), not the kept turns again as well.
+    assert computed <= new_turn + asked + 32 < new_turn + asked + kept_turns, (
+        computed,
+        new_turn,
+        asked,
+        kept_turns,
+    )

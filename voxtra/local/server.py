@@ -116,6 +116,12 @@ class LlamaServer:
             *("-t", str(self.threads), "-tb", str(self.threads)),
             *("-c", str(self.context), "-np", "1", "--jinja", "--no-webui"),
             *("--slot-save-path", "/slots"),
+            # After the agent trims a long call's history (max_history_chars), the
+            # turns it kept sit earlier in the prompt than they were cached: without
+            # this the server computed them all again (a trim turn 133 and 173 prompt
+            # tokens against 56-91 for the others, max_history_chars=1500); with it it
+            # shifts their cached keys and values into place (91 and 57).
+            *("--cache-reuse", "32"),
             *self.extra_args,
         ]
 

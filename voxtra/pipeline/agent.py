@@ -81,7 +81,8 @@ sent stay the same (each request only adds to the last one) for the turns until 
 limit is reached again. llama-server reuses a computed prompt only up to its first
 changed token; measured on the demo's turns (``max_history_chars=2000``), a request
 between two trims computed only its new turn (43-74 tokens), the one after a trim the
-~200 tokens kept. Dropping one turn per request would cost that at every turn."""
+~200 tokens kept (the embedded server's ``--cache-reuse`` now shifts those into place:
+docs/pipeline.md). Dropping one turn per request would cost that at every turn."""
 
 
 class ToolCallError(VoxtraError, ValueError):
