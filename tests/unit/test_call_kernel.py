@@ -392,6 +392,22 @@ async def test_an_originated_call_that_hangs_up_as_it_answers_ends(
         _nothing_left(app, fake_asterisk)
 
 
+def _refuse_the_first_bridge_destroy(fake: FakeAsterisk) -> list[str]:
+    """Asterisk answers the first ``DELETE /bridges/...`` with a 500 (the bridge stays);
+    the list the refused paths go in."""
+    refused: list[str] = []
+    serve_request = fake.handle_request
+
+    async def refuse(request: AriRequest) -> AriResponse:
+        if request.method == "DELETE" and request.path.startswith("/bridges/") and not refused:
+            refused.append(request.path)
+            return AriResponse(500, b'{"message": "Internal Server Error"}', "Internal Error")
+        return await serve_request(request)
+
+    fake.handle_request = refuse  # type: ignore[method-assign]
+    return refused
+
+
 async def test_a_bridge_whose_destroy_failed_at_teardown_is_destroyed_when_the_app_stops(
     fake_asterisk: FakeAsterisk, make_app: Callable[..., VoxtraApp]
 ) -> None:
@@ -399,16 +415,7 @@ async def test_a_bridge_whose_destroy_failed_at_teardown_is_destroyed_when_the_a
     still in Asterisk. The call ended, so nothing of it would try again; the app's stop
     sweeps what is left. It used to forget the bridge with the call: left in Asterisk."""
     app = make_app()
-    refused: list[str] = []
-    serve_request = fake_asterisk.handle_request
-
-    async def refuse_one_bridge_destroy(request: AriRequest) -> AriResponse:
-        if request.method == "DELETE" and request.path.startswith("/bridges/") and not refused:
-            refused.append(request.path)
-            return AriResponse(500, b'{"message": "Internal Server Error"}', "Internal Error")
-        return await serve_request(request)
-
-    fake_asterisk.handle_request = refuse_one_bridge_destroy  # type: ignore[method-assign]
+    refused = _refuse_the_first_bridge_destroy(fake_asterisk)
 
     @app.route("2000")
     async def media(call: CallSession) -> None:
@@ -435,16 +442,7 @@ async def test_a_bridge_whose_destroy_failed_at_teardown_is_destroyed_by_the_nex
     finds the bridge that no live call owns, and destroys it after the grace."""
     app = make_app()
     app.reconcile_grace = 0.2
-    refused: list[str] = []
-    serve_request = fake_asterisk.handle_request
-
-    async def refuse_one_bridge_destroy(request: AriRequest) -> AriResponse:
-        if request.method == "DELETE" and request.path.startswith("/bridges/") and not refused:
-            refused.append(request.path)
-            return AriResponse(500, b'{"message": "Internal Server Error"}', "Internal Error")
-        return await serve_request(request)
-
-    fake_asterisk.handle_request = refuse_one_bridge_destroy  # type: ignore[method-assign]
+    refused = _refuse_the_first_bridge_destroy(fake_asterisk)
 
     @app.route("2000")
     async def media(call: CallSession) -> None:
