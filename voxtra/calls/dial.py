@@ -8,7 +8,10 @@ the caller hung up: the call ends).
 
 Every leg is an internal channel of the call (``CallContext.expect_channel``): whatever
 happens (the caller hangs up while it rings, the handler raises, ``dial`` is cancelled,
-the app stops), the call's teardown hangs it up. No leg outlives its call.
+the app stops), the call's teardown hangs it up. No leg outlives its call. A ``dial``
+cancelled while the caller still is on the call (a time limit around it) also hangs up
+its legs at once, the one the caller talks to included, and the caller is back in the
+bridge it was in: the handler goes on, so nothing of the dial may go on with it.
 
 Transfer keys (``transfer_keys=``): the person who answered transfers the caller with
 its phone's keys, an attended transfer run by the app, because Asterisk does not apply
@@ -222,6 +225,13 @@ async def _attempt(
             if keys is not None:
                 return await _connect_with_keys(context, winner, left, tone, keys, caller_id)
             return await _connect(context, winner, left, tone)
+        except BaseException:
+            # Cancelled after the answer, before the caller talks to it (or after, the
+            # bridge then taken down by _end_talk): not left up, unbridged, in the app.
+            if not context.ended and winner.id in context.channels:
+                with contextlib.suppress(AriError, CallEnded):
+                    await context.release_channel(winner.id)
+            raise
         finally:
             context.forget(left)
     finally:
@@ -296,7 +306,11 @@ async def _connect(
     # Gone while the bridge was made: its event came before the answer to addChannel.
     if not context.seen_leaving(leg.id, left):
         waits: set[asyncio.Future[Any]] = {left, context.gone}
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            await _end_talk(context, leg.id, bridge_id, home)
+            raise
     talk = time.monotonic() - began
     if context.gone.done():
         return DialResult("answered", leg.target, talk, ended_by="caller")
@@ -315,6 +329,22 @@ async def _ready(context: CallContext, tone: Playback | None) -> None:
     if context.state is CallState.RINGING:
         await context.request(context.ari.channels.answer(context.id))
         context.mark_answered()
+
+
+async def _end_talk(context: CallContext, party: str, bridge_id: str, home: str | None) -> None:
+    """``dial`` cancelled (or failed) while the caller talks to ``party`` in ``bridge_id``,
+    the caller still on the call: the party is hung up, the bridge destroyed and the
+    caller back home. Left to the call's teardown, they went on talking while the
+    handler went on (measured on 22.10.1: 1 s after ``wait_for(call.dial(...), 2)``
+    had raised, the leg was Up in the dial bridge and its SIP phone still talking; a
+    transfer's target rang on, its dialling task left behind)."""
+    if context.ended:
+        return  # the call's teardown hangs up what it owns
+    with contextlib.suppress(AriError, CallEnded):
+        await context.release_channel(party)
+    with contextlib.suppress(AriError, CallEnded):
+        await context.release_bridge(bridge_id)
+    await _back_home(context, home)
 
 
 def _hung_up_before(leg: _Leg) -> DialResult:
@@ -415,6 +445,9 @@ async def _connect_with_keys(
                 waits: set[asyncio.Future[Any]] = {watching, number, context.gone}
                 try:
                     await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                except BaseException:
+                    await _end_talk(context, current, bridge_id, home)
+                    raise
                 finally:
                     number.cancel()
             else:
@@ -443,6 +476,11 @@ async def _connect_with_keys(
                 moved = await _consult(context, bridge_id, current, endpoint, keys, caller_id)
             except CallEnded:
                 moved = "gone"
+            except BaseException:
+                # The caller waits on hold in bridge_id, the transferer (current) in the
+                # consultation, which _consult took down with the target.
+                await _end_talk(context, current, bridge_id, home)
+                raise
             if moved == "gone":
                 ended_by: Literal["caller", "target"] = "caller" if context.ended else "target"
                 if not context.ended:
@@ -507,6 +545,8 @@ async def _consult(
     consult = await _keys_bridge(context, "consult")
     gone_transferer = context.expect_leaving(transferer)
     gone_target: asyncio.Future[AriEvent] | None = None
+    dialing: asyncio.Future[str] | None = None
+    target: str | None = None
     kept = False
     try:
         await context.request(
@@ -562,6 +602,21 @@ async def _consult(
         # The watch goes on: the target may hang up before the caller's loop waits.
         kept = True
         return consult, target, gone_target
+    except BaseException:
+        # Cancelled (or refused) midway, the caller still on the call: the target, ringing
+        # or talking, and the consultation end with it; the task dialling the target
+        # would otherwise ring on, and bridge nobody, once it answered.
+        if dialing is not None and not dialing.done():
+            dialing.cancel()  # dial_leg hangs its leg up on the way out
+            with contextlib.suppress(BaseException):
+                await dialing
+        if not context.ended:
+            if target is not None:
+                with contextlib.suppress(AriError, CallEnded):
+                    await context.release_channel(target)
+            with contextlib.suppress(AriError, CallEnded):
+                await context.release_bridge(consult)
+        raise
     finally:
         context.forget(gone_transferer)
         if gone_target is not None and not kept:
