@@ -557,6 +557,9 @@ class VoicePipeline:
         self._last_activity = 0.0
         self._last_speech_end: float | None = None
         self._awaiting_final = False
+        self._final_in_pause: float | None = None
+        """The turn's ``speech_ms`` when the STT gave its final in the caller's pause,
+        before the turn detector ended the turn (None: it did not)."""
         self._vad_failed = False
         self._stt_scope: anyio.CancelScope | None = None
         self._stt_wake: anyio.Event | None = None
@@ -817,14 +820,23 @@ class VoicePipeline:
                 elif isinstance(event, SpeechEndedEvent):
                     self._utterance_ms = event.speech_ms
                     self._last_activity = now
-                    self._last_speech_end = now
-                    self._awaiting_final = True
-                    self._emit(event)
-                    if self.stt is not None:
-                        self._stt_held_ms = 0.0
-                        self._stt_audio.put(None)  # marker: end of speech (sends the rest)
-                    if self._stt_wake is not None:
-                        self._stt_wake.set()
+                    transcribed = event.speech_ms == self._final_in_pause
+                    self._final_in_pause = None
+                    if transcribed:
+                        # The STT ended this utterance itself (its final came in this
+                        # pause): no final is owed, and an end of speech sent now only
+                        # drew an empty one (Deepgram's Finalize), which the loop then
+                        # answered with "Sorry, I did not catch that".
+                        self._emit(event)
+                    else:
+                        self._last_speech_end = now
+                        self._awaiting_final = True
+                        self._emit(event)
+                        if self.stt is not None:
+                            self._stt_held_ms = 0.0
+                            self._stt_audio.put(None)  # marker: end of speech (sends the rest)
+                        if self._stt_wake is not None:
+                            self._stt_wake.set()
         finally:
             if converting is not None and restore is not None and rate is not None:
                 converting.set_inbound_format(*restore)  # the next reader gets what it had
@@ -1094,8 +1106,15 @@ class VoicePipeline:
     def _stt_failed(self, stream: STTStream, exc: BaseException) -> None:
         name = self.stt.name if self.stt is not None else "stt"
         logger.warning("STT %s failed: %r", name, exc)
-        self._emit(_StageError(name, exc, "stt").event(self._clock.now()))
+        event = _StageError(name, exc, "stt").event(self._clock.now())
+        self._emit(event)
         if self._stt_stream is stream:
+            queue = self._stt_audio
+            if self._awaiting_final and (queue is None or None not in queue.items):
+                # The end of speech went to this stream, so its final never comes: the
+                # turn ends now with the fallback line. It used to wait for the
+                # watchdog, stt_timeout (5 s) of silence after the caller's question.
+                self._final_lost(event)
             self._set_stt_stream(None)
             if self._tg is not None:
                 _start(self._tg, self._close_stt, stream)
@@ -1154,15 +1173,25 @@ class VoicePipeline:
             if now - end < seconds:
                 await self._clock.sleep(end + seconds - now)
                 continue
-            self._awaiting_final = False
             error = _StageError(stt.name, _Expired("final transcript", seconds), "stt")
             logger.warning("STT %s hung: %s", stt.name, error.message)
             event = error.event(now)
             self._emit(event)
-            self._finals.put(event)
+            self._final_lost(event)
             self._drop_answered_audio()
             if self._stt_scope is not None:
                 self._stt_scope.cancel()  # the reader closes the stream and opens a new one
+
+    def _final_lost(self, error: ProviderErrorEvent) -> None:
+        """The final transcript awaited will not come: the conversation loop gets
+        ``error`` instead (and speaks the fallback line); an answer paused for that
+        utterance is interrupted, as the caller did speak."""
+        assert self._finals is not None
+        self._awaiting_final = False
+        self._finals.put(error)
+        pending, end = self._pending, self._last_speech_end
+        if pending is not None and end is not None and pending.onset <= end:
+            pending.got_final.set()  # no transcript: _decide interrupts
 
     def _on_transcript(
         self,
@@ -1174,6 +1203,16 @@ class VoicePipeline:
     ) -> None:
         assert self._finals is not None
         text = text.strip()
+        turn = self.turn
+        if is_final and text and turn.in_speech and turn.silence_ms > 0:
+            # The STT ended the utterance before our silence did (Deepgram's own
+            # endpointing, 300 ms, against end_silence_ms' 600 or a 1.2 s hold): the
+            # turn ends with it. Left open, the answer to this final played while the
+            # turn detector still counted the caller as speaking, so a caller who went
+            # on could not interrupt it, and its metrics took the previous turn's end.
+            self._final_in_pause = turn.speech_ms
+            self._last_speech_end = self._clock.now()
+            turn.end_now()
         pending = self._pending
         if is_final and pending is not None and not pending.got_final.is_set():
             # The utterance that stopped the agent: _decide judges it (and queues it

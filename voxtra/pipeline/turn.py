@@ -262,6 +262,10 @@ class TurnDetector:
         far looks unfinished); back to ``end_silence_ms`` when the caller speaks."""
         if self.in_speech:
             self._end_ms = max(self._end_ms, silence_ms)
+            # The latest transcript of the pause decides: a finished-looking partial
+            # ("I'd like to book a table") followed in the same pause by a longer one
+            # that stops on "for" used to end the turn at 200 ms all the same.
+            self._end_now = False
 
     def end_now(self) -> None:
         """End the turn at the next silent frame (the transcript so far is finished),

@@ -167,3 +167,34 @@ async def test_an_early_partial_ends_the_turn_no_sooner_than_200_ms_into_the_pau
     det.feed(False, -70.0)
     det.end_now()
     assert isinstance(det.feed(False, -70.0), SpeechEndedEvent)
+
+
+async def test_the_latest_partial_of_a_pause_decides() -> None:
+    """Deepgram sends interim results as it goes: a finished-looking one 40 ms into the
+    pause, then one that stops on "for" 100 ms in. The later one holds the turn (the
+    caller goes on after 700 ms); the earlier one used to end it at 200 ms."""
+    media = MemoryMediaIO()
+    stt = PartialSTT()
+    stt.s.final = "I'd like to book a table for two"
+    p = VoicePipeline(stt, None, None, EnergyVAD())
+    events: list[PipelineEvent] = []
+    p.on_event(events.append)
+    async with p.attach(media, clock=media.clock):
+        media.inject(tone_frames(600, level_db=-15))
+        await media.wait_until(lambda: media.clock.now() >= 0.64, 5)
+        await stt.s.partial("I'd like to book a table.")
+        await media.wait_until(lambda: media.clock.now() >= 0.70, 5)
+        await stt.s.partial("I'd like to book a table for")
+        await media.wait_until(lambda: media.clock.now() >= 1.30, 5)
+        media.inject(tone_frames(400, level_db=-15))  # "... two"
+        await media.wait_until(lambda: media.clock.now() > 3.0, 10)
+        media.hangup()
+    ends = [e.at for e in events if isinstance(e, SpeechEndedEvent)]
+    assert len(ends) == 1 and ends[0] > 1.7  # one turn, ended after "two"
+    det = TurnDetector(min_speech_ms=40, end_silence_ms=600)
+    for _ in range(5):
+        det.feed(True, -15.0)
+    det.feed(False, -70.0)
+    det.end_now()
+    det.hold(1200)
+    assert all(det.feed(False, -70.0) is None for _ in range(50))  # 1,020 ms held

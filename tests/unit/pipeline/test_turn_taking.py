@@ -57,7 +57,9 @@ async def test_speech_with_an_empty_transcript_is_answered_not_ignored() -> None
 
 async def test_not_understood_text_none_keeps_quiet() -> None:
     media = MemoryMediaIO()
-    p, _stt, _llm, tts, _events = build(media, [""], [], not_understood_text=None)
+    # No finals: ScriptedSTT answers "" (a final of [""] made its end_of_speech raise,
+    # a failed STT, which this test then passed on only while that was not answered).
+    p, _stt, _llm, tts, _events = build(media, [], [], not_understood_text=None)
 
     async def caller() -> None:
         media.inject(tone_frames(600, level_db=-15))
