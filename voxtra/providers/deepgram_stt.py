@@ -22,6 +22,7 @@ from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.media.convert import ChunkConverter
 from voxtra.media.frames import AudioChunk, Codec
+from voxtra.pipeline.pipeline import ProviderTimeout
 from voxtra.providers.base import Transcript
 
 __all__ = ["DeepgramSTT", "DeepgramStream"]
@@ -31,25 +32,29 @@ logger = logging.getLogger(__name__)
 _ENCODINGS = {"mulaw": Codec.ULAW, "alaw": Codec.ALAW, "linear16": Codec.PCM16}
 
 
-_COMPRESSION: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "voxtra_deepgram_compression", default="deflate"
+_CONNECT_OPTIONS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "voxtra_deepgram_connect_options", default=None
 )
-"""What the next socket this task connects offers for compression (websockets'
-``compression``): set around our own connect only, so other code in the process that
-uses the SDK keeps its default."""
+"""websockets ``connect()`` options for the next socket this task connects
+(``compression``, ``open_timeout``, ``close_timeout``): set around our own connect
+only, so other code in the process that uses the SDK keeps its defaults."""
 
 
 def _hook_sdk_connect() -> bool:
-    """Let ``DeepgramSTT(compression=...)`` reach the SDK's WebSocket connect.
+    """Let ``DeepgramSTT``'s socket options reach the SDK's WebSocket connect.
 
     deepgram-sdk 7 connects with ``websockets.connect(url, extra_headers=...)`` and
-    takes no other option, so websockets offers permessage-deflate, and a server that
+    takes no other option. So websockets offers permessage-deflate, and a server that
     accepts it (FakeDeepgram's aiohttp does) makes both ends run zlib over every audio
     message: telephone audio barely compresses, and each 20 ms frame cost ~20 us of
-    zlib here (bench/agent_density.py profile). The SDK looks its connect function up
-    in its module at each call; it is wrapped once to pass ``compression`` as
-    ``_COMPRESSION`` says (default: the SDK's own behaviour). False if that SDK layout
-    is not there (another version): the socket then keeps the SDK's default."""
+    zlib here (bench/agent_density.py profile). And its timeouts are websockets' own:
+    against a server that accepted the TCP connection and never answered the
+    handshake, ``stream()`` failed after 20 s (10 s ``open_timeout``, then 10 s
+    ``close_timeout`` for the half-open socket to close), with "TimeoutError: ". The
+    SDK looks its connect function up in its module at each call; it is wrapped once
+    to pass what ``_CONNECT_OPTIONS`` holds (by default nothing: the SDK's own
+    behaviour). False if that SDK layout is not there (another version): the socket
+    then keeps the SDK's defaults."""
     try:
         from deepgram.listen.v1 import client, raw_client
     except ImportError:
@@ -60,18 +65,19 @@ def _hook_sdk_connect() -> bool:
         if connect is None:
             continue
         hooked = True
-        if not getattr(connect, "_voxtra_compression", False):
-            setattr(module, "websockets_client_connect", _with_compression(connect))  # noqa: B010
+        if not getattr(connect, "_voxtra_options", False):
+            setattr(module, "websockets_client_connect", _with_options(connect))  # noqa: B010
     return hooked
 
 
-def _with_compression(connect: Any) -> Any:
-    def connect_with_compression(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("compression", _COMPRESSION.get())
+def _with_options(connect: Any) -> Any:
+    def connect_with_options(*args: Any, **kwargs: Any) -> Any:
+        for name, value in (_CONNECT_OPTIONS.get() or {}).items():
+            kwargs.setdefault(name, value)
         return connect(*args, **kwargs)
 
-    connect_with_compression._voxtra_compression = True  # type: ignore[attr-defined]
-    return connect_with_compression
+    connect_with_options._voxtra_options = True  # type: ignore[attr-defined]
+    return connect_with_options
 
 
 _shutting_down: set[asyncio.Task[None]] = set()
@@ -109,6 +115,7 @@ class DeepgramSTT:
         keyterms: list[str] | None = None,
         base_url: str | None = None,
         keepalive_s: float = 5.0,
+        connect_timeout_s: float = 5.0,
         close_timeout_s: float = 3.0,
         batch_ms: float = 100.0,
         compression: bool = False,
@@ -124,7 +131,13 @@ class DeepgramSTT:
         self.sample_rate = sample_rate
         self.base_url = base_url
         self.keepalive_s = keepalive_s
+        self.connect_timeout_s = connect_timeout_s
+        """``stream()`` raises ``ProviderTimeout`` when the WebSocket handshake takes
+        longer (the half-open socket then has ``close_timeout_s`` to close): the
+        pipeline's ``stt_timeout`` (5 s) gives up on the turn by then."""
         self.close_timeout_s = close_timeout_s
+        """How long ``close()`` waits for the last results, and websockets for the
+        closing handshake."""
         self.batch_ms = batch_ms
         """The voice pipeline sends the caller's audio in pieces of this much, one
         WebSocket message each (Deepgram takes 20-100 ms); 0: every 20 ms frame."""
@@ -161,22 +174,33 @@ class DeepgramSTT:
             )
         self._client = AsyncDeepgramClient(**kwargs)
         _build_headers_once(self._client)
-        if not compression and not _hook_sdk_connect():
-            logger.debug("deepgram-sdk connect not found: the socket offers deflate")
+        if not _hook_sdk_connect():
+            logger.debug("deepgram-sdk connect not found: the socket keeps its defaults")
 
     async def stream(self) -> DeepgramStream:
         """Connect one live transcription socket for one call."""
         stack = contextlib.AsyncExitStack()
-        token = _COMPRESSION.set("deflate" if self.compression else None)
+        token = _CONNECT_OPTIONS.set(
+            {
+                "compression": "deflate" if self.compression else None,
+                "open_timeout": self.connect_timeout_s,
+                "close_timeout": self.close_timeout_s,
+            }
+        )
         try:
             socket = await stack.enter_async_context(
                 self._client.listen.v1.connect(**self._options)
             )
+        except TimeoutError as exc:
+            await stack.aclose()
+            raise ProviderTimeout(
+                self.name, f"cannot connect: no handshake within {self.connect_timeout_s:g} s"
+            ) from exc
         except Exception as exc:
             await stack.aclose()
             raise ProviderError(self.name, f"cannot connect: {_describe(exc)}") from exc
         finally:
-            _COMPRESSION.reset(token)
+            _CONNECT_OPTIONS.reset(token)
         return DeepgramStream(self, stack, socket)
 
 

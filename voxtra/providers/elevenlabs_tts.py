@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.media.frames import AudioChunk, Codec
+from voxtra.pipeline.pipeline import ProviderTimeout
 from voxtra.providers.http import ScopedSdk
 
 __all__ = ["ElevenLabsTTS"]
@@ -69,6 +70,7 @@ class ElevenLabsTTS:
         self.output_format = output_format
         self.codec, self.sample_rate = _FORMATS[output_format]
         self.optimize_streaming_latency = optimize_streaming_latency
+        self.timeout = timeout
         self._request_options: dict[str, Any] = {
             "max_retries": max_retries,
             "timeout_in_seconds": timeout,
@@ -115,9 +117,21 @@ class ElevenLabsTTS:
                 if cut:
                     yield AudioChunk(data[:cut], self.sample_rate, self.codec)
         except Exception as exc:
-            raise ProviderError(self.name, _describe(exc)) from exc
+            raise self._error(exc) from exc
         finally:
             await stream.aclose()
+
+    def _error(self, exc: Exception) -> ProviderError:
+        """What the SDK raised, as the error to raise. No byte within ``timeout`` (httpx's
+        ``TimeoutException``, which the aiohttp-backed client raises too: a service that
+        accepted the request and went silent) is a ``ProviderTimeout``, as a pipeline
+        deadline is: it was a ``ProviderError`` reading "ReadTimeout: " (httpx's own
+        client gives it no message), which named neither the wait nor the timeout."""
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException | TimeoutError):
+            return ProviderTimeout(self.name, f"no audio within {self.timeout:g} s")
+        return ProviderError(self.name, _describe(exc))
 
 
 def _aiohttp_client() -> Any:

@@ -31,6 +31,7 @@ from pydantic import SecretStr
 
 from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
+from voxtra.pipeline.pipeline import ProviderTimeout
 from voxtra.providers.base import ChatMessage, LLMChunk, ToolCall, ToolSpec
 from voxtra.providers.http import ScopedSdk
 
@@ -343,6 +344,7 @@ class OpenAILLM:
             raise ConfigError(f"OpenAILLM: tool_mode must be 'native' or 'json', not {tool_mode!r}")
         self.model = model
         self.base_url = base_url
+        self.timeout = timeout
         if json_guide not in ("schema", "prefill"):
             raise ConfigError(
                 f"OpenAILLM: json_guide must be 'schema' or 'prefill', not {json_guide!r}"
@@ -414,7 +416,7 @@ class OpenAILLM:
         try:
             stream = await self._stream(request)
         except Exception as exc:
-            raise ProviderError(self.name, _describe(exc)) from exc
+            raise self._error("", exc) from exc
         calls: dict[int, _PartialCall] = {}
         try:
             async for chunk in stream:
@@ -431,7 +433,7 @@ class OpenAILLM:
                             part.name += function.get("name") or ""
                             part.arguments += function.get("arguments") or ""
         except Exception as exc:
-            raise ProviderError(self.name, f"stream failed: {_describe(exc)}") from exc
+            raise self._error("stream failed: ", exc) from exc
         finally:
             await stream.close()
         if calls:
@@ -479,7 +481,7 @@ class OpenAILLM:
         try:
             await self._sdk().chat.completions.create(**request)
         except Exception as exc:
-            raise ProviderError(self.name, f"warm-up failed: {_describe(exc)}") from exc
+            raise self._error("warm-up failed: ", exc) from exc
 
     def warm_up_request(
         self,
@@ -516,7 +518,7 @@ class OpenAILLM:
         try:
             stream = await self._stream(request)
         except Exception as exc:
-            raise ProviderError(self.name, _describe(exc)) from exc
+            raise self._error("", exc) from exc
         parser = _ReplyParser()
         if self.json_guide == "prefill":
             parser.feed(request["messages"][-1]["content"])  # the server continues it
@@ -542,7 +544,7 @@ class OpenAILLM:
                 if self.json_guide == "prefill" and parser.complete():
                     break  # unconstrained, a model may go on after the object: stop it
         except Exception as exc:
-            raise ProviderError(self.name, f"stream failed: {_describe(exc)}") from exc
+            raise self._error("stream failed: ", exc) from exc
         finally:
             await stream.close()
         if parser.plain or parser.action == "say":
@@ -561,6 +563,19 @@ class OpenAILLM:
         yield LLMChunk(
             tool_calls=(ToolCall(f"call_json_{next(_ids)}", reply["action"], arguments),)
         )
+
+    def _error(self, doing: str, exc: Exception) -> ProviderError:
+        """What the SDK raised while ``doing``, as the error to raise. No byte within
+        ``timeout`` (the SDK's ``APITimeoutError``: a service that accepted the request
+        and went silent, before the answer or in the middle of it) is a
+        ``ProviderTimeout``, as a pipeline deadline is: it was a ``ProviderError``
+        reading "APITimeoutError: Request timed out.", which neither named the timeout
+        nor let a caller tell a hung service from a refused request."""
+        from openai import APITimeoutError
+
+        if isinstance(exc, APITimeoutError | TimeoutError):
+            return ProviderTimeout(self.name, f"{doing}no data within {self.timeout:g} s")
+        return ProviderError(self.name, f"{doing}{_describe(exc)}")
 
     def _preamble(self, action: str) -> str | None:
         if action == "say" or self.tool_preamble is None:
