@@ -1257,15 +1257,22 @@ class VoxtraApp:
         # first step, which runs before this one resumes from sleep(0) (both are in
         # the loop's ready queue, the call's first): no waiting task is needed then
         # (one task and two loop passes less per originate).
-        await asyncio.sleep(0)
-        for ready in (session.context.running, decided):
-            if ready.is_set() or task.done():
-                continue
-            waiting = asyncio.ensure_future(ready.wait())
-            try:
-                await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                waiting.cancel()
+        try:
+            await asyncio.sleep(0)
+            for ready in (session.context.running, decided):
+                if ready.is_set() or task.done():
+                    continue
+                waiting = asyncio.ensure_future(ready.wait())
+                try:
+                    await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiting.cancel()
+        except asyncio.CancelledError:
+            # Given up while the framework still listened for the AMD verdict: hung up,
+            # as a call given up while it rings (it stayed answered, the session not
+            # returned to anyone; without a handler, until the far end hung up).
+            await asyncio.shield(_hang_up(session))
+            raise
         return session
 
     async def _refusal(self, endpoint: str, exc: AriError) -> CallFailed:

@@ -258,3 +258,21 @@ async def test_the_voicemail_drop_example(
             sender.cancel()  # a person: the handler never listens
     assert call.metadata["left"] == left
     assert fake_asterisk.originated[0].played == example.MESSAGE
+
+
+async def test_an_originate_cancelled_while_the_framework_listens_hangs_the_call_up(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    """Asterisk's AMD was not sure and the framework listens for the verdict when the
+    originate is given up (a time limit around it, a stopping worker): the call is hung
+    up, as one given up while it rings. It used to stay answered, held by nobody the
+    originate's caller knew of (without a handler: until the far end hung up)."""
+    fake_asterisk.amd_outcome = ("NOTSURE", "TOOLONG-5000")
+    app = make_app(tmp_path)
+    async with fake_asterisk.serve(app):
+        # The far end says nothing: the framework listens its whole 5 s.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(app.originate(ENDPOINT, amd=AmdConfig(listen=5)), 1.0)
+        (channel,) = fake_asterisk.originated
+        await fake_asterisk.wait_until(lambda: channel.ended, timeout=3)
+        await fake_asterisk.wait_until(lambda: not app.active_sessions, timeout=3)
