@@ -182,8 +182,13 @@ async def test_wait_for_beep_gives_none_without_one(
     app = make_app(tmp_path)
     async with fake_asterisk.serve(app):
         call = await app.originate(ENDPOINT, amd=True)
+        transport = await call.media()
+        wire = transport.inbound_format
         assert await call.wait_for_beep(timeout=0.5) is None
         assert call.amd is not None and call.amd.verdict is AmdVerdict.MACHINE
+        # Its listening done, the call's raw frames are the wire's again (they stayed
+        # PCM16 at 8 kHz for whoever read call.media() next).
+        assert transport.inbound_format == wire
         await call.hangup()
 
 

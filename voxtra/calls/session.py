@@ -430,11 +430,17 @@ class CallSession:
         converter = ChunkConverter(Codec(codec), sample_rate)  # validates the request
         # The transport converts as frames arrive (RTP: for all calls in one batch per
         # tick); the converter only handles frames queued before the switch.
+        restore = transport.inbound_format
         transport.set_inbound_format(converter.codec, converter.rate)
-        async for frame in transport.frames():
-            chunk = converter.convert(frame)
-            if chunk.data:
-                yield chunk
+        try:
+            async for frame in transport.frames():
+                chunk = converter.convert(frame)
+                if chunk.data:
+                    yield chunk
+        finally:
+            # Closed, the next reader gets what it had (after AMD's listening or
+            # wait_for_beep(), call.media()'s frames stayed PCM16 at 8 kHz).
+            transport.set_inbound_format(*restore)
 
     async def wait_for_beep(self, timeout: float | None = 30.0) -> Tone | None:
         """Until a voicemail box's beep has ended (then leave the message); None after
