@@ -21,7 +21,7 @@ from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline.pipeline import ProviderTimeout
-from voxtra.providers.http import ScopedSdk
+from voxtra.providers.http import ScopedSdk, seconds_text
 
 __all__ = ["ElevenLabsTTS"]
 
@@ -130,7 +130,7 @@ class ElevenLabsTTS:
         import httpx
 
         if isinstance(exc, httpx.TimeoutException | TimeoutError):
-            return ProviderTimeout(self.name, f"no audio within {self.timeout:g} s")
+            return ProviderTimeout(self.name, f"no audio within {seconds_text(self.timeout)}")
         return ProviderError(self.name, _describe(exc))
 
 

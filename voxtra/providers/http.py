@@ -38,6 +38,7 @@ __all__ = [
     "ScopedSdk",
     "context_with",
     "current_scope",
+    "seconds_text",
     "shared_client",
     "shared_http",
 ]
@@ -149,3 +150,12 @@ async def shared_http() -> AsyncIterator[HttpScope]:
         yield scope
     finally:
         await scope.aclose()
+
+
+def seconds_text(timeout: object) -> str:
+    """A provider's ``timeout`` for a message: ``"30 s"``. The SDKs also take None or
+    an ``httpx.Timeout``, which ``:g`` refused (a TypeError raised in place of the
+    provider's own error)."""
+    if isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        return f"{timeout:g} s"
+    return f"the timeout ({timeout!r})"

@@ -33,7 +33,7 @@ from voxtra.config import secret_value
 from voxtra.errors import ConfigError, ProviderError
 from voxtra.pipeline.pipeline import ProviderTimeout
 from voxtra.providers.base import ChatMessage, LLMChunk, ToolCall, ToolSpec
-from voxtra.providers.http import ScopedSdk
+from voxtra.providers.http import ScopedSdk, seconds_text
 
 __all__ = ["OpenAILLM", "json_tool_instructions", "json_tool_schema"]
 
@@ -574,7 +574,7 @@ class OpenAILLM:
         from openai import APITimeoutError
 
         if isinstance(exc, APITimeoutError | TimeoutError):
-            return ProviderTimeout(self.name, f"{doing}no data within {self.timeout:g} s")
+            return ProviderTimeout(self.name, f"{doing}no data within {seconds_text(self.timeout)}")
         return ProviderError(self.name, f"{doing}{_describe(exc)}")
 
     def _preamble(self, action: str) -> str | None:

@@ -126,3 +126,15 @@ async def test_an_stt_handshake_that_never_completes_is_a_provider_timeout() -> 
     assert str(raised.value) == "deepgram: cannot connect: no handshake within 0.5 s"
     assert isinstance(raised.value, TimeoutError) and raised.value.provider == "deepgram"
     assert 0.5 <= took < 1.5
+
+
+def test_a_timeout_that_is_not_a_number_still_makes_a_message() -> None:
+    # The SDKs take None or an httpx.Timeout too; formatted with :g, building the
+    # timeout's error raised a TypeError in its place.
+    import httpx
+
+    from voxtra.providers.http import seconds_text
+
+    assert seconds_text(30.0) == "30 s" and seconds_text(0.5) == "0.5 s"
+    assert seconds_text(None) == "the timeout (None)"
+    assert seconds_text(httpx.Timeout(5.0)).startswith("the timeout (Timeout(")
