@@ -367,8 +367,9 @@ class CallService:
         handler ends the call: a call hung up (or the platform stopped) right after
         ``POST /v1/calls`` stayed ``queued`` for ever, its event stream open."""
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # Waited for, not awaited: a cancel of whoever called this must reach it, not be
+        # taken for the task's own cancellation.
+        await asyncio.wait({task})
         if task.cancelled():
             await self._end(call_id, CallStatus.CANCELED, None, "canceled while dialling")
 

@@ -399,6 +399,17 @@ class WebhookDispatcher:
         delay = min(self.first_delay * 2 ** (delivery.tries - 1), self.max_delay)
         # Waits apart from the senders (a dead receiver's backoff holds up no other), but
         # within max_queue (see _make_room).
+        if 0 < self._queue.maxsize <= self.pending and not self._waiting:
+            # No room, and no older retry to give it: this retry goes, not the head of
+            # the queue, an event never tried yet, maybe for a receiver that answers.
+            self.dropped += 1
+            self._count(delivery.event, "dropped")
+            logger.warning(
+                "webhooks: queue full, dropped the retry of a %s for %s",
+                delivery.event,
+                _safe(delivery.url),
+            )
+            return
         self._make_room()
         handle = asyncio.get_running_loop().call_later(delay, self._retry, delivery)
         self._waiting[delivery.id] = (delivery, handle)
