@@ -42,6 +42,16 @@ class Proxy:
         self.port = 0
         self.server: asyncio.Server | None = None
         self.open: set[asyncio.StreamWriter] = set()
+        self.flowing = asyncio.Event()
+        self.flowing.set()
+
+    def stall(self) -> None:
+        """Hold every byte, both ways, connections open: a network that black-holes
+        (each query hangs rather than fails) until :meth:`flow`."""
+        self.flowing.clear()
+
+    def flow(self) -> None:
+        self.flowing.set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -69,6 +79,7 @@ class Proxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             with contextlib.suppress(ConnectionError, OSError):
                 while data := await src.read(65536):
+                    await self.flowing.wait()
                     dst.write(data)
                     await dst.drain()
             dst.transport.abort()
@@ -243,3 +254,64 @@ async def test_a_lease_that_ran_out_in_an_outage_keeps_its_live_call(
         await db_a.close()
         await db_b.close()
         await store.close()
+
+
+async def test_a_renewal_that_hung_through_an_outage_does_not_let_its_worker_reap(
+    postgres_url: str, app: VoxtraApp, fake_asterisk: FakeAsterisk
+) -> None:
+    """As above, but the network black-holes instead of refusing: every query hangs,
+    none fails, so nothing told B the store was away. Its renewal that hung through the
+    outage succeeded when the network came back, and B, its store "up" since it started,
+    recorded A's live call lost before A could renew (and dialled it again). A renewal
+    after more than a lease without one now starts B's count of a lease again."""
+    store = Database(postgres_url)
+    await store.migrate()
+    proxy_a, db_a = await proxied(postgres_url)
+    proxy_b, db_b = await proxied(postgres_url)
+    agent = Agent()
+    async with store.session() as session:
+        await create_campaign(
+            session,
+            contacts=[ContactSpec("PJSIP/ann")],
+            now=SystemClock().now(),
+            route="agent",
+            retry=RetryPolicy(failed=RetryBackoff(delay=0, factor=1)),
+        )
+    a = worker(app, db_a, agent, "w-a", lease=3.0)
+    b = worker(app, db_b, agent, "w-b", lease=3.0)
+    await a.start()
+    try:
+        await fake_asterisk.wait_until(lambda: len(agent.calls) == 1, timeout=10)
+        await b.start()
+        proxy_a.stall()
+        proxy_b.stall()
+        await asyncio.sleep(4.5)  # longer than the 3 s lease: A's runs out
+        proxy_b.flow()  # B's side first, A's a second later
+        await asyncio.sleep(1.0)
+        proxy_a.flow()
+
+        async def renewed() -> bool:
+            async with store.session() as session:
+                lease = await session.get(WorkerLease, "w-a")
+                return lease is not None and lease.expires_at > SystemClock().now()
+
+        await until(renewed, timeout=10)
+        await asyncio.sleep(1.0)
+        agent.hang.set()
+
+        async def ended() -> bool:
+            async with store.session() as session:
+                contact = (await session.scalars(select(CampaignContact))).one()
+                return contact.state != "dialing" and contact.state != "pending"
+
+        await until(ended, timeout=20)
+        async with store.session() as session:
+            attempts = (await session.scalars(select(CampaignAttempt))).all()
+        assert [(x.worker_id, x.outcome) for x in attempts] == [("w-a", "completed")]
+        assert len(fake_asterisk.originated) == 1
+    finally:
+        proxy_a.flow()
+        proxy_b.flow()
+        agent.hang.set()
+        await b.stop(timeout=1)
+        await a.stop(timeout=1)

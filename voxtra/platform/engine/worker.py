@@ -264,9 +264,19 @@ class SchedulingWorker:
         except Exception:
             self._store_up = None  # the others' renewals may be failing as well
             raise
-        self._last_beat = loop.time()
-        if self._store_up is None:
-            self._store_up = self._last_beat
+        now, before = loop.time(), self._last_beat
+        self._last_beat = now
+        if (
+            self._store_up is None
+            or before is None
+            or now - before > self.clock.real_seconds(self.lease)
+        ):
+            # A lease or more without a renewal is an outage too, one that failed
+            # nothing: a network that black-holes hangs every query instead, and the
+            # renewal that hung through it succeeds when it ends. Counted as up since
+            # it started, this worker recorded the others' live calls lost before
+            # they could renew (tests/integration/platform/test_engine_outage_postgres.py).
+            self._store_up = now
 
     # -- one round --------------------------------------------------------------------
 
