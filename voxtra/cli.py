@@ -107,14 +107,24 @@ def _prepare_run(args: argparse.Namespace, command: str = "run") -> Any:
     ``--app-name`` is the command line's own choice and wins over everything.
     """
     if args.config is not None:
-        path = Path(args.config)
-        if not path.is_file():
-            raise SystemExit(f"voxtra {command}: --config {args.config}: no such file")
-        os.environ["VOXTRA_CONFIG"] = str(path.resolve())
+        os.environ["VOXTRA_CONFIG"] = _config_path(args.config)
     app = load_app(args.app, command=command)
     if args.app_name is not None and app.app_name != args.app_name:
         app.use_app_name(args.app_name)
     return app
+
+
+def _config_path(option: str) -> str:
+    """``--config``'s file, absolute; a :class:`ConfigError` (exit 2) if there is none.
+
+    It was a SystemExit with a message, i.e. exit 1, where every other bad setting
+    (``VOXTRA_CONFIG`` naming a missing file included) exits 2, as docs/testing.md says.
+    """
+    path = Path(option)
+    if not path.is_file():
+        problem = "not a file" if path.exists() else "no such file"
+        raise ConfigError(f"--config {option}: {problem}")
+    return str(path.resolve())
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -167,6 +177,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"voxtra serve: the platform is not installed ({exc}); pip install 'voxtra[platform]'"
         ) from None
+    from voxtra.config import SettingsError
+
     app = _prepare_run(args, "serve")
     overrides = {
         k: v
@@ -178,9 +190,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if v is not None
     }
     if overrides:
-        app.settings.platform = type(app.settings.platform)(
-            **{**app.settings.platform.model_dump(), **overrides}
-        )
+        try:
+            app.settings.platform = type(app.settings.platform)(
+                **{**app.settings.platform.model_dump(), **overrides}
+            )
+        except SettingsError as exc:
+            # Said of the option given: it was "config error in arguments: port: Input
+            # should be less than or equal to 65535", naming no option of the command.
+            problems = [(f"--{path.replace('_', '-')}", msg) for path, msg in exc.problems]
+            raise SettingsError("the command line", problems) from None
     try:
         serve(app, log_level=args.log_level)
     except AriError as exc:
@@ -188,18 +206,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _check_ari() -> tuple[bool, str]:
+#: Seconds ``doctor`` waits for ARI's answer.
+_DOCTOR_TIMEOUT = 5.0
+
+
+async def _check_ari(config_file: str | None = None) -> tuple[bool, str]:
     from voxtra.ari.client import AriClient
     from voxtra.config import SettingsError, VoxtraSettings, load_settings
 
     try:
-        settings = load_settings()
+        settings = load_settings(config_file=config_file)
     except SettingsError as exc:
         # The message names the setting, never a secret's value (see voxtra.config).
         return False, f"settings: {exc}"
     try:
         async with AriClient(settings.ari_url, settings.username, settings.password) as ari:
-            info = await asyncio.wait_for(ari.asterisk.info(), 5.0)
+            info = await asyncio.wait_for(ari.asterisk.info(), _DOCTOR_TIMEOUT)
     except AriError as exc:
         message = _ari_failure(settings.ari_url, settings.username, exc)
         if isinstance(exc, AriConnectionError) and (
@@ -211,6 +233,13 @@ async def _check_ari() -> tuple[bool, str]:
                 "python -m voxtra.testing.asterisk up)"
             )
         return False, message
+    except TimeoutError:
+        # Something took the connection and said nothing: it was reported as
+        # "unreachable (TimeoutError: )", an empty reason.
+        return False, (
+            f"ARI at {settings.ari_url}: no answer within {_DOCTOR_TIMEOUT:g} s "
+            "(is it Asterisk's HTTP server, http.conf?)"
+        )
     except Exception as exc:  # any other failure is the answer here too, reported as text
         return False, f"ARI at {settings.ari_url}: unreachable ({type(exc).__name__}: {exc})"
     version = info.system.version if info.system is not None else "?"
@@ -244,6 +273,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     import voxtra
 
+    # --config checked before any output: a missing file is a usage error (exit 2).
+    config_file = None if args.config is None else _config_path(args.config)
     print(f"voxtra {voxtra.__version__}, Python {platform.python_version()} ({sys.executable})")
     for name in _DEPENDENCIES:
         try:
@@ -251,7 +282,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
         except importlib.metadata.PackageNotFoundError:
             version = "not installed"
         print(f"  {name:18} {version}")
-    ok, message = asyncio.run(_check_ari())
+    ok, message = asyncio.run(_check_ari(config_file))
     print(message)
     return 0 if ok else 1
 
@@ -321,6 +352,9 @@ def _parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser(
         "doctor", parents=[common], help="check ARI reachability, print versions"
     )
+    # The file `run --config` reads: without it, doctor checked the default ARI URL
+    # (or VOXTRA_*), not the Asterisk the app would use.
+    doctor.add_argument("--config", default=None, help="YAML settings file (as VOXTRA_CONFIG)")
     doctor.set_defaults(func=_cmd_doctor, default_level="WARNING")
     return parser
 

@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
@@ -103,6 +103,10 @@ class _SettingsModel(BaseModel):
         validate_assignment=True,
         # YAML reads `password: 1234` as an int; a numeric password is still a password.
         coerce_numbers_to_str=True,
+        # Every number is a duration, a rate or a port: `ari_heartbeat: inf` passed `> 0`
+        # and the app's start then died in aiohttp (OverflowError: cannot convert float
+        # infinity to integer), logged as tracebacks, with no config error.
+        allow_inf_nan=False,
     )
 
     if not TYPE_CHECKING:
@@ -577,7 +581,8 @@ class VoxtraSettings(_SettingsModel):
         ``VOXTRA_ARI_URL``, ``VOXTRA_USERNAME`` (or ``VOXTRA_ARI_USERNAME``),
         ``VOXTRA_MEDIA__TRANSPORT`` ... Unknown top-level names are ignored, because
         other components share the prefix; an unknown key inside a section
-        (``VOXTRA_MEDIA__TRANSPRT``) is an error.
+        (``VOXTRA_MEDIA__TRANSPRT``) is an error, and so is a section's setting written
+        with one underscore (``VOXTRA_MEDIA_TRANSPORT``).
         """
         values, names = _env_values(os.environ if environ is None else environ, prefix)
         return _validate(values, "environment", names)
@@ -627,13 +632,49 @@ def _dotted(loc: tuple[int | str, ...]) -> str:
 
 
 def _known_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The setting names of the section ``loc`` ends in, for a "did you mean".
+
+    Follows every section and list of sections: a typo in ``twilio`` (or in a platform
+    token) was matched against the top-level names, so ``twilio.publc_url`` asked "did
+    you mean 'ari_url'?".
+    """
     model: type[BaseModel] = VoxtraSettings
     for part in loc[:-1]:
-        if part == "media":
-            model = MediaSettings
-        elif part == "platform":
-            model = PlatformSettings
+        if isinstance(part, int):
+            continue  # an item of a list of sections: the section model stays
+        info = model.model_fields.get(part)
+        inner = None if info is None else _section_model(info.annotation)
+        if inner is None:
+            return []
+        model = inner
     return list(model.model_fields)
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The model in ``annotation`` (``MediaSettings``, ``tuple[PlatformToken, ...]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_secret_path(path: str | tuple[int | str, ...]) -> bool:
+    """Whether a setting's dotted path (or pydantic ``loc``) is, or is inside, a secret."""
+    parts = re.split(r"[.\[\]]", path) if isinstance(path, str) else path
+    return any(part in _SECRET_FIELDS for part in parts)
+
+
+def _shows_no_section(value: Any) -> bool:
+    """Whether ``value`` may be quoted in an error: not a section (a mapping) nor a list
+    holding one, whose secrets would be quoted with it."""
+    if isinstance(value, Mapping):
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_shows_no_section(item) for item in value)
+    return True
 
 
 def _describe(error: Any, loc: tuple[int | str, ...]) -> str:
@@ -649,8 +690,10 @@ def _describe(error: Any, loc: tuple[int | str, ...]) -> str:
         return str(ctx.get("error", error["msg"]))
     if kind == "literal_error":
         message = f"expected one of {ctx.get('expected', '')}"
-    elif kind in ("float_parsing", "float_type", "finite_number"):
+    elif kind in ("float_parsing", "float_type"):
         message = "expected a number"
+    elif kind == "finite_number":
+        message = "expected a finite number"
     elif kind in ("int_parsing", "int_type", "int_from_float"):
         message = "expected a whole number"
     elif kind in ("bool_parsing", "bool_type"):
@@ -665,10 +708,17 @@ def _describe(error: Any, loc: tuple[int | str, ...]) -> str:
         message = f"must be greater than {_number(ctx.get('gt'))}"
     elif kind == "greater_than_equal":
         message = f"must be at least {_number(ctx.get('ge'))}"
+    elif kind == "less_than":
+        message = f"must be less than {_number(ctx.get('lt'))}"
+    elif kind == "less_than_equal":
+        message = f"must be at most {_number(ctx.get('le'))}"
+    elif kind == "missing":
+        message = "required"
     else:
         message = str(error["msg"])
-    secret = any(part in _SECRET_FIELDS for part in loc)
-    if not secret and not isinstance(value, Mapping):
+    # A wrong section (`platform:` written as a list of mappings) holds its secrets: the
+    # whole value was quoted, `webhook_secret` and all.
+    if not _is_secret_path(loc) and _shows_no_section(value):
         message += f", got {value!r}"
     return message
 
@@ -747,6 +797,7 @@ def _env_values(environ: Mapping[str, str], prefix: str) -> tuple[dict[str, Any]
         top = _ENV_ALIASES.get(parts[0], parts[0])
         if len(parts) == 1:
             if top not in VoxtraSettings.model_fields:
+                _check_not_nested(key, prefix, top, sections)
                 logger.debug("ignoring %s: not a Voxtra setting", key)
                 continue
             values[top] = environ[key]
@@ -763,6 +814,24 @@ def _env_values(environ: Mapping[str, str], prefix: str) -> tuple[dict[str, Any]
         node[parts[-1]] = environ[key]
         names[".".join([top, *parts[1:]])] = key
     return values, names
+
+
+def _check_not_nested(key: str, prefix: str, name: str, sections: set[str]) -> None:
+    """Refuse ``VOXTRA_MEDIA_TRANSPORT``: a section's setting with one underscore.
+
+    Other unknown names are ignored (providers and tools share the prefix), and this one
+    was too: the app ran on RTP with no word of the websocket asked for. No other
+    component names a variable after a section and one of its settings.
+    """
+    for section in sections:
+        field = name.removeprefix(f"{section}_")
+        model = _section_model(VoxtraSettings.model_fields[section].annotation)
+        if field != name and model is not None and field in model.model_fields:
+            nested = f"{prefix}{section}__{field}".upper()
+            raise SettingsError(
+                "environment",
+                [(f"{section}.{field} ({key})", f"not a setting: write {nested} (two '_')")],
+            )
 
 
 # --------------------------------------------------------------------- YAML and ${ENV}
@@ -815,8 +884,9 @@ def _expand_tree(node: Any, environ: Mapping[str, str], source: str, path: str) 
         try:
             return expand_placeholders(node, environ)
         except ConfigError as exc:
-            # The message quotes the placeholder, i.e. part of the value: not for secrets.
-            secret = path.rpartition(".")[2] in _SECRET_FIELDS
+            # The message quotes the placeholder, i.e. part of the value: not for secrets
+            # (`platform.tokens[0]`, a token given as a bare string, is one too).
+            secret = _is_secret_path(path)
             message = "bad ${...} placeholder in a secret value" if secret else str(exc)
         raise SettingsError(source, [(path, message)]) from None
     if isinstance(node, dict):
@@ -861,7 +931,12 @@ def _yaml_values(
     if document is None:
         document = {}
     if not isinstance(document, dict):
-        raise SettingsError(source, [("", "expected a mapping of settings at the top level")])
+        problem = "expected a mapping of settings at the top level"
+        if source == "YAML text" and isinstance(document, str) and "\n" not in text.strip():
+            # One word read as YAML: most likely a file name (`config_file="voxtra.conf"`)
+            # that is not there. The text is not quoted: it may be a value.
+            problem += " (read as YAML text: no file of that name either)"
+        raise SettingsError(source, [("", problem)])
     if "voxtra" in document:
         # Namespaced file: other top-level keys belong to the application and are ignored.
         section = document["voxtra"]
@@ -913,13 +988,18 @@ def load_settings(
 ) -> VoxtraSettings:
     """Settings from every source: overrides > environment > YAML file > defaults.
 
-    ``config_file`` defaults to ``$VOXTRA_CONFIG`` when set. Keyword overrides use the
-    setting names (``media`` may be a dict of media settings or a ``MediaSettings``);
-    an override of ``None`` counts as not given, so CLI options can be passed through.
+    ``config_file`` defaults to ``$VOXTRA_CONFIG`` (always a path) when set. Keyword
+    overrides use the setting names (``media`` may be a dict of media settings or a
+    ``MediaSettings``); an override of ``None`` counts as not given, so CLI options can
+    be passed through.
     """
     env = os.environ if environ is None else environ
     if config_file is None:
-        config_file = env.get(env_prefix + CONFIG_FILE_VAR) or None
+        named = env.get(env_prefix + CONFIG_FILE_VAR)
+        # A path, never YAML text: `VOXTRA_CONFIG=/etc/voxtra/config`, missing, was read
+        # as the YAML text "/etc/voxtra/config" ("config error in YAML text: expected a
+        # mapping of settings at the top level"), not as the missing file it names.
+        config_file = Path(named) if named else None
     layers: list[tuple[dict[str, Any], str, dict[str, str] | None]] = []
     if config_file is not None:
         yaml_values, source = _yaml_values(config_file, env)

@@ -116,3 +116,53 @@ def test_a_directory_name_that_is_no_project_name_points_to_name(
     err = capsys.readouterr().err
     assert "'tmp.x1y2z3' (from the directory's name; give one with --name)" in err
     assert cli.main(["init", str(tmp_path / "tmp.x1y2z3"), "--name", "front_desk"]) == 0
+
+
+@pytest.mark.parametrize("command", ["run", "serve", "doctor"])
+def test_a_missing_config_file_is_a_usage_error(
+    command: str, app_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # was a SystemExit message, exit status 1; VOXTRA_CONFIG naming it exited 2
+    argv = [command] if command == "doctor" else [command, str(app_file)]
+    assert cli.main([*argv, "--config", "missing.yaml"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err == f"voxtra {command}: --config missing.yaml: no such file\n"
+    assert captured.out == ""  # doctor: not after its versions
+
+
+def test_serve_names_the_option_that_is_wrong(
+    app_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["serve", str(app_file), "--port", "99999", "--database-url", "sqlite:///p.db"]
+    assert cli.main(argv) == 2
+    # was "config error in arguments: port: Input should be less than or equal to 65535"
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "voxtra serve: config error in the command line: --port: must be at most 65535, got 99999"
+    )
+
+
+def test_doctor_reads_the_config_file_run_reads(
+    app_file: Path, closed_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = app_file.parent / "voxtra.yaml"
+    config.write_text(f"ari_url: http://127.0.0.1:{closed_port}\n")
+    assert cli.main(["doctor", "--config", str(config)]) == 1
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"ARI at http://127.0.0.1:{closed_port}: unreachable ("), last
+
+
+def test_doctor_says_ari_did_not_answer(
+    app_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A listener that takes the connection and never answers (not Asterisk's HTTP).
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        monkeypatch.setenv("VOXTRA_ARI_URL", url)
+        monkeypatch.setattr(cli, "_DOCTOR_TIMEOUT", 0.5, raising=False)
+        assert cli.main(["doctor"]) == 1
+    # was "unreachable (TimeoutError: )"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == (
+        f"ARI at {url}: no answer within 0.5 s (is it Asterisk's HTTP server, http.conf?)"
+    )
