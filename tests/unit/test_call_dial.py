@@ -12,6 +12,7 @@ import pytest
 from fake_apps import fake_app
 
 from voxtra import CallSession, VoxtraApp
+from voxtra.ari.transport import AriRequest, AriResponse
 from voxtra.calls.dial import DialResult
 from voxtra.errors import ConfigError
 from voxtra.testing import FakeAsterisk
@@ -174,3 +175,54 @@ async def test_bad_targets_are_refused_before_any_request(
         caller = await fake_asterisk.incoming(extension="6000")
         await caller.wait_ended()
     assert len(errors) == 3 and fake_asterisk.originated == []
+
+
+async def test_a_dial_cancelled_while_the_parties_are_bridged_leaves_nothing_up(
+    fake_asterisk: FakeAsterisk, make_app: Callable[[], VoxtraApp]
+) -> None:
+    """The dial is given up (a time limit around it) while Asterisk puts the caller and
+    the answered party in the dial bridge: the party is hung up, the bridge destroyed
+    and the caller back in its media bridge, with the handler. Only a cancel while they
+    talked did that; one during the bridging left the party up and the caller in the
+    dial bridge until the call ended (the handler's next say() reached nobody)."""
+    app = make_app()
+    serve_request = fake_asterisk.handle_request
+    joining = asyncio.Event()
+
+    async def slow_bridging(request: AriRequest) -> AriResponse:
+        path = request.path
+        if request.method == "POST" and "voxtra-internal-dial" in path and "addChannel" in path:
+            answer = await serve_request(request)  # Asterisk did it...
+            joining.set()
+            await asyncio.sleep(3600)  # ...and its answer is slow to come
+            return answer
+        return await serve_request(request)
+
+    fake_asterisk.handle_request = slow_bridging  # type: ignore[method-assign]
+    after: list[object] = []
+    release = asyncio.Event()
+
+    @app.route("2000")
+    async def forward(call: CallSession) -> None:
+        await call.answer()
+        await call.media()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(5):
+                await asyncio.wait_for(call.dial("PJSIP/a", timeout=5, ringback=False), 1.0)
+        media_channel = call.media_path.channel_id
+        home = next(b for b in fake_asterisk.bridges.values() if media_channel in b.channels)
+        after.append(call.id in home.channels)
+        await release.wait()
+        await call.hangup()
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="2000")
+        await asyncio.wait_for(joining.wait(), 5)
+        (leg,) = fake_asterisk.originated
+        await leg.wait_ended()  # hung up with the dial, not with the call
+        await fake_asterisk.wait_until(lambda: bool(after))
+        assert after == [True]  # back in its media bridge
+        assert not caller.ended
+        assert not any("voxtra-internal-dial" in b for b in fake_asterisk.bridges)
+        release.set()
+        await caller.wait_ended()

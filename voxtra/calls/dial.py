@@ -301,6 +301,10 @@ async def _connect(
         with contextlib.suppress(AriError, CallEnded):
             await context.release_bridge(bridge_id)
         return _hung_up_before(leg)
+    except BaseException:
+        # Cancelled while Asterisk moved them (it may have): as a cancel while talking.
+        await _end_talk(context, leg.id, bridge_id, home)
+        raise
     began = time.monotonic()
     logger.info("call %s: connected to %s (%s)", context.id, leg.target, leg.id)
     # Gone while the bridge was made: its event came before the answer to addChannel.
@@ -416,8 +420,8 @@ async def _connect_with_keys(
     try:
         home = await _caller_bridge(context)
         bridge_id = await _keys_bridge(context, "dial")
-        await context.request(context.ari.bridges.add_channel(bridge_id, context.id))
         try:
+            await context.request(context.ari.bridges.add_channel(bridge_id, context.id))
             await context.request(
                 context.ari.bridges.add_channel(bridge_id, leg.id, absorb_dtmf=True)
             )
@@ -429,6 +433,10 @@ async def _connect_with_keys(
                 await context.release_bridge(bridge_id)
             await _back_home(context, home)
             return _hung_up_before(leg)
+        except BaseException:
+            # Cancelled while the caller (and the party) moved in: as while talking.
+            await _end_talk(context, leg.id, bridge_id, home)
+            raise
         began = time.monotonic()
         logger.info(
             "call %s: connected to %s (%s), transfer keys on", context.id, leg.target, leg.id
