@@ -648,6 +648,8 @@ class VoicePipeline:
         self._speak_lock = anyio.Lock()
         self._vad_session = self.vad.session() if self.vad is not None else None
         self._last_activity = self._clock.now()
+        # Nothing owed from an earlier attach (its speech_ms could match this one's).
+        self._awaiting_final, self._final_in_pause = False, None
         self.turn.reset()
         try:
             async with anyio.create_task_group() as tg:
@@ -1204,7 +1206,16 @@ class VoicePipeline:
         assert self._finals is not None
         text = text.strip()
         turn = self.turn
-        if is_final and text and turn.in_speech and turn.silence_ms > 0:
+        # Not a final owed for an end of speech already sent (an STT that decodes a
+        # whole utterance at its end, Whisper or pocketsphinx): that one's final may
+        # land in the pause after the next utterance, which it does not end.
+        if (
+            is_final
+            and text
+            and not self._awaiting_final
+            and turn.in_speech
+            and turn.silence_ms > 0
+        ):
             # The STT ended the utterance before our silence did (Deepgram's own
             # endpointing, 300 ms, against end_silence_ms' 600 or a 1.2 s hold): the
             # turn ends with it. Left open, the answer to this final played while the

@@ -5,6 +5,7 @@ Scripted providers, virtual clock."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import anyio
@@ -15,9 +16,10 @@ from voxtra.pipeline.events import (
     PipelineEvent,
     SpeechEndedEvent,
     SpeechStartedEvent,
+    UserTranscriptEvent,
 )
 from voxtra.pipeline.pipeline import VoicePipeline
-from voxtra.pipeline.testing import MemoryMediaIO, tone_frames
+from voxtra.pipeline.testing import MemoryMediaIO, VirtualClock, tone_frames
 from voxtra.providers.base import Transcript
 
 from .doubles import EnergyVAD, Reply, ScriptedLLM, ScriptedTTS, words
@@ -113,3 +115,62 @@ async def test_a_final_in_the_pause_ends_the_turn() -> None:
         ("user", "on Sundays too?"),
         ("assistant", "No."),
     ]
+
+
+class DecodingStream(EndpointingStream):
+    """An STT that decodes a whole utterance at its end of speech (Whisper,
+    pocketsphinx): each final comes ``decode_s`` after the end of speech asked for it."""
+
+    def __init__(self, clock: VirtualClock, decode_s: float) -> None:
+        super().__init__()
+        self.clock, self.decode_s = clock, decode_s
+        self.decoding: set[asyncio.Task[None]] = set()
+
+    async def end_of_speech(self) -> None:
+        self.ends += 1
+        text = self.finals.pop(0) if self.finals else ""
+
+        async def decode() -> None:
+            await self.clock.sleep(self.decode_s)
+            await self.send_q.send(Transcript(text, True))
+
+        task = asyncio.ensure_future(decode())
+        self.decoding.add(task)
+        task.add_done_callback(self.decoding.discard)
+
+
+async def test_a_late_final_of_the_last_utterance_does_not_end_the_next() -> None:
+    """The caller says one thing, pauses (its end of speech goes to the STT, which takes
+    0.8 s to decode it), then a short "yes" and a pause. The first utterance's final
+    lands in that second pause: it is the first one's, owed, not the STT ending "yes".
+    Taken for that, "yes" was never sent to the STT (no end of speech for it) and never
+    heard."""
+    media = MemoryMediaIO()
+    clock = media.clock
+    stt = EndpointingSTT()
+    stt.s = DecodingStream(clock, decode_s=0.8)
+    stt.s.finals = ["what time do you open", "yes"]
+    llm = ScriptedLLM([Reply(["At nine."]), Reply(["Good."])], clock)
+    p = VoicePipeline(stt, llm, ScriptedTTS(clock), EnergyVAD())
+    heard: list[str] = []
+    p.on_event(lambda e: heard.append(e.text) if _final_text(e) else None)
+
+    async def caller() -> None:
+        media.inject(tone_frames(600, level_db=-15))  # "what time do you open"
+        await media.wait_until(lambda: stt.s.ends == 1, 5)  # its end of speech (1.2 s)
+        await media.wait_until(lambda: clock.now() >= 1.5, 5)
+        media.inject(tone_frames(300, level_db=-15))  # "yes", over before 2.0 s
+        await media.wait_until(lambda: clock.now() > 6.0, 20)
+        media.hangup()
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await p.run(media, clock=clock)
+
+    assert stt.s.ends == 2  # "yes" went to the STT too
+    assert heard == ["what time do you open", "yes"]
+
+
+def _final_text(event: PipelineEvent) -> bool:
+    return isinstance(event, UserTranscriptEvent) and event.is_final and bool(event.text)
