@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import importlib.util
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -32,8 +33,11 @@ _CHARS_UTF8 = 1
 _PARAM_RATE = 1
 _PARAM_VOLUME = 2
 _PARAM_PITCH = 3
+_PARAMS = (_PARAM_RATE, _PARAM_VOLUME, _PARAM_PITCH)
+"""The parameters an ``EspeakTTS`` sets: every synthesis sets all of them."""
 _EE_OK = 0
 _BUFFER_MS = 60
+_EXTRA_HINT = "pip install 'voxtra[espeak]'"
 
 _Callback = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
@@ -60,6 +64,7 @@ class _Engine:
         self.lock = threading.Lock()
         self._lib: ctypes.CDLL | None = None
         self.sample_rate = 0
+        self._defaults: dict[int, int] = {}
         self._job: _Job | None = None
         # Keep the ctypes callback object alive for the life of the process.
         self._callback = _Callback(self._on_audio)
@@ -70,9 +75,7 @@ class _Engine:
         try:
             import espeakng_loader
         except ImportError as exc:
-            raise ConfigError(
-                "EspeakTTS needs the espeak extra: pip install 'voxtra[espeak]'"
-            ) from exc
+            raise ConfigError(f"EspeakTTS needs the espeak extra: {_EXTRA_HINT}") from exc
         try:
             lib = ctypes.CDLL(espeakng_loader.get_library_path())
         except OSError as exc:
@@ -84,6 +87,8 @@ class _Engine:
         lib.espeak_SetVoiceByName.restype = ctypes.c_int
         lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
         lib.espeak_SetParameter.restype = ctypes.c_int
+        lib.espeak_GetParameter.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.espeak_GetParameter.restype = ctypes.c_int
         lib.espeak_Synth.argtypes = [
             ctypes.c_char_p,
             ctypes.c_size_t,
@@ -100,6 +105,7 @@ class _Engine:
         if rate <= 0:
             raise ProviderError("espeak", f"espeak_Initialize failed ({rate})")
         lib.espeak_SetSynthCallback(self._callback)
+        self._defaults = {param: lib.espeak_GetParameter(param, 0) for param in _PARAMS}
         self.sample_rate = rate
         self._lib = lib
         return lib
@@ -122,8 +128,11 @@ class _Engine:
                 lib = self._load()
                 if lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
                     raise ProviderError("espeak", f"unknown voice {voice!r}")
-                for param, value in params.items():
-                    lib.espeak_SetParameter(param, value, 0)
+                # espeak keeps a parameter until it is set again, so one left out took the
+                # last synthesis's value: after EspeakTTS(volume=20) had spoken, a plain
+                # EspeakTTS() spoke at a quarter of its RMS. Every one is set every time.
+                for param, default in self._defaults.items():
+                    lib.espeak_SetParameter(param, params.get(param, default), 0)
                 raw = text.encode("utf-8") + b"\0"
                 self._job = job
                 try:
@@ -160,6 +169,9 @@ class EspeakTTS:
     ) -> None:
         if not 80 <= rate <= 450:
             raise ConfigError(f"EspeakTTS rate must be 80..450 words per minute, not {rate}")
+        if importlib.util.find_spec("espeakng_loader") is None:
+            # Here, not at the first synthesis: that is mid-call, the caller's first answer.
+            raise ConfigError(f"EspeakTTS needs the espeak extra: {_EXTRA_HINT}")
         self.voice = voice
         self._params = {_PARAM_RATE: rate}
         if pitch is not None:

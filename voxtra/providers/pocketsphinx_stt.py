@@ -26,6 +26,7 @@ at the cost of the event-loop stalls above).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -78,6 +79,7 @@ def _dither(pcm: bytes) -> bytes:
 
 _MIN_UTTERANCE_S = 0.1
 _SEARCH = "voxtra"
+_EXTRA_HINT = "pip install 'voxtra[local]'"
 
 
 def _words(phrase: str) -> list[str]:
@@ -97,8 +99,8 @@ _local = threading.local()
 
 
 class _Recognizer:
-    """A decoder plus its initial cepstral mean, restored before every utterance so a
-    result never depends on which call's audio the decoder heard before."""
+    """A decoder whose front end is reset before every utterance, so a result never
+    depends on which call's audio the decoder heard before."""
 
     def __init__(self, jsgf: str | None, options: dict[str, Any], vocabulary: list[str]):
         from pocketsphinx import Decoder
@@ -112,14 +114,19 @@ class _Recognizer:
                 raise LookupError(f"words not in the pocketsphinx dictionary: {unknown}")
             self.decoder.add_jsgf_string(_SEARCH, jsgf)
             self.decoder.activate_search(_SEARCH)
-        self._cmn = self.decoder.get_cmn()
 
     def decode(self, pcm16k: bytes) -> tuple[str, float | None]:
         """Decode one whole utterance (blocking, holds the GIL throughout)."""
         if not pcm16k:
             return "", None
         d = self.decoder
-        d.set_cmn(self._cmn)
+        # Restoring the cepstral mean alone was not enough: the front end's noise
+        # estimate (remove_noise, on by default) carries over from utterance to
+        # utterance, so the same audio got another confidence (0.0437 fresh, 0.0438
+        # after itself; open vocabulary drifted on every decode) depending on what the
+        # worker decoded before. reinit_feat() rebuilds the front end and the features,
+        # cepstral mean included, in 0.1 ms; results then equal a fresh decoder's.
+        d.reinit_feat()
         d.start_utt()
         d.process_raw(_PAD + _dither(pcm16k) + _PAD, full_utt=True)
         d.end_utt()
@@ -199,9 +206,13 @@ class _Worker:
     def alive(self) -> bool:
         return self.proc.returncode is None
 
-    async def stop(self) -> None:
+    async def stop(self, *, kill: bool = False) -> None:
+        """End the process: on EOF it finishes the utterance it is decoding, answers and
+        exits (killed if it has not within 2 s); ``kill`` ends one that is no use now."""
         if self.proc.stdin is not None and not self.proc.stdin.is_closing():
             self.proc.stdin.close()
+        if kill and self.alive:
+            self.proc.kill()
         try:
             await asyncio.wait_for(self.proc.wait(), 2.0)
         except TimeoutError:
@@ -217,6 +228,9 @@ class PocketSphinxSTT:
     ``workers`` decoder subprocesses serve all calls, started on first use or by
     ``warm_up()`` (``executor="thread"`` decodes in in-process threads instead).
     ``max_utterance_s`` bounds the buffer if the VAD never calls ``end_of_speech``.
+    A worker that has not answered an utterance within ``decode_timeout_s`` plus the
+    utterance's length is hung: it is killed, that utterance fails (``ProviderError``:
+    the pipeline speaks its fallback line) and a new worker takes the next one.
     Call ``aclose()`` to stop the workers (they also end when this process does)."""
 
     name = "pocketsphinx"
@@ -232,6 +246,7 @@ class PocketSphinxSTT:
         workers: int = 1,
         executor: str = "process",
         max_utterance_s: float = 30.0,
+        decode_timeout_s: float = 5.0,
         decoder_options: dict[str, Any] | None = None,
     ) -> None:
         given = [x for x in (grammar, keywords, jsgf) if x is not None]
@@ -243,6 +258,13 @@ class PocketSphinxSTT:
             raise ConfigError("PocketSphinxSTT executor must be 'process' or 'thread'")
         if workers < 1:
             raise ConfigError("PocketSphinxSTT needs at least one worker")
+        if decode_timeout_s <= 0:
+            raise ConfigError("PocketSphinxSTT decode_timeout_s must be positive")
+        if importlib.util.find_spec("pocketsphinx") is None:
+            # Checked here, not left to the decoder: the worker process only said
+            # "decoding failed: ModuleNotFoundError" when the first call's stream opened,
+            # and executor="thread" raised the bare ImportError there.
+            raise ConfigError(f"PocketSphinxSTT needs the local extra: {_EXTRA_HINT}")
         self._jsgf: str | None
         if grammar is not None:
             self._jsgf = _keywords_jsgf(grammar, loop=False)
@@ -254,9 +276,15 @@ class PocketSphinxSTT:
         self.workers = workers
         self.executor = executor
         self.max_utterance_s = max_utterance_s
+        self.decode_timeout_s = decode_timeout_s
+        """Allowed on top of an utterance's own length (s) before its worker counts as
+        hung. Decoding takes 0.02-0.4 of the utterance's length (notes/speech.md): a 30
+        s utterance at 0.4 needs 12 s of the 35 s this allows."""
         self._options: dict[str, Any] = {"loglevel": "FATAL", **(decoder_options or {})}
         self._threads: ThreadPoolExecutor | None = None
         self._idle: list[_Worker] = []
+        self._workers: set[_Worker] = set()
+        """Every worker this provider started and has not stopped, idle or decoding."""
         self._started = 0
         self._slots: asyncio.Semaphore | None = None
         self._ready = False
@@ -276,14 +304,34 @@ class PocketSphinxSTT:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.workers)
         async with self._slots:
-            worker = self._idle.pop() if self._idle else await _Worker.start(self._config())
+            worker = self._idle.pop() if self._idle else await self._start_worker()
             try:
-                result = await worker.decode(pcm16k) if pcm16k else ("", None)
+                result = await self._decode_on(worker, pcm16k) if pcm16k else ("", None)
             except BaseException:
-                await worker.stop()  # a worker in an unknown state is not reused
+                self._workers.discard(worker)
+                await worker.stop(kill=True)  # a worker in an unknown state is not reused
                 raise
-            self._idle.append(worker)
+            if worker in self._workers:  # else aclose() stopped it while it decoded
+                self._idle.append(worker)
             return result
+
+    async def _start_worker(self) -> _Worker:
+        worker = await _Worker.start(self._config())
+        self._workers.add(worker)
+        return worker
+
+    async def _decode_on(self, worker: _Worker, pcm16k: bytes) -> tuple[str, float | None]:
+        # Without a deadline a hung worker held its slot for good: with the default one
+        # worker, every later utterance of every call waited behind it (reproduced by
+        # stopping the worker with SIGSTOP: the next utterance never decoded).
+        seconds = self.decode_timeout_s + len(pcm16k) / 2 / _RATE
+        try:
+            async with asyncio.timeout(seconds):
+                return await worker.decode(pcm16k)
+        except TimeoutError:
+            raise ProviderError(
+                self.name, f"decoder process hung (no answer in {seconds:.1f} s); replaced"
+            ) from None
 
     async def _decode_in_thread(self, pcm16k: bytes) -> tuple[str, float | None]:
         if self._threads is None:
@@ -304,7 +352,7 @@ class PocketSphinxSTT:
             await self._decode_in_thread(b"")
         else:
             while len(self._idle) < self.workers:
-                self._idle.append(await _Worker.start(self._config()))
+                self._idle.append(await self._start_worker())
         self._ready = True
 
     async def stream(self) -> PocketSphinxStream:
@@ -314,9 +362,13 @@ class PocketSphinxSTT:
         return PocketSphinxStream(self)
 
     async def aclose(self) -> None:
-        """Stop the decoder workers (idempotent; the provider restarts them if used again)."""
-        idle, self._idle = self._idle, []
-        await asyncio.gather(*(w.stop() for w in idle))
+        """Stop the decoder workers, those decoding too: each finishes its utterance
+        first (idempotent; the provider restarts them if used again)."""
+        # Only the idle ones were stopped: a worker busy at aclose() went back to the
+        # idle list when its utterance was done and lived on (reproduced: closing the
+        # provider during a decode left its process running).
+        workers, self._workers, self._idle = self._workers, set(), []
+        await asyncio.gather(*(w.stop() for w in workers))
         if self._threads is not None:
             self._threads.shutdown(wait=False, cancel_futures=True)
             self._threads = None

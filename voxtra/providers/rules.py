@@ -52,7 +52,9 @@ class _Slots(dict[str, Any]):
 def _render(template: str, values: Mapping[str, Any]) -> str:
     try:
         return template.format_map(_Slots(values))
-    except (ValueError, AttributeError, IndexError) as exc:
+    # TypeError and KeyError too: "{result[temp]}" over a tool's plain-text result, or a
+    # key a JSON result lacks, raised them bare (not a VoxtraError) from generate().
+    except (ValueError, AttributeError, IndexError, TypeError, KeyError) as exc:
         raise ConfigError(f"bad answer template {template!r}: {exc}") from exc
 
 

@@ -6,9 +6,9 @@ Mode 2 is the default: on 8 kHz u-law with background noise it keeps recall at 0
 
 from __future__ import annotations
 
+import importlib
 import logging
-
-import webrtcvad
+from typing import Any
 
 from voxtra.errors import ConfigError, MediaError
 from voxtra.media import g711
@@ -25,11 +25,25 @@ _DIRECT = frozenset((rate, rate // 100 * ms // 10 * 2) for rate in _RATES for ms
 frame (it hands over PCM16), judged without the checks below (0.5 of 1.7 us a frame)."""
 
 
+def _webrtcvad() -> Any:
+    """The ``webrtcvad`` module, or a ConfigError naming the extra that installs it.
+
+    Imported when a ``WebRtcVAD`` is made, not with this module: a top-level import
+    failed as a bare ``ModuleNotFoundError: webrtcvad`` (the package is
+    webrtcvad-wheels) wherever this module was imported directly (the scaffold does)."""
+    try:
+        return importlib.import_module("webrtcvad")
+    except ImportError as exc:
+        raise ConfigError(
+            f"WebRtcVAD needs the local extra ({exc}): pip install 'voxtra[local]'"
+        ) from exc
+
+
 class WebRtcVADSession:
     """One call's detector; webrtcvad keeps smoothing state, so never share it."""
 
     def __init__(self, mode: int) -> None:
-        self._vad = webrtcvad.Vad(mode)
+        self._vad = _webrtcvad().Vad(mode)
         self.odd_frames = 0
         """Frames that were not whole 10 ms pieces (the tail was ignored, see is_speech)."""
 
@@ -81,6 +95,7 @@ class WebRtcVAD:
     def __init__(self, mode: int = 2) -> None:
         if mode not in (0, 1, 2, 3):
             raise ConfigError(f"WebRtcVAD mode must be 0..3, not {mode!r}")
+        _webrtcvad()  # fail now, with the extra's name, not when a call starts
         self.mode = mode
 
     def session(self) -> WebRtcVADSession:

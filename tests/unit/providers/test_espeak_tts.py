@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import numpy as np
@@ -82,3 +83,27 @@ async def test_empty_text_yields_nothing_and_bad_voice_fails_clearly() -> None:
         await synth(EspeakTTS(voice="no-such-voice-xx"), "hello")
     with pytest.raises(ConfigError):
         EspeakTTS(rate=5)
+
+
+def rms(chunks: list[AudioChunk]) -> float:
+    x = np.frombuffer(b"".join(c.data for c in chunks), dtype="<i2").astype(np.float64)
+    return float(np.sqrt(np.mean(x**2)))
+
+
+async def test_settings_of_one_instance_do_not_carry_over_to_another() -> None:
+    """espeak keeps a parameter until it is set again: after EspeakTTS(volume=20) had
+    spoken, a plain EspeakTTS() spoke at a quarter of its level."""
+    plain = EspeakTTS()
+    before = rms(await synth(plain, "hello there, how are you"))
+    quiet = rms(await synth(EspeakTTS(volume=20, pitch=90), "hello there, how are you"))
+    after = rms(await synth(plain, "hello there, how are you"))
+    assert quiet < before * 0.5  # the setting does act
+    assert abs(after - before) < 0.05 * before, (before, after)
+
+
+def test_a_missing_espeak_package_is_a_config_error_at_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"voxtra\[espeak\]"):
+        EspeakTTS()

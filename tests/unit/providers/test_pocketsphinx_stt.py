@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -229,3 +232,76 @@ async def test_a_finished_stream_is_freed_without_the_cyclic_collector(
         del stream
         assert ref() is None
     assert all(t.is_final for t in got)
+
+
+async def test_a_result_does_not_depend_on_what_the_worker_decoded_before(
+    say_ulaw, to_frames
+) -> None:
+    """One worker decodes three calls' utterances in turn: the first call's words come
+    back the same, confidence included, when said again after another call's.
+
+    The front end's noise estimate used to carry over (0.0437, then 0.0438: the result
+    depended on which call the worker had decoded before)."""
+    stt = PocketSphinxSTT(keywords=["is it raining in berlin today", "tell me a long story"])
+    await stt.warm_up()
+    weather = to_frames(await say_ulaw("is it raining in berlin today"))
+    story = to_frames(await say_ulaw("tell me a long story"))
+    got = []
+    for chunks in (weather, story, weather, weather):
+        stream = await stt.stream()
+        await send_all(stream, chunks)
+        await stream.close()
+        [final] = await finals(stream)
+        got.append((final.text, final.confidence))
+    await stt.aclose()
+    assert "berlin" in got[0][0] and got[1][0] == "tell me a long story"
+    assert got[2] == got[0] and got[3] == got[0], got
+
+
+async def test_a_hung_worker_fails_its_utterance_and_is_replaced(say_ulaw, to_frames) -> None:
+    """A decoder process that stops answering (here: SIGSTOP) is killed after its
+    deadline and the next utterance gets a new one; it used to hold the only slot for
+    good, so every later utterance of every call waited."""
+    stt = PocketSphinxSTT(keywords=["tell me a long story"], decode_timeout_s=1.0)
+    await stt.warm_up()
+    (hung,) = stt._idle
+    os.kill(hung.proc.pid, signal.SIGSTOP)
+    story = to_frames(await say_ulaw("tell me a long story"))
+    async with asyncio.timeout(20):  # the old code never got past this first utterance
+        stream = await stt.stream()
+        await send_all(stream, story)
+        await stream.close()
+        with pytest.raises(ProviderError, match="hung"):
+            await finals(stream)
+        assert hung.proc.returncode is not None  # killed, not left stopped
+        stream = await stt.stream()
+        await send_all(stream, story)
+        await stream.close()
+        assert [t.text for t in await finals(stream)] == ["tell me a long story"]
+    await stt.aclose()
+
+
+async def test_aclose_stops_a_worker_that_is_decoding(say_ulaw, to_frames) -> None:
+    """Closing the provider mid-utterance: the utterance still decodes, and its worker
+    then ends (a worker busy at aclose() used to go back to the idle list and live on)."""
+    stt = PocketSphinxSTT(keywords=["tell me a long story"])
+    await stt.warm_up()
+    (worker,) = stt._idle
+    stream = await stt.stream()
+    await send_all(stream, to_frames(await say_ulaw("tell me a long story " * 3)))
+    await stream.end_of_speech()
+    while stt._idle:  # the queue's task takes the worker
+        await asyncio.sleep(0.001)
+    await stt.aclose()
+    await stream.close()
+    assert [t.text for t in await finals(stream)] == [" ".join(["tell me a long story"] * 3)]
+    assert worker.proc.returncode is not None
+
+
+def test_a_missing_pocketsphinx_is_a_config_error_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)  # as if not installed
+    for executor in ("process", "thread"):
+        with pytest.raises(ConfigError, match=r"voxtra\[local\]"):
+            PocketSphinxSTT(keywords=["hello"], executor=executor)

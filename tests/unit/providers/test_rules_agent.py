@@ -203,3 +203,35 @@ async def test_weather_paraphrases_call_the_tool_with_the_city(text: str, city: 
     chunks = await collect(RulesAgent(), user(text), [WEATHER])
     calls = [call for c in chunks for call in c.tool_calls]
     assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": city})]
+
+
+@pytest.mark.parametrize(
+    ("result", "template"),
+    [
+        ("sunny", "{result[temp]} degrees."),  # TypeError: a str indexed by a key
+        (json.dumps({"wind": {"gust": 40}}), "Wind {wind[speed]}."),  # KeyError
+    ],
+)
+def test_a_template_indexing_what_the_tool_did_not_return_is_a_config_error(
+    result: str, template: str
+) -> None:
+    """Indexing a plain-text result, or a key a JSON result lacks, raised a bare
+    TypeError/KeyError (not a VoxtraError) out of the agent."""
+    agent = RulesAgent(
+        [
+            Intent(
+                "w",
+                patterns=["weather"],
+                tool="get_weather",
+                tool_answer=template,
+            )
+        ]
+    )
+    call = ToolCall("c1", "get_weather", {})
+    messages = [
+        ChatMessage("user", "weather"),
+        ChatMessage("assistant", tool_calls=[call]),
+        ChatMessage("tool", result, tool_call_id="c1"),
+    ]
+    with pytest.raises(ConfigError, match="bad answer template"):
+        agent.reply(messages)

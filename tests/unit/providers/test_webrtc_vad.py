@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import soxr
@@ -80,3 +82,13 @@ def test_bad_input_is_a_media_error() -> None:
     assert session.is_speech(AudioChunk(b"\xff" * 100)) is False  # odd size: no raise
     with pytest.raises(ConfigError):
         WebRtcVAD(mode=7)
+
+
+def test_a_missing_webrtcvad_is_a_config_error_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It was a bare ModuleNotFoundError for "webrtcvad" (the package is
+    webrtcvad-wheels) at import, wherever the module was imported directly."""
+    monkeypatch.setitem(sys.modules, "webrtcvad", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"voxtra\[local\]"):
+        WebRtcVAD()
