@@ -55,6 +55,12 @@ class PlatformMetrics:
             "Call records not written because the store's queue was full",
             registry=self.registry,
         )
+        self.store_writes_failed = Counter(
+            "voxtra_store_writes_failed",
+            "Call records not written because the store refused them, or was still out of "
+            "reach when the platform stopped (each logged with its call)",
+            registry=self.registry,
+        )
         self.media_frames = Counter(
             "voxtra_media_frames",
             "Media frames of ended calls, by kind: in, out, lost (never arrived), late "

@@ -13,6 +13,12 @@ Pipeline callbacks are synchronous and run inline in the pipeline: they only put
 on a bounded queue that one writer task drains in order, so a slow database never
 delays a call's audio (a full queue drops the write, counted in
 ``voxtra_store_writes_dropped``).
+
+A write the database could not take because it was away (a connection refused or cut)
+is tried again, and the writes behind it wait, in order, until it is back: a call's
+record, turns and end reach the store after an outage. A write the database refused
+for good (a constraint) and those still queued when the platform stops are lost: each
+is logged with its call and counted in ``voxtra_store_writes_failed``.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
+
+from sqlalchemy.exc import IntegrityError
 
 from voxtra.app import VoxtraApp
 from voxtra.ari.events import ChannelDtmfReceived, ChannelStateChange
@@ -45,6 +53,7 @@ from voxtra.pipeline.events import (
 from voxtra.platform.metrics import PlatformMetrics
 from voxtra.platform.store.base import new_id, utcnow
 from voxtra.platform.store.calls import CallRecord, CallStatus, TranscriptTurn
+from voxtra.platform.store.db import unreachable
 from voxtra.platform.store.repository import CallStore
 from voxtra.recording.metadata import RecordingMetadata
 
@@ -56,7 +65,19 @@ PLATFORM_CALL_ID = "platform_call_id"
 """The ``call.metadata`` key holding the store's id of a call the API placed."""
 
 _QUEUE = 10_000
-Write = Callable[[], Awaitable[object]]
+# A write the database could not take is tried again after 0.5, 1, 2, 4 s, then every
+# 8 s, as the engine's outcome writes are (voxtra.platform.engine.worker).
+_RETRY_FIRST = 0.5
+_RETRY_MAX = 8.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One queued write: ``run`` it; ``call_id`` and ``what`` name it in logs."""
+
+    call_id: str
+    what: str
+    run: Callable[[], Awaitable[object]]
 
 
 @dataclass
@@ -105,8 +126,9 @@ class PlatformRecorder:
         self.metrics = metrics
         self.tracks: dict[str, _Track] = {}
         """Live calls by channel id."""
-        self._queue: asyncio.Queue[Write | None] = asyncio.Queue(maxsize=_QUEUE)
+        self._queue: asyncio.Queue[_Write | None] = asyncio.Queue(maxsize=_QUEUE)
         self._writer: asyncio.Task[None] | None = None
+        self._writing: _Write | None = None
         app.on_call_start(self._call_started)
         app.on_call_end(self._call_ended)
         app.on_recording_delivered(self._recording_delivered)
@@ -134,10 +156,10 @@ class PlatformRecorder:
         try:
             await asyncio.wait_for(asyncio.shield(self._writer), timeout)
         except TimeoutError:
-            logger.warning("platform: %d store write(s) not done at stop", self._queue.qsize())
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
+            await self._abandon()
         self._writer = None
 
     async def flush(self) -> None:
@@ -147,22 +169,77 @@ class PlatformRecorder:
         async def mark() -> None:
             done.set_result(None)
 
-        self._put(mark)
+        self._put("", "", mark)
         await done
 
-    def _put(self, write: Write) -> None:
+    def _put(self, call_id: str, what: str, run: Callable[[], Awaitable[object]]) -> None:
         try:
-            self._queue.put_nowait(write)
+            self._queue.put_nowait(_Write(call_id, what, run))
         except asyncio.QueueFull:
             self.metrics.store_writes_dropped.inc()
-            logger.warning("platform: the store's write queue is full; a write is dropped")
+            logger.warning(
+                "platform: the store's write queue is full; call %s: %s dropped", call_id, what
+            )
 
     async def _write_loop(self) -> None:
         while (write := await self._queue.get()) is not None:
+            self._writing = write
+            await self._write(write)
+            self._writing = None
+
+    async def _write(self, write: _Write) -> None:
+        """``write``, tried until the database takes it while it is away (see the module
+        doc); the writes queued behind it wait, so they still land in order."""
+        wait = _RETRY_FIRST
+        while True:
             try:
-                await write()
-            except Exception:
-                logger.exception("platform: a store write failed")
+                await write.run()
+                return
+            except Exception as exc:
+                if not unreachable(exc):
+                    self._lost(write, exc)
+                    return
+                logger.warning(
+                    "platform: the store is out of reach (%s); call %s: %s tried again in "
+                    "%.1f s (%d write(s) wait behind it)",
+                    type(exc).__name__,
+                    write.call_id,
+                    write.what,
+                    wait,
+                    self._queue.qsize(),
+                )
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, _RETRY_MAX)
+
+    def _lost(self, write: _Write, exc: BaseException | None) -> None:
+        self.metrics.store_writes_failed.inc()
+        if exc is None:
+            logger.error(
+                "platform: the store was still out of reach at stop; call %s: %s not written",
+                write.call_id,
+                write.what,
+            )
+        else:
+            logger.error(
+                "platform: call %s: %s not written: the store refused it",
+                write.call_id,
+                write.what,
+                exc_info=exc,
+            )
+
+    async def _abandon(self) -> None:
+        """At stop, the writer given up on: every write not done is lost, each said (a
+        flush's mark, no write, is let through)."""
+        left = [self._writing] if self._writing is not None else []
+        self._writing = None
+        while not self._queue.empty():
+            if (write := self._queue.get_nowait()) is not None:
+                left.append(write)
+        for write in left:
+            if write.call_id:
+                self._lost(write, None)
+            else:
+                await write.run()
 
     # -- call start and end -------------------------------------------------------------
 
@@ -190,7 +267,7 @@ class PlatformRecorder:
                     only_if_not=[s.value for s in _FINAL],
                 )
 
-            self._put(answered_write)
+            self._put(track.call_id, "its answer", answered_write)
         else:
             inbound = call.direction is CallDirection.INBOUND
             status = (
@@ -198,25 +275,31 @@ class PlatformRecorder:
                 if call.state is CallState.IN_PROGRESS
                 else CallStatus.RINGING
             )
-            record = CallRecord(
-                id=track.call_id,
-                channel_id=call.id,
-                direction=call.direction.value,
-                status=status.value,
-                to=call.called_number or None,
-                from_=(call.caller_id or None) if inbound else None,
-                backend=call.backend,
-                meta=_plain(call.metadata),
-                created_at=now,
-                started_at=now,
-                answered_at=now if answered is not None else None,
-                instance_id=self.app.instance_id,
-            )
+            fields: dict[str, Any] = {
+                "id": track.call_id,
+                "channel_id": call.id,
+                "direction": call.direction.value,
+                "status": status.value,
+                "to": call.called_number or None,
+                "from_": (call.caller_id or None) if inbound else None,
+                "backend": call.backend,
+                "meta": _plain(call.metadata),
+                "created_at": now,
+                "started_at": now,
+                "answered_at": now if answered is not None else None,
+                "instance_id": self.app.instance_id,
+            }
 
             async def create() -> None:
-                await self.store.create(record, event={"status": status.value})
+                # A new row each try: one from a rolled back session is not added again.
+                try:
+                    await self.store.create(CallRecord(**fields), event={"status": status.value})
+                except IntegrityError:
+                    # Tried again after a connection lost at its commit: it may be there.
+                    if await self.store.get(track.call_id) is None:
+                        raise
 
-            self._put(create)
+            self._put(track.call_id, "its record", create)
             if status is CallStatus.RINGING:
                 self._watch_answer(call, track)
         self._watch_dtmf(call, track)
@@ -230,6 +313,8 @@ class PlatformRecorder:
             if not answered and event.channel.id == call.id and event.channel.state == "Up":
                 answered = True
                 self._put(
+                    track.call_id,
+                    "its answer",
                     functools.partial(
                         self.store.update,
                         track.call_id,
@@ -237,7 +322,7 @@ class PlatformRecorder:
                         answered_at=utcnow(),
                         event=("status", {"status": CallStatus.IN_PROGRESS.value}),
                         only_if_not=[s.value for s in _FINAL],
-                    )
+                    ),
                 )
             return False  # stays registered; failed (CallEnded) when the call ends
 
@@ -253,9 +338,11 @@ class PlatformRecorder:
         def seen(event: ChannelDtmfReceived) -> bool:
             track.dtmf += 1
             self._put(
+                track.call_id,
+                "a DTMF digit",
                 functools.partial(
                     self.store.add_event, track.call_id, "dtmf", {"digit": event.digit}
-                )
+                ),
             )
             return False
 
@@ -309,7 +396,7 @@ class PlatformRecorder:
                 **fields,
             )
 
-        self._put(final)
+        self._put(track.call_id, "its end (status, duration, figures)", final)
 
     def _figures(self, track: _Track) -> dict[str, Any]:
         latency = {
@@ -347,7 +434,7 @@ class PlatformRecorder:
                 call_id = record.id
             await self.store.update(call_id, recording=recording, event=("recording", recording))
 
-        self._put(write)
+        self._put(track.call_id if track is not None else meta.call_id, "its recording", write)
 
     # -- the pipeline's events ----------------------------------------------------------
 
@@ -366,16 +453,14 @@ class PlatformRecorder:
             track.caller_talk_ms += event.speech_ms
         elif isinstance(event, UserTranscriptEvent):
             if event.is_final and event.text.strip() and track.transcribe:
-                turn = TranscriptTurn(
-                    call_id=track.call_id,
-                    seq=0,
+                self._add_turn(
+                    track,
                     speaker="caller",
                     text=event.text,
                     start=track.offset(track.speech_start),
                     end=track.offset(track.speech_end or event.at),
                     confidence=event.confidence,
                 )
-                self._add_turn(track, turn)
         elif isinstance(event, AgentResponseEvent):
             if event.text.strip():
                 if track.pending_answer is not None:  # a tool step's text, then the answer
@@ -389,11 +474,19 @@ class PlatformRecorder:
             data: dict[str, Any] = {"played_ms": round(event.played_ms, 1)}
             if track.transcribe:  # the agent's words heard: not kept without transcripts
                 data["heard_text"] = event.heard_text
-            self._put(lambda: self.store.add_event(track.call_id, "barge_in", data))
+            self._put(
+                track.call_id,
+                "a barge-in",
+                lambda: self.store.add_event(track.call_id, "barge_in", data),
+            )
         elif isinstance(event, ProviderErrorEvent):
             self.metrics.provider_errors.labels(event.stage or "?", str(event.timed_out)).inc()
             data = {"stage": event.stage, "provider": event.provider, "timed_out": event.timed_out}
-            self._put(lambda: self.store.add_event(track.call_id, "provider_error", data))
+            self._put(
+                track.call_id,
+                "a provider error",
+                lambda: self.store.add_event(track.call_id, "provider_error", data),
+            )
 
     def _turn_metrics(self, track: _Track, metrics: TurnMetrics) -> None:
         figures = {
@@ -423,9 +516,8 @@ class PlatformRecorder:
     ) -> None:
         if not track.transcribe:
             return
-        turn = TranscriptTurn(
-            call_id=track.call_id,
-            seq=0,
+        self._add_turn(
+            track,
             speaker="agent",
             text=text,
             start=track.offset(start),
@@ -433,18 +525,26 @@ class PlatformRecorder:
             interrupted=interrupted,
             latency=dict(latency) if latency is not None else None,
         )
-        self._add_turn(track, turn)
 
-    def _add_turn(self, track: _Track, turn: TranscriptTurn) -> None:
+    def _add_turn(self, track: _Track, **fields: Any) -> None:
+        """Queue a turn, numbered here: its ``seq`` is its key, so a try again after a
+        connection lost at the commit finds the turn written, not adds it twice."""
         track.turns += 1
+        seq = track.turns
         data = {
-            "speaker": turn.speaker,
-            "text": turn.text,
-            "start": turn.start,
-            "end": turn.end,
-            "interrupted": turn.interrupted,
+            "speaker": fields["speaker"],
+            "text": fields["text"],
+            "start": fields["start"],
+            "end": fields["end"],
+            "interrupted": fields.get("interrupted"),
         }
-        self._put(lambda: self.store.add_turn(turn, event_data=data))
+
+        async def write() -> None:
+            # A new row each try: one from a rolled back session is not added again.
+            turn = TranscriptTurn(call_id=track.call_id, seq=seq, **fields)
+            await self.store.add_turn(turn, event_data=data)
+
+        self._put(track.call_id, f"transcript turn {seq}", write)
 
 
 _FINAL = (

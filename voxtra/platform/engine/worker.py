@@ -28,7 +28,7 @@ from voxtra.platform.engine import claims
 from voxtra.platform.engine.claims import ClaimedAttempt, ClaimedRun, FinishedCampaign
 from voxtra.platform.engine.clock import EngineClock, SystemClock
 from voxtra.platform.scheduling import AttemptOutcome, ContactState
-from voxtra.platform.store.db import Database
+from voxtra.platform.store.db import Database, unreachable
 from voxtra.routing import CallHandler
 
 __all__ = ["CallLog", "Dialer", "Notify", "SchedulingWorker"]
@@ -547,8 +547,6 @@ class SchedulingWorker:
         again. Waiting costs little: a 9 s outage took 0.4 s of CPU, rounds every 0.2 s
         included.
         """
-        from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-
         wait, other_failures = 0.5, 0
         while True:
             try:
@@ -557,10 +555,7 @@ class SchedulingWorker:
                 raise
             except Exception as exc:
                 logger.exception("worker %s: writing an outcome failed", self.worker_id)
-                away = isinstance(
-                    exc, OperationalError | InterfaceError | OSError | TimeoutError
-                ) or (isinstance(exc, DBAPIError) and exc.connection_invalidated)
-                if not away:
+                if not unreachable(exc):
                     other_failures += 1
                     if other_failures >= 5:
                         return None

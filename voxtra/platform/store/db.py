@@ -39,6 +39,7 @@ __all__ = [
     "alembic_config",
     "async_url",
     "shielded",
+    "unreachable",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,7 +89,11 @@ class Database:
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite" and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_async_engine(self.url, echo=echo)
+        # pre_ping: a pooled connection is tested before use, and a dead one replaced.
+        # Without it, every connection the pool held when Postgres restarted failed the
+        # first query given to it ("connection was closed in the middle of operation":
+        # a recorder write or an API request lost per pooled connection).
+        self.engine: AsyncEngine = create_async_engine(self.url, echo=echo, pool_pre_ping=True)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
@@ -110,16 +115,17 @@ class Database:
         """Upgrade the schema to the newest revision (idempotent)."""
         async with self.engine.connect() as connection:
             if self.dialect == "postgresql":
-                await connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATE_LOCK})
-            try:
-                await connection.run_sync(_upgrade)
-                await connection.commit()
-            finally:
-                if self.dialect == "postgresql":
-                    await connection.execute(
-                        text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATE_LOCK}
-                    )
-                    await connection.commit()
+                # A transaction's lock, held with the DDL's transaction and released by
+                # its commit or rollback. The session lock it replaces outlived a failed
+                # migration: its unlock, sent into the aborted transaction, raised
+                # "current transaction is aborted" in place of the migration's own
+                # error, and the pooled connection kept the lock, so a second migrate()
+                # of the process waited for ever.
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATE_LOCK}
+                )
+            await connection.run_sync(_upgrade)
+            await connection.commit()
         logger.info("platform database %s is at the newest schema", self.safe_url)
 
     async def ping(self, timeout: float = 2.0) -> bool:
@@ -164,3 +170,25 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 def _upgrade(connection: Connection) -> None:
     command.upgrade(alembic_config(connection), "head")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database was out of reach (a write worth trying again
+    once it is back), not that it refused the write: a dropped or refused connection,
+    a timeout, SQLite's lock, or Postgres taking no connections now.
+
+    Only these: any other error tried again for ever would hold up every write behind
+    it (an InternalError of a bug, say)."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+    if isinstance(exc, OSError | TimeoutError | OperationalError | InterfaceError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    # Postgres: connection exceptions (08), an administrator's shutdown or a start-up
+    # (57), no resources (53), a database not accepting connections (55000, which
+    # asyncpg raises as a plain DBAPIError).
+    state = str(getattr(exc.orig, "sqlstate", None) or "")
+    return state[:2] in ("08", "53", "57") or state == "55000"

@@ -226,18 +226,37 @@ class CallStore:
     # -- transcript and events ----------------------------------------------------------
 
     async def add_turn(self, turn: TranscriptTurn, *, event_data: dict[str, Any]) -> None:
-        """Append a transcript turn (its ``seq`` is the next of its call) and its event."""
-        async with self.db.session() as session:
-            last = await session.scalar(
-                select(func.max(TranscriptTurn.seq)).where(TranscriptTurn.call_id == turn.call_id)
-            )
-            turn.seq = (last or 0) + 1
-            session.add(turn)
-            session.add(
-                CallEventRecord(
-                    call_id=turn.call_id, kind="transcript", data={"seq": turn.seq, **event_data}
+        """Append a transcript turn and its event. A ``seq`` of 0 is the next of its
+        call; a ``seq`` given is the turn's key: a turn already stored under it (a
+        write tried again after its connection was lost at the commit) is kept as it is
+        and nothing is added."""
+        try:
+            async with self.db.session() as session:
+                if not turn.seq:
+                    last = await session.scalar(
+                        select(func.max(TranscriptTurn.seq)).where(
+                            TranscriptTurn.call_id == turn.call_id
+                        )
+                    )
+                    turn.seq = (last or 0) + 1
+                session.add(turn)
+                session.add(
+                    CallEventRecord(
+                        call_id=turn.call_id,
+                        kind="transcript",
+                        data={"seq": turn.seq, **event_data},
+                    )
                 )
-            )
+        except IntegrityError:
+            async with self.db.session() as session:
+                stored = await session.scalar(
+                    select(TranscriptTurn.id).where(
+                        TranscriptTurn.call_id == turn.call_id, TranscriptTurn.seq == turn.seq
+                    )
+                )
+            if stored is None:
+                raise
+            return
         self.notify(turn.call_id)
 
     async def add_event(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
