@@ -223,6 +223,7 @@ async def test_a_person_hanging_up_during_the_amd_step_raises_call_failed(
         with pytest.raises(CallFailed) as raised:
             await app.originate(ENDPOINT, amd=AmdConfig(listen=0, timeout=5))
         assert raised.value.cause == 16
+        assert "answered, then hung up during answering-machine detection" in str(raised.value)
         (channel,) = fake_asterisk.originated
         assert channel.ended
         assert not app.active_sessions

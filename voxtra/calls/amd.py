@@ -40,7 +40,7 @@ from voxtra.ari.client import AriClient
 from voxtra.ari.errors import AriError
 from voxtra.ari.models import Channel
 from voxtra.calls.registry import CallRegistry, PendingOriginate
-from voxtra.errors import VoxtraError
+from voxtra.errors import CallFailed, VoxtraError
 from voxtra.media.frames import AudioChunk, Codec
 from voxtra.media.tones import Tone, ToneDetector, pcm16_samples
 
@@ -219,6 +219,15 @@ async def detect(
             ) from None
         except AriError as exc:
             raise AmdError(f"{endpoint}: the AMD step failed: {exc}") from exc
+        except CallFailed as exc:
+            # The far end hung up inside the step: said as that (it read "call failed
+            # (cause 0: Unknown)" on SIP, as if the call had never been answered).
+            raise CallFailed(
+                endpoint,
+                exc.cause,
+                exc.cause_txt,
+                "answered, then hung up during answering-machine detection",
+            ) from None
     except BaseException:
         with contextlib.suppress(AriError):
             await ari.channels.hangup(channel_id)
