@@ -249,8 +249,10 @@ def test_run_app_name_wins_over_the_name_in_code(
 
 
 def test_run_config_that_does_not_exist_is_a_clear_exit(tmp_path: Path) -> None:
+    # A ConfigError now, which the command line says in one line and exits 2 with
+    # (tests/unit/test_cli.py); it was a SystemExit, exit status 1.
     args = argparse.Namespace(config=str(tmp_path / "nope.yaml"), app_name=None, app="x:app")
-    with pytest.raises(SystemExit, match="no such file"):
+    with pytest.raises(ConfigError, match="no such file"):
         cli._prepare_run(args)
 
 
