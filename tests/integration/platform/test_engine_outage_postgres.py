@@ -192,9 +192,14 @@ async def test_an_outcome_is_written_after_an_outage_longer_than_its_retries(
         await store.close()
 
 
-async def test_a_lease_that_ran_out_in_an_outage_keeps_its_live_call(
-    postgres_url: str, app: VoxtraApp, fake_asterisk: FakeAsterisk
-) -> None:
+async def _two_workers_through_an_outage(
+    postgres_url: str, app: VoxtraApp, fake_asterisk: FakeAsterisk, *, hung: bool
+) -> tuple[list[tuple[str, str | None]], str]:
+    """A places a campaign's call; B starts; both lose the store for longer than the
+    3 s lease (connections cut, or with ``hung`` every query held, none failing); B's
+    side comes back first, A's a second later; A's call then ends. The attempts
+    (worker, outcome) and the contact's state. A lost attempt is tried again at once:
+    a wrongly reaped call rings twice."""
     store = Database(postgres_url)
     await store.migrate()
     proxy_a, db_a = await proxied(postgres_url)
@@ -206,7 +211,6 @@ async def test_a_lease_that_ran_out_in_an_outage_keeps_its_live_call(
             contacts=[ContactSpec("PJSIP/ann")],
             now=SystemClock().now(),
             route="agent",
-            # a lost attempt is tried again at once: a wrongly reaped call rings twice
             retry=RetryPolicy(failed=RetryBackoff(delay=0, factor=1)),
         )
     a = worker(app, db_a, agent, "w-a", lease=3.0)
@@ -215,13 +219,19 @@ async def test_a_lease_that_ran_out_in_an_outage_keeps_its_live_call(
     try:
         await fake_asterisk.wait_until(lambda: len(agent.calls) == 1, timeout=10)
         await b.start()
-        await proxy_a.cut()
-        await proxy_b.cut()
+        for proxy in (proxy_a, proxy_b):
+            if hung:
+                proxy.stall()
+            else:
+                await proxy.cut()
         await asyncio.sleep(4.5)  # longer than the 3 s lease: A's runs out
-        # B's side of the network comes back first, A's a second later
-        await proxy_b.start()
-        await asyncio.sleep(1.0)
-        await proxy_a.start()
+        for proxy in (proxy_b, proxy_a):  # B's side of the network first
+            if hung:
+                proxy.flow()
+            else:
+                await proxy.start()
+            if proxy is proxy_b:
+                await asyncio.sleep(1.0)
 
         async def renewed() -> bool:
             async with store.session() as session:
@@ -242,18 +252,24 @@ async def test_a_lease_that_ran_out_in_an_outage_keeps_its_live_call(
         async with store.session() as session:
             attempts = (await session.scalars(select(CampaignAttempt))).all()
             contact = (await session.scalars(select(CampaignContact))).one()
-        assert [(x.worker_id, x.outcome) for x in attempts] == [("w-a", "completed")]
-        assert contact.state == "completed"
-        assert len(fake_asterisk.originated) == 1
+        return [(x.worker_id, x.outcome) for x in attempts], contact.state
     finally:
+        proxy_a.flow()
+        proxy_b.flow()
         agent.hang.set()
         await b.stop(timeout=1)
         await a.stop(timeout=1)
-        await proxy_a.cut()
-        await proxy_b.cut()
-        await db_a.close()
-        await db_b.close()
-        await store.close()
+
+
+async def test_a_lease_that_ran_out_in_an_outage_keeps_its_live_call(
+    postgres_url: str, app: VoxtraApp, fake_asterisk: FakeAsterisk
+) -> None:
+    attempts, state = await _two_workers_through_an_outage(
+        postgres_url, app, fake_asterisk, hung=False
+    )
+    assert attempts == [("w-a", "completed")]
+    assert state == "completed"
+    assert len(fake_asterisk.originated) == 1
 
 
 async def test_a_renewal_that_hung_through_an_outage_does_not_let_its_worker_reap(
@@ -264,54 +280,6 @@ async def test_a_renewal_that_hung_through_an_outage_does_not_let_its_worker_rea
     outage succeeded when the network came back, and B, its store "up" since it started,
     recorded A's live call lost before A could renew (and dialled it again). A renewal
     after more than a lease without one now starts B's count of a lease again."""
-    store = Database(postgres_url)
-    await store.migrate()
-    proxy_a, db_a = await proxied(postgres_url)
-    proxy_b, db_b = await proxied(postgres_url)
-    agent = Agent()
-    async with store.session() as session:
-        await create_campaign(
-            session,
-            contacts=[ContactSpec("PJSIP/ann")],
-            now=SystemClock().now(),
-            route="agent",
-            retry=RetryPolicy(failed=RetryBackoff(delay=0, factor=1)),
-        )
-    a = worker(app, db_a, agent, "w-a", lease=3.0)
-    b = worker(app, db_b, agent, "w-b", lease=3.0)
-    await a.start()
-    try:
-        await fake_asterisk.wait_until(lambda: len(agent.calls) == 1, timeout=10)
-        await b.start()
-        proxy_a.stall()
-        proxy_b.stall()
-        await asyncio.sleep(4.5)  # longer than the 3 s lease: A's runs out
-        proxy_b.flow()  # B's side first, A's a second later
-        await asyncio.sleep(1.0)
-        proxy_a.flow()
-
-        async def renewed() -> bool:
-            async with store.session() as session:
-                lease = await session.get(WorkerLease, "w-a")
-                return lease is not None and lease.expires_at > SystemClock().now()
-
-        await until(renewed, timeout=10)
-        await asyncio.sleep(1.0)
-        agent.hang.set()
-
-        async def ended() -> bool:
-            async with store.session() as session:
-                contact = (await session.scalars(select(CampaignContact))).one()
-                return contact.state != "dialing" and contact.state != "pending"
-
-        await until(ended, timeout=20)
-        async with store.session() as session:
-            attempts = (await session.scalars(select(CampaignAttempt))).all()
-        assert [(x.worker_id, x.outcome) for x in attempts] == [("w-a", "completed")]
-        assert len(fake_asterisk.originated) == 1
-    finally:
-        proxy_a.flow()
-        proxy_b.flow()
-        agent.hang.set()
-        await b.stop(timeout=1)
-        await a.stop(timeout=1)
+    attempts, _ = await _two_workers_through_an_outage(postgres_url, app, fake_asterisk, hung=True)
+    assert attempts == [("w-a", "completed")]
+    assert len(fake_asterisk.originated) == 1
