@@ -101,3 +101,22 @@ async def test_small_chunks_are_reframed_into_20ms_frames() -> None:
             media.hangup()
     assert [p.chunk.duration_ms for p in media.played] == pytest.approx([20, 20, 5])
     assert media.played_ms == pytest.approx(45)
+
+
+async def test_nothing_queued_reads_exactly_zero_after_odd_chunks_at_22050_hz() -> None:
+    """espeak's 22,050 Hz chunks of odd lengths, summed as floats and taken back a frame
+    at a time, left ``queued_ms`` at a residue such as 1e-13 once everything had played:
+    a test waiting for ``queued_ms == 0`` waited for ever (the Gemini fallback test, CI)."""
+    media = MemoryMediaIO()
+    sizes = [18, 3649, 2182, 1875, 4843, 838, 2601, 251]  # left 5e-14 before
+    for n in sizes:
+        await media.send(AudioChunk(b"\x00\x01" * n, 22050, Codec.PCM16))
+    sent = sum(n / 22050 * 1000 for n in sizes)
+    assert media.queued_ms == pytest.approx(sent)
+    ticks = 0
+    async for _ in media.frames():
+        ticks += 1
+        if not media.queued_ms or ticks == 200:  # 37 frames play it all
+            media.hangup()
+    assert media.queued_ms == 0.0 and ticks < 200
+    assert media.played_ms == pytest.approx(sent)
