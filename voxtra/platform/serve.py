@@ -3,7 +3,8 @@
 Order at start: the store is migrated and the recorder started, then the app connects
 to Asterisk, then the HTTP server listens (``/readyz`` says when all three are up). At
 SIGINT/SIGTERM: the server stops taking requests, the app drains its calls (their end
-is still recorded), then the recorder writes what is left and the database closes.
+is still recorded), then the platform cancels the dialling still going on and the
+recorder writes what is left, then the Twilio client closes, then the database.
 
 With ``twilio.account_sid``, ``twilio.auth_token`` and ``twilio.public_url`` set, the
 same server also answers Twilio (``voxtra.twilio``): the webhook, status callback and
@@ -110,8 +111,7 @@ class PlatformServer:
         try:
             await self.app.start()
         except BaseException:
-            await self.platform.stop()
-            await self.db.close()
+            await self._close()
             raise
         self._task = asyncio.create_task(self.server.serve(), name="voxtra-platform-http")
         while not self.server.started:
@@ -144,10 +144,23 @@ class PlatformServer:
         try:
             await self.app.stop()
         finally:
-            if self.twilio is not None:
-                await self.twilio.aclose()
+            await self._close()
+
+    async def _close(self) -> None:
+        """After the app: the platform, then the Twilio client, then the database."""
+        try:
+            # The platform's stop cancels the calls still dialling, and one ringing on
+            # Twilio is cancelled there through the Twilio client: closed before, the
+            # client was opened again for that cancel and never closed (its connection
+            # to Twilio open after the stop, "Unclosed client session" logged once the
+            # object was collected).
             await self.platform.stop()
-            await self.db.close()
+        finally:
+            try:
+                if self.twilio is not None:
+                    await self.twilio.aclose()
+            finally:
+                await self.db.close()
 
 
 def _twilio_backend(app: VoxtraApp) -> TwilioBackend | None:

@@ -4,7 +4,8 @@
 ``twilio.api_base_url`` at :attr:`FakeTwilio.url`): ``Calls`` create / update / fetch
 and a call's ``Recordings`` create / update, a recording's fetch and its media
 (``/Recordings/RE....wav``), with HTTP basic auth (account SID, auth token) checked
-as Twilio does.
+as Twilio does. :attr:`FakeTwilio.open_rest_connections` says whether a client left
+its connections open (one never closed).
 
 A :class:`TwilioPhone` is the caller's side of one call as Twilio would run it: it
 posts the app's webhook (signed with ``X-Twilio-Signature``), reads the TwiML's
@@ -119,6 +120,7 @@ class FakeTwilio(FakeServer):
         self.calls: dict[str, TwilioCall] = {}
         self.recordings: dict[str, TwilioRecording] = {}
         self.requests: list[tuple[str, str]] = []
+        self._rest_connections: set[asyncio.BaseTransport] = set()
         self._outcomes: dict[str, str | Callable[[TwilioPhone], None]] = {}
         self.ring_s = 0.05
         """How long an outbound call rings before its scripted outcome."""
@@ -240,8 +242,17 @@ class FakeTwilio(FakeServer):
 
     # -- REST ------------------------------------------------------------------------------
 
+    @property
+    def open_rest_connections(self) -> int:
+        """How many of the connections REST requests came on are still open: a client
+        keeps its connections open for the next request (aiohttp's pool) until it is
+        closed."""
+        return sum(not transport.is_closing() for transport in self._rest_connections)
+
     def _authorised(self, request: web.Request) -> None:
         self.requests.append((request.method, request.path))
+        if request.transport is not None:
+            self._rest_connections.add(request.transport)
         auth = basic_auth_header(self.account_sid, self.auth_token)
         if request.headers.get("Authorization") != auth:
             raise web.HTTPUnauthorized(
