@@ -1111,8 +1111,7 @@ class VoicePipeline:
         event = _StageError(name, exc, "stt").event(self._clock.now())
         self._emit(event)
         if self._stt_stream is stream:
-            queue = self._stt_audio
-            if self._awaiting_final and (queue is None or None not in queue.items):
+            if self._final_owed():
                 # The end of speech went to this stream, so its final never comes: the
                 # turn ends now with the fallback line. It used to wait for the
                 # watchdog, stt_timeout (5 s) of silence after the caller's question.
@@ -1120,6 +1119,30 @@ class VoicePipeline:
             self._set_stt_stream(None)
             if self._tg is not None:
                 _start(self._tg, self._close_stt, stream)
+
+    def _final_owed(self) -> bool:
+        """Whether the current stream was sent an end of speech whose final has not
+        come (the marker still queued goes to the next stream, which owes it then)."""
+        queue = self._stt_audio
+        return self._awaiting_final and (queue is None or None not in queue.items)
+
+    def _stt_ended(self, stream: STTStream) -> None:
+        """``stream``'s transcripts ended without an error (the service closed it).
+
+        A final still owed by it never comes: the turn ends now, as for a stream that
+        failed. It used to wait for the watchdog: the caller heard nothing for
+        ``stt_timeout`` (5 s), then the fallback, reported as a hung STT, and the
+        watchdog's cancel closed the stream opened since, a healthy one.
+        """
+        assert self._ended is not None
+        if self._stt_stream is not stream or self._ended.is_set() or not self._final_owed():
+            return
+        name = self.stt.name if self.stt is not None else "stt"
+        logger.warning("STT %s: the stream ended before its final transcript", name)
+        lost = ProviderError(name, "the stream ended before the final transcript")
+        event = _StageError(name, lost, "stt").event(self._clock.now())
+        self._emit(event)
+        self._final_lost(event)
 
     @staticmethod
     async def _close_stt(stream: STTStream) -> None:
@@ -1146,6 +1169,7 @@ class VoicePipeline:
                     async with aclosing(_closing(stream.transcripts())) as transcripts:
                         async for t in transcripts:
                             self._on_transcript(t.text, t.confidence, t.start, t.end, t.is_final)
+                    self._stt_ended(stream)  # not reached when cancelled or failed
             except Exception as exc:
                 self._stt_failed(stream, exc)
             finally:
