@@ -324,8 +324,14 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
         a move to a new session, resumed with the handle: the service's conversation as
         it was before the turn, the caller's words restored as text; nothing of the hung
         answer can come on it. Not when this session owes nothing (a reconnect lost
-        the answer: the new session is fresh)."""
+        the answer: the new session is fresh). Nor while the caller speaks: their speech
+        interrupts the answer at the service, and a move then cut their words in two
+        (the start went to the old session, never transcribed); a service still hung
+        misses the caller's turn next, and that deadline moves it, the caller done."""
         if response is None and not self._answer_due and self._pending_say is None:
+            return
+        if self._in_speech:
+            self._pending_say = None  # (what the service says next answers the caller)
             return
         self._renew("no answer in time")
 
@@ -408,6 +414,14 @@ class GeminiLiveEngine(SpeechToSpeechEngine):
                     self._finish_user()
             if content.interrupted:
                 turn = self._model
+                if turn is None and self._pending_say is not None:
+                    # The caller spoke before the say's answer started: the service
+                    # dropped it and answers the caller instead. The say ends now; it
+                    # used to wait out llm_timeout (a false timeout, and a move to a new
+                    # session that cut the caller's words in two), or take the answer
+                    # to the caller's turn for its own and play it.
+                    say_id, self._pending_say = self._pending_say, None
+                    self._on_say_dropped(say_id)
                 if turn is not None and not turn.interrupted and turn.interruptible:
                     await self._barge_in(turn, self._now())
                 await self._end_turn()

@@ -176,7 +176,7 @@ class SpeechResponse:
     fallback: bool = False
     """``fallback_text`` spoken by ``fallback_tts``: the service knows nothing of it."""
     audible: asyncio.Event = field(default_factory=asyncio.Event)
-    """Set at its first audio."""
+    """Set as its first audio goes to the transport (before the send's first await)."""
     finished: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -759,11 +759,13 @@ class SpeechToSpeechEngine:
         received = self._now()
         if response.say_id is None:
             self._answer_deadline = None  # (the answer the caller was owed: it started)
+        # Marked started before the send's await, as the deadline above is cleared: a
+        # say whose deadline passes during the send sees its answer started, not late.
+        response.audible.set()
         await media.send(chunk)
         end = media.played_ms + media.queued_ms
         if out.start_pos is None:
             out.start_pos = end - chunk.duration_ms
-            response.audible.set()
         out.end_pos = end
         out.audio_ms += chunk.duration_ms
         self._playing = response
@@ -844,6 +846,19 @@ class SpeechToSpeechEngine:
                     ProviderError(self.name, "connection lost before the answer started")
                 )
         self._waiters.clear()
+
+    def _on_say_dropped(self, say_id: str) -> None:
+        """The service dropped ``say_id``'s answer before it started, for the caller's
+        speech: that ``say`` returns now, interrupted with nothing heard (as for an answer
+        the caller cut before its audio), instead of waiting for an answer that does not
+        come until ``llm_timeout`` gives it up."""
+        waiter = self._waiters.pop(say_id, None)
+        if waiter is None or waiter.response.done():
+            return
+        response = SpeechResponse(f"dropped-{say_id}", say_id, interrupted=True, done=True)
+        response.finished.set()
+        waiter.response.set_result(response)
+        self._emit(BargeInEvent("", 0.0, self._now()))
 
     def _fail_say(self, key: str, message: str) -> bool:
         """The service refused the request ``key`` was sent with: its ``say`` raises."""
@@ -1053,6 +1068,7 @@ class SpeechToSpeechEngine:
             self._waiters[say_id] = waiter
             deadline = None if self.llm_timeout is None else self._now() + self.llm_timeout
             response: SpeechResponse | None = None
+            late = False
             try:
                 try:
                     await self._request_speech(text, say_id)
@@ -1062,8 +1078,16 @@ class SpeechToSpeechEngine:
                 assert response is not None
                 await self._until(self._audible(response), deadline)
             except _Late:
+                # The deadline and the first audio can come in the same moment: the
+                # audio on its way to the transport (in its send, or sent with the
+                # wake-ups up to _audible's return still to run) while the timer wins
+                # the wait. It started in time then. Given up, it played in part (its
+                # first chunk: 100 ms from the fake) and say raised ProviderTimeout too.
+                late = response is None or not response.audible.is_set()
+            if late:
                 message = await self._give_up(response, turn=False)
-                raise ProviderTimeout(self.name, message) from None
+                raise ProviderTimeout(self.name, message)
+            assert response is not None
             await self._until(response.finished.wait())
             if response.error is not None and not response.has_audio:
                 raise ProviderError(self.name, f"response failed: {response.error}")

@@ -18,6 +18,8 @@ from voxtra.pipeline.events import (
     BargeInEvent,
     PipelineEvent,
     ProviderErrorEvent,
+    SpeechEndedEvent,
+    SpeechStartedEvent,
     TurnMetrics,
     UserTranscriptEvent,
 )
@@ -390,3 +392,63 @@ async def test_a_say_the_service_never_answers_raises_in_time() -> None:
     assert second.resumed_from == first.handles[-1]
     assert again.heard_text == "Still here." and media.played_audio_ms() == pytest.approx(600)
     assert [(m.role, m.content) for m in engine.history] == [("assistant", "Still here.")]
+
+
+async def test_a_say_the_caller_speaks_over_before_it_starts_ends_at_once() -> None:
+    """The caller speaks (1.5 s) before the say's answer starts: the service drops that
+    answer (``interrupted``) and answers the caller. The say waited out llm_timeout
+    instead, raised ProviderTimeout with a timeout event, and moved to a new session in
+    the middle of the caller's words: the first 0.6 s went to the old one, gone."""
+    async with FakeGeminiLive(KEY, transcripts=["what time do you close"]) as fake:
+        engine = engine_for(fake, llm_timeout=1.0)
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        async with engine.attach(media, clock=media.clock):
+            fake.think_s = 0.3  # the say's answer would start 300 ms after the request
+            started = media.clock.now()
+            say = asyncio.create_task(engine.say("Hello."))
+            media.inject(tone_frames(1500, level_db=-20))
+            media.inject(silence_frames(800))
+            said = await asyncio.wait_for(say, 5)
+            waited = media.clock.now() - started
+            heard = await engine.listen(timeout=5)
+        assert len(fake.connections) == 1  # no move to a new session
+    assert said.interrupted and said.heard_text == "" and said.played_ms == 0.0
+    assert waited < 0.5  # at the caller's onset, not at the deadline (1 s)
+    assert not [e for e in events if isinstance(e, ProviderErrorEvent)]
+    assert heard is not None and heard.text == "what time do you close"
+    (ended,) = [e for e in events if isinstance(e, SpeechEndedEvent)]
+    assert ended.speech_ms >= 1400  # the whole utterance, on one session
+    assert media.played_audio_ms() == 0.0  # nor the answer to the caller (not asked for)
+    assert [(m.role, m.content) for m in engine.history] == [("user", "what time do you close")]
+
+
+async def test_a_say_given_up_while_the_caller_speaks_keeps_the_session() -> None:
+    """The service hangs on a say sent while the caller speaks: its deadline passes in
+    the middle of the caller's words. The say raises (the service did not answer), but
+    the session stays: a move there cut the utterance in two, the old session taking
+    its start away untranscribed."""
+    async with FakeGeminiLive(KEY, transcripts=["what time do you close"]) as fake:
+        engine = engine_for(fake, llm_timeout=0.3)
+        media = MemoryMediaIO(virtual=False)
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        async with engine.attach(media, clock=media.clock):
+            media.inject(tone_frames(1500, level_db=-20))
+            media.inject(silence_frames(800))
+            await until(lambda: any(isinstance(e, SpeechStartedEvent) for e in events))
+            fake.silent_next = 1
+            with pytest.raises(ProviderTimeout, match=r"no answer within 0\.3 s"):
+                await asyncio.wait_for(engine.say("Hello."), 3)
+            assert not any(isinstance(e, SpeechEndedEvent) for e in events)  # still speaking
+            heard = await engine.listen(timeout=5)
+        assert len(fake.connections) == 1  # no move to a new session
+    (error,) = [e for e in events if isinstance(e, ProviderErrorEvent)]
+    assert error.timed_out
+    assert heard is not None and heard.text == "what time do you close"
+    assert len([e for e in events if isinstance(e, SpeechStartedEvent)]) == 1
+    (ended,) = [e for e in events if isinstance(e, SpeechEndedEvent)]
+    assert ended.speech_ms >= 1400  # the whole utterance, on one session
+    assert media.played_audio_ms() == 0.0
+    assert [(m.role, m.content) for m in engine.history] == [("user", "what time do you close")]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from voxtra.errors import CallEnded, ProviderError
-from voxtra.media.frames import Codec
+from voxtra.media.frames import AudioChunk, Codec
 from voxtra.pipeline import ConversationEngine
 from voxtra.pipeline.events import (
     AgentResponseEvent,
@@ -29,6 +29,7 @@ from voxtra.pipeline.events import (
     TurnMetrics,
     UserTranscriptEvent,
 )
+from voxtra.pipeline.io import MonotonicClock
 from voxtra.pipeline.pipeline import EndReason, ProviderTimeout
 from voxtra.pipeline.testing import MemoryMediaIO, silence_frames, tone_frames
 from voxtra.providers.espeak_tts import EspeakTTS
@@ -534,6 +535,55 @@ async def test_a_say_the_service_never_answers_raises_in_time() -> None:
     assert not again.interrupted and again.heard_text == "Still here."
     assert media.played_audio_ms() == pytest.approx(600)  # the second say only
     assert [(m.role, m.content) for m in engine.history] == [("assistant", "Still here.")]
+
+
+class FirstAudioMedia(MemoryMediaIO):
+    """MemoryMediaIO on the real clock that tells when the first audio is sent to it."""
+
+    def __init__(self) -> None:
+        super().__init__(virtual=False)
+        self.first_audio = asyncio.Event()
+
+    async def send(self, chunk: AudioChunk) -> None:
+        self.first_audio.set()
+        await super().send(chunk)
+
+
+class DeadlineAtFirstAudio:
+    """The real clock, but a wait as long as a ``say``'s deadline (``llm_timeout``, over
+    30 s here) ends the moment the first answer audio reaches the transport."""
+
+    def __init__(self, media: FirstAudioMedia) -> None:
+        self.media = media
+        self.real = MonotonicClock()
+
+    def now(self) -> float:
+        return self.real.now()
+
+    async def sleep(self, seconds: float) -> None:
+        if seconds > 30:
+            await self.media.first_audio.wait()
+            return
+        await self.real.sleep(seconds)
+
+
+async def test_a_say_whose_first_audio_comes_with_its_deadline_plays_whole() -> None:
+    """The deadline passed as the first chunk was being sent: the timer won the wait,
+    so say raised ProviderTimeout, reported a timeout and cancelled the answer, while
+    that first chunk (100 ms) played. Audio on its way at the deadline came in time."""
+    async with FakeOpenAIRealtime(KEY) as fake:
+        engine = engine_for(fake, llm_timeout=60.0)
+        media = FirstAudioMedia()
+        events: list[PipelineEvent] = []
+        engine.on_event(events.append)
+        async with engine.attach(media, clock=DeadlineAtFirstAudio(media)):
+            said = await asyncio.wait_for(engine.say("Hello there."), 5)
+        (conn,) = fake.connections
+    assert not said.interrupted and said.heard_text == "Hello there."
+    assert said.played_ms == pytest.approx(600) and media.played_audio_ms() == pytest.approx(600)
+    assert not [e for e in events if isinstance(e, ProviderErrorEvent)]
+    assert conn.of("response.cancel") == []
+    assert [(m.role, m.content) for m in engine.history] == [("assistant", "Hello there.")]
 
 
 class _BrokenTTS(EspeakTTS):
