@@ -292,6 +292,11 @@ class PlatformSettings(_SettingsModel):
     #: Requests a second each token may make on average, and the burst it may spend.
     rate_limit: float = Field(default=20.0, gt=0)
     rate_burst: int = Field(default=40, ge=1)
+    #: The longest request body the API reads, in bytes; a longer one is answered 413.
+    #: 32 MiB holds the largest the API takes, a campaign's: its contacts as an uploaded
+    #: CSV of up to 20 MiB, or as JSON, where the most contacts a campaign may have
+    #: (100 000), each with a name and an account number, are 11.5 MiB.
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     #: How a number (E.164, ``+4930123``) is dialled: an endpoint template with
     #: ``{number}``, e.g. ``PJSIP/{number}@my-trunk``. None: numbers are refused.
     number_template: str | None = None

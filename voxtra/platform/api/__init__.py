@@ -17,10 +17,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 
 from voxtra.app import VoxtraApp
+from voxtra.asgi import BodyLimit
 from voxtra.config import PlatformSettings, VoxtraSettings
 from voxtra.platform.api import calls, routers
 from voxtra.platform.api.auth import RateLimiter
-from voxtra.platform.api.problems import install_problem_handlers
+from voxtra.platform.api.problems import body_too_large, install_problem_handlers
 from voxtra.platform.platform import Platform
 from voxtra.platform.store.db import Database
 
@@ -62,6 +63,12 @@ def create_api(
         api.include_router(router)
     for setup in routers.SETUPS:
         setup(platform)
+
+    # Before anything reads it: FastAPI reads and parses a JSON body before it runs the
+    # route's dependencies, the token check among them. Unbounded, a 200 MiB JSON body
+    # POSTed to /v1/calls without a token was read and parsed to a 401, the server's RSS
+    # up 735 MiB for that one request. Inside count_requests: the 413s are counted.
+    api.add_middleware(BodyLimit, limit=platform.settings.max_body_bytes, refusal=body_too_large)
 
     async def count_requests(request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)

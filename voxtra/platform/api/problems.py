@@ -14,10 +14,18 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
+from voxtra.asgi import BodyTooLarge
 from voxtra.errors import VoxtraError
 
-__all__ = ["PROBLEM_JSON", "Problem", "install_problem_handlers", "problem_response"]
+__all__ = [
+    "PROBLEM_JSON",
+    "Problem",
+    "body_too_large",
+    "install_problem_handlers",
+    "problem_response",
+]
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE_BASE = "https://voxtra.dev/problems/"
@@ -64,6 +72,11 @@ def problem_response(
     if errors:
         body["errors"] = errors
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def body_too_large(scope: Scope, exc: BodyTooLarge) -> JSONResponse:
+    """The API's 413 (:class:`voxtra.asgi.BodyLimit`'s refusal): a problem document."""
+    return problem_response(413, str(exc), kind="content-too-large", instance=scope["path"])
 
 
 def _field(loc: tuple[int | str, ...]) -> str:

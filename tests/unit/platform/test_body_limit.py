@@ -1,0 +1,218 @@
+"""Request bodies are bounded on both HTTP surfaces, served for real (uvicorn on a
+socket): the API refuses a body over ``platform.max_body_bytes`` with a 413 problem
+document, before the token is checked or the body read (FastAPI reads and parses a JSON
+body before it runs the route's dependencies); the Twilio webhook and status callback
+refuse a form over ``FORM_MAX_BYTES`` with a plain 413, before it is parsed (its
+signature can be checked only over the parsed form).
+
+The refusals are sent over a plain socket: a client library sends the whole body before
+it reads the answer, and a server that answers early may reset the connection under it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from platform_helpers import READ, WRITE, auth, build_app
+
+from voxtra.app import VoxtraApp
+from voxtra.calls.session import CallSession
+from voxtra.platform.serve import PlatformServer
+from voxtra.testing import FakeAsterisk
+from voxtra.testing.fakes.twilio import serve_asgi
+from voxtra.twilio import TwilioBackend
+from voxtra.twilio.backend import FORM_MAX_BYTES
+
+pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+
+LIMIT = 8192
+"""The API's limit in these tests (``platform.max_body_bytes``)."""
+
+TWILIO = {
+    "account_sid": "AC" + "0" * 32,
+    "auth_token": "body-limit-token",
+    "public_url": "http://127.0.0.1:1",
+}
+
+
+@contextlib.asynccontextmanager
+async def served(
+    app: VoxtraApp, fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> AsyncIterator[PlatformServer]:
+    app.use_transport(fake_asterisk)
+    server = PlatformServer(app, database_url=f"sqlite:///{tmp_path}/p.db", port=0)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def raw_post(
+    url: str, path: str, headers: dict[str, str], body: bytes = b"", *, chunked: bool = False
+) -> tuple[int, dict[str, str], bytes]:
+    """POST ``body`` (in two chunks if ``chunked``, else with its Content-Length unless
+    ``headers`` give one) in one write; the status, headers and body of the answer."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    lines = [f"POST {path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+        half = len(body) // 2
+        pieces = (body[:half], body[half:])
+        body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
+    elif not any(name.lower() == "content-length" for name in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.read()
+    finally:
+        writer.close()
+    head, _, content = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    found = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        found[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), found, content
+
+
+def limited_app(tmp_path: Path) -> VoxtraApp:
+    """An app whose API takes bodies up to ``LIMIT``, with the route ``hold``."""
+    app = build_app(tmp_path, platform={"max_body_bytes": LIMIT})
+
+    @app.route("1000", name="hold")
+    async def hold(call: CallSession) -> None:
+        await call.answer()
+        await call.wait_ended()
+
+    return app
+
+
+CALL = '{"to": "PJSIP/alice", "route": "hold", "metadata": {"pad": "PAD"}}'
+CAMPAIGN = '{"route": "hold", "contacts": [{"to": "PJSIP/alice", "variables": {"pad": "PAD"}}]}'
+
+
+def padded(template: str, size: int) -> bytes:
+    """The JSON ``template`` grown to ``size`` bytes: its ``PAD`` made that many x's."""
+    body = template.replace("PAD", "x" * (size - len(template) + len("PAD"))).encode()
+    assert len(body) == size
+    return body
+
+
+def assert_refused(status: int, headers: dict[str, str], content: bytes, path: str) -> None:
+    assert status == 413, content
+    assert headers["content-type"] == "application/problem+json"
+    problem = json.loads(content)
+    assert problem["type"] == "https://voxtra.dev/problems/content-too-large"
+    assert problem["status"] == 413
+    assert problem["instance"] == path
+    assert problem["detail"] == f"the request body exceeds the limit of {LIMIT} bytes"
+
+
+async def test_a_body_declared_over_the_limit_is_refused_unread_before_the_token_is_checked(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    app = limited_app(tmp_path)
+    async with served(app, fake_asterisk, tmp_path) as server:
+        # No token (a 401 once the body was read) and no body at all: only its length,
+        # declared. The answer comes without a byte of it (before, the server waited).
+        status, headers, content = await raw_post(
+            server.url,
+            "/v1/calls",
+            {"Content-Type": "application/json", "Content-Length": str(LIMIT + 1)},
+        )
+    assert_refused(status, headers, content, "/v1/calls")
+
+
+async def test_a_chunked_body_over_the_limit_is_refused_and_not_acted_on(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    app = limited_app(tmp_path)
+    async with served(app, fake_asterisk, tmp_path) as server:
+        status, headers, content = await raw_post(
+            server.url,
+            "/v1/calls",
+            {"Content-Type": "application/json", **auth(WRITE)},
+            padded(CALL, LIMIT + 1),
+            chunked=True,
+        )
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            listed = await client.get("/v1/calls", headers=auth(READ))
+    assert_refused(status, headers, content, "/v1/calls")
+    assert listed.status_code == 200 and listed.json()["calls"] == []  # no call placed
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_body_at_the_limit_is_read(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, chunked: bool
+) -> None:
+    app = limited_app(tmp_path)
+    body = padded(CAMPAIGN, LIMIT)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield body[: LIMIT // 2]
+        yield body[LIMIT // 2 :]
+
+    async with (
+        served(app, fake_asterisk, tmp_path) as server,
+        httpx.AsyncClient(base_url=server.url) as client,
+    ):
+        checked = await client.post(
+            "/v1/campaigns/check",
+            content=pieces() if chunked else body,
+            headers={"Content-Type": "application/json", **auth(WRITE)},
+        )
+    assert checked.status_code == 200, checked.text
+    assert checked.json() == {"valid": True, "contacts": 1}
+
+
+def twilio_app(tmp_path: Path) -> VoxtraApp:
+    # The API's own limit left at its default (32 MiB): the Twilio endpoints' is theirs.
+    return build_app(tmp_path, twilio=TWILIO)
+
+
+@pytest.mark.parametrize("path", ["/twilio/voice", "/twilio/status"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("how", ["voxtra-serve", "own-asgi-server"])
+async def test_a_twilio_form_over_its_limit_is_refused_before_it_is_parsed(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, path: str, chunked: bool, how: str
+) -> None:
+    form = b"CallSid=CA1&Pad=" + b"x" * FORM_MAX_BYTES
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "x"}
+    if not chunked:
+        headers["Content-Length"] = str(len(form))
+        form = b""  # declared only: refused without a byte read
+    answers: dict[str, Any] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        if how == "voxtra-serve":
+            server = await stack.enter_async_context(
+                served(twilio_app(tmp_path), fake_asterisk, tmp_path)
+            )
+            backend, url = server.twilio, server.url
+            assert backend is not None
+        else:
+            backend = TwilioBackend(twilio_app(tmp_path))
+            url = await stack.enter_async_context(serve_asgi(backend.asgi()))
+        status, answer_headers, content = await raw_post(url, path, headers, form, chunked=chunked)
+        answers.update(status=status, type=answer_headers.get("content-type"), text=content)
+        # Refused before the signature check, which counts every request it refuses.
+        answers["rejected"] = backend.rejected
+    assert answers == {
+        "status": 413,
+        "type": "text/plain; charset=utf-8",
+        "text": f"the request body exceeds the limit of {FORM_MAX_BYTES} bytes".encode(),
+        "rejected": 0,
+    }
