@@ -156,7 +156,8 @@ class _Worker:
         self.proc = proc
 
     @classmethod
-    async def start(cls, config: dict[str, Any]) -> _Worker:
+    async def start(cls, config: dict[str, Any], timeout: float) -> _Worker:
+        """Start a worker and wait up to ``timeout`` s for it to build its decoder."""
         # The child must import the same voxtra as this process, installed or not.
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         proc = await asyncio.create_subprocess_exec(
@@ -170,7 +171,16 @@ class _Worker:
         worker = cls(proc)
         try:
             worker._write(json.dumps(config).encode() + b"\n")
-            await worker._answer()
+            # Without a deadline a worker that never got ready (reproduced: a decoder
+            # dictionary that is a FIFO nobody writes to) held warm_up(), or the first
+            # utterance and its slot, for good.
+            async with asyncio.timeout(timeout):
+                await worker._answer()
+        except TimeoutError:
+            await worker.stop(kill=True)
+            raise ProviderError(
+                "pocketsphinx", f"decoder process hung at start (not ready in {timeout:.1f} s)"
+            ) from None
         except BaseException:
             await worker.stop()
             raise
@@ -230,7 +240,9 @@ class PocketSphinxSTT:
     ``max_utterance_s`` bounds the buffer if the VAD never calls ``end_of_speech``.
     A worker that has not answered an utterance within ``decode_timeout_s`` plus the
     utterance's length is hung: it is killed, that utterance fails (``ProviderError``:
-    the pipeline speaks its fallback line) and a new worker takes the next one.
+    the pipeline speaks its fallback line) and a new worker takes the next one. One not
+    ready within ``start_timeout_s`` of its start is killed too, and the start fails
+    (``ProviderError``, from ``warm_up()`` or the utterance that needed it).
     Call ``aclose()`` to stop the workers (they also end when this process does)."""
 
     name = "pocketsphinx"
@@ -247,6 +259,7 @@ class PocketSphinxSTT:
         executor: str = "process",
         max_utterance_s: float = 30.0,
         decode_timeout_s: float = 5.0,
+        start_timeout_s: float = 30.0,
         decoder_options: dict[str, Any] | None = None,
     ) -> None:
         given = [x for x in (grammar, keywords, jsgf) if x is not None]
@@ -258,8 +271,10 @@ class PocketSphinxSTT:
             raise ConfigError("PocketSphinxSTT executor must be 'process' or 'thread'")
         if workers < 1:
             raise ConfigError("PocketSphinxSTT needs at least one worker")
-        if decode_timeout_s <= 0:
-            raise ConfigError("PocketSphinxSTT decode_timeout_s must be positive")
+        if decode_timeout_s <= 0 or start_timeout_s <= 0:
+            raise ConfigError(
+                "PocketSphinxSTT decode_timeout_s and start_timeout_s must be positive"
+            )
         if importlib.util.find_spec("pocketsphinx") is None:
             # Checked here, not left to the decoder: the worker process only said
             # "decoding failed: ModuleNotFoundError" when the first call's stream opened,
@@ -280,6 +295,10 @@ class PocketSphinxSTT:
         """Allowed on top of an utterance's own length (s) before its worker counts as
         hung. Decoding takes 0.02-0.4 of the utterance's length (notes/speech.md): a 30
         s utterance at 0.4 needs 12 s of the 35 s this allows."""
+        self.start_timeout_s = start_timeout_s
+        """Allowed for a worker to start and build its decoder (s) before it counts as
+        hung. Measured here (2 cores, shared): 1.5-3.2 s for one (most of it importing
+        voxtra), 7.2 s each for four started at once."""
         self._options: dict[str, Any] = {"loglevel": "FATAL", **(decoder_options or {})}
         self._threads: ThreadPoolExecutor | None = None
         self._idle: list[_Worker] = []
@@ -316,7 +335,7 @@ class PocketSphinxSTT:
             return result
 
     async def _start_worker(self) -> _Worker:
-        worker = await _Worker.start(self._config())
+        worker = await _Worker.start(self._config(), self.start_timeout_s)
         self._workers.add(worker)
         return worker
 

@@ -51,13 +51,13 @@ decodes really run in parallel), further utterances wait their turn in order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import math
 import re
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,9 @@ window, so a cough still decodes to nothing."""
 _models: dict[tuple[Any, ...], Any] = {}
 _tokenizers: dict[tuple[Any, ...], Any] = {}
 _models_lock = threading.Lock()
+"""Guards the two caches above, only while one is read or written."""
+_loading: dict[tuple[Any, ...], threading.Lock] = {}
+"""One lock per model, held while it loads: one load per model at a time."""
 
 
 def _import(module: str) -> Any:
@@ -114,23 +117,35 @@ def _bundled_model_path() -> Path:
 
 
 def _shared_model(key: tuple[Any, ...]) -> Any:
-    """The process's one model for ``key`` (loaded on first use, in a worker thread)."""
+    """The process's one model for ``key`` (loaded on first use, in a decoder thread)."""
     with _models_lock:
         model = _models.get(key)
-        if model is None:
-            path, device, compute_type, cpu_threads, workers = key
-            faster_whisper = _import("faster_whisper")
-            try:
-                model = faster_whisper.WhisperModel(
-                    path,
-                    device=device,
-                    compute_type=compute_type,
-                    cpu_threads=cpu_threads,
-                    num_workers=workers,
-                    local_files_only=True,
-                )
-            except (RuntimeError, ValueError, OSError) as exc:
-                raise ConfigError(f"WhisperSTT cannot load the model at {path}: {exc}") from exc
+        if model is not None:
+            return model
+        loading = _loading.setdefault(key, threading.Lock())
+    # Loaded under its own lock, not _models_lock: a load that never ended (reproduced
+    # with a model directory whose config.json is a FIFO nobody writes to) held the
+    # lock every decode takes, so every WhisperSTT of the process, whatever its model,
+    # waited behind it.
+    with loading:
+        with _models_lock:
+            model = _models.get(key)
+        if model is not None:
+            return model
+        path, device, compute_type, cpu_threads, workers = key
+        faster_whisper = _import("faster_whisper")
+        try:
+            model = faster_whisper.WhisperModel(
+                path,
+                device=device,
+                compute_type=compute_type,
+                cpu_threads=cpu_threads,
+                num_workers=workers,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:
+            raise ConfigError(f"WhisperSTT cannot load the model at {path}: {exc}") from exc
+        with _models_lock:
             _models[key] = model
         return model
 
@@ -154,6 +169,20 @@ def _looped(text: str) -> bool:
     return any(words[:k] == words[k : 2 * k] for k in range(3, len(words) // 2 + 1))
 
 
+def _settle(
+    outcome: asyncio.Future[_Decoded], result: _Decoded | None, error: Exception | None
+) -> None:
+    """Give a decoder thread's result to the decode waiting for it, unless its deadline
+    passed first (the decode has already failed as hung)."""
+    if outcome.done():
+        return
+    if error is not None:
+        outcome.set_exception(error)
+    else:
+        assert result is not None
+        outcome.set_result(result)
+
+
 def _consume(task: asyncio.Task[_Decoded]) -> None:
     """Retrieve a dropped early decode's error, so it is not logged as never retrieved
     (the end-of-speech decode reports failures)."""
@@ -169,6 +198,13 @@ class WhisperSTT:
     prompt) biases recognition toward a domain's words and spelling. ``cpu_threads`` is
     per decode (1 keeps many concurrent calls predictable; 2 decodes ~10% faster alone).
     Call ``warm_up()`` at start to load the model (~1.4 s) before the first call.
+
+    A decode that has not answered within ``decode_timeout_s`` plus the utterance's
+    length (and ``start_timeout_s`` more when it loads the model first, as ``warm_up()``
+    does) is hung: that utterance fails (``ProviderError``: the pipeline speaks its
+    fallback line) and a new thread takes the next one. A thread cannot be killed: the
+    hung one is left to end on its own (it is a daemon, so it never holds up the
+    process's exit).
     """
 
     name = "whisper"
@@ -192,9 +228,13 @@ class WhisperSTT:
         early_decode_ms: float | None = 100.0,
         pause_db: float = 25.0,
         window_s: float | None = 20.0,
+        decode_timeout_s: float = 5.0,
+        start_timeout_s: float = 30.0,
     ) -> None:
         if beam_size < 1:
             raise ConfigError("WhisperSTT beam_size must be at least 1")
+        if decode_timeout_s <= 0 or start_timeout_s <= 0:
+            raise ConfigError("WhisperSTT decode_timeout_s and start_timeout_s must be positive")
         if workers < 1 or cpu_threads < 0:
             raise ConfigError("WhisperSTT needs workers >= 1 and cpu_threads >= 0")
         if not 1.0 <= max_utterance_s <= 30.0:
@@ -228,13 +268,18 @@ class WhisperSTT:
         """The audio window the encoder reads (s, 10-30): the utterance, its features
         padded to this length; a longer utterance gets the whole 30 s. None:
         faster-whisper's own ``transcribe`` (always 30 s)."""
+        self.decode_timeout_s = decode_timeout_s
+        """Allowed on top of an utterance's own length (s) before its decode counts as
+        hung. A decode takes 0.1-0.4 s of CPU whatever the utterance's length (the
+        encoder's window is fixed; module doc), twice that when it loops; measured
+        here on a loaded box (load average 3 on 2 cores), a 1.5 s question took 1.0-2.4
+        s from start to answer."""
+        self.start_timeout_s = start_timeout_s
+        """Allowed on top of that (s) to a decode that loads the model first (1.3 s
+        measured here, from a warm page cache)."""
         self._key = (str(path), device, compute_type, cpu_threads, workers)
-        self._threads: ThreadPoolExecutor | None = None
-
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._threads is None:
-            self._threads = ThreadPoolExecutor(self.workers, thread_name_prefix="whisper")
-        return self._threads
+        self._slots: asyncio.Semaphore | None = None
+        """One per decoder thread running (``workers``), hung ones excepted."""
 
     def _decode_blocking(self, parts: list[tuple[int, bytes]]) -> _Decoded:
         model = _shared_model(self._key)
@@ -337,14 +382,64 @@ class WhisperSTT:
     async def decode(self, parts: list[tuple[int, bytes]]) -> _Decoded:
         """Transcribe one utterance given as ``(rate, PCM16)`` runs, in a decoder thread
         (resampling included, so nothing heavy runs on the event loop); returns the text
-        and a confidence (geometric mean token probability). ``[]`` only loads the model."""
+        and a confidence (geometric mean token probability). ``[]`` only loads the model.
+
+        A caller that stops waiting (a dropped early decode) leaves the decode running:
+        its thread keeps its slot until it ends, or until its deadline."""
+        # Decodes ran in a ThreadPoolExecutor without a deadline: one that never
+        # returned (reproduced with a decode blocked in its thread) held its thread for
+        # good, so with the default one worker every later utterance of every call
+        # waited behind it; and the executor joins its threads at exit, so the process
+        # could not end either.
         loop = asyncio.get_running_loop()
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.workers)
+        slots = self._slots
+        seconds = self.decode_timeout_s + sum(len(data) / 2 / rate for rate, data in parts)
+        if self._key not in _models:
+            seconds += self.start_timeout_s  # this decode loads the model first
+        await slots.acquire()
+        outcome: asyncio.Future[_Decoded] = loop.create_future()
+
+        def hung() -> None:
+            if not outcome.done():
+                message = f"decoder thread hung (no answer in {seconds:.1f} s); replaced"
+                outcome.set_exception(ProviderError(self.name, message))
+
+        deadline = loop.call_later(seconds, hung)
+
+        def ended(done: asyncio.Future[_Decoded]) -> None:
+            deadline.cancel()
+            slots.release()
+            if not done.cancelled():
+                done.exception()  # retrieved: a dropped decode's failure is not logged
+
+        outcome.add_done_callback(ended)
+        threading.Thread(
+            target=self._decode_in_thread, args=(loop, outcome, parts), name="whisper", daemon=True
+        ).start()
         try:
-            return await loop.run_in_executor(self._executor(), self._decode_blocking, parts)
+            return await asyncio.shield(outcome)
         except (ConfigError, ProviderError):
             raise
         except Exception as exc:
             raise ProviderError(self.name, f"decoding failed: {type(exc).__name__}: {exc}") from exc
+
+    def _decode_in_thread(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        outcome: asyncio.Future[_Decoded],
+        parts: list[tuple[int, bytes]],
+    ) -> None:
+        """A decoder thread's body: decode, then hand the result to the event loop."""
+        try:
+            result: _Decoded | None = self._decode_blocking(parts)
+            error: Exception | None = None
+        except Exception as exc:
+            result, error = None, exc
+        # RuntimeError: the event loop is closed, nobody waits for this decode any more
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, outcome, result, error)
 
     async def warm_up(self) -> None:
         """Load the shared model now (a bad ``model_path`` fails here with ConfigError)."""
@@ -354,10 +449,8 @@ class WhisperSTT:
         return WhisperStream(self)
 
     async def aclose(self) -> None:
-        """Stop this provider's decoder threads (the shared model stays loaded)."""
-        if self._threads is not None:
-            self._threads.shutdown(wait=False, cancel_futures=True)
-            self._threads = None
+        """Nothing to stop: each decoder thread ends with its decode (the shared model
+        stays loaded)."""
 
 
 class WhisperStream:

@@ -305,3 +305,45 @@ def test_a_missing_pocketsphinx_is_a_config_error_naming_the_extra(
     for executor in ("process", "thread"):
         with pytest.raises(ConfigError, match=r"voxtra\[local\]"):
             PocketSphinxSTT(keywords=["hello"], executor=executor)
+
+
+def sphinx_workers() -> set[int]:
+    """The pids of this process's pocketsphinx decoder processes, from /proc."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue  # it ended while we looked
+        if ppid == os.getpid() and b"voxtra.providers._sphinx_worker" in cmdline:
+            found.add(int(entry))
+    return found
+
+
+async def test_a_worker_that_hangs_at_start_is_killed_and_the_start_fails(tmp_path) -> None:
+    """A decoder process that never reports ready (here its dictionary is a FIFO nobody
+    writes to, so pocketsphinx blocks opening it) is killed after ``start_timeout_s``
+    and the start fails with ProviderError; warm_up() (and a first utterance) used to
+    wait for it for good."""
+    dictionary = tmp_path / "dict"
+    os.mkfifo(dictionary)
+    stt = PocketSphinxSTT(
+        keywords=["tell me a long story"],
+        decoder_options={"dict": str(dictionary)},
+        start_timeout_s=1.0,
+    )
+    before = sphinx_workers()
+    async with asyncio.timeout(20):  # the old code never returned from warm_up()
+        with pytest.raises(ProviderError, match="hung at start"):
+            await stt.warm_up()
+        with pytest.raises(ProviderError, match="hung at start"):
+            await stt.decode(b"")  # a first utterance starts one too: bounded the same
+    assert sphinx_workers() == before  # killed and reaped, none left blocked
+    await stt.aclose()
+    with pytest.raises(ConfigError, match="start_timeout_s"):
+        PocketSphinxSTT(keywords=["hello"], start_timeout_s=0)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -407,3 +410,107 @@ async def test_the_encoder_reads_a_20_s_window_not_whisper_s_30(
     await stt.aclose()
     with pytest.raises(ConfigError, match="window_s"):
         WhisperSTT(window_s=6)
+
+
+class HangingWhisper(WhisperSTT):
+    """Its first decode of audio blocks its thread until ``release`` is set (a decode
+    stuck in CTranslate2 or on a stalled read); every other decode is the real one."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.stuck = threading.Event()
+        self.release = threading.Event()
+
+    def _decode_blocking(self, parts: list[tuple[int, bytes]]) -> tuple[str, float | None]:
+        if parts and not self.stuck.is_set():
+            self.stuck.set()
+            self.release.wait()
+        return super()._decode_blocking(parts)
+
+
+async def test_a_hung_decode_fails_its_utterance_and_the_next_one_decodes(
+    piper: PiperTTS,
+) -> None:
+    """With one worker, a decode that never returns fails its utterance after
+    ``decode_timeout_s`` plus the utterance's length, and the next utterance is decoded
+    while the hung thread is still stuck; the hung decode used to hold the only thread
+    for good, so every later utterance of every call waited behind it."""
+    # 3 s, not less: this 1.5 s question took up to 2.4 s to decode on the loaded box
+    stt = HangingWhisper(workers=1, early_decode_ms=None, decode_timeout_s=3.0)
+    await stt.warm_up()
+    question = frames(await say_ulaw(piper, "what are your opening hours"))
+    try:
+        async with asyncio.timeout(30):  # the old code never got past the first utterance
+            stream = await stt.stream()
+            await send_all(stream, question)
+            await stream.close()
+            with pytest.raises(ProviderError, match="hung"):
+                await finals(stream)
+            stream = await stt.stream()
+            await send_all(stream, question)
+            await stream.close()
+            (got,) = await finals(stream)
+        assert word_errors(got.text, "what are your opening hours") <= 1, got.text
+        assert not stt.release.is_set()  # decoded while the first thread is still stuck
+    finally:
+        stt.release.set()
+        await stt.aclose()
+
+
+async def test_a_dropped_early_decode_that_hangs_frees_its_worker_at_its_deadline(
+    piper: PiperTTS,
+) -> None:
+    """An early decode that hangs and is then dropped (the caller spoke on) holds its
+    worker only until its deadline: the caller's whole utterance is decoded after it."""
+    stt = HangingWhisper(workers=1, early_decode_ms=100, decode_timeout_s=3.0)
+    await stt.warm_up()
+    first = frames(await say_ulaw(piper, "what is the weather"))
+    second = frames(await say_ulaw(piper, "in london"))
+    pause = [AudioChunk.silence()] * 20
+    try:
+        async with asyncio.timeout(30):  # the old code never decoded the utterance
+            stream = await stt.stream()
+            await send_all(stream, first + pause)
+            assert await asyncio.to_thread(stt.stuck.wait, 10)  # the early decode hangs
+            await send_all(stream, second + pause)  # and is dropped
+            await stream.end_of_speech()
+            await stream.close()
+            *_partials, got = await finals(stream)
+        assert got.is_final
+        assert word_errors(got.text, "what is the weather in london") <= 2, got.text
+        assert not stt.release.is_set()
+    finally:
+        stt.release.set()
+        await stt.aclose()
+
+
+async def test_a_model_load_that_hangs_fails_and_other_models_keep_decoding(
+    stt: WhisperSTT, piper: PiperTTS, tmp_path
+) -> None:
+    """A model whose load never ends (here its config.json is a FIFO nobody writes to,
+    as a read from a stalled mount blocks) fails warm_up() after ``start_timeout_s``
+    and ``decode_timeout_s``, and meanwhile another model's decodes go on. The load
+    held the lock of every model: it used to stall every WhisperSTT in the process."""
+    bundled = stt.model_path
+    for name in ("model.bin", "tokenizer.json", "vocabulary.txt"):
+        (tmp_path / name).symlink_to(bundled / name)
+    config = tmp_path / "config.json"
+    os.mkfifo(config)
+    stuck = WhisperSTT(model_path=tmp_path, start_timeout_s=1.0, decode_timeout_s=1.0)
+    pcm = g711.ulaw_to_pcm16(await say_ulaw(piper, "what are your opening hours"))
+    try:
+        async with asyncio.timeout(30):  # the old code never returned from warm_up()
+            with pytest.raises(ProviderError, match="hung"):
+                await stuck.warm_up()
+            text, _confidence = await stt.decode([(8000, pcm)])
+        assert word_errors(text, "what are your opening hours") <= 1, text
+    finally:
+        # End the stuck load: it opens the FIFO, then reads EOF (and fails, unheard);
+        # OSError: no reader, the load never got that far.
+        with contextlib.suppress(OSError):
+            os.close(os.open(config, os.O_WRONLY | os.O_NONBLOCK))
+        await stuck.aclose()
+    with pytest.raises(ConfigError, match="decode_timeout_s"):
+        WhisperSTT(decode_timeout_s=0)
+    with pytest.raises(ConfigError, match="start_timeout_s"):
+        WhisperSTT(start_timeout_s=0)
