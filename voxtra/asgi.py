@@ -36,7 +36,8 @@ def _plain_refusal(scope: Scope, exc: BodyTooLarge) -> Response:
 
 class BodyLimit:
     """Answer 413 to a request whose body is longer than ``limit`` bytes, with the
-    response ``refusal(scope, exc)`` makes (plain text by default).
+    response ``refusal(scope, exc)`` makes (plain text by default). ``limit`` is a
+    number of bytes, or a function of the request's scope to it: a limit per route.
 
     A ``Content-Length`` over the limit is refused at once, before the app runs: nothing
     of the body is read. A body without one (chunked) is counted as the app receives it;
@@ -48,7 +49,7 @@ class BodyLimit:
     def __init__(
         self,
         app: ASGIApp,
-        limit: int,
+        limit: int | Callable[[Scope], int],
         refusal: Callable[[Scope, BodyTooLarge], Response] = _plain_refusal,
     ) -> None:
         self.app = app
@@ -59,11 +60,12 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit(scope) if callable(self.limit) else self.limit
         declared = Headers(scope=scope).get("content-length", "")
         # Digits (uvicorn's h11 and httptools answer 400 to any other); isascii because
         # "\xb2".isdigit() is true too, and int() refuses it.
-        if declared.isascii() and declared.isdigit() and int(declared) > self.limit:
-            await self.refusal(scope, BodyTooLarge(self.limit))(scope, receive, send)
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            await self.refusal(scope, BodyTooLarge(limit))(scope, receive, send)
             return
         received = 0
         refused: BodyTooLarge | None = None
@@ -74,8 +76,8 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    error = BodyTooLarge(self.limit)
+                if received > limit:
+                    error = BodyTooLarge(limit)
                     if not started:
                         refused = error  # answered below, whatever the app makes of it
                     raise error

@@ -295,7 +295,10 @@ class PlatformSettings(_SettingsModel):
     #: The longest request body the API reads, in bytes; a longer one is answered 413.
     #: 32 MiB holds the largest the API takes, a campaign's: its contacts as an uploaded
     #: CSV of up to 20 MiB, or as JSON, where the most contacts a campaign may have
-    #: (100 000), each with a name and an account number, are 11.5 MiB.
+    #: (100 000), each with a name and an account number, are 11.5 MiB. Only a campaign's
+    #: body (``POST /v1/campaigns`` and ``/v1/campaigns/check``, read after the token
+    #: check) may be that long; any other is bounded by 256 KiB as well
+    #: (``voxtra.platform.api.SMALL_BODY_MAX_BYTES``).
     max_body_bytes: int = Field(default=32 * 1024 * 1024, gt=0)
     #: How a number (E.164, ``+4930123``) is dialled: an endpoint template with
     #: ``{number}``, e.g. ``PJSIP/{number}@my-trunk``. None: numbers are refused.

@@ -1,9 +1,11 @@
 """Request bodies are bounded on both HTTP surfaces, served for real (uvicorn on a
-socket): the API refuses a body over ``platform.max_body_bytes`` with a 413 problem
-document, before the token is checked or the body read (FastAPI reads and parses a JSON
-body before it runs the route's dependencies); the Twilio webhook and status callback
-refuse a form over ``FORM_MAX_BYTES`` with a plain 413, before it is parsed (its
-signature can be checked only over the parsed form).
+socket): the API refuses a body over its route's limit with a 413 problem document,
+before the token is checked or the body read (FastAPI reads and parses a JSON body
+before it runs the route's dependencies). That limit is ``platform.max_body_bytes`` for
+the campaign routes, which read their bodies after the token check, and
+``SMALL_BODY_MAX_BYTES`` (or less) for every other. The Twilio webhook and status
+callback refuse a form over ``FORM_MAX_BYTES`` with a plain 413, before it is parsed
+(its signature can be checked only over the parsed form).
 
 The refusals are sent over a plain socket: a client library sends the whole body before
 it reads the answer, and a server that answers early may reset the connection under it.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +28,7 @@ from platform_helpers import READ, WRITE, auth, build_app
 
 from voxtra.app import VoxtraApp
 from voxtra.calls.session import CallSession
+from voxtra.platform.api import SMALL_BODY_MAX_BYTES
 from voxtra.platform.serve import PlatformServer
 from voxtra.testing import FakeAsterisk
 from voxtra.testing.fakes.twilio import serve_asgi
@@ -72,14 +76,8 @@ async def raw_post(
         body = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces) + b"0\r\n\r\n"
     elif not any(name.lower() == "content-length" for name in headers):
         lines.append(f"Content-Length: {len(body)}")
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    try:
-        writer.write("\r\n".join(lines).encode() + b"\r\n\r\n" + body)
-        await writer.drain()
-        async with asyncio.timeout(10):
-            answer = await reader.read()
-    finally:
-        writer.close()
+    request = "\r\n".join(lines).encode() + b"\r\n\r\n" + body
+    answer = await asyncio.to_thread(exchange, parts.hostname, parts.port, request)
     head, _, content = answer.partition(b"\r\n\r\n")
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
     found = {}
@@ -89,9 +87,24 @@ async def raw_post(
     return int(status_line.split()[1]), found, content
 
 
-def limited_app(tmp_path: Path) -> VoxtraApp:
-    """An app whose API takes bodies up to ``LIMIT``, with the route ``hold``."""
-    app = build_app(tmp_path, platform={"max_body_bytes": LIMIT})
+def exchange(host: str, port: int, request: bytes) -> bytes:
+    """Send ``request`` and read the answer to the end. A server that answers before it
+    has read the body closes the connection under the rest of it: the answer is in the
+    socket's buffer all the same."""
+    with socket.create_connection((host, port), timeout=10) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(request)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+    return answer
+
+
+def held_app(tmp_path: Path, **platform: Any) -> VoxtraApp:
+    """An app with the route ``hold``; the API's limits at their defaults but for
+    ``platform`` (settings)."""
+    app = build_app(tmp_path, platform=platform)
 
     @app.route("1000", name="hold")
     async def hold(call: CallSession) -> None:
@@ -99,6 +112,11 @@ def limited_app(tmp_path: Path) -> VoxtraApp:
         await call.wait_ended()
 
     return app
+
+
+def limited_app(tmp_path: Path) -> VoxtraApp:
+    """An app whose API takes bodies up to ``LIMIT``, with the route ``hold``."""
+    return held_app(tmp_path, max_body_bytes=LIMIT)
 
 
 CALL = '{"to": "PJSIP/alice", "route": "hold", "metadata": {"pad": "PAD"}}'
@@ -112,14 +130,16 @@ def padded(template: str, size: int) -> bytes:
     return body
 
 
-def assert_refused(status: int, headers: dict[str, str], content: bytes, path: str) -> None:
+def assert_refused(
+    status: int, headers: dict[str, str], content: bytes, path: str, limit: int = LIMIT
+) -> None:
     assert status == 413, content
     assert headers["content-type"] == "application/problem+json"
     problem = json.loads(content)
     assert problem["type"] == "https://voxtra.dev/problems/content-too-large"
     assert problem["status"] == 413
     assert problem["instance"] == path
-    assert problem["detail"] == f"the request body exceeds the limit of {LIMIT} bytes"
+    assert problem["detail"] == f"the request body exceeds the limit of {limit} bytes"
 
 
 async def test_a_body_declared_over_the_limit_is_refused_unread_before_the_token_is_checked(
@@ -177,6 +197,82 @@ async def test_a_body_at_the_limit_is_read(
         )
     assert checked.status_code == 200, checked.text
     assert checked.json() == {"valid": True, "contacts": 1}
+
+
+SCHEDULE = '{"to": "PJSIP/alice", "route": "hold", "cron": "0 9 * * *", "metadata": {"p": "PAD"}}'
+
+
+@pytest.mark.parametrize(
+    ("path", "template"),
+    [("/v1/calls", CALL), ("/v1/schedules", SCHEDULE)],
+    ids=["call", "schedule"],
+)
+async def test_a_strangers_body_over_the_small_limit_is_refused_unparsed(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, path: str, template: str
+) -> None:
+    # The campaigns' limit (max_body_bytes, 32 MiB) was every route's: sent without a
+    # token, this body was read and parsed to a 401. Whole and well-formed here: the
+    # 413 is for its length alone.
+    async with served(held_app(tmp_path), fake_asterisk, tmp_path) as server:
+        status, headers, content = await raw_post(
+            server.url,
+            path,
+            {"Content-Type": "application/json"},
+            padded(template, SMALL_BODY_MAX_BYTES + 1),
+        )
+    assert_refused(status, headers, content, path, SMALL_BODY_MAX_BYTES)
+
+
+@pytest.mark.parametrize("path", ["/v1/campaigns", "/v1/campaigns/check"])
+async def test_a_strangers_campaign_is_refused_before_its_body_is_parsed(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, path: str
+) -> None:
+    # Not JSON, and over the small limit (within the campaigns' own): a 401, not the
+    # 422 of a body parsed first (/check took it as a CampaignIn parameter, parsed
+    # before the token check).
+    body = b"[" + b"{}," * (SMALL_BODY_MAX_BYTES // 3) + b"not json"
+    async with served(held_app(tmp_path), fake_asterisk, tmp_path) as server:
+        status, headers, content = await raw_post(
+            server.url, path, {"Content-Type": "application/json"}, body
+        )
+    assert (status, headers["content-type"]) == (401, "application/problem+json"), content
+    assert json.loads(content)["detail"] == "missing bearer token (Authorization: Bearer ...)"
+
+
+async def test_a_campaign_over_the_small_limit_is_taken_with_a_token(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    # Not due for long: nothing is dialed. 1000 contacts with a note each, rather than
+    # more of them without: the test spends its time storing them.
+    note = "n" * 300
+    contacts = [
+        {"to": "PJSIP/alice", "variables": {"account": f"{i:012d}", "note": note}}
+        for i in range(1000)
+    ]
+    body = json.dumps({"route": "hold", "start_at": "2099-01-01T00:00:00Z", "contacts": contacts})
+    csv = "to,account,note\n" + "".join(
+        f"PJSIP/alice,{c['variables']['account']},{note}\n" for c in contacts
+    )
+    assert len(body) > SMALL_BODY_MAX_BYTES and len(csv) > SMALL_BODY_MAX_BYTES
+    headers = {"Content-Type": "application/json", **auth(WRITE)}
+    async with (
+        served(held_app(tmp_path), fake_asterisk, tmp_path) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as client,
+    ):
+        checked = await client.post("/v1/campaigns/check", content=body, headers=headers)
+        made = await client.post("/v1/campaigns", content=body, headers=headers)
+        uploaded = await client.post(
+            "/v1/campaigns",
+            files={"contacts": ("c.csv", csv.encode(), "text/csv")},
+            data={"campaign": '{"route": "hold", "start_at": "2099-01-01T00:00:00Z"}'},
+            headers=auth(WRITE),
+        )
+    assert checked.status_code == 200, checked.text
+    assert checked.json() == {"valid": True, "contacts": 1000}
+    assert made.status_code == 201, made.text
+    assert made.json()["total"] == 1000
+    assert uploaded.status_code == 201, uploaded.text
+    assert uploaded.json()["total"] == 1000
 
 
 def twilio_app(tmp_path: Path) -> VoxtraApp:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import time
+from collections.abc import Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.types import Scope
 
 from voxtra.app import VoxtraApp
 from voxtra.asgi import BodyLimit
@@ -25,15 +27,45 @@ from voxtra.platform.api.problems import body_too_large, install_problem_handler
 from voxtra.platform.platform import Platform
 from voxtra.platform.store.db import Database
 
-__all__ = ["create_api"]
+__all__ = ["SMALL_BODY_MAX_BYTES", "create_api"]
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+SMALL_BODY_MAX_BYTES = 256 * 1024
+"""The longest body the API reads on any route but a campaign's (413 beyond; a
+campaign's may be up to ``platform.max_body_bytes``). The largest such body is a call's
+(``POST /v1/calls``): three objects of at most 16 KiB of JSON each (``variables``,
+``customer_data``, ``metadata``; ``schemas.MAX_DATA_BYTES``, as ``json.dumps`` writes
+them) and a few short fields, some 50 KiB; a schedule's is smaller, a sign-in form a
+token. 256 KiB leaves five times that for a client that indents its JSON or escapes
+more. FastAPI parses a route's JSON body before its token check: a stranger's ``[{},
+{}, ...]`` of 32 MiB (the campaigns' limit) to ``POST /v1/campaigns/check`` raised the
+server's peak RSS from 151 to 962 MiB, before that route read its body after the check;
+one of 256 KiB to ``POST /v1/calls`` raises it from 123 to 131 MiB (each request in
+parallel holds its own: 20 at once, by 121 MiB)."""
+
+_CONTACTS_PATHS = frozenset({"/v1/campaigns", "/v1/campaigns/check"})
+"""The paths whose POST takes a campaign's contacts (:mod:`.campaigns`): the only bodies
+allowed up to ``platform.max_body_bytes``, read after the token check."""
 
 
 def _load_optional_modules() -> None:
     for name in routers.OPTIONAL_MODULES:
         if importlib.util.find_spec(name) is not None:
             importlib.import_module(name)  # registers its routers (routers.register)
+
+
+def _body_limit(settings: PlatformSettings) -> Callable[[Scope], int]:
+    """The longest body a request may have, by its route (:class:`BodyLimit`'s limit)."""
+    largest = settings.max_body_bytes
+    small = min(SMALL_BODY_MAX_BYTES, largest)
+
+    def limit(scope: Scope) -> int:
+        # The path the routes see: without the root path a proxy mounts the API under.
+        path = scope["path"].removeprefix(scope.get("root_path", ""))
+        return largest if scope["method"] == "POST" and path in _CONTACTS_PATHS else small
+
+    return limit
 
 
 def create_api(
@@ -67,8 +99,10 @@ def create_api(
     # Before anything reads it: FastAPI reads and parses a JSON body before it runs the
     # route's dependencies, the token check among them. Unbounded, a 200 MiB JSON body
     # POSTed to /v1/calls without a token was read and parsed to a 401, the server's RSS
-    # up 735 MiB for that one request. Inside count_requests: the 413s are counted.
-    api.add_middleware(BodyLimit, limit=platform.settings.max_body_bytes, refusal=body_too_large)
+    # up 735 MiB for that one request. Per route (_body_limit): only the campaign routes,
+    # which read their bodies after the check, take max_body_bytes. Inside
+    # count_requests: the 413s are counted.
+    api.add_middleware(BodyLimit, limit=_body_limit(platform.settings), refusal=body_too_large)
 
     async def count_requests(request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
