@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -46,6 +46,10 @@ SSE_POLL = 1.0
 """Seconds between store reads of an event stream when nothing woke it (a call handled
 by another worker writes no wake-up in this process)."""
 SSE_KEEPALIVE = 15.0
+MAX_EVENT_ID = 2**31 - 1
+"""The largest event id (the id column is Postgres' ``integer``). Past it, a
+``Last-Event-ID`` reached Postgres from inside the stream, after its 200: the query
+failed ("value out of int32 range") and the stream was cut."""
 
 PlatformDep = Annotated[Platform, Depends(platform_of)]
 Reader = Annotated[Caller, Depends(require("calls:read"))]
@@ -186,6 +190,18 @@ async def list_calls(
                 kind="invalid-request",
                 errors=[{"field": name, "message": "expected a time with a time zone"}],
             )
+        try:
+            if value is not None:
+                value.astimezone(UTC)
+        except OverflowError:
+            # 0001-01-01T00:00:00+05:00 is before the year 1 in UTC: the store's
+            # conversion to UTC raised, a 500 (on SQLite and Postgres alike).
+            raise Problem(
+                422,
+                f"{name}: out of range (years 1 to 9999 in UTC)",
+                kind="invalid-request",
+                errors=[{"field": name, "message": "out of range (years 1 to 9999 in UTC)"}],
+            ) from None
     where = CallFilter(status, direction, campaign_id, created_after, created_before)
     try:
         calls, next_cursor = await platform.store.list(where, limit=limit, cursor=cursor)
@@ -331,7 +347,9 @@ async def call_events(
     request: Request,
     platform: PlatformDep,
     _: Reader,
-    last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0)] = None,
+    last_event_id: Annotated[
+        int | None, Header(alias="Last-Event-ID", ge=0, le=MAX_EVENT_ID)
+    ] = None,
 ) -> StreamingResponse:
     """Every event of the call so far, then live ones (``status``, ``transcript``,
     ``dtmf``, ``barge_in``, ``recording``...), until the call has ended. Each has an

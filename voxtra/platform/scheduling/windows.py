@@ -25,7 +25,12 @@ def _minutes(text: str, *, end: bool) -> int:
     hours, sep, minutes = text.partition(":")
     if not sep or not hours.isdigit() or not minutes.isdigit() or len(minutes) != 2:
         raise InvalidCallingWindow(f"time {text!r}: HH:MM expected")
-    value = int(hours) * 60 + int(minutes)
+    try:
+        value = int(hours) * 60 + int(minutes)
+    except ValueError:
+        # Digits int() refuses: "²" (isdigit, not a decimal) or 5,000 of them (past its
+        # 4,300). The ValueError was a 500 from POST /v1/campaigns.
+        raise InvalidCallingWindow(f"time {text!r}: HH:MM expected") from None
     if int(minutes) > 59 or value > (24 * 60 if end else 24 * 60 - 1):
         raise InvalidCallingWindow(f"time {text!r} is not a time of day")
     return value

@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -66,9 +66,12 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, call_id = json.loads(raw)
         when = datetime.fromisoformat(created)
-        if when.tzinfo is None or not isinstance(call_id, str):
+        if when.tzinfo is None or not isinstance(call_id, str) or "\x00" in call_id:
             raise ValueError
-    except (ValueError, TypeError):
+        # A forged one past the calendar once in UTC ("0001-01-01T00:00+05:00") raised
+        # OverflowError in the query, a NUL in the id an error from Postgres: both 500s.
+        when = when.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError):
         raise InvalidCursor("cursor: not one this API returned") from None
     return when, call_id
 
