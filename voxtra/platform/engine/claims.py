@@ -32,7 +32,6 @@ from voxtra.platform.scheduling import (
     ContactState,
     ContactStatus,
     CronSchedule,
-    InvalidCron,
     RetryBackoff,
     RetryPolicy,
     allowance,
@@ -252,7 +251,12 @@ async def claim_schedules(
                 schedule.next_run_at = CronSchedule(schedule.cron, schedule.tz).next_after(
                     max(schedule.next_run_at, now)
                 )
-            except InvalidCron:
+            except (ConfigError, OverflowError, ValueError):
+                # Not only a bad cron: a time zone this worker's tzdata lacks (the API's
+                # host had it) raised InvalidTimeZone out of the whole round, before the
+                # campaigns were claimed, so this worker dialled nothing, every round. The
+                # run due now goes ahead; the schedule ends, said in the log.
+                logger.exception("schedule %s: its next run cannot be computed", schedule.id)
                 schedule.status, schedule.next_run_at = ScheduleStatus.DONE.value, None
         else:
             schedule.status, schedule.next_run_at = ScheduleStatus.DONE.value, None
