@@ -1170,7 +1170,11 @@ class VoxtraApp:
 
         ``on_ringing()`` is called once when the far end starts ringing (a call store's
         ``ringing`` status); a callback that raises is logged.
+
+        A variable without a name or whose value is not text, and a ``caller_id`` with a
+        control character (a line break), raise ConfigError before anything is dialled.
         """
+        _check_originate(caller_id, variables)
         amd_config = AmdConfig() if amd is True else (amd or None)
         if amd_config is not None:
             variables = {**(variables or {}), **amd_config.variables(self.app_name)}
@@ -1594,7 +1598,10 @@ class VoxtraApp:
                 continue
             if self.settings.reconcile_policy == "adopt" and self._accepting:
                 logger.info("reconcile: adopting call %s", channel.id)
-                info = CallInfo.from_channel(channel)
+                # Its Stasis arguments too, as its StasisStart gave them: without them
+                # an adopted call was routed by its dialplan extension alone, to
+                # another route than its own or to none (then hung up).
+                info = CallInfo.from_channel(channel, _stasis_args(channel))
                 self._start_call(self._new_session(channel, info=info), info)
             else:
                 logger.info("reconcile: hanging up unowned call %s", channel.id)
@@ -1689,6 +1696,25 @@ class VoxtraApp:
             return True
         finally:
             await self._hangup_quietly(probe)
+
+
+def _check_originate(caller_id: str | None, variables: Mapping[str, str] | None) -> None:
+    """ConfigError for what Asterisk takes and gets wrong (measured on 22.10.1): a
+    variable with an empty name was dropped without a word; one whose value is not text
+    was refused (400), raised as CallFailed, a call's outcome rather than the program's
+    mistake; a caller id's line break was kept in its number (a CR LF between digits)
+    or lost what followed it."""
+    if isinstance(caller_id, str) and any(c < " " or c == "\x7f" for c in caller_id):
+        raise ConfigError(
+            f"originate(): caller_id {caller_id!r} has a control character (a line break?)"
+        )
+    for name, value in (variables or {}).items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"originate(): a variable needs a name, not {name!r}")
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"originate(): variable {name!r} must be set to a string, not {value!r}"
+            )
 
 
 def _after_amd(handler: CallHandler, config: AmdConfig, decided: asyncio.Event) -> CallHandler:
@@ -1811,6 +1837,15 @@ def _absolute(path: str) -> str:
 def _endpoint_number(endpoint: str) -> str:
     resource = endpoint.split("/", 1)[-1]
     return resource.split("@", 1)[0].removeprefix("sip:")
+
+
+def _stasis_args(channel: Channel) -> list[str]:
+    """The arguments a call in the app entered it with (``Stasis(app,arg,...)``), read
+    from a listing's channel, which has no StasisStart event to carry them."""
+    dialplan = channel.dialplan
+    if dialplan is None:
+        return []
+    return (dialplan.app_data or "").split(",")[1:]
 
 
 def _in_app(channel: Channel, app_name: str) -> bool:

@@ -463,6 +463,15 @@ def _check_handler(handler: object) -> None:
     check_callback(handler, "route handler", ("call",))
 
 
+def _criteria(route: Route) -> tuple[Any, ...]:
+    """What ``route`` matches on, comparable: routes with equal criteria match the same
+    calls."""
+    variables = frozenset(
+        (name, matcher._pattern, matcher._exact) for name, matcher in route.variables.items()
+    )
+    return (route.extension, route.number, route.caller, route.context, route.args, variables)
+
+
 # ----------------------------------------------------------------------------- Router
 
 #: Dynamic routing hook: returns a handler, a :class:`Route`, or ``None`` to fall
@@ -513,12 +522,21 @@ class Router:
         """Append ``route``; it is tried after every route added before it."""
         if not isinstance(route, Route):
             raise ConfigError(f"expected a Route, got {route!r}")
-        if self._routes and self._routes[-1].is_catch_all:
-            logger.warning(
-                "route %r is declared after catch-all route %r and will never be used",
-                route.name,
-                self._routes[-1].name,
-            )
+        # Any earlier route that takes every call this one would: it was checked against
+        # the last route only, so the second route after a catch-all (and a route
+        # declared twice, from two modules or a copy) was never used, without a word.
+        criteria = _criteria(route)
+        for earlier in self._routes:
+            if earlier.is_catch_all or _criteria(earlier) == criteria:
+                shadow = (
+                    f"catch-all route {earlier.name!r}"
+                    if earlier.is_catch_all
+                    else f"route {earlier.name!r}, which has the same criteria,"
+                )
+                logger.warning(
+                    "route %r is declared after %s and will never be used", route.name, shadow
+                )
+                break
         self._routes.append(route)
         return route
 

@@ -26,7 +26,13 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from voxtra.ari.errors import AriConnectionError, AriError, AriNotFound, AriUnprocessable
+from voxtra.ari.errors import (
+    AriConflict,
+    AriConnectionError,
+    AriError,
+    AriNotFound,
+    AriUnprocessable,
+)
 from voxtra.ari.events import (
     AriEvent,
     ChannelDestroyed,
@@ -217,7 +223,19 @@ class CallContext:
             self.mark_ended()
             return
         for waiter in list(self._waiters):
-            if not waiter.future.done() and waiter.predicate(event):
+            if waiter.future.done():
+                continue
+            try:
+                matched = waiter.predicate(event)
+            except Exception as exc:
+                # A wait_for_event() predicate that raises (a user's) ends its own wait
+                # with the error. Raised out of here, it kept the event from the waits
+                # after it (a playback's end: play_and_wait() ran into its timeout) and
+                # its own wait timed out instead (tests/unit/test_event_waiters.py).
+                waiter.future.set_exception(exc)
+                self._waiters.remove(waiter)
+                continue
+            if matched:
                 waiter.future.set_result(event)
                 self._waiters.remove(waiter)
 
@@ -331,6 +349,9 @@ class CallContext:
         or a recording that is, a variable the channel does not have, a channel
         without RTP statistics. Those are raised as they are (AriNotFound) while the
         call lives; they used to end the handler with CallEnded on a live call.
+        A 409 "not in Stasis application" is the call's channel gone on in the
+        dialplan: CallEnded too (it reached the handler as AriConflict while the
+        StasisEnd was on its way, or had just ended the call).
 
         A request that cannot reach Asterisk waits for the events to reconnect and
         reconcile (bounded: the app's ``outage_wait``): if the call turned out gone,
@@ -340,8 +361,8 @@ class CallContext:
         since = self.host.events_generation()
         try:
             return await coro
-        except (AriNotFound, AriUnprocessable) as exc:
-            if self.ended or _channel_not_found(exc):
+        except (AriNotFound, AriConflict, AriUnprocessable) as exc:
+            if self.ended or _channel_not_found(exc) or _channel_left_app(exc):
                 raise CallEnded(self.id, f"call {self.id} has ended ({exc.message})") from exc
             raise
         except AriConnectionError as exc:
@@ -672,6 +693,15 @@ class CallContext:
 
 def _leaves(event: AriEvent, channel_id: str) -> bool:
     return isinstance(event, StasisEnd | ChannelDestroyed) and event.channel_id == channel_id
+
+
+def _channel_left_app(exc: AriError) -> bool:
+    """A 409 saying the channel is not in the Stasis application: the call's channel
+    left it (its StasisEnd on the way). Asterisk 22 answers it to every channel command
+    (hold, mute, DTMF, play, answer, continue) once the channel went on in the dialplan
+    (a continue from outside the app); bridge commands answer 422 instead (measured on
+    the sandbox)."""
+    return isinstance(exc, AriConflict) and "not in stasis" in exc.message.lower()
 
 
 def _channel_not_found(exc: AriError) -> bool:
