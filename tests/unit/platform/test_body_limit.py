@@ -5,7 +5,9 @@ before it runs the route's dependencies). That limit is ``platform.max_body_byte
 the campaign routes, which read their bodies after the token check, and
 ``SMALL_BODY_MAX_BYTES`` (or less) for every other. The Twilio webhook and status
 callback refuse a form over ``FORM_MAX_BYTES`` with a plain 413, before it is parsed
-(its signature can be checked only over the parsed form).
+(its signature can be checked only over the parsed form). Within its limit, a body to a
+``/v1`` route without a known token is answered the token check's 401 unread; the
+operator page's sign-in form and the Twilio webhook take theirs without one.
 
 The refusals are sent over a plain socket: a client library sends the whole body before
 it reads the answer, and a server that answers early may reset the connection under it.
@@ -20,11 +22,12 @@ import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
 from platform_helpers import READ, WRITE, auth, build_app
+from twilio.request_validator import RequestValidator
 
 from voxtra.app import VoxtraApp
 from voxtra.calls.session import CallSession
@@ -61,13 +64,20 @@ async def served(
 
 
 async def raw_post(
-    url: str, path: str, headers: dict[str, str], body: bytes = b"", *, chunked: bool = False
+    url: str,
+    path: str,
+    headers: dict[str, str],
+    body: bytes = b"",
+    *,
+    chunked: bool = False,
+    method: str = "POST",
 ) -> tuple[int, dict[str, str], bytes]:
-    """POST ``body`` (in two chunks if ``chunked``, else with its Content-Length unless
-    ``headers`` give one) in one write; the status, headers and body of the answer."""
+    """POST (or ``method``) ``body`` (in two chunks if ``chunked``, else with its
+    Content-Length unless ``headers`` give one) in one write; the status, headers and
+    body of the answer."""
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
-    lines = [f"POST {path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
     lines += [f"{name}: {value}" for name, value in headers.items()]
     if chunked:
         lines.append("Transfer-Encoding: chunked")
@@ -312,3 +322,134 @@ async def test_a_twilio_form_over_its_limit_is_refused_before_it_is_parsed(
         "text": f"the request body exceeds the limit of {FORM_MAX_BYTES} bytes".encode(),
         "rejected": 0,
     }
+
+
+NOT_JSON = b"[" + b"{}," * (SMALL_BODY_MAX_BYTES // 4) + b"not json"
+"""A body within the small limit that no route can parse: a 422 once read."""
+
+UNAUTHORIZED = {
+    "missing": ({}, "missing bearer token (Authorization: Bearer ...)"),
+    "unknown": (auth("unknown-token-0123456789abcdef"), "unknown bearer token"),
+}
+
+
+def assert_unauthorized(
+    status: int, headers: dict[str, str], content: bytes, path: str, detail: str
+) -> None:
+    """The 401 of the token check (``auth.authenticate``)."""
+    assert (status, headers["content-type"]) == (401, "application/problem+json"), content
+    assert headers["www-authenticate"] == 'Bearer realm="voxtra"'
+    assert json.loads(content) == {
+        "type": "https://voxtra.dev/problems/unauthorized",
+        "title": "Unauthorized",
+        "status": 401,
+        "detail": detail,
+        "instance": path,
+    }
+
+
+@pytest.mark.parametrize("token", ["missing", "unknown"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_strangers_body_is_refused_before_it_is_read(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, token: str, chunked: bool
+) -> None:
+    # FastAPI parses a route's JSON body before its dependencies run, the token check
+    # among them: this body was read and parsed to a 422 (and 100 of 256 KiB at once
+    # took the server's peak RSS from 123 to 762 MiB). Now the token check's 401.
+    headers, detail = UNAUTHORIZED[token]
+    async with served(held_app(tmp_path), fake_asterisk, tmp_path) as server:
+        answer = await raw_post(
+            server.url,
+            "/v1/calls",
+            {"Content-Type": "application/json", **headers},
+            NOT_JSON,
+            chunked=chunked,
+        )
+    assert_unauthorized(*answer, "/v1/calls", detail)
+
+
+async def test_every_v1_route_refuses_a_strangers_body_unread(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    # Every route of the API's OpenAPI document that takes a body, the ones to come too.
+    async with served(held_app(tmp_path), fake_asterisk, tmp_path) as server:
+        routes = [
+            (method.upper(), path.replace("{", "").replace("}", ""))
+            for path, operations in server.api.openapi()["paths"].items()
+            if path.startswith("/v1/")
+            for method in operations
+            if method in ("post", "put", "patch", "delete")
+        ]
+        answers = {
+            route: await raw_post(
+                server.url,
+                route[1],
+                {"Content-Type": "application/json"},
+                NOT_JSON,
+                method=route[0],
+            )
+            for route in routes
+        }
+    assert ("POST", "/v1/calls/call_id/transfer") in answers
+    assert ("POST", "/v1/schedules") in answers
+    for (_, path), answer in answers.items():
+        assert_unauthorized(*answer, path, UNAUTHORIZED["missing"][1])
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_a_body_with_a_known_token_is_read_as_before(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, chunked: bool
+) -> None:
+    # Two requests of the token's rate (the burst; refilled in 100 s): the gate spends
+    # none of it, so both calls are placed and only a third is over the rate.
+    app = held_app(tmp_path, rate_limit=0.01, rate_burst=2)
+    call = json.dumps({"to": "PJSIP/alice", "route": "hold"}).encode()
+    headers = {"Content-Type": "application/json", **auth(WRITE)}
+    async with served(app, fake_asterisk, tmp_path) as server:
+        refused = await raw_post(server.url, "/v1/calls", headers, NOT_JSON, chunked=chunked)
+        placed = [
+            await raw_post(server.url, "/v1/calls", headers, call, chunked=chunked)
+            for _ in range(3)
+        ]
+    # Read and parsed: the body's own error (before the route's dependencies, its rate).
+    assert refused[0] == 422, refused[2]
+    assert json.loads(refused[2])["type"] == "https://voxtra.dev/problems/invalid-request"
+    assert [status for status, _, _ in placed] == [201, 201, 429], placed
+    assert json.loads(placed[0][2])["status"] == "queued"
+
+
+async def test_the_sign_in_form_needs_no_bearer_token(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    # The operator page's session is a cookie: its sign-in form carries the token in
+    # its body, not in an Authorization header.
+    form = urlencode({"token": WRITE}).encode()
+    async with served(held_app(tmp_path), fake_asterisk, tmp_path) as server:
+        status, headers, content = await raw_post(
+            server.url, "/ui/login", {"Content-Type": "application/x-www-form-urlencoded"}, form
+        )
+    assert (status, headers["location"]) == (303, "/ui"), content
+    assert headers["set-cookie"].startswith("voxtra_ui=")
+
+
+@pytest.mark.parametrize("prefix", ["/twilio", "/v1/twilio"])
+async def test_the_twilio_webhook_needs_no_bearer_token(
+    fake_asterisk: FakeAsterisk, tmp_path: Path, prefix: str
+) -> None:
+    # Signed by Twilio, not by a bearer token: mounted under /v1 too, it is answered.
+    app = build_app(tmp_path, twilio={**TWILIO, "path_prefix": prefix})
+    params = {"CallSid": "CA1", "From": "+4930123456", "To": "+4930654321"}
+    signature = RequestValidator(TWILIO["auth_token"]).compute_signature(
+        f"{TWILIO['public_url']}{prefix}/voice", params
+    )
+    headers = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Twilio-Signature": signature,
+    }
+    async with served(app, fake_asterisk, tmp_path) as server:
+        status, answer_headers, content = await raw_post(
+            server.url, f"{prefix}/voice", headers, urlencode(params).encode()
+        )
+        assert server.twilio is not None and server.twilio.rejected == 0
+    assert (status, answer_headers["content-type"]) == (200, "application/xml"), content
+    assert b"<Stream" in content

@@ -22,7 +22,7 @@ from voxtra.app import VoxtraApp
 from voxtra.asgi import BodyLimit
 from voxtra.config import PlatformSettings, VoxtraSettings
 from voxtra.platform.api import calls, routers
-from voxtra.platform.api.auth import RateLimiter
+from voxtra.platform.api.auth import RateLimiter, TokenGate
 from voxtra.platform.api.problems import body_too_large, install_problem_handlers
 from voxtra.platform.platform import Platform
 from voxtra.platform.store.db import Database
@@ -41,8 +41,9 @@ token. 256 KiB leaves five times that for a client that indents its JSON or esca
 more. FastAPI parses a route's JSON body before its token check: a stranger's ``[{},
 {}, ...]`` of 32 MiB (the campaigns' limit) to ``POST /v1/campaigns/check`` raised the
 server's peak RSS from 151 to 962 MiB, before that route read its body after the check;
-one of 256 KiB to ``POST /v1/calls`` raises it from 123 to 131 MiB (each request in
-parallel holds its own: 20 at once, by 121 MiB)."""
+one of 256 KiB to ``POST /v1/calls`` raised it from 123 to 131 MiB (each request in
+parallel holds its own: 20 at once, by 121 MiB) before ``auth.TokenGate`` refused a
+stranger's body unread; a known token's is still parsed before its scope is checked."""
 
 _CONTACTS_PATHS = frozenset({"/v1/campaigns", "/v1/campaigns/check"})
 """The paths whose POST takes a campaign's contacts (:mod:`.campaigns`): the only bodies
@@ -96,12 +97,18 @@ def create_api(
     for setup in routers.SETUPS:
         setup(platform)
 
-    # Before anything reads it: FastAPI reads and parses a JSON body before it runs the
-    # route's dependencies, the token check among them. Unbounded, a 200 MiB JSON body
-    # POSTed to /v1/calls without a token was read and parsed to a 401, the server's RSS
-    # up 735 MiB for that one request. Per route (_body_limit): only the campaign routes,
-    # which read their bodies after the check, take max_body_bytes. Inside
-    # count_requests: the 413s are counted.
+    # A /v1 route's token checked before its body is read (TokenGate): FastAPI reads
+    # and parses a JSON body before it runs the route's dependencies, the token check
+    # among them. Within the limit, 100 strangers' bodies of 256 KiB at once were parsed
+    # to 401s, the server's peak RSS from 123 to 762 MiB (to 139 MiB behind the gate).
+    own_routes = [route for router in (calls.router, *routers.ROUTERS) for route in router.routes]
+    api.add_middleware(TokenGate, platform=platform, routes=own_routes)
+    # Run before the gate (added after it): a body too long is a 413 whoever sends it,
+    # at once when its Content-Length says so. Unbounded, a 200 MiB JSON body POSTed to
+    # /v1/calls without a token was read and parsed to a 401, the server's RSS up 735 MiB
+    # for that one request. Per route (_body_limit): only the campaign routes, which read
+    # their bodies after the check, take max_body_bytes. Inside count_requests: the 413s
+    # and the gate's 401s are counted.
     api.add_middleware(BodyLimit, limit=_body_limit(platform.settings), refusal=body_too_large)
 
     async def count_requests(request: Request, call_next: RequestResponseEndpoint) -> Response:
