@@ -128,4 +128,7 @@ async def test_echo_stays_intact_while_a_stranger_attacks_the_audiosocket_port(
     assert stats.refused_unknown_uuid >= 50
     assert stats.refused_over_limit >= 1
     assert stats.unknown_messages == 0  # only the call's own connection is ever read
-    assert meter.max_ms < 20, f"event loop stalled {meter.max_ms:.1f} ms"
+    # 40 ms: under the 43 ms a full collection of the heap took (above), over what the
+    # box's scheduling adds when loaded (a CI run with other work on both cores measured
+    # 20.05 ms against an earlier bound of 20, the echo intact).
+    assert meter.max_ms < 40, f"event loop stalled {meter.max_ms:.1f} ms"
