@@ -368,6 +368,22 @@ async def test_a_strangers_body_is_refused_before_it_is_read(
     assert_unauthorized(*answer, "/v1/calls", detail)
 
 
+async def test_a_zero_content_length_beside_chunked_does_not_pass_the_gate(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    # uvicorn's h11 frames a body with both headers as chunked: "Content-Length: 0"
+    # beside it made the gate take the request for bodiless, the body parsed to a 422.
+    async with served(held_app(tmp_path), fake_asterisk, tmp_path) as server:
+        answer = await raw_post(
+            server.url,
+            "/v1/calls",
+            {"Content-Type": "application/json", "Content-Length": "0"},
+            NOT_JSON,
+            chunked=True,
+        )
+    assert_unauthorized(*answer, "/v1/calls", UNAUTHORIZED["missing"][1])
+
+
 async def test_every_v1_route_refuses_a_strangers_body_unread(
     fake_asterisk: FakeAsterisk, tmp_path: Path
 ) -> None:

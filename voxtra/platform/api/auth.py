@@ -209,7 +209,10 @@ class TokenGate:
 
 
 def _carries_body(headers: Headers) -> bool:
+    # Chunked first: with both headers uvicorn's h11 frames the body as chunked (the
+    # Content-Length is ignored), so "Content-Length: 0" beside it let a stranger's
+    # chunked body past the gate, parsed before its 401.
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        return True
     declared = headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit():  # as BodyLimit reads it
-        return int(declared) > 0
-    return "chunked" in headers.get("transfer-encoding", "").lower()
+    return declared.isascii() and declared.isdigit() and int(declared) > 0  # as BodyLimit
