@@ -14,13 +14,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from voxtra.ari.errors import AriError, AriNotFound
+from voxtra.ari.errors import AriConflict, AriError, AriNotFound
 from voxtra.ari.events import AriEvent, parse_event
 from voxtra.ari.models import Channel
 from voxtra.calls.context import CallContext
 from voxtra.calls.registry import CallRegistry
 from voxtra.calls.state import CallEndReason, internal_id
 from voxtra.config import VoxtraSettings
+from voxtra.errors import CallEnded
 from voxtra.media.pacer import Ticker
 
 T = TypeVar("T")
@@ -149,3 +150,19 @@ async def test_the_registry_finds_every_owner_once() -> None:
     )
     assert sorted(o.id for o in registry.owners_of(on_bridge)) == ["a", "b"]
     assert registry.owners_of(event("ApplicationReplaced")) == []
+
+
+async def test_a_409_for_the_channel_leaving_stasis_ends_the_call_not_one_for_a_bridge() -> None:
+    # Asterisk 22 answers a channel command for a channel gone on in the dialplan with
+    # 409 "Channel not in Stasis application": the call has left us. Its 409 for a
+    # bridge that is not the app's ("Bridge not in Stasis application") says nothing
+    # of the call, which was taken for ended.
+    async def failing(message: str) -> None:
+        raise AriConflict(409, "POST", "/x", message)
+
+    call = context(Host())
+    with pytest.raises(CallEnded):
+        await call.request(failing("Channel not in Stasis application"))
+    with pytest.raises(AriConflict):
+        await call.request(failing("Bridge not in Stasis application"))
+    assert not call.ended

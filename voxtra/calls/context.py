@@ -701,7 +701,9 @@ def _channel_left_app(exc: AriError) -> bool:
     (hold, mute, DTMF, play, answer, continue) once the channel went on in the dialplan
     (a continue from outside the app); bridge commands answer 422 instead (measured on
     the sandbox)."""
-    return isinstance(exc, AriConflict) and "not in stasis" in exc.message.lower()
+    # "Channel ...", not any "not in Stasis": a bridge that is not (or no longer) the
+    # app's gets 409 "Bridge not in Stasis application", the call alive.
+    return isinstance(exc, AriConflict) and "channel not in stasis" in exc.message.lower()
 
 
 def _channel_not_found(exc: AriError) -> bool:
