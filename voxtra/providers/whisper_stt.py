@@ -278,7 +278,7 @@ class WhisperSTT:
         """Allowed on top of that (s) to a decode that loads the model first (1.3 s
         measured here, from a warm page cache)."""
         self._key = (str(path), device, compute_type, cpu_threads, workers)
-        self._slots: asyncio.Semaphore | None = None
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         """One per decoder thread running (``workers``), hung ones excepted."""
 
     def _decode_blocking(self, parts: list[tuple[int, bytes]]) -> _Decoded:
@@ -392,9 +392,13 @@ class WhisperSTT:
         # waited behind it; and the executor joins its threads at exit, so the process
         # could not end either.
         loop = asyncio.get_running_loop()
-        if self._slots is None:
-            self._slots = asyncio.Semaphore(self.workers)
-        slots = self._slots
+        # A semaphore per event loop: one is bound to the loop it first waited on (a
+        # provider reused under another asyncio.run raised RuntimeError), and a decode
+        # whose loop closed before its thread ended never gave its slot back (the next
+        # loop's decodes waited for ever with workers=1).
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self.workers))
+        slots = self._slots[1]
         seconds = self.decode_timeout_s + sum(len(data) / 2 / rate for rate, data in parts)
         if self._key not in _models:
             seconds += self.start_timeout_s  # this decode loads the model first
@@ -415,9 +419,13 @@ class WhisperSTT:
                 done.exception()  # retrieved: a dropped decode's failure is not logged
 
         outcome.add_done_callback(ended)
-        threading.Thread(
+        thread = threading.Thread(
             target=self._decode_in_thread, args=(loop, outcome, parts), name="whisper", daemon=True
-        ).start()
+        )
+        try:
+            thread.start()
+        except RuntimeError as exc:  # "can't start new thread": the process's limit
+            outcome.set_exception(ProviderError(self.name, f"no decoder thread: {exc}"))
         try:
             return await asyncio.shield(outcome)
         except (ConfigError, ProviderError):

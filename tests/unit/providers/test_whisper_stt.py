@@ -514,3 +514,30 @@ async def test_a_model_load_that_hangs_fails_and_other_models_keep_decoding(
         WhisperSTT(decode_timeout_s=0)
     with pytest.raises(ConfigError, match="start_timeout_s"):
         WhisperSTT(start_timeout_s=0)
+
+
+async def test_a_provider_decodes_under_one_event_loop_after_another() -> None:
+    """Its decode slots belong to the loop they were made on: a provider reused under a
+    second ``asyncio.run`` (an app run twice in one process) raised RuntimeError from a
+    semaphore bound to the first loop, or waited for ever for a slot whose decode's loop
+    had closed."""
+    held = HangingWhisper(workers=1, decode_timeout_s=30.0)
+    silence = [(8000, b"\\x00\\x00" * 8000)]
+
+    async def dropped() -> None:
+        # A decode left running as its loop ends (a dropped early decode at shutdown).
+        task = asyncio.ensure_future(held.decode(silence))
+        await asyncio.to_thread(held.stuck.wait, 20)
+        task.cancel()
+
+    async def waiter_then_decode() -> None:
+        # Two at once: the second waits on the semaphore (binding it to this loop).
+        await asyncio.gather(held.decode(silence), held.decode(silence))
+
+    def loops() -> None:  # each asyncio.run in a thread of its own, as an app's would be
+        asyncio.run(dropped())
+        held.release.set()  # its thread ends after its loop closed
+        asyncio.run(asyncio.wait_for(waiter_then_decode(), 20))
+        asyncio.run(asyncio.wait_for(waiter_then_decode(), 20))
+
+    await asyncio.to_thread(loops)
