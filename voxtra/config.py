@@ -329,7 +329,9 @@ class PlatformSettings(_SettingsModel):
     #: address need the same key).
     ui_secret: SecretStr | None = Field(default=None, repr=False)
 
-    @field_validator("database_url", "number_template", "sip_uri_endpoint", mode="before")
+    @field_validator(
+        "database_url", "number_template", "sip_uri_endpoint", "ui_secret", mode="before"
+    )
     @classmethod
     def _blank(cls, value: Any) -> Any:
         return _none_if_blank(value)

@@ -188,6 +188,9 @@ async def operator_page(request: Request, platform: PlatformDep) -> Response:
         return RedirectResponse("/ui/login", status_code=303, headers=_SECURITY_HEADERS)
     if not session.allows("calls:read"):
         return _page(render.login_page("This token lacks the scope calls:read."), 403)
+    # The stream's reads at once (each campaign's progress among them): a reload spent
+    # nothing of the token's rate, 10 in a row answered at a rate of 0.5 a second.
+    spend(request, session.token_name)
     can_act = session.allows("calls:write")
     live, turns = await _live(platform)
     rows = [render.recent_row(c)[1] for c in await _recent(platform)]
@@ -230,7 +233,11 @@ async def login(request: Request, platform: PlatformDep) -> Response:
         cookie,
         max_age=SESSION_SECONDS,
         path="/ui",
-        secure=request.url.scheme == "https",
+        # Or the browser's page is (its Origin, this host's): behind a TLS proxy uvicorn
+        # does not trust (only loopback, unless FORWARDED_ALLOW_IPS names it: a proxy in
+        # another container) the request is http here, and the cookie went without it.
+        secure=request.url.scheme == "https"
+        or request.headers.get("origin", "").startswith("https://"),
         httponly=True,
         samesite="strict",
     )
@@ -239,12 +246,15 @@ async def login(request: Request, platform: PlatformDep) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request, platform: PlatformDep) -> Response:
+    # First, whatever the session: another site's form carries no cookie (SameSite), so
+    # there was no CSRF token to check, and its answer cleared the operator's cookie
+    # (Chromium, a form on another site posting here).
+    if not same_origin(request):
+        raise Problem(403, "sign out from this server's own page")
     session = _session(request, platform)
     async with request.form(max_files=0, max_fields=4) as form:
         sent = form.get("csrf")
-    if session is not None and (
-        not isinstance(sent, str) or not _same(sent, session.csrf) or not same_origin(request)
-    ):
+    if session is not None and (not isinstance(sent, str) or not _same(sent, session.csrf)):
         raise Problem(403, "missing or wrong CSRF token")
     response = RedirectResponse("/ui/login", status_code=303, headers=_SECURITY_HEADERS)
     response.delete_cookie(COOKIE, path="/ui", httponly=True, samesite="strict")

@@ -5,11 +5,12 @@ an ``EventSource``, and a token in a URL ends up in access logs and browser hist
 So ``POST /ui/login`` takes the token in a form body, checks it like the API does
 (its SHA-256 against every configured digest, in constant time), and answers with a
 cookie ``voxtra_ui``: ``HttpOnly`` (no script reads it), ``SameSite=Strict`` (no other
-site's page sends it), ``Secure`` over HTTPS, ``Path=/ui``. The cookie holds the token's
-name, the first 16 hex digits of its digest (a rotated token ends its sessions), a
-random session id and an expiry, signed with HMAC-SHA256 under
-``platform.ui_secret`` (or a random per-process key). Scopes are read from the current
-settings on every request, never from the cookie.
+site's page sends it), ``Secure`` over HTTPS (or when the sign-in's ``Origin`` is
+https, behind a proxy), ``Path=/ui``. The cookie holds the token's name, the first 16
+hex digits of its digest (a rotated token ends its sessions), a random session id and
+an expiry, signed with HMAC-SHA256 under ``platform.ui_secret`` (or, unset or blank, a
+random per-process key). Scopes are read from the current settings on every request,
+never from the cookie.
 
 Actions (hang up, pause, resume, log out) are POSTs that must carry the session's CSRF
 token (an HMAC of its session id, put in the page) in ``X-CSRF-Token``, and, when the
@@ -69,9 +70,12 @@ class SessionKeys:
 
     def __init__(self, platform: Platform) -> None:
         secret = platform.settings.ui_secret
+        # A blank secret is none, as the settings read a blank optional value: its key
+        # was sha256(b"voxtra-ui:"), known to all, and a token's digest (the api_tokens
+        # table, a `sha256:` in the settings) was then all a forged admin session took.
         self.key = (
             hashlib.sha256(b"voxtra-ui:" + secret.get_secret_value().encode()).digest()
-            if secret is not None
+            if secret is not None and secret.get_secret_value().strip()
             else secrets.token_bytes(32)
         )
         self.platform = platform
