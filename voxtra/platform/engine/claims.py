@@ -32,6 +32,7 @@ from voxtra.platform.scheduling import (
     ContactState,
     ContactStatus,
     CronSchedule,
+    InvalidTimeZone,
     RetryBackoff,
     RetryPolicy,
     allowance,
@@ -220,15 +221,23 @@ async def claim_schedules(
     now: datetime,
     limit: int = 20,
     backends: Collection[str] | None = None,
+    unservable: set[str] | None = None,
 ) -> list[ClaimedRun]:
     """Take the due schedules (of ``backends`` only, if given: what this worker can
-    dial): a run row each (unique per due time), the next run set."""
+    dial): a run row each (unique per due time), the next run set.
+
+    ``unservable``: the worker's own set of schedules whose time zone its tzdata lacks
+    (added to here): left to a worker that has it, and not selected again."""
+    query = (
+        select(Schedule)
+        .where(Schedule.status == ScheduleStatus.ACTIVE.value)
+        .where(Schedule.next_run_at <= now)
+    )
+    if unservable:
+        query = query.where(Schedule.id.not_in(unservable))
     due = (
         await session.scalars(
-            select(Schedule)
-            .where(Schedule.status == ScheduleStatus.ACTIVE.value)
-            .where(Schedule.next_run_at <= now)
-            .where(_served(Schedule.backend, backends))
+            query.where(_served(Schedule.backend, backends))
             .order_by(Schedule.next_run_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -236,28 +245,37 @@ async def claim_schedules(
     ).all()
     claimed: list[tuple[ScheduleRun, Schedule]] = []
     for schedule in due:
-        assert schedule.next_run_at is not None
-        run = ScheduleRun(
-            schedule_id=schedule.id,
-            due_at=schedule.next_run_at,
-            worker_id=worker_id,
-            started_at=now,
-        )
-        session.add(run)
-        schedule.runs += 1
+        due_at = schedule.next_run_at
+        assert due_at is not None
+        following: datetime | None = None
         if schedule.kind == "cron" and schedule.cron:
             # Runs missed while no worker was up are not made up: the next is after now.
             try:
-                schedule.next_run_at = CronSchedule(schedule.cron, schedule.tz).next_after(
-                    max(schedule.next_run_at, now)
+                following = CronSchedule(schedule.cron, schedule.tz).next_after(max(due_at, now))
+            except InvalidTimeZone:
+                # A zone this worker's tzdata lacks (the API's host had it): raised out
+                # of the whole round, before the campaigns were claimed, this worker
+                # dialled nothing, every round. Left untouched, to a worker that has it.
+                if unservable is not None:
+                    unservable.add(schedule.id)
+                logger.error(
+                    "schedule %s: time zone %r unknown to this worker (tzdata); left to "
+                    "another worker",
+                    schedule.id,
+                    schedule.tz,
                 )
+                continue
             except (ConfigError, OverflowError, ValueError):
-                # Not only a bad cron: a time zone this worker's tzdata lacks (the API's
-                # host had it) raised InvalidTimeZone out of the whole round, before the
-                # campaigns were claimed, so this worker dialled nothing, every round. The
-                # run due now goes ahead; the schedule ends, said in the log.
-                logger.exception("schedule %s: its next run cannot be computed", schedule.id)
-                schedule.status, schedule.next_run_at = ScheduleStatus.DONE.value, None
+                # No next run anywhere (a cron no time matches, the calendar's end): the
+                # run due goes ahead, the schedule ends.
+                logger.exception("schedule %s: it has no next run", schedule.id)
+        run = ScheduleRun(
+            schedule_id=schedule.id, due_at=due_at, worker_id=worker_id, started_at=now
+        )
+        session.add(run)
+        schedule.runs += 1
+        if following is not None:
+            schedule.next_run_at = following
         else:
             schedule.status, schedule.next_run_at = ScheduleStatus.DONE.value, None
         claimed.append((run, schedule))

@@ -163,6 +163,8 @@ class SchedulingWorker:
         """Calls this worker has dialed (attempts and runs)."""
         self._wake = asyncio.Event()
         self._calls: set[asyncio.Task[None]] = set()
+        self._unservable: set[str] = set()
+        """Schedules whose time zone this worker's tzdata lacks (claims.claim_schedules)."""
         self._loop: asyncio.Task[None] | None = None
         self._beats: asyncio.Task[None] | None = None
         self._last_beat: float | None = None
@@ -296,7 +298,11 @@ class SchedulingWorker:
         served = self.served() if self.served is not None else None
         async with self.db.session() as session:
             runs = await claims.claim_schedules(
-                session, self.worker_id, self.clock.now(), backends=served
+                session,
+                self.worker_id,
+                self.clock.now(),
+                backends=served,
+                unservable=self._unservable,
             )
         for run in runs:
             self._spawn(self._place_run(run))
