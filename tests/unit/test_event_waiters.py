@@ -65,3 +65,36 @@ async def _outcome(wait: Any) -> Any:
         return await wait
     except Exception as exc:
         return exc
+
+
+async def test_a_predicate_raising_stop_iteration_ends_its_wait_too(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    # A future refuses StopIteration (TypeError from set_exception): raised out of the
+    # dispatch, the other waits missed the event again.
+    app = fake_app(tmp_path, "waiters-stop")
+    seen: dict[str, Any] = {}
+    ready = asyncio.Event()
+
+    def exhausted(event: ChannelDtmfReceived) -> bool:
+        return next(iter(()))  # type: ignore[no-any-return]
+
+    @app.route("_X.")
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        odd = call.spawn(_outcome(call.wait_for_event(ChannelDtmfReceived, exhausted, 10)))
+        digit = call.spawn(_outcome(call.wait_for_event(ChannelDtmfReceived, timeout=10)))
+        await asyncio.sleep(0)
+        ready.set()
+        seen["odd"] = await odd
+        seen["digit"] = await digit
+        await call.hangup()
+
+    async with fake_asterisk.serve(app):
+        caller = await fake_asterisk.incoming(extension="1000")
+        await asyncio.wait_for(ready.wait(), 10)
+        await caller.press("1")
+        await fake_asterisk.wait_until(lambda: "digit" in seen, timeout=20)
+
+    assert isinstance(seen["odd"], RuntimeError) and "StopIteration" in str(seen["odd"])
+    assert isinstance(seen["digit"], ChannelDtmfReceived) and seen["digit"].digit == "1"

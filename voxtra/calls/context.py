@@ -232,6 +232,8 @@ class CallContext:
                 # with the error. Raised out of here, it kept the event from the waits
                 # after it (a playback's end: play_and_wait() ran into its timeout) and
                 # its own wait timed out instead (tests/unit/test_event_waiters.py).
+                if isinstance(exc, StopIteration):  # a future refuses it (TypeError)
+                    exc = RuntimeError(f"wait_for_event() predicate raised {exc!r}")
                 waiter.future.set_exception(exc)
                 self._waiters.remove(waiter)
                 continue

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from voxtra.errors import ProviderError, VoxtraError
+from voxtra.errors import ProviderError
 from voxtra.local.runtime import LlamaRuntime, RuntimeUnavailable, recipe_key
 from voxtra.local.server import LlamaServer
 from voxtra.local.weights import (
@@ -187,9 +187,14 @@ class LocalLLM:
             )
             try:
                 await self.start(system_prompt=system_prompt, tools=tools)
-            except (VoxtraError, OSError) as exc:
+            except Exception as exc:  # any: the watch must go on watching
+                # Not only VoxtraError/OSError: anything else ended the watch unheard,
+                # and with it every later restart.
                 logger.error(
-                    "llama-server did not start again (next try in %.0f s): %s", delay, exc
+                    "llama-server did not start again (next try in %.0f s): %s: %s",
+                    delay,
+                    type(exc).__name__,
+                    exc,
                 )
                 # Further apart each time: one that cannot start (a broken model, the
                 # memory taken) is not loaded again and again on a busy box.
