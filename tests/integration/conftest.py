@@ -33,3 +33,23 @@ async def s3_bucket(s3_client: Any) -> str:
     name = f"rec-{uuid.uuid4().hex[:12]}"
     await s3_client.create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture(scope="module")
+async def local() -> AsyncIterator[Any]:
+    """One llama-server for the module (the local LLM's tests), started with the demo's
+    prompt head."""
+    from local_llm_setup import TOOLS, assistant
+
+    from voxtra.local import LocalLLM
+    from voxtra.pipeline import tool_spec
+    from voxtra.testing.asterisk import AsteriskSandbox
+
+    llm = LocalLLM()
+    llm.prepare(AsteriskSandbox().tarball)  # cached by scripts/bootstrap
+    await llm.start(system_prompt=assistant.SYSTEM_PROMPT, tools=[tool_spec(t).spec for t in TOOLS])
+    try:
+        yield llm
+    finally:
+        await llm.aclose()
+    assert not llm.server.running

@@ -17,45 +17,20 @@ import os
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from local_llm_setup import TOOLS, assistant
 
 from voxtra.local import LocalLLM
 from voxtra.pipeline import Agent, TurnMetrics, VoicePipeline, tool_spec
 from voxtra.providers.base import ChatMessage, ToolCall
 from voxtra.testing import console
-from voxtra.testing.asterisk import AsteriskSandbox
-from voxtra.testing.modules import import_file
 
 pytestmark = [
     pytest.mark.llm,
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
     pytest.mark.skipif(os.geteuid() != 0, reason="llama-server runs in a chroot (root)"),
 ]
-
-
-def _assistant() -> ModuleType:
-    return import_file(
-        Path(__file__).resolve().parents[2] / "examples" / "assistant.py",
-        "voxtra_example_assistant",
-    )
-
-
-assistant = _assistant()
-TOOLS = assistant.TOOLS
-
-
-@pytest.fixture(scope="module")
-async def local() -> AsyncIterator[LocalLLM]:
-    llm = LocalLLM()
-    llm.prepare(AsteriskSandbox().tarball)  # cached by scripts/bootstrap
-    await llm.start(system_prompt=assistant.SYSTEM_PROMPT, tools=[tool_spec(t).spec for t in TOOLS])
-    try:
-        yield llm
-    finally:
-        await llm.aclose()
-    assert not llm.server.running
 
 
 async def _first_call(local: LocalLLM, text: str) -> tuple[str, dict[str, object]] | str:

@@ -15,48 +15,23 @@ import signal
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from local_llm_setup import TOOLS, assistant
 
 from voxtra import VoiceConfig, VoxtraApp
 from voxtra.errors import ProviderError
 from voxtra.local import LlamaServer, LocalLLM, RuntimeUnavailable
-from voxtra.pipeline import Agent, tool_spec
-from voxtra.testing.asterisk import AsteriskSandbox
-from voxtra.testing.modules import import_file
+from voxtra.pipeline import Agent
 
 pytestmark = [
     pytest.mark.llm,
     pytest.mark.filterwarnings("ignore::ResourceWarning"),
     pytest.mark.skipif(os.geteuid() != 0, reason="llama-server runs in a chroot (root)"),
 ]
-
-
-def _assistant() -> ModuleType:
-    return import_file(
-        Path(__file__).resolve().parents[2] / "examples" / "assistant.py",
-        "voxtra_example_assistant",
-    )
-
-
-assistant = _assistant()
-TOOLS = assistant.TOOLS
-
-
-@pytest.fixture(scope="module")
-async def local() -> AsyncIterator[LocalLLM]:
-    llm = LocalLLM()
-    llm.prepare(AsteriskSandbox().tarball)  # cached by scripts/bootstrap
-    await llm.start(system_prompt=assistant.SYSTEM_PROMPT, tools=[tool_spec(t).spec for t in TOOLS])
-    try:
-        yield llm
-    finally:
-        await llm.aclose()
-    assert not llm.server.running
 
 
 async def test_a_port_in_use_is_refused_not_taken_for_a_ready_server(
