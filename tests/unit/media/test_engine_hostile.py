@@ -6,56 +6,16 @@ before it. Every test here failed on the code before its fix.
 
 from __future__ import annotations
 
-import socket
 import sys
-from collections.abc import Iterator
 from types import FrameType
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
+from media.rtp_peers import Peer, frame_of
 from voxtra.media.engine import EngineStream, MediaEngine, TickAudio
 from voxtra.media.pacer import Ticker
-from voxtra.media.rtp import RtpPacket, RtpSender
-
-
-class Peer:
-    """Asterisk's end of one stream (or a stranger): a UDP socket and an RTP sender."""
-
-    def __init__(self, pt: int = 0, ssrc: int = 1000) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.setblocking(False)
-        self.port = self.sock.getsockname()[1]
-        self.rtp = RtpSender(pt, ssrc=ssrc, sequence=100, timestamp=0)
-
-    def send(self, to: tuple[str, int], payload: bytes, seq: int | None = None) -> None:
-        if seq is None:
-            self.sock.sendto(self.rtp.build(payload), to)
-            return
-        pkt = RtpPacket(self.rtp.payload_type, seq & 0xFFFF, 0, self.rtp.ssrc, payload)
-        self.sock.sendto(pkt.build(), to)
-
-    def received(self) -> list[RtpPacket]:
-        out = []
-        while True:
-            try:
-                out.append(RtpPacket.parse(self.sock.recv(2048)))
-            except BlockingIOError:
-                return out
-
-
-@pytest.fixture
-def peers() -> Iterator[list[Peer]]:
-    made: list[Peer] = []
-    yield made
-    for p in made:
-        p.sock.close()
-
-
-def frame_of(code: int) -> bytes:
-    return bytes([code]) * 160
 
 
 @pytest.mark.parametrize("law", ["ulaw", "alaw"])
