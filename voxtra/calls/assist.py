@@ -232,6 +232,8 @@ class AgentAssist:
         self._done = asyncio.Event()
         self._closing: asyncio.Future[None] | None = None
         self._started = False
+        self._attached = asyncio.Event()
+        """Set once start() is done attaching (or gave up): what it makes is made."""
         rate = getattr(stt, "sample_rate", None)
         self.rate = rate if isinstance(rate, int) and rate > 0 else LISTEN_RATE
         """The rate (PCM16) each side is heard and transcribed at."""
@@ -259,14 +261,17 @@ class AgentAssist:
             return
         self._started = True
         try:
-            self.parties, sides, self._own_context = await self._resolve()
-            self.context = self.parties.context
-            self.context.check_alive()
-            if len(sides) != 2 or len(set(sides.values())) != 2:
-                raise AssistError(f"agent assist needs two different parties, not {sides}")
-            self.sides = {label: _Side(label, ch) for label, ch in sides.items()}
-            for side in self.sides.values():
-                await self._attach(side)
+            try:
+                self.parties, sides, self._own_context = await self._resolve()
+                self.context = self.parties.context
+                self.context.check_alive()
+                if len(sides) != 2 or len(set(sides.values())) != 2:
+                    raise AssistError(f"agent assist needs two different parties, not {sides}")
+                self.sides = {label: _Side(label, ch) for label, ch in sides.items()}
+                for side in self.sides.values():
+                    await self._attach(side)
+            finally:
+                self._attached.set()
         except BaseException:
             await self.close()
             raise
@@ -368,6 +373,13 @@ class AgentAssist:
     async def _close(self) -> None:
         self.ended = True
         self._done.set()
+        if self._started:
+            # A party leaving while start() attaches to the other: what that attach made
+            # after the sides were released here (a snoop whispering to the party, its
+            # ExternalMedia channel and bridge, the pump, an STT stream) stayed for the
+            # rest of the call (tests/integration/test_assist_hangups_asterisk.py).
+            # Bounded: each step of an attach has its own time limit.
+            await self._attached.wait()
         current = asyncio.current_task()
         others = [task for task in self._tasks if task is not current]
         for task in others:

@@ -505,10 +505,19 @@ class CallParties:
                 await voice.close()
             await self._stop_listening()
             await self._unseat()
+            agent = self.media.channel_id
             await self.media.close()
             bridge = self.media.bridge_id
             if bridge is not None:
                 await self.destroy_bridge(bridge)
+            if agent is not None:
+                # A supervisor coaching the AI agent lost its seat with the media channel
+                # (Asterisk ends a snoop with the channel it spies): its phone recorded
+                # digital silence for the rest of the call, caller and callee included
+                # (tests/integration/test_three_party_supervisors.py). The agent is the
+                # callee now.
+                for supervision in self.supervisions:
+                    await supervision.follow_agent(agent)
             logger.info("call %s: the agent left; caller and callee stay", self.context.id)
 
     async def disconnect(self) -> None:
@@ -617,9 +626,12 @@ class CallParties:
         return supervision
 
     def agent_channel(self) -> str:
-        """Who "the agent" is to a supervisor: the connected callee (a person the agent
-        put through), else the app's own media channel (the AI agent)."""
-        if self.state is PartyState.CONNECTED and self.callee_id is not None:
+        """Who "the agent" is to a supervisor: the callee (a person the agent put
+        through, connected, or talking with the caller once the agent left), else the
+        app's own media channel (the AI agent)."""
+        # CLOSED too: the agent's media channel is gone then, and whispering to "the
+        # agent" after close() was refused ("no agent listens on this call").
+        if self.state in (PartyState.CONNECTED, PartyState.CLOSED) and self.callee_id is not None:
             return self.callee_id
         channel = self.media.channel_id
         if channel is None or self.media.transport is None or self.media.transport.closed:
@@ -685,9 +697,19 @@ class CallParties:
         snoop_id = context.host.internal_id("snoop")
         started = context.expect_channel(snoop_id)
         try:
-            await context.ari.channels.snoop(
-                target, context.host.app_name, spy=spy, whisper=whisper, snoop_id=snoop_id
-            )
+            try:
+                await context.ari.channels.snoop(
+                    target, context.host.app_name, spy=spy, whisper=whisper, snoop_id=snoop_id
+                )
+            except AriNotFound as exc:
+                # 404 "Provided channel was not found": the target hung up as its snoop
+                # was asked for. A mode switch, party_audio() or a supervisor's seat
+                # meeting the callee's hang-up raised this to the handler, past its
+                # `except PartyError` (measured on 22.10.1, each of the three raced
+                # with the callee's hang-up: the snoop's 404 every time).
+                if target == context.id:
+                    raise CallEnded(context.id, f"call {context.id} has ended") from exc
+                raise PartyError(f"{target} has hung up: it cannot be snooped on") from exc
             try:
                 await context.wait_channel(snoop_id, started, timeout=SNOOP_START)
             except TimeoutError as exc:
@@ -875,8 +897,9 @@ class Supervision:
                     await context.release_channel(old)
 
     async def follow_agent(self, gone: str) -> None:
-        """The channel ``gone`` left (a connected callee hung up): if the supervisor was
-        on it, seat it again on whoever is the agent now, in the same mode."""
+        """The channel ``gone`` left (a connected callee hung up, or the AI agent's media
+        channel at ``close()``): if the supervisor was on it, seat it again on whoever
+        is the agent now, in the same mode."""
         if self.ended or self.target != gone or self.mode is None:
             return
         with contextlib.suppress(PartyError, AriError, CallEnded):
