@@ -521,3 +521,37 @@ async def test_a_schedule_whose_zone_this_worker_lacks_does_not_stop_the_campaig
     assert kept.next_run_at == every.next_run_at
     assert runs == []
     assert [c.endpoint for c in rig.fake.originated] == ["PJSIP/a"]
+
+
+async def test_a_schedule_passed_over_for_its_zone_is_tried_again_later(rig: Rig) -> None:
+    """tzdata installed while the worker runs (here: the row's zone made valid): the
+    schedule passed over is tried again within ``UNSERVABLE_RETRY`` (10 minutes) and
+    runs; it was passed over for the rest of the process's life."""
+    rig.fake.dial_outcome = "answer"
+    now = rig.clock.now()
+    async with rig.db.session() as session:
+        every = await create_schedule(
+            session, to="PJSIP/cron", now=now, cron="* * * * *", tz="UTC", route="agent"
+        )
+        row = await session.get(Schedule, every.id)
+        assert row is not None
+        row.tz = "Mars/Olympus"
+    due = datetime(2026, 11, 30, 9, 1, tzinfo=UTC)
+    assert every.next_run_at == due
+    worker = rig.worker()
+    await worker.start()
+    try:
+        while rig.clock.now() < due + timedelta(seconds=30):
+            await asyncio.sleep(0.05)  # due and passed over
+        assert rig.fake.originated == []
+        async with rig.db.session() as session:
+            row = await session.get(Schedule, every.id)
+            assert row is not None
+            row.tz = "UTC"  # the zone known now
+        await rig.fake.wait_until(lambda: len(rig.fake.originated) >= 1, timeout=15)
+    finally:
+        await worker.stop()
+    assert rig.clock.now() < due + timedelta(minutes=12)
+    async with rig.db.session() as session:
+        runs = (await session.scalars(select(ScheduleRun).order_by(ScheduleRun.id))).all()
+    assert runs[0].due_at == due

@@ -20,6 +20,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Mapping
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from voxtra.errors import AppNotRunning, CallBusy, CallFailed, CallNoAnswer, VoxtraError
@@ -39,6 +40,10 @@ T = TypeVar("T")
 
 _WRITE_WAIT_MAX = 8.0
 """Seconds between tries of an outcome's write while the database is away."""
+
+UNSERVABLE_RETRY = timedelta(minutes=10)
+"""How long a schedule whose time zone this worker lacks is left alone before it is
+tried again (tzdata may have been installed meanwhile)."""
 
 Notify = Callable[[str, dict[str, Any], list[str]], None]
 """``notify(event, data, urls)``: hand an event to the webhooks (must not block)."""
@@ -164,7 +169,9 @@ class SchedulingWorker:
         self._wake = asyncio.Event()
         self._calls: set[asyncio.Task[None]] = set()
         self._unservable: set[str] = set()
-        """Schedules whose time zone this worker's tzdata lacks (claims.claim_schedules)."""
+        """Schedules whose time zone this worker's tzdata lacks (claims.claim_schedules),
+        tried again every ``UNSERVABLE_RETRY`` of schedule time."""
+        self._unservable_since: datetime | None = None
         self._loop: asyncio.Task[None] | None = None
         self._beats: asyncio.Task[None] | None = None
         self._last_beat: float | None = None
@@ -297,6 +304,13 @@ class SchedulingWorker:
         # Twilio campaign to one with it, instead of failing its contacts.
         served = self.served() if self.served is not None else None
         async with self.db.session() as session:
+            now = self.clock.now()
+            if self._unservable_since is None or now - self._unservable_since > UNSERVABLE_RETRY:
+                # Tried again now and then: tzdata installed since (ZoneInfo caches no
+                # failed look-up) and schedules deleted since leave the set, which would
+                # otherwise grow for the process's life, one NOT IN parameter each.
+                self._unservable.clear()
+                self._unservable_since = now
             runs = await claims.claim_schedules(
                 session,
                 self.worker_id,
