@@ -379,3 +379,40 @@ async def test_each_sides_audio_comes_labelled_and_a_hang_up_cuts_a_whisper(
     assert loud["caller"] > 1000 and loud["callee"] == 0  # the caller's tone, its label
     assert len(outcome) == 1 and "ended" in str(outcome[0])
     assert not live_snoops(fake_asterisk) and not fake_asterisk.bridges
+
+
+async def test_an_assist_closed_before_it_starts_refuses_to_start_and_makes_nothing(
+    fake_asterisk: FakeAsterisk, tmp_path: Path
+) -> None:
+    # Closed first (the app stopping, or the user's close()), it went on to make its
+    # snoops and media when started, and nothing released them.
+    outcome: list[BaseException] = []
+    done = asyncio.Event()
+
+    async def handler(call: CallSession) -> None:
+        await call.answer()
+        await call.connect(ring_time=5, to="300")
+        app = call.app
+        assert isinstance(app, VoxtraApp)
+        before = len(live_snoops(fake_asterisk))  # the call's own (connect's seat)
+        assist = app.assist(call)
+        await assist.close()
+        try:
+            await assist.start()
+        except AssistError as exc:
+            outcome.append(exc)
+        made = len(live_snoops(fake_asterisk)) - before
+        outcome.append(AssertionError(f"snoops made: {made}"))
+        done.set()
+        await call.hangup()
+
+    app = make_app(tmp_path, handler)
+    async with fake_asterisk.serve(app):
+        await fake_asterisk.incoming(extension="200")
+        await fake_asterisk.wait_until(lambda: bool(fake_asterisk.originated), timeout=5)
+        (callee,) = fake_asterisk.originated
+        await callee.answer()
+        await asyncio.wait_for(done.wait(), 5)
+    refused, snoops = outcome
+    assert isinstance(refused, AssistError) and "closed before it started" in str(refused)
+    assert str(snoops) == "snoops made: 0"

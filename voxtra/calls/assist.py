@@ -259,6 +259,10 @@ class AgentAssist:
         """Seat a snoop and a media path on each party and start listening."""
         if self._started:
             return
+        if self.ended:
+            # Closed before it started (the app stopping, a close() first): it made its
+            # snoops and media and nothing released them (close() had already run).
+            raise AssistError(f"the agent assist on {self.call_id} was closed before it started")
         self._started = True
         try:
             try:
@@ -269,6 +273,11 @@ class AgentAssist:
                     raise AssistError(f"agent assist needs two different parties, not {sides}")
                 self.sides = {label: _Side(label, ch) for label, ch in sides.items()}
                 for side in self.sides.values():
+                    if self.ended:
+                        # A party left meanwhile: the assist is over, as for a hang-up
+                        # just after the start (no error); the other side is not made
+                        # only to be released.
+                        break
                     await self._attach(side)
             finally:
                 self._attached.set()
