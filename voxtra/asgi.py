@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from voxtra.errors import VoxtraError
 
-__all__ = ["BodyLimit", "BodyTooLarge"]
+__all__ = ["BodyLimit", "BodyTooLarge", "declared_length"]
 
 
 class BodyTooLarge(VoxtraError):
@@ -27,6 +27,14 @@ class BodyTooLarge(VoxtraError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"the request body exceeds the limit of {limit} bytes")
         self.limit = limit
+
+
+def declared_length(headers: Headers) -> int | None:
+    """The body's length as its ``Content-Length`` says, if it says one."""
+    declared = headers.get("content-length", "")
+    # Digits (uvicorn's h11 and httptools answer 400 to any other); isascii because
+    # "\xb2".isdigit() is true too, and int() refuses it.
+    return int(declared) if declared.isascii() and declared.isdigit() else None
 
 
 def _plain_refusal(scope: Scope, exc: BodyTooLarge) -> Response:
@@ -61,10 +69,8 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit = self.limit(scope) if callable(self.limit) else self.limit
-        declared = Headers(scope=scope).get("content-length", "")
-        # Digits (uvicorn's h11 and httptools answer 400 to any other); isascii because
-        # "\xb2".isdigit() is true too, and int() refuses it.
-        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        declared = declared_length(Headers(scope=scope))
+        if declared is not None and declared > limit:
             await self.refusal(scope, BodyTooLarge(limit))(scope, receive, send)
             return
         received = 0

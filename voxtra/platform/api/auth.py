@@ -24,6 +24,7 @@ from starlette.datastructures import Headers
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from voxtra.asgi import declared_length
 from voxtra.platform.api.problems import Problem, problem_response
 from voxtra.platform.platform import Platform
 from voxtra.platform.store.repository import token_digest
@@ -214,5 +215,4 @@ def _carries_body(headers: Headers) -> bool:
     # chunked body past the gate, parsed before its 401.
     if "chunked" in headers.get("transfer-encoding", "").lower():
         return True
-    declared = headers.get("content-length", "")
-    return declared.isascii() and declared.isdigit() and int(declared) > 0  # as BodyLimit
+    return (declared_length(headers) or 0) > 0
